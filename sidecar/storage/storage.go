@@ -1,0 +1,130 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+)
+
+// Backend stores named objects. Names are slash-separated paths such as
+// "data/3f/3f0a…"; a backend maps them onto its own namespace under the
+// repository's prefix. All methods are safe for concurrent use.
+type Backend interface {
+	// Save stores size bytes read from r under name. The object becomes
+	// visible to Load, Stat and List only once it is complete: a reader
+	// never sees a partial object, and a failed Save leaves no object
+	// behind. Save may read r more than once (to retry), and concurrently
+	// at different offsets (to upload parts in parallel).
+	Save(ctx context.Context, name string, r io.ReaderAt, size int64) error
+
+	// Load returns a reader over length bytes of the object starting at
+	// offset. A length of 0 reads to the end of the object. The caller
+	// must close the reader. Missing objects give an error for which
+	// errors.Is(err, ErrNotFound) holds.
+	Load(ctx context.Context, name string, offset, length int64) (io.ReadCloser, error)
+
+	// Stat returns the object's size and modification time.
+	Stat(ctx context.Context, name string) (FileInfo, error)
+
+	// List calls fn for every object whose name starts with prefix, in no
+	// particular order. A non-nil error from fn stops the listing and is
+	// returned.
+	List(ctx context.Context, prefix string, fn func(FileInfo) error) error
+
+	// Remove deletes the object (all its versions, where the store keeps
+	// versions and the retention allows it). Removing a missing object
+	// gives ErrNotFound.
+	Remove(ctx context.Context, name string) error
+
+	// Location describes where the backend stores objects, without
+	// credentials, for messages such as "b2://bucket/prefix".
+	Location() string
+
+	// Close releases connections and other resources.
+	Close() error
+}
+
+// FileInfo describes a stored object.
+type FileInfo struct {
+	Name    string
+	Size    int64
+	ModTime time.Time
+}
+
+// ErrNotFound is returned (wrapped) when an object does not exist.
+var ErrNotFound = errors.New("object not found")
+
+// permanent marks an error that retrying cannot fix.
+type permanent struct{ err error }
+
+func (p *permanent) Error() string { return p.err.Error() }
+func (p *permanent) Unwrap() error { return p.err }
+
+// Permanent wraps err so that IsPermanent reports true for it. Use it for
+// authentication failures, missing buckets, bad requests: anything a retry
+// would only repeat.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &permanent{err: err}
+}
+
+// IsPermanent reports whether retrying the operation that returned err is
+// pointless. Not-found errors, context cancellation and errors wrapped with
+// Permanent are permanent; everything else (timeouts, resets, 5xx, 429) is
+// assumed transient.
+func IsPermanent(err error) bool {
+	if err == nil {
+		return false
+	}
+	var p *permanent
+	return errors.As(err, &p) || errors.Is(err, ErrNotFound) ||
+		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// retryAfter carries a server's request to wait before retrying.
+type retryAfter struct {
+	err   error
+	delay time.Duration
+}
+
+func (r *retryAfter) Error() string { return r.err.Error() }
+func (r *retryAfter) Unwrap() error { return r.err }
+
+// WithRetryAfter annotates a transient error with the delay the server asked
+// for (an HTTP Retry-After header, say). The retry wrapper waits at least that
+// long before the next attempt.
+func WithRetryAfter(err error, delay time.Duration) error {
+	if err == nil {
+		return nil
+	}
+	return &retryAfter{err: err, delay: delay}
+}
+
+// RetryAfter returns the delay requested with WithRetryAfter, if any.
+func RetryAfter(err error) (time.Duration, bool) {
+	var r *retryAfter
+	if errors.As(err, &r) {
+		return r.delay, true
+	}
+	return 0, false
+}
+
+// NotFound returns an error wrapping ErrNotFound that names the object.
+func NotFound(name string) error {
+	return fmt.Errorf("%s: %w", name, ErrNotFound)
+}
+
+// ReadAll loads a whole object into memory. Use it only for objects known to
+// be small (keys, config, manifests, index files, packs).
+func ReadAll(ctx context.Context, b Backend, name string) ([]byte, error) {
+	rd, err := b.Load(ctx, name, 0, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer rd.Close()
+	return io.ReadAll(rd)
+}
