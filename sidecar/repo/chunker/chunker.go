@@ -1,0 +1,136 @@
+// Package chunker splits a stream into content-defined chunks with FastCDC
+// (Xia et al., USENIX ATC 2016: gear rolling hash, normalized chunking).
+//
+// The gear table is derived from a per-repository secret, so chunk
+// boundaries, and therefore chunk sizes, reveal nothing about the content to
+// someone without the key. (github.com/jotfs/fastcdc-go offers a seed, but
+// applies it to a package-level table in place, so two chunkers in one
+// process cut differently and race; hence this small implementation.)
+package chunker
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"math/bits"
+
+	"github.com/zeebo/blake3"
+)
+
+// Table is a gear table: one random 64-bit value per byte value.
+type Table [256]uint64
+
+// NewTable derives a gear table from a secret with BLAKE3 in key-derivation mode.
+func NewTable(secret []byte) *Table {
+	var raw [256 * 8]byte
+	h := blake3.NewDeriveKey("amber chunker gear table v1")
+	h.Write(secret)
+	_, _ = h.Digest().Read(raw[:])
+	var t Table
+	for i := range t {
+		for k := 0; k < 8; k++ {
+			t[i] |= uint64(raw[i*8+k]) << (8 * k)
+		}
+	}
+	return &t
+}
+
+// Params bound chunk sizes. Avg must be a power of two.
+type Params struct{ Min, Avg, Max int }
+
+// Chunker cuts a stream into chunks.
+type Chunker struct {
+	rd      io.Reader
+	t       *Table
+	p       Params
+	maskS   uint64 // harder to match: used before Avg
+	maskL   uint64 // easier to match: used after Avg
+	buf     []byte
+	start   int // first unconsumed byte in buf
+	end     int // end of valid data in buf
+	eof     bool
+	readErr error
+}
+
+// New returns a chunker over rd.
+func New(rd io.Reader, t *Table, p Params) (*Chunker, error) {
+	if p.Min < 64 || p.Avg <= p.Min || p.Max <= p.Avg || p.Avg&(p.Avg-1) != 0 {
+		return nil, fmt.Errorf("chunker: bad sizes min %d avg %d max %d", p.Min, p.Avg, p.Max)
+	}
+	b := bits.TrailingZeros(uint(p.Avg))
+	high := func(n int) uint64 { return ^uint64(0) << (64 - n) }
+	return &Chunker{rd: rd, t: t, p: p, maskS: high(b + 2), maskL: high(b - 2), buf: make([]byte, 2*p.Max)}, nil
+}
+
+// Next returns the next chunk, valid until the following call, or io.EOF
+// after the last one.
+func (c *Chunker) Next() ([]byte, error) {
+	if c.end-c.start < c.p.Max && !c.eof {
+		if err := c.fill(); err != nil {
+			return nil, err
+		}
+	}
+	data := c.buf[c.start:c.end]
+	if len(data) == 0 {
+		if c.readErr != nil {
+			return nil, c.readErr
+		}
+		return nil, io.EOF
+	}
+	n := c.cut(data)
+	c.start += n
+	return data[:n:n], nil
+}
+
+func (c *Chunker) fill() error {
+	n := copy(c.buf, c.buf[c.start:c.end])
+	c.start, c.end = 0, n
+	for c.end < len(c.buf) {
+		m, err := c.rd.Read(c.buf[c.end:])
+		c.end += m
+		if errors.Is(err, io.EOF) {
+			c.eof = true
+			return nil
+		}
+		if err != nil {
+			c.eof = true
+			c.readErr = err
+			return nil
+		}
+	}
+	return nil
+}
+
+// cut returns the length of the chunk at the start of data.
+func (c *Chunker) cut(data []byte) int {
+	n := len(data)
+	if n <= c.p.Min {
+		return n
+	}
+	if n > c.p.Max {
+		n = c.p.Max
+	}
+	normal := c.p.Avg
+	if n < normal {
+		normal = n
+	}
+	t := c.t
+	var fp uint64
+	i := c.p.Min - 64 // warm the hash over the 64 bytes it depends on
+	for ; i < c.p.Min; i++ {
+		fp = fp<<1 + t[data[i]]
+	}
+	for ; i < normal; i++ {
+		fp = fp<<1 + t[data[i]]
+		if fp&c.maskS == 0 {
+			return i + 1
+		}
+	}
+	for ; i < n; i++ {
+		fp = fp<<1 + t[data[i]]
+		if fp&c.maskL == 0 {
+			return i + 1
+		}
+	}
+	return n
+}

@@ -1,0 +1,230 @@
+package repo
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"runtime"
+
+	"github.com/amber-backup/amber/sidecar/storage"
+)
+
+// openBlob authenticates, decompresses and checks one sealed blob. Nothing
+// reaches the caller unless it is exactly what was stored under id.
+func (r *Repository) openBlob(l Location, sealed []byte, dst []byte) ([]byte, error) {
+	name := packName(l.Pack)
+	plain, err := r.seal.open(nil, sealed, blobAD(l.ID, l.Type))
+	if err != nil {
+		return nil, &CorruptError{Object: name, Err: fmt.Errorf("blob %s: %w", l.ID.Short(), err)}
+	}
+	if l.Compressed {
+		plain, err = zdec.DecodeAll(plain, dst[:0])
+		if err != nil {
+			return nil, &CorruptError{Object: name, Err: fmt.Errorf("blob %s: decompress: %w", l.ID.Short(), err)}
+		}
+	}
+	if len(plain) != int(l.RawLength) || r.ids.id(plain) != l.ID {
+		return nil, &CorruptError{Object: name, Err: fmt.Errorf("blob %s: content does not match its id", l.ID.Short())}
+	}
+	return plain, nil
+}
+
+func (r *Repository) lookup(ctx context.Context, id ID) (Location, error) {
+	idx, err := r.Index(ctx)
+	if err != nil {
+		return Location{}, err
+	}
+	l, ok := idx.Lookup(id)
+	if !ok {
+		return Location{}, fmt.Errorf("blob %s is not in the index: the repository is damaged; run `amber verify`", id.Short())
+	}
+	return l, nil
+}
+
+// loadBlob reads one blob by id.
+func (r *Repository) loadBlob(ctx context.Context, id ID) ([]byte, error) {
+	l, err := r.lookup(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	rd, err := r.be.Load(ctx, packName(l.Pack), int64(l.Offset), int64(l.Length))
+	if err != nil {
+		return nil, fmt.Errorf("load blob %s: %w", id.Short(), err)
+	}
+	defer rd.Close()
+	sealed, err := io.ReadAll(rd)
+	if err != nil {
+		return nil, fmt.Errorf("load blob %s: %w", id.Short(), err)
+	}
+	return r.openBlob(l, sealed, nil)
+}
+
+type listItem struct {
+	id ID
+	n  uint32
+}
+
+func (r *Repository) loadList(ctx context.Context, id ID) ([]listItem, error) {
+	b, err := r.loadBlob(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if len(b)%36 != 0 {
+		return nil, fmt.Errorf("list blob %s has a bad length %d", id.Short(), len(b))
+	}
+	out := make([]listItem, len(b)/36)
+	for i := range out {
+		copy(out[i].id[:], b[i*36:])
+		out[i].n = binary.LittleEndian.Uint32(b[i*36+32:])
+	}
+	return out, nil
+}
+
+// run is a stretch of blobs stored back to back in one pack, fetched with
+// one ranged read.
+type run struct {
+	locs []Location
+	out  chan runResult
+}
+
+type runResult struct {
+	parts [][]byte
+	err   error
+}
+
+const maxRun = 8 << 20
+
+// WriteEntry writes the entry's content to out in order. Every blob is
+// authenticated and checked against its id before a byte of it is written.
+func (r *Repository) WriteEntry(ctx context.Context, e Entry, out io.Writer) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	workers := max(runtime.GOMAXPROCS(0), 2)
+	jobs := make(chan *run)
+	order := make(chan *run, 2*workers)
+	planErr := make(chan error, 1)
+
+	go func() { // plan runs in order
+		defer close(order)
+		defer close(jobs)
+		planErr <- r.planRuns(ctx, e, func(rn *run) bool {
+			select {
+			case order <- rn:
+			case <-ctx.Done():
+				return false
+			}
+			select {
+			case jobs <- rn:
+				return true
+			case <-ctx.Done():
+				return false
+			}
+		})
+	}()
+	for range workers {
+		go func() {
+			for rn := range jobs {
+				parts, err := r.fetchRun(ctx, rn.locs)
+				rn.out <- runResult{parts: parts, err: err}
+			}
+		}()
+	}
+	var written int64
+	for rn := range order {
+		res := <-rn.out
+		if res.err != nil {
+			cancel()
+			return res.err
+		}
+		for _, p := range res.parts {
+			n, err := out.Write(p)
+			written += int64(n)
+			if err != nil {
+				cancel()
+				return err
+			}
+		}
+	}
+	if err := <-planErr; err != nil {
+		return err
+	}
+	if written != e.Size {
+		return fmt.Errorf("entry %s: restored %d bytes, manifest says %d", e.Name, written, e.Size)
+	}
+	return nil
+}
+
+func (r *Repository) planRuns(ctx context.Context, e Entry, emit func(*run) bool) error {
+	var cur *run
+	var size uint32
+	flush := func() bool {
+		if cur == nil {
+			return true
+		}
+		rn := cur
+		cur = nil
+		return emit(rn)
+	}
+	for _, lid := range e.Lists {
+		items, err := r.loadList(ctx, lid)
+		if err != nil {
+			return fmt.Errorf("entry %s: %w", e.Name, err)
+		}
+		for _, it := range items {
+			l, err := r.lookup(ctx, it.id)
+			if err != nil {
+				return fmt.Errorf("entry %s: %w", e.Name, err)
+			}
+			if l.RawLength != it.n {
+				return fmt.Errorf("entry %s: chunk %s length %d, index says %d", e.Name, it.id.Short(), it.n, l.RawLength)
+			}
+			if cur != nil {
+				last := cur.locs[len(cur.locs)-1]
+				if last.Pack != l.Pack || last.Offset+last.Length != l.Offset || size+l.Length > maxRun {
+					if !flush() {
+						return ctx.Err()
+					}
+				}
+			}
+			if cur == nil {
+				cur = &run{out: make(chan runResult, 1)}
+				size = 0
+			}
+			cur.locs = append(cur.locs, l)
+			size += l.Length
+		}
+	}
+	if !flush() {
+		return ctx.Err()
+	}
+	return nil
+}
+
+func (r *Repository) fetchRun(ctx context.Context, locs []Location) ([][]byte, error) {
+	first, last := locs[0], locs[len(locs)-1]
+	length := int64(last.Offset + last.Length - first.Offset)
+	name := packName(first.Pack)
+	rd, err := r.be.Load(ctx, name, int64(first.Offset), length)
+	if err != nil {
+		return nil, fmt.Errorf("load %s: %w", name, err)
+	}
+	buf := make([]byte, length)
+	_, err = io.ReadFull(rd, buf)
+	rd.Close()
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", name, err)
+	}
+	parts := make([][]byte, len(locs))
+	for i, l := range locs {
+		off := l.Offset - first.Offset
+		p, err := r.openBlob(l, buf[off:off+l.Length], nil)
+		if err != nil {
+			return nil, err
+		}
+		parts[i] = p
+	}
+	return parts, nil
+}
+
+var _ = storage.ErrNotFound

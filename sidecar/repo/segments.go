@@ -1,0 +1,168 @@
+package repo
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/amber-backup/amber/sidecar/storage"
+)
+
+// Segment describes one piece of database log (a WAL segment, a binlog
+// file, a slice of oplog) stored whole under log/. Start and End are the
+// engine's log positions mapped onto 64-bit integers that order correctly
+// within one stream and epoch (a PostgreSQL LSN, a binlog sequence and
+// offset, an oplog timestamp).
+type Segment struct {
+	Stream  string `json:"stream"` // e.g. "postgres" or "mysql-<server uuid>"
+	Epoch   uint32 `json:"epoch"`  // timeline; 0 where the engine has none
+	Start   uint64 `json:"start"`
+	End     uint64 `json:"end"` // exclusive
+	Partial bool   `json:"partial"`
+	// Stored inside the encrypted object, not in its name:
+	Name      string            `json:"name,omitempty"` // the engine's own name for it
+	FirstTime time.Time         `json:"first_time,omitzero"`
+	LastTime  time.Time         `json:"last_time,omitzero"`
+	Meta      map[string]string `json:"meta,omitempty"`
+	Size      int64             `json:"size"` // plaintext bytes
+}
+
+var streamRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
+
+// ObjectName is where the segment is stored:
+// log/<stream>/<epoch:8 hex>/<start:16 hex>-<end:16 hex>[.partial]
+func (s Segment) ObjectName() string {
+	n := fmt.Sprintf("%s%s/%08x/%016x-%016x", logDir, s.Stream, s.Epoch, s.Start, s.End)
+	if s.Partial {
+		n += ".partial"
+	}
+	return n
+}
+
+func parseSegmentName(name string) (Segment, bool) {
+	parts := strings.Split(strings.TrimPrefix(name, logDir), "/")
+	if len(parts) != 3 {
+		return Segment{}, false
+	}
+	var s Segment
+	s.Stream = parts[0]
+	ep, err := strconv.ParseUint(parts[1], 16, 32)
+	if err != nil {
+		return Segment{}, false
+	}
+	s.Epoch = uint32(ep)
+	rng := parts[2]
+	if strings.HasSuffix(rng, ".partial") {
+		s.Partial = true
+		rng = strings.TrimSuffix(rng, ".partial")
+	}
+	a, b, ok := strings.Cut(rng, "-")
+	if !ok {
+		return Segment{}, false
+	}
+	if s.Start, err = strconv.ParseUint(a, 16, 64); err != nil {
+		return Segment{}, false
+	}
+	if s.End, err = strconv.ParseUint(b, 16, 64); err != nil {
+		return Segment{}, false
+	}
+	return s, true
+}
+
+// PutSegment stores a segment whole: zstd, then sealed with the object
+// name as associated data, so a segment cannot be passed off as another.
+// It returns once the segment is durable.
+func (r *Repository) PutSegment(ctx context.Context, s Segment, data []byte) error {
+	if !streamRE.MatchString(s.Stream) {
+		return fmt.Errorf("invalid log stream name %q", s.Stream)
+	}
+	if s.End < s.Start {
+		return fmt.Errorf("segment end %x before start %x", s.End, s.Start)
+	}
+	s.Size = int64(len(data))
+	hdr, _ := json.Marshal(s)
+	plain := binary.LittleEndian.AppendUint32(make([]byte, 0, 4+len(hdr)), uint32(len(hdr)))
+	plain = append(plain, hdr...)
+	plain = zenc.EncodeAll(data, plain) // the header stays outside the zstd frame
+	name := s.ObjectName()
+	sealed := r.seal.seal(nil, plain, []byte(name))
+	if err := r.be.Save(ctx, name, bytes.NewReader(sealed), int64(len(sealed))); err != nil {
+		return fmt.Errorf("save segment %s: %w", name, err)
+	}
+	return nil
+}
+
+// GetSegment loads and authenticates a segment.
+func (r *Repository) GetSegment(ctx context.Context, objectName string) (Segment, []byte, error) {
+	sealed, err := storage.ReadAll(ctx, r.be, objectName)
+	if err != nil {
+		return Segment{}, nil, fmt.Errorf("load segment: %w", err)
+	}
+	plain, err := r.seal.open(nil, sealed, []byte(objectName))
+	if err != nil {
+		return Segment{}, nil, &CorruptError{Object: objectName, Err: err}
+	}
+	if len(plain) < 4 || int(binary.LittleEndian.Uint32(plain)) > len(plain)-4 {
+		return Segment{}, nil, &CorruptError{Object: objectName, Err: fmt.Errorf("bad segment header")}
+	}
+	hl := int(binary.LittleEndian.Uint32(plain))
+	var s Segment
+	if err := json.Unmarshal(plain[4:4+hl], &s); err != nil {
+		return Segment{}, nil, &CorruptError{Object: objectName, Err: err}
+	}
+	data, err := zdec.DecodeAll(plain[4+hl:], nil)
+	if err != nil {
+		return Segment{}, nil, &CorruptError{Object: objectName, Err: fmt.Errorf("decompress: %w", err)}
+	}
+	if int64(len(data)) != s.Size {
+		return Segment{}, nil, &CorruptError{Object: objectName, Err: fmt.Errorf("size %d, header says %d", len(data), s.Size)}
+	}
+	return s, data, nil
+}
+
+func (r *Repository) checkSegment(ctx context.Context, name string) (int64, error) {
+	_, data, err := r.GetSegment(ctx, name)
+	return int64(len(data)), err
+}
+
+// Segments lists a stream's segments from their names alone (no download),
+// ordered by epoch, then start, complete before partial, longer first.
+func (r *Repository) Segments(ctx context.Context, stream string) ([]Segment, error) {
+	var out []Segment
+	err := r.be.List(ctx, logDir+stream+"/", func(fi storage.FileInfo) error {
+		if s, ok := parseSegmentName(fi.Name); ok && s.Stream == stream {
+			out = append(out, s)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list log %s: %w", stream, err)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		if a.Epoch != b.Epoch {
+			return a.Epoch < b.Epoch
+		}
+		if a.Start != b.Start {
+			return a.Start < b.Start
+		}
+		if a.Partial != b.Partial {
+			return !a.Partial
+		}
+		return a.End > b.End
+	})
+	return out, nil
+}
+
+// RemoveSegment deletes one stored segment (a partial one superseded by a
+// complete one, or log older than every kept backup).
+func (r *Repository) RemoveSegment(ctx context.Context, s Segment) error {
+	return r.be.Remove(ctx, s.ObjectName())
+}

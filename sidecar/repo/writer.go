@@ -1,0 +1,336 @@
+package repo
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/amber-backup/amber/sidecar/repo/chunker"
+	"github.com/klauspost/compress/zstd"
+)
+
+// listLen is how many (id, length) pairs one list blob holds at most.
+const listLen = 16384
+
+// Writer adds data to the repository for one backup. Streams written with
+// WriteStream become entries; Commit makes them visible as one backup by
+// writing its manifest last. A Writer that is never committed leaves only
+// unreferenced packs, which prune removes.
+type Writer struct {
+	r   *Repository
+	idx *Index
+
+	mu       sync.Mutex
+	pack     packBuilder
+	claimed  map[ID]bool // blobs this writer has stored or is storing
+	reused   map[ID]bool // packs of blobs this writer deduplicated against
+	started  time.Time
+	ctx      context.Context // uploads run under the writer's context, not a stream's
+	written  []indexPack // packs uploaded, not yet in an index file
+	sem      chan struct{} // one token per pack being uploaded
+	upWG     sync.WaitGroup
+	upErr    error
+
+	// Progress counters, safe to read while writing.
+	BytesIn    atomic.Int64 // plaintext bytes read from streams
+	BytesAdded atomic.Int64 // bytes stored (packs, index, manifest)
+	BlobsNew   atomic.Int64
+	BlobsDedup atomic.Int64
+}
+
+// uploaders is how many packs upload at once.
+const uploaders = 3
+
+// NewWriter starts a writer. It loads the index for deduplication.
+func (r *Repository) NewWriter(ctx context.Context) (*Writer, error) {
+	idx, err := r.Index(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &Writer{r: r, idx: idx, claimed: make(map[ID]bool), reused: make(map[ID]bool),
+		sem: make(chan struct{}, uploaders), started: r.now().UTC(), ctx: ctx}, nil
+}
+
+// storeBlob seals plain (already compressed when compressed is true) and adds
+// it to the current pack, handing full packs to the uploaders.
+func (w *Writer) storeBlob(ctx context.Context, id ID, t BlobType, plain []byte, rawLen int, compressed bool) error {
+	sealed := w.r.seal.seal(make([]byte, 0, len(plain)+overhead), plain, blobAD(id, t))
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.upErr != nil {
+		return w.upErr
+	}
+	w.pack.add(BlobInfo{ID: id, Type: t, RawLength: uint32(rawLen), Compressed: compressed}, sealed)
+	if len(w.pack.buf) >= w.r.cfg.PackSize {
+		return w.flushLocked(ctx)
+	}
+	return nil
+}
+
+// flushLocked finishes the current pack and queues it for upload.
+func (w *Writer) flushLocked(ctx context.Context) error {
+	if len(w.pack.blobs) == 0 {
+		return nil
+	}
+	pb := w.pack
+	w.pack = packBuilder{buf: make([]byte, 0, w.r.cfg.PackSize+w.r.cfg.PackSize/8)}
+	buf, id, blobs := pb.finish(w.r.seal)
+	w.mu.Unlock()
+	err := w.upload(ctx, id, buf, blobs)
+	w.mu.Lock()
+	return err
+}
+
+// upload saves one pack (with backpressure: at most `uploaders` in flight)
+// and records it for the index once it is durable.
+func (w *Writer) upload(ctx context.Context, id ID, buf []byte, blobs []BlobInfo) error {
+	select {
+	case w.sem <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	w.upWG.Add(1)
+	go func() {
+		defer w.upWG.Done()
+		defer func() { <-w.sem }()
+		err := w.r.be.Save(w.ctx, packName(id), bytes.NewReader(buf), int64(len(buf)))
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if err != nil {
+			if w.upErr == nil {
+				w.upErr = fmt.Errorf("upload %s: %w", packName(id), err)
+			}
+			return
+		}
+		p := indexPack{ID: id, Size: int64(len(buf)), Blobs: blobs}
+		w.written = append(w.written, p)
+		w.idx.addPack(p)
+		w.BytesAdded.Add(int64(len(buf)))
+	}()
+	return nil
+}
+
+// claim reports whether the caller should store blob id: false when the
+// repository or this writer already has it.
+func (w *Writer) claim(id ID) bool {
+	l, stored := w.idx.Lookup(id)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if stored {
+		if !w.claimed[id] {
+			w.reused[l.Pack] = true
+		}
+		return false
+	}
+	if w.claimed[id] {
+		return false
+	}
+	w.claimed[id] = true
+	return true
+}
+
+// Entry is one named stream of a backup.
+type Entry struct {
+	Name  string `json:"name"`
+	Size  int64  `json:"size"`
+	Lists []ID   `json:"lists"` // list blobs, in order
+	// Meta holds engine-specific attributes (file mode, tablespace, ...).
+	Meta map[string]string `json:"meta,omitempty"`
+}
+
+type chunkJob struct {
+	seq  int
+	buf  *[]byte
+	n    int
+	done chan chunkResult
+}
+
+type chunkResult struct {
+	id  ID
+	n   int
+	err error
+}
+
+// WriteStream chunks rd to its end and stores the chunks; the returned
+// entry (named name) lists them in order. Memory stays bounded whatever
+// the stream's length.
+func (w *Writer) WriteStream(ctx context.Context, name string, rd io.Reader) (Entry, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	c := w.r.cfg.Chunker
+	cdc, err := chunker.New(rd, w.r.gear, chunker.Params{Min: c.Min, Avg: c.Avg, Max: c.Max})
+	if err != nil {
+		return Entry{}, fmt.Errorf("chunker: %w", err)
+	}
+	workers := max(runtime.GOMAXPROCS(0), 2)
+	jobs := make(chan *chunkJob, workers)
+	order := make(chan *chunkJob, 4*workers) // bounds chunks in flight
+	pool := sync.Pool{New: func() any { b := make([]byte, 0, c.Max); return &b }}
+
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			enc, _ := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1), zstd.WithLowerEncoderMem(true))
+			defer enc.Close()
+			var comp []byte
+			for j := range jobs {
+				data := (*j.buf)[:j.n]
+				id := w.r.ids.id(data)
+				var err error
+				if w.claim(id) {
+					comp = enc.EncodeAll(data, comp[:0])
+					if len(comp) < len(data) {
+						err = w.storeBlob(ctx, id, DataBlob, comp, len(data), true)
+					} else {
+						err = w.storeBlob(ctx, id, DataBlob, data, len(data), false)
+					}
+					w.BlobsNew.Add(1)
+				} else {
+					w.BlobsDedup.Add(1)
+				}
+				pool.Put(j.buf)
+				j.done <- chunkResult{id: id, n: j.n, err: err}
+			}
+		}()
+	}
+
+	// Read and chunk in one goroutine, in order.
+	readErr := make(chan error, 1)
+	go func() {
+		defer close(order)
+		defer close(jobs)
+		for seq := 0; ; seq++ {
+			ch, err := cdc.Next()
+			if errors.Is(err, io.EOF) {
+				readErr <- nil
+				return
+			}
+			if err != nil {
+				readErr <- fmt.Errorf("read %s: %w", name, err)
+				return
+			}
+			buf := pool.Get().(*[]byte)
+			*buf = append((*buf)[:0], ch...)
+			j := &chunkJob{seq: seq, buf: buf, n: len(ch), done: make(chan chunkResult, 1)}
+			select {
+			case order <- j:
+			case <-ctx.Done():
+				readErr <- ctx.Err()
+				return
+			}
+			select {
+			case jobs <- j:
+			case <-ctx.Done():
+				readErr <- ctx.Err()
+				return
+			}
+			w.BytesIn.Add(int64(len(ch)))
+		}
+	}()
+
+	entry := Entry{Name: name}
+	list := make([]byte, 0, listLen*36)
+	var firstErr error
+	for j := range order {
+		res := <-j.done
+		if firstErr != nil {
+			continue
+		}
+		if res.err != nil {
+			firstErr = res.err
+			cancel()
+			continue
+		}
+		entry.Size += int64(res.n)
+		list = append(list, res.id[:]...)
+		list = binary.LittleEndian.AppendUint32(list, uint32(res.n))
+		if len(list) == listLen*36 {
+			id, err := w.storeList(ctx, list)
+			if err != nil {
+				firstErr = err
+				cancel()
+				continue
+			}
+			entry.Lists = append(entry.Lists, id)
+			list = list[:0]
+		}
+	}
+	wg.Wait()
+	if err := <-readErr; err != nil && firstErr == nil {
+		firstErr = err
+	}
+	if firstErr != nil {
+		return Entry{}, firstErr
+	}
+	if len(list) > 0 || len(entry.Lists) == 0 {
+		id, err := w.storeList(ctx, list)
+		if err != nil {
+			return Entry{}, err
+		}
+		entry.Lists = append(entry.Lists, id)
+	}
+	return entry, nil
+}
+
+// storeList stores one list blob (compressed, deduplicated like data).
+func (w *Writer) storeList(ctx context.Context, list []byte) (ID, error) {
+	id := w.r.ids.id(list)
+	if !w.claim(id) {
+		return id, nil
+	}
+	comp := zenc.EncodeAll(list, nil)
+	return id, w.storeBlob(ctx, id, ListBlob, comp, len(list), true)
+}
+
+// flush uploads the open pack, waits for all uploads, and writes an index
+// file for the packs uploaded since the last flush.
+func (w *Writer) flush(ctx context.Context) error {
+	w.mu.Lock()
+	err := w.flushLocked(ctx)
+	w.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	w.upWG.Wait()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.upErr != nil {
+		return w.upErr
+	}
+	if len(w.written) == 0 {
+		return nil
+	}
+	n, err := w.r.saveIndex(ctx, w.idx, w.written)
+	if err != nil {
+		return err
+	}
+	w.BytesAdded.Add(n)
+	w.written = nil
+	return nil
+}
+
+// checkDedupPacks makes sure every pack this writer deduplicated against
+// still exists (a prune ran while it was writing).
+func (w *Writer) checkDedupPacks(ctx context.Context) error {
+	w.mu.Lock()
+	packs := make([]ID, 0, len(w.reused))
+	for p := range w.reused {
+		packs = append(packs, p)
+	}
+	w.mu.Unlock()
+	for _, p := range packs {
+		if _, err := w.r.be.Stat(ctx, packName(p)); err != nil {
+			return fmt.Errorf("a prune removed %s, which this backup reuses; nothing was committed: run the backup again: %w", packName(p), err)
+		}
+	}
+	return nil
+}
