@@ -1,14 +1,144 @@
 // Package cli implements the `amber` command line: the cobra command tree,
-// flag parsing, repository URLs, passwords, --json output and progress.
+// repository URLs, passwords, --json output and progress.
 package cli
 
 import (
+	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
 )
 
-// Main runs amber with args and returns the process exit code.
+// env carries what commands share: streams and global flags.
+type env struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+
+	repoURL      string
+	passwordFile string
+	cacheDir     string
+	jsonOut      bool
+	quiet        bool
+	log          *slog.Logger
+}
+
+// exitError carries an exit code other than 1.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+// Main runs amber with args and returns the process exit code: 0 on
+// success, 1 when the work failed, 2 for a bad command line, 3 when verify
+// found problems.
 func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	fmt.Fprintln(stderr, "amber: not yet implemented")
-	return 2
+	e := &env{stdin: stdin, stdout: stdout, stderr: stderr}
+	e.log = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	root := e.rootCommand()
+	root.SetArgs(args)
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return 0
+	}
+	code := 1
+	var ee *exitError
+	var ue *usageError
+	switch {
+	case errors.As(err, &ee):
+		code = ee.code
+	case errors.As(err, &ue), strings.HasPrefix(err.Error(), "unknown command"),
+		strings.HasPrefix(err.Error(), "unknown flag"):
+		code = 2
+	}
+	if e.jsonOut && code != 2 {
+		b, _ := json.Marshal(map[string]string{"error": err.Error()})
+		fmt.Fprintln(stdout, string(b))
+	}
+	fmt.Fprintf(stderr, "amber: %v\n", err)
+	if code == 2 {
+		fmt.Fprintln(stderr, "Run 'amber --help' (or 'amber <command> --help') for usage.")
+	}
+	return code
+}
+
+// usageError marks a bad command line.
+type usageError struct{ err error }
+
+func (u *usageError) Error() string { return u.err.Error() }
+func (u *usageError) Unwrap() error { return u.err }
+
+func usagef(format string, args ...any) error {
+	return &usageError{err: fmt.Errorf(format, args...)}
+}
+
+func (e *env) rootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "amber",
+		Short: "Application-consistent, database-aware backups into one encrypted repository",
+		Long: `amber backs up databases (and any stream) into a repository that is
+deduplicated, compressed and encrypted on this machine before anything is
+stored. A repository lives in a local directory, on Backblaze B2 or in an
+S3 bucket, and holds everything needed to restore: with only the bucket and
+the password, any machine can list, verify and restore every backup.
+
+Repository URLs (--repo, or AMBER_REPO):
+  /srv/backups  or  file:///srv/backups      a local directory (the default kind)
+  b2://bucket/prefix                          Backblaze B2 (B2_APPLICATION_KEY_ID, B2_APPLICATION_KEY)
+  s3://bucket/prefix?endpoint=host:port&region=r   S3 or S3-compatible (AWS credential chain)
+
+The repository password comes from AMBER_PASSWORD or --password-file.`,
+		Example: `  export AMBER_REPO=/srv/backups AMBER_PASSWORD='correct horse'
+  amber repo init
+  pg_dump mydb | amber backup --stdin --name mydb
+  amber ls
+  amber restore --backup latest --stdout > mydb.sql
+  amber verify --read-data`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return &usageError{err: err} })
+	pf := root.PersistentFlags()
+	pf.StringVarP(&e.repoURL, "repo", "r", os.Getenv("AMBER_REPO"), "repository URL (env AMBER_REPO)")
+	pf.StringVar(&e.passwordFile, "password-file", os.Getenv("AMBER_PASSWORD_FILE"), "read the repository password from this file (env AMBER_PASSWORD_FILE; else AMBER_PASSWORD)")
+	pf.StringVar(&e.cacheDir, "cache-dir", os.Getenv("AMBER_CACHE_DIR"), "local metadata cache (default: the user cache dir; \"-\" disables it)")
+	pf.BoolVar(&e.jsonOut, "json", false, "print exactly one JSON document on stdout")
+	pf.BoolVarP(&e.quiet, "quiet", "q", false, "no progress output")
+
+	root.AddCommand(e.repoCommand(), e.keyCommand(), e.backupCommand(), e.restoreCommand(), e.lsCommand(),
+		e.verifyCommand(), e.pruneCommand(), e.catCommand(), e.unlockCommand())
+	return root
+}
+
+// printJSON writes v as the command's one JSON document.
+func (e *env) printJSON(v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(e.stdout, string(b))
+	return err
+}
+
+// noArgs rejects positional arguments with a usage error.
+func noArgs(cmd *cobra.Command, args []string) error {
+	if len(args) > 0 {
+		return usagef("%s takes no arguments, got %q", cmd.CommandPath(), args)
+	}
+	return nil
 }

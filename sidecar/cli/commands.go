@@ -1,0 +1,524 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/amber-backup/amber/sidecar/repo"
+	"github.com/spf13/cobra"
+)
+
+func (e *env) repoCommand() *cobra.Command {
+	cmd := &cobra.Command{Use: "repo", Short: "Create repositories"}
+	cmd.AddCommand(&cobra.Command{
+		Use:   "init",
+		Short: "Create a new, empty repository",
+		Long: `Create a repository at --repo, protected by the password from AMBER_PASSWORD
+or --password-file. A random master key encrypts everything; the password
+only unlocks a key slot that wraps it (add more with 'amber key add').
+Keep the password safe: without it nothing in the repository can be read.`,
+		Example: `  AMBER_PASSWORD=... amber repo init --repo /srv/backups
+  amber repo init --repo b2://my-bucket/db1 --password-file /etc/amber/pw`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			pw, err := e.password()
+			if err != nil {
+				return err
+			}
+			be, err := e.openBackend(ctx, true)
+			if err != nil {
+				return err
+			}
+			defer be.Close()
+			r, err := repo.Init(ctx, be, pw, e.repoOptions())
+			if err != nil {
+				return fmt.Errorf("init %s: %w", be.Location(), err)
+			}
+			cfg := r.Config()
+			if e.jsonOut {
+				return e.printJSON(map[string]any{"id": cfg.ID, "location": be.Location(), "version": cfg.Version})
+			}
+			fmt.Fprintf(e.stdout, "created repository %s at %s\n", cfg.ID[:12], be.Location())
+			return nil
+		},
+	})
+	return cmd
+}
+
+func (e *env) keyCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "key",
+		Short: "Manage the passwords (key slots) that open a repository",
+		Long: `A repository's data is encrypted with one random master key. Each key slot
+wraps that master key with one password (Argon2id), so passwords can be
+added, rotated and removed without rewriting any data.`,
+	}
+	var newPwFile string
+	add := &cobra.Command{
+		Use:     "add",
+		Short:   "Add a password (from AMBER_NEW_PASSWORD or --new-password-file)",
+		Example: "  AMBER_PASSWORD=old AMBER_NEW_PASSWORD=new amber key add --repo /srv/backups",
+		Args:    noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			newPw, err := readSecret(newPwFile, "AMBER_NEW_PASSWORD", "--new-password-file")
+			if err != nil {
+				return err
+			}
+			r, err := e.openRepo(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer r.Close()
+			name, err := r.AddKey(cmd.Context(), newPw, kdfFromEnv())
+			if err != nil {
+				return err
+			}
+			id := strings.TrimPrefix(name, "keys/")
+			if e.jsonOut {
+				return e.printJSON(map[string]string{"id": id})
+			}
+			fmt.Fprintf(e.stdout, "added key %s\n", id[:12])
+			return nil
+		},
+	}
+	add.Flags().StringVar(&newPwFile, "new-password-file", os.Getenv("AMBER_NEW_PASSWORD_FILE"), "file holding the new password")
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List key slots",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			r, err := e.openRepo(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer r.Close()
+			keys, err := r.Keys(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if e.jsonOut {
+				return e.printJSON(keys)
+			}
+			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, " \tID\tCREATED\tHOST")
+			for _, k := range keys {
+				cur := " "
+				if k.Current {
+					cur = "*"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", cur, k.ID[:12], k.Created.Local().Format(time.DateTime), k.Host)
+			}
+			return tw.Flush()
+		},
+	}
+	remove := &cobra.Command{
+		Use:     "remove ID",
+		Short:   "Remove a key slot (not the one whose password you are using)",
+		Example: "  AMBER_PASSWORD=new amber key remove 3fa1c2 --repo /srv/backups",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return usagef("key remove takes one key id (see `amber key list`)")
+			}
+			r, err := e.openRepo(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer r.Close()
+			if err := r.RemoveKey(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			if e.jsonOut {
+				return e.printJSON(map[string]string{"removed": args[0]})
+			}
+			fmt.Fprintf(e.stdout, "removed key %s\n", args[0])
+			return nil
+		},
+	}
+	cmd.AddCommand(add, list, remove)
+	return cmd
+}
+
+// backupResult is the --json document of `amber backup`.
+type backupResult struct {
+	ID         string  `json:"id"`
+	ShortID    string  `json:"short_id"`
+	Name       string  `json:"name"`
+	BytesIn    int64   `json:"bytes_in"`
+	BytesAdded int64   `json:"bytes_added"`
+	DurationS  float64 `json:"duration_s"`
+	ChunksNew  int64   `json:"chunks_new"`
+	ChunksSeen int64   `json:"chunks_deduplicated"`
+}
+
+func (e *env) backupCommand() *cobra.Command {
+	var (
+		stdin bool
+		name  string
+		tags  []string
+	)
+	cmd := &cobra.Command{
+		Use:   "backup",
+		Short: "Back up a stream (and, with an engine, a database)",
+		Long: `Back up everything read from standard input (--stdin) as one backup. The
+stream is cut into content-defined chunks, so data already in the repository
+is stored only once, whichever backup or replica wrote it first. The backup
+becomes visible only when complete: an interrupted backup leaves nothing that
+'amber ls' shows, and 'amber prune' removes what it had uploaded.`,
+		Example: `  pg_dump -Fc mydb | amber backup --stdin --name mydb --tag env=prod
+  tar -C /data -c . | amber backup --stdin --name data --json`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !stdin {
+				return usagef("nothing to back up: use --stdin (database engines come with --engine)")
+			}
+			if name == "" {
+				return usagef("--name is required: it groups backups for listing and retention")
+			}
+			tagMap, err := parseTags(tags)
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			r, err := e.openRepo(ctx)
+			if err != nil {
+				return err
+			}
+			defer r.Close()
+			start := time.Now()
+			w, err := r.NewWriter(ctx)
+			if err != nil {
+				return err
+			}
+			p := e.startProgress("backup", 0, w.BytesIn.Load)
+			entry, err := w.WriteStream(ctx, "stdin", e.stdin)
+			if err == nil {
+				m := &repo.Manifest{Name: name, Tags: tagMap, Mode: "stream", Start: start.UTC(), Entries: []repo.Entry{entry}}
+				_, err = w.Commit(ctx, m)
+			}
+			p.Stop()
+			if err != nil {
+				return fmt.Errorf("backup %s: %w", name, err)
+			}
+			return e.reportBackup(w, name, start)
+		},
+	}
+	cmd.Flags().BoolVar(&stdin, "stdin", false, "back up standard input")
+	cmd.Flags().StringVar(&name, "name", "", "backup name (required), e.g. the database")
+	cmd.Flags().StringArrayVar(&tags, "tag", nil, "tag as key=value (repeatable)")
+	return cmd
+}
+
+func (e *env) reportBackup(w *repo.Writer, name string, start time.Time) error {
+	id := w.Committed()
+	res := backupResult{ID: id.String(), ShortID: id.Short(), Name: name, BytesIn: w.BytesIn.Load(),
+		BytesAdded: w.BytesAdded.Load(), DurationS: time.Since(start).Seconds(),
+		ChunksNew: w.BlobsNew.Load(), ChunksSeen: w.BlobsDedup.Load()}
+	if e.jsonOut {
+		return e.printJSON(res)
+	}
+	fmt.Fprintf(e.stdout, "backup %s saved: %s read, %s added in %.1fs\n", res.ShortID,
+		humanBytes(res.BytesIn), humanBytes(res.BytesAdded), res.DurationS)
+	return nil
+}
+
+func parseTags(tags []string) (map[string]string, error) {
+	if len(tags) == 0 {
+		return nil, nil
+	}
+	out := make(map[string]string)
+	for _, t := range tags {
+		k, v, ok := strings.Cut(t, "=")
+		if !ok || k == "" {
+			return nil, usagef("tag %q is not key=value", t)
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+func (e *env) restoreCommand() *cobra.Command {
+	var (
+		backupRef string
+		toStdout  bool
+		name      string
+	)
+	cmd := &cobra.Command{
+		Use:   "restore",
+		Short: "Restore a backup",
+		Long: `Restore a backup. With --stdout, write a stream backup's bytes to standard
+output. Every chunk is authenticated and checked against its id before any of
+its bytes are written: corrupt or foreign data stops the restore with an error
+naming the damaged object.`,
+		Example: `  amber restore --backup latest --stdout > dump.sql
+  amber restore --backup 3fa1c2d4 --stdout | pg_restore -d mydb`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !toStdout {
+				return usagef("say where to restore: --stdout (database engines restore with --engine)")
+			}
+			ctx := cmd.Context()
+			r, err := e.openRepo(ctx)
+			if err != nil {
+				return err
+			}
+			defer r.Close()
+			m, err := r.FindBackup(ctx, backupRef, name)
+			if err != nil {
+				return err
+			}
+			if len(m.Entries) != 1 {
+				return fmt.Errorf("backup %s has %d entries; --stdout restores single-stream backups", m.ID.Short(), len(m.Entries))
+			}
+			cw := &countWriter{w: e.stdout}
+			p := e.startProgress("restore", m.Entries[0].Size, cw.n.Load)
+			err = r.WriteEntry(ctx, m.Entries[0], cw)
+			p.Stop()
+			if err != nil {
+				return fmt.Errorf("restore %s: %w", m.ID.Short(), err)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&backupRef, "backup", "latest", "backup id, unique id prefix, or latest")
+	cmd.Flags().StringVar(&name, "name", "", "with --backup latest: the newest backup of this name")
+	cmd.Flags().BoolVar(&toStdout, "stdout", false, "write the backup's stream to standard output")
+	return cmd
+}
+
+// lsEntry is one backup in `amber ls --json`.
+type lsEntry struct {
+	ID             string            `json:"id"`
+	ShortID        string            `json:"short_id"`
+	Name           string            `json:"name"`
+	Engine         string            `json:"engine,omitempty"`
+	Mode           string            `json:"mode,omitempty"`
+	Start          time.Time         `json:"start"`
+	End            time.Time         `json:"end"`
+	BytesIn        int64             `json:"bytes_in"`
+	BytesAdded     int64             `json:"bytes_added"`
+	Host           string            `json:"host,omitempty"`
+	Tags           map[string]string `json:"tags,omitempty"`
+	Position       string            `json:"position,omitempty"`
+	ConsistentTime *time.Time        `json:"consistent_time,omitempty"`
+}
+
+func (e *env) lsCommand() *cobra.Command {
+	var name string
+	cmd := &cobra.Command{
+		Use:   "ls",
+		Short: "List backups",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			r, err := e.openRepo(ctx)
+			if err != nil {
+				return err
+			}
+			defer r.Close()
+			all, err := r.Backups(ctx)
+			if err != nil {
+				return err
+			}
+			list := []lsEntry{}
+			for _, m := range all {
+				if name != "" && m.Name != name {
+					continue
+				}
+				le := lsEntry{ID: m.ID.String(), ShortID: m.ID.Short(), Name: m.Name, Engine: m.Engine, Mode: m.Mode,
+					Start: m.Start, End: m.End, BytesIn: m.BytesIn, BytesAdded: m.BytesAdded, Host: m.Host, Tags: m.Tags,
+					Position: m.Position}
+				if !m.ConsistentTime.IsZero() {
+					t := m.ConsistentTime
+					le.ConsistentTime = &t
+				}
+				list = append(list, le)
+			}
+			if e.jsonOut {
+				return e.printJSON(map[string]any{"backups": list})
+			}
+			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tNAME\tSTARTED\tDURATION\tSIZE\tADDED\tTAGS")
+			for _, b := range list {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", b.ShortID, b.Name, b.Start.Local().Format(time.DateTime),
+					b.End.Sub(b.Start).Round(time.Second/10), humanBytes(b.BytesIn), humanBytes(b.BytesAdded), formatTags(b.Tags))
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().StringVar(&name, "name", "", "only backups of this name")
+	return cmd
+}
+
+func formatTags(t map[string]string) string {
+	var parts []string
+	for k, v := range t {
+		parts = append(parts, k+"="+v)
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, ",")
+}
+
+func (e *env) verifyCommand() *cobra.Command {
+	var (
+		backupRef string
+		readData  bool
+	)
+	cmd := &cobra.Command{
+		Use:   "verify",
+		Short: "Check the repository's integrity",
+		Long: `Check that every backup can be restored: key slots, index files and manifests
+authenticate, every chunk a backup uses is indexed, and every pack exists
+with its recorded size. With --read-data, every pack (of --backup, or all) is
+downloaded and every chunk is decrypted, authenticated and checked against its
+id, and every log segment is authenticated. Each problem names the object.
+Exit status 3 means problems were found.`,
+		Example: "  amber verify --read-data\n  amber verify --backup latest --read-data --json",
+		Args:    noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			r, err := e.openRepo(ctx)
+			if err != nil {
+				return err
+			}
+			defer r.Close()
+			var read int64
+			p := e.startProgress("verify", 0, func() int64 { return read })
+			rep, err := r.Verify(ctx, repo.VerifyOptions{Backup: backupRef, ReadData: readData, Progress: func(n int64) { read = n }})
+			p.Stop()
+			if err != nil {
+				return err
+			}
+			if e.jsonOut {
+				if err := e.printJSON(rep); err != nil {
+					return err
+				}
+			} else {
+				fmt.Fprintf(e.stdout, "checked %d backups, %d packs, %d chunks, %d log segments; read %s\n",
+					rep.Backups, rep.Packs, rep.Blobs, rep.Segments, humanBytes(rep.BytesRead))
+				for _, p := range rep.Problems {
+					fmt.Fprintf(e.stdout, "PROBLEM %s: %s\n", p.Object, p.Error)
+				}
+			}
+			if !rep.OK() {
+				e.jsonOut = false // the report was the JSON document
+				return &exitError{code: 3, err: fmt.Errorf("verify found %d problem(s), first: %s", len(rep.Problems), rep.Problems[0].Object)}
+			}
+			if !e.jsonOut {
+				fmt.Fprintln(e.stdout, "no problems found")
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&backupRef, "backup", "", "check only this backup (id, prefix or latest)")
+	cmd.Flags().BoolVar(&readData, "read-data", false, "download and check every byte")
+	return cmd
+}
+
+func (e *env) pruneCommand() *cobra.Command {
+	var p repo.PrunePolicy
+	cmd := &cobra.Command{
+		Use:   "prune",
+		Short: "Forget old backups and remove data nothing uses",
+		Long: `Apply the retention policy to each backup name (a backup is kept if any rule
+keeps it), then remove the data no remaining backup uses, including what
+interrupted backups left behind. Prune takes the repository's only lock;
+backups keep running meanwhile. Packs younger than --grace that no index names
+yet are left alone: they may belong to a backup still running.`,
+		Example: "  amber prune --keep-last 7 --keep-within 720h\n  amber prune --keep-last 3 --dry-run --json",
+		Args:    noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if p.KeepLast < 0 || p.KeepWithin < 0 || p.Grace < 0 {
+				return usagef("--keep-last, --keep-within and --grace must not be negative")
+			}
+			ctx := cmd.Context()
+			r, err := e.openRepo(ctx)
+			if err != nil {
+				return err
+			}
+			defer r.Close()
+			res, err := r.Prune(ctx, p)
+			if err != nil {
+				return err
+			}
+			if e.jsonOut {
+				return e.printJSON(res)
+			}
+			verb := "removed"
+			if p.DryRun {
+				verb = "would remove"
+			}
+			fmt.Fprintf(e.stdout, "%s %d backups (%d kept), %d packs (%d orphaned), freeing %s\n",
+				verb, len(res.Forgotten), res.Kept, res.PacksRemoved, res.Orphans, humanBytes(res.BytesFreed))
+			return nil
+		},
+	}
+	cmd.Flags().IntVar(&p.KeepLast, "keep-last", 0, "keep the newest N backups of each name")
+	cmd.Flags().DurationVar(&p.KeepWithin, "keep-within", 0, "keep backups newer than this (e.g. 168h)")
+	cmd.Flags().DurationVar(&p.Grace, "grace", time.Hour, "leave unindexed packs younger than this")
+	cmd.Flags().BoolVar(&p.DryRun, "dry-run", false, "report what would be removed, remove nothing")
+	return cmd
+}
+
+func (e *env) catCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "cat config|manifest ID",
+		Short: "Print a repository object, decrypted, as JSON",
+		Example: `  amber cat config
+  amber cat manifest latest`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 || (args[0] == "config" && len(args) != 1) || (args[0] == "manifest" && len(args) != 2) ||
+				(args[0] != "config" && args[0] != "manifest") {
+				return usagef("cat takes `config` or `manifest ID`")
+			}
+			ctx := cmd.Context()
+			r, err := e.openRepo(ctx)
+			if err != nil {
+				return err
+			}
+			defer r.Close()
+			e.jsonOut = false // the object is the output either way
+			if args[0] == "config" {
+				return e.printJSON(r.Config())
+			}
+			m, err := r.FindBackup(ctx, args[1], "")
+			if err != nil {
+				return err
+			}
+			return e.printJSON(m)
+		},
+	}
+}
+
+func (e *env) unlockCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "unlock",
+		Short: "Remove the lock of a prune that died",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			r, err := e.openRepo(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer r.Close()
+			n, err := r.Unlock(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if e.jsonOut {
+				return e.printJSON(map[string]int{"removed": n})
+			}
+			fmt.Fprintf(e.stdout, "removed %d lock(s)\n", n)
+			return nil
+		},
+	}
+}
+
+var _ = errors.New
+var _ = context.Background
