@@ -1,0 +1,141 @@
+package pgengine
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// DumpOptions tune LogicalDump.
+type DumpOptions struct {
+	// BinDir holds pg_dump; default: /usr/lib/postgresql/<server major>/bin,
+	// then PATH.
+	BinDir string
+	// ExtraArgs are appended to pg_dump's arguments (e.g. --schema=app).
+	ExtraArgs []string
+}
+
+// LogicalDump writes a consistent logical copy of the DSN's database to w in
+// pg_dump's custom format (-Fc), streamed as pg_dump produces it. The
+// pg_dump used matches the server's major version when installed.
+func LogicalDump(ctx context.Context, dsn DSN, w io.Writer, opts DumpOptions) error {
+	info, err := Probe(ctx, dsn)
+	if info == nil {
+		return err
+	}
+	bin, err := findTool("pg_dump", opts.BinDir, info.Major)
+	if err != nil {
+		return err
+	}
+	args := append([]string{"--format=custom", "--no-password"}, opts.ExtraArgs...)
+	return runPGTool(ctx, bin, dsn, args, nil, w)
+}
+
+// LogicalRestoreOptions tune LogicalRestore.
+type LogicalRestoreOptions struct {
+	BinDir string
+	// NoOwner skips ALTER OWNER, for restoring where the original roles
+	// do not exist. NoPrivileges skips GRANT/REVOKE.
+	NoOwner, NoPrivileges bool
+	// Clean drops objects before recreating them (with IF EXISTS).
+	Clean     bool
+	ExtraArgs []string
+}
+
+// LogicalRestore feeds a custom-format dump from r to pg_restore into the
+// DSN's database, stopping at the first error.
+func LogicalRestore(ctx context.Context, dsn DSN, r io.Reader, opts LogicalRestoreOptions) error {
+	info, err := Probe(ctx, dsn)
+	if info == nil {
+		return err
+	}
+	bin, err := findTool("pg_restore", opts.BinDir, info.Major)
+	if err != nil {
+		return err
+	}
+	args := []string{"--exit-on-error", "--no-password", "--single-transaction"}
+	if opts.NoOwner {
+		args = append(args, "--no-owner")
+	}
+	if opts.NoPrivileges {
+		args = append(args, "--no-privileges")
+	}
+	if opts.Clean {
+		args = append(args, "--clean", "--if-exists")
+	}
+	args = append(args, opts.ExtraArgs...)
+	return runPGTool(ctx, bin, dsn, args, r, io.Discard)
+}
+
+// findTool finds a client tool of the server's major version (newer tools
+// read older servers; pg_dump refuses newer ones).
+func findTool(name, binDir string, major int) (string, error) {
+	if binDir != "" {
+		p := filepath.Join(binDir, name)
+		if _, err := os.Stat(p); err != nil {
+			return "", fmt.Errorf("%s not found in %s", name, binDir)
+		}
+		return p, nil
+	}
+	for m := major; m <= major+10; m++ {
+		p := filepath.Join("/usr/lib/postgresql", strconv.Itoa(m), "bin", name)
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	if p, err := exec.LookPath(name); err == nil {
+		return p, nil
+	}
+	return "", fmt.Errorf("%s for PostgreSQL %d not found in /usr/lib/postgresql/%d/bin or on PATH; install the PostgreSQL %d client", name, major, major, major)
+}
+
+// runPGTool runs a libpq tool against dsn; the password travels in
+// PGPASSWORD, never on the command line.
+func runPGTool(ctx context.Context, bin string, dsn DSN, args []string, stdin io.Reader, stdout io.Writer) error {
+	conn, password := splitPassword(string(dsn))
+	cmd := exec.CommandContext(ctx, bin, append(args, "--dbname="+conn)...)
+	env := []string{}
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "PGPASSWORD=") {
+			env = append(env, kv)
+		}
+	}
+	if password != "" {
+		env = append(env, "PGPASSWORD="+password)
+	}
+	cmd.Env = env
+	cmd.Stdin = stdin
+	cmd.Stdout = stdout
+	var stderr bytes.Buffer
+	cmd.Stderr = &limitedBuffer{buf: &stderr, max: 16 << 10}
+	if err := cmd.Run(); err != nil {
+		msg := strings.TrimSpace(stderr.String())
+		if password != "" {
+			msg = strings.ReplaceAll(msg, password, "***")
+		}
+		return fmt.Errorf("%s on %s: %v: %s", filepath.Base(bin), dsn, err, msg)
+	}
+	return nil
+}
+
+type limitedBuffer struct {
+	buf *bytes.Buffer
+	max int
+}
+
+func (l *limitedBuffer) Write(p []byte) (int, error) {
+	if room := l.max - l.buf.Len(); room > 0 {
+		if len(p) > room {
+			l.buf.Write(p[:room])
+		} else {
+			l.buf.Write(p)
+		}
+	}
+	return len(p), nil
+}

@@ -1,0 +1,408 @@
+package pgengine
+
+import (
+	"archive/tar"
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Source gives back the entries a Sink received.
+type Source interface {
+	Entries(ctx context.Context) ([]string, error)
+	Open(ctx context.Context, name string) (io.ReadCloser, error)
+}
+
+// Recovery configures archive recovery after a physical restore. At most one
+// target may be set; none means "replay all archived WAL".
+type Recovery struct {
+	// RestoreCommand fetches WAL (%f file name, %p destination path), e.g.
+	// `amber restore-wal %f %p`. Required for archive recovery.
+	RestoreCommand string
+	TargetTime     time.Time // recovery_target_time
+	TargetLSN      LSN       // recovery_target_lsn
+	TargetXID      string    // recovery_target_xid
+	TargetName     string    // recovery_target_name (a pg_create_restore_point name)
+	Immediate      bool      // recovery_target = 'immediate': stop once consistent
+	// Exclusive stops just before the target instead of just after it
+	// (recovery_target_inclusive = off).
+	Exclusive bool
+	// TargetTimeline is recovery_target_timeline; default "latest".
+	TargetTimeline string
+	// Action is recovery_target_action: promote (default), pause or shutdown.
+	Action string
+}
+
+// RestoreOptions tune PhysicalRestore.
+type RestoreOptions struct {
+	// Recovery, when set, writes recovery.signal and the recovery settings.
+	// Without it the server starts from the backup and replays only the WAL
+	// inside it (the backup must include WAL).
+	Recovery *Recovery
+	// TablespaceMapping relocates tablespaces (OID -> new empty directory).
+	// Unmapped tablespaces go back to their original location.
+	TablespaceMapping map[uint32]string
+	// Owner, when set, is given every restored file (chown), so the server
+	// can run as that user when the restore runs as root.
+	Owner *Owner
+}
+
+// Owner is a numeric file owner.
+type Owner struct{ UID, GID int }
+
+// PhysicalRestore writes a physical backup from src into dataDir, which must
+// be absent or empty, and configures recovery. The data directory gets mode
+// 0700, as PostgreSQL requires.
+func PhysicalRestore(ctx context.Context, dataDir string, src Source, opts RestoreOptions) error {
+	if err := checkEmptyDir(dataDir); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	if err := os.Chmod(dataDir, 0o700); err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	entries, err := src.Entries(ctx)
+	if err != nil {
+		return fmt.Errorf("restore: list entries: %w", err)
+	}
+	have := map[string]bool{}
+	for _, e := range entries {
+		have[e] = true
+	}
+	if !have[BaseTar] {
+		return fmt.Errorf("restore: backup has no %s", BaseTar)
+	}
+	if err := extractEntry(ctx, src, BaseTar, dataDir, false); err != nil {
+		return err
+	}
+	tbs, err := restoreTablespaces(ctx, src, entries, dataDir, opts)
+	if err != nil {
+		return err
+	}
+	if have[ManifestEntry] {
+		if err := copyEntry(ctx, src, ManifestEntry, filepath.Join(dataDir, ManifestEntry)); err != nil {
+			return err
+		}
+	}
+	// A backup of a standby may carry standby.signal; a restore is not a standby.
+	os.Remove(filepath.Join(dataDir, "standby.signal"))
+	if opts.Recovery != nil {
+		if err := writeRecovery(dataDir, opts.Recovery); err != nil {
+			return err
+		}
+	}
+	if opts.Owner != nil {
+		dirs := []string{dataDir}
+		for _, t := range tbs {
+			dirs = append(dirs, t.Location)
+		}
+		for _, d := range dirs {
+			if err := chownTree(d, *opts.Owner); err != nil {
+				return fmt.Errorf("restore: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
+func checkEmptyDir(dir string) error {
+	f, err := os.Open(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	defer f.Close()
+	names, err := f.Readdirnames(1)
+	if err != nil && err != io.EOF {
+		return fmt.Errorf("restore: %s: %w", dir, err)
+	}
+	if len(names) > 0 {
+		return fmt.Errorf("restore: %s is not empty; restore needs an empty or absent directory", dir)
+	}
+	return nil
+}
+
+func restoreTablespaces(ctx context.Context, src Source, entries []string, dataDir string, opts RestoreOptions) ([]Tablespace, error) {
+	tbs := readTablespaceMap(dataDir)
+	byOID := map[uint32]int{}
+	for i, t := range tbs {
+		byOID[t.OID] = i
+	}
+	for _, e := range entries {
+		if e == BaseTar || !strings.HasSuffix(e, ".tar") {
+			continue
+		}
+		oid64, err := strconv.ParseUint(strings.TrimSuffix(e, ".tar"), 10, 32)
+		if err != nil {
+			continue
+		}
+		oid := uint32(oid64)
+		i, ok := byOID[oid]
+		if !ok {
+			tbs = append(tbs, Tablespace{OID: oid})
+			i = len(tbs) - 1
+		}
+		if loc, ok := opts.TablespaceMapping[oid]; ok {
+			tbs[i].Location = loc
+		}
+		loc := tbs[i].Location
+		if loc == "" || !filepath.IsAbs(loc) {
+			return nil, fmt.Errorf("restore: tablespace %d has no absolute location; map it in TablespaceMapping", oid)
+		}
+		if err := checkEmptyDir(loc); err != nil {
+			return nil, err
+		}
+		if err := os.MkdirAll(loc, 0o700); err != nil {
+			return nil, fmt.Errorf("restore: %w", err)
+		}
+		if err := extractEntry(ctx, src, e, loc, true); err != nil {
+			return nil, err
+		}
+	}
+	// Link pg_tblspc/<oid> to each location, as pg_basebackup's plain format
+	// does, and drop tablespace_map, which would otherwise redo the links.
+	for _, t := range tbs {
+		link := filepath.Join(dataDir, "pg_tblspc", strconv.FormatUint(uint64(t.OID), 10))
+		if err := os.MkdirAll(filepath.Dir(link), 0o700); err != nil {
+			return nil, fmt.Errorf("restore: %w", err)
+		}
+		if err := os.Symlink(t.Location, link); err != nil {
+			return nil, fmt.Errorf("restore: tablespace %d: %w", t.OID, err)
+		}
+	}
+	if err := os.Remove(filepath.Join(dataDir, tablespaceMap)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("restore: %w", err)
+	}
+	return tbs, nil
+}
+
+func readTablespaceMap(dataDir string) []Tablespace {
+	f, err := os.Open(filepath.Join(dataDir, tablespaceMap))
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var out []Tablespace
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		oid, loc, ok := strings.Cut(sc.Text(), " ")
+		n, err := strconv.ParseUint(oid, 10, 32)
+		if !ok || err != nil {
+			continue
+		}
+		out = append(out, Tablespace{OID: uint32(n), Location: strings.ReplaceAll(loc, `\\`, `\`)})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].OID < out[j].OID })
+	return out
+}
+
+func copyEntry(ctx context.Context, src Source, name, dst string) error {
+	r, err := src.Open(ctx, name)
+	if err != nil {
+		return fmt.Errorf("restore: open %s: %w", name, err)
+	}
+	defer r.Close()
+	f, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	if _, err := io.Copy(f, r); err != nil {
+		f.Close()
+		return fmt.Errorf("restore: %s: %w", name, err)
+	}
+	return f.Close()
+}
+
+// extractEntry unpacks a tar entry into dir, refusing paths that escape it.
+func extractEntry(ctx context.Context, src Source, name, dir string, tablespace bool) error {
+	r, err := src.Open(ctx, name)
+	if err != nil {
+		return fmt.Errorf("restore: open %s: %w", name, err)
+	}
+	defer r.Close()
+	tr := tar.NewReader(bufio.NewReaderSize(r, 1<<20))
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("restore: read %s: %w", name, err)
+		}
+		clean := filepath.Clean(hdr.Name)
+		if filepath.IsAbs(clean) || clean == ".." || strings.HasPrefix(clean, "../") {
+			return fmt.Errorf("restore: %s: entry %q escapes the target directory", name, hdr.Name)
+		}
+		path := filepath.Join(dir, clean)
+		mode := os.FileMode(hdr.Mode) & 0o777
+		switch hdr.Typeflag {
+		case tar.TypeDir:
+			if mode == 0 {
+				mode = 0o700
+			}
+			if err := os.MkdirAll(path, mode|0o700); err != nil {
+				return fmt.Errorf("restore: %w", err)
+			}
+		case tar.TypeReg:
+			if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+				return fmt.Errorf("restore: %w", err)
+			}
+			f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, mode|0o600)
+			if err != nil {
+				return fmt.Errorf("restore: %w", err)
+			}
+			_, err = io.Copy(f, tr)
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				return fmt.Errorf("restore: %s: %s: %w", name, hdr.Name, err)
+			}
+			os.Chtimes(path, hdr.ModTime, hdr.ModTime)
+		case tar.TypeSymlink:
+			// Only tablespace links (pg_tblspc/<oid>) and a symlinked pg_wal
+			// are legitimate in a data directory archive.
+			if tablespace || !(strings.HasPrefix(clean, "pg_tblspc/") || clean == "pg_wal") {
+				return fmt.Errorf("restore: %s: unexpected symlink %q", name, hdr.Name)
+			}
+			if err := os.Symlink(hdr.Linkname, path); err != nil {
+				return fmt.Errorf("restore: %w", err)
+			}
+		default:
+			return fmt.Errorf("restore: %s: unsupported tar entry type %q for %q", name, hdr.Typeflag, hdr.Name)
+		}
+	}
+}
+
+func writeRecovery(dataDir string, rc *Recovery) error {
+	targets := 0
+	var lines []string
+	add := func(k, v string) { lines = append(lines, k+" = "+quoteLiteral(v)) }
+	if rc.RestoreCommand == "" {
+		return errors.New("restore: recovery needs a restore_command")
+	}
+	add("restore_command", rc.RestoreCommand)
+	if !rc.TargetTime.IsZero() {
+		targets++
+		add("recovery_target_time", rc.TargetTime.UTC().Format("2006-01-02 15:04:05.999999Z07:00"))
+	}
+	if rc.TargetLSN != 0 {
+		targets++
+		add("recovery_target_lsn", rc.TargetLSN.String())
+	}
+	if rc.TargetXID != "" {
+		targets++
+		add("recovery_target_xid", rc.TargetXID)
+	}
+	if rc.TargetName != "" {
+		targets++
+		add("recovery_target_name", rc.TargetName)
+	}
+	if rc.Immediate {
+		targets++
+		add("recovery_target", "immediate")
+	}
+	if targets > 1 {
+		return errors.New("restore: set at most one recovery target")
+	}
+	if rc.Exclusive {
+		add("recovery_target_inclusive", "off")
+	}
+	tl := rc.TargetTimeline
+	if tl == "" {
+		tl = "latest"
+	}
+	add("recovery_target_timeline", tl)
+	action := rc.Action
+	switch action {
+	case "":
+		action = "promote"
+	case "promote", "pause", "shutdown":
+	default:
+		return fmt.Errorf("restore: recovery action %q is not promote, pause or shutdown", action)
+	}
+	if targets > 0 {
+		add("recovery_target_action", action)
+	}
+	f, err := os.OpenFile(filepath.Join(dataDir, autoConf), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	_, err = fmt.Fprintf(f, "\n# recovery settings written by amber restore\n%s\n", strings.Join(lines, "\n"))
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	return os.WriteFile(filepath.Join(dataDir, recoverySignal), nil, 0o600)
+}
+
+func chownTree(root string, o Owner) error {
+	return filepath.Walk(root, func(p string, _ os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Lchown(p, o.UID, o.GID)
+	})
+}
+
+// DirSink stores each entry as a file in a directory (for tests, the CLI
+// and local use).
+type DirSink string
+
+// Entry writes r to <dir>/<name>.
+func (d DirSink) Entry(ctx context.Context, name string, r io.Reader) error {
+	if name != filepath.Base(name) {
+		return fmt.Errorf("entry name %q is not a plain file name", name)
+	}
+	f, err := os.Create(filepath.Join(string(d), name))
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, r); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// Entries lists the files of the directory.
+func (d DirSink) Entries(ctx context.Context) ([]string, error) {
+	des, err := os.ReadDir(string(d))
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, de := range des {
+		if de.Type().IsRegular() {
+			out = append(out, de.Name())
+		}
+	}
+	return out, nil
+}
+
+// Open opens <dir>/<name>.
+func (d DirSink) Open(ctx context.Context, name string) (io.ReadCloser, error) {
+	return os.Open(filepath.Join(string(d), name))
+}
+
+var (
+	_ Sink   = DirSink("")
+	_ Source = DirSink("")
+)
