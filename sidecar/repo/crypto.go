@@ -49,7 +49,7 @@ func hashID(stored []byte) ID { return blake3.Sum256(stored) }
 // MasterKey is the repository's random key material. It never leaves the
 // process unwrapped.
 type MasterKey struct {
-	Encrypt [32]byte `json:"encrypt"` // AES-256-GCM key for every blob and object
+	Encrypt [32]byte `json:"encrypt"`  // AES-256-GCM key for every blob and object
 	ChunkID [32]byte `json:"chunk_id"` // BLAKE3 key that names chunks by their plaintext
 }
 

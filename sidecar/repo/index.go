@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"strings"
 	"sync"
-
 )
 
 // Location says where a blob is stored.
@@ -169,4 +168,3 @@ func (r *Repository) saveIndex(ctx context.Context, idx *Index, packs []indexPac
 func (r *Repository) indexFiles(ctx context.Context) ([]string, error) {
 	return listNames(ctx, r.be, indexDir)
 }
-

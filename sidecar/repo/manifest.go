@@ -56,6 +56,7 @@ func (w *Writer) Commit(ctx context.Context, m *Manifest) (ID, error) {
 		m.End = w.r.now().UTC()
 	}
 	m.BytesIn = w.BytesIn.Load()
+	m.BytesAdded = w.BytesAdded.Load() // all but the manifest itself
 	for _, e := range m.Entries {
 		if len(e.Lists) == 0 {
 			return ID{}, fmt.Errorf("entry %q has no content", e.Name)
@@ -72,9 +73,12 @@ func (w *Writer) Commit(ctx context.Context, m *Manifest) (ID, error) {
 	}
 	w.BytesAdded.Add(n)
 	m.ID = id
-	m.BytesAdded = w.BytesAdded.Load()
+	w.committed = id
 	return id, nil
 }
+
+// Committed returns the id of the committed backup (zero before Commit).
+func (w *Writer) Committed() ID { return w.committed }
 
 // Backups loads every manifest, oldest first.
 func (r *Repository) Backups(ctx context.Context) ([]*Manifest, error) {

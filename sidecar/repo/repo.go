@@ -17,6 +17,7 @@ import (
 	"github.com/amber-backup/amber/sidecar/repo/chunker"
 	"github.com/amber-backup/amber/sidecar/storage"
 	"github.com/klauspost/compress/zstd"
+	"github.com/zeebo/blake3"
 )
 
 // Version is the repository format version this package reads and writes.
@@ -175,10 +176,12 @@ func Open(ctx context.Context, be storage.Backend, password []byte, opts Options
 	if err != nil {
 		return nil, fmt.Errorf("list key slots: %w", err)
 	}
+	var damaged error
 	for _, name := range slots {
 		slot, err := loadSlot(ctx, be, name)
 		if err != nil {
-			return nil, err
+			damaged = err // another slot may still open
+			continue
 		}
 		key, err := slot.unwrap(password)
 		if errors.Is(err, ErrWrongPassword) {
@@ -193,11 +196,11 @@ func Open(ctx context.Context, be storage.Backend, password []byte, opts Options
 		}
 		plain, err := s.open(nil, sealedCfg, []byte(adConfig))
 		if err != nil {
-			return nil, fmt.Errorf("config: %w", err)
+			return nil, &CorruptError{Object: configName, Err: err}
 		}
 		var cfg Config
 		if err := json.Unmarshal(plain, &cfg); err != nil {
-			return nil, fmt.Errorf("config: %w", err)
+			return nil, &CorruptError{Object: configName, Err: err}
 		}
 		if cfg.Version != Version {
 			return nil, fmt.Errorf("repository format version %d is not supported by this amber (it reads version %d); upgrade amber", cfg.Version, Version)
@@ -208,6 +211,9 @@ func Open(ctx context.Context, be storage.Backend, password []byte, opts Options
 		}
 		r.keyName = name
 		return r, nil
+	}
+	if damaged != nil {
+		return nil, fmt.Errorf("%w; also, %v", ErrWrongPassword, damaged)
 	}
 	return nil, ErrWrongPassword
 }
@@ -306,7 +312,19 @@ type keySlot struct {
 	Params   KDFParams `json:"kdf_params"`
 	Salt     []byte    `json:"salt"`
 	Wrapped  []byte    `json:"master_key"`
+	Check    []byte    `json:"check"` // BLAKE3 of the fields above: tells damage from a wrong password
 	slotName string
+}
+
+// checksum covers every field of the slot (its compact JSON without the
+// checksum), so a damaged slot is reported as damaged rather than as a
+// wrong password.
+func (s *keySlot) checksum() []byte {
+	c := *s
+	c.Check = nil
+	b, _ := json.Marshal(c)
+	sum := blake3.Sum256(b)
+	return sum[:]
 }
 
 func loadSlot(ctx context.Context, be storage.Backend, name string) (*keySlot, error) {
@@ -320,6 +338,9 @@ func loadSlot(ctx context.Context, be storage.Backend, name string) (*keySlot, e
 	}
 	if s.KDF != "argon2id" || s.Params.Time == 0 || s.Params.Threads == 0 || len(s.Salt) < 16 {
 		return nil, &CorruptError{Object: name, Err: fmt.Errorf("unsupported key derivation %q", s.KDF)}
+	}
+	if !bytes.Equal(s.Check, s.checksum()) {
+		return nil, &CorruptError{Object: name, Err: errors.New("key slot checksum mismatch")}
 	}
 	s.slotName = name
 	return &s, nil
@@ -363,6 +384,7 @@ func (r *Repository) AddKey(ctx context.Context, password []byte, p KDFParams) (
 	host, _ := os.Hostname()
 	slot := keySlot{Version: 1, Created: r.now().UTC(), Host: host, KDF: "argon2id", Params: p, Salt: salt,
 		Wrapped: sl.seal(nil, plain, []byte(adKey))}
+	slot.Check = slot.checksum()
 	b, _ := json.MarshalIndent(slot, "", "  ")
 	var rnd [32]byte
 	if _, err := rand.Read(rnd[:]); err != nil {

@@ -27,16 +27,17 @@ type Writer struct {
 	r   *Repository
 	idx *Index
 
-	mu       sync.Mutex
-	pack     packBuilder
-	claimed  map[ID]bool // blobs this writer has stored or is storing
-	reused   map[ID]bool // packs of blobs this writer deduplicated against
-	started  time.Time
-	ctx      context.Context // uploads run under the writer's context, not a stream's
-	written  []indexPack // packs uploaded, not yet in an index file
-	sem      chan struct{} // one token per pack being uploaded
-	upWG     sync.WaitGroup
-	upErr    error
+	mu        sync.Mutex
+	pack      packBuilder
+	claimed   map[ID]bool // blobs this writer has stored or is storing
+	reused    map[ID]bool // packs of blobs this writer deduplicated against
+	started   time.Time
+	committed ID
+	ctx       context.Context // uploads run under the writer's context, not a stream's
+	written   []indexPack     // packs uploaded, not yet in an index file
+	sem       chan struct{}   // one token per pack being uploaded
+	upWG      sync.WaitGroup
+	upErr     error
 
 	// Progress counters, safe to read while writing.
 	BytesIn    atomic.Int64 // plaintext bytes read from streams
