@@ -366,6 +366,11 @@ func (p *Postgres) Running() bool {
 // DSN is a URL for the superuser to the postgres database over TCP.
 func (p *Postgres) DSN() string { return p.DSNFor(PostgresSuperuser, postgresTestPassword, "postgres") }
 
+// DSNDB is a URL for the superuser to database db over TCP.
+func (p *Postgres) DSNDB(db string) string {
+	return p.DSNFor(PostgresSuperuser, postgresTestPassword, db)
+}
+
 // ReplicationDSN is a URL for the non-superuser replication role
 // (LOGIN REPLICATION). It has no `replication` parameter: tools add it.
 func (p *Postgres) ReplicationDSN() string {

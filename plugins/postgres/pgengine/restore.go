@@ -299,7 +299,7 @@ func writeRecovery(dataDir string, rc *Recovery) error {
 	add("restore_command", rc.RestoreCommand)
 	if !rc.TargetTime.IsZero() {
 		targets++
-		add("recovery_target_time", rc.TargetTime.UTC().Format("2006-01-02 15:04:05.999999Z07:00"))
+		add("recovery_target_time", rc.TargetTime.UTC().Format("2006-01-02 15:04:05.999999")+"+00")
 	}
 	if rc.TargetLSN != 0 {
 		targets++
