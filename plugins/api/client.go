@@ -1,0 +1,418 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	pb "github.com/amber-backup/amber/plugins/api/amber/plugin/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+)
+
+// Client is the host's Engine: it calls a plugin over gRPC. Streams are
+// consumed and produced through the same sinks and sources an engine sees,
+// so host code is written against Engine whether the engine is in-process
+// (tests) or a plugin.
+type Client struct {
+	identity pb.IdentityServiceClient
+	logical  pb.LogicalServiceClient
+	physical pb.PhysicalServiceClient
+	snapshot pb.SnapshotServiceClient
+	archive  pb.ArchiveServiceClient
+	replay   pb.ReplayServiceClient
+}
+
+var _ Engine = (*Client)(nil)
+
+// NewClient returns a Client over an established connection to a plugin.
+func NewClient(c grpc.ClientConnInterface) *Client {
+	return &Client{
+		identity: pb.NewIdentityServiceClient(c),
+		logical:  pb.NewLogicalServiceClient(c),
+		physical: pb.NewPhysicalServiceClient(c),
+		snapshot: pb.NewSnapshotServiceClient(c),
+		archive:  pb.NewArchiveServiceClient(c),
+		replay:   pb.NewReplayServiceClient(c),
+	}
+}
+
+// RemoteError is an error the plugin returned, with its gRPC code.
+type RemoteError struct {
+	Code codes.Code
+	Msg  string
+}
+
+func (e *RemoteError) Error() string { return e.Msg }
+
+// Is maps the codes the plugin uses for them to ErrUnsupported,
+// ErrNoSegment, context.Canceled and context.DeadlineExceeded.
+func (e *RemoteError) Is(target error) bool {
+	switch e.Code {
+	case codes.Unimplemented:
+		return target == ErrUnsupported
+	case codes.NotFound:
+		return target == ErrNoSegment
+	case codes.Canceled:
+		return target == context.Canceled
+	case codes.DeadlineExceeded:
+		return target == context.DeadlineExceeded
+	}
+	return false
+}
+
+// remote converts a gRPC error into a RemoteError; other errors (from the
+// host's own sinks and sources) pass unchanged.
+func remote(ctx context.Context, err error) error {
+	if err == nil {
+		return nil
+	}
+	if ctx.Err() != nil && status.Code(err) == codes.Canceled {
+		return ctx.Err()
+	}
+	st, ok := status.FromError(err)
+	if !ok {
+		return err
+	}
+	return &RemoteError{Code: st.Code(), Msg: st.Message()}
+}
+
+func (c *Client) Info(ctx context.Context) (Info, error) {
+	r, err := c.identity.Info(ctx, &pb.InfoRequest{})
+	if err != nil {
+		return Info{}, remote(ctx, err)
+	}
+	return infoFromPB(r), nil
+}
+
+func (c *Client) Probe(ctx context.Context, t Target) (Probe, error) {
+	r, err := c.identity.Probe(ctx, &pb.ProbeRequest{Target: targetToPB(t)})
+	if err != nil {
+		return Probe{}, remote(ctx, err)
+	}
+	return probeFromPB(r), nil
+}
+
+func (c *Client) LogicalDump(ctx context.Context, req BackupRequest, sink EntrySink) (BackupResult, error) {
+	return c.backup(ctx, req, sink, c.logical.LogicalDump)
+}
+
+func (c *Client) PhysicalBackup(ctx context.Context, req BackupRequest, sink EntrySink) (BackupResult, error) {
+	return c.backup(ctx, req, sink, c.physical.PhysicalBackup)
+}
+
+// sinkError marks errors of the host's sink, which are returned as they are.
+type sinkError struct{ err error }
+
+func (e sinkError) Error() string { return e.err.Error() }
+func (e sinkError) Unwrap() error { return e.err }
+
+func (c *Client) backup(ctx context.Context, req BackupRequest, sink EntrySink,
+	call func(context.Context, *pb.BackupRequest, ...grpc.CallOption) (grpc.ServerStreamingClient[pb.BackupOutput], error)) (BackupResult, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	st, err := call(ctx, backupReqToPB(req))
+	if err != nil {
+		return BackupResult{}, remote(ctx, err)
+	}
+	var pending *pb.BackupOutput // a message read past the end of an entry
+	recv := func() (*pb.BackupOutput, error) {
+		if m := pending; m != nil {
+			pending = nil
+			return m, nil
+		}
+		return st.Recv()
+	}
+	for {
+		m, err := recv()
+		if errors.Is(err, io.EOF) {
+			return BackupResult{}, errors.New("plugin ended the backup stream without a result")
+		}
+		if err != nil {
+			return BackupResult{}, remote(ctx, err)
+		}
+		switch v := m.GetMsg().(type) {
+		case *pb.BackupOutput_Result:
+			return backupResultFromPB(v.Result), nil
+		case *pb.BackupOutput_Entry:
+			e := entryFromPB(v.Entry)
+			var streamErr error
+			r := &chunkReader{what: "entry " + e.Name, next: func() ([]byte, bool, int64, error) {
+				m, err := st.Recv()
+				if err != nil {
+					streamErr = remote(ctx, err)
+					return nil, false, 0, streamErr
+				}
+				switch v := m.GetMsg().(type) {
+				case *pb.BackupOutput_Data:
+					return v.Data, false, 0, nil
+				case *pb.BackupOutput_EntryEnd:
+					return nil, true, v.EntryEnd.GetSize(), nil
+				}
+				return nil, false, 0, fmt.Errorf("protocol error: entry %s not ended before the next message", e.Name)
+			}}
+			if err := sink.Entry(ctx, e, r); err != nil {
+				if streamErr != nil {
+					return BackupResult{}, streamErr
+				}
+				return BackupResult{}, err
+			}
+			if err := r.drain(); err != nil {
+				return BackupResult{}, err
+			}
+		default:
+			return BackupResult{}, errors.New("protocol error: data outside an entry")
+		}
+	}
+}
+
+func (c *Client) LogicalRestore(ctx context.Context, req RestoreRequest, src EntrySource) (RestoreResult, error) {
+	return c.restore(ctx, req, src, c.logical.LogicalRestore)
+}
+
+func (c *Client) PhysicalRestore(ctx context.Context, req RestoreRequest, src EntrySource) (RestoreResult, error) {
+	return c.restore(ctx, req, src, c.physical.PhysicalRestore)
+}
+
+func (c *Client) restore(ctx context.Context, req RestoreRequest, src EntrySource,
+	call func(context.Context, ...grpc.CallOption) (grpc.ClientStreamingClient[pb.RestoreInput, pb.RestoreResult], error)) (RestoreResult, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	st, err := call(ctx)
+	if err != nil {
+		return RestoreResult{}, remote(ctx, err)
+	}
+	// A failed Send means the plugin ended the call: its status comes
+	// from CloseAndRecv.
+	finish := func() (RestoreResult, error) {
+		r, err := st.CloseAndRecv()
+		if err != nil {
+			return RestoreResult{}, remote(ctx, err)
+		}
+		return restoreResultFromPB(r), nil
+	}
+	if err := st.Send(&pb.RestoreInput{Msg: &pb.RestoreInput_Request{Request: restoreReqToPB(req)}}); err != nil {
+		return finish()
+	}
+	sink := &frameSink{
+		header: func(e Entry) error {
+			return st.Send(&pb.RestoreInput{Msg: &pb.RestoreInput_Entry{Entry: entryToPB(e)}})
+		},
+		data: func(b []byte) error {
+			return st.Send(&pb.RestoreInput{Msg: &pb.RestoreInput_Data{Data: b}})
+		},
+		end: func(n int64) error {
+			return st.Send(&pb.RestoreInput{Msg: &pb.RestoreInput_EntryEnd{EntryEnd: &pb.EntryEnd{Size: n}}})
+		},
+	}
+	for {
+		e, r, err := src.Next(ctx)
+		if errors.Is(err, io.EOF) {
+			return finish()
+		}
+		if err != nil {
+			return RestoreResult{}, fmt.Errorf("restore source: %w", err)
+		}
+		if e.Name == "" {
+			return RestoreResult{}, errors.New("restore source: entry without a name")
+		}
+		w, err := sink.Create(ctx, e)
+		if err != nil {
+			return finish()
+		}
+		ew := w.(*entryWriter)
+		if err := ew.readFrom(ctx, r); err != nil {
+			if ew.err != nil {
+				return finish()
+			}
+			return RestoreResult{}, fmt.Errorf("restore entry %s: %w", e.Name, err)
+		}
+		if err := w.Close(); err != nil {
+			return finish()
+		}
+	}
+}
+
+// Freeze quiesces the database; see Engine. The lease must be renewed with
+// RenewLease before Frozen.ExpiresAt, or the plugin thaws by itself.
+func (c *Client) Freeze(ctx context.Context, req FreezeRequest) (Frozen, error) {
+	r, err := c.snapshot.Freeze(ctx, &pb.FreezeRequest{Target: targetToPB(req.Target), Lease: durationpb.New(req.Lease), Label: req.Label})
+	if err != nil {
+		return Frozen{}, remote(ctx, err)
+	}
+	return Frozen{LeaseID: r.GetLeaseId(), ExpiresAt: tsFromPB(r.GetExpiresAt()), Position: posFromPB(r.GetPosition()), ConsistentTime: tsFromPB(r.GetConsistentTime())}, nil
+}
+
+// RenewLease extends a freeze lease to d from now and returns its new expiry.
+func (c *Client) RenewLease(ctx context.Context, leaseID string, d time.Duration) (time.Time, error) {
+	r, err := c.snapshot.RenewLease(ctx, &pb.RenewLeaseRequest{LeaseId: leaseID, Lease: durationpb.New(d)})
+	if err != nil {
+		return time.Time{}, remote(ctx, err)
+	}
+	return tsFromPB(r.GetExpiresAt()), nil
+}
+
+func (c *Client) Thaw(ctx context.Context, leaseID string) (Thawed, error) {
+	r, err := c.snapshot.Thaw(ctx, &pb.ThawRequest{LeaseId: leaseID})
+	if err != nil {
+		return Thawed{}, remote(ctx, err)
+	}
+	return thawedFromPB(r), nil
+}
+
+// Archive streams segments from the plugin into out, and forwards the
+// positions received on durable to the plugin. Closing durable ends the
+// call cleanly (the plugin finishes or aborts its open segment); cancelling
+// ctx ends it at once. An unfinished segment is aborted on out.
+func (c *Client) Archive(ctx context.Context, req ArchiveRequest, out SegmentSink, durable <-chan Position) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	st, err := c.archive.Archive(ctx)
+	if err != nil {
+		return remote(ctx, err)
+	}
+	if err := st.Send(&pb.ArchiveInput{Msg: &pb.ArchiveInput_Request{Request: archiveReqToPB(req)}}); err != nil {
+		_, err = st.Recv()
+		return remote(ctx, err)
+	}
+	go func() {
+		for {
+			select {
+			case p, ok := <-durable:
+				if !ok {
+					_ = st.CloseSend()
+					return
+				}
+				if err := st.Send(&pb.ArchiveInput{Msg: &pb.ArchiveInput_Durable{Durable: posToPB(p)}}); err != nil {
+					return
+				}
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+
+	var (
+		w    SegmentWriter
+		name string
+		n    int64
+	)
+	abort := func(reason string) {
+		if w != nil {
+			_ = w.Abort(reason)
+			w = nil
+		}
+	}
+	defer func() { abort("archive stream ended") }()
+	for {
+		m, err := st.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return remote(ctx, err)
+		}
+		switch v := m.GetMsg().(type) {
+		case *pb.ArchiveOutput_Begin:
+			abort("protocol error: next segment begun")
+			h := segHeaderFromPB(v.Begin)
+			if w, err = out.Begin(ctx, h); err != nil {
+				w = nil
+				return fmt.Errorf("begin segment %s: %w", h.Name, err)
+			}
+			name, n = h.Name, 0
+		case *pb.ArchiveOutput_Data:
+			if w == nil {
+				return errors.New("protocol error: segment data outside a segment")
+			}
+			if _, err := w.Write(v.Data); err != nil {
+				return fmt.Errorf("write segment %s: %w", name, err)
+			}
+			n += int64(len(v.Data))
+		case *pb.ArchiveOutput_End:
+			if w == nil {
+				return errors.New("protocol error: segment end outside a segment")
+			}
+			t := segTrailerFromPB(v.End)
+			if t.Size != n {
+				return fmt.Errorf("segment %s: plugin counted %d bytes, received %d: %w", name, t.Size, n, io.ErrUnexpectedEOF)
+			}
+			err := w.Finish(t)
+			w = nil
+			if err != nil {
+				return fmt.Errorf("finish segment %s: %w", name, err)
+			}
+		case *pb.ArchiveOutput_Abort:
+			abort(v.Abort)
+		}
+	}
+}
+
+// Replay runs replay on the plugin, answering its fetches from src.
+func (c *Client) Replay(ctx context.Context, req ReplayRequest, src SegmentSource) (ReplayResult, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	st, err := c.replay.Replay(ctx)
+	if err != nil {
+		return ReplayResult{}, remote(ctx, err)
+	}
+	if err := st.Send(&pb.ReplayInput{Msg: &pb.ReplayInput_Request{Request: replayReqToPB(req)}}); err != nil {
+		_, err = st.Recv()
+		return ReplayResult{}, remote(ctx, err)
+	}
+	var result *ReplayResult
+	for {
+		m, err := st.Recv()
+		if errors.Is(err, io.EOF) {
+			if result == nil {
+				return ReplayResult{}, errors.New("plugin ended replay without a result")
+			}
+			return *result, nil
+		}
+		if err != nil {
+			return ReplayResult{}, remote(ctx, err)
+		}
+		switch v := m.GetMsg().(type) {
+		case *pb.ReplayOutput_Result:
+			r := replayResultFromPB(v.Result)
+			result = &r
+		case *pb.ReplayOutput_Fetch:
+			q := SegmentQuery{Name: v.Fetch.GetName(), After: posFromPB(v.Fetch.GetAfter()), Stream: v.Fetch.GetStream()}
+			if err := c.sendSegment(ctx, st, src, q); err != nil {
+				return ReplayResult{}, err
+			}
+		}
+	}
+}
+
+func (c *Client) sendSegment(ctx context.Context, st grpc.BidiStreamingClient[pb.ReplayInput, pb.ReplayOutput], src SegmentSource, q SegmentQuery) error {
+	seg, r, err := src.Fetch(ctx, q)
+	if errors.Is(err, ErrNoSegment) {
+		// A failed Send surfaces as the plugin's status on the next Recv.
+		_ = st.Send(&pb.ReplayInput{Msg: &pb.ReplayInput_Miss{Miss: &pb.FetchMiss{Reason: err.Error()}}})
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("fetch segment for replay: %w", err)
+	}
+	defer r.Close()
+	info := &pb.SegmentInfo{Header: segHeaderToPB(seg.SegmentHeader), Trailer: segTrailerToPB(seg.SegmentTrailer)}
+	if err := st.Send(&pb.ReplayInput{Msg: &pb.ReplayInput_Segment{Segment: info}}); err != nil {
+		return nil
+	}
+	w := newChunkWriter(func(b []byte) error {
+		return st.Send(&pb.ReplayInput{Msg: &pb.ReplayInput_Data{Data: b}})
+	})
+	if err := w.readFrom(ctx, r); err != nil {
+		if w.err != nil {
+			return nil // stream error: reported by Recv
+		}
+		return fmt.Errorf("read segment %s for replay: %w", seg.Name, err)
+	}
+	_ = st.Send(&pb.ReplayInput{Msg: &pb.ReplayInput_Done{Done: &pb.SegmentDone{Size: w.n}}})
+	return nil
+}

@@ -1,0 +1,362 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"time"
+)
+
+// Engine is what an engine plugin implements and what the host calls.
+//
+// Every method takes a context that is cancelled when the caller gives up.
+// An engine that lacks a capability embeds Unsupported and does not declare
+// the capability in Info; callers then get an error that wraps
+// ErrUnsupported and names the engine and the capability.
+type Engine interface {
+	// Info describes the plugin. It must not touch a database.
+	Info(ctx context.Context) (Info, error)
+	// Probe connects to the target and reports version, role, lag, health.
+	Probe(ctx context.Context, t Target) (Probe, error)
+
+	// LogicalDump writes a consistent logical copy to sink as named
+	// entries, one at a time, and returns where and when it is consistent.
+	LogicalDump(ctx context.Context, req BackupRequest, sink EntrySink) (BackupResult, error)
+	// LogicalRestore reads the entries of a logical dump from src, in the
+	// order LogicalDump wrote them, and loads them into the target.
+	LogicalRestore(ctx context.Context, req RestoreRequest, src EntrySource) (RestoreResult, error)
+
+	// PhysicalBackup writes a physical copy to sink as named entries.
+	PhysicalBackup(ctx context.Context, req BackupRequest, sink EntrySink) (BackupResult, error)
+	// PhysicalRestore lays the entries read from src out in req.Target.DataDir.
+	PhysicalRestore(ctx context.Context, req RestoreRequest, src EntrySource) (RestoreResult, error)
+
+	// Freeze quiesces the database for a volume snapshot. req.LeaseID names
+	// the freeze; the engine must hold whatever it needs (a session, a
+	// lock) beyond the return of Freeze, since ctx ends when Freeze
+	// returns. Lease expiry is enforced by this package, which calls Thaw
+	// itself when a lease runs out.
+	Freeze(ctx context.Context, req FreezeRequest) (Frozen, error)
+	// Thaw ends the freeze named leaseID and returns what the snapshot
+	// needs to be restorable.
+	Thaw(ctx context.Context, leaseID string) (Thawed, error)
+
+	// Archive streams log segments to out until ctx is cancelled or
+	// durable is closed. The host sends on durable the positions up to
+	// which log is safe in the repository; the engine releases log on the
+	// database (slot advance, binlog purge) only up to the last one
+	// received. Archive returns nil when durable is closed, ctx.Err() when
+	// cancelled.
+	Archive(ctx context.Context, req ArchiveRequest, out SegmentSink, durable <-chan Position) error
+
+	// Replay applies archived log, fetched from src, to the restored copy
+	// in req.Target until req.To is reached.
+	Replay(ctx context.Context, req ReplayRequest, src SegmentSource) (ReplayResult, error)
+}
+
+// Capability names an optional part of the protocol.
+type Capability string
+
+// The capabilities. Info and Probe are always implemented.
+const (
+	LogicalDump     Capability = "logical_dump"
+	LogicalRestore  Capability = "logical_restore"
+	PhysicalBackup  Capability = "physical_backup"
+	PhysicalRestore Capability = "physical_restore"
+	Freeze          Capability = "freeze"
+	Archive         Capability = "archive"
+	Replay          Capability = "replay"
+)
+
+// AllCapabilities lists every capability in protocol order.
+var AllCapabilities = []Capability{LogicalDump, LogicalRestore, PhysicalBackup, PhysicalRestore, Freeze, Archive, Replay}
+
+// ErrUnsupported is wrapped by every error that reports a capability the
+// engine does not have.
+var ErrUnsupported = errors.New("capability not supported")
+
+// UnsupportedError reports that Engine lacks Capability.
+type UnsupportedError struct {
+	Engine     string // may be empty inside a plugin; filled in by Serve
+	Capability Capability
+}
+
+func (e *UnsupportedError) Error() string {
+	name := e.Engine
+	if name == "" {
+		name = "plugin"
+	}
+	return fmt.Sprintf("engine %s does not support %s", name, e.Capability)
+}
+
+// Is makes errors.Is(err, ErrUnsupported) true.
+func (e *UnsupportedError) Is(target error) bool { return target == ErrUnsupported }
+
+// Unsupported implements every optional method of Engine by returning an
+// *UnsupportedError. Engines embed it and override what they support.
+type Unsupported struct{}
+
+func (Unsupported) LogicalDump(context.Context, BackupRequest, EntrySink) (BackupResult, error) {
+	return BackupResult{}, &UnsupportedError{Capability: LogicalDump}
+}
+
+func (Unsupported) LogicalRestore(context.Context, RestoreRequest, EntrySource) (RestoreResult, error) {
+	return RestoreResult{}, &UnsupportedError{Capability: LogicalRestore}
+}
+
+func (Unsupported) PhysicalBackup(context.Context, BackupRequest, EntrySink) (BackupResult, error) {
+	return BackupResult{}, &UnsupportedError{Capability: PhysicalBackup}
+}
+
+func (Unsupported) PhysicalRestore(context.Context, RestoreRequest, EntrySource) (RestoreResult, error) {
+	return RestoreResult{}, &UnsupportedError{Capability: PhysicalRestore}
+}
+
+func (Unsupported) Freeze(context.Context, FreezeRequest) (Frozen, error) {
+	return Frozen{}, &UnsupportedError{Capability: Freeze}
+}
+
+func (Unsupported) Thaw(context.Context, string) (Thawed, error) {
+	return Thawed{}, &UnsupportedError{Capability: Freeze}
+}
+
+func (Unsupported) Archive(context.Context, ArchiveRequest, SegmentSink, <-chan Position) error {
+	return &UnsupportedError{Capability: Archive}
+}
+
+func (Unsupported) Replay(context.Context, ReplayRequest, SegmentSource) (ReplayResult, error) {
+	return ReplayResult{}, &UnsupportedError{Capability: Replay}
+}
+
+// Secret is a string that never prints: String and GoString return "***".
+// Use string(s) where the value itself is needed.
+type Secret string
+
+func (Secret) String() string   { return "***" }
+func (Secret) GoString() string { return "***" }
+
+// Info describes a plugin.
+type Info struct {
+	Engine           string // "postgres", the <engine> of amber-plugin-<engine>
+	PluginVersion    string
+	Capabilities     []Capability
+	SupportedServers string // optional, e.g. "PostgreSQL 13-17"
+}
+
+// Has reports whether the plugin declared c.
+func (i Info) Has(c Capability) bool { return slices.Contains(i.Capabilities, c) }
+
+// Role of a database server in its replication topology.
+type Role string
+
+const (
+	RoleUnknown    Role = ""
+	RolePrimary    Role = "primary"
+	RoleReplica    Role = "replica"
+	RoleStandalone Role = "standalone"
+)
+
+// Probe is what Probe reports about a server.
+type Probe struct {
+	ServerVersion  string
+	Role           Role
+	SystemID       string        // lineage: PG system identifier, MySQL server_uuid, replica set name
+	Position       Position      // optional: current (or last replayed) position
+	ReplicationLag time.Duration // replicas only; 0 on a primary
+	Healthy        bool
+	Detail         string // why not healthy, and what to do
+	Facts          map[string]string
+}
+
+// Target says which database a call operates on.
+type Target struct {
+	DSN      Secret            // native connection string; may hold a password
+	DataDir  string            // local data directory, when the call needs one
+	Settings map[string]string // engine-specific (bin_dir, replication_dsn, ...)
+}
+
+// File is a small file returned whole, such as backup_label.
+type File struct {
+	Name    string // slash-separated, relative to the data directory
+	Content []byte
+	Mode    uint32 // 0 means 0600
+}
+
+// BackupRequest asks for a logical dump or a physical backup.
+type BackupRequest struct {
+	Target    Target
+	Databases []string // logical dumps: which databases; empty means all
+	Label     string
+	Options   map[string]string
+}
+
+// BackupResult records where and when a backup is consistent.
+type BackupResult struct {
+	Start          Position  // log position at which the copy started
+	Consistent     Position  // log position at which the copy is consistent
+	ConsistentTime time.Time // wall-clock time at which it is consistent
+	StartTime      time.Time
+	ServerVersion  string
+	SystemID       string
+	Metadata       map[string]string
+	Files          []File // to write beside the restored data (backup_label)
+}
+
+// RestoreRequest asks for a logical or physical restore.
+type RestoreRequest struct {
+	Target  Target
+	Backup  BackupResult // as recorded at backup time
+	Options map[string]string
+}
+
+// RestoreResult is where a restored copy stands.
+type RestoreResult struct {
+	Position       Position
+	ConsistentTime time.Time
+	Metadata       map[string]string
+}
+
+// Entry describes one named stream of bytes in a backup.
+type Entry struct {
+	Name     string // unique in the backup, slash-separated, no ".."
+	Size     int64  // if known in advance, else -1 (or 0)
+	Mode     uint32 // 0 means 0600
+	Kind     string // "tar", "pg_dump-custom", "sql", ...
+	Metadata map[string]string
+}
+
+// EntrySink receives the entries of a backup, one at a time.
+type EntrySink interface {
+	// Entry sends e with the bytes read from r until io.EOF. It returns
+	// when r is exhausted or on the first error (from r or the transport).
+	Entry(ctx context.Context, e Entry, r io.Reader) error
+	// Create starts entry e and returns a writer for its bytes; Close ends
+	// the entry. No other entry may be started before Close.
+	Create(ctx context.Context, e Entry) (io.WriteCloser, error)
+}
+
+// EntrySource yields the entries of a backup in order.
+type EntrySource interface {
+	// Next returns the next entry and a reader for its bytes, or io.EOF
+	// after the last one. Calling Next discards what is left unread of the
+	// previous entry. The reader fails with io.ErrUnexpectedEOF when the
+	// entry arrives truncated.
+	Next(ctx context.Context) (Entry, io.Reader, error)
+}
+
+// FreezeRequest asks to quiesce the database under a lease.
+type FreezeRequest struct {
+	Target  Target
+	Lease   time.Duration
+	Label   string
+	LeaseID string // set by Serve for the engine; ignored when calling a Client
+}
+
+// Frozen is the answer to Freeze.
+type Frozen struct {
+	LeaseID        string    // set by Serve
+	ExpiresAt      time.Time // set by Serve
+	Position       Position  // log position at freeze time
+	ConsistentTime time.Time
+}
+
+// Thawed is what a snapshot taken under a freeze needs to be restorable.
+type Thawed struct {
+	Consistent     Position // replay at least to here
+	ConsistentTime time.Time
+	Files          []File // e.g. backup_label, tablespace_map
+	Metadata       map[string]string
+}
+
+// ArchiveRequest starts continuous archiving.
+type ArchiveRequest struct {
+	Target        Target
+	Start         Position      // resume here; zero: engine's retained or current position
+	FlushInterval time.Duration // max age of log in an open segment; 0: engine default
+	Options       map[string]string
+}
+
+// SegmentHeader starts a log segment.
+type SegmentHeader struct {
+	Name   string   // engine-assigned: "00000001000000000000000A", "mysql-bin.000042"
+	Stream string   // timeline, source server_uuid or GTID domain, replica set
+	Start  Position // first log in the segment
+}
+
+// SegmentTrailer ends a log segment.
+type SegmentTrailer struct {
+	End         Position // just past the last log in the segment
+	Partial     bool     // cut before its natural end; a later segment of the same name supersedes it
+	FirstCommit time.Time
+	LastCommit  time.Time
+	Size        int64 // bytes; filled in by the sink when zero
+}
+
+// Segment describes a whole archived segment.
+type Segment struct {
+	SegmentHeader
+	SegmentTrailer
+}
+
+// SegmentSink receives log segments from Archive.
+type SegmentSink interface {
+	// Begin starts a segment. The previous one must be finished or aborted.
+	Begin(ctx context.Context, h SegmentHeader) (SegmentWriter, error)
+}
+
+// SegmentWriter takes the bytes of one segment.
+type SegmentWriter interface {
+	io.Writer
+	// Finish ends the segment. t.Size may be left zero.
+	Finish(t SegmentTrailer) error
+	// Abort drops the segment; reason is logged by the host.
+	Abort(reason string) error
+}
+
+// SegmentQuery asks for one archived segment: by Name, or the first one
+// holding log after After. Stream, when set, restricts the answer.
+type SegmentQuery struct {
+	Name   string
+	After  Position
+	Stream string
+}
+
+// ErrNoSegment is returned by SegmentSource.Fetch when no archived segment
+// matches the query.
+var ErrNoSegment = errors.New("no such archived segment")
+
+// SegmentSource gives Replay access to archived segments.
+type SegmentSource interface {
+	// Fetch returns the segment matching q and a reader for its bytes, or
+	// an error wrapping ErrNoSegment. The reader must be read to io.EOF
+	// or closed before the next Fetch.
+	Fetch(ctx context.Context, q SegmentQuery) (Segment, io.ReadCloser, error)
+}
+
+// RecoveryTarget says where Replay stops. Set exactly one of Time,
+// Position, Name, Latest.
+type RecoveryTarget struct {
+	Time      time.Time
+	Position  Position
+	Name      string
+	Latest    bool
+	Inclusive bool
+}
+
+// ReplayRequest asks to apply archived log to a restored copy.
+type ReplayRequest struct {
+	Target  Target
+	To      RecoveryTarget
+	From    Position // where the restored copy stands
+	Stream  string   // timeline to follow; empty: the one leading to the target
+	Options map[string]string
+}
+
+// ReplayResult is where replay stopped.
+type ReplayResult struct {
+	Reached     Position
+	ReachedTime time.Time
+	Metadata    map[string]string
+}

@@ -1,0 +1,6 @@
+package api
+
+// The generated code under amber/plugin/v1 is committed, so building never
+// needs protoc. After editing plugin.proto, regenerate with protoc,
+// protoc-gen-go v1.36.12 and protoc-gen-go-grpc v1.5.1 on PATH:
+//go:generate protoc -I . --go_out=. --go_opt=paths=source_relative --go-grpc_out=. --go-grpc_opt=paths=source_relative amber/plugin/v1/plugin.proto

@@ -1,0 +1,224 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// ChunkSize bounds the data carried by one protocol message. With gRPC's
+// flow control it bounds the memory a stream holds on either side.
+const ChunkSize = 1 << 20
+
+// chunkReader reads the data frames of one entry or segment. next returns
+// either a data frame, or end=true with the size the sender counted.
+type chunkReader struct {
+	next func() (data []byte, end bool, size int64, err error)
+	what string // "entry base.tar", for errors
+
+	buf  []byte
+	n    int64
+	done bool
+	err  error
+}
+
+func (r *chunkReader) Read(p []byte) (int, error) {
+	for len(r.buf) == 0 {
+		if r.done {
+			return 0, io.EOF
+		}
+		if r.err != nil {
+			return 0, r.err
+		}
+		data, end, size, err := r.next()
+		switch {
+		case err != nil:
+			if errors.Is(err, io.EOF) {
+				err = fmt.Errorf("%s: %w", r.what, io.ErrUnexpectedEOF)
+			}
+			r.err = err
+			return 0, err
+		case end:
+			if size != r.n {
+				r.err = fmt.Errorf("%s: sender counted %d bytes, received %d: %w", r.what, size, r.n, io.ErrUnexpectedEOF)
+				return 0, r.err
+			}
+			r.done = true
+			return 0, io.EOF
+		}
+		r.buf = data
+		r.n += int64(len(data))
+	}
+	n := copy(p, r.buf)
+	r.buf = r.buf[n:]
+	return n, nil
+}
+
+// drain reads what is left, so the stream is positioned after the end frame.
+func (r *chunkReader) drain() error {
+	_, err := io.Copy(io.Discard, r)
+	return err
+}
+
+// chunkWriter buffers writes into frames of at most ChunkSize bytes.
+type chunkWriter struct {
+	send func([]byte) error
+	buf  []byte
+	n    int64
+	err  error
+}
+
+func newChunkWriter(send func([]byte) error) *chunkWriter {
+	return &chunkWriter{send: send, buf: make([]byte, 0, ChunkSize)}
+}
+
+func (w *chunkWriter) Write(p []byte) (int, error) {
+	if w.err != nil {
+		return 0, w.err
+	}
+	written := 0
+	for len(p) > 0 {
+		k := copy(w.buf[len(w.buf):cap(w.buf)], p)
+		w.buf = w.buf[:len(w.buf)+k]
+		p = p[k:]
+		written += k
+		if len(w.buf) == cap(w.buf) {
+			if err := w.flush(); err != nil {
+				return written, err
+			}
+		}
+	}
+	return written, nil
+}
+
+func (w *chunkWriter) flush() error {
+	if w.err != nil {
+		return w.err
+	}
+	if len(w.buf) == 0 {
+		return nil
+	}
+	// The message is serialized before send returns, so buf is reusable.
+	if err := w.send(w.buf); err != nil {
+		w.err = err
+		return err
+	}
+	w.n += int64(len(w.buf))
+	w.buf = w.buf[:0]
+	return nil
+}
+
+// readFrom sends everything r yields in full frames.
+func (w *chunkWriter) readFrom(ctx context.Context, r io.Reader) error {
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		k, err := io.ReadFull(r, w.buf[len(w.buf):cap(w.buf)])
+		w.buf = w.buf[:len(w.buf)+k]
+		if len(w.buf) == cap(w.buf) {
+			if ferr := w.flush(); ferr != nil {
+				return ferr
+			}
+		}
+		switch {
+		case err == io.EOF || err == io.ErrUnexpectedEOF:
+			return w.flush()
+		case err != nil:
+			return err
+		}
+	}
+}
+
+// frameSink implements EntrySink over a function sending protocol frames.
+type frameSink struct {
+	header func(Entry) error
+	data   func([]byte) error
+	end    func(size int64) error
+	open   bool
+}
+
+func (s *frameSink) Entry(ctx context.Context, e Entry, r io.Reader) error {
+	w, err := s.Create(ctx, e)
+	if err != nil {
+		return err
+	}
+	cw := w.(*entryWriter)
+	if err := cw.readFrom(ctx, r); err != nil {
+		return fmt.Errorf("entry %s: %w", e.Name, err)
+	}
+	return w.Close()
+}
+
+func (s *frameSink) Create(ctx context.Context, e Entry) (io.WriteCloser, error) {
+	if s.open {
+		return nil, fmt.Errorf("entry %s started before the previous entry was closed", e.Name)
+	}
+	if e.Name == "" {
+		return nil, errors.New("entry without a name")
+	}
+	if err := s.header(e); err != nil {
+		return nil, fmt.Errorf("entry %s: %w", e.Name, err)
+	}
+	s.open = true
+	return &entryWriter{chunkWriter: newChunkWriter(s.data), sink: s, name: e.Name}, nil
+}
+
+type entryWriter struct {
+	*chunkWriter
+	sink   *frameSink
+	name   string
+	closed bool
+}
+
+func (w *entryWriter) Close() error {
+	if w.closed {
+		return nil
+	}
+	w.closed = true
+	w.sink.open = false
+	if err := w.flush(); err != nil {
+		return fmt.Errorf("entry %s: %w", w.name, err)
+	}
+	if err := w.sink.end(w.n); err != nil {
+		return fmt.Errorf("entry %s: %w", w.name, err)
+	}
+	return nil
+}
+
+// frameSource implements EntrySource over a function receiving frames.
+// recv returns exactly one of: a header, data, an end (with size), or err
+// (io.EOF at the end of the stream).
+type frameSource struct {
+	recv func() (h *Entry, data []byte, end bool, size int64, err error)
+	cur  *chunkReader
+}
+
+func (s *frameSource) Next(ctx context.Context) (Entry, io.Reader, error) {
+	if s.cur != nil {
+		if err := s.cur.drain(); err != nil {
+			return Entry{}, nil, err
+		}
+		s.cur = nil
+	}
+	if err := ctx.Err(); err != nil {
+		return Entry{}, nil, err
+	}
+	h, _, _, _, err := s.recv()
+	if err != nil {
+		return Entry{}, nil, err
+	}
+	if h == nil {
+		return Entry{}, nil, errors.New("protocol error: data outside an entry")
+	}
+	e := *h
+	s.cur = &chunkReader{what: "entry " + e.Name, next: func() ([]byte, bool, int64, error) {
+		h, data, end, size, err := s.recv()
+		if err == nil && h != nil {
+			err = fmt.Errorf("protocol error: entry %s started inside entry %s", h.Name, e.Name)
+		}
+		return data, end, size, err
+	}}
+	return e, s.cur, nil
+}
