@@ -46,7 +46,11 @@ func (s Segment) ObjectName() string {
 	return n
 }
 
+// parseSegmentName accepts exactly the names ObjectName produces.
 func parseSegmentName(name string) (Segment, bool) {
+	if !strings.HasPrefix(name, logDir) {
+		return Segment{}, false
+	}
 	parts := strings.Split(strings.TrimPrefix(name, logDir), "/")
 	if len(parts) != 3 {
 		return Segment{}, false
@@ -71,6 +75,9 @@ func parseSegmentName(name string) (Segment, bool) {
 		return Segment{}, false
 	}
 	if s.End, err = strconv.ParseUint(b, 16, 64); err != nil {
+		return Segment{}, false
+	}
+	if s.ObjectName() != name || !streamRE.MatchString(s.Stream) {
 		return Segment{}, false
 	}
 	return s, true
