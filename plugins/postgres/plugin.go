@@ -1,0 +1,401 @@
+// Package postgres adapts pgengine, Amber's PostgreSQL knowledge, to the
+// plugin contract (plugins/api). cmd/amber-plugin-postgres serves it.
+//
+// Options it reads:
+//   - Target.Settings["bin_dir"]: directory of pg_dump/pg_restore.
+//   - LogicalRestore options "no_owner", "no_privileges", "clean" ("true").
+//   - PhysicalBackup options "exclude_wal", "spread_checkpoint" ("true"),
+//     "max_rate_kbps".
+//   - Archive options "slot" (default "amber"); ArchiveRequest.FlushInterval
+//     bounds how long WAL waits before it is sent as a partial segment.
+//   - PhysicalRestore options "restore_command", "recovery_target_time"
+//     (RFC 3339), "recovery_target_lsn", "recovery_target_name",
+//     "recovery_target_immediate", and settings "owner_uid"/"owner_gid".
+//
+// Like every plugin it must never import sidecar/ or controller/.
+package postgres
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/amber-backup/amber/plugins/api"
+	"github.com/amber-backup/amber/plugins/postgres/pgengine"
+)
+
+// Version is the plugin's version.
+const Version = "0.1.0"
+
+// Engine implements api.Engine for PostgreSQL.
+type Engine struct {
+	api.Unsupported
+
+	mu     sync.Mutex
+	frozen map[string]*pgengine.Frozen
+}
+
+var _ api.Engine = (*Engine)(nil)
+
+// New returns the PostgreSQL engine.
+func New() *Engine { return &Engine{frozen: map[string]*pgengine.Frozen{}} }
+
+// Position encodes a timeline and an LSN: token = 4-byte timeline + 8-byte
+// LSN, big-endian; text "<timeline>/<LSN>"; order (timeline, LSN).
+func Position(timeline uint32, lsn pgengine.LSN) api.Position {
+	tok := binary.BigEndian.AppendUint32(nil, timeline)
+	tok = binary.BigEndian.AppendUint64(tok, uint64(lsn))
+	return api.Position{Token: tok, Text: fmt.Sprintf("%d/%s", timeline, lsn), Order: api.OrderKey(uint64(timeline), uint64(lsn))}
+}
+
+// ParsePosition decodes a Position made by Position.
+func ParsePosition(p api.Position) (timeline uint32, lsn pgengine.LSN, err error) {
+	if len(p.Token) != 12 {
+		return 0, 0, fmt.Errorf("not a PostgreSQL position: %q", p.Text)
+	}
+	return binary.BigEndian.Uint32(p.Token), pgengine.LSN(binary.BigEndian.Uint64(p.Token[4:])), nil
+}
+
+func (e *Engine) Info(context.Context) (api.Info, error) {
+	return api.Info{
+		Engine:        "postgres",
+		PluginVersion: Version,
+		Capabilities: []api.Capability{api.LogicalDump, api.LogicalRestore, api.PhysicalBackup,
+			api.PhysicalRestore, api.Freeze, api.Archive},
+		SupportedServers: "PostgreSQL 10 and newer (tested with 15)",
+	}, nil
+}
+
+func dsn(t api.Target) pgengine.DSN { return pgengine.DSN(string(t.DSN)) }
+
+func (e *Engine) Probe(ctx context.Context, t api.Target) (api.Probe, error) {
+	info, err := pgengine.Probe(ctx, dsn(t))
+	if info == nil {
+		return api.Probe{}, err
+	}
+	p := api.Probe{
+		ServerVersion: info.ServerVersion,
+		Role:          api.RolePrimary,
+		SystemID:      info.SystemID,
+		Position:      Position(uint32(info.Timeline), info.CurrentLSN),
+		Healthy:       err == nil,
+		Facts: map[string]string{
+			"wal_level":        info.WALLevel,
+			"wal_segment_size": strconv.FormatInt(info.WALSegmentSize, 10),
+			"major":            strconv.Itoa(info.Major),
+			"timeline":         strconv.Itoa(int(info.Timeline)),
+			"user":             info.User,
+		},
+	}
+	if info.Standby {
+		p.Role = api.RoleReplica
+	}
+	if err != nil {
+		p.Detail = err.Error()
+	}
+	return p, nil
+}
+
+func flag(opts map[string]string, key string) bool {
+	b, _ := strconv.ParseBool(opts[key])
+	return b
+}
+
+// LogicalDump dumps the target's database with pg_dump --format=custom as
+// one entry "<database>.dump". A logical dump is consistent at the snapshot
+// pg_dump takes as it starts; the position and time recorded are the ones
+// read just before it starts.
+func (e *Engine) LogicalDump(ctx context.Context, req api.BackupRequest, sink api.EntrySink) (api.BackupResult, error) {
+	if len(req.Databases) > 0 {
+		return api.BackupResult{}, errors.New("postgres: dumping a list of databases is not supported yet; dump the DSN's database")
+	}
+	info, err := pgengine.Probe(ctx, dsn(req.Target))
+	if info == nil {
+		return api.BackupResult{}, err
+	}
+	start := time.Now()
+	pos := Position(uint32(info.Timeline), info.CurrentLSN)
+	name := databaseName(string(req.Target.DSN)) + ".dump"
+	w, err := sink.Create(ctx, api.Entry{Name: name, Size: -1, Kind: "pg_dump-custom"})
+	if err != nil {
+		return api.BackupResult{}, err
+	}
+	if err := pgengine.LogicalDump(ctx, dsn(req.Target), w, pgengine.DumpOptions{BinDir: req.Target.Settings["bin_dir"]}); err != nil {
+		return api.BackupResult{}, err
+	}
+	if err := w.Close(); err != nil {
+		return api.BackupResult{}, err
+	}
+	return api.BackupResult{
+		Start: pos, Consistent: pos, StartTime: start, ConsistentTime: start,
+		ServerVersion: info.ServerVersion, SystemID: info.SystemID,
+		Metadata: map[string]string{"format": "pg_dump-custom", "entry": name},
+	}, nil
+}
+
+// databaseName extracts the database from a URL or key=value DSN, for
+// naming the dump entry.
+func databaseName(d string) string {
+	name := "postgres"
+	if strings.Contains(d, "://") {
+		rest := d[strings.Index(d, "://")+3:]
+		if i := strings.IndexByte(rest, '/'); i >= 0 {
+			db := rest[i+1:]
+			if j := strings.IndexAny(db, "?#"); j >= 0 {
+				db = db[:j]
+			}
+			if db != "" {
+				name = db
+			}
+		}
+	} else {
+		for _, f := range strings.Fields(d) {
+			if v, ok := strings.CutPrefix(f, "dbname="); ok && v != "" {
+				name = strings.Trim(v, "'")
+			}
+		}
+	}
+	return strings.Map(func(r rune) rune {
+		if r == '/' || r == '\\' || r < ' ' {
+			return '_'
+		}
+		return r
+	}, name)
+}
+
+// LogicalRestore feeds every entry to pg_restore into the target's database.
+func (e *Engine) LogicalRestore(ctx context.Context, req api.RestoreRequest, src api.EntrySource) (api.RestoreResult, error) {
+	opts := pgengine.LogicalRestoreOptions{
+		BinDir:       req.Target.Settings["bin_dir"],
+		NoOwner:      flag(req.Options, "no_owner"),
+		NoPrivileges: flag(req.Options, "no_privileges"),
+		Clean:        flag(req.Options, "clean"),
+	}
+	for {
+		ent, r, err := src.Next(ctx)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return api.RestoreResult{}, err
+		}
+		if err := pgengine.LogicalRestore(ctx, dsn(req.Target), r, opts); err != nil {
+			return api.RestoreResult{}, fmt.Errorf("restore %s: %w", ent.Name, err)
+		}
+	}
+	return api.RestoreResult{Position: req.Backup.Consistent, ConsistentTime: req.Backup.ConsistentTime}, nil
+}
+
+// entrySink adapts api.EntrySink to pgengine.Sink.
+type entrySink struct{ sink api.EntrySink }
+
+func (s entrySink) Entry(ctx context.Context, name string, r io.Reader) error {
+	kind := "file"
+	if strings.HasSuffix(name, ".tar") {
+		kind = "tar"
+	}
+	return s.sink.Entry(ctx, api.Entry{Name: name, Size: -1, Kind: kind}, r)
+}
+
+// PhysicalBackup runs BASE_BACKUP and streams base.tar, one tar per
+// tablespace and backup_manifest.
+func (e *Engine) PhysicalBackup(ctx context.Context, req api.BackupRequest, sink api.EntrySink) (api.BackupResult, error) {
+	opts := pgengine.BackupOptions{
+		Label:            req.Label,
+		ExcludeWAL:       flag(req.Options, "exclude_wal"),
+		SpreadCheckpoint: flag(req.Options, "spread_checkpoint"),
+	}
+	if v := req.Options["max_rate_kbps"]; v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return api.BackupResult{}, fmt.Errorf("max_rate_kbps %q: %w", v, err)
+		}
+		opts.MaxRateKBps = n
+	}
+	res, err := pgengine.PhysicalBackup(ctx, dsn(req.Target), entrySink{sink}, opts)
+	if err != nil {
+		return api.BackupResult{}, err
+	}
+	meta := map[string]string{
+		"wal_included": strconv.FormatBool(res.WALIncluded),
+		"from_standby": strconv.FormatBool(res.FromStandby),
+		"major":        strconv.Itoa(res.Major),
+		"timeline":     strconv.Itoa(int(res.Timeline)),
+		"entries":      strings.Join(res.Entries, ","),
+	}
+	for _, ts := range res.Tablespaces {
+		meta["tablespace."+strconv.FormatUint(uint64(ts.OID), 10)] = ts.Location
+	}
+	return api.BackupResult{
+		Start:          Position(uint32(res.StartTimeline), res.StartLSN),
+		Consistent:     Position(uint32(res.StopTimeline), res.StopLSN),
+		StartTime:      res.StartTime,
+		ConsistentTime: res.ConsistentTime,
+		ServerVersion:  res.ServerVersion,
+		SystemID:       res.SystemID,
+		Metadata:       meta,
+	}, nil
+}
+
+// PhysicalRestore spools the entries into a directory beside the data
+// directory (pgengine restores from random-access entries), then restores.
+func (e *Engine) PhysicalRestore(ctx context.Context, req api.RestoreRequest, src api.EntrySource) (api.RestoreResult, error) {
+	dataDir := req.Target.DataDir
+	if dataDir == "" {
+		return api.RestoreResult{}, errors.New("physical restore needs target.data_dir")
+	}
+	spool, err := os.MkdirTemp(filepath.Dir(filepath.Clean(dataDir)), ".amber-restore-")
+	if err != nil {
+		return api.RestoreResult{}, fmt.Errorf("physical restore: %w", err)
+	}
+	defer os.RemoveAll(spool)
+	dir := pgengine.DirSink(spool)
+	for {
+		ent, r, err := src.Next(ctx)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return api.RestoreResult{}, err
+		}
+		if err := dir.Entry(ctx, ent.Name, r); err != nil {
+			return api.RestoreResult{}, fmt.Errorf("spool %s: %w", ent.Name, err)
+		}
+	}
+	opts, err := restoreOptions(req)
+	if err != nil {
+		return api.RestoreResult{}, err
+	}
+	if err := pgengine.PhysicalRestore(ctx, dataDir, dir, opts); err != nil {
+		return api.RestoreResult{}, err
+	}
+	return api.RestoreResult{Position: req.Backup.Consistent, ConsistentTime: req.Backup.ConsistentTime}, nil
+}
+
+func restoreOptions(req api.RestoreRequest) (pgengine.RestoreOptions, error) {
+	var opts pgengine.RestoreOptions
+	o := req.Options
+	if uid, gid := req.Target.Settings["owner_uid"], req.Target.Settings["owner_gid"]; uid != "" && gid != "" {
+		u, err1 := strconv.Atoi(uid)
+		g, err2 := strconv.Atoi(gid)
+		if err := errors.Join(err1, err2); err != nil {
+			return opts, fmt.Errorf("owner_uid/owner_gid: %w", err)
+		}
+		opts.Owner = &pgengine.Owner{UID: u, GID: g}
+	}
+	if o["restore_command"] == "" {
+		return opts, nil
+	}
+	rec := &pgengine.Recovery{RestoreCommand: o["restore_command"], TargetName: o["recovery_target_name"],
+		Immediate: flag(o, "recovery_target_immediate")}
+	if v := o["recovery_target_time"]; v != "" {
+		t, err := time.Parse(time.RFC3339Nano, v)
+		if err != nil {
+			return opts, fmt.Errorf("recovery_target_time %q: %w", v, err)
+		}
+		rec.TargetTime = t
+	}
+	if v := o["recovery_target_lsn"]; v != "" {
+		lsn, err := pgengine.ParseLSN(v)
+		if err != nil {
+			return opts, fmt.Errorf("recovery_target_lsn %q: %w", v, err)
+		}
+		rec.TargetLSN = lsn
+	}
+	opts.Recovery = rec
+	return opts, nil
+}
+
+// Freeze starts a non-exclusive backup (pg_backup_start) in its own
+// session. The lease is enforced by api.Serve; pgengine's own lease is only
+// a backstop for a plugin that outlives its host.
+func (e *Engine) Freeze(ctx context.Context, req api.FreezeRequest) (api.Frozen, error) {
+	fr, err := pgengine.Freeze(ctx, dsn(req.Target), pgengine.FreezeOptions{Label: req.Label, Lease: 24 * time.Hour})
+	if err != nil {
+		return api.Frozen{}, err
+	}
+	e.mu.Lock()
+	e.frozen[req.LeaseID] = fr
+	e.mu.Unlock()
+	return api.Frozen{Position: Position(uint32(fr.Timeline), fr.StartLSN), ConsistentTime: fr.Started}, nil
+}
+
+// Thaw runs pg_backup_stop and returns backup_label and tablespace_map.
+func (e *Engine) Thaw(ctx context.Context, leaseID string) (api.Thawed, error) {
+	e.mu.Lock()
+	fr := e.frozen[leaseID]
+	delete(e.frozen, leaseID)
+	e.mu.Unlock()
+	if fr == nil {
+		return api.Thawed{}, fmt.Errorf("no freeze under lease %s", leaseID)
+	}
+	res, err := fr.Thaw(ctx)
+	if err != nil {
+		fr.Abort()
+		return api.Thawed{}, err
+	}
+	files := []api.File{{Name: "backup_label", Content: []byte(res.BackupLabel), Mode: 0o600}}
+	if res.TablespaceMap != "" {
+		files = append(files, api.File{Name: "tablespace_map", Content: []byte(res.TablespaceMap), Mode: 0o600})
+	}
+	return api.Thawed{Consistent: Position(uint32(fr.Timeline), res.StopLSN), ConsistentTime: res.StopTime, Files: files}, nil
+}
+
+// Archive streams WAL from a physical replication slot. The slot advances
+// only to the durable positions the host sends.
+func (e *Engine) Archive(ctx context.Context, req api.ArchiveRequest, out api.SegmentSink, durable <-chan api.Position) error {
+	opts := pgengine.ArchiverOptions{
+		Slot:            req.Options["slot"],
+		PartialInterval: req.FlushInterval,
+		Logger:          slog.Default(),
+	}
+	if !req.Start.IsZero() {
+		tl, lsn, err := ParsePosition(req.Start)
+		if err != nil {
+			return fmt.Errorf("archive start: %w", err)
+		}
+		opts.From, opts.Timeline = lsn, tl
+	}
+	opts.OnSegment = func(ctx context.Context, s pgengine.Segment) error {
+		w, err := out.Begin(ctx, api.SegmentHeader{Name: s.Name, Stream: strconv.FormatUint(uint64(s.Timeline), 10),
+			Start: Position(s.Timeline, s.StartLSN)})
+		if err != nil {
+			return err
+		}
+		if _, err := w.Write(s.Data); err != nil {
+			_ = w.Abort(err.Error())
+			return err
+		}
+		return w.Finish(api.SegmentTrailer{End: Position(s.Timeline, s.EndLSN), Partial: s.Partial, LastCommit: s.ServerTime})
+	}
+	a := pgengine.NewArchiver(dsn(req.Target), opts)
+	runErr := make(chan error, 1)
+	go func() { runErr <- a.Run(ctx) }()
+	for {
+		select {
+		case p, ok := <-durable:
+			if !ok {
+				stopCtx, cancel := context.WithTimeout(context.Background(), time.Minute)
+				defer cancel()
+				return a.Stop(stopCtx)
+			}
+			if _, lsn, err := ParsePosition(p); err == nil {
+				a.Durable(lsn)
+			}
+		case err := <-runErr:
+			if err == nil && ctx.Err() != nil {
+				err = ctx.Err()
+			}
+			return err
+		}
+	}
+}

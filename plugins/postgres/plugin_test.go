@@ -1,0 +1,144 @@
+package postgres_test
+
+// This test runs the real plugin binary through the host, as amber does.
+// Only the test imports sidecar/pluginhost; the plugin itself never does.
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/amber-backup/amber/conformance/testbed"
+	"github.com/amber-backup/amber/plugins/api"
+	"github.com/amber-backup/amber/plugins/postgres"
+	"github.com/amber-backup/amber/sidecar/pluginhost"
+)
+
+func buildPlugin(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	cmd := exec.Command("go", "build", "-o", filepath.Join(dir, "amber-plugin-postgres"), "./cmd/amber-plugin-postgres")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build plugin: %v\n%s", err, out)
+	}
+	return dir
+}
+
+type bufSink struct{ entries map[string]*bytes.Buffer }
+
+func (s *bufSink) Entry(_ context.Context, e api.Entry, r io.Reader) error {
+	b := &bytes.Buffer{}
+	if _, err := io.Copy(b, r); err != nil {
+		return err
+	}
+	s.entries[e.Name] = b
+	return nil
+}
+
+func (s *bufSink) Create(context.Context, api.Entry) (io.WriteCloser, error) {
+	return nil, errors.New("not used")
+}
+
+type bufSource struct {
+	names []string
+	sink  *bufSink
+}
+
+func (s *bufSource) Next(context.Context) (api.Entry, io.Reader, error) {
+	if len(s.names) == 0 {
+		return api.Entry{}, nil, io.EOF
+	}
+	n := s.names[0]
+	s.names = s.names[1:]
+	return api.Entry{Name: n}, bytes.NewReader(s.sink.entries[n].Bytes()), nil
+}
+
+func TestPluginThroughHost(t *testing.T) {
+	dir := buildPlugin(t)
+	pg := testbed.StartPostgres(t, testbed.PostgresOptions{})
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+
+	h := pluginhost.New(pluginhost.Options{Dirs: []string{dir}})
+	defer h.Close()
+	p, err := h.Engine(ctx, "postgres")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := p.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Engine != "postgres" || !info.Has(api.LogicalDump) || !info.Has(api.Archive) {
+		t.Fatalf("info = %+v", info)
+	}
+
+	probe, err := p.Probe(ctx, api.Target{DSN: api.Secret(pg.DSN())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !probe.Healthy || probe.Role != api.RolePrimary || probe.SystemID == "" || !strings.HasPrefix(probe.ServerVersion, "PostgreSQL") ||
+		!strings.HasPrefix(probe.Position.Text, "1/") {
+		t.Fatalf("probe = %+v", probe)
+	}
+
+	pg.Psql(t, "postgres", "CREATE DATABASE app")
+	pg.Psql(t, "postgres", "CREATE DATABASE copy")
+	pg.Psql(t, "app", `CREATE TABLE items (id serial PRIMARY KEY, name text NOT NULL);
+		INSERT INTO items (name) SELECT 'item ' || g FROM generate_series(1, 5000) g;`)
+	const q = "SELECT count(*), md5(string_agg(id || name, ';' ORDER BY id)) FROM items"
+	want := pg.Psql(t, "app", q)
+
+	sink := &bufSink{entries: map[string]*bytes.Buffer{}}
+	res, err := p.LogicalDump(ctx, api.BackupRequest{Target: api.Target{DSN: api.Secret(pg.DSNDB("app"))}}, sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dump := sink.entries["app.dump"]
+	if dump == nil || !bytes.HasPrefix(dump.Bytes(), []byte("PGDMP")) {
+		t.Fatalf("entries %v: no custom-format app.dump", keys(sink.entries))
+	}
+	if res.ConsistentTime.IsZero() || res.Consistent.IsZero() || res.SystemID != probe.SystemID {
+		t.Fatalf("result = %+v", res)
+	}
+
+	if _, err := p.LogicalRestore(ctx, api.RestoreRequest{Target: api.Target{DSN: api.Secret(pg.DSNDB("copy"))}, Backup: res},
+		&bufSource{names: []string{"app.dump"}, sink: sink}); err != nil {
+		t.Fatal(err)
+	}
+	if got := pg.Psql(t, "copy", q); got != want {
+		t.Fatalf("restored %q, want %q", got, want)
+	}
+
+	// Errors come back readable, without the password.
+	_, err = p.Probe(ctx, api.Target{DSN: api.Secret(pg.DSNFor(testbed.PostgresSuperuser, "not-the-password", "postgres"))})
+	if err == nil || strings.Contains(err.Error(), "not-the-password") {
+		t.Fatalf("probe with a wrong password: err = %v", err)
+	}
+	t.Logf("wrong password reported as: %v", err)
+}
+
+func TestPositionRoundTrip(t *testing.T) {
+	p := postgres.Position(2, 0x3000028)
+	tl, lsn, err := postgres.ParsePosition(p)
+	if err != nil || tl != 2 || lsn != 0x3000028 || p.Text != "2/0/3000028" {
+		t.Fatalf("position %+v -> %d %v %v", p, tl, lsn, err)
+	}
+	if postgres.Position(1, 0xFFFFFFFF).Compare(postgres.Position(2, 1)) >= 0 {
+		t.Fatal("a later timeline must order after an earlier one")
+	}
+}
+
+func keys(m map[string]*bytes.Buffer) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
