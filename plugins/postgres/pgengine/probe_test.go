@@ -46,6 +46,7 @@ func TestProbe(t *testing.T) {
 	const pw = "wrong-Pa55word"
 	_, err = Probe(ctx, DSN(pg.DSNFor("amber", pw, "postgres")))
 	wantErr(t, err, ErrConnect, "cannot connect to PostgreSQL at 127.0.0.1:", " as amber", "check the DSN")
+	t.Logf("wrong password: %v", err)
 	if strings.Contains(err.Error(), pw) {
 		t.Fatalf("error leaks the password: %v", err)
 	}
@@ -64,6 +65,7 @@ func TestProbe(t *testing.T) {
 	plain := DSN(pg.DSNFor("plain", "plain-pw", "postgres"))
 	info, err = Probe(ctx, plain)
 	wantErr(t, err, ErrNoReplication, "role plain lacks REPLICATION; ALTER ROLE plain REPLICATION")
+	t.Logf("no replication: %v", err)
 	if info == nil || info.Replication {
 		t.Fatalf("info %+v", info)
 	}
