@@ -5,6 +5,11 @@ go 1.26.8
 require github.com/jackc/pglogrepl v0.0.0-20251213150135-2e8d0df862c1
 
 require (
+	github.com/jackc/puddle/v2 v2.2.3 // indirect
+	golang.org/x/sync v0.24.0 // indirect
+)
+
+require (
 	github.com/Backblaze/blazer v0.7.2 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/dustin/go-humanize v1.0.1 // indirect

@@ -9,8 +9,9 @@
 //   - Archive options "slot" (default "amber"); ArchiveRequest.FlushInterval
 //     bounds how long WAL waits before it is sent as a partial segment.
 //   - PhysicalRestore options "restore_command", "recovery_target_time"
-//     (RFC 3339), "recovery_target_lsn", "recovery_target_name",
-//     "recovery_target_immediate", and settings "owner_uid"/"owner_gid".
+//     (RFC 3339), "recovery_target_lsn", "recovery_target_xid",
+//     "recovery_target_name", "recovery_target_immediate",
+//     "recovery_target_inclusive" ("false" stops before the target), and settings "owner_uid"/"owner_gid".
 //
 // Like every plugin it must never import sidecar/ or controller/.
 package postgres
@@ -296,7 +297,8 @@ func restoreOptions(req api.RestoreRequest) (pgengine.RestoreOptions, error) {
 		return opts, nil
 	}
 	rec := &pgengine.Recovery{RestoreCommand: o["restore_command"], TargetName: o["recovery_target_name"],
-		Immediate: flag(o, "recovery_target_immediate")}
+		TargetXID: o["recovery_target_xid"], Immediate: flag(o, "recovery_target_immediate"),
+		Exclusive: o["recovery_target_inclusive"] == "false"}
 	if v := o["recovery_target_time"]; v != "" {
 		t, err := time.Parse(time.RFC3339Nano, v)
 		if err != nil {

@@ -121,7 +121,8 @@ The repository password comes from AMBER_PASSWORD or --password-file.`,
 	pf.BoolVarP(&e.quiet, "quiet", "q", false, "no progress output")
 
 	root.AddCommand(e.repoCommand(), e.keyCommand(), e.backupCommand(), e.restoreCommand(), e.lsCommand(),
-		e.verifyCommand(), e.pruneCommand(), e.catCommand(), e.unlockCommand())
+		e.verifyCommand(), e.pruneCommand(), e.catCommand(), e.unlockCommand(), e.archiveCommand())
+	root.AddCommand(e.walCommands()...)
 	return root
 }
 

@@ -159,9 +159,10 @@ type backupResult struct {
 
 func (e *env) backupCommand() *cobra.Command {
 	var (
-		stdin bool
-		name  string
-		tags  []string
+		stdin            bool
+		name             string
+		tags             []string
+		engine, dsn, mode string
 	)
 	cmd := &cobra.Command{
 		Use:   "backup",
@@ -171,19 +172,27 @@ stream is cut into content-defined chunks, so data already in the repository
 is stored only once, whichever backup or replica wrote it first. The backup
 becomes visible only when complete: an interrupted backup leaves nothing that
 'amber ls' shows, and 'amber prune' removes what it had uploaded.`,
-		Example: `  pg_dump -Fc mydb | amber backup --stdin --name mydb --tag env=prod
+		Example: `  amber backup --engine postgres --dsn 'host=db user=amber' --mode physical --name orders
+  amber backup --engine postgres --dsn postgres://amber@db/orders --mode logical
+  pg_dump -Fc mydb | amber backup --stdin --name mydb --tag env=prod
   tar -C /data -c . | amber backup --stdin --name data --json`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if !stdin {
-				return usagef("nothing to back up: use --stdin (database engines come with --engine)")
-			}
-			if name == "" {
-				return usagef("--name is required: it groups backups for listing and retention")
-			}
 			tagMap, err := parseTags(tags)
 			if err != nil {
 				return err
+			}
+			if engine != "" {
+				if stdin {
+					return usagef("--stdin and --engine exclude each other")
+				}
+				return e.engineBackup(cmd.Context(), engine, dsn, mode, name, tagMap)
+			}
+			if !stdin {
+				return usagef("nothing to back up: use --stdin, or --engine with --dsn")
+			}
+			if name == "" {
+				return usagef("--name is required: it groups backups for listing and retention")
 			}
 			ctx := cmd.Context()
 			r, err := e.openRepo(ctx)
@@ -210,7 +219,10 @@ becomes visible only when complete: an interrupted backup leaves nothing that
 		},
 	}
 	cmd.Flags().BoolVar(&stdin, "stdin", false, "back up standard input")
-	cmd.Flags().StringVar(&name, "name", "", "backup name (required), e.g. the database")
+	cmd.Flags().StringVar(&engine, "engine", "", "database engine plugin: postgres")
+	cmd.Flags().StringVar(&dsn, "dsn", os.Getenv("AMBER_DSN"), "database connection string (env AMBER_DSN); never logged")
+	cmd.Flags().StringVar(&mode, "mode", "physical", "with --engine: physical (whole cluster, restorable to any point in time) or logical (a dump)")
+	cmd.Flags().StringVar(&name, "name", "", "backup name (required with --stdin; default: the engine), e.g. the database")
 	cmd.Flags().StringArrayVar(&tags, "tag", nil, "tag as key=value (repeatable)")
 	return cmd
 }
@@ -245,51 +257,90 @@ func parseTags(tags []string) (map[string]string, error) {
 
 func (e *env) restoreCommand() *cobra.Command {
 	var (
-		backupRef string
-		toStdout  bool
-		name      string
+		backupRef, name string
+		toStdout        bool
+		o               engineRestore
 	)
 	cmd := &cobra.Command{
 		Use:   "restore",
-		Short: "Restore a backup",
-		Long: `Restore a backup. With --stdout, write a stream backup's bytes to standard
-output. Every chunk is authenticated and checked against its id before any of
-its bytes are written: corrupt or foreign data stops the restore with an error
+		Short: "Restore a backup, or a database to a point in time",
+		Long: `Restore a backup.
+
+With --stdout, write a stream backup's bytes (or a logical dump's single entry)
+to standard output.
+
+With --engine postgres --data-dir DIR, lay a physical backup out in the empty
+directory DIR and configure recovery: PostgreSQL started on DIR fetches the
+archived WAL it needs from the repository (amber wal-fetch) and stops at the
+target: --to-time, --to-lsn, --to-xid or --to-name (none: the latest archived
+WAL), then promotes. Without --backup, the newest backup consistent before the
+target is chosen.
+
+With --engine postgres --dsn DSN, load a logical backup into that database.
+
+Every chunk is authenticated and checked against its id before any of its
+bytes are written: corrupt or foreign data stops the restore with an error
 naming the damaged object.`,
-		Example: `  amber restore --backup latest --stdout > dump.sql
-  amber restore --backup 3fa1c2d4 --stdout | pg_restore -d mydb`,
+		Example: `  amber restore --engine postgres --data-dir /var/lib/postgresql/restore --to-time 2026-11-21T10:15:00Z
+  amber restore --engine postgres --data-dir ./pitr --to-lsn 0/3000060 --backup 3fa1c2d4
+  amber restore --engine postgres --dsn postgres://amber@db/copy --backup latest
+  amber restore --backup latest --stdout > dump.sql`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if !toStdout {
-				return usagef("say where to restore: --stdout (database engines restore with --engine)")
-			}
 			ctx := cmd.Context()
+			if o.engine != "" {
+				if toStdout {
+					return e.restoreEngineStdout(ctx, o.engine, backupRef, name)
+				}
+				return e.restoreEngine(ctx, backupRef, name, o)
+			}
+			if !toStdout {
+				return usagef("say where to restore: --stdout, or --engine with --data-dir or --dsn")
+			}
 			r, err := e.openRepo(ctx)
 			if err != nil {
 				return err
 			}
 			defer r.Close()
-			m, err := r.FindBackup(ctx, backupRef, name)
+			ref := backupRef
+			if ref == "" {
+				ref = "latest"
+			}
+			m, err := r.FindBackup(ctx, ref, name)
 			if err != nil {
 				return err
 			}
-			if len(m.Entries) != 1 {
-				return fmt.Errorf("backup %s has %d entries; --stdout restores single-stream backups", m.ID.Short(), len(m.Entries))
-			}
-			cw := &countWriter{w: e.stdout}
-			p := e.startProgress("restore", m.Entries[0].Size, cw.n.Load)
-			err = r.WriteEntry(ctx, m.Entries[0], cw)
-			p.Stop()
-			if err != nil {
-				return fmt.Errorf("restore %s: %w", m.ID.Short(), err)
-			}
-			return nil
+			return e.writeStdout(ctx, r, m)
 		},
 	}
-	cmd.Flags().StringVar(&backupRef, "backup", "latest", "backup id, unique id prefix, or latest")
-	cmd.Flags().StringVar(&name, "name", "", "with --backup latest: the newest backup of this name")
-	cmd.Flags().BoolVar(&toStdout, "stdout", false, "write the backup's stream to standard output")
+	f := cmd.Flags()
+	f.StringVar(&backupRef, "backup", "", "backup id, unique id prefix, or latest (default: latest, or the newest before the target)")
+	f.StringVar(&name, "name", "", "only consider backups of this name")
+	f.BoolVar(&toStdout, "stdout", false, "write the backup's stream to standard output")
+	f.StringVar(&o.engine, "engine", "", "database engine plugin: postgres")
+	f.StringVar(&o.dataDir, "data-dir", "", "physical restore: the empty directory to restore into")
+	f.StringVar(&o.dsn, "dsn", os.Getenv("AMBER_DSN"), "logical restore: the database to load into (env AMBER_DSN)")
+	f.StringVar(&o.toTime, "to-time", "", "recover up to this time (RFC 3339)")
+	f.StringVar(&o.toLSN, "to-lsn", "", "recover up to this log position (PostgreSQL LSN, e.g. 0/3000060)")
+	f.StringVar(&o.toXID, "to-xid", "", "recover up to this transaction id")
+	f.StringVar(&o.toName, "to-name", "", "recover up to this named restore point")
+	f.BoolVar(&o.exclusive, "exclusive", false, "stop just before the target instead of just after it")
+	f.StringVar(&o.owner, "owner", "", "user that will run the restored server and own its files (default: postgres when run as root)")
 	return cmd
+}
+
+func (e *env) writeStdout(ctx context.Context, r *repo.Repository, m *repo.Manifest) error {
+	if len(m.Entries) != 1 {
+		return fmt.Errorf("backup %s has %d entries; --stdout restores single-stream backups", m.ID.Short(), len(m.Entries))
+	}
+	cw := &countWriter{w: e.stdout}
+	p := e.startProgress("restore", m.Entries[0].Size, cw.n.Load)
+	err := r.WriteEntry(ctx, m.Entries[0], cw)
+	p.Stop()
+	if err != nil {
+		return fmt.Errorf("restore %s: %w", m.ID.Short(), err)
+	}
+	return nil
 }
 
 // lsEntry is one backup in `amber ls --json`.
