@@ -40,7 +40,7 @@ func Cover(ctx context.Context, r *repo.Repository, stream string) (*Coverage, e
 		return nil, err
 	}
 	c := &Coverage{Segments: segs}
-	var last []repo.Segment // last segment of each range
+	var last []repo.Segment  // last segment of each range
 	for _, s := range segs { // ordered by epoch, start
 		if s.Start == s.End {
 			continue // metadata (timeline history)

@@ -159,9 +159,9 @@ type backupResult struct {
 
 func (e *env) backupCommand() *cobra.Command {
 	var (
-		stdin            bool
-		name             string
-		tags             []string
+		stdin             bool
+		name              string
+		tags              []string
 		engine, dsn, mode string
 	)
 	cmd := &cobra.Command{

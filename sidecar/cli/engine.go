@@ -228,4 +228,3 @@ func pickBackup(ctx context.Context, r *repo.Repository, ref, name, engine, mode
 	}
 	return best, nil
 }
-

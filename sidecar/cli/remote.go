@@ -74,4 +74,3 @@ func wrapRetry(be storage.Backend, e *env) storage.Backend {
 		e.log.Warn("storage operation failed; retrying", "op", op, "object", name, "attempt", attempt, "err", err)
 	}})
 }
-
