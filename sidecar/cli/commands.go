@@ -391,8 +391,12 @@ func (e *env) lsCommand() *cobra.Command {
 				}
 				list = append(list, le)
 			}
+			windows, err := recoverableWindows(ctx, r, all)
+			if err != nil {
+				return err
+			}
 			if e.jsonOut {
-				return e.printJSON(map[string]any{"backups": list})
+				return e.printJSON(map[string]any{"backups": list, "windows": windows})
 			}
 			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "ID\tNAME\tSTARTED\tDURATION\tSIZE\tADDED\tTAGS")
@@ -400,7 +404,11 @@ func (e *env) lsCommand() *cobra.Command {
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", b.ShortID, b.Name, b.Start.Local().Format(time.DateTime),
 					b.End.Sub(b.Start).Round(time.Second/10), humanBytes(b.BytesIn), humanBytes(b.BytesAdded), formatTags(b.Tags))
 			}
-			return tw.Flush()
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			printWindows(e.stdout, windows)
+			return nil
 		},
 	}
 	cmd.Flags().StringVar(&name, "name", "", "only backups of this name")
