@@ -235,4 +235,3 @@ func countAfterRecovery(t *testing.T, dir string) [2]int {
 	srv.Stop()
 	return [2]int{c, m}
 }
-
