@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/amber-backup/amber/plugins/api"
@@ -90,7 +91,8 @@ func (e *env) runArchive(ctx context.Context, engine, dsn, slot string, flush ti
 		}
 	}
 	sink := archive.NewSink(r, stream, e.log)
-	fmt.Fprintf(e.stderr, "archiving %s (%s) into stream %s; stop with SIGTERM\n", engine, probe.ServerVersion, stream)
+	version := strings.Join(strings.Fields(probe.ServerVersion)[:min(2, len(strings.Fields(probe.ServerVersion)))], " ")
+	fmt.Fprintf(e.stderr, "archiving %s (%s) into stream %s; stop with SIGTERM\n", engine, version, stream)
 	done := make(chan error, 1)
 	go func() { done <- eng.Archive(context.WithoutCancel(ctx), req, sink, sink.Durable()) }()
 	select {
