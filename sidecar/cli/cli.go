@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -27,6 +28,7 @@ type env struct {
 	cacheDir     string
 	jsonOut      bool
 	quiet        bool
+	printed      bool // the one JSON document has been written
 	log          *slog.Logger
 }
 
@@ -66,7 +68,7 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		strings.HasPrefix(err.Error(), "unknown flag"):
 		code = 2
 	}
-	if e.jsonOut && code != 2 {
+	if (e.jsonOut || slices.Contains(args, "--json")) && !e.printed {
 		b, _ := json.Marshal(map[string]string{"error": err.Error()})
 		fmt.Fprintln(stdout, string(b))
 	}
@@ -132,6 +134,7 @@ func (e *env) printJSON(v any) error {
 	if err != nil {
 		return err
 	}
+	e.printed = true
 	_, err = fmt.Fprintln(e.stdout, string(b))
 	return err
 }

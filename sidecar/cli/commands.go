@@ -466,7 +466,6 @@ Exit status 3 means problems were found.`,
 				}
 			}
 			if !rep.OK() {
-				e.jsonOut = false // the report was the JSON document
 				return &exitError{code: 3, err: fmt.Errorf("verify found %d problem(s), first: %s", len(rep.Problems), rep.Problems[0].Object)}
 			}
 			if !e.jsonOut {
@@ -542,7 +541,6 @@ func (e *env) catCommand() *cobra.Command {
 				return err
 			}
 			defer r.Close()
-			e.jsonOut = false // the object is the output either way
 			if args[0] == "config" {
 				return e.printJSON(r.Config())
 			}

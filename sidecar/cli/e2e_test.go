@@ -39,7 +39,41 @@ import (
 var amberBin string
 
 func TestMain(m *testing.M) {
+	if out := os.Getenv(rusageEnv); out != "" {
+		os.Exit(launch(out))
+	}
 	os.Exit(runMain(m))
+}
+
+// rusageEnv makes the test binary a launcher: it runs its arguments as a
+// command and writes the command's peak RSS (KiB) to the file named. Linux
+// starts a child's ru_maxrss at the RSS of the process that spawned it (the
+// spawner's memory map is the one exec replaces), so a figure measured
+// straight from this test process would include the test's own memory,
+// such as an in-memory B2 server's gigabyte. The launcher is small and fresh.
+const rusageEnv = "AMBER_E2E_RUSAGE_FILE"
+
+func launch(out string) int {
+	cmd := exec.Command(os.Args[1], os.Args[2:]...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, rusageEnv+"=") {
+			env = append(env, kv)
+		}
+	}
+	cmd.Env = env
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if err != nil && !errors.As(err, &ee) {
+		fmt.Fprintln(os.Stderr, "launch:", err)
+		return 125
+	}
+	ru, _ := cmd.ProcessState.SysUsage().(*syscall.Rusage)
+	if ru == nil || os.WriteFile(out, []byte(fmt.Sprint(ru.Maxrss)), 0o600) != nil {
+		return 125
+	}
+	return cmd.ProcessState.ExitCode()
 }
 
 func runMain(m *testing.M) int {
@@ -235,6 +269,7 @@ type result struct {
 	code    int
 	stdout  string // empty when stdout went to a caller's writer
 	stderr  string
+	rusage  *syscall.Rusage
 	elapsed time.Duration
 }
 
@@ -271,7 +306,11 @@ func (c *client) environ() []string {
 }
 
 func (c *client) command(ctx context.Context, args ...string) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, amberBin, args...)
+	return c.programCommand(ctx, amberBin, args...)
+}
+
+func (c *client) programCommand(ctx context.Context, prog string, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, prog, args...)
 	cmd.Env = c.environ()
 	cmd.Dir = c.workdir
 	cmd.WaitDelay = 10 * time.Second
@@ -281,9 +320,14 @@ func (c *client) command(ctx context.Context, args ...string) *exec.Cmd {
 // run runs amber with stdin (may be nil) and stdout (nil: captured).
 func (c *client) run(stdin io.Reader, stdout io.Writer, args ...string) result {
 	c.t.Helper()
+	return c.runProgram(amberBin, stdin, stdout, args...)
+}
+
+func (c *client) runProgram(prog string, stdin io.Reader, stdout io.Writer, args ...string) result {
+	c.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	cmd := c.command(ctx, args...)
+	cmd := c.programCommand(ctx, prog, args...)
 	var out, errb bytes.Buffer
 	cmd.Stdin = stdin
 	if stdout == nil {
@@ -301,6 +345,9 @@ func (c *client) run(stdin io.Reader, stdout io.Writer, args ...string) result {
 		res.code = ee.ExitCode()
 	default:
 		c.t.Fatalf("amber %s: %v (stderr: %s)", strings.Join(args, " "), err, errb.String())
+	}
+	if cmd.ProcessState != nil {
+		res.rusage, _ = cmd.ProcessState.SysUsage().(*syscall.Rusage)
 	}
 	return res
 }
@@ -961,15 +1008,16 @@ func TestE2EKilledBackups(t *testing.T) {
 	for _, d := range completed {
 		c.mustRestore(d.id, d.size, d.sum)
 	}
-	// Partial uploads (the file backend's .tmp- files) are not objects, so
-	// prune does not see them; say how many remain.
+	// Nothing the killed backups wrote is left: no partial uploads either.
 	var stray []string
 	for _, f := range repoFiles(t, dir) {
 		if strings.Contains(f, "/.tmp-") {
 			stray = append(stray, f)
 		}
 	}
-	t.Logf("partial uploads left after prune: %d", len(stray))
+	if len(stray) > 0 {
+		t.Errorf("after prune --grace 0, %d partial uploads of killed backups remain: %v", len(stray), stray)
+	}
 }
 
 // TestE2EConcurrentBackups runs two backups of different streams into one
@@ -1014,6 +1062,55 @@ func TestE2EConcurrentBackups(t *testing.T) {
 	}
 	for i, s := range streams {
 		c.mustRestore(docs[i].ID, s.size, sums[i])
+	}
+}
+
+// ---------------------------------------------------------------------------
+// 6. Memory.
+
+// TestE2EBackupMemory backs up a 4 GiB stream that does not deduplicate and
+// checks amber's peak resident memory.
+func TestE2EBackupMemory(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "repo")
+	c := newClient(t, dir)
+	c.init()
+	s := stream{seed: 7, size: 4 * GiB}
+	// Run amber under the launcher (see rusageEnv) and read its rusage.
+	peakFile := filepath.Join(t.TempDir(), "maxrss")
+	launcher, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.env = append(c.env, rusageEnv+"="+peakFile)
+	res := c.runProgram(launcher, s.reader(nil), nil, amberBin, "backup", "--stdin", "--name", "big", "--json", "--quiet")
+	if res.code != 0 {
+		t.Fatalf("backup: %s", res)
+	}
+	var doc backupDoc
+	decodeOne(t, res.stdout, &doc)
+	if doc.BytesIn != s.size {
+		t.Fatalf("bytes_in %d, want %d", doc.BytesIn, s.size)
+	}
+	if doc.BytesAdded < s.size {
+		t.Fatalf("bytes_added %d < bytes_in %d: the input deduplicated or compressed, so this measures nothing", doc.BytesAdded, s.size)
+	}
+	b, err := os.ReadFile(peakFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var peak int64 // KiB on Linux
+	if _, err := fmt.Sscan(string(b), &peak); err != nil || peak <= 0 {
+		t.Fatalf("launcher reported peak RSS %q: %v", b, err)
+	}
+	t.Logf("backup of 4 GiB: peak RSS %.1f MiB, %.1fs (%.0f MiB/s), user %.1fs sys %.1fs", float64(peak)/1024,
+		res.elapsed.Seconds(), float64(s.size)/MiB/res.elapsed.Seconds(),
+		time.Duration(res.rusage.Utime.Nano()).Seconds(), time.Duration(res.rusage.Stime.Nano()).Seconds())
+	if res.rusage.Maxrss > peak {
+		t.Logf("(measured from this test process instead, ru_maxrss would say %.1f MiB: it inherits this process's peak)",
+			float64(res.rusage.Maxrss)/1024)
+	}
+	if peak >= 200*1024 {
+		t.Errorf("peak RSS %.1f MiB, want < 200 MiB", float64(peak)/1024)
 	}
 }
 
@@ -1079,6 +1176,7 @@ func TestE2EJSON(t *testing.T) {
 		{"wrong password", &client{t: t, repo: dir, password: "wrong", cache: t.TempDir(), workdir: t.TempDir()}, []string{"ls", "--json"}, 1},
 		{"missing repository", newClient(t, filepath.Join(t.TempDir(), "none")), []string{"verify", "--json"}, 1},
 		{"no such backup", c, []string{"restore", "--backup", "ffffffff", "--stdout", "--json"}, 1},
+		{"bad command line", c, []string{"backup", "--name", "db", "--json"}, 2},
 	}
 	for _, f := range fails {
 		t.Run(strings.ReplaceAll(f.name, " ", "_"), func(t *testing.T) {

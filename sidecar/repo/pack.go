@@ -59,6 +59,15 @@ func (p *packBuilder) add(b BlobInfo, sealed []byte) {
 	p.blobs = append(p.blobs, b)
 }
 
+// sealInto seals plain straight into the pack buffer (no copy).
+func (p *packBuilder) sealInto(s *sealer, b BlobInfo, plain []byte) {
+	off := len(p.buf)
+	p.buf = s.seal(p.buf, plain, blobAD(b.ID, b.Type))
+	b.Offset = uint32(off)
+	b.Length = uint32(len(p.buf) - off)
+	p.blobs = append(p.blobs, b)
+}
+
 // finish appends the sealed header and its length and returns the pack's
 // bytes, its id and the blobs it holds.
 func (p *packBuilder) finish(s *sealer) ([]byte, ID, []BlobInfo) {

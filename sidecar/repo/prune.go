@@ -123,7 +123,9 @@ type PruneResult struct {
 	PacksRemoved int      `json:"packs_removed"`
 	BytesFreed   int64    `json:"bytes_freed"`
 	Orphans      int      `json:"orphan_packs"`
-	DryRun       bool     `json:"dry_run"`
+	Incomplete   int      `json:"incomplete_uploads"` // left by crashed writers, swept
+
+	DryRun bool `json:"dry_run"`
 }
 
 // Prune forgets backups outside the policy and removes data no backup uses.
@@ -251,6 +253,13 @@ func (r *Repository) Prune(ctx context.Context, p PrunePolicy) (*PruneResult, er
 		if err := r.be.Remove(ctx, n); err != nil && !errors.Is(err, storage.ErrNotFound) {
 			return nil, fmt.Errorf("remove %s: %w", n, err)
 		}
+	}
+	if sw, ok := storage.AsSweeper(r.be); ok {
+		n, err := sw.Sweep(ctx, cutoff)
+		if err != nil {
+			return nil, fmt.Errorf("remove incomplete uploads: %w", err)
+		}
+		res.Incomplete = n
 	}
 	olderMarkers, _ := listNames(ctx, r.be, prunedPrefix)
 	for _, n := range olderMarkers {

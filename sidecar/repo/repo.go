@@ -177,12 +177,14 @@ func Open(ctx context.Context, be storage.Backend, password []byte, opts Options
 		return nil, fmt.Errorf("list key slots: %w", err)
 	}
 	var damaged error
+	intact := 0
 	for _, name := range slots {
 		slot, err := loadSlot(ctx, be, name)
 		if err != nil {
 			damaged = err // another slot may still open
 			continue
 		}
+		intact++
 		key, err := slot.unwrap(password)
 		if errors.Is(err, ErrWrongPassword) {
 			continue
@@ -211,6 +213,9 @@ func Open(ctx context.Context, be storage.Backend, password []byte, opts Options
 		}
 		r.keyName = name
 		return r, nil
+	}
+	if damaged != nil && intact == 0 {
+		return nil, fmt.Errorf("%w; no other key slot exists: restore that object from a copy of the repository", damaged)
 	}
 	if damaged != nil {
 		return nil, fmt.Errorf("%w; also, %v", ErrWrongPassword, damaged)

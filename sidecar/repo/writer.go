@@ -36,6 +36,7 @@ type Writer struct {
 	ctx       context.Context // uploads run under the writer's context, not a stream's
 	written   []indexPack     // packs uploaded, not yet in an index file
 	sem       chan struct{}   // one token per pack being uploaded
+	bufs      sync.Pool       // pack buffers, reused once uploaded
 	upWG      sync.WaitGroup
 	upErr     error
 
@@ -55,20 +56,25 @@ func (r *Repository) NewWriter(ctx context.Context) (*Writer, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Writer{r: r, idx: idx, claimed: make(map[ID]bool), reused: make(map[ID]bool),
-		sem: make(chan struct{}, uploaders), started: r.now().UTC(), ctx: ctx}, nil
+	w := &Writer{r: r, idx: idx, claimed: make(map[ID]bool), reused: make(map[ID]bool),
+		sem: make(chan struct{}, uploaders), started: r.now().UTC(), ctx: ctx}
+	packCap := r.cfg.PackSize + r.cfg.PackSize/8
+	w.bufs.New = func() any { return make([]byte, 0, packCap) }
+	return w, nil
 }
 
 // storeBlob seals plain (already compressed when compressed is true) and adds
 // it to the current pack, handing full packs to the uploaders.
 func (w *Writer) storeBlob(ctx context.Context, id ID, t BlobType, plain []byte, rawLen int, compressed bool) error {
-	sealed := w.r.seal.seal(make([]byte, 0, len(plain)+overhead), plain, blobAD(id, t))
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.upErr != nil {
 		return w.upErr
 	}
-	w.pack.add(BlobInfo{ID: id, Type: t, RawLength: uint32(rawLen), Compressed: compressed}, sealed)
+	if w.pack.buf == nil {
+		w.pack.buf = w.bufs.Get().([]byte)[:0]
+	}
+	w.pack.sealInto(w.r.seal, BlobInfo{ID: id, Type: t, RawLength: uint32(rawLen), Compressed: compressed}, plain)
 	if len(w.pack.buf) >= w.r.cfg.PackSize {
 		return w.flushLocked(ctx)
 	}
@@ -81,7 +87,7 @@ func (w *Writer) flushLocked(ctx context.Context) error {
 		return nil
 	}
 	pb := w.pack
-	w.pack = packBuilder{buf: make([]byte, 0, w.r.cfg.PackSize+w.r.cfg.PackSize/8)}
+	w.pack = packBuilder{}
 	buf, id, blobs := pb.finish(w.r.seal)
 	w.mu.Unlock()
 	err := w.upload(ctx, id, buf, blobs)
@@ -102,6 +108,7 @@ func (w *Writer) upload(ctx context.Context, id ID, buf []byte, blobs []BlobInfo
 		defer w.upWG.Done()
 		defer func() { <-w.sem }()
 		err := w.r.be.Save(w.ctx, packName(id), bytes.NewReader(buf), int64(len(buf)))
+		w.bufs.Put(buf[:0]) //nolint:staticcheck // a slice is fine here: the pool holds few, large buffers
 		w.mu.Lock()
 		defer w.mu.Unlock()
 		if err != nil {

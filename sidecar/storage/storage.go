@@ -128,3 +128,25 @@ func ReadAll(ctx context.Context, b Backend, name string) ([]byte, error) {
 	defer rd.Close()
 	return io.ReadAll(rd)
 }
+
+// Sweeper is implemented by backends where a crash can leave incomplete
+// uploads behind that List does not show (temporary files, unfinished
+// multipart or large-file uploads). Sweep removes those older than before.
+type Sweeper interface {
+	Sweep(ctx context.Context, before time.Time) (int, error)
+}
+
+// AsSweeper returns b's Sweeper, looking through wrappers that expose the
+// backend they wrap with an Inner method.
+func AsSweeper(b Backend) (Sweeper, bool) {
+	for {
+		if s, ok := b.(Sweeper); ok {
+			return s, true
+		}
+		w, ok := b.(interface{ Inner() Backend })
+		if !ok {
+			return nil, false
+		}
+		b = w.Inner()
+	}
+}

@@ -3,10 +3,18 @@ package main
 
 import (
 	"os"
+	"runtime/debug"
 
 	"github.com/amber-backup/amber/sidecar/cli"
 )
 
+// memoryLimit is the default soft heap limit: it keeps the sidecar's peak
+// memory flat whatever the backup size. GOMEMLIMIT overrides it.
+const memoryLimit = 150 << 20
+
 func main() {
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(memoryLimit)
+	}
 	os.Exit(cli.Main(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/amber-backup/amber/sidecar/storage"
 )
@@ -226,3 +227,34 @@ func (b *Backend) Remove(ctx context.Context, name string) error {
 
 // Close implements storage.Backend.
 func (b *Backend) Close() error { return nil }
+
+var _ storage.Sweeper = (*Backend)(nil)
+
+// Sweep removes temporary files that a Save interrupted by a crash left
+// behind, if they were last written before the given time.
+func (b *Backend) Sweep(ctx context.Context, before time.Time) (int, error) {
+	n := 0
+	err := filepath.WalkDir(b.root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if d.IsDir() || !strings.HasPrefix(d.Name(), ".tmp-") {
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil || !info.ModTime().Before(before) {
+			return nil
+		}
+		if err := os.Remove(p); err == nil {
+			n++
+		}
+		return nil
+	})
+	return n, err
+}
