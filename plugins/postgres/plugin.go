@@ -11,7 +11,8 @@
 //   - PhysicalRestore options "restore_command", "recovery_target_time"
 //     (RFC 3339), "recovery_target_lsn", "recovery_target_xid",
 //     "recovery_target_name", "recovery_target_immediate",
-//     "recovery_target_inclusive" ("false" stops before the target), and settings "owner_uid"/"owner_gid".
+//     "recovery_target_inclusive" ("false" stops before the target),
+//     "setting.<name>" (any postgresql.auto.conf setting, e.g. archive_mode), and settings "owner_uid"/"owner_gid".
 //
 // Like every plugin it must never import sidecar/ or controller/.
 package postgres
@@ -299,6 +300,14 @@ func restoreOptions(req api.RestoreRequest) (pgengine.RestoreOptions, error) {
 	rec := &pgengine.Recovery{RestoreCommand: o["restore_command"], TargetName: o["recovery_target_name"],
 		TargetXID: o["recovery_target_xid"], Immediate: flag(o, "recovery_target_immediate"),
 		Exclusive: o["recovery_target_inclusive"] == "false"}
+	for k, v := range o {
+		if name, ok := strings.CutPrefix(k, "setting."); ok {
+			if rec.Settings == nil {
+				rec.Settings = map[string]string{}
+			}
+			rec.Settings[name] = v
+		}
+	}
 	if v := o["recovery_target_time"]; v != "" {
 		t, err := time.Parse(time.RFC3339Nano, v)
 		if err != nil {

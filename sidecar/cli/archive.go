@@ -118,7 +118,8 @@ func (e *env) runArchive(ctx context.Context, engine, dsn, slot string, flush ti
 // PostgreSQL WAL file names, for wal-push and wal-fetch (the archive_command
 // and restore_command interface, which speaks in file names).
 var (
-	walNameRE     = regexp.MustCompile(`^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})$`)
+	walNameRE     = regexp.MustCompile(`^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})(\.partial)?$`)
+	backupFileRE  = regexp.MustCompile(`^[0-9A-F]{24}\.[0-9A-F]{8}\.backup$`)
 	historyNameRE = regexp.MustCompile(`^([0-9A-F]{8})\.history$`)
 )
 
@@ -137,7 +138,8 @@ func walSegment(stream, name string, segSize uint64) (repo.Segment, bool) {
 	hi, _ := strconv.ParseUint(m[2], 16, 32)
 	lo, _ := strconv.ParseUint(m[3], 16, 32)
 	start := hi<<32 + lo*segSize
-	return repo.Segment{Stream: stream, Epoch: uint32(tli), Start: start, End: start + segSize, Name: name}, true
+	return repo.Segment{Stream: stream, Epoch: uint32(tli), Start: start, End: start + segSize, Name: name,
+		Partial: m[4] != ""}, true
 }
 
 func (e *env) walCommands() []*cobra.Command {
@@ -223,15 +225,28 @@ func (e *env) walFetch(ctx context.Context, stream, name, dest string, segSize u
 }
 
 func (e *env) walPush(ctx context.Context, stream, path string, segSize uint64) error {
+	if backupFileRE.MatchString(filepath.Base(path)) {
+		// A backup history file is informational only; amber's manifests
+		// record where each backup starts and stops.
+		return nil
+	}
 	seg, ok := walSegment(stream, filepath.Base(path), segSize)
 	if !ok {
-		return fmt.Errorf("%s is not a WAL or history file", path)
+		return fmt.Errorf("%s is not a WAL, partial WAL or history file", path)
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return err
 	}
-	if seg.Start != seg.End && uint64(len(data)) != segSize {
+	// The file's last write bounds the commit times inside it (the
+	// streaming archiver records the server's clock the same way).
+	if st, err := os.Stat(path); err == nil && seg.Start != seg.End {
+		seg.LastTime = st.ModTime().UTC()
+	}
+	if seg.Partial {
+		// The last, unfinished segment of a timeline (archived on promotion).
+		seg.End = seg.Start + uint64(len(data))
+	} else if seg.Start != seg.End && uint64(len(data)) != segSize {
 		return fmt.Errorf("%s is %d bytes, not the WAL segment size %d (set --wal-segment-size)", path, len(data), segSize)
 	}
 	r, err := e.openRepo(ctx)

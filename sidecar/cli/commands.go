@@ -325,6 +325,7 @@ naming the damaged object.`,
 	f.StringVar(&o.toXID, "to-xid", "", "recover up to this transaction id")
 	f.StringVar(&o.toName, "to-name", "", "recover up to this named restore point")
 	f.BoolVar(&o.exclusive, "exclusive", false, "stop just before the target instead of just after it")
+	f.BoolVar(&o.keepArchiving, "keep-archiving", false, "keep the backup's archive_mode/archive_command (default: archive_mode=off, so the copy does not write into this archive)")
 	f.StringVar(&o.owner, "owner", "", "user that will run the restored server and own its files (default: postgres when run as root)")
 	return cmd
 }

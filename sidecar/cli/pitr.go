@@ -18,7 +18,7 @@ import (
 type engineRestore struct {
 	engine, dataDir, dsn                string
 	toTime, toLSN, toXID, toName, owner string
-	exclusive                           bool
+	exclusive, keepArchiving            bool
 }
 
 func (o engineRestore) targetTime() (time.Time, error) {
@@ -129,6 +129,12 @@ func (e *env) restoreEngine(ctx context.Context, ref, name string, o engineResto
 	}
 	if o.exclusive {
 		opts["recovery_target_inclusive"] = "false"
+	}
+	if !o.keepArchiving {
+		// A restored copy shares the original's system identifier: left
+		// archiving, it would write its own timeline into the original's
+		// archive. Turn archiving on again once it is meant to replace it.
+		opts["setting.archive_mode"] = "off"
 	}
 	req := api.RestoreRequest{Target: api.Target{DataDir: dataDir, Settings: settings}, Backup: rec, Options: opts}
 	if _, err := eng.PhysicalRestore(ctx, req, src); err != nil {

@@ -39,6 +39,10 @@ type Recovery struct {
 	TargetTimeline string
 	// Action is recovery_target_action: promote (default), pause or shutdown.
 	Action string
+	// Settings are further postgresql.auto.conf settings for the restored
+	// server, e.g. archive_mode = off so a restored copy does not archive
+	// into the original's archive.
+	Settings map[string]string
 }
 
 // RestoreOptions tune PhysicalRestore.
@@ -328,6 +332,14 @@ func writeRecovery(dataDir string, rc *Recovery) error {
 		tl = "latest"
 	}
 	add("recovery_target_timeline", tl)
+	keys := make([]string, 0, len(rc.Settings))
+	for k := range rc.Settings {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		add(k, rc.Settings[k])
+	}
 	action := rc.Action
 	switch action {
 	case "":
