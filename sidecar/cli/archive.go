@@ -14,6 +14,7 @@ import (
 
 	"github.com/amber-backup/amber/plugins/api"
 	"github.com/amber-backup/amber/sidecar/archive"
+	"github.com/amber-backup/amber/sidecar/pluginhost"
 	"github.com/amber-backup/amber/sidecar/repo"
 	"github.com/spf13/cobra"
 )
@@ -71,35 +72,35 @@ func (e *env) runArchive(ctx context.Context, engine, dsn, slot string, flush ti
 	}
 	defer r.Close()
 	stream := streamName(engine, probe.SystemID)
-	req := api.ArchiveRequest{Target: target, FlushInterval: flush, Options: map[string]string{"slot": slot}}
-	if cov, err := archive.Cover(ctx, r, stream); err != nil {
-		return err
-	} else if n := len(cov.Segments); n > 0 {
-		// Resume where the repository ends: the newest segment.
-		newest := cov.Segments[0]
-		for _, s := range cov.Segments {
-			if s.Start != s.End && (s.Epoch > newest.Epoch || (s.Epoch == newest.Epoch && s.End > newest.End)) {
-				newest = s
-			}
-		}
-		full, _, err := r.GetSegment(ctx, newest.ObjectName())
-		if err != nil {
-			return err
-		}
-		if req.Start, err = archive.EndPosition(full); err != nil {
-			return err
-		}
-	}
 	sink := archive.NewSink(r, stream, e.log)
-	version := strings.Join(strings.Fields(probe.ServerVersion)[:min(2, len(strings.Fields(probe.ServerVersion)))], " ")
-	fmt.Fprintf(e.stderr, "archiving %s (%s) into stream %s; stop with SIGTERM\n", engine, version, stream)
-	done := make(chan error, 1)
-	go func() { done <- eng.Archive(context.WithoutCancel(ctx), req, sink, sink.Durable()) }()
-	select {
-	case err = <-done:
-	case <-ctx.Done():
-		sink.CloseDurable() // the plugin flushes what it holds, then returns
-		err = <-done
+	fmt.Fprintf(e.stderr, "archiving %s (%s) into stream %s; stop with SIGTERM\n", engine, version(probe.ServerVersion), stream)
+	for attempt := 0; ; attempt++ {
+		req := api.ArchiveRequest{Target: target, FlushInterval: flush, Options: map[string]string{"slot": slot}}
+		if req.Start, err = archivedEnd(ctx, r, stream); err != nil {
+			return err
+		}
+		done := make(chan error, 1)
+		go func() { done <- eng.Archive(context.WithoutCancel(ctx), req, sink, sink.Durable()) }()
+		select {
+		case err = <-done:
+		case <-ctx.Done():
+			sink.CloseDurable() // the plugin flushes what it holds, then returns
+			err = <-done
+		}
+		if err == nil || ctx.Err() != nil || !errors.Is(err, pluginhost.ErrExited) {
+			break
+		}
+		// The plugin died (a crash, OOM kill): start it again and resume
+		// where the repository ends. The slot kept the WAL meanwhile.
+		delay := min(time.Duration(attempt+1)*time.Second, 30*time.Second)
+		e.log.Warn("engine plugin died while archiving; restarting it", "err", err, "retry_in", delay)
+		select {
+		case <-ctx.Done():
+			err = nil
+		case <-time.After(delay):
+			continue
+		}
+		break
 	}
 	sink.Stats.Lock()
 	st := map[string]any{"stream": stream, "segments": sink.Stats.Segments, "bytes": sink.Stats.Bytes,
@@ -113,6 +114,35 @@ func (e *env) runArchive(ctx context.Context, engine, dsn, slot string, flush ti
 	}
 	fmt.Fprintf(e.stderr, "archived %d segments (%s) up to %s\n", st["segments"], humanBytes(st["bytes"].(int64)), st["last_position"])
 	return nil
+}
+
+// version shortens "PostgreSQL 15.20 (Debian ...) on x86_64 ..." to its first two words.
+func version(v string) string {
+	f := strings.Fields(v)
+	return strings.Join(f[:min(2, len(f))], " ")
+}
+
+// archivedEnd is where archiving resumes: the end of the newest segment
+// of the stream (zero when the stream is empty).
+func archivedEnd(ctx context.Context, r *repo.Repository, stream string) (api.Position, error) {
+	segs, err := r.Segments(ctx, stream)
+	if err != nil {
+		return api.Position{}, err
+	}
+	var newest *repo.Segment
+	for i, s := range segs {
+		if s.Start != s.End && (newest == nil || s.Epoch > newest.Epoch || (s.Epoch == newest.Epoch && s.End > newest.End)) {
+			newest = &segs[i]
+		}
+	}
+	if newest == nil {
+		return api.Position{}, nil
+	}
+	full, _, err := r.GetSegment(ctx, newest.ObjectName())
+	if err != nil {
+		return api.Position{}, err
+	}
+	return archive.EndPosition(full)
 }
 
 // PostgreSQL WAL file names, for wal-push and wal-fetch (the archive_command

@@ -47,13 +47,17 @@ func exited(in *instance, err error) bool {
 	return false
 }
 
+// ErrExited is wrapped by errors of calls during which the plugin process
+// died; the next call starts it again.
+var ErrExited = errors.New("plugin process exited")
+
 // wrap names the plugin in err, and says so when its process died.
 func wrap(in *instance, call string, err error) error {
 	if err == nil {
 		return nil
 	}
 	if exited(in, err) {
-		return fmt.Errorf("plugin %s exited during %s (it is restarted on next use): %w", filepath.Base(in.path), call, err)
+		return fmt.Errorf("plugin %s exited during %s (it is restarted on next use): %w: %w", filepath.Base(in.path), call, ErrExited, err)
 	}
 	return fmt.Errorf("%s %s: %w", in.name, call, err)
 }
