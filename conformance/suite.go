@@ -1,0 +1,649 @@
+package conformance
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"math/rand/v2"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The contract between Run and an engine's test. Run drives the real
+// `amber` binary; the Driver knows the engine: how to start a server, what
+// to put in it, and how to describe its contents so that a restore can be
+// compared with its source.
+
+// Server is a running database server started for one test.
+type Server interface {
+	// DSN connects as a superuser to the server's default database, the
+	// one LoadFixture, LoadBulk and BankSetup fill and `amber backup` reads.
+	DSN() string
+	// Stop shuts the server down. Servers are stopped in t.Cleanup anyway;
+	// Run stops restored servers early to spare memory.
+	Stop()
+}
+
+// Capabilities are the backup modes an engine offers through amber.
+type Capabilities struct {
+	Physical    bool // `amber backup --mode physical`, restored with --data-dir
+	Logical     bool // `amber backup --mode logical`, restored with --dsn
+	PointInTime bool // physical restores take --to-time (requires Physical)
+}
+
+// Bank is a running bank-transfer workload's client.
+type Bank interface {
+	// Transfer moves amount from one account to another in one transaction
+	// (several statements). It is safe for concurrent use; on error nothing
+	// moved.
+	Transfer(ctx context.Context, from, to int, amount int64) error
+}
+
+// BadInput is a command line that must fail with a clear error.
+type BadInput struct {
+	Name string
+	Args []string // amber's arguments
+	// Want: each must appear in amber's output (case-insensitive), so the
+	// message names the fix.
+	Want []string
+	// Secret must never appear in the output (a password in the DSN).
+	Secret string
+}
+
+// Driver is what an engine's test implements to run the suite.
+type Driver interface {
+	// Engine is the name given to --engine; amber finds the plugin
+	// amber-plugin-<Engine> beside itself.
+	Engine() string
+	Capabilities() Capabilities
+
+	// Start starts a fresh, empty server, stopped in t.Cleanup.
+	Start(t testing.TB) Server
+	// TempDir is an empty directory that amber and the server's OS user can
+	// write: repositories and physical restores go there.
+	TempDir(t testing.TB) string
+	// StartRestored starts a server on a data directory that `amber restore
+	// --data-dir` filled, and returns once recovery has finished and the
+	// server accepts writes.
+	StartRestored(t testing.TB, dataDir string) Server
+	// CreateEmptyDB creates an empty database on s and returns its DSN, for
+	// a logical restore.
+	CreateEmptyDB(t testing.TB, s Server) string
+
+	// LoadFixture fills s's default database with the round-trip fixture:
+	// every common type and its edge values, a row of 20 MB, 500 tables,
+	// quoted and reserved identifiers, a sequence, a view and indexes.
+	LoadFixture(t testing.TB, s Server)
+	// LoadBulk adds about size bytes of hard-to-compress rows to s's
+	// default database, quickly.
+	LoadBulk(t testing.TB, s Server, size int64)
+	// Checksums describe the database at dsn, one entry per object: every
+	// table's definition, row count and a checksum of its rows in a
+	// canonical order; every sequence's state; every view's definition and
+	// every index's definition and validity. Two databases hold the same
+	// data when their Checksums are equal.
+	Checksums(t testing.TB, dsn string) map[string]string
+
+	// BankSetup creates accounts accounts of balance each in dsn's database.
+	BankSetup(t testing.TB, dsn string, accounts int, balance int64) Bank
+	// BankTotals returns the number of accounts and the sum of balances.
+	BankTotals(t testing.TB, dsn string) (accounts int, total int64)
+
+	// BadInputs are the engine's wrong inputs against s: a wrong password,
+	// a role without the privileges a backup needs, a server configured so
+	// that a backup is impossible... Run adds the engine-independent ones.
+	BadInputs(t testing.TB, s Server) []BadInput
+}
+
+// AmberRunner makes an unstarted `amber args...` command against the
+// repository at repo, with the repository password set and the plugins
+// beside the binary; Run sets its output streams.
+type AmberRunner func(repo string, args ...string) *exec.Cmd
+
+// Run runs the conformance suite against d, each subtest on servers of its
+// own and each asserting what a user relies on:
+//
+//   - RoundTrip: a backup of the fixture, in every mode, restores to a
+//     database whose Checksums equal the source's, object by object.
+//   - ConsistentUnderLoad: backups taken while concurrent transfers commit
+//     restore to the same number of accounts and exactly the same total.
+//   - BadInput: wrong DSNs, missing privileges, unusable server settings,
+//     an unknown engine and a restore target before the first backup each
+//     fail with a message naming the fix, without printing the password,
+//     and leave the repository byte for byte as it was.
+//   - CrashDuringBackup: amber, then its plugin, killed with SIGKILL in the
+//     middle of a backup: `amber ls` lists no backup, `amber verify`
+//     passes, the next backup succeeds and restores equal, and `amber prune
+//     --grace 0` removes every pack and partial upload the killed backups
+//     left behind.
+func Run(t *testing.T, d Driver, amber AmberRunner) {
+	caps := d.Capabilities()
+	var modes []string
+	if caps.Physical {
+		modes = append(modes, "physical")
+	}
+	if caps.Logical {
+		modes = append(modes, "logical")
+	}
+	if len(modes) == 0 {
+		t.Fatalf("%s: the driver declares no backup mode", d.Engine())
+	}
+	t.Run("RoundTrip", func(t *testing.T) { roundTrip(t, d, amber, modes) })
+	t.Run("ConsistentUnderLoad", func(t *testing.T) { consistentUnderLoad(t, d, amber, modes) })
+	t.Run("BadInput", func(t *testing.T) { badInput(t, d, amber, modes[0]) })
+	t.Run("CrashDuringBackup", func(t *testing.T) { crashDuringBackup(t, d, amber, modes[0]) })
+}
+
+// roundTrip: what comes back from a backup equals what went in, object by
+// object, for every mode.
+func roundTrip(t *testing.T, d Driver, amber AmberRunner, modes []string) {
+	src := d.Start(t)
+	start := time.Now()
+	d.LoadFixture(t, src)
+	want := d.Checksums(t, src.DSN())
+	t.Logf("fixture: %d objects in %v", len(want), time.Since(start).Round(time.Millisecond))
+	if len(want) < 500 {
+		t.Fatalf("the fixture has %d objects, want at least 500 tables", len(want))
+	}
+	r := newRepo(t, d, amber)
+	for _, mode := range modes {
+		t.Run(mode, func(t *testing.T) {
+			start := time.Now()
+			id := r.backup(t, src, mode)
+			restored := r.restore(t, id, mode, src)
+			compare(t, want, d.Checksums(t, restored.DSN()))
+			restored.Stop()
+			t.Logf("%s backup, restore and compare: %v", mode, time.Since(start).Round(time.Millisecond))
+		})
+	}
+}
+
+// consistentUnderLoad: a backup taken while transfers run restores to a
+// state where money was neither created nor destroyed.
+func consistentUnderLoad(t *testing.T, d Driver, amber AmberRunner, modes []string) {
+	const accounts, balance, workers = 100, 1000, 4
+	src := d.Start(t)
+	bank := d.BankSetup(t, src.DSN(), accounts, balance)
+	r := newRepo(t, d, amber)
+	for _, mode := range modes {
+		t.Run(mode, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			var done, failed atomic.Int64
+			var wg sync.WaitGroup
+			for w := range workers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					rng := rand.New(rand.NewPCG(uint64(w), uint64(time.Now().UnixNano())))
+					for ctx.Err() == nil {
+						from, to := 1+rng.IntN(accounts), 1+rng.IntN(accounts-1)
+						if to >= from {
+							to++
+						}
+						switch err := bank.Transfer(ctx, from, to, 1+rng.Int64N(100)); {
+						case err == nil:
+							done.Add(1)
+						case ctx.Err() == nil:
+							failed.Add(1)
+						}
+					}
+				}()
+			}
+			stop := func() { cancel(); wg.Wait() }
+			defer stop()
+			for deadline := time.Now().Add(30 * time.Second); done.Load() < 100; time.Sleep(10 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("workload made %d transfers in 30 s (%d failed)", done.Load(), failed.Load())
+				}
+			}
+			before := done.Load()
+			id := r.backup(t, src, mode)
+			during := done.Load() - before
+			stop()
+			if during == 0 {
+				t.Fatalf("no transfer committed while the %s backup ran; the test proves nothing", mode)
+			}
+			restored := r.restore(t, id, mode, src)
+			n, sum := d.BankTotals(t, restored.DSN())
+			if n != accounts || sum != accounts*balance {
+				t.Errorf("restored %s backup has %d accounts holding %d, want %d holding %d", mode, n, sum, accounts, accounts*balance)
+			}
+			if n, sum := d.BankTotals(t, src.DSN()); n != accounts || sum != accounts*balance {
+				t.Errorf("source has %d accounts holding %d after the workload: the workload itself is broken", n, sum)
+			}
+			t.Logf("%s: %d transfers committed during the backup (%d in all, %d failed)", mode, during, done.Load(), failed.Load())
+			restored.Stop()
+		})
+	}
+}
+
+// badInput: a wrong command line fails with a message that names the fix,
+// leaks no password, and writes nothing to the repository.
+func badInput(t *testing.T, d Driver, amber AmberRunner, mode string) {
+	src := d.Start(t)
+	r := newRepo(t, d, amber)
+	r.backup(t, src, mode)
+	var ls lsJSON
+	r.runJSON(t, &ls, "ls")
+	first := ls.Backups[0]
+
+	cases := d.BadInputs(t, src)
+	cases = append(cases, BadInput{
+		Name:   "unknown engine",
+		Args:   []string{"backup", "--engine", "nosuchdb", "--dsn", src.DSN(), "--mode", mode},
+		Want:   []string{"nosuchdb", "engines found", d.Engine()},
+		Secret: password(src.DSN()),
+	})
+	var neverDir string
+	if d.Capabilities().PointInTime {
+		neverDir = filepath.Join(d.TempDir(t), "never")
+		before := first.ConsistentTime.Add(-time.Hour).UTC().Format(time.RFC3339)
+		cases = append(cases, BadInput{
+			Name: "target before the recoverable window",
+			Args: []string{"restore", "--engine", d.Engine(), "--data-dir", neverDir, "--to-time", before},
+			Want: []string{"recoverable window"},
+		})
+	}
+	for _, c := range cases {
+		t.Run(c.Name, func(t *testing.T) {
+			snap := listRepo(t, r.dir)
+			out, err := r.try(c.Args...)
+			if err == nil {
+				t.Fatalf("amber %s succeeded:\n%s", redact(c.Args, c.Secret), out)
+			}
+			for _, w := range c.Want {
+				if !strings.Contains(strings.ToLower(out), strings.ToLower(w)) {
+					t.Errorf("amber %s: the error should mention %q:\n%s", redact(c.Args, c.Secret), w, out)
+				}
+			}
+			if c.Secret != "" && strings.Contains(out, c.Secret) {
+				t.Errorf("amber %s printed the password:\n%s", redact(c.Args, c.Secret), out)
+			}
+			if diff := diffListing(snap, listRepo(t, r.dir)); diff != "" {
+				t.Errorf("amber %s changed the repository:\n%s", redact(c.Args, c.Secret), diff)
+			}
+			t.Logf("%v: %s", err, lastLine(out))
+		})
+	}
+	if neverDir != "" {
+		if _, err := os.Stat(neverDir); !os.IsNotExist(err) {
+			t.Errorf("a refused restore created %s", neverDir)
+		}
+	}
+}
+
+// crashDuringBackup: amber or its plugin killed with SIGKILL in the middle
+// of a backup leaves a repository that lists no such backup, verifies,
+// takes the next backup, and is cleaned by prune.
+func crashDuringBackup(t *testing.T, d Driver, amber AmberRunner, mode string) {
+	const size = 300 << 20
+	src := d.Start(t)
+	start := time.Now()
+	d.LoadBulk(t, src, size)
+	want := d.Checksums(t, src.DSN())
+	t.Logf("loaded %d MiB in %v", size>>20, time.Since(start).Round(time.Millisecond))
+	r := newRepo(t, d, amber)
+	plugin := "amber-plugin-" + d.Engine()
+
+	for _, victim := range []string{"amber", plugin} {
+		t.Run("kill "+victim, func(t *testing.T) {
+			var out bytes.Buffer
+			cmd := amber(r.dir, "backup", "--engine", d.Engine(), "--dsn", src.DSN(), "--mode", mode)
+			cmd.Stdout, cmd.Stderr = &out, &out
+			// Its own process group, which the plugin inherits, so that
+			// nothing outlives the test whatever happens.
+			if cmd.SysProcAttr == nil {
+				cmd.SysProcAttr = &syscall.SysProcAttr{}
+			}
+			cmd.SysProcAttr.Setpgid = true
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			exited := make(chan error, 1)
+			go func() { exited <- cmd.Wait() }()
+			t.Cleanup(func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) })
+
+			// Mid-backup and mid-upload: this backup stored a pack and is
+			// writing the next one.
+			oldPacks, oldPartial := packs(t, r.dir)
+			for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(time.Millisecond) {
+				if p, tmp := packs(t, r.dir); len(p) > len(oldPacks) && len(tmp) > len(intersect(tmp, oldPartial)) {
+					break
+				}
+				select {
+				case err := <-exited:
+					t.Fatalf("the backup ended (%v) before it was killed:\n%s", err, out.String())
+				default:
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("no pack stored after 60 s:\n%s", out.String())
+				}
+			}
+			pluginPID := childNamed(cmd.Process.Pid, plugin)
+			if pluginPID == 0 {
+				t.Fatalf("no %s process under amber (pid %d)", plugin, cmd.Process.Pid)
+			}
+
+			if victim == "amber" {
+				cmd.Process.Kill()
+				<-exited
+				knownBug(t, "plugin exits with amber", waitGone(pluginPID, 5*time.Second),
+					"%s (pid %d) still runs 5 s after amber was killed: plugins outlive their host", plugin, pluginPID)
+			} else {
+				syscall.Kill(pluginPID, syscall.SIGKILL)
+				select {
+				case err := <-exited:
+					if err == nil {
+						t.Fatalf("amber exited 0 although its plugin was killed mid-backup:\n%s", out.String())
+					}
+					if !strings.Contains(out.String(), plugin) {
+						t.Errorf("amber's error does not name %s, which died:\n%s", plugin, out.String())
+					}
+					t.Logf("amber: %v: %s", err, lastLine(out.String()))
+				case <-time.After(60 * time.Second):
+					t.Fatalf("amber did not exit within 60 s after its plugin was killed:\n%s", out.String())
+				}
+			}
+			var ls lsJSON
+			r.runJSON(t, &ls, "ls")
+			if len(ls.Backups) != 0 {
+				t.Errorf("amber ls shows %d backups after a killed backup, want none", len(ls.Backups))
+			}
+			r.run(t, "verify")
+		})
+	}
+	orphans, partial := packs(t, r.dir)
+	if len(orphans) == 0 || len(partial) == 0 {
+		t.Fatalf("the killed backups left %d packs and %d partial uploads: they were not killed mid-upload", len(orphans), len(partial))
+	}
+
+	start = time.Now()
+	id := r.backup(t, src, mode)
+	t.Logf("a complete %s backup of %d MiB took %v", mode, size>>20, time.Since(start).Round(time.Millisecond))
+
+	var pr struct {
+		Orphans int `json:"orphan_packs"`
+	}
+	r.runJSON(t, &pr, "prune", "--grace", "0")
+	if pr.Orphans != len(orphans) {
+		t.Errorf("prune --grace 0 removed %d orphaned packs; the killed backups left %d", pr.Orphans, len(orphans))
+	}
+	packsAfter, partialAfter := packs(t, r.dir)
+	if left := intersect(orphans, packsAfter); len(left) > 0 {
+		t.Errorf("prune --grace 0 left %d of the %d packs the killed backups stored: %v", len(left), len(orphans), left)
+	}
+	if left := intersect(partial, partialAfter); len(left) > 0 {
+		t.Errorf("prune --grace 0 left %d partial uploads of the killed backups: %v", len(left), left)
+	}
+	r.run(t, "verify", "--read-data")
+	restored := r.restore(t, id, mode, src)
+	compare(t, want, d.Checksums(t, restored.DSN()))
+}
+
+// repository is one amber repository in a directory.
+type repository struct {
+	d     Driver
+	amber AmberRunner
+	dir   string
+}
+
+func newRepo(t *testing.T, d Driver, amber AmberRunner) *repository {
+	r := &repository{d: d, amber: amber, dir: filepath.Join(d.TempDir(t), "repo")}
+	r.run(t, "repo", "init")
+	return r
+}
+
+// try runs amber and returns its output (stdout and stderr together).
+func (r *repository) try(args ...string) (string, error) {
+	var out bytes.Buffer
+	c := r.amber(r.dir, args...)
+	c.Stdout, c.Stderr = &out, &out
+	err := c.Run()
+	return out.String(), err
+}
+
+// run runs amber, failing the test if it fails, and returns its stdout.
+func (r *repository) run(t testing.TB, args ...string) string {
+	t.Helper()
+	var out, errb bytes.Buffer
+	c := r.amber(r.dir, args...)
+	c.Stdout, c.Stderr = &out, &errb
+	if err := c.Run(); err != nil {
+		t.Fatalf("amber %s: %v\nstdout: %s\nstderr: %s", strings.Join(args, " "), err, out.String(), errb.String())
+	}
+	return out.String()
+}
+
+func (r *repository) runJSON(t testing.TB, v any, args ...string) {
+	t.Helper()
+	out := r.run(t, append(args, "--json")...)
+	if err := json.Unmarshal([]byte(out), v); err != nil {
+		t.Fatalf("amber %s --json: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+// backup backs up s's default database and returns the backup id.
+func (r *repository) backup(t testing.TB, s Server, mode string) string {
+	t.Helper()
+	var res struct {
+		ID string `json:"id"`
+	}
+	r.runJSON(t, &res, "backup", "--engine", r.d.Engine(), "--dsn", s.DSN(), "--mode", mode, "--name", "conformance-"+mode)
+	return res.ID
+}
+
+// restore restores backup id and returns a server holding it: a new server
+// on the restored data directory (physical) or a new database on src
+// (logical).
+func (r *repository) restore(t testing.TB, id, mode string, src Server) Server {
+	t.Helper()
+	if mode == "physical" {
+		dir := filepath.Join(r.d.TempDir(t), "data")
+		r.run(t, "restore", "--engine", r.d.Engine(), "--data-dir", dir, "--backup", id)
+		return r.d.StartRestored(t, dir)
+	}
+	dsn := r.d.CreateEmptyDB(t, src)
+	r.run(t, "restore", "--engine", r.d.Engine(), "--dsn", dsn, "--backup", id)
+	return dsnServer(dsn)
+}
+
+// dsnServer is a database on a server someone else stops.
+type dsnServer string
+
+func (s dsnServer) DSN() string { return string(s) }
+func (s dsnServer) Stop()       {}
+
+type lsJSON struct {
+	Backups []struct {
+		ID             string    `json:"id"`
+		ConsistentTime time.Time `json:"consistent_time"`
+	} `json:"backups"`
+}
+
+// compare reports the objects whose checksums differ.
+func compare(t testing.TB, want, got map[string]string) {
+	t.Helper()
+	var diffs []string
+	for k, w := range want {
+		if g, ok := got[k]; !ok {
+			diffs = append(diffs, fmt.Sprintf("missing %s", k))
+		} else if g != w {
+			diffs = append(diffs, fmt.Sprintf("%s:\n    source:   %.300s\n    restored: %.300s", k, w, g))
+		}
+	}
+	for k := range got {
+		if _, ok := want[k]; !ok {
+			diffs = append(diffs, fmt.Sprintf("unexpected %s: %.300s", k, got[k]))
+		}
+	}
+	if len(diffs) == 0 {
+		return
+	}
+	sort.Strings(diffs)
+	if len(diffs) > 20 {
+		diffs = append(diffs[:20], fmt.Sprintf("... and %d more", len(diffs)-20))
+	}
+	t.Errorf("restored database differs from its source in %d of %d objects:\n  %s", len(diffs), len(want), strings.Join(diffs, "\n  "))
+}
+
+// listRepo describes every file under dir: name, size and modification time.
+func listRepo(t testing.TB, dir string) map[string]string {
+	t.Helper()
+	m := map[string]string{}
+	err := filepath.WalkDir(dir, func(p string, e fs.DirEntry, err error) error {
+		if os.IsNotExist(err) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		fi, err := e.Info()
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		m[rel] = fmt.Sprintf("%v %d %s", fi.Mode(), fi.Size(), fi.ModTime().Format(time.RFC3339Nano))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func diffListing(before, after map[string]string) string {
+	var d []string
+	for k, v := range after {
+		if w, ok := before[k]; !ok {
+			d = append(d, "added "+k)
+		} else if v != w {
+			d = append(d, "changed "+k)
+		}
+	}
+	for k := range before {
+		if _, ok := after[k]; !ok {
+			d = append(d, "removed "+k)
+		}
+	}
+	sort.Strings(d)
+	return strings.Join(d, "\n")
+}
+
+// packs returns the complete packs in the repository and the partial
+// uploads (temporary files) beside them.
+func packs(t testing.TB, dir string) (complete, partial []string) {
+	for k := range listRepo(t, filepath.Join(dir, "data")) {
+		fi, err := os.Stat(filepath.Join(dir, "data", k))
+		switch {
+		case err != nil || fi.IsDir():
+		case strings.HasPrefix(filepath.Base(k), "."):
+			partial = append(partial, k)
+		default:
+			complete = append(complete, k)
+		}
+	}
+	return complete, partial
+}
+
+func intersect(a, b []string) []string {
+	var out []string
+	for _, x := range a {
+		for _, y := range b {
+			if x == y {
+				out = append(out, x)
+				break
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// knownBug checks an outcome that a reported bug outside the suite breaks:
+// the check passes once the bug is fixed, and until then is skipped with
+// what is wrong, so that the rest of the suite stays meaningful.
+func knownBug(t *testing.T, name string, ok bool, format string, args ...any) {
+	t.Helper()
+	t.Run(name, func(t *testing.T) {
+		if !ok {
+			t.Skipf("KNOWN BUG: "+format, args...)
+		}
+	})
+}
+
+// childNamed returns the pid of parent's child process whose executable is
+// named name, or 0.
+func childNamed(parent int, name string) int {
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		dirs, _ := os.ReadDir("/proc")
+		for _, e := range dirs {
+			pid, err := strconv.Atoi(e.Name())
+			if err != nil {
+				continue
+			}
+			stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+			if err != nil {
+				continue
+			}
+			// pid (comm) state ppid ...: comm may hold spaces, so cut at the last ')'.
+			fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+			if len(fields) < 2 || fields[1] != strconv.Itoa(parent) {
+				continue
+			}
+			cmdline, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+			if argv0, _, _ := bytes.Cut(cmdline, []byte{0}); filepath.Base(string(argv0)) == name {
+				return pid
+			}
+		}
+	}
+	return 0
+}
+
+// waitGone waits until pid has exited (or is a zombie nobody reaped).
+func waitGone(pid int, d time.Duration) bool {
+	for deadline := time.Now().Add(d); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		stat, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+		if err != nil {
+			return true
+		}
+		if f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:])); len(f) > 0 && f[0] == "Z" {
+			return true
+		}
+	}
+	return false
+}
+
+// password returns the password in a URL DSN, if any.
+func password(dsn string) string {
+	u, err := url.Parse(dsn)
+	if err != nil || u.User == nil {
+		return ""
+	}
+	p, _ := u.User.Password()
+	return p
+}
+
+func redact(args []string, secret string) string {
+	s := strings.Join(args, " ")
+	if secret != "" {
+		s = strings.ReplaceAll(s, secret, "***")
+	}
+	return s
+}
+
+func lastLine(s string) string {
+	s = strings.TrimSpace(s)
+	return s[strings.LastIndexByte(s, '\n')+1:]
+}
