@@ -51,7 +51,19 @@ func VersionedPlugins(e Engine) map[int]plugin.PluginSet {
 // is set to the same JSON output, so engines just use slog. A plugin's main
 // is one line: api.Serve(myengine.New()).
 func Serve(e Engine) {
+	go exitWithParent(os.Getppid(), time.Second)
 	plugin.Serve(ServeConfig(e))
+}
+
+// exitWithParent ends the plugin when the host that started it is gone (a
+// kill -9 of amber re-parents the plugin): a plugin never outlives its host,
+// and what it held on the database (a session, a walsender) is released.
+func exitWithParent(parent int, every time.Duration) {
+	for range time.Tick(every) {
+		if os.Getppid() != parent {
+			os.Exit(1)
+		}
+	}
 }
 
 // ServeConfig is the go-plugin configuration Serve uses, for plugins that

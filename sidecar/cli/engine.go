@@ -172,7 +172,7 @@ func (e *env) engineBackup(ctx context.Context, engine, dsn, mode, name string, 
 	}
 	p.Stop()
 	if err != nil {
-		return fmt.Errorf("%s %s backup: %w", engine, mode, err)
+		return fmt.Errorf("%s backup: %w", mode, err)
 	}
 	return e.reportBackup(w, name, start)
 }

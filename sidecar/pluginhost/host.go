@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/amber-backup/amber/plugins/api"
@@ -176,6 +177,9 @@ func (h *Host) launch(ctx context.Context, engine string) (*instance, error) {
 	}
 	base := filepath.Base(path)
 	cmd := exec.Command(path)
+	// On Linux the kernel also ends the plugin when amber dies (the plugin
+	// itself watches its parent too, for the rare case this signal misses).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	level := "info"
 	if h.log.Enabled(ctx, slog.LevelDebug) {
 		level = "debug"
