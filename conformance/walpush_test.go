@@ -42,9 +42,23 @@ func TestPostgresWalPush(t *testing.T) {
 		}
 	}
 	a.run("backup", "--engine", "postgres", "--dsn", pg.DSN(), "--mode", "physical", "--name", "walpush")
+	var lsnAfter45, xid70 string
 	for i := 1; i <= 100; i++ {
-		if _, err := db.Exec(`INSERT INTO markers (id) VALUES ($1)`, i); err != nil {
+		var xid string
+		if err := db.QueryRow(`INSERT INTO markers (id) VALUES ($1) RETURNING pg_current_xact_id()::text`, i).Scan(&xid); err != nil {
 			t.Fatal(err)
+		}
+		switch i {
+		case 30:
+			if _, err := db.Exec(`SELECT pg_create_restore_point('after-30')`); err != nil {
+				t.Fatal(err)
+			}
+		case 45:
+			if err := db.QueryRow(`SELECT pg_current_wal_insert_lsn()::text`).Scan(&lsnAfter45); err != nil {
+				t.Fatal(err)
+			}
+		case 70:
+			xid70 = xid
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -66,6 +80,18 @@ func TestPostgresWalPush(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	ts := markerTimes(t, db)
+	// Every kind of target: a named restore point, an LSN, a transaction id.
+	for _, c := range []struct {
+		k    int
+		args []string
+	}{{30, []string{"--to-name", "after-30"}}, {45, []string{"--to-lsn", lsnAfter45}}, {70, []string{"--to-xid", xid70}},
+		{69, []string{"--to-xid", xid70, "--exclusive"}}} {
+		dir := filepath.Join(testbed.PostgresDir(t), "data")
+		a.run(append([]string{"restore", "--engine", "postgres", "--data-dir", dir}, c.args...)...)
+		if got := countAfterRecovery(t, dir); got != [2]int{c.k, c.k} {
+			t.Fatalf("recovered with %v: count and max = %v, want markers 1..%d", c.args, got, c.k)
+		}
+	}
 	for _, k := range []int{10, 60, 100} {
 		target := ts[k+1]
 		if k == 100 {
