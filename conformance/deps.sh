@@ -15,6 +15,7 @@ want mariadb /usr/bin/mariadb mariadb-client
 want restic /usr/bin/restic restic
 want pgbackrest /usr/bin/pgbackrest pgbackrest
 want zstd /usr/bin/zstd zstd
+want /usr/bin/time /usr/bin/time time
 want mydumper /usr/bin/mydumper mydumper
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "deps: apt-get install ${need_pkgs[*]}"

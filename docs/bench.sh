@@ -383,3 +383,4 @@ EOF
 mv "$out.tmp" "$out"
 say "wrote ${out#"$root"/}"
 cat "$out"
+BENCH_OUT="$out" bash "$root/docs/bench-postgres.sh" # PostgreSQL section (issue #3 §6), appended to $out

@@ -1,0 +1,733 @@
+#!/usr/bin/env bash
+# `make bench`, PostgreSQL part (issue #3 §6): measures amber's physical and
+# logical PostgreSQL backups and restores side by side with pgBackRest,
+# pg_basebackup, pg_dump and pg_restore on the standard "mixed" data set, in
+# one run; the WAL archive lag (commit to durable in the repository) under
+# pgbench load; and amber's memory. Appends a PostgreSQL section to the
+# report that docs/bench.sh writes (replacing an earlier one).
+#
+# The data set is the dump that docs/bench.sh caches (made by it on demand),
+# loaded once into a cluster whose stopped data directory is cached under
+# .deps/bench/pgdata-*; every run copies it and starts the copy.
+# Environment (as docs/bench.sh):
+#   BENCH_ROWS, BENCH_SCALE  data set (default: the standard 6150000 rows, scale 10)
+#   BENCH_RUNS               runs of each backup/restore measurement (default 2; best shown)
+#   BENCH_OUT                report to append to (default docs/benchmarks.md for the
+#                            standard set, .deps/bench/benchmarks-quick.md otherwise)
+#   BENCH_PG_LAG_SECONDS     length of the pgbench load for the lag test (default 60)
+#   BENCH_PG_FLUSH           amber archive --flush-interval values to test (default "1s 250ms")
+#   BENCH_PG_REPORT_ONLY=1   measure nothing: rewrite the section from the figures of the
+#                            last run (kept in .deps/bench/pg-results-*.sh)
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+export PATH="$root/bin:$root/.deps/bin:$PATH"
+
+rows=${BENCH_ROWS:-6150000}
+scale=${BENCH_SCALE:-10}
+runs=${BENCH_RUNS:-2}
+lag_seconds=${BENCH_PG_LAG_SECONDS:-60}
+flushes=${BENCH_PG_FLUSH:-1s 250ms}
+standard=0
+if [ "$rows" = 6150000 ] && [ "$scale" = 10 ]; then standard=1; fi
+if [ "$standard" = 1 ]; then
+  dump="$root/.deps/bench/mixed.sql"
+  tpl="$root/.deps/bench/pgdata-mixed"
+  state="$root/.deps/bench/pg-results-mixed.sh"
+  out=${BENCH_OUT:-$root/docs/benchmarks.md}
+else
+  dump="$root/.deps/bench/mixed-s${scale}-r${rows}.sql"
+  tpl="$root/.deps/bench/pgdata-s${scale}-r${rows}"
+  state="$root/.deps/bench/pg-results-s${scale}-r${rows}.sh"
+  out=${BENCH_OUT:-$root/.deps/bench/benchmarks-quick.md}
+fi
+pgbin=/usr/lib/postgresql/15/bin
+
+say() { printf 'bench-postgres: %s\n' "$*" >&2; }
+die() { say "$*"; exit 1; }
+
+for tool in amber amber-plugin-postgres pgbackrest zstd go "$pgbin/initdb" "$pgbin/pg_basebackup" /usr/bin/time; do
+  command -v "$tool" >/dev/null || die "$tool not found: run \`make deps\` (and \`make build\` for amber)"
+done
+amber=$(command -v amber)
+# Every tool runs as the postgres OS user (initdb and postgres refuse root;
+# the peers and amber alike then read the data directory as its owner).
+as_pg() { runuser -u postgres -- env PATH="$PATH" HOME=/tmp LC_ALL=C "$@"; }
+export -f as_pg
+
+# ---------------------------------------------------------------------------
+# The data set: docs/bench.sh's cached pg_dump of "mixed", loaded once into a
+# cluster kept stopped under .deps/bench/.
+
+free_port() {
+  local port
+  while :; do
+    port=$((20000 + RANDOM % 40000))
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { echo "$port"; return; }
+  done
+}
+
+make_template() {
+  [ -s "$dump" ] || BENCH_DATA_ONLY=1 BENCH_ROWS="$rows" BENCH_SCALE="$scale" bash "$root/docs/bench.sh"
+  [ -s "$dump" ] || die "no dump at $dump"
+  local tmp port
+  tmp=$(mktemp -d /tmp/amber-bench-pgtpl.XXXXXX)
+  chmod 755 "$tmp"
+  chown postgres: "$tmp"
+  port=$(free_port)
+  trap "as_pg $pgbin/pg_ctl -D '$tmp/data' -m immediate stop >/dev/null 2>&1 || true; rm -rf '$tmp'" EXIT
+  say "loading $dump into a new cluster (cached afterwards in ${tpl#"$root"/})"
+  as_pg "$pgbin/initdb" -D "$tmp/data" -U postgres --auth=trust -E UTF8 --locale=C >/dev/null
+  as_pg "$pgbin/pg_ctl" -D "$tmp/data" -l "$tmp/server.log" -w start -o \
+    "-p $port -k $tmp -c listen_addresses= -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
+     -c wal_level=minimal -c max_wal_senders=0 -c max_wal_size=8GB -c shared_buffers=512MB \
+     -c maintenance_work_mem=512MB" >/dev/null
+  as_pg "$pgbin/psql" -h "$tmp" -p "$port" -U postgres -X -q -v ON_ERROR_STOP=1 -f "$dump" postgres >/dev/null
+  as_pg "$pgbin/psql" -h "$tmp" -p "$port" -U postgres -X -q -c 'VACUUM ANALYZE' postgres
+  as_pg "$pgbin/pg_ctl" -D "$tmp/data" -m fast -w stop >/dev/null
+  sync
+  rm -rf "$tpl.tmp"
+  mv "$tmp/data" "$tpl.tmp"
+  mv "$tpl.tmp" "$tpl"
+  rm -rf "$tmp"
+  trap - EXIT
+}
+if [ "${BENCH_PG_REPORT_ONLY:-0}" = 1 ]; then
+  [ -f "$state" ] || die "no figures in $state: run without BENCH_PG_REPORT_ONLY first"
+  # shellcheck source=/dev/null
+  source "$state"
+else
+[ -f "$tpl/PG_VERSION" ] || make_template
+[ -s "$dump" ] || BENCH_DATA_ONLY=1 BENCH_ROWS="$rows" BENCH_SCALE="$scale" bash "$root/docs/bench.sh"
+
+# ---------------------------------------------------------------------------
+# The cluster under test: a copy of the template, archiving to pgBackRest
+# (archive_command on the command line only, so restored copies do not).
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/amber-bench-pg.XXXXXX")
+chmod 755 "$work"
+chown postgres: "$work"
+sock="$work"
+port=$(free_port)
+pgdata="$work/primary"
+say "copying the data set to $pgdata"
+cp -a "$tpl" "$pgdata"
+rm -f "$pgdata/postmaster.pid"
+db_size=$(du -sb --exclude=pg_wal "$pgdata" | cut -f1)
+dump_size=$(stat -c %s "$dump")
+
+servers=()
+cleanup() {
+  local d
+  for d in "${servers[@]}"; do as_pg "$pgbin/pg_ctl" -D "$d" -m immediate stop >/dev/null 2>&1 || true; done
+  [ -n "${archpid:-}" ] && kill "$(pgrep -P "$archpid")" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+pgbr_conf="$work/pgbackrest.conf"
+cat >"$pgbr_conf" <<EOF
+[global]
+repo1-path=$work/pgbackrest-repo
+repo1-retention-full=99
+process-max=2
+start-fast=y
+log-path=$work/pgbackrest-log
+lock-path=$work/pgbackrest-lock
+spool-path=$work/pgbackrest-spool
+log-level-console=warn
+log-level-file=off
+
+[bench]
+pg1-path=$pgdata
+pg1-socket-path=$sock
+pg1-port=$port
+pg1-user=postgres
+EOF
+chown postgres: "$pgbr_conf"
+pgbr() { as_pg pgbackrest --config="$pgbr_conf" --stanza=bench "$@"; }
+export -f pgbr free_port
+export pgbr_conf pgbin sock
+
+export common_opts="-c listen_addresses= -k $sock -c shared_buffers=256MB -c max_wal_size=4GB -c wal_level=replica \
+  -c max_wal_senders=10 -c max_replication_slots=10"
+start_primary() { # extra options
+  as_pg "$pgbin/pg_ctl" -D "$pgdata" -l "$work/primary.log" -w -t 300 start -o "-p $port $common_opts $*" >/dev/null
+}
+stop_primary() { as_pg "$pgbin/pg_ctl" -D "$pgdata" -m fast -w -t 300 stop >/dev/null; }
+servers+=("$pgdata")
+start_primary "-c archive_mode=on -c archive_command='pgbackrest --config=$pgbr_conf --stanza=bench archive-push %p'"
+dsn="host=$sock port=$port user=postgres dbname=postgres"
+psql_() { PGOPTIONS='-c client_min_messages=warning' as_pg "$pgbin/psql" -h "$sock" -p "$port" -U postgres -X -q -At -v ON_ERROR_STOP=1 "$@"; }
+pgbr stanza-create >/dev/null
+pgbr check >/dev/null
+
+# ---------------------------------------------------------------------------
+# Measuring: wall time from date, CPU time (user + system, the command and
+# its children) and peak RSS of its largest process from /usr/bin/time. For
+# amber, a sampler also sums the RSS of amber and its plugin every 0.2 s.
+
+export AMBER_PASSWORD=bench-password
+declare -A best bestcpu bestrss bestsum all
+
+idle_frac() {
+  local a b
+  a=$(awk '/^cpu /{print $5+$6, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat)
+  sleep 1
+  b=$(awk '/^cpu /{print $5+$6, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat)
+  awk -v a="$a" -v b="$b" 'BEGIN{split(a,x," "); split(b,y," "); d=y[2]-x[2]; printf "%.2f", (d>0 ? (y[1]-x[1])/d : 1)}'
+}
+# The machine may be shared: wait up to BENCH_QUIET_WAIT s (default 60) for
+# its cores to be at least 90% idle before each measurement.
+busy_starts=0 measurements=0
+wait_quiet() {
+  local deadline=$((SECONDS + ${BENCH_QUIET_WAIT:-60})) idle
+  measurements=$((measurements + 1))
+  while :; do
+    idle=$(idle_frac)
+    awk -v i="$idle" 'BEGIN{exit !(i>=0.90)}' && return 0
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      busy_starts=$((busy_starts + 1))
+      say "cores only ${idle} idle after waiting; measuring anyway"
+      return 0
+    fi
+  done
+}
+# tree_rss PID: summed RSS (KiB) of the processes named amber* below PID
+# (other amber processes on a shared machine are not counted).
+tree_rss() {
+  ps -e -o pid=,ppid=,rss=,comm= | awk -v top="$1" '
+    {pp[$1]=$2; rss[$1]=$3; c[$1]=$4}
+    END{ for (p in pp) { if (c[p] !~ /^amber/) continue; q=p; n=0
+           while (q != top && q > 1 && n++ < 50) q=pp[q]
+           if (q == top) s += rss[p] }
+         print s+0 }'
+}
+# amber_rss PID FILE: the peak of tree_rss PID, sampled every 0.2 s, into FILE.
+amber_rss() {
+  local top=$1 file=$2 max=0 cur
+  while kill -0 "$top" 2>/dev/null; do
+    cur=$(tree_rss "$top")
+    [ "$cur" -gt "$max" ] && max=$cur
+    sleep 0.2
+  done
+  echo "$max" >"$file"
+}
+# measure KEY CMD...: runs CMD; keeps the best wall time of the runs for KEY
+# and that run's CPU time and peak RSS.
+measure() {
+  local key=$1; shift
+  local t0 t1 wall cpu rss u s tp sp="" rc=0 sum=0
+  wait_quiet
+  t0=$(date +%s.%N)
+  # Through bash, so that CMD may be one of the exported functions above.
+  /usr/bin/time -f '%U %S %M' -o "$work/time" bash -c '"$@"' _ "$@" &
+  tp=$!
+  if [[ $key == amber* ]]; then amber_rss "$tp" "$work/rss" & sp=$!; fi
+  wait "$tp" || rc=$?
+  t1=$(date +%s.%N)
+  [ -n "$sp" ] && wait "$sp"
+  [ "$rc" = 0 ] || die "$key failed (exit $rc): $*"
+  [[ $key == amber* ]] && sum=$(cat "$work/rss")
+  wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.2f", b-a}')
+  read -r u s rss < <(tail -1 "$work/time")
+  cpu=$(awk -v u="$u" -v s="$s" 'BEGIN{printf "%.2f", u+s}')
+  all[$key]="${all[$key]:+${all[$key]} / }$wall"
+  if [ -z "${best[$key]:-}" ] || awk -v a="$wall" -v b="${best[$key]}" 'BEGIN{exit !(a<b)}'; then
+    best[$key]=$wall bestcpu[$key]=$cpu bestrss[$key]=$rss bestsum[$key]=$sum last_best=1
+  else
+    last_best=0
+  fi
+  say "$key: ${wall}s wall, ${cpu}s CPU, peak RSS $((rss / 1024)) MiB$([[ $key == amber* ]] && echo " (amber + plugin $((sum / 1024)) MiB)")"
+}
+# ready DIR: start a restored data directory on a new port and wait until it
+# accepts connections and is out of recovery (part of the timed restore).
+ready() {
+  local dir=$1 p t0
+  t0=$(date +%s.%N)
+  p=$(free_port)
+  as_pg "$pgbin/pg_ctl" -D "$dir" -l "$dir.log" -t 600 -w start -o "-p $p $common_opts" >/dev/null
+  until [ "$(as_pg "$pgbin/psql" -h "$sock" -p "$p" -U postgres -X -At -c 'SELECT pg_is_in_recovery()' postgres 2>/dev/null)" = f ]; do
+    sleep 0.05
+  done
+  echo "$p" >"$dir.port"
+  awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.2f\n", b-a}' >"$dir.readys"
+}
+export -f ready
+# check_restored DIR: the restored server holds the data set; then stop it.
+check_restored() {
+  local dir=$1 p n
+  p=$(cat "$dir.port")
+  last_ready=$(cat "$dir.readys")
+  last_fetches=$(grep -c -e 'restored log file' -e 'is not in the archive' "$dir.log" || true)
+  n=$(as_pg "$pgbin/psql" -h "$sock" -p "$p" -U postgres -X -At -c 'SELECT count(*) FROM bench_mixed' postgres)
+  [ "$n" = "$rows" ] || die "restored server in $dir has $n rows of bench_mixed, want $rows"
+  as_pg "$pgbin/pg_ctl" -D "$dir" -m fast -w stop >/dev/null
+  rm -rf "$dir" "$dir.log" "$dir.port" "$dir.readys" "$dir.amber"
+}
+servers+=("$work/restored")
+declare -A stored pgbr_label readyb fetchb
+# after a timed restore: keep the start-to-ready time and restore_command runs of the best run
+note_ready() { if [ "$last_best" = 1 ]; then readyb[$1]=$last_ready fetchb[$1]=$last_fetches; fi; }
+declare -i amber_bytes_in=0
+
+# --- physical backups ---
+phys_amber() {
+  local r="$work/amber-phys"
+  rm -rf "$r" "$work/amber-cache"
+  as_pg env AMBER_REPO="$r" AMBER_CACHE_DIR="$work/amber-cache" "$amber" repo init --json >/dev/null
+  measure amber_phys as_pg env AMBER_REPO="$r" AMBER_CACHE_DIR="$work/amber-cache" \
+    "$amber" backup --engine postgres --dsn "$dsn" --mode physical --json >"$work/amber-phys.json"
+  stored[amber_phys]=$(du -sb "$r" | cut -f1)
+  amber_bytes_in=$(grep -o '"bytes_in": *[0-9]*' "$work/amber-phys.json" | grep -o '[0-9]*$')
+}
+phys_pgbr() { # lz4|zst
+  local label
+  measure "pgbr_$1" pgbr --type=full --compress-type="$1" backup
+  label=$(ls "$work/pgbackrest-repo/backup/bench" | grep 'F$' | sort | tail -1)
+  pgbr_label[$1]=$label
+  stored[pgbr_$1]=$(du -sb "$work/pgbackrest-repo/backup/bench/$label" | cut -f1)
+}
+phys_pgbb() { # lz4|zstd
+  local d="$work/basebackup-$1"
+  rm -rf "$d"
+  measure "pgbb_$1" as_pg "$pgbin/pg_basebackup" -h "$sock" -p "$port" -U postgres -D "$d" -Ft -Z "$1" -c fast
+  stored[pgbb_$1]=$(du -sb "$d" | cut -f1)
+  rm -rf "$d"
+}
+# --- physical restores (to a server that is ready and out of recovery) ---
+rest_amber() {
+  local d="$work/restored"
+  measure amber_prest bash -c 'as_pg env AMBER_REPO="$1" AMBER_CACHE_DIR="$2" "$3" restore --engine postgres \
+    --data-dir "$4" >/dev/null && ready "$4"' _ "$work/amber-phys" "$work/amber-cache" "$amber" "$d"
+  check_restored "$d"
+  note_ready amber_prest
+}
+rest_pgbr() { # lz4|zst
+  local d="$work/restored"
+  as_pg mkdir -m 700 "$d" # pgBackRest restores into an existing directory
+  measure "pgbr_prest_$1" bash -c 'pgbr --pg1-path="$1" --set="$2" --type=immediate --target-action=promote restore \
+    && ready "$1"' _ "$d" "${pgbr_label[$1]}"
+  check_restored "$d"
+  note_ready "pgbr_prest_$1"
+}
+# --- logical backups and restores ---
+log_amber() {
+  local r="$work/amber-logical"
+  rm -rf "$r" "$work/amber-cache"
+  as_pg env AMBER_REPO="$r" AMBER_CACHE_DIR="$work/amber-cache" "$amber" repo init --json >/dev/null
+  measure amber_lbk as_pg env AMBER_REPO="$r" AMBER_CACHE_DIR="$work/amber-cache" \
+    "$amber" backup --engine postgres --dsn "$dsn" --mode logical --json >/dev/null
+  stored[amber_lbk]=$(du -sb "$r" | cut -f1)
+  psql_ -c 'DROP DATABASE IF EXISTS restored' -c 'CREATE DATABASE restored' postgres
+  measure amber_lrest as_pg env AMBER_REPO="$r" AMBER_CACHE_DIR="$work/amber-cache" \
+    "$amber" restore --engine postgres --dsn "host=$sock port=$port user=postgres dbname=restored" >/dev/null
+  [ "$(psql_ -c 'SELECT count(*) FROM bench_mixed' restored)" = "$rows" ] || die "amber's logical restore lacks rows"
+  psql_ -c 'DROP DATABASE restored' postgres
+}
+log_dump() {
+  measure dump_zstd as_pg bash -c "'$pgbin/pg_dump' -h '$sock' -p '$port' -U postgres -Fp postgres | zstd -q -3 -c >'$work/dump.sql.zst'"
+  stored[dump_zstd]=$(stat -c %s "$work/dump.sql.zst")
+  rm -f "$work/dump.sql.zst"
+  measure dump_fc as_pg "$pgbin/pg_dump" -h "$sock" -p "$port" -U postgres -Fc -f "$work/dump.fc" postgres
+  stored[dump_fc]=$(stat -c %s "$work/dump.fc")
+  psql_ -c 'DROP DATABASE IF EXISTS restored' -c 'CREATE DATABASE restored' postgres
+  measure pgrestore_j2 as_pg "$pgbin/pg_restore" -h "$sock" -p "$port" -U postgres -j 2 -d restored "$work/dump.fc"
+  [ "$(psql_ -c 'SELECT count(*) FROM bench_mixed' restored)" = "$rows" ] || die "pg_restore lacks rows"
+  psql_ -c 'DROP DATABASE restored' postgres
+  rm -f "$work/dump.fc"
+}
+
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
+for i in $(seq 1 "$runs"); do
+  say "run $i of $runs"
+  if [ $((i % 2)) = 1 ]; then
+    phys_amber; phys_pgbr lz4; phys_pgbr zst; phys_pgbb lz4; phys_pgbb zstd
+    rest_amber; rest_pgbr lz4; rest_pgbr zst
+    log_amber; log_dump
+  else
+    phys_pgbb zstd; phys_pgbb lz4; phys_pgbr zst; phys_pgbr lz4; phys_amber
+    rest_pgbr zst; rest_pgbr lz4; rest_amber
+    log_dump; log_amber
+  fi
+done
+
+# ---------------------------------------------------------------------------
+# WAL archive lag, commit to durable in the repository, under pgbench load.
+#
+# A probe session commits a marker row every 100 ms and records, from the
+# server, clock_timestamp() taken inside the INSERT (before its commit) and
+# pg_current_wal_flush_lsn() read just after the commit returned: WAL up to
+# that LSN holds the commit record. A watcher lists the repository's log/
+# directory (a file repository; an object is visible only once written,
+# fsynced and renamed, i.e. durable) every 10 ms and notes when the end
+# position in the object names first reaches each LSN. Both bounds are
+# conservative (the timestamp precedes the commit, the LSN may follow it), so
+# the lag is over- rather than under-stated, by a few ms at most.
+cat >"$work/lagwatch.go" <<'EOF'
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+type reach struct {
+	at  time.Time
+	end uint64
+}
+
+func maxEnd(dir string) uint64 {
+	var m uint64
+	streams, _ := os.ReadDir(dir)
+	for _, s := range streams {
+		epochs, _ := os.ReadDir(filepath.Join(dir, s.Name()))
+		for _, e := range epochs {
+			objs, _ := os.ReadDir(filepath.Join(dir, s.Name(), e.Name()))
+			for _, o := range objs {
+				n := strings.TrimSuffix(o.Name(), ".partial")
+				if strings.HasPrefix(n, ".") {
+					continue
+				}
+				if i := strings.IndexByte(n, '-'); i > 0 {
+					if v, err := strconv.ParseUint(n[i+1:], 16, 64); err == nil && v > m {
+						m = v
+					}
+				}
+			}
+		}
+	}
+	return m
+}
+
+func parseLSN(s string) uint64 {
+	hi, lo, _ := strings.Cut(s, "/")
+	h, _ := strconv.ParseUint(hi, 16, 32)
+	l, _ := strconv.ParseUint(lo, 16, 32)
+	return h<<32 | l
+}
+
+// lagwatch LOGDIR STOPFILE PROBEFILE: watch until STOPFILE exists, then
+// print count, p50, p90, p99, max lag (seconds) and markers never durable.
+func main() {
+	dir, stop, probe := os.Args[1], os.Args[2], os.Args[3]
+	var seen []reach
+	var last uint64
+	for {
+		if m := maxEnd(dir); m > last {
+			last = m
+			seen = append(seen, reach{time.Now(), m})
+		}
+		if _, err := os.Stat(stop); err == nil {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	f, err := os.Open(probe)
+	if err != nil {
+		panic(err)
+	}
+	var lags []float64
+	missing := 0
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fs := strings.Fields(sc.Text())
+		if len(fs) != 3 {
+			continue
+		}
+		ts, _ := strconv.ParseFloat(fs[1], 64)
+		lsn := parseLSN(fs[2])
+		i := sort.Search(len(seen), func(i int) bool { return seen[i].end >= lsn })
+		if i == len(seen) {
+			missing++
+			continue
+		}
+		lags = append(lags, float64(seen[i].at.UnixNano())/1e9-ts)
+	}
+	sort.Float64s(lags)
+	q := func(p float64) float64 {
+		if len(lags) == 0 {
+			return -1
+		}
+		return lags[min(len(lags)-1, int(p*float64(len(lags))))]
+	}
+	fmt.Printf("%d %.3f %.3f %.3f %.3f %d\n", len(lags), q(0.50), q(0.90), q(0.99), q(1), missing)
+}
+EOF
+(cd "$work" && GOFLAGS= GO111MODULE=off go build -o lagwatch lagwatch.go) || die "could not build the lag watcher"
+
+stop_primary
+start_primary "-c archive_mode=off"
+declare -A lag tps archrss_idle archrss_peak
+psql_ -c 'CREATE TABLE IF NOT EXISTS lag_probe (id int PRIMARY KEY, t timestamptz)' postgres
+for fl in $flushes; do
+  r="$work/amber-archive-$fl"
+  # A new slot reserves WAL from the last checkpoint's redo point: checkpoint
+  # first, so the archiver starts with no backlog from the previous round.
+  psql_ -c CHECKPOINT postgres
+  as_pg env AMBER_REPO="$r" AMBER_CACHE_DIR="$work/amber-cache" "$amber" repo init --json >/dev/null
+  # runuser directly, not through a function: SIGTERM must reach amber itself
+  # (runuser would answer it with SIGKILL two seconds later).
+  runuser -u postgres -- env PATH="$PATH" HOME=/tmp LC_ALL=C AMBER_REPO="$r" AMBER_CACHE_DIR="$work/amber-cache" \
+    "$amber" archive --engine postgres --dsn "$dsn" --flush-interval "$fl" 2>"$work/archive-$fl.log" &
+  archpid=$!
+  until [ "$(psql_ -c "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'amber' AND active" postgres)" = 1 ]; do
+    kill -0 "$archpid" 2>/dev/null || die "amber archive exited: $(cat "$work/archive-$fl.log")"
+    sleep 0.2
+  done
+  sleep 3
+  archrss_idle[$fl]=$(tree_rss "$archpid")
+  wait_quiet
+  rm -f "$work/stop" "$work/probe.txt"
+  "$work/lagwatch" "$r/log" "$work/stop" "$work/probe.txt" >"$work/lag-$fl.txt" &
+  watch=$!
+  psql_ -c 'TRUNCATE lag_probe' postgres
+  (
+    n=0
+    while [ ! -e "$work/stop-probe" ]; do
+      n=$((n + 1))
+      echo "INSERT INTO lag_probe VALUES ($n, clock_timestamp());"
+      echo "SELECT id, extract(epoch FROM t), pg_current_wal_flush_lsn() FROM lag_probe WHERE id = $n;"
+      sleep 0.1
+    done
+  ) | psql_ -F ' ' postgres >"$work/probe.txt" &
+  probe=$!
+  ( while kill -0 "$archpid" 2>/dev/null && [ ! -e "$work/stop-probe" ]; do
+      tree_rss "$archpid"; sleep 0.5
+    done >"$work/archrss-$fl.txt" ) &
+  rssw=$!
+  say "archive lag, --flush-interval $fl: pgbench -c 4 -j 2 -T $lag_seconds"
+  as_pg "$pgbin/pgbench" -h "$sock" -p "$port" -U postgres -n -c 4 -j 2 -T "$lag_seconds" postgres >"$work/pgbench-$fl.txt" 2>&1
+  touch "$work/stop-probe"
+  wait "$probe" "$rssw" || true
+  sleep 3 # the last markers become durable
+  touch "$work/stop"
+  wait "$watch"
+  rm -f "$work/stop-probe"
+  kill -TERM "$(pgrep -P "$archpid")"
+  wait "$archpid" || die "amber archive exited with an error after SIGTERM: $(tail -5 "$work/archive-$fl.log")"
+  archpid=
+  psql_ -c "SELECT pg_drop_replication_slot('amber')" postgres >/dev/null
+  lag[$fl]=$(cat "$work/lag-$fl.txt")
+  tps[$fl]=$(grep -o 'tps = [0-9.]*' "$work/pgbench-$fl.txt" | head -1 | awk '{printf "%.0f", $3}')
+  archrss_peak[$fl]=$(sort -n "$work/archrss-$fl.txt" | tail -1)
+  say "lag (n p50 p90 p99 max missing): ${lag[$fl]}; pgbench ${tps[$fl]} tps; archiver RSS idle $((archrss_idle[$fl] / 1024)) MiB, peak $((archrss_peak[$fl] / 1024)) MiB"
+done
+stop_primary
+load_end=$(cut -d' ' -f1-3 /proc/loadavg)
+measured_at=$(date -u '+%Y-%m-%d %H:%M UTC')
+amber_ver=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [ -n "$(git -C "$root" status --porcelain -- sidecar plugins go.mod go.sum 2>/dev/null)" ]; then amber_ver="$amber_ver + uncommitted changes"; fi
+{
+  declare -p best bestcpu bestrss bestsum all stored pgbr_label readyb fetchb lag tps archrss_idle archrss_peak
+  declare -p db_size dump_size amber_bytes_in busy_starts measurements load_start load_end measured_at amber_ver \
+    runs lag_seconds flushes
+} | sed -e 's/^declare -- /declare -g /;t' -e 's/^declare -\([A-Za-z]*\) /declare -g\1 /' >"$state"
+fi
+
+# ---------------------------------------------------------------------------
+# The report: a PostgreSQL section appended to docs/bench.sh's report.
+
+mb() { awk -v b="$1" 'BEGIN{printf "%.0f", b/1e6}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2f", a/b}'; }
+met() { awk -v a="$1" -v g="$2" -v d="$3" 'BEGIN{ if ((d=="ge" && a>=g) || (d=="le" && a<=g)) print "**met**"; else print "**not met**"}'; }
+rate() { awk -v b="$1" -v s="$2" 'BEGIN{printf "%.0f", b/1e6/s}'; }
+mib() { echo $(( $1 / 1024 )); }
+util() { awk -v c="${bestcpu[$1]}" -v w="${best[$1]}" 'BEGIN{printf "%.2f", c/w}'; }
+row() { # label key input-bytes [stored-bytes]
+  local st="" sum=""
+  [ -n "${4:-}" ] && st=$(mb "$4")
+  [ "${bestsum[$2]:-0}" != 0 ] && sum=" (amber + plugin $(mib "${bestsum[$2]}") MiB)"
+  printf '| %s | %s | %s | %s | %s | %s | %s MiB%s |\n' "$1" "${best[$2]}" "${all[$2]}" "$(rate "$3" "${best[$2]}")" \
+    "${bestcpu[$2]}" "$st" "$(mib "${bestrss[$2]}")" "$sum"
+}
+minkey() { if awk -v a="${best[$1]}" -v b="${best[$2]}" 'BEGIN{exit !(a<=b)}'; then echo "$1"; else echo "$2"; fi; }
+
+pgbr_rest_best=$(minkey pgbr_prest_lz4 pgbr_prest_zst)
+r_phys=$(ratio "${best[pgbr_lz4]}" "${best[amber_phys]}")
+r_phys_size=$(ratio "${stored[amber_phys]}" "${stored[pgbr_zst]}")
+r_rest=$(ratio "${best[$pgbr_rest_best]}" "${best[amber_prest]}")
+r_log=$(ratio "${best[dump_zstd]}" "${best[amber_lbk]}")
+r_log_size=$(ratio "${stored[amber_lbk]}" "${stored[dump_zstd]}")
+r_lrest=$(ratio "${best[pgrestore_j2]}" "${best[amber_lrest]}")
+peak_sum=$(printf '%s\n' "${bestsum[amber_phys]}" "${bestsum[amber_lbk]}" | sort -n | tail -1)
+peak_proc=$(printf '%s\n' "${bestrss[amber_phys]}" "${bestrss[amber_lbk]}" | sort -n | tail -1)
+peak_mem=$(( peak_sum > peak_proc ? peak_sum : peak_proc ))
+first_fl=${flushes%% *}
+read -r _ lag_p50 _ lag_p99 _ _ <<<"${lag[$first_fl]}"
+best_p99=$lag_p99 best_fl=$first_fl
+for fl in $flushes; do
+  read -r _ _ _ p _ _ <<<"${lag[$fl]}"
+  if awk -v a="$p" -v b="$best_p99" 'BEGIN{exit !(a<b)}'; then best_p99=$p best_fl=$fl; fi
+done
+pg_ver=$("$pgbin/postgres" --version | awk '{print $3}')
+
+percpu() { awk -v b="$1" -v c="${bestcpu[$2]}" 'BEGIN{printf "%.0f", b/1e6/c}'; }
+limits() {
+  local u
+  if [ "$busy_starts" -gt 0 ]; then
+    echo "- **The machine was not quiet**: ${busy_starts} of ${measurements} measurements started with the cores less than"
+    echo "  90% idle (load average ${load_start} at the start, ${load_end} at the end). Wall-time ratios carry that noise;"
+    echo "  the CPU seconds in the table less so."
+  fi
+  u=$(util amber_phys)
+  echo "- **Physical backup**: amber read $(mb "$db_size") MB at $(rate "$db_size" "${best[amber_phys]}") MB/s with ${u} of $(nproc) cores busy, which is"
+  echo "  $(percpu "$db_size" amber_phys) MB per CPU-second of amber and its plugin (the server's walsender, which reads the files for"
+  echo "  BASE_BACKUP, is not counted). pgBackRest lz4 ran at $(rate "$db_size" "${best[pgbr_lz4]}") MB/s with $(util pgbr_lz4) cores busy, $(percpu "$db_size" pgbr_lz4) MB"
+  echo "  per CPU-second: amber spends $(awk -v a="${bestcpu[amber_phys]}" -v b="${bestcpu[pgbr_lz4]}" 'BEGIN{printf "%.1f", a/b}')× pgBackRest lz4's CPU per byte, because it chunks, hashes"
+  echo "  (keyed BLAKE3), compresses (zstd) and encrypts (AES-256-GCM) every byte where pgBackRest only compresses"
+  echo "  with lz4. On $(nproc) cores, 2× pgBackRest lz4's speed needs amber's CPU per byte at most that of pgBackRest"
+  echo "  lz4 with both cores busy (or less with fewer)."
+  if awk -v u="$u" 'BEGIN{exit !(u < 1.3)}'; then
+    echo "  amber also kept no more than about one core busy: its input is one BASE_BACKUP stream, one replication"
+    echo "  connection fed by one server process, so the work per stream runs largely in sequence; reading files"
+    echo "  over several connections would let both cores work."
+  fi
+  echo "- **Stored size**: amber's physical backup holds the WAL of the backup window ($(mb $((amber_bytes_in - db_size))) MB more input than"
+  echo "  the data directory); pgBackRest keeps that WAL in its archive, outside the backup's directory measured here."
+  local ra rp
+  ra=$(awk -v a="${best[amber_prest]}" -v b="${readyb[amber_prest]:-0}" 'BEGIN{printf "%.2f", a-b}')
+  rp=$(awk -v a="${best[pgbr_prest_lz4]}" -v b="${readyb[pgbr_prest_lz4]:-0}" 'BEGIN{printf "%.2f", a-b}')
+  echo "- **Physical restore**: amber took ${best[amber_prest]} s: ${ra} s to write the data directory, then ${readyb[amber_prest]:-?} s from"
+  echo "  starting the server until it was ready, with ${fetchb[amber_prest]:-?} runs of restore_command. pgBackRest (lz4 set) took"
+  echo "  ${best[pgbr_prest_lz4]} s: ${rp} s, then ${readyb[pgbr_prest_lz4]:-?} s with ${fetchb[pgbr_prest_lz4]:-?} runs. Writing the files, amber decrypts, decompresses"
+  echo "  (zstd) and reassembles every chunk; over the whole restore it spent $(percpu "$db_size" amber_prest) MB per CPU-second"
+  echo "  against pgBackRest's $(percpu "$db_size" pgbr_prest_lz4) (lz4, process-max=2). Recovery is slower because every \`amber wal-fetch\`"
+  echo "  (PostgreSQL's restore_command, run once per WAL or history file it asks for, found or not) opens the"
+  echo "  repository and derives the key again before it fetches anything."
+  echo "- **Logical backup** is \`pg_dump --format=custom\` streamed into amber: $(rate "$dump_size" "${best[amber_lbk]}") MB/s (plain-dump"
+  echo "  equivalent) against $(rate "$dump_size" "${best[dump_fc]}") for pg_dump -Fc alone and $(rate "$dump_size" "${best[dump_zstd]}") for pg_dump | zstd -3."
+  echo "  pg_dump's own zlib compression bounds it, and amber then stores already-compressed bytes that neither"
+  echo "  compress nor deduplicate further. Dumping uncompressed (\`--compress=0\`) and letting amber's zstd compress"
+  echo "  would remove that bound."
+  echo "- **Logical restore** feeds one stream to \`pg_restore --single-transaction\` on stdin, which cannot run in"
+  echo "  parallel (pg_restore -j needs a seekable file): one server backend loads the rows and builds every index."
+  local p50 p99 f secs
+  for f in $flushes; do
+    read -r _ p50 _ p99 _ _ <<<"${lag[$f]}"
+    secs=$(awk -v f="$f" 'BEGIN{v=f+0; if (f ~ /ms$/) v/=1000; else if (f ~ /m$/) v*=60; print v}')
+    echo "- **Archive lag at --flush-interval ${f}**: p50 ${p50} s, p99 ${p99} s, so p99 is the interval plus"
+    echo "  $(awk -v a="$p99" -v b="$secs" 'BEGIN{printf "%.2f", a-b}') s. Received WAL is made durable as a partial segment at most once per interval, and"
+    echo "  each partial rewrites the whole segment so far (up to 16 MiB, compressed, sealed and fsynced), so the"
+    echo "  interval is the main term and storing one partial the rest."
+  done
+}
+
+section() {
+  cat <<EOF
+<!-- bench-postgres.sh: begin -->
+# PostgreSQL: amber against pgBackRest, pg_basebackup, pg_dump (issue #3 §6)
+
+<!-- Generated by \`make bench\` (docs/bench-postgres.sh). Do not edit by hand. -->
+
+Measured on ${measured_at} by \`bash docs/bench-postgres.sh\` (run by \`make bench\` after the part
+above). Every figure comes from this one run: the peers and amber side by side, ${runs} runs of each backup and
+restore with the order reversed in alternate runs; the tables show the best run, with every run listed.
+
+## Set-up
+- PostgreSQL ${pg_ver}; amber at ${amber_ver}; $(pgbackrest version); zstd $(zstd --version | grep -o 'v[0-9.]*' | head -1).
+- $(nproc) cores, $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM, ext4; load average ${load_start} at the start, ${load_end} at the end.
+$(if [ "$standard" = 1 ]; then echo "- The standard \"mixed\" data set (\`pgbench -i -s 10\` + bench_mixed, 6,150,000 rows),"; else echo "- **A reduced data set, not the standard one** (pgbench scale ${scale}, ${rows} rows of bench_mixed),"; fi)
+  loaded from the cached dump of the part above into a cluster (VACUUM ANALYZE, clean shutdown) whose
+  data directory, $(mb "$db_size") MB without pg_wal, is cached in \`${tpl#"$root"/}\` and copied for each run. The plain
+  dump is $(mb "$dump_size") MB. The server runs with shared_buffers=256MB, max_wal_size=4GB, wal_level=replica, fsync on.
+- Every tool runs as the postgres user on the same machine, over the unix socket. amber's repositories are
+  local directories with its default key derivation (every command derives the key), encrypted.
+- pgBackRest: repo in a temp directory, process-max=2, start-fast=y, one stanza on the test cluster. Its
+  backups need the WAL of the backup window in its archive, and a restored server needs it from there, so the
+  cluster runs with \`archive_mode=on\` and \`archive_command='pgbackrest ... archive-push %p'\` (archive-check
+  left at its default, y): the normal pgBackRest set-up. \`--no-archive-check\` would make the backup
+  unrestorable without WAL from elsewhere. amber and pg_basebackup take the WAL of the backup window inside
+  the backup; they ran with the same archive_command active (it archives one or two segments per backup).
+
+## Commands
+| key | command |
+|---|---|
+| amber physical | \`amber backup --engine postgres --dsn DSN --mode physical --json\` (fresh repository each run) |
+| pgBackRest lz4 / zst | \`pgbackrest --stanza=bench --type=full --compress-type=lz4\|zst backup\` |
+| pg_basebackup lz4 / zstd | \`pg_basebackup -D DIR -Ft -Z lz4\|zstd -c fast\` (WAL streamed into the backup) |
+| amber restore | \`amber restore --engine postgres --data-dir DIR\`, then \`pg_ctl start\` until \`pg_is_in_recovery()\` is false |
+| pgBackRest restore | \`pgbackrest restore --set=LABEL --type=immediate --target-action=promote --pg1-path=DIR\`, then the same |
+| amber logical | \`amber backup --engine postgres --dsn DSN --mode logical --json\`; restore \`amber restore --engine postgres --dsn DSN/restored\` |
+| pg_dump \| zstd -3 | \`pg_dump -Fp \| zstd -q -3 > FILE\` |
+| pg_dump -Fc / pg_restore -j2 | \`pg_dump -Fc -f FILE\`; \`pg_restore -j 2 -d restored FILE\` into an empty database |
+
+Wall time from \`date\`; CPU (user + system of the command and its children, not the server's) and the peak
+RSS of its largest process from \`/usr/bin/time\`; for amber also the peak of amber + plugin summed, sampled
+every 0.2 s. MB/s is the data directory (physical) or the plain dump (logical) per wall second. Each restored
+server or database was checked to hold all ${rows} rows of bench_mixed, outside the timing.
+
+## Results
+| tool, operation | best s | all runs s | MB/s | CPU s | stored MB | peak RSS |
+|---|---|---|---|---|---|---|
+EOF
+  row "amber physical backup" amber_phys "$db_size" "${stored[amber_phys]}"
+  row "pgBackRest full, lz4" pgbr_lz4 "$db_size" "${stored[pgbr_lz4]}"
+  row "pgBackRest full, zst" pgbr_zst "$db_size" "${stored[pgbr_zst]}"
+  row "pg_basebackup -Ft lz4" pgbb_lz4 "$db_size" "${stored[pgbb_lz4]}"
+  row "pg_basebackup -Ft zstd" pgbb_zstd "$db_size" "${stored[pgbb_zstd]}"
+  row "amber physical restore, to a ready server" amber_prest "$db_size"
+  row "pgBackRest restore (lz4 set), to a ready server" pgbr_prest_lz4 "$db_size"
+  row "pgBackRest restore (zst set), to a ready server" pgbr_prest_zst "$db_size"
+  row "amber logical backup" amber_lbk "$dump_size" "${stored[amber_lbk]}"
+  row "pg_dump -Fp \| zstd -3" dump_zstd "$dump_size" "${stored[dump_zstd]}"
+  row "pg_dump -Fc" dump_fc "$dump_size" "${stored[dump_fc]}"
+  row "amber logical restore" amber_lrest "$dump_size"
+  row "pg_restore -j2 (from -Fc)" pgrestore_j2 "$dump_size"
+  cat <<EOF
+
+amber's physical backup read $(mb "$amber_bytes_in") MB (bytes_in); stored MB is amber's whole repository, the
+pgBackRest backup's directory, pg_basebackup's tar files, the dump file.
+
+### WAL archive lag under load
+\`amber archive --engine postgres --dsn DSN --flush-interval F\` into a fresh file repository while
+\`pgbench -n -c 4 -j 2 -T ${lag_seconds}\` runs on the pgbench tables (archive_mode off for this part). A probe session
+commits a marker row every 100 ms and records, from the server, \`clock_timestamp()\` taken inside the INSERT
+(before its commit) and \`pg_current_wal_flush_lsn()\` read right after the commit returned, which is at or past
+the end of the commit record. A watcher lists the repository's \`log/\` directory every 10 ms; an object
+appears there only once written, fsynced and renamed (durable), and its name carries the end of the WAL it
+holds. A marker's lag is the time from its timestamp to the first listing whose end reaches its LSN. Both
+ends are conservative (the timestamp precedes the commit; the LSN may lie past it), so lag is over-stated,
+by a few ms at most, never under-stated.
+
+| --flush-interval | markers | p50 s | p90 s | p99 s | max s | never durable | pgbench TPS | amber RSS 3 s after start, no load / peak under load |
+|---|---|---|---|---|---|---|---|---|
+EOF
+  for fl in $flushes; do
+    read -r n p50 p90 p99 pmax miss <<<"${lag[$fl]}"
+    echo "| ${fl} | ${n} | ${p50} | ${p90} | ${p99} | ${pmax} | ${miss} | ${tps[$fl]} | $(mib "${archrss_idle[$fl]}") / $(mib "${archrss_peak[$fl]}") MiB |"
+  done
+  cat <<EOF
+
+## Goals (BENCHMARKS.md), ratios from this run
+| goal | measured | |
+|---|---|---|
+| physical backup ≥ 2× pgBackRest lz4's speed | ${r_phys}× | $(met "$r_phys" 2 ge) |
+| physical backup stored ≤ pgBackRest zst's | ${r_phys_size}× ($(mb "${stored[amber_phys]}") vs $(mb "${stored[pgbr_zst]}") MB), encrypted | $(met "$r_phys_size" 1 le) |
+| physical restore to a ready server ≥ 2× pgBackRest's (its faster set) | ${r_rest}× | $(met "$r_rest" 2 ge) |
+| logical backup at least as fast as pg_dump \| zstd -3 | ${r_log}× | $(met "$r_log" 1 ge) |
+| logical backup no larger than pg_dump \| zstd -3 | ${r_log_size}× | $(met "$r_log_size" 1 le) |
+| logical restore ≥ 1.25× pg_restore -j2 | ${r_lrest}× | $(met "$r_lrest" 1.25 ge) |
+| archive lag p99 ≤ 1 s under load, default --flush-interval ${first_fl} | ${lag_p99} s | $(met "$lag_p99" 1 le) |
+| peak RSS during backup ≤ 256 MiB (amber + plugin) | $(mib "$peak_mem") MiB | $(met "$(mib "$peak_mem")" 256 le) |
+
+## What limits it
+EOF
+  limits
+  echo "<!-- bench-postgres.sh: end -->"
+}
+
+[ -f "$out" ] || : >"$out"
+# Drop a section from an earlier run, then append this one.
+awk '/^<!-- bench-postgres.sh: begin -->$/{skip=1} !skip{print} /^<!-- bench-postgres.sh: end -->$/{skip=0}' "$out" >"$out.tmp"
+{ printf '%s\n\n' "$(cat "$out.tmp")"; section; } >"$out.new"
+rm -f "$out.tmp"
+mv "$out.new" "$out"
+say "appended the PostgreSQL section to ${out#"$root"/}"
