@@ -173,7 +173,9 @@ func (w *Writer) WriteStream(ctx context.Context, name string, rd io.Reader) (En
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	c := w.r.cfg.Chunker
-	cdc, err := chunker.New(rd, w.r.gear, chunker.Params{Min: c.Min, Avg: c.Avg, Max: c.Max})
+	ra := newReadAhead(rd)
+	defer ra.Close()
+	cdc, err := chunker.New(ra, w.r.gear, chunker.Params{Min: c.Min, Avg: c.Avg, Max: c.Max})
 	if err != nil {
 		return Entry{}, fmt.Errorf("chunker: %w", err)
 	}
