@@ -248,8 +248,10 @@ func (e *Engine) PhysicalBackup(ctx context.Context, req api.BackupRequest, sink
 	}, nil
 }
 
-// PhysicalRestore spools the entries into a directory beside the data
-// directory (pgengine restores from random-access entries), then restores.
+// PhysicalRestore extracts base.tar straight from the stream into the data
+// directory; only the other entries (tablespaces, the backup manifest),
+// which pgengine places once base.tar has said where they go, are spooled
+// to a directory beside it.
 func (e *Engine) PhysicalRestore(ctx context.Context, req api.RestoreRequest, src api.EntrySource) (api.RestoreResult, error) {
 	dataDir := req.Target.DataDir
 	if dataDir == "" {
@@ -261,6 +263,7 @@ func (e *Engine) PhysicalRestore(ctx context.Context, req api.RestoreRequest, sr
 	}
 	defer os.RemoveAll(spool)
 	dir := pgengine.DirSink(spool)
+	base := false
 	for {
 		ent, r, err := src.Next(ctx)
 		if errors.Is(err, io.EOF) {
@@ -269,14 +272,25 @@ func (e *Engine) PhysicalRestore(ctx context.Context, req api.RestoreRequest, sr
 		if err != nil {
 			return api.RestoreResult{}, err
 		}
+		if ent.Name == pgengine.BaseTar {
+			if err := pgengine.ExtractBase(ctx, dataDir, r); err != nil {
+				return api.RestoreResult{}, err
+			}
+			base = true
+			continue
+		}
 		if err := dir.Entry(ctx, ent.Name, r); err != nil {
 			return api.RestoreResult{}, fmt.Errorf("spool %s: %w", ent.Name, err)
 		}
+	}
+	if !base {
+		return api.RestoreResult{}, fmt.Errorf("physical restore: the backup has no %s", pgengine.BaseTar)
 	}
 	opts, err := restoreOptions(req)
 	if err != nil {
 		return api.RestoreResult{}, err
 	}
+	opts.BaseExtracted = true
 	if err := pgengine.PhysicalRestore(ctx, dataDir, dir, opts); err != nil {
 		return api.RestoreResult{}, err
 	}

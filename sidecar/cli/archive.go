@@ -48,7 +48,7 @@ SIGTERM or SIGINT make everything received durable, then amber exits 0.`,
 	cmd.Flags().StringVar(&engine, "engine", "", "database engine plugin: postgres")
 	cmd.Flags().StringVar(&dsn, "dsn", os.Getenv("AMBER_DSN"), "connection string of a role with REPLICATION (env AMBER_DSN)")
 	cmd.Flags().StringVar(&slot, "slot", "amber", "replication slot name")
-	cmd.Flags().DurationVar(&flush, "flush-interval", time.Second, "make log durable at least this often under load")
+	cmd.Flags().DurationVar(&flush, "flush-interval", 500*time.Millisecond, "make log durable at least this often under load (bounds the recovery point)")
 	return cmd
 }
 

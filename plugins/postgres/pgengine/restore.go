@@ -47,6 +47,9 @@ type Recovery struct {
 
 // RestoreOptions tune PhysicalRestore.
 type RestoreOptions struct {
+	// BaseExtracted says ExtractBase already laid out base.tar in the data
+	// directory; src then holds only the other entries.
+	BaseExtracted bool
 	// Recovery, when set, writes recovery.signal and the recovery settings.
 	// Without it the server starts from the backup and replays only the WAL
 	// inside it (the backup must include WAL).
@@ -66,15 +69,6 @@ type Owner struct{ UID, GID int }
 // be absent or empty, and configures recovery. The data directory gets mode
 // 0700, as PostgreSQL requires.
 func PhysicalRestore(ctx context.Context, dataDir string, src Source, opts RestoreOptions) error {
-	if err := checkEmptyDir(dataDir); err != nil {
-		return err
-	}
-	if err := os.MkdirAll(dataDir, 0o700); err != nil {
-		return fmt.Errorf("restore: %w", err)
-	}
-	if err := os.Chmod(dataDir, 0o700); err != nil {
-		return fmt.Errorf("restore: %w", err)
-	}
 	entries, err := src.Entries(ctx)
 	if err != nil {
 		return fmt.Errorf("restore: list entries: %w", err)
@@ -83,11 +77,19 @@ func PhysicalRestore(ctx context.Context, dataDir string, src Source, opts Resto
 	for _, e := range entries {
 		have[e] = true
 	}
-	if !have[BaseTar] {
-		return fmt.Errorf("restore: backup has no %s", BaseTar)
-	}
-	if err := extractEntry(ctx, src, BaseTar, dataDir, false); err != nil {
-		return err
+	if !opts.BaseExtracted {
+		if !have[BaseTar] {
+			return fmt.Errorf("restore: backup has no %s", BaseTar)
+		}
+		r, err := src.Open(ctx, BaseTar)
+		if err != nil {
+			return fmt.Errorf("restore: open %s: %w", BaseTar, err)
+		}
+		err = ExtractBase(ctx, dataDir, r)
+		r.Close()
+		if err != nil {
+			return err
+		}
 	}
 	tbs, err := restoreTablespaces(ctx, src, entries, dataDir, opts)
 	if err != nil {
@@ -236,6 +238,28 @@ func extractEntry(ctx context.Context, src Source, name, dir string, tablespace 
 		return fmt.Errorf("restore: open %s: %w", name, err)
 	}
 	defer r.Close()
+	return extractTar(ctx, r, name, dir, tablespace)
+}
+
+// ExtractBase unpacks the main data directory's tar (base.tar), read as a
+// stream, into dataDir, which must be empty or absent. A PhysicalRestore
+// with RestoreOptions.BaseExtracted then completes the restore, so a
+// backup arriving as a stream never has to be stored whole first.
+func ExtractBase(ctx context.Context, dataDir string, r io.Reader) error {
+	if err := checkEmptyDir(dataDir); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	if err := os.Chmod(dataDir, 0o700); err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	return extractTar(ctx, r, BaseTar, dataDir, false)
+}
+
+// extractTar unpacks a tar stream into dir, refusing paths that escape it.
+func extractTar(ctx context.Context, r io.Reader, name, dir string, tablespace bool) error {
 	tr := tar.NewReader(bufio.NewReaderSize(r, 1<<20))
 	for {
 		if err := ctx.Err(); err != nil {
