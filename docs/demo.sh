@@ -75,7 +75,7 @@ say "Create a repository and take a physical backup (BASE_BACKUP over the replic
 as_pg "$amber" repo init
 as_pg "$amber" backup --engine postgres --dsn "$dsn" --mode physical --name orders
 
-say "Archive WAL continuously (a replication slot; partial segments made durable every second)"
+say "Archive WAL continuously (a replication slot; partial segments made durable every 500 ms)"
 as_pg "$amber" archive --engine postgres --dsn "$dsn" 2> "$pg/archive.log" &
 archiver=$!
 sleep 1
