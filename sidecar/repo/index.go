@@ -133,6 +133,17 @@ func (ix *Index) loaded(name string) bool {
 	return ix.files[name]
 }
 
+// loadedNames lists the index files merged into ix.
+func (ix *Index) loadedNames() []string {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	out := make([]string, 0, len(ix.files))
+	for n := range ix.files {
+		out = append(out, n)
+	}
+	return out
+}
+
 func (ix *Index) markLoaded(name string) {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()

@@ -216,31 +216,19 @@ func (r *Repository) Prune(ctx context.Context, p PrunePolicy) (*PruneResult, er
 			}
 		}
 	}
-	oldIndex, err := r.indexFiles(ctx)
-	if err != nil {
-		return nil, err
-	}
 	var newIdx []indexPack
 	for pid := range keepPacks {
 		newIdx = append(newIdx, indexPack{ID: pid, Blobs: packs[pid]})
 	}
 	sort.Slice(newIdx, func(i, j int) bool { return newIdx[i].ID.String() < newIdx[j].ID.String() })
-	written := ""
 	if len(newIdx) > 0 {
 		if _, err := r.saveIndex(ctx, nil, newIdx); err != nil {
 			return nil, err
 		}
 	}
-	idxNow, _ := r.indexFiles(ctx)
-	for _, n := range idxNow {
-		if !contains(oldIndex, n) {
-			written = n
-		}
-	}
-	for _, n := range oldIndex {
-		if n == written {
-			continue
-		}
+	// Remove exactly the index files merged above: one a writer added since
+	// then names packs the new index does not, and must stay.
+	for _, n := range idx.loadedNames() {
 		if err := r.be.Remove(ctx, n); err != nil && !errors.Is(err, storage.ErrNotFound) {
 			return nil, fmt.Errorf("remove %s: %w", n, err)
 		}
@@ -269,15 +257,6 @@ func (r *Repository) Prune(ctx context.Context, p PrunePolicy) (*PruneResult, er
 	}
 	r.resetIndex()
 	return res, nil
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 func selectKeep(all []*Manifest, p PrunePolicy, now time.Time) map[ID]bool {
