@@ -53,7 +53,10 @@ func Cover(ctx context.Context, r *repo.Repository, stream string) (*Coverage, e
 			}
 			continue
 		}
-		if n > 0 && c.Ranges[n-1].Epoch == s.Epoch {
+		// A hole inside one epoch, or a new epoch (timeline) starting past
+		// where the previous one ends: log positions continue across a
+		// switch, so the new epoch's first segment starts at or before it.
+		if n > 0 && s.Start > c.Ranges[n-1].End {
 			c.Gaps = append(c.Gaps, Gap{Epoch: s.Epoch, From: c.Ranges[n-1].End, To: s.Start})
 		}
 		c.Ranges = append(c.Ranges, Range{Epoch: s.Epoch, Start: s.Start, End: s.End})
