@@ -2,43 +2,15 @@ package conformance_test
 
 import (
 	"encoding/json"
-	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/amber-backup/amber/conformance"
 	"github.com/amber-backup/amber/conformance/testbed"
 )
-
-// childPIDs returns the pids of parent's children whose command name
-// starts with prefix (Linux /proc).
-func childPIDs(parent int, prefix string) []int {
-	var out []int
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		s := string(b)
-		open, close := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
-		if open < 0 || close < 0 {
-			continue
-		}
-		f := strings.Fields(s[close+1:])
-		if len(f) > 1 && f[1] == strconv.Itoa(parent) && strings.HasPrefix(s[open+1:close], prefix) {
-			out = append(out, pid)
-		}
-	}
-	return out
-}
 
 // TestPostgresArchivePluginCrash: kill -9 of the engine plugin while
 // archiving; amber restarts it and resumes, and nothing committed is missing
@@ -60,11 +32,11 @@ func TestPostgresArchivePluginCrash(t *testing.T) {
 			t.Fatal(err)
 		}
 		if i == 100 || i == 200 {
-			pids := childPIDs(arch.Process.Pid, "amber-plugin")
-			if len(pids) != 1 {
-				t.Fatalf("found %d plugin processes under amber archive (pid %d)", len(pids), arch.Process.Pid)
+			pid := conformance.ChildNamed(arch.Process.Pid, "amber-plugin-postgres")
+			if pid == 0 {
+				t.Fatalf("no plugin process under amber archive (pid %d)", arch.Process.Pid)
 			}
-			syscall.Kill(pids[0], syscall.SIGKILL)
+			syscall.Kill(pid, syscall.SIGKILL)
 			killed++
 		}
 		time.Sleep(10 * time.Millisecond)

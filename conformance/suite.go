@@ -331,7 +331,7 @@ func crashDuringBackup(t *testing.T, d Driver, amber AmberRunner, mode string) {
 					t.Fatalf("no pack stored after 60 s:\n%s", out.String())
 				}
 			}
-			pluginPID := childNamed(cmd.Process.Pid, plugin)
+			pluginPID := ChildNamed(cmd.Process.Pid, plugin)
 			if pluginPID == 0 {
 				t.Fatalf("no %s process under amber (pid %d)", plugin, cmd.Process.Pid)
 			}
@@ -572,9 +572,9 @@ func intersect(a, b []string) []string {
 	return out
 }
 
-// childNamed returns the pid of parent's child process whose executable is
+// ChildNamed returns the pid of parent's child process whose executable is
 // named name, or 0.
-func childNamed(parent int, name string) int {
+func ChildNamed(parent int, name string) int {
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		dirs, _ := os.ReadDir("/proc")
 		for _, e := range dirs {
