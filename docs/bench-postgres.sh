@@ -15,7 +15,8 @@
 #   BENCH_OUT                report to append to (default docs/benchmarks.md for the
 #                            standard set, .deps/bench/benchmarks-quick.md otherwise)
 #   BENCH_PG_LAG_SECONDS     length of the pgbench load for the lag test (default 60)
-#   BENCH_PG_FLUSH           amber archive --flush-interval values to test (default "1s 250ms")
+#   BENCH_PG_FLUSH           amber archive --flush-interval values to test (default "500ms 250ms";
+#                            the first is amber's default and the one the goal is judged on)
 #   BENCH_PG_REPORT_ONLY=1   measure nothing: rewrite the section from the figures of the
 #                            last run (kept in .deps/bench/pg-results-*.sh)
 set -euo pipefail
@@ -28,7 +29,7 @@ rows=${BENCH_ROWS:-6150000}
 scale=${BENCH_SCALE:-10}
 runs=${BENCH_RUNS:-2}
 lag_seconds=${BENCH_PG_LAG_SECONDS:-60}
-flushes=${BENCH_PG_FLUSH:-1s 250ms}
+flushes=${BENCH_PG_FLUSH:-500ms 250ms}
 standard=0
 if [ "$rows" = 6150000 ] && [ "$scale" = 10 ]; then standard=1; fi
 if [ "$standard" = 1 ]; then
@@ -599,14 +600,15 @@ limits() {
   echo "  starting the server until it was ready, with ${fetchb[amber_prest]:-?} runs of restore_command. pgBackRest (lz4 set) took"
   echo "  ${best[pgbr_prest_lz4]} s: ${rp} s, then ${readyb[pgbr_prest_lz4]:-?} s with ${fetchb[pgbr_prest_lz4]:-?} runs. Writing the files, amber decrypts, decompresses"
   echo "  (zstd) and reassembles every chunk; over the whole restore it spent $(percpu "$db_size" amber_prest) MB per CPU-second"
-  echo "  against pgBackRest's $(percpu "$db_size" pgbr_prest_lz4) (lz4, process-max=2). Recovery is slower because every \`amber wal-fetch\`"
-  echo "  (PostgreSQL's restore_command, run once per WAL or history file it asks for, found or not) opens the"
-  echo "  repository and derives the key again before it fetches anything."
-  echo "- **Logical backup** is \`pg_dump --format=custom\` streamed into amber: $(rate "$dump_size" "${best[amber_lbk]}") MB/s (plain-dump"
-  echo "  equivalent) against $(rate "$dump_size" "${best[dump_fc]}") for pg_dump -Fc alone and $(rate "$dump_size" "${best[dump_zstd]}") for pg_dump | zstd -3."
-  echo "  pg_dump's own zlib compression bounds it, and amber then stores already-compressed bytes that neither"
-  echo "  compress nor deduplicate further. Dumping uncompressed (\`--compress=0\`) and letting amber's zstd compress"
-  echo "  would remove that bound."
+  echo "  against pgBackRest's $(percpu "$db_size" pgbr_prest_lz4) (lz4, process-max=2). Every \`amber wal-fetch\`"
+  echo "  (PostgreSQL's restore_command, run once per WAL or history file it asks for, found or not) is a new"
+  echo "  process that opens the repository (key derivation ~30 ms) before it fetches anything."
+  echo "- **Logical backup** is \`pg_dump --format=custom --compress=0\` streamed through the plugin into amber,"
+  echo "  which compresses and deduplicates: $(rate "$dump_size" "${best[amber_lbk]}") MB/s (plain-dump equivalent) against"
+  echo "  $(rate "$dump_size" "${best[dump_fc]}") for pg_dump -Fc alone and $(rate "$dump_size" "${best[dump_zstd]}") for pg_dump | zstd -3, using $(percpu "$dump_size" amber_lbk) MB per CPU-second"
+  echo "  (pg_dump, plugin and amber together) against $(percpu "$dump_size" dump_zstd) for pg_dump | zstd -3: the dump crosses one"
+  echo "  more process boundary (plugin to amber over gRPC, in 1 MiB messages) and amber chunks, hashes and"
+  echo "  encrypts as well as compresses."
   echo "- **Logical restore** feeds one stream to \`pg_restore --single-transaction\` on stdin, which cannot run in"
   echo "  parallel (pg_restore -j needs a seekable file): one server backend loads the rows and builds every index."
   local p50 p99 f secs
@@ -715,7 +717,7 @@ EOF
 | logical backup at least as fast as pg_dump \| zstd -3 | ${r_log}× | $(met "$r_log" 1 ge) |
 | logical backup no larger than pg_dump \| zstd -3 | ${r_log_size}× | $(met "$r_log_size" 1 le) |
 | logical restore ≥ 1.25× pg_restore -j2 | ${r_lrest}× | $(met "$r_lrest" 1.25 ge) |
-| archive lag p99 ≤ 1 s under load, default --flush-interval ${first_fl} | ${lag_p99} s | $(met "$lag_p99" 1 le) |
+| archive lag p99 ≤ 1 s under load, at the default --flush-interval ${first_fl} | ${lag_p99} s | $(met "$lag_p99" 1 le) |
 | peak RSS during backup ≤ 256 MiB (amber + plugin) | $(mib "$peak_mem") MiB | $(met "$(mib "$peak_mem")" 256 le) |
 
 ## What limits it
