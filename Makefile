@@ -32,4 +32,4 @@ bench: build ## measure amber side by side with its peers; writes docs/benchmark
 
 lint: ## vet and gofmt
 	$(GO) vet ./...
-	@out=$$(gofmt -l sidecar plugins controller conformance); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	@out=$$(gofmt -l $$(ls -d sidecar plugins controller conformance 2>/dev/null)); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -30,11 +30,11 @@ func TestCoverGaps(t *testing.T) {
 	put(1, 0x1000000, 0x2000000, false, t0)
 	put(1, 0x2000000, 0x2800000, true, t0.Add(time.Second)) // partial, superseded below
 	put(1, 0x2000000, 0x3000000, false, t0.Add(2*time.Second))
-	put(1, 0x3000000, 0x3400000, true, t0.Add(3*time.Second)) // the old timeline ends mid-segment
+	put(1, 0x3000000, 0x3400000, true, t0.Add(3*time.Second))  // the old timeline ends mid-segment
 	put(2, 0x3000000, 0x4000000, false, t0.Add(4*time.Second)) // the new one restarts at the boundary: no gap
 	put(2, 0x5000000, 0x6000000, false, t0.Add(5*time.Second)) // segment 4 missing: a gap
 	put(3, 0x7000000, 0x8000000, false, t0.Add(6*time.Second)) // timeline 3 starts past where 2 ends: a gap
-	put(2, 0, 0, false, time.Time{})                            // a history file: no log range
+	put(2, 0, 0, false, time.Time{})                           // a history file: no log range
 	cov, err := Cover(ctx, r, "pg")
 	if err != nil {
 		t.Fatal(err)
