@@ -319,7 +319,7 @@ naming the damaged object.`,
 	f.BoolVar(&toStdout, "stdout", false, "write the backup's stream to standard output")
 	f.StringVar(&o.engine, "engine", "", "database engine plugin: postgres")
 	f.StringVar(&o.dataDir, "data-dir", "", "physical restore: the empty directory to restore into")
-	f.StringVar(&o.dsn, "dsn", os.Getenv("AMBER_DSN"), "logical restore: the database to load into (env AMBER_DSN)")
+	f.StringVar(&o.dsn, "dsn", "", "logical restore: the database to load into (never taken from AMBER_DSN, so a restore cannot land in the source by accident)")
 	f.StringVar(&o.toTime, "to-time", "", "recover up to this time (RFC 3339)")
 	f.StringVar(&o.toLSN, "to-lsn", "", "recover up to this log position (PostgreSQL LSN, e.g. 0/3000060)")
 	f.StringVar(&o.toXID, "to-xid", "", "recover up to this transaction id")
