@@ -172,29 +172,8 @@ pgbr check >/dev/null
 export AMBER_PASSWORD=bench-password
 declare -A best bestcpu bestrss bestsum all
 
-idle_frac() {
-  local a b
-  a=$(awk '/^cpu /{print $5+$6, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat)
-  sleep 1
-  b=$(awk '/^cpu /{print $5+$6, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat)
-  awk -v a="$a" -v b="$b" 'BEGIN{split(a,x," "); split(b,y," "); d=y[2]-x[2]; printf "%.2f", (d>0 ? (y[1]-x[1])/d : 1)}'
-}
-# The machine may be shared: wait up to BENCH_QUIET_WAIT s (default 60) for
-# its cores to be at least 90% idle before each measurement.
-busy_starts=0 measurements=0
-wait_quiet() {
-  local deadline=$((SECONDS + ${BENCH_QUIET_WAIT:-60})) idle
-  measurements=$((measurements + 1))
-  while :; do
-    idle=$(idle_frac)
-    awk -v i="$idle" 'BEGIN{exit !(i>=0.90)}' && return 0
-    if [ "$SECONDS" -ge "$deadline" ]; then
-      busy_starts=$((busy_starts + 1))
-      say "cores only ${idle} idle after waiting; measuring anyway"
-      return 0
-    fi
-  done
-}
+quiet_default=60
+. "$root/docs/bench-lib.sh"
 # tree_rss PID: summed RSS (KiB) of the processes named amber* below PID
 # (other amber processes on a shared machine are not counted).
 tree_rss() {

@@ -102,33 +102,10 @@ trap 'rm -rf "$work"' EXIT
 cat "$dump" >/dev/null
 
 declare -A best bestcpu bestrss all
+. "$root/docs/bench-lib.sh"
 # measure KEY CMD...: runs CMD (stdin/stdout as given by the caller), keeps
 # the best wall time of the runs for KEY, and the CPU time and peak RSS of
 # that run.
-# idle_frac: the fraction of all cores idle over the next second.
-idle_frac() {
-  local a b
-  a=$(awk '/^cpu /{print $5+$6, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat)
-  sleep 1
-  b=$(awk '/^cpu /{print $5+$6, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat)
-  awk -v a="$a" -v b="$b" 'BEGIN{split(a,x," "); split(b,y," "); d=y[2]-x[2]; printf "%.2f", (d>0 ? (y[1]-x[1])/d : 1)}'
-}
-# wait_quiet: the machine may be shared; wait up to BENCH_QUIET_WAIT seconds
-# (default 30) for its cores to be at least 90% idle before a measurement.
-busy_starts=0 measurements=0
-wait_quiet() {
-  local deadline=$((SECONDS + ${BENCH_QUIET_WAIT:-30})) idle
-  measurements=$((measurements + 1))
-  while :; do
-    idle=$(idle_frac)
-    awk -v i="$idle" 'BEGIN{exit !(i>=0.90)}' && return 0
-    if [ "$SECONDS" -ge "$deadline" ]; then
-      busy_starts=$((busy_starts + 1))
-      say "cores only ${idle} idle after waiting; measuring anyway"
-      return 0
-    fi
-  done
-}
 measure() {
   local key=$1; shift
   local t0 t1 wall cpu rss
