@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -181,6 +180,3 @@ func (s *Sink) report(p api.Position) {
 		}
 	}
 }
-
-// ErrGap is returned when archived log has a hole.
-var ErrGap = errors.New("gap in archived log")

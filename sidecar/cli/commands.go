@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"sort"
@@ -577,6 +576,3 @@ func (e *env) unlockCommand() *cobra.Command {
 		},
 	}
 }
-
-var _ = errors.New
-var _ = context.Background

@@ -98,11 +98,7 @@ type entrySource struct {
 }
 
 func (s *entrySource) Next(ctx context.Context) (api.Entry, io.Reader, error) {
-	if s.cur != nil {
-		s.stopCur()
-		s.cur.Close()
-		s.cur = nil
-	}
+	s.close()
 	if s.next >= len(s.m.Entries) {
 		return api.Entry{}, nil, io.EOF
 	}
@@ -121,10 +117,12 @@ func (s *entrySource) Next(ctx context.Context) (api.Entry, io.Reader, error) {
 	return ae, pr, nil
 }
 
+// close stops streaming the current entry, if any.
 func (s *entrySource) close() {
 	if s.cur != nil {
 		s.stopCur()
 		s.cur.Close()
+		s.cur = nil
 	}
 }
 

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"io"
 	"runtime"
-
-	"github.com/amber-backup/amber/sidecar/storage"
 )
 
 // openBlob authenticates, decompresses and checks one sealed blob. Nothing
@@ -226,5 +224,3 @@ func (r *Repository) fetchRun(ctx context.Context, locs []Location) ([][]byte, e
 	}
 	return parts, nil
 }
-
-var _ = storage.ErrNotFound

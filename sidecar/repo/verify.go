@@ -127,7 +127,8 @@ func (r *Repository) Verify(ctx context.Context, opts VerifyOptions) (*VerifyRep
 					rep.add(backupsDir+m.ID.String(), fmt.Errorf("entry %s: %w", e.Name, err))
 					continue
 				}
-				ids := append([]ID{lid}, make([]ID, 0, len(items))...)
+				ids := make([]ID, 0, len(items)+1)
+				ids = append(ids, lid)
 				for _, it := range items {
 					ids = append(ids, it.id)
 				}

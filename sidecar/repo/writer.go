@@ -154,7 +154,6 @@ type Entry struct {
 }
 
 type chunkJob struct {
-	seq  int
 	buf  *[]byte
 	n    int
 	done chan chunkResult
@@ -230,7 +229,7 @@ func (w *Writer) WriteStream(ctx context.Context, name string, rd io.Reader) (En
 			}
 			buf := pool.Get().(*[]byte)
 			*buf = append((*buf)[:0], ch...)
-			j := &chunkJob{seq: seq, buf: buf, n: len(ch), done: make(chan chunkResult, 1)}
+			j := &chunkJob{buf: buf, n: len(ch), done: make(chan chunkResult, 1)}
 			select {
 			case order <- j:
 			case <-ctx.Done():

@@ -147,14 +147,7 @@ func New(b storage.Backend, seed uint64, faults ...Fault) *Backend {
 func (f *Backend) Calls(op Op) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if op == Any {
-		n := 0
-		for _, c := range f.calls {
-			n += c
-		}
-		return n
-	}
-	return f.calls[op]
+	return count(f.calls, op)
 }
 
 // Injected returns how many faults were injected into calls to op (Any:
@@ -162,14 +155,19 @@ func (f *Backend) Calls(op Op) int {
 func (f *Backend) Injected(op Op) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if op == Any {
-		n := 0
-		for _, c := range f.injected {
-			n += c
-		}
-		return n
+	return count(f.injected, op)
+}
+
+// count is m[op], or the sum over all ops for Any.
+func count(m map[Op]int, op Op) int {
+	if op != Any {
+		return m[op]
 	}
-	return f.injected[op]
+	n := 0
+	for _, c := range m {
+		n += c
+	}
+	return n
 }
 
 // InjectedKind returns how many faults of kind k were injected.
