@@ -3,9 +3,12 @@ package repo
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
+
+	"github.com/amber-backup/amber/sidecar/storage"
 )
 
 // Location says where a blob is stored.
@@ -18,11 +21,13 @@ type Location struct {
 type Index struct {
 	mu    sync.RWMutex
 	blobs map[ID]Location
+	dups  []Location      // further copies of blobs already in blobs
+	sizes map[ID]int64    // pack sizes, where an index file recorded them
 	files map[string]bool // index objects already loaded
 }
 
 func newIndex() *Index {
-	return &Index{blobs: make(map[ID]Location), files: make(map[string]bool)}
+	return &Index{blobs: make(map[ID]Location), sizes: make(map[ID]int64), files: make(map[string]bool)}
 }
 
 // Lookup returns where blob id is stored.
@@ -49,14 +54,21 @@ func (ix *Index) Len() int {
 func (ix *Index) addPack(p indexPack) {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
+	if p.Size > 0 {
+		ix.sizes[p.ID] = p.Size
+	}
 	for _, b := range p.Blobs {
-		if _, dup := ix.blobs[b.ID]; !dup {
-			ix.blobs[b.ID] = Location{Pack: p.ID, BlobInfo: b}
+		l := Location{Pack: p.ID, BlobInfo: b}
+		if prev, dup := ix.blobs[b.ID]; !dup {
+			ix.blobs[b.ID] = l
+		} else if prev.Pack != p.ID {
+			ix.dups = append(ix.dups, l)
 		}
 	}
 }
 
-// Packs returns every pack id the index names, with its blobs.
+// Packs returns every pack id the index names, with all its blobs (also
+// those another pack holds a copy of).
 func (ix *Index) Packs() map[ID][]BlobInfo {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
@@ -64,7 +76,17 @@ func (ix *Index) Packs() map[ID][]BlobInfo {
 	for _, l := range ix.blobs {
 		out[l.Pack] = append(out[l.Pack], l.BlobInfo)
 	}
+	for _, l := range ix.dups {
+		out[l.Pack] = append(out[l.Pack], l.BlobInfo)
+	}
 	return out
+}
+
+// PackSize returns the size an index file recorded for pack id (0: unknown).
+func (ix *Index) PackSize(id ID) int64 {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	return ix.sizes[id]
 }
 
 // indexFile is the plaintext of an object in index/.
@@ -103,28 +125,41 @@ func (r *Repository) resetIndex() {
 }
 
 // loadIndex adds to idx the index files it has not loaded yet.
+// An index file may vanish between listing and reading (a prune replaced
+// it; prune writes the replacement first), so a vanished file means: list
+// again.
 func (r *Repository) loadIndex(ctx context.Context, idx *Index) error {
-	names, err := listNames(ctx, r.be, indexDir)
-	if err != nil {
-		return fmt.Errorf("list index: %w", err)
-	}
-	for _, name := range names {
-		if strings.Contains(name[len(indexDir):], "/") || idx.loaded(name) {
+	for attempt := 0; ; attempt++ {
+		names, err := listNames(ctx, r.be, indexDir)
+		if err != nil {
+			return fmt.Errorf("list index: %w", err)
+		}
+		vanished := false
+		for _, name := range names {
+			if strings.Contains(name[len(indexDir):], "/") || idx.loaded(name) {
+				continue
+			}
+			f, err := r.loadIndexFile(ctx, name)
+			if errors.Is(err, storage.ErrNotFound) && attempt < 5 {
+				vanished = true
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			for _, p := range f.Packs {
+				idx.addPack(p)
+			}
+			idx.markLoaded(name)
+		}
+		if vanished {
 			continue
 		}
-		f, err := r.loadIndexFile(ctx, name)
-		if err != nil {
-			return err
+		if r.cache != nil {
+			r.cache.prune(indexDir, names)
 		}
-		for _, p := range f.Packs {
-			idx.addPack(p)
-		}
-		idx.markLoaded(name)
+		return nil
 	}
-	if r.cache != nil {
-		r.cache.prune(indexDir, names)
-	}
-	return nil
 }
 
 func (ix *Index) loaded(name string) bool {
@@ -155,24 +190,37 @@ func (r *Repository) loadIndexFile(ctx context.Context, name string) (*indexFile
 	if err != nil {
 		return nil, fmt.Errorf("load index: %w", err)
 	}
-	var f indexFile
-	if err := json.Unmarshal(plain, &f); err != nil {
-		return nil, &CorruptError{Object: name, Err: err}
-	}
-	return &f, nil
+	return parseIndexFile(name, plain)
 }
 
-// saveIndex writes one index file for packs, which idx (if not nil) already holds.
+// saveIndex writes index files for packs (several when they name more than
+// maxIndexBlobs blobs) and adds them to idx (if not nil) as loaded.
 func (r *Repository) saveIndex(ctx context.Context, idx *Index, packs []indexPack) (int64, error) {
-	plain, err := json.Marshal(indexFile{Version: Version, Packs: packs})
-	if err != nil {
-		return 0, err
+	var total int64
+	for len(packs) > 0 {
+		n, blobs := 0, 0
+		for n < len(packs) && (n == 0 || blobs+len(packs[n].Blobs) <= maxIndexBlobs) {
+			blobs += len(packs[n].Blobs)
+			n++
+		}
+		plain, err := json.Marshal(indexFile{Version: Version, Packs: packs[:n]})
+		if err != nil {
+			return total, err
+		}
+		id, size, err := r.saveObject(ctx, indexDir, plain, adIndex)
+		if err != nil {
+			return total, err
+		}
+		total += size
+		if idx != nil {
+			for _, p := range packs[:n] {
+				idx.addPack(p)
+			}
+			idx.markLoaded(indexDir + id.String())
+		}
+		packs = packs[n:]
 	}
-	id, n, err := r.saveObject(ctx, indexDir, plain, adIndex)
-	if err == nil && idx != nil {
-		idx.markLoaded(indexDir + id.String())
-	}
-	return n, err
+	return total, nil
 }
 
 // indexFiles lists the index objects.

@@ -1,6 +1,7 @@
 package repo
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,6 +10,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/amber-backup/amber/sidecar/storage"
 )
 
 // Manifest describes one complete backup. It is written last: a backup
@@ -40,12 +43,24 @@ type Manifest struct {
 var ErrBackupNotFound = errors.New("no such backup; list them with `amber ls`")
 
 // Commit stores everything written, then the manifest, and returns the
-// backup's id. Only after Commit returns is the backup visible.
+// backup's id. Only after Commit returns is the backup visible. Before the
+// manifest is written, Commit checks that the writer's marker is still
+// there and fresh, and that every pack the backup references exists; if
+// not, it fails and writes no manifest.
 func (w *Writer) Commit(ctx context.Context, m *Manifest) (ID, error) {
-	if err := w.flush(ctx); err != nil {
+	if w.committed != (ID{}) {
+		return ID{}, errors.New("this backup is already committed")
+	}
+	if err := w.flushPacks(ctx); err != nil {
 		return ID{}, err
 	}
-	if err := w.r.checkConcurrentPrune(ctx, w); err != nil {
+	if err := w.checkMarker(ctx); err != nil {
+		return ID{}, err
+	}
+	if err := w.checkPacks(ctx); err != nil {
+		return ID{}, err
+	}
+	if err := w.saveWrittenIndex(ctx); err != nil {
 		return ID{}, err
 	}
 	m.Version = Version
@@ -66,15 +81,58 @@ func (w *Writer) Commit(ctx context.Context, m *Manifest) (ID, error) {
 	if err != nil {
 		return ID{}, err
 	}
-	// BytesAdded includes the manifest itself; measure it first.
-	id, n, err := w.r.saveObject(ctx, backupsDir, plain, adBackup)
-	if err != nil {
-		return ID{}, err
+	// The manifest must be durable while the marker still protects the
+	// packs: bound the save by what is left of the marker's lease.
+	left := w.marker.remaining()
+	if left <= 0 {
+		return ID{}, w.markerLost(w.marker.valid())
 	}
-	w.BytesAdded.Add(n)
+	mctx, cancel := context.WithTimeout(ctx, left)
+	defer cancel()
+	sealed := w.r.seal.seal(nil, zenc.EncodeAll(plain, nil), []byte(adBackup))
+	id := hashID(sealed)
+	name := backupsDir + id.String()
+	err = w.r.be.Save(mctx, name, bytes.NewReader(sealed), int64(len(sealed)))
+	if err == nil {
+		err = w.marker.valid()
+	}
+	if err != nil {
+		// The save may have landed after the lease ran out: take it back.
+		if rmErr := w.r.be.Remove(context.WithoutCancel(ctx), name); rmErr != nil && !errors.Is(rmErr, storage.ErrNotFound) {
+			w.r.opts.logger().Error("could not remove a manifest saved too late; remove it by hand", "object", name, "error", rmErr)
+		}
+		if w.marker.valid() != nil {
+			return ID{}, w.markerLost(w.marker.valid())
+		}
+		return ID{}, fmt.Errorf("save %s: %w", name, err)
+	}
+	if w.r.cache != nil {
+		w.r.cache.put(name, sealed)
+	}
+	// BytesAdded includes the manifest itself.
+	w.BytesAdded.Add(int64(len(sealed)))
 	m.ID = id
 	w.committed = id
+	w.marker.release(ctx)
 	return id, nil
+}
+
+// checkMarker makes sure the writer's marker still protects its packs.
+func (w *Writer) checkMarker(ctx context.Context) error {
+	if err := w.marker.valid(); err != nil {
+		return w.markerLost(err)
+	}
+	if _, err := w.r.be.Stat(ctx, w.marker.name); err != nil {
+		if errors.Is(err, storage.ErrNotFound) {
+			return w.markerLost(fmt.Errorf("%s was removed by a prune that took it for abandoned", w.marker.name))
+		}
+		return fmt.Errorf("check writer marker: %w", err)
+	}
+	return nil
+}
+
+func (w *Writer) markerLost(err error) error {
+	return fmt.Errorf("backup not committed: its writer marker %v; a prune may have deleted its data; run the backup again", err)
 }
 
 // Committed returns the id of the committed backup (zero before Commit).
@@ -97,13 +155,18 @@ func (r *Repository) Backups(ctx context.Context) ([]*Manifest, error) {
 	if r.cache != nil {
 		r.cache.prune(backupsDir, names)
 	}
+	sortManifests(out)
+	return out, nil
+}
+
+// sortManifests orders backups oldest first.
+func sortManifests(out []*Manifest) {
 	sort.Slice(out, func(i, j int) bool {
 		if !out[i].Start.Equal(out[j].Start) {
 			return out[i].Start.Before(out[j].Start)
 		}
 		return out[i].ID.String() < out[j].ID.String()
 	})
-	return out, nil
 }
 
 func (r *Repository) loadManifest(ctx context.Context, name string) (*Manifest, error) {
@@ -111,16 +174,16 @@ func (r *Repository) loadManifest(ctx context.Context, name string) (*Manifest, 
 	if err != nil {
 		return nil, fmt.Errorf("load backup: %w", err)
 	}
-	var m Manifest
-	if err := json.Unmarshal(plain, &m); err != nil {
-		return nil, &CorruptError{Object: name, Err: err}
+	m, err := parseManifest(name, plain)
+	if err != nil {
+		return nil, err
 	}
 	id, err := ParseID(strings.TrimPrefix(name, backupsDir))
 	if err != nil {
 		return nil, &CorruptError{Object: name, Err: err}
 	}
 	m.ID = id
-	return &m, nil
+	return m, nil
 }
 
 // FindBackup resolves "latest", a full id or a unique id prefix. With

@@ -90,43 +90,37 @@ func (p *packBuilder) finish(s *sealer) ([]byte, ID, []BlobInfo) {
 
 // parsePackHeader reads the blob list from a whole pack's bytes.
 func parsePackHeader(s *sealer, pack []byte) ([]BlobInfo, error) {
-	if len(pack) < 4 {
-		return nil, fmt.Errorf("pack too short (%d bytes)", len(pack))
+	hlen, err := packHeaderLen(pack, int64(len(pack)))
+	if err != nil {
+		return nil, err
 	}
-	hlen := int(binary.LittleEndian.Uint32(pack[len(pack)-4:]))
-	if hlen < overhead || hlen > len(pack)-4 {
-		return nil, fmt.Errorf("bad header length %d", hlen)
+	start := int64(len(pack)) - 4 - hlen
+	hdr, err := openPackHeader(s, pack[start:len(pack)-4])
+	if err != nil {
+		return nil, err
 	}
-	start := len(pack) - 4 - hlen
-	hdr, err := s.open(nil, pack[start:len(pack)-4], []byte(adPackHeader))
+	return parseHeaderEntries(hdr, start)
+}
+
+// packHeaderLen reads the sealed header's length from the last 4 bytes of
+// a pack of packSize bytes (tail ends where the pack does).
+func packHeaderLen(tail []byte, packSize int64) (int64, error) {
+	if len(tail) < 4 || packSize < 4 {
+		return 0, fmt.Errorf("pack too short (%d bytes)", packSize)
+	}
+	hlen := int64(binary.LittleEndian.Uint32(tail[len(tail)-4:]))
+	if hlen < overhead || hlen > packSize-4 || hlen > maxPackHeader+overhead {
+		return 0, fmt.Errorf("bad header length %d", hlen)
+	}
+	return hlen, nil
+}
+
+func openPackHeader(s *sealer, sealed []byte) ([]byte, error) {
+	hdr, err := s.open(nil, sealed, []byte(adPackHeader))
 	if err != nil {
 		return nil, fmt.Errorf("header: %w", err)
 	}
-	if len(hdr)%headerEntrySize != 0 {
-		return nil, fmt.Errorf("header size %d is not a multiple of %d", len(hdr), headerEntrySize)
-	}
-	var out []BlobInfo
-	off := uint32(0)
-	for i := 0; i < len(hdr); i += headerEntrySize {
-		e := hdr[i : i+headerEntrySize]
-		b := BlobInfo{
-			Type:       BlobType(e[0]),
-			Compressed: e[1]&flagCompressed != 0,
-			Offset:     off,
-			Length:     binary.LittleEndian.Uint32(e[2:]),
-			RawLength:  binary.LittleEndian.Uint32(e[6:]),
-		}
-		copy(b.ID[:], e[10:42])
-		off += b.Length
-		if int(off) > start {
-			return nil, fmt.Errorf("header lists blobs past the end of the data")
-		}
-		out = append(out, b)
-	}
-	if int(off) != start {
-		return nil, fmt.Errorf("header covers %d of %d data bytes", off, start)
-	}
-	return out, nil
+	return hdr, nil
 }
 
 func packName(id ID) string {

@@ -5,10 +5,8 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"sort"
 	"strings"
 	"time"
@@ -16,47 +14,64 @@ import (
 	"github.com/amber-backup/amber/sidecar/storage"
 )
 
-// Lock objects (docs/repository-format.md, "Locks"). Only prune locks;
-// writers never do, they only look.
+// Lock objects (docs/repository-format.md, "Locks"). Only prune (and
+// repair) lock; writers leave a marker under writers/ instead.
 const (
-	pruneLockPrefix = locksDir + "prune-"  // held while a prune runs
+	pruneLockPrefix = locksDir + "prune-"  // held while a prune runs, refreshed
 	prunedPrefix    = locksDir + "pruned-" // left by the last finished prune
 	tsLayout        = "20060102T150405.000000000Z"
 )
 
-type lockInfo struct {
-	Host string    `json:"host"`
-	PID  int       `json:"pid"`
-	Time time.Time `json:"time"`
-}
+type lockInfo = markerInfo
 
 // ErrLocked means another prune holds the repository's exclusive lock.
 var ErrLocked = errors.New("another prune is running")
 
-func (r *Repository) acquirePruneLock(ctx context.Context) (string, error) {
+// ErrLostIndex means a kept backup uses a blob that no index file names.
+var ErrLostIndex = errors.New("an index file is lost or damaged")
+
+// acquirePruneLock writes a prune lock and keeps it fresh. It returns the
+// lock and the storage server's time when it was taken. Of two prunes
+// that see each other's live locks, the one whose lock the server stored
+// later backs off (both do when the times are equal). Locks not refreshed
+// for StaleAfter are removed.
+func (r *Repository) acquirePruneLock(ctx context.Context) (*lease, time.Time, error) {
 	var rnd [6]byte
 	_, _ = rand.Read(rnd[:])
-	now := r.now().UTC()
-	name := pruneLockPrefix + now.Format(tsLayout) + "-" + hex.EncodeToString(rnd[:])
-	host, _ := os.Hostname()
-	b, _ := json.Marshal(lockInfo{Host: host, PID: os.Getpid(), Time: now})
-	if err := r.be.Save(ctx, name, bytes.NewReader(b), int64(len(b))); err != nil {
-		return "", fmt.Errorf("write prune lock: %w", err)
-	}
-	locks, err := listNames(ctx, r.be, pruneLockPrefix)
+	name := pruneLockPrefix + r.now().UTC().Format(tsLayout) + "-" + hex.EncodeToString(rnd[:])
+	l, err := r.takeLease(ctx, name)
 	if err != nil {
-		_ = r.be.Remove(ctx, name)
-		return "", fmt.Errorf("list locks: %w", err)
+		return nil, time.Time{}, fmt.Errorf("write prune lock: %w", err)
 	}
-	sort.Strings(locks)
-	if locks[0] != name { // the oldest lock wins
-		_ = r.be.Remove(ctx, name)
-		return "", fmt.Errorf("%w (lock %s); wait for it, or if it died, remove that object with `amber unlock`", ErrLocked, locks[0])
+	ref := l.serverNow()
+	locks, _, err := r.pruneLocks(ctx)
+	if err != nil {
+		l.release(ctx)
+		return nil, time.Time{}, err
 	}
-	return name, nil
+	for _, fi := range locks {
+		if fi.Name == name {
+			continue
+		}
+		if age := ref.Sub(fi.ModTime); age > r.opts.staleAfter() {
+			r.opts.logger().Warn("taking over a stale prune lock: that prune stopped refreshing it and is taken for dead",
+				"lock", fi.Name, "age", age.Round(time.Second))
+			if err := r.be.Remove(ctx, fi.Name); err != nil && !errors.Is(err, storage.ErrNotFound) {
+				l.release(ctx)
+				return nil, time.Time{}, fmt.Errorf("remove stale lock %s: %w", fi.Name, err)
+			}
+			continue
+		}
+		if !fi.ModTime.After(ref) {
+			l.release(ctx)
+			return nil, time.Time{}, fmt.Errorf("%w (lock %s of %s); wait for it to finish, or if it died, remove the lock with `amber unlock`",
+				ErrLocked, fi.Name, describeHolder(r.readMarker(ctx, fi.Name)))
+		}
+	}
+	return l, ref, nil
 }
 
-// Unlock removes stale prune locks left by a prune that died.
+// Unlock removes prune locks left by a prune that died.
 func (r *Repository) Unlock(ctx context.Context) (int, error) {
 	locks, err := listNames(ctx, r.be, pruneLockPrefix)
 	if err != nil {
@@ -70,38 +85,29 @@ func (r *Repository) Unlock(ctx context.Context) (int, error) {
 	return len(locks), nil
 }
 
-// checkConcurrentPrune runs before a writer's manifest is written. Writers
-// take no lock, so a prune may have run meanwhile: wait for a running one,
-// and if one finished since the writer started, make sure every pack the
-// writer deduplicated against is still there.
-func (r *Repository) checkConcurrentPrune(ctx context.Context, w *Writer) error {
-	for {
-		locks, err := listNames(ctx, r.be, locksDir)
-		if err != nil {
-			return fmt.Errorf("check locks: %w", err)
-		}
-		running, lastPrune := false, ""
-		for _, l := range locks {
-			if strings.HasPrefix(l, pruneLockPrefix) {
-				running = true
-			}
-			if strings.HasPrefix(l, prunedPrefix) && l > lastPrune {
-				lastPrune = l
-			}
-		}
-		if running {
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(2 * time.Second):
-				continue
-			}
-		}
-		if lastPrune == "" || strings.TrimPrefix(lastPrune, prunedPrefix) < w.started.Format(tsLayout) {
-			return nil
-		}
-		return w.checkDedupPacks(ctx)
+// writerMarker is a writer's marker as prune sees it.
+type writerMarker struct {
+	name string
+	info markerInfo
+	age  time.Duration
+}
+
+// listWriters splits the writer markers into live and stale, by the age
+// the server's clock gives them at ref.
+func (r *Repository) listWriters(ctx context.Context, ref time.Time) (live, stale []writerMarker, err error) {
+	var all []storage.FileInfo
+	if err := r.be.List(ctx, writersDir, func(fi storage.FileInfo) error { all = append(all, fi); return nil }); err != nil {
+		return nil, nil, fmt.Errorf("list writers: %w", err)
 	}
+	for _, fi := range all {
+		wm := writerMarker{name: fi.Name, age: ref.Sub(fi.ModTime), info: r.readMarker(ctx, fi.Name)}
+		if wm.age > r.opts.staleAfter() {
+			stale = append(stale, wm)
+		} else {
+			live = append(live, wm)
+		}
+	}
+	return live, stale, nil
 }
 
 // PrunePolicy says which backups to keep. A backup is kept when any rule
@@ -112,6 +118,8 @@ type PrunePolicy struct {
 	KeepWithin time.Duration
 	// Grace protects packs younger than this that no index names yet:
 	// they may belong to a backup still running.
+	// Its age is judged by the storage server's clock. While any backup
+	// is running (a live writer marker), no pack is deleted at all.
 	Grace  time.Duration
 	DryRun bool
 }
@@ -124,23 +132,50 @@ type PruneResult struct {
 	BytesFreed   int64    `json:"bytes_freed"`
 	Orphans      int      `json:"orphan_packs"`
 	Incomplete   int      `json:"incomplete_uploads"` // left by crashed writers, swept
+	// PacksKept says why no pack was deleted, if so: a backup running, a
+	// manifest or index file that could not be read.
+	PacksKept    string    `json:"packs_kept,omitempty"`
+	StaleWriters int       `json:"stale_writers_removed"`
+	KeysExpired  int       `json:"expired_keys_removed"`
+	Problems     []Problem `json:"problems,omitempty"`
 
 	DryRun bool `json:"dry_run"`
 }
 
 // Prune forgets backups outside the policy and removes data no backup uses.
-// It holds the repository's only lock while it runs.
+// It holds the repository's only lock while it runs. A manifest or index
+// file it cannot read is reported in the result (and logged); prune goes on
+// but deletes no pack, as it cannot know what that object references. It
+// refuses to run, deleting nothing, when a kept backup uses a blob no
+// index names (ErrLostIndex).
 func (r *Repository) Prune(ctx context.Context, p PrunePolicy) (*PruneResult, error) {
-	lock, err := r.acquirePruneLock(ctx)
+	lock, ref, err := r.acquirePruneLock(ctx)
 	if err != nil {
 		return nil, err
 	}
-	defer r.be.Remove(context.WithoutCancel(ctx), lock)
-
+	defer lock.release(ctx)
+	log := r.opts.logger()
 	res := &PruneResult{DryRun: p.DryRun}
-	all, err := r.Backups(ctx)
+	var hold []string
+
+	// Writers: any live marker holds every pack; stale ones are removed.
+	live, stale, err := r.listWriters(ctx, ref)
 	if err != nil {
 		return nil, err
+	}
+	for _, wm := range live {
+		hold = append(hold, fmt.Sprintf("backup running (writer %s on %s)", strings.TrimPrefix(wm.name, writersDir), describeHolder(wm.info)))
+	}
+
+	// Manifests first, then the index: a manifest is written after its
+	// index, so every blob of a manifest listed here is in the index
+	// loaded after.
+	all, problems, err := r.loadManifestsTolerant(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if len(problems) > 0 {
+		hold = append(hold, fmt.Sprintf("%d manifest(s) could not be read", len(problems)))
 	}
 	keep := selectKeep(all, p, r.now())
 	var kept []*Manifest
@@ -151,21 +186,34 @@ func (r *Repository) Prune(ctx context.Context, p PrunePolicy) (*PruneResult, er
 		}
 		res.Forgotten = append(res.Forgotten, m.ID.String())
 	}
-	res.Kept = len(kept)
+	res.Kept = len(kept) + len(problems)
 
-	// Fresh index: every index file, whatever was loaded before.
-	r.resetIndex()
-	idx, err := r.Index(ctx)
+	idx, idxProblems, err := r.loadIndexTolerant(ctx)
 	if err != nil {
 		return nil, err
 	}
-	used, err := r.referenced(ctx, kept)
+	if len(idxProblems) > 0 {
+		hold = append(hold, fmt.Sprintf("%d index file(s) could not be read", len(idxProblems)))
+		problems = append(problems, idxProblems...)
+	}
+	used, err := r.referenced(ctx, kept, idx)
 	if err != nil {
 		return nil, err
+	}
+
+	stored := make(map[ID]storage.FileInfo)
+	err = r.be.List(ctx, dataDir, func(fi storage.FileInfo) error {
+		if id, err := ParseID(fi.Name[strings.LastIndex(fi.Name, "/")+1:]); err == nil && fi.Name == packName(id) {
+			stored[id] = fi
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list packs: %w", err)
 	}
 	packs := idx.Packs()
-	var removePacks []string
-	keepPacks := make(map[ID]bool)
+	var removePacks []ID
+	var newIdx []indexPack
 	for pid, blobs := range packs {
 		inUse := false
 		for _, b := range blobs {
@@ -174,51 +222,65 @@ func (r *Repository) Prune(ctx context.Context, p PrunePolicy) (*PruneResult, er
 				break
 			}
 		}
-		if inUse {
-			keepPacks[pid] = true
-		} else {
-			removePacks = append(removePacks, packName(pid))
+		fi, exists := stored[pid]
+		size := idx.PackSize(pid)
+		if exists {
+			size = fi.Size
+		}
+		switch {
+		case inUse || (exists && len(hold) > 0):
+			newIdx = append(newIdx, indexPack{ID: pid, Size: size, Blobs: blobs})
+		case exists:
+			removePacks = append(removePacks, pid)
 		}
 	}
-	// Orphans: packs in storage that no index names (a writer died).
-	cutoff := r.now().Add(-p.Grace)
-	sizes := make(map[string]int64)
-	err = r.be.List(ctx, dataDir, func(fi storage.FileInfo) error {
-		sizes[fi.Name] = fi.Size
-		id, err := ParseID(fi.Name[strings.LastIndex(fi.Name, "/")+1:])
-		if err != nil {
-			return nil // not ours
-		}
-		if _, indexed := packs[id]; !indexed && fi.ModTime.Before(cutoff) {
-			removePacks = append(removePacks, fi.Name)
+	// Orphans: packs no index names (a writer died), older than the grace
+	// period by the server's clock.
+	for pid, fi := range stored {
+		if _, indexed := packs[pid]; !indexed && ref.Sub(fi.ModTime) > p.Grace {
+			removePacks = append(removePacks, pid)
 			res.Orphans++
 		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("list packs: %w", err)
 	}
-	for _, n := range removePacks {
-		res.BytesFreed += sizes[n]
+	if len(hold) > 0 {
+		res.PacksKept = strings.Join(hold, "; ")
+		removePacks, res.Orphans = nil, 0
+		log.Warn("prune deletes no pack this time", "reason", res.PacksKept)
+	}
+	for _, pid := range removePacks {
+		res.BytesFreed += stored[pid].Size
 	}
 	res.PacksRemoved = len(removePacks)
+	for _, pr := range problems {
+		log.Warn("prune could not read an object; its data is kept", "object", pr.Object, "error", pr.Error)
+	}
+	res.Problems = problems
 	if p.DryRun {
+		res.StaleWriters = len(stale)
 		return res, nil
 	}
 
 	// Order matters for a crash at any point: manifests first (a backup
 	// disappears whole), then a new index of what stays, then the old index
-	// files, and only then the packs nothing refers to any more.
+	// files, and only then the packs nothing refers to any more. Each step
+	// that deletes runs only while the lock is provably ours.
+	for _, wm := range stale {
+		log.Warn("removing a stale writer marker: that backup stopped and cannot commit any more", "marker", wm.name,
+			"writer", describeHolder(wm.info), "age", wm.age.Round(time.Second))
+		if err := r.be.Remove(ctx, wm.name); err != nil && !errors.Is(err, storage.ErrNotFound) {
+			return nil, fmt.Errorf("remove %s: %w", wm.name, err)
+		}
+		res.StaleWriters++
+	}
+	if err := lock.valid(); err != nil {
+		return nil, pruneStalled(err)
+	}
 	for _, m := range all {
 		if !keep[m.ID] {
 			if err := r.forget(ctx, m.ID); err != nil {
 				return nil, err
 			}
 		}
-	}
-	var newIdx []indexPack
-	for pid := range keepPacks {
-		newIdx = append(newIdx, indexPack{ID: pid, Blobs: packs[pid]})
 	}
 	sort.Slice(newIdx, func(i, j int) bool { return newIdx[i].ID.String() < newIdx[j].ID.String() })
 	if len(newIdx) > 0 {
@@ -233,30 +295,99 @@ func (r *Repository) Prune(ctx context.Context, p PrunePolicy) (*PruneResult, er
 			return nil, fmt.Errorf("remove %s: %w", n, err)
 		}
 	}
-	marker := prunedPrefix + r.now().UTC().Format(tsLayout)
+	var rnd [6]byte
+	_, _ = rand.Read(rnd[:])
+	marker := prunedPrefix + r.now().UTC().Format(tsLayout) + "-" + hex.EncodeToString(rnd[:])
 	if err := r.be.Save(ctx, marker, bytes.NewReader(nil), 0); err != nil {
 		return nil, fmt.Errorf("write prune marker: %w", err)
 	}
-	for _, n := range removePacks {
-		if err := r.be.Remove(ctx, n); err != nil && !errors.Is(err, storage.ErrNotFound) {
-			return nil, fmt.Errorf("remove %s: %w", n, err)
+	for _, pid := range removePacks {
+		if err := lock.valid(); err != nil {
+			return nil, pruneStalled(err)
+		}
+		if err := r.be.Remove(ctx, packName(pid)); err != nil && !errors.Is(err, storage.ErrNotFound) {
+			return nil, fmt.Errorf("remove %s: %w", packName(pid), err)
 		}
 	}
-	if sw, ok := storage.AsSweeper(r.be); ok {
-		n, err := sw.Sweep(ctx, cutoff)
+	if sw, ok := storage.AsSweeper(r.be); ok && len(live) == 0 && lock.valid() == nil {
+		n, err := sw.Sweep(ctx, ref.Add(-max(p.Grace, r.opts.staleAfter())))
 		if err != nil {
 			return nil, fmt.Errorf("remove incomplete uploads: %w", err)
 		}
 		res.Incomplete = n
 	}
+	if res.KeysExpired, err = r.removeExpiredKeys(ctx, lock.serverNow()); err != nil {
+		return nil, err
+	}
 	olderMarkers, _ := listNames(ctx, r.be, prunedPrefix)
 	for _, n := range olderMarkers {
-		if n < marker {
+		if n != marker {
 			_ = r.be.Remove(ctx, n)
 		}
 	}
 	r.resetIndex()
 	return res, nil
+}
+
+func pruneStalled(err error) error {
+	return fmt.Errorf("prune stopped: its lock %v; run prune again", err)
+}
+
+// loadManifestsTolerant loads every manifest it can, oldest first, and
+// reports the others.
+func (r *Repository) loadManifestsTolerant(ctx context.Context) ([]*Manifest, []Problem, error) {
+	names, err := listNames(ctx, r.be, backupsDir)
+	if err != nil {
+		return nil, nil, fmt.Errorf("list backups: %w", err)
+	}
+	var out []*Manifest
+	var problems []Problem
+	for _, name := range names {
+		m, err := r.loadManifest(ctx, name)
+		if errors.Is(err, storage.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			problems = append(problems, problemFor(name, err))
+			continue
+		}
+		out = append(out, m)
+	}
+	sortManifests(out)
+	return out, problems, nil
+}
+
+// loadIndexTolerant reads every index file afresh, reporting those it cannot.
+func (r *Repository) loadIndexTolerant(ctx context.Context) (*Index, []Problem, error) {
+	names, err := r.indexFiles(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("list index: %w", err)
+	}
+	idx := newIndex()
+	var problems []Problem
+	for _, n := range names {
+		f, err := r.loadIndexFile(ctx, n)
+		if errors.Is(err, storage.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			problems = append(problems, problemFor(n, err))
+			continue
+		}
+		for _, p := range f.Packs {
+			idx.addPack(p)
+		}
+		idx.markLoaded(n)
+	}
+	return idx, problems, nil
+}
+
+func problemFor(object string, err error) Problem {
+	var ce *CorruptError
+	if errors.As(err, &ce) {
+		object = ce.Object
+	}
+	return Problem{Object: object, Error: err.Error()}
 }
 
 func selectKeep(all []*Manifest, p PrunePolicy, now time.Time) map[ID]bool {
@@ -285,20 +416,32 @@ func selectKeep(all []*Manifest, p PrunePolicy, now time.Time) map[ID]bool {
 }
 
 // referenced returns every blob id the given backups use (lists and data).
-func (r *Repository) referenced(ctx context.Context, ms []*Manifest) (map[ID]bool, error) {
+// A blob that idx does not name means a lost index file: ErrLostIndex.
+func (r *Repository) referenced(ctx context.Context, ms []*Manifest, idx *Index) (map[ID]bool, error) {
 	used := make(map[ID]bool)
+	lost := func(m *Manifest, id ID) error {
+		return fmt.Errorf("backup %s uses blob %s, which no index file names: %w; nothing was deleted: run `amber repair index`, then prune again",
+			m.ID.Short(), id.Short(), ErrLostIndex)
+	}
 	for _, m := range ms {
 		for _, e := range m.Entries {
 			for _, lid := range e.Lists {
 				if used[lid] {
 					continue
 				}
-				items, err := r.loadList(ctx, lid)
+				l, ok := idx.Lookup(lid)
+				if !ok {
+					return nil, lost(m, lid)
+				}
+				items, err := r.loadListAt(ctx, l)
 				if err != nil {
 					return nil, fmt.Errorf("backup %s: %w", m.ID.Short(), err)
 				}
 				used[lid] = true
 				for _, it := range items {
+					if !idx.Has(it.id) {
+						return nil, lost(m, it.id)
+					}
 					used[it.id] = true
 				}
 			}

@@ -17,7 +17,7 @@ func (r *Repository) openBlob(l Location, sealed []byte, dst []byte) ([]byte, er
 		return nil, &CorruptError{Object: name, Err: fmt.Errorf("blob %s: %w", l.ID.Short(), err)}
 	}
 	if l.Compressed {
-		plain, err = zdec.DecodeAll(plain, dst[:0])
+		plain, err = zdecBlob.DecodeAll(plain, make([]byte, 0, l.RawLength))
 		if err != nil {
 			return nil, &CorruptError{Object: name, Err: fmt.Errorf("blob %s: decompress: %w", l.ID.Short(), err)}
 		}
@@ -46,14 +46,19 @@ func (r *Repository) loadBlob(ctx context.Context, id ID) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	return r.loadBlobAt(ctx, l)
+}
+
+// loadBlobAt reads the blob at l.
+func (r *Repository) loadBlobAt(ctx context.Context, l Location) ([]byte, error) {
 	rd, err := r.be.Load(ctx, packName(l.Pack), int64(l.Offset), int64(l.Length))
 	if err != nil {
-		return nil, fmt.Errorf("load blob %s: %w", id.Short(), err)
+		return nil, fmt.Errorf("load blob %s: %w", l.ID.Short(), err)
 	}
 	defer rd.Close()
-	sealed, err := io.ReadAll(rd)
-	if err != nil {
-		return nil, fmt.Errorf("load blob %s: %w", id.Short(), err)
+	sealed := make([]byte, l.Length)
+	if _, err := io.ReadFull(rd, sealed); err != nil {
+		return nil, fmt.Errorf("load blob %s: %w", l.ID.Short(), err)
 	}
 	return r.openBlob(l, sealed, nil)
 }
@@ -64,11 +69,24 @@ type listItem struct {
 }
 
 func (r *Repository) loadList(ctx context.Context, id ID) ([]listItem, error) {
-	b, err := r.loadBlob(ctx, id)
+	l, err := r.lookup(ctx, id)
 	if err != nil {
 		return nil, err
 	}
-	if len(b)%36 != 0 {
+	return r.loadListAt(ctx, l)
+}
+
+func (r *Repository) loadListAt(ctx context.Context, l Location) ([]listItem, error) {
+	b, err := r.loadBlobAt(ctx, l)
+	if err != nil {
+		return nil, err
+	}
+	return parseList(l.ID, b)
+}
+
+// parseList decodes a list blob's plaintext.
+func parseList(id ID, b []byte) ([]listItem, error) {
+	if len(b)%36 != 0 || len(b) > listLen*36 {
 		return nil, fmt.Errorf("list blob %s has a bad length %d", id.Short(), len(b))
 	}
 	out := make([]listItem, len(b)/36)
@@ -155,7 +173,7 @@ func (r *Repository) WriteEntry(ctx context.Context, e Entry, out io.Writer) err
 
 func (r *Repository) planRuns(ctx context.Context, e Entry, emit func(*run) bool) error {
 	var cur *run
-	var size uint32
+	var size int64
 	flush := func() bool {
 		if cur == nil {
 			return true
@@ -179,7 +197,7 @@ func (r *Repository) planRuns(ctx context.Context, e Entry, emit func(*run) bool
 			}
 			if cur != nil {
 				last := cur.locs[len(cur.locs)-1]
-				if last.Pack != l.Pack || last.Offset+last.Length != l.Offset || size+l.Length > maxRun {
+				if last.Pack != l.Pack || int64(last.Offset)+int64(last.Length) != int64(l.Offset) || size+int64(l.Length) > maxRun {
 					if !flush() {
 						return ctx.Err()
 					}
@@ -190,7 +208,7 @@ func (r *Repository) planRuns(ctx context.Context, e Entry, emit func(*run) bool
 				size = 0
 			}
 			cur.locs = append(cur.locs, l)
-			size += l.Length
+			size += int64(l.Length)
 		}
 	}
 	if !flush() {
@@ -201,7 +219,7 @@ func (r *Repository) planRuns(ctx context.Context, e Entry, emit func(*run) bool
 
 func (r *Repository) fetchRun(ctx context.Context, locs []Location) ([][]byte, error) {
 	first, last := locs[0], locs[len(locs)-1]
-	length := int64(last.Offset + last.Length - first.Offset)
+	length := int64(last.Offset) + int64(last.Length) - int64(first.Offset)
 	name := packName(first.Pack)
 	rd, err := r.be.Load(ctx, name, int64(first.Offset), length)
 	if err != nil {
@@ -215,8 +233,12 @@ func (r *Repository) fetchRun(ctx context.Context, locs []Location) ([][]byte, e
 	}
 	parts := make([][]byte, len(locs))
 	for i, l := range locs {
-		off := l.Offset - first.Offset
-		p, err := r.openBlob(l, buf[off:off+l.Length], nil)
+		off := int64(l.Offset) - int64(first.Offset)
+		end := off + int64(l.Length)
+		if off < 0 || end > int64(len(buf)) {
+			return nil, &CorruptError{Object: name, Err: fmt.Errorf("blob %s lies outside the range read", l.ID.Short())}
+		}
+		p, err := r.openBlob(l, buf[off:end], nil)
 		if err != nil {
 			return nil, err
 		}

@@ -8,8 +8,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
+	"log/slog"
 	"path"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -17,7 +18,6 @@ import (
 	"github.com/amber-backup/amber/sidecar/repo/chunker"
 	"github.com/amber-backup/amber/sidecar/storage"
 	"github.com/klauspost/compress/zstd"
-	"github.com/zeebo/blake3"
 )
 
 // Version is the repository format version this package reads and writes.
@@ -77,9 +77,11 @@ type Repository struct {
 	cfg     Config
 	cache   *Cache
 	now     func() time.Time
+	opts    Options
 
-	idxMu sync.Mutex
-	idx   *Index // nil until first needed
+	idxMu     sync.Mutex
+	idx       *Index // nil until first needed
+	idxPruned string // newest locks/pruned- marker seen when idx was loaded
 }
 
 // Options tune how a repository is opened.
@@ -89,15 +91,67 @@ type Options struct {
 	CacheDir string
 	// KDF sets the key-derivation cost for new key slots (zero: DefaultKDF).
 	KDF KDFParams
-	// Now replaces the clock (tests).
+	// Now replaces the clock (tests). Only elapsed times and the times
+	// recorded in objects come from it: the age of locks and writer
+	// markers is judged by the storage server's clock.
 	Now func() time.Time
+	// KeySlot, if set, is the only key slot Open tries (its id, with or
+	// without "keys/"): opening with a random slot's secret then costs no
+	// password stretching at all.
+	KeySlot string
+	// Logger receives warnings and progress of waits (nil: slog.Default()).
+	Logger *slog.Logger
+	// LockWait bounds how long a new writer waits for a running prune
+	// (zero: DefaultLockWait).
+	LockWait time.Duration
+	// StaleAfter is how long a writer marker or prune lock may go without
+	// a refresh before it is taken for abandoned (zero: DefaultStaleAfter).
+	// Writers and prunes of one repository must agree on it; change it in
+	// tests only.
+	StaleAfter time.Duration
+	// Refresh is how often writers and prune refresh their marker or lock
+	// (zero: DefaultRefresh).
+	Refresh time.Duration
 }
 
-func (o Options) kdf() KDFParams {
-	if o.KDF.Time == 0 {
-		return DefaultKDF
+// Defaults for the Options that govern locks and writer markers.
+const (
+	DefaultLockWait   = 10 * time.Minute
+	DefaultStaleAfter = 10 * time.Minute
+	DefaultRefresh    = time.Minute
+)
+
+func (o Options) lockWait() time.Duration {
+	if o.LockWait > 0 {
+		return o.LockWait
 	}
-	return o.KDF
+	return DefaultLockWait
+}
+
+func (o Options) staleAfter() time.Duration {
+	if o.StaleAfter > 0 {
+		return o.StaleAfter
+	}
+	return DefaultStaleAfter
+}
+
+func (o Options) refresh() time.Duration {
+	if o.Refresh > 0 {
+		return o.Refresh
+	}
+	return DefaultRefresh
+}
+
+// leaseMargin is how much of StaleAfter a holder keeps in reserve: it stops
+// acting on its marker or lock once it has not refreshed it for
+// StaleAfter - leaseMargin, so no other client can have judged it stale yet.
+func (o Options) leaseMargin() time.Duration { return o.staleAfter() / 5 }
+
+func (o Options) logger() *slog.Logger {
+	if o.Logger != nil {
+		return o.Logger
+	}
+	return slog.Default()
 }
 
 func (o Options) clock() func() time.Time {
@@ -156,41 +210,58 @@ func newRepository(be storage.Backend, key *MasterKey, cfg Config, opts Options)
 		return nil, err
 	}
 	r := &Repository{be: be, key: key, seal: s, ids: chunkIDer{key: key.ChunkID}, gear: chunker.NewTable(key.ChunkID[:]),
-		cfg: cfg, now: opts.clock()}
+		cfg: cfg, now: opts.clock(), opts: opts}
 	if opts.CacheDir != "-" {
 		r.cache = openCache(opts.CacheDir, cfg.ID)
 	}
 	return r, nil
 }
 
-// Open opens the repository in be with password.
+// Open opens the repository in be with password (or the secret of a
+// random key slot). Cheap slots are tried first; with Options.KeySlot only
+// that slot is.
 func Open(ctx context.Context, be storage.Backend, password []byte, opts Options) (*Repository, error) {
-	sealedCfg, err := storage.ReadAll(ctx, be, configName)
+	sealedCfg, err := readCapped(ctx, be, configName, maxSmallObject)
 	if errors.Is(err, storage.ErrNotFound) {
 		return nil, fmt.Errorf("%s: %w", be.Location(), ErrNoRepository)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
-	slots, err := listNames(ctx, be, keysDir)
-	if err != nil {
+	var slots []string
+	if opts.KeySlot != "" {
+		slots = []string{keysDir + strings.TrimPrefix(opts.KeySlot, keysDir)}
+	} else if slots, err = listNames(ctx, be, keysDir); err != nil {
 		return nil, fmt.Errorf("list key slots: %w", err)
 	}
-	var damaged error
+	var damaged, expired error
 	intact := 0
+	var loaded []*keySlot
 	for _, name := range slots {
 		slot, err := loadSlot(ctx, be, name)
 		if err != nil {
+			if opts.KeySlot != "" {
+				return nil, err
+			}
 			damaged = err // another slot may still open
 			continue
 		}
 		intact++
+		loaded = append(loaded, slot)
+	}
+	sort.SliceStable(loaded, func(i, j int) bool { return loaded[i].cheap() && !loaded[j].cheap() })
+	now := opts.clock()()
+	for _, slot := range loaded {
+		if !slot.Expires.IsZero() && now.After(slot.Expires) {
+			expired = fmt.Errorf("key slot %s expired at %s", strings.TrimPrefix(slot.slotName, keysDir), slot.Expires.Format(time.RFC3339))
+			continue
+		}
 		key, err := slot.unwrap(password)
 		if errors.Is(err, ErrWrongPassword) {
 			continue
 		}
 		if err != nil {
-			return nil, fmt.Errorf("key slot %s: %w", name, err)
+			return nil, fmt.Errorf("key slot %s: %w", slot.slotName, err)
 		}
 		s, err := newSealer(key.Encrypt[:])
 		if err != nil {
@@ -207,15 +278,21 @@ func Open(ctx context.Context, be storage.Backend, password []byte, opts Options
 		if cfg.Version != Version {
 			return nil, fmt.Errorf("repository format version %d is not supported by this amber (it reads version %d); upgrade amber", cfg.Version, Version)
 		}
+		if err := checkConfig(cfg); err != nil {
+			return nil, &CorruptError{Object: configName, Err: err}
+		}
 		r, err := newRepository(be, key, cfg, opts)
 		if err != nil {
 			return nil, err
 		}
-		r.keyName = name
+		r.keyName = slot.slotName
 		return r, nil
 	}
 	if damaged != nil && intact == 0 {
 		return nil, fmt.Errorf("%w; no other key slot exists: restore that object from a copy of the repository", damaged)
+	}
+	if expired != nil && opts.KeySlot != "" {
+		return nil, expired
 	}
 	if damaged != nil {
 		return nil, fmt.Errorf("%w; also, %v", ErrWrongPassword, damaged)
@@ -242,10 +319,7 @@ func listNames(ctx context.Context, be storage.Backend, prefix string) ([]string
 	return out, err
 }
 
-var (
-	zenc, _ = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(1))
-	zdec, _ = zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(1<<30))
-)
+var zenc, _ = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(1))
 
 // saveObject compresses, seals and stores a small metadata object in dir,
 // named by the hash of its stored bytes. It returns that ID.
@@ -271,7 +345,7 @@ func (r *Repository) loadObject(ctx context.Context, name, ad string) ([]byte, e
 	fromCache := sealed != nil
 	if !fromCache {
 		var err error
-		if sealed, err = storage.ReadAll(ctx, r.be, name); err != nil {
+		if sealed, err = readCapped(ctx, r.be, name, maxMetaStored); err != nil {
 			return nil, err
 		}
 	}
@@ -286,7 +360,7 @@ func (r *Repository) loadObject(ctx context.Context, name, ad string) ([]byte, e
 	if err != nil {
 		return nil, &CorruptError{Object: name, Err: err}
 	}
-	plain, err := zdec.DecodeAll(comp, nil)
+	plain, err := zdecMeta.DecodeAll(comp, nil)
 	if err != nil {
 		return nil, &CorruptError{Object: name, Err: fmt.Errorf("decompress: %w", err)}
 	}
@@ -308,145 +382,3 @@ func (e *CorruptError) Error() string {
 
 func (e *CorruptError) Unwrap() error { return e.Err }
 
-// keySlot is the plaintext JSON of an object in keys/.
-type keySlot struct {
-	Version  int       `json:"version"`
-	Created  time.Time `json:"created"`
-	Host     string    `json:"host,omitempty"`
-	KDF      string    `json:"kdf"`
-	Params   KDFParams `json:"kdf_params"`
-	Salt     []byte    `json:"salt"`
-	Wrapped  []byte    `json:"master_key"`
-	Check    []byte    `json:"check"` // BLAKE3 of the fields above: tells damage from a wrong password
-	slotName string
-}
-
-// checksum covers every field of the slot (its compact JSON without the
-// checksum), so a damaged slot is reported as damaged rather than as a
-// wrong password.
-func (s *keySlot) checksum() []byte {
-	c := *s
-	c.Check = nil
-	b, _ := json.Marshal(c)
-	sum := blake3.Sum256(b)
-	return sum[:]
-}
-
-func loadSlot(ctx context.Context, be storage.Backend, name string) (*keySlot, error) {
-	b, err := storage.ReadAll(ctx, be, name)
-	if err != nil {
-		return nil, fmt.Errorf("read key slot %s: %w", name, err)
-	}
-	var s keySlot
-	if err := json.Unmarshal(b, &s); err != nil {
-		return nil, &CorruptError{Object: name, Err: err}
-	}
-	if s.KDF != "argon2id" || s.Params.Time == 0 || s.Params.Threads == 0 || len(s.Salt) < 16 {
-		return nil, &CorruptError{Object: name, Err: fmt.Errorf("unsupported key derivation %q", s.KDF)}
-	}
-	if !bytes.Equal(s.Check, s.checksum()) {
-		return nil, &CorruptError{Object: name, Err: errors.New("key slot checksum mismatch")}
-	}
-	s.slotName = name
-	return &s, nil
-}
-
-func (s *keySlot) unwrap(password []byte) (*MasterKey, error) {
-	kek := deriveKEK(password, s.Salt, s.Params)
-	sl, err := newSealer(kek)
-	if err != nil {
-		return nil, err
-	}
-	plain, err := sl.open(nil, s.Wrapped, []byte(adKey))
-	if err != nil {
-		return nil, ErrWrongPassword
-	}
-	var k MasterKey
-	if err := json.Unmarshal(plain, &k); err != nil {
-		return nil, fmt.Errorf("decode master key: %w", err)
-	}
-	return &k, nil
-}
-
-// AddKey writes a new key slot that wraps the master key with password and
-// returns its object name. Data is never rewritten.
-func (r *Repository) AddKey(ctx context.Context, password []byte, p KDFParams) (string, error) {
-	if len(password) == 0 {
-		return "", errors.New("an empty password is not allowed")
-	}
-	if p.Time == 0 {
-		p = DefaultKDF
-	}
-	salt := make([]byte, 32)
-	if _, err := rand.Read(salt); err != nil {
-		return "", err
-	}
-	sl, err := newSealer(deriveKEK(password, salt, p))
-	if err != nil {
-		return "", err
-	}
-	plain, _ := json.Marshal(r.key)
-	host, _ := os.Hostname()
-	slot := keySlot{Version: 1, Created: r.now().UTC(), Host: host, KDF: "argon2id", Params: p, Salt: salt,
-		Wrapped: sl.seal(nil, plain, []byte(adKey))}
-	slot.Check = slot.checksum()
-	b, _ := json.MarshalIndent(slot, "", "  ")
-	var rnd [32]byte
-	if _, err := rand.Read(rnd[:]); err != nil {
-		return "", err
-	}
-	name := keysDir + hex.EncodeToString(rnd[:])
-	if err := r.be.Save(ctx, name, bytes.NewReader(b), int64(len(b))); err != nil {
-		return "", fmt.Errorf("save key slot: %w", err)
-	}
-	return name, nil
-}
-
-// KeyInfo describes a key slot.
-type KeyInfo struct {
-	ID      string    `json:"id"`
-	Created time.Time `json:"created"`
-	Host    string    `json:"host,omitempty"`
-	Current bool      `json:"current"`
-}
-
-// Keys lists the key slots.
-func (r *Repository) Keys(ctx context.Context) ([]KeyInfo, error) {
-	names, err := listNames(ctx, r.be, keysDir)
-	if err != nil {
-		return nil, err
-	}
-	var out []KeyInfo
-	for _, n := range names {
-		s, err := loadSlot(ctx, r.be, n)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, KeyInfo{ID: strings.TrimPrefix(n, keysDir), Created: s.Created, Host: s.Host, Current: n == r.keyName})
-	}
-	return out, nil
-}
-
-// RemoveKey removes the key slot whose id starts with prefix. The slot in
-// use and the last slot cannot be removed.
-func (r *Repository) RemoveKey(ctx context.Context, prefix string) error {
-	keys, err := r.Keys(ctx)
-	if err != nil {
-		return err
-	}
-	var match []KeyInfo
-	for _, k := range keys {
-		if strings.HasPrefix(k.ID, prefix) {
-			match = append(match, k)
-		}
-	}
-	switch {
-	case prefix == "" || len(match) == 0:
-		return fmt.Errorf("no key slot %q; list them with `amber key list`", prefix)
-	case len(match) > 1:
-		return fmt.Errorf("key id %q is ambiguous (%d slots); give more digits", prefix, len(match))
-	case match[0].Current:
-		return errors.New("refusing to remove the key slot this password opened; open the repository with another key to remove it")
-	}
-	return r.be.Remove(ctx, keysDir+match[0].ID)
-}

@@ -206,7 +206,7 @@ func TestStalePruneLockIgnored(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	lock := pruneLockPrefix + time.Now().UTC().Format(tsLayout) + "-dead00000000"
-	b, _ := json.Marshal(lockInfo{Host: "gone", PID: 1, Time: time.Now()})
+	b, _ := json.Marshal(lockInfo{Host: "gone", PID: 1, Start: time.Now()})
 	put(t, tr.be, lock, b)
 	tr.age(t, lock, time.Hour)
 
@@ -236,7 +236,7 @@ func TestPruneLockHeldBySkewedHost(t *testing.T) {
 	tr := newTestRepo(t, Options{})
 	ahead := time.Now().Add(5 * time.Minute).UTC()
 	lock := pruneLockPrefix + ahead.Format(tsLayout) + "-aaaaaaaaaaaa"
-	b, _ := json.Marshal(lockInfo{Host: "other", PID: 2, Time: ahead})
+	b, _ := json.Marshal(lockInfo{Host: "other", PID: 2, Start: ahead})
 	put(t, tr.be, lock, b)
 	_, err := tr.Prune(context.Background(), PrunePolicy{})
 	if !errors.Is(err, ErrLocked) {

@@ -108,7 +108,7 @@ func (r *Repository) PutSegment(ctx context.Context, s Segment, data []byte) err
 
 // GetSegment loads and authenticates a segment.
 func (r *Repository) GetSegment(ctx context.Context, objectName string) (Segment, []byte, error) {
-	sealed, err := storage.ReadAll(ctx, r.be, objectName)
+	sealed, err := readCapped(ctx, r.be, objectName, maxSegmentRead)
 	if err != nil {
 		return Segment{}, nil, fmt.Errorf("load segment: %w", err)
 	}
@@ -124,7 +124,7 @@ func (r *Repository) GetSegment(ctx context.Context, objectName string) (Segment
 	if err := json.Unmarshal(plain[4:4+hl], &s); err != nil {
 		return Segment{}, nil, &CorruptError{Object: objectName, Err: err}
 	}
-	data, err := zdec.DecodeAll(plain[4+hl:], nil)
+	data, err := zdecSeg.DecodeAll(plain[4+hl:], nil)
 	if err != nil {
 		return Segment{}, nil, &CorruptError{Object: objectName, Err: fmt.Errorf("decompress: %w", err)}
 	}

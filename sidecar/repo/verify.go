@@ -231,7 +231,7 @@ func (r *Repository) readPacks(ctx context.Context, packs []ID, rep *VerifyRepor
 // checkPack reads a whole pack and checks its name, header and every blob.
 func (r *Repository) checkPack(ctx context.Context, pid ID) (int64, error) {
 	name := packName(pid)
-	buf, err := storage.ReadAll(ctx, r.be, name)
+	buf, err := readCapped(ctx, r.be, name, r.maxPackObject())
 	if err != nil {
 		return 0, fmt.Errorf("read: %w", err)
 	}
@@ -244,7 +244,7 @@ func (r *Repository) checkPack(ctx context.Context, pid ID) (int64, error) {
 	}
 	for _, b := range blobs {
 		l := Location{Pack: pid, BlobInfo: b}
-		if _, err := r.openBlob(l, buf[b.Offset:b.Offset+b.Length], nil); err != nil {
+		if _, err := r.openBlob(l, buf[int64(b.Offset):int64(b.Offset)+int64(b.Length)], nil); err != nil {
 			return int64(len(buf)), err
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/amber-backup/amber/sidecar/repo/chunker"
+	"github.com/amber-backup/amber/sidecar/storage"
 	"github.com/klauspost/compress/zstd"
 )
 
@@ -21,11 +22,14 @@ const listLen = 16384
 
 // Writer adds data to the repository for one backup. Streams written with
 // WriteStream become entries; Commit makes them visible as one backup by
-// writing its manifest last. A Writer that is never committed leaves only
-// unreferenced packs, which prune removes.
+// writing its manifest last. While it is open, a marker under writers/
+// keeps prune from deleting any pack. Call Close when done (it is a no-op
+// after Commit): a Writer that is never committed leaves only unreferenced
+// packs, which prune removes once its marker is gone or stale.
 type Writer struct {
-	r   *Repository
-	idx *Index
+	r      *Repository
+	idx    *Index // the repository's index as loaded from index files
+	marker *lease
 
 	mu        sync.Mutex
 	pack      packBuilder
@@ -35,6 +39,7 @@ type Writer struct {
 	committed ID
 	ctx       context.Context // uploads run under the writer's context, not a stream's
 	written   []indexPack     // packs uploaded, not yet in an index file
+	uploaded  []ID            // every pack this writer uploaded
 	sem       chan struct{}   // one token per pack being uploaded
 	bufs      sync.Pool       // pack buffers, reused once uploaded
 	upWG      sync.WaitGroup
@@ -50,17 +55,54 @@ type Writer struct {
 // uploaders is how many packs upload at once.
 const uploaders = 3
 
-// NewWriter starts a writer. It loads the index for deduplication.
+// NewWriter starts a writer: it writes its marker (writers/<random id>),
+// waits for a running prune to finish (at most Options.LockWait), then
+// loads the index for deduplication.
 func (r *Repository) NewWriter(ctx context.Context) (*Writer, error) {
-	idx, err := r.Index(ctx)
+	marker, err := r.takeLease(ctx, newMarkerName(writersDir))
 	if err != nil {
+		return nil, fmt.Errorf("write writer marker: %w", err)
+	}
+	newest, err := r.waitForPrune(ctx, marker)
+	if err != nil {
+		marker.release(ctx)
 		return nil, err
 	}
-	w := &Writer{r: r, idx: idx, claimed: make(map[ID]bool), reused: make(map[ID]bool),
+	idx, err := r.indexSince(ctx, newest)
+	if err != nil {
+		marker.release(ctx)
+		return nil, err
+	}
+	w := &Writer{r: r, idx: idx, marker: marker, claimed: make(map[ID]bool), reused: make(map[ID]bool),
 		sem: make(chan struct{}, uploaders), started: r.now().UTC(), ctx: ctx}
 	packCap := r.cfg.PackSize + r.cfg.PackSize/8
 	w.bufs.New = func() any { return make([]byte, 0, packCap) }
 	return w, nil
+}
+
+// indexSince returns the index, loaded afresh if a prune finished since it
+// was loaded (pruned is the newest locks/pruned- marker): the old one may
+// name packs that prune deleted.
+func (r *Repository) indexSince(ctx context.Context, pruned string) (*Index, error) {
+	r.idxMu.Lock()
+	defer r.idxMu.Unlock()
+	if r.idx != nil && r.idxPruned == pruned {
+		return r.idx, nil
+	}
+	idx := newIndex()
+	if err := r.loadIndex(ctx, idx); err != nil {
+		return nil, err
+	}
+	r.idx, r.idxPruned = idx, pruned
+	return idx, nil
+}
+
+// Close ends the writer without committing: it waits for uploads in flight
+// and removes its marker. Its packs stay until a prune removes them.
+func (w *Writer) Close() error {
+	w.upWG.Wait()
+	w.marker.release(w.ctx)
+	return nil
 }
 
 // storeBlob seals plain (already compressed when compressed is true) and adds
@@ -119,7 +161,7 @@ func (w *Writer) upload(ctx context.Context, id ID, buf []byte, blobs []BlobInfo
 		}
 		p := indexPack{ID: id, Size: int64(len(buf)), Blobs: blobs}
 		w.written = append(w.written, p)
-		w.idx.addPack(p)
+		w.uploaded = append(w.uploaded, id)
 		w.BytesAdded.Add(int64(len(buf)))
 	}()
 	return nil
@@ -300,9 +342,8 @@ func (w *Writer) storeList(ctx context.Context, list []byte) (ID, error) {
 	return id, w.storeBlob(ctx, id, ListBlob, comp, len(list), true)
 }
 
-// flush uploads the open pack, waits for all uploads, and writes an index
-// file for the packs uploaded since the last flush.
-func (w *Writer) flush(ctx context.Context) error {
+// flushPacks uploads the open pack and waits for every upload.
+func (w *Writer) flushPacks(ctx context.Context) error {
 	w.mu.Lock()
 	err := w.flushLocked(ctx)
 	w.mu.Unlock()
@@ -312,9 +353,14 @@ func (w *Writer) flush(ctx context.Context) error {
 	w.upWG.Wait()
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.upErr != nil {
-		return w.upErr
-	}
+	return w.upErr
+}
+
+// saveWrittenIndex writes an index file for the packs uploaded since the
+// last one; only then do they join the repository's index.
+func (w *Writer) saveWrittenIndex(ctx context.Context) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	if len(w.written) == 0 {
 		return nil
 	}
@@ -327,19 +373,61 @@ func (w *Writer) flush(ctx context.Context) error {
 	return nil
 }
 
-// checkDedupPacks makes sure every pack this writer deduplicated against
-// still exists (a prune ran while it was writing).
-func (w *Writer) checkDedupPacks(ctx context.Context) error {
+// statPacksMax is how many packs Commit checks one by one; above it, one
+// listing of data/ is cheaper.
+const statPacksMax = 256
+
+// checkPacks makes sure every pack the backup references (its own and
+// those it deduplicated against) still exists.
+func (w *Writer) checkPacks(ctx context.Context) error {
 	w.mu.Lock()
-	packs := make([]ID, 0, len(w.reused))
+	want := make(map[ID]bool, len(w.uploaded)+len(w.reused))
+	for _, p := range w.uploaded {
+		want[p] = true
+	}
 	for p := range w.reused {
-		packs = append(packs, p)
+		want[p] = true
 	}
 	w.mu.Unlock()
-	for _, p := range packs {
-		if _, err := w.r.be.Stat(ctx, packName(p)); err != nil {
-			return fmt.Errorf("a prune removed %s, which this backup reuses; nothing was committed: run the backup again: %w", packName(p), err)
-		}
+	missing := func(p ID, err error) error {
+		return fmt.Errorf("pack %s, which this backup references, is gone (%v); nothing was committed: run the backup again", packName(p), err)
 	}
-	return nil
+	if len(want) > statPacksMax {
+		have := make(map[string]bool)
+		if err := w.r.be.List(ctx, dataDir, func(fi storage.FileInfo) error { have[fi.Name] = true; return nil }); err != nil {
+			return fmt.Errorf("list packs: %w", err)
+		}
+		for p := range want {
+			if !have[packName(p)] {
+				return missing(p, storage.ErrNotFound)
+			}
+		}
+		return nil
+	}
+	work := make(chan ID)
+	errc := make(chan error, len(want))
+	var wg sync.WaitGroup
+	for range min(16, len(want)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for p := range work {
+				if _, err := w.r.be.Stat(ctx, packName(p)); err != nil {
+					if errors.Is(err, storage.ErrNotFound) {
+						err = missing(p, err)
+					} else {
+						err = fmt.Errorf("check %s: %w", packName(p), err)
+					}
+					errc <- err
+				}
+			}
+		}()
+	}
+	for p := range want {
+		work <- p
+	}
+	close(work)
+	wg.Wait()
+	close(errc)
+	return <-errc // nil when the channel is empty
 }
