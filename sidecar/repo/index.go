@@ -196,7 +196,14 @@ func (r *Repository) loadIndexFile(ctx context.Context, name string) (*indexFile
 // saveIndex writes index files for packs (several when they name more than
 // maxIndexBlobs blobs) and adds them to idx (if not nil) as loaded.
 func (r *Repository) saveIndex(ctx context.Context, idx *Index, packs []indexPack) (int64, error) {
+	n, _, err := r.saveIndexFiles(ctx, idx, packs)
+	return n, err
+}
+
+// saveIndexFiles is saveIndex that also returns how many files it wrote.
+func (r *Repository) saveIndexFiles(ctx context.Context, idx *Index, packs []indexPack) (int64, int, error) {
 	var total int64
+	files := 0
 	for len(packs) > 0 {
 		n, blobs := 0, 0
 		for n < len(packs) && (n == 0 || blobs+len(packs[n].Blobs) <= maxIndexBlobs) {
@@ -205,13 +212,14 @@ func (r *Repository) saveIndex(ctx context.Context, idx *Index, packs []indexPac
 		}
 		plain, err := json.Marshal(indexFile{Version: Version, Packs: packs[:n]})
 		if err != nil {
-			return total, err
+			return total, files, err
 		}
 		id, size, err := r.saveObject(ctx, indexDir, plain, adIndex)
 		if err != nil {
-			return total, err
+			return total, files, err
 		}
 		total += size
+		files++
 		if idx != nil {
 			for _, p := range packs[:n] {
 				idx.addPack(p)
@@ -220,7 +228,7 @@ func (r *Repository) saveIndex(ctx context.Context, idx *Index, packs []indexPac
 		}
 		packs = packs[n:]
 	}
-	return total, nil
+	return total, files, nil
 }
 
 // indexFiles lists the index objects.

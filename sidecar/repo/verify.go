@@ -168,12 +168,29 @@ func (r *Repository) Verify(ctx context.Context, opts VerifyOptions) (*VerifyRep
 		case !ok:
 			if wantPacks[pid] {
 				rep.add(name, fmt.Errorf("pack is missing; backups that use it cannot be restored"))
+			} else {
+				rep.add(name, fmt.Errorf("pack is missing; an index file names it (no backup uses it; the next prune drops it)"))
 			}
 			continue
 		case packSize[pid] > 0 && size != packSize[pid]:
 			rep.add(name, fmt.Errorf("pack is %d bytes, the index says %d", size, packSize[pid]))
 		}
 		toRead = append(toRead, pid)
+	}
+	// Packs no index names (an interrupted backup's, or those of a lost
+	// index file) are read too, so damage there is found before a repair
+	// indexes them.
+	if opts.Backup == "" && opts.ReadData {
+		indexed := idx.Packs()
+		for name := range stored {
+			id, err := ParseID(name[strings.LastIndex(name, "/")+1:])
+			if err != nil || name != packName(id) {
+				continue
+			}
+			if _, ok := indexed[id]; !ok {
+				toRead = append(toRead, id)
+			}
+		}
 	}
 	rep.Packs = len(toRead)
 	sort.Slice(toRead, func(i, j int) bool { return toRead[i].String() < toRead[j].String() })
