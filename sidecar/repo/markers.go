@@ -29,6 +29,17 @@ type markerInfo struct {
 	PID       int       `json:"pid"`
 	Start     time.Time `json:"start"`
 	Refreshed time.Time `json:"refreshed"`
+	// Scope names the kernel boot and PID namespace of the process: a
+	// client in the same scope can tell that the process is gone.
+	Scope string `json:"scope,omitempty"`
+}
+
+var ourScope = procScope()
+
+// holderGone reports whether the marker's process is known to have exited:
+// it ran in this client's kernel and PID namespace, and its PID is unused.
+func holderGone(mi markerInfo) bool {
+	return mi.Scope != "" && mi.Scope == ourScope && mi.PID != os.Getpid() && pidGone(mi.PID)
 }
 
 // lease is an object (a writer marker or a prune lock) that this client
@@ -64,7 +75,7 @@ func newMarkerName(prefix string) string {
 // takeLease saves name and starts refreshing it until release.
 func (r *Repository) takeLease(ctx context.Context, name string) (*lease, error) {
 	host, _ := os.Hostname()
-	l := &lease{r: r, name: name, info: markerInfo{Version: 1, Host: host, PID: os.Getpid(), Start: r.now().UTC()},
+	l := &lease{r: r, name: name, info: markerInfo{Version: 1, Host: host, PID: os.Getpid(), Start: r.now().UTC(), Scope: ourScope},
 		stop: make(chan struct{}), done: make(chan struct{})}
 	if err := l.save(ctx); err != nil {
 		return nil, err
@@ -226,7 +237,7 @@ func (r *Repository) waitForPrune(ctx context.Context, l *lease) (string, error)
 		now := l.serverNow()
 		var live *storage.FileInfo
 		for i, fi := range locks {
-			if age := now.Sub(fi.ModTime); age > r.opts.staleAfter() {
+			if age := now.Sub(fi.ModTime); age > r.opts.staleAfter() || holderGone(r.readMarker(ctx, fi.Name)) {
 				if !warned[fi.Name] {
 					warned[fi.Name] = true
 					log.Warn("ignoring a stale prune lock: that prune stopped refreshing it and is taken for dead; `amber unlock` removes it",

@@ -3,8 +3,10 @@ package repo
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -271,5 +273,24 @@ func TestPruneLockRefreshed(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "waiting for a prune") || strings.Contains(logs.String(), "stale") {
 		t.Fatalf("writer did not wait for the running prune: %q", logs.String())
+	}
+}
+
+// TestDeadProcessMarker: a marker left by a process that exited on this
+// same kernel and PID namespace is stale at once.
+func TestDeadProcessMarker(t *testing.T) {
+	if ourScope == "" {
+		t.Skip("no /proc here")
+	}
+	tr := newTestRepo(t, Options{})
+	cmd := exec.Command("true")
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(markerInfo{Version: 1, Host: "h", PID: cmd.Process.Pid, Scope: ourScope})
+	put(t, tr.be, writersDir+"dead", b)
+	res, err := tr.Prune(context.Background(), PrunePolicy{})
+	if err != nil || res.StaleWriters != 1 || res.PacksKept != "" {
+		t.Fatalf("prune beside a dead process's marker: %+v %v", res, err)
 	}
 }

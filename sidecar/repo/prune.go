@@ -53,7 +53,7 @@ func (r *Repository) acquirePruneLock(ctx context.Context) (*lease, time.Time, e
 		if fi.Name == name {
 			continue
 		}
-		if age := ref.Sub(fi.ModTime); age > r.opts.staleAfter() {
+		if age := ref.Sub(fi.ModTime); age > r.opts.staleAfter() || holderGone(r.readMarker(ctx, fi.Name)) {
 			r.opts.logger().Warn("taking over a stale prune lock: that prune stopped refreshing it and is taken for dead",
 				"lock", fi.Name, "age", age.Round(time.Second))
 			if err := r.be.Remove(ctx, fi.Name); err != nil && !errors.Is(err, storage.ErrNotFound) {
@@ -101,7 +101,7 @@ func (r *Repository) listWriters(ctx context.Context, ref time.Time) (live, stal
 	}
 	for _, fi := range all {
 		wm := writerMarker{name: fi.Name, age: ref.Sub(fi.ModTime), info: r.readMarker(ctx, fi.Name)}
-		if wm.age > r.opts.staleAfter() {
+		if wm.age > r.opts.staleAfter() || holderGone(wm.info) {
 			stale = append(stale, wm)
 		} else {
 			live = append(live, wm)
@@ -310,7 +310,7 @@ func (r *Repository) Prune(ctx context.Context, p PrunePolicy) (*PruneResult, er
 		}
 	}
 	if sw, ok := storage.AsSweeper(r.be); ok && len(live) == 0 && lock.valid() == nil {
-		n, err := sw.Sweep(ctx, ref.Add(-max(p.Grace, r.opts.staleAfter())))
+		n, err := sw.Sweep(ctx, ref.Add(-p.Grace))
 		if err != nil {
 			return nil, fmt.Errorf("remove incomplete uploads: %w", err)
 		}
