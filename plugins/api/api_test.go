@@ -61,11 +61,11 @@ type onlyWriter struct{ io.Writer }
 type onlyReader struct{ io.Reader }
 
 func TestPositionOrder(t *testing.T) {
-	a := api.Position{Token: []byte("x"), Text: "1/0/10", Order: api.OrderKey(1, 10)}
-	b := api.Position{Token: []byte("y"), Text: "1/0/100", Order: api.OrderKey(1, 100)}
-	c := api.Position{Token: []byte("z"), Text: "2/0/5", Order: api.OrderKey(2, 5)}
+	a := api.Position{Token: []byte("x"), Text: "1/0/10", Epoch: 1, Offset: 10}
+	b := api.Position{Token: []byte("y"), Text: "1/0/100", Epoch: 1, Offset: 100}
+	c := api.Position{Token: []byte("z"), Text: "2/0/5", Epoch: 2, Offset: 5}
 	if a.Compare(b) >= 0 || b.Compare(c) >= 0 || c.Compare(a) <= 0 || a.Compare(a) != 0 {
-		t.Fatal("OrderKey does not order (timeline, lsn) tuples")
+		t.Fatal("Compare does not order (epoch, offset) pairs")
 	}
 	if !(api.Position{}).IsZero() || a.IsZero() {
 		t.Fatal("IsZero")
@@ -360,7 +360,7 @@ func TestArchiveAndReplay(t *testing.T) {
 			t.Errorf("segment %s: wrong content", name)
 		}
 	}
-	if len(m.done) != 3 || m.done[2].Size != size || m.done[0].Stream != "1" || m.done[1].Start.Compare(apitest.Pos(size)) != 0 {
+	if len(m.done) != 3 || m.done[2].Size != size || m.done[0].Start.Epoch != 1 || m.done[1].Start.Compare(apitest.Pos(size)) != 0 {
 		t.Errorf("segments = %+v", m.done)
 	}
 	if len(m.aborted) != 1 || m.aborted[0] != apitest.SegmentName(3) {

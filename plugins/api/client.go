@@ -25,6 +25,7 @@ type Client struct {
 	snapshot pb.SnapshotServiceClient
 	archive  pb.ArchiveServiceClient
 	replay   pb.ReplayServiceClient
+	logFiles pb.LogFileServiceClient
 }
 
 var _ Engine = (*Client)(nil)
@@ -38,6 +39,7 @@ func NewClient(c grpc.ClientConnInterface) *Client {
 		snapshot: pb.NewSnapshotServiceClient(c),
 		archive:  pb.NewArchiveServiceClient(c),
 		replay:   pb.NewReplayServiceClient(c),
+		logFiles: pb.NewLogFileServiceClient(c),
 	}
 }
 
@@ -95,6 +97,25 @@ func (c *Client) Probe(ctx context.Context, t Target) (Probe, error) {
 		return Probe{}, remote(ctx, err)
 	}
 	return probeFromPB(r), nil
+}
+
+func (c *Client) ParsePosition(ctx context.Context, text string) (Position, error) {
+	r, err := c.identity.ParsePosition(ctx, &pb.ParsePositionRequest{Text: text})
+	if err != nil {
+		return Position{}, remote(ctx, err)
+	}
+	return posFromPB(r), nil
+}
+
+func (c *Client) DescribeLogFile(ctx context.Context, q LogFileQuery) (LogFile, error) {
+	r, err := c.logFiles.DescribeLogFile(ctx, &pb.DescribeLogFileRequest{Name: q.Name, Path: q.Path, Size: q.Size, Settings: q.Settings})
+	if err != nil {
+		return LogFile{}, remote(ctx, err)
+	}
+	if r.GetIgnore() {
+		return LogFile{Ignore: true}, nil
+	}
+	return LogFile{Segment: Segment{SegmentHeader: segHeaderFromPB(r.GetHeader()), SegmentTrailer: segTrailerFromPB(r.GetTrailer())}}, nil
 }
 
 func (c *Client) LogicalDump(ctx context.Context, req BackupRequest, sink EntrySink) (BackupResult, error) {

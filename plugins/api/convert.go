@@ -18,6 +18,7 @@ var capToPB = map[Capability]pb.Capability{
 	Freeze:          pb.Capability_CAPABILITY_FREEZE,
 	Archive:         pb.Capability_CAPABILITY_ARCHIVE,
 	Replay:          pb.Capability_CAPABILITY_REPLAY,
+	LogFiles:        pb.Capability_CAPABILITY_LOG_FILES,
 }
 
 func capFromPB(c pb.Capability) (Capability, bool) {
@@ -77,14 +78,14 @@ func posToPB(p Position) *pb.Position {
 	if p.IsZero() {
 		return nil
 	}
-	return &pb.Position{Token: p.Token, Text: p.Text, Order: p.Order}
+	return &pb.Position{Token: p.Token, Text: p.Text, Epoch: p.Epoch, Offset: p.Offset}
 }
 
 func posFromPB(p *pb.Position) Position {
 	if p == nil {
 		return Position{}
 	}
-	return Position{Token: p.GetToken(), Text: p.GetText(), Order: p.GetOrder()}
+	return Position{Token: p.GetToken(), Text: p.GetText(), Epoch: p.GetEpoch(), Offset: p.GetOffset()}
 }
 
 func targetToPB(t Target) *pb.Target {
@@ -192,19 +193,37 @@ func backupResultFromPB(r *pb.BackupResult) BackupResult {
 }
 
 func restoreReqToPB(r RestoreRequest) *pb.RestoreRequest {
-	return &pb.RestoreRequest{Target: targetToPB(r.Target), Backup: backupResultToPB(r.Backup), Options: r.Options}
+	pr := &pb.RestoreRequest{Target: targetToPB(r.Target), Backup: backupResultToPB(r.Backup), Options: r.Options,
+		LogCommand: r.LogCommand, LogDoneCommand: r.LogDoneCommand, KeepArchiving: r.KeepArchiving, RunAs: r.RunAs}
+	if !r.To.IsLatest() {
+		pr.RecoveryTarget = recoveryTargetToPB(r.To)
+	}
+	return pr
 }
 
 func restoreReqFromPB(r *pb.RestoreRequest) RestoreRequest {
-	return RestoreRequest{Target: targetFromPB(r.GetTarget()), Backup: backupResultFromPB(r.GetBackup()), Options: r.GetOptions()}
+	req := RestoreRequest{Target: targetFromPB(r.GetTarget()), Backup: backupResultFromPB(r.GetBackup()), Options: r.GetOptions(),
+		LogCommand: r.GetLogCommand(), LogDoneCommand: r.GetLogDoneCommand(), KeepArchiving: r.GetKeepArchiving(), RunAs: r.GetRunAs()}
+	if r.GetRecoveryTarget() != nil {
+		req.To = recoveryTargetFromPB(r.GetRecoveryTarget())
+	}
+	return req
 }
 
 func restoreResultToPB(r RestoreResult) *pb.RestoreResult {
-	return &pb.RestoreResult{Position: posToPB(r.Position), ConsistentTime: tsToPB(r.ConsistentTime), Metadata: r.Metadata}
+	res := &pb.RestoreResult{Position: posToPB(r.Position), ConsistentTime: tsToPB(r.ConsistentTime), Metadata: r.Metadata}
+	if r.Owner != nil {
+		res.Owner = &pb.FileOwner{Uid: r.Owner.UID, Gid: r.Owner.GID}
+	}
+	return res
 }
 
 func restoreResultFromPB(r *pb.RestoreResult) RestoreResult {
-	return RestoreResult{Position: posFromPB(r.GetPosition()), ConsistentTime: tsFromPB(r.GetConsistentTime()), Metadata: r.GetMetadata()}
+	res := RestoreResult{Position: posFromPB(r.GetPosition()), ConsistentTime: tsFromPB(r.GetConsistentTime()), Metadata: r.GetMetadata()}
+	if o := r.GetOwner(); o != nil {
+		res.Owner = &FileOwner{UID: o.GetUid(), GID: o.GetGid()}
+	}
+	return res
 }
 
 func entryToPB(e Entry) *pb.EntryHeader {
@@ -232,19 +251,19 @@ func archiveReqFromPB(r *pb.ArchiveRequest) ArchiveRequest {
 }
 
 func segHeaderToPB(h SegmentHeader) *pb.SegmentHeader {
-	return &pb.SegmentHeader{Name: h.Name, Stream: h.Stream, Start: posToPB(h.Start)}
+	return &pb.SegmentHeader{Name: h.Name, Start: posToPB(h.Start), Branch: posToPB(h.Branch)}
 }
 
 func segHeaderFromPB(h *pb.SegmentHeader) SegmentHeader {
-	return SegmentHeader{Name: h.GetName(), Stream: h.GetStream(), Start: posFromPB(h.GetStart())}
+	return SegmentHeader{Name: h.GetName(), Start: posFromPB(h.GetStart()), Branch: posFromPB(h.GetBranch())}
 }
 
 func segTrailerToPB(t SegmentTrailer) *pb.SegmentTrailer {
-	return &pb.SegmentTrailer{End: posToPB(t.End), Partial: t.Partial, FirstCommit: tsToPB(t.FirstCommit), LastCommit: tsToPB(t.LastCommit), Size: t.Size}
+	return &pb.SegmentTrailer{End: posToPB(t.End), Partial: t.Partial, FirstCommit: tsToPB(t.FirstCommit), LastCommit: tsToPB(t.LastCommit), Size: t.Size, FileSize: t.FileSize}
 }
 
 func segTrailerFromPB(t *pb.SegmentTrailer) SegmentTrailer {
-	return SegmentTrailer{End: posFromPB(t.GetEnd()), Partial: t.GetPartial(), FirstCommit: tsFromPB(t.GetFirstCommit()), LastCommit: tsFromPB(t.GetLastCommit()), Size: t.GetSize()}
+	return SegmentTrailer{End: posFromPB(t.GetEnd()), Partial: t.GetPartial(), FirstCommit: tsFromPB(t.GetFirstCommit()), LastCommit: tsFromPB(t.GetLastCommit()), Size: t.GetSize(), FileSize: t.GetFileSize()}
 }
 
 func recoveryTargetToPB(t RecoveryTarget) *pb.RecoveryTarget {
@@ -254,6 +273,8 @@ func recoveryTargetToPB(t RecoveryTarget) *pb.RecoveryTarget {
 		r.Target = &pb.RecoveryTarget_Time{Time: timestamppb.New(t.Time)}
 	case !t.Position.IsZero():
 		r.Target = &pb.RecoveryTarget_Position{Position: posToPB(t.Position)}
+	case t.Txn != "":
+		r.Target = &pb.RecoveryTarget_Txn{Txn: t.Txn}
 	case t.Name != "":
 		r.Target = &pb.RecoveryTarget_Name{Name: t.Name}
 	default:
@@ -269,6 +290,8 @@ func recoveryTargetFromPB(r *pb.RecoveryTarget) RecoveryTarget {
 		t.Time = v.Time.AsTime()
 	case *pb.RecoveryTarget_Position:
 		t.Position = posFromPB(v.Position)
+	case *pb.RecoveryTarget_Txn:
+		t.Txn = v.Txn
 	case *pb.RecoveryTarget_Name:
 		t.Name = v.Name
 	default:

@@ -20,6 +20,9 @@ type Engine interface {
 	Info(ctx context.Context) (Info, error)
 	// Probe connects to the target and reports version, role, lag, health.
 	Probe(ctx context.Context, t Target) (Probe, error)
+	// ParsePosition turns a position as a person writes it into a
+	// Position. It must not touch a database.
+	ParsePosition(ctx context.Context, text string) (Position, error)
 
 	// LogicalDump writes a consistent logical copy to sink as named
 	// entries, one at a time, and returns where and when it is consistent.
@@ -54,6 +57,10 @@ type Engine interface {
 	// Replay applies archived log, fetched from src, to the restored copy
 	// in req.Target until req.To is reached.
 	Replay(ctx context.Context, req ReplayRequest, src SegmentSource) (ReplayResult, error)
+
+	// DescribeLogFile says which segment a log file, named as the server
+	// names it, is stored as.
+	DescribeLogFile(ctx context.Context, q LogFileQuery) (LogFile, error)
 }
 
 // Capability names an optional part of the protocol.
@@ -68,10 +75,11 @@ const (
 	Freeze          Capability = "freeze"
 	Archive         Capability = "archive"
 	Replay          Capability = "replay"
+	LogFiles        Capability = "log_files"
 )
 
 // AllCapabilities lists every capability in protocol order.
-var AllCapabilities = []Capability{LogicalDump, LogicalRestore, PhysicalBackup, PhysicalRestore, Freeze, Archive, Replay}
+var AllCapabilities = []Capability{LogicalDump, LogicalRestore, PhysicalBackup, PhysicalRestore, Freeze, Archive, Replay, LogFiles}
 
 // ErrUnsupported is wrapped by every error that reports a capability the
 // engine does not have.
@@ -128,6 +136,15 @@ func (Unsupported) Archive(context.Context, ArchiveRequest, SegmentSink, <-chan 
 
 func (Unsupported) Replay(context.Context, ReplayRequest, SegmentSource) (ReplayResult, error) {
 	return ReplayResult{}, &UnsupportedError{Capability: Replay}
+}
+
+func (Unsupported) DescribeLogFile(context.Context, LogFileQuery) (LogFile, error) {
+	return LogFile{}, &UnsupportedError{Capability: LogFiles}
+}
+
+// ParsePosition of an engine that names no positions: every text is refused.
+func (Unsupported) ParsePosition(_ context.Context, text string) (Position, error) {
+	return Position{}, fmt.Errorf("this engine has no log positions to parse (%q)", text)
 }
 
 // Secret is a string that never prints: String and GoString return "***".
@@ -209,6 +226,28 @@ type RestoreRequest struct {
 	Target  Target
 	Backup  BackupResult // as recorded at backup time
 	Options map[string]string
+
+	// Physical restores only. To is where the copy recovers to when its
+	// server starts, written in the engine's own recovery settings; the
+	// zero target with LogCommand set means all archived log.
+	To RecoveryTarget
+	// LogCommand is the argv of a command that copies one archived log
+	// file. The engine appends words "--setting=<key>=<value>" it wants
+	// back in LogFileQuery.Settings, then the file name and the
+	// destination path. Empty: the copy recovers only to the backup's
+	// consistent point.
+	LogCommand []string
+	// LogDoneCommand, with LogCommand, is the argv of a command the engine
+	// has its server run once recovery has ended; it revokes what
+	// LogCommand was given.
+	LogDoneCommand []string
+	// KeepArchiving leaves the backup's log archiving settings on the
+	// copy; by default the engine turns archiving off, so a copy never
+	// writes into the original's archive.
+	KeepArchiving bool
+	// RunAs is the OS user that will run the restored server and own its
+	// files; empty: the engine's default.
+	RunAs string
 }
 
 // RestoreResult is where a restored copy stands.
@@ -216,7 +255,13 @@ type RestoreResult struct {
 	Position       Position
 	ConsistentTime time.Time
 	Metadata       map[string]string
+	// Owner is who owns the restored files (physical restores), so the
+	// host can give the files LogCommand reads to the same user.
+	Owner *FileOwner
 }
+
+// FileOwner is a numeric file owner.
+type FileOwner struct{ UID, GID uint32 }
 
 // Entry describes one named stream of bytes in a backup.
 type Entry struct {
@@ -280,9 +325,13 @@ type ArchiveRequest struct {
 
 // SegmentHeader starts a log segment.
 type SegmentHeader struct {
-	Name   string   // engine-assigned: "00000001000000000000000A", "mysql-bin.000042"
-	Stream string   // timeline, source server_uuid or GTID domain, replica set
-	Start  Position // first log in the segment
+	Name  string   // engine-assigned: "00000001000000000000000A", "mysql-bin.000042"
+	Start Position // first log in the segment; its Epoch is the segment's
+	// Branch, for segments of an epoch that continues an earlier one, is
+	// the position in the parent epoch where this epoch's log takes over
+	// (PostgreSQL: parent timeline and switch LSN). Zero: the epoch begins
+	// a history of its own.
+	Branch Position
 }
 
 // SegmentTrailer ends a log segment.
@@ -292,6 +341,23 @@ type SegmentTrailer struct {
 	FirstCommit time.Time
 	LastCommit  time.Time
 	Size        int64 // bytes; filled in by the sink when zero
+	// FileSize, when set, is the size of the file the engine reads the
+	// segment back as; a shorter segment is served zero-filled to it.
+	FileSize int64
+}
+
+// LogFileQuery names a log file for DescribeLogFile.
+type LogFileQuery struct {
+	Name     string            // as the server names it: "000000010000000000000003"
+	Path     string            // optional: the file on local disk, which the plugin may read
+	Size     int64             // optional: the size of the file at Path
+	Settings map[string]string // what the plugin put on the log command line (RestoreRequest.LogCommand)
+}
+
+// LogFile is what DescribeLogFile says of a log file.
+type LogFile struct {
+	Ignore  bool    // nothing to archive (PostgreSQL .backup history files)
+	Segment Segment // the segment the file is stored as; Start == End for metadata
 }
 
 // Segment describes a whole archived segment.
@@ -335,14 +401,43 @@ type SegmentSource interface {
 	Fetch(ctx context.Context, q SegmentQuery) (Segment, io.ReadCloser, error)
 }
 
-// RecoveryTarget says where Replay stops. Set exactly one of Time,
-// Position, Name, Latest.
+// RecoveryTarget says where recovery stops. Set at most one of Time,
+// Position, Txn, Name, Latest; none means Latest.
 type RecoveryTarget struct {
-	Time      time.Time
-	Position  Position
-	Name      string
-	Latest    bool
+	Time     time.Time
+	Position Position
+	Txn      string // a transaction id in the engine's own form (PostgreSQL xid)
+	Name     string // a named restore point
+	Latest   bool
+	// Inclusive applies the transaction at exactly the target; false stops
+	// just before it.
 	Inclusive bool
+}
+
+// IsLatest reports whether t asks for all archived log.
+func (t RecoveryTarget) IsLatest() bool {
+	return t.Latest || (t.Time.IsZero() && t.Position.IsZero() && t.Txn == "" && t.Name == "")
+}
+
+// String describes t for people.
+func (t RecoveryTarget) String() string {
+	var s string
+	switch {
+	case !t.Time.IsZero():
+		s = "time " + t.Time.UTC().Format(time.RFC3339Nano)
+	case !t.Position.IsZero():
+		s = "position " + t.Position.String()
+	case t.Txn != "":
+		s = "transaction " + t.Txn
+	case t.Name != "":
+		s = "restore point " + t.Name
+	default:
+		return "the latest archived log"
+	}
+	if !t.Inclusive {
+		s += " (exclusive)"
+	}
+	return s
 }
 
 // ReplayRequest asks to apply archived log to a restored copy.

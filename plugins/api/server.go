@@ -146,6 +146,7 @@ func Register(s *grpc.Server, e Engine) error {
 	pb.RegisterSnapshotServiceServer(s, srv)
 	pb.RegisterArchiveServiceServer(s, srv)
 	pb.RegisterReplayServiceServer(s, srv)
+	pb.RegisterLogFileServiceServer(s, srv)
 	return nil
 }
 
@@ -161,6 +162,7 @@ type server struct {
 	pb.UnimplementedSnapshotServiceServer
 	pb.UnimplementedArchiveServiceServer
 	pb.UnimplementedReplayServiceServer
+	pb.UnimplementedLogFileServiceServer
 
 	engine Engine
 	info   Info
@@ -237,6 +239,31 @@ func (s *server) Probe(ctx context.Context, req *pb.ProbeRequest) (*pb.ProbeResp
 		return nil, s.status(err)
 	}
 	return probeToPB(p), nil
+}
+
+func (s *server) ParsePosition(ctx context.Context, req *pb.ParsePositionRequest) (*pb.Position, error) {
+	p, err := s.engine.ParsePosition(ctx, req.GetText())
+	if err != nil {
+		if _, ok := status.FromError(err); !ok {
+			return nil, status.Error(codes.InvalidArgument, err.Error())
+		}
+		return nil, err
+	}
+	return posToPB(p), nil
+}
+
+func (s *server) DescribeLogFile(ctx context.Context, req *pb.DescribeLogFileRequest) (*pb.DescribeLogFileResponse, error) {
+	if err := s.require(LogFiles); err != nil {
+		return nil, err
+	}
+	f, err := s.engine.DescribeLogFile(ctx, LogFileQuery{Name: req.GetName(), Path: req.GetPath(), Size: req.GetSize(), Settings: req.GetSettings()})
+	if err != nil {
+		return nil, s.status(err)
+	}
+	if f.Ignore {
+		return &pb.DescribeLogFileResponse{Ignore: true}, nil
+	}
+	return &pb.DescribeLogFileResponse{Header: segHeaderToPB(f.Segment.SegmentHeader), Trailer: segTrailerToPB(f.Segment.SegmentTrailer)}, nil
 }
 
 // backupSink sends entries as BackupOutput frames.

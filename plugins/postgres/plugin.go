@@ -8,24 +8,27 @@
 //     "max_rate_kbps".
 //   - Archive options "slot" (default "amber"); ArchiveRequest.FlushInterval
 //     bounds how long WAL waits before it is sent as a partial segment.
-//   - PhysicalRestore options "restore_command", "recovery_target_time"
-//     (RFC 3339), "recovery_target_lsn", "recovery_target_xid",
-//     "recovery_target_name", "recovery_target_immediate",
-//     "recovery_target_inclusive" ("false" stops before the target),
-//     "setting.<name>" (any postgresql.auto.conf setting, e.g. archive_mode), and settings "owner_uid"/"owner_gid".
+//   - PhysicalRestore: the typed recovery target, log command, RunAs and
+//     KeepArchiving of the request become recovery_target_*,
+//     restore_command, file ownership and archive_mode; options
+//     "recovery_target_immediate" ("true": stop once consistent) and
+//     "setting.<name>" (any postgresql.auto.conf setting).
+//
+// Positions: epoch = timeline, offset = LSN (see logfiles.go).
 //
 // Like every plugin it must never import sidecar/ or controller/.
 package postgres
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -51,28 +54,12 @@ var _ api.Engine = (*Engine)(nil)
 // New returns the PostgreSQL engine.
 func New() *Engine { return &Engine{frozen: map[string]*pgengine.Frozen{}} }
 
-// Position encodes a timeline and an LSN: token = 4-byte timeline + 8-byte
-// LSN, big-endian; text "<timeline>/<LSN>"; order (timeline, LSN).
-func Position(timeline uint32, lsn pgengine.LSN) api.Position {
-	tok := binary.BigEndian.AppendUint32(nil, timeline)
-	tok = binary.BigEndian.AppendUint64(tok, uint64(lsn))
-	return api.Position{Token: tok, Text: fmt.Sprintf("%d/%s", timeline, lsn), Order: api.OrderKey(uint64(timeline), uint64(lsn))}
-}
-
-// ParsePosition decodes a Position made by Position.
-func ParsePosition(p api.Position) (timeline uint32, lsn pgengine.LSN, err error) {
-	if len(p.Token) != 12 {
-		return 0, 0, fmt.Errorf("not a PostgreSQL position: %q", p.Text)
-	}
-	return binary.BigEndian.Uint32(p.Token), pgengine.LSN(binary.BigEndian.Uint64(p.Token[4:])), nil
-}
-
 func (e *Engine) Info(context.Context) (api.Info, error) {
 	return api.Info{
 		Engine:        "postgres",
 		PluginVersion: Version,
 		Capabilities: []api.Capability{api.LogicalDump, api.LogicalRestore, api.PhysicalBackup,
-			api.PhysicalRestore, api.Freeze, api.Archive},
+			api.PhysicalRestore, api.Freeze, api.Archive, api.LogFiles},
 		SupportedServers: "PostgreSQL 10 and newer (tested with 15)",
 	}, nil
 }
@@ -223,16 +210,21 @@ func (e *Engine) PhysicalBackup(ctx context.Context, req api.BackupRequest, sink
 		}
 		opts.MaxRateKBps = n
 	}
+	info, err := pgengine.Probe(ctx, dsn(req.Target))
+	if info == nil {
+		return api.BackupResult{}, err
+	}
 	res, err := pgengine.PhysicalBackup(ctx, dsn(req.Target), entrySink{sink}, opts)
 	if err != nil {
 		return api.BackupResult{}, err
 	}
 	meta := map[string]string{
-		"wal_included": strconv.FormatBool(res.WALIncluded),
-		"from_standby": strconv.FormatBool(res.FromStandby),
-		"major":        strconv.Itoa(res.Major),
-		"timeline":     strconv.Itoa(int(res.Timeline)),
-		"entries":      strings.Join(res.Entries, ","),
+		SettingSegmentSize: strconv.FormatInt(info.WALSegmentSize, 10),
+		"wal_included":     strconv.FormatBool(res.WALIncluded),
+		"from_standby":     strconv.FormatBool(res.FromStandby),
+		"major":            strconv.Itoa(res.Major),
+		"timeline":         strconv.Itoa(int(res.Timeline)),
+		"entries":          strings.Join(res.Entries, ","),
 	}
 	for _, ts := range res.Tablespaces {
 		meta["tablespace."+strconv.FormatUint(uint64(ts.OID), 10)] = ts.Location
@@ -294,50 +286,108 @@ func (e *Engine) PhysicalRestore(ctx context.Context, req api.RestoreRequest, sr
 	if err := pgengine.PhysicalRestore(ctx, dataDir, dir, opts); err != nil {
 		return api.RestoreResult{}, err
 	}
-	return api.RestoreResult{Position: req.Backup.Consistent, ConsistentTime: req.Backup.ConsistentTime}, nil
+	res := api.RestoreResult{Position: req.Backup.Consistent, ConsistentTime: req.Backup.ConsistentTime}
+	if opts.Owner != nil {
+		res.Owner = &api.FileOwner{UID: uint32(opts.Owner.UID), GID: uint32(opts.Owner.GID)}
+	}
+	return res, nil
 }
 
 func restoreOptions(req api.RestoreRequest) (pgengine.RestoreOptions, error) {
 	var opts pgengine.RestoreOptions
-	o := req.Options
-	if uid, gid := req.Target.Settings["owner_uid"], req.Target.Settings["owner_gid"]; uid != "" && gid != "" {
-		u, err1 := strconv.Atoi(uid)
-		g, err2 := strconv.Atoi(gid)
-		if err := errors.Join(err1, err2); err != nil {
-			return opts, fmt.Errorf("owner_uid/owner_gid: %w", err)
-		}
-		opts.Owner = &pgengine.Owner{UID: u, GID: g}
+	owner, err := runAs(req.RunAs)
+	if err != nil {
+		return opts, err
 	}
-	if o["restore_command"] == "" {
+	opts.Owner = owner
+	if len(req.LogCommand) == 0 {
+		if !req.To.IsLatest() {
+			return opts, errors.New("a recovery target needs archived WAL: the request has no log command")
+		}
 		return opts, nil
 	}
-	rec := &pgengine.Recovery{RestoreCommand: o["restore_command"], TargetName: o["recovery_target_name"],
-		TargetXID: o["recovery_target_xid"], Immediate: flag(o, "recovery_target_immediate"),
-		Exclusive: o["recovery_target_inclusive"] == "false"}
-	for k, v := range o {
+	segSize := req.Backup.Metadata[SettingSegmentSize]
+	if segSize == "" {
+		segSize = strconv.Itoa(16 << 20)
+	}
+	cmd := append(slices.Clone(req.LogCommand), "--setting="+SettingSegmentSize+"="+segSize)
+	quoted := make([]string, len(cmd))
+	for i, w := range cmd {
+		quoted[i] = shellQuote(w)
+	}
+	rec := &pgengine.Recovery{
+		RestoreCommand: strings.Join(quoted, " ") + " %f %p",
+		Immediate:      flag(req.Options, "recovery_target_immediate"),
+		Settings:       map[string]string{},
+	}
+	if len(req.LogDoneCommand) > 0 {
+		done := make([]string, len(req.LogDoneCommand))
+		for i, w := range req.LogDoneCommand {
+			done[i] = shellQuote(w)
+		}
+		rec.Settings["recovery_end_command"] = strings.Join(done, " ")
+	}
+	to := req.To
+	switch {
+	case !to.Time.IsZero():
+		rec.TargetTime = to.Time
+	case !to.Position.IsZero():
+		rec.TargetLSN = pgengine.LSN(to.Position.Offset)
+		if to.Position.Epoch != 0 {
+			rec.TargetTimeline = strconv.FormatUint(uint64(to.Position.Epoch), 10)
+		}
+	case to.Txn != "":
+		if _, err := strconv.ParseUint(to.Txn, 10, 64); err != nil {
+			return opts, fmt.Errorf("transaction %q is not a PostgreSQL transaction id (a number)", to.Txn)
+		}
+		rec.TargetXID = to.Txn
+	case to.Name != "":
+		rec.TargetName = to.Name
+	}
+	rec.Exclusive = !to.IsLatest() && !to.Inclusive
+	for k, v := range req.Options {
 		if name, ok := strings.CutPrefix(k, "setting."); ok {
-			if rec.Settings == nil {
-				rec.Settings = map[string]string{}
-			}
 			rec.Settings[name] = v
 		}
 	}
-	if v := o["recovery_target_time"]; v != "" {
-		t, err := time.Parse(time.RFC3339Nano, v)
-		if err != nil {
-			return opts, fmt.Errorf("recovery_target_time %q: %w", v, err)
-		}
-		rec.TargetTime = t
-	}
-	if v := o["recovery_target_lsn"]; v != "" {
-		lsn, err := pgengine.ParseLSN(v)
-		if err != nil {
-			return opts, fmt.Errorf("recovery_target_lsn %q: %w", v, err)
-		}
-		rec.TargetLSN = lsn
+	if !req.KeepArchiving {
+		// A restored copy shares the original's system identifier: left
+		// archiving, it would write its own timeline into the original's
+		// archive. Archiving is turned on again once it replaces it.
+		rec.Settings["archive_mode"] = "off"
 	}
 	opts.Recovery = rec
 	return opts, nil
+}
+
+// runAs resolves the user that will run the restored server. Files restored
+// as root belong to "postgres" unless told otherwise; a non-root restore
+// keeps its own user.
+func runAs(name string) (*pgengine.Owner, error) {
+	if name == "" {
+		if os.Geteuid() != 0 {
+			return &pgengine.Owner{UID: os.Geteuid(), GID: os.Getegid()}, nil
+		}
+		name = "postgres"
+	}
+	u, err := user.Lookup(name)
+	if err != nil {
+		return nil, fmt.Errorf("user %q to run the restored server: %w", name, err)
+	}
+	uid, err1 := strconv.Atoi(u.Uid)
+	gid, err2 := strconv.Atoi(u.Gid)
+	if err := errors.Join(err1, err2); err != nil {
+		return nil, fmt.Errorf("user %q: %w", name, err)
+	}
+	return &pgengine.Owner{UID: uid, GID: gid}, nil
+}
+
+// shellQuote quotes w for the shell PostgreSQL runs restore_command with.
+func shellQuote(w string) string {
+	if w != "" && strings.Trim(w, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./=:,+@%") == "" && !strings.Contains(w, "%") {
+		return w
+	}
+	return "'" + strings.ReplaceAll(w, "'", `'"'"'`) + "'"
 }
 
 // Freeze starts a non-exclusive backup (pg_backup_start) in its own
@@ -390,9 +440,25 @@ func (e *Engine) Archive(ctx context.Context, req api.ArchiveRequest, out api.Se
 		}
 		opts.From, opts.Timeline = lsn, tl
 	}
+	// Each timeline's history file arrives before its WAL; it says where
+	// the timeline branched off its parent.
+	branches := map[uint32]api.Position{}
 	opts.OnSegment = func(ctx context.Context, s pgengine.Segment) error {
-		w, err := out.Begin(ctx, api.SegmentHeader{Name: s.Name, Stream: strconv.FormatUint(uint64(s.Timeline), 10),
-			Start: Position(s.Timeline, s.StartLSN)})
+		h := api.SegmentHeader{Name: s.Name, Start: Position(s.Timeline, s.StartLSN)}
+		t := api.SegmentTrailer{End: Position(s.Timeline, s.EndLSN), Partial: s.Partial, LastCommit: s.ServerTime}
+		if s.History {
+			b, err := historyBranch(s.Data)
+			if err != nil {
+				return fmt.Errorf("%s: %w", s.Name, err)
+			}
+			branches[s.Timeline] = b
+			h.Start, t.End = Position(s.Timeline, 0), Position(s.Timeline, 0)
+		} else {
+			// Served back as a whole segment, zero-filled past what was sent.
+			t.FileSize = s.SegmentSize
+		}
+		h.Branch = branches[s.Timeline]
+		w, err := out.Begin(ctx, h)
 		if err != nil {
 			return err
 		}
@@ -400,7 +466,7 @@ func (e *Engine) Archive(ctx context.Context, req api.ArchiveRequest, out api.Se
 			_ = w.Abort(err.Error())
 			return err
 		}
-		return w.Finish(api.SegmentTrailer{End: Position(s.Timeline, s.EndLSN), Partial: s.Partial, LastCommit: s.ServerTime})
+		return w.Finish(t)
 	}
 	a := pgengine.NewArchiver(dsn(req.Target), opts)
 	runErr := make(chan error, 1)

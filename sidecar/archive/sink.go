@@ -4,9 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
-	"encoding/binary"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"time"
 
@@ -14,14 +14,26 @@ import (
 	"github.com/amber-backup/amber/sidecar/repo"
 )
 
-// Segment meta keys: the plugin's own positions, so archiving can resume
-// exactly where the repository ends.
+// Segment meta keys (docs/repository-format.md, "Log segments"): the
+// plugin's own positions, so archiving resumes exactly where the repository
+// ends and people read positions in the engine's words.
 const (
-	MetaStart      = "start"
-	MetaStartToken = "start_token"
-	MetaEnd        = "end"
-	MetaEndToken   = "end_token"
+	MetaStart        = "start"         // text of the start position
+	MetaStartToken   = "start_token"   // base64 of its token
+	MetaEnd          = "end"           // text of the end position
+	MetaEndToken     = "end_token"     // base64 of its token
+	MetaBranch       = "branch"        // text of the branch position, if any
+	MetaBranchToken  = "branch_token"  // base64 of its token
+	MetaBranchEpoch  = "branch_epoch"  // decimal
+	MetaBranchOffset = "branch_offset" // decimal
+	MetaFileSize     = "file_size"     // decimal: serve zero-filled to this size
 )
+
+// StartPosition rebuilds the plugin position at which a stored segment starts.
+func StartPosition(s repo.Segment) api.Position {
+	tok, _ := base64.StdEncoding.DecodeString(s.Meta[MetaStartToken])
+	return api.Position{Epoch: s.Epoch, Offset: s.Start, Token: tok, Text: s.Meta[MetaStart]}
+}
 
 // EndPosition rebuilds the plugin position at which a stored segment ends.
 func EndPosition(s repo.Segment) (api.Position, error) {
@@ -29,26 +41,59 @@ func EndPosition(s repo.Segment) (api.Position, error) {
 	if err != nil || len(tok) == 0 {
 		return api.Position{}, fmt.Errorf("segment %s has no end position", s.ObjectName())
 	}
-	order := api.OrderKey(uint64(s.Epoch), s.End)
-	return api.Position{Token: tok, Text: s.Meta[MetaEnd], Order: order}, nil
+	return api.Position{Epoch: s.Epoch, Offset: s.End, Token: tok, Text: s.Meta[MetaEnd]}, nil
+}
+
+// Branch returns where a stored segment's epoch branched off its parent,
+// or false when the segment does not say.
+func Branch(s repo.Segment) (api.Position, bool) {
+	if s.Meta[MetaBranchEpoch] == "" {
+		return api.Position{}, false
+	}
+	ep, err1 := strconv.ParseUint(s.Meta[MetaBranchEpoch], 10, 32)
+	off, err2 := strconv.ParseUint(s.Meta[MetaBranchOffset], 10, 64)
+	if err1 != nil || err2 != nil {
+		return api.Position{}, false
+	}
+	tok, _ := base64.StdEncoding.DecodeString(s.Meta[MetaBranchToken])
+	return api.Position{Epoch: uint32(ep), Offset: off, Token: tok, Text: s.Meta[MetaBranch]}, true
+}
+
+// FileSize is the size a segment is served back as (0: its own size).
+func FileSize(s repo.Segment) int64 {
+	n, _ := strconv.ParseInt(s.Meta[MetaFileSize], 10, 64)
+	return n
+}
+
+// Describe turns a plugin's segment description into the repository's
+// record of it: epoch and offsets from the positions, the rest as meta.
+func Describe(stream string, h api.SegmentHeader, t api.SegmentTrailer) (repo.Segment, error) {
+	if h.Start.Epoch != t.End.Epoch {
+		return repo.Segment{}, fmt.Errorf("segment %s starts in epoch %d and ends in epoch %d; a segment holds log of one epoch", h.Name, h.Start.Epoch, t.End.Epoch)
+	}
+	if t.End.Offset < h.Start.Offset {
+		return repo.Segment{}, fmt.Errorf("segment %s ends (%s) before it starts (%s)", h.Name, t.End, h.Start)
+	}
+	meta := map[string]string{
+		MetaStart: h.Start.Text, MetaStartToken: base64.StdEncoding.EncodeToString(h.Start.Token),
+		MetaEnd: t.End.Text, MetaEndToken: base64.StdEncoding.EncodeToString(t.End.Token),
+	}
+	if !h.Branch.IsZero() {
+		meta[MetaBranch] = h.Branch.Text
+		meta[MetaBranchToken] = base64.StdEncoding.EncodeToString(h.Branch.Token)
+		meta[MetaBranchEpoch] = strconv.FormatUint(uint64(h.Branch.Epoch), 10)
+		meta[MetaBranchOffset] = strconv.FormatUint(h.Branch.Offset, 10)
+	}
+	if t.FileSize > 0 {
+		meta[MetaFileSize] = strconv.FormatInt(t.FileSize, 10)
+	}
+	return repo.Segment{Stream: stream, Epoch: h.Start.Epoch, Start: h.Start.Offset, End: t.End.Offset, Partial: t.Partial,
+		Name: h.Name, FirstTime: t.FirstCommit, LastTime: t.LastCommit, Meta: meta}, nil
 }
 
 // MaxSegment bounds one segment held in memory before it is stored (a
 // PostgreSQL WAL segment is 16 MiB; binlog files are cut by the plugin).
 const MaxSegment = 256 << 20
-
-// Split maps a position's ordering key onto the repository's (epoch, offset)
-// pair: a two-part key (timeline, LSN) gives both, a one-part key only the
-// offset.
-func Split(p api.Position) (epoch uint32, off uint64, err error) {
-	switch len(p.Order) {
-	case 16:
-		return uint32(binary.BigEndian.Uint64(p.Order)), binary.BigEndian.Uint64(p.Order[8:]), nil
-	case 8:
-		return 0, binary.BigEndian.Uint64(p.Order), nil
-	}
-	return 0, 0, fmt.Errorf("position %q has an ordering key of %d bytes; want 8 or 16", p, len(p.Order))
-}
 
 // Stats are the archiver's counters; hold the lock to read them.
 type Stats struct {
@@ -77,9 +122,12 @@ var _ api.SegmentSink = (*Sink)(nil)
 
 // NewSink stores segments under stream and reports durable positions on
 // the returned channel, which always holds the newest position (older
-// undelivered ones are replaced).
-func NewSink(r *repo.Repository, stream string, log *slog.Logger) *Sink {
-	return &Sink{repo: r, stream: stream, durable: make(chan api.Position, 1), log: log, now: time.Now,
+// undelivered ones are replaced). now is the clock lag is measured with.
+func NewSink(r *repo.Repository, stream string, log *slog.Logger, now func() time.Time) *Sink {
+	if now == nil {
+		now = time.Now
+	}
+	return &Sink{repo: r, stream: stream, durable: make(chan api.Position, 1), log: log, now: now,
 		partials: make(map[[2]uint64]repo.Segment)}
 }
 
@@ -116,20 +164,10 @@ func (w *segWriter) Abort(reason string) error {
 // Finish stores the segment and, once it is durable, reports its end.
 func (w *segWriter) Finish(t api.SegmentTrailer) error {
 	s := w.s
-	epoch, start, err := Split(w.h.Start)
+	seg, err := Describe(s.stream, w.h, t)
 	if err != nil {
 		return err
 	}
-	_, end, err := Split(t.End)
-	if err != nil {
-		return err
-	}
-	meta := map[string]string{
-		MetaStart: w.h.Start.Text, MetaStartToken: base64.StdEncoding.EncodeToString(w.h.Start.Token),
-		MetaEnd: t.End.Text, MetaEndToken: base64.StdEncoding.EncodeToString(t.End.Token),
-	}
-	seg := repo.Segment{Stream: s.stream, Epoch: epoch, Start: start, End: end, Partial: t.Partial,
-		Name: w.h.Name, FirstTime: t.FirstCommit, LastTime: t.LastCommit, Meta: meta}
 	if err := s.repo.PutSegment(w.ctx, seg, w.buf.Bytes()); err != nil {
 		return fmt.Errorf("archive %s: %w", w.h.Name, err)
 	}
@@ -144,7 +182,7 @@ func (w *segWriter) Finish(t api.SegmentTrailer) error {
 	s.Stats.Unlock()
 
 	// The new object supersedes the partial one with the same start.
-	key := [2]uint64{uint64(epoch), start}
+	key := [2]uint64{uint64(seg.Epoch), seg.Start}
 	s.mu.Lock()
 	old, had := s.partials[key]
 	if t.Partial {
@@ -158,7 +196,7 @@ func (w *segWriter) Finish(t api.SegmentTrailer) error {
 			s.log.Warn("could not remove a superseded partial segment", "object", old.ObjectName(), "err", err)
 		}
 	}
-	if start == end { // metadata such as a timeline history: not a log position
+	if seg.Start == seg.End { // metadata such as a timeline history: not a log position
 		return nil
 	}
 	s.report(t.End)

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"sort"
@@ -9,6 +8,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/amber-backup/amber/plugins/api"
+	"github.com/amber-backup/amber/sidecar/job"
 	"github.com/amber-backup/amber/sidecar/repo"
 	"github.com/spf13/cobra"
 )
@@ -75,7 +76,7 @@ added, rotated and removed without rewriting any data.`,
 				return err
 			}
 			defer r.Close()
-			name, err := r.AddKey(cmd.Context(), newPw, kdfFromEnv())
+			name, err := r.AddKey(cmd.Context(), newPw, testKDF)
 			if err != nil {
 				return err
 			}
@@ -158,21 +159,29 @@ type backupResult struct {
 
 func (e *env) backupCommand() *cobra.Command {
 	var (
-		stdin             bool
-		name              string
-		tags              []string
-		engine, dsn, mode string
+		stdin                    bool
+		name                     string
+		tags                     []string
+		engine, dsnFlag, dsnFile string
+		mode                     string
 	)
 	cmd := &cobra.Command{
 		Use:   "backup",
 		Short: "Back up a stream (and, with an engine, a database)",
-		Long: `Back up everything read from standard input (--stdin) as one backup. The
-stream is cut into content-defined chunks, so data already in the repository
-is stored only once, whichever backup or replica wrote it first. The backup
-becomes visible only when complete: an interrupted backup leaves nothing that
-'amber ls' shows, and 'amber prune' removes what it had uploaded.`,
-		Example: `  amber backup --engine postgres --dsn 'host=db user=amber' --mode physical --name orders
-  amber backup --engine postgres --dsn postgres://amber@db/orders --mode logical
+		Long: `Back up everything read from standard input (--stdin) as one backup, or, with
+--engine, the database the connection string names, through that engine's
+plugin: --mode physical (the whole cluster, restorable to any point in time
+with archived log) or --mode logical (a dump).
+
+The data is cut into content-defined chunks, so data already in the
+repository is stored only once, whichever backup or replica wrote it first.
+The backup becomes visible only when complete: an interrupted backup leaves
+nothing that 'amber ls' shows, and 'amber prune' removes what it had uploaded.
+
+The connection string comes from --dsn-file, --dsn or AMBER_DSN, and is never
+printed or logged.`,
+		Example: `  AMBER_DSN='host=db user=amber' amber backup --engine postgres --mode physical --name orders
+  amber backup --engine postgres --dsn-file /etc/amber/dsn --mode logical
   pg_dump -Fc mydb | amber backup --stdin --name mydb --tag env=prod
   tar -C /data -c . | amber backup --stdin --name data --json`,
 		Args: noArgs,
@@ -181,56 +190,70 @@ becomes visible only when complete: an interrupted backup leaves nothing that
 			if err != nil {
 				return err
 			}
+			ctx := cmd.Context()
 			if engine != "" {
 				if stdin {
 					return usagef("--stdin and --engine exclude each other")
 				}
-				return e.engineBackup(cmd.Context(), engine, dsn, mode, name, tagMap)
+				d, err := dsn(dsnFlag, dsnFile, "AMBER_DSN")
+				if err != nil {
+					return err
+				}
+				if d == "" {
+					return usagef("--engine needs the database's connection string: --dsn-file, --dsn or AMBER_DSN")
+				}
+				host, eng, err := e.openEngine(ctx, engine)
+				if err != nil {
+					return err
+				}
+				defer host.Close()
+				r, err := e.openRepo(ctx)
+				if err != nil {
+					return err
+				}
+				defer r.Close()
+				progress, stop := e.track("backup", 0)
+				rep, err := job.BackupEngine(ctx, r, eng, job.EngineBackup{Engine: engine, Mode: mode, Name: name, Tags: tagMap,
+					Target: api.Target{DSN: d}}, nil, progress)
+				stop()
+				if err != nil {
+					return e.jobError(err)
+				}
+				return e.reportBackup(rep)
 			}
 			if !stdin {
-				return usagef("nothing to back up: use --stdin, or --engine with --dsn")
+				return usagef("nothing to back up: use --stdin, or --engine with a connection string")
 			}
 			if name == "" {
 				return usagef("--name is required: it groups backups for listing and retention")
 			}
-			ctx := cmd.Context()
 			r, err := e.openRepo(ctx)
 			if err != nil {
 				return err
 			}
 			defer r.Close()
-			start := time.Now()
-			w, err := r.NewWriter(ctx)
+			progress, stop := e.track("backup", 0)
+			rep, err := job.StreamBackup(ctx, r, name, tagMap, e.stdin, nil, progress)
+			stop()
 			if err != nil {
-				return err
+				return e.jobError(err)
 			}
-			p := e.startProgress("backup", 0, w.BytesIn.Load)
-			entry, err := w.WriteStream(ctx, "stdin", e.stdin)
-			if err == nil {
-				m := &repo.Manifest{Name: name, Tags: tagMap, Mode: "stream", Start: start.UTC(), Entries: []repo.Entry{entry}}
-				_, err = w.Commit(ctx, m)
-			}
-			p.Stop()
-			if err != nil {
-				return fmt.Errorf("backup %s: %w", name, err)
-			}
-			return e.reportBackup(w, name, start)
+			return e.reportBackup(rep)
 		},
 	}
 	cmd.Flags().BoolVar(&stdin, "stdin", false, "back up standard input")
 	cmd.Flags().StringVar(&engine, "engine", "", "database engine plugin: postgres")
-	cmd.Flags().StringVar(&dsn, "dsn", os.Getenv("AMBER_DSN"), "database connection string (env AMBER_DSN); never logged")
+	cmd.Flags().StringVar(&dsnFlag, "dsn", "", "database connection string (default: env AMBER_DSN); prefer --dsn-file, as arguments show in ps")
+	cmd.Flags().StringVar(&dsnFile, "dsn-file", "", "read the database connection string from this file")
 	cmd.Flags().StringVar(&mode, "mode", "physical", "with --engine: physical (whole cluster, restorable to any point in time) or logical (a dump)")
 	cmd.Flags().StringVar(&name, "name", "", "backup name (required with --stdin; default: the engine), e.g. the database")
 	cmd.Flags().StringArrayVar(&tags, "tag", nil, "tag as key=value (repeatable)")
 	return cmd
 }
 
-func (e *env) reportBackup(w *repo.Writer, name string, start time.Time) error {
-	id := w.Committed()
-	res := backupResult{ID: id.String(), ShortID: id.Short(), Name: name, BytesIn: w.BytesIn.Load(),
-		BytesAdded: w.BytesAdded.Load(), DurationS: time.Since(start).Seconds(),
-		ChunksNew: w.BlobsNew.Load(), ChunksSeen: w.BlobsDedup.Load()}
+func (e *env) reportBackup(rep *job.BackupReport) error {
+	res := backupResult{ID: rep.ID.String(), ShortID: rep.ID.Short(), Name: rep.Name, BytesIn: rep.BytesIn,
+		BytesAdded: rep.BytesAdded, DurationS: rep.Duration.Seconds(), ChunksNew: rep.ChunksNew, ChunksSeen: rep.ChunksSeen}
 	if e.jsonOut {
 		return e.printJSON(res)
 	}
@@ -252,95 +275,6 @@ func parseTags(tags []string) (map[string]string, error) {
 		out[k] = v
 	}
 	return out, nil
-}
-
-func (e *env) restoreCommand() *cobra.Command {
-	var (
-		backupRef, name string
-		toStdout        bool
-		o               engineRestore
-	)
-	cmd := &cobra.Command{
-		Use:   "restore",
-		Short: "Restore a backup, or a database to a point in time",
-		Long: `Restore a backup.
-
-With --stdout, write a stream backup's bytes (or a logical dump's single entry)
-to standard output.
-
-With --engine postgres --data-dir DIR, lay a physical backup out in the empty
-directory DIR and configure recovery: PostgreSQL started on DIR fetches the
-archived WAL it needs from the repository (amber wal-fetch) and stops at the
-target: --to-time, --to-lsn, --to-xid or --to-name (none: the latest archived
-WAL), then promotes. Without --backup, the newest backup consistent before the
-target is chosen.
-
-With --engine postgres --dsn DSN, load a logical backup into that database.
-
-Every chunk is authenticated and checked against its id before any of its
-bytes are written: corrupt or foreign data stops the restore with an error
-naming the damaged object.`,
-		Example: `  amber restore --engine postgres --data-dir /var/lib/postgresql/restore --to-time 2026-11-21T10:15:00Z
-  amber restore --engine postgres --data-dir ./pitr --to-lsn 0/3000060 --backup 3fa1c2d4
-  amber restore --engine postgres --dsn postgres://amber@db/copy --backup latest
-  amber restore --backup latest --stdout > dump.sql`,
-		Args: noArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx := cmd.Context()
-			if o.engine != "" {
-				if toStdout {
-					return e.restoreEngineStdout(ctx, o.engine, backupRef, name)
-				}
-				return e.restoreEngine(ctx, backupRef, name, o)
-			}
-			if !toStdout {
-				return usagef("say where to restore: --stdout, or --engine with --data-dir or --dsn")
-			}
-			r, err := e.openRepo(ctx)
-			if err != nil {
-				return err
-			}
-			defer r.Close()
-			ref := backupRef
-			if ref == "" {
-				ref = "latest"
-			}
-			m, err := r.FindBackup(ctx, ref, name)
-			if err != nil {
-				return err
-			}
-			return e.writeStdout(ctx, r, m)
-		},
-	}
-	f := cmd.Flags()
-	f.StringVar(&backupRef, "backup", "", "backup id, unique id prefix, or latest (default: latest, or the newest before the target)")
-	f.StringVar(&name, "name", "", "only consider backups of this name")
-	f.BoolVar(&toStdout, "stdout", false, "write the backup's stream to standard output")
-	f.StringVar(&o.engine, "engine", "", "database engine plugin: postgres")
-	f.StringVar(&o.dataDir, "data-dir", "", "physical restore: the empty directory to restore into")
-	f.StringVar(&o.dsn, "dsn", "", "logical restore: the database to load into (never taken from AMBER_DSN, so a restore cannot land in the source by accident)")
-	f.StringVar(&o.toTime, "to-time", "", "recover up to this time (RFC 3339)")
-	f.StringVar(&o.toLSN, "to-lsn", "", "recover up to this log position (PostgreSQL LSN, e.g. 0/3000060)")
-	f.StringVar(&o.toXID, "to-xid", "", "recover up to this transaction id")
-	f.StringVar(&o.toName, "to-name", "", "recover up to this named restore point")
-	f.BoolVar(&o.exclusive, "exclusive", false, "stop just before the target instead of just after it")
-	f.BoolVar(&o.keepArchiving, "keep-archiving", false, "keep the backup's archive_mode/archive_command (default: archive_mode=off, so the copy does not write into this archive)")
-	f.StringVar(&o.owner, "owner", "", "user that will run the restored server and own its files (default: postgres when run as root)")
-	return cmd
-}
-
-func (e *env) writeStdout(ctx context.Context, r *repo.Repository, m *repo.Manifest) error {
-	if len(m.Entries) != 1 {
-		return fmt.Errorf("backup %s has %d entries; --stdout restores single-stream backups", m.ID.Short(), len(m.Entries))
-	}
-	cw := &countWriter{w: e.stdout}
-	p := e.startProgress("restore", m.Entries[0].Size, cw.n.Load)
-	err := r.WriteEntry(ctx, m.Entries[0], cw)
-	p.Stop()
-	if err != nil {
-		return fmt.Errorf("restore %s: %w", m.ID.Short(), err)
-	}
-	return nil
 }
 
 // lsEntry is one backup in `amber ls --json`.
@@ -391,7 +325,7 @@ func (e *env) lsCommand() *cobra.Command {
 				}
 				list = append(list, le)
 			}
-			windows, err := recoverableWindows(ctx, r, all)
+			windows, err := job.Windows(ctx, r, all)
 			if err != nil {
 				return err
 			}

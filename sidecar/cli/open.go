@@ -4,75 +4,26 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/url"
 	"os"
 	"runtime/debug"
 	"strings"
 
+	"github.com/amber-backup/amber/plugins/api"
+	"github.com/amber-backup/amber/sidecar/job"
+	"github.com/amber-backup/amber/sidecar/pluginhost"
 	"github.com/amber-backup/amber/sidecar/repo"
 	"github.com/amber-backup/amber/sidecar/storage"
-	"github.com/amber-backup/amber/sidecar/storage/file"
+	"github.com/amber-backup/amber/sidecar/storage/location"
 )
-
-// location is a parsed repository URL.
-type location struct {
-	scheme string // file, b2, s3
-	bucket string
-	path   string // directory for file, prefix for buckets
-	query  url.Values
-}
-
-func parseLocation(raw string) (location, error) {
-	if raw == "" {
-		return location{}, usagef("no repository given: use --repo URL or set AMBER_REPO")
-	}
-	if !strings.Contains(raw, "://") {
-		return location{scheme: "file", path: raw}, nil
-	}
-	u, err := url.Parse(raw)
-	if err != nil {
-		return location{}, usagef("repository URL %q: %v", raw, err)
-	}
-	switch u.Scheme {
-	case "file":
-		if u.Host != "" && u.Host != "localhost" {
-			return location{}, usagef("file URL %q names a host; use file:///absolute/path", raw)
-		}
-		return location{scheme: "file", path: u.Path}, nil
-	case "b2", "s3":
-		if u.Host == "" {
-			return location{}, usagef("repository URL %q has no bucket; use %s://bucket/prefix", raw, u.Scheme)
-		}
-		return location{scheme: u.Scheme, bucket: u.Host, path: strings.Trim(u.Path, "/"), query: u.Query()}, nil
-	}
-	return location{}, usagef("unknown repository scheme %q in %q; use a path, file:///path, b2://bucket/prefix or s3://bucket/prefix", u.Scheme, raw)
-}
 
 // openBackend connects to the repository's storage. With create, a missing
 // local directory is made (repo init); otherwise its absence is an error.
 func (e *env) openBackend(ctx context.Context, create bool) (storage.Backend, error) {
-	loc, err := parseLocation(e.repoURL)
-	if err != nil {
-		return nil, err
+	be, err := location.Open(ctx, e.repoURL, location.Options{Create: create, Logger: e.log})
+	if errors.Is(err, location.ErrBadURL) {
+		return nil, &usageError{err: err}
 	}
-	var be storage.Backend
-	switch loc.scheme {
-	case "file":
-		fb, err := file.Open(loc.path, create)
-		if errors.Is(err, storage.ErrNotFound) {
-			return nil, fmt.Errorf("no repository at %s: the directory does not exist (create one with `amber repo init`)", loc.path)
-		}
-		if err != nil {
-			return nil, err
-		}
-		be = fb
-	default:
-		be, err = openRemote(ctx, loc)
-		if err != nil {
-			return nil, err
-		}
-	}
-	return wrapRetry(be, e), nil
+	return be, err
 }
 
 // password reads the repository password from --password-file or AMBER_PASSWORD.
@@ -80,15 +31,16 @@ func (e *env) password() ([]byte, error) {
 	return readSecret(e.passwordFile, "AMBER_PASSWORD", "--password-file")
 }
 
+// readSecret reads a secret from file, else from the environment variable.
 func readSecret(file, envVar, flag string) ([]byte, error) {
 	if file != "" {
 		b, err := os.ReadFile(file)
 		if err != nil {
-			return nil, fmt.Errorf("read password file: %w", err)
+			return nil, fmt.Errorf("read %s: %w", flag, err)
 		}
 		p := strings.TrimRight(string(b), "\r\n")
 		if p == "" {
-			return nil, fmt.Errorf("password file %s is empty", file)
+			return nil, fmt.Errorf("%s %s is empty", strings.TrimPrefix(flag, "--"), file)
 		}
 		return []byte(p), nil
 	}
@@ -98,17 +50,28 @@ func readSecret(file, envVar, flag string) ([]byte, error) {
 	return nil, usagef("no repository password: set %s or use %s", envVar, flag)
 }
 
-func (e *env) repoOptions() repo.Options {
-	return repo.Options{CacheDir: e.cacheDir, KDF: kdfFromEnv()}
+// dsn reads a connection string from --dsn-file, --dsn or envVar, in that
+// order. It is never a flag's default, so help output never shows it.
+func dsn(flagValue, file, envVar string) (api.Secret, error) {
+	switch {
+	case file != "" && flagValue != "":
+		return "", usagef("give the connection string with --dsn or --dsn-file, not both")
+	case file != "":
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", fmt.Errorf("read --dsn-file: %w", err)
+		}
+		return api.Secret(strings.TrimSpace(string(b))), nil
+	case flagValue != "":
+		return api.Secret(flagValue), nil
+	case envVar != "":
+		return api.Secret(os.Getenv(envVar)), nil
+	}
+	return "", nil
 }
 
-// kdfFromEnv lets tests lower the key-derivation cost of new key slots
-// (AMBER_KDF_TEST=1); never set it for real repositories.
-func kdfFromEnv() repo.KDFParams {
-	if os.Getenv("AMBER_KDF_TEST") == "1" {
-		return repo.KDFParams{Time: 1, Memory: 1024, Threads: 1}
-	}
-	return repo.KDFParams{}
+func (e *env) repoOptions() repo.Options {
+	return repo.Options{CacheDir: e.cacheDir, KDF: testKDF}
 }
 
 // openRepo opens the repository named by --repo with the password.
@@ -129,4 +92,60 @@ func (e *env) openRepo(ctx context.Context) (*repo.Repository, error) {
 		return nil, err
 	}
 	return r, nil
+}
+
+// openEngine launches the plugin for engine.
+func (e *env) openEngine(ctx context.Context, engine string) (*pluginhost.Host, *pluginhost.Plugin, error) {
+	if engine == "" {
+		return nil, nil, usagef("name the database engine with --engine (postgres)")
+	}
+	host := pluginhost.New(pluginhost.Options{Logger: e.log})
+	p, err := host.Engine(ctx, engine)
+	if err != nil {
+		host.Close()
+		return nil, nil, err
+	}
+	return host, p, nil
+}
+
+// opener opens the repository and the plugin only when a job asks, and
+// closes what it opened.
+type opener struct {
+	e    *env
+	r    *repo.Repository
+	host *pluginhost.Host
+	eng  *pluginhost.Plugin
+}
+
+var _ job.Opener = (*opener)(nil)
+
+func (o *opener) Repository(ctx context.Context) (*repo.Repository, error) {
+	if o.r == nil {
+		r, err := o.e.openRepo(ctx)
+		if err != nil {
+			return nil, err
+		}
+		o.r = r
+	}
+	return o.r, nil
+}
+
+func (o *opener) Engine(ctx context.Context, name string) (api.Engine, error) {
+	if o.eng == nil {
+		host, eng, err := o.e.openEngine(ctx, name)
+		if err != nil {
+			return nil, err
+		}
+		o.host, o.eng = host, eng
+	}
+	return o.eng, nil
+}
+
+func (o *opener) Close() {
+	if o.host != nil {
+		o.host.Close()
+	}
+	if o.r != nil {
+		o.r.Close()
+	}
 }

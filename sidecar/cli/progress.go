@@ -5,9 +5,9 @@ import (
 	"io"
 	"os"
 	"sync"
-	"sync/atomic"
 	"time"
 
+	"github.com/amber-backup/amber/sidecar/job"
 	"golang.org/x/term"
 )
 
@@ -21,6 +21,17 @@ type progress struct {
 	start time.Time
 	stop  chan struct{}
 	done  sync.WaitGroup
+}
+
+// track returns a job.Progress that shows progress once the job has
+// started, and the function that stops showing it.
+func (e *env) track(label string, total int64) (job.Progress, func()) {
+	var p *progress
+	return func(done func() int64) { p = e.startProgress(label, total, done) }, func() {
+		if p != nil {
+			p.Stop()
+		}
+	}
 }
 
 func (e *env) startProgress(label string, total int64, read func() int64) *progress {
@@ -79,16 +90,4 @@ func humanBytes(n int64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
-
-// countWriter counts what passes through it.
-type countWriter struct {
-	w io.Writer
-	n atomic.Int64
-}
-
-func (c *countWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n.Add(int64(n))
-	return n, err
 }

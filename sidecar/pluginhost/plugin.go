@@ -160,3 +160,21 @@ func (p *Plugin) Replay(ctx context.Context, req api.ReplayRequest, src api.Segm
 	r, err := in.engine.Replay(ctx, req, src)
 	return r, wrap(in, "replay", err)
 }
+
+func (p *Plugin) ParsePosition(ctx context.Context, text string) (api.Position, error) {
+	in, err := p.get(ctx)
+	if err != nil {
+		return api.Position{}, err
+	}
+	r, err := in.engine.ParsePosition(ctx, text)
+	return r, wrap(in, "parse position", err)
+}
+
+func (p *Plugin) DescribeLogFile(ctx context.Context, q api.LogFileQuery) (api.LogFile, error) {
+	in, err := p.get(ctx)
+	if err != nil {
+		return api.LogFile{}, err
+	}
+	r, err := in.engine.DescribeLogFile(ctx, q)
+	return r, wrap(in, "describe log file", err)
+}

@@ -34,6 +34,8 @@ type Manifest struct {
 	Position       string            `json:"position,omitempty"`
 	ConsistentTime time.Time         `json:"consistent_time,omitzero"`
 	Meta           map[string]string `json:"meta,omitempty"`
+	// Record is set for engine backups (Engine != "").
+	Record *EngineRecord `json:"engine_record,omitempty"`
 
 	// ID is the manifest's object id; set on load, never stored.
 	ID ID `json:"-"`

@@ -75,7 +75,7 @@ func PatternSum(seed, n int64) string {
 
 // Pos is a fake log position at offset n.
 func Pos(n uint64) api.Position {
-	return api.Position{Token: api.OrderKey(n), Text: "fake/" + strconv.FormatUint(n, 10), Order: api.OrderKey(n)}
+	return api.Position{Epoch: 1, Offset: n, Token: binary.BigEndian.AppendUint64(nil, n), Text: "fake/" + strconv.FormatUint(n, 10)}
 }
 
 // Fake is an engine named "fake" with every capability except
@@ -239,7 +239,7 @@ func (f *Fake) Archive(ctx context.Context, req api.ArchiveRequest, out api.Segm
 	}
 	for i := range segments {
 		start := uint64(i * size)
-		w, err := out.Begin(ctx, api.SegmentHeader{Name: SegmentName(i), Stream: "1", Start: Pos(start)})
+		w, err := out.Begin(ctx, api.SegmentHeader{Name: SegmentName(i), Start: Pos(start)})
 		if err != nil {
 			return err
 		}
@@ -260,7 +260,7 @@ func (f *Fake) Archive(ctx context.Context, req api.ArchiveRequest, out api.Segm
 		}
 	}
 	// A partial segment that is never finished: the host must drop it.
-	if w, err := out.Begin(ctx, api.SegmentHeader{Name: SegmentName(segments), Stream: "1", Start: Pos(uint64(segments * size))}); err == nil {
+	if w, err := out.Begin(ctx, api.SegmentHeader{Name: SegmentName(segments), Start: Pos(uint64(segments * size))}); err == nil {
 		_, _ = io.Copy(w, Pattern(segments, 1000))
 		_ = w.Abort("fake stops here")
 	}

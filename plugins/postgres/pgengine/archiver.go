@@ -29,6 +29,8 @@ type Segment struct {
 	EndLSN   LSN // position just after the last byte of Data
 	Partial  bool
 	History  bool
+	// SegmentSize is the server's WAL segment size (0 for history).
+	SegmentSize int64
 	// Data is valid only during the callback (for complete segments it is
 	// handed over and not reused, but do not rely on that).
 	Data []byte
@@ -401,7 +403,7 @@ func (s *stream) add(ctx context.Context, lsn LSN, data []byte, serverTime time.
 		s.a.received = s.pos
 		s.a.mu.Unlock()
 		if len(s.buf) == int(s.segSize) {
-			seg := Segment{Name: WALFileName(s.tli, s.segStart, s.segSize), Timeline: s.tli,
+			seg := Segment{Name: WALFileName(s.tli, s.segStart, s.segSize), Timeline: s.tli, SegmentSize: s.segSize,
 				StartLSN: s.segStart, EndLSN: s.pos, Data: s.buf, ServerTime: serverTime}
 			s.buf = make([]byte, 0, s.segSize)
 			s.segStart, s.emitted = s.pos, s.pos
@@ -420,7 +422,7 @@ func (s *stream) emitPartial(ctx context.Context) error {
 	}
 	s.emitted = s.pos
 	s.lastEmit = s.a.opts.Clock.Now()
-	return s.a.emit(ctx, Segment{Name: WALFileName(s.tli, s.segStart, s.segSize), Timeline: s.tli,
+	return s.a.emit(ctx, Segment{Name: WALFileName(s.tli, s.segStart, s.segSize), Timeline: s.tli, SegmentSize: s.segSize,
 		StartLSN: s.segStart, EndLSN: s.pos, Partial: true, Data: s.buf, ServerTime: s.serverTime})
 }
 

@@ -57,6 +57,7 @@ const (
 	Capability_CAPABILITY_FREEZE           Capability = 5
 	Capability_CAPABILITY_ARCHIVE          Capability = 6
 	Capability_CAPABILITY_REPLAY           Capability = 7
+	Capability_CAPABILITY_LOG_FILES        Capability = 8
 )
 
 // Enum value maps for Capability.
@@ -70,6 +71,7 @@ var (
 		5: "CAPABILITY_FREEZE",
 		6: "CAPABILITY_ARCHIVE",
 		7: "CAPABILITY_REPLAY",
+		8: "CAPABILITY_LOG_FILES",
 	}
 	Capability_value = map[string]int32{
 		"CAPABILITY_UNSPECIFIED":      0,
@@ -80,6 +82,7 @@ var (
 		"CAPABILITY_FREEZE":           5,
 		"CAPABILITY_ARCHIVE":          6,
 		"CAPABILITY_REPLAY":           7,
+		"CAPABILITY_LOG_FILES":        8,
 	}
 )
 
@@ -163,8 +166,15 @@ func (Role) EnumDescriptor() ([]byte, []int) {
 }
 
 // Position is a point in an engine's log, engine-neutral for the host.
-// PostgreSQL: timeline + LSN. MySQL/MariaDB: GTID set and/or binlog file:pos.
-// MongoDB: oplog timestamp (and term).
+//
+// The host orders positions of one lineage (system_id) by (epoch, offset)
+// and never looks inside token. An epoch is one unbroken sequence of log:
+// inside it, offsets only grow, and a segment that starts where the
+// previous one ended leaves no hole. A new epoch begins only where the
+// log's history forks or restarts (PostgreSQL: a new timeline; MySQL: a
+// new source server or RESET MASTER; MongoDB: a rollback), never at a
+// binlog file rotation or a new oplog second. docs/plugin-protocol.md has
+// a worked example per engine.
 type Position struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Required. Opaque to the host; only the plugin that produced it parses it.
@@ -172,10 +182,13 @@ type Position struct {
 	// Required. Human readable, for logs and the CLI ("1/0/3000028",
 	// "0-1-42 (mysql-bin.000003:1532)", "Timestamp(1700000000, 3)").
 	Text string `protobuf:"bytes,2,opt,name=text,proto3" json:"text,omitempty"`
-	// Required. Ordering key: for two positions of the same database lineage,
-	// bytes.Compare(a.order, b.order) orders them as the log does. Engines
-	// encode fixed-width big-endian integers (e.g. timeline, LSN).
-	Order         []byte `protobuf:"bytes,3,opt,name=order,proto3" json:"order,omitempty"`
+	// Required. The epoch (PostgreSQL: timeline). 0 only in a position parsed
+	// from a person's text that names no epoch: "the epoch that holds it".
+	Epoch uint32 `protobuf:"varint,4,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// Required. Where in the epoch: PostgreSQL LSN; MySQL (binlog file
+	// number << 32 | byte position); MongoDB oplog timestamp (seconds << 32 |
+	// increment).
+	Offset        uint64 `protobuf:"varint,5,opt,name=offset,proto3" json:"offset,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -224,11 +237,18 @@ func (x *Position) GetText() string {
 	return ""
 }
 
-func (x *Position) GetOrder() []byte {
+func (x *Position) GetEpoch() uint32 {
 	if x != nil {
-		return x.Order
+		return x.Epoch
 	}
-	return nil
+	return 0
+}
+
+func (x *Position) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
 }
 
 // Target says which database a call operates on.
@@ -399,6 +419,190 @@ func (*InfoRequest) Descriptor() ([]byte, []int) {
 	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{3}
 }
 
+type ParsePositionRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Required. A position as a person writes it.
+	Text          string `protobuf:"bytes,1,opt,name=text,proto3" json:"text,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ParsePositionRequest) Reset() {
+	*x = ParsePositionRequest{}
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ParsePositionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ParsePositionRequest) ProtoMessage() {}
+
+func (x *ParsePositionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ParsePositionRequest.ProtoReflect.Descriptor instead.
+func (*ParsePositionRequest) Descriptor() ([]byte, []int) {
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ParsePositionRequest) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+type DescribeLogFileRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Required. The file's name as the server uses it ("000000010000000000000003").
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Optional. Local path of the file, when the host has it (archive_command):
+	// the plugin may read it (a timeline history file's content).
+	Path string `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	// Optional. Size of the file at path in bytes.
+	Size int64 `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`
+	// Optional. The settings the plugin itself put on the log command line
+	// (see RestoreRequest.log_command), passed back unchanged.
+	Settings      map[string]string `protobuf:"bytes,4,rep,name=settings,proto3" json:"settings,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DescribeLogFileRequest) Reset() {
+	*x = DescribeLogFileRequest{}
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DescribeLogFileRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DescribeLogFileRequest) ProtoMessage() {}
+
+func (x *DescribeLogFileRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DescribeLogFileRequest.ProtoReflect.Descriptor instead.
+func (*DescribeLogFileRequest) Descriptor() ([]byte, []int) {
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *DescribeLogFileRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *DescribeLogFileRequest) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *DescribeLogFileRequest) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *DescribeLogFileRequest) GetSettings() map[string]string {
+	if x != nil {
+		return x.Settings
+	}
+	return nil
+}
+
+type DescribeLogFileResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Optional. True when the file needs no archiving (PostgreSQL's .backup
+	// history files); the other fields are then unset.
+	Ignore bool `protobuf:"varint,1,opt,name=ignore,proto3" json:"ignore,omitempty"`
+	// Required unless ignore. The segment the file is stored as. A metadata
+	// file (timeline history) has start equal to end.
+	Header *SegmentHeader `protobuf:"bytes,2,opt,name=header,proto3" json:"header,omitempty"`
+	// Required unless ignore.
+	Trailer       *SegmentTrailer `protobuf:"bytes,3,opt,name=trailer,proto3" json:"trailer,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DescribeLogFileResponse) Reset() {
+	*x = DescribeLogFileResponse{}
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DescribeLogFileResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DescribeLogFileResponse) ProtoMessage() {}
+
+func (x *DescribeLogFileResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DescribeLogFileResponse.ProtoReflect.Descriptor instead.
+func (*DescribeLogFileResponse) Descriptor() ([]byte, []int) {
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *DescribeLogFileResponse) GetIgnore() bool {
+	if x != nil {
+		return x.Ignore
+	}
+	return false
+}
+
+func (x *DescribeLogFileResponse) GetHeader() *SegmentHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *DescribeLogFileResponse) GetTrailer() *SegmentTrailer {
+	if x != nil {
+		return x.Trailer
+	}
+	return nil
+}
+
 type InfoResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Required. Engine name, the <engine> in amber-plugin-<engine>
@@ -418,7 +622,7 @@ type InfoResponse struct {
 
 func (x *InfoResponse) Reset() {
 	*x = InfoResponse{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[4]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -430,7 +634,7 @@ func (x *InfoResponse) String() string {
 func (*InfoResponse) ProtoMessage() {}
 
 func (x *InfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[4]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -443,7 +647,7 @@ func (x *InfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InfoResponse.ProtoReflect.Descriptor instead.
 func (*InfoResponse) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{4}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *InfoResponse) GetEngine() string {
@@ -484,7 +688,7 @@ type ProbeRequest struct {
 
 func (x *ProbeRequest) Reset() {
 	*x = ProbeRequest{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[5]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -496,7 +700,7 @@ func (x *ProbeRequest) String() string {
 func (*ProbeRequest) ProtoMessage() {}
 
 func (x *ProbeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[5]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -509,7 +713,7 @@ func (x *ProbeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProbeRequest.ProtoReflect.Descriptor instead.
 func (*ProbeRequest) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{5}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ProbeRequest) GetTarget() *Target {
@@ -546,7 +750,7 @@ type ProbeResponse struct {
 
 func (x *ProbeResponse) Reset() {
 	*x = ProbeResponse{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[6]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -558,7 +762,7 @@ func (x *ProbeResponse) String() string {
 func (*ProbeResponse) ProtoMessage() {}
 
 func (x *ProbeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[6]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -571,7 +775,7 @@ func (x *ProbeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProbeResponse.ProtoReflect.Descriptor instead.
 func (*ProbeResponse) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{6}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ProbeResponse) GetServerVersion() string {
@@ -646,7 +850,7 @@ type BackupRequest struct {
 
 func (x *BackupRequest) Reset() {
 	*x = BackupRequest{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[7]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -658,7 +862,7 @@ func (x *BackupRequest) String() string {
 func (*BackupRequest) ProtoMessage() {}
 
 func (x *BackupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[7]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -671,7 +875,7 @@ func (x *BackupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupRequest.ProtoReflect.Descriptor instead.
 func (*BackupRequest) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{7}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *BackupRequest) GetTarget() *Target {
@@ -723,7 +927,7 @@ type EntryHeader struct {
 
 func (x *EntryHeader) Reset() {
 	*x = EntryHeader{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[8]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -735,7 +939,7 @@ func (x *EntryHeader) String() string {
 func (*EntryHeader) ProtoMessage() {}
 
 func (x *EntryHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[8]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -748,7 +952,7 @@ func (x *EntryHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EntryHeader.ProtoReflect.Descriptor instead.
 func (*EntryHeader) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{8}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *EntryHeader) GetName() string {
@@ -798,7 +1002,7 @@ type EntryEnd struct {
 
 func (x *EntryEnd) Reset() {
 	*x = EntryEnd{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[9]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -810,7 +1014,7 @@ func (x *EntryEnd) String() string {
 func (*EntryEnd) ProtoMessage() {}
 
 func (x *EntryEnd) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[9]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -823,7 +1027,7 @@ func (x *EntryEnd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EntryEnd.ProtoReflect.Descriptor instead.
 func (*EntryEnd) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{9}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *EntryEnd) GetSize() int64 {
@@ -860,7 +1064,7 @@ type BackupResult struct {
 
 func (x *BackupResult) Reset() {
 	*x = BackupResult{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[10]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -872,7 +1076,7 @@ func (x *BackupResult) String() string {
 func (*BackupResult) ProtoMessage() {}
 
 func (x *BackupResult) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[10]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -885,7 +1089,7 @@ func (x *BackupResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupResult.ProtoReflect.Descriptor instead.
 func (*BackupResult) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{10}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *BackupResult) GetStart() *Position {
@@ -961,7 +1165,7 @@ type BackupOutput struct {
 
 func (x *BackupOutput) Reset() {
 	*x = BackupOutput{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[11]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -973,7 +1177,7 @@ func (x *BackupOutput) String() string {
 func (*BackupOutput) ProtoMessage() {}
 
 func (x *BackupOutput) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[11]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -986,7 +1190,7 @@ func (x *BackupOutput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupOutput.ProtoReflect.Descriptor instead.
 func (*BackupOutput) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{11}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *BackupOutput) GetMsg() isBackupOutput_Msg {
@@ -1069,14 +1273,38 @@ type RestoreRequest struct {
 	// taken; physical restores need its files and metadata.
 	Backup *BackupResult `protobuf:"bytes,2,opt,name=backup,proto3" json:"backup,omitempty"`
 	// Optional. Engine-specific options, listed in docs/plugin-protocol.md.
-	Options       map[string]string `protobuf:"bytes,3,rep,name=options,proto3" json:"options,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Options map[string]string `protobuf:"bytes,3,rep,name=options,proto3" json:"options,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Optional. Physical restores: the point the restored copy recovers to
+	// when it starts, written in the engine's own recovery settings. Unset
+	// with log_command set: all archived log.
+	RecoveryTarget *RecoveryTarget `protobuf:"bytes,4,opt,name=recovery_target,json=recoveryTarget,proto3" json:"recovery_target,omitempty"`
+	// Optional. Physical restores: argv of a command that copies one
+	// archived log file, which the engine has its server run
+	// (restore_command). The engine appends, in order: zero or more words
+	// "--setting=<key>=<value>" carrying what it needs to describe log files
+	// later (they come back in DescribeLogFileRequest.settings), then the
+	// file's name and the destination path. Unset: the copy recovers only to
+	// its backup's consistent point.
+	LogCommand []string `protobuf:"bytes,5,rep,name=log_command,json=logCommand,proto3" json:"log_command,omitempty"`
+	// Optional. Physical restores with log_command: argv of a command the
+	// engine has its server run once recovery has ended (PostgreSQL's
+	// recovery_end_command); it revokes what log_command was given.
+	LogDoneCommand []string `protobuf:"bytes,8,rep,name=log_done_command,json=logDoneCommand,proto3" json:"log_done_command,omitempty"`
+	// Optional. Keep the backup's own log archiving settings on the copy.
+	// Default: the engine turns archiving off, so a copy never writes into
+	// the original's archive.
+	KeepArchiving bool `protobuf:"varint,6,opt,name=keep_archiving,json=keepArchiving,proto3" json:"keep_archiving,omitempty"`
+	// Optional. OS user that will run the restored server and own its
+	// files. Empty: the engine's default (PostgreSQL: "postgres" when the
+	// plugin runs as root, else the plugin's own user).
+	RunAs         string `protobuf:"bytes,7,opt,name=run_as,json=runAs,proto3" json:"run_as,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RestoreRequest) Reset() {
 	*x = RestoreRequest{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[12]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1088,7 +1316,7 @@ func (x *RestoreRequest) String() string {
 func (*RestoreRequest) ProtoMessage() {}
 
 func (x *RestoreRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[12]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1101,7 +1329,7 @@ func (x *RestoreRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreRequest.ProtoReflect.Descriptor instead.
 func (*RestoreRequest) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{12}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RestoreRequest) GetTarget() *Target {
@@ -1125,6 +1353,41 @@ func (x *RestoreRequest) GetOptions() map[string]string {
 	return nil
 }
 
+func (x *RestoreRequest) GetRecoveryTarget() *RecoveryTarget {
+	if x != nil {
+		return x.RecoveryTarget
+	}
+	return nil
+}
+
+func (x *RestoreRequest) GetLogCommand() []string {
+	if x != nil {
+		return x.LogCommand
+	}
+	return nil
+}
+
+func (x *RestoreRequest) GetLogDoneCommand() []string {
+	if x != nil {
+		return x.LogDoneCommand
+	}
+	return nil
+}
+
+func (x *RestoreRequest) GetKeepArchiving() bool {
+	if x != nil {
+		return x.KeepArchiving
+	}
+	return false
+}
+
+func (x *RestoreRequest) GetRunAs() string {
+	if x != nil {
+		return x.RunAs
+	}
+	return ""
+}
+
 // RestoreInput is one message of a restore stream:
 // request, then (entry, data*, entry_end)*.
 type RestoreInput struct {
@@ -1142,7 +1405,7 @@ type RestoreInput struct {
 
 func (x *RestoreInput) Reset() {
 	*x = RestoreInput{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[13]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1154,7 +1417,7 @@ func (x *RestoreInput) String() string {
 func (*RestoreInput) ProtoMessage() {}
 
 func (x *RestoreInput) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[13]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1167,7 +1430,7 @@ func (x *RestoreInput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreInput.ProtoReflect.Descriptor instead.
 func (*RestoreInput) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{13}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RestoreInput) GetMsg() isRestoreInput_Msg {
@@ -1249,14 +1512,18 @@ type RestoreResult struct {
 	// Optional. Wall-clock time the restored copy is consistent at.
 	ConsistentTime *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=consistent_time,json=consistentTime,proto3" json:"consistent_time,omitempty"`
 	// Optional. Engine metadata.
-	Metadata      map[string]string `protobuf:"bytes,3,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Metadata map[string]string `protobuf:"bytes,3,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Optional. Physical restores: the owner given to the restored files,
+	// so the host can give files the server's log_command reads to the same
+	// user.
+	Owner         *FileOwner `protobuf:"bytes,4,opt,name=owner,proto3" json:"owner,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RestoreResult) Reset() {
 	*x = RestoreResult{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[14]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1268,7 +1535,7 @@ func (x *RestoreResult) String() string {
 func (*RestoreResult) ProtoMessage() {}
 
 func (x *RestoreResult) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[14]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1281,7 +1548,7 @@ func (x *RestoreResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreResult.ProtoReflect.Descriptor instead.
 func (*RestoreResult) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{14}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RestoreResult) GetPosition() *Position {
@@ -1305,6 +1572,68 @@ func (x *RestoreResult) GetMetadata() map[string]string {
 	return nil
 }
 
+func (x *RestoreResult) GetOwner() *FileOwner {
+	if x != nil {
+		return x.Owner
+	}
+	return nil
+}
+
+// FileOwner is a numeric file owner.
+type FileOwner struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Required.
+	Uid uint32 `protobuf:"varint,1,opt,name=uid,proto3" json:"uid,omitempty"`
+	// Required.
+	Gid           uint32 `protobuf:"varint,2,opt,name=gid,proto3" json:"gid,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileOwner) Reset() {
+	*x = FileOwner{}
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileOwner) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileOwner) ProtoMessage() {}
+
+func (x *FileOwner) ProtoReflect() protoreflect.Message {
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileOwner.ProtoReflect.Descriptor instead.
+func (*FileOwner) Descriptor() ([]byte, []int) {
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *FileOwner) GetUid() uint32 {
+	if x != nil {
+		return x.Uid
+	}
+	return 0
+}
+
+func (x *FileOwner) GetGid() uint32 {
+	if x != nil {
+		return x.Gid
+	}
+	return 0
+}
+
 type FreezeRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Required.
@@ -1319,7 +1648,7 @@ type FreezeRequest struct {
 
 func (x *FreezeRequest) Reset() {
 	*x = FreezeRequest{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[15]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1331,7 +1660,7 @@ func (x *FreezeRequest) String() string {
 func (*FreezeRequest) ProtoMessage() {}
 
 func (x *FreezeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[15]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1344,7 +1673,7 @@ func (x *FreezeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FreezeRequest.ProtoReflect.Descriptor instead.
 func (*FreezeRequest) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{15}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *FreezeRequest) GetTarget() *Target {
@@ -1384,7 +1713,7 @@ type FreezeResponse struct {
 
 func (x *FreezeResponse) Reset() {
 	*x = FreezeResponse{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[16]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1396,7 +1725,7 @@ func (x *FreezeResponse) String() string {
 func (*FreezeResponse) ProtoMessage() {}
 
 func (x *FreezeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[16]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1409,7 +1738,7 @@ func (x *FreezeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FreezeResponse.ProtoReflect.Descriptor instead.
 func (*FreezeResponse) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{16}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *FreezeResponse) GetLeaseId() string {
@@ -1452,7 +1781,7 @@ type RenewLeaseRequest struct {
 
 func (x *RenewLeaseRequest) Reset() {
 	*x = RenewLeaseRequest{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[17]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1464,7 +1793,7 @@ func (x *RenewLeaseRequest) String() string {
 func (*RenewLeaseRequest) ProtoMessage() {}
 
 func (x *RenewLeaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[17]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1477,7 +1806,7 @@ func (x *RenewLeaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewLeaseRequest.ProtoReflect.Descriptor instead.
 func (*RenewLeaseRequest) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{17}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RenewLeaseRequest) GetLeaseId() string {
@@ -1504,7 +1833,7 @@ type RenewLeaseResponse struct {
 
 func (x *RenewLeaseResponse) Reset() {
 	*x = RenewLeaseResponse{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[18]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1516,7 +1845,7 @@ func (x *RenewLeaseResponse) String() string {
 func (*RenewLeaseResponse) ProtoMessage() {}
 
 func (x *RenewLeaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[18]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1529,7 +1858,7 @@ func (x *RenewLeaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewLeaseResponse.ProtoReflect.Descriptor instead.
 func (*RenewLeaseResponse) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{18}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RenewLeaseResponse) GetExpiresAt() *timestamppb.Timestamp {
@@ -1549,7 +1878,7 @@ type ThawRequest struct {
 
 func (x *ThawRequest) Reset() {
 	*x = ThawRequest{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[19]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1561,7 +1890,7 @@ func (x *ThawRequest) String() string {
 func (*ThawRequest) ProtoMessage() {}
 
 func (x *ThawRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[19]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1574,7 +1903,7 @@ func (x *ThawRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ThawRequest.ProtoReflect.Descriptor instead.
 func (*ThawRequest) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{19}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ThawRequest) GetLeaseId() string {
@@ -1601,7 +1930,7 @@ type ThawResponse struct {
 
 func (x *ThawResponse) Reset() {
 	*x = ThawResponse{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[20]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1613,7 +1942,7 @@ func (x *ThawResponse) String() string {
 func (*ThawResponse) ProtoMessage() {}
 
 func (x *ThawResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[20]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1626,7 +1955,7 @@ func (x *ThawResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ThawResponse.ProtoReflect.Descriptor instead.
 func (*ThawResponse) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{20}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ThawResponse) GetConsistent() *Position {
@@ -1677,7 +2006,7 @@ type ArchiveRequest struct {
 
 func (x *ArchiveRequest) Reset() {
 	*x = ArchiveRequest{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[21]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1689,7 +2018,7 @@ func (x *ArchiveRequest) String() string {
 func (*ArchiveRequest) ProtoMessage() {}
 
 func (x *ArchiveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[21]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1702,7 +2031,7 @@ func (x *ArchiveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ArchiveRequest.ProtoReflect.Descriptor instead.
 func (*ArchiveRequest) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{21}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ArchiveRequest) GetTarget() *Target {
@@ -1747,7 +2076,7 @@ type ArchiveInput struct {
 
 func (x *ArchiveInput) Reset() {
 	*x = ArchiveInput{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[22]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1759,7 +2088,7 @@ func (x *ArchiveInput) String() string {
 func (*ArchiveInput) ProtoMessage() {}
 
 func (x *ArchiveInput) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[22]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1772,7 +2101,7 @@ func (x *ArchiveInput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ArchiveInput.ProtoReflect.Descriptor instead.
 func (*ArchiveInput) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{22}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ArchiveInput) GetMsg() isArchiveInput_Msg {
@@ -1826,18 +2155,23 @@ type SegmentHeader struct {
 	// A partial segment may be followed later by the complete segment with the
 	// same name, which supersedes it.
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	// Required. The log stream: PostgreSQL timeline ("1"), MySQL source
-	// server_uuid or GTID domain, MongoDB replica set name.
-	Stream string `protobuf:"bytes,2,opt,name=stream,proto3" json:"stream,omitempty"`
-	// Required. Position of the first byte of log in the segment.
-	Start         *Position `protobuf:"bytes,3,opt,name=start,proto3" json:"start,omitempty"`
+	// Required. Position of the first byte of log in the segment; its epoch
+	// is the segment's.
+	Start *Position `protobuf:"bytes,3,opt,name=start,proto3" json:"start,omitempty"`
+	// Optional. For the segments of an epoch that continues an earlier one:
+	// the position in the parent epoch at which this epoch's log takes over
+	// (PostgreSQL: the parent timeline and the switch LSN from the history
+	// file). The host uses it to tell an unbroken history from a gap. A
+	// segment whose epoch has no branch on record begins a history of its
+	// own.
+	Branch        *Position `protobuf:"bytes,4,opt,name=branch,proto3" json:"branch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SegmentHeader) Reset() {
 	*x = SegmentHeader{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[23]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1849,7 +2183,7 @@ func (x *SegmentHeader) String() string {
 func (*SegmentHeader) ProtoMessage() {}
 
 func (x *SegmentHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[23]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1862,7 +2196,7 @@ func (x *SegmentHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SegmentHeader.ProtoReflect.Descriptor instead.
 func (*SegmentHeader) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{23}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *SegmentHeader) GetName() string {
@@ -1872,16 +2206,16 @@ func (x *SegmentHeader) GetName() string {
 	return ""
 }
 
-func (x *SegmentHeader) GetStream() string {
-	if x != nil {
-		return x.Stream
-	}
-	return ""
-}
-
 func (x *SegmentHeader) GetStart() *Position {
 	if x != nil {
 		return x.Start
+	}
+	return nil
+}
+
+func (x *SegmentHeader) GetBranch() *Position {
+	if x != nil {
+		return x.Branch
 	}
 	return nil
 }
@@ -1899,14 +2233,18 @@ type SegmentTrailer struct {
 	FirstCommit *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=first_commit,json=firstCommit,proto3" json:"first_commit,omitempty"`
 	LastCommit  *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=last_commit,json=lastCommit,proto3" json:"last_commit,omitempty"`
 	// Required. Number of data bytes in the segment.
-	Size          int64 `protobuf:"varint,5,opt,name=size,proto3" json:"size,omitempty"`
+	Size int64 `protobuf:"varint,5,opt,name=size,proto3" json:"size,omitempty"`
+	// Optional. The size of the file the engine reads this segment back as;
+	// a shorter segment is served zero-filled to it (PostgreSQL reads a
+	// partial WAL segment as a whole segment whose tail is zeros).
+	FileSize      int64 `protobuf:"varint,6,opt,name=file_size,json=fileSize,proto3" json:"file_size,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SegmentTrailer) Reset() {
 	*x = SegmentTrailer{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[24]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1918,7 +2256,7 @@ func (x *SegmentTrailer) String() string {
 func (*SegmentTrailer) ProtoMessage() {}
 
 func (x *SegmentTrailer) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[24]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1931,7 +2269,7 @@ func (x *SegmentTrailer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SegmentTrailer.ProtoReflect.Descriptor instead.
 func (*SegmentTrailer) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{24}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *SegmentTrailer) GetEnd() *Position {
@@ -1969,6 +2307,13 @@ func (x *SegmentTrailer) GetSize() int64 {
 	return 0
 }
 
+func (x *SegmentTrailer) GetFileSize() int64 {
+	if x != nil {
+		return x.FileSize
+	}
+	return 0
+}
+
 // ArchiveOutput is one message from plugin to host:
 // (begin, data*, end | abort)*.
 type ArchiveOutput struct {
@@ -1986,7 +2331,7 @@ type ArchiveOutput struct {
 
 func (x *ArchiveOutput) Reset() {
 	*x = ArchiveOutput{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[25]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1998,7 +2343,7 @@ func (x *ArchiveOutput) String() string {
 func (*ArchiveOutput) ProtoMessage() {}
 
 func (x *ArchiveOutput) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[25]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2011,7 +2356,7 @@ func (x *ArchiveOutput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ArchiveOutput.ProtoReflect.Descriptor instead.
 func (*ArchiveOutput) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{25}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ArchiveOutput) GetMsg() isArchiveOutput_Msg {
@@ -2097,6 +2442,7 @@ type RecoveryTarget struct {
 	//	*RecoveryTarget_Position
 	//	*RecoveryTarget_Name
 	//	*RecoveryTarget_Latest
+	//	*RecoveryTarget_Txn
 	Target isRecoveryTarget_Target `protobuf_oneof:"target"`
 	// Optional. Include the transaction at exactly the target (default false:
 	// stop just before it).
@@ -2107,7 +2453,7 @@ type RecoveryTarget struct {
 
 func (x *RecoveryTarget) Reset() {
 	*x = RecoveryTarget{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[26]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2119,7 +2465,7 @@ func (x *RecoveryTarget) String() string {
 func (*RecoveryTarget) ProtoMessage() {}
 
 func (x *RecoveryTarget) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[26]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2132,7 +2478,7 @@ func (x *RecoveryTarget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecoveryTarget.ProtoReflect.Descriptor instead.
 func (*RecoveryTarget) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{26}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *RecoveryTarget) GetTarget() isRecoveryTarget_Target {
@@ -2178,6 +2524,15 @@ func (x *RecoveryTarget) GetLatest() bool {
 	return false
 }
 
+func (x *RecoveryTarget) GetTxn() string {
+	if x != nil {
+		if x, ok := x.Target.(*RecoveryTarget_Txn); ok {
+			return x.Txn
+		}
+	}
+	return ""
+}
+
 func (x *RecoveryTarget) GetInclusive() bool {
 	if x != nil {
 		return x.Inclusive
@@ -2207,6 +2562,12 @@ type RecoveryTarget_Latest struct {
 	Latest bool `protobuf:"varint,4,opt,name=latest,proto3,oneof"`
 }
 
+type RecoveryTarget_Txn struct {
+	// A transaction id in the engine's own form (PostgreSQL xid, MySQL
+	// GTID).
+	Txn string `protobuf:"bytes,6,opt,name=txn,proto3,oneof"`
+}
+
 func (*RecoveryTarget_Time) isRecoveryTarget_Target() {}
 
 func (*RecoveryTarget_Position) isRecoveryTarget_Target() {}
@@ -2214,6 +2575,8 @@ func (*RecoveryTarget_Position) isRecoveryTarget_Target() {}
 func (*RecoveryTarget_Name) isRecoveryTarget_Target() {}
 
 func (*RecoveryTarget_Latest) isRecoveryTarget_Target() {}
+
+func (*RecoveryTarget_Txn) isRecoveryTarget_Target() {}
 
 type ReplayRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2235,7 +2598,7 @@ type ReplayRequest struct {
 
 func (x *ReplayRequest) Reset() {
 	*x = ReplayRequest{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[27]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2247,7 +2610,7 @@ func (x *ReplayRequest) String() string {
 func (*ReplayRequest) ProtoMessage() {}
 
 func (x *ReplayRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[27]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2260,7 +2623,7 @@ func (x *ReplayRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplayRequest.ProtoReflect.Descriptor instead.
 func (*ReplayRequest) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{27}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ReplayRequest) GetTarget() *Target {
@@ -2314,7 +2677,7 @@ type Fetch struct {
 
 func (x *Fetch) Reset() {
 	*x = Fetch{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[28]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2326,7 +2689,7 @@ func (x *Fetch) String() string {
 func (*Fetch) ProtoMessage() {}
 
 func (x *Fetch) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[28]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2339,7 +2702,7 @@ func (x *Fetch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Fetch.ProtoReflect.Descriptor instead.
 func (*Fetch) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{28}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Fetch) GetQuery() isFetch_Query {
@@ -2405,7 +2768,7 @@ type SegmentInfo struct {
 
 func (x *SegmentInfo) Reset() {
 	*x = SegmentInfo{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[29]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2417,7 +2780,7 @@ func (x *SegmentInfo) String() string {
 func (*SegmentInfo) ProtoMessage() {}
 
 func (x *SegmentInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[29]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2430,7 +2793,7 @@ func (x *SegmentInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SegmentInfo.ProtoReflect.Descriptor instead.
 func (*SegmentInfo) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{29}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *SegmentInfo) GetHeader() *SegmentHeader {
@@ -2459,7 +2822,7 @@ type SegmentDone struct {
 
 func (x *SegmentDone) Reset() {
 	*x = SegmentDone{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[30]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2471,7 +2834,7 @@ func (x *SegmentDone) String() string {
 func (*SegmentDone) ProtoMessage() {}
 
 func (x *SegmentDone) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[30]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2484,7 +2847,7 @@ func (x *SegmentDone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SegmentDone.ProtoReflect.Descriptor instead.
 func (*SegmentDone) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{30}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *SegmentDone) GetSize() int64 {
@@ -2505,7 +2868,7 @@ type FetchMiss struct {
 
 func (x *FetchMiss) Reset() {
 	*x = FetchMiss{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[31]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2517,7 +2880,7 @@ func (x *FetchMiss) String() string {
 func (*FetchMiss) ProtoMessage() {}
 
 func (x *FetchMiss) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[31]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2530,7 +2893,7 @@ func (x *FetchMiss) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchMiss.ProtoReflect.Descriptor instead.
 func (*FetchMiss) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{31}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *FetchMiss) GetReason() string {
@@ -2558,7 +2921,7 @@ type ReplayInput struct {
 
 func (x *ReplayInput) Reset() {
 	*x = ReplayInput{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[32]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2570,7 +2933,7 @@ func (x *ReplayInput) String() string {
 func (*ReplayInput) ProtoMessage() {}
 
 func (x *ReplayInput) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[32]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2583,7 +2946,7 @@ func (x *ReplayInput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplayInput.ProtoReflect.Descriptor instead.
 func (*ReplayInput) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{32}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ReplayInput) GetMsg() isReplayInput_Msg {
@@ -2687,7 +3050,7 @@ type ReplayResult struct {
 
 func (x *ReplayResult) Reset() {
 	*x = ReplayResult{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[33]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2699,7 +3062,7 @@ func (x *ReplayResult) String() string {
 func (*ReplayResult) ProtoMessage() {}
 
 func (x *ReplayResult) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[33]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2712,7 +3075,7 @@ func (x *ReplayResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplayResult.ProtoReflect.Descriptor instead.
 func (*ReplayResult) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{33}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ReplayResult) GetReached() *Position {
@@ -2750,7 +3113,7 @@ type ReplayOutput struct {
 
 func (x *ReplayOutput) Reset() {
 	*x = ReplayOutput{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[34]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2762,7 +3125,7 @@ func (x *ReplayOutput) String() string {
 func (*ReplayOutput) ProtoMessage() {}
 
 func (x *ReplayOutput) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[34]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2775,7 +3138,7 @@ func (x *ReplayOutput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplayOutput.ProtoReflect.Descriptor instead.
 func (*ReplayOutput) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{34}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ReplayOutput) GetMsg() isReplayOutput_Msg {
@@ -2823,11 +3186,12 @@ var File_amber_plugin_v1_plugin_proto protoreflect.FileDescriptor
 
 const file_amber_plugin_v1_plugin_proto_rawDesc = "" +
 	"\n" +
-	"\x1camber/plugin/v1/plugin.proto\x12\x0famber.plugin.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"J\n" +
+	"\x1camber/plugin/v1/plugin.proto\x12\x0famber.plugin.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"h\n" +
 	"\bPosition\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\fR\x05token\x12\x12\n" +
 	"\x04text\x18\x02 \x01(\tR\x04text\x12\x14\n" +
-	"\x05order\x18\x03 \x01(\fR\x05order\"\xb5\x01\n" +
+	"\x05epoch\x18\x04 \x01(\rR\x05epoch\x12\x16\n" +
+	"\x06offset\x18\x05 \x01(\x04R\x06offsetJ\x04\b\x03\x10\x04\"\xb5\x01\n" +
 	"\x06Target\x12\x10\n" +
 	"\x03dsn\x18\x01 \x01(\tR\x03dsn\x12\x19\n" +
 	"\bdata_dir\x18\x02 \x01(\tR\adataDir\x12A\n" +
@@ -2839,7 +3203,21 @@ const file_amber_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\acontent\x18\x02 \x01(\fR\acontent\x12\x12\n" +
 	"\x04mode\x18\x03 \x01(\rR\x04mode\"\r\n" +
-	"\vInfoRequest\"\xbb\x01\n" +
+	"\vInfoRequest\"*\n" +
+	"\x14ParsePositionRequest\x12\x12\n" +
+	"\x04text\x18\x01 \x01(\tR\x04text\"\xe4\x01\n" +
+	"\x16DescribeLogFileRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\x12\x12\n" +
+	"\x04size\x18\x03 \x01(\x03R\x04size\x12Q\n" +
+	"\bsettings\x18\x04 \x03(\v25.amber.plugin.v1.DescribeLogFileRequest.SettingsEntryR\bsettings\x1a;\n" +
+	"\rSettingsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa4\x01\n" +
+	"\x17DescribeLogFileResponse\x12\x16\n" +
+	"\x06ignore\x18\x01 \x01(\bR\x06ignore\x126\n" +
+	"\x06header\x18\x02 \x01(\v2\x1e.amber.plugin.v1.SegmentHeaderR\x06header\x129\n" +
+	"\atrailer\x18\x03 \x01(\v2\x1f.amber.plugin.v1.SegmentTrailerR\atrailer\"\xbb\x01\n" +
 	"\fInfoResponse\x12\x16\n" +
 	"\x06engine\x18\x01 \x01(\tR\x06engine\x12%\n" +
 	"\x0eplugin_version\x18\x02 \x01(\tR\rpluginVersion\x12?\n" +
@@ -2899,11 +3277,17 @@ const file_amber_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x04data\x18\x02 \x01(\fH\x00R\x04data\x128\n" +
 	"\tentry_end\x18\x03 \x01(\v2\x19.amber.plugin.v1.EntryEndH\x00R\bentryEnd\x127\n" +
 	"\x06result\x18\x04 \x01(\v2\x1d.amber.plugin.v1.BackupResultH\x00R\x06resultB\x05\n" +
-	"\x03msg\"\xfc\x01\n" +
+	"\x03msg\"\xcf\x03\n" +
 	"\x0eRestoreRequest\x12/\n" +
 	"\x06target\x18\x01 \x01(\v2\x17.amber.plugin.v1.TargetR\x06target\x125\n" +
 	"\x06backup\x18\x02 \x01(\v2\x1d.amber.plugin.v1.BackupResultR\x06backup\x12F\n" +
-	"\aoptions\x18\x03 \x03(\v2,.amber.plugin.v1.RestoreRequest.OptionsEntryR\aoptions\x1a:\n" +
+	"\aoptions\x18\x03 \x03(\v2,.amber.plugin.v1.RestoreRequest.OptionsEntryR\aoptions\x12H\n" +
+	"\x0frecovery_target\x18\x04 \x01(\v2\x1f.amber.plugin.v1.RecoveryTargetR\x0erecoveryTarget\x12\x1f\n" +
+	"\vlog_command\x18\x05 \x03(\tR\n" +
+	"logCommand\x12(\n" +
+	"\x10log_done_command\x18\b \x03(\tR\x0elogDoneCommand\x12%\n" +
+	"\x0ekeep_archiving\x18\x06 \x01(\bR\rkeepArchiving\x12\x15\n" +
+	"\x06run_as\x18\a \x01(\tR\x05runAs\x1a:\n" +
 	"\fOptionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd8\x01\n" +
@@ -2912,14 +3296,18 @@ const file_amber_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x05entry\x18\x02 \x01(\v2\x1c.amber.plugin.v1.EntryHeaderH\x00R\x05entry\x12\x14\n" +
 	"\x04data\x18\x03 \x01(\fH\x00R\x04data\x128\n" +
 	"\tentry_end\x18\x04 \x01(\v2\x19.amber.plugin.v1.EntryEndH\x00R\bentryEndB\x05\n" +
-	"\x03msg\"\x92\x02\n" +
+	"\x03msg\"\xc4\x02\n" +
 	"\rRestoreResult\x125\n" +
 	"\bposition\x18\x01 \x01(\v2\x19.amber.plugin.v1.PositionR\bposition\x12C\n" +
 	"\x0fconsistent_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x0econsistentTime\x12H\n" +
-	"\bmetadata\x18\x03 \x03(\v2,.amber.plugin.v1.RestoreResult.MetadataEntryR\bmetadata\x1a;\n" +
+	"\bmetadata\x18\x03 \x03(\v2,.amber.plugin.v1.RestoreResult.MetadataEntryR\bmetadata\x120\n" +
+	"\x05owner\x18\x04 \x01(\v2\x1a.amber.plugin.v1.FileOwnerR\x05owner\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x87\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"/\n" +
+	"\tFileOwner\x12\x10\n" +
+	"\x03uid\x18\x01 \x01(\rR\x03uid\x12\x10\n" +
+	"\x03gid\x18\x02 \x01(\rR\x03gid\"\x87\x01\n" +
 	"\rFreezeRequest\x12/\n" +
 	"\x06target\x18\x01 \x01(\v2\x17.amber.plugin.v1.TargetR\x06target\x12/\n" +
 	"\x05lease\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x05lease\x12\x14\n" +
@@ -2959,29 +3347,31 @@ const file_amber_plugin_v1_plugin_proto_rawDesc = "" +
 	"\fArchiveInput\x12;\n" +
 	"\arequest\x18\x01 \x01(\v2\x1f.amber.plugin.v1.ArchiveRequestH\x00R\arequest\x125\n" +
 	"\adurable\x18\x02 \x01(\v2\x19.amber.plugin.v1.PositionH\x00R\adurableB\x05\n" +
-	"\x03msg\"l\n" +
+	"\x03msg\"\x8d\x01\n" +
 	"\rSegmentHeader\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
-	"\x06stream\x18\x02 \x01(\tR\x06stream\x12/\n" +
-	"\x05start\x18\x03 \x01(\v2\x19.amber.plugin.v1.PositionR\x05start\"\xe7\x01\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12/\n" +
+	"\x05start\x18\x03 \x01(\v2\x19.amber.plugin.v1.PositionR\x05start\x121\n" +
+	"\x06branch\x18\x04 \x01(\v2\x19.amber.plugin.v1.PositionR\x06branchJ\x04\b\x02\x10\x03\"\x84\x02\n" +
 	"\x0eSegmentTrailer\x12+\n" +
 	"\x03end\x18\x01 \x01(\v2\x19.amber.plugin.v1.PositionR\x03end\x12\x18\n" +
 	"\apartial\x18\x02 \x01(\bR\apartial\x12=\n" +
 	"\ffirst_commit\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\vfirstCommit\x12;\n" +
 	"\vlast_commit\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"lastCommit\x12\x12\n" +
-	"\x04size\x18\x05 \x01(\x03R\x04size\"\xb1\x01\n" +
+	"\x04size\x18\x05 \x01(\x03R\x04size\x12\x1b\n" +
+	"\tfile_size\x18\x06 \x01(\x03R\bfileSize\"\xb1\x01\n" +
 	"\rArchiveOutput\x126\n" +
 	"\x05begin\x18\x01 \x01(\v2\x1e.amber.plugin.v1.SegmentHeaderH\x00R\x05begin\x12\x14\n" +
 	"\x04data\x18\x02 \x01(\fH\x00R\x04data\x123\n" +
 	"\x03end\x18\x03 \x01(\v2\x1f.amber.plugin.v1.SegmentTrailerH\x00R\x03end\x12\x16\n" +
 	"\x05abort\x18\x04 \x01(\tH\x00R\x05abortB\x05\n" +
-	"\x03msg\"\xd3\x01\n" +
+	"\x03msg\"\xe7\x01\n" +
 	"\x0eRecoveryTarget\x120\n" +
 	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampH\x00R\x04time\x127\n" +
 	"\bposition\x18\x02 \x01(\v2\x19.amber.plugin.v1.PositionH\x00R\bposition\x12\x14\n" +
 	"\x04name\x18\x03 \x01(\tH\x00R\x04name\x12\x18\n" +
-	"\x06latest\x18\x04 \x01(\bH\x00R\x06latest\x12\x1c\n" +
+	"\x06latest\x18\x04 \x01(\bH\x00R\x06latest\x12\x12\n" +
+	"\x03txn\x18\x06 \x01(\tH\x00R\x03txn\x12\x1c\n" +
 	"\tinclusive\x18\x05 \x01(\bR\tinclusiveB\b\n" +
 	"\x06target\"\xd4\x02\n" +
 	"\rReplayRequest\x12/\n" +
@@ -3022,7 +3412,7 @@ const file_amber_plugin_v1_plugin_proto_rawDesc = "" +
 	"\fReplayOutput\x12.\n" +
 	"\x05fetch\x18\x01 \x01(\v2\x16.amber.plugin.v1.FetchH\x00R\x05fetch\x127\n" +
 	"\x06result\x18\x02 \x01(\v2\x1d.amber.plugin.v1.ReplayResultH\x00R\x06resultB\x05\n" +
-	"\x03msg*\xec\x01\n" +
+	"\x03msg*\x86\x02\n" +
 	"\n" +
 	"Capability\x12\x1a\n" +
 	"\x16CAPABILITY_UNSPECIFIED\x10\x00\x12\x1b\n" +
@@ -3032,15 +3422,19 @@ const file_amber_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x1bCAPABILITY_PHYSICAL_RESTORE\x10\x04\x12\x15\n" +
 	"\x11CAPABILITY_FREEZE\x10\x05\x12\x16\n" +
 	"\x12CAPABILITY_ARCHIVE\x10\x06\x12\x15\n" +
-	"\x11CAPABILITY_REPLAY\x10\a*U\n" +
+	"\x11CAPABILITY_REPLAY\x10\a\x12\x18\n" +
+	"\x14CAPABILITY_LOG_FILES\x10\b*U\n" +
 	"\x04Role\x12\x14\n" +
 	"\x10ROLE_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fROLE_PRIMARY\x10\x01\x12\x10\n" +
 	"\fROLE_REPLICA\x10\x02\x12\x13\n" +
-	"\x0fROLE_STANDALONE\x10\x032\x9e\x01\n" +
+	"\x0fROLE_STANDALONE\x10\x032\xf1\x01\n" +
 	"\x0fIdentityService\x12C\n" +
 	"\x04Info\x12\x1c.amber.plugin.v1.InfoRequest\x1a\x1d.amber.plugin.v1.InfoResponse\x12F\n" +
-	"\x05Probe\x12\x1d.amber.plugin.v1.ProbeRequest\x1a\x1e.amber.plugin.v1.ProbeResponse2\xb3\x01\n" +
+	"\x05Probe\x12\x1d.amber.plugin.v1.ProbeRequest\x1a\x1e.amber.plugin.v1.ProbeResponse\x12Q\n" +
+	"\rParsePosition\x12%.amber.plugin.v1.ParsePositionRequest\x1a\x19.amber.plugin.v1.Position2v\n" +
+	"\x0eLogFileService\x12d\n" +
+	"\x0fDescribeLogFile\x12'.amber.plugin.v1.DescribeLogFileRequest\x1a(.amber.plugin.v1.DescribeLogFileResponse2\xb3\x01\n" +
 	"\x0eLogicalService\x12N\n" +
 	"\vLogicalDump\x12\x1e.amber.plugin.v1.BackupRequest\x1a\x1d.amber.plugin.v1.BackupOutput0\x01\x12Q\n" +
 	"\x0eLogicalRestore\x12\x1d.amber.plugin.v1.RestoreInput\x1a\x1e.amber.plugin.v1.RestoreResult(\x012\xb8\x01\n" +
@@ -3070,156 +3464,171 @@ func file_amber_plugin_v1_plugin_proto_rawDescGZIP() []byte {
 }
 
 var file_amber_plugin_v1_plugin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_amber_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 46)
+var file_amber_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 51)
 var file_amber_plugin_v1_plugin_proto_goTypes = []any{
-	(Capability)(0),               // 0: amber.plugin.v1.Capability
-	(Role)(0),                     // 1: amber.plugin.v1.Role
-	(*Position)(nil),              // 2: amber.plugin.v1.Position
-	(*Target)(nil),                // 3: amber.plugin.v1.Target
-	(*File)(nil),                  // 4: amber.plugin.v1.File
-	(*InfoRequest)(nil),           // 5: amber.plugin.v1.InfoRequest
-	(*InfoResponse)(nil),          // 6: amber.plugin.v1.InfoResponse
-	(*ProbeRequest)(nil),          // 7: amber.plugin.v1.ProbeRequest
-	(*ProbeResponse)(nil),         // 8: amber.plugin.v1.ProbeResponse
-	(*BackupRequest)(nil),         // 9: amber.plugin.v1.BackupRequest
-	(*EntryHeader)(nil),           // 10: amber.plugin.v1.EntryHeader
-	(*EntryEnd)(nil),              // 11: amber.plugin.v1.EntryEnd
-	(*BackupResult)(nil),          // 12: amber.plugin.v1.BackupResult
-	(*BackupOutput)(nil),          // 13: amber.plugin.v1.BackupOutput
-	(*RestoreRequest)(nil),        // 14: amber.plugin.v1.RestoreRequest
-	(*RestoreInput)(nil),          // 15: amber.plugin.v1.RestoreInput
-	(*RestoreResult)(nil),         // 16: amber.plugin.v1.RestoreResult
-	(*FreezeRequest)(nil),         // 17: amber.plugin.v1.FreezeRequest
-	(*FreezeResponse)(nil),        // 18: amber.plugin.v1.FreezeResponse
-	(*RenewLeaseRequest)(nil),     // 19: amber.plugin.v1.RenewLeaseRequest
-	(*RenewLeaseResponse)(nil),    // 20: amber.plugin.v1.RenewLeaseResponse
-	(*ThawRequest)(nil),           // 21: amber.plugin.v1.ThawRequest
-	(*ThawResponse)(nil),          // 22: amber.plugin.v1.ThawResponse
-	(*ArchiveRequest)(nil),        // 23: amber.plugin.v1.ArchiveRequest
-	(*ArchiveInput)(nil),          // 24: amber.plugin.v1.ArchiveInput
-	(*SegmentHeader)(nil),         // 25: amber.plugin.v1.SegmentHeader
-	(*SegmentTrailer)(nil),        // 26: amber.plugin.v1.SegmentTrailer
-	(*ArchiveOutput)(nil),         // 27: amber.plugin.v1.ArchiveOutput
-	(*RecoveryTarget)(nil),        // 28: amber.plugin.v1.RecoveryTarget
-	(*ReplayRequest)(nil),         // 29: amber.plugin.v1.ReplayRequest
-	(*Fetch)(nil),                 // 30: amber.plugin.v1.Fetch
-	(*SegmentInfo)(nil),           // 31: amber.plugin.v1.SegmentInfo
-	(*SegmentDone)(nil),           // 32: amber.plugin.v1.SegmentDone
-	(*FetchMiss)(nil),             // 33: amber.plugin.v1.FetchMiss
-	(*ReplayInput)(nil),           // 34: amber.plugin.v1.ReplayInput
-	(*ReplayResult)(nil),          // 35: amber.plugin.v1.ReplayResult
-	(*ReplayOutput)(nil),          // 36: amber.plugin.v1.ReplayOutput
-	nil,                           // 37: amber.plugin.v1.Target.SettingsEntry
-	nil,                           // 38: amber.plugin.v1.ProbeResponse.FactsEntry
-	nil,                           // 39: amber.plugin.v1.BackupRequest.OptionsEntry
-	nil,                           // 40: amber.plugin.v1.EntryHeader.MetadataEntry
-	nil,                           // 41: amber.plugin.v1.BackupResult.MetadataEntry
-	nil,                           // 42: amber.plugin.v1.RestoreRequest.OptionsEntry
-	nil,                           // 43: amber.plugin.v1.RestoreResult.MetadataEntry
-	nil,                           // 44: amber.plugin.v1.ThawResponse.MetadataEntry
-	nil,                           // 45: amber.plugin.v1.ArchiveRequest.OptionsEntry
-	nil,                           // 46: amber.plugin.v1.ReplayRequest.OptionsEntry
-	nil,                           // 47: amber.plugin.v1.ReplayResult.MetadataEntry
-	(*durationpb.Duration)(nil),   // 48: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 49: google.protobuf.Timestamp
+	(Capability)(0),                 // 0: amber.plugin.v1.Capability
+	(Role)(0),                       // 1: amber.plugin.v1.Role
+	(*Position)(nil),                // 2: amber.plugin.v1.Position
+	(*Target)(nil),                  // 3: amber.plugin.v1.Target
+	(*File)(nil),                    // 4: amber.plugin.v1.File
+	(*InfoRequest)(nil),             // 5: amber.plugin.v1.InfoRequest
+	(*ParsePositionRequest)(nil),    // 6: amber.plugin.v1.ParsePositionRequest
+	(*DescribeLogFileRequest)(nil),  // 7: amber.plugin.v1.DescribeLogFileRequest
+	(*DescribeLogFileResponse)(nil), // 8: amber.plugin.v1.DescribeLogFileResponse
+	(*InfoResponse)(nil),            // 9: amber.plugin.v1.InfoResponse
+	(*ProbeRequest)(nil),            // 10: amber.plugin.v1.ProbeRequest
+	(*ProbeResponse)(nil),           // 11: amber.plugin.v1.ProbeResponse
+	(*BackupRequest)(nil),           // 12: amber.plugin.v1.BackupRequest
+	(*EntryHeader)(nil),             // 13: amber.plugin.v1.EntryHeader
+	(*EntryEnd)(nil),                // 14: amber.plugin.v1.EntryEnd
+	(*BackupResult)(nil),            // 15: amber.plugin.v1.BackupResult
+	(*BackupOutput)(nil),            // 16: amber.plugin.v1.BackupOutput
+	(*RestoreRequest)(nil),          // 17: amber.plugin.v1.RestoreRequest
+	(*RestoreInput)(nil),            // 18: amber.plugin.v1.RestoreInput
+	(*RestoreResult)(nil),           // 19: amber.plugin.v1.RestoreResult
+	(*FileOwner)(nil),               // 20: amber.plugin.v1.FileOwner
+	(*FreezeRequest)(nil),           // 21: amber.plugin.v1.FreezeRequest
+	(*FreezeResponse)(nil),          // 22: amber.plugin.v1.FreezeResponse
+	(*RenewLeaseRequest)(nil),       // 23: amber.plugin.v1.RenewLeaseRequest
+	(*RenewLeaseResponse)(nil),      // 24: amber.plugin.v1.RenewLeaseResponse
+	(*ThawRequest)(nil),             // 25: amber.plugin.v1.ThawRequest
+	(*ThawResponse)(nil),            // 26: amber.plugin.v1.ThawResponse
+	(*ArchiveRequest)(nil),          // 27: amber.plugin.v1.ArchiveRequest
+	(*ArchiveInput)(nil),            // 28: amber.plugin.v1.ArchiveInput
+	(*SegmentHeader)(nil),           // 29: amber.plugin.v1.SegmentHeader
+	(*SegmentTrailer)(nil),          // 30: amber.plugin.v1.SegmentTrailer
+	(*ArchiveOutput)(nil),           // 31: amber.plugin.v1.ArchiveOutput
+	(*RecoveryTarget)(nil),          // 32: amber.plugin.v1.RecoveryTarget
+	(*ReplayRequest)(nil),           // 33: amber.plugin.v1.ReplayRequest
+	(*Fetch)(nil),                   // 34: amber.plugin.v1.Fetch
+	(*SegmentInfo)(nil),             // 35: amber.plugin.v1.SegmentInfo
+	(*SegmentDone)(nil),             // 36: amber.plugin.v1.SegmentDone
+	(*FetchMiss)(nil),               // 37: amber.plugin.v1.FetchMiss
+	(*ReplayInput)(nil),             // 38: amber.plugin.v1.ReplayInput
+	(*ReplayResult)(nil),            // 39: amber.plugin.v1.ReplayResult
+	(*ReplayOutput)(nil),            // 40: amber.plugin.v1.ReplayOutput
+	nil,                             // 41: amber.plugin.v1.Target.SettingsEntry
+	nil,                             // 42: amber.plugin.v1.DescribeLogFileRequest.SettingsEntry
+	nil,                             // 43: amber.plugin.v1.ProbeResponse.FactsEntry
+	nil,                             // 44: amber.plugin.v1.BackupRequest.OptionsEntry
+	nil,                             // 45: amber.plugin.v1.EntryHeader.MetadataEntry
+	nil,                             // 46: amber.plugin.v1.BackupResult.MetadataEntry
+	nil,                             // 47: amber.plugin.v1.RestoreRequest.OptionsEntry
+	nil,                             // 48: amber.plugin.v1.RestoreResult.MetadataEntry
+	nil,                             // 49: amber.plugin.v1.ThawResponse.MetadataEntry
+	nil,                             // 50: amber.plugin.v1.ArchiveRequest.OptionsEntry
+	nil,                             // 51: amber.plugin.v1.ReplayRequest.OptionsEntry
+	nil,                             // 52: amber.plugin.v1.ReplayResult.MetadataEntry
+	(*durationpb.Duration)(nil),     // 53: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),   // 54: google.protobuf.Timestamp
 }
 var file_amber_plugin_v1_plugin_proto_depIdxs = []int32{
-	37, // 0: amber.plugin.v1.Target.settings:type_name -> amber.plugin.v1.Target.SettingsEntry
-	0,  // 1: amber.plugin.v1.InfoResponse.capabilities:type_name -> amber.plugin.v1.Capability
-	3,  // 2: amber.plugin.v1.ProbeRequest.target:type_name -> amber.plugin.v1.Target
-	1,  // 3: amber.plugin.v1.ProbeResponse.role:type_name -> amber.plugin.v1.Role
-	2,  // 4: amber.plugin.v1.ProbeResponse.position:type_name -> amber.plugin.v1.Position
-	48, // 5: amber.plugin.v1.ProbeResponse.replication_lag:type_name -> google.protobuf.Duration
-	38, // 6: amber.plugin.v1.ProbeResponse.facts:type_name -> amber.plugin.v1.ProbeResponse.FactsEntry
-	3,  // 7: amber.plugin.v1.BackupRequest.target:type_name -> amber.plugin.v1.Target
-	39, // 8: amber.plugin.v1.BackupRequest.options:type_name -> amber.plugin.v1.BackupRequest.OptionsEntry
-	40, // 9: amber.plugin.v1.EntryHeader.metadata:type_name -> amber.plugin.v1.EntryHeader.MetadataEntry
-	2,  // 10: amber.plugin.v1.BackupResult.start:type_name -> amber.plugin.v1.Position
-	2,  // 11: amber.plugin.v1.BackupResult.consistent:type_name -> amber.plugin.v1.Position
-	49, // 12: amber.plugin.v1.BackupResult.consistent_time:type_name -> google.protobuf.Timestamp
-	49, // 13: amber.plugin.v1.BackupResult.start_time:type_name -> google.protobuf.Timestamp
-	41, // 14: amber.plugin.v1.BackupResult.metadata:type_name -> amber.plugin.v1.BackupResult.MetadataEntry
-	4,  // 15: amber.plugin.v1.BackupResult.files:type_name -> amber.plugin.v1.File
-	10, // 16: amber.plugin.v1.BackupOutput.entry:type_name -> amber.plugin.v1.EntryHeader
-	11, // 17: amber.plugin.v1.BackupOutput.entry_end:type_name -> amber.plugin.v1.EntryEnd
-	12, // 18: amber.plugin.v1.BackupOutput.result:type_name -> amber.plugin.v1.BackupResult
-	3,  // 19: amber.plugin.v1.RestoreRequest.target:type_name -> amber.plugin.v1.Target
-	12, // 20: amber.plugin.v1.RestoreRequest.backup:type_name -> amber.plugin.v1.BackupResult
-	42, // 21: amber.plugin.v1.RestoreRequest.options:type_name -> amber.plugin.v1.RestoreRequest.OptionsEntry
-	14, // 22: amber.plugin.v1.RestoreInput.request:type_name -> amber.plugin.v1.RestoreRequest
-	10, // 23: amber.plugin.v1.RestoreInput.entry:type_name -> amber.plugin.v1.EntryHeader
-	11, // 24: amber.plugin.v1.RestoreInput.entry_end:type_name -> amber.plugin.v1.EntryEnd
-	2,  // 25: amber.plugin.v1.RestoreResult.position:type_name -> amber.plugin.v1.Position
-	49, // 26: amber.plugin.v1.RestoreResult.consistent_time:type_name -> google.protobuf.Timestamp
-	43, // 27: amber.plugin.v1.RestoreResult.metadata:type_name -> amber.plugin.v1.RestoreResult.MetadataEntry
-	3,  // 28: amber.plugin.v1.FreezeRequest.target:type_name -> amber.plugin.v1.Target
-	48, // 29: amber.plugin.v1.FreezeRequest.lease:type_name -> google.protobuf.Duration
-	49, // 30: amber.plugin.v1.FreezeResponse.expires_at:type_name -> google.protobuf.Timestamp
-	2,  // 31: amber.plugin.v1.FreezeResponse.position:type_name -> amber.plugin.v1.Position
-	49, // 32: amber.plugin.v1.FreezeResponse.consistent_time:type_name -> google.protobuf.Timestamp
-	48, // 33: amber.plugin.v1.RenewLeaseRequest.lease:type_name -> google.protobuf.Duration
-	49, // 34: amber.plugin.v1.RenewLeaseResponse.expires_at:type_name -> google.protobuf.Timestamp
-	2,  // 35: amber.plugin.v1.ThawResponse.consistent:type_name -> amber.plugin.v1.Position
-	49, // 36: amber.plugin.v1.ThawResponse.consistent_time:type_name -> google.protobuf.Timestamp
-	4,  // 37: amber.plugin.v1.ThawResponse.files:type_name -> amber.plugin.v1.File
-	44, // 38: amber.plugin.v1.ThawResponse.metadata:type_name -> amber.plugin.v1.ThawResponse.MetadataEntry
-	3,  // 39: amber.plugin.v1.ArchiveRequest.target:type_name -> amber.plugin.v1.Target
-	2,  // 40: amber.plugin.v1.ArchiveRequest.start:type_name -> amber.plugin.v1.Position
-	48, // 41: amber.plugin.v1.ArchiveRequest.flush_interval:type_name -> google.protobuf.Duration
-	45, // 42: amber.plugin.v1.ArchiveRequest.options:type_name -> amber.plugin.v1.ArchiveRequest.OptionsEntry
-	23, // 43: amber.plugin.v1.ArchiveInput.request:type_name -> amber.plugin.v1.ArchiveRequest
-	2,  // 44: amber.plugin.v1.ArchiveInput.durable:type_name -> amber.plugin.v1.Position
-	2,  // 45: amber.plugin.v1.SegmentHeader.start:type_name -> amber.plugin.v1.Position
-	2,  // 46: amber.plugin.v1.SegmentTrailer.end:type_name -> amber.plugin.v1.Position
-	49, // 47: amber.plugin.v1.SegmentTrailer.first_commit:type_name -> google.protobuf.Timestamp
-	49, // 48: amber.plugin.v1.SegmentTrailer.last_commit:type_name -> google.protobuf.Timestamp
-	25, // 49: amber.plugin.v1.ArchiveOutput.begin:type_name -> amber.plugin.v1.SegmentHeader
-	26, // 50: amber.plugin.v1.ArchiveOutput.end:type_name -> amber.plugin.v1.SegmentTrailer
-	49, // 51: amber.plugin.v1.RecoveryTarget.time:type_name -> google.protobuf.Timestamp
-	2,  // 52: amber.plugin.v1.RecoveryTarget.position:type_name -> amber.plugin.v1.Position
-	3,  // 53: amber.plugin.v1.ReplayRequest.target:type_name -> amber.plugin.v1.Target
-	28, // 54: amber.plugin.v1.ReplayRequest.recovery_target:type_name -> amber.plugin.v1.RecoveryTarget
-	2,  // 55: amber.plugin.v1.ReplayRequest.from:type_name -> amber.plugin.v1.Position
-	46, // 56: amber.plugin.v1.ReplayRequest.options:type_name -> amber.plugin.v1.ReplayRequest.OptionsEntry
-	2,  // 57: amber.plugin.v1.Fetch.after:type_name -> amber.plugin.v1.Position
-	25, // 58: amber.plugin.v1.SegmentInfo.header:type_name -> amber.plugin.v1.SegmentHeader
-	26, // 59: amber.plugin.v1.SegmentInfo.trailer:type_name -> amber.plugin.v1.SegmentTrailer
-	29, // 60: amber.plugin.v1.ReplayInput.request:type_name -> amber.plugin.v1.ReplayRequest
-	31, // 61: amber.plugin.v1.ReplayInput.segment:type_name -> amber.plugin.v1.SegmentInfo
-	32, // 62: amber.plugin.v1.ReplayInput.done:type_name -> amber.plugin.v1.SegmentDone
-	33, // 63: amber.plugin.v1.ReplayInput.miss:type_name -> amber.plugin.v1.FetchMiss
-	2,  // 64: amber.plugin.v1.ReplayResult.reached:type_name -> amber.plugin.v1.Position
-	49, // 65: amber.plugin.v1.ReplayResult.reached_time:type_name -> google.protobuf.Timestamp
-	47, // 66: amber.plugin.v1.ReplayResult.metadata:type_name -> amber.plugin.v1.ReplayResult.MetadataEntry
-	30, // 67: amber.plugin.v1.ReplayOutput.fetch:type_name -> amber.plugin.v1.Fetch
-	35, // 68: amber.plugin.v1.ReplayOutput.result:type_name -> amber.plugin.v1.ReplayResult
-	5,  // 69: amber.plugin.v1.IdentityService.Info:input_type -> amber.plugin.v1.InfoRequest
-	7,  // 70: amber.plugin.v1.IdentityService.Probe:input_type -> amber.plugin.v1.ProbeRequest
-	9,  // 71: amber.plugin.v1.LogicalService.LogicalDump:input_type -> amber.plugin.v1.BackupRequest
-	15, // 72: amber.plugin.v1.LogicalService.LogicalRestore:input_type -> amber.plugin.v1.RestoreInput
-	9,  // 73: amber.plugin.v1.PhysicalService.PhysicalBackup:input_type -> amber.plugin.v1.BackupRequest
-	15, // 74: amber.plugin.v1.PhysicalService.PhysicalRestore:input_type -> amber.plugin.v1.RestoreInput
-	17, // 75: amber.plugin.v1.SnapshotService.Freeze:input_type -> amber.plugin.v1.FreezeRequest
-	19, // 76: amber.plugin.v1.SnapshotService.RenewLease:input_type -> amber.plugin.v1.RenewLeaseRequest
-	21, // 77: amber.plugin.v1.SnapshotService.Thaw:input_type -> amber.plugin.v1.ThawRequest
-	24, // 78: amber.plugin.v1.ArchiveService.Archive:input_type -> amber.plugin.v1.ArchiveInput
-	34, // 79: amber.plugin.v1.ReplayService.Replay:input_type -> amber.plugin.v1.ReplayInput
-	6,  // 80: amber.plugin.v1.IdentityService.Info:output_type -> amber.plugin.v1.InfoResponse
-	8,  // 81: amber.plugin.v1.IdentityService.Probe:output_type -> amber.plugin.v1.ProbeResponse
-	13, // 82: amber.plugin.v1.LogicalService.LogicalDump:output_type -> amber.plugin.v1.BackupOutput
-	16, // 83: amber.plugin.v1.LogicalService.LogicalRestore:output_type -> amber.plugin.v1.RestoreResult
-	13, // 84: amber.plugin.v1.PhysicalService.PhysicalBackup:output_type -> amber.plugin.v1.BackupOutput
-	16, // 85: amber.plugin.v1.PhysicalService.PhysicalRestore:output_type -> amber.plugin.v1.RestoreResult
-	18, // 86: amber.plugin.v1.SnapshotService.Freeze:output_type -> amber.plugin.v1.FreezeResponse
-	20, // 87: amber.plugin.v1.SnapshotService.RenewLease:output_type -> amber.plugin.v1.RenewLeaseResponse
-	22, // 88: amber.plugin.v1.SnapshotService.Thaw:output_type -> amber.plugin.v1.ThawResponse
-	27, // 89: amber.plugin.v1.ArchiveService.Archive:output_type -> amber.plugin.v1.ArchiveOutput
-	36, // 90: amber.plugin.v1.ReplayService.Replay:output_type -> amber.plugin.v1.ReplayOutput
-	80, // [80:91] is the sub-list for method output_type
-	69, // [69:80] is the sub-list for method input_type
-	69, // [69:69] is the sub-list for extension type_name
-	69, // [69:69] is the sub-list for extension extendee
-	0,  // [0:69] is the sub-list for field type_name
+	41, // 0: amber.plugin.v1.Target.settings:type_name -> amber.plugin.v1.Target.SettingsEntry
+	42, // 1: amber.plugin.v1.DescribeLogFileRequest.settings:type_name -> amber.plugin.v1.DescribeLogFileRequest.SettingsEntry
+	29, // 2: amber.plugin.v1.DescribeLogFileResponse.header:type_name -> amber.plugin.v1.SegmentHeader
+	30, // 3: amber.plugin.v1.DescribeLogFileResponse.trailer:type_name -> amber.plugin.v1.SegmentTrailer
+	0,  // 4: amber.plugin.v1.InfoResponse.capabilities:type_name -> amber.plugin.v1.Capability
+	3,  // 5: amber.plugin.v1.ProbeRequest.target:type_name -> amber.plugin.v1.Target
+	1,  // 6: amber.plugin.v1.ProbeResponse.role:type_name -> amber.plugin.v1.Role
+	2,  // 7: amber.plugin.v1.ProbeResponse.position:type_name -> amber.plugin.v1.Position
+	53, // 8: amber.plugin.v1.ProbeResponse.replication_lag:type_name -> google.protobuf.Duration
+	43, // 9: amber.plugin.v1.ProbeResponse.facts:type_name -> amber.plugin.v1.ProbeResponse.FactsEntry
+	3,  // 10: amber.plugin.v1.BackupRequest.target:type_name -> amber.plugin.v1.Target
+	44, // 11: amber.plugin.v1.BackupRequest.options:type_name -> amber.plugin.v1.BackupRequest.OptionsEntry
+	45, // 12: amber.plugin.v1.EntryHeader.metadata:type_name -> amber.plugin.v1.EntryHeader.MetadataEntry
+	2,  // 13: amber.plugin.v1.BackupResult.start:type_name -> amber.plugin.v1.Position
+	2,  // 14: amber.plugin.v1.BackupResult.consistent:type_name -> amber.plugin.v1.Position
+	54, // 15: amber.plugin.v1.BackupResult.consistent_time:type_name -> google.protobuf.Timestamp
+	54, // 16: amber.plugin.v1.BackupResult.start_time:type_name -> google.protobuf.Timestamp
+	46, // 17: amber.plugin.v1.BackupResult.metadata:type_name -> amber.plugin.v1.BackupResult.MetadataEntry
+	4,  // 18: amber.plugin.v1.BackupResult.files:type_name -> amber.plugin.v1.File
+	13, // 19: amber.plugin.v1.BackupOutput.entry:type_name -> amber.plugin.v1.EntryHeader
+	14, // 20: amber.plugin.v1.BackupOutput.entry_end:type_name -> amber.plugin.v1.EntryEnd
+	15, // 21: amber.plugin.v1.BackupOutput.result:type_name -> amber.plugin.v1.BackupResult
+	3,  // 22: amber.plugin.v1.RestoreRequest.target:type_name -> amber.plugin.v1.Target
+	15, // 23: amber.plugin.v1.RestoreRequest.backup:type_name -> amber.plugin.v1.BackupResult
+	47, // 24: amber.plugin.v1.RestoreRequest.options:type_name -> amber.plugin.v1.RestoreRequest.OptionsEntry
+	32, // 25: amber.plugin.v1.RestoreRequest.recovery_target:type_name -> amber.plugin.v1.RecoveryTarget
+	17, // 26: amber.plugin.v1.RestoreInput.request:type_name -> amber.plugin.v1.RestoreRequest
+	13, // 27: amber.plugin.v1.RestoreInput.entry:type_name -> amber.plugin.v1.EntryHeader
+	14, // 28: amber.plugin.v1.RestoreInput.entry_end:type_name -> amber.plugin.v1.EntryEnd
+	2,  // 29: amber.plugin.v1.RestoreResult.position:type_name -> amber.plugin.v1.Position
+	54, // 30: amber.plugin.v1.RestoreResult.consistent_time:type_name -> google.protobuf.Timestamp
+	48, // 31: amber.plugin.v1.RestoreResult.metadata:type_name -> amber.plugin.v1.RestoreResult.MetadataEntry
+	20, // 32: amber.plugin.v1.RestoreResult.owner:type_name -> amber.plugin.v1.FileOwner
+	3,  // 33: amber.plugin.v1.FreezeRequest.target:type_name -> amber.plugin.v1.Target
+	53, // 34: amber.plugin.v1.FreezeRequest.lease:type_name -> google.protobuf.Duration
+	54, // 35: amber.plugin.v1.FreezeResponse.expires_at:type_name -> google.protobuf.Timestamp
+	2,  // 36: amber.plugin.v1.FreezeResponse.position:type_name -> amber.plugin.v1.Position
+	54, // 37: amber.plugin.v1.FreezeResponse.consistent_time:type_name -> google.protobuf.Timestamp
+	53, // 38: amber.plugin.v1.RenewLeaseRequest.lease:type_name -> google.protobuf.Duration
+	54, // 39: amber.plugin.v1.RenewLeaseResponse.expires_at:type_name -> google.protobuf.Timestamp
+	2,  // 40: amber.plugin.v1.ThawResponse.consistent:type_name -> amber.plugin.v1.Position
+	54, // 41: amber.plugin.v1.ThawResponse.consistent_time:type_name -> google.protobuf.Timestamp
+	4,  // 42: amber.plugin.v1.ThawResponse.files:type_name -> amber.plugin.v1.File
+	49, // 43: amber.plugin.v1.ThawResponse.metadata:type_name -> amber.plugin.v1.ThawResponse.MetadataEntry
+	3,  // 44: amber.plugin.v1.ArchiveRequest.target:type_name -> amber.plugin.v1.Target
+	2,  // 45: amber.plugin.v1.ArchiveRequest.start:type_name -> amber.plugin.v1.Position
+	53, // 46: amber.plugin.v1.ArchiveRequest.flush_interval:type_name -> google.protobuf.Duration
+	50, // 47: amber.plugin.v1.ArchiveRequest.options:type_name -> amber.plugin.v1.ArchiveRequest.OptionsEntry
+	27, // 48: amber.plugin.v1.ArchiveInput.request:type_name -> amber.plugin.v1.ArchiveRequest
+	2,  // 49: amber.plugin.v1.ArchiveInput.durable:type_name -> amber.plugin.v1.Position
+	2,  // 50: amber.plugin.v1.SegmentHeader.start:type_name -> amber.plugin.v1.Position
+	2,  // 51: amber.plugin.v1.SegmentHeader.branch:type_name -> amber.plugin.v1.Position
+	2,  // 52: amber.plugin.v1.SegmentTrailer.end:type_name -> amber.plugin.v1.Position
+	54, // 53: amber.plugin.v1.SegmentTrailer.first_commit:type_name -> google.protobuf.Timestamp
+	54, // 54: amber.plugin.v1.SegmentTrailer.last_commit:type_name -> google.protobuf.Timestamp
+	29, // 55: amber.plugin.v1.ArchiveOutput.begin:type_name -> amber.plugin.v1.SegmentHeader
+	30, // 56: amber.plugin.v1.ArchiveOutput.end:type_name -> amber.plugin.v1.SegmentTrailer
+	54, // 57: amber.plugin.v1.RecoveryTarget.time:type_name -> google.protobuf.Timestamp
+	2,  // 58: amber.plugin.v1.RecoveryTarget.position:type_name -> amber.plugin.v1.Position
+	3,  // 59: amber.plugin.v1.ReplayRequest.target:type_name -> amber.plugin.v1.Target
+	32, // 60: amber.plugin.v1.ReplayRequest.recovery_target:type_name -> amber.plugin.v1.RecoveryTarget
+	2,  // 61: amber.plugin.v1.ReplayRequest.from:type_name -> amber.plugin.v1.Position
+	51, // 62: amber.plugin.v1.ReplayRequest.options:type_name -> amber.plugin.v1.ReplayRequest.OptionsEntry
+	2,  // 63: amber.plugin.v1.Fetch.after:type_name -> amber.plugin.v1.Position
+	29, // 64: amber.plugin.v1.SegmentInfo.header:type_name -> amber.plugin.v1.SegmentHeader
+	30, // 65: amber.plugin.v1.SegmentInfo.trailer:type_name -> amber.plugin.v1.SegmentTrailer
+	33, // 66: amber.plugin.v1.ReplayInput.request:type_name -> amber.plugin.v1.ReplayRequest
+	35, // 67: amber.plugin.v1.ReplayInput.segment:type_name -> amber.plugin.v1.SegmentInfo
+	36, // 68: amber.plugin.v1.ReplayInput.done:type_name -> amber.plugin.v1.SegmentDone
+	37, // 69: amber.plugin.v1.ReplayInput.miss:type_name -> amber.plugin.v1.FetchMiss
+	2,  // 70: amber.plugin.v1.ReplayResult.reached:type_name -> amber.plugin.v1.Position
+	54, // 71: amber.plugin.v1.ReplayResult.reached_time:type_name -> google.protobuf.Timestamp
+	52, // 72: amber.plugin.v1.ReplayResult.metadata:type_name -> amber.plugin.v1.ReplayResult.MetadataEntry
+	34, // 73: amber.plugin.v1.ReplayOutput.fetch:type_name -> amber.plugin.v1.Fetch
+	39, // 74: amber.plugin.v1.ReplayOutput.result:type_name -> amber.plugin.v1.ReplayResult
+	5,  // 75: amber.plugin.v1.IdentityService.Info:input_type -> amber.plugin.v1.InfoRequest
+	10, // 76: amber.plugin.v1.IdentityService.Probe:input_type -> amber.plugin.v1.ProbeRequest
+	6,  // 77: amber.plugin.v1.IdentityService.ParsePosition:input_type -> amber.plugin.v1.ParsePositionRequest
+	7,  // 78: amber.plugin.v1.LogFileService.DescribeLogFile:input_type -> amber.plugin.v1.DescribeLogFileRequest
+	12, // 79: amber.plugin.v1.LogicalService.LogicalDump:input_type -> amber.plugin.v1.BackupRequest
+	18, // 80: amber.plugin.v1.LogicalService.LogicalRestore:input_type -> amber.plugin.v1.RestoreInput
+	12, // 81: amber.plugin.v1.PhysicalService.PhysicalBackup:input_type -> amber.plugin.v1.BackupRequest
+	18, // 82: amber.plugin.v1.PhysicalService.PhysicalRestore:input_type -> amber.plugin.v1.RestoreInput
+	21, // 83: amber.plugin.v1.SnapshotService.Freeze:input_type -> amber.plugin.v1.FreezeRequest
+	23, // 84: amber.plugin.v1.SnapshotService.RenewLease:input_type -> amber.plugin.v1.RenewLeaseRequest
+	25, // 85: amber.plugin.v1.SnapshotService.Thaw:input_type -> amber.plugin.v1.ThawRequest
+	28, // 86: amber.plugin.v1.ArchiveService.Archive:input_type -> amber.plugin.v1.ArchiveInput
+	38, // 87: amber.plugin.v1.ReplayService.Replay:input_type -> amber.plugin.v1.ReplayInput
+	9,  // 88: amber.plugin.v1.IdentityService.Info:output_type -> amber.plugin.v1.InfoResponse
+	11, // 89: amber.plugin.v1.IdentityService.Probe:output_type -> amber.plugin.v1.ProbeResponse
+	2,  // 90: amber.plugin.v1.IdentityService.ParsePosition:output_type -> amber.plugin.v1.Position
+	8,  // 91: amber.plugin.v1.LogFileService.DescribeLogFile:output_type -> amber.plugin.v1.DescribeLogFileResponse
+	16, // 92: amber.plugin.v1.LogicalService.LogicalDump:output_type -> amber.plugin.v1.BackupOutput
+	19, // 93: amber.plugin.v1.LogicalService.LogicalRestore:output_type -> amber.plugin.v1.RestoreResult
+	16, // 94: amber.plugin.v1.PhysicalService.PhysicalBackup:output_type -> amber.plugin.v1.BackupOutput
+	19, // 95: amber.plugin.v1.PhysicalService.PhysicalRestore:output_type -> amber.plugin.v1.RestoreResult
+	22, // 96: amber.plugin.v1.SnapshotService.Freeze:output_type -> amber.plugin.v1.FreezeResponse
+	24, // 97: amber.plugin.v1.SnapshotService.RenewLease:output_type -> amber.plugin.v1.RenewLeaseResponse
+	26, // 98: amber.plugin.v1.SnapshotService.Thaw:output_type -> amber.plugin.v1.ThawResponse
+	31, // 99: amber.plugin.v1.ArchiveService.Archive:output_type -> amber.plugin.v1.ArchiveOutput
+	40, // 100: amber.plugin.v1.ReplayService.Replay:output_type -> amber.plugin.v1.ReplayOutput
+	88, // [88:101] is the sub-list for method output_type
+	75, // [75:88] is the sub-list for method input_type
+	75, // [75:75] is the sub-list for extension type_name
+	75, // [75:75] is the sub-list for extension extendee
+	0,  // [0:75] is the sub-list for field type_name
 }
 
 func init() { file_amber_plugin_v1_plugin_proto_init() }
@@ -3227,46 +3636,47 @@ func file_amber_plugin_v1_plugin_proto_init() {
 	if File_amber_plugin_v1_plugin_proto != nil {
 		return
 	}
-	file_amber_plugin_v1_plugin_proto_msgTypes[11].OneofWrappers = []any{
+	file_amber_plugin_v1_plugin_proto_msgTypes[14].OneofWrappers = []any{
 		(*BackupOutput_Entry)(nil),
 		(*BackupOutput_Data)(nil),
 		(*BackupOutput_EntryEnd)(nil),
 		(*BackupOutput_Result)(nil),
 	}
-	file_amber_plugin_v1_plugin_proto_msgTypes[13].OneofWrappers = []any{
+	file_amber_plugin_v1_plugin_proto_msgTypes[16].OneofWrappers = []any{
 		(*RestoreInput_Request)(nil),
 		(*RestoreInput_Entry)(nil),
 		(*RestoreInput_Data)(nil),
 		(*RestoreInput_EntryEnd)(nil),
 	}
-	file_amber_plugin_v1_plugin_proto_msgTypes[22].OneofWrappers = []any{
+	file_amber_plugin_v1_plugin_proto_msgTypes[26].OneofWrappers = []any{
 		(*ArchiveInput_Request)(nil),
 		(*ArchiveInput_Durable)(nil),
 	}
-	file_amber_plugin_v1_plugin_proto_msgTypes[25].OneofWrappers = []any{
+	file_amber_plugin_v1_plugin_proto_msgTypes[29].OneofWrappers = []any{
 		(*ArchiveOutput_Begin)(nil),
 		(*ArchiveOutput_Data)(nil),
 		(*ArchiveOutput_End)(nil),
 		(*ArchiveOutput_Abort)(nil),
 	}
-	file_amber_plugin_v1_plugin_proto_msgTypes[26].OneofWrappers = []any{
+	file_amber_plugin_v1_plugin_proto_msgTypes[30].OneofWrappers = []any{
 		(*RecoveryTarget_Time)(nil),
 		(*RecoveryTarget_Position)(nil),
 		(*RecoveryTarget_Name)(nil),
 		(*RecoveryTarget_Latest)(nil),
+		(*RecoveryTarget_Txn)(nil),
 	}
-	file_amber_plugin_v1_plugin_proto_msgTypes[28].OneofWrappers = []any{
+	file_amber_plugin_v1_plugin_proto_msgTypes[32].OneofWrappers = []any{
 		(*Fetch_Name)(nil),
 		(*Fetch_After)(nil),
 	}
-	file_amber_plugin_v1_plugin_proto_msgTypes[32].OneofWrappers = []any{
+	file_amber_plugin_v1_plugin_proto_msgTypes[36].OneofWrappers = []any{
 		(*ReplayInput_Request)(nil),
 		(*ReplayInput_Segment)(nil),
 		(*ReplayInput_Data)(nil),
 		(*ReplayInput_Done)(nil),
 		(*ReplayInput_Miss)(nil),
 	}
-	file_amber_plugin_v1_plugin_proto_msgTypes[34].OneofWrappers = []any{
+	file_amber_plugin_v1_plugin_proto_msgTypes[38].OneofWrappers = []any{
 		(*ReplayOutput_Fetch)(nil),
 		(*ReplayOutput_Result)(nil),
 	}
@@ -3276,9 +3686,9 @@ func file_amber_plugin_v1_plugin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_amber_plugin_v1_plugin_proto_rawDesc), len(file_amber_plugin_v1_plugin_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   46,
+			NumMessages:   51,
 			NumExtensions: 0,
-			NumServices:   6,
+			NumServices:   7,
 		},
 		GoTypes:           file_amber_plugin_v1_plugin_proto_goTypes,
 		DependencyIndexes: file_amber_plugin_v1_plugin_proto_depIdxs,

@@ -41,8 +41,9 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	IdentityService_Info_FullMethodName  = "/amber.plugin.v1.IdentityService/Info"
-	IdentityService_Probe_FullMethodName = "/amber.plugin.v1.IdentityService/Probe"
+	IdentityService_Info_FullMethodName          = "/amber.plugin.v1.IdentityService/Info"
+	IdentityService_Probe_FullMethodName         = "/amber.plugin.v1.IdentityService/Probe"
+	IdentityService_ParsePosition_FullMethodName = "/amber.plugin.v1.IdentityService/ParsePosition"
 )
 
 // IdentityServiceClient is the client API for IdentityService service.
@@ -56,6 +57,11 @@ type IdentityServiceClient interface {
 	// Probe connects to the database described by the target and reports
 	// what the controller needs to choose a replica: version, role, lag, health.
 	Probe(ctx context.Context, in *ProbeRequest, opts ...grpc.CallOption) (*ProbeResponse, error)
+	// ParsePosition turns a position as a person writes it ("0/3000060",
+	// "mysql-bin.000042:1532", "1700000000:3") into a Position. It never
+	// touches a database. A plugin that cannot parse the text returns
+	// INVALID_ARGUMENT with a message saying the accepted forms.
+	ParsePosition(ctx context.Context, in *ParsePositionRequest, opts ...grpc.CallOption) (*Position, error)
 }
 
 type identityServiceClient struct {
@@ -86,6 +92,16 @@ func (c *identityServiceClient) Probe(ctx context.Context, in *ProbeRequest, opt
 	return out, nil
 }
 
+func (c *identityServiceClient) ParsePosition(ctx context.Context, in *ParsePositionRequest, opts ...grpc.CallOption) (*Position, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Position)
+	err := c.cc.Invoke(ctx, IdentityService_ParsePosition_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // IdentityServiceServer is the server API for IdentityService service.
 // All implementations must embed UnimplementedIdentityServiceServer
 // for forward compatibility.
@@ -97,6 +113,11 @@ type IdentityServiceServer interface {
 	// Probe connects to the database described by the target and reports
 	// what the controller needs to choose a replica: version, role, lag, health.
 	Probe(context.Context, *ProbeRequest) (*ProbeResponse, error)
+	// ParsePosition turns a position as a person writes it ("0/3000060",
+	// "mysql-bin.000042:1532", "1700000000:3") into a Position. It never
+	// touches a database. A plugin that cannot parse the text returns
+	// INVALID_ARGUMENT with a message saying the accepted forms.
+	ParsePosition(context.Context, *ParsePositionRequest) (*Position, error)
 	mustEmbedUnimplementedIdentityServiceServer()
 }
 
@@ -112,6 +133,9 @@ func (UnimplementedIdentityServiceServer) Info(context.Context, *InfoRequest) (*
 }
 func (UnimplementedIdentityServiceServer) Probe(context.Context, *ProbeRequest) (*ProbeResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Probe not implemented")
+}
+func (UnimplementedIdentityServiceServer) ParsePosition(context.Context, *ParsePositionRequest) (*Position, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ParsePosition not implemented")
 }
 func (UnimplementedIdentityServiceServer) mustEmbedUnimplementedIdentityServiceServer() {}
 func (UnimplementedIdentityServiceServer) testEmbeddedByValue()                         {}
@@ -170,6 +194,24 @@ func _IdentityService_Probe_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _IdentityService_ParsePosition_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ParsePositionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(IdentityServiceServer).ParsePosition(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: IdentityService_ParsePosition_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(IdentityServiceServer).ParsePosition(ctx, req.(*ParsePositionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // IdentityService_ServiceDesc is the grpc.ServiceDesc for IdentityService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -184,6 +226,124 @@ var IdentityService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Probe",
 			Handler:    _IdentityService_Probe_Handler,
+		},
+		{
+			MethodName: "ParsePosition",
+			Handler:    _IdentityService_ParsePosition_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "amber/plugin/v1/plugin.proto",
+}
+
+const (
+	LogFileService_DescribeLogFile_FullMethodName = "/amber.plugin.v1.LogFileService/DescribeLogFile"
+)
+
+// LogFileServiceClient is the client API for LogFileService service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// LogFileService: CAPABILITY_LOG_FILES. For engines whose server hands log
+// over as named files through commands it runs (PostgreSQL's
+// archive_command and restore_command): the host stores and finds such
+// files without knowing their names' grammar.
+type LogFileServiceClient interface {
+	// DescribeLogFile says which segment a log file name stands for.
+	DescribeLogFile(ctx context.Context, in *DescribeLogFileRequest, opts ...grpc.CallOption) (*DescribeLogFileResponse, error)
+}
+
+type logFileServiceClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewLogFileServiceClient(cc grpc.ClientConnInterface) LogFileServiceClient {
+	return &logFileServiceClient{cc}
+}
+
+func (c *logFileServiceClient) DescribeLogFile(ctx context.Context, in *DescribeLogFileRequest, opts ...grpc.CallOption) (*DescribeLogFileResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DescribeLogFileResponse)
+	err := c.cc.Invoke(ctx, LogFileService_DescribeLogFile_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// LogFileServiceServer is the server API for LogFileService service.
+// All implementations must embed UnimplementedLogFileServiceServer
+// for forward compatibility.
+//
+// LogFileService: CAPABILITY_LOG_FILES. For engines whose server hands log
+// over as named files through commands it runs (PostgreSQL's
+// archive_command and restore_command): the host stores and finds such
+// files without knowing their names' grammar.
+type LogFileServiceServer interface {
+	// DescribeLogFile says which segment a log file name stands for.
+	DescribeLogFile(context.Context, *DescribeLogFileRequest) (*DescribeLogFileResponse, error)
+	mustEmbedUnimplementedLogFileServiceServer()
+}
+
+// UnimplementedLogFileServiceServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedLogFileServiceServer struct{}
+
+func (UnimplementedLogFileServiceServer) DescribeLogFile(context.Context, *DescribeLogFileRequest) (*DescribeLogFileResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method DescribeLogFile not implemented")
+}
+func (UnimplementedLogFileServiceServer) mustEmbedUnimplementedLogFileServiceServer() {}
+func (UnimplementedLogFileServiceServer) testEmbeddedByValue()                        {}
+
+// UnsafeLogFileServiceServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to LogFileServiceServer will
+// result in compilation errors.
+type UnsafeLogFileServiceServer interface {
+	mustEmbedUnimplementedLogFileServiceServer()
+}
+
+func RegisterLogFileServiceServer(s grpc.ServiceRegistrar, srv LogFileServiceServer) {
+	// If the following call pancis, it indicates UnimplementedLogFileServiceServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&LogFileService_ServiceDesc, srv)
+}
+
+func _LogFileService_DescribeLogFile_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DescribeLogFileRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LogFileServiceServer).DescribeLogFile(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: LogFileService_DescribeLogFile_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LogFileServiceServer).DescribeLogFile(ctx, req.(*DescribeLogFileRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// LogFileService_ServiceDesc is the grpc.ServiceDesc for LogFileService service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var LogFileService_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "amber.plugin.v1.LogFileService",
+	HandlerType: (*LogFileServiceServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "DescribeLogFile",
+			Handler:    _LogFileService_DescribeLogFile_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -1,0 +1,243 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/amber-backup/amber/plugins/api"
+	"github.com/amber-backup/amber/sidecar/job"
+	"github.com/amber-backup/amber/sidecar/repo"
+	"github.com/amber-backup/amber/sidecar/storage/location"
+	"github.com/spf13/cobra"
+)
+
+// restoreFlags are the flags of `amber restore`.
+type restoreFlags struct {
+	backupRef, name, engine string
+	toStdout                bool
+	dataDir                 string
+	dsn, dsnFile            string
+	toTime, toPosition      string
+	toTxn, toName           string
+	exclusive, keepArchive  bool
+	runAs                   string
+}
+
+func (e *env) restoreCommand() *cobra.Command {
+	var f restoreFlags
+	cmd := &cobra.Command{
+		Use:   "restore",
+		Short: "Restore a backup, or a database to a point in time",
+		Long: `Restore a backup.
+
+With --stdout, write a stream backup's bytes (or a logical dump's single entry)
+to standard output, for the engine's stock tools (pg_restore).
+
+With --engine and --data-dir DIR, lay a physical backup out in the empty
+directory DIR and configure recovery: the database server started on DIR
+fetches the archived log it needs from the repository ('amber log-fetch', run
+by the server) and stops at the target, then opens. Targets: --to-time,
+--to-position (the engine's own notation: a PostgreSQL LSN), --to-txn (a
+transaction id), --to-name (a named restore point), or none for the latest
+archived log; --exclusive stops just before the target. Without --backup the
+newest backup consistent before the target is chosen. Before anything is
+written, amber checks that archived log runs from the backup to the target
+without a gap, and refuses, naming the gap or the window's end, if not.
+
+With --engine and a connection string (--dsn-file, --dsn or
+AMBER_RESTORE_DSN; never AMBER_DSN, so a restore cannot land in the backup's
+source by accident), load a logical backup into that database.
+
+Every chunk is authenticated and checked against its id before any of its
+bytes are written: corrupt or foreign data stops the restore with an error
+naming the damaged object.`,
+		Example: `  amber restore --engine postgres --data-dir /var/lib/postgresql/restore --to-time 2026-11-21T10:15:00Z
+  amber restore --engine postgres --data-dir ./pitr --to-position 0/3000060 --backup 3fa1c2d4
+  AMBER_RESTORE_DSN=postgres://amber@db/copy amber restore --engine postgres --backup latest
+  amber restore --backup latest --stdout > dump.sql`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return e.runRestore(cmd, f) },
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.backupRef, "backup", "", "backup id, unique id prefix, or latest (default: latest, or the newest before the target)")
+	fl.StringVar(&f.name, "name", "", "only consider backups of this name")
+	fl.BoolVar(&f.toStdout, "stdout", false, "write the backup's stream to standard output")
+	fl.StringVar(&f.engine, "engine", "", "database engine plugin: postgres")
+	fl.StringVar(&f.dataDir, "data-dir", "", "physical restore: the empty directory to restore into")
+	fl.StringVar(&f.dsn, "dsn", "", "logical restore: the database to load into (default: env AMBER_RESTORE_DSN); prefer --dsn-file, as arguments show in ps")
+	fl.StringVar(&f.dsnFile, "dsn-file", "", "logical restore: read the target database's connection string from this file")
+	fl.StringVar(&f.toTime, "to-time", "", "recover up to this time (RFC 3339)")
+	fl.StringVar(&f.toPosition, "to-position", "", "recover up to this log position, in the engine's notation (PostgreSQL: an LSN such as 0/3000060)")
+	fl.StringVar(&f.toPosition, "to-lsn", "", "alias of --to-position for PostgreSQL")
+	fl.StringVar(&f.toTxn, "to-txn", "", "recover up to this transaction (PostgreSQL: a transaction id)")
+	fl.StringVar(&f.toTxn, "to-xid", "", "alias of --to-txn for PostgreSQL")
+	fl.StringVar(&f.toName, "to-name", "", "recover up to this named restore point")
+	fl.BoolVar(&f.exclusive, "exclusive", false, "stop just before the target instead of just after it")
+	fl.BoolVar(&f.keepArchive, "keep-archiving", false, "keep the backup's own log archiving settings (default: archiving off, so the copy never writes into this archive)")
+	fl.StringVar(&f.runAs, "owner", "", "user that will run the restored server and own its files (default: the engine's; postgres when run as root)")
+	return cmd
+}
+
+func (e *env) runRestore(cmd *cobra.Command, f restoreFlags) error {
+	ctx := cmd.Context()
+	if f.engine == "" {
+		if !f.toStdout {
+			return usagef("say where to restore: --stdout, or --engine with --data-dir or a connection string")
+		}
+		return e.restoreStdout(cmd, job.Choice{Ref: orLatest(f.backupRef), Name: f.name})
+	}
+	if f.toStdout {
+		return e.restoreStdout(cmd, job.Choice{Ref: f.backupRef, Name: f.name, Engine: f.engine, Mode: job.ModeLogical})
+	}
+	target, err := dsn(f.dsn, f.dsnFile, "AMBER_RESTORE_DSN")
+	if err != nil {
+		return err
+	}
+	if f.dataDir != "" {
+		target = "" // a physical restore; AMBER_RESTORE_DSN does not apply
+		if f.dsn != "" || f.dsnFile != "" {
+			return usagef("--data-dir (physical) and a connection string (logical) exclude each other")
+		}
+	}
+	to := job.Target{Position: f.toPosition, Txn: f.toTxn, Name: f.toName, Exclusive: f.exclusive}
+	if f.toTime != "" {
+		if to.Time, err = time.Parse(time.RFC3339Nano, f.toTime); err != nil {
+			return usagef("--to-time %q is not an RFC 3339 time such as 2026-11-21T10:15:00Z", f.toTime)
+		}
+	}
+	host, eng, err := e.openEngine(ctx, f.engine)
+	if err != nil {
+		return err
+	}
+	defer host.Close()
+	r, err := e.openRepo(ctx)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	o := job.EngineRestore{Engine: f.engine, Choice: job.Choice{Ref: f.backupRef, Name: f.name}, DataDir: f.dataDir,
+		To: to, KeepArchiving: f.keepArchive, RunAs: f.runAs, Target: api.Target{DSN: target}}
+	if f.dataDir != "" {
+		if o.Fetch, err = e.logFetch(); err != nil {
+			return err
+		}
+	}
+	rep, err := job.RestoreEngine(ctx, r, eng, o, nil)
+	if err != nil {
+		return e.jobError(err)
+	}
+	return e.reportRestore(rep)
+}
+
+// logFetch says how a restored server runs this binary to fetch log.
+func (e *env) logFetch() (*job.LogFetch, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	url, err := location.Absolute(e.repoURL)
+	if err != nil {
+		return nil, &usageError{err: err}
+	}
+	pw, err := e.password()
+	if err != nil {
+		return nil, err
+	}
+	return &job.LogFetch{Exe: exe, RepoURL: url, Password: pw}, nil
+}
+
+func orLatest(ref string) string {
+	if ref == "" {
+		return "latest"
+	}
+	return ref
+}
+
+func (e *env) restoreStdout(cmd *cobra.Command, c job.Choice) error {
+	ctx := cmd.Context()
+	r, err := e.openRepo(ctx)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	var man *repo.Manifest
+	if c.Engine == "" {
+		man, err = r.FindBackup(ctx, c.Ref, c.Name)
+	} else {
+		man, err = job.PickBackup(ctx, r, c)
+	}
+	if err != nil {
+		return err
+	}
+	var total int64
+	if len(man.Entries) == 1 {
+		total = man.Entries[0].Size
+	}
+	progress, stop := e.track("restore", total)
+	err = job.RestoreStream(ctx, r, man, e.stdout, progress)
+	stop()
+	return err
+}
+
+func (e *env) reportRestore(rep *job.RestoreReport) error {
+	m := rep.Backup
+	if e.jsonOut {
+		doc := map[string]any{"backup": m.ID.String(), "data_dir": rep.DataDir, "mode": rep.Mode,
+			"position": m.Position, "consistent_time": m.ConsistentTime, "duration_s": rep.Duration.Seconds()}
+		if rep.Mode == job.ModePhysical {
+			doc["target"] = rep.To.String()
+			if rep.Reach != nil {
+				doc["log_reaches"] = rep.Reach.EndText
+				doc["log_reaches_time"] = rep.Reach.LastTime
+			}
+			if rep.Note != "" {
+				doc["note"] = rep.Note
+			}
+		}
+		return e.printJSON(doc)
+	}
+	if rep.DataDir == "" {
+		fmt.Fprintf(e.stdout, "restored backup %s (%s) in %.1fs\n", m.ID.Short(), rep.Mode, rep.Duration.Seconds())
+		return nil
+	}
+	fmt.Fprintf(e.stdout, "restored backup %s into %s in %.1fs; start the server on it to recover to %s\n",
+		m.ID.Short(), rep.DataDir, rep.Duration.Seconds(), rep.To)
+	if rep.Note != "" {
+		fmt.Fprintf(e.stdout, "note: %s\n", rep.Note)
+	}
+	return nil
+}
+
+// jobError turns a job's complaint about its request into a usage error.
+func (e *env) jobError(err error) error {
+	if errors.Is(err, job.ErrUsage) {
+		return &usageError{err: errors.New(trimUsage(err.Error()))}
+	}
+	return err
+}
+
+func trimUsage(s string) string {
+	const p = "bad request: "
+	if len(s) > len(p) && s[:len(p)] == p {
+		return s[len(p):]
+	}
+	return s
+}
+
+// printWindows prints each lineage's recoverable window and its gaps.
+func printWindows(out io.Writer, ws []job.Window) {
+	for _, w := range ws {
+		fmt.Fprintf(out, "\nrecoverable window of %s (%s):\n  from %s (%s)\n  to   %s (%s)\n", w.Stream, w.Engine,
+			w.EarliestTime.Local().Format(time.DateTime+".000"), w.EarliestPosition,
+			w.LatestTime.Local().Format(time.DateTime+".000"), w.LatestPosition)
+		for _, g := range w.Gaps {
+			fmt.Fprintf(out, "  GAP: %s; points in between cannot be recovered\n", g)
+		}
+		if w.Note != "" {
+			fmt.Fprintf(out, "  %s\n", w.Note)
+		}
+	}
+}

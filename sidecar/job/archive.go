@@ -1,0 +1,117 @@
+package job
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/amber-backup/amber/plugins/api"
+	"github.com/amber-backup/amber/plugins/api/clock"
+	"github.com/amber-backup/amber/sidecar/archive"
+	"github.com/amber-backup/amber/sidecar/pluginhost"
+	"github.com/amber-backup/amber/sidecar/repo"
+)
+
+// ArchiveRun asks for continuous log archiving.
+type ArchiveRun struct {
+	Engine        string
+	Target        api.Target
+	FlushInterval time.Duration     // bounds the recovery point; 0: the engine's default
+	Options       map[string]string // engine options ("slot")
+	// OnStart, when set, is told the stream and server once archiving runs;
+	// Stats may be read (under its lock) while it does.
+	OnStart func(stream, serverVersion string, stats *archive.Stats)
+}
+
+// ArchiveReport says what an archiving run stored.
+type ArchiveReport struct {
+	Stream       string `json:"stream"`
+	Segments     int64  `json:"segments"`
+	Bytes        int64  `json:"bytes"`
+	LastPosition string `json:"last_position"`
+}
+
+// Archive streams the database's log into the repository until ctx ends,
+// then makes what it received durable and returns. A plugin that dies is
+// started again and resumes where the repository's log ends.
+func Archive(ctx context.Context, r *repo.Repository, eng api.Engine, a ArchiveRun, clk clock.Clock) (*ArchiveReport, error) {
+	clk = clock.Or(clk)
+	probe, err := eng.Probe(ctx, a.Target)
+	if err != nil {
+		return nil, err
+	}
+	if !probe.Healthy && probe.Detail != "" {
+		return nil, fmt.Errorf("%s is not ready to archive: %s", a.Engine, probe.Detail)
+	}
+	stream := StreamName(a.Engine, probe.SystemID)
+	ctx = with(ctx, "engine", a.Engine, "stream", stream)
+	log := Logger(ctx)
+	sink := archive.NewSink(r, stream, log, clk.Now)
+	if a.OnStart != nil {
+		a.OnStart(stream, shortVersion(probe.ServerVersion), &sink.Stats)
+	}
+	for attempt := 0; ; attempt++ {
+		req := api.ArchiveRequest{Target: a.Target, FlushInterval: a.FlushInterval, Options: a.Options}
+		if req.Start, err = ArchivedEnd(ctx, r, stream); err != nil {
+			return nil, err
+		}
+		done := make(chan error, 1)
+		go func() { done <- eng.Archive(context.WithoutCancel(ctx), req, sink, sink.Durable()) }()
+		select {
+		case err = <-done:
+		case <-ctx.Done():
+			sink.CloseDurable() // the plugin flushes what it holds, then returns
+			err = <-done
+		}
+		if err == nil || ctx.Err() != nil || !errors.Is(err, pluginhost.ErrExited) {
+			break
+		}
+		// The plugin died (a crash, an OOM kill): start it again and resume
+		// where the repository ends. The engine kept its log meanwhile.
+		delay := min(time.Duration(attempt+1)*time.Second, 30*time.Second)
+		log.Warn("engine plugin died while archiving; restarting it", "err", err, "retry_in", delay)
+		if clock.Sleep(ctx, clk, delay) != nil {
+			err = nil
+			break
+		}
+	}
+	sink.Stats.Lock()
+	rep := &ArchiveReport{Stream: stream, Segments: sink.Stats.Segments, Bytes: sink.Stats.Bytes,
+		LastPosition: sink.Stats.LastEnd.String()}
+	sink.Stats.Unlock()
+	if err != nil && !errors.Is(err, context.Canceled) {
+		return rep, fmt.Errorf("archive %s: %w", a.Engine, err)
+	}
+	return rep, nil
+}
+
+// shortVersion shortens "PostgreSQL 15.20 (Debian ...) on x86_64 ..." to its first two words.
+func shortVersion(v string) string {
+	f := strings.Fields(v)
+	return strings.Join(f[:min(2, len(f))], " ")
+}
+
+// ArchivedEnd is where archiving resumes: the end of the newest segment of
+// the stream (zero when the stream is empty).
+func ArchivedEnd(ctx context.Context, r *repo.Repository, stream string) (api.Position, error) {
+	segs, err := r.Segments(ctx, stream)
+	if err != nil {
+		return api.Position{}, err
+	}
+	var newest *repo.Segment
+	for i, s := range segs {
+		if s.Start != s.End && (newest == nil || s.Epoch > newest.Epoch || (s.Epoch == newest.Epoch && s.End > newest.End)) {
+			newest = &segs[i]
+		}
+	}
+	if newest == nil {
+		return api.Position{}, nil
+	}
+	full, _, err := r.GetSegment(ctx, newest.ObjectName())
+	if err != nil {
+		return api.Position{}, err
+	}
+	return archive.EndPosition(full)
+}

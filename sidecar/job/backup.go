@@ -1,0 +1,226 @@
+package job
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/amber-backup/amber/plugins/api"
+	"github.com/amber-backup/amber/plugins/api/clock"
+	"github.com/amber-backup/amber/sidecar/repo"
+)
+
+// Modes of a backup, as recorded in its manifest.
+const (
+	ModeStream   = "stream"
+	ModeLogical  = "logical"
+	ModePhysical = "physical"
+)
+
+// ErrUsage marks an error in what the caller asked for (a flag, a request
+// field), as opposed to a failure while doing it.
+var ErrUsage = errors.New("bad request")
+
+func usagef(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrUsage, fmt.Sprintf(format, args...))
+}
+
+// BackupReport says what a backup stored.
+type BackupReport struct {
+	ID         repo.ID
+	Name       string
+	BytesIn    int64
+	BytesAdded int64
+	Duration   time.Duration
+	ChunksNew  int64
+	ChunksSeen int64 // deduplicated
+}
+
+// Progress, when set, is called once a backup or restore has started with a
+// function that reads the bytes done so far; the caller shows them.
+type Progress func(done func() int64)
+
+func report(w *repo.Writer, name string, d time.Duration) *BackupReport {
+	return &BackupReport{ID: w.Committed(), Name: name, BytesIn: w.BytesIn.Load(), BytesAdded: w.BytesAdded.Load(),
+		Duration: d, ChunksNew: w.BlobsNew.Load(), ChunksSeen: w.BlobsDedup.Load()}
+}
+
+// StreamBackup stores everything read from in as one backup named name.
+func StreamBackup(ctx context.Context, r *repo.Repository, name string, tags map[string]string, in io.Reader,
+	clk clock.Clock, progress Progress) (*BackupReport, error) {
+	if name == "" {
+		return nil, usagef("a backup needs a name: it groups backups for listing and retention")
+	}
+	clk = clock.Or(clk)
+	start := clk.Now()
+	w, err := r.NewWriter(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if progress != nil {
+		progress(w.BytesIn.Load)
+	}
+	entry, err := w.WriteStream(ctx, "stdin", in)
+	if err == nil {
+		m := &repo.Manifest{Name: name, Tags: tags, Mode: ModeStream, Start: start.UTC(), Entries: []repo.Entry{entry}}
+		_, err = w.Commit(ctx, m)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("backup %s: %w", name, err)
+	}
+	return report(w, name, clk.Now().Sub(start)), nil
+}
+
+// EngineBackup asks for a backup through an engine plugin.
+type EngineBackup struct {
+	Engine  string // plugin name, recorded in the manifest
+	Mode    string // ModePhysical or ModeLogical
+	Name    string // default: the engine
+	Tags    map[string]string
+	Target  api.Target
+	Options map[string]string
+}
+
+// BackupEngine runs a logical or physical backup through eng and commits
+// it with the engine's record of where and when it is consistent.
+func BackupEngine(ctx context.Context, r *repo.Repository, eng api.Engine, b EngineBackup, clk clock.Clock,
+	progress Progress) (*BackupReport, error) {
+	if b.Mode != ModePhysical && b.Mode != ModeLogical {
+		return nil, usagef("the mode must be physical or logical, not %q", b.Mode)
+	}
+	if b.Name == "" {
+		b.Name = b.Engine
+	}
+	ctx = with(ctx, "engine", b.Engine, "mode", b.Mode, "name", b.Name)
+	clk = clock.Or(clk)
+	start := clk.Now()
+	w, err := r.NewWriter(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if progress != nil {
+		progress(w.BytesIn.Load)
+	}
+	sink := &entrySink{w: w}
+	req := api.BackupRequest{Target: b.Target, Label: "amber " + b.Name, Options: b.Options}
+	var res api.BackupResult
+	if b.Mode == ModePhysical {
+		res, err = eng.PhysicalBackup(ctx, req, sink)
+	} else {
+		res, err = eng.LogicalDump(ctx, req, sink)
+	}
+	if err == nil {
+		m := &repo.Manifest{Name: b.Name, Tags: b.Tags, Engine: b.Engine, Mode: b.Mode, Start: start.UTC(),
+			Entries: sink.entries, Position: res.Consistent.String(), ConsistentTime: res.ConsistentTime.UTC(),
+			Record: recordOf(res)}
+		_, err = w.Commit(ctx, m)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s backup: %w", b.Mode, err)
+	}
+	rep := report(w, b.Name, clk.Now().Sub(start))
+	Logger(ctx).Info("backup committed", "backup", rep.ID.Short(), "bytes_in", rep.BytesIn)
+	return rep, nil
+}
+
+// StreamName is the repository log stream of one database lineage.
+func StreamName(engine, systemID string) string {
+	s := strings.ToLower(engine + "-" + systemID)
+	return streamChars.ReplaceAllString(s, "_")
+}
+
+var streamChars = regexp.MustCompile(`[^a-z0-9._-]`)
+
+func posRecord(p api.Position) repo.LogPosition {
+	return repo.LogPosition{Epoch: p.Epoch, Offset: p.Offset, Token: p.Token, Text: p.Text}
+}
+
+func posFromRecord(p repo.LogPosition) api.Position {
+	return api.Position{Epoch: p.Epoch, Offset: p.Offset, Token: p.Token, Text: p.Text}
+}
+
+func recordOf(res api.BackupResult) *repo.EngineRecord {
+	rec := &repo.EngineRecord{SystemID: res.SystemID, ServerVersion: res.ServerVersion,
+		Start: posRecord(res.Start), Consistent: posRecord(res.Consistent),
+		StartTime: res.StartTime.UTC(), ConsistentTime: res.ConsistentTime.UTC(), Metadata: maps.Clone(res.Metadata)}
+	for _, f := range res.Files {
+		rec.Files = append(rec.Files, repo.EngineFile{Name: f.Name, Content: f.Content, Mode: f.Mode})
+	}
+	return rec
+}
+
+// engineResult gives back what the plugin reported at backup time.
+func engineResult(m *repo.Manifest) (api.BackupResult, error) {
+	rec := m.Record
+	if rec == nil {
+		return api.BackupResult{}, fmt.Errorf("backup %s lacks its engine record; it cannot be restored through a plugin", m.ID.Short())
+	}
+	res := api.BackupResult{SystemID: rec.SystemID, ServerVersion: rec.ServerVersion,
+		Start: posFromRecord(rec.Start), Consistent: posFromRecord(rec.Consistent),
+		StartTime: rec.StartTime, ConsistentTime: rec.ConsistentTime, Metadata: maps.Clone(rec.Metadata)}
+	for _, f := range rec.Files {
+		res.Files = append(res.Files, api.File{Name: f.Name, Content: f.Content, Mode: f.Mode})
+	}
+	return res, nil
+}
+
+// entrySink stores the entries a plugin streams as backup entries.
+type entrySink struct {
+	w       *repo.Writer
+	mu      sync.Mutex
+	entries []repo.Entry
+}
+
+func entryMeta(e api.Entry) map[string]string {
+	m := maps.Clone(e.Metadata)
+	if m == nil {
+		m = map[string]string{}
+	}
+	if e.Kind != "" {
+		m["kind"] = e.Kind
+	}
+	if e.Mode != 0 {
+		m["mode"] = fmt.Sprintf("%#o", e.Mode)
+	}
+	return m
+}
+
+func (s *entrySink) Entry(ctx context.Context, e api.Entry, r io.Reader) error {
+	ent, err := s.w.WriteStream(ctx, e.Name, r)
+	if err != nil {
+		return err
+	}
+	ent.Meta = entryMeta(e)
+	s.mu.Lock()
+	s.entries = append(s.entries, ent)
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *entrySink) Create(ctx context.Context, e api.Entry) (io.WriteCloser, error) {
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		err := s.Entry(ctx, e, pr)
+		pr.CloseWithError(err)
+		done <- err
+	}()
+	return &pipeEntry{pw: pw, done: done}, nil
+}
+
+type pipeEntry struct {
+	pw   *io.PipeWriter
+	done chan error
+}
+
+func (p *pipeEntry) Write(b []byte) (int, error) { return p.pw.Write(b) }
+func (p *pipeEntry) Close() error {
+	p.pw.Close()
+	return <-p.done
+}

@@ -1,0 +1,324 @@
+package job
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/amber-backup/amber/plugins/api"
+	"github.com/amber-backup/amber/sidecar/archive"
+	"github.com/amber-backup/amber/sidecar/repo"
+)
+
+// Opener opens what a job needs, when it needs it: the log-file commands
+// serve many calls from their spool without opening either.
+type Opener interface {
+	Repository(ctx context.Context) (*repo.Repository, error)
+	Engine(ctx context.Context, name string) (api.Engine, error)
+}
+
+// LogFetch says how a restored server fetches archived log: it runs the
+// amber binary Exe against the repository RepoURL (the server's log command,
+// PostgreSQL's restore_command).
+type LogFetch struct {
+	Exe     string
+	RepoURL string
+	// Password opens the repository; the server gets its own credential,
+	// written beside the data directory for its user alone.
+	Password []byte
+}
+
+// logAccess is what one restore gives its server: a directory beside the
+// data directory (never inside it, so later backups of the copy do not
+// carry it) with the credential and a spool for fetched-ahead log.
+type logAccess struct {
+	dir, keyFile, spool string
+	command, done       []string
+	secret              []byte
+}
+
+func (f *LogFetch) prepare(_ context.Context, _ *repo.Repository, engine, stream, dataDir string, _ *repo.Manifest) (*logAccess, error) {
+	dir := dataDir + ".amber"
+	if _, err := os.Lstat(dir); err == nil {
+		return nil, fmt.Errorf("%s exists, left by an earlier restore into %s: remove both and restore again", dir, dataDir)
+	}
+	a := &logAccess{dir: dir, keyFile: filepath.Join(dir, "key"), spool: filepath.Join(dir, "spool"), secret: f.Password}
+	common := []string{"--repo", f.RepoURL, "--password-file", a.keyFile, "--cache-dir", "-", "--spool", a.spool}
+	a.command = append([]string{f.Exe, "log-fetch", "--engine", engine, "--stream", stream}, common...)
+	a.done = append([]string{f.Exe, "log-fetch", "--done"}, common...)
+	return a, nil
+}
+
+// grant creates the directory, the credential and the spool, owned by the
+// user that runs the restored server.
+func (a *logAccess) grant(_ context.Context, owner *api.FileOwner) error {
+	if err := os.Mkdir(a.dir, 0o700); err != nil {
+		return err
+	}
+	if err := os.Mkdir(a.spool, 0o700); err != nil {
+		return err
+	}
+	if err := writeExclusive(a.keyFile, a.secret, 0o400); err != nil {
+		return err
+	}
+	if owner != nil {
+		for _, p := range []string{a.dir, a.spool, a.keyFile} {
+			if err := os.Lchown(p, int(owner.UID), int(owner.GID)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// revoke removes what grant created.
+func (a *logAccess) revoke(context.Context) { _ = os.RemoveAll(a.dir) }
+
+// writeExclusive creates path, which must not exist and is never followed
+// if it is a link, and writes data to it.
+func writeExclusive(path string, data []byte, mode os.FileMode) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscallNoFollow, mode)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// LogFileFetch asks for one archived log file by the server's name for it.
+type LogFileFetch struct {
+	Engine   string
+	Stream   string
+	Name     string
+	Dest     string
+	Spool    string            // optional: a directory of fetched-ahead files
+	Settings map[string]string // what the plugin put on the command line
+	Ahead    int               // how many following segments to fetch ahead into Spool
+}
+
+// ErrNoLogFile means the archive holds no file by the name asked for; a
+// server probing for optional files (PostgreSQL's next timeline history)
+// gets it routinely.
+var ErrNoLogFile = errors.New("not in the archive")
+
+// FetchLogFile copies one archived log file to f.Dest: from the spool when
+// an earlier call fetched it ahead, else from the repository, fetching
+// the next f.Ahead complete segments of the epoch into the spool on the way.
+func FetchLogFile(ctx context.Context, o Opener, f LogFileFetch) error {
+	if f.Spool != "" && validSpoolName(f.Name) {
+		p := filepath.Join(f.Spool, f.Name)
+		if err := os.Rename(p, f.Dest); err == nil {
+			return nil
+		}
+	}
+	eng, err := o.Engine(ctx, f.Engine)
+	if err != nil {
+		return err
+	}
+	lf, err := eng.DescribeLogFile(ctx, api.LogFileQuery{Name: f.Name, Settings: f.Settings})
+	if err != nil {
+		return err
+	}
+	if lf.Ignore {
+		return fmt.Errorf("%s: %w", f.Name, ErrNoLogFile)
+	}
+	want := lf.Segment
+	meta := want.Start.Offset == want.End.Offset
+	r, err := o.Repository(ctx)
+	if err != nil {
+		return err
+	}
+	segs, err := r.Segments(ctx, f.Stream)
+	if err != nil {
+		return err
+	}
+	at := -1
+	for i, s := range segs { // complete before partial, longer first
+		if s.Epoch == want.Start.Epoch && s.Start == want.Start.Offset && (s.Start == s.End) == meta {
+			at = i
+			break
+		}
+	}
+	if at < 0 {
+		return fmt.Errorf("%s: %w", f.Name, ErrNoLogFile)
+	}
+	if err := fetchSegment(ctx, r, segs[at], f.Dest); err != nil {
+		return err
+	}
+	if f.Spool != "" && f.Ahead > 0 && !meta {
+		fetchAhead(ctx, r, segs[at+1:], segs[at], f.Spool, f.Ahead)
+	}
+	return nil
+}
+
+// fetchSegment writes a segment's bytes, zero-filled to the size the plugin
+// recorded, to dest atomically.
+func fetchSegment(ctx context.Context, r *repo.Repository, s repo.Segment, dest string) error {
+	full, data, err := r.GetSegment(ctx, s.ObjectName())
+	if err != nil {
+		return err
+	}
+	if n := archive.FileSize(full); n > int64(len(data)) {
+		data = append(data, make([]byte, n-int64(len(data)))...)
+	}
+	tmp := dest + ".amber-" + randomSuffix()
+	if err := writeExclusive(tmp, data, 0o600); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, dest); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return nil
+}
+
+// fetchAhead fetches, four at a time, the complete segments that follow
+// prev without a hole, into the spool under their engine names. Failures
+// only cost a later fetch from the repository.
+func fetchAhead(ctx context.Context, r *repo.Repository, next []repo.Segment, prev repo.Segment, spool string, n int) {
+	var todo []repo.Segment
+	end := prev.End
+	for _, s := range next {
+		if len(todo) == n || s.Epoch != prev.Epoch || s.Start != end {
+			break
+		}
+		if s.Partial { // a partial one may still grow; fetch it when asked
+			break
+		}
+		todo = append(todo, s)
+		end = s.End
+	}
+	var wg sync.WaitGroup
+	var i atomic.Int32
+	for range min(4, len(todo)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := int(i.Add(1)) - 1; k < len(todo); k = int(i.Add(1)) - 1 {
+				full, data, err := r.GetSegment(ctx, todo[k].ObjectName())
+				if err != nil || !validSpoolName(full.Name) {
+					continue
+				}
+				if n := archive.FileSize(full); n > int64(len(data)) {
+					data = append(data, make([]byte, n-int64(len(data)))...)
+				}
+				dest := filepath.Join(spool, full.Name)
+				if _, err := os.Lstat(dest); err == nil {
+					continue
+				}
+				tmp := filepath.Join(spool, "."+full.Name+"."+randomSuffix())
+				if err := writeExclusive(tmp, data, 0o600); err != nil {
+					continue
+				}
+				if err := os.Rename(tmp, dest); err != nil {
+					os.Remove(tmp)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// validSpoolName accepts the engine names that are safe as a file name in
+// the spool.
+func validSpoolName(name string) bool {
+	return name != "" && name != "." && name != ".." && !strings.ContainsAny(name, "/\\\x00") && !strings.HasPrefix(name, ".")
+}
+
+func randomSuffix() string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// DoneFetching ends a restored server's access to archived log: it removes
+// the credential and the spool.
+func DoneFetching(spool, keyFile string) error {
+	var errs []error
+	for _, p := range []string{spool, keyFile} {
+		if p == "" {
+			continue
+		}
+		if err := os.RemoveAll(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// PushLogFile archives one log file the server hands over (PostgreSQL's
+// archive_command) and returns once it is durable. Archiving the same file
+// twice is fine when its content is equal; different content under the same
+// name is refused (two servers writing one stream).
+func PushLogFile(ctx context.Context, o Opener, engine, stream, path string) error {
+	st, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	eng, err := o.Engine(ctx, engine)
+	if err != nil {
+		return err
+	}
+	lf, err := eng.DescribeLogFile(ctx, api.LogFileQuery{Name: filepath.Base(path), Path: path, Size: st.Size()})
+	if err != nil {
+		return err
+	}
+	if lf.Ignore {
+		return nil
+	}
+	seg, err := archive.Describe(stream, lf.Segment.SegmentHeader, lf.Segment.SegmentTrailer)
+	if err != nil {
+		return err
+	}
+	if st.Size() > archive.MaxSegment {
+		return fmt.Errorf("%s is %d bytes, more than a log segment may hold (%d)", path, st.Size(), archive.MaxSegment)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	if seg.Start != seg.End {
+		// The file's last write bounds the commit times inside it.
+		seg.LastTime = st.ModTime().UTC()
+	}
+	r, err := o.Repository(ctx)
+	if err != nil {
+		return err
+	}
+	if _, old, err := r.GetSegment(ctx, seg.ObjectName()); err == nil {
+		if bytes.Equal(old, data) {
+			return nil
+		}
+		return fmt.Errorf("%s is already archived with different content; refusing to overwrite (is a second server archiving into stream %s?)", seg.Name, stream)
+	}
+	return r.PutSegment(ctx, seg, data)
+}
+
+// countWriter counts what passes through it.
+type countWriter struct {
+	w io.Writer
+	n atomic.Int64
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n.Add(int64(n))
+	return n, err
+}

@@ -1,0 +1,5 @@
+package job
+
+import "syscall"
+
+const syscallNoFollow = syscall.O_NOFOLLOW

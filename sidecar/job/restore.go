@@ -1,0 +1,390 @@
+package job
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/amber-backup/amber/plugins/api"
+	"github.com/amber-backup/amber/plugins/api/clock"
+	"github.com/amber-backup/amber/sidecar/archive"
+	"github.com/amber-backup/amber/sidecar/repo"
+)
+
+// Choice says which backup to restore.
+type Choice struct {
+	Ref    string // id, id prefix or "latest"; empty: the newest that fits
+	Name   string // only backups of this name
+	Engine string // only backups of this engine ("" for stream backups)
+	Mode   string // only backups of this mode; empty: any
+	// At most one of Before and BeforePos: only backups consistent at or
+	// before this time or log position.
+	Before    time.Time
+	BeforePos api.Position
+}
+
+// PickBackup chooses the backup to restore: the one named by c.Ref, or the
+// newest one of the engine, mode and name consistent at or before the
+// target.
+func PickBackup(ctx context.Context, r *repo.Repository, c Choice) (*repo.Manifest, error) {
+	if c.Ref != "" && c.Ref != "latest" {
+		m, err := r.FindBackup(ctx, c.Ref, "")
+		if err != nil {
+			return nil, err
+		}
+		if m.Engine != c.Engine {
+			what := m.Engine
+			if what == "" {
+				what = "stream"
+			}
+			return nil, fmt.Errorf("backup %s is a %s backup, not %s", m.ID.Short(), what, orStream(c.Engine))
+		}
+		if c.Mode != "" && m.Mode != c.Mode {
+			return nil, fmt.Errorf("backup %s is a %s backup; this restore needs a %s one", m.ID.Short(), m.Mode, c.Mode)
+		}
+		return m, nil
+	}
+	all, err := r.Backups(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var best *repo.Manifest
+	for _, m := range all {
+		if m.Engine != c.Engine || (c.Mode != "" && m.Mode != c.Mode) || (c.Name != "" && m.Name != c.Name) {
+			continue
+		}
+		if !c.Before.IsZero() && m.ConsistentTime.After(c.Before) {
+			continue
+		}
+		if !c.BeforePos.IsZero() && (m.Record == nil || !atOrBefore(posFromRecord(m.Record.Consistent), c.BeforePos)) {
+			continue
+		}
+		if best == nil || newer(m, best) {
+			best = m
+		}
+	}
+	if best == nil {
+		what := fmt.Sprintf("%s %s", orStream(c.Engine), c.Mode)
+		switch {
+		case !c.Before.IsZero():
+			return nil, fmt.Errorf("no %s backup is consistent at or before %s: the target is before the recoverable window (see `amber ls`)", what, c.Before.UTC().Format(time.RFC3339))
+		case !c.BeforePos.IsZero():
+			return nil, fmt.Errorf("no %s backup is consistent at or before position %s: the target is before the recoverable window (see `amber ls`)", what, c.BeforePos)
+		}
+		return nil, fmt.Errorf("no %s backup in the repository: %w", what, repo.ErrBackupNotFound)
+	}
+	return best, nil
+}
+
+func orStream(engine string) string {
+	if engine == "" {
+		return "stream"
+	}
+	return engine
+}
+
+func newer(a, b *repo.Manifest) bool {
+	if !a.ConsistentTime.Equal(b.ConsistentTime) {
+		return a.ConsistentTime.After(b.ConsistentTime)
+	}
+	return a.End.After(b.End)
+}
+
+// atOrBefore compares a backup's position with a target; a target without
+// an epoch compares by offset alone.
+func atOrBefore(p, target api.Position) bool {
+	if target.Epoch == 0 {
+		return p.Offset <= target.Offset
+	}
+	return p.Compare(target) <= 0
+}
+
+// RestoreStream writes the single entry of a backup (a stream backup or a
+// one-entry logical dump) to out.
+func RestoreStream(ctx context.Context, r *repo.Repository, m *repo.Manifest, out io.Writer, progress Progress) error {
+	if len(m.Entries) != 1 {
+		return fmt.Errorf("backup %s has %d entries; only single-stream backups restore to a stream", m.ID.Short(), len(m.Entries))
+	}
+	cw := &countWriter{w: out}
+	if progress != nil {
+		progress(cw.n.Load)
+	}
+	if err := r.WriteEntry(ctx, m.Entries[0], cw); err != nil {
+		return fmt.Errorf("restore %s: %w", m.ID.Short(), err)
+	}
+	return nil
+}
+
+// Target is a recovery target as a person gives it.
+type Target struct {
+	Time      time.Time
+	Position  string // in the engine's words; the plugin parses it
+	Txn       string
+	Name      string
+	Exclusive bool // stop just before the target instead of just after it
+}
+
+// IsZero reports whether t asks for nothing but the latest log.
+func (t Target) IsZero() bool {
+	return t.Time.IsZero() && t.Position == "" && t.Txn == "" && t.Name == ""
+}
+
+// resolve turns t into the contract's typed target, asking the plugin to
+// parse a position.
+func (t Target) resolve(ctx context.Context, eng api.Engine) (api.RecoveryTarget, error) {
+	n := 0
+	for _, set := range []bool{!t.Time.IsZero(), t.Position != "", t.Txn != "", t.Name != ""} {
+		if set {
+			n++
+		}
+	}
+	if n > 1 {
+		return api.RecoveryTarget{}, usagef("give at most one recovery target: a time, a position, a transaction or a restore point")
+	}
+	rt := api.RecoveryTarget{Time: t.Time, Txn: t.Txn, Name: t.Name, Inclusive: !t.Exclusive}
+	if t.Position != "" {
+		p, err := eng.ParsePosition(ctx, t.Position)
+		if err != nil {
+			return rt, usagef("%v", err)
+		}
+		rt.Position = p
+	}
+	if n == 0 {
+		rt.Latest, rt.Inclusive = true, true
+	}
+	return rt, nil
+}
+
+// EngineRestore asks for a restore through an engine plugin: physical into
+// DataDir, or logical into the database at Target.DSN.
+type EngineRestore struct {
+	Engine string
+	Choice Choice // Engine and Mode are filled in
+	// Physical restores.
+	DataDir       string
+	To            Target
+	KeepArchiving bool
+	RunAs         string
+	// Fetch says how the restored server fetches archived log; nil: the
+	// copy recovers only to the backup's consistent point.
+	Fetch *LogFetch
+	// Logical restores.
+	Target api.Target
+}
+
+// RestoreReport says what was restored and where it will stand.
+type RestoreReport struct {
+	Backup   *repo.Manifest
+	Mode     string
+	DataDir  string
+	To       api.RecoveryTarget
+	Duration time.Duration
+	// Reach is where archived log runs out on the way to the target
+	// (physical restores with archived log).
+	Reach *archive.Reach
+	Note  string
+}
+
+// RestoreEngine restores a backup through eng. A physical restore checks
+// first that archived log covers everything from the backup to the
+// target, and refuses, naming the gap, before it writes anything.
+func RestoreEngine(ctx context.Context, r *repo.Repository, eng api.Engine, o EngineRestore, clk clock.Clock) (*RestoreReport, error) {
+	clk = clock.Or(clk)
+	start := clk.Now()
+	physical := o.DataDir != ""
+	if physical == (o.Target.DSN != "") {
+		return nil, usagef("an engine restore needs exactly one of a data directory (physical) or a connection string (logical)")
+	}
+	c := o.Choice
+	c.Engine = o.Engine
+	ctx = with(ctx, "engine", o.Engine)
+	if !physical {
+		if !o.To.IsZero() {
+			return nil, usagef("a logical restore has no point in time: drop the recovery target")
+		}
+		c.Mode = ModeLogical
+		m, err := PickBackup(ctx, r, c)
+		if err != nil {
+			return nil, err
+		}
+		res, err := engineResult(m)
+		if err != nil {
+			return nil, err
+		}
+		ctx = with(ctx, "backup", m.ID.Short())
+		src := &entrySource{r: r, m: m}
+		defer src.close()
+		if _, err := eng.LogicalRestore(ctx, api.RestoreRequest{Target: o.Target, Backup: res}, src); err != nil {
+			return nil, fmt.Errorf("restore %s into the database: %w", m.ID.Short(), err)
+		}
+		return &RestoreReport{Backup: m, Mode: ModeLogical, Duration: clk.Now().Sub(start)}, nil
+	}
+
+	c.Mode = ModePhysical
+	to, err := o.To.resolve(ctx, eng)
+	if err != nil {
+		return nil, err
+	}
+	c.Before, c.BeforePos = to.Time, to.Position
+	m, err := PickBackup(ctx, r, c)
+	if err != nil {
+		return nil, err
+	}
+	res, err := engineResult(m)
+	if err != nil {
+		return nil, err
+	}
+	ctx = with(ctx, "backup", m.ID.Short())
+	stream := StreamName(o.Engine, res.SystemID)
+	rep := &RestoreReport{Backup: m, Mode: ModePhysical, To: to}
+	if o.Fetch == nil {
+		if !to.IsLatest() {
+			return nil, usagef("a recovery target needs archived log, and this restore fetches none")
+		}
+		rep.Note = "no archived log is fetched: the copy recovers to the backup's consistent point"
+	} else {
+		cov, err := archive.Cover(ctx, r, stream)
+		if err != nil {
+			return nil, err
+		}
+		reach, note, err := checkReach(cov, res, to)
+		if err != nil {
+			return nil, err
+		}
+		rep.Reach, rep.Note = reach, note
+	}
+	dataDir, err := filepath.Abs(o.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	rep.DataDir = dataDir
+	req := api.RestoreRequest{Target: api.Target{DataDir: dataDir}, Backup: res, To: to,
+		KeepArchiving: o.KeepArchiving, RunAs: o.RunAs}
+	var access *logAccess
+	if o.Fetch != nil {
+		access, err = o.Fetch.prepare(ctx, r, o.Engine, stream, dataDir, m)
+		if err != nil {
+			return nil, err
+		}
+		req.LogCommand, req.LogDoneCommand = access.command, access.done
+	}
+	src := &entrySource{r: r, m: m}
+	defer src.close()
+	out, err := eng.PhysicalRestore(ctx, req, src)
+	if err != nil {
+		if access != nil {
+			access.revoke(context.WithoutCancel(ctx))
+		}
+		return nil, fmt.Errorf("restore %s into %s: %w", m.ID.Short(), dataDir, err)
+	}
+	if access != nil {
+		if err := access.grant(ctx, out.Owner); err != nil {
+			access.revoke(context.WithoutCancel(ctx))
+			return nil, fmt.Errorf("restore %s: give the restored server access to archived log: %w", m.ID.Short(), err)
+		}
+	}
+	rep.Duration = clk.Now().Sub(start)
+	return rep, nil
+}
+
+// checkReach refuses a target that archived log cannot reach from the
+// backup's consistent point, naming the gap or the window's end.
+func checkReach(cov *archive.Coverage, res api.BackupResult, to api.RecoveryTarget) (*archive.Reach, string, error) {
+	from := res.Consistent
+	reach, ok := cov.ReachFrom(from)
+	if !ok {
+		if len(cov.Ranges) == 0 && to.IsLatest() {
+			return nil, "no archived log: the copy recovers to the backup's consistent point", nil
+		}
+		where := "the archive holds no log"
+		if end, ok := cov.End(); ok {
+			where = fmt.Sprintf("the archive's history runs from %s to %s", firstText(cov), end.EndText)
+			if gaps := cov.Gaps(); len(gaps) > 0 {
+				where += "; " + gaps[0].String()
+			}
+		}
+		return nil, "", fmt.Errorf("archived log does not continue from the backup's consistent point %s (%s): the copy could reach %s only through log that is missing; choose a backup the archive covers (`amber ls`) or take a new one",
+			from, where, to)
+	}
+	gapNote := func() string {
+		if reach.Gap == nil {
+			return ""
+		}
+		return "; " + reach.Gap.String()
+	}
+	switch {
+	case !to.Time.IsZero():
+		if reach.LastTime.Before(to.Time) {
+			return nil, "", fmt.Errorf("target %s is after the recoverable window from the backup at %s, which ends at %s (%s)%s; choose an earlier time, or omit the target for the latest",
+				to.Time.UTC().Format(time.RFC3339Nano), from, reach.LastTime.UTC().Format(time.RFC3339Nano), reach.EndText, gapNote())
+		}
+	case !to.Position.IsZero():
+		end := api.Position{Epoch: reach.Epoch, Offset: reach.End}
+		if !atOrBefore(to.Position, end) && !(to.Position.Epoch == 0 && to.Position.Offset <= reach.End) {
+			return nil, "", fmt.Errorf("target position %s is after the recoverable window from the backup, which ends at %s%s; choose an earlier position",
+				to.Position, reach.EndText, gapNote())
+		}
+	default: // latest, a transaction or a restore point: recovery replays until it runs out of log
+		if reach.Gap != nil {
+			return nil, "", fmt.Errorf("archived log has a gap after the backup: %s; recovery to %s would stop silently at %s. Restore to a point before the gap (at the latest %s) or from a backup taken after it",
+				reach.Gap, to, reach.EndText, reach.LastTime.UTC().Format(time.RFC3339Nano))
+		}
+	}
+	return &reach, "", nil
+}
+
+func firstText(cov *archive.Coverage) string {
+	for _, rg := range cov.Ranges {
+		if rg.StartText != "" {
+			return rg.StartText
+		}
+		return strconv.FormatUint(rg.Start, 16)
+	}
+	return ""
+}
+
+// entrySource replays a backup's entries to a plugin, in order, streaming.
+type entrySource struct {
+	r       *repo.Repository
+	m       *repo.Manifest
+	next    int
+	cur     *io.PipeReader
+	stopCur context.CancelFunc
+}
+
+func (s *entrySource) Next(ctx context.Context) (api.Entry, io.Reader, error) {
+	s.close()
+	if s.next >= len(s.m.Entries) {
+		return api.Entry{}, nil, io.EOF
+	}
+	ent := s.m.Entries[s.next]
+	s.next++
+	pr, pw := io.Pipe()
+	cctx, cancel := context.WithCancel(ctx)
+	go func() { pw.CloseWithError(s.r.WriteEntry(cctx, ent, pw)) }()
+	s.cur, s.stopCur = pr, cancel
+	ae := api.Entry{Name: ent.Name, Size: ent.Size, Kind: ent.Meta["kind"], Metadata: ent.Meta}
+	if m := ent.Meta["mode"]; m != "" {
+		mode, err := strconv.ParseUint(m, 8, 32)
+		if err != nil {
+			return api.Entry{}, nil, fmt.Errorf("entry %s: mode %q: %w", ent.Name, m, err)
+		}
+		ae.Mode = uint32(mode)
+	}
+	return ae, pr, nil
+}
+
+// close stops streaming the current entry, if any.
+func (s *entrySource) close() {
+	if s.cur != nil {
+		s.stopCur()
+		s.cur.Close()
+		s.cur = nil
+	}
+}
+
+var errNoLog = errors.New("not in the archive")

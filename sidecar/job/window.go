@@ -1,0 +1,69 @@
+package job
+
+import (
+	"context"
+	"time"
+
+	"github.com/amber-backup/amber/sidecar/archive"
+	"github.com/amber-backup/amber/sidecar/repo"
+)
+
+// Window is the recoverable window of one database lineage: from its
+// earliest physical backup to the newest archived log reachable from it.
+type Window struct {
+	Stream           string        `json:"stream"`
+	Engine           string        `json:"engine"`
+	EarliestTime     time.Time     `json:"earliest_time"`
+	EarliestPosition string        `json:"earliest_position"`
+	LatestTime       time.Time     `json:"latest_time,omitzero"`
+	LatestPosition   string        `json:"latest_position,omitempty"`
+	Gaps             []archive.Gap `json:"gaps"`
+	Note             string        `json:"note,omitempty"`
+}
+
+// Windows computes the recoverable window of every lineage that has a
+// physical backup, in the order their backups are listed.
+func Windows(ctx context.Context, r *repo.Repository, all []*repo.Manifest) ([]Window, error) {
+	earliest := map[string]*repo.Manifest{}
+	var order []string
+	for _, m := range all {
+		if m.Mode != ModePhysical || m.Record == nil || m.Record.SystemID == "" {
+			continue
+		}
+		s := StreamName(m.Engine, m.Record.SystemID)
+		if e, ok := earliest[s]; !ok || m.ConsistentTime.Before(e.ConsistentTime) {
+			if !ok {
+				order = append(order, s)
+			}
+			earliest[s] = m
+		}
+	}
+	out := []Window{}
+	for _, s := range order {
+		m := earliest[s]
+		w := Window{Stream: s, Engine: m.Engine, EarliestTime: m.ConsistentTime, EarliestPosition: m.Position, Gaps: []archive.Gap{}}
+		cov, err := archive.Cover(ctx, r, s)
+		if err != nil {
+			return nil, err
+		}
+		w.LatestTime, w.LatestPosition = m.ConsistentTime, m.Position
+		switch end, ok := cov.End(); {
+		case !ok:
+			w.Note = "no archived log: restorable only to the backups themselves"
+		default:
+			w.Gaps = cov.Gaps()
+			reach, ok := cov.ReachFrom(posFromRecord(m.Record.Consistent))
+			if !ok {
+				w.Note = "archived log does not continue from the earliest backup; later backups may be covered"
+				w.LatestTime, w.LatestPosition = end.LastTime, end.EndText
+				break
+			}
+			w.LatestTime, w.LatestPosition = reach.LastTime, reach.EndText
+			if reach.Gap != nil {
+				w.Note = "points past the first gap are reachable only from backups taken after it"
+			}
+		}
+		out = append(out, w)
+	}
+	return out, nil
+}
