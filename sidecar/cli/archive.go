@@ -90,19 +90,22 @@ func (e *env) logCommands() []*cobra.Command {
 		Short:   "restore_command: fetch one archived log file (PostgreSQL WAL)",
 		Long: `Copy the archived log file the server calls NAME to DEST. 'amber restore
 --data-dir' sets this up as the restored server's restore_command by itself,
-with a credential for that restore alone beside the data directory; the
+with a key slot for that restore alone, whose secret is kept beside the data
+directory for the server's user and revoked when recovery ends; the
 plugin adds the --setting words it needs to read file names. A segment
 archived only partially (the newest) is served zero-filled to its whole size,
 which PostgreSQL reads as the end of WAL. With --spool, the next segments are
 fetched ahead into that directory, so most calls never open the repository.
 Exit status 1 with no output file means the file is not in the archive.
 
-With --done (the server's recovery_end_command) the credential and the spool
-are removed.`,
+With --done (the server's recovery_end_command) the restore's key slot is
+removed from the repository, and its secret and the spool from the disk.`,
 		Example: `  restore_command = 'amber log-fetch --engine postgres --stream postgres-7301234567890123456 --repo /srv/backups --password-file /etc/amber/pw %f %p'`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if done {
-				return job.DoneFetching(spool, e.passwordFile)
+				o := &opener{e: e}
+				defer o.Close()
+				return job.DoneFetching(cmd.Context(), o, e.passwordFile, spool)
 			}
 			if len(args) != 2 {
 				return usagef("log-fetch takes NAME and DEST (%%f %%p)")

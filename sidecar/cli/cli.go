@@ -26,6 +26,7 @@ type env struct {
 	repoURL      string
 	passwordFile string
 	cacheDir     string
+	keySlot      string
 	jsonOut      bool
 	quiet        bool
 	printed      bool // the one JSON document has been written
@@ -119,6 +120,7 @@ The repository password comes from AMBER_PASSWORD or --password-file.`,
 	pf.StringVarP(&e.repoURL, "repo", "r", os.Getenv("AMBER_REPO"), "repository URL (env AMBER_REPO)")
 	pf.StringVar(&e.passwordFile, "password-file", os.Getenv("AMBER_PASSWORD_FILE"), "read the repository password from this file (env AMBER_PASSWORD_FILE; else AMBER_PASSWORD)")
 	pf.StringVar(&e.cacheDir, "cache-dir", os.Getenv("AMBER_CACHE_DIR"), "local metadata cache (default: the user cache dir; \"-\" disables it)")
+	pf.StringVar(&e.keySlot, "key-slot", "", "try only this key slot (a restore's log fetch uses its own)")
 	pf.BoolVar(&e.jsonOut, "json", false, "print exactly one JSON document on stdout")
 	pf.BoolVarP(&e.quiet, "quiet", "q", false, "no progress output")
 

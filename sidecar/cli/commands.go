@@ -448,6 +448,12 @@ yet are left alone: they may belong to a backup still running.`,
 			}
 			fmt.Fprintf(e.stdout, "%s %d backups (%d kept), %d packs (%d orphaned), freeing %s\n",
 				verb, len(res.Forgotten), res.Kept, res.PacksRemoved, res.Orphans, humanBytes(res.BytesFreed))
+			if res.PacksKept != "" {
+				fmt.Fprintf(e.stdout, "packs kept: %s\n", res.PacksKept)
+			}
+			for _, p := range res.Problems {
+				fmt.Fprintf(e.stdout, "PROBLEM %s: %s\n", p.Object, p.Error)
+			}
 			return nil
 		},
 	}

@@ -71,7 +71,7 @@ func dsn(flagValue, file, envVar string) (api.Secret, error) {
 }
 
 func (e *env) repoOptions() repo.Options {
-	return repo.Options{CacheDir: e.cacheDir, KDF: testKDF}
+	return repo.Options{CacheDir: e.cacheDir, KDF: testKDF, KeySlot: e.keySlot, Logger: e.log}
 }
 
 // openRepo opens the repository named by --repo with the password.

@@ -142,11 +142,7 @@ func (e *env) logFetch() (*job.LogFetch, error) {
 	if err != nil {
 		return nil, &usageError{err: err}
 	}
-	pw, err := e.password()
-	if err != nil {
-		return nil, err
-	}
-	return &job.LogFetch{Exe: exe, RepoURL: url, Password: pw}, nil
+	return &job.LogFetch{Exe: exe, RepoURL: url}, nil
 }
 
 func orLatest(ref string) string {

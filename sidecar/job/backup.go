@@ -63,6 +63,7 @@ func StreamBackup(ctx context.Context, r *repo.Repository, name string, tags map
 	if err != nil {
 		return nil, err
 	}
+	defer w.Close() // ends the writer's marker, committed or not
 	if progress != nil {
 		progress(w.BytesIn.Load)
 	}
@@ -104,6 +105,7 @@ func BackupEngine(ctx context.Context, r *repo.Repository, eng api.Engine, b Eng
 	if err != nil {
 		return nil, err
 	}
+	defer w.Close() // ends the writer's marker, committed or not
 	if progress != nil {
 		progress(w.BytesIn.Load)
 	}

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/amber-backup/amber/plugins/api"
 	"github.com/amber-backup/amber/sidecar/archive"
@@ -33,27 +34,40 @@ type Opener interface {
 type LogFetch struct {
 	Exe     string
 	RepoURL string
-	// Password opens the repository; the server gets its own credential,
-	// written beside the data directory for its user alone.
-	Password []byte
+	// Expires bounds the restore's credential if recovery never ends
+	// (default 7 days); prune removes it after that.
+	Expires time.Duration
 }
 
 // logAccess is what one restore gives its server: a directory beside the
 // data directory (never inside it, so later backups of the copy do not
-// carry it) with the credential and a spool for fetched-ahead log.
+// carry it) holding a credential for this restore alone — a random key
+// slot of the repository, removed when recovery ends — and a spool for
+// log fetched ahead.
 type logAccess struct {
+	r                   *repo.Repository
 	dir, keyFile, spool string
-	command, done       []string
+	slot                string
 	secret              []byte
+	command, done       []string
 }
 
-func (f *LogFetch) prepare(_ context.Context, _ *repo.Repository, engine, stream, dataDir string, _ *repo.Manifest) (*logAccess, error) {
+func (f *LogFetch) prepare(ctx context.Context, r *repo.Repository, engine, stream, dataDir string, m *repo.Manifest, now time.Time) (*logAccess, error) {
 	dir := dataDir + ".amber"
 	if _, err := os.Lstat(dir); err == nil {
 		return nil, fmt.Errorf("%s exists, left by an earlier restore into %s: remove both and restore again", dir, dataDir)
 	}
-	a := &logAccess{dir: dir, keyFile: filepath.Join(dir, "key"), spool: filepath.Join(dir, "spool"), secret: f.Password}
-	common := []string{"--repo", f.RepoURL, "--password-file", a.keyFile, "--cache-dir", "-", "--spool", a.spool}
+	a := &logAccess{r: r, dir: dir, keyFile: filepath.Join(dir, "key"), spool: filepath.Join(dir, "spool")}
+	exp := f.Expires
+	if exp <= 0 {
+		exp = 7 * 24 * time.Hour
+	}
+	slot, secret, err := r.AddRandomKey(ctx, fmt.Sprintf("log fetch for the restore of %s into %s", m.ID.Short(), dataDir), now.Add(exp))
+	if err != nil {
+		return nil, fmt.Errorf("add a key slot for the restored server: %w", err)
+	}
+	a.slot, a.secret = slot, secret
+	common := []string{"--repo", f.RepoURL, "--key-slot", slot, "--password-file", a.keyFile, "--cache-dir", "-", "--spool", a.spool}
 	a.command = append([]string{f.Exe, "log-fetch", "--engine", engine, "--stream", stream}, common...)
 	a.done = append([]string{f.Exe, "log-fetch", "--done"}, common...)
 	return a, nil
@@ -81,8 +95,11 @@ func (a *logAccess) grant(_ context.Context, owner *api.FileOwner) error {
 	return nil
 }
 
-// revoke removes what grant created.
-func (a *logAccess) revoke(context.Context) { _ = os.RemoveAll(a.dir) }
+// revoke removes the key slot and what grant created.
+func (a *logAccess) revoke(ctx context.Context) {
+	_ = a.r.RemoveKey(ctx, a.slot)
+	_ = os.RemoveAll(a.dir)
+}
 
 // writeExclusive creates path, which must not exist and is never followed
 // if it is a link, and writes data to it.
@@ -248,14 +265,23 @@ func randomSuffix() string {
 	return hex.EncodeToString(b)
 }
 
-// DoneFetching ends a restored server's access to archived log: it removes
-// the credential and the spool.
-func DoneFetching(spool, keyFile string) error {
+// DoneFetching ends a restored server's access to archived log once its
+// recovery has ended: it removes the restore's random key slot (the one the
+// repository is opened with), then the credential file and the spool. With
+// the credential file already gone there is nothing left to do.
+func DoneFetching(ctx context.Context, o Opener, keyFile, spool string) error {
+	if _, err := os.Lstat(keyFile); errors.Is(err, fs.ErrNotExist) {
+		return os.RemoveAll(spool)
+	}
+	r, err := o.Repository(ctx)
+	if err == nil {
+		err = r.RemoveOwnRandomKey(ctx)
+	}
+	if err != nil {
+		return fmt.Errorf("revoke the restore's key slot: %w", err)
+	}
 	var errs []error
 	for _, p := range []string{spool, keyFile} {
-		if p == "" {
-			continue
-		}
 		if err := os.RemoveAll(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			errs = append(errs, err)
 		}

@@ -266,7 +266,7 @@ func RestoreEngine(ctx context.Context, r *repo.Repository, eng api.Engine, o En
 		KeepArchiving: o.KeepArchiving, RunAs: o.RunAs}
 	var access *logAccess
 	if o.Fetch != nil {
-		access, err = o.Fetch.prepare(ctx, r, o.Engine, stream, dataDir, m)
+		access, err = o.Fetch.prepare(ctx, r, o.Engine, stream, dataDir, m, clk.Now())
 		if err != nil {
 			return nil, err
 		}

@@ -274,3 +274,24 @@ func (r *Repository) removeExpiredKeys(ctx context.Context, now time.Time) (int,
 	}
 	return n, nil
 }
+
+// RemoveOwnRandomKey removes the random key slot this repository was
+// opened with, as a restore's credential is revoked once its recovery has
+// ended; after it the secret opens nothing. Password slots are never removed
+// this way.
+func (r *Repository) RemoveOwnRandomKey(ctx context.Context) error {
+	keys, err := r.Keys(ctx)
+	if err != nil {
+		return err
+	}
+	for _, k := range keys {
+		if !k.Current {
+			continue
+		}
+		if k.Kind != kindRandom {
+			return errors.New("the repository was opened with a password, not a random key slot; nothing to revoke")
+		}
+		return r.be.Remove(ctx, keysDir+k.ID)
+	}
+	return errors.New("the key slot this repository was opened with is gone")
+}
