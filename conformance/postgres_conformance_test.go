@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -27,7 +28,11 @@ func TestPostgresConformance(t *testing.T) {
 }
 
 // pgDriver is the PostgreSQL driver of the conformance suite.
-type pgDriver struct{ dbs atomic.Int64 }
+type pgDriver struct {
+	dbs   atomic.Int64
+	mu    sync.Mutex
+	pools map[string]*sql.DB
+}
 
 var _ conformance.Driver = (*pgDriver)(nil)
 
@@ -379,4 +384,122 @@ func pgOpen(t testing.TB, dsn string) *sql.DB {
 	}
 	t.Cleanup(func() { db.Close() })
 	return db
+}
+
+// The LogDriver methods: markers, replicas, failover, lost WAL.
+
+var _ conformance.LogDriver = (*pgDriver)(nil)
+
+// db returns one pooled connection set per DSN for the whole test.
+func (d *pgDriver) db(t testing.TB, dsn string) *sql.DB {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.pools == nil {
+		d.pools = map[string]*sql.DB{}
+	}
+	if db := d.pools[dsn]; db != nil {
+		return db
+	}
+	db, err := sql.Open("pgx", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.pools[dsn] = db
+	t.Cleanup(func() {
+		d.mu.Lock()
+		delete(d.pools, dsn)
+		d.mu.Unlock()
+		db.Close()
+	})
+	return db
+}
+
+func (d *pgDriver) MarkerSetup(t testing.TB, dsn string) {
+	if _, err := d.db(t, dsn).Exec(`CREATE TABLE markers (id int PRIMARY KEY, ts timestamptz NOT NULL DEFAULT clock_timestamp())`); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (d *pgDriver) Mark(t testing.TB, dsn string, id int) {
+	if _, err := d.db(t, dsn).Exec(`INSERT INTO markers (id) VALUES ($1)`, id); err != nil {
+		t.Fatalf("marker %d: %v", id, err)
+	}
+}
+
+func (d *pgDriver) MarkerTimes(t testing.TB, dsn string) map[int]time.Time {
+	rows, err := d.db(t, dsn).Query(`SELECT id, ts FROM markers`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	ts := map[int]time.Time{}
+	for rows.Next() {
+		var id int
+		var tm time.Time
+		if err := rows.Scan(&id, &tm); err != nil {
+			t.Fatal(err)
+		}
+		ts[id] = tm
+	}
+	return ts
+}
+
+func (d *pgDriver) Markers(t testing.TB, dsn string) (int, int) {
+	var c, m int
+	db, err := sql.Open("pgx", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.QueryRow(`SELECT count(*), coalesce(max(id), 0) FROM markers`).Scan(&c, &m); err != nil {
+		t.Fatal(err)
+	}
+	return c, m
+}
+
+func (d *pgDriver) StartReplica(t testing.TB, primary conformance.Server) conformance.Server {
+	p := primary.(*testbed.Postgres)
+	lsn := p.Psql(t, "postgres", "SELECT pg_current_wal_lsn()")
+	standby := testbed.StartStandby(t, p)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		out, err := standby.PsqlErr("postgres", "SELECT pg_last_wal_replay_lsn() >= '"+lsn+"'::pg_lsn")
+		if err == nil && out == "t" {
+			return standby
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("standby did not replay up to %s within 30 s", lsn)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// FailOver stops the primary with a fast shutdown (which sends the standby
+// everything committed) and promotes the standby.
+func (d *pgDriver) FailOver(t testing.TB, primary, replica conformance.Server) {
+	primary.Stop()
+	r := replica.(*testbed.Postgres)
+	r.Promote(t)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if out, err := r.PsqlErr("postgres", "SELECT pg_is_in_recovery()"); err == nil && out == "f" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("promoted standby still in recovery after 30 s")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// LoseLog drops the archiver's replication slot, so nothing holds WAL for
+// it, and moves the server to a later WAL segment.
+func (d *pgDriver) LoseLog(t testing.TB, s conformance.Server) {
+	p := s.(*testbed.Postgres)
+	p.Psql(t, "postgres", "SELECT pg_drop_replication_slot('amber')")
+	for range 3 {
+		p.Psql(t, "postgres", "CREATE TABLE IF NOT EXISTS lost (x int); INSERT INTO lost SELECT generate_series(1, 1000)")
+		p.Psql(t, "postgres", "SELECT pg_switch_wal()")
+	}
+	p.Psql(t, "postgres", "CHECKPOINT")
 }

@@ -128,6 +128,25 @@ type AmberRunner func(repo string, args ...string) *exec.Cmd
 //     passes, the next backup succeeds and restores equal, and `amber prune
 //     --grace 0` removes every pack and partial upload the killed backups
 //     left behind.
+//
+// Engines with PointInTime also run the archiving cases (archive_suite.go,
+// through the driver's LogDriver methods):
+//
+//   - PointInTime: markers commit every ~10 ms while `amber archive` runs; it
+//     is killed with SIGKILL at marker 400; a restore to an instant 1.2-2 s
+//     before the kill holds exactly the markers committed before it; a
+//     restarted archiver resumes with no gap; more targets are exact; the
+//     latest log restores everything; a target past the window is refused
+//     with nothing written.
+//   - ArchivePluginCrash: the plugin is killed twice while archiving; amber
+//     restarts it and the window has no gap.
+//   - Failover: archiving from a replica that is promoted while it runs
+//     follows the promotion without exiting; restores before, at and after
+//     it are exact and the window has no gap.
+//   - Gaps: log the server discarded before it was archived makes the next
+//     archiver stop with an error saying so; a segment deleted from the
+//     repository is named as a gap by `amber ls`, a restore across it is
+//     refused naming it, and points before it restore exactly.
 func Run(t *testing.T, d Driver, amber AmberRunner) {
 	caps := d.Capabilities()
 	var modes []string
@@ -144,6 +163,9 @@ func Run(t *testing.T, d Driver, amber AmberRunner) {
 	t.Run("ConsistentUnderLoad", func(t *testing.T) { consistentUnderLoad(t, d, amber, modes) })
 	t.Run("BadInput", func(t *testing.T) { badInput(t, d, amber, modes[0]) })
 	t.Run("CrashDuringBackup", func(t *testing.T) { crashDuringBackup(t, d, amber, modes[0]) })
+	if caps.PointInTime {
+		runLog(t, d, amber)
+	}
 }
 
 // roundTrip: what comes back from a backup equals what went in, object by
