@@ -130,13 +130,6 @@ func (Unsupported) Replay(context.Context, ReplayRequest, SegmentSource) (Replay
 	return ReplayResult{}, &UnsupportedError{Capability: Replay}
 }
 
-// Secret is a string that never prints: String and GoString return "***".
-// Use string(s) where the value itself is needed.
-type Secret string
-
-func (Secret) String() string   { return "***" }
-func (Secret) GoString() string { return "***" }
-
 // Info describes a plugin.
 type Info struct {
 	Engine           string // "postgres", the <engine> of amber-plugin-<engine>

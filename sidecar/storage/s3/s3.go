@@ -31,15 +31,18 @@ const (
 	DefaultSlowDownDelay = time.Second
 )
 
-// Secret is a credential string that never prints: String, GoString,
-// LogValue and MarshalJSON all give "***". Use Reveal where the value is
-// really needed.
+// Secret is a credential string that never prints: fmt with any verb (also
+// inside structs and maps), String, GoString, LogValue (slog's text and JSON
+// handlers), MarshalJSON and MarshalText all give "***" ("" when empty, so a
+// log shows whether a secret is set). Use Reveal where the value is really
+// needed. A Secret never round-trips through JSON.
 type Secret string
 
 func (s Secret) String() string                { return redact(s) }
 func (s Secret) GoString() string              { return redact(s) }
 func (s Secret) LogValue() slog.Value          { return slog.StringValue(redact(s)) }
 func (s Secret) MarshalJSON() ([]byte, error)  { return []byte(`"` + redact(s) + `"`), nil }
+func (s Secret) MarshalText() ([]byte, error)  { return []byte(redact(s)), nil }
 func (s Secret) Format(f fmt.State, verb rune) { _, _ = io.WriteString(f, redact(s)) }
 
 // Reveal returns the secret itself.
