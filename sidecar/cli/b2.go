@@ -9,12 +9,16 @@ import (
 	"github.com/amber-backup/amber/sidecar/storage/b2"
 )
 
-// openB2: b2://bucket/prefix[?lock-days=N&lock-mode=governance|compliance].
+// openB2: b2://bucket/prefix[?lock-days=N&lock-mode=governance|compliance&purge=true].
 // Keys come from B2_APPLICATION_KEY_ID and B2_APPLICATION_KEY. With
-// lock-days, every object is written under B2 Object Lock for that many
-// days, so no one holding the key (or ransomware using it) can delete or
-// overwrite a backup before then. AMBER_B2_API_URL points the client at
-// another B2-API server (tests).
+// lock-days, every object (but locks and partial log segments) is written
+// under B2 Object Lock for that many days, so no one holding the key (or
+// ransomware using it) can delete a backup's stored versions before then. A
+// key holder can still upload newer versions or hide names, and amber reads
+// only the latest version: an operator undoes that by deleting the newer
+// version or hide marker (see b2.Config.LockDays). Remove hides names;
+// purge=true deletes every version instead. AMBER_B2_API_URL points the
+// client at another B2-API server (tests).
 func openB2(ctx context.Context, loc location) (storage.Backend, error) {
 	keyID, key := os.Getenv("B2_APPLICATION_KEY_ID"), os.Getenv("B2_APPLICATION_KEY")
 	if keyID == "" || key == "" {
@@ -36,6 +40,10 @@ func openB2(ctx context.Context, loc location) (storage.Backend, error) {
 		default:
 			return nil, usagef("repository URL parameter lock-mode=%q: use governance or compliance", mode)
 		}
+	}
+	var err error
+	if cfg.Purge, err = boolParam(loc, "purge", false); err != nil {
+		return nil, err
 	}
 	return b2.Open(ctx, cfg)
 }

@@ -21,10 +21,11 @@ func openRemote(ctx context.Context, loc location) (storage.Backend, error) {
 	return nil, usagef("unknown repository scheme %q", loc.scheme)
 }
 
-// openS3: s3://bucket/prefix?endpoint=host:port&region=r&path-style=true&insecure=true.
+// openS3: s3://bucket/prefix?endpoint=host:port&region=r&path-style=true&insecure=true&purge=true.
 // The endpoint and region may also come from AMBER_S3_ENDPOINT and
 // AWS_REGION; credentials from the AWS chain (env, shared files, web
-// identity, instance roles).
+// identity, instance roles). In a versioned bucket Remove writes a delete
+// marker; purge=true deletes every version instead.
 func openS3(ctx context.Context, loc location) (storage.Backend, error) {
 	cfg := s3.Config{
 		Bucket:   loc.bucket,
@@ -37,6 +38,9 @@ func openS3(ctx context.Context, loc location) (storage.Backend, error) {
 		return nil, err
 	}
 	if cfg.Insecure, err = boolParam(loc, "insecure", false); err != nil {
+		return nil, err
+	}
+	if cfg.Purge, err = boolParam(loc, "purge", false); err != nil {
 		return nil, err
 	}
 	be, err := s3.Open(ctx, cfg)
