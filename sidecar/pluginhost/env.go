@@ -18,7 +18,8 @@ func pluginEnv(environ []string, extra ...string) []string {
 
 // childEnvAllowed says whether a host environment variable may reach a plugin
 // (and, through the plugin, the tools it runs, such as pg_dump). It is an
-// allowlist: PATH, HOME, USER, LANG, LC_*, TZ, TMPDIR, the plugin protocol's
+// allowlist: PATH, HOME, USER, LANG, LC_*, TZ, TMPDIR, SSL_CERT_FILE and
+// SSL_CERT_DIR (where TLS finds CA certificates), the plugin protocol's
 // own AMBER_PLUGIN_* variables, and libpq's PG* variables. Credentials for
 // the repository (AMBER_PASSWORD, AMBER_DSN*, AWS_*, B2_*) and anything named
 // like a secret (*SECRET*, *TOKEN*, *PASSWORD*, *PASSWD*, *CREDENTIAL*,
@@ -41,7 +42,7 @@ func childEnvAllowed(name string) bool {
 		return false
 	}
 	switch n {
-	case "PATH", "HOME", "USER", "LANG", "TZ", "TMPDIR":
+	case "PATH", "HOME", "USER", "LANG", "TZ", "TMPDIR", "SSL_CERT_FILE", "SSL_CERT_DIR":
 		return true
 	}
 	return strings.HasPrefix(n, "LC_") || strings.HasPrefix(n, "AMBER_PLUGIN_") || strings.HasPrefix(n, "PG")

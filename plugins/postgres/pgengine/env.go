@@ -25,7 +25,7 @@ func toolEnv(password string) []string {
 
 // toolEnvAllowed says whether a variable of the plugin's environment may
 // reach a child tool. It is an allowlist: PATH, HOME, USER, LANG, LC_*, TZ,
-// TMPDIR and libpq's PG* variables. Anything named like a credential
+// TMPDIR, SSL_CERT_FILE, SSL_CERT_DIR and libpq's PG* variables. Anything named like a credential
 // (*SECRET*, *TOKEN*, *PASSWORD*, *PASSWD*, *CREDENTIAL*, *_KEY, AWS_*,
 // B2_*, and every AMBER_* variable such as AMBER_PASSWORD or AMBER_DSN) never
 // passes, with one exception: PGPASSWORD, which libpq reads and which a user
@@ -45,7 +45,7 @@ func toolEnvAllowed(name string) bool {
 		return false
 	}
 	switch n {
-	case "PATH", "HOME", "USER", "LANG", "TZ", "TMPDIR":
+	case "PATH", "HOME", "USER", "LANG", "TZ", "TMPDIR", "SSL_CERT_FILE", "SSL_CERT_DIR":
 		return true
 	}
 	return strings.HasPrefix(n, "LC_") || strings.HasPrefix(n, "PG")
