@@ -41,11 +41,24 @@ type MinIO struct {
 // minio binary is missing.
 func StartMinIO(t testing.TB) *MinIO {
 	t.Helper()
+	return StartMinIOWith(t, MinIOOptions{})
+}
+
+// MinIOOptions choose how StartMinIOWith runs the server.
+type MinIOOptions struct {
+	// Erasure runs MinIO in erasure mode over four directories, which gives
+	// bucket versioning and Object Lock (one directory gives neither).
+	Erasure bool
+}
+
+// StartMinIOWith is StartMinIO with options.
+func StartMinIOWith(t testing.TB, opts MinIOOptions) *MinIO {
+	t.Helper()
 	bin := Tool(t, "minio")
 	dir := t.TempDir()
 	var lastErr error
 	for attempt := 0; attempt < 3; attempt++ { // a random port may be taken meanwhile
-		m, err := startMinIO(t, bin, dir)
+		m, err := startMinIO(t, bin, filepath.Join(dir, fmt.Sprint(attempt)), opts)
 		if err == nil {
 			return m
 		}
@@ -55,7 +68,7 @@ func StartMinIO(t testing.TB) *MinIO {
 	return nil
 }
 
-func startMinIO(t testing.TB, bin, dir string) (*MinIO, error) {
+func startMinIO(t testing.TB, bin, dir string, opts MinIOOptions) (*MinIO, error) {
 	m := &MinIO{
 		Endpoint:  fmt.Sprintf("127.0.0.1:%d", FreePort(t)),
 		AccessKey: "amber-" + minioRandomHex(4),
@@ -65,7 +78,20 @@ func startMinIO(t testing.TB, bin, dir string) (*MinIO, error) {
 		done:      make(chan struct{}),
 	}
 	console := fmt.Sprintf("127.0.0.1:%d", FreePort(t))
-	m.cmd = exec.Command(bin, "server", m.Dir, "--quiet", "--address", m.Endpoint, "--console-address", console)
+	drives := m.Dir
+	var extraEnv []string
+	if opts.Erasure {
+		for i := 1; i <= 4; i++ {
+			if err := os.MkdirAll(filepath.Join(m.Dir, fmt.Sprintf("d%d", i)), 0o700); err != nil {
+				return nil, err
+			}
+		}
+		// MinIO expands the ellipsis itself; MINIO_CI_CD lets the drives
+		// sit on the root disk.
+		drives = filepath.Join(m.Dir, "d{1...4}")
+		extraEnv = append(extraEnv, "MINIO_CI_CD=1")
+	}
+	m.cmd = exec.Command(bin, "server", drives, "--quiet", "--address", m.Endpoint, "--console-address", console)
 	m.cmd.Env = append(os.Environ(),
 		"MINIO_ROOT_USER="+m.AccessKey,
 		"MINIO_ROOT_PASSWORD="+m.SecretKey,
@@ -73,6 +99,7 @@ func startMinIO(t testing.TB, bin, dir string) (*MinIO, error) {
 		"MINIO_UPDATE=off",
 		"MINIO_CONFIG_ENV_FILE=",
 	)
+	m.cmd.Env = append(m.cmd.Env, extraEnv...)
 	m.cmd.Stdout = m.logs
 	m.cmd.Stderr = m.logs
 	m.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

@@ -147,13 +147,6 @@ func (Unsupported) ParsePosition(_ context.Context, text string) (Position, erro
 	return Position{}, fmt.Errorf("this engine has no log positions to parse (%q)", text)
 }
 
-// Secret is a string that never prints: String and GoString return "***".
-// Use string(s) where the value itself is needed.
-type Secret string
-
-func (Secret) String() string   { return "***" }
-func (Secret) GoString() string { return "***" }
-
 // Info describes a plugin.
 type Info struct {
 	Engine           string // "postgres", the <engine> of amber-plugin-<engine>

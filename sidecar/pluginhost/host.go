@@ -184,7 +184,10 @@ func (h *Host) launch(ctx context.Context, engine string) (*instance, error) {
 	if h.log.Enabled(ctx, slog.LevelDebug) {
 		level = "debug"
 	}
-	cmd.Env = []string{"AMBER_PLUGIN_LOG_LEVEL=" + level}
+	// The plugin gets an allowlisted environment, never the host's
+	// credentials (see childEnvAllowed); SkipHostEnv stops go-plugin from
+	// appending the whole of os.Environ() again.
+	cmd.Env = pluginEnv(os.Environ(), "AMBER_PLUGIN_LOG_LEVEL="+level)
 	client := plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  api.Handshake,
 		VersionedPlugins: api.VersionedPlugins(nil),
@@ -192,6 +195,7 @@ func (h *Host) launch(ctx context.Context, engine string) (*instance, error) {
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		Logger:           newLogBridge(h.log),
 		StartTimeout:     h.timeout,
+		SkipHostEnv:      true,
 		Stderr:           io.Discard,
 	})
 	rpc, err := client.Client()

@@ -33,9 +33,12 @@ type Backend interface {
 	// returned.
 	List(ctx context.Context, prefix string, fn func(FileInfo) error) error
 
-	// Remove deletes the object (all its versions, where the store keeps
-	// versions and the retention allows it). Removing a missing object
-	// gives ErrNotFound.
+	// Remove makes the object disappear from Load, Stat and List. Where the
+	// store keeps versions (a versioned S3 bucket, B2), it only writes a
+	// delete or hide marker by default, so older versions stay recoverable
+	// (bucket versioning, Object Lock); deleting every version is the
+	// backend's explicit purge option. Removing a missing object gives
+	// ErrNotFound.
 	Remove(ctx context.Context, name string) error
 
 	// Location describes where the backend stores objects, without
@@ -56,6 +59,34 @@ type FileInfo struct {
 // ErrNotFound is returned (wrapped) when an object does not exist.
 var ErrNotFound = errors.New("object not found")
 
+// ErrExists is returned (wrapped) by Creator.Create when the name is taken.
+var ErrExists = errors.New("object already exists")
+
+// Creator is implemented by backends that can store an object only if no
+// object of that name exists (a conditional create).
+type Creator interface {
+	// Create stores size bytes read from r under name, like Save, but
+	// fails with an error for which errors.Is(err, ErrExists) holds when
+	// the name already exists; the existing object is then left as it
+	// was. Two concurrent Creates of one name never both succeed (each
+	// backend documents the narrow cases where it cannot promise more).
+	Create(ctx context.Context, name string, r io.ReaderAt, size int64) error
+}
+
+// AsCreator returns b's Creator. A wrapper that exposes the backend it wraps
+// with an Inner method counts only when everything beneath it can create
+// too, so that the retry wrapper (which itself implements Create) is
+// returned, not bypassed.
+func AsCreator(b Backend) (Creator, bool) {
+	if w, ok := b.(interface{ Inner() Backend }); ok {
+		if _, ok := AsCreator(w.Inner()); !ok {
+			return nil, false
+		}
+	}
+	c, ok := b.(Creator)
+	return c, ok
+}
+
 // permanent marks an error that retrying cannot fix.
 type permanent struct{ err error }
 
@@ -73,15 +104,15 @@ func Permanent(err error) error {
 }
 
 // IsPermanent reports whether retrying the operation that returned err is
-// pointless. Not-found errors, context cancellation and errors wrapped with
-// Permanent are permanent; everything else (timeouts, resets, 5xx, 429) is
-// assumed transient.
+// pointless. Not-found and already-exists errors, context cancellation and
+// errors wrapped with Permanent are permanent; everything else (timeouts,
+// resets, 5xx, 429) is assumed transient.
 func IsPermanent(err error) bool {
 	if err == nil {
 		return false
 	}
 	var p *permanent
-	return errors.As(err, &p) || errors.Is(err, ErrNotFound) ||
+	return errors.As(err, &p) || errors.Is(err, ErrNotFound) || errors.Is(err, ErrExists) ||
 		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 }
 

@@ -98,20 +98,12 @@ func findTool(name, binDir string, major int) (string, error) {
 }
 
 // runPGTool runs a libpq tool against dsn; the password travels in
-// PGPASSWORD, never on the command line.
+// PGPASSWORD, never on the command line. The tool gets an allowlisted
+// environment (toolEnv), never the plugin's whole one.
 func runPGTool(ctx context.Context, bin string, dsn DSN, args []string, stdin io.Reader, stdout io.Writer) error {
 	conn, password := splitPassword(string(dsn))
 	cmd := exec.CommandContext(ctx, bin, append(args, "--dbname="+conn)...)
-	env := []string{}
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "PGPASSWORD=") {
-			env = append(env, kv)
-		}
-	}
-	if password != "" {
-		env = append(env, "PGPASSWORD="+password)
-	}
-	cmd.Env = env
+	cmd.Env = toolEnv(password)
 	cmd.Stdin = stdin
 	cmd.Stdout = stdout
 	var stderr bytes.Buffer

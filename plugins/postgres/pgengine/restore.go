@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Source gives back the entries a Sink received.
@@ -107,6 +109,10 @@ func PhysicalRestore(ctx context.Context, dataDir string, src Source, opts Resto
 			return err
 		}
 	}
+	// Symlinks last: nothing is written after them.
+	if err := linkTablespaces(dataDir, tbs); err != nil {
+		return err
+	}
 	if opts.Owner != nil {
 		dirs := []string{dataDir}
 		for _, t := range tbs {
@@ -177,21 +183,45 @@ func restoreTablespaces(ctx context.Context, src Source, entries []string, dataD
 			return nil, err
 		}
 	}
-	// Link pg_tblspc/<oid> to each location, as pg_basebackup's plain format
-	// does, and drop tablespace_map, which would otherwise redo the links.
 	for _, t := range tbs {
-		link := filepath.Join(dataDir, "pg_tblspc", strconv.FormatUint(uint64(t.OID), 10))
-		if err := os.MkdirAll(filepath.Dir(link), 0o700); err != nil {
-			return nil, fmt.Errorf("restore: %w", err)
+		if t.Location == "" || !filepath.IsAbs(t.Location) {
+			return nil, fmt.Errorf("restore: tablespace %d has no absolute location; map it in TablespaceMapping", t.OID)
 		}
-		if err := os.Symlink(t.Location, link); err != nil {
-			return nil, fmt.Errorf("restore: tablespace %d: %w", t.OID, err)
-		}
-	}
-	if err := os.Remove(filepath.Join(dataDir, tablespaceMap)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("restore: %w", err)
 	}
 	return tbs, nil
+}
+
+// linkTablespaces links pg_tblspc/<oid> to each tablespace's location, as
+// pg_basebackup's plain format does, and drops tablespace_map, which would
+// otherwise redo the links. It runs after every file of the restore is
+// written, so no write can pass through a link. The locations come from
+// the backup's tablespace map or the restore's TablespaceMapping, never
+// from a tar entry.
+func linkTablespaces(dataDir string, tbs []Tablespace) error {
+	t, err := openTree(dataDir)
+	if err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	defer t.Close()
+	if len(tbs) > 0 {
+		if err := t.Mkdir("pg_tblspc", 0o700); err != nil {
+			return fmt.Errorf("restore: %w", err)
+		}
+		dir, err := t.dir([]string{"pg_tblspc"}, false, 0)
+		if err != nil {
+			return fmt.Errorf("restore: %w", err)
+		}
+		defer unix.Close(dir)
+		for _, tb := range tbs {
+			if err := unix.Symlinkat(tb.Location, dir, strconv.FormatUint(uint64(tb.OID), 10)); err != nil {
+				return fmt.Errorf("restore: link tablespace %d to %s: %w", tb.OID, tb.Location, err)
+			}
+		}
+	}
+	if err := unix.Unlinkat(t.fd, tablespaceMap, 0); err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("restore: remove %s: %w", tablespaceMap, err)
+	}
+	return nil
 }
 
 func readTablespaceMap(dataDir string) []Tablespace {
@@ -220,7 +250,7 @@ func copyEntry(ctx context.Context, src Source, name, dst string) error {
 		return fmt.Errorf("restore: open %s: %w", name, err)
 	}
 	defer r.Close()
-	f, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	f, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY|unix.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}
@@ -258,8 +288,18 @@ func ExtractBase(ctx context.Context, dataDir string, r io.Reader) error {
 	return extractTar(ctx, r, BaseTar, dataDir, false)
 }
 
-// extractTar unpacks a tar stream into dir, refusing paths that escape it.
+// extractTar unpacks a tar stream into dir. Every entry is written strictly
+// beneath dir (see tree): absolute names, ".." components, hard links and
+// writes through symlinks are refused. The archive's own symlinks are never
+// created: a pg_tblspc/<oid> link is made later by PhysicalRestore from the
+// tablespace map and the restore's TablespaceMapping, never from a target a
+// tar entry names, and a symlinked pg_wal becomes a plain directory.
 func extractTar(ctx context.Context, r io.Reader, name, dir string, tablespace bool) error {
+	t, err := openTree(dir)
+	if err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	defer t.Close()
 	tr := tar.NewReader(bufio.NewReaderSize(r, 1<<20))
 	for {
 		if err := ctx.Err(); err != nil {
@@ -272,27 +312,24 @@ func extractTar(ctx context.Context, r io.Reader, name, dir string, tablespace b
 		if err != nil {
 			return fmt.Errorf("restore: read %s: %w", name, err)
 		}
-		clean := filepath.Clean(hdr.Name)
-		if filepath.IsAbs(clean) || clean == ".." || strings.HasPrefix(clean, "../") {
-			return fmt.Errorf("restore: %s: entry %q escapes the target directory", name, hdr.Name)
+		comps, err := splitRel(hdr.Name)
+		if err != nil {
+			return fmt.Errorf("restore: %s: %w; the backup is damaged or was not made by amber", name, err)
 		}
-		path := filepath.Join(dir, clean)
+		clean := strings.Join(comps, "/")
 		mode := os.FileMode(hdr.Mode) & 0o777
 		switch hdr.Typeflag {
 		case tar.TypeDir:
-			if mode == 0 {
-				mode = 0o700
+			if clean == "" {
+				continue
 			}
-			if err := os.MkdirAll(path, mode|0o700); err != nil {
-				return fmt.Errorf("restore: %w", err)
+			if err := t.Mkdir(clean, mode); err != nil {
+				return fmt.Errorf("restore: %s: %w", name, err)
 			}
 		case tar.TypeReg:
-			if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-				return fmt.Errorf("restore: %w", err)
-			}
-			f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, mode|0o600)
+			f, err := t.Create(clean, mode|0o600)
 			if err != nil {
-				return fmt.Errorf("restore: %w", err)
+				return fmt.Errorf("restore: %s: %w", name, err)
 			}
 			_, err = io.Copy(f, tr)
 			if cerr := f.Close(); err == nil {
@@ -301,20 +338,34 @@ func extractTar(ctx context.Context, r io.Reader, name, dir string, tablespace b
 			if err != nil {
 				return fmt.Errorf("restore: %s: %s: %w", name, hdr.Name, err)
 			}
-			os.Chtimes(path, hdr.ModTime, hdr.ModTime)
+			_ = t.SetTimes(clean, hdr.ModTime)
 		case tar.TypeSymlink:
-			// Only tablespace links (pg_tblspc/<oid>) and a symlinked pg_wal
-			// are legitimate in a data directory archive.
-			if tablespace || !(strings.HasPrefix(clean, "pg_tblspc/") || clean == "pg_wal") {
+			switch {
+			case !tablespace && clean == "pg_wal":
+				// WAL goes into the data directory, wherever the
+				// original's pointed.
+				if err := t.Mkdir(clean, 0o700); err != nil {
+					return fmt.Errorf("restore: %s: %w", name, err)
+				}
+			case !tablespace && isTablespaceLink(clean):
+				// Made from the tablespace map once everything is written.
+			default:
 				return fmt.Errorf("restore: %s: unexpected symlink %q", name, hdr.Name)
-			}
-			if err := os.Symlink(hdr.Linkname, path); err != nil {
-				return fmt.Errorf("restore: %w", err)
 			}
 		default:
 			return fmt.Errorf("restore: %s: unsupported tar entry type %q for %q", name, hdr.Typeflag, hdr.Name)
 		}
 	}
+}
+
+// isTablespaceLink reports whether name is pg_tblspc/<oid>.
+func isTablespaceLink(name string) bool {
+	oid, ok := strings.CutPrefix(name, "pg_tblspc/")
+	if !ok {
+		return false
+	}
+	_, err := strconv.ParseUint(oid, 10, 32)
+	return err == nil
 }
 
 func writeRecovery(dataDir string, rc *Recovery) error {
@@ -375,7 +426,7 @@ func writeRecovery(dataDir string, rc *Recovery) error {
 	if targets > 0 {
 		add("recovery_target_action", action)
 	}
-	f, err := os.OpenFile(filepath.Join(dataDir, autoConf), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	f, err := os.OpenFile(filepath.Join(dataDir, autoConf), os.O_CREATE|os.O_APPEND|os.O_WRONLY|unix.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}
@@ -386,7 +437,11 @@ func writeRecovery(dataDir string, rc *Recovery) error {
 	if err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}
-	return os.WriteFile(filepath.Join(dataDir, recoverySignal), nil, 0o600)
+	sig, err := os.OpenFile(filepath.Join(dataDir, recoverySignal), os.O_CREATE|os.O_TRUNC|os.O_WRONLY|unix.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	return sig.Close()
 }
 
 func chownTree(root string, o Owner) error {

@@ -52,18 +52,52 @@ type Config struct {
 	PartSize           int64
 	Concurrency        int
 
-	// LockDays, when positive, puts every uploaded object under Object Lock
-	// retention for that many days in mode LockMode (default Governance). The
-	// bucket must have Object Lock enabled and the key the
-	// writeFileRetentions capability. A locked object cannot be removed or
-	// overwritten in place until the lock expires, which keeps backups safe
-	// from a stolen key.
+	// LockDays, when positive, puts every uploaded object (except the
+	// exempt names below) under Object Lock retention for that many days
+	// in mode LockMode (default Governance). The bucket must have Object
+	// Lock enabled and the key the writeFileRetentions capability.
+	//
+	// What Object Lock protects: a locked version cannot be deleted (nor
+	// its retention shortened, in governance mode without
+	// bypassGovernance) before its retain-until date, so the bytes of every
+	// backup stay in the bucket for LockDays whatever a key holder does.
+	// What it does not: B2 versions are per name, and anyone with the key
+	// can still upload a newer version of a locked name or hide it
+	// (b2_hide_file, which is what Remove does by default). Amber reads
+	// only the latest version of a name, so such a change takes effect for
+	// amber at once; an operator undoes it by deleting the newer version or
+	// the hide marker (b2_delete_file_version, which Object Lock does not
+	// prevent on them), which brings the locked version back.
 	LockDays int
 	LockMode RetentionMode
+	// LockExemptPrefixes and LockExemptSuffixes name objects that get no
+	// retention even with LockDays: objects amber itself removes routinely,
+	// which a lock would make undeletable for LockDays (a prune, even a dry
+	// run, would leave its lock behind). Nil means the defaults,
+	// DefaultLockExemptPrefixes and DefaultLockExemptSuffixes; an empty,
+	// non-nil slice exempts nothing. Names are object names, without Prefix.
+	LockExemptPrefixes []string
+	LockExemptSuffixes []string
+
+	// Purge makes Remove delete every version of the name (hide markers
+	// and unfinished large files included), as far as Object Lock allows.
+	// Off by default: Remove then hides the name (b2_hide_file), and every
+	// version stays until the bucket's lifecycle rules delete it, so a
+	// mistaken or malicious removal can be undone. The repository URL
+	// parameter purge=true sets it.
+	Purge bool
 
 	// Now is the clock that retention dates are computed from; time.Now if nil.
 	Now func() time.Time
 }
+
+// Default exemptions from Object Lock retention (see Config.LockExemptPrefixes):
+// prune and writer locks, and log segments stored before they were complete,
+// which the complete segment replaces.
+var (
+	DefaultLockExemptPrefixes = []string{"locks/", "writers/"}
+	DefaultLockExemptSuffixes = []string{".partial"}
+)
 
 // Backend stores objects in a B2 bucket.
 type Backend struct {
@@ -123,6 +157,12 @@ func Open(ctx context.Context, cfg Config) (*Backend, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.LockExemptPrefixes == nil {
+		cfg.LockExemptPrefixes = DefaultLockExemptPrefixes
+	}
+	if cfg.LockExemptSuffixes == nil {
+		cfg.LockExemptSuffixes = DefaultLockExemptSuffixes
 	}
 	b := &Backend{cfg: cfg}
 	if p := strings.Trim(cfg.Prefix, "/"); p != "" {
@@ -225,35 +265,59 @@ func (b *Backend) full(name string) (string, error) {
 
 // Save implements storage.Backend.
 func (b *Backend) Save(ctx context.Context, name string, r io.ReaderAt, size int64) error {
+	_, err := b.save(ctx, "save", name, r, size)
+	return err
+}
+
+// lockExempt reports whether name gets no Object Lock retention.
+func (b *Backend) lockExempt(name string) bool {
+	for _, p := range b.cfg.LockExemptPrefixes {
+		if strings.HasPrefix(name, p) {
+			return true
+		}
+	}
+	for _, sfx := range b.cfg.LockExemptSuffixes {
+		if strings.HasSuffix(name, sfx) {
+			return true
+		}
+	}
+	return false
+}
+
+// save uploads a new version of name and returns its file ID.
+func (b *Backend) save(ctx context.Context, op, name string, r io.ReaderAt, size int64) (string, error) {
 	full, err := b.full(name)
 	if err != nil {
-		return err
+		return "", err
 	}
 	if size < 0 {
-		return storage.Permanent(fmt.Errorf("save %s: negative size %d", b.where(name), size))
+		return "", storage.Permanent(fmt.Errorf("%s %s: negative size %d", op, b.where(name), size))
 	}
-	if b.cfg.LockDays > 0 {
+	if b.cfg.LockDays > 0 && !b.lockExempt(name) {
 		ctx = withRetention(ctx, retention{mode: b.cfg.LockMode, until: b.cfg.Now().Add(time.Duration(b.cfg.LockDays) * 24 * time.Hour)})
 	}
 	if size >= b.cfg.LargeFileThreshold {
-		return b.saveLarge(ctx, name, full, r, size)
+		return b.saveLarge(ctx, op, name, full, r, size)
 	}
 	sum, err := hashSection(r, 0, size, nil)
 	if err != nil {
-		return fmt.Errorf("save %s: %w", b.where(name), err)
+		return "", fmt.Errorf("%s %s: %w", op, b.where(name), err)
 	}
+	var id string
 	err = b.do(ctx, func(s *session) error {
 		u, err := s.uploadURL(ctx)
 		if err != nil {
 			return err
 		}
-		if _, err := u.UploadFile(ctx, io.NewSectionReader(r, 0, size), int(size), full, contentType, sum, nil); err != nil {
+		f, err := u.UploadFile(ctx, io.NewSectionReader(r, 0, size), int(size), full, contentType, sum, nil)
+		if err != nil {
 			return err // a failed URL is not reused: B2 wants a new one
 		}
+		id = f.ID
 		s.putURL(u)
 		return nil
 	})
-	return b.mapErr(ctx, "save", b.where(name), err)
+	return id, b.mapErr(ctx, op, b.where(name), err)
 }
 
 func (s *session) uploadURL(ctx context.Context) (*base.URL, error) {
@@ -303,7 +367,7 @@ type partJob struct {
 // saveLarge uploads through b2_start_large_file, parallel b2_upload_part and
 // b2_finish_large_file. The object is visible only once finished; on failure
 // the unfinished file is cancelled so it leaves nothing behind.
-func (b *Backend) saveLarge(ctx context.Context, name, full string, r io.ReaderAt, size int64) error {
+func (b *Backend) saveLarge(ctx context.Context, op, name, full string, r io.ReaderAt, size int64) (string, error) {
 	partSize := b.cfg.PartSize
 	if (size+partSize-1)/partSize > maxParts {
 		partSize = (size + maxParts - 1) / maxParts
@@ -315,12 +379,13 @@ func (b *Backend) saveLarge(ctx context.Context, name, full string, r io.ReaderA
 		n := min(partSize, size-off)
 		sum, err := hashSection(r, off, n, whole)
 		if err != nil {
-			return fmt.Errorf("save %s: %w", b.where(name), err)
+			return "", fmt.Errorf("%s %s: %w", op, b.where(name), err)
 		}
 		jobs = append(jobs, partJob{num: num, off: off, size: n, sha1: sum})
 	}
 	info := map[string]string{"large_file_sha1": hex.EncodeToString(whole.Sum(nil))}
 
+	var id string
 	err := b.do(ctx, func(s *session) error {
 		lf, err := s.bucket.StartLargeFile(ctx, full, contentType, info)
 		if err != nil {
@@ -330,13 +395,15 @@ func (b *Backend) saveLarge(ctx context.Context, name, full string, r io.ReaderA
 			cancelLarge(ctx, lf)
 			return err
 		}
-		if _, err := lf.FinishLargeFile(ctx); err != nil {
+		f, err := lf.FinishLargeFile(ctx)
+		if err != nil {
 			cancelLarge(ctx, lf)
 			return err
 		}
+		id = f.ID
 		return nil
 	})
-	return b.mapErr(ctx, "save", b.where(name), err)
+	return id, b.mapErr(ctx, op, b.where(name), err)
 }
 
 // cancelLarge drops an unfinished large file, even if ctx is already done.
@@ -500,36 +567,73 @@ func (b *Backend) List(ctx context.Context, prefix string, fn func(storage.FileI
 	}
 }
 
-// Remove implements storage.Backend. It deletes every version of the name,
+// versions lists every version of the name full (hide markers and
+// unfinished large files included), newest first, as B2 orders them.
+func (s *session) versions(ctx context.Context, full string) ([]*base.File, error) {
+	var versions []*base.File
+	startName, startID := full, ""
+	for {
+		files, nextName, nextID, err := s.bucket.ListFileVersions(ctx, listBatch, startName, startID, full, "")
+		if err != nil {
+			return nil, err
+		}
+		done := nextName == ""
+		for _, f := range files {
+			if f.Name != full {
+				done = true
+				break
+			}
+			versions = append(versions, f)
+		}
+		if done || len(files) == 0 {
+			return versions, nil
+		}
+		startName, startID = nextName, nextID
+	}
+}
+
+// live reports whether the newest finished version among versions is an
+// upload, i.e. the name is visible.
+func live(versions []*base.File) bool {
+	for _, v := range versions {
+		switch v.Status {
+		case "upload":
+			return true
+		case "hide":
+			return false
+		}
+	}
+	return false
+}
+
+// Remove implements storage.Backend. By default it hides the name
+// (b2_hide_file): Load, Stat and List no longer see it, and every version
+// stays, so deleting the hide marker undoes the removal; a locked name can
+// be hidden too. With Config.Purge it deletes every version of the name,
 // hide markers and unfinished large files included, oldest first, so the
-// newest content stays readable until the last delete. It gives ErrNotFound
-// only when no version at all exists. A version under Object Lock stops it
-// with a permanent error.
+// newest content stays readable until the last delete; a version under
+// Object Lock stops it with a permanent error. A name that is not visible
+// gives ErrNotFound, except that a purge removes whatever versions it
+// finds and gives ErrNotFound only when there are none.
 func (b *Backend) Remove(ctx context.Context, name string) error {
 	full, err := b.full(name)
 	if err != nil {
 		return err
 	}
 	err = b.do(ctx, func(s *session) error {
-		var versions []*base.File
-		startName, startID := full, ""
-		for {
-			files, nextName, nextID, err := s.bucket.ListFileVersions(ctx, listBatch, startName, startID, full, "")
-			if err != nil {
-				return err
+		versions, err := s.versions(ctx, full)
+		if err != nil {
+			return err
+		}
+		if !b.cfg.Purge {
+			if !live(versions) {
+				return storage.ErrNotFound
 			}
-			done := nextName == ""
-			for _, f := range files {
-				if f.Name != full {
-					done = true
-					break
-				}
-				versions = append(versions, f)
+			_, err := s.bucket.HideFile(ctx, full)
+			if ae, ok := b2Error(err); ok && (ae.code == "already_hidden" || ae.code == "no_such_file" || ae.code == "file_not_present") {
+				return storage.ErrNotFound // hidden or deleted meanwhile
 			}
-			if done || len(files) == 0 {
-				break
-			}
-			startName, startID = nextName, nextID
+			return err
 		}
 		if len(versions) == 0 {
 			return storage.ErrNotFound
@@ -558,6 +662,81 @@ func (b *Backend) Remove(ctx context.Context, name string) error {
 		err = de.err
 	}
 	return b.mapErr(ctx, "remove", b.where(name), err)
+}
+
+var _ storage.Creator = (*Backend)(nil)
+
+// Create implements storage.Creator. B2 has no conditional upload, so
+// Create checks, uploads, and checks again:
+//
+//  1. If the name is visible (its newest version is an upload), ErrExists
+//     without uploading.
+//  2. Upload a new version, as Save does.
+//  3. List the name's versions. If a version older than ours is visible
+//     (the newest older one is an upload, not a hide marker), another
+//     writer got there first: delete our version and return ErrExists.
+//
+// Of concurrent Creates the one whose upload B2 ordered first wins: every
+// later one sees it in step 3 and withdraws. Residual races: between our
+// upload and its withdrawal, readers of the name see our content (the
+// newest version); and a withdrawal that fails (the network, or Object Lock
+// retention on our version when the name is not exempt) leaves our version
+// as the newest, so readers see our content although Create reported
+// ErrExists; that error then says so. A Remove (hide) racing with step 3
+// can make both the earlier and our version invisible.
+func (b *Backend) Create(ctx context.Context, name string, r io.ReaderAt, size int64) error {
+	full, err := b.full(name)
+	if err != nil {
+		return err
+	}
+	exists := func() error { return fmt.Errorf("create %s: %w", b.where(name), storage.ErrExists) }
+	var taken bool
+	err = b.do(ctx, func(s *session) error {
+		versions, err := s.versions(ctx, full)
+		taken = err == nil && live(versions)
+		return err
+	})
+	if err != nil {
+		return b.mapErr(ctx, "create", b.where(name), err)
+	}
+	if taken {
+		return exists()
+	}
+	id, err := b.save(ctx, "create", name, r, size)
+	if err != nil {
+		return err
+	}
+	var withdraw error
+	err = b.do(ctx, func(s *session) error {
+		versions, err := s.versions(ctx, full)
+		if err != nil {
+			return err
+		}
+		for i, v := range versions {
+			if v.ID != id {
+				continue
+			}
+			if !live(versions[i+1:]) {
+				return nil // ours is the oldest visible version: we won
+			}
+			taken = true
+			withdraw = s.bucket.File(id, full).DeleteFileVersion(ctx)
+			return nil
+		}
+		// Our version is gone: someone purged the name meanwhile.
+		return storage.Permanent(fmt.Errorf("the version just uploaded (%s) is no longer listed; the name was removed meanwhile", id))
+	})
+	if err != nil {
+		return b.mapErr(ctx, "create", b.where(name), err)
+	}
+	if !taken {
+		return nil
+	}
+	if withdraw != nil {
+		return fmt.Errorf("create %s: %w; and withdrawing this upload (version %s) failed (%v), so it is now the newest version of the name: delete that version",
+			b.where(name), storage.ErrExists, id, withdraw)
+	}
+	return exists()
 }
 
 type deleteError struct {

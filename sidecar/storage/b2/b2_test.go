@@ -230,7 +230,7 @@ func TestObjectLock(t *testing.T) {
 			clk := &clock{t: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)}
 			srv := newServer(t, b2fake.WithClock(clk.Now))
 			be, bucket := freshBucket(t, srv, true, func(c *b2.Config) {
-				c.LockDays, c.LockMode, c.Now = 30, mode, clk.Now
+				c.LockDays, c.LockMode, c.Now, c.Purge = 30, mode, clk.Now, true
 			})
 			ctx := context.Background()
 			save(t, be, "snapshots/s1", []byte("manifest"))
@@ -354,7 +354,7 @@ func rawBucket(t *testing.T, srv *b2fake.Server, name string) *base.Bucket {
 
 func TestHiddenAndVersions(t *testing.T) {
 	srv := newServer(t)
-	be, bucket := freshBucket(t, srv, false)
+	be, bucket := freshBucket(t, srv, false, func(c *b2.Config) { c.Purge = true })
 	ctx := context.Background()
 	save(t, be, "keys/a", []byte("a1"))
 	save(t, be, "keys/a", []byte("a2"))
@@ -383,7 +383,9 @@ func TestHiddenAndVersions(t *testing.T) {
 	if err := be.Remove(ctx, "keys/a"); err != nil {
 		t.Fatal(err)
 	}
-	if err := be.Remove(ctx, "keys/b"); err != nil { // hide marker and hidden version
+	// A hidden name is gone, but purging it deletes the hide marker and
+	// the hidden version.
+	if err := be.Remove(ctx, "keys/b"); err != nil {
 		t.Fatal(err)
 	}
 	if vs := srv.Versions(bucket, ""); len(vs) != 0 {

@@ -5,9 +5,13 @@ import (
 	"log/slog"
 )
 
-// Secret holds a credential. It prints as *** with every fmt verb, in Go
-// syntax (%#v) and through log/slog, so a Config can be logged whole without
-// leaking the key. Convert it with string(s) where the value is really needed.
+// Secret holds a credential. It prints as *** with every fmt verb (also
+// inside structs, maps and pointers, and in Go syntax with %#v), through
+// log/slog's text and JSON handlers, encoding/json and
+// encoding.TextMarshaler, so a Config can be logged whole without leaking
+// the key. Convert it with string(s) where the value is really needed.
+//
+// A Secret never round-trips through JSON: it marshals to "***".
 type Secret string
 
 const redacted = "***"
@@ -24,3 +28,9 @@ func (Secret) Format(f fmt.State, _ rune) { f.Write([]byte(redacted)) }
 
 // LogValue implements slog.LogValuer.
 func (Secret) LogValue() slog.Value { return slog.StringValue(redacted) }
+
+// MarshalJSON implements json.Marshaler: always "***".
+func (Secret) MarshalJSON() ([]byte, error) { return []byte(`"` + redacted + `"`), nil }
+
+// MarshalText implements encoding.TextMarshaler: always "***".
+func (Secret) MarshalText() ([]byte, error) { return []byte(redacted), nil }

@@ -7,10 +7,11 @@ import (
 	"strings"
 )
 
-// FromURL reads b2://bucket/prefix[?lock-days=N&lock-mode=governance|compliance].
+// FromURL reads b2://bucket/prefix[?lock-days=N&lock-mode=governance|compliance&purge=true].
 // Keys come from getenv: B2_APPLICATION_KEY_ID and B2_APPLICATION_KEY;
 // AMBER_B2_API_URL points the client at another B2-API server (tests).
-// Errors name the parameter and what it accepts.
+// purge=true makes removal delete every version instead of hiding the name
+// (see Config.Purge). Errors name the parameter and what it accepts.
 func FromURL(u *url.URL, getenv func(string) string) (Config, error) {
 	if u.Host == "" {
 		return Config{}, fmt.Errorf("repository URL %q has no bucket; use b2://bucket/prefix", u.Redacted())
@@ -36,6 +37,13 @@ func FromURL(u *url.URL, getenv func(string) string) (Config, error) {
 		default:
 			return Config{}, fmt.Errorf("repository URL parameter lock-mode=%q: use governance or compliance", mode)
 		}
+	}
+	if v := q.Get("purge"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return Config{}, fmt.Errorf("repository URL parameter purge=%q is not true or false", v)
+		}
+		cfg.Purge = b
 	}
 	return cfg, nil
 }

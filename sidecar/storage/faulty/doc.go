@@ -2,8 +2,9 @@
 // the layers above (package retry, the repository, the archiver) are tested
 // against the failures real object stores produce: transient and permanent
 // errors, throttling with Retry-After, latency, Load streams that end early
-// or break with a connection reset, and Saves that fail after reading part
-// of their source. Which calls fail is chosen by operation, by call number
+// or break with a connection reset, Saves that fail after reading part
+// of their source, and Saves, Creates and Removes that succeed but whose
+// reply is lost. Which calls fail is chosen by operation, by call number
 // or by probability from a seeded random source, so a failing run can be
 // replayed. It follows kopia's FaultyStorage; fault injection lives in this
 // wrapper, never as flags inside real backends.

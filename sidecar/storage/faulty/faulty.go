@@ -26,6 +26,7 @@ const (
 	Stat   Op = "stat"
 	List   Op = "list"
 	Remove Op = "remove"
+	Create Op = "create"
 )
 
 // Kind is what a fault does.
@@ -51,6 +52,10 @@ const (
 	// PartialSave (Save only) reads Fault.After bytes of the source, then
 	// fails with a transient error without saving anything.
 	PartialSave
+	// LostReply (Save, Create, Remove) lets the call reach the wrapped
+	// backend and, when it succeeds there, fails it with a transient
+	// connection-reset error anyway: the reply was lost.
+	LostReply
 )
 
 func (k Kind) String() string {
@@ -69,6 +74,8 @@ func (k Kind) String() string {
 		return "connection reset"
 	case PartialSave:
 		return "partial save"
+	case LostReply:
+		return "lost reply"
 	}
 	return fmt.Sprintf("Kind(%d)", int(k))
 }
@@ -243,6 +250,8 @@ func applies(k Kind, op Op) bool {
 		return op == Load || op == List
 	case PartialSave:
 		return op == Save
+	case LostReply:
+		return op == Save || op == Create || op == Remove
 	}
 	return true
 }
@@ -320,8 +329,35 @@ func (f *Backend) Save(ctx context.Context, name string, r io.ReaderAt, size int
 		}
 		return fmt.Errorf("save %s: injected failure after reading %d of %d bytes: %w", name, n, size, ResetError())
 	}
-	return f.inner.Save(ctx, name, r, size)
+	return lost(hits, Save, name, f.inner.Save(ctx, name, r, size))
 }
+
+// lost turns the success of a call hit by LostReply into a transient error.
+func lost(hits []hit, op Op, name string, err error) error {
+	if _, ok := find(hits, LostReply); ok && err == nil {
+		return fmt.Errorf("%s %s: injected lost reply after success: %w", op, name, ResetError())
+	}
+	return err
+}
+
+var _ storage.Creator = (*Backend)(nil)
+
+// Create implements storage.Creator when the wrapped backend does
+// (storage.AsCreator tells).
+func (f *Backend) Create(ctx context.Context, name string, r io.ReaderAt, size int64) error {
+	hits := f.pick(Create, name)
+	if err := f.before(ctx, Create, name, hits); err != nil {
+		return err
+	}
+	c, ok := storage.AsCreator(f.inner)
+	if !ok {
+		return storage.Permanent(fmt.Errorf("create %s: %s cannot create objects conditionally", name, f.inner.Location()))
+	}
+	return lost(hits, Create, name, c.Create(ctx, name, r, size))
+}
+
+// Inner returns the wrapped backend.
+func (f *Backend) Inner() storage.Backend { return f.inner }
 
 // Load implements storage.Backend.
 func (f *Backend) Load(ctx context.Context, name string, offset, length int64) (io.ReadCloser, error) {
@@ -400,10 +436,11 @@ func (f *Backend) List(ctx context.Context, prefix string, fn func(storage.FileI
 
 // Remove implements storage.Backend.
 func (f *Backend) Remove(ctx context.Context, name string) error {
-	if err := f.before(ctx, Remove, name, f.pick(Remove, name)); err != nil {
+	hits := f.pick(Remove, name)
+	if err := f.before(ctx, Remove, name, hits); err != nil {
 		return err
 	}
-	return f.inner.Remove(ctx, name)
+	return lost(hits, Remove, name, f.inner.Remove(ctx, name))
 }
 
 // Location implements storage.Backend.

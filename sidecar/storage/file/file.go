@@ -1,6 +1,8 @@
 // Package file is the local-directory storage backend, Amber's default. Each
 // object is one file below the root directory; Save writes a temporary file,
-// syncs it and renames it into place, so an object is either whole or absent.
+// syncs it and renames it into place, so an object is either whole or absent;
+// Create (storage.Creator) hard-links the temporary file into place instead,
+// which fails atomically when the name exists.
 package file
 
 import (
@@ -62,16 +64,50 @@ func (b *Backend) Location() string { return b.root }
 
 // Save implements storage.Backend.
 func (b *Backend) Save(ctx context.Context, name string, r io.ReaderAt, size int64) error {
-	p, err := b.path(name)
+	p, tmp, err := b.writeTemp(ctx, name, r, size)
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+	if err := os.Rename(tmp, p); err != nil {
+		os.Remove(tmp)
 		return fmt.Errorf("save %s: %w", name, err)
+	}
+	return syncDir(filepath.Dir(p))
+}
+
+var _ storage.Creator = (*Backend)(nil)
+
+// Create implements storage.Creator: it writes and syncs a temporary file,
+// then hard-links it to the object's name with link(2), which fails if the
+// name exists, atomically, whoever else is writing.
+func (b *Backend) Create(ctx context.Context, name string, r io.ReaderAt, size int64) error {
+	p, tmp, err := b.writeTemp(ctx, name, r, size)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp)
+	if err := os.Link(tmp, p); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("create %s: %w", name, storage.ErrExists)
+		}
+		return fmt.Errorf("create %s: %w", name, err)
+	}
+	return syncDir(filepath.Dir(p))
+}
+
+// writeTemp writes the object's content to a synced, read-only temporary
+// file next to its final path and returns both paths.
+func (b *Backend) writeTemp(ctx context.Context, name string, r io.ReaderAt, size int64) (path, tmpPath string, err error) {
+	p, err := b.path(name)
+	if err != nil {
+		return "", "", err
+	}
+	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+		return "", "", fmt.Errorf("save %s: %w", name, err)
 	}
 	tmp, err := os.CreateTemp(filepath.Dir(p), ".tmp-"+filepath.Base(p)+"-*")
 	if err != nil {
-		return fmt.Errorf("save %s: %w", name, err)
+		return "", "", fmt.Errorf("save %s: %w", name, err)
 	}
 	ok := false
 	defer func() {
@@ -82,28 +118,25 @@ func (b *Backend) Save(ctx context.Context, name string, r io.ReaderAt, size int
 	}()
 	n, err := io.Copy(tmp, io.NewSectionReader(r, 0, size))
 	if err != nil {
-		return fmt.Errorf("save %s: %w", name, err)
+		return "", "", fmt.Errorf("save %s: %w", name, err)
 	}
 	if n != size {
-		return fmt.Errorf("save %s: short source: %d of %d bytes", name, n, size)
+		return "", "", fmt.Errorf("save %s: short source: %d of %d bytes", name, n, size)
 	}
 	if err := ctx.Err(); err != nil {
-		return err
+		return "", "", err
 	}
 	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("save %s: %w", name, err)
+		return "", "", fmt.Errorf("save %s: %w", name, err)
 	}
 	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("save %s: %w", name, err)
+		return "", "", fmt.Errorf("save %s: %w", name, err)
 	}
 	if err := os.Chmod(tmp.Name(), 0o400); err != nil {
-		return fmt.Errorf("save %s: %w", name, err)
-	}
-	if err := os.Rename(tmp.Name(), p); err != nil {
-		return fmt.Errorf("save %s: %w", name, err)
+		return "", "", fmt.Errorf("save %s: %w", name, err)
 	}
 	ok = true
-	return syncDir(filepath.Dir(p))
+	return p, tmp.Name(), nil
 }
 
 func syncDir(dir string) error {

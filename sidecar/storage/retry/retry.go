@@ -1,6 +1,7 @@
 package retry
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -53,7 +54,7 @@ type Options struct {
 	Rand func() float64
 
 	// OnRetry, if set, is called before each retry with the operation
-	// ("save", "load", "stat", "list", "remove"), the object name (or list
+	// ("save", "create", "load", "stat", "list", "remove"), the object name (or list
 	// prefix), the number of the attempt that failed (1 for the first) and
 	// its error.
 	OnRetry func(op, name string, attempt int, err error)
@@ -256,6 +257,87 @@ func (b *Backend) List(ctx context.Context, prefix string, fn func(storage.FileI
 // should take ErrNotFound as done.
 func (b *Backend) Remove(ctx context.Context, name string) error {
 	return b.do(ctx, "remove", name, func() error { return b.inner.Remove(ctx, name) })
+}
+
+var _ storage.Creator = (*Backend)(nil)
+
+// Create implements storage.Creator when the wrapped backend does
+// (storage.AsCreator tells), retrying like Save.
+//
+// A retry can meet the object that an earlier attempt stored before its
+// reply was lost. So when an attempt after the first gets ErrExists, Create
+// compares the stored object with its source, size first, then byte for
+// byte (one download, only on this rare path): the same content means the
+// object is ours and Create succeeds; different content gives ErrExists. A
+// concurrent writer that stored the very same bytes is indistinguishable
+// from our own earlier attempt and counts as success too, which is what the
+// caller wanted: the name holds exactly its content. A first attempt that
+// gets ErrExists returns it without comparing.
+func (b *Backend) Create(ctx context.Context, name string, r io.ReaderAt, size int64) error {
+	c, ok := storage.AsCreator(b.inner)
+	if !ok {
+		return storage.Permanent(fmt.Errorf("create %s: %s cannot create objects conditionally", name, b.inner.Location()))
+	}
+	attempts := 0
+	return b.do(ctx, "create", name, func() error {
+		attempts++
+		err := c.Create(ctx, name, r, size)
+		if attempts == 1 || !errors.Is(err, storage.ErrExists) {
+			return err
+		}
+		same, cerr := sameContent(ctx, b.inner, name, r, size)
+		if cerr != nil {
+			if errors.Is(cerr, storage.ErrNotFound) {
+				// Removed meanwhile: try again.
+				return fmt.Errorf("create %s: the existing object vanished while being compared: %w", name, errRetryCreate)
+			}
+			return fmt.Errorf("create %s: compare with the existing object: %w", name, cerr)
+		}
+		if same {
+			return nil
+		}
+		return err
+	})
+}
+
+// errRetryCreate is a transient error that makes Create try again.
+var errRetryCreate = errors.New("retry")
+
+// sameContent reports whether the object name holds exactly size bytes equal
+// to r's.
+func sameContent(ctx context.Context, be storage.Backend, name string, r io.ReaderAt, size int64) (bool, error) {
+	fi, err := be.Stat(ctx, name)
+	if err != nil {
+		return false, err
+	}
+	if fi.Size != size {
+		return false, nil
+	}
+	rc, err := be.Load(ctx, name, 0, 0)
+	if err != nil {
+		return false, err
+	}
+	defer rc.Close()
+	want := io.NewSectionReader(r, 0, size)
+	a, b := make([]byte, 64<<10), make([]byte, 64<<10)
+	for off := int64(0); ; {
+		n, err := io.ReadFull(rc, a)
+		if n > 0 {
+			if _, werr := io.ReadFull(want, b[:n]); werr != nil {
+				return false, nil // stored object longer than the source
+			}
+			if !bytes.Equal(a[:n], b[:n]) {
+				return false, nil
+			}
+			off += int64(n)
+		}
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			return off == size, nil
+		}
+		if err != nil {
+			return false, err
+		}
+	}
 }
 
 // Location implements storage.Backend.

@@ -110,6 +110,7 @@ func TestSuiteOverFaultyFile(t *testing.T) {
 			faulty.Fault{Op: faulty.Load, Kind: faulty.Reset, Probability: 0.2, AfterRandom: 3 << 20},
 			faulty.Fault{Op: faulty.Save, Kind: faulty.PartialSave, Probability: 0.2, AfterRandom: 50_000},
 			faulty.Fault{Op: faulty.List, Kind: faulty.Reset, Probability: 0.3, AfterRandom: 4},
+			faulty.Fault{Op: faulty.Create, Kind: faulty.LostReply, Probability: 0.3},
 		)
 		fb.Sleep = clock.Sleep
 		faulties = append(faulties, fb)

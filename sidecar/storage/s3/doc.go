@@ -31,6 +31,14 @@
 // metadata service. Shared-file profiles may use credential_process or a
 // token cached by `aws sso login`.
 //
+// # Versioning and conditional create
+//
+// In a versioned bucket Remove writes a delete marker (DeleteObject without a
+// version id), so every version stays recoverable; Config.Purge deletes every
+// version instead. The backend sets no Object Lock retention of its own (a
+// bucket's default retention applies to what it writes). Create
+// (storage.Creator) is a single PUT with If-None-Match: *.
+//
 // # Errors
 //
 // Errors are mapped onto the storage vocabulary: a missing key is

@@ -31,15 +31,18 @@ const (
 	DefaultSlowDownDelay = time.Second
 )
 
-// Secret is a credential string that never prints: String, GoString,
-// LogValue and MarshalJSON all give "***". Use Reveal where the value is
-// really needed.
+// Secret is a credential string that never prints: fmt with any verb (also
+// inside structs and maps), String, GoString, LogValue (slog's text and JSON
+// handlers), MarshalJSON and MarshalText all give "***" ("" when empty, so a
+// log shows whether a secret is set). Use Reveal where the value is really
+// needed. A Secret never round-trips through JSON.
 type Secret string
 
 func (s Secret) String() string                { return redact(s) }
 func (s Secret) GoString() string              { return redact(s) }
 func (s Secret) LogValue() slog.Value          { return slog.StringValue(redact(s)) }
 func (s Secret) MarshalJSON() ([]byte, error)  { return []byte(`"` + redact(s) + `"`), nil }
+func (s Secret) MarshalText() ([]byte, error)  { return []byte(redact(s)), nil }
 func (s Secret) Format(f fmt.State, verb rune) { _, _ = io.WriteString(f, redact(s)) }
 
 // Reveal returns the secret itself.
@@ -96,6 +99,15 @@ type Config struct {
 	SlowDownDelay time.Duration
 	// Transport replaces the HTTP transport (custom CA, proxy, tests).
 	Transport http.RoundTripper
+
+	// Purge makes Remove delete every version of the object in a
+	// versioned bucket (as far as Object Lock allows). Off by default:
+	// Remove then writes a delete marker (DeleteObject without a version
+	// id), so bucket versioning can undo a mistaken or malicious removal
+	// until the bucket's lifecycle rules expire the old versions. In an
+	// unversioned bucket Remove deletes the object either way. The
+	// repository URL parameter purge=true sets it.
+	Purge bool
 }
 
 // Backend stores objects in an S3 bucket.
@@ -111,6 +123,7 @@ type Backend struct {
 	threads   int
 	slowDown  time.Duration
 	versioned bool
+	purge     bool
 }
 
 var _ storage.Backend = (*Backend)(nil)
@@ -218,6 +231,7 @@ func Open(ctx context.Context, cfg Config) (*Backend, error) {
 		partSize:  partSize,
 		threads:   threads,
 		slowDown:  slowDown,
+		purge:     cfg.Purge,
 	}
 	if err := b.checkBucket(ctx); err != nil {
 		return nil, err
@@ -265,9 +279,9 @@ func (b *Backend) checkBucket(ctx context.Context) error {
 	if err != nil {
 		return b.mapErr(ctx, "open", "", err, ra)
 	}
-	// A versioned bucket keeps old versions on delete; Remove must then
-	// delete every version. Stores or policies that refuse the query are
-	// treated as unversioned.
+	// A versioned bucket keeps old versions on delete; Remove with Purge
+	// must then delete every version. Stores or policies that refuse the
+	// query are treated as unversioned.
 	if vc, err := b.client.GetBucketVersioning(ctx, b.bucket); err == nil && (vc.Enabled() || vc.Suspended()) {
 		b.versioned = true
 	}
@@ -307,6 +321,46 @@ func (b *Backend) Save(ctx context.Context, name string, r io.ReaderAt, size int
 		return b.mapErr(ctx, "save", name, err, ra)
 	}
 	return nil
+}
+
+// maxSinglePut is the largest object S3 takes in one PUT.
+const maxSinglePut = 5 << 30
+
+var _ storage.Creator = (*Backend)(nil)
+
+// Create implements storage.Creator with a single PUT carrying
+// If-None-Match: *, which S3 (since 2024) and MinIO answer with 412
+// Precondition Failed when the key exists; in a versioned bucket a key
+// whose latest version is a delete marker counts as free. Concurrent
+// conditional PUTs of one key may get 409 ConditionalRequestConflict,
+// which is transient: the retry then gets 412 or succeeds. A store that
+// ignores the header would overwrite; the suite checks MinIO honours it.
+// Objects above 5 GiB (the single-PUT limit) cannot be created
+// conditionally.
+func (b *Backend) Create(ctx context.Context, name string, r io.ReaderAt, size int64) error {
+	key, err := b.key(name)
+	if err != nil {
+		return err
+	}
+	if size < 0 || size > maxSinglePut {
+		return storage.Permanent(fmt.Errorf("create %s: size %d is outside the 0 to 5 GiB a conditional single PUT takes", name, size))
+	}
+	opts := minio.PutObjectOptions{ContentType: "application/octet-stream"}
+	opts.SetMatchETagExcept("*")
+	ra := &retryAfterHolder{}
+	_, err = b.core.PutObject(withRetryAfterHolder(ctx, ra), b.bucket, key, io.NewSectionReader(r, 0, size), size, "", "", opts)
+	if err == nil {
+		return nil
+	}
+	if ctx.Err() == nil {
+		switch resp := minio.ToErrorResponse(err); {
+		case resp.Code == "PreconditionFailed" || resp.StatusCode == http.StatusPreconditionFailed:
+			return fmt.Errorf("create %s: %w", name, storage.ErrExists)
+		case resp.Code == "ConditionalRequestConflict" || resp.StatusCode == http.StatusConflict:
+			return fmt.Errorf("create %s: S3 endpoint %s saw a concurrent conditional write (%s); retry: %w", name, b.endpoint, resp.Code, err)
+		}
+	}
+	return b.mapErr(ctx, "create", name, err, ra)
 }
 
 // Load implements storage.Backend.
@@ -412,9 +466,11 @@ func (b *Backend) List(ctx context.Context, prefix string, fn func(storage.FileI
 	return ctx.Err()
 }
 
-// Remove implements storage.Backend. In a versioned bucket it deletes every
-// version of the object, so removed data is really gone (object lock
-// permitting).
+// Remove implements storage.Backend. It deletes the object's key without a
+// version id: in a versioned bucket that writes a delete marker and keeps
+// every version, so an operator can undo the removal by deleting the marker
+// (or restoring a version). With Config.Purge it deletes every version
+// instead, so removed data is really gone (Object Lock permitting).
 func (b *Backend) Remove(ctx context.Context, name string) error {
 	key, err := b.key(name)
 	if err != nil {
@@ -422,7 +478,7 @@ func (b *Backend) Remove(ctx context.Context, name string) error {
 	}
 	ra := &retryAfterHolder{}
 	rctx := withRetryAfterHolder(ctx, ra)
-	if b.versioned {
+	if b.versioned && b.purge {
 		return b.removeVersions(ctx, name, key)
 	}
 	// DeleteObject succeeds on missing keys; the contract wants ErrNotFound.

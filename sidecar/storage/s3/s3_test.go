@@ -172,43 +172,130 @@ func TestMinIO(t *testing.T) {
 		}
 	})
 
-	t.Run("Versioned", func(t *testing.T) {
-		ctx := context.Background()
-		vbucket := m.CreateBucket(t, "")
-		if err := m.Client(t).EnableVersioning(ctx, vbucket); err != nil {
-			t.Skipf("this MinIO does not do versioning: %v", err)
+	t.Run("Location", func(t *testing.T) {
+		b := open(t, config("some/prefix/"))
+		want := "s3://" + m.Endpoint + "/" + bucket + "/some/prefix"
+		if b.Location() != want {
+			t.Errorf("location %q, want %q", b.Location(), want)
 		}
-		cfg := config("v")
-		cfg.Bucket = vbucket
-		b := open(t, cfg)
-		for _, s := range []string{"one", "two", "three"} {
-			if err := b.Save(ctx, "config", strings.NewReader(s), int64(len(s))); err != nil {
-				t.Fatal(err)
-			}
+	})
+}
+
+// TestMinIOVersioned runs against MinIO in erasure mode, which has bucket
+// versioning: the suite on a versioned bucket, and Remove writing a delete
+// marker (undoable) unless Purge is set.
+func TestMinIOVersioned(t *testing.T) {
+	m := testbed.StartMinIOWith(t, testbed.MinIOOptions{Erasure: true})
+	ctx := context.Background()
+	bucket := m.CreateBucket(t, "")
+	if err := m.Client(t).EnableVersioning(ctx, bucket); err != nil {
+		t.Fatalf("enable versioning on erasure-mode MinIO: %v", err)
+	}
+	config := func(prefix string) s3.Config {
+		return s3.Config{
+			Bucket: bucket, Prefix: prefix, Endpoint: m.Endpoint, Region: "us-east-1",
+			PathStyle: true, Insecure: true, AccessKeyID: m.AccessKey, SecretAccessKey: s3.Secret(m.SecretKey),
 		}
-		if err := b.Remove(ctx, "config"); err != nil {
-			t.Fatal(err)
+	}
+	open := func(t *testing.T, cfg s3.Config) *s3.Backend {
+		t.Helper()
+		b, err := s3.Open(ctx, cfg)
+		if err != nil {
+			t.Fatalf("open %s: %v", cfg.Bucket, err)
 		}
-		left := 0
-		for o := range m.Client(t).ListObjects(ctx, vbucket, minio.ListObjectsOptions{WithVersions: true, Recursive: true}) {
+		t.Cleanup(func() { b.Close() })
+		return b
+	}
+	versions := func(t *testing.T, prefix string) (objects, markers []minio.ObjectInfo) {
+		t.Helper()
+		for o := range m.Client(t).ListObjects(ctx, bucket, minio.ListObjectsOptions{Prefix: prefix, WithVersions: true, Recursive: true}) {
 			if o.Err != nil {
 				t.Fatal(o.Err)
 			}
-			left++
+			if o.IsDeleteMarker {
+				markers = append(markers, o)
+			} else {
+				objects = append(objects, o)
+			}
 		}
-		if left != 0 {
-			t.Errorf("%d versions left after remove", left)
+		return objects, markers
+	}
+	saveAll := func(t *testing.T, b *s3.Backend, name string, contents ...string) {
+		t.Helper()
+		for _, c := range contents {
+			if err := b.Save(ctx, name, strings.NewReader(c), int64(len(c))); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+
+	t.Run("Suite", func(t *testing.T) {
+		storagetest.Run(t, func(t *testing.T) storage.Backend {
+			return open(t, config(freshPrefix(t)))
+		})
+	})
+
+	t.Run("RemoveKeepsVersions", func(t *testing.T) {
+		prefix := freshPrefix(t)
+		b := open(t, config(prefix))
+		saveAll(t, b, "config", "one", "two", "three")
+		if err := b.Remove(ctx, "config"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.Stat(ctx, "config"); !errors.Is(err, storage.ErrNotFound) {
+			t.Fatalf("stat after remove: %v, want ErrNotFound", err)
+		}
+		objs, markers := versions(t, prefix+"/")
+		if len(objs) != 3 || len(markers) != 1 {
+			t.Fatalf("after remove: %d versions and %d delete markers, want 3 and 1", len(objs), len(markers))
+		}
+		if err := b.Remove(ctx, "config"); !errors.Is(err, storage.ErrNotFound) {
+			t.Errorf("second remove: %v, want ErrNotFound", err)
+		}
+		// An operator undoes the removal by deleting the delete marker.
+		_, markers = versions(t, prefix+"/")
+		for _, mk := range markers {
+			if err := m.Client(t).RemoveObject(ctx, bucket, mk.Key, minio.RemoveObjectOptions{VersionID: mk.VersionID}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got, err := storage.ReadAll(ctx, b, "config"); err != nil || string(got) != "three" {
+			t.Fatalf("after deleting the marker: %q, %v; want the latest version back", got, err)
+		}
+	})
+
+	t.Run("Purge", func(t *testing.T) {
+		prefix := freshPrefix(t)
+		cfg := config(prefix)
+		cfg.Purge = true
+		b := open(t, cfg)
+		saveAll(t, b, "config", "one", "two", "three")
+		if err := b.Remove(ctx, "config"); err != nil {
+			t.Fatal(err)
+		}
+		if objs, markers := versions(t, prefix+"/"); len(objs)+len(markers) != 0 {
+			t.Errorf("%d versions and %d markers left after a purging remove", len(objs), len(markers))
 		}
 		if err := b.Remove(ctx, "config"); !errors.Is(err, storage.ErrNotFound) {
 			t.Errorf("second remove: %v, want ErrNotFound", err)
 		}
 	})
 
-	t.Run("Location", func(t *testing.T) {
-		b := open(t, config("some/prefix/"))
-		want := "s3://" + m.Endpoint + "/" + bucket + "/some/prefix"
-		if b.Location() != want {
-			t.Errorf("location %q, want %q", b.Location(), want)
+	t.Run("CreateOverDeleteMarker", func(t *testing.T) {
+		prefix := freshPrefix(t)
+		b := open(t, config(prefix))
+		saveAll(t, b, "log/x", "old")
+		if err := b.Remove(ctx, "log/x"); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Create(ctx, "log/x", strings.NewReader("new"), 3); err != nil {
+			t.Fatalf("create over a delete marker: %v", err)
+		}
+		if err := b.Create(ctx, "log/x", strings.NewReader("newer"), 5); !errors.Is(err, storage.ErrExists) {
+			t.Fatalf("create over a live object: %v, want ErrExists", err)
+		}
+		if got, _ := storage.ReadAll(ctx, b, "log/x"); string(got) != "new" {
+			t.Fatalf("object holds %q, want \"new\"", got)
 		}
 	})
 }

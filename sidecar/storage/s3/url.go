@@ -7,7 +7,9 @@ import (
 	"strings"
 )
 
-// FromURL reads s3://bucket/prefix?endpoint=host:port&region=r&path-style=true&insecure=true.
+// FromURL reads s3://bucket/prefix?endpoint=host:port&region=r&path-style=true&insecure=true&purge=true.
+// In a versioned bucket removal writes a delete marker; purge=true deletes
+// every version instead (Config.Purge).
 // The endpoint and region may also come from getenv: AMBER_S3_ENDPOINT and
 // AWS_REGION (or AWS_DEFAULT_REGION); credentials come from the AWS chain
 // when the Config is opened.
@@ -27,6 +29,9 @@ func FromURL(u *url.URL, getenv func(string) string) (Config, error) {
 		return Config{}, err
 	}
 	if cfg.Insecure, err = boolParam(q, "insecure", false); err != nil {
+		return Config{}, err
+	}
+	if cfg.Purge, err = boolParam(q, "purge", false); err != nil {
 		return Config{}, err
 	}
 	return cfg, nil

@@ -32,6 +32,8 @@ func Run(t *testing.T, newBackend func(t *testing.T) storage.Backend) {
 		{"Empty", testEmpty},
 		{"Concurrent", testConcurrent},
 		{"Large", testLarge},
+		{"Create", testCreate},
+		{"CreateConcurrent", testCreateConcurrent},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -232,5 +234,99 @@ func testLarge(t *testing.T, b storage.Backend) {
 	off := int64(LargeSize/2 - 7)
 	if got := load(t, b, "data/large", off, 1<<20); !bytes.Equal(got, data[off:off+1<<20]) {
 		t.Fatal("range inside large object differs")
+	}
+}
+
+func creator(t *testing.T, b storage.Backend) storage.Creator {
+	t.Helper()
+	c, ok := storage.AsCreator(b)
+	if !ok {
+		t.Fatalf("backend %T cannot create conditionally (storage.Creator)", b)
+	}
+	return c
+}
+
+// testCreate: Create stores a new name, refuses a taken one with ErrExists
+// and leaves the existing object as it was, and works again after Remove.
+func testCreate(t *testing.T, b storage.Backend) {
+	ctx := context.Background()
+	c := creator(t, b)
+	first := random(t, 10_000)
+	if err := c.Create(ctx, "log/s/1/0001-0002", bytes.NewReader(first), int64(len(first))); err != nil {
+		t.Fatalf("create of a new name: %v", err)
+	}
+	if got := load(t, b, "log/s/1/0001-0002", 0, 0); !bytes.Equal(got, first) {
+		t.Fatalf("created object differs (%d bytes back)", len(got))
+	}
+	second := random(t, 12_000)
+	err := c.Create(ctx, "log/s/1/0001-0002", bytes.NewReader(second), int64(len(second)))
+	if !errors.Is(err, storage.ErrExists) {
+		t.Fatalf("create of a taken name: %v, want ErrExists", err)
+	}
+	if !storage.IsPermanent(err) {
+		t.Errorf("ErrExists %v is not permanent", err)
+	}
+	if got := load(t, b, "log/s/1/0001-0002", 0, 0); !bytes.Equal(got, first) {
+		t.Fatalf("a refused create changed the object (%d bytes back)", len(got))
+	}
+	if got := names(t, b, "log/"); len(got) != 1 {
+		t.Fatalf("after a refused create, list = %v", got)
+	}
+	// An object stored with Save is taken too.
+	save(t, b, "log/s/1/0002-0003", []byte("saved"))
+	if err := c.Create(ctx, "log/s/1/0002-0003", bytes.NewReader(second), int64(len(second))); !errors.Is(err, storage.ErrExists) {
+		t.Fatalf("create over a saved object: %v, want ErrExists", err)
+	}
+	// A removed name is free again.
+	if err := b.Remove(ctx, "log/s/1/0002-0003"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Create(ctx, "log/s/1/0002-0003", bytes.NewReader(second), int64(len(second))); err != nil {
+		t.Fatalf("create after remove: %v", err)
+	}
+	if got := load(t, b, "log/s/1/0002-0003", 0, 0); !bytes.Equal(got, second) {
+		t.Fatal("object created after remove differs")
+	}
+	if err := c.Create(ctx, "empty-created", bytes.NewReader(nil), 0); err != nil {
+		t.Fatalf("create of an empty object: %v", err)
+	}
+}
+
+// testCreateConcurrent: of several concurrent Creates of one name exactly
+// one succeeds, and the object holds its content.
+func testCreateConcurrent(t *testing.T, b storage.Backend) {
+	c := creator(t, b)
+	const n = 6
+	data := make([][]byte, n)
+	for i := range data {
+		data[i] = random(t, 5_000+i)
+	}
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range data {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = c.Create(context.Background(), "log/race", bytes.NewReader(data[i]), int64(len(data[i])))
+		}()
+	}
+	wg.Wait()
+	winner := -1
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			if winner >= 0 {
+				t.Fatalf("creates %d and %d both succeeded", winner, i)
+			}
+			winner = i
+		case !errors.Is(err, storage.ErrExists):
+			t.Fatalf("create %d: %v", i, err)
+		}
+	}
+	if winner < 0 {
+		t.Fatal("no concurrent create succeeded")
+	}
+	if got := load(t, b, "log/race", 0, 0); !bytes.Equal(got, data[winner]) {
+		t.Fatalf("object holds %d bytes, not the winner's %d", len(got), len(data[winner]))
 	}
 }
