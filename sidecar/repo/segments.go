@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"regexp"
 	"sort"
@@ -100,11 +101,37 @@ func (r *Repository) PutSegment(ctx context.Context, s Segment, data []byte) err
 	plain = zenc.EncodeAll(data, plain) // the header stays outside the zstd frame
 	name := s.ObjectName()
 	sealed := r.seal.seal(nil, plain, []byte(name))
+	// A complete segment is written once: if the name exists with other
+	// log in it, two servers are writing into one stream (a restored copy
+	// that archives, a split brain) and the archive must not mix them.
+	// Partial segments are superseded by design and written plainly.
+	if c, ok := storage.AsCreator(r.be); ok && !s.Partial {
+		err := c.Create(ctx, name, bytes.NewReader(sealed), int64(len(sealed)))
+		if errors.Is(err, storage.ErrExists) {
+			_, old, gerr := r.GetSegment(ctx, name)
+			if gerr == nil && bytes.Equal(old, data) {
+				return nil // archived before, by this server: nothing to do
+			}
+			if gerr != nil {
+				return fmt.Errorf("%w: %s exists and cannot be read back to compare: %w", ErrSegmentConflict, name, gerr)
+			}
+			return fmt.Errorf("%w: %s already holds different log; is a second server (a restored copy, a split brain) archiving into stream %s? Give it its own stream, or remove the object after checking which server is right",
+				ErrSegmentConflict, name, s.Stream)
+		}
+		if err != nil {
+			return fmt.Errorf("save segment %s: %w", name, err)
+		}
+		return nil
+	}
 	if err := r.be.Save(ctx, name, bytes.NewReader(sealed), int64(len(sealed))); err != nil {
 		return fmt.Errorf("save segment %s: %w", name, err)
 	}
 	return nil
 }
+
+// ErrSegmentConflict means a complete log segment is already stored under
+// the same name with different content.
+var ErrSegmentConflict = errors.New("conflicting log segment")
 
 // GetSegment loads and authenticates a segment.
 func (r *Repository) GetSegment(ctx context.Context, objectName string) (Segment, []byte, error) {
