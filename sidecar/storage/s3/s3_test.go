@@ -176,7 +176,7 @@ func TestMinIO(t *testing.T) {
 		ctx := context.Background()
 		vbucket := m.CreateBucket(t, "")
 		if err := m.Client(t).EnableVersioning(ctx, vbucket); err != nil {
-			t.Skipf("this MinIO does not do versioning: %v", err)
+			testbed.Skip(t, "this MinIO does not do versioning: %v", err)
 		}
 		cfg := config("v")
 		cfg.Bucket = vbucket
