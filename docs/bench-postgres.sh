@@ -703,7 +703,7 @@ EOF
   done
   cat <<EOF
 
-## Goals (BENCHMARKS.md), ratios from this run
+## Goals (issue #3 §6), ratios from this run
 | goal | measured | |
 |---|---|---|
 | physical backup ≥ 2× pgBackRest lz4's speed | ${r_phys}× | $(met "$r_phys" 2 ge) |

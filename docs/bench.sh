@@ -247,6 +247,8 @@ cpu_ratio_off() { ratio "${bestcpu[resticoff_$1]}" "${bestcpu[amber_$1]}"; }
 cro_new=$(cpu_ratio_off new) cro_unch=$(cpu_ratio_off unchanged)
 percore() { awk -v b="$size" -v c="${bestcpu[$1]}" 'BEGIN{printf "%.0f", b/1e6/c}'; }
 u_zstd=$(util zstd)
+# argon2id's default memory, from the code (KiB in sidecar/repo's DefaultKDF).
+kdf_mib=$(grep -o 'DefaultKDF = KDFParams{[^}]*Memory: [0-9]* \* 1024' "$root/sidecar/repo/crypto.go" | grep -o 'Memory: [0-9]*' | grep -o '[0-9]*$' || echo '?')
 
 limits() {
   # Derived from the figures of this run.
@@ -279,7 +281,7 @@ limits() {
   echo "- **Fixed costs.** Opening the repository alone (\`amber ls\`: key derivation with argon2id, index) took"
   echo "  ${best[amber_open]} s wall and ${bestcpu[amber_open]} s CPU (restic's \`snapshots\`, scrypt: ${best[restic_open]} s), a"
   echo "  $(awk -v o="${best[amber_open]}" -v u="${best[amber_unchanged]}" 'BEGIN{printf "%.0f", 100*o/u}')% share of amber's unchanged backup of ${best[amber_unchanged]} s; a larger input would dilute it."
-  echo "  The argon2id memory (64 MiB by default) is also why every amber command peaks at ~$(mib "${maxrss[amber_open]}") MiB RSS."
+  echo "  The argon2id memory (${kdf_mib} MiB by default) is much of why every amber command peaks at ~$(mib "${maxrss[amber_open]}") MiB RSS."
   echo "- **Compression work differs.** restic's default \`--compression auto\` compresses with zstd at its default level (3),"
   echo "  more work per byte than amber's zstd at its fastest level (1); restic ${restic_ver} has no level in between"
   echo "  (\`auto|off|max\`) and amber has no setting for its level, so no pair does equal work. \`--compression off\` does"
