@@ -5,6 +5,17 @@ BIN := $(CURDIR)/bin
 DEPS := $(CURDIR)/.deps
 export AMBER_DEPS := $(DEPS)
 export PATH := $(BIN):$(DEPS)/bin:$(PATH)
+# Packages `make test` runs: `make test PKGS=./sidecar/storage/file/...` narrows it.
+PKGS ?= ./...
+# Where `make test` saves go test's JSON event stream (git-ignored).
+TEST_JSON ?= $(DEPS)/test-results.json
+# Reads that stream, prints failures, skips and package lines, and ends with
+# "N passed, N failed, N skipped" (conformance/tools/testsummary).
+TESTSUMMARY := $(DEPS)/bin/testsummary
+# -buildvcs=auto stamps the git commit into the binaries (`go version -m
+# bin/amber`), which `make bench` reports; it overrides a GOFLAGS that
+# disables it, and stays silent outside a git checkout.
+BUILDFLAGS ?= -buildvcs=auto
 
 .PHONY: help build deps test demo bench lint
 
@@ -13,16 +24,25 @@ help: ## list the targets
 
 build: ## build amber (and amber-controller, amber-plugin-* as they exist) into ./bin
 	@mkdir -p $(BIN)
-	$(GO) build -o $(BIN)/amber ./sidecar/cmd/amber
-	@for d in plugins/*/cmd/amber-plugin-*; do [ -d "$$d" ] && $(GO) build -o $(BIN)/$$(basename $$d) ./$$d || true; done
-	@[ -d controller/cmd/amber-controller ] && $(GO) build -o $(BIN)/amber-controller ./controller/cmd/amber-controller || true
+	$(GO) build $(BUILDFLAGS) -o $(BIN)/amber ./sidecar/cmd/amber
+	@for d in plugins/*/cmd/amber-plugin-*; do [ -d "$$d" ] || continue; $(GO) build $(BUILDFLAGS) -o $(BIN)/$$(basename $$d) ./$$d || exit 1; done
+	@if [ -d controller/cmd/amber-controller ]; then $(GO) build $(BUILDFLAGS) -o $(BIN)/amber-controller ./controller/cmd/amber-controller; fi
 
 deps: ## install or build everything the tests need into .deps (idempotent, cached)
 	@bash conformance/deps.sh "$(DEPS)"
 	$(GO) mod download
+	@$(MAKE) --no-print-directory $(TESTSUMMARY)
 
-test: build ## run every test, real servers included (AMBER_TEST_REQUIRE_ALL=1 fails on any skip)
-	$(GO) test -count=1 -timeout 45m ./...
+$(TESTSUMMARY): conformance/tools/testsummary/go.mod $(wildcard conformance/tools/testsummary/*.go)
+	@mkdir -p $(dir $@)
+	cd conformance/tools/testsummary && GOWORK=off $(GO) build -o $(abspath $@) .
+
+# The tools modules have their own go.mod, so `go test ./...` from the root
+# never enters them: testsummary's own tests run first, on their own.
+test: build $(TESTSUMMARY) ## run every test, real servers included (AMBER_TEST_REQUIRE_ALL=1 fails on any skip)
+	@cd conformance/tools/testsummary && GOWORK=off $(GO) test -count=1 ./...
+	@mkdir -p $(dir $(TEST_JSON))
+	set -o pipefail; $(GO) test -json -count=1 -timeout 45m $(PKGS) | $(TESTSUMMARY) -json $(TEST_JSON)
 
 demo: build ## back up and restore on a throwaway local repository, saying each step
 	@bash docs/demo.sh
@@ -32,4 +52,5 @@ bench: build ## measure amber side by side with its peers; writes docs/benchmark
 
 lint: ## vet and gofmt
 	$(GO) vet ./...
+	cd conformance/tools/testsummary && GOWORK=off $(GO) vet ./...
 	@out=$$(gofmt -l $$(ls -d sidecar plugins controller conformance 2>/dev/null)); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -1,6 +1,23 @@
 # Shared by docs/bench.sh and docs/bench-postgres.sh (sourced, not run).
 # The caller defines say() and may set quiet_default (seconds, default 30).
 
+# binary_commit BIN: the commit BIN was built from, as `go build` stamped it
+# (`make build` builds with -buildvcs=auto), with "+ uncommitted changes" when
+# the checkout had any. Without a stamp (built outside a git checkout), the
+# checkout's HEAD now, marked as such: it may not be what BIN was built from.
+binary_commit() {
+  local info rev
+  info=$(go version -m "$1" 2>/dev/null || true)
+  rev=$(awk '$1 == "build" && $2 ~ /^vcs.revision=/ { sub(/^vcs.revision=/, "", $2); print substr($2, 1, 7) }' <<<"$info")
+  if [ -n "$rev" ]; then
+    grep -q 'vcs.modified=true' <<<"$info" && rev="$rev + uncommitted changes"
+    echo "$rev (stamped in the binary that ran: \`go version -m\`)"
+    return
+  fi
+  rev=$(git -C "${root:-.}" rev-parse --short HEAD 2>/dev/null || echo unknown)
+  echo "$rev (the checkout's HEAD; the binary carries no commit stamp)"
+}
+
 # idle_frac: the fraction of all cores idle over the next second.
 idle_frac() {
   local a b

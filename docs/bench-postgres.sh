@@ -11,7 +11,9 @@
 # .deps/bench/pgdata-*; every run copies it and starts the copy.
 # Environment (as docs/bench.sh):
 #   BENCH_ROWS, BENCH_SCALE  data set (default: the standard 6150000 rows, scale 10)
-#   BENCH_RUNS               runs of each backup/restore measurement (default 2; best shown)
+#   BENCH_RUNS               runs of each backup/restore measurement (default 2; the best
+#                            time shown, and the peak RSS of all runs)
+#   AMBER_DEPS, BENCH_DIR    the deps folder (default .deps) and the cache (default $AMBER_DEPS/bench)
 #   BENCH_OUT                report to append to (default docs/benchmarks.md for the
 #                            standard set, .deps/bench/benchmarks-quick.md otherwise)
 #   BENCH_PG_LAG_SECONDS     length of the pgbench load for the lag test (default 60)
@@ -23,7 +25,9 @@ set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-export PATH="$root/bin:$root/.deps/bin:$PATH"
+deps=${AMBER_DEPS:-$root/.deps}
+benchdir=${BENCH_DIR:-$deps/bench}
+export PATH="$root/bin:$deps/bin:$PATH"
 
 rows=${BENCH_ROWS:-6150000}
 scale=${BENCH_SCALE:-10}
@@ -33,15 +37,15 @@ flushes=${BENCH_PG_FLUSH:-500ms 250ms}
 standard=0
 if [ "$rows" = 6150000 ] && [ "$scale" = 10 ]; then standard=1; fi
 if [ "$standard" = 1 ]; then
-  dump="$root/.deps/bench/mixed.sql"
-  tpl="$root/.deps/bench/pgdata-mixed"
-  state="$root/.deps/bench/pg-results-mixed.sh"
+  dump="$benchdir/mixed.sql"
+  tpl="$benchdir/pgdata-mixed"
+  state="$benchdir/pg-results-mixed.sh"
   out=${BENCH_OUT:-$root/docs/benchmarks.md}
 else
-  dump="$root/.deps/bench/mixed-s${scale}-r${rows}.sql"
-  tpl="$root/.deps/bench/pgdata-s${scale}-r${rows}"
-  state="$root/.deps/bench/pg-results-s${scale}-r${rows}.sh"
-  out=${BENCH_OUT:-$root/.deps/bench/benchmarks-quick.md}
+  dump="$benchdir/mixed-s${scale}-r${rows}.sql"
+  tpl="$benchdir/pgdata-s${scale}-r${rows}"
+  state="$benchdir/pg-results-s${scale}-r${rows}.sh"
+  out=${BENCH_OUT:-$benchdir/benchmarks-quick.md}
 fi
 pgbin=/usr/lib/postgresql/15/bin
 
@@ -96,8 +100,14 @@ make_template() {
 }
 if [ "${BENCH_PG_REPORT_ONLY:-0}" = 1 ]; then
   [ -f "$state" ] || die "no figures in $state: run without BENCH_PG_REPORT_ONLY first"
+  declare -A maxrss maxsum bestrss bestsum
   # shellcheck source=/dev/null
   source "$state"
+  # A state file from before peaks were kept over all runs has the best run's.
+  if [ ${#maxrss[@]} = 0 ]; then
+    for k in "${!bestrss[@]}"; do maxrss[$k]=${bestrss[$k]}; done
+    for k in "${!bestsum[@]}"; do maxsum[$k]=${bestsum[$k]}; done
+  fi
 else
 [ -f "$tpl/PG_VERSION" ] || make_template
 [ -s "$dump" ] || BENCH_DATA_ONLY=1 BENCH_ROWS="$rows" BENCH_SCALE="$scale" bash "$root/docs/bench.sh"
@@ -170,7 +180,7 @@ pgbr check >/dev/null
 # amber, a sampler also sums the RSS of amber and its plugin every 0.2 s.
 
 export AMBER_PASSWORD=bench-password
-declare -A best bestcpu bestrss bestsum all
+declare -A best bestcpu maxrss maxsum all
 
 quiet_default=60
 . "$root/docs/bench-lib.sh"
@@ -195,7 +205,8 @@ amber_rss() {
   echo "$max" >"$file"
 }
 # measure KEY CMD...: runs CMD; keeps the best wall time of the runs for KEY
-# and that run's CPU time and peak RSS.
+# and that run's CPU time, and the peak RSS (and amber + plugin sum) of all
+# runs.
 measure() {
   local key=$1; shift
   local t0 t1 wall cpu rss u s tp sp="" rc=0 sum=0
@@ -215,10 +226,12 @@ measure() {
   cpu=$(awk -v u="$u" -v s="$s" 'BEGIN{printf "%.2f", u+s}')
   all[$key]="${all[$key]:+${all[$key]} / }$wall"
   if [ -z "${best[$key]:-}" ] || awk -v a="$wall" -v b="${best[$key]}" 'BEGIN{exit !(a<b)}'; then
-    best[$key]=$wall bestcpu[$key]=$cpu bestrss[$key]=$rss bestsum[$key]=$sum last_best=1
+    best[$key]=$wall bestcpu[$key]=$cpu last_best=1
   else
     last_best=0
   fi
+  if [ -z "${maxrss[$key]:-}" ] || [ "$rss" -gt "${maxrss[$key]}" ]; then maxrss[$key]=$rss; fi
+  if [ -z "${maxsum[$key]:-}" ] || [ "$sum" -gt "${maxsum[$key]}" ]; then maxsum[$key]=$sum; fi
   say "$key: ${wall}s wall, ${cpu}s CPU, peak RSS $((rss / 1024)) MiB$([[ $key == amber* ]] && echo " (amber + plugin $((sum / 1024)) MiB)")"
 }
 # ready DIR: start a restored data directory on a new port and wait until it
@@ -503,10 +516,9 @@ done
 stop_primary
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
 measured_at=$(date -u '+%Y-%m-%d %H:%M UTC')
-amber_ver=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
-if [ -n "$(git -C "$root" status --porcelain -- sidecar plugins go.mod go.sum 2>/dev/null)" ]; then amber_ver="$amber_ver + uncommitted changes"; fi
+amber_ver=$(binary_commit "$amber")
 {
-  declare -p best bestcpu bestrss bestsum all stored pgbr_label readyb fetchb lag tps archrss_idle archrss_peak
+  declare -p best bestcpu maxrss maxsum all stored pgbr_label readyb fetchb lag tps archrss_idle archrss_peak
   declare -p db_size dump_size amber_bytes_in busy_starts measurements load_start load_end measured_at amber_ver \
     runs lag_seconds flushes
 } | sed -e 's/^declare -- /declare -g /;t' -e 's/^declare -\([A-Za-z]*\) /declare -g\1 /' >"$state"
@@ -524,9 +536,9 @@ util() { awk -v c="${bestcpu[$1]}" -v w="${best[$1]}" 'BEGIN{printf "%.2f", c/w}
 row() { # label key input-bytes [stored-bytes]
   local st="" sum=""
   [ -n "${4:-}" ] && st=$(mb "$4")
-  [ "${bestsum[$2]:-0}" != 0 ] && sum=" (amber + plugin $(mib "${bestsum[$2]}") MiB)"
+  [ "${maxsum[$2]:-0}" != 0 ] && sum=" (amber + plugin $(mib "${maxsum[$2]}") MiB)"
   printf '| %s | %s | %s | %s | %s | %s | %s MiB%s |\n' "$1" "${best[$2]}" "${all[$2]}" "$(rate "$3" "${best[$2]}")" \
-    "${bestcpu[$2]}" "$st" "$(mib "${bestrss[$2]}")" "$sum"
+    "${bestcpu[$2]}" "$st" "$(mib "${maxrss[$2]}")" "$sum"
 }
 minkey() { if awk -v a="${best[$1]}" -v b="${best[$2]}" 'BEGIN{exit !(a<=b)}'; then echo "$1"; else echo "$2"; fi; }
 
@@ -537,8 +549,8 @@ r_rest=$(ratio "${best[$pgbr_rest_best]}" "${best[amber_prest]}")
 r_log=$(ratio "${best[dump_zstd]}" "${best[amber_lbk]}")
 r_log_size=$(ratio "${stored[amber_lbk]}" "${stored[dump_zstd]}")
 r_lrest=$(ratio "${best[pgrestore_j2]}" "${best[amber_lrest]}")
-peak_sum=$(printf '%s\n' "${bestsum[amber_phys]}" "${bestsum[amber_lbk]}" | sort -n | tail -1)
-peak_proc=$(printf '%s\n' "${bestrss[amber_phys]}" "${bestrss[amber_lbk]}" | sort -n | tail -1)
+peak_sum=$(printf '%s\n' "${maxsum[amber_phys]}" "${maxsum[amber_lbk]}" | sort -n | tail -1)
+peak_proc=$(printf '%s\n' "${maxrss[amber_phys]}" "${maxrss[amber_lbk]}" | sort -n | tail -1)
 peak_mem=$(( peak_sum > peak_proc ? peak_sum : peak_proc ))
 first_fl=${flushes%% *}
 read -r _ lag_p50 _ lag_p99 _ _ <<<"${lag[$first_fl]}"
@@ -614,6 +626,9 @@ restore with the order reversed in alternate runs; the tables show the best run,
 
 ## Set-up
 - PostgreSQL ${pg_ver}; amber at ${amber_ver}; $(pgbackrest version); zstd $(zstd --version | grep -o 'v[0-9.]*' | head -1).
+- Compression levels: amber zstd at its fastest level (about level 1; it has no setting for the level);
+  pgBackRest its defaults, lz4 level 1 and zst level 3; pg_basebackup its defaults, lz4's fast level and zstd
+  level 3; \`pg_dump | zstd -3\` level 3; \`pg_dump -Fc\` zlib at its default level (6).
 - $(nproc) cores, $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM, ext4; load average ${load_start} at the start, ${load_end} at the end.
 $(if [ "$standard" = 1 ]; then echo "- The standard \"mixed\" data set (\`pgbench -i -s 10\` + bench_mixed, 6,150,000 rows),"; else echo "- **A reduced data set, not the standard one** (pgbench scale ${scale}, ${rows} rows of bench_mixed),"; fi)
   loaded from the cached dump of the part above into a cluster (VACUUM ANALYZE, clean shutdown) whose
@@ -642,11 +657,12 @@ $(if [ "$standard" = 1 ]; then echo "- The standard \"mixed\" data set (\`pgbenc
 
 Wall time from \`date\`; CPU (user + system of the command and its children, not the server's) and the peak
 RSS of its largest process from \`/usr/bin/time\`; for amber also the peak of amber + plugin summed, sampled
-every 0.2 s. MB/s is the data directory (physical) or the plain dump (logical) per wall second. Each restored
-server or database was checked to hold all ${rows} rows of bench_mixed, outside the timing.
+every 0.2 s. Times and CPU are those of the best run; peak RSS is the highest of all runs. MB/s is the data
+directory (physical) or the plain dump (logical) per wall second. Each restored server or database was checked
+to hold all ${rows} rows of bench_mixed, outside the timing.
 
 ## Results
-| tool, operation | best s | all runs s | MB/s | CPU s | stored MB | peak RSS |
+| tool, operation | best s | all runs s | MB/s | CPU s | stored MB | peak RSS (all runs) |
 |---|---|---|---|---|---|---|
 EOF
   row "amber physical backup" amber_phys "$db_size" "${stored[amber_phys]}"
@@ -687,7 +703,7 @@ EOF
   done
   cat <<EOF
 
-## Goals (BENCHMARKS.md), ratios from this run
+## Goals (issue #3 §6), ratios from this run
 | goal | measured | |
 |---|---|---|
 | physical backup ≥ 2× pgBackRest lz4's speed | ${r_phys}× | $(met "$r_phys" 2 ge) |
@@ -697,7 +713,7 @@ EOF
 | logical backup no larger than pg_dump \| zstd -3 | ${r_log_size}× | $(met "$r_log_size" 1 le) |
 | logical restore ≥ 1.25× pg_restore -j2 | ${r_lrest}× | $(met "$r_lrest" 1.25 ge) |
 | archive lag p99 ≤ 1 s under load, at the default --flush-interval ${first_fl} | ${lag_p99} s | $(met "$lag_p99" 1 le) |
-| peak RSS during backup ≤ 256 MiB (amber + plugin) | $(mib "$peak_mem") MiB | $(met "$(mib "$peak_mem")" 256 le) |
+| peak RSS during backup ≤ 256 MiB (amber + plugin, highest of all runs) | $(mib "$peak_mem") MiB | $(met "$(mib "$peak_mem")" 256 le) |
 
 ## What limits it
 EOF

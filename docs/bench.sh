@@ -1,23 +1,30 @@
 #!/usr/bin/env bash
 # `make bench`: measures `amber backup --stdin` and `amber restore --stdout`
-# side by side with `restic backup --stdin` / `restic dump` and `zstd -1` on
-# the same plain pg_dump of the standard "mixed" data set, in one run, and
-# writes docs/benchmarks.md from the figures.
+# side by side with `restic backup --stdin` / `restic dump` (restic 0.18.1,
+# built by `make deps` from conformance/tools/restic, once with its default
+# `--compression auto` and once with `--compression off`) and `zstd -1` on the
+# same plain pg_dump of the standard "mixed" data set, in one run, and writes
+# docs/benchmarks.md from the figures.
 #
 # The dump is made once (a throwaway PostgreSQL 15 cluster) and cached under
 # .deps/bench/. Environment:
 #   BENCH_ROWS   rows of bench_mixed (default 6150000, the standard set)
 #   BENCH_SCALE  pgbench scale (default 10)
-#   BENCH_RUNS   runs of each measurement (default 2; the table shows the best)
+#   BENCH_RUNS   runs of each measurement (default 2; the table shows the best
+#                time, and the peak RSS of all runs)
 #   BENCH_DATA_ONLY=1  make (or find) the cached dump and stop
 #   BENCH_QUIET_WAIT   seconds to wait for idle cores before each measurement (30)
 #   BENCH_OUT    report path (default docs/benchmarks.md; a smaller data set
 #                writes .deps/bench/benchmarks-quick.md unless this is set)
+#   AMBER_DEPS   the deps folder (default .deps; `make` sets it)
+#   BENCH_DIR    the cache of dumps and quick reports (default $AMBER_DEPS/bench)
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-export PATH="$root/bin:$root/.deps/bin:$PATH"
+deps=${AMBER_DEPS:-$root/.deps}
+benchdir=${BENCH_DIR:-$deps/bench}
+export PATH="$root/bin:$deps/bin:$PATH"
 
 rows=${BENCH_ROWS:-6150000}
 scale=${BENCH_SCALE:-10}
@@ -25,20 +32,27 @@ runs=${BENCH_RUNS:-2}
 standard=0
 if [ "$rows" = 6150000 ] && [ "$scale" = 10 ]; then standard=1; fi
 if [ "$standard" = 1 ]; then
-  dump="$root/.deps/bench/mixed.sql"
+  dump="$benchdir/mixed.sql"
   out=${BENCH_OUT:-$root/docs/benchmarks.md}
 else
-  dump="$root/.deps/bench/mixed-s${scale}-r${rows}.sql"
-  out=${BENCH_OUT:-$root/.deps/bench/benchmarks-quick.md}
+  dump="$benchdir/mixed-s${scale}-r${rows}.sql"
+  out=${BENCH_OUT:-$benchdir/benchmarks-quick.md}
 fi
 pgbin=/usr/lib/postgresql/15/bin
 
 say() { printf 'bench: %s\n' "$*" >&2; }
 die() { say "$*"; exit 1; }
 
-for tool in amber restic zstd "$pgbin/initdb" /usr/bin/time; do
+for tool in amber zstd "$pgbin/initdb" /usr/bin/time; do
   command -v "$tool" >/dev/null || die "$tool not found: run \`make deps\` (and \`make build\` for amber)"
 done
+amber=$(command -v amber)
+# restic: the version pinned in conformance/tools/restic, never another on PATH.
+restic=$deps/bin/restic
+restic_pin=$(awk '$1 == "github.com/restic/restic" { print $2 }' "$root/conformance/tools/restic/go.mod")
+[ -x "$restic" ] || die "restic ${restic_pin} not found in $deps/bin: run \`make deps\` (conformance/tools/restic builds it)"
+restic_ver=$("$restic" version | awk '{print $2}')
+[ "v$restic_ver" = "$restic_pin" ] || die "$restic is restic $restic_ver, want ${restic_pin#v}: run \`make deps\`"
 
 # ---------------------------------------------------------------------------
 # The data set: pgbench -i -s 10 plus bench_mixed, dumped with pg_dump -Fp.
@@ -101,11 +115,11 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/amber-bench.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 cat "$dump" >/dev/null
 
-declare -A best bestcpu bestrss all
+declare -A best bestcpu maxrss all
 . "$root/docs/bench-lib.sh"
 # measure KEY CMD...: runs CMD (stdin/stdout as given by the caller), keeps
-# the best wall time of the runs for KEY, and the CPU time and peak RSS of
-# that run.
+# the best wall time of the runs for KEY and the CPU time of that run, and
+# the peak RSS over all runs.
 measure() {
   local key=$1; shift
   local t0 t1 wall cpu rss
@@ -118,8 +132,9 @@ measure() {
   cpu=$(awk -v u="$u" -v s="$s" 'BEGIN{printf "%.2f", u+s}')
   all[$key]="${all[$key]:+${all[$key]} / }$wall"
   if [ -z "${best[$key]:-}" ] || awk -v a="$wall" -v b="${best[$key]}" 'BEGIN{exit !(a<b)}'; then
-    best[$key]=$wall bestcpu[$key]=$cpu bestrss[$key]=$rss
+    best[$key]=$wall bestcpu[$key]=$cpu
   fi
+  if [ -z "${maxrss[$key]:-}" ] || [ "$rss" -gt "${maxrss[$key]}" ]; then maxrss[$key]=$rss; fi
   say "$key: ${wall}s wall, ${cpu}s CPU, peak RSS $((rss / 1024)) MiB"
 }
 
@@ -130,29 +145,36 @@ run_zstd() {
   measure zstd zstd -q -1 -T1 -c "$dump" >/dev/null
 }
 
+# run_restic auto|off: restic's --compression. auto, its default, compresses
+# with zstd at its default level (3); off stores data uncompressed. restic
+# 0.18.1 has no level below auto (auto|off|max), and amber compresses at
+# zstd's fastest level (1) with no setting to change it, so no pair does the
+# same compression work: auto does more than amber, off less.
 run_restic() {
-  local r="$work/restic"
-  rm -rf "$r" "$work/restic-cache"
-  export RESTIC_REPOSITORY="$r" RESTIC_CACHE_DIR="$work/restic-cache"
-  restic init -q >/dev/null
-  measure restic_new restic backup -q --json --stdin --stdin-filename mixed.sql <"$dump" >"$work/restic-new.json"
-  measure restic_unchanged restic backup -q --json --stdin --stdin-filename mixed.sql <"$dump" >"$work/restic-unchanged.json"
-  measure restic_restore restic dump latest /mixed.sql >/dev/null
-  measure restic_open restic snapshots -q >/dev/null
-  stored[restic]=$(du -sb "$r" | cut -f1)
-  added[restic_new]=$(grep -o '"data_added":[0-9]*' "$work/restic-new.json" | tail -1 | cut -d: -f2)
-  added[restic_unchanged]=$(grep -o '"data_added":[0-9]*' "$work/restic-unchanged.json" | tail -1 | cut -d: -f2)
+  local level=$1 k=restic
+  [ "$level" = auto ] || k=restic$level
+  local r="$work/$k"
+  rm -rf "$r" "$work/$k-cache"
+  export RESTIC_REPOSITORY="$r" RESTIC_CACHE_DIR="$work/$k-cache"
+  "$restic" init -q >/dev/null
+  measure "${k}_new" "$restic" --compression "$level" backup -q --json --stdin --stdin-filename mixed.sql <"$dump" >"$work/$k-new.json"
+  measure "${k}_unchanged" "$restic" --compression "$level" backup -q --json --stdin --stdin-filename mixed.sql <"$dump" >"$work/$k-unchanged.json"
+  measure "${k}_restore" "$restic" dump latest /mixed.sql >/dev/null
+  if [ "$level" = auto ]; then measure restic_open "$restic" snapshots -q >/dev/null; fi
+  stored[$k]=$(du -sb "$r" | cut -f1)
+  added[${k}_new]=$(grep -o '"data_added":[0-9]*' "$work/$k-new.json" | tail -1 | cut -d: -f2)
+  added[${k}_unchanged]=$(grep -o '"data_added":[0-9]*' "$work/$k-unchanged.json" | tail -1 | cut -d: -f2)
 }
 
 run_amber() {
   local r="$work/amber"
   rm -rf "$r" "$work/amber-cache"
   export AMBER_REPO="$r" AMBER_CACHE_DIR="$work/amber-cache"
-  amber repo init --json >/dev/null
-  measure amber_new amber backup --stdin --name mixed --json <"$dump" >"$work/amber-new.json"
-  measure amber_unchanged amber backup --stdin --name mixed --json <"$dump" >"$work/amber-unchanged.json"
-  measure amber_restore amber restore --backup latest --stdout >/dev/null
-  measure amber_open amber ls -q >/dev/null
+  "$amber" repo init --json >/dev/null
+  measure amber_new "$amber" backup --stdin --name mixed --json <"$dump" >"$work/amber-new.json"
+  measure amber_unchanged "$amber" backup --stdin --name mixed --json <"$dump" >"$work/amber-unchanged.json"
+  measure amber_restore "$amber" restore --backup latest --stdout >/dev/null
+  measure amber_open "$amber" ls -q >/dev/null
   stored[amber]=$(du -sb "$r" | cut -f1)
   added[amber_new]=$(grep -o '"bytes_added": *[0-9]*' "$work/amber-new.json" | grep -o '[0-9]*$')
   added[amber_unchanged]=$(grep -o '"bytes_added": *[0-9]*' "$work/amber-unchanged.json" | grep -o '[0-9]*$')
@@ -162,20 +184,22 @@ run_amber() {
 for i in $(seq 1 "$runs"); do
   say "run $i of $runs"
   run_zstd
-  if [ $((i % 2)) = 1 ]; then run_restic; run_amber; else run_amber; run_restic; fi
+  if [ $((i % 2)) = 1 ]; then run_restic auto; run_restic off; run_amber; else run_amber; run_restic off; run_restic auto; fi
 done
 
-# Sizes and correctness, outside the timings: both restores must give back
+# Sizes and correctness, outside the timings: every restore must give back
 # the input byte for byte.
 zstd -q -1 -T1 -c "$dump" >"$work/mixed.sql.zst"
 stored[zstd]=$(stat -c %s "$work/mixed.sql.zst")
 rm -f "$work/mixed.sql.zst"
 want=$(sha256sum <"$dump" | cut -d' ' -f1)
-got_amber=$(AMBER_REPO="$work/amber" amber restore --backup latest --stdout | sha256sum | cut -d' ' -f1)
-got_restic=$(RESTIC_REPOSITORY="$work/restic" restic dump latest /mixed.sql | sha256sum | cut -d' ' -f1)
+got_amber=$(AMBER_REPO="$work/amber" "$amber" restore --backup latest --stdout | sha256sum | cut -d' ' -f1)
 [ "$got_amber" = "$want" ] || die "amber restored different bytes (sha256 $got_amber, want $want)"
-[ "$got_restic" = "$want" ] || die "restic restored different bytes (sha256 $got_restic, want $want)"
-restic_repo_version=$(RESTIC_REPOSITORY="$work/restic" restic cat config --no-cache | grep -o '"version": *[0-9]*' | grep -o '[0-9]*$')
+for k in restic resticoff; do
+  got=$(RESTIC_REPOSITORY="$work/$k" RESTIC_CACHE_DIR="$work/$k-cache" "$restic" dump latest /mixed.sql | sha256sum | cut -d' ' -f1)
+  [ "$got" = "$want" ] || die "$k restored different bytes (sha256 $got, want $want)"
+done
+restic_repo_version=$(RESTIC_REPOSITORY="$work/restic" "$restic" cat config --no-cache | grep -o '"version": *[0-9]*' | grep -o '[0-9]*$')
 
 # ---------------------------------------------------------------------------
 # The report.
@@ -183,7 +207,9 @@ restic_repo_version=$(RESTIC_REPOSITORY="$work/restic" restic cat config --no-ca
 rate() { awk -v b="$size" -v s="$1" 'BEGIN{printf "%.0f", b/1e6/s}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2f", a/b}'; }
 # speed ratio of amber over restic for an operation: restic time / amber time
+# (restic's default, --compression auto; speedup_off: --compression off)
 speedup() { ratio "${best[restic_$1]}" "${best[amber_$1]}"; }
+speedup_off() { ratio "${best[resticoff_$1]}" "${best[amber_$1]}"; }
 util() { awk -v c="${bestcpu[$1]}" -v w="${best[$1]}" 'BEGIN{printf "%.2f", c/w}'; }
 mib() { echo $(( $1 / 1024 )); }
 met() { awk -v a="$1" -v g="$2" -v d="$3" 'BEGIN{ if ((d=="ge" && a>=g) || (d=="le" && a<=g)) print "**met**"; else print "**not met**"}'; }
@@ -192,20 +218,19 @@ nproc=$(nproc)
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
 cpu_model=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
 mem=$(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo)
-restic_ver=$(restic version | awk '{print $2}')
 zstd_ver=$(zstd --version | grep -o 'v[0-9.]*' | head -1)
-amber_ver=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
-if [ -n "$(git -C "$root" status --porcelain --untracked-files=no -- sidecar go.mod go.sum 2>/dev/null)" ]; then amber_ver="$amber_ver + uncommitted changes"; fi
+amber_ver=$(binary_commit "$amber")
 fs=$(df -T "$work" | awk 'NR==2{print $2}')
 
 sp_new=$(speedup new) sp_unch=$(speedup unchanged) sp_rest=$(speedup restore)
+spo_new=$(speedup_off new) spo_unch=$(speedup_off unchanged) spo_rest=$(speedup_off restore)
 size_ratio=$(ratio "${stored[amber]}" "${stored[restic]}")
 zstd_rate=$(rate "${best[zstd]}")
 amber_new_rate=$(rate "${best[amber_new]}")
 amber_unch_rate=$(rate "${best[amber_unchanged]}")
 ceiling=$(awk -v b="$size" -v c="${bestcpu[zstd]}" -v n="$nproc" 'BEGIN{printf "%.0f", b/1e6/c*n}')
 u_new=$(util amber_new) u_unch=$(util amber_unchanged) u_rest=$(util amber_restore)
-peak=$(for k in amber_new amber_unchanged amber_restore; do echo "${bestrss[$k]}"; done | sort -n | tail -1)
+peak=$(for k in amber_new amber_unchanged amber_restore; do echo "${maxrss[$k]}"; done | sort -n | tail -1)
 
 row() { # label key stored-bytes ratio
   local st=""
@@ -213,13 +238,17 @@ row() { # label key stored-bytes ratio
   local r="$(rate "${best[$2]}")"
   case $2 in *_open) r="" ;; esac
   printf '| %s | %s | %s | %s | %s | %s | %s MiB | %s |\n' "$1" "${best[$2]}" "${all[$2]}" "$r" \
-    "${bestcpu[$2]}" "$st" "$(mib "${bestrss[$2]}")" "$4"
+    "${bestcpu[$2]}" "$st" "$(mib "${maxrss[$2]}")" "$4"
 }
 
 cpu_ratio() { ratio "${bestcpu[restic_$1]}" "${bestcpu[amber_$1]}"; }
 cr_new=$(cpu_ratio new) cr_unch=$(cpu_ratio unchanged) cr_rest=$(cpu_ratio restore)
+cpu_ratio_off() { ratio "${bestcpu[resticoff_$1]}" "${bestcpu[amber_$1]}"; }
+cro_new=$(cpu_ratio_off new) cro_unch=$(cpu_ratio_off unchanged)
 percore() { awk -v b="$size" -v c="${bestcpu[$1]}" 'BEGIN{printf "%.0f", b/1e6/c}'; }
 u_zstd=$(util zstd)
+# argon2id's default memory, from the code (KiB in sidecar/repo's DefaultKDF).
+kdf_mib=$(grep -o 'DefaultKDF = KDFParams{[^}]*Memory: [0-9]* \* 1024' "$root/sidecar/repo/crypto.go" | grep -o 'Memory: [0-9]*' | grep -o '[0-9]*$' || echo '?')
 
 limits() {
   # Derived from the figures of this run.
@@ -252,9 +281,14 @@ limits() {
   echo "- **Fixed costs.** Opening the repository alone (\`amber ls\`: key derivation with argon2id, index) took"
   echo "  ${best[amber_open]} s wall and ${bestcpu[amber_open]} s CPU (restic's \`snapshots\`, scrypt: ${best[restic_open]} s), a"
   echo "  $(awk -v o="${best[amber_open]}" -v u="${best[amber_unchanged]}" 'BEGIN{printf "%.0f", 100*o/u}')% share of amber's unchanged backup of ${best[amber_unchanged]} s; a larger input would dilute it."
-  echo "  The argon2id memory (64 MiB by default) is also why every amber command peaks at ~$(mib "${bestrss[amber_open]}") MiB RSS."
-  echo "- restic here: version ${restic_ver}, repository format v${restic_repo_version}, compression \`auto\` (its default;"
-  echo "  zstd at its fastest level), so both tools compress and encrypt."
+  echo "  The argon2id memory (${kdf_mib} MiB by default) is much of why every amber command peaks at ~$(mib "${maxrss[amber_open]}") MiB RSS."
+  echo "- **Compression work differs.** restic's default \`--compression auto\` compresses with zstd at its default level (3),"
+  echo "  more work per byte than amber's zstd at its fastest level (1); restic ${restic_ver} has no level in between"
+  echo "  (\`auto|off|max\`) and amber has no setting for its level, so no pair does equal work. \`--compression off\` does"
+  echo "  less: restic still chunks, hashes, encrypts and stores every byte but compresses none. amber's ratio against it"
+  echo "  (new data ${spo_new}× wall, ${cro_new}× CPU) estimates its ratio against restic at amber's own level from below,"
+  echo "  as long as compressing costs restic more than encrypting and writing the bytes compression would save (compare"
+  echo "  the CPU time of \`zstd -1\` above with the stored sizes)."
 }
 
 # A speed goal is met only if the wall-time ratio meets it. When the machine
@@ -286,9 +320,19 @@ hand. Absolute seconds drift between runs and machines; the ratios are measured 
 ## Machine and versions
 - ${nproc} cores, ${cpu_model}, ${mem} RAM; the repositories on ${fs} in \`${TMPDIR:-/tmp}\`.
 - Load average (1, 5, 15 min) ${load_start} when measuring began, ${load_end} at the end: the machine is shared,
-  so other work may have run alongside; each figure is the best of ${runs} runs, and both tools ran in every run.
-- amber at ${amber_ver}; restic ${restic_ver} (repository v${restic_repo_version}, \`--compression auto\`, the default);
-  zstd ${zstd_ver}.
+  so other work may have run alongside; each time is the best of ${runs} runs and each peak RSS the highest, and
+  both tools ran in every run.
+- amber at ${amber_ver}; restic ${restic_ver} (built from github.com/restic/restic@${restic_pin} by \`make deps\`;
+  repository v${restic_repo_version}); zstd ${zstd_ver}.
+
+## Compression levels
+- amber: zstd at its fastest level (Go zstd \`SpeedFastest\`, about zstd level 1) for backup data; it has no setting
+  for the level. Its small metadata objects (manifests, index) use zstd's default level (3).
+- restic, \`--compression auto\` (its default): zstd at its default level (Go zstd \`SpeedDefault\`, about level 3).
+- restic, \`--compression off\`: no compression of backup data (metadata still compressed). restic ${restic_ver} offers
+  only \`auto|off|max\`, so no restic run compresses at amber's level: \`auto\` does more compression work than
+  amber, \`off\` less, and the two bracket a comparison at equal work.
+- zstd: \`-1\` (level 1), one thread: the cost of compression alone at amber's level.
 
 ## Data set
 EOF
@@ -314,39 +358,47 @@ FROM generate_series(1, ${rows}) g;
 Each measured ${runs} times in this run (the order of restic and amber alternates between runs); the table shows
 the **best** (shortest) run, the other column every run. MB/s is input MB (10^6 bytes) per wall second.
 - \`zstd -q -1 -T1 -c mixed.sql > /dev/null\` (one core; the stored size from a second run into a file)
-- \`restic init\`, then \`restic backup --stdin --stdin-filename mixed.sql < mixed.sql\` twice (new data, then
-  unchanged), then \`restic dump latest /mixed.sql > /dev/null\`; a fresh repository and cache directory each run
+- \`restic init\`, then \`restic --compression auto|off backup --stdin --stdin-filename mixed.sql < mixed.sql\` twice
+  (new data, then unchanged), then \`restic dump latest /mixed.sql > /dev/null\`; a fresh repository and cache
+  directory each run, for each of the two compression settings
 - \`amber repo init\`, then \`amber backup --stdin --name mixed --json < mixed.sql\` twice, then
   \`amber restore --backup latest --stdout > /dev/null\`; a fresh repository and cache directory each run
 - Both tools use their local metadata cache (the default), pointed at a fresh directory next to the repository.
-- Wall time from \`date\`; CPU time (user + system) and peak RSS from \`/usr/bin/time -f '%U %S %M'\`.
-- After timing, both restores were checked to give back the input byte for byte (SHA-256).
+- Wall time from \`date\`; CPU time (user + system) and peak RSS from \`/usr/bin/time -f '%U %S %M'\`. Times and
+  CPU are those of the best run; peak RSS is the highest of all runs.
+- After timing, every restore was checked to give back the input byte for byte (SHA-256).
 
 ## Results
-| tool, operation | best s | all runs s | MB/s | CPU s | stored MB | peak RSS | amber vs restic |
+| tool, operation | best s | all runs s | MB/s | CPU s | stored MB | peak RSS (all runs) | amber vs restic auto; vs restic off |
 |---|---|---|---|---|---|---|---|
 EOF
   row "zstd -1 -T1 (one core, ceiling)" zstd "${stored[zstd]}" ""
-  row "restic backup, new data" restic_new "${stored[restic]}" ""
-  row "amber backup, new data" amber_new "${stored[amber]}" "${sp_new}× speed, $(ratio "${stored[amber]}" "${stored[restic]}")× size"
-  row "restic backup, unchanged" restic_unchanged "" ""
-  row "amber backup, unchanged" amber_unchanged "" "${sp_unch}× speed"
-  row "restic dump (restore)" restic_restore "" ""
-  row "amber restore" amber_restore "" "${sp_rest}× speed"
+  row "restic backup, new data, auto (zstd 3)" restic_new "${stored[restic]}" ""
+  row "restic backup, new data, off (no compression)" resticoff_new "${stored[resticoff]}" ""
+  row "amber backup, new data (zstd 1)" amber_new "${stored[amber]}" "${sp_new}× speed, $(ratio "${stored[amber]}" "${stored[restic]}")× size; ${spo_new}× speed, $(ratio "${stored[amber]}" "${stored[resticoff]}")× size"
+  row "restic backup, unchanged, auto" restic_unchanged "" ""
+  row "restic backup, unchanged, off" resticoff_unchanged "" ""
+  row "amber backup, unchanged" amber_unchanged "" "${sp_unch}× speed; ${spo_unch}× speed"
+  row "restic dump (restore), auto repository" restic_restore "" ""
+  row "restic dump (restore), off repository" resticoff_restore "" ""
+  row "amber restore" amber_restore "" "${sp_rest}× speed; ${spo_rest}× speed"
   row "restic snapshots (open only)" restic_open "" ""
   row "amber ls (open only)" amber_open "" ""
   cat <<EOF
 
 Stored MB is the repository's size (\`du -sb\`) after both backups. Data added by the second (unchanged) backup:
-restic $(mb "${added[restic_unchanged]:-0}") MB, amber $(mb "${added[amber_unchanged]:-0}") MB.
+restic $(mb "${added[restic_unchanged]:-0}") MB (auto) and $(mb "${added[resticoff_unchanged]:-0}") MB (off), amber $(mb "${added[amber_unchanged]:-0}") MB.
 
 ## Goals (issue #2)
-| goal | measured (wall time) | CPU-time ratio | |
-|---|---|---|---|
-| ingest of new data ≥ 2.5× restic's speed | ${sp_new}× | ${cr_new}× | ${goal_new} |
-| ingest of unchanged data ≥ 3× restic's speed | ${sp_unch}× | ${cr_unch}× | ${goal_unch} |
-| repository no larger than restic's | ${size_ratio}× restic's | | ${goal_size} |
-| amber's peak RSS during backup or restore ≤ 256 MiB | $(mib "$peak") MiB | | ${goal_rss} |
+Judged against restic as it runs by default (\`--compression auto\`); the fourth column gives the ratios against
+\`--compression off\`, which does less compression work than amber (see Compression levels).
+
+| goal | measured (wall time) | CPU-time ratio | against restic off (wall, CPU) | |
+|---|---|---|---|---|
+| ingest of new data ≥ 2.5× restic's speed | ${sp_new}× | ${cr_new}× | ${spo_new}×, ${cro_new}× | ${goal_new} |
+| ingest of unchanged data ≥ 3× restic's speed | ${sp_unch}× | ${cr_unch}× | ${spo_unch}×, ${cro_unch}× | ${goal_unch} |
+| repository no larger than restic's | ${size_ratio}× restic's | | | ${goal_size} |
+| amber's peak RSS during backup or restore (highest of all runs) ≤ 256 MiB | $(mib "$peak") MiB | | | ${goal_rss} |
 
 CPU time (user + system) per operation, restic's over amber's: new data ${cr_new}×, unchanged ${cr_unch}×,
 restore ${cr_rest}×. On a quiet machine where both tools keep every core busy, this is the speed ratio too.

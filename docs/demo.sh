@@ -7,6 +7,8 @@ trap 'rm -rf "$work"' EXIT
 export AMBER_REPO="$work/repo" AMBER_PASSWORD="demo-password" AMBER_CACHE_DIR="$work/cache"
 say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 run() { printf '$ %s\n' "$*"; "$@"; }
+# die: the demo failed; say why and stop with a non-zero status.
+die() { printf '\n\033[1;31mDEMO FAILED: %s\033[0m\n' "$*" >&2; exit 1; }
 
 say "Create an encrypted repository in a local directory"
 run "$amber" repo init
@@ -31,14 +33,30 @@ run "$amber" verify --read-data
 
 say "Restore the latest backup and compare it with the original"
 "$amber" restore --backup latest --stdout > "$work/restored"
-if cmp -s "$work/dump" "$work/restored"; then echo "restored copy is byte-identical"; else echo "MISMATCH"; exit 1; fi
+cmp -s "$work/dump" "$work/restored" || die "the restored copy differs from the original"
+echo "restored copy is byte-identical"
 
-say "Flip one byte of a stored pack: verify names it, restore refuses"
-pack=$(find "$AMBER_REPO/data" -type f | head -1)
+say "Flip one byte of a stored pack: verify must name it (exit status 3) and restore must refuse"
+# The largest pack: every backup here uses it.
+pack=$(find "$AMBER_REPO/data" -type f -printf '%s %p\n' | sort -rn | head -1 | cut -d' ' -f2-)
+[ -n "$pack" ] || die "no pack under $AMBER_REPO/data to damage"
+byte=$(od -An -tu1 -j 1000 -N 1 "$pack" | tr -d ' ')
+[ -n "$byte" ] || die "pack $pack is shorter than 1001 bytes"
 chmod u+w "$pack"
-printf '\xff' | dd of="$pack" bs=1 seek=1000 conv=notrunc status=none
-"$amber" verify --read-data || echo "(verify exited $? as it should)"
-"$amber" restore --backup latest --stdout > /dev/null || echo "(restore refused with exit $?: no unauthenticated byte was written)"
+# XOR with 0xff, so the byte really changes whatever it was.
+printf "\\$(printf '%03o' $((byte ^ 255)))" | dd of="$pack" bs=1 seek=1000 conv=notrunc status=none
+echo "flipped byte 1000 of ${pack#"$AMBER_REPO"/}"
+printf '$ %s\n' "$amber verify --read-data"
+rc=0; "$amber" verify --read-data > "$work/verify.out" 2>&1 || rc=$?
+cat "$work/verify.out"
+[ "$rc" = 3 ] || die "verify --read-data exited $rc after a stored byte was flipped; want 3 (problems found): the damage went undetected"
+grep -q "PROBLEM .*$(basename "$pack")" "$work/verify.out" || die "verify did not name the damaged pack ${pack#"$AMBER_REPO"/}"
+echo "(verify exited 3 and named the damaged pack, as it should)"
+printf '$ %s\n' "$amber restore --backup latest --stdout > damaged"
+rc=0; "$amber" restore --backup latest --stdout > "$work/damaged" || rc=$?
+[ "$rc" != 0 ] || die "restore of a damaged backup exited 0"
+cmp -s "$work/dump" "$work/damaged" && die "restore of a damaged backup gave the whole original back: the flipped byte went unnoticed"
+echo "(restore refused with exit $rc: no unauthenticated byte was written)"
 
 # --- PostgreSQL: physical backup, continuous WAL archiving, point-in-time restore ---
 PGBIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
@@ -49,6 +67,16 @@ fi
 # PostgreSQL refuses to run as root: run it (and amber, whose restore_command
 # it calls) as the postgres user.
 as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- env AMBER_REPO="$AMBER_REPO" AMBER_PASSWORD="$AMBER_PASSWORD" AMBER_CACHE_DIR=- "$@"; else "$@"; fi; }
+# descendant PID NAME: the first process named NAME below PID.
+descendant() {
+  local p kids
+  for p in $(pgrep -P "$1"); do
+    [ "$(cat "/proc/$p/comm" 2>/dev/null)" = "$2" ] && { echo "$p"; return; }
+    kids=$(descendant "$p" "$2")
+    [ -n "$kids" ] && { echo "$kids"; return; }
+  done
+  return 0
+}
 pg=$(mktemp -d /tmp/amber-demo-pg.XXXXXX)
 chmod 755 "$pg"; [ "$(id -u)" = 0 ] && chown postgres: "$pg"
 export AMBER_REPO="$pg/repo"
@@ -89,7 +117,9 @@ psql_ -p "$port" -c "DELETE FROM orders WHERE id > 100;"
 echo "orders now: $(psql_ -p "$port" -c 'SELECT count(*) FROM orders')"
 sleep 2
 # SIGTERM to amber itself (under runuser it is not $archiver but its descendant).
-pkill -TERM -f -- "archive --engine postgres --dsn $dsn"; wait "$archiver" || true; archiver=
+amberpid=$(descendant "$archiver" amber)
+[ -n "$amberpid" ] || die "amber archive is no longer running: $(cat "$pg/archive.log")"
+kill -TERM "$amberpid"; wait "$archiver" || true; archiver=
 sed -e 's/Session terminated, killing shell...//' -e 's/ *\.\.\.killed\.//' -e '/^\s*$/d' -e 's/^/    /' "$pg/archive.log"
 
 say "The repository: backups and the recoverable window"
@@ -101,6 +131,8 @@ as_pg "$amber" restore --engine postgres --data-dir "$pg/restored" --to-time "$t
 say "Start PostgreSQL on it: it fetches WAL from the repository and stops at the target"
 as_pg "$PGBIN/pg_ctl" -D "$pg/restored" -l "$pg/restored.log" -w start -o "-p $port2 -k $pg" >/dev/null
 for _ in $(seq 1 100); do [ "$(psql_ -p "$port2" -c 'SELECT pg_is_in_recovery()' 2>/dev/null)" = f ] && break; sleep 0.2; done
-echo "restored server has $(psql_ -p "$port2" -c 'SELECT count(*) FROM orders') orders (the original had 10500 before the delete)"
+n=$(psql_ -p "$port2" -c 'SELECT count(*) FROM orders')
+echo "restored server has $n orders (the original had 10500 before the delete)"
+[ "$n" = 10500 ] || die "the restored server has $n orders, want 10500: the point-in-time restore missed its target"
 
 say "Done. Everything happened in $work and $pg, now removed."

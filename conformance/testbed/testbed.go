@@ -14,7 +14,10 @@ import (
 	"testing"
 )
 
-// Skip skips t with reason, or fails it when AMBER_TEST_REQUIRE_ALL=1.
+// Skip skips t with reason, or fails it when AMBER_TEST_REQUIRE_ALL=1. Every
+// test that may skip goes through here; `make test` also counts the skips in
+// go test's own output and fails on any under AMBER_TEST_REQUIRE_ALL=1, so a
+// plain t.Skip cannot pass unnoticed either.
 func Skip(t testing.TB, format string, args ...any) {
 	t.Helper()
 	msg := fmt.Sprintf(format, args...)
