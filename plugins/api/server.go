@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/amber-backup/amber/plugins/api/clock"
 	"io"
 	"log/slog"
 	"os"
@@ -166,14 +167,14 @@ type server struct {
 
 	engine Engine
 	info   Info
-	now    func() time.Time
+	clock  clock.Clock
 
 	mu     sync.Mutex
 	leases map[string]*lease
 }
 
 type lease struct {
-	timer   *time.Timer
+	timer   clock.Timer
 	expires time.Time
 	expired bool
 }
@@ -189,7 +190,7 @@ func newServer(e Engine) (*server, error) {
 	if info.Engine == "" {
 		return nil, errors.New("engine info: empty engine name")
 	}
-	return &server{engine: e, info: info, now: time.Now, leases: map[string]*lease{}}, nil
+	return &server{engine: e, info: info, clock: clock.Real, leases: map[string]*lease{}}, nil
 }
 
 // require fails unless the engine declared c.
@@ -377,8 +378,8 @@ func (s *server) Freeze(ctx context.Context, req *pb.FreezeRequest) (*pb.FreezeR
 		return nil, s.status(err)
 	}
 	s.mu.Lock()
-	l := &lease{expires: s.now().Add(d)}
-	l.timer = time.AfterFunc(d, func() { s.expire(id) })
+	l := &lease{expires: s.clock.Now().Add(d)}
+	l.timer = s.clock.AfterFunc(d, func() { s.expire(id) })
 	s.leases[id] = l
 	s.mu.Unlock()
 	return &pb.FreezeResponse{
@@ -429,7 +430,7 @@ func (s *server) RenewLease(_ context.Context, req *pb.RenewLeaseRequest) (*pb.R
 	case l.expired || !l.timer.Stop():
 		return nil, status.Errorf(codes.FailedPrecondition, "freeze lease %s expired at %s; the engine thawed by itself", req.GetLeaseId(), l.expires.Format(time.RFC3339Nano))
 	}
-	l.expires = s.now().Add(d)
+	l.expires = s.clock.Now().Add(d)
 	l.timer.Reset(d)
 	return &pb.RenewLeaseResponse{ExpiresAt: timestamppb.New(l.expires)}, nil
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"github.com/amber-backup/amber/plugins/api/clock"
 	"log/slog"
 	"strconv"
 	"sync"
@@ -111,7 +112,7 @@ type Sink struct {
 	stream  string
 	durable chan api.Position
 	log     *slog.Logger
-	now     func() time.Time
+	clock   clock.Clock
 
 	mu       sync.Mutex
 	partials map[[2]uint64]repo.Segment // (epoch, start) -> partial object stored
@@ -122,12 +123,9 @@ var _ api.SegmentSink = (*Sink)(nil)
 
 // NewSink stores segments under stream and reports durable positions on
 // the returned channel, which always holds the newest position (older
-// undelivered ones are replaced). now is the clock lag is measured with.
-func NewSink(r *repo.Repository, stream string, log *slog.Logger, now func() time.Time) *Sink {
-	if now == nil {
-		now = time.Now
-	}
-	return &Sink{repo: r, stream: stream, durable: make(chan api.Position, 1), log: log, now: now,
+// undelivered ones are replaced). Lag is measured with clk (nil: clock.Real).
+func NewSink(r *repo.Repository, stream string, log *slog.Logger, clk clock.Clock) *Sink {
+	return &Sink{repo: r, stream: stream, durable: make(chan api.Position, 1), log: log, clock: clock.Or(clk),
 		partials: make(map[[2]uint64]repo.Segment)}
 }
 
@@ -171,7 +169,7 @@ func (w *segWriter) Finish(t api.SegmentTrailer) error {
 	if err := s.repo.PutSegment(w.ctx, seg, w.buf.Bytes()); err != nil {
 		return fmt.Errorf("archive %s: %w", w.h.Name, err)
 	}
-	now := s.now()
+	now := s.clock.Now()
 	s.Stats.Lock()
 	s.Stats.Segments++
 	s.Stats.Bytes += int64(w.buf.Len())

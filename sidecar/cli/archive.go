@@ -53,7 +53,7 @@ amber exits 0.`,
 				return err
 			}
 			defer r.Close()
-			rep, err := job.Archive(job.WithLogger(ctx, e.log), r, eng, job.ArchiveRun{Engine: engine, Target: api.Target{DSN: d},
+			rep, err := job.Archive(ctx, r, eng, job.ArchiveRun{Engine: engine, Target: api.Target{DSN: d},
 				FlushInterval: flush, Options: map[string]string{"slot": slot},
 				OnStart: func(stream, version string, _ *archive.Stats) {
 					fmt.Fprintf(e.stderr, "archiving %s (%s) into stream %s; stop with SIGTERM\n", engine, version, stream)

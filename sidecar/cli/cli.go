@@ -15,6 +15,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/amber-backup/amber/sidecar/job"
 	"github.com/spf13/cobra"
 )
 
@@ -55,7 +56,7 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	root.SetErr(stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	err := root.ExecuteContext(ctx)
+	err := root.ExecuteContext(job.WithLogger(ctx, e.log))
 	if err == nil {
 		return 0
 	}

@@ -48,7 +48,7 @@ func Archive(ctx context.Context, r *repo.Repository, eng api.Engine, a ArchiveR
 	stream := StreamName(a.Engine, probe.SystemID)
 	ctx = with(ctx, "engine", a.Engine, "stream", stream)
 	log := Logger(ctx)
-	sink := archive.NewSink(r, stream, log, clk.Now)
+	sink := archive.NewSink(r, stream, log, clk)
 	if a.OnStart != nil {
 		a.OnStart(stream, shortVersion(probe.ServerVersion), &sink.Stats)
 	}

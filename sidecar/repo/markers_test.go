@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/amber-backup/amber/plugins/api/clock"
 	"log/slog"
 	"os/exec"
 	"strings"
@@ -149,7 +150,7 @@ func TestStalledWriterFailsAtCommit(t *testing.T) {
 	var mu sync.Mutex
 	var jump time.Duration
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return time.Now().Add(jump) }
-	wr := tr.reopen(t, Options{Now: clock})
+	wr := tr.reopen(t, Options{Clock: funcClock(clock)})
 	w, err := wr.NewWriter(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -293,4 +294,14 @@ func TestDeadProcessMarker(t *testing.T) {
 	if err != nil || res.StaleWriters != 1 || res.PacksKept != "" {
 		t.Fatalf("prune beside a dead process's marker: %+v %v", res, err)
 	}
+}
+
+// funcClock is a clock.Clock that reads the time from a function and waits
+// in real time.
+type funcClock func() time.Time
+
+func (f funcClock) Now() time.Time                         { return f() }
+func (f funcClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
+func (f funcClock) AfterFunc(d time.Duration, fn func()) clock.Timer {
+	return time.AfterFunc(d, fn)
 }

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/amber-backup/amber/plugins/api/clock"
 	"log/slog"
 	"path"
 	"sort"
@@ -91,10 +92,10 @@ type Options struct {
 	CacheDir string
 	// KDF sets the key-derivation cost for new key slots (zero: DefaultKDF).
 	KDF KDFParams
-	// Now replaces the clock (tests). Only elapsed times and the times
+	// Clock replaces the system clock (tests). Only elapsed times and the times
 	// recorded in objects come from it: the age of locks and writer
 	// markers is judged by the storage server's clock.
-	Now func() time.Time
+	Clock clock.Clock
 	// KeySlot, if set, is the only key slot Open tries (its id, with or
 	// without "keys/"): opening with a random slot's secret then costs no
 	// password stretching at all.
@@ -155,10 +156,7 @@ func (o Options) logger() *slog.Logger {
 }
 
 func (o Options) clock() func() time.Time {
-	if o.Now != nil {
-		return o.Now
-	}
-	return time.Now
+	return clock.Or(o.Clock).Now
 }
 
 // Init creates a new repository in be with one key slot for password.

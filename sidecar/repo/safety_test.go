@@ -177,7 +177,7 @@ func TestWriterClockSkew(t *testing.T) {
 			m1 := backup(t, tr.Repository, shared)
 			_ = m1
 			backup(t, tr.Repository, pseudoRandom(41, 2<<20)) // newer of the same name
-			wr := tr.reopen(t, Options{Now: func() time.Time { return time.Now().Add(skew) }})
+			wr := tr.reopen(t, Options{Clock: funcClock(func() time.Time { return time.Now().Add(skew) })})
 			w, err := wr.NewWriter(ctx)
 			if err != nil {
 				t.Fatal(err)

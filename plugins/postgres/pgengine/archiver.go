@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/amber-backup/amber/plugins/api/clock"
 	"log/slog"
 	"strconv"
 	"sync"
@@ -61,7 +62,7 @@ type ArchiverOptions struct {
 	// goroutine: hand the data off quickly. An error stops Run.
 	OnSegment func(ctx context.Context, s Segment) error
 	Logger    *slog.Logger
-	Clock     Clock
+	Clock     clock.Clock
 }
 
 // Archiver streams WAL from a physical replication slot and assembles it
@@ -97,7 +98,7 @@ func NewArchiver(dsn DSN, opts ArchiverOptions) *Archiver {
 		opts.StatusInterval = 10 * time.Second
 	}
 	if opts.Clock == nil {
-		opts.Clock = SystemClock{}
+		opts.Clock = clock.Real
 	}
 	log := opts.Logger
 	if log == nil {
@@ -321,8 +322,8 @@ func (s *stream) run(ctx context.Context, tli uint32, start LSN) (uint32, LSN, e
 		s.buf = make([]byte, 0, s.segSize)
 	}
 	s.buf = s.buf[:0]
-	clock := a.opts.Clock
-	s.lastEmit, s.lastStatus = clock.Now(), clock.Now()
+	clk := a.opts.Clock
+	s.lastEmit, s.lastStatus = clk.Now(), clk.Now()
 
 	for {
 		stopping := a.stopCtx.Err() != nil
@@ -332,7 +333,7 @@ func (s *stream) run(ctx context.Context, tli uint32, start LSN) (uint32, LSN, e
 		if stopping {
 			return 0, 0, errStopped
 		}
-		now := clock.Now()
+		now := clk.Now()
 		wait := min(s.lastEmit.Add(a.opts.PartialInterval).Sub(now),
 			s.lastStatus.Add(a.opts.StatusInterval).Sub(now), 200*time.Millisecond)
 		rctx, cancel := context.WithTimeout(ctx, max(wait, time.Millisecond))

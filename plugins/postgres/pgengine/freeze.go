@@ -4,26 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/amber-backup/amber/plugins/api/clock"
 	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 )
-
-// Clock is the time source for leases and timers; tests inject a fake.
-type Clock interface {
-	Now() time.Time
-	AfterFunc(d time.Duration, f func()) Timer
-}
-
-// Timer is a stoppable pending call from Clock.AfterFunc.
-type Timer interface{ Stop() bool }
-
-// SystemClock is the real clock.
-type SystemClock struct{}
-
-func (SystemClock) Now() time.Time                            { return time.Now() }
-func (SystemClock) AfterFunc(d time.Duration, f func()) Timer { return time.AfterFunc(d, f) }
 
 // FreezeOptions tune Freeze.
 type FreezeOptions struct {
@@ -31,7 +17,7 @@ type FreezeOptions struct {
 	Lease time.Duration // default 10 minutes
 	// SpreadCheckpoint waits for a spread checkpoint instead of a fast one.
 	SpreadCheckpoint bool
-	Clock            Clock // default SystemClock
+	Clock            clock.Clock // default clock.Real
 }
 
 // ErrLeaseExpired: Thaw came after the freeze lease ran out; the backup was
@@ -48,7 +34,7 @@ type Frozen struct {
 	conn    *pgx.Conn
 	major   int
 	mu      sync.Mutex
-	timer   Timer
+	timer   clock.Timer
 	expired bool
 	done    bool
 }
@@ -101,11 +87,7 @@ func Freeze(ctx context.Context, dsn DSN, opts FreezeOptions) (*Frozen, error) {
 	if lease <= 0 {
 		lease = 10 * time.Minute
 	}
-	clock := opts.Clock
-	if clock == nil {
-		clock = SystemClock{}
-	}
-	f.timer = clock.AfterFunc(lease, f.expire)
+	f.timer = clock.Or(opts.Clock).AfterFunc(lease, f.expire)
 	return f, nil
 }
 

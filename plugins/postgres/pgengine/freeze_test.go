@@ -3,59 +3,19 @@ package pgengine
 import (
 	"errors"
 	"fmt"
+	"github.com/amber-backup/amber/plugins/api/clock"
 	"os"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/amber-backup/amber/conformance/testbed"
 )
 
-type fakeClock struct {
-	mu     sync.Mutex
-	now    time.Time
-	timers []*fakeTimer
-}
-
-type fakeTimer struct {
-	at      time.Time
-	f       func()
-	stopped bool
-}
-
-func (t *fakeTimer) Stop() bool { was := !t.stopped; t.stopped = true; return was }
-
-func (c *fakeClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
-
-func (c *fakeClock) AfterFunc(d time.Duration, f func()) Timer {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	t := &fakeTimer{at: c.now.Add(d), f: f}
-	c.timers = append(c.timers, t)
-	return t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	var due []*fakeTimer
-	for _, t := range c.timers {
-		if !t.stopped && !t.at.After(c.now) {
-			t.stopped = true
-			due = append(due, t)
-		}
-	}
-	c.mu.Unlock()
-	for _, t := range due {
-		t.f()
-	}
-}
-
 func TestFreezeThaw(t *testing.T) {
 	t.Parallel()
 	ctx := testCtx(t, time.Minute)
 	pg := testbed.StartPostgres(t, testbed.PostgresOptions{})
-	clock := &fakeClock{now: time.Unix(1e9, 0)}
+	clock := clock.NewFake(time.Unix(1e9, 0))
 	dsn := DSN(pg.ReplicationDSN())
 	active := func(pid uint32) bool {
 		return pg.Psql(t, "postgres", fmt.Sprintf("SELECT count(*) FROM pg_stat_activity WHERE pid = %d", pid)) == "1"

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/amber-backup/amber/plugins/api/clock"
 	"hash"
 	"io"
 	"net/http"
@@ -87,8 +88,8 @@ type Config struct {
 	// parameter purge=true sets it.
 	Purge bool
 
-	// Now is the clock that retention dates are computed from; time.Now if nil.
-	Now func() time.Time
+	// Clock is what retention dates are computed from; clock.Real if nil.
+	Clock clock.Clock
 }
 
 // Default exemptions from Object Lock retention (see Config.LockExemptPrefixes):
@@ -155,9 +156,7 @@ func Open(ctx context.Context, cfg Config) (*Backend, error) {
 	if cfg.LockMode != Governance && cfg.LockMode != Compliance {
 		return nil, storage.Permanent(fmt.Errorf("open b2://%s: Object Lock mode %q is neither governance nor compliance", cfg.Bucket, cfg.LockMode))
 	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
+	cfg.Clock = clock.Or(cfg.Clock)
 	if cfg.LockExemptPrefixes == nil {
 		cfg.LockExemptPrefixes = DefaultLockExemptPrefixes
 	}
@@ -294,7 +293,7 @@ func (b *Backend) save(ctx context.Context, op, name string, r io.ReaderAt, size
 		return "", storage.Permanent(fmt.Errorf("%s %s: negative size %d", op, b.where(name), size))
 	}
 	if b.cfg.LockDays > 0 && !b.lockExempt(name) {
-		ctx = withRetention(ctx, retention{mode: b.cfg.LockMode, until: b.cfg.Now().Add(time.Duration(b.cfg.LockDays) * 24 * time.Hour)})
+		ctx = withRetention(ctx, retention{mode: b.cfg.LockMode, until: b.cfg.Clock.Now().Add(time.Duration(b.cfg.LockDays) * 24 * time.Hour)})
 	}
 	if size >= b.cfg.LargeFileThreshold {
 		return b.saveLarge(ctx, op, name, full, r, size)

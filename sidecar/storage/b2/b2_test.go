@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"github.com/amber-backup/amber/plugins/api/clock"
 	"io"
 	"log/slog"
 	"strings"
@@ -212,25 +213,32 @@ func TestMissingBucket(t *testing.T) {
 }
 
 // clock is a settable clock shared by the fake server and the backend.
-type clock struct {
+// testClock moves only when told to (Add); waits pass in real time.
+type testClock struct {
 	mu sync.Mutex
 	t  time.Time
 }
 
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) Add(d time.Duration) {
+func newTestClock(t time.Time) *testClock { return &testClock{t: t} }
+
+func (c *testClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *testClock) Add(d time.Duration) {
 	c.mu.Lock()
 	c.t = c.t.Add(d)
 	c.mu.Unlock()
+}
+func (c *testClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
+func (c *testClock) AfterFunc(d time.Duration, f func()) clock.Timer {
+	return time.AfterFunc(d, f)
 }
 
 func TestObjectLock(t *testing.T) {
 	for _, mode := range []b2.RetentionMode{b2.Governance, b2.Compliance} {
 		t.Run(string(mode), func(t *testing.T) {
-			clk := &clock{t: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)}
+			clk := newTestClock(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC))
 			srv := newServer(t, b2fake.WithClock(clk.Now))
 			be, bucket := freshBucket(t, srv, true, func(c *b2.Config) {
-				c.LockDays, c.LockMode, c.Now, c.Purge = 30, mode, clk.Now, true
+				c.LockDays, c.LockMode, c.Clock, c.Purge = 30, mode, clk, true
 			})
 			ctx := context.Background()
 			save(t, be, "snapshots/s1", []byte("manifest"))

@@ -74,14 +74,14 @@ func TestRemovePurge(t *testing.T) {
 // writers/, *.partial) are stored without retention and can be purged; a
 // pack is locked: it can be hidden, never deleted.
 func TestLockExempt(t *testing.T) {
-	clk := &clock{t: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)}
+	clk := newTestClock(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC))
 	srv := newServer(t, b2fake.WithClock(clk.Now))
 	ctx := context.Background()
 	purging, bucket := freshBucket(t, srv, true, func(c *b2.Config) {
-		c.LockDays, c.Now, c.Purge = 7, clk.Now, true
+		c.LockDays, c.Clock, c.Purge = 7, clk, true
 	})
 	cfg := config(srv, bucket)
-	cfg.LockDays, cfg.Now = 7, clk.Now
+	cfg.LockDays, cfg.Clock = 7, clk
 	hiding := open(t, cfg)
 
 	for _, n := range []string{"locks/prune-20300102T030405Z-ab", "writers/w1", "log/pg/1/000A-000B.partial", "data/ab/abcd", "log/pg/1/000A-000B"} {
@@ -115,7 +115,7 @@ func TestLockExempt(t *testing.T) {
 
 	// The exemptions are configuration: with none, a lock is locked too.
 	strict, strictBucket := freshBucket(t, srv, true, func(c *b2.Config) {
-		c.LockDays, c.Now, c.LockExemptPrefixes, c.LockExemptSuffixes = 7, clk.Now, []string{}, []string{}
+		c.LockDays, c.Clock, c.LockExemptPrefixes, c.LockExemptSuffixes = 7, clk, []string{}, []string{}
 	})
 	save(t, strict, "locks/x", []byte("x"))
 	if vs := srv.Versions(strictBucket, "repo/locks/x"); len(vs) != 1 || vs[0].RetentionMode == "" {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/amber-backup/amber/plugins/api/clock"
 	"io"
 	"math"
 	"math/rand/v2"
@@ -46,10 +47,9 @@ type Options struct {
 	// A server's Retry-After (storage.RetryAfter) raises the wait to at
 	// least that delay, even beyond MaxDelay; MaxElapsed still applies.
 
-	// Now and Sleep stand for the clock; tests pass fakes. Sleep must
-	// return ctx.Err() when ctx ends first.
-	Now   func() time.Time
-	Sleep func(ctx context.Context, d time.Duration) error
+	// Clock measures elapsed time and waits between attempts (default
+	// clock.Real); tests pass fakes.
+	Clock clock.Clock
 	// Rand returns a number in [0, 1) for jitter (default math/rand/v2).
 	Rand func() float64
 
@@ -93,30 +93,11 @@ func New(b storage.Backend, opts Options) *Backend {
 	case opts.Jitter > 1:
 		opts.Jitter = 1
 	}
-	if opts.Now == nil {
-		opts.Now = time.Now
-	}
-	if opts.Sleep == nil {
-		opts.Sleep = sleep
-	}
+	opts.Clock = clock.Or(opts.Clock)
 	if opts.Rand == nil {
 		opts.Rand = rand.Float64
 	}
 	return &Backend{inner: b, opts: opts}
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
 
 // Inner returns the wrapped backend.
@@ -146,7 +127,7 @@ type policy struct {
 }
 
 func (b *Backend) newPolicy(op, name string) *policy {
-	return &policy{b: b, op: op, name: name, start: b.opts.Now()}
+	return &policy{b: b, op: op, name: name, start: b.opts.Clock.Now()}
 }
 
 // next decides after a failed attempt whether to try again. It waits for the
@@ -163,20 +144,20 @@ func (p *policy) next(ctx context.Context, err error) error {
 		return p.giveUp(err)
 	}
 	wait := p.b.delay(p.attempt, err)
-	if p.b.opts.Now().Add(wait).Sub(p.start) > p.b.opts.MaxElapsed {
+	if p.b.opts.Clock.Now().Add(wait).Sub(p.start) > p.b.opts.MaxElapsed {
 		return p.giveUp(err)
 	}
 	if p.b.opts.OnRetry != nil {
 		p.b.opts.OnRetry(p.op, p.name, p.attempt, err)
 	}
-	if serr := p.b.opts.Sleep(ctx, wait); serr != nil {
+	if serr := clock.Sleep(ctx, p.b.opts.Clock, wait); serr != nil {
 		return p.stopped(serr, err)
 	}
 	return nil
 }
 
 func (p *policy) giveUp(err error) error {
-	elapsed := p.b.opts.Now().Sub(p.start).Round(time.Millisecond)
+	elapsed := p.b.opts.Clock.Now().Sub(p.start).Round(time.Millisecond)
 	return fmt.Errorf("%s %s: giving up after %d attempts in %s: %w", p.op, p.name, p.attempt, elapsed, err)
 }
 

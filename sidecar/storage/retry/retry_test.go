@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	clk "github.com/amber-backup/amber/plugins/api/clock"
 	"io"
 	"math/rand/v2"
 	"sort"
@@ -36,16 +37,18 @@ func (c *fakeClock) Now() time.Time {
 	return c.now
 }
 
-func (c *fakeClock) Sleep(ctx context.Context, d time.Duration) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
+// After records the wait and lets it pass at once.
+func (c *fakeClock) After(d time.Duration) <-chan time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.now = c.now.Add(d)
 	c.waits = append(c.waits, d)
-	return nil
+	ch := make(chan time.Time, 1)
+	ch <- c.now
+	return ch
 }
+
+func (c *fakeClock) AfterFunc(d time.Duration, f func()) clk.Timer { return time.AfterFunc(d, f) }
 
 func (c *fakeClock) Waits() []time.Duration {
 	c.mu.Lock()
@@ -54,7 +57,7 @@ func (c *fakeClock) Waits() []time.Duration {
 }
 
 func (c *fakeClock) options() retry.Options {
-	return retry.Options{Now: c.Now, Sleep: c.Sleep}
+	return retry.Options{Clock: c}
 }
 
 func fileBackend(t *testing.T) storage.Backend {
@@ -112,7 +115,7 @@ func TestSuiteOverFaultyFile(t *testing.T) {
 			faulty.Fault{Op: faulty.List, Kind: faulty.Reset, Probability: 0.3, AfterRandom: 4},
 			faulty.Fault{Op: faulty.Create, Kind: faulty.LostReply, Probability: 0.3},
 		)
-		fb.Sleep = clock.Sleep
+		fb.Sleep = func(ctx context.Context, d time.Duration) error { return clk.Sleep(ctx, clock, d) }
 		faulties = append(faulties, fb)
 		mu.Unlock()
 		opts := clock.options()
@@ -255,9 +258,7 @@ func TestTotalTimeIsBounded(t *testing.T) {
 func TestContextEndsRetrying(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	fb := faulty.New(fileBackend(t), 1, faulty.Fault{Op: faulty.Stat, Kind: faulty.Error})
-	opts := retry.Options{
-		Sleep: func(ctx context.Context, d time.Duration) error { cancel(); return ctx.Err() },
-	}
+	opts := retry.Options{Clock: cancellingClock{cancel}}
 	b := retry.New(fb, opts)
 	_, err := b.Stat(ctx, "x")
 	if !errors.Is(err, context.Canceled) || !storage.IsPermanent(err) {
@@ -423,4 +424,16 @@ func TestListCallbackErrorIsNotRetried(t *testing.T) {
 	if fb.Calls(faulty.List) != 1 {
 		t.Errorf("list called %d times, want 1", fb.Calls(faulty.List))
 	}
+}
+
+// cancellingClock ends the context instead of waiting.
+type cancellingClock struct{ cancel context.CancelFunc }
+
+func (c cancellingClock) Now() time.Time { return time.Now() }
+func (c cancellingClock) After(time.Duration) <-chan time.Time {
+	c.cancel()
+	return nil
+}
+func (c cancellingClock) AfterFunc(d time.Duration, f func()) clk.Timer {
+	return time.AfterFunc(d, f)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/amber-backup/amber/plugins/api/clock"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -156,16 +157,14 @@ func TestRetryOverThrottledS3(t *testing.T) {
 		fakeResponse{status: 429, code: "TooManyRequests", retryAfter: "4"},
 		fakeResponse{status: 200, body: "hello"},
 	)
-	var waits []time.Duration
-	rb := retry.New(b, retry.Options{
-		Sleep: func(ctx context.Context, d time.Duration) error { waits = append(waits, d); return nil },
-	})
+	rec := &recordingClock{}
+	rb := retry.New(b, retry.Options{Clock: rec})
 	got, err := storage.ReadAll(context.Background(), rb, "data/obj")
 	if err != nil || string(got) != "hello" {
 		t.Fatalf("load through retry: %q, %v", got, err)
 	}
-	if fmt.Sprint(waits) != "[3s 4s]" {
-		t.Errorf("waits %v, want [3s 4s]", waits)
+	if fmt.Sprint(rec.waits) != "[3s 4s]" {
+		t.Errorf("waits %v, want [3s 4s]", rec.waits)
 	}
 	if f.requests != 3 {
 		t.Errorf("%d requests, want 3", f.requests)
@@ -180,4 +179,18 @@ func TestRetryAfterDate(t *testing.T) {
 	if !ok || d < 80*time.Second || d > 91*time.Second {
 		t.Fatalf("retry-after %s (%v) from date %s, want about 90s", d, ok, when)
 	}
+}
+
+// recordingClock records each wait and lets it pass at once.
+type recordingClock struct{ waits []time.Duration }
+
+func (c *recordingClock) Now() time.Time { return time.Now() }
+func (c *recordingClock) After(d time.Duration) <-chan time.Time {
+	c.waits = append(c.waits, d)
+	ch := make(chan time.Time, 1)
+	ch <- time.Now()
+	return ch
+}
+func (c *recordingClock) AfterFunc(d time.Duration, f func()) clock.Timer {
+	return time.AfterFunc(d, f)
 }
