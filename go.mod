@@ -2,12 +2,11 @@ module github.com/amber-backup/amber
 
 go 1.26.8
 
-require github.com/jackc/pglogrepl v0.0.0-20251213150135-2e8d0df862c1
-
 require (
 	github.com/Backblaze/blazer v0.7.2
 	github.com/hashicorp/go-hclog v1.6.3
 	github.com/hashicorp/go-plugin v1.8.0
+	github.com/jackc/pglogrepl v0.0.0-20251213150135-2e8d0df862c1
 	github.com/jackc/pgx/v5 v5.12.0
 	github.com/klauspost/compress v1.20.3
 	github.com/minio/minio-go/v7 v7.4.1
