@@ -2,7 +2,6 @@ package conformance
 
 import (
 	"bytes"
-	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -141,11 +140,50 @@ func (r *repository) restoreTo(t testing.TB, ld LogDriver, ts map[int]time.Time,
 	target := ts[k+1]
 	dir := filepath.Join(r.d.TempDir(t), "data")
 	r.run(t, "restore", "--engine", r.d.Engine(), "--data-dir", dir, "--to-time", target.UTC().Format(time.RFC3339Nano))
+	r.checkLogAccess(t, dir, true)
 	srv := r.d.StartRestored(t, dir)
 	c, m := ld.Markers(t, srv.DSN())
 	srv.Stop()
 	if c != k || m != k {
 		t.Fatalf("recovered to %s: %d markers, highest %d; want exactly markers 1..%d", target.Format(time.RFC3339Nano), c, m, k)
+	}
+	r.checkLogAccess(t, dir, false)
+}
+
+// checkLogAccess: the restored server fetches log with a credential of its
+// own beside the data directory — never the repository password — and once
+// recovery has ended both the file and its key slot are gone.
+func (r *repository) checkLogAccess(t testing.TB, dataDir string, during bool) {
+	t.Helper()
+	key := dataDir + ".amber/key"
+	b, err := os.ReadFile(key)
+	var keys []struct {
+		Kind string `json:"kind"`
+	}
+	r.runJSON(t, &keys, "key", "list")
+	random := 0
+	for _, k := range keys {
+		if k.Kind == "random" {
+			random++
+		}
+	}
+	if during {
+		if err != nil {
+			t.Fatalf("the restored server has no credential at %s: %v", key, err)
+		}
+		if pw := r.password(); pw == "" || bytes.Contains(b, []byte(pw)) {
+			t.Fatalf("%s holds the repository password", key)
+		}
+		if random != 1 {
+			t.Fatalf("want one random key slot for the restore, have %d", random)
+		}
+		return
+	}
+	if err == nil {
+		t.Fatalf("%s still exists after recovery ended", key)
+	}
+	if random != 0 {
+		t.Fatalf("%d random key slot(s) left after recovery ended", random)
 	}
 }
 
@@ -366,4 +404,13 @@ type lockedWriter struct{ w *bytes.Buffer }
 
 func (l *lockedWriter) Write(p []byte) (int, error) { return l.w.Write(p) }
 
-var _ = json.Marshal
+
+// password is the repository password the AmberRunner gives amber.
+func (r *repository) password() string {
+	for _, kv := range r.amber(r.dir).Env {
+		if v, ok := strings.CutPrefix(kv, "AMBER_PASSWORD="); ok {
+			return v
+		}
+	}
+	return ""
+}

@@ -2,11 +2,13 @@ package archive
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
 	"github.com/amber-backup/amber/plugins/api"
 	"github.com/amber-backup/amber/sidecar/repo"
+	"github.com/amber-backup/amber/sidecar/storage"
 )
 
 // Range is a stretch of log held without a hole, inside one epoch.
@@ -54,7 +56,19 @@ type Coverage struct {
 // segment names, plus the first and last segment of each range and each
 // epoch's metadata segments (for positions in the engine's words, commit
 // times and branch points).
+//
+// An archiver may replace a partial segment between the listing and the
+// read; Cover then lists again (a few times) rather than fail.
 func Cover(ctx context.Context, r *repo.Repository, stream string) (*Coverage, error) {
+	for attempt := 1; ; attempt++ {
+		c, err := cover(ctx, r, stream)
+		if err == nil || !errors.Is(err, storage.ErrNotFound) || attempt == 5 {
+			return c, err
+		}
+	}
+}
+
+func cover(ctx context.Context, r *repo.Repository, stream string) (*Coverage, error) {
 	segs, err := r.Segments(ctx, stream)
 	if err != nil {
 		return nil, err

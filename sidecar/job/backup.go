@@ -101,21 +101,26 @@ func BackupEngine(ctx context.Context, r *repo.Repository, eng api.Engine, b Eng
 	ctx = with(ctx, "engine", b.Engine, "mode", b.Mode, "name", b.Name)
 	clk = clock.Or(clk)
 	start := clk.Now()
-	w, err := r.NewWriter(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer w.Close() // ends the writer's marker, committed or not
+	// The writer starts with the first entry: a backup the plugin refuses
+	// (a wrong DSN, missing privileges) leaves the repository untouched.
+	sink := &entrySink{open: func() (*repo.Writer, error) { return r.NewWriter(ctx) }}
+	defer sink.close() // ends the writer's marker, committed or not
 	if progress != nil {
-		progress(w.BytesIn.Load)
+		progress(sink.bytesIn)
 	}
-	sink := &entrySink{w: w}
 	req := api.BackupRequest{Target: b.Target, Label: "amber " + b.Name, Options: b.Options}
-	var res api.BackupResult
+	var (
+		res api.BackupResult
+		err error
+	)
 	if b.Mode == ModePhysical {
 		res, err = eng.PhysicalBackup(ctx, req, sink)
 	} else {
 		res, err = eng.LogicalDump(ctx, req, sink)
+	}
+	var w *repo.Writer
+	if err == nil {
+		w, err = sink.writer()
 	}
 	if err == nil {
 		m := &repo.Manifest{Name: b.Name, Tags: b.Tags, Engine: b.Engine, Mode: b.Mode, Start: start.UTC(),
@@ -172,11 +177,46 @@ func engineResult(m *repo.Manifest) (api.BackupResult, error) {
 	return res, nil
 }
 
-// entrySink stores the entries a plugin streams as backup entries.
+// entrySink stores the entries a plugin streams as backup entries, in a
+// writer it opens with the first entry.
 type entrySink struct {
-	w       *repo.Writer
+	open    func() (*repo.Writer, error)
 	mu      sync.Mutex
+	w       *repo.Writer
 	entries []repo.Entry
+}
+
+// writer returns the backup's writer, opening it on first use.
+func (s *entrySink) writer() (*repo.Writer, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.w == nil {
+		w, err := s.open()
+		if err != nil {
+			return nil, err
+		}
+		s.w = w
+	}
+	return s.w, nil
+}
+
+func (s *entrySink) bytesIn() int64 {
+	s.mu.Lock()
+	w := s.w
+	s.mu.Unlock()
+	if w == nil {
+		return 0
+	}
+	return w.BytesIn.Load()
+}
+
+func (s *entrySink) close() {
+	s.mu.Lock()
+	w := s.w
+	s.mu.Unlock()
+	if w != nil {
+		w.Close()
+	}
 }
 
 func entryMeta(e api.Entry) map[string]string {
@@ -194,7 +234,11 @@ func entryMeta(e api.Entry) map[string]string {
 }
 
 func (s *entrySink) Entry(ctx context.Context, e api.Entry, r io.Reader) error {
-	ent, err := s.w.WriteStream(ctx, e.Name, r)
+	w, err := s.writer()
+	if err != nil {
+		return err
+	}
+	ent, err := w.WriteStream(ctx, e.Name, r)
 	if err != nil {
 		return err
 	}
