@@ -404,7 +404,6 @@ type lockedWriter struct{ w *bytes.Buffer }
 
 func (l *lockedWriter) Write(p []byte) (int, error) { return l.w.Write(p) }
 
-
 // password is the repository password the AmberRunner gives amber.
 func (r *repository) password() string {
 	for _, kv := range r.amber(r.dir).Env {
