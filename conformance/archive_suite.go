@@ -344,8 +344,10 @@ func gaps(t *testing.T, d Driver, ld LogDriver, amber AmberRunner) {
 	r.backup(t, src, "physical")
 	a := r.startArchiver(t, src)
 	mark(t, ld, src, 1, 100)
+	d.LoadBulk(t, src, 80<<20) // several complete segments to lose one of
+	mark(t, ld, src, 101, 110)
 	ts := ld.MarkerTimes(t, src.DSN())
-	r.waitWindow(t, ts[100])
+	r.waitWindow(t, ts[110])
 	a.stop(t)
 
 	// The engine discards log that was never archived: the next archiver

@@ -1,6 +1,7 @@
 package conformance
 
 import (
+	"errors"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -566,16 +567,30 @@ func diffListing(before, after map[string]string) string {
 
 // packs returns the complete packs in the repository and the partial
 // uploads (temporary files) beside them.
+// A backup may be running: files that vanish during the walk (a temporary
+// upload renamed into place) are skipped.
 func packs(t testing.TB, dir string) (complete, partial []string) {
-	for k := range listRepo(t, filepath.Join(dir, "data")) {
-		fi, err := os.Stat(filepath.Join(dir, "data", k))
-		switch {
-		case err != nil || fi.IsDir():
-		case strings.HasPrefix(filepath.Base(k), "."):
+	root := filepath.Join(dir, "data")
+	err := filepath.WalkDir(root, func(p string, e fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		if e.IsDir() {
+			return nil
+		}
+		k, _ := filepath.Rel(root, p)
+		if strings.HasPrefix(filepath.Base(k), ".") {
 			partial = append(partial, k)
-		default:
+		} else {
 			complete = append(complete, k)
 		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 	return complete, partial
 }
