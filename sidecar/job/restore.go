@@ -238,6 +238,15 @@ func RestoreEngine(ctx context.Context, r *repo.Repository, eng api.Engine, o En
 	if err != nil {
 		return nil, err
 	}
+	// A backup named with --backup may be newer than the target.
+	if !to.Time.IsZero() && m.ConsistentTime.After(to.Time) {
+		return nil, fmt.Errorf("backup %s is consistent only from %s, after the target %s: choose an earlier backup, or omit --backup to let amber choose",
+			m.ID.Short(), m.ConsistentTime.UTC().Format(time.RFC3339Nano), to.Time.UTC().Format(time.RFC3339Nano))
+	}
+	if !to.Position.IsZero() && !atOrBefore(res.Consistent, to.Position) {
+		return nil, fmt.Errorf("backup %s is consistent only from %s, after the target position %s: choose an earlier backup, or omit --backup to let amber choose",
+			m.ID.Short(), res.Consistent, to.Position)
+	}
 	ctx = with(ctx, "backup", m.ID.Short())
 	stream := StreamName(o.Engine, res.SystemID)
 	rep := &RestoreReport{Backup: m, Mode: ModePhysical, To: to}
