@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	amberv1 "github.com/amber-backup/amber/controller/api/v1alpha1"
@@ -77,7 +78,18 @@ func (r *PolicyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		For(&amberv1.BackupPolicy{}).
 		Named("backuppolicy").
 		WatchesRawSource(source.Channel(r.wake, &handler.EnqueueRequestForObject{})).
+		// A pod of a policy appearing, changing or going (a failover)
+		// reconciles the policy at once.
+		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(podPolicy)).
 		Complete(r)
+}
+
+func podPolicy(_ context.Context, o client.Object) []reconcile.Request {
+	name, ok := o.GetAnnotations()[inject.AnnotationPolicy]
+	if !ok || name == "" {
+		return nil
+	}
+	return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: name}}}
 }
 
 // wakeIn makes the policy be reconciled again d from now on the clock.
