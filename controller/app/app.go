@@ -103,11 +103,13 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 	if err != nil {
 		return fmt.Errorf("connect to the Kubernetes API: %w", err)
 	}
-	ca, err := certs.EnsureAuthority(ctx, direct, o.Namespace, o.CASecret, clk.Now())
+	// Certificates are dated by the wall clock whatever o.Clock says: the
+	// API server and the sidecars check them against theirs.
+	ca, err := certs.EnsureAuthority(ctx, direct, o.Namespace, o.CASecret, time.Now())
 	if err != nil {
 		return err
 	}
-	if err := ca.WriteServingCert(o.CertDir, o.ServingNames, clk.Now()); err != nil {
+	if err := ca.WriteServingCert(o.CertDir, o.ServingNames, time.Now()); err != nil {
 		return fmt.Errorf("write the webhook's serving certificate: %w", err)
 	}
 	if err := ca.PatchCABundle(ctx, direct, o.MutatingConfig, o.ValidatingConfig); err != nil {
@@ -156,7 +158,8 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 		return fmt.Errorf("create manager: %w", err)
 	}
 	recorder := mgr.GetEventRecorderFor("amber-controller")
-	injector := &inject.Injector{Client: mgr.GetClient(), Recorder: recorder, Authority: ca, Config: sidecar, Clock: clk, Logger: logger}
+	injector := &inject.Injector{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Recorder: recorder, Authority: ca,
+		Config: sidecar, Clock: clock.Real, Logger: logger}
 	if err := injector.Check(); err != nil {
 		return err
 	}

@@ -595,9 +595,9 @@ func TestArchiverFollowsPrimary(t *testing.T) {
 	ctx := context.Background()
 	sidecars.Set(ns+"/db-0", probe(sidecarapi.RolePrimary, 0))
 	sidecars.Set(ns+"/db-1", probe(sidecarapi.RoleStandby, 0))
-	statefulSet(t, ns, "db", "archived", 2)
 	p := policy(ns, "archived", func(p *amberv1.BackupPolicy) { p.Spec.Archive = true })
 	must(t, k8s.Create(ctx, p))
+	statefulSet(t, ns, "db", "archived", 2)
 	archiver := func(want string) func() (bool, string) {
 		return func() (bool, string) {
 			must(t, k8s.Get(ctx, client.ObjectKeyFromObject(p), p))

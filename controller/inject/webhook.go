@@ -23,13 +23,18 @@ const Path = "/mutate-v1-pod"
 
 // Injector is the pod webhook.
 type Injector struct {
-	// Client reads BackupPolicies and writes sidecar certificate Secrets.
-	Client    client.Client
+	// Client writes sidecar certificate Secrets.
+	Client client.Client
+	// Reader reads BackupPolicies; nil: Client. A live reader (not a
+	// cache) sees a policy created a moment before its pods.
+	Reader    client.Reader
 	Recorder  record.EventRecorder
 	Authority *certs.Authority
 	Config    Config
-	Clock     clock.Clock
-	Logger    *slog.Logger
+	// Clock dates certificates; they are checked by others against the
+	// wall clock, so it is clock.Real outside unit tests.
+	Clock  clock.Clock
+	Logger *slog.Logger
 }
 
 var _ admission.Handler = (*Injector)(nil)
@@ -68,7 +73,11 @@ func (in *Injector) Handle(ctx context.Context, req admission.Request) admission
 		return in.unchanged(&pod, p)
 	}
 	var policy amberv1.BackupPolicy
-	if err := in.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: policyName}, &policy); err != nil {
+	reader := in.Reader
+	if reader == nil {
+		reader = in.Client
+	}
+	if err := reader.Get(ctx, types.NamespacedName{Namespace: ns, Name: policyName}, &policy); err != nil {
 		if apierrors.IsNotFound(err) {
 			return in.unchanged(&pod, problemf("UnknownPolicy", "BackupPolicy %q named by annotation %s does not exist in namespace %s; create it or fix the annotation, then recreate the pod", policyName, AnnotationPolicy, ns))
 		}
