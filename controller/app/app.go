@@ -19,9 +19,11 @@ import (
 	"k8s.io/client-go/discovery"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -73,6 +75,10 @@ type Options struct {
 	Clock           clock.Clock
 	ArchiveInterval time.Duration
 	Logger          *slog.Logger
+	// Restartable lets Run be called again in one process (tests): it
+	// skips controller-runtime's check that controller names are unique
+	// process-wide.
+	Restartable bool
 }
 
 // Scheme is the scheme the controller uses: client-go's types and amber.dev.
@@ -145,6 +151,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 		}},
 		Client:                        client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.Secret{}}}},
 		LeaderElectionReleaseOnCancel: true,
+		Controller:                    config.Controller{SkipNameValidation: ptr.To(o.Restartable)},
 		Metrics:                       metricsserver.Options{BindAddress: metricsAddr},
 		HealthProbeBindAddress:        o.HealthAddr,
 		LeaderElection:                o.LeaderElection,

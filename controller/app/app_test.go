@@ -115,6 +115,7 @@ func run(m *testing.M) int {
 		Dialer:           sidecars,
 		Clock:            fake,
 		ArchiveInterval:  time.Minute,
+		Restartable:      true,
 		Logger:           slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	}
 	if err := startController(); err != nil {
@@ -149,6 +150,7 @@ func startController() error {
 	for time.Now().Before(deadline) {
 		select {
 		case err := <-done:
+			stopCtrl = func() error { return nil }
 			return fmt.Errorf("controller exited: %w", err)
 		default:
 		}
