@@ -38,6 +38,18 @@ import (
 	"github.com/amber-backup/amber/plugins/api/clock"
 )
 
+// The permissions the controller needs; controller-gen writes them to
+// controller/config/rbac/role.yaml.
+//
+// +kubebuilder:rbac:groups=amber.dev,resources=backuppolicies;backups;restores,verbs=get;list;watch;create;update;patch
+// +kubebuilder:rbac:groups=amber.dev,resources=backuppolicies/status;backups/status;restores/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;create;update
+// +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=mutatingwebhookconfigurations;validatingwebhookconfigurations,verbs=get;patch
+
 // Options configure the controller.
 type Options struct {
 	// Namespace the controller runs in: its CA Secret and leader lease live there.

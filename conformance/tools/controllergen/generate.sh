@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerates the controller's deepcopy functions and CRD YAML with the
+# Regenerates the controller's deepcopy functions, CRD YAML and RBAC role with the
 # controller-gen pinned in this folder's go.mod:
 #   bash conformance/tools/controllergen/generate.sh
 # Run it after changing controller/api/...; check the result in.
@@ -21,5 +21,6 @@ fi
 cd "$root"
 "$bin/controller-gen" object paths=./controller/api/...
 "$bin/controller-gen" crd paths=./controller/api/... output:crd:artifacts:config=controller/config/crd
+"$bin/controller-gen" rbac:roleName=amber-controller paths=./controller/app/... output:rbac:artifacts:config=controller/config/rbac
 gofmt -w controller/api
-echo "controller-gen: deepcopy and CRDs regenerated (controller/api, controller/config/crd)"
+echo "controller-gen: deepcopy, CRDs and RBAC regenerated (controller/api, controller/config/crd, controller/config/rbac)"
