@@ -2,6 +2,7 @@ package app_test
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -154,7 +155,10 @@ func startController() error {
 			return fmt.Errorf("controller exited: %w", err)
 		default:
 		}
-		if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", webhookPort), time.Second); err == nil {
+		// A full handshake (not a bare connect), so the server logs no
+		// handshake error; the server's certificate is not checked here.
+		d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: time.Second}, Config: &tls.Config{InsecureSkipVerify: true}}
+		if c, err := d.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", webhookPort)); err == nil {
 			c.Close()
 			return nil
 		}
@@ -416,6 +420,35 @@ func TestWebhookInjects(t *testing.T) {
 			eventually(t, "a Warning event "+tt.reason+" on pod "+tt.pod, warningEvent(t, ns, tt.pod, tt.reason))
 		})
 	}
+}
+
+// TestWarningOnOwner: a StatefulSet's pod admitted without a sidecar also
+// gets its Warning on the StatefulSet, whose UID tools can match.
+func TestWarningOnOwner(t *testing.T) {
+	needEnv(t)
+	ns := namespace(t)
+	ctx := context.Background()
+	sts := &appsv1.StatefulSet{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "pg"},
+		Spec: appsv1.StatefulSetSpec{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "pg"}},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "pg"}},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "postgres", Image: "postgres:15"}}}}},
+	}
+	must(t, k8s.Create(ctx, sts))
+	p := dbPod(ns, "pg-0", optIn, map[string]string{inject.AnnotationPolicy: "missing"})
+	p.OwnerReferences = []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "StatefulSet", Name: "pg", UID: sts.UID, Controller: ptr.To(true)}}
+	must(t, k8s.Create(ctx, p))
+	eventually(t, "a Warning on the StatefulSet", func() (bool, string) {
+		var evs corev1.EventList
+		must(t, k8s.List(ctx, &evs, client.InNamespace(ns)))
+		for _, e := range evs.Items {
+			if e.InvolvedObject.Kind == "StatefulSet" && e.InvolvedObject.UID == sts.UID && e.Reason == "UnknownPolicy" &&
+				strings.Contains(e.Message, "pod pg-0") {
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("%d events", len(evs.Items))
+	})
 }
 
 // TestWebhookDown: with the controller (and its webhook server) stopped,

@@ -8,6 +8,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/record"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -111,6 +112,13 @@ func (in *Injector) unchanged(pod *corev1.Pod, p *Problem) admission.Response {
 			ref.Name = pod.GenerateName
 		}
 		in.Recorder.Event(ref, corev1.EventTypeWarning, p.Reason, "amber sidecar not injected: "+p.Message)
+		// Tools that match Events by UID (kubectl describe pod) cannot
+		// find one recorded before the pod exists; its owner, such as the
+		// StatefulSet, has a UID already and gets the Event too.
+		if owner := metav1.GetControllerOf(pod); owner != nil {
+			oref := &corev1.ObjectReference{Kind: owner.Kind, APIVersion: owner.APIVersion, Namespace: pod.Namespace, Name: owner.Name, UID: owner.UID}
+			in.Recorder.Eventf(oref, corev1.EventTypeWarning, p.Reason, "amber sidecar not injected into pod %s: %s", ref.Name, p.Message)
+		}
 	}
 	return admission.Allowed("amber: not injected: " + p.Message)
 }
