@@ -1,0 +1,197 @@
+package v1alpha1
+
+import (
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Engine names a database engine; each has its own plugin.
+// +kubebuilder:validation:Enum=postgres;mysql;mongodb
+type Engine string
+
+const (
+	EnginePostgres Engine = "postgres"
+	EngineMySQL    Engine = "mysql"
+	EngineMongoDB  Engine = "mongodb"
+)
+
+// Mode is how a backup copies the database.
+// +kubebuilder:validation:Enum=physical;logical
+type Mode string
+
+const (
+	ModePhysical Mode = "physical"
+	ModeLogical  Mode = "logical"
+)
+
+// ReplicaPreference says which pod of a StatefulSet a backup is taken from.
+// +kubebuilder:validation:Enum=standby;primary;any
+type ReplicaPreference string
+
+const (
+	// PreferStandby takes the standby with the least lag within MaxLag, and
+	// the primary when no standby qualifies.
+	PreferStandby ReplicaPreference = "standby"
+	// PreferPrimary takes the primary only.
+	PreferPrimary ReplicaPreference = "primary"
+	// PreferAny takes the healthy pod with the least lag within MaxLag.
+	PreferAny ReplicaPreference = "any"
+)
+
+// SecretRef names a Secret in the policy's namespace.
+type SecretRef struct {
+	// Name of the Secret.
+	// +kubebuilder:validation:MinLength=1
+	Name string `json:"name"`
+	// PasswordKey is the key holding the repository password.
+	// Other keys are storage credentials named like the environment
+	// variables the storage backends read (AWS_ACCESS_KEY_ID,
+	// AWS_SECRET_ACCESS_KEY, B2_APPLICATION_KEY_ID, B2_APPLICATION_KEY).
+	// +kubebuilder:default=password
+	// +optional
+	PasswordKey string `json:"passwordKey,omitempty"`
+}
+
+// RepositorySpec says where backups are stored.
+type RepositorySpec struct {
+	// URL of the repository: file:///path, s3://bucket/prefix or
+	// b2://bucket/prefix (query parameters as the amber CLI takes them).
+	// +kubebuilder:validation:Pattern=`^(file|s3|b2)://\S+$`
+	URL string `json:"url"`
+	// CredentialsSecret holds the repository password and storage keys.
+	// It is mounted into the sidecar as files, never passed in the
+	// environment.
+	CredentialsSecret SecretRef `json:"credentialsSecret"`
+}
+
+// RetentionSpec says which backups prune keeps. A backup is kept when any
+// rule keeps it; with no rule set every backup is kept.
+type RetentionSpec struct {
+	// KeepLast keeps the newest N backups.
+	// +kubebuilder:validation:Minimum=0
+	// +optional
+	KeepLast int32 `json:"keepLast,omitempty"`
+	// KeepWithin keeps every backup younger than this (a Go duration,
+	// e.g. 168h).
+	// +optional
+	KeepWithin *metav1.Duration `json:"keepWithin,omitempty"`
+}
+
+// ReplicaSpec chooses the pod a backup is taken from.
+type ReplicaSpec struct {
+	// Preference: standby (default), primary or any.
+	// +kubebuilder:default=standby
+	// +optional
+	Preference ReplicaPreference `json:"preference,omitempty"`
+	// MaxLag is the most replication lag a standby may have to be backed
+	// up; a standby further behind is never chosen. Unset: no bound.
+	// +optional
+	MaxLag *metav1.Duration `json:"maxLag,omitempty"`
+}
+
+// ThrottleSpec bounds the bandwidth a backup or the archiver uses.
+type ThrottleSpec struct {
+	// UploadBytesPerSecond caps upload bandwidth (a quantity, e.g. 50Mi).
+	// +optional
+	UploadBytesPerSecond *resource.Quantity `json:"uploadBytesPerSecond,omitempty"`
+}
+
+// BackupPolicySpec is what a platform engineer declares per database.
+type BackupPolicySpec struct {
+	// Engine of the database: postgres, mysql or mongodb.
+	Engine Engine `json:"engine"`
+	// Repository where backups and archived log go.
+	Repository RepositorySpec `json:"repository"`
+	// Schedule of backups in cron format (five fields, or @daily, @hourly,
+	// @every 6h ...), in UTC. Empty: no scheduled backups.
+	// +kubebuilder:validation:Pattern=`^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|@every [0-9]+[0-9hmsu.]*|(\S+ ){4}\S+)$`
+	// +optional
+	Schedule string `json:"schedule,omitempty"`
+	// Suspend stops scheduled backups (archiving goes on).
+	// +optional
+	Suspend bool `json:"suspend,omitempty"`
+	// Retention applied by a prune after each successful backup.
+	// +optional
+	Retention RetentionSpec `json:"retention,omitempty"`
+	// Mode: physical (default) or logical.
+	// +kubebuilder:default=physical
+	// +optional
+	Mode Mode `json:"mode,omitempty"`
+	// Archive turns continuous log archiving on: exactly one sidecar per
+	// StatefulSet archives, and the role moves on failover.
+	// +optional
+	Archive bool `json:"archive,omitempty"`
+	// Replica chooses the pod backups are taken from.
+	// +optional
+	Replica ReplicaSpec `json:"replica,omitempty"`
+	// Throttle bounds bandwidth.
+	// +optional
+	Throttle ThrottleSpec `json:"throttle,omitempty"`
+}
+
+// ArchiverStatus names the pod archiving for one StatefulSet.
+type ArchiverStatus struct {
+	StatefulSet string      `json:"statefulSet"`
+	Pod         string      `json:"pod"`
+	Since       metav1.Time `json:"since"`
+}
+
+// BackupPolicyStatus is what the controller observed.
+type BackupPolicyStatus struct {
+	// ObservedGeneration is the generation the status describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+	// Conditions: Ready (schedule and references valid), Archiving.
+	// +listType=map
+	// +listMapKey=type
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+	// LastScheduleTime is the schedule time of the last Backup created.
+	// +optional
+	LastScheduleTime *metav1.Time `json:"lastScheduleTime,omitempty"`
+	// NextScheduleTime is when the next Backup will be created.
+	// +optional
+	NextScheduleTime *metav1.Time `json:"nextScheduleTime,omitempty"`
+	// LastSuccessfulBackup names the Backup object of the newest good backup.
+	// +optional
+	LastSuccessfulBackup string `json:"lastSuccessfulBackup,omitempty"`
+	// LastSuccessfulTime is when the newest good backup finished; its age
+	// is shown by `kubectl get backuppolicies`.
+	// +optional
+	LastSuccessfulTime *metav1.Time `json:"lastSuccessfulTime,omitempty"`
+	// Archivers lists the archiving pod of each StatefulSet.
+	// +optional
+	Archivers []ArchiverStatus `json:"archivers,omitempty"`
+}
+
+// BackupPolicy says how the databases of the StatefulSets whose pods carry
+// `amber.dev/policy: <name>` are backed up.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=bp,categories=amber
+// +kubebuilder:printcolumn:name="Engine",type=string,JSONPath=`.spec.engine`
+// +kubebuilder:printcolumn:name="Schedule",type=string,JSONPath=`.spec.schedule`
+// +kubebuilder:printcolumn:name="Archive",type=boolean,JSONPath=`.spec.archive`
+// +kubebuilder:printcolumn:name="Last Good",type=date,JSONPath=`.status.lastSuccessfulTime`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+type BackupPolicy struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec   BackupPolicySpec   `json:"spec,omitempty"`
+	Status BackupPolicyStatus `json:"status,omitempty"`
+}
+
+// BackupPolicyList is a list of BackupPolicy.
+//
+// +kubebuilder:object:root=true
+type BackupPolicyList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []BackupPolicy `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&BackupPolicy{}, &BackupPolicyList{})
+}

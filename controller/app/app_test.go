@@ -1,0 +1,706 @@
+package app_test
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/amber-backup/amber/conformance/testbed"
+	amberv1 "github.com/amber-backup/amber/controller/api/v1alpha1"
+	"github.com/amber-backup/amber/controller/app"
+	"github.com/amber-backup/amber/controller/certs"
+	"github.com/amber-backup/amber/controller/controllers"
+	"github.com/amber-backup/amber/controller/inject"
+	"github.com/amber-backup/amber/controller/internal/k8stest"
+	"github.com/amber-backup/amber/controller/sidecarapi"
+	"github.com/amber-backup/amber/controller/sidecarapi/sidecardouble"
+	"github.com/amber-backup/amber/plugins/api/clock"
+	"github.com/amber-backup/amber/sidecar/repo"
+	"github.com/amber-backup/amber/sidecar/storage/file"
+)
+
+// One apiserver and one controller serve every test here; each test works
+// in its own namespace.
+var (
+	skipReason string
+	cfg        *rest.Config
+	k8s        client.Client
+	fake       = clock.NewFake(time.Now().Truncate(time.Second))
+	// sidecars is the TEST DOUBLE of the sidecar API (see sidecardouble).
+	sidecars    = sidecardouble.New()
+	webhookPort int
+	stopCtrl    func() error
+	baseOpts    app.Options
+)
+
+const controllerNS = "amber-system"
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	assets, why := k8stest.AssetsDir()
+	if assets == "" {
+		skipReason = why
+		return m.Run()
+	}
+	port, err := freePort()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	webhookPort = port
+	url := func(path string) admissionregistrationv1.WebhookClientConfig {
+		u := fmt.Sprintf("https://127.0.0.1:%d%s", port, path)
+		return admissionregistrationv1.WebhookClientConfig{URL: &u}
+	}
+	env, c, err := k8stest.Start(assets, envtest.WebhookInstallOptions{
+		LocalServingHost:   "127.0.0.1",
+		LocalServingPort:   port,
+		MutatingWebhooks:   []*admissionregistrationv1.MutatingWebhookConfiguration{inject.MutatingWebhookConfiguration(url(inject.Path))},
+		ValidatingWebhooks: []*admissionregistrationv1.ValidatingWebhookConfiguration{inject.ValidatingWebhookConfiguration(url(inject.ValidatePolicyPath))},
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "start envtest:", err)
+		return 1
+	}
+	defer env.Stop()
+	cfg = c
+	if k8s, err = client.New(cfg, client.Options{Scheme: app.Scheme()}); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	ctx := context.Background()
+	if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: controllerNS}}); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	certDir, err := os.MkdirTemp("", "amber-controller-certs-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(certDir)
+	baseOpts = app.Options{
+		Namespace:        controllerNS,
+		CASecret:         "amber-ca",
+		Sidecar:          inject.Config{Image: "amber:test"},
+		WebhookHost:      "127.0.0.1",
+		WebhookPort:      port,
+		CertDir:          certDir,
+		ServingNames:     []string{"127.0.0.1"},
+		MutatingConfig:   inject.MutatingConfigName,
+		ValidatingConfig: inject.ValidatingConfigName,
+		LeaderElection:   true,
+		LeaderElectionID: "amber-controller-test",
+		Dialer:           sidecars,
+		Clock:            fake,
+		ArchiveInterval:  time.Minute,
+		Restartable:      true,
+		Logger:           slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	}
+	if err := startController(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	code := m.Run()
+	if err := stopCtrl(); err != nil {
+		fmt.Fprintln(os.Stderr, "controller:", err)
+	}
+	return code
+}
+
+// startController runs app.Run and waits until its webhook answers.
+func startController() error {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- app.Run(ctx, cfg, baseOpts) }()
+	stopCtrl = func() error {
+		cancel()
+		select {
+		case err := <-done:
+			if errors.Is(err, context.Canceled) {
+				return nil
+			}
+			return err
+		case <-time.After(30 * time.Second):
+			return errors.New("controller did not stop within 30s")
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case err := <-done:
+			stopCtrl = func() error { return nil }
+			return fmt.Errorf("controller exited: %w", err)
+		default:
+		}
+		// A full handshake (not a bare connect), so the server logs no
+		// handshake error; the server's certificate is not checked here.
+		d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: time.Second}, Config: &tls.Config{InsecureSkipVerify: true}}
+		if c, err := d.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", webhookPort)); err == nil {
+			c.Close()
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return errors.New("webhook server did not listen within 30s")
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func needEnv(t *testing.T) {
+	t.Helper()
+	if skipReason != "" {
+		testbed.Skip(t, "%s", skipReason)
+	}
+}
+
+// namespace creates a namespace for t (with the default ServiceAccount
+// pods need, as no controller-manager runs here).
+func namespace(t *testing.T) string {
+	t.Helper()
+	name := strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name()))
+	if len(name) > 50 {
+		name = name[:50]
+	}
+	name = strings.Trim(name, "-")
+	ctx := context.Background()
+	must(t, k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}))
+	must(t, k8s.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: name, Name: "default"}}))
+	return name
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// eventually polls f for up to 30s of real time (the API server's and the
+// controller's work, not the schedule's clock).
+func eventually(t *testing.T, what string, f func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	last := ""
+	for time.Now().Before(deadline) {
+		ok, state := f()
+		if ok {
+			return
+		}
+		last = state
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("timed out waiting for %s; last: %s", what, last)
+}
+
+func policy(ns, name string, mutate func(*amberv1.BackupPolicy)) *amberv1.BackupPolicy {
+	p := &amberv1.BackupPolicy{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: amberv1.BackupPolicySpec{
+			Engine:     amberv1.EnginePostgres,
+			Repository: amberv1.RepositorySpec{URL: "s3://bucket/pg", CredentialsSecret: amberv1.SecretRef{Name: "repo-creds"}},
+		},
+	}
+	if mutate != nil {
+		mutate(p)
+	}
+	return p
+}
+
+func dbPod(ns, name string, labels, annotations map[string]string) *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: labels, Annotations: annotations},
+		Spec: corev1.PodSpec{
+			SecurityContext: &corev1.PodSecurityContext{RunAsUser: ptr.To[int64](999)},
+			Containers: []corev1.Container{{Name: "postgres", Image: "postgres:15",
+				VolumeMounts: []corev1.VolumeMount{{Name: "data", MountPath: "/var/lib/postgresql/data"}}}},
+			Volumes: []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{
+				PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "data-" + name}}}},
+		},
+	}
+}
+
+var optIn = map[string]string{inject.LabelInject: "true"}
+
+func sidecarIn(pod *corev1.Pod) *corev1.Container {
+	for i := range pod.Spec.InitContainers {
+		if pod.Spec.InitContainers[i].Name == inject.SidecarName {
+			return &pod.Spec.InitContainers[i]
+		}
+	}
+	for i := range pod.Spec.Containers {
+		if pod.Spec.Containers[i].Name == inject.SidecarName {
+			return &pod.Spec.Containers[i]
+		}
+	}
+	return nil
+}
+
+func warningEvent(t *testing.T, ns, object, reason string) func() (bool, string) {
+	return func() (bool, string) {
+		var evs corev1.EventList
+		if err := k8s.List(context.Background(), &evs, client.InNamespace(ns)); err != nil {
+			return false, err.Error()
+		}
+		var seen []string
+		for _, e := range evs.Items {
+			if e.InvolvedObject.Name == object && e.Reason == reason && e.Type == corev1.EventTypeWarning {
+				return true, ""
+			}
+			seen = append(seen, e.InvolvedObject.Name+":"+e.Reason)
+		}
+		return false, fmt.Sprintf("events %v", seen)
+	}
+}
+
+func TestCRDValidation(t *testing.T) {
+	needEnv(t)
+	ns := namespace(t)
+	ctx := context.Background()
+	tests := []struct {
+		name  string
+		obj   client.Object
+		inMsg string
+	}{
+		{"unknown engine", policy(ns, "bad-engine", func(p *amberv1.BackupPolicy) { p.Spec.Engine = "oracle" }), "spec.engine"},
+		{"URL without a scheme", policy(ns, "bad-url", func(p *amberv1.BackupPolicy) { p.Spec.Repository.URL = "bucket/prefix" }), "spec.repository.url"},
+		{"unknown URL scheme", policy(ns, "bad-url2", func(p *amberv1.BackupPolicy) { p.Spec.Repository.URL = "ftp://host/x" }), "spec.repository.url"},
+		{"schedule not cron-shaped (apiserver)", policy(ns, "bad-cron", func(p *amberv1.BackupPolicy) { p.Spec.Schedule = "every night" }), "spec.schedule"},
+		{"schedule out of range (webhook)", policy(ns, "bad-cron2", func(p *amberv1.BackupPolicy) { p.Spec.Schedule = "61 * * * *" }), "use five cron fields"},
+		{"bad replica preference", policy(ns, "bad-pref", func(p *amberv1.BackupPolicy) { p.Spec.Replica.Preference = "fastest" }), "spec.replica.preference"},
+		{"restore with backup id and time", &amberv1.Restore{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "both"},
+			Spec: amberv1.RestoreSpec{PolicyRef: &amberv1.LocalRef{Name: "p"}, SourceStatefulSet: "db", BackupID: "x", PointInTime: &metav1.Time{Time: time.Now()}}},
+			"exactly one of backupID and pointInTime"},
+		{"restore without a repository", &amberv1.Restore{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "norepo"},
+			Spec: amberv1.RestoreSpec{SourceStatefulSet: "db", BackupID: "x"}}, "exactly one of policyRef and repository"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := k8s.Create(ctx, tt.obj)
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			if !apierrors.IsInvalid(err) && !apierrors.IsForbidden(err) && !strings.Contains(err.Error(), "denied") {
+				t.Fatalf("refused for another reason: %v", err)
+			}
+			if !strings.Contains(err.Error(), tt.inMsg) {
+				t.Fatalf("error %q does not mention %q", err, tt.inMsg)
+			}
+		})
+	}
+	good := policy(ns, "good", func(p *amberv1.BackupPolicy) { p.Spec.Schedule = "30 2 * * *" })
+	must(t, k8s.Create(ctx, good))
+	if good.Spec.Mode != amberv1.ModePhysical || good.Spec.Replica.Preference != amberv1.PreferStandby ||
+		good.Spec.Repository.CredentialsSecret.PasswordKey != "password" {
+		t.Fatalf("defaults not applied: %+v", good.Spec)
+	}
+	must(t, k8s.Create(ctx, policy(ns, "descriptor", func(p *amberv1.BackupPolicy) { p.Spec.Schedule = "@every 6h" })))
+}
+
+func TestWebhookInjects(t *testing.T) {
+	needEnv(t)
+	ns := namespace(t)
+	ctx := context.Background()
+	must(t, k8s.Create(ctx, policy(ns, "nightly", nil)))
+
+	pod := dbPod(ns, "pg-0", optIn, map[string]string{inject.AnnotationPolicy: "nightly"})
+	must(t, k8s.Create(ctx, pod))
+	sc := sidecarIn(pod)
+	if sc == nil {
+		t.Fatal("annotated pod was not injected")
+	}
+	// The apiserver is 1.29+, so the sidecar is native.
+	if len(pod.Spec.InitContainers) != 1 || sc.RestartPolicy == nil || *sc.RestartPolicy != corev1.ContainerRestartPolicyAlways {
+		t.Fatalf("want a native sidecar (init container, restartPolicy Always); init containers %d", len(pod.Spec.InitContainers))
+	}
+	if sc.Image != "amber:test" || strings.Join(sc.Command, " ") != "amber sidecar" {
+		t.Fatalf("image %q command %v", sc.Image, sc.Command)
+	}
+	if s := sc.SecurityContext; !*s.RunAsNonRoot || !*s.ReadOnlyRootFilesystem || *s.AllowPrivilegeEscalation || s.Capabilities.Drop[0] != "ALL" {
+		t.Fatalf("security context %+v", s)
+	}
+	dataMounted := false
+	for _, m := range sc.VolumeMounts {
+		if m.Name == "data" && m.MountPath == "/var/lib/postgresql/data" {
+			dataMounted = true
+		}
+	}
+	if !dataMounted {
+		t.Fatalf("data volume not mounted where the database has it: %+v", sc.VolumeMounts)
+	}
+	// The pod's certificate Secret exists, issued by the controller's CA
+	// for the pod's identity, and the CA is the one in the webhook config.
+	var tlsSecret corev1.Secret
+	must(t, k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: certs.SidecarSecretName("pg-0")}, &tlsSecret))
+	var ca corev1.Secret
+	must(t, k8s.Get(ctx, types.NamespacedName{Namespace: controllerNS, Name: "amber-ca"}, &ca))
+	if string(tlsSecret.Data[certs.KeyCA]) != string(ca.Data[certs.KeyCert]) || len(tlsSecret.Data[certs.KeyKey]) == 0 {
+		t.Fatal("sidecar Secret does not carry the controller's CA and a key")
+	}
+	var mwc admissionregistrationv1.MutatingWebhookConfiguration
+	must(t, k8s.Get(ctx, types.NamespacedName{Name: inject.MutatingConfigName}, &mwc))
+	if string(mwc.Webhooks[0].ClientConfig.CABundle) != string(ca.Data[certs.KeyCert]) {
+		t.Fatal("caBundle in the MutatingWebhookConfiguration is not the controller's CA")
+	}
+	if pod.Annotations[inject.AnnotationIdentity] != certs.SidecarIdentity(ns, "pg-0") {
+		t.Fatalf("identity annotation %q", pod.Annotations[inject.AnnotationIdentity])
+	}
+
+	t.Run("idempotent", func(t *testing.T) {
+		again := dbPod(ns, "pg-0-again", optIn, pod.Annotations)
+		again.Spec = *pod.Spec.DeepCopy()
+		again.Spec.NodeName = ""
+		must(t, k8s.Create(ctx, again))
+		if len(again.Spec.InitContainers) != len(pod.Spec.InitContainers) || len(again.Spec.Containers) != len(pod.Spec.Containers) ||
+			len(again.Spec.Volumes) != len(pod.Spec.Volumes) {
+			t.Fatalf("an injected pod was changed: %d/%d init containers, %d/%d volumes",
+				len(again.Spec.InitContainers), len(pod.Spec.InitContainers), len(again.Spec.Volumes), len(pod.Spec.Volumes))
+		}
+		if again.Annotations[inject.AnnotationIdentity] != certs.SidecarIdentity(ns, "pg-0") {
+			t.Fatal("annotations of an injected pod were rewritten")
+		}
+	})
+	t.Run("no annotation", func(t *testing.T) {
+		p := dbPod(ns, "plain", optIn, nil)
+		must(t, k8s.Create(ctx, p))
+		if sidecarIn(p) != nil || len(p.Spec.Volumes) != 1 {
+			t.Fatal("a pod without the policy annotation was changed")
+		}
+	})
+	t.Run("annotation without the opt-in label", func(t *testing.T) {
+		p := dbPod(ns, "unlabelled", nil, map[string]string{inject.AnnotationPolicy: "nightly"})
+		must(t, k8s.Create(ctx, p))
+		if sidecarIn(p) != nil {
+			t.Fatal("a pod without the amber.dev/inject label reached the webhook")
+		}
+	})
+	for _, tt := range []struct {
+		pod, reason string
+		ann         map[string]string
+	}{
+		{"malformed", "MalformedAnnotation", map[string]string{inject.AnnotationPolicy: "Not A Name!"}},
+		{"unknown-policy", "UnknownPolicy", map[string]string{inject.AnnotationPolicy: "nope"}},
+		{"bad-volume", "MalformedAnnotation", map[string]string{inject.AnnotationPolicy: "nightly", inject.AnnotationDataVolume: "nope"}},
+	} {
+		t.Run(tt.pod, func(t *testing.T) {
+			p := dbPod(ns, tt.pod, optIn, tt.ann)
+			must(t, k8s.Create(ctx, p))
+			if sidecarIn(p) != nil || len(p.Spec.Volumes) != 1 {
+				t.Fatal("pod with a bad annotation was changed")
+			}
+			eventually(t, "a Warning event "+tt.reason+" on pod "+tt.pod, warningEvent(t, ns, tt.pod, tt.reason))
+		})
+	}
+}
+
+// TestWarningOnOwner: a StatefulSet's pod admitted without a sidecar also
+// gets its Warning on the StatefulSet, whose UID tools can match.
+func TestWarningOnOwner(t *testing.T) {
+	needEnv(t)
+	ns := namespace(t)
+	ctx := context.Background()
+	sts := &appsv1.StatefulSet{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "pg"},
+		Spec: appsv1.StatefulSetSpec{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "pg"}},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "pg"}},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "postgres", Image: "postgres:15"}}}}},
+	}
+	must(t, k8s.Create(ctx, sts))
+	p := dbPod(ns, "pg-0", optIn, map[string]string{inject.AnnotationPolicy: "missing"})
+	p.OwnerReferences = []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "StatefulSet", Name: "pg", UID: sts.UID, Controller: ptr.To(true)}}
+	must(t, k8s.Create(ctx, p))
+	eventually(t, "a Warning on the StatefulSet", func() (bool, string) {
+		var evs corev1.EventList
+		must(t, k8s.List(ctx, &evs, client.InNamespace(ns)))
+		for _, e := range evs.Items {
+			if e.InvolvedObject.Kind == "StatefulSet" && e.InvolvedObject.UID == sts.UID && e.Reason == "UnknownPolicy" &&
+				strings.Contains(e.Message, "pod pg-0") {
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("%d events", len(evs.Items))
+	})
+}
+
+// TestWebhookDown: with the controller (and its webhook server) stopped,
+// opted-in pods are still created, without a sidecar.
+func TestWebhookDown(t *testing.T) {
+	needEnv(t)
+	ns := namespace(t)
+	ctx := context.Background()
+	must(t, k8s.Create(ctx, policy(ns, "nightly", nil)))
+	must(t, stopCtrl())
+	defer func() { must(t, startController()) }()
+	p := dbPod(ns, "pg-0", optIn, map[string]string{inject.AnnotationPolicy: "nightly"})
+	cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if err := k8s.Create(cctx, p); err != nil {
+		t.Fatalf("pod refused while the webhook is down: %v", err)
+	}
+	if sidecarIn(p) != nil {
+		t.Fatal("injected with the webhook down?")
+	}
+}
+
+// statefulSet creates a StatefulSet object and its pods by hand (no
+// controller-manager runs here), injected by the webhook, with pod IPs.
+func statefulSet(t *testing.T, ns, name, policyName string, replicas int) []*corev1.Pod {
+	t.Helper()
+	ctx := context.Background()
+	labels := map[string]string{"app": name}
+	sts := &appsv1.StatefulSet{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: appsv1.StatefulSetSpec{
+			Replicas: ptr.To(int32(replicas)), ServiceName: name,
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "postgres", Image: "postgres:15"}}}},
+		},
+	}
+	must(t, k8s.Create(ctx, sts))
+	var pods []*corev1.Pod
+	for i := 0; i < replicas; i++ {
+		podName := fmt.Sprintf("%s-%d", name, i)
+		l := map[string]string{"app": name, inject.LabelInject: "true"}
+		p := dbPod(ns, podName, l, map[string]string{inject.AnnotationPolicy: policyName})
+		p.OwnerReferences = []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "StatefulSet", Name: name, UID: sts.UID, Controller: ptr.To(true)}}
+		must(t, k8s.Create(ctx, p))
+		if sidecarIn(p) == nil {
+			t.Fatalf("pod %s not injected", podName)
+		}
+		p.Status.Phase = corev1.PodRunning
+		p.Status.PodIP = fmt.Sprintf("127.0.20.%d", i+1)
+		p.Status.PodIPs = []corev1.PodIP{{IP: p.Status.PodIP}}
+		must(t, k8s.Status().Update(ctx, p))
+		pods = append(pods, p)
+	}
+	return pods
+}
+
+func probe(role sidecarapi.Role, lag time.Duration) sidecardouble.Pod {
+	return sidecardouble.Pod{Probe: sidecarapi.ProbeResult{Healthy: true, Role: role, Lag: lag}, BackupBytes: 4096}
+}
+
+func getBackup(t *testing.T, ns, name string) func() (bool, string) {
+	return func() (bool, string) {
+		var b amberv1.Backup
+		if err := k8s.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: name}, &b); err != nil {
+			return false, err.Error()
+		}
+		return b.Status.Phase == amberv1.PhaseSucceeded || b.Status.Phase == amberv1.PhaseFailed, fmt.Sprintf("phase %q", b.Status.Phase)
+	}
+}
+
+// initRepo makes a local repository and the credentials Secret for it.
+func initRepo(t *testing.T, ns string) string {
+	t.Helper()
+	dir := t.TempDir()
+	be, err := file.Open(dir, true)
+	must(t, err)
+	r, err := repo.Init(context.Background(), be, []byte("s3cret-pw"), repo.Options{CacheDir: "-"})
+	must(t, err)
+	_ = r
+	must(t, k8s.Create(context.Background(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "repo-creds"},
+		Data: map[string][]byte{"password": []byte("s3cret-pw\n")}}))
+	return "file://" + dir
+}
+
+// TestScheduleAndReplicaChoice: a BackupPolicy's schedule creates a Backup
+// when the (fake) clock reaches it; the Backup is taken on the standby with
+// the least lag within the policy's bound, then retention runs against
+// the real repository; the policy records its last good backup.
+func TestScheduleAndReplicaChoice(t *testing.T) {
+	needEnv(t)
+	ns := namespace(t)
+	ctx := context.Background()
+	url := initRepo(t, ns)
+	p := policy(ns, "hourly", func(p *amberv1.BackupPolicy) {
+		p.Spec.Schedule = "@every 1h"
+		p.Spec.Repository.URL = url
+		p.Spec.Replica.MaxLag = &metav1.Duration{Duration: 3 * time.Second}
+		p.Spec.Retention.KeepLast = 3
+	})
+	must(t, k8s.Create(ctx, p))
+	statefulSet(t, ns, "pg", "hourly", 3)
+	sidecars.Set(ns+"/pg-0", probe(sidecarapi.RolePrimary, 0))
+	sidecars.Set(ns+"/pg-1", probe(sidecarapi.RoleStandby, 5*time.Second)) // over the bound
+	sidecars.Set(ns+"/pg-2", probe(sidecarapi.RoleStandby, time.Second))
+
+	var next time.Time
+	eventually(t, "the policy's next schedule time", func() (bool, string) {
+		must(t, k8s.Get(ctx, client.ObjectKeyFromObject(p), p))
+		if p.Status.NextScheduleTime == nil {
+			return false, fmt.Sprintf("conditions %+v", p.Status.Conditions)
+		}
+		next = p.Status.NextScheduleTime.Time
+		return true, ""
+	})
+	if want := p.CreationTimestamp.Add(time.Hour); !next.Equal(want) {
+		t.Fatalf("next schedule %s, want creation + 1h = %s", next, want)
+	}
+	var list amberv1.BackupList
+	must(t, k8s.List(ctx, &list, client.InNamespace(ns)))
+	if len(list.Items) != 0 {
+		t.Fatalf("%d Backups before the schedule time", len(list.Items))
+	}
+
+	fake.Set(next.Add(time.Second))
+	name := controllers.ScheduledBackupName("hourly", "pg", next)
+	eventually(t, "Backup "+name+" to finish", getBackup(t, ns, name))
+	var b amberv1.Backup
+	must(t, k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, &b))
+	if b.Status.Phase != amberv1.PhaseSucceeded || b.Status.TargetPod != "pg-2" || b.Status.StatefulSet != "pg" {
+		t.Fatalf("backup %s on %q (%s), want Succeeded on pg-2", b.Status.Phase, b.Status.TargetPod, b.Status.Error)
+	}
+	if b.Status.BackupID == "" || b.Status.Bytes != 4096 || b.Status.StartedAt == nil || b.Status.FinishedAt == nil {
+		t.Fatalf("result not recorded: %+v", b.Status)
+	}
+	pruned := meta.FindStatusCondition(b.Status.Conditions, controllers.CondPruned)
+	if pruned == nil || pruned.Status != metav1.ConditionTrue || !strings.Contains(pruned.Message, "kept 0 backup(s)") {
+		t.Fatalf("retention did not run against the repository: %+v", pruned)
+	}
+	calls := sidecars.Calls("Backup")
+	if len(calls) == 0 || calls[len(calls)-1].Pod != ns+"/pg-2" {
+		t.Fatalf("backup calls %+v", calls)
+	}
+	eventually(t, "the policy's last good backup", func() (bool, string) {
+		must(t, k8s.Get(ctx, client.ObjectKeyFromObject(p), p))
+		return p.Status.LastSuccessfulBackup == name && p.Status.LastSuccessfulTime != nil, p.Status.LastSuccessfulBackup
+	})
+
+	// The best standby falls behind too: now only the primary qualifies.
+	sidecars.Set(ns+"/pg-2", probe(sidecarapi.RoleStandby, 10*time.Second))
+	manual := &amberv1.Backup{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "manual"},
+		Spec: amberv1.BackupSpec{PolicyRef: amberv1.LocalRef{Name: "hourly"}}}
+	must(t, k8s.Create(ctx, manual))
+	eventually(t, "Backup manual to finish", getBackup(t, ns, "manual"))
+	must(t, k8s.Get(ctx, client.ObjectKeyFromObject(manual), manual))
+	if manual.Status.TargetPod != "pg-0" {
+		t.Fatalf("with every standby over the bound the backup ran on %q (%s), want the primary pg-0", manual.Status.TargetPod, manual.Status.Error)
+	}
+
+	// A sidecar that fails: the Backup fails saying why, with a Warning.
+	sidecars.Set(ns+"/pg-0", sidecardouble.Pod{Probe: sidecarapi.ProbeResult{Healthy: true, Role: sidecarapi.RolePrimary},
+		BackupErr: errors.New("plugin crashed")})
+	failing := &amberv1.Backup{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "failing"},
+		Spec: amberv1.BackupSpec{PolicyRef: amberv1.LocalRef{Name: "hourly"}, StatefulSet: "pg"}}
+	must(t, k8s.Create(ctx, failing))
+	eventually(t, "Backup failing to finish", getBackup(t, ns, "failing"))
+	must(t, k8s.Get(ctx, client.ObjectKeyFromObject(failing), failing))
+	if failing.Status.Phase != amberv1.PhaseFailed || !strings.Contains(failing.Status.Error, "plugin crashed") {
+		t.Fatalf("phase %s error %q", failing.Status.Phase, failing.Status.Error)
+	}
+	eventually(t, "a Warning on the failed Backup", warningEvent(t, ns, "failing", "BackupFailed"))
+}
+
+// TestArchiverFollowsPrimary: with archive on, the primary's sidecar
+// archives; after a failover the new primary starts and the old one stops.
+func TestArchiverFollowsPrimary(t *testing.T) {
+	needEnv(t)
+	ns := namespace(t)
+	ctx := context.Background()
+	sidecars.Set(ns+"/db-0", probe(sidecarapi.RolePrimary, 0))
+	sidecars.Set(ns+"/db-1", probe(sidecarapi.RoleStandby, 0))
+	p := policy(ns, "archived", func(p *amberv1.BackupPolicy) { p.Spec.Archive = true })
+	must(t, k8s.Create(ctx, p))
+	statefulSet(t, ns, "db", "archived", 2)
+	archiver := func(want string) func() (bool, string) {
+		return func() (bool, string) {
+			must(t, k8s.Get(ctx, client.ObjectKeyFromObject(p), p))
+			got := ""
+			for _, a := range p.Status.Archivers {
+				got += a.StatefulSet + "=" + a.Pod
+			}
+			var mine []string
+			for _, a := range sidecars.Archiving() {
+				if strings.HasPrefix(a, ns+"/") {
+					mine = append(mine, a)
+				}
+			}
+			return got == "db="+want && len(mine) == 1 && mine[0] == ns+"/"+want, fmt.Sprintf("status %q, archiving %v", got, mine)
+		}
+	}
+	eventually(t, "db-0 archiving", archiver("db-0"))
+
+	// Failover: db-1 is promoted, db-0 comes back as a standby.
+	sidecars.Set(ns+"/db-1", probe(sidecarapi.RolePrimary, 0))
+	old := probe(sidecarapi.RoleStandby, 0)
+	old.Probe.Archiving = true
+	sidecars.Set(ns+"/db-0", old)
+	fake.Advance(2 * time.Minute)
+	eventually(t, "the archiver to move to db-1", archiver("db-1"))
+	eventually(t, "an ArchiverMoved event", func() (bool, string) {
+		var evs corev1.EventList
+		must(t, k8s.List(ctx, &evs, client.InNamespace(ns)))
+		for _, e := range evs.Items {
+			if e.Reason == "ArchiverMoved" && strings.Contains(e.Message, "from pod db-0 to pod db-1") {
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("%d events", len(evs.Items))
+	})
+	// Started on the new pod before stopped on the old: no gap.
+	var order []string
+	for _, c := range sidecars.Calls("") {
+		if strings.HasPrefix(c.Pod, ns+"/") && (c.Method == "StartArchiving" || c.Method == "StopArchiving") {
+			order = append(order, c.Method+" "+strings.TrimPrefix(c.Pod, ns+"/"))
+		}
+	}
+	if strings.Join(order, ", ") != "StartArchiving db-0, StartArchiving db-1, StopArchiving db-0" {
+		t.Fatalf("archiving calls %v", order)
+	}
+}
+
+// TestRestoreNotImplemented: a valid Restore is accepted and its condition
+// says plainly that clone restores are not implemented yet.
+func TestRestoreNotImplemented(t *testing.T) {
+	needEnv(t)
+	ns := namespace(t)
+	ctx := context.Background()
+	must(t, k8s.Create(ctx, policy(ns, "nightly", nil)))
+	rs := &amberv1.Restore{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "r"},
+		Spec: amberv1.RestoreSpec{PolicyRef: &amberv1.LocalRef{Name: "nightly"}, SourceStatefulSet: "db", BackupID: "abc"}}
+	must(t, k8s.Create(ctx, rs))
+	eventually(t, "the Restore's condition", func() (bool, string) {
+		must(t, k8s.Get(ctx, client.ObjectKeyFromObject(rs), rs))
+		c := meta.FindStatusCondition(rs.Status.Conditions, controllers.CondReady)
+		if c == nil {
+			return false, "no condition"
+		}
+		return c.Reason == "NotImplemented" && c.Status == metav1.ConditionFalse && strings.Contains(c.Message, "not implemented"), c.Reason
+	})
+	var sts appsv1.StatefulSetList
+	must(t, k8s.List(ctx, &sts, client.InNamespace(ns)))
+	if len(sts.Items) != 0 {
+		t.Fatal("a clone StatefulSet was created")
+	}
+}

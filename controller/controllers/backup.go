@@ -1,0 +1,198 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/record"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+
+	amberv1 "github.com/amber-backup/amber/controller/api/v1alpha1"
+	"github.com/amber-backup/amber/controller/sidecarapi"
+	"github.com/amber-backup/amber/plugins/api/clock"
+)
+
+// Pruner applies a policy's retention to its repository.
+type Pruner interface {
+	// Prune forgets the backups the policy's retention does not keep and
+	// returns a one-line summary.
+	Prune(ctx context.Context, p *amberv1.BackupPolicy) (string, error)
+}
+
+// BackupReconciler runs Backups.
+type BackupReconciler struct {
+	Client   client.Client
+	Recorder record.EventRecorder
+	Clock    clock.Clock
+	Dialer   sidecarapi.Dialer
+	// Pruner runs retention after each successful backup; nil: none.
+	Pruner Pruner
+	Logger *slog.Logger
+	// MaxConcurrent backups at once (each holds a worker while it runs).
+	MaxConcurrent int
+}
+
+func (r *BackupReconciler) log() *slog.Logger {
+	if r.Logger != nil {
+		return r.Logger
+	}
+	return slog.Default()
+}
+
+func (r *BackupReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	n := r.MaxConcurrent
+	if n <= 0 {
+		n = 4
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&amberv1.Backup{}).
+		Named("backup").
+		WithOptions(controller.Options{MaxConcurrentReconciles: n}).
+		Complete(r)
+}
+
+func (r *BackupReconciler) now() metav1.Time { return metav1.Time{Time: clock.Or(r.Clock).Now()} }
+
+func (r *BackupReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	var b amberv1.Backup
+	if err := r.Client.Get(ctx, req.NamespacedName, &b); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	switch b.Status.Phase {
+	case amberv1.PhaseSucceeded, amberv1.PhaseFailed:
+		return ctrl.Result{}, nil
+	case amberv1.PhaseRunning:
+		// A backup runs inside one reconcile and the same Backup is never
+		// reconciled twice at once, so Running here means the process that
+		// ran it is gone.
+		return ctrl.Result{}, r.fail(ctx, &b, "Interrupted", fmt.Sprintf(
+			"the controller stopped while pod %s was backing up; the result is unknown (list the repository with `amber ls`) — create a new Backup", b.Status.TargetPod))
+	}
+	log := r.log().With("namespace", b.Namespace, "backup", b.Name)
+
+	var p amberv1.BackupPolicy
+	if err := r.Client.Get(ctx, types.NamespacedName{Namespace: b.Namespace, Name: b.Spec.PolicyRef.Name}, &p); err != nil {
+		if apierrors.IsNotFound(err) {
+			return ctrl.Result{}, r.fail(ctx, &b, "PolicyNotFound", fmt.Sprintf("BackupPolicy %q does not exist in namespace %s", b.Spec.PolicyRef.Name, b.Namespace))
+		}
+		return ctrl.Result{}, err
+	}
+	groups, err := policyPods(ctx, r.Client, b.Namespace, p.Name)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	sts := b.Spec.StatefulSet
+	if sts == "" {
+		switch len(groups) {
+		case 0:
+			return ctrl.Result{}, r.fail(ctx, &b, "NoStatefulSet", fmt.Sprintf("no StatefulSet's pods carry amber.dev/policy=%s in namespace %s", p.Name, b.Namespace))
+		case 1:
+			for k := range groups {
+				sts = k
+			}
+		default:
+			return ctrl.Result{}, r.fail(ctx, &b, "AmbiguousStatefulSet", fmt.Sprintf("the pods of several StatefulSets carry policy %s (%v); set spec.statefulSet", p.Name, sortedKeys(groups)))
+		}
+	}
+	pods, ok := groups[sts]
+	if !ok {
+		return ctrl.Result{}, r.fail(ctx, &b, "NoStatefulSet", fmt.Sprintf("StatefulSet %s has no pod carrying amber.dev/policy=%s", sts, p.Name))
+	}
+	var maxLag *time.Duration
+	if p.Spec.Replica.MaxLag != nil {
+		maxLag = &p.Spec.Replica.MaxLag.Duration
+	}
+	pick, why := PickBackupTarget(probeAll(ctx, r.Dialer, pods), p.Spec.Replica.Preference, maxLag)
+	if pick == nil {
+		return ctrl.Result{}, r.fail(ctx, &b, "NoEligibleReplica", "StatefulSet "+sts+": "+why)
+	}
+
+	orig := b.DeepCopy()
+	b.Status.Phase = amberv1.PhaseRunning
+	b.Status.StatefulSet = sts
+	b.Status.TargetPod = pick.Pod.Name
+	started := r.now()
+	b.Status.StartedAt = &started
+	if err := r.Client.Status().Patch(ctx, &b, client.MergeFrom(orig)); err != nil {
+		return ctrl.Result{}, fmt.Errorf("mark Backup running: %w", err)
+	}
+	r.Recorder.Eventf(&b, corev1.EventTypeNormal, "Started", "backing up StatefulSet %s on pod %s (%s, lag %s)", sts, pick.Pod.Name, pick.Probe.Role, pick.Probe.Lag)
+	log.Info("backup started", "pod", pick.Pod.Name, "role", pick.Probe.Role)
+
+	mode := p.Spec.Mode
+	if mode == "" {
+		mode = amberv1.ModePhysical
+	}
+	var res sidecarapi.BackupResult
+	err = func() error {
+		sc, err := r.Dialer.Dial(ctx, pick.Pod)
+		if err != nil {
+			return err
+		}
+		defer sc.Close()
+		res, err = sc.Backup(ctx, sidecarapi.BackupRequest{
+			Name: b.Namespace + "/" + b.Name, Mode: string(mode), UploadBytesPerSecond: uploadLimit(&p),
+			Tags: map[string]string{"namespace": b.Namespace, "statefulset": sts, "pod": pick.Pod.Name, "policy": p.Name},
+		})
+		return err
+	}()
+	if err != nil {
+		return ctrl.Result{}, r.fail(ctx, &b, "BackupFailed", fmt.Sprintf("pod %s: %v", pick.Pod.Name, err))
+	}
+
+	orig = b.DeepCopy()
+	finished := r.now()
+	b.Status.Phase = amberv1.PhaseSucceeded
+	b.Status.FinishedAt = &finished
+	b.Status.BackupID = res.ID
+	b.Status.Bytes = res.Bytes
+	setCondition(nil, &b, &b.Status.Conditions, metav1.Condition{Type: CondComplete, Status: metav1.ConditionTrue, Reason: "Succeeded",
+		Message: fmt.Sprintf("backup %s stored from pod %s", res.ID, pick.Pod.Name)}, r.Clock)
+	if r.Pruner != nil && (p.Spec.Retention.KeepLast > 0 || p.Spec.Retention.KeepWithin != nil) {
+		summary, err := r.Pruner.Prune(ctx, &p)
+		if err != nil {
+			setCondition(r.Recorder, &b, &b.Status.Conditions, metav1.Condition{Type: CondPruned, Status: metav1.ConditionFalse, Reason: "PruneFailed", Message: err.Error()}, r.Clock)
+		} else {
+			setCondition(r.Recorder, &b, &b.Status.Conditions, metav1.Condition{Type: CondPruned, Status: metav1.ConditionTrue, Reason: "Pruned", Message: summary}, r.Clock)
+		}
+	}
+	if err := r.Client.Status().Patch(ctx, &b, client.MergeFrom(orig)); err != nil {
+		return ctrl.Result{}, fmt.Errorf("record Backup result: %w", err)
+	}
+	r.Recorder.Eventf(&b, corev1.EventTypeNormal, "Succeeded", "backup %s of StatefulSet %s stored from pod %s (%d bytes)", res.ID, sts, pick.Pod.Name, res.Bytes)
+	log.Info("backup succeeded", "pod", pick.Pod.Name, "id", res.ID, "bytes", res.Bytes)
+
+	porig := p.DeepCopy()
+	if p.Status.LastSuccessfulTime == nil || finished.After(p.Status.LastSuccessfulTime.Time) {
+		p.Status.LastSuccessfulTime = &finished
+		p.Status.LastSuccessfulBackup = b.Name
+		if err := r.Client.Status().Patch(ctx, &p, client.MergeFrom(porig)); err != nil {
+			return ctrl.Result{}, fmt.Errorf("record last good backup on BackupPolicy %s: %w", p.Name, err)
+		}
+	}
+	return ctrl.Result{}, nil
+}
+
+// fail marks b Failed with reason and message, and records a Warning.
+func (r *BackupReconciler) fail(ctx context.Context, b *amberv1.Backup, reason, msg string) error {
+	orig := b.DeepCopy()
+	b.Status.Phase = amberv1.PhaseFailed
+	b.Status.Error = msg
+	finished := r.now()
+	b.Status.FinishedAt = &finished
+	setCondition(nil, b, &b.Status.Conditions, metav1.Condition{Type: CondComplete, Status: metav1.ConditionFalse, Reason: reason, Message: msg}, r.Clock)
+	if err := r.Client.Status().Patch(ctx, b, client.MergeFrom(orig)); err != nil {
+		return fmt.Errorf("mark Backup failed: %w", err)
+	}
+	r.Recorder.Event(b, corev1.EventTypeWarning, reason, msg)
+	r.log().Warn("backup failed", "namespace", b.Namespace, "backup", b.Name, "reason", reason, "problem", msg)
+	return nil
+}

@@ -1,0 +1,42 @@
+package inject
+
+// The annotations and label that drive injection; docs/annotations.md
+// documents each.
+const (
+	// LabelInject opts a pod into the webhook: the webhook configuration's
+	// objectSelector matches it, as selectors cannot match annotations.
+	LabelInject = "amber.dev/inject"
+	// AnnotationPolicy names the BackupPolicy (in the pod's namespace).
+	AnnotationPolicy = "amber.dev/policy"
+	// AnnotationDataVolume names the pod volume holding the database's
+	// data; default: the first volume backed by a PersistentVolumeClaim.
+	AnnotationDataVolume = "amber.dev/data-volume"
+	// AnnotationDatabaseContainer names the database container; default:
+	// the first container.
+	AnnotationDatabaseContainer = "amber.dev/database-container"
+	// AnnotationInjected is set by the webhook: the sidecar image injected.
+	AnnotationInjected = "amber.dev/injected"
+	// AnnotationIdentity is set by the webhook: the DNS name in the
+	// sidecar's certificate, the server name the controller dials.
+	AnnotationIdentity = "amber.dev/sidecar-identity"
+)
+
+// SidecarName is the injected container's name.
+const SidecarName = "amber-sidecar"
+
+// Paths inside the sidecar container.
+const (
+	PathRepository  = "/var/run/amber/repository"
+	PathTLS         = "/var/run/amber/tls"
+	PathCache       = "/var/cache/amber"
+	PathTmp         = "/tmp"
+	PathDataDefault = "/var/lib/amber/data"
+)
+
+// Volume names added to the pod.
+const (
+	VolumeRepository = "amber-repository"
+	VolumeTLS        = "amber-tls"
+	VolumeCache      = "amber-cache"
+	VolumeTmp        = "amber-tmp"
+)

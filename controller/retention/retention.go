@@ -1,0 +1,92 @@
+// Package retention prunes a BackupPolicy's repository after a backup, per
+// the policy's keep-last and keep-within rules. It opens the repository
+// directly (sidecar/storage/location and sidecar/repo) with the password
+// and storage keys from the policy's credentials Secret, read through the
+// Kubernetes API and never written anywhere.
+//
+// This is the controller's only use of sidecar packages: repository access.
+// It must never import a plugin, the plugin host or the agent.
+package retention
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	amberv1 "github.com/amber-backup/amber/controller/api/v1alpha1"
+	"github.com/amber-backup/amber/plugins/api/clock"
+	"github.com/amber-backup/amber/sidecar/repo"
+	"github.com/amber-backup/amber/sidecar/storage/location"
+)
+
+// DefaultGrace protects packs younger than this that no index names yet.
+const DefaultGrace = time.Hour
+
+// Pruner prunes repositories; it implements controllers.Pruner.
+type Pruner struct {
+	// Client reads the credentials Secret.
+	Client client.Reader
+	Clock  clock.Clock
+	Logger *slog.Logger
+	// Grace overrides DefaultGrace.
+	Grace time.Duration
+}
+
+// Prune applies p's retention to its repository.
+func (pr *Pruner) Prune(ctx context.Context, p *amberv1.BackupPolicy) (string, error) {
+	ref := p.Spec.Repository.CredentialsSecret
+	var s corev1.Secret
+	if err := pr.Client.Get(ctx, types.NamespacedName{Namespace: p.Namespace, Name: ref.Name}, &s); err != nil {
+		return "", fmt.Errorf("read credentials Secret %s/%s: %w", p.Namespace, ref.Name, err)
+	}
+	key := ref.PasswordKey
+	if key == "" {
+		key = "password"
+	}
+	password := []byte(strings.TrimRight(string(s.Data[key]), "\r\n"))
+	if len(password) == 0 {
+		return "", fmt.Errorf("credentials Secret %s/%s has no key %q; put the repository password there", p.Namespace, ref.Name, key)
+	}
+	log := pr.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	getenv := func(name string) string { return string(s.Data[name]) }
+	be, err := location.Open(ctx, p.Spec.Repository.URL, location.Options{Getenv: getenv, Logger: log})
+	if err != nil {
+		return "", fmt.Errorf("open repository storage: %w", err)
+	}
+	defer be.Close()
+	clk := clock.Or(pr.Clock)
+	r, err := repo.Open(ctx, be, password, repo.Options{CacheDir: "-", Clock: clk, Logger: log})
+	if err != nil {
+		if errors.Is(err, repo.ErrWrongPassword) {
+			return "", fmt.Errorf("open repository: the password in Secret %s/%s key %q is wrong", p.Namespace, ref.Name, key)
+		}
+		return "", fmt.Errorf("open repository: %w", err)
+	}
+	grace := pr.Grace
+	if grace <= 0 {
+		grace = DefaultGrace
+	}
+	policy := repo.PrunePolicy{KeepLast: int(p.Spec.Retention.KeepLast), Grace: grace}
+	if p.Spec.Retention.KeepWithin != nil {
+		policy.KeepWithin = p.Spec.Retention.KeepWithin.Duration
+	}
+	res, err := r.Prune(ctx, policy)
+	if err != nil {
+		return "", fmt.Errorf("prune: %w", err)
+	}
+	summary := fmt.Sprintf("kept %d backup(s), forgot %d, removed %d pack(s) (%d bytes)", res.Kept, len(res.Forgotten), res.PacksRemoved, res.BytesFreed)
+	if res.PacksKept != "" {
+		summary += "; no pack removed: " + res.PacksKept
+	}
+	return summary, nil
+}

@@ -1,0 +1,97 @@
+// Package sidecarapi is what the controller needs from a sidecar, and
+// nothing more: probe it, ask it for a backup, start and stop archiving,
+// read its status. The sidecar's own gRPC API (sidecar/agent/agentpb) is
+// richer; its client adapts to this interface, and the reconcilers take a
+// Dialer so they never see gRPC.
+//
+// It imports nothing of Amber's.
+package sidecarapi
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+)
+
+// Role of a database server, as its plugin reports it.
+type Role string
+
+const (
+	RolePrimary Role = "primary"
+	RoleStandby Role = "standby"
+)
+
+// ProbeResult is what a sidecar says about its database.
+type ProbeResult struct {
+	Healthy bool
+	Role    Role
+	// Lag is how far a standby's replay is behind its primary (zero for a
+	// primary).
+	Lag time.Duration
+	// Archiving reports whether this sidecar is archiving now.
+	Archiving bool
+	// SystemID identifies the database cluster (replicas share it).
+	SystemID string
+}
+
+// BackupRequest asks a sidecar for one backup.
+type BackupRequest struct {
+	// Name is the Backup object's namespace/name, recorded as a tag.
+	Name string
+	// Mode is "physical" or "logical".
+	Mode string
+	// UploadBytesPerSecond caps upload bandwidth; 0: no cap.
+	UploadBytesPerSecond int64
+	// Tags are stored with the backup.
+	Tags map[string]string
+}
+
+// BackupResult is a finished backup.
+type BackupResult struct {
+	ID    string
+	Bytes int64
+}
+
+// ArchiveRequest asks a sidecar to archive continuously.
+type ArchiveRequest struct {
+	UploadBytesPerSecond int64
+}
+
+// Status is a sidecar's view of its own work.
+type Status struct {
+	Archiving bool
+	// ArchivedUpTo is the time of the newest archived log, if any.
+	ArchivedUpTo time.Time
+	// RunningBackup names the backup request in progress, if any.
+	RunningBackup string
+}
+
+// Sidecar is one connection to a sidecar's API.
+type Sidecar interface {
+	Probe(ctx context.Context) (ProbeResult, error)
+	// Backup runs a backup and returns when it is stored.
+	Backup(ctx context.Context, req BackupRequest) (BackupResult, error)
+	StartArchiving(ctx context.Context, req ArchiveRequest) error
+	StopArchiving(ctx context.Context) error
+	Status(ctx context.Context) (Status, error)
+	Close() error
+}
+
+// Dialer connects to the sidecar of a pod (over mTLS, with the
+// certificates the controller issues).
+type Dialer interface {
+	Dial(ctx context.Context, pod *corev1.Pod) (Sidecar, error)
+}
+
+// ErrNotWired is returned by Unwired.
+var ErrNotWired = errors.New("the controller was built without a sidecar API client; backups and archiving cannot run")
+
+// Unwired is the Dialer used until the agent's gRPC client is wired in: it
+// refuses every dial, so Backups fail saying so instead of pretending.
+type Unwired struct{}
+
+func (Unwired) Dial(context.Context, *corev1.Pod) (Sidecar, error) { return nil, ErrNotWired }
+
+var _ Dialer = Unwired{}
