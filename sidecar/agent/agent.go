@@ -57,14 +57,15 @@ type Config struct {
 
 // Agent serves the agent API and metrics for one database.
 type Agent struct {
-	cfg  Config
-	clk  clock.Clock
-	log  *slog.Logger
-	grpc *grpc.Server
-	api  net.Listener
-	mlis net.Listener
-	http *http.Server
-	m    *metrics
+	cfg    Config
+	clk    clock.Clock
+	log    *slog.Logger
+	jobLog *slog.Logger // without the engine, which jobs add
+	grpc   *grpc.Server
+	api    net.Listener
+	mlis   net.Listener
+	http   *http.Server
+	m      *metrics
 
 	// life ends at shutdown; backups run under it (and their call's context).
 	life    context.Context
@@ -129,8 +130,9 @@ func New(cfg Config) (*Agent, error) {
 	if a.log == nil {
 		a.log = slog.Default()
 	}
-	a.log = a.log.With("engine", cfg.EngineName)
+	// Jobs add the engine to their logger themselves.
 	a.life, a.endLife = context.WithCancel(job.WithLogger(context.Background(), a.log))
+	a.jobLog, a.log = a.log, a.log.With("engine", cfg.EngineName)
 	a.started = a.clk.Now()
 	a.arch = &archiver{a: a}
 	a.win = newWindowWatch(a)

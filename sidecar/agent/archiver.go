@@ -52,7 +52,7 @@ func (ar *archiver) start(ctx context.Context, flush time.Duration) (already boo
 		run.Options = map[string]string{"slot": a.cfg.Slot}
 	}
 	// The run outlives this call: it ends with stop (or shutdown).
-	runCtx, cancel := context.WithCancel(job.WithLogger(context.Background(), a.log))
+	runCtx, cancel := context.WithCancel(job.WithLogger(context.Background(), a.jobLog))
 	begun, done := make(chan struct{}), make(chan struct{})
 	var once sync.Once
 	run.OnStart = func(stream, version string, stats *archive.Stats) {

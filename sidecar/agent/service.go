@@ -168,7 +168,7 @@ func (s *service) Backup(req *agentpb.BackupRequest, stream agentpb.AgentService
 	ctx, cancel := context.WithCancel(stream.Context())
 	defer cancel()
 	defer context.AfterFunc(a.life, cancel)()
-	ctx = job.WithLogger(ctx, a.log)
+	ctx = job.WithLogger(ctx, a.jobLog)
 	tags := maps.Clone(a.cfg.Tags)
 	if tags == nil {
 		tags = map[string]string{}
