@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 )
 
 // guard admits a call: the agent is not shutting down, and the caller
@@ -358,7 +359,7 @@ func (s *service) Status(context.Context, *agentpb.StatusRequest) (*agentpb.Stat
 			delete(a.leases, id)
 			continue
 		}
-		out.Leases = append(out.Leases, l)
+		out.Leases = append(out.Leases, proto.Clone(l).(*agentpb.Lease)) // RenewLease updates l
 	}
 	return out, nil
 }

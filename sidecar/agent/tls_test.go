@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/amber-backup/amber/conformance/testbed"
+	"github.com/amber-backup/amber/plugins/api/clock"
 )
 
 // handshake connects with cfg to a TLS listener serving srv and reports
@@ -107,5 +108,23 @@ func TestAgentpbIsALeaf(t *testing.T) {
 		if strings.HasPrefix(pkg, "github.com/amber-backup/amber/") && pkg != "github.com/amber-backup/amber/sidecar/agent/agentpb" {
 			t.Errorf("agentpb imports %s", pkg)
 		}
+	}
+}
+
+// TestServerTLSJudgesValidityByTheClock: certificate expiry is read on the
+// agent's clock, so tests (and a clock-skew drill) move it by hand.
+func TestServerTLSJudgesValidityByTheClock(t *testing.T) {
+	pk := newPKI(t)
+	clk := clock.NewFake(time.Now())
+	srv, err := ServerTLS(pk.files, clk, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := handshake(t, srv, pk.client(pk.good)); err != nil {
+		t.Fatalf("valid client: %v", err)
+	}
+	clk.Advance(48 * time.Hour) // past the client certificate's NotAfter
+	if err := handshake(t, srv, pk.client(pk.good)); err == nil || !strings.Contains(err.Error(), "expired certificate") {
+		t.Fatalf("client two days later: %v, want refused as expired", err)
 	}
 }
