@@ -159,6 +159,18 @@ func waitFor(t *testing.T, what string, timeout time.Duration, ok func() bool) {
 // frozen, the plugin holds one (in pg_backup_start); nothing else does.
 const otherSessions = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
 
+// lsnOf parses PostgreSQL's "X/Y" LSN, the offset of its positions.
+func lsnOf(t *testing.T, s string) uint64 {
+	t.Helper()
+	hi, lo, ok := strings.Cut(s, "/")
+	h, err1 := strconv.ParseUint(hi, 16, 32)
+	l, err2 := strconv.ParseUint(lo, 16, 32)
+	if !ok || err1 != nil || err2 != nil {
+		t.Fatalf("LSN %q", s)
+	}
+	return h<<32 | l
+}
+
 func code(err error) codes.Code { return status.Code(err) }
 
 // TestAgentWithPostgres runs the agent in-process against a real
@@ -349,6 +361,7 @@ func TestAgentWithPostgres(t *testing.T) {
 	pg.Psql(t, "postgres", "CREATE TABLE after_backup (id int, at timestamptz)")
 	markerTime := time.Now()
 	pg.Psql(t, "postgres", "INSERT INTO after_backup SELECT g, now() FROM generate_series(1, 100) g")
+	markerLSN := lsnOf(t, pg.Psql(t, "postgres", "SELECT pg_current_wal_lsn()"))
 
 	t.Run("freeze and thaw", func(t *testing.T) {
 		fr, err := c.Freeze(ctx, &agentpb.FreezeRequest{Lease: durationpb.New(30 * time.Second), Label: "snapshot"})
@@ -449,12 +462,10 @@ func TestAgentWithPostgres(t *testing.T) {
 	})
 
 	t.Run("stop archiving", func(t *testing.T) {
-		waitFor(t, "the marker rows to be archived", time.Minute, func() bool {
-			if err := a.win.refresh(ctx); err != nil {
-				t.Fatal(err)
-			}
-			w := a.win.current()
-			return w != nil && !w.LatestTime.Before(markerTime)
+		waitFor(t, "the marker rows to be archived", 2*time.Minute, func() bool {
+			time.Sleep(400 * time.Millisecond)
+			st, err := c.Status(ctx, &agentpb.StatusRequest{})
+			return err == nil && st.Archive.LastPosition.GetOffset() >= markerLSN
 		})
 		res, err := c.StopArchiving(ctx, &agentpb.StopArchivingRequest{})
 		if err != nil {
@@ -507,7 +518,8 @@ func TestAgentWithPostgres(t *testing.T) {
 		lastTime := time.Now()
 		pg.Psql(t, "postgres", "INSERT INTO after_backup SELECT g, now() FROM generate_series(101, 200) g")
 		lsn := pg.Psql(t, "postgres", "SELECT pg_current_wal_lsn()")
-		waitFor(t, "the archiver to receive the last insert", time.Minute, func() bool {
+		waitFor(t, "the archiver to receive the last insert", 2*time.Minute, func() bool {
+			time.Sleep(400 * time.Millisecond)
 			return pg.Psql(t, "postgres", fmt.Sprintf("SELECT coalesce(bool_or(sent_lsn >= '%s'), false) FROM pg_stat_replication", lsn)) == "t"
 		})
 		if err := a.win.refresh(ctx); err != nil {
