@@ -197,7 +197,7 @@ func TestAgentWithPostgres(t *testing.T) {
 	}
 	a, err := New(Config{EngineName: "postgres", Engine: eng, Repo: r, Target: api.Target{DSN: api.Secret(pg.DSN())},
 		Tags: map[string]string{"pod": "db-0"}, TLS: tlsCfg, Listen: "127.0.0.1:0", MetricsListen: "127.0.0.1:0",
-		Slot: "amber_agent_test", FlushInterval: 200 * time.Millisecond, WindowInterval: time.Hour, Logger: log, Version: "test"})
+		Slot: "amber_agent_test", FlushInterval: 500 * time.Millisecond, WindowInterval: time.Hour, Logger: log, Version: "test"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -462,11 +462,16 @@ func TestAgentWithPostgres(t *testing.T) {
 	})
 
 	t.Run("stop archiving", func(t *testing.T) {
-		waitFor(t, "the marker rows to be archived", 2*time.Minute, func() bool {
-			time.Sleep(400 * time.Millisecond)
-			st, err := c.Status(ctx, &agentpb.StatusRequest{})
-			return err == nil && st.Archive.LastPosition.GetOffset() >= markerLSN
-		})
+		var last *agentpb.StatusResponse
+		deadline := time.Now().Add(2 * time.Minute)
+		for last.GetArchive().GetLastPosition().GetOffset() < markerLSN {
+			if time.Now().After(deadline) {
+				t.Fatalf("the archiver did not make the marker rows (%x) durable within 2 minutes: %v; replication: %s", markerLSN, last.GetArchive(),
+					pg.Psql(t, "postgres", "SELECT state, sent_lsn, write_lsn, flush_lsn FROM pg_stat_replication"))
+			}
+			time.Sleep(500 * time.Millisecond)
+			last, _ = c.Status(ctx, &agentpb.StatusRequest{})
+		}
 		res, err := c.StopArchiving(ctx, &agentpb.StopArchivingRequest{})
 		if err != nil {
 			t.Fatal(err)
