@@ -128,6 +128,7 @@ The repository password comes from AMBER_PASSWORD or --password-file.`,
 	root.AddCommand(e.repoCommand(), e.keyCommand(), e.backupCommand(), e.restoreCommand(), e.lsCommand(),
 		e.verifyCommand(), e.pruneCommand(), e.catCommand(), e.unlockCommand(), e.archiveCommand())
 	root.AddCommand(e.repairCommand())
+	root.AddCommand(e.sidecarCommand())
 	root.AddCommand(e.logCommands()...)
 	return root
 }
