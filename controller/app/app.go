@@ -35,6 +35,7 @@ import (
 	"github.com/amber-backup/amber/controller/inject"
 	"github.com/amber-backup/amber/controller/retention"
 	"github.com/amber-backup/amber/controller/sidecarapi"
+	"github.com/amber-backup/amber/controller/sidecarclient"
 	"github.com/amber-backup/amber/plugins/api/clock"
 )
 
@@ -79,7 +80,8 @@ type Options struct {
 	MetricsAddr      string
 	HealthAddr       string
 
-	// Dialer reaches sidecars; nil: sidecarapi.Unwired.
+	// Dialer reaches sidecars; nil: the agent API over mutual TLS
+	// (sidecarclient) with the controller's CA.
 	Dialer sidecarapi.Dialer
 	// Pruner applies retention; nil: the repository-backed retention.Pruner.
 	Pruner controllers.Pruner
@@ -188,8 +190,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 
 	dialer := o.Dialer
 	if dialer == nil {
-		dialer = sidecarapi.Unwired{}
-		logger.Warn("no sidecar API client: Backups will fail saying so and no archiver is started")
+		dialer = &sidecarclient.Dialer{TLS: sidecarclient.FromAuthority(ca, time.Now), Port: sidecar.APIPort}
 	}
 	pruner := o.Pruner
 	if pruner == nil {

@@ -40,3 +40,10 @@ const (
 	VolumeCache      = "amber-cache"
 	VolumeTmp        = "amber-tmp"
 )
+
+// DSNKey is the key of the policy's credentials Secret that holds the
+// connection string the sidecar uses to reach its local database (for
+// PostgreSQL a role with REPLICATION, e.g.
+// "host=/var/run/postgresql user=amber dbname=postgres"). It is mounted as a
+// file, never put in the environment.
+const DSNKey = "dsn"

@@ -9,7 +9,6 @@ package sidecarapi
 
 import (
 	"context"
-	"errors"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -84,14 +83,3 @@ type Sidecar interface {
 type Dialer interface {
 	Dial(ctx context.Context, pod *corev1.Pod) (Sidecar, error)
 }
-
-// ErrNotWired is returned by Unwired.
-var ErrNotWired = errors.New("the controller was built without a sidecar API client; backups and archiving cannot run")
-
-// Unwired is the Dialer used until the agent's gRPC client is wired in: it
-// refuses every dial, so Backups fail saying so instead of pretending.
-type Unwired struct{}
-
-func (Unwired) Dial(context.Context, *corev1.Pod) (Sidecar, error) { return nil, ErrNotWired }
-
-var _ Dialer = Unwired{}
