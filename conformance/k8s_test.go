@@ -76,12 +76,9 @@ func TestKubeletRunsPods(t *testing.T) {
 	if left := c.Leftovers(); len(left) > 0 {
 		t.Fatalf("after Stop, still on the machine: %s", strings.Join(left, "; "))
 	}
-	for _, l := range []string{"amber-br", "amber-node"} {
-		ifs, _ := net.Interfaces()
-		for _, i := range ifs {
-			if strings.HasPrefix(i.Name, l) {
-				t.Errorf("interface %s still exists after Stop", i.Name)
-			}
+	for _, name := range []string{c.Bridge, c.NodeInterface} {
+		if _, err := net.InterfaceByName(name); err == nil {
+			t.Errorf("interface %s still exists after Stop", name)
 		}
 	}
 	if dir != "" && dirExists(dir) {

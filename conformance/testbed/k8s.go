@@ -56,6 +56,10 @@ type Cluster struct {
 	// PodCIDR holds the pods' addresses; ServiceCIDR the (unrouted) service IPs.
 	PodCIDR     *net.IPNet
 	ServiceCIDR *net.IPNet
+	// NodeInterface carries NodeIP; Bridge is the pods' network bridge. Stop
+	// removes both.
+	NodeInterface string
+	Bridge        string
 	// StorageClass is the default StorageClass, provisioned by the cluster.
 	StorageClass string
 	// StartupTime is how long NewCluster took.
@@ -156,6 +160,7 @@ func NewCluster(ctx context.Context, opts ClusterOptions) (*Cluster, error) {
 		return nil, err
 	}
 	c.NodeIP, c.PodCIDR, c.ServiceCIDR = slot.nodeIP(), slot.podCIDR(), slot.serviceCIDR()
+	c.NodeInterface, c.Bridge = slot.dummy(), slot.bridge()
 	c.LogDir = filepath.Join(c.Dir, "logs")
 	c.node = newClusterNode(c)
 	if err := c.start(ctx); err != nil {

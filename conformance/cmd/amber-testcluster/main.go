@@ -252,7 +252,7 @@ func writeInfo(c *testbed.Cluster, o options) error {
 	var b strings.Builder
 	w := bufio.NewWriter(&b)
 	fmt.Fprintf(w, `
-One-node Kubernetes cluster (kubelet %s, node %s, pods on %s; no kube-proxy, no DNS).
+One-node Kubernetes cluster (node %s at %s, pods on %s; no kube-proxy, no DNS).
   export KUBECONFIG=%s
   kubectl get nodes            # or any client-go program with that kubeconfig
 Images are never pulled: use imagePullPolicy: Never. Loaded: %s, %s (with -images).
