@@ -7,8 +7,9 @@
 #   build.sh .deps/bin etcd kube-apiserver
 # The bin dir then also serves as KUBEBUILDER_ASSETS (envtest wants `etcd`
 # and `kube-apiserver` there).
-# Cold, on 2 idle cores: etcd ~1 min, kube-apiserver ~4 min, the other four
-# ~12 min more (kubelet is the largest); cached: instant.
+# Cold on 2 cores, idle to heavily shared: etcd 1-5 min, kube-apiserver
+# 4-30 min, the other four 10-16 min more; with Go's build cache warm, only
+# the links (a minute or two); already built from the same pin: instant.
 set -euo pipefail
 bin=${1:?usage: build.sh <bin-dir> [binary...]}
 shift
