@@ -261,7 +261,7 @@ func (c *Cluster) start(ctx context.Context) error {
 	if err := c.phase("containerd", func() error { return c.node.startContainerd(ctx) }); err != nil {
 		return err
 	}
-	if err := c.phase("kubelet and node Ready", func() error { return c.node.startKubelet(ctx, pki) }); err != nil {
+	if err := c.phase("kubelet and node Ready", func() error { return c.node.startKubelet(ctx) }); err != nil {
 		return err
 	}
 	if err := c.phase("storage class and default service account", func() error { return c.startStorage(ctx) }); err != nil {

@@ -522,7 +522,7 @@ podLogsDir: %[6]q
 
 // startKubelet starts the kubelet in the node's namespace and waits for the
 // node to be Ready.
-func (n *clusterNode) startKubelet(ctx context.Context, _ *clusterPKI) error {
+func (n *clusterNode) startKubelet(ctx context.Context) error {
 	c := n.c
 	cfg := n.path("kubelet-config.yaml")
 	if err := os.WriteFile(cfg, []byte(n.kubeletConfig()), 0o644); err != nil {
