@@ -17,7 +17,7 @@ TESTSUMMARY := $(DEPS)/bin/testsummary
 # disables it, and stays silent outside a git checkout.
 BUILDFLAGS ?= -buildvcs=auto
 
-.PHONY: help build deps test demo bench lint
+.PHONY: help build deps test demo bench lint cluster cluster-down
 
 help: ## list the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-z][a-zA-Z_-]*:.*## /{printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -54,3 +54,21 @@ lint: ## vet and gofmt
 	$(GO) vet ./...
 	cd conformance/tools/testsummary && GOWORK=off $(GO) vet ./...
 	@out=$$(gofmt -l $$(ls -d sidecar plugins controller conformance 2>/dev/null)); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+# A one-node Kubernetes cluster with a real kubelet for a person (the test
+# bed's, conformance/testbed/k8s.go). State, log and kubeconfig in CLUSTER_DIR.
+# CLUSTER_FLAGS adds to it: -load IMAGE.tar and -apply MANIFESTS (a file or a
+# directory: CRDs, the controller, its webhook), each repeatable;
+# -images=false skips building the PostgreSQL and amber images.
+CLUSTER_DIR ?= $(DEPS)/cluster
+CLUSTER_FLAGS ?=
+TESTCLUSTER := $(DEPS)/bin/amber-testcluster
+
+cluster: ## start a one-node Kubernetes cluster (real kubelet) in the background; kubeconfig in .deps/cluster/kubeconfig
+	@mkdir -p $(dir $(TESTCLUSTER))
+	$(GO) build -o $(TESTCLUSTER) ./conformance/cmd/amber-testcluster
+	@$(TESTCLUSTER) up -dir $(CLUSTER_DIR) $(CLUSTER_FLAGS)
+
+cluster-down: ## stop the cluster `make cluster` started and remove everything it made
+	@if [ -x $(TESTCLUSTER) ]; then $(TESTCLUSTER) down -dir $(CLUSTER_DIR); \
+	else $(GO) run ./conformance/cmd/amber-testcluster down -dir $(CLUSTER_DIR); fi

@@ -14,6 +14,19 @@ want pg_dump /usr/lib/postgresql/15/bin/initdb postgresql-15
 want pgbackrest /usr/bin/pgbackrest pgbackrest
 want zstd /usr/bin/zstd zstd
 want /usr/bin/time /usr/bin/time time
+# The Kubernetes test bed's node: containerd and runc run the pods, the CNI
+# bridge and host-local plugins give them addresses, busybox-static is the
+# shell in the test images, gcc and libc6-dev compile the static pause
+# program, iproute2 makes the node's interface, iptables is what the kubelet
+# and CNI plugins call.
+want containerd /usr/bin/containerd containerd
+want runc /usr/sbin/runc runc
+want /usr/lib/cni/bridge /usr/lib/cni/bridge containernetworking-plugins
+ldd /bin/busybox 2>&1 | grep -q 'not a dynamic executable' || need_pkgs+=(busybox-static)
+want iptables /usr/sbin/iptables iptables
+want ip /usr/sbin/ip iproute2
+want gcc /usr/bin/gcc gcc
+[ -f "/usr/lib/$(uname -m)-linux-gnu/libc.a" ] || need_pkgs+=(libc6-dev)
 # MariaDB (mariadb-server, mariadb-client, mariadb-backup) and mydumper come
 # with the MySQL plugin and its test bed, which are planned: nothing uses them yet.
 if [ ${#need_pkgs[@]} -gt 0 ]; then
