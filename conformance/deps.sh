@@ -14,8 +14,9 @@ want pg_dump /usr/lib/postgresql/15/bin/initdb postgresql-15
 want pgbackrest /usr/bin/pgbackrest pgbackrest
 want zstd /usr/bin/zstd zstd
 want /usr/bin/time /usr/bin/time time
-# MariaDB (mariadb-server, mariadb-client, mariadb-backup) and mydumper come
-# with the MySQL plugin and its test bed, which are planned: nothing uses them yet.
+want mariadbd /usr/sbin/mariadbd mariadb-server
+want mariadb /usr/bin/mariadb mariadb-client
+want mariadb-backup /usr/bin/mariadb-backup mariadb-backup
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "deps: apt-get install ${need_pkgs[*]}"
   if [ "$(id -u)" = 0 ]; then
