@@ -51,7 +51,9 @@ func (p Pos) Text() string {
 
 // Token is the exact encoding carried in api.Position.Token:
 // "<file>:<pos>\n<gtid set>".
-func (p Pos) Token() []byte { return []byte(p.File + ":" + strconv.FormatUint(uint64(p.Pos), 10) + "\n" + p.GTID) }
+func (p Pos) Token() []byte {
+	return []byte(p.File + ":" + strconv.FormatUint(uint64(p.Pos), 10) + "\n" + p.GTID)
+}
 
 // ParseToken reads a Token.
 func ParseToken(epoch uint32, b []byte) (Pos, error) {
