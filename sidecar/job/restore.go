@@ -104,19 +104,34 @@ func atOrBefore(p, target api.Position) bool {
 }
 
 // RestoreStream writes the single entry of a backup (a stream backup or a
-// one-entry logical dump) to out.
+// one-entry logical dump) to out. A backup whose entries are all of kind
+// "sql" is written whole, entry after entry in backup order: the plugin
+// that marks them so promises that the concatenation is one script its
+// engine's client loads.
 func RestoreStream(ctx context.Context, r *repo.Repository, m *repo.Manifest, out io.Writer, progress Progress) error {
-	if len(m.Entries) != 1 {
-		return fmt.Errorf("backup %s has %d entries; only single-stream backups restore to a stream", m.ID.Short(), len(m.Entries))
+	if len(m.Entries) != 1 && !allSQL(m) {
+		return fmt.Errorf("backup %s has %d entries; only single-stream backups and SQL dumps restore to a stream", m.ID.Short(), len(m.Entries))
 	}
 	cw := &countWriter{w: out}
 	if progress != nil {
 		progress(cw.n.Load)
 	}
-	if err := r.WriteEntry(ctx, m.Entries[0], cw); err != nil {
-		return fmt.Errorf("restore %s: %w", m.ID.Short(), err)
+	for _, e := range m.Entries {
+		if err := r.WriteEntry(ctx, e, cw); err != nil {
+			return fmt.Errorf("restore %s: %s: %w", m.ID.Short(), e.Name, err)
+		}
 	}
 	return nil
+}
+
+// allSQL reports whether every entry of m is an SQL script.
+func allSQL(m *repo.Manifest) bool {
+	for _, e := range m.Entries {
+		if e.Meta["kind"] != "sql" {
+			return false
+		}
+	}
+	return len(m.Entries) > 0
 }
 
 // Target is a recovery target as a person gives it.
