@@ -208,7 +208,7 @@ func (*myDriver) LoadBulk(t testing.TB, s conformance.Server, size int64) {
 	errs := make(chan error, parts)
 	for p := range int64(parts) {
 		go func() {
-			_, err := m.SQLErr(fmt.Sprintf("INSERT INTO app.bulk SELECT seq, RANDOM_BYTES(1000) FROM seq_%d_to_%d", 1+p*rows/parts, (p+1)*rows/parts))
+			_, err := m.SQLErr(fmt.Sprintf("INSERT INTO app.bulk SELECT seq, RANDOM_BYTES(1000) FROM app.seq_%d_to_%d", 1+p*rows/parts, (p+1)*rows/parts))
 			errs <- err
 		}()
 	}
