@@ -12,6 +12,10 @@
 //     default 2), "spool_dir" (where a table read while another is sent
 //     waits, default the temp dir), "lock_wait_seconds" (bound on the wait
 //     for the global read lock, default 60).
+//   - Archive options "server_id" (the replica server id the archiver
+//     connects with; default myengine.DefaultServerID(lineage)) and
+//     "max_segment_bytes" (default 16 MiB); ArchiveRequest.FlushInterval
+//     bounds how long a commit waits before it is sent (default 1 s).
 //
 // Positions: epoch = fork counter (1 for a server's own binlog), offset =
 // binlog file number << 32 | byte position, token = "<file>:<pos>\n<GTID
@@ -25,6 +29,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"strconv"
 	"time"
 
@@ -49,7 +54,7 @@ func (e *Engine) Info(context.Context) (api.Info, error) {
 	return api.Info{
 		Engine:           "mysql",
 		PluginVersion:    Version,
-		Capabilities:     []api.Capability{api.LogicalDump, api.LogicalRestore},
+		Capabilities:     []api.Capability{api.LogicalDump, api.LogicalRestore, api.Archive},
 		SupportedServers: "MariaDB 10.5 and newer (tested with 10.11); MySQL 8 (untested)",
 	}, nil
 }
@@ -184,4 +189,67 @@ func (e *Engine) LogicalRestore(ctx context.Context, req api.RestoreRequest, src
 		return api.RestoreResult{}, fmt.Errorf("restore: %w", err)
 	}
 	return api.RestoreResult{Position: req.Backup.Consistent, ConsistentTime: req.Backup.ConsistentTime}, nil
+}
+
+// Archive streams the binlog as a replica. Segments are cut at
+// transaction boundaries (FlushInterval, max_segment_bytes, rotations) and
+// never superseded, so none is partial. MariaDB and MySQL keep binlogs by
+// their own expiry, not by a replica's progress: durable positions are
+// received but release nothing; a resume point already purged is reported
+// as lost log.
+func (e *Engine) Archive(ctx context.Context, req api.ArchiveRequest, out api.SegmentSink, durable <-chan api.Position) error {
+	o := myengine.ArchiveOptions{FlushInterval: req.FlushInterval, Lineage: req.Target.Settings["lineage"], Logger: slog.Default()}
+	if !req.Start.IsZero() {
+		p, err := myengine.ParseToken(req.Start.Epoch, req.Start.Token)
+		if err != nil {
+			return fmt.Errorf("archive start %s: %w", req.Start, err)
+		}
+		o.Start = p
+	}
+	if v := req.Options["server_id"]; v != "" {
+		n, err := strconv.ParseUint(v, 10, 32)
+		if err != nil || n == 0 {
+			return fmt.Errorf("option server_id=%q: want a positive 32-bit number", v)
+		}
+		o.ServerID = uint32(n)
+	}
+	if v := req.Options["max_segment_bytes"]; v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return fmt.Errorf("option max_segment_bytes=%q: want a positive number", v)
+		}
+		o.MaxSegment = n
+	}
+	send := func(ctx context.Context, s myengine.Segment) error {
+		w, err := out.Begin(ctx, api.SegmentHeader{Name: s.Name, Start: Position(s.Start)})
+		if err != nil {
+			return err
+		}
+		if _, err := w.Write(s.Data); err != nil {
+			_ = w.Abort(err.Error())
+			return err
+		}
+		return w.Finish(api.SegmentTrailer{End: Position(s.End), FirstCommit: s.FirstCommit, LastCommit: s.LastCommit})
+	}
+	actx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	runErr := make(chan error, 1)
+	go func() { runErr <- myengine.Archive(actx, dsn(req.Target), o, send) }()
+	for {
+		select {
+		case _, ok := <-durable:
+			if !ok {
+				cancel()
+				if err := <-runErr; err != nil && !errors.Is(err, context.Canceled) {
+					return err
+				}
+				return nil
+			}
+		case err := <-runErr:
+			if err == nil && ctx.Err() != nil {
+				err = ctx.Err()
+			}
+			return err
+		}
+	}
 }
