@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -25,6 +26,7 @@ func TestMySQLConformance(t *testing.T) {
 	bin := mysqlBins(t)
 	amber := func(repo string, args ...string) *exec.Cmd { return mysqlAmber(bin, repo, args...) }
 	t.Run("RestoreStdout", func(t *testing.T) { mysqlRestoreStdout(t, amber) })
+	t.Run("LogicalPointInTime", func(t *testing.T) { mysqlLogicalPointInTime(t, amber) })
 	conformance.Run(t, &myDriver{}, amber)
 }
 
@@ -85,6 +87,95 @@ func mysqlRestoreStdout(t *testing.T, amber conformance.AmberRunner) {
 	if fmt.Sprint(want) != fmt.Sprint(got) {
 		t.Fatalf("the database loaded from --stdout differs:\nsource:   %v\nrestored: %v", want, got)
 	}
+}
+
+// mysqlLogicalPointInTime: `amber archive` streams the binlog while rows
+// commit; a logical restore into an empty server with --to-position or
+// --to-time holds exactly the rows committed up to the target, and a
+// target past the archive is refused before anything is written.
+func mysqlLogicalPointInTime(t *testing.T, amber conformance.AmberRunner) {
+	src := testbed.StartMariaDB(t, testbed.MariaDBOptions{})
+	src.SQL(t, "CREATE TABLE app.m (id int PRIMARY KEY, at timestamp(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6))")
+	repo := filepath.Join(t.TempDir(), "repo")
+	run := func(t *testing.T, args ...string) string {
+		t.Helper()
+		var out, errb bytes.Buffer
+		c := amber(repo, args...)
+		c.Stdout, c.Stderr = &out, &errb
+		if err := c.Run(); err != nil {
+			t.Fatalf("amber %s: %v\n%s%s", strings.Join(args, " "), err, out.String(), errb.String())
+		}
+		return out.String()
+	}
+	run(t, "repo", "init")
+	var archErr bytes.Buffer
+	arch := amber(repo, "archive", "--engine", "mysql", "--dsn", src.DSN(), "--flush-interval", "200ms")
+	arch.Stderr = &archErr
+	if err := arch.Start(); err != nil {
+		t.Fatal(err)
+	}
+	archDone := make(chan error, 1)
+	go func() { archDone <- arch.Wait() }()
+	t.Cleanup(func() { arch.Process.Kill() })
+	insert := func(from, to int) {
+		for i := from; i <= to; i++ {
+			src.SQL(t, fmt.Sprintf("INSERT INTO app.m (id) VALUES (%d)", i))
+			if i%25 == 0 {
+				src.SQL(t, "FLUSH BINARY LOGS")
+			}
+		}
+	}
+	masterPos := func() string {
+		f := strings.Fields(src.SQL(t, "SHOW MASTER STATUS"))
+		return f[0] + ":" + f[1]
+	}
+	insert(1, 30)
+	run(t, "backup", "--engine", "mysql", "--dsn", src.DSN(), "--mode", "logical")
+	insert(31, 60)
+	pos := masterPos()
+	insert(61, 80)
+	time.Sleep(1100 * time.Millisecond) // binlog times have whole seconds
+	cut := time.Now().UTC().Truncate(time.Second)
+	time.Sleep(1100 * time.Millisecond)
+	insert(81, 100)
+	src.SQL(t, "FLUSH BINARY LOGS")
+	time.Sleep(2 * time.Second)
+	arch.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-archDone:
+		if err != nil {
+			t.Fatalf("amber archive: %v\n%s", err, archErr.String())
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatalf("amber archive did not stop within 60 s of SIGTERM:\n%s", archErr.String())
+	}
+	for _, c := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"position", []string{"--to-position", pos}, "60"},
+		{"time", []string{"--to-time", cut.Format(time.RFC3339)}, "80"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dst := testbed.StartMariaDB(t, testbed.MariaDBOptions{})
+			run(t, append([]string{"restore", "--engine", "mysql", "--dsn", dst.DSN()}, c.args...)...)
+			if got := dst.SQL(t, "SELECT COUNT(*), MAX(id) FROM app.m"); got != c.want+"\t"+c.want {
+				t.Errorf("restored to %s: %q, want %s rows up to id %s", c.name, got, c.want, c.want)
+			}
+		})
+	}
+	t.Run("past the window", func(t *testing.T) {
+		dst := testbed.StartMariaDB(t, testbed.MariaDBOptions{})
+		c := amber(repo, "restore", "--engine", "mysql", "--dsn", dst.DSN(), "--to-time", time.Now().Add(time.Hour).UTC().Format(time.RFC3339))
+		out, err := c.CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "recoverable window") {
+			t.Fatalf("a restore past the archive: %v\n%s", err, out)
+		}
+		if got := dst.SQL(t, "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'app'"); got != "0" {
+			t.Errorf("a refused restore created %s tables", got)
+		}
+	})
 }
 
 // myDriver is the MariaDB driver of the conformance suite.

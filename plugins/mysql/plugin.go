@@ -16,8 +16,9 @@
 //     connects with; default myengine.DefaultServerID(lineage)) and
 //     "max_segment_bytes" (default 16 MiB); ArchiveRequest.FlushInterval
 //     bounds how long a commit waits before it is sent (default 1 s).
-//   - Replay option "database": the database the binlog names (the dumped
-//     one, BackupResult.Metadata["database"]); default the target's.
+//   - Replay option "backup.database" (the host passes the backup's
+//     metadata as "backup.<key>"): the database the binlog names; default
+//     the target's.
 //
 // Positions: epoch = fork counter (1 for a server's own binlog), offset =
 // binlog file number << 32 | byte position, token = "<file>:<pos>\n<GTID
@@ -265,7 +266,7 @@ func (e *Engine) Replay(ctx context.Context, req api.ReplayRequest, src api.Segm
 	if err != nil {
 		return api.ReplayResult{}, fmt.Errorf("replay start %s: %w", req.From, err)
 	}
-	o := myengine.ReplayOptions{From: from, Inclusive: req.To.Inclusive, Database: req.Options["database"], BinDir: req.Target.Settings["bin_dir"]}
+	o := myengine.ReplayOptions{From: from, Inclusive: req.To.Inclusive, Database: req.Options["backup.database"], BinDir: req.Target.Settings["bin_dir"]}
 	if o.Database == "" {
 		cfg, err := dsn(req.Target).Config()
 		if err != nil {

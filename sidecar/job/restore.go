@@ -218,25 +218,7 @@ func RestoreEngine(ctx context.Context, r *repo.Repository, eng api.Engine, o En
 	c.Engine = o.Engine
 	ctx = with(ctx, "engine", o.Engine)
 	if !physical {
-		if !o.To.IsZero() {
-			return nil, usagef("a logical restore has no point in time: drop the recovery target")
-		}
-		c.Mode = ModeLogical
-		m, err := PickBackup(ctx, r, c)
-		if err != nil {
-			return nil, err
-		}
-		res, err := engineResult(m)
-		if err != nil {
-			return nil, err
-		}
-		ctx = with(ctx, "backup", m.ID.Short())
-		src := &entrySource{r: r, m: m}
-		defer src.close()
-		if _, err := eng.LogicalRestore(ctx, api.RestoreRequest{Target: o.Target, Backup: res}, src); err != nil {
-			return nil, fmt.Errorf("restore %s into the database: %w", m.ID.Short(), err)
-		}
-		return &RestoreReport{Backup: m, Mode: ModeLogical, Duration: clk.Now().Sub(start)}, nil
+		return restoreLogical(ctx, r, eng, o, c, clk, start)
 	}
 
 	c.Mode = ModePhysical
@@ -300,6 +282,73 @@ func RestoreEngine(ctx context.Context, r *repo.Repository, eng api.Engine, o En
 		if err := access.grant(ctx, out.Owner); err != nil {
 			access.revoke(context.WithoutCancel(ctx))
 			return nil, fmt.Errorf("restore %s: give the restored server access to archived log: %w", m.ID.Short(), err)
+		}
+	}
+	rep.Duration = clk.Now().Sub(start)
+	return rep, nil
+}
+
+// restoreLogical loads a logical backup into the database at o.Target.
+// With a recovery target, which only engines declaring Replay accept, it
+// first checks that archived log covers everything from the backup to the
+// target, then loads the dump and has the engine replay archived log up to
+// the target. The backup's metadata travels to Replay as options
+// "backup.<key>".
+func restoreLogical(ctx context.Context, r *repo.Repository, eng api.Engine, o EngineRestore, c Choice, clk clock.Clock, start time.Time) (*RestoreReport, error) {
+	var to api.RecoveryTarget
+	replay := !o.To.IsZero()
+	if replay {
+		info, err := eng.Info(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if !info.Has(api.Replay) {
+			return nil, usagef("a logical restore has no point in time: drop the recovery target")
+		}
+		if to, err = o.To.resolve(ctx, eng); err != nil {
+			return nil, err
+		}
+		c.Before, c.BeforePos = to.Time, to.Position
+	}
+	c.Mode = ModeLogical
+	m, err := PickBackup(ctx, r, c)
+	if err != nil {
+		return nil, err
+	}
+	res, err := engineResult(m)
+	if err != nil {
+		return nil, err
+	}
+	ctx = with(ctx, "backup", m.ID.Short())
+	rep := &RestoreReport{Backup: m, Mode: ModeLogical, To: to}
+	var segs *repoSegments
+	if replay {
+		stream := StreamName(o.Engine, res.SystemID)
+		cov, err := archive.Cover(ctx, r, stream)
+		if err != nil {
+			return nil, err
+		}
+		reach, note, err := checkReach(cov, res, to)
+		if err != nil {
+			return nil, err
+		}
+		rep.Reach, rep.Note = reach, note
+		if segs, err = newRepoSegments(ctx, r, stream); err != nil {
+			return nil, err
+		}
+	}
+	src := &entrySource{r: r, m: m}
+	defer src.close()
+	if _, err := eng.LogicalRestore(ctx, api.RestoreRequest{Target: o.Target, Backup: res}, src); err != nil {
+		return nil, fmt.Errorf("restore %s into the database: %w", m.ID.Short(), err)
+	}
+	if replay {
+		opts := map[string]string{}
+		for k, v := range res.Metadata {
+			opts["backup."+k] = v
+		}
+		if _, err := eng.Replay(ctx, api.ReplayRequest{Target: o.Target, To: to, From: res.Consistent, Options: opts}, segs); err != nil {
+			return nil, fmt.Errorf("restore %s: replay archived log to %s: %w", m.ID.Short(), to, err)
 		}
 	}
 	rep.Duration = clk.Now().Sub(start)

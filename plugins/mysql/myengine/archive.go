@@ -199,6 +199,7 @@ type archiver struct {
 	boundary bool // the body ends at a transaction boundary
 	first    time.Time
 	last     time.Time
+	prevLast time.Time // the last commit of earlier segments
 }
 
 func (a *archiver) event(ctx context.Context, ev *replication.BinlogEvent) error {
@@ -281,6 +282,12 @@ func (a *archiver) emit(ctx context.Context, end Pos) error {
 	data := make([]byte, 0, len(binlogMagic)+len(a.fde)+a.body.Len())
 	data = append(append(append(data, binlogMagic...), a.fde...), a.body.Bytes()...)
 	end.Epoch = 1
+	if a.last.IsZero() {
+		// No commit in it: the log up to its end is as recent as the
+		// last commit before it.
+		a.first, a.last = a.prevLast, a.prevLast
+	}
+	a.prevLast = a.last
 	s := Segment{Name: fmt.Sprintf("%s:%d", a.segStart.File, a.segStart.Pos), Start: a.segStart, End: end,
 		Data: data, FirstCommit: a.first, LastCommit: a.last}
 	if err := a.out(ctx, s); err != nil {
