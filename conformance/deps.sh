@@ -27,8 +27,10 @@ want iptables /usr/sbin/iptables iptables
 want ip /usr/sbin/ip iproute2
 want gcc /usr/bin/gcc gcc
 [ -f "/usr/lib/$(uname -m)-linux-gnu/libc.a" ] || need_pkgs+=(libc6-dev)
-# MariaDB (mariadb-server, mariadb-client, mariadb-backup) and mydumper come
-# with the MySQL plugin and its test bed, which are planned: nothing uses them yet.
+# MariaDB for the MySQL plugin's test bed and conformance run.
+want mariadbd /usr/sbin/mariadbd mariadb-server
+want mariadb /usr/bin/mariadb mariadb-client
+want mariadb-backup /usr/bin/mariadb-backup mariadb-backup
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "deps: apt-get install ${need_pkgs[*]}"
   if [ "$(id -u)" = 0 ]; then

@@ -104,19 +104,34 @@ func atOrBefore(p, target api.Position) bool {
 }
 
 // RestoreStream writes the single entry of a backup (a stream backup or a
-// one-entry logical dump) to out.
+// one-entry logical dump) to out. A backup whose entries are all of kind
+// "sql" is written whole, entry after entry in backup order: the plugin
+// that marks them so promises that the concatenation is one script its
+// engine's client loads.
 func RestoreStream(ctx context.Context, r *repo.Repository, m *repo.Manifest, out io.Writer, progress Progress) error {
-	if len(m.Entries) != 1 {
-		return fmt.Errorf("backup %s has %d entries; only single-stream backups restore to a stream", m.ID.Short(), len(m.Entries))
+	if len(m.Entries) != 1 && !allSQL(m) {
+		return fmt.Errorf("backup %s has %d entries; only single-stream backups and SQL dumps restore to a stream", m.ID.Short(), len(m.Entries))
 	}
 	cw := &countWriter{w: out}
 	if progress != nil {
 		progress(cw.n.Load)
 	}
-	if err := r.WriteEntry(ctx, m.Entries[0], cw); err != nil {
-		return fmt.Errorf("restore %s: %w", m.ID.Short(), err)
+	for _, e := range m.Entries {
+		if err := r.WriteEntry(ctx, e, cw); err != nil {
+			return fmt.Errorf("restore %s: %s: %w", m.ID.Short(), e.Name, err)
+		}
 	}
 	return nil
+}
+
+// allSQL reports whether every entry of m is an SQL script.
+func allSQL(m *repo.Manifest) bool {
+	for _, e := range m.Entries {
+		if e.Meta["kind"] != "sql" {
+			return false
+		}
+	}
+	return len(m.Entries) > 0
 }
 
 // Target is a recovery target as a person gives it.
@@ -203,25 +218,7 @@ func RestoreEngine(ctx context.Context, r *repo.Repository, eng api.Engine, o En
 	c.Engine = o.Engine
 	ctx = with(ctx, "engine", o.Engine)
 	if !physical {
-		if !o.To.IsZero() {
-			return nil, usagef("a logical restore has no point in time: drop the recovery target")
-		}
-		c.Mode = ModeLogical
-		m, err := PickBackup(ctx, r, c)
-		if err != nil {
-			return nil, err
-		}
-		res, err := engineResult(m)
-		if err != nil {
-			return nil, err
-		}
-		ctx = with(ctx, "backup", m.ID.Short())
-		src := &entrySource{r: r, m: m}
-		defer src.close()
-		if _, err := eng.LogicalRestore(ctx, api.RestoreRequest{Target: o.Target, Backup: res}, src); err != nil {
-			return nil, fmt.Errorf("restore %s into the database: %w", m.ID.Short(), err)
-		}
-		return &RestoreReport{Backup: m, Mode: ModeLogical, Duration: clk.Now().Sub(start)}, nil
+		return restoreLogical(ctx, r, eng, o, c, clk, start)
 	}
 
 	c.Mode = ModePhysical
@@ -294,6 +291,73 @@ func RestoreEngine(ctx context.Context, r *repo.Repository, eng api.Engine, o En
 		if err := access.grant(ctx, out.Owner); err != nil {
 			access.revoke(context.WithoutCancel(ctx))
 			return nil, fmt.Errorf("restore %s: give the restored server access to archived log: %w", m.ID.Short(), err)
+		}
+	}
+	rep.Duration = clk.Now().Sub(start)
+	return rep, nil
+}
+
+// restoreLogical loads a logical backup into the database at o.Target.
+// With a recovery target, which only engines declaring Replay accept, it
+// first checks that archived log covers everything from the backup to the
+// target, then loads the dump and has the engine replay archived log up to
+// the target. The backup's metadata travels to Replay as options
+// "backup.<key>".
+func restoreLogical(ctx context.Context, r *repo.Repository, eng api.Engine, o EngineRestore, c Choice, clk clock.Clock, start time.Time) (*RestoreReport, error) {
+	var to api.RecoveryTarget
+	replay := !o.To.IsZero()
+	if replay {
+		info, err := eng.Info(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if !info.Has(api.Replay) {
+			return nil, usagef("a logical restore has no point in time: drop the recovery target")
+		}
+		if to, err = o.To.resolve(ctx, eng); err != nil {
+			return nil, err
+		}
+		c.Before, c.BeforePos = to.Time, to.Position
+	}
+	c.Mode = ModeLogical
+	m, err := PickBackup(ctx, r, c)
+	if err != nil {
+		return nil, err
+	}
+	res, err := engineResult(m)
+	if err != nil {
+		return nil, err
+	}
+	ctx = with(ctx, "backup", m.ID.Short())
+	rep := &RestoreReport{Backup: m, Mode: ModeLogical, To: to}
+	var segs *repoSegments
+	if replay {
+		stream := StreamName(o.Engine, res.SystemID)
+		cov, err := archive.Cover(ctx, r, stream)
+		if err != nil {
+			return nil, err
+		}
+		reach, note, err := checkReach(cov, res, to)
+		if err != nil {
+			return nil, err
+		}
+		rep.Reach, rep.Note = reach, note
+		if segs, err = newRepoSegments(ctx, r, stream); err != nil {
+			return nil, err
+		}
+	}
+	src := &entrySource{r: r, m: m}
+	defer src.close()
+	if _, err := eng.LogicalRestore(ctx, api.RestoreRequest{Target: o.Target, Backup: res}, src); err != nil {
+		return nil, fmt.Errorf("restore %s into the database: %w", m.ID.Short(), err)
+	}
+	if replay {
+		opts := map[string]string{}
+		for k, v := range res.Metadata {
+			opts["backup."+k] = v
+		}
+		if _, err := eng.Replay(ctx, api.ReplayRequest{Target: o.Target, To: to, From: res.Consistent, Options: opts}, segs); err != nil {
+			return nil, fmt.Errorf("restore %s: replay archived log to %s: %w", m.ID.Short(), to, err)
 		}
 	}
 	rep.Duration = clk.Now().Sub(start)

@@ -1,0 +1,299 @@
+package myengine
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+
+	gomysql "github.com/go-mysql-org/go-mysql/mysql"
+	"github.com/go-mysql-org/go-mysql/replication"
+)
+
+// Segment is a run of whole binlog events, stored as a file that
+// mariadb-binlog/mysqlbinlog reads on its own: the binlog magic, the
+// Format_description event of the file the events come from, then the
+// events as the server wrote them. Start and End are positions in the
+// source's binlog: End is just past the last event, or, for the segment
+// that ends a binlog file, the next file's first position (its Rotate
+// event's target), so that segments are contiguous across rotations.
+type Segment struct {
+	Name        string // "<file>:<start position>"
+	Start, End  Pos
+	Data        []byte
+	FirstCommit time.Time
+	LastCommit  time.Time
+}
+
+// ArchiveOptions configure Archive.
+type ArchiveOptions struct {
+	// Start resumes after archived log; zero: the oldest binlog the
+	// server still has.
+	Start Pos
+	// ServerID is the replica server id the archiver connects with; 0:
+	// DefaultServerID(lineage).
+	ServerID uint32
+	// FlushInterval bounds how long a committed transaction waits before
+	// it is sent; default 1 s.
+	FlushInterval time.Duration
+	// MaxSegment is the size at which a segment is cut; default 16 MiB.
+	MaxSegment int
+	Lineage    string
+	Logger     *slog.Logger
+}
+
+// DefaultServerID derives the archiver's replica server id from the
+// lineage: 0x40000000 plus 30 bits of its FNV-1a hash, so it stays the same
+// across restarts and stays clear of the small ids servers usually get.
+func DefaultServerID(lineage string) uint32 {
+	h := fnv.New32a()
+	h.Write([]byte(lineage))
+	return 0x40000000 | h.Sum32()&0x3fffffff
+}
+
+// ErrLogLost is wrapped by the error Archive returns when the binlog it
+// must resume from was purged before it was archived.
+var ErrLogLost = errors.New("binlog lost")
+
+// Archive streams d's binlog as a replica and hands out segments, cut at
+// transaction boundaries at most FlushInterval after a commit, at
+// MaxSegment bytes and at every binlog rotation. It returns ctx.Err() when
+// cancelled.
+func Archive(ctx context.Context, d DSN, o ArchiveOptions, out func(context.Context, Segment) error) error {
+	if o.FlushInterval <= 0 {
+		o.FlushInterval = time.Second
+	}
+	if o.MaxSegment <= 0 {
+		o.MaxSegment = 16 << 20
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	db, cfg, err := Open(ctx, d)
+	if err != nil {
+		return err
+	}
+	info, err := probeDB(ctx, db, o.Lineage)
+	if err != nil {
+		db.Close()
+		return err
+	}
+	logs, err := binaryLogs(ctx, db)
+	db.Close()
+	if err != nil {
+		return err
+	}
+	if len(logs) == 0 {
+		return errors.New("the server lists no binary logs (SHOW BINARY LOGS); is log_bin on?")
+	}
+	start := o.Start
+	if start.File == "" {
+		start = Pos{File: logs[0], Pos: 4}
+	} else if !contains(logs, start.File) {
+		return fmt.Errorf("%w: binlog %s, where archiving must resume (%s), was purged before it was archived (the server's oldest is %s): log was lost; take a new base backup, then restart archiving",
+			ErrLogLost, start.File, start.Text(), logs[0])
+	}
+	if o.ServerID == 0 {
+		o.ServerID = DefaultServerID(info.Lineage)
+	}
+	host, port, _ := strings.Cut(cfg.Addr, ":")
+	p, _ := strconv.Atoi(port)
+	if p == 0 {
+		p = 3306
+	}
+	flavor := gomysql.MySQLFlavor
+	if info.MariaDB {
+		flavor = gomysql.MariaDBFlavor
+	}
+	syncer := replication.NewBinlogSyncer(replication.BinlogSyncerConfig{
+		ServerID: o.ServerID, Flavor: flavor, Host: host, Port: uint16(p), User: cfg.User, Password: cfg.Passwd,
+		HeartbeatPeriod: 5 * time.Second, DisableRetrySync: true, Logger: o.Logger,
+		RawModeEnabled: false,
+	})
+	defer syncer.Close()
+	stream, err := syncer.StartSync(gomysql.Position{Name: start.File, Pos: start.Pos})
+	if err != nil {
+		return fmt.Errorf("start reading the binlog at %s: %w", start.Text(), err)
+	}
+	o.Logger.Info("archiving binlog", "from", start.Text(), "server_id", o.ServerID)
+
+	a := &archiver{out: out, o: o, file: start.File, cur: start.Pos, segStart: start, boundary: true}
+	a.segStart.Epoch, start.Epoch = 1, 1
+	for {
+		wait := o.FlushInterval
+		if a.body.Len() > 0 {
+			wait = max(time.Millisecond, o.FlushInterval-time.Since(a.opened))
+		}
+		gctx, cancel := context.WithTimeout(ctx, wait)
+		ev, err := stream.GetEvent(gctx)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if errors.Is(err, context.DeadlineExceeded) {
+				if a.boundary && a.body.Len() > 0 {
+					if err := a.emit(ctx, Pos{File: a.file, Pos: a.cur}); err != nil {
+						return err
+					}
+				}
+				continue
+			}
+			if strings.Contains(err.Error(), "1236") || strings.Contains(strings.ToLower(err.Error()), "could not find first log file") {
+				return fmt.Errorf("%w: reading the binlog from %s failed (%v): log was lost; take a new base backup, then restart archiving", ErrLogLost, a.file, err)
+			}
+			return fmt.Errorf("read the binlog at %s:%d: %w", a.file, a.cur, err)
+		}
+		if err := a.event(ctx, ev); err != nil {
+			return err
+		}
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// binaryLogs lists the server's binlog files, oldest first.
+func binaryLogs(ctx context.Context, db *sql.DB) ([]string, error) {
+	rows, err := db.QueryContext(ctx, "SHOW BINARY LOGS")
+	if err != nil {
+		return nil, fmt.Errorf("list binary logs: %w", err)
+	}
+	defer rows.Close()
+	var names []string
+	for rows.Next() {
+		m, err := rowMap(rows)
+		if err != nil {
+			return nil, err
+		}
+		names = append(names, m["Log_name"])
+	}
+	return names, rows.Err()
+}
+
+// binlogMagic starts every binlog file.
+var binlogMagic = []byte{0xfe, 'b', 'i', 'n'}
+
+// archiver cuts the event stream into segments.
+type archiver struct {
+	out      func(context.Context, Segment) error
+	o        ArchiveOptions
+	file     string // binlog file being read
+	cur      uint32 // position just past the last event seen
+	fde      []byte // the file's Format_description event
+	segStart Pos
+	body     bytes.Buffer
+	opened   time.Time
+	boundary bool // the body ends at a transaction boundary
+	first    time.Time
+	last     time.Time
+	prevLast time.Time // the last commit of earlier segments
+}
+
+func (a *archiver) event(ctx context.Context, ev *replication.BinlogEvent) error {
+	h := ev.Header
+	switch h.EventType {
+	case replication.ROTATE_EVENT:
+		rot := ev.Event.(*replication.RotateEvent)
+		next := Pos{Epoch: 1, File: string(rot.NextLogName), Pos: uint32(rot.Position)}
+		if h.Timestamp == 0 || h.LogPos == 0 {
+			// Sent by the server at the start of a stream: where it reads.
+			if a.body.Len() == 0 {
+				a.file, a.cur, a.segStart = next.File, next.Pos, next
+			}
+			return nil
+		}
+		a.add(ev)
+		if err := a.emit(ctx, next); err != nil {
+			return err
+		}
+		a.file, a.cur, a.segStart, a.fde = next.File, next.Pos, next, nil
+		return nil
+	case replication.FORMAT_DESCRIPTION_EVENT:
+		a.fde = bytes.Clone(ev.RawData)
+		if h.LogPos > a.cur {
+			a.cur = h.LogPos
+		}
+		return nil
+	case replication.HEARTBEAT_EVENT, replication.HEARTBEAT_LOG_EVENT_V2:
+		return nil
+	}
+	a.add(ev)
+	if h.LogPos != 0 {
+		a.cur = h.LogPos
+	}
+	commit := false
+	switch h.EventType {
+	case replication.XID_EVENT:
+		commit = true
+	case replication.QUERY_EVENT:
+		q := strings.TrimSpace(string(ev.Event.(*replication.QueryEvent).Query))
+		commit = !strings.EqualFold(q, "BEGIN")
+	case replication.MARIADB_GTID_EVENT, replication.GTID_EVENT, replication.ANONYMOUS_GTID_EVENT,
+		replication.TABLE_MAP_EVENT, replication.MARIADB_ANNOTATE_ROWS_EVENT,
+		replication.WRITE_ROWS_EVENTv1, replication.UPDATE_ROWS_EVENTv1, replication.DELETE_ROWS_EVENTv1,
+		replication.WRITE_ROWS_EVENTv2, replication.UPDATE_ROWS_EVENTv2, replication.DELETE_ROWS_EVENTv2:
+		a.boundary = false
+		return nil
+	default:
+		return nil
+	}
+	if commit {
+		a.boundary = true
+		t := time.Unix(int64(h.Timestamp), 0).UTC()
+		if a.first.IsZero() {
+			a.first = t
+		}
+		a.last = t
+		if a.body.Len() >= a.o.MaxSegment || time.Since(a.opened) >= a.o.FlushInterval {
+			return a.emit(ctx, Pos{Epoch: 1, File: a.file, Pos: a.cur})
+		}
+	}
+	return nil
+}
+
+func (a *archiver) add(ev *replication.BinlogEvent) {
+	if a.body.Len() == 0 {
+		a.opened = time.Now()
+	}
+	a.body.Write(ev.RawData)
+}
+
+// emit sends the buffered events as a segment ending at end.
+func (a *archiver) emit(ctx context.Context, end Pos) error {
+	if a.body.Len() == 0 && a.segStart.File == end.File {
+		return nil
+	}
+	if a.fde == nil && a.body.Len() > 0 {
+		return fmt.Errorf("binlog %s: events before its Format_description event", a.file)
+	}
+	data := make([]byte, 0, len(binlogMagic)+len(a.fde)+a.body.Len())
+	data = append(append(append(data, binlogMagic...), a.fde...), a.body.Bytes()...)
+	end.Epoch = 1
+	if a.last.IsZero() {
+		// No commit in it: the log up to its end is as recent as the
+		// last commit before it.
+		a.first, a.last = a.prevLast, a.prevLast
+	}
+	a.prevLast = a.last
+	s := Segment{Name: fmt.Sprintf("%s:%d", a.segStart.File, a.segStart.Pos), Start: a.segStart, End: end,
+		Data: data, FirstCommit: a.first, LastCommit: a.last}
+	if err := a.out(ctx, s); err != nil {
+		return err
+	}
+	a.body.Reset()
+	a.segStart, a.first, a.last, a.boundary = end, time.Time{}, time.Time{}, true
+	return nil
+}

@@ -1,0 +1,546 @@
+package myengine
+
+import (
+	"bufio"
+	"context"
+	"database/sql"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Sink receives the entries of a dump one at a time.
+type Sink interface {
+	// Create starts entry name; Close ends it. Only one entry is open at a
+	// time.
+	Create(ctx context.Context, name, phase string) (io.WriteCloser, error)
+}
+
+// DumpOptions configure LogicalDump.
+type DumpOptions struct {
+	Workers  int    // sessions reading tables at once; default 2
+	SpoolDir string // where a table read while another is being sent waits; default os.TempDir()
+	// LockWait bounds the wait for the global read lock (lock_wait_timeout).
+	LockWait time.Duration
+}
+
+// DumpResult is where and when a dump is consistent.
+type DumpResult struct {
+	Pos      Pos
+	Time     time.Time
+	LockTime time.Duration // how long writes were blocked
+	Database string
+	Tables   int
+	Info     *Info
+}
+
+// Entry names and phases. A dump is, in this order: schema.sql (tables and
+// sequences), data/<table>.sql for every table, post.sql (views, routines,
+// triggers, events). Each entry sets its own session state, so the entries
+// concatenated in order are one script the mariadb/mysql client loads into
+// an empty database.
+const (
+	SchemaEntry = "schema.sql"
+	PostEntry   = "post.sql"
+	PhaseSchema = "schema"
+	PhaseData   = "data"
+	PhasePost   = "post"
+)
+
+const header = "/*!40101 SET NAMES utf8mb4 */;\n" +
+	"SET @@session.time_zone = '+00:00';\n" +
+	"SET @@session.sql_mode = 'NO_AUTO_VALUE_ON_ZERO';\n" +
+	"SET @@session.foreign_key_checks = 0;\n" +
+	"SET @@session.unique_checks = 0;\n"
+
+// statementSize is the size at which an INSERT is cut.
+const statementSize = 1 << 20
+
+type table struct {
+	name     string
+	sequence bool
+}
+
+// LogicalDump writes a consistent SQL dump of d's database to sink. It
+// takes FLUSH TABLES WITH READ LOCK just long enough to read the binlog
+// position and start a consistent snapshot in every worker session, then
+// reads schema and tables inside those snapshots (InnoDB tables are
+// consistent; other engines only as of their read).
+func LogicalDump(ctx context.Context, d DSN, sink Sink, o DumpOptions) (*DumpResult, error) {
+	if o.Workers <= 0 {
+		o.Workers = 2
+	}
+	if o.LockWait <= 0 {
+		o.LockWait = 60 * time.Second
+	}
+	db, cfg, err := Open(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	defer db.Close()
+	if cfg.DBName == "" {
+		return nil, errors.New("the DSN names no database: a logical dump reads the DSN's database (mysql://user:password@host:port/database)")
+	}
+	info, err := probeDB(ctx, db, "")
+	if err != nil {
+		return nil, err
+	}
+	res := &DumpResult{Database: cfg.DBName, Info: info}
+
+	lock, err := db.Conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer lock.Close()
+	workers := make([]*sql.Conn, o.Workers)
+	for k := range workers {
+		c, err := db.Conn(ctx)
+		if err != nil {
+			return nil, err
+		}
+		defer c.Close()
+		for _, q := range []string{"SET SESSION character_set_results = binary", "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ",
+			fmt.Sprintf("SET SESSION net_write_timeout = %d", 3600)} {
+			if _, err := c.ExecContext(ctx, q); err != nil {
+				return nil, fmt.Errorf("prepare dump session: %w", err)
+			}
+		}
+		workers[k] = c
+	}
+	if _, err := lock.ExecContext(ctx, fmt.Sprintf("SET SESSION lock_wait_timeout = %d", int(o.LockWait.Seconds()))); err != nil {
+		return nil, err
+	}
+	locked := time.Now()
+	if _, err := lock.ExecContext(ctx, "FLUSH TABLES WITH READ LOCK"); err != nil {
+		return nil, fmt.Errorf("take the global read lock (FLUSH TABLES WITH READ LOCK; the user needs RELOAD): %w", err)
+	}
+	unlock := func() { lock.ExecContext(context.WithoutCancel(ctx), "UNLOCK TABLES") }
+	for _, c := range workers {
+		if _, err := c.ExecContext(ctx, "START TRANSACTION WITH CONSISTENT SNAPSHOT"); err != nil {
+			unlock()
+			return nil, fmt.Errorf("start a consistent snapshot: %w", err)
+		}
+	}
+	pos, err := masterStatus(ctx, lock, info.MariaDB)
+	if err != nil {
+		unlock()
+		return nil, err
+	}
+	pos.Epoch = 1
+	res.Time = time.Now().UTC()
+	unlock()
+	res.LockTime = time.Since(locked)
+	res.Pos = pos
+
+	w := workers[0]
+	tables, err := listTables(ctx, w, cfg.DBName)
+	if err != nil {
+		return nil, err
+	}
+	res.Tables = len(tables)
+	if err := dumpSchema(ctx, w, sink, tables); err != nil {
+		return nil, err
+	}
+
+	// Data: workers take tables in turn. The one that holds the sink
+	// streams straight into it; the others spool to a file and send it
+	// when the sink is free.
+	var sinkMu sync.Mutex
+	next := make(chan table)
+	errc := make(chan error, len(workers))
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for _, c := range workers {
+		go func() {
+			for t := range next {
+				if err := dumpTableEntry(cctx, c, sink, &sinkMu, t, o.SpoolDir); err != nil {
+					cancel()
+					errc <- fmt.Errorf("dump table %s: %w", t.name, err)
+					for range next {
+					}
+					return
+				}
+			}
+			errc <- nil
+		}()
+	}
+feed:
+	for _, t := range tables {
+		select {
+		case next <- t:
+		case <-cctx.Done():
+			break feed
+		}
+	}
+	close(next)
+	var firstErr error
+	for range workers {
+		if err := <-errc; err != nil && firstErr == nil {
+			firstErr = err
+		}
+	}
+	if firstErr != nil {
+		return nil, firstErr
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := dumpPost(ctx, w, sink, cfg.DBName, tables); err != nil {
+		return nil, err
+	}
+	for _, c := range workers {
+		c.ExecContext(ctx, "COMMIT")
+	}
+	return res, nil
+}
+
+func listTables(ctx context.Context, c *sql.Conn, dbName string) ([]table, error) {
+	rows, err := c.QueryContext(ctx, `SELECT TABLE_NAME, TABLE_TYPE FROM information_schema.TABLES
+		WHERE TABLE_SCHEMA = ? AND TABLE_TYPE IN ('BASE TABLE', 'SEQUENCE', 'SYSTEM VERSIONED') ORDER BY TABLE_NAME`, dbName)
+	if err != nil {
+		return nil, fmt.Errorf("list tables: %w", err)
+	}
+	defer rows.Close()
+	var ts []table
+	for rows.Next() {
+		var n, kind string
+		if err := rows.Scan(&n, &kind); err != nil {
+			return nil, err
+		}
+		ts = append(ts, table{name: n, sequence: kind == "SEQUENCE"})
+	}
+	return ts, rows.Err()
+}
+
+func showCreate(ctx context.Context, c *sql.Conn, what, name string, col int) (string, error) {
+	rows, err := c.QueryContext(ctx, "SHOW CREATE "+what+" "+quoteIdent(name))
+	if err != nil {
+		return "", fmt.Errorf("show create %s %s: %w", strings.ToLower(what), name, err)
+	}
+	defer rows.Close()
+	cols, _ := rows.Columns()
+	if !rows.Next() {
+		return "", fmt.Errorf("show create %s %s: no row", strings.ToLower(what), name)
+	}
+	vals := make([]sql.NullString, len(cols))
+	ptrs := make([]any, len(cols))
+	for k := range vals {
+		ptrs[k] = &vals[k]
+	}
+	if err := rows.Scan(ptrs...); err != nil {
+		return "", err
+	}
+	return vals[col].String, rows.Err()
+}
+
+var definer = regexp.MustCompile("DEFINER=(`(?:[^`]|``)*`|'[^']*'|[^ @]+)@(`(?:[^`]|``)*`|'[^']*'|[^ ]+) ")
+
+// stripDefiner drops DEFINER= clauses: restored objects belong to the user
+// that loads them.
+func stripDefiner(s string) string { return definer.ReplaceAllString(s, "") }
+
+func dumpSchema(ctx context.Context, c *sql.Conn, sink Sink, tables []table) error {
+	w, err := sink.Create(ctx, SchemaEntry, PhaseSchema)
+	if err != nil {
+		return err
+	}
+	bw := bufio.NewWriterSize(w, 64<<10)
+	bw.WriteString(header)
+	for _, t := range tables {
+		what := "TABLE"
+		if t.sequence {
+			what = "SEQUENCE"
+		}
+		ddl, err := showCreate(ctx, c, what, t.name, 1)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(bw, "\n%s;\n", ddl)
+	}
+	if err := bw.Flush(); err != nil {
+		return err
+	}
+	return w.Close()
+}
+
+// dumpTableEntry writes table t as entry data/<t>.sql, straight into the
+// sink when it is free, else through a spool file.
+func dumpTableEntry(ctx context.Context, c *sql.Conn, sink Sink, mu *sync.Mutex, t table, spoolDir string) error {
+	name := "data/" + t.name + ".sql"
+	if mu.TryLock() {
+		defer mu.Unlock()
+		w, err := sink.Create(ctx, name, PhaseData)
+		if err != nil {
+			return err
+		}
+		if err := dumpTable(ctx, c, w, t); err != nil {
+			return err
+		}
+		return w.Close()
+	}
+	f, err := os.CreateTemp(spoolDir, "amber-mysql-spool-")
+	if err != nil {
+		return fmt.Errorf("spool: %w", err)
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	if err := dumpTable(ctx, c, f, t); err != nil {
+		return err
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	w, err := sink.Create(ctx, name, PhaseData)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(w, f); err != nil {
+		return err
+	}
+	return w.Close()
+}
+
+// dumpTable writes the rows of t as INSERT statements of about 1 MiB.
+// Strings, binary values, BIT, ENUM, SET and JSON are written as hex
+// literals of the bytes the server stores (the session reads results
+// unconverted), so no character set conversion touches them; numbers and
+// temporal values as the server prints them.
+func dumpTable(ctx context.Context, c *sql.Conn, out io.Writer, t table) error {
+	bw := bufio.NewWriterSize(out, 256<<10)
+	bw.WriteString(header)
+	q := quoteIdent(t.name)
+	if t.sequence {
+		var next string
+		if err := c.QueryRowContext(ctx, "SELECT next_not_cached_value FROM "+q).Scan(&next); err != nil {
+			return err
+		}
+		fmt.Fprintf(bw, "SELECT SETVAL(%s, %s, 0);\n", q, next)
+		return bw.Flush()
+	}
+	cols, dataTypes, err := insertableColumns(ctx, c, t.name)
+	if err != nil {
+		return err
+	}
+	if len(cols) == 0 {
+		return bw.Flush()
+	}
+	quoted := make([]string, len(cols))
+	for k, col := range cols {
+		quoted[k] = quoteIdent(col)
+	}
+	list := strings.Join(quoted, ", ")
+	rows, err := c.QueryContext(ctx, "SELECT "+list+" FROM "+q)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	vals := make([]sql.RawBytes, len(cols))
+	ptrs := make([]any, len(cols))
+	for k := range vals {
+		ptrs[k] = &vals[k]
+	}
+	prefix := "INSERT INTO " + q + " (" + list + ") VALUES\n"
+	size := 0
+	for rows.Next() {
+		if err := rows.Scan(ptrs...); err != nil {
+			return err
+		}
+		if size == 0 {
+			bw.WriteString(prefix)
+			size = len(prefix)
+		} else {
+			bw.WriteString(",\n")
+		}
+		bw.WriteByte('(')
+		for k, v := range vals {
+			if k > 0 {
+				bw.WriteByte(',')
+			}
+			if v == nil {
+				bw.WriteString("NULL")
+			} else {
+				writeValue(bw, dataTypes[k], v)
+			}
+			size += 2*len(v) + 4
+		}
+		bw.WriteByte(')')
+		if size >= statementSize {
+			bw.WriteString(";\n")
+			size = 0
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	if size > 0 {
+		bw.WriteString(";\n")
+	}
+	return bw.Flush()
+}
+
+// writeValue writes v, a value of column type typ (information_schema
+// DATA_TYPE) as the server printed it, as an SQL literal.
+func writeValue(w *bufio.Writer, typ string, v []byte) {
+	switch strings.ToLower(typ) {
+	case "tinyint", "smallint", "mediumint", "int", "bigint", "decimal", "float", "double", "year":
+		w.Write(v)
+		return
+	case "date", "time", "datetime", "timestamp", "uuid", "inet4", "inet6":
+		// ASCII as printed, with no quote or backslash in it.
+		w.WriteByte('\'')
+		w.Write(v)
+		w.WriteByte('\'')
+		return
+	}
+	if len(v) == 0 {
+		w.WriteString("''")
+		return
+	}
+	w.WriteString("0x")
+	var buf [4096]byte
+	for len(v) > 0 {
+		k := min(len(v), len(buf)/2)
+		hex.Encode(buf[:], v[:k])
+		w.Write(buf[:2*k])
+		v = v[k:]
+	}
+}
+
+// insertableColumns lists t's columns that take values (not generated)
+// and their types.
+func insertableColumns(ctx context.Context, c *sql.Conn, t string) (cols, types []string, err error) {
+	rows, err := c.QueryContext(ctx, `SELECT COLUMN_NAME, DATA_TYPE, EXTRA FROM information_schema.COLUMNS
+		WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION`, t)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var n, typ, extra string
+		if err := rows.Scan(&n, &typ, &extra); err != nil {
+			return nil, nil, err
+		}
+		if x := strings.ToUpper(extra); strings.Contains(x, "GENERATED") || strings.Contains(x, "VIRTUAL") {
+			continue
+		}
+		cols, types = append(cols, n), append(types, typ)
+	}
+	return cols, types, rows.Err()
+}
+
+// dumpPost writes views (each after the views it reads), routines,
+// triggers and events.
+func dumpPost(ctx context.Context, c *sql.Conn, sink Sink, dbName string, tables []table) error {
+	w, err := sink.Create(ctx, PostEntry, PhasePost)
+	if err != nil {
+		return err
+	}
+	bw := bufio.NewWriterSize(w, 64<<10)
+	bw.WriteString(header)
+	names := func(q string, args ...any) ([][2]string, error) {
+		rows, err := c.QueryContext(ctx, q, args...)
+		if err != nil {
+			return nil, err
+		}
+		defer rows.Close()
+		var out [][2]string
+		for rows.Next() {
+			var a, b string
+			if err := rows.Scan(&a, &b); err != nil {
+				return nil, err
+			}
+			out = append(out, [2]string{a, b})
+		}
+		return out, rows.Err()
+	}
+	views, err := names(`SELECT TABLE_NAME, '' FROM information_schema.VIEWS WHERE TABLE_SCHEMA = ? ORDER BY TABLE_NAME`, dbName)
+	if err != nil {
+		return fmt.Errorf("list views: %w", err)
+	}
+	defs := map[string]string{}
+	var order []string
+	for _, v := range views {
+		def, err := showCreate(ctx, c, "VIEW", v[0], 1)
+		if err != nil {
+			return err
+		}
+		defs[v[0]] = stripDefiner(def)
+		order = append(order, v[0])
+	}
+	for _, v := range viewOrder(order, defs) {
+		fmt.Fprintf(bw, "\n%s;\n", defs[v])
+	}
+	routines, err := names(`SELECT ROUTINE_NAME, ROUTINE_TYPE FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = ? ORDER BY ROUTINE_TYPE, ROUTINE_NAME`, dbName)
+	if err != nil {
+		return fmt.Errorf("list routines: %w", err)
+	}
+	block := func(ddl string) { fmt.Fprintf(bw, "\nDELIMITER ;;\n%s;;\nDELIMITER ;\n", stripDefiner(ddl)) }
+	for _, r := range routines {
+		ddl, err := showCreate(ctx, c, r[1], r[0], 2)
+		if err != nil {
+			return err
+		}
+		block(ddl)
+	}
+	triggers, err := names(`SELECT TRIGGER_NAME, '' FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = ? ORDER BY EVENT_OBJECT_TABLE, ACTION_ORDER`, dbName)
+	if err != nil {
+		return fmt.Errorf("list triggers: %w", err)
+	}
+	for _, tr := range triggers {
+		ddl, err := showCreate(ctx, c, "TRIGGER", tr[0], 2)
+		if err != nil {
+			return err
+		}
+		block(ddl)
+	}
+	events, err := names(`SELECT EVENT_NAME, '' FROM information_schema.EVENTS WHERE EVENT_SCHEMA = ? ORDER BY EVENT_NAME`, dbName)
+	if err != nil {
+		return fmt.Errorf("list events: %w", err)
+	}
+	for _, ev := range events {
+		ddl, err := showCreate(ctx, c, "EVENT", ev[0], 3)
+		if err != nil {
+			return err
+		}
+		block(ddl)
+	}
+	if err := bw.Flush(); err != nil {
+		return err
+	}
+	return w.Close()
+}
+
+// viewOrder puts every view after the views its definition names.
+func viewOrder(names []string, defs map[string]string) []string {
+	var out []string
+	state := map[string]int{} // 1 visiting, 2 done
+	var visit func(string)
+	visit = func(v string) {
+		if state[v] != 0 {
+			return
+		}
+		state[v] = 1
+		for _, o := range names {
+			if o != v && strings.Contains(defs[v][strings.Index(defs[v], " AS ")+1:], quoteIdent(o)) {
+				visit(o)
+			}
+		}
+		state[v] = 2
+		out = append(out, v)
+	}
+	for _, v := range names {
+		visit(v)
+	}
+	return out
+}

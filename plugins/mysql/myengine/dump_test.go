@@ -1,0 +1,145 @@
+package myengine
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/amber-backup/amber/conformance/testbed"
+)
+
+// memSink keeps entries in memory, in order.
+type memSink struct {
+	names []string
+	data  []*bytes.Buffer
+}
+
+type memEntry struct{ *bytes.Buffer }
+
+func (memEntry) Close() error { return nil }
+
+func (s *memSink) Create(_ context.Context, name, _ string) (io.WriteCloser, error) {
+	b := &bytes.Buffer{}
+	s.names = append(s.names, name)
+	s.data = append(s.data, b)
+	return memEntry{b}, nil
+}
+
+const fixture = `
+CREATE TABLE types (id int PRIMARY KEY AUTO_INCREMENT, d decimal(40,10), f float, g double, bi bigint unsigned,
+  t text, vc varchar(20) CHARACTER SET latin1, b blob, bt bit(10), e enum('a','b c'), s set('x','y'),
+  j json, dt date, tm time(6), ts timestamp(6) NULL, dtt datetime, y year, u uuid, gen int AS (id * 2) VIRTUAL) AUTO_INCREMENT=1000;
+INSERT INTO types (id, d, f, g, bi, t, vc, b, bt, e, s, j, dt, tm, ts, dtt, y, u) VALUES
+ (1, -123456789012345678901234567890.0123456789, 3.4e38, 1.7976931348623157e308, 18446744073709551615,
+  'héllo 😀 ''quote'' \\ back\nnl\0nul', 'café', 0x00FF0A0D275C, b'1010101010', 'b c', 'x,y', '{"a": [1, "ü"]}',
+  '0001-01-01', '-838:59:59.000000', '2038-01-19 03:14:07.999999', '9999-12-31 23:59:59', 2155, 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'),
+ (2, NULL, NULL, NULL, NULL, '', '', '', NULL, NULL, '', NULL, NULL, NULL, NULL, NULL, NULL, NULL);
+CREATE TABLE ` + "`select`" + ` (` + "`Order`" + ` int PRIMARY KEY, ` + "`weird``name`" + ` text);
+INSERT INTO ` + "`select`" + ` VALUES (1, 'x');
+CREATE TABLE child (id int PRIMARY KEY, p int, FOREIGN KEY (p) REFERENCES types (id));
+INSERT INTO child VALUES (1, 1);
+CREATE SEQUENCE seq START WITH 100 INCREMENT BY 7;
+SELECT NEXTVAL(seq); SELECT NEXTVAL(seq);
+CREATE VIEW v2 AS SELECT * FROM v1;
+`
+
+func TestDumpRestoreRoundTrip(t *testing.T) {
+	srv := testbed.StartMariaDB(t, testbed.MariaDBOptions{})
+	fix := strings.Replace(fixture, "CREATE VIEW v2 AS SELECT * FROM v1;", "CREATE VIEW v1 AS SELECT id, t FROM types; CREATE VIEW v2 AS SELECT * FROM v1;\n"+
+		"CREATE PROCEDURE p() BEGIN SELECT 1; SELECT 2; END;\nCREATE TRIGGER trg BEFORE INSERT ON child FOR EACH ROW BEGIN SET NEW.p = NEW.p; END;", 1)
+	runClient(t, srv, "app", fix)
+	ctx := context.Background()
+	sink := &memSink{}
+	res, err := LogicalDump(ctx, DSN(srv.DSN()), sink, DumpOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Pos.File == "" || res.Pos.GTID == "" || res.Tables != 4 {
+		t.Fatalf("result %+v", res)
+	}
+	t.Logf("consistent at %s, lock held %v, entries %v", res.Pos.Text(), res.LockTime, sink.names)
+	if sink.names[0] != SchemaEntry || sink.names[len(sink.names)-1] != PostEntry {
+		t.Fatalf("entries %v", sink.names)
+	}
+	srv.SQL(t, "CREATE DATABASE restored")
+	l, err := NewLoader(ctx, DSN(srv.DSNDB("restored")), RestoreOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, b := range sink.data {
+		if err := l.Load(sink.names[k], b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{
+		"CHECKSUM TABLE %s.types, %s.`select`, %s.child EXTENDED",
+		"SELECT HEX(b), HEX(vc), t, bt+0, e, s, j, dt, tm, ts, dtt, y, u, gen, d, f, g, bi FROM %s.types ORDER BY id",
+		"SELECT NEXTVAL(%s.seq)",
+		"SELECT * FROM %s.v2 ORDER BY id",
+		"SELECT AUTO_INCREMENT FROM information_schema.TABLES WHERE TABLE_SCHEMA = '%s' AND TABLE_NAME = 'types'",
+		"SELECT COUNT(*) FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = '%s'",
+		"SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = '%s'",
+	} {
+		src := srv.SQL(t, strings.ReplaceAll(q, "%s", "app"))
+		got := srv.SQL(t, strings.ReplaceAll(q, "%s", "restored"))
+		src = strings.ReplaceAll(src, "app.", "")
+		got = strings.ReplaceAll(got, "restored.", "")
+		if src != got {
+			t.Errorf("%s:\nsource:   %q\nrestored: %q", q, src, got)
+		}
+	}
+}
+
+func TestProbeHealth(t *testing.T) {
+	ctx := context.Background()
+	srv := testbed.StartMariaDB(t, testbed.MariaDBOptions{})
+	info, err := Probe(ctx, DSN(srv.DSN()), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !info.MariaDB || info.Replica || info.Pos.File == "" || !strings.HasPrefix(info.Lineage, "mariadb-0-") {
+		t.Fatalf("probe %+v", info)
+	}
+	srv.SQL(t, "CREATE USER plain IDENTIFIED BY 'plain-pw-1'; GRANT SELECT ON *.* TO plain")
+	_, err = Probe(ctx, DSN(srv.DSNFor("plain", "plain-pw-1", "app")), "")
+	if err == nil || !strings.Contains(err.Error(), "GRANT RELOAD, REPLICATION CLIENT, REPLICATION SLAVE ON *.* TO 'plain'@'%'") {
+		t.Fatalf("probe as plain: %v", err)
+	}
+	_, err = Probe(ctx, DSN(srv.DSNFor("amber", "wrong-pw", "app")), "")
+	if err == nil || !strings.Contains(err.Error(), "check the DSN") || strings.Contains(err.Error(), "wrong-pw") {
+		t.Fatalf("probe with a wrong password: %v", err)
+	}
+	nobin := testbed.StartMariaDB(t, testbed.MariaDBOptions{NoBinlog: true})
+	_, err = Probe(ctx, DSN(nobin.DSN()), "")
+	if err == nil || !strings.Contains(err.Error(), "--log-bin") {
+		t.Fatalf("probe without binlog: %v", err)
+	}
+	stmt := testbed.StartMariaDB(t, testbed.MariaDBOptions{BinlogFormat: "STATEMENT"})
+	_, err = Probe(ctx, DSN(stmt.DSN()), "")
+	if err == nil || !strings.Contains(err.Error(), "binlog_format=ROW") {
+		t.Fatalf("probe with statement binlog: %v", err)
+	}
+	rep := testbed.StartMariaDBReplica(t, srv)
+	rinfo, err := Probe(ctx, DSN(rep.DSN()), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rinfo.Replica || rinfo.Lineage != info.Lineage {
+		t.Fatalf("replica probe: replica=%v lineage %q, want the primary's %q", rinfo.Replica, rinfo.Lineage, info.Lineage)
+	}
+}
+
+func runClient(t *testing.T, srv *testbed.MariaDB, db, sql string) {
+	t.Helper()
+	c := exec.Command(srv.Client, "--no-defaults", "--socket="+srv.Socket, "-uroot", "--default-character-set=utf8mb4", db)
+	c.Stdin = strings.NewReader("DELIMITER $$\n" + strings.ReplaceAll(sql, ";\n", "$$\n"))
+	if b, err := c.CombinedOutput(); err != nil {
+		t.Fatalf("fixture: %v\n%s", err, b)
+	}
+}

@@ -1,0 +1,235 @@
+package myengine
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"time"
+)
+
+// ErrNoMoreLog is returned by a ReplayFetch when no archived segment holds
+// log after the position asked for.
+var ErrNoMoreLog = errors.New("no more archived binlog")
+
+// ReplayFetch returns the archived segment holding log just after after:
+// its start and end positions and its bytes.
+type ReplayFetch func(ctx context.Context, after Pos) (start, end Pos, data io.ReadCloser, err error)
+
+// ReplayOptions configure Replay.
+type ReplayOptions struct {
+	From Pos // where the restored copy stands (the dump's consistent position)
+	// At most one of StopTime and StopPos; neither: all archived log.
+	StopTime  time.Time
+	StopPos   Pos
+	Inclusive bool   // apply the transaction at StopTime
+	Database  string // the database the dump was taken of; the target must have the same name
+	BinDir    string // mariadb-binlog/mysqlbinlog and the client; empty: PATH
+}
+
+// Replayed is where replay stopped.
+type Replayed struct {
+	Pos      Pos
+	Time     time.Time // last commit applied (binlog timestamps have whole seconds)
+	Segments int
+}
+
+// Replay applies archived binlog to d's database from o.From up to the
+// stop point: segments are fetched one after another, their events before
+// o.From (and after o.StopPos) dropped, and the rest piped through
+// mariadb-binlog (mysqlbinlog) --database=<dumped database>
+// [--stop-datetime] into the client. The binlog names databases, so the
+// target database must have the dumped database's name.
+func Replay(ctx context.Context, d DSN, o ReplayOptions, fetch ReplayFetch) (*Replayed, error) {
+	cfg, err := d.Config()
+	if err != nil {
+		return nil, err
+	}
+	if o.Database != "" && cfg.DBName != o.Database {
+		return nil, fmt.Errorf("replaying binlog into database %q: the binlog names database %q; restore into a database of that name (on another server) for a point-in-time restore", cfg.DBName, o.Database)
+	}
+	dir, err := os.MkdirTemp("", "amber-mysql-replay-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	res := &Replayed{Pos: o.From}
+	var files []string
+	cur := o.From
+	for {
+		start, end, r, err := fetch(ctx, cur)
+		if errors.Is(err, ErrNoMoreLog) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("fetch archived binlog after %s: %w", cur.Text(), err)
+		}
+		data, err := io.ReadAll(r)
+		r.Close()
+		if err != nil {
+			return nil, fmt.Errorf("read archived binlog %s: %w", start.Text(), err)
+		}
+		kept, last, lastTime, stop, err := filterEvents(data, start, o.From, o.StopPos)
+		if err != nil {
+			return nil, fmt.Errorf("archived binlog %s: %w", start.Text(), err)
+		}
+		f := filepath.Join(dir, fmt.Sprintf("%06d.bin", len(files)))
+		if err := os.WriteFile(f, kept, 0o600); err != nil {
+			return nil, err
+		}
+		files = append(files, f)
+		res.Segments++
+		if !lastTime.IsZero() {
+			if !o.StopTime.IsZero() && !lastTime.Before(stopSecond(o)) {
+				stop = true
+			} else {
+				res.Time = lastTime
+				res.Pos = last
+			}
+		}
+		if stop {
+			break
+		}
+		cur = end
+		res.Pos = end
+	}
+	if len(files) == 0 {
+		return res, nil
+	}
+	tool, err := binlogTool(o.BinDir)
+	if err != nil {
+		return nil, err
+	}
+	args := []string{"--no-defaults"}
+	if filepath.Base(tool) == "mariadb-binlog" {
+		// The segments start where the dump stands, not at the GTID
+		// state's origin.
+		args = append(args, "--skip-gtid-strict-mode")
+	}
+	if o.Database != "" {
+		args = append(args, "--database="+o.Database)
+	}
+	if !o.StopTime.IsZero() {
+		args = append(args, "--stop-datetime="+stopSecond(o).Format("2006-01-02 15:04:05"))
+	}
+	bl := exec.CommandContext(ctx, tool, append(args, files...)...)
+	bl.Env = []string{"TZ=UTC", "PATH=" + os.Getenv("PATH")}
+	var blErr limitedBuffer
+	bl.Stderr = &blErr
+	out, err := bl.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	l, err := NewLoader(ctx, d, RestoreOptions{BinDir: o.BinDir})
+	if err != nil {
+		return nil, err
+	}
+	if err := bl.Start(); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("start %s: %w", tool, err)
+	}
+	loadErr := l.Load("archived binlog", bufio.NewReaderSize(out, 1<<20))
+	blWait := bl.Wait()
+	if err := errors.Join(loadErr, l.Close()); err != nil {
+		return nil, fmt.Errorf("apply archived binlog: %w", err)
+	}
+	if blWait != nil {
+		return nil, fmt.Errorf("%s: %w: %s", filepath.Base(tool), blWait, blErr.String())
+	}
+	return res, nil
+}
+
+// stopSecond is the first second not to apply: binlog timestamps have
+// whole seconds, so an inclusive target applies its whole second.
+func stopSecond(o ReplayOptions) time.Time {
+	t := o.StopTime.UTC()
+	s := t.Truncate(time.Second)
+	if o.Inclusive || !s.Equal(t) {
+		s = s.Add(time.Second)
+	}
+	return s
+}
+
+func binlogTool(binDir string) (string, error) {
+	for _, name := range []string{"mariadb-binlog", "mysqlbinlog"} {
+		p := name
+		if binDir != "" {
+			p = filepath.Join(binDir, name)
+		}
+		if p, err := exec.LookPath(p); err == nil {
+			return p, nil
+		}
+	}
+	return "", errors.New("no mariadb-binlog or mysqlbinlog found: install mariadb-client (or set the bin_dir setting)")
+}
+
+type limitedBuffer struct{ b []byte }
+
+func (w *limitedBuffer) Write(p []byte) (int, error) {
+	if len(w.b) < 64<<10 {
+		w.b = append(w.b, p[:min(len(p), 64<<10-len(w.b))]...)
+	}
+	return len(p), nil
+}
+
+func (w *limitedBuffer) String() string { return string(w.b) }
+
+// Binlog event header fields.
+const (
+	evHeader   = 19
+	evFDE      = 15
+	evQuery    = 2
+	evXID      = 16
+	evRotate   = 4
+	evStartV3  = 1
+	evMaxBytes = 1 << 30
+)
+
+// filterEvents keeps a segment's Format_description event and the events
+// that end after from and, when stopAt is set, at or before it. It returns
+// the kept bytes (a binlog file), the position after the last kept commit
+// and its time, and whether stopAt was passed.
+func filterEvents(data []byte, seg, from, stopAt Pos) (kept []byte, last Pos, lastTime time.Time, stop bool, err error) {
+	if len(data) < 4 || string(data[:4]) != string(binlogMagic) {
+		return nil, Pos{}, time.Time{}, false, errors.New("not a binlog file (no magic)")
+	}
+	fileNo, _ := FileNumber(seg.File)
+	kept = append(kept, data[:4]...)
+	for off := 4; off < len(data); {
+		if len(data)-off < evHeader {
+			return nil, Pos{}, time.Time{}, false, fmt.Errorf("truncated event header at byte %d", off)
+		}
+		h := data[off:]
+		size := int(binary.LittleEndian.Uint32(h[9:13]))
+		if size < evHeader || size > evMaxBytes || off+size > len(data) {
+			return nil, Pos{}, time.Time{}, false, fmt.Errorf("bad event size %d at byte %d", size, off)
+		}
+		ev := h[:size]
+		typ := ev[4]
+		endPos := binary.LittleEndian.Uint32(ev[13:17])
+		off += size
+		if typ == evFDE || typ == evStartV3 {
+			kept = append(kept, ev...)
+			continue
+		}
+		at := uint64(fileNo)<<32 | uint64(endPos)
+		if from.File != "" && at <= from.Offset() && typ != evRotate {
+			continue
+		}
+		if stopAt.File != "" && at > stopAt.Offset() {
+			stop = true
+			break
+		}
+		kept = append(kept, ev...)
+		if typ == evXID || typ == evQuery {
+			last = Pos{Epoch: seg.Epoch, File: seg.File, Pos: endPos}
+			lastTime = time.Unix(int64(binary.LittleEndian.Uint32(ev[0:4])), 0).UTC()
+		}
+	}
+	return kept, last, lastTime, stop, nil
+}

@@ -1,0 +1,144 @@
+package myengine
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+)
+
+// RestoreOptions configure LogicalRestore.
+type RestoreOptions struct {
+	// BinDir holds the mariadb (or mysql) client; empty: PATH.
+	BinDir string
+}
+
+// Client finds the command-line client: mariadb, else mysql.
+func Client(binDir string) (string, error) {
+	for _, name := range []string{"mariadb", "mysql"} {
+		if binDir != "" {
+			p := filepath.Join(binDir, name)
+			if _, err := os.Stat(p); err == nil {
+				return p, nil
+			}
+			continue
+		}
+		if p, err := exec.LookPath(name); err == nil {
+			return p, nil
+		}
+	}
+	where := "on PATH"
+	if binDir != "" {
+		where = "in " + binDir
+	}
+	return "", fmt.Errorf("no mariadb or mysql client %s: install mariadb-client (or set the bin_dir setting)", where)
+}
+
+// ClientCommand returns a client command connected to d's database. Its
+// password is in a file only the current user reads, never on the command
+// line or in the environment; cleanup removes it.
+func ClientCommand(ctx context.Context, d DSN, o RestoreOptions, extra ...string) (*exec.Cmd, func(), error) {
+	cfg, err := d.Config()
+	if err != nil {
+		return nil, nil, err
+	}
+	if cfg.DBName == "" {
+		return nil, nil, errors.New("the DSN names no database to restore into; create an empty database and name it in the DSN")
+	}
+	client, err := Client(o.BinDir)
+	if err != nil {
+		return nil, nil, err
+	}
+	dir, err := os.MkdirTemp("", "amber-mysql-client-")
+	if err != nil {
+		return nil, nil, err
+	}
+	cleanup := func() { os.RemoveAll(dir) }
+	opts := "[client]\nuser=" + optQuote(cfg.User) + "\npassword=" + optQuote(cfg.Passwd) + "\n"
+	if err := os.WriteFile(filepath.Join(dir, "my.cnf"), []byte(opts), 0o600); err != nil {
+		cleanup()
+		return nil, nil, err
+	}
+	args := []string{"--defaults-file=" + filepath.Join(dir, "my.cnf")}
+	if cfg.Net == "unix" {
+		args = append(args, "--socket="+cfg.Addr)
+	} else {
+		host, port, ok := strings.Cut(cfg.Addr, ":")
+		if !ok {
+			port = "3306"
+		}
+		args = append(args, "--host="+host, "--port="+port, "--protocol=TCP")
+	}
+	args = append(args, "--default-character-set=utf8mb4", "--max-allowed-packet=1G", "--batch", "--silent")
+	args = append(args, extra...)
+	args = append(args, "--database="+cfg.DBName)
+	cmd := exec.CommandContext(ctx, client, args...)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir}
+	return cmd, cleanup, nil
+}
+
+// optQuote quotes a value for an option file.
+func optQuote(s string) string {
+	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s) + `"`
+}
+
+// Loader feeds SQL to one client session.
+type Loader struct {
+	cmd     *exec.Cmd
+	in      io.WriteCloser
+	stderr  bytes.Buffer
+	cleanup func()
+}
+
+// NewLoader starts the client against d's database.
+func NewLoader(ctx context.Context, d DSN, o RestoreOptions) (*Loader, error) {
+	cmd, cleanup, err := ClientCommand(ctx, d, o)
+	if err != nil {
+		return nil, err
+	}
+	l := &Loader{cmd: cmd, cleanup: cleanup}
+	cmd.Stdout = io.Discard
+	cmd.Stderr = &l.stderr
+	l.in, err = cmd.StdinPipe()
+	if err != nil {
+		cleanup()
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		cleanup()
+		return nil, fmt.Errorf("start %s: %w", cmd.Path, err)
+	}
+	return l, nil
+}
+
+// Load sends one entry's SQL.
+func (l *Loader) Load(name string, r io.Reader) error {
+	if _, err := io.Copy(l.in, r); err != nil {
+		return fmt.Errorf("load %s: %w%s", name, err, l.detail())
+	}
+	// Entries end with a newline; make sure the next starts on its own line.
+	_, err := l.in.Write([]byte("\n"))
+	return err
+}
+
+func (l *Loader) detail() string {
+	if s := strings.TrimSpace(l.stderr.String()); s != "" {
+		return ": " + s
+	}
+	return ""
+}
+
+// Close ends the session and reports the client's failure.
+func (l *Loader) Close() error {
+	defer l.cleanup()
+	l.in.Close()
+	if err := l.cmd.Wait(); err != nil {
+		return fmt.Errorf("%s: %w%s", filepath.Base(l.cmd.Path), err, l.detail())
+	}
+	return nil
+}

@@ -1,0 +1,316 @@
+// Package mysql adapts myengine, Amber's MySQL and MariaDB knowledge, to
+// the plugin contract (plugins/api). cmd/amber-plugin-mysql serves it.
+//
+// Options it reads:
+//   - Target.Settings["bin_dir"]: directory of the mariadb/mysql client
+//     used by logical restores.
+//   - Target.Settings["lineage"]: the lineage (system id) to report,
+//     instead of the default derived from the source server (see
+//     myengine.Info.Lineage); set it to keep one archive history across a
+//     failover.
+//   - LogicalDump options "workers" (sessions reading tables at once,
+//     default 2), "spool_dir" (where a table read while another is sent
+//     waits, default the temp dir), "lock_wait_seconds" (bound on the wait
+//     for the global read lock, default 60).
+//   - Archive options "server_id" (the replica server id the archiver
+//     connects with; default myengine.DefaultServerID(lineage)) and
+//     "max_segment_bytes" (default 16 MiB); ArchiveRequest.FlushInterval
+//     bounds how long a commit waits before it is sent (default 1 s).
+//   - Replay option "backup.database" (the host passes the backup's
+//     metadata as "backup.<key>"): the database the binlog names; default
+//     the target's.
+//
+// Positions: epoch = fork counter (1 for a server's own binlog), offset =
+// binlog file number << 32 | byte position, token = "<file>:<pos>\n<GTID
+// set>", text "mysql-bin.000042:1532 (0-1-1042)" (docs/engines/mysql.md).
+//
+// Like every plugin it must never import sidecar/ or controller/.
+package mysql
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/amber-backup/amber/plugins/api"
+	"github.com/amber-backup/amber/plugins/mysql/myengine"
+)
+
+// Version is the plugin's version, reported by Info.
+var Version = "0.1.0"
+
+// Engine implements api.Engine for MySQL and MariaDB.
+type Engine struct {
+	api.Unsupported
+}
+
+var _ api.Engine = (*Engine)(nil)
+
+// New returns the MySQL engine.
+func New() *Engine { return &Engine{} }
+
+func (e *Engine) Info(context.Context) (api.Info, error) {
+	return api.Info{
+		Engine:           "mysql",
+		PluginVersion:    Version,
+		Capabilities:     []api.Capability{api.LogicalDump, api.LogicalRestore, api.Archive, api.Replay},
+		SupportedServers: "MariaDB 10.5 and newer (tested with 10.11); MySQL 8 (untested)",
+	}, nil
+}
+
+func dsn(t api.Target) myengine.DSN { return myengine.DSN(string(t.DSN)) }
+
+// Position converts a binlog position to the contract's form.
+func Position(p myengine.Pos) api.Position {
+	if p.File == "" {
+		return api.Position{}
+	}
+	return api.Position{Epoch: p.Epoch, Offset: p.Offset(), Token: p.Token(), Text: p.Text()}
+}
+
+func (e *Engine) Probe(ctx context.Context, t api.Target) (api.Probe, error) {
+	info, err := myengine.Probe(ctx, dsn(t), t.Settings["lineage"])
+	if info == nil {
+		return api.Probe{}, err
+	}
+	p := api.Probe{
+		ServerVersion:  info.Version,
+		Role:           api.RolePrimary,
+		SystemID:       info.Lineage,
+		Position:       Position(info.Pos),
+		ReplicationLag: info.Lag,
+		Healthy:        err == nil,
+		Facts: map[string]string{
+			"log_bin":       strconv.FormatBool(info.LogBin),
+			"binlog_format": info.BinlogFormat,
+			"server_id":     strconv.FormatUint(uint64(info.ServerID), 10),
+			"read_only":     strconv.FormatBool(info.ReadOnly),
+			"user":          info.User,
+		},
+	}
+	if info.MariaDB {
+		p.Facts["gtid_domain_id"] = strconv.FormatUint(uint64(info.DomainID), 10)
+	} else {
+		p.Facts["server_uuid"] = info.ServerUUID
+	}
+	if info.Replica {
+		p.Role = api.RoleReplica
+	}
+	if err != nil {
+		p.Detail = err.Error()
+	}
+	return p, nil
+}
+
+// ParsePosition reads "mysql-bin.000042:1532" or "2@mysql-bin.000042:1532".
+func (e *Engine) ParsePosition(_ context.Context, text string) (api.Position, error) {
+	p, err := myengine.ParseText(text)
+	if err != nil {
+		return api.Position{}, err
+	}
+	pos := Position(p)
+	pos.Epoch = p.Epoch // 0 when the text names none
+	return pos, nil
+}
+
+type entrySink struct{ sink api.EntrySink }
+
+func (s entrySink) Create(ctx context.Context, name, phase string) (io.WriteCloser, error) {
+	return s.sink.Create(ctx, api.Entry{Name: name, Size: -1, Kind: "sql", Metadata: map[string]string{"phase": phase}})
+}
+
+// LogicalDump dumps the DSN's database as SQL entries: schema.sql,
+// data/<table>.sql per table, post.sql. The result's metadata records how
+// long writes were blocked ("lock_ms").
+func (e *Engine) LogicalDump(ctx context.Context, req api.BackupRequest, sink api.EntrySink) (api.BackupResult, error) {
+	if len(req.Databases) > 0 {
+		return api.BackupResult{}, errors.New("mysql: dumping a list of databases is not supported yet; dump the DSN's database")
+	}
+	o := myengine.DumpOptions{SpoolDir: req.Options["spool_dir"]}
+	if v := req.Options["workers"]; v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return api.BackupResult{}, fmt.Errorf("option workers=%q: want a positive number", v)
+		}
+		o.Workers = n
+	}
+	if v := req.Options["lock_wait_seconds"]; v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return api.BackupResult{}, fmt.Errorf("option lock_wait_seconds=%q: want a positive number", v)
+		}
+		o.LockWait = time.Duration(n) * time.Second
+	}
+	start := time.Now()
+	res, err := myengine.LogicalDump(ctx, dsn(req.Target), entrySink{sink}, o)
+	if err != nil {
+		return api.BackupResult{}, err
+	}
+	lineage := req.Target.Settings["lineage"]
+	if lineage == "" {
+		lineage = res.Info.Lineage
+	}
+	pos := Position(res.Pos)
+	return api.BackupResult{
+		Start: pos, Consistent: pos, StartTime: start, ConsistentTime: res.Time,
+		ServerVersion: res.Info.Version, SystemID: lineage,
+		Metadata: map[string]string{
+			"format":   "sql",
+			"database": res.Database,
+			"tables":   strconv.Itoa(res.Tables),
+			"lock_ms":  strconv.FormatInt(res.LockTime.Milliseconds(), 10),
+			"gtid":     res.Pos.GTID,
+		},
+	}, nil
+}
+
+// LogicalRestore loads the entries, in order, through one mariadb/mysql
+// client session into the DSN's database.
+func (e *Engine) LogicalRestore(ctx context.Context, req api.RestoreRequest, src api.EntrySource) (api.RestoreResult, error) {
+	l, err := myengine.NewLoader(ctx, dsn(req.Target), myengine.RestoreOptions{BinDir: req.Target.Settings["bin_dir"]})
+	if err != nil {
+		return api.RestoreResult{}, err
+	}
+	for {
+		ent, r, err := src.Next(ctx)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err == nil {
+			err = l.Load(ent.Name, r)
+		}
+		if err != nil {
+			l.Close()
+			return api.RestoreResult{}, err
+		}
+	}
+	if err := l.Close(); err != nil {
+		return api.RestoreResult{}, fmt.Errorf("restore: %w", err)
+	}
+	return api.RestoreResult{Position: req.Backup.Consistent, ConsistentTime: req.Backup.ConsistentTime}, nil
+}
+
+// Archive streams the binlog as a replica. Segments are cut at
+// transaction boundaries (FlushInterval, max_segment_bytes, rotations) and
+// never superseded, so none is partial. MariaDB and MySQL keep binlogs by
+// their own expiry, not by a replica's progress: durable positions are
+// received but release nothing; a resume point already purged is reported
+// as lost log.
+func (e *Engine) Archive(ctx context.Context, req api.ArchiveRequest, out api.SegmentSink, durable <-chan api.Position) error {
+	o := myengine.ArchiveOptions{FlushInterval: req.FlushInterval, Lineage: req.Target.Settings["lineage"], Logger: slog.Default()}
+	if !req.Start.IsZero() {
+		p, err := myengine.ParseToken(req.Start.Epoch, req.Start.Token)
+		if err != nil {
+			return fmt.Errorf("archive start %s: %w", req.Start, err)
+		}
+		o.Start = p
+	}
+	if v := req.Options["server_id"]; v != "" {
+		n, err := strconv.ParseUint(v, 10, 32)
+		if err != nil || n == 0 {
+			return fmt.Errorf("option server_id=%q: want a positive 32-bit number", v)
+		}
+		o.ServerID = uint32(n)
+	}
+	if v := req.Options["max_segment_bytes"]; v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return fmt.Errorf("option max_segment_bytes=%q: want a positive number", v)
+		}
+		o.MaxSegment = n
+	}
+	send := func(ctx context.Context, s myengine.Segment) error {
+		w, err := out.Begin(ctx, api.SegmentHeader{Name: s.Name, Start: Position(s.Start)})
+		if err != nil {
+			return err
+		}
+		if _, err := w.Write(s.Data); err != nil {
+			_ = w.Abort(err.Error())
+			return err
+		}
+		return w.Finish(api.SegmentTrailer{End: Position(s.End), FirstCommit: s.FirstCommit, LastCommit: s.LastCommit})
+	}
+	actx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	runErr := make(chan error, 1)
+	go func() { runErr <- myengine.Archive(actx, dsn(req.Target), o, send) }()
+	for {
+		select {
+		case _, ok := <-durable:
+			if !ok {
+				cancel()
+				if err := <-runErr; err != nil && !errors.Is(err, context.Canceled) {
+					return err
+				}
+				return nil
+			}
+		case err := <-runErr:
+			if err == nil && ctx.Err() != nil {
+				err = ctx.Err()
+			}
+			return err
+		}
+	}
+}
+
+// Replay applies archived binlog from req.From to req.To into the
+// target's database with mariadb-binlog (mysqlbinlog) and the client.
+// Time targets resolve to whole seconds (binlog timestamps); GTID and
+// named targets are not supported yet.
+func (e *Engine) Replay(ctx context.Context, req api.ReplayRequest, src api.SegmentSource) (api.ReplayResult, error) {
+	from, err := myengine.ParseToken(req.From.Epoch, req.From.Token)
+	if err != nil {
+		return api.ReplayResult{}, fmt.Errorf("replay start %s: %w", req.From, err)
+	}
+	o := myengine.ReplayOptions{From: from, Inclusive: req.To.Inclusive, Database: req.Options["backup.database"], BinDir: req.Target.Settings["bin_dir"]}
+	if o.Database == "" {
+		cfg, err := dsn(req.Target).Config()
+		if err != nil {
+			return api.ReplayResult{}, err
+		}
+		o.Database = cfg.DBName
+	}
+	switch to := req.To; {
+	case to.IsLatest():
+	case !to.Time.IsZero():
+		o.StopTime = to.Time
+	case !to.Position.IsZero():
+		p, err := myengine.ParseToken(to.Position.Epoch, to.Position.Token)
+		if err != nil {
+			if p, err = myengine.ParseText(to.Position.Text); err != nil {
+				return api.ReplayResult{}, fmt.Errorf("recovery target %s: %w", to.Position, err)
+			}
+		}
+		o.StopPos = p
+	case to.Txn != "":
+		return api.ReplayResult{}, fmt.Errorf("recovery to GTID %s is not supported yet; give --to-time or --to-position", to.Txn)
+	default:
+		return api.ReplayResult{}, fmt.Errorf("MySQL has no named restore points (%q); give --to-time or --to-position", to.Name)
+	}
+	fetch := func(ctx context.Context, after myengine.Pos) (myengine.Pos, myengine.Pos, io.ReadCloser, error) {
+		seg, r, err := src.Fetch(ctx, api.SegmentQuery{After: Position(after), Stream: req.Stream})
+		if errors.Is(err, api.ErrNoSegment) {
+			return myengine.Pos{}, myengine.Pos{}, nil, myengine.ErrNoMoreLog
+		}
+		if err != nil {
+			return myengine.Pos{}, myengine.Pos{}, nil, err
+		}
+		start, err1 := myengine.ParseToken(seg.Start.Epoch, seg.Start.Token)
+		end, err2 := myengine.ParseToken(seg.End.Epoch, seg.End.Token)
+		if err := errors.Join(err1, err2); err != nil {
+			r.Close()
+			return myengine.Pos{}, myengine.Pos{}, nil, fmt.Errorf("archived segment %s: %w", seg.Name, err)
+		}
+		return start, end, r, nil
+	}
+	res, err := myengine.Replay(ctx, dsn(req.Target), o, fetch)
+	if err != nil {
+		return api.ReplayResult{}, err
+	}
+	return api.ReplayResult{Reached: Position(res.Pos), ReachedTime: res.Time,
+		Metadata: map[string]string{"segments": strconv.Itoa(res.Segments)}}, nil
+}

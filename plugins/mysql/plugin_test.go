@@ -1,0 +1,42 @@
+package mysql
+
+import (
+	"context"
+	"testing"
+
+	"github.com/amber-backup/amber/plugins/api"
+)
+
+func TestParsePosition(t *testing.T) {
+	e := New()
+	ctx := context.Background()
+	for _, c := range []struct {
+		in     string
+		epoch  uint32
+		offset uint64
+	}{
+		{"mysql-bin.000042:1532", 0, 42<<32 | 1532},
+		{"2@mysql-bin.000042:1532", 2, 42<<32 | 1532},
+		{"mysql-bin.000043:4 (0-1-1042)", 0, 43<<32 | 4},
+	} {
+		p, err := e.ParsePosition(ctx, c.in)
+		if err != nil {
+			t.Fatalf("%s: %v", c.in, err)
+		}
+		if p.Epoch != c.epoch || p.Offset != c.offset || len(p.Token) == 0 || p.Text == "" {
+			t.Errorf("%s: got epoch %d offset %#x token %q text %q, want epoch %d offset %#x", c.in, p.Epoch, p.Offset, p.Token, p.Text, c.epoch, c.offset)
+		}
+	}
+	if _, err := e.ParsePosition(ctx, "0/3000060"); err == nil {
+		t.Error("a PostgreSQL LSN parsed as a binlog position")
+	}
+	info, _ := e.Info(ctx)
+	for _, c := range []api.Capability{api.LogicalDump, api.LogicalRestore, api.Archive, api.Replay} {
+		if !info.Has(c) {
+			t.Errorf("Info does not declare %s", c)
+		}
+	}
+	if info.Has(api.PhysicalBackup) || info.Has(api.Freeze) {
+		t.Error("Info declares capabilities the plugin lacks")
+	}
+}
