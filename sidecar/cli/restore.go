@@ -33,8 +33,9 @@ func (e *env) restoreCommand() *cobra.Command {
 		Short: "Restore a backup, or a database to a point in time",
 		Long: `Restore a backup.
 
-With --stdout, write a stream backup's bytes (or a logical dump's single entry)
-to standard output, for the engine's stock tools (pg_restore).
+With --stdout, write a stream backup's bytes, or a logical dump (its single
+entry, or all its SQL entries in order) to standard output, for the engine's
+stock tools (pg_restore, the mariadb client).
 
 With --engine and --data-dir DIR, lay a physical backup out in the empty
 directory DIR and configure recovery: the database server started on DIR
@@ -65,7 +66,7 @@ naming the damaged object.`,
 	fl.StringVar(&f.backupRef, "backup", "", "backup id, unique id prefix, or latest (default: latest, or the newest before the target)")
 	fl.StringVar(&f.name, "name", "", "only consider backups of this name")
 	fl.BoolVar(&f.toStdout, "stdout", false, "write the backup's stream to standard output")
-	fl.StringVar(&f.engine, "engine", "", "database engine plugin: postgres")
+	fl.StringVar(&f.engine, "engine", "", "database engine plugin: postgres, mysql")
 	fl.StringVar(&f.dataDir, "data-dir", "", "physical restore: the empty directory to restore into")
 	fl.StringVar(&f.dsn, "dsn", "", "logical restore: the database to load into (default: env AMBER_RESTORE_DSN); prefer --dsn-file, as arguments show in ps")
 	fl.StringVar(&f.dsnFile, "dsn-file", "", "logical restore: read the target database's connection string from this file")
