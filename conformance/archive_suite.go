@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -55,14 +56,14 @@ func runLog(t *testing.T, d Driver, amber AmberRunner) {
 type archiver struct {
 	cmd    *exec.Cmd
 	done   chan error
-	stderr *bytes.Buffer
+	stderr *lockedBuffer
 }
 
 func (r *repository) startArchiver(t testing.TB, s Server) *archiver {
 	t.Helper()
 	c := r.amber(r.dir, "archive", "--engine", r.d.Engine(), "--dsn", s.DSN(), "--flush-interval", "500ms")
-	a := &archiver{cmd: c, done: make(chan error, 1), stderr: &bytes.Buffer{}}
-	c.Stderr = &lockedWriter{w: a.stderr}
+	a := &archiver{cmd: c, done: make(chan error, 1), stderr: &lockedBuffer{}}
+	c.Stderr = a.stderr
 	if err := c.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +119,8 @@ func (r *repository) windows(t testing.TB) []window {
 }
 
 // waitWindow polls `amber ls` until the window reaches until.
-func (r *repository) waitWindow(t testing.TB, until time.Time) window {
+// a, when set, is the archiver whose log is shown if the window stalls.
+func (r *repository) waitWindow(t testing.TB, until time.Time, a *archiver) window {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -127,7 +129,11 @@ func (r *repository) waitWindow(t testing.TB, until time.Time) window {
 			return ws[0]
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the recoverable window %+v did not reach %s within 30 s", ws, until.Format(time.RFC3339Nano))
+			log := ""
+			if a != nil {
+				log = "\namber archive's log:\n" + a.stderr.String()
+			}
+			t.Fatalf("the recoverable window %+v did not reach %s within 30 s%s", ws, until.Format(time.RFC3339Nano), log)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
@@ -236,7 +242,7 @@ func pointInTime(t *testing.T, d Driver, ld LogDriver, amber AmberRunner) {
 	a = r.startArchiver(t, src)
 	mark(t, ld, src, 501, 600)
 	ts = ld.MarkerTimes(t, src.DSN())
-	w := r.waitWindow(t, ts[600])
+	w := r.waitWindow(t, ts[600], a)
 	a.stop(t)
 	if len(w.Gaps) != 0 {
 		t.Fatalf("window %+v has gaps after the archiver was killed and restarted", w)
@@ -288,7 +294,7 @@ func archivePluginCrash(t *testing.T, d Driver, ld LogDriver, amber AmberRunner)
 		time.Sleep(10 * time.Millisecond)
 	}
 	ts := ld.MarkerTimes(t, src.DSN())
-	w := r.waitWindow(t, ts[300])
+	w := r.waitWindow(t, ts[300], a)
 	a.running(t, "after its plugin was killed")
 	a.stop(t)
 	if !strings.Contains(a.stderr.String(), "restarting it") {
@@ -322,7 +328,7 @@ func failover(t *testing.T, d Driver, ld LogDriver, amber AmberRunner) {
 	if len(ts) != total {
 		t.Fatalf("the promoted replica holds %d markers, want %d: the failover lost commits", len(ts), total)
 	}
-	w := r.waitWindow(t, ts[total])
+	w := r.waitWindow(t, ts[total], a)
 	a.running(t, "after the promotion")
 	a.stop(t)
 	if w = r.windows(t)[0]; len(w.Gaps) != 0 {
@@ -347,7 +353,7 @@ func gaps(t *testing.T, d Driver, ld LogDriver, amber AmberRunner) {
 	d.LoadBulk(t, src, 80<<20) // several complete segments to lose one of
 	mark(t, ld, src, 101, 110)
 	ts := ld.MarkerTimes(t, src.DSN())
-	r.waitWindow(t, ts[110])
+	r.waitWindow(t, ts[110], a)
 	a.stop(t)
 
 	// The engine discards log that was never archived: the next archiver
@@ -401,10 +407,23 @@ func gaps(t *testing.T, d Driver, ld LogDriver, amber AmberRunner) {
 	r.restoreTo(t, ld, ts, 1)
 }
 
-// lockedWriter serialises writes from a child's output copier with reads.
-type lockedWriter struct{ w *bytes.Buffer }
+// lockedBuffer collects a child's output while the test reads it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
 
-func (l *lockedWriter) Write(p []byte) (int, error) { return l.w.Write(p) }
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
 
 // password is the repository password the AmberRunner gives amber.
 func (r *repository) password() string {

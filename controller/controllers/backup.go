@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -38,6 +39,11 @@ type BackupReconciler struct {
 	Logger *slog.Logger
 	// MaxConcurrent backups at once (each holds a worker while it runs).
 	MaxConcurrent int
+
+	// mine holds the UIDs of the Backups this process has run, with when
+	// it finished them: for a while after that the cache may still show
+	// one Running, which is not an interrupted backup.
+	mine sync.Map
 }
 
 func (r *BackupReconciler) log() *slog.Logger {
@@ -71,8 +77,12 @@ func (r *BackupReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 		return ctrl.Result{}, nil
 	case amberv1.PhaseRunning:
 		// A backup runs inside one reconcile and the same Backup is never
-		// reconciled twice at once, so Running here means the process that
-		// ran it is gone.
+		// reconciled twice at once. Running here is either this process's
+		// own update not yet in the cache (look again shortly) or a backup
+		// whose process is gone.
+		if v, ok := r.mine.Load(b.UID); ok && clock.Or(r.Clock).Now().Sub(v.(time.Time)) < time.Minute {
+			return ctrl.Result{RequeueAfter: time.Second}, nil
+		}
 		return ctrl.Result{}, r.fail(ctx, &b, "Interrupted", fmt.Sprintf(
 			"the controller stopped while pod %s was backing up; the result is unknown (list the repository with `amber ls`) — create a new Backup", b.Status.TargetPod))
 	}
@@ -124,6 +134,8 @@ func (r *BackupReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	if err := r.Client.Status().Patch(ctx, &b, client.MergeFrom(orig)); err != nil {
 		return ctrl.Result{}, fmt.Errorf("mark Backup running: %w", err)
 	}
+	// When this reconcile returns, a cached Running is stale for a while.
+	defer func() { r.mine.Store(b.UID, clock.Or(r.Clock).Now()) }()
 	r.Recorder.Eventf(&b, corev1.EventTypeNormal, "Started", "backing up StatefulSet %s on pod %s (%s, lag %s)", sts, pick.Pod.Name, pick.Probe.Role, pick.Probe.Lag)
 	log.Info("backup started", "pod", pick.Pod.Name, "role", pick.Probe.Role)
 

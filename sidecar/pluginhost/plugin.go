@@ -1,10 +1,13 @@
 package pluginhost
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
+	"runtime"
 	"time"
 
 	"github.com/amber-backup/amber/plugins/api"
@@ -33,6 +36,12 @@ func (p *Plugin) get(ctx context.Context) (*instance, error) {
 // it waits a little for the exit.
 func exited(in *instance, err error) bool {
 	if in.client.Exited() {
+		return true
+	}
+	// Under load the failed call may be seen well before go-plugin reaps
+	// the process; the kernel already knows it is dead (gone or a zombie).
+	if rc := in.client.ReattachConfig(); rc != nil && processGone(rc.Pid) {
+		in.client.Kill() // reap it, so the next call starts a new one
 		return true
 	}
 	var re *api.RemoteError
@@ -177,4 +186,26 @@ func (p *Plugin) DescribeLogFile(ctx context.Context, q api.LogFileQuery) (api.L
 	}
 	r, err := in.engine.DescribeLogFile(ctx, q)
 	return r, wrap(in, "describe log file", err)
+}
+
+// processGone reports whether pid has exited: no such process, or a zombie
+// waiting to be reaped (Linux /proc; elsewhere it says false).
+func processGone(pid int) bool {
+	if pid <= 0 {
+		return false
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if errors.Is(err, os.ErrNotExist) {
+		return runtime.GOOS == "linux"
+	}
+	if err != nil {
+		return false
+	}
+	// The state follows the command name, which is in parentheses.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 || i+2 >= len(b) {
+		return false
+	}
+	state := b[i+2]
+	return state == 'Z' || state == 'X'
 }

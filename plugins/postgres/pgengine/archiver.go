@@ -261,6 +261,19 @@ func (a *Archiver) ensureSlot(ctx context.Context) (LSN, error) {
 	if typ != "physical" {
 		return 0, fmt.Errorf("replication slot %s is %s, not physical", a.opts.Slot, typ)
 	}
+	// A slot still held by a walsender is often the previous archiver's,
+	// killed a moment ago: the server notices the broken connection within
+	// seconds. Wait a while before concluding another archiver holds it.
+	for deadline := time.Now().Add(30 * time.Second); pid != nil && time.Now().Before(deadline); {
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+		if err := sqlc.QueryRow(ctx, q, a.opts.Slot).Scan(&typ, &restart, &pid); err != nil {
+			return 0, fmt.Errorf("replication slot %s: %w", a.opts.Slot, err)
+		}
+	}
 	if pid != nil {
 		return 0, fmt.Errorf("replication slot %s is in use by server process %d (another archiver?)", a.opts.Slot, *pid)
 	}
