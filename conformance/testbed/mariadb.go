@@ -106,8 +106,15 @@ func StartMariaDB(t testing.TB, o MariaDBOptions) *MariaDB {
 		m.Stop()
 		os.RemoveAll(root)
 	})
+	// Each server has a temporary directory of its own: mariadb-install-db's
+	// bootstrap names its temporary tables after the process, and servers
+	// installed at the same time in one /tmp collide.
+	tmp := filepath.Join(root, "tmp")
+	if err := os.Mkdir(tmp, 0o700); err != nil {
+		t.Fatal(err)
+	}
 	cmd := exec.Command(installDB, "--no-defaults", "--user=root", "--datadir="+m.DataDir,
-		"--auth-root-authentication-method=normal", "--skip-test-db")
+		"--auth-root-authentication-method=normal", "--skip-test-db", "--tmpdir="+tmp)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("mariadb-install-db: %v\n%s", err, b)
 	}
@@ -122,7 +129,7 @@ func StartMariaDB(t testing.TB, o MariaDBOptions) *MariaDB {
 		"--gtid-strict-mode=ON", "--log-slave-updates=ON", "--max-allowed-packet=256M",
 		"--innodb-buffer-pool-size=128M", "--innodb-flush-log-at-trx-commit=2", "--sync-binlog=0",
 		"--innodb-doublewrite=0", "--character-set-server=utf8mb4", "--collation-server=utf8mb4_unicode_ci",
-		"--skip-log-bin"}
+		"--tmpdir=" + tmp, "--skip-log-bin"}
 	if !o.NoBinlog {
 		m.args[len(m.args)-1] = "--log-bin=" + filepath.Join(m.DataDir, "mysql-bin")
 	}

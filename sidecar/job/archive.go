@@ -52,6 +52,7 @@ func Archive(ctx context.Context, r *repo.Repository, eng api.Engine, a ArchiveR
 	if a.OnStart != nil {
 		a.OnStart(stream, shortVersion(probe.ServerVersion), &sink.Stats)
 	}
+	starts := 0 // plugin starts that failed in a row
 	for attempt := 0; ; attempt++ {
 		req := api.ArchiveRequest{Target: a.Target, FlushInterval: a.FlushInterval, Options: a.Options}
 		if req.Start, err = ArchivedEnd(ctx, r, stream); err != nil {
@@ -65,11 +66,17 @@ func Archive(ctx context.Context, r *repo.Repository, eng api.Engine, a ArchiveR
 			sink.CloseDurable() // the plugin flushes what it holds, then returns
 			err = <-done
 		}
-		if err == nil || ctx.Err() != nil || !errors.Is(err, pluginhost.ErrExited) {
+		if errors.Is(err, pluginhost.ErrStart) {
+			starts++
+		} else {
+			starts = 0
+		}
+		if err == nil || ctx.Err() != nil || !(errors.Is(err, pluginhost.ErrExited) || errors.Is(err, pluginhost.ErrStart) && starts <= 5) {
 			break
 		}
-		// The plugin died (a crash, an OOM kill): start it again and resume
-		// where the repository ends. The engine kept its log meanwhile.
+		// The plugin died (a crash, an OOM kill), or a new one died while
+		// starting: start it again and resume where the repository ends.
+		// The engine kept its log meanwhile.
 		delay := min(time.Duration(attempt+1)*time.Second, 30*time.Second)
 		log.Warn("engine plugin died while archiving; restarting it", "err", err, "retry_in", delay)
 		if clock.Sleep(ctx, clk, delay) != nil {

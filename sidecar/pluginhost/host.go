@@ -205,7 +205,7 @@ func (h *Host) launch(ctx context.Context, engine string) (*instance, error) {
 			return nil, fmt.Errorf("plugin %s speaks no protocol version this amber knows (amber knows %d): %v; install the %s that comes with this amber",
 				path, api.ProtocolVersion, err, base)
 		}
-		return nil, fmt.Errorf("start plugin %s: %w", path, err)
+		return nil, fmt.Errorf("start plugin %s: %w: %w", path, ErrStart, err)
 	}
 	raw, err := rpc.Dispense(api.PluginName)
 	if err != nil {

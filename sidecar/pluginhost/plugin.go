@@ -60,6 +60,10 @@ func exited(in *instance, err error) bool {
 // died; the next call starts it again.
 var ErrExited = errors.New("plugin process exited")
 
+// ErrStart is wrapped by errors of a plugin process that did not come up
+// (it died or was killed during the handshake).
+var ErrStart = errors.New("plugin did not start")
+
 // wrap names the plugin in err, and says so when its process died.
 func wrap(in *instance, call string, err error) error {
 	if err == nil {
