@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/amber-backup/amber/conformance/testbed"
 	"strings"
 	"testing"
 	"time"
@@ -128,7 +129,7 @@ func TestOversizeObjectsRefused(t *testing.T) {
 // default parameters.
 func TestDefaultKDFCost(t *testing.T) {
 	if testing.Short() {
-		t.Skip("measures the default key derivation")
+		testbed.Skip(t, "-short: this test measures the default key derivation")
 	}
 	began := time.Now()
 	deriveKEK([]byte("password"), make([]byte, 32), DefaultKDF)

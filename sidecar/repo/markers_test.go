@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/amber-backup/amber/conformance/testbed"
 	"github.com/amber-backup/amber/plugins/api/clock"
 	"log/slog"
 	"os/exec"
@@ -281,7 +282,7 @@ func TestPruneLockRefreshed(t *testing.T) {
 // same kernel and PID namespace is stale at once.
 func TestDeadProcessMarker(t *testing.T) {
 	if ourScope == "" {
-		t.Skip("no /proc here")
+		testbed.Skip(t, "no /proc here: the dead-process rule needs it")
 	}
 	tr := newTestRepo(t, Options{})
 	cmd := exec.Command("true")
