@@ -211,17 +211,9 @@ func (e *env) reportRestore(rep *job.RestoreReport) error {
 // jobError turns a job's complaint about its request into a usage error.
 func (e *env) jobError(err error) error {
 	if errors.Is(err, job.ErrUsage) {
-		return &usageError{err: errors.New(trimUsage(err.Error()))}
+		return &usageError{err: err}
 	}
 	return err
-}
-
-func trimUsage(s string) string {
-	const p = "bad request: "
-	if len(s) > len(p) && s[:len(p)] == p {
-		return s[len(p):]
-	}
-	return s
 }
 
 // printWindows prints each lineage's recoverable window and its gaps.

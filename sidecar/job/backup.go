@@ -27,8 +27,15 @@ const (
 // field), as opposed to a failure while doing it.
 var ErrUsage = errors.New("bad request")
 
+// usageError is a complaint about the request; errors.Is(err, ErrUsage)
+// holds, and its message is the complaint alone.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string        { return e.msg }
+func (e *usageError) Is(target error) bool { return target == ErrUsage }
+
 func usagef(format string, args ...any) error {
-	return fmt.Errorf("%w: %s", ErrUsage, fmt.Sprintf(format, args...))
+	return &usageError{msg: fmt.Sprintf(format, args...)}
 }
 
 // BackupReport says what a backup stored.

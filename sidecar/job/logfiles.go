@@ -188,14 +188,28 @@ func FetchLogFile(ctx context.Context, o Opener, f LogFileFetch) error {
 // fetchSegment writes a segment's bytes, zero-filled to the size the plugin
 // recorded, to dest atomically.
 func fetchSegment(ctx context.Context, r *repo.Repository, s repo.Segment, dest string) error {
-	full, data, err := r.GetSegment(ctx, s.ObjectName())
+	_, data, err := loadServed(ctx, r, s)
 	if err != nil {
 		return err
+	}
+	return place(dest+".amber-"+randomSuffix(), dest, data)
+}
+
+// loadServed reads a segment and zero-fills it to the size the plugin
+// recorded: the bytes the engine reads it back as.
+func loadServed(ctx context.Context, r *repo.Repository, s repo.Segment) (repo.Segment, []byte, error) {
+	full, data, err := r.GetSegment(ctx, s.ObjectName())
+	if err != nil {
+		return full, nil, err
 	}
 	if n := archive.FileSize(full); n > int64(len(data)) {
 		data = append(data, make([]byte, n-int64(len(data)))...)
 	}
-	tmp := dest + ".amber-" + randomSuffix()
+	return full, data, nil
+}
+
+// place writes data to the new file tmp and renames it to dest.
+func place(tmp, dest string, data []byte) error {
 	if err := writeExclusive(tmp, data, 0o600); err != nil {
 		return err
 	}
@@ -229,24 +243,15 @@ func fetchAhead(ctx context.Context, r *repo.Repository, next []repo.Segment, pr
 		go func() {
 			defer wg.Done()
 			for k := int(i.Add(1)) - 1; k < len(todo); k = int(i.Add(1)) - 1 {
-				full, data, err := r.GetSegment(ctx, todo[k].ObjectName())
+				full, data, err := loadServed(ctx, r, todo[k])
 				if err != nil || !validSpoolName(full.Name) {
 					continue
-				}
-				if n := archive.FileSize(full); n > int64(len(data)) {
-					data = append(data, make([]byte, n-int64(len(data)))...)
 				}
 				dest := filepath.Join(spool, full.Name)
 				if _, err := os.Lstat(dest); err == nil {
 					continue
 				}
-				tmp := filepath.Join(spool, "."+full.Name+"."+randomSuffix())
-				if err := writeExclusive(tmp, data, 0o600); err != nil {
-					continue
-				}
-				if err := os.Rename(tmp, dest); err != nil {
-					os.Remove(tmp)
-				}
+				_ = place(filepath.Join(spool, "."+full.Name+"."+randomSuffix()), dest, data)
 			}
 		}()
 	}
