@@ -333,11 +333,16 @@ func PushLogFile(ctx context.Context, o Opener, engine, stream, path string) err
 	if err != nil {
 		return err
 	}
-	if _, old, err := r.GetSegment(ctx, seg.ObjectName()); err == nil {
-		if bytes.Equal(old, data) {
-			return nil
+	// A complete segment is created, never overwritten: PutSegment accepts
+	// the same content again and refuses different content. A partial one
+	// is compared here, as PutSegment would replace it.
+	if seg.Partial {
+		if _, old, err := r.GetSegment(ctx, seg.ObjectName()); err == nil {
+			if bytes.Equal(old, data) {
+				return nil
+			}
+			return fmt.Errorf("%s is already archived with different content; refusing to overwrite (is a second server archiving into stream %s?)", seg.Name, stream)
 		}
-		return fmt.Errorf("%s is already archived with different content; refusing to overwrite (is a second server archiving into stream %s?)", seg.Name, stream)
 	}
 	return r.PutSegment(ctx, seg, data)
 }
