@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -49,6 +50,9 @@ type MinIOOptions struct {
 	// Erasure runs MinIO in erasure mode over four directories, which gives
 	// bucket versioning and Object Lock (one directory gives neither).
 	Erasure bool
+	// Host is the address MinIO listens on; empty: 127.0.0.1. A
+	// Kubernetes test cluster's node address lets its pods reach it.
+	Host string
 }
 
 // StartMinIOWith is StartMinIO with options.
@@ -69,8 +73,12 @@ func StartMinIOWith(t testing.TB, opts MinIOOptions) *MinIO {
 }
 
 func startMinIO(t testing.TB, bin, dir string, opts MinIOOptions) (*MinIO, error) {
+	host := opts.Host
+	if host == "" {
+		host = "127.0.0.1"
+	}
 	m := &MinIO{
-		Endpoint:  fmt.Sprintf("127.0.0.1:%d", FreePort(t)),
+		Endpoint:  net.JoinHostPort(host, fmt.Sprint(FreePort(t))),
 		AccessKey: "amber-" + minioRandomHex(4),
 		SecretKey: minioRandomHex(16),
 		Dir:       filepath.Join(dir, "data"),

@@ -28,10 +28,12 @@ type env struct {
 	passwordFile string
 	cacheDir     string
 	keySlot      string
-	jsonOut      bool
-	quiet        bool
-	printed      bool // the one JSON document has been written
-	log          *slog.Logger
+	// getenv reads storage credentials and defaults; nil: os.Getenv.
+	getenv  func(string) string
+	jsonOut bool
+	quiet   bool
+	printed bool // the one JSON document has been written
+	log     *slog.Logger
 }
 
 // exitError carries an exit code other than 1.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime/debug"
 	"strings"
 
@@ -19,11 +20,29 @@ import (
 // openBackend connects to the repository's storage. With create, a missing
 // local directory is made (repo init); otherwise its absence is an error.
 func (e *env) openBackend(ctx context.Context, create bool) (storage.Backend, error) {
-	be, err := location.Open(ctx, e.repoURL, location.Options{Create: create, Logger: e.log})
+	be, err := location.Open(ctx, e.repoURL, location.Options{Create: create, Getenv: e.getenv, Logger: e.log})
 	if errors.Is(err, location.ErrBadURL) {
 		return nil, &usageError{err: err}
 	}
 	return be, err
+}
+
+// credentialsDir returns a getenv that reads the variable NAME from the
+// file dir/NAME, as a mounted Kubernetes Secret presents its keys, and
+// falls back to the environment when there is no such file. Values are
+// read when the storage is opened, so a rotated Secret applies on the next
+// open.
+func credentialsDir(dir string) func(string) string {
+	return func(name string) string {
+		if name == "" || strings.ContainsAny(name, "/\\") || strings.HasPrefix(name, ".") {
+			return os.Getenv(name)
+		}
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			return os.Getenv(name)
+		}
+		return strings.TrimRight(string(b), "\r\n")
+	}
 }
 
 // password reads the repository password from --password-file or AMBER_PASSWORD.

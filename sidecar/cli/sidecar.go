@@ -17,6 +17,7 @@ import (
 func (e *env) sidecarCommand() *cobra.Command {
 	var (
 		engine, dsnFile, certFile, keyFile, caFile string
+		credsDir                                   string
 		listen, metricsListen, slot, logLevel      string
 		allowed                                    []string
 		flushS, windowS, leaseS                    string
@@ -70,6 +71,12 @@ pod spec; docs/agent.md lists them.`,
 			if dsnFile == "" {
 				return usagef("the sidecar reads the database's connection string from a file only: give --dsn-file or AMBER_DSN_FILE")
 			}
+			if credsDir != "" {
+				if st, err := os.Stat(credsDir); err != nil || !st.IsDir() {
+					return fmt.Errorf("--credentials-dir %s is not a readable directory; mount the credentials Secret there", credsDir)
+				}
+				e.getenv = credentialsDir(credsDir)
+			}
 			d, err := dsn("", dsnFile, "")
 			if err != nil {
 				return err
@@ -104,6 +111,7 @@ pod spec; docs/agent.md lists them.`,
 	f := cmd.Flags()
 	f.StringVar(&engine, "engine", os.Getenv("AMBER_ENGINE"), "database engine plugin: postgres (env AMBER_ENGINE)")
 	f.StringVar(&dsnFile, "dsn-file", os.Getenv("AMBER_DSN_FILE"), "file holding the database's connection string (env AMBER_DSN_FILE)")
+	f.StringVar(&credsDir, "credentials-dir", os.Getenv("AMBER_CREDENTIALS_DIR"), "directory of storage credentials, one file per variable (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, B2_APPLICATION_KEY_ID, ...), as a mounted Secret; the environment is the fallback (env AMBER_CREDENTIALS_DIR)")
 	f.StringVar(&certFile, "tls-cert", os.Getenv("AMBER_TLS_CERT"), "the agent's certificate, PEM (env AMBER_TLS_CERT)")
 	f.StringVar(&keyFile, "tls-key", os.Getenv("AMBER_TLS_KEY"), "the agent's private key, PEM (env AMBER_TLS_KEY)")
 	f.StringVar(&caFile, "tls-ca", os.Getenv("AMBER_TLS_CA"), "CA certificate(s) that sign callers' client certificates, PEM (env AMBER_TLS_CA)")
