@@ -340,10 +340,23 @@ func crashDuringBackup(t *testing.T, d Driver, amber AmberRunner, mode string) {
 
 			// Mid-backup and mid-upload: this backup stored a pack and is
 			// writing the next one.
+			// The state is checked with amber and its plugin stopped
+			// (SIGSTOP to the group), so that the kill lands in exactly
+			// the state checked: a pack upload that finishes between a
+			// look and the kill would leave nothing partial behind.
 			oldPacks, oldPartial := packs(t, r.dir)
+			midUpload := func() bool {
+				p, tmp := packs(t, r.dir)
+				return len(p) > len(oldPacks) && len(tmp) > len(intersect(tmp, oldPartial))
+			}
 			for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(time.Millisecond) {
-				if p, tmp := packs(t, r.dir); len(p) > len(oldPacks) && len(tmp) > len(intersect(tmp, oldPartial)) {
-					break
+				if midUpload() {
+					syscall.Kill(-cmd.Process.Pid, syscall.SIGSTOP)
+					waitStopped(cmd.Process.Pid)
+					if midUpload() {
+						break
+					}
+					syscall.Kill(-cmd.Process.Pid, syscall.SIGCONT)
 				}
 				select {
 				case err := <-exited:
@@ -359,14 +372,17 @@ func crashDuringBackup(t *testing.T, d Driver, amber AmberRunner, mode string) {
 				t.Fatalf("no %s process under amber (pid %d)", plugin, cmd.Process.Pid)
 			}
 
+			// The group is stopped until the victim is dead.
 			if victim == "amber" {
 				cmd.Process.Kill()
+				syscall.Kill(-cmd.Process.Pid, syscall.SIGCONT)
 				<-exited
 				if !waitGone(pluginPID, 5*time.Second) {
 					t.Errorf("%s (pid %d) still runs 5 s after amber was killed: a plugin must not outlive its host", plugin, pluginPID)
 				}
 			} else {
 				syscall.Kill(pluginPID, syscall.SIGKILL)
+				syscall.Kill(-cmd.Process.Pid, syscall.SIGCONT)
 				select {
 				case err := <-exited:
 					if err == nil {
@@ -635,6 +651,27 @@ func ChildNamed(parent int, name string) int {
 		}
 	}
 	return 0
+}
+
+// waitStopped waits (2 s at most) until every thread of pid is stopped:
+// kill(2) returns before a thread busy on another CPU has stopped.
+func waitStopped(pid int) {
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		tasks, _ := filepath.Glob(filepath.Join("/proc", strconv.Itoa(pid), "task", "*", "stat"))
+		stopped := len(tasks) > 0
+		for _, f := range tasks {
+			stat, err := os.ReadFile(f)
+			if err != nil {
+				continue // a thread that exited
+			}
+			if fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:])); len(fields) == 0 || (fields[0] != "T" && fields[0] != "t") {
+				stopped = false
+			}
+		}
+		if stopped {
+			return
+		}
+	}
 }
 
 // waitGone waits until pid has exited (or is a zombie nobody reaped).
