@@ -151,8 +151,10 @@ func (r *BackupReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 		}
 		defer sc.Close()
 		res, err = sc.Backup(ctx, sidecarapi.BackupRequest{
-			Name: b.Namespace + "/" + b.Name, Mode: string(mode), UploadBytesPerSecond: uploadLimit(&p),
-			Tags: map[string]string{"namespace": b.Namespace, "statefulset": sts, "pod": pick.Pod.Name, "policy": p.Name},
+			// One name per database: retention keeps the newest N of each
+			// name, so a name per Backup object would keep everything.
+			Name: b.Namespace + "/" + sts, Mode: string(mode), UploadBytesPerSecond: uploadLimit(&p),
+			Tags: map[string]string{"namespace": b.Namespace, "statefulset": sts, "pod": pick.Pod.Name, "policy": p.Name, "backup": b.Name},
 		})
 		return err
 	}()

@@ -37,7 +37,8 @@ type ProbeResult struct {
 
 // BackupRequest asks a sidecar for one backup.
 type BackupRequest struct {
-	// Name is the Backup object's namespace/name, recorded as a tag.
+	// Name groups the database's backups in the repository (listing and
+	// retention): the StatefulSet's namespace/name.
 	Name string
 	// Mode is "physical" or "logical".
 	Mode string

@@ -95,15 +95,15 @@ func (s *sidecar) Backup(ctx context.Context, req sidecarapi.BackupRequest) (sid
 	default:
 		return sidecarapi.BackupResult{}, fmt.Errorf("backup mode %q: want physical or logical", req.Mode)
 	}
-	res, err := s.c.RunBackup(ctx, &agentpb.BackupRequest{Mode: mode, Name: req.Name, Tags: req.Tags}, nil)
+	res, err := s.c.RunBackup(ctx, &agentpb.BackupRequest{Mode: mode, Name: req.Name, Tags: req.Tags, UploadBytesPerSecond: req.UploadBytesPerSecond}, nil)
 	if err != nil {
 		return sidecarapi.BackupResult{}, err
 	}
 	return sidecarapi.BackupResult{ID: res.GetId(), Bytes: res.GetBytesIn()}, nil
 }
 
-func (s *sidecar) StartArchiving(ctx context.Context, _ sidecarapi.ArchiveRequest) error {
-	_, err := s.c.StartArchiving(ctx, &agentpb.StartArchivingRequest{})
+func (s *sidecar) StartArchiving(ctx context.Context, req sidecarapi.ArchiveRequest) error {
+	_, err := s.c.StartArchiving(ctx, &agentpb.StartArchivingRequest{UploadBytesPerSecond: req.UploadBytesPerSecond})
 	return err
 }
 

@@ -9,6 +9,7 @@ import (
 	"github.com/amber-backup/amber/sidecar/agent/agentpb"
 	"github.com/amber-backup/amber/sidecar/archive"
 	"github.com/amber-backup/amber/sidecar/job"
+	"github.com/amber-backup/amber/sidecar/storage/throttle"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -34,7 +35,7 @@ type archiver struct {
 
 // start runs job.Archive in the background and returns once it has
 // started (or failed to). It does nothing when archiving already runs.
-func (ar *archiver) start(ctx context.Context, flush time.Duration) (already bool, st *agentpb.ArchiveStatus, err error) {
+func (ar *archiver) start(ctx context.Context, flush time.Duration, uploadLimit int64) (already bool, st *agentpb.ArchiveStatus, err error) {
 	a := ar.a
 	ar.op.Lock()
 	defer ar.op.Unlock()
@@ -52,7 +53,7 @@ func (ar *archiver) start(ctx context.Context, flush time.Duration) (already boo
 		run.Options = map[string]string{"slot": a.cfg.Slot}
 	}
 	// The run outlives this call: it ends with stop (or shutdown).
-	runCtx, cancel := context.WithCancel(job.WithLogger(context.Background(), a.jobLog))
+	runCtx, cancel := context.WithCancel(throttle.WithLimit(job.WithLogger(context.Background(), a.jobLog), uploadLimit))
 	begun, done := make(chan struct{}), make(chan struct{})
 	var once sync.Once
 	run.OnStart = func(stream, version string, stats *archive.Stats) {

@@ -10,6 +10,7 @@ import (
 	"github.com/amber-backup/amber/plugins/api"
 	"github.com/amber-backup/amber/sidecar/agent/agentpb"
 	"github.com/amber-backup/amber/sidecar/job"
+	"github.com/amber-backup/amber/sidecar/storage/throttle"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -170,6 +171,10 @@ func (s *service) Backup(req *agentpb.BackupRequest, stream agentpb.AgentService
 	defer cancel()
 	defer context.AfterFunc(a.life, cancel)()
 	ctx = job.WithLogger(ctx, a.jobLog)
+	if req.GetUploadBytesPerSecond() < 0 {
+		return status.Error(codes.InvalidArgument, "upload_bytes_per_second must be >= 0")
+	}
+	ctx = throttle.WithLimit(ctx, req.GetUploadBytesPerSecond())
 	tags := maps.Clone(a.cfg.Tags)
 	if tags == nil {
 		tags = map[string]string{}
@@ -326,7 +331,10 @@ func (s *service) StartArchiving(ctx context.Context, req *agentpb.StartArchivin
 			return nil, status.Error(codes.InvalidArgument, "flush_interval must be > 0 when given")
 		}
 	}
-	already, st, err := a.arch.start(ctx, flush)
+	if req.GetUploadBytesPerSecond() < 0 {
+		return nil, status.Error(codes.InvalidArgument, "upload_bytes_per_second must be >= 0")
+	}
+	already, st, err := a.arch.start(ctx, flush, req.GetUploadBytesPerSecond())
 	if err != nil {
 		return nil, a.toStatus(err)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/amber-backup/amber/sidecar/repo"
 	"github.com/amber-backup/amber/sidecar/storage"
 	"github.com/amber-backup/amber/sidecar/storage/location"
+	"github.com/amber-backup/amber/sidecar/storage/throttle"
 )
 
 // openBackend connects to the repository's storage. With create, a missing
@@ -24,7 +25,12 @@ func (e *env) openBackend(ctx context.Context, create bool) (storage.Backend, er
 	if errors.Is(err, location.ErrBadURL) {
 		return nil, &usageError{err: err}
 	}
-	return be, err
+	if err != nil {
+		return nil, err
+	}
+	// Uploads honour a bandwidth limit a job puts in its context (the
+	// agent's per-request limits); without one nothing is slowed.
+	return throttle.Wrap(be), nil
 }
 
 // credentialsDir returns a getenv that reads the variable NAME from the

@@ -390,8 +390,11 @@ type BackupRequest struct {
 	Options map[string]string `protobuf:"bytes,4,rep,name=options,proto3" json:"options,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Optional. How often to send Progress; default 1 s, at least 100 ms.
 	ProgressInterval *durationpb.Duration `protobuf:"bytes,5,opt,name=progress_interval,json=progressInterval,proto3" json:"progress_interval,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Optional. Caps this backup's upload bandwidth to the repository, in
+	// bytes per second; 0: no cap.
+	UploadBytesPerSecond int64 `protobuf:"varint,6,opt,name=upload_bytes_per_second,json=uploadBytesPerSecond,proto3" json:"upload_bytes_per_second,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *BackupRequest) Reset() {
@@ -457,6 +460,13 @@ func (x *BackupRequest) GetProgressInterval() *durationpb.Duration {
 		return x.ProgressInterval
 	}
 	return nil
+}
+
+func (x *BackupRequest) GetUploadBytesPerSecond() int64 {
+	if x != nil {
+		return x.UploadBytesPerSecond
+	}
+	return 0
 }
 
 // BackupEvent is one message of the Backup stream: Progress any number of
@@ -1137,8 +1147,12 @@ type StartArchivingRequest struct {
 	// Optional. How often log is made durable under load (bounds the
 	// recovery point); default: the agent's configuration.
 	FlushInterval *durationpb.Duration `protobuf:"bytes,1,opt,name=flush_interval,json=flushInterval,proto3" json:"flush_interval,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Optional. Caps the archiver's upload bandwidth to the repository, in
+	// bytes per second; 0: no cap. Set it well above the database's log rate:
+	// log the archiver cannot keep up with piles up on the database server.
+	UploadBytesPerSecond int64 `protobuf:"varint,2,opt,name=upload_bytes_per_second,json=uploadBytesPerSecond,proto3" json:"upload_bytes_per_second,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *StartArchivingRequest) Reset() {
@@ -1176,6 +1190,13 @@ func (x *StartArchivingRequest) GetFlushInterval() *durationpb.Duration {
 		return x.FlushInterval
 	}
 	return nil
+}
+
+func (x *StartArchivingRequest) GetUploadBytesPerSecond() int64 {
+	if x != nil {
+		return x.UploadBytesPerSecond
+	}
+	return 0
 }
 
 type StartArchivingResponse struct {
@@ -1910,13 +1931,14 @@ const file_agent_proto_rawDesc = "" +
 	"\n" +
 	"FactsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x93\x03\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xca\x03\n" +
 	"\rBackupRequest\x12.\n" +
 	"\x04mode\x18\x01 \x01(\x0e2\x1a.amber.agent.v1.BackupModeR\x04mode\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12;\n" +
 	"\x04tags\x18\x03 \x03(\v2'.amber.agent.v1.BackupRequest.TagsEntryR\x04tags\x12D\n" +
 	"\aoptions\x18\x04 \x03(\v2*.amber.agent.v1.BackupRequest.OptionsEntryR\aoptions\x12F\n" +
-	"\x11progress_interval\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x10progressInterval\x1a7\n" +
+	"\x11progress_interval\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x10progressInterval\x125\n" +
+	"\x17upload_bytes_per_second\x18\x06 \x01(\x03R\x14uploadBytesPerSecond\x1a7\n" +
 	"\tTagsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a:\n" +
@@ -1978,9 +2000,10 @@ const file_agent_proto_rawDesc = "" +
 	"\bmetadata\x18\x04 \x03(\v2*.amber.agent.v1.ThawResponse.MetadataEntryR\bmetadata\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"Y\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x90\x01\n" +
 	"\x15StartArchivingRequest\x12@\n" +
-	"\x0eflush_interval\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\rflushInterval\"z\n" +
+	"\x0eflush_interval\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\rflushInterval\x125\n" +
+	"\x17upload_bytes_per_second\x18\x02 \x01(\x03R\x14uploadBytesPerSecond\"z\n" +
 	"\x16StartArchivingResponse\x12'\n" +
 	"\x0falready_running\x18\x01 \x01(\bR\x0ealreadyRunning\x127\n" +
 	"\aarchive\x18\x02 \x01(\v2\x1d.amber.agent.v1.ArchiveStatusR\aarchive\"\x16\n" +
