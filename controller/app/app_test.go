@@ -17,6 +17,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
@@ -548,6 +549,8 @@ func TestScheduleAndReplicaChoice(t *testing.T) {
 		p.Spec.Repository.URL = url
 		p.Spec.Replica.MaxLag = &metav1.Duration{Duration: 3 * time.Second}
 		p.Spec.Retention.KeepLast = 3
+		limit := resource.MustParse("50Mi")
+		p.Spec.Throttle.UploadBytesPerSecond = &limit
 	})
 	must(t, k8s.Create(ctx, p))
 	statefulSet(t, ns, "pg", "hourly", 3)
@@ -591,6 +594,11 @@ func TestScheduleAndReplicaChoice(t *testing.T) {
 	calls := sidecars.Calls("Backup")
 	if len(calls) == 0 || calls[len(calls)-1].Pod != ns+"/pg-2" {
 		t.Fatalf("backup calls %+v", calls)
+	}
+	// One name per database, so that keep-last counts its backups; the
+	// Backup object is a tag. The policy's throttle reaches the sidecar.
+	if req := calls[len(calls)-1].Backup; req.Name != ns+"/pg" || req.Tags["backup"] != name || req.UploadBytesPerSecond != 50<<20 {
+		t.Fatalf("backup request %+v: want name %s/pg, tag backup=%s, 50 MiB/s", req, ns, name)
 	}
 	eventually(t, "the policy's last good backup", func() (bool, string) {
 		must(t, k8s.Get(ctx, client.ObjectKeyFromObject(p), p))
