@@ -686,6 +686,24 @@ func TestArchiverFollowsPrimary(t *testing.T) {
 	if strings.Join(order, ", ") != "StartArchiving db-0, StartArchiving db-1, StopArchiving db-0" {
 		t.Fatalf("archiving calls %v", order)
 	}
+
+	// The status shows the recoverable window the archiver computed.
+	from, to := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC), time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	now := probe(sidecarapi.RolePrimary, 0)
+	now.Probe.Archiving = true
+	now.Status = sidecarapi.Status{WindowStart: from, ArchivedUpTo: to, Gaps: []string{"0/5000000 to 0/6000000: a segment is missing"}}
+	sidecars.Set(ns+"/db-1", now)
+	fake.Advance(2 * time.Minute)
+	eventually(t, "the recoverable window in the status", func() (bool, string) {
+		must(t, k8s.Get(ctx, client.ObjectKeyFromObject(p), p))
+		if len(p.Status.Archivers) != 1 {
+			return false, fmt.Sprintf("%+v", p.Status.Archivers)
+		}
+		a := p.Status.Archivers[0]
+		ok := a.RecoverableFrom != nil && a.RecoverableFrom.Time.Equal(from) && a.RecoverableTo != nil && a.RecoverableTo.Time.Equal(to) &&
+			len(a.Gaps) == 1
+		return ok, fmt.Sprintf("%+v", a)
+	})
 }
 
 // TestRestoreNotImplemented: a valid Restore is accepted and its condition

@@ -300,7 +300,26 @@ func (r *PolicyReconciler) placeArchivers(ctx context.Context, p *amberv1.Backup
 		if prev, ok := current[sts]; ok && prev.Pod == pick.Pod.Name {
 			since = prev.Since
 		}
-		archivers = append(archivers, amberv1.ArchiverStatus{StatefulSet: sts, Pod: pick.Pod.Name, Since: since})
+		as := amberv1.ArchiverStatus{StatefulSet: sts, Pod: pick.Pod.Name, Since: since}
+		// The window as the archiver last computed it; when it cannot be
+		// read now, the last one known stays.
+		if prev, ok := current[sts]; ok && prev.Pod == pick.Pod.Name {
+			as.RecoverableFrom, as.RecoverableTo, as.Gaps = prev.RecoverableFrom, prev.RecoverableTo, prev.Gaps
+		}
+		_ = r.call(ctx, pick.Pod, func(sc sidecarapi.Sidecar) error {
+			st, err := sc.Status(ctx)
+			if err != nil || st.ArchivedUpTo.IsZero() {
+				return err
+			}
+			as.RecoverableTo = &metav1.Time{Time: st.ArchivedUpTo}
+			as.RecoverableFrom = nil
+			if !st.WindowStart.IsZero() {
+				as.RecoverableFrom = &metav1.Time{Time: st.WindowStart}
+			}
+			as.Gaps = st.Gaps
+			return nil
+		})
+		archivers = append(archivers, as)
 	}
 	p.Status.Archivers = archivers
 	cond := metav1.Condition{Type: CondArchiving, Status: metav1.ConditionTrue, Reason: "Archiving", Message: "one archiver per StatefulSet"}

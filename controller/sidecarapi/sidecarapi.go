@@ -62,8 +62,14 @@ type ArchiveRequest struct {
 // Status is a sidecar's view of its own work.
 type Status struct {
 	Archiving bool
-	// ArchivedUpTo is the time of the newest archived log, if any.
+	// ArchivedUpTo is the time of the newest archived log, if any: the
+	// recoverable window's end.
 	ArchivedUpTo time.Time
+	// WindowStart is where the recoverable window begins (the oldest
+	// backup that archived log continues from); Gaps is log missing in
+	// between, as people read it.
+	WindowStart time.Time
+	Gaps        []string
 	// RunningBackup names the backup request in progress, if any.
 	RunningBackup string
 }

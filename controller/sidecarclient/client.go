@@ -121,6 +121,10 @@ func (s *sidecar) Status(ctx context.Context) (sidecarapi.Status, error) {
 	if end := st.GetWindow().GetEnd(); end != nil {
 		out.ArchivedUpTo = end.AsTime()
 	}
+	if start := st.GetWindow().GetStart(); start != nil {
+		out.WindowStart = start.AsTime()
+	}
+	out.Gaps = st.GetWindow().GetGaps()
 	return out, nil
 }
 

@@ -134,6 +134,17 @@ type ArchiverStatus struct {
 	StatefulSet string      `json:"statefulSet"`
 	Pod         string      `json:"pod"`
 	Since       metav1.Time `json:"since"`
+	// RecoverableFrom and RecoverableTo bound the recoverable window of
+	// the StatefulSet's database (every instant between them can be
+	// restored, except inside Gaps), as its archiver last computed it.
+	// +optional
+	RecoverableFrom *metav1.Time `json:"recoverableFrom,omitempty"`
+	// +optional
+	RecoverableTo *metav1.Time `json:"recoverableTo,omitempty"`
+	// Gaps is log missing from the repository inside the window, as
+	// people read it; `amber ls` shows the same.
+	// +optional
+	Gaps []string `json:"gaps,omitempty"`
 }
 
 // BackupPolicyStatus is what the controller observed.
@@ -174,6 +185,7 @@ type BackupPolicyStatus struct {
 // +kubebuilder:printcolumn:name="Schedule",type=string,JSONPath=`.spec.schedule`
 // +kubebuilder:printcolumn:name="Archive",type=boolean,JSONPath=`.spec.archive`
 // +kubebuilder:printcolumn:name="Last Good",type=date,JSONPath=`.status.lastSuccessfulTime`
+// +kubebuilder:printcolumn:name="Recoverable To",type=date,JSONPath=`.status.archivers[0].recoverableTo`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 type BackupPolicy struct {
 	metav1.TypeMeta   `json:",inline"`

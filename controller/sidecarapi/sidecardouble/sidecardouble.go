@@ -23,6 +23,8 @@ type Pod struct {
 	ProbeErr    error
 	BackupErr   error
 	BackupBytes int64
+	// Status is what Status returns (Archiving comes from Probe).
+	Status sidecarapi.Status
 }
 
 // Call is one recorded call.
@@ -145,7 +147,9 @@ func (s *sidecar) Status(context.Context) (sidecarapi.Status, error) {
 	p := s.record(Call{Method: "Status"})
 	s.d.mu.Lock()
 	defer s.d.mu.Unlock()
-	return sidecarapi.Status{Archiving: p.Probe.Archiving}, nil
+	st := p.Status
+	st.Archiving = p.Probe.Archiving
+	return st, nil
 }
 
 func (s *sidecar) Close() error { return nil }
