@@ -123,6 +123,9 @@ func (c *conn) backups(ctx context.Context, all bool, policy string) ([]amberv1.
 		if !ti.Equal(tj) {
 			return ti.Before(tj)
 		}
+		if ci, cj := out[i].CreationTimestamp.Time, out[j].CreationTimestamp.Time; !ci.Equal(cj) {
+			return ci.Before(cj)
+		}
 		if out[i].Namespace != out[j].Namespace {
 			return out[i].Namespace < out[j].Namespace
 		}
