@@ -11,6 +11,9 @@
 //   - controllers: the reconcilers (schedules, replica choice, archiver
 //     placement, retention, restores).
 //   - retention: pruning a repository after a backup.
+//   - kubectl: `amber k8s backup|ls|status`, the kubectl plugin `kubectl
+//     amber`; linked into the amber binary, it imports only api/v1alpha1
+//     of the controller.
 //
 // The controller talks to sidecars only through sidecarapi. It may import
 // sidecar/storage/location, sidecar/repo and plugins/api/clock for

@@ -1,13 +1,16 @@
 package app_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -21,6 +24,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -32,6 +37,7 @@ import (
 	"github.com/amber-backup/amber/controller/controllers"
 	"github.com/amber-backup/amber/controller/inject"
 	"github.com/amber-backup/amber/controller/internal/k8stest"
+	"github.com/amber-backup/amber/controller/kubectl"
 	"github.com/amber-backup/amber/controller/sidecarapi"
 	"github.com/amber-backup/amber/controller/sidecarapi/sidecardouble"
 	"github.com/amber-backup/amber/plugins/api/clock"
@@ -729,4 +735,70 @@ func TestRestoreNotImplemented(t *testing.T) {
 	if len(sts.Items) != 0 {
 		t.Fatal("a clone StatefulSet was created")
 	}
+}
+
+// TestKubectlBackup: `kubectl amber backup --wait` (controller/kubectl,
+// in-process) against this controller: the Backup it creates is run on the
+// replica the policy prefers, the command returns the result, fails with
+// the controller's error when the sidecar fails, and status shows the last
+// good backup.
+func TestKubectlBackup(t *testing.T) {
+	needEnv(t)
+	ns := namespace(t)
+	ctx := context.Background()
+	url := initRepo(t, ns)
+	must(t, k8s.Create(ctx, policy(ns, "demand", func(p *amberv1.BackupPolicy) { p.Spec.Repository.URL = url })))
+	statefulSet(t, ns, "pg", "demand", 2)
+	sidecars.Set(ns+"/pg-0", probe(sidecarapi.RolePrimary, 0))
+	sidecars.Set(ns+"/pg-1", probe(sidecarapi.RoleStandby, time.Second))
+
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters["test"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: cfg.CAData}
+	kc.AuthInfos["test"] = &clientcmdapi.AuthInfo{ClientCertificateData: cfg.CertData, ClientKeyData: cfg.KeyData, Token: cfg.BearerToken}
+	kc.Contexts["test"] = &clientcmdapi.Context{Cluster: "test", AuthInfo: "test", Namespace: ns}
+	kc.CurrentContext = "test"
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	must(t, clientcmd.WriteToFile(*kc, kubeconfig))
+	run := func(args ...string) (string, error) {
+		cmd := kubectl.Command(kubectl.Options{Plugin: true})
+		var stdout, stderr bytes.Buffer
+		cmd.SetOut(&stdout)
+		cmd.SetErr(&stderr)
+		cmd.SetArgs(append(args, "--kubeconfig", kubeconfig))
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		err := cmd.ExecuteContext(ctx)
+		return stdout.String(), err
+	}
+
+	out, err := run("backup", "demand", "--wait", "--json")
+	if err != nil {
+		t.Fatalf("backup --wait: %v\n%s", err, out)
+	}
+	var doc struct {
+		Name   string               `json:"name"`
+		Status amberv1.BackupStatus `json:"status"`
+	}
+	must(t, json.Unmarshal([]byte(out), &doc))
+	if doc.Status.Phase != amberv1.PhaseSucceeded || doc.Status.TargetPod != "pg-1" || doc.Status.StatefulSet != "pg" ||
+		doc.Status.Bytes != 4096 || doc.Status.BackupID == "" {
+		t.Fatalf("backup --wait printed %+v, want Succeeded on the standby pg-1", doc)
+	}
+
+	sidecars.Set(ns+"/pg-1", sidecardouble.Pod{Probe: sidecarapi.ProbeResult{Healthy: true, Role: sidecarapi.RoleStandby},
+		BackupErr: errors.New("plugin crashed")})
+	fake.Advance(time.Second) // the controller dates backups by this clock: the next one starts later
+	_, err = run("backup", "demand", "--statefulset", "pg", "--wait")
+	if err == nil || !strings.Contains(err.Error(), "failed: pod pg-1: ") || !strings.Contains(err.Error(), "plugin crashed") {
+		t.Fatalf("backup --wait with a failing sidecar: %v, want the controller's error", err)
+	}
+
+	eventually(t, "the policy's last good backup", func() (bool, string) {
+		out, err := run("status", "demand")
+		if err != nil {
+			return false, err.Error()
+		}
+		return strings.Contains(out, "Last good: "+doc.Name+", finished") && strings.Contains(out, "Latest:    demand-manual-") &&
+			strings.Contains(out, "plugin crashed"), out
+	})
 }

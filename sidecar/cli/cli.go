@@ -11,10 +11,12 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
 
+	"github.com/amber-backup/amber/controller/kubectl"
 	"github.com/amber-backup/amber/sidecar/job"
 	"github.com/spf13/cobra"
 )
@@ -49,12 +51,26 @@ func (e *exitError) Unwrap() error { return e.err }
 // success, 1 when the work failed, 2 for a bad command line, 3 when verify
 // found problems.
 func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	return MainAs("amber", args, stdin, stdout, stderr)
+}
+
+// MainAs is Main for a process started as argv0: installed as
+// kubectl-amber, amber is the kubectl plugin `kubectl amber`, whose
+// commands are those of `amber k8s`.
+func MainAs(argv0 string, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	e := &env{stdin: stdin, stdout: stdout, stderr: stderr}
 	e.log = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	root := e.rootCommand()
+	prog, root := "amber", (*cobra.Command)(nil)
+	if strings.TrimSuffix(filepath.Base(argv0), ".exe") == kubectl.PluginName {
+		prog, root = "kubectl amber", kubectl.Command(kubectl.Options{Plugin: true})
+		root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return &usageError{err: err} })
+	} else {
+		root = e.rootCommand()
+	}
 	root.SetArgs(args)
 	root.SetIn(stdin)
-	root.SetOut(stdout)
+	// The k8s commands write their one JSON document through cobra.
+	root.SetOut(markWriter{w: stdout, written: &e.printed})
 	root.SetErr(stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -68,7 +84,7 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	switch {
 	case errors.As(err, &ee):
 		code = ee.code
-	case errors.As(err, &ue), strings.HasPrefix(err.Error(), "unknown command"),
+	case errors.As(err, &ue), errors.Is(err, kubectl.ErrUsage), strings.HasPrefix(err.Error(), "unknown command"),
 		strings.HasPrefix(err.Error(), "unknown flag"):
 		code = 2
 	}
@@ -76,11 +92,22 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		b, _ := json.Marshal(map[string]string{"error": err.Error()})
 		fmt.Fprintln(stdout, string(b))
 	}
-	fmt.Fprintf(stderr, "amber: %v\n", err)
+	fmt.Fprintf(stderr, "%s: %v\n", prog, err)
 	if code == 2 {
-		fmt.Fprintln(stderr, "Run 'amber --help' (or 'amber <command> --help') for usage.")
+		fmt.Fprintf(stderr, "Run '%s --help' (or '%s <command> --help') for usage.\n", prog, prog)
 	}
 	return code
+}
+
+// markWriter sets *written on the first write to w.
+type markWriter struct {
+	w       io.Writer
+	written *bool
+}
+
+func (m markWriter) Write(p []byte) (int, error) {
+	*m.written = true
+	return m.w.Write(p)
 }
 
 // usageError marks a bad command line.
@@ -132,6 +159,7 @@ The repository password comes from AMBER_PASSWORD or --password-file.`,
 	root.AddCommand(e.repairCommand())
 	root.AddCommand(e.sidecarCommand())
 	root.AddCommand(e.logCommands()...)
+	root.AddCommand(kubectl.Command(kubectl.Options{}))
 	return root
 }
 

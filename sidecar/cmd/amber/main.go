@@ -16,5 +16,6 @@ func main() {
 	if os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(memoryLimit)
 	}
-	os.Exit(cli.Main(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+	// Installed as kubectl-amber, amber is the kubectl plugin `kubectl amber`.
+	os.Exit(cli.MainAs(os.Args[0], os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
