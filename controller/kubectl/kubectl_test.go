@@ -698,7 +698,9 @@ func TestStatus(t *testing.T) {
 				cond(controllers.CondReady, metav1.ConditionTrue, "Valid", "policy is valid"),
 				cond(controllers.CondArchiving, metav1.ConditionFalse, "NoArchiver", "StatefulSet reports: pod reports-0 does not answer"),
 			},
-			Archivers:            []amberv1.ArchiverStatus{{StatefulSet: "orders", Pod: "orders-1", Since: metav1.Time{Time: now.Add(-50 * time.Minute)}}},
+			Archivers: []amberv1.ArchiverStatus{{StatefulSet: "orders", Pod: "orders-1", Since: metav1.Time{Time: now.Add(-50 * time.Minute)},
+				RecoverableFrom: mtime(now.Add(-48 * time.Hour)), RecoverableTo: mtime(now.Add(-2 * time.Minute)),
+				Gaps: []string{"0/5000000 to 0/6000000: a segment is missing"}}},
 			LastSuccessfulBackup: "pg-orders-20250101-0000",
 			LastSuccessfulTime:   mtime(now.Add(-30 * time.Hour)),
 			NextScheduleTime:     mtime(now.Add(20*time.Hour + 30*time.Minute)),
@@ -724,10 +726,13 @@ BackupPolicy %[1]s/pg (postgres, physical)
   Ready:     True (Valid): policy is valid
   Archiving: False (NoArchiver): StatefulSet reports: pod reports-0 does not answer
   Archivers: StatefulSet orders: pod orders-1, since %[2]s (50m ago)
+               recoverable from %[6]s to %[7]s (2m ago)
+               GAP: 0/5000000 to 0/6000000: a segment is missing
   Last good: pg-orders-20250101-0000, finished %[3]s (30h ago)
   Next run:  %[4]s (in 20h; schedule "@daily")
   Latest:    pg-newest: Failed, started %[5]s (4h ago): pod orders-1: disk full
-`, ns, stamp(now.Add(-50*time.Minute)), stamp(now.Add(-30*time.Hour)), stamp(now.Add(20*time.Hour+30*time.Minute)), stamp(now.Add(-4*time.Hour)))
+`, ns, stamp(now.Add(-50*time.Minute)), stamp(now.Add(-30*time.Hour)), stamp(now.Add(20*time.Hour+30*time.Minute)), stamp(now.Add(-4*time.Hour)),
+		stamp(now.Add(-48*time.Hour)), stamp(now.Add(-2*time.Minute)))
 	if r.stdout != want {
 		t.Errorf("status printed\n%s\nwant\n%s", r.stdout, want)
 	}

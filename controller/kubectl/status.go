@@ -49,8 +49,10 @@ backup and its age, the next scheduled run, and the newest Backup (with its
 error when it failed). --json prints each policy's spec and status as the
 API holds them, with its newest Backup.
 
-The recoverable window (the span a restore can reach) is kept in the
-repository; ` + "`amber ls`" + ` against the policy's repository shows it.`,
+For each archiving StatefulSet it shows the recoverable window (the span a
+point-in-time restore can reach) and any gap in it, as the archiver last
+computed it (every minute); ` + "`amber ls`" + ` against the policy's repository
+reads it from the repository itself.`,
 		Example: `  ` + p + ` status
   ` + p + ` status pg -n prod
   ` + p + ` status -A --json | jq '.policies[] | {name, last: .status.lastSuccessfulTime}'`,
@@ -184,6 +186,16 @@ func printPolicy(w io.Writer, prog string, p *amberv1.BackupPolicy, latest *ambe
 				k = "Archivers"
 			}
 			row(k, "StatefulSet %s: pod %s, since %s (%s)", a.StatefulSet, a.Pod, stamp(a.Since.Time), ago(a.Since.Time, now))
+			if a.RecoverableTo != nil {
+				from := "the window's start is not known yet"
+				if a.RecoverableFrom != nil {
+					from = stamp(a.RecoverableFrom.Time)
+				}
+				row("", "  recoverable from %s to %s (%s)", from, stamp(a.RecoverableTo.Time), ago(a.RecoverableTo.Time, now))
+				for _, g := range a.Gaps {
+					row("", "  GAP: %s", g)
+				}
+			}
 		}
 	}
 	if t := p.Status.LastSuccessfulTime; t != nil {
