@@ -2,6 +2,7 @@ package scale
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -53,9 +54,7 @@ const (
 	caSecret     = "amber-ca"
 	sidecarImage = "amber:scale"
 	replicas     = 3
-	// stsPerNamespace StatefulSets (and their policies) share a namespace.
-	stsPerNamespace = 30
-	nodeName        = "kwok-node-0"
+	nodeName     = "kwok-node-0"
 )
 
 func TestMain(m *testing.M) {
@@ -66,12 +65,12 @@ func TestMain(m *testing.M) {
 }
 
 // layout is what the test creates: n StatefulSets, each with its own
-// BackupPolicy, stsPerNamespace to a namespace.
-type layout struct{ n int }
+// BackupPolicy, perNS to a namespace.
+type layout struct{ n, perNS int }
 
 func (l layout) namespaces() []string {
 	var out []string
-	for i := 0; i*stsPerNamespace < l.n; i++ {
+	for i := 0; i*l.perNS < l.n; i++ {
 		out = append(out, fmt.Sprintf("scale-%02d", i))
 	}
 	return out
@@ -82,19 +81,20 @@ type stsRef struct{ ns, name, policy string }
 func (l layout) statefulSets() []stsRef {
 	out := make([]stsRef, l.n)
 	for i := range out {
-		out[i] = stsRef{ns: fmt.Sprintf("scale-%02d", i/stsPerNamespace), name: fmt.Sprintf("db-%03d", i), policy: fmt.Sprintf("pg-%03d", i)}
+		out[i] = stsRef{ns: fmt.Sprintf("scale-%02d", i/l.perNS), name: fmt.Sprintf("db-%03d", i), policy: fmt.Sprintf("pg-%03d", i)}
 	}
 	return out
 }
 
-func statefulSetCount(t *testing.T) int {
-	v := os.Getenv("AMBER_SCALE_STATEFULSETS")
+// envInt reads a positive number from the environment, or def.
+func envInt(t *testing.T, name string, def int) int {
+	v := os.Getenv(name)
 	if v == "" {
-		return 30
+		return def
 	}
 	n, err := strconv.Atoi(v)
 	if err != nil || n < 1 {
-		t.Fatalf("AMBER_SCALE_STATEFULSETS=%q: want a positive number", v)
+		t.Fatalf("%s=%q: want a positive number", name, v)
 	}
 	return n
 }
@@ -103,6 +103,12 @@ func statefulSetCount(t *testing.T) int {
 // injected, a freshly started controller gives each StatefulSet exactly
 // one archiver (its primary, ordinal 0), marks every policy Ready, within
 // the goals for time and memory.
+//
+// AMBER_SCALE_STATEFULSETS sets n (default 30); AMBER_SCALE_PER_NAMESPACE
+// how many StatefulSets share a namespace, a comma-separated list to
+// measure several layouts one after the other (default 30);
+// AMBER_SCALE_REPORT a Markdown file to write the figures into;
+// AMBER_SCALE_PPROF a directory for the controller's CPU and heap profiles.
 func TestControllerScale(t *testing.T) {
 	assets, why := k8stest.AssetsDir()
 	if assets == "" {
@@ -112,7 +118,52 @@ func TestControllerScale(t *testing.T) {
 	if kwokBin == "" {
 		testbed.Skip(t, "%s", why)
 	}
-	l := layout{n: statefulSetCount(t)}
+	n := envInt(t, "AMBER_SCALE_STATEFULSETS", 30)
+	var layouts []layout
+	for _, v := range strings.Split(cmp.Or(os.Getenv("AMBER_SCALE_PER_NAMESPACE"), "30"), ",") {
+		per, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil || per < 1 {
+			t.Fatalf("AMBER_SCALE_PER_NAMESPACE=%q: want positive numbers, comma-separated", os.Getenv("AMBER_SCALE_PER_NAMESPACE"))
+		}
+		layouts = append(layouts, layout{n: n, perNS: min(per, n)})
+	}
+	var runs []run
+	for _, l := range layouts {
+		t.Run(fmt.Sprintf("%d-statefulsets-%d-per-namespace", l.n, l.perNS), func(t *testing.T) {
+			r := measure(t, assets, kwokBin, l)
+			runs = append(runs, r)
+			res := r.res
+			if res.Child.StartArchiving != l.n || res.Child.StopArchiving != 0 {
+				t.Errorf("StartArchiving called %d times and StopArchiving %d times, want once per StatefulSet (%d) and never",
+					res.Child.StartArchiving, res.Child.StopArchiving, l.n)
+			}
+			if res.Child.ReconcileErrors > 0 {
+				t.Errorf("%d reconciles failed; the controller's log ends:\n%s", res.Child.ReconcileErrors, res.Log)
+			}
+			if res.Converged > goalConverge {
+				t.Errorf("converged after %s, goal < %s", res.Converged, goalConverge)
+			}
+			if res.PeakRSSMiB >= goalRSSMiB {
+				t.Errorf("peak RSS %.1f MiB, goal < %d MiB", res.PeakRSSMiB, goalRSSMiB)
+			}
+		})
+	}
+	if out := os.Getenv("AMBER_SCALE_REPORT"); out != "" && len(runs) > 0 {
+		must(t, writeReport(out, runs))
+		t.Logf("wrote the controller scale section into %s", out)
+	}
+}
+
+// run is one layout measured.
+type run struct {
+	l   layout
+	e   runEnv
+	res result
+}
+
+// measure starts a control plane and kwok, creates the layout's objects
+// and pods, then starts the controller and measures it.
+func measure(t *testing.T, assets, kwokBin string, l layout) run {
 	ctx := context.Background()
 	dir := t.TempDir()
 	e := runEnv{LoadStart: loadAvg(), Etcd: binaryVersion(filepath.Join(assets, "etcd")), Kwok: binaryVersion(kwokBin)}
@@ -160,34 +211,18 @@ func TestControllerScale(t *testing.T) {
 	createWorkload(t, k8s, l)
 	waitRunning(t, k8s, l, kwok)
 	stopHook()
-	t.Logf("set-up: %d StatefulSets × %d pods Running and injected in %s", l.n, replicas, time.Since(setupStart).Round(time.Millisecond))
+	t.Logf("set-up: %d StatefulSets × %d pods in %d namespace(s), Running and injected in %s",
+		l.n, replicas, len(l.namespaces()), time.Since(setupStart).Round(time.Millisecond))
 
 	res := runController(t, kubeconfig, port, certDir, k8s, l)
+	e.LoadEnd = loadAvg()
 	t.Logf("controller: all %d policies Ready after %s, all archivers placed after %s; peak RSS %.1f MiB; CPU %.2f s",
 		l.n, res.Ready.Round(time.Millisecond), res.Converged.Round(time.Millisecond), res.PeakRSSMiB, res.CPUSeconds)
 	t.Logf("controller: %d reconciles (%s), %d API requests, %.2f per reconcile; sidecar calls: %d Probe, %d StartArchiving, %d StopArchiving",
 		res.Child.TotalReconciles(), res.Child.reconcileSummary(), res.Child.TotalRequests(), res.RequestsPerReconcile(),
 		res.Child.Probes, res.Child.StartArchiving, res.Child.StopArchiving)
 	t.Logf("API requests by kind: %s", res.Child.requestSummary(12))
-
-	if res.Child.StartArchiving != l.n || res.Child.StopArchiving != 0 {
-		t.Errorf("StartArchiving called %d times and StopArchiving %d times, want once per StatefulSet (%d) and never",
-			res.Child.StartArchiving, res.Child.StopArchiving, l.n)
-	}
-	if res.Child.ReconcileErrors > 0 {
-		t.Errorf("%d reconciles failed; the controller's log ends:\n%s", res.Child.ReconcileErrors, res.Log)
-	}
-	if res.Converged > goalConverge {
-		t.Errorf("converged after %s, goal < %s", res.Converged, goalConverge)
-	}
-	if res.PeakRSSMiB >= goalRSSMiB {
-		t.Errorf("peak RSS %.1f MiB, goal < %d MiB", res.PeakRSSMiB, goalRSSMiB)
-	}
-	if out := os.Getenv("AMBER_SCALE_REPORT"); out != "" {
-		e.LoadEnd = loadAvg()
-		must(t, writeReport(out, l, e, res))
-		t.Logf("wrote the controller scale section into %s", out)
-	}
+	return run{l: l, e: e, res: res}
 }
 
 // serveInjector serves the pod webhook (the controller's own Injector, with
