@@ -126,7 +126,9 @@ func writeReport(path string, runs []run) error {
 		return fmt.Sprintf("%.1f MiB, %s", r.res.PeakRSSMiB, verdict(r.res.PeakRSSMiB < goalRSSMiB))
 	})
 	row("CPU time (user + system), start to stop", "", func(r run) string { return fmt.Sprintf("%.2f s", r.res.CPUSeconds) })
-	row("reconciles", "", func(r run) string { return fmt.Sprintf("%d (%s)", r.res.Child.TotalReconciles(), r.res.Child.reconcileSummary()) })
+	row("reconciles", "", func(r run) string {
+		return fmt.Sprintf("%d (%s)", r.res.Child.TotalReconciles(), r.res.Child.reconcileSummary())
+	})
 	row("API requests", "", func(r run) string { return strconv.FormatInt(r.res.Child.TotalRequests(), 10) })
 	row("API requests per reconcile", "", func(r run) string { return fmt.Sprintf("%.2f", r.res.RequestsPerReconcile()) })
 	row("sidecar API calls (Probe, StartArchiving, StopArchiving)", "one StartArchiving per StatefulSet", func(r run) string {
