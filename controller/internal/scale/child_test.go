@@ -16,6 +16,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -36,8 +37,11 @@ const childEnv = "AMBER_SCALE_CHILD"
 type childSpec struct {
 	WebhookPort int
 	CertDir     string
-	// Result is the file the childResult is written to.
+	// Result is the file the childResult is written to at the end; on
+	// SIGUSR1 the figures so far go to Result + ".converged".
 	Result string
+	// ArchiveInterval is the controller's Options.ArchiveInterval.
+	ArchiveInterval time.Duration
 	// Pprof, if set, is a directory for cpu.pprof and heap.pprof.
 	Pprof string
 }
@@ -69,6 +73,31 @@ func (r childResult) TotalReconciles() int {
 		n += v
 	}
 	return int(n)
+}
+
+func (r childResult) requestsPerReconcile() float64 {
+	if n := r.TotalReconciles(); n > 0 {
+		return float64(r.TotalRequests()) / float64(n)
+	}
+	return 0
+}
+
+// minus is what r counted beyond earlier.
+func (r childResult) minus(earlier childResult) childResult {
+	out := childResult{Requests: map[string]int64{}, Reconciles: map[string]float64{},
+		ReconcileErrors: r.ReconcileErrors - earlier.ReconcileErrors, Probes: r.Probes - earlier.Probes,
+		StartArchiving: r.StartArchiving - earlier.StartArchiving, StopArchiving: r.StopArchiving - earlier.StopArchiving}
+	for k, v := range r.Requests {
+		if d := v - earlier.Requests[k]; d != 0 {
+			out.Requests[k] = d
+		}
+	}
+	for k, v := range r.Reconciles {
+		if d := v - earlier.Reconciles[k]; d != 0 {
+			out.Reconciles[k] = d
+		}
+	}
+	return out
 }
 
 func (r childResult) reconcileSummary() string {
@@ -137,6 +166,19 @@ func runChild(spec childSpec) error {
 		res, resErr = collect(counter, stub)
 		cancel()
 	}()
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	go func() {
+		for range usr1 {
+			r, err := collect(counter, stub)
+			if err == nil {
+				err = writeJSON(spec.Result+".converged", r)
+			}
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "scale child: figures on SIGUSR1:", err)
+			}
+		}
+	}()
 	err = app.Run(ctx, cfg, app.Options{
 		Namespace:        controllerNS,
 		CASecret:         caSecret,
@@ -149,6 +191,7 @@ func runChild(spec childSpec) error {
 		LeaderElection:   true,
 		LeaderElectionID: "amber-controller-scale",
 		MetricsAddr:      "0",
+		ArchiveInterval:  spec.ArchiveInterval,
 		Dialer:           stub,
 		Logger:           slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})
@@ -171,11 +214,19 @@ func runChild(spec childSpec) error {
 			return err
 		}
 	}
-	b, err := json.Marshal(res)
+	return writeJSON(spec.Result, res)
+}
+
+// writeJSON writes v to path whole: to a temporary file renamed into place.
+func writeJSON(path string, v any) error {
+	b, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(spec.Result, b, 0o600)
+	if err := os.WriteFile(path+".tmp", b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(path+".tmp", path)
 }
 
 // collect takes the figures of the run so far.
