@@ -146,6 +146,13 @@ func TestControllerScale(t *testing.T) {
 			if peak := max(res.PeakRSSMiB, res.PeakRSSEndMiB); peak >= goalRSSMiB {
 				t.Errorf("peak RSS %.1f MiB, goal < %d MiB", peak, goalRSSMiB)
 			}
+			// Nothing changes after convergence: the reconciles that the
+			// timers bring write nothing and record no Event.
+			for _, k := range []string{"PATCH backuppolicies/status", "PUT backuppolicies/status", "POST events", "PATCH events"} {
+				if n := res.Steady.Requests[k]; n > 0 {
+					t.Errorf("in the steady state: %d × %s; want none", n, k)
+				}
+			}
 			if res.Steady.ReconcileErrors > 0 || res.Steady.StartArchiving != 0 || res.Steady.StopArchiving != 0 {
 				t.Errorf("in the steady state: %d reconciles failed, %d StartArchiving, %d StopArchiving; want none",
 					res.Steady.ReconcileErrors, res.Steady.StartArchiving, res.Steady.StopArchiving)
