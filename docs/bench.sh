@@ -413,3 +413,8 @@ mv "$out.tmp" "$out"
 say "wrote ${out#"$root"/}"
 cat "$out"
 BENCH_OUT="$out" bash "$root/docs/bench-postgres.sh" # PostgreSQL section (issue #3 §6), appended to $out
+# amber-controller at scale (300 StatefulSets × 3 pods faked by kwok, in
+# namespaces of 30 and in one namespace): its section, appended to $out by
+# the test itself (controller/internal/scale).
+AMBER_TEST_REQUIRE_ALL=1 AMBER_SCALE_STATEFULSETS=300 AMBER_SCALE_PER_NAMESPACE=30,300 AMBER_SCALE_REPORT="$out" \
+  go test ./controller/internal/scale -run '^TestControllerScale$' -count=1 -v -timeout 30m

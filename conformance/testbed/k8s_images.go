@@ -38,6 +38,13 @@ const (
 	PostgresImageUID = 70
 	// AmberImageRef holds amber and the engine plugins in /usr/local/bin.
 	AmberImageRef = "localhost/amber/amber:testbed"
+	// AmberImageUser runs the amber image: distroless's nonroot, numeric
+	// so the kubelet can check runAsNonRoot. The Dockerfile at the
+	// repository root builds the same layout (controller/internal/image
+	// checks that they agree).
+	AmberImageUser = "65532:65532"
+	// AmberImageCABundle is where the amber image has its CA certificates.
+	AmberImageCABundle = "/etc/ssl/certs/ca-certificates.crt"
 )
 
 // PostgresImageBin is where the PostgreSQL programs are in the image.
@@ -191,7 +198,9 @@ func WritePostgresImage(out string) error {
 
 // BuildAmberImage builds amber and every amber-plugin-* (and
 // amber-controller, once it exists) from the module root with go build and writes an image tarball with them in /usr/local/bin
-// on a busybox-static shell into dir. Built once per process and dir.
+// on a busybox-static shell into dir, with the machine's CA certificates,
+// run as AmberImageUser: the layout of the Dockerfile at the repository
+// root, plus the shell the tests use. Built once per process and dir.
 func BuildAmberImage(t testing.TB, dir string) (ref, tarballPath string) {
 	t.Helper()
 	return AmberImageRef, cachedImage(t, "amber", dir, func(out string) error {
@@ -240,9 +249,18 @@ func WriteAmberImage(workDir, out string) error {
 	if err != nil {
 		return err
 	}
-	cfg := v1.Config{Env: []string{"PATH=/usr/local/bin:/usr/bin:/bin"}, Entrypoint: []string{"/usr/local/bin/amber"}}
+	if _, err := os.Stat(AmberImageCABundle); err != nil {
+		return &MissingError{Reason: "no CA certificates at " + AmberImageCABundle + " (Debian package ca-certificates)"}
+	}
+	cfg := v1.Config{Env: []string{"PATH=/usr/local/bin:/usr/bin:/bin"}, Entrypoint: []string{"/usr/local/bin/amber"}, User: AmberImageUser}
 	return writeImage(out, AmberImageRef, cfg, func(l *layerTar) error {
 		if err := l.busyboxBase(); err != nil {
+			return err
+		}
+		if err := l.copyFile(AmberImageCABundle, AmberImageCABundle, 0o644); err != nil {
+			return err
+		}
+		if err := l.header(&tar.Header{Typeflag: tar.TypeDir, Name: "/home/nonroot", Mode: 0o700, Uid: 65532, Gid: 65532}); err != nil {
 			return err
 		}
 		for _, e := range ents {
@@ -467,8 +485,8 @@ func (l *layerTar) busyboxBase() error {
 	files := []struct {
 		p, data string
 	}{
-		{"/etc/passwd", fmt.Sprintf("root:x:0:0:root:/root:/bin/sh\npostgres:x:%d:%d:PostgreSQL:/var/lib/postgresql:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n", PostgresImageUID, PostgresImageUID)},
-		{"/etc/group", fmt.Sprintf("root:x:0:\npostgres:x:%d:\nnogroup:x:65534:\n", PostgresImageUID)},
+		{"/etc/passwd", fmt.Sprintf("root:x:0:0:root:/root:/bin/sh\npostgres:x:%d:%d:PostgreSQL:/var/lib/postgresql:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\nnonroot:x:65532:65532:nonroot:/home/nonroot:/bin/false\n", PostgresImageUID, PostgresImageUID)},
+		{"/etc/group", fmt.Sprintf("root:x:0:\npostgres:x:%d:\nnogroup:x:65534:\nnonroot:x:65532:\n", PostgresImageUID)},
 		{"/etc/nsswitch.conf", "passwd: files\ngroup: files\nhosts: files\n"},
 	}
 	for _, f := range files {

@@ -196,6 +196,9 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 	if pruner == nil {
 		pruner = &retention.Pruner{Client: mgr.GetAPIReader(), Clock: clk, Logger: logger}
 	}
+	if err := controllers.IndexPods(ctx, mgr); err != nil {
+		return fmt.Errorf("index pods by policy: %w", err)
+	}
 	if err := (&controllers.PolicyReconciler{Client: mgr.GetClient(), Recorder: recorder, Clock: clk, Dialer: dialer,
 		Logger: logger, ArchiveInterval: o.ArchiveInterval}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up the BackupPolicy controller: %w", err)

@@ -10,6 +10,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/amber-backup/amber/controller/inject"
@@ -38,11 +39,31 @@ func schemaGroup(apiVersion string) (string, error) {
 	return "", fmt.Errorf("no group in %q", apiVersion)
 }
 
+// podPolicyField indexes the cached pods by the BackupPolicy their
+// amber.dev/policy annotation names, so a reconcile reads (and copies out
+// of the cache) the pods of its own policy, not every opted-in pod of its
+// namespace: with hundreds of StatefulSets in one namespace, listing the
+// whole namespace in every reconcile made the work grow with the square
+// of the namespace's size (controller/internal/scale measures it).
+const podPolicyField = "amber.dev/policy-annotation"
+
+// IndexPods registers the pod index that the BackupPolicy and Backup
+// reconcilers list by, on mgr's cache; call it once, before mgr starts.
+func IndexPods(ctx context.Context, mgr ctrl.Manager) error {
+	return mgr.GetFieldIndexer().IndexField(ctx, &corev1.Pod{}, podPolicyField, func(o client.Object) []string {
+		if name := o.GetAnnotations()[inject.AnnotationPolicy]; name != "" {
+			return []string{name}
+		}
+		return nil
+	})
+}
+
 // policyPods returns the injected, running pods in namespace that carry
-// policy, by StatefulSet name, each list sorted by pod name.
+// policy, by StatefulSet name, each list sorted by pod name. c is the
+// manager's cached client, with IndexPods registered.
 func policyPods(ctx context.Context, c client.Reader, namespace, policy string) (map[string][]*corev1.Pod, error) {
 	var pods corev1.PodList
-	if err := c.List(ctx, &pods, client.InNamespace(namespace)); err != nil {
+	if err := c.List(ctx, &pods, client.InNamespace(namespace), client.MatchingFields{podPolicyField: policy}); err != nil {
 		return nil, fmt.Errorf("list pods in %s: %w", namespace, err)
 	}
 	out := map[string][]*corev1.Pod{}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -168,8 +169,12 @@ func (r *PolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	}
 	p.Status.ObservedGeneration = p.Generation
 
-	if err := r.Client.Status().Patch(ctx, &p, client.MergeFrom(orig)); err != nil {
-		return ctrl.Result{}, fmt.Errorf("update BackupPolicy status: %w", err)
+	// Most reconciles (each policy's timer, a pod's status changing)
+	// change nothing: they send no empty patch.
+	if !equality.Semantic.DeepEqual(orig.Status, p.Status) {
+		if err := r.Client.Status().Patch(ctx, &p, client.MergeFrom(orig)); err != nil {
+			return ctrl.Result{}, fmt.Errorf("update BackupPolicy status: %w", err)
+		}
 	}
 	if len(wake) > 0 {
 		d := wake[0]
