@@ -17,10 +17,10 @@ TESTSUMMARY := $(DEPS)/bin/testsummary
 # disables it, and stays silent outside a git checkout.
 BUILDFLAGS ?= -buildvcs=auto
 
-.PHONY: help build deps test demo bench lint cluster cluster-down
+.PHONY: help build deps test e2e demo bench lint cluster cluster-down
 
 help: ## list the targets
-	@awk 'BEGIN{FS=":.*## "} /^[a-z][a-zA-Z_-]*:.*## /{printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN{FS=":.*## "} /^[a-z][a-zA-Z0-9_-]*:.*## /{printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 build: ## build amber (and amber-controller, amber-plugin-* as they exist) into ./bin
 	@mkdir -p $(BIN)
@@ -43,6 +43,12 @@ test: build $(TESTSUMMARY) ## run every test, real servers included (AMBER_TEST_
 	@cd conformance/tools/testsummary && GOWORK=off $(GO) test -count=1 ./...
 	@mkdir -p $(dir $(TEST_JSON))
 	set -o pipefail; $(GO) test -json -count=1 -timeout 45m $(PKGS) | $(TESTSUMMARY) -json $(TEST_JSON)
+
+# The Kubernetes tests alone: a real kubelet running real pods (needs root).
+# `make test` runs them too.
+e2e: build $(TESTSUMMARY) ## run the Kubernetes end-to-end tests alone (real kubelet and pods; part of make test)
+	@mkdir -p $(DEPS)
+	set -o pipefail; $(GO) test -json -count=1 -timeout 30m -run '^TestKube' ./conformance/ | $(TESTSUMMARY) -json $(DEPS)/e2e-results.json
 
 demo: build ## back up and restore on a throwaway local repository, saying each step
 	@bash docs/demo.sh

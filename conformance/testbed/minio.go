@@ -62,8 +62,9 @@ func StartMinIOWith(t testing.TB, opts MinIOOptions) *MinIO {
 	dir := t.TempDir()
 	var lastErr error
 	for attempt := 0; attempt < 3; attempt++ { // a random port may be taken meanwhile
-		m, err := startMinIO(t, bin, filepath.Join(dir, fmt.Sprint(attempt)), opts)
+		m, err := NewMinIO(bin, filepath.Join(dir, fmt.Sprint(attempt)), opts)
 		if err == nil {
+			t.Cleanup(m.stop)
 			return m
 		}
 		lastErr = err
@@ -72,20 +73,30 @@ func StartMinIOWith(t testing.TB, opts MinIOOptions) *MinIO {
 	return nil
 }
 
-func startMinIO(t testing.TB, bin, dir string, opts MinIOOptions) (*MinIO, error) {
+// NewMinIO starts the minio binary bin with its data in dir, outside a
+// test; Stop ends it.
+func NewMinIO(bin, dir string, opts MinIOOptions) (*MinIO, error) {
 	host := opts.Host
 	if host == "" {
 		host = "127.0.0.1"
 	}
+	port, err := freePortOn(net.ParseIP(host))
+	if err != nil {
+		return nil, err
+	}
+	consolePort, err := freePortOn(net.IPv4(127, 0, 0, 1))
+	if err != nil {
+		return nil, err
+	}
 	m := &MinIO{
-		Endpoint:  net.JoinHostPort(host, fmt.Sprint(FreePort(t))),
+		Endpoint:  net.JoinHostPort(host, fmt.Sprint(port)),
 		AccessKey: "amber-" + minioRandomHex(4),
 		SecretKey: minioRandomHex(16),
 		Dir:       filepath.Join(dir, "data"),
 		logs:      &minioLog{},
 		done:      make(chan struct{}),
 	}
-	console := fmt.Sprintf("127.0.0.1:%d", FreePort(t))
+	console := fmt.Sprintf("127.0.0.1:%d", consolePort)
 	drives := m.Dir
 	var extraEnv []string
 	if opts.Erasure {
@@ -122,7 +133,6 @@ func startMinIO(t testing.TB, bin, dir string, opts MinIOOptions) (*MinIO, error
 		m.stop()
 		return nil, fmt.Errorf("%w\nminio output:\n%s", err, m.logs.tail(4000))
 	}
-	t.Cleanup(m.stop)
 	return m, nil
 }
 
@@ -147,6 +157,9 @@ func (m *MinIO) waitLive(timeout time.Duration) error {
 	}
 	return fmt.Errorf("minio at %s not live after %s", m.Endpoint, timeout)
 }
+
+// Stop ends a MinIO that NewMinIO started (a test's ends with the test).
+func (m *MinIO) Stop() { m.stop() }
 
 func (m *MinIO) stop() {
 	select {
@@ -190,6 +203,18 @@ func (m *MinIO) CreateBucket(t testing.TB, name string) string {
 		t.Fatalf("create bucket %s on minio %s: %v", name, m.Endpoint, err)
 	}
 	return name
+}
+
+// MakeBucket creates a bucket, outside a test.
+func (m *MinIO) MakeBucket(ctx context.Context, name string) error {
+	c, err := minio.New(m.Endpoint, &minio.Options{
+		Creds:        credentials.NewStaticV4(m.AccessKey, m.SecretKey, ""),
+		BucketLookup: minio.BucketLookupPath,
+	})
+	if err != nil {
+		return err
+	}
+	return c.MakeBucket(ctx, name, minio.MakeBucketOptions{})
 }
 
 // Logs returns the server's output so far.

@@ -38,6 +38,7 @@ func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
 type options struct {
 	dir    string
 	images bool
+	amber  bool
 	loads  listFlag
 	apply  listFlag
 }
@@ -51,6 +52,7 @@ func main() {
 	var o options
 	fs.StringVar(&o.dir, "dir", filepath.Join(testbed.DepsDir(), "cluster"), "directory for the kubeconfig, the log and the cluster's state")
 	fs.BoolVar(&o.images, "images", true, "build and load the PostgreSQL 15 and amber images ("+testbed.PostgresImageRef+", "+testbed.AmberImageRef+")")
+	fs.BoolVar(&o.amber, "amber", true, "install Amber (CRDs, webhook, amber-controller on the node) and start a MinIO repository for the pods (needs -images)")
 	fs.Var(&o.loads, "load", "an image tarball to load into the node (repeatable)")
 	fs.Var(&o.apply, "apply", "a manifest file or directory to apply after the images are loaded (repeatable)")
 	_ = fs.Parse(os.Args[2:])
@@ -76,7 +78,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: amber-testcluster up|down [-dir D] [-images=false] [-load image.tar]... [-apply manifests]...")
+	fmt.Fprintln(os.Stderr, "usage: amber-testcluster up|down [-dir D] [-images=false] [-amber=false] [-load image.tar]... [-apply manifests]...")
 	os.Exit(2)
 }
 
@@ -183,7 +185,7 @@ func serve(o options) error {
 	}
 	defer func() {
 		logger.Print("stopping the cluster")
-		for _, f := range []string{"ready", "kubeconfig", "pid"} {
+		for _, f := range []string{"ready", "kubeconfig", "pid", "repository.env"} {
 			_ = os.Remove(o.path(f))
 		}
 		if err := c.Stop(); err != nil {
@@ -200,7 +202,20 @@ func serve(o options) error {
 	if err := install(ctx, c, o, logger); err != nil {
 		return err
 	}
-	if err := writeInfo(c, o); err != nil {
+	var extra string
+	if o.amber && o.images {
+		ctl, m, err := installAmber(ctx, c, o, logger)
+		if err != nil {
+			return err
+		}
+		defer m.Stop()
+		defer ctl.Stop()
+		extra, err = amberInfo(ctl, m, o)
+		if err != nil {
+			return err
+		}
+	}
+	if err := writeInfo(c, o, extra); err != nil {
 		return err
 	}
 	logger.Print("cluster ready; waiting for SIGTERM (amber-testcluster down)")
@@ -248,7 +263,59 @@ func install(ctx context.Context, c *testbed.Cluster, o options, logger *log.Log
 	return nil
 }
 
-func writeInfo(c *testbed.Cluster, o options) error {
+// installAmber starts amber-controller on the node (its webhook
+// registered, the CRDs installed) and a MinIO on the node's address, which
+// pods reach, with one bucket "amber".
+func installAmber(ctx context.Context, c *testbed.Cluster, o options, logger *log.Logger) (*testbed.AmberController, *testbed.MinIO, error) {
+	dir := o.path("amber")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, nil, err
+	}
+	logger.Printf("building amber-controller")
+	bin, err := testbed.BuildController(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	ctl, err := c.InstallAmber(ctx, bin, dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	logger.Printf("starting amber-controller (log: %s)", ctl.LogFile)
+	if err := ctl.Start(ctx); err != nil {
+		return nil, nil, err
+	}
+	minioBin := filepath.Join(testbed.DepsDir(), "bin", "minio")
+	logger.Printf("starting MinIO on %s", c.NodeIP)
+	m, err := testbed.NewMinIO(minioBin, filepath.Join(c.Dir, "minio"), testbed.MinIOOptions{Host: c.NodeIP.String()})
+	if err != nil {
+		ctl.Stop()
+		return nil, nil, fmt.Errorf("start MinIO (%s, built by make deps): %w", minioBin, err)
+	}
+	if err := m.MakeBucket(ctx, "amber"); err != nil {
+		ctl.Stop()
+		m.Stop()
+		return nil, nil, err
+	}
+	return ctl, m, nil
+}
+
+// amberInfo writes the repository's settings to o.dir/repository.env
+// (mode 0600: it holds the MinIO keys) and says how to use them.
+func amberInfo(ctl *testbed.AmberController, m *testbed.MinIO, o options) (string, error) {
+	url := fmt.Sprintf("s3://amber/demo?endpoint=http://%s", m.Endpoint)
+	env := fmt.Sprintf("AMBER_REPOSITORY='%s'\nAWS_ACCESS_KEY_ID='%s'\nAWS_SECRET_ACCESS_KEY='%s'\n", url, m.AccessKey, m.SecretKey)
+	if err := os.WriteFile(o.path("repository.env"), []byte(env), 0o600); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf(`Amber: amber-controller runs on the node (log: %s), its webhook is registered,
+the CRDs are installed. A MinIO for repositories listens on %s (bucket "amber");
+its URL and keys are in %s (readable by root only):
+  set -a; . %s; set +a
+README.md ("Try the Kubernetes half") continues from here.
+`, ctl.LogFile, m.Endpoint, o.path("repository.env"), o.path("repository.env")), nil
+}
+
+func writeInfo(c *testbed.Cluster, o options, extra string) error {
 	var b strings.Builder
 	w := bufio.NewWriter(&b)
 	fmt.Fprintf(w, `
@@ -259,9 +326,9 @@ Images are never pulled: use imagePullPolicy: Never. Loaded: %s, %s (with -image
 Load another: ctr --address %s -n k8s.io images import IMAGE.tar
 Default StorageClass %s gives each claim a directory under %s/volumes.
 Logs of etcd, kube-apiserver, kube-controller-manager, kube-scheduler, containerd, kubelet: %s
-Stop and remove everything: make cluster-down
+%sStop and remove everything: make cluster-down
 `, c.NodeName, c.NodeIP, c.PodCIDR, o.path("kubeconfig"), testbed.PostgresImageRef, testbed.AmberImageRef,
-		filepath.Join(c.Dir, "node", "containerd", "containerd.sock"), c.StorageClass, c.Dir, c.LogDir)
+		filepath.Join(c.Dir, "node", "containerd", "containerd.sock"), c.StorageClass, c.Dir, c.LogDir, extra)
 	w.Flush()
 	tmp := o.path("ready.tmp")
 	if err := os.WriteFile(tmp, []byte(b.String()), 0o644); err != nil {
@@ -285,7 +352,7 @@ func down(o options) error {
 	} else {
 		fmt.Println("no cluster running; removing what an earlier one left")
 	}
-	for _, f := range []string{"ready", "pid", "kubeconfig"} {
+	for _, f := range []string{"ready", "pid", "kubeconfig", "repository.env"} {
 		_ = os.Remove(o.path(f))
 	}
 	if err := testbed.CleanupStaleClusters(o.path("state")); err != nil {
