@@ -16,6 +16,10 @@ import (
 type RestoreOptions struct {
 	// BinDir holds the mariadb (or mysql) client; empty: PATH.
 	BinDir string
+	// AllDatabases opens the session in no database, for SQL that names
+	// its databases (the binlog of a whole server); by default the DSN
+	// must name one.
+	AllDatabases bool
 }
 
 // Client finds the command-line client: mariadb, else mysql.
@@ -47,7 +51,7 @@ func ClientCommand(ctx context.Context, d DSN, o RestoreOptions, extra ...string
 	if err != nil {
 		return nil, nil, err
 	}
-	if cfg.DBName == "" {
+	if cfg.DBName == "" && !o.AllDatabases {
 		return nil, nil, errors.New("the DSN names no database to restore into; create an empty database and name it in the DSN")
 	}
 	client, err := Client(o.BinDir)
@@ -76,7 +80,9 @@ func ClientCommand(ctx context.Context, d DSN, o RestoreOptions, extra ...string
 	}
 	args = append(args, "--default-character-set=utf8mb4", "--max-allowed-packet=1G", "--batch", "--silent")
 	args = append(args, extra...)
-	args = append(args, "--database="+cfg.DBName)
+	if cfg.DBName != "" {
+		args = append(args, "--database="+cfg.DBName)
+	}
 	cmd := exec.CommandContext(ctx, client, args...)
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir}
 	return cmd, cleanup, nil
