@@ -19,7 +19,7 @@ import (
 // to apply archived binlog to it: no network (a socket in a private
 // directory), no binary log of its own, no replication or scheduled
 // events, and a one-time administrator with a random password that only
-// the plugin knows. Stop removes the administrator and shuts the server
+// the plugin knows (created by an init file in memory). Stop removes the administrator and shuts the server
 // down cleanly.
 type LocalServer struct {
 	cmd     *exec.Cmd
@@ -89,20 +89,25 @@ func StartLocalServer(ctx context.Context, dataDir string, o LocalServerOptions)
 	var b [18]byte
 	rand.Read(b[:])
 	s.user, s.pw = "amber_replay_"+hex.EncodeToString(b[:4]), hex.EncodeToString(b[4:])
-	initFile := filepath.Join(dir, "init.sql")
 	init := fmt.Sprintf("CREATE USER '%s'@'localhost' IDENTIFIED BY '%s';\nGRANT ALL PRIVILEGES ON *.* TO '%s'@'localhost' WITH GRANT OPTION;\n",
 		s.user, s.pw, s.user)
-	if err := os.WriteFile(initFile, []byte(init), 0o600); err != nil {
+	// The server runs as the data directory's owner: it must reach its
+	// socket, scratch space and init file (in memory, never on disk).
+	fileUID, fileGID := -1, -1
+	if os.Geteuid() == 0 && uid != 0 {
+		fileUID, fileGID = uid, gid
+	}
+	secret, err := secretFile("replay-init", []byte(init), fileUID, fileGID)
+	if err != nil {
 		return nil, err
 	}
+	defer secret.Close()
 	tmp := filepath.Join(dir, "tmp")
 	if err := os.Mkdir(tmp, 0o700); err != nil {
 		return nil, err
 	}
-	// The server (running as the data directory's owner) must reach its
-	// socket, scratch space and init file.
-	if os.Geteuid() == 0 && uid != 0 {
-		for _, p := range []string{dir, initFile, tmp} {
+	if fileUID != -1 {
+		for _, p := range []string{dir, tmp} {
 			if err := os.Lchown(p, uid, gid); err != nil {
 				return nil, err
 			}
@@ -117,7 +122,7 @@ func StartLocalServer(ctx context.Context, dataDir string, o LocalServerOptions)
 	}
 	args = append(args, "--datadir="+dataDir, "--socket="+s.socket, "--skip-networking",
 		"--pid-file="+filepath.Join(dir, "mysqld.pid"), "--log-error="+s.logFile, "--tmpdir="+tmp,
-		"--init-file="+initFile, "--skip-log-bin", "--skip-slave-start", "--event-scheduler=OFF",
+		"--init-file="+SecretFilePath, "--skip-log-bin", "--skip-slave-start", "--event-scheduler=OFF",
 		"--max-allowed-packet=1G", "--default-time-zone=+00:00")
 	if os.Geteuid() == 0 {
 		name := strconv.Itoa(uid)
@@ -129,10 +134,12 @@ func StartLocalServer(ctx context.Context, dataDir string, o LocalServerOptions)
 	cmd := exec.Command(bin, args...)
 	cmd.Env = toolEnv(dir)
 	cmd.Dir = dir
+	cmd.ExtraFiles = []*os.File{secret}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", bin, err)
 	}
+	secret.Close()
 	s.cmd = cmd
 	go func() { cmd.Wait(); close(s.done) }()
 	deadline := time.Now().Add(o.Ready)
@@ -155,7 +162,6 @@ func StartLocalServer(ctx context.Context, dataDir string, o LocalServerOptions)
 			return nil, fmt.Errorf("%s on %s does not accept connections after %v:\n%s", filepath.Base(bin), dataDir, o.Ready, s.logTail())
 		}
 	}
-	os.Remove(initFile)
 	ok = true
 	return s, nil
 }

@@ -86,43 +86,14 @@ func BackupTool(binDir string, mariadb bool) (string, error) {
 		strings.Join(names, " or "), where, pkg)
 }
 
-// toolFiles is a private directory holding the tool's option file (the
-// connection's credentials: never on the command line or in the
-// environment) and its scratch space; remove it with RemoveAll.
-type toolFiles struct {
-	dir      string
-	defaults string // --defaults-file
-}
-
-func newToolFiles(tmpRoot string) (*toolFiles, error) {
+// toolDir is a private directory (0700) for the tool's scratch space; it
+// holds no secrets. Remove it with os.RemoveAll.
+func toolDir(tmpRoot string) (string, error) {
 	dir, err := os.MkdirTemp(tmpRoot, "amber-mysql-backup-")
 	if err != nil {
-		return nil, fmt.Errorf("private directory for the backup tool: %w", err)
+		return "", fmt.Errorf("private directory for the backup tool: %w", err)
 	}
-	return &toolFiles{dir: dir, defaults: filepath.Join(dir, "client.cnf")}, nil
-}
-
-// writeClient writes the connection to d as the option file's [client]
-// group, 0600.
-func (f *toolFiles) writeClient(d DSN) error {
-	cfg, err := d.Config()
-	if err != nil {
-		return err
-	}
-	var b strings.Builder
-	b.WriteString("[client]\n")
-	b.WriteString("user=" + optQuote(cfg.User) + "\n")
-	b.WriteString("password=" + optQuote(cfg.Passwd) + "\n")
-	if cfg.Net == "unix" {
-		b.WriteString("socket=" + optQuote(cfg.Addr) + "\n")
-	} else {
-		host, port, ok := strings.Cut(cfg.Addr, ":")
-		if !ok {
-			port = "3306"
-		}
-		b.WriteString("host=" + optQuote(host) + "\nport=" + port + "\nprotocol=TCP\n")
-	}
-	return os.WriteFile(f.defaults, []byte(b.String()), 0o600)
+	return dir, nil
 }
 
 // toolEnv is a child's whole environment: no credentials, no MYSQL_* or
@@ -157,6 +128,8 @@ func toolError(tool string, err error, stderr *tailBuffer) error {
 	tail := stderr.lines(12)
 	hint := ""
 	switch {
+	case strings.Contains(tail, "missing required privilege"):
+		hint = "; grant the backup user the privilege named below (GRANT <privilege> ON *.* TO <user>)"
 	case strings.Contains(tail, "Access denied"):
 		hint = "; the user or password is wrong, check the DSN"
 	case strings.Contains(tail, "Permission denied") || strings.Contains(tail, "EACCES"):
@@ -183,6 +156,13 @@ func PhysicalBackup(ctx context.Context, d DSN, open func() (io.WriteCloser, err
 		return nil, err
 	}
 	res := &PhysicalResult{Info: info, Meta: map[string][]byte{}}
+	var process int
+	if err := db.QueryRowContext(ctx, "SELECT COUNT(*) FROM information_schema.USER_PRIVILEGES WHERE GRANTEE = ? AND PRIVILEGE_TYPE = 'PROCESS'", info.User).Scan(&process); err != nil {
+		return nil, fmt.Errorf("read the privileges of %s: %w", info.User, err)
+	}
+	if process == 0 {
+		return nil, fmt.Errorf("user %s lacks the privilege PROCESS, which a physical backup needs: run GRANT PROCESS ON *.* TO %s", info.User, info.User)
+	}
 	if err := db.QueryRowContext(ctx, "SELECT @@datadir").Scan(&res.DataDir); err != nil {
 		return nil, fmt.Errorf("read the server's data directory: %w", err)
 	}
@@ -194,15 +174,21 @@ func PhysicalBackup(ctx context.Context, d DSN, open func() (io.WriteCloser, err
 		return nil, err
 	}
 	res.Tool = filepath.Base(tool)
-	files, err := newToolFiles(o.TmpDir)
+	dir, err := toolDir(o.TmpDir)
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(files.dir)
-	if err := files.writeClient(d); err != nil {
+	defer os.RemoveAll(dir)
+	opts, err := clientOptions(d)
+	if err != nil {
 		return nil, err
 	}
-	scratch := filepath.Join(files.dir, "tmp")
+	secret, err := secretFile("client-cnf", opts, -1, -1)
+	if err != nil {
+		return nil, err
+	}
+	defer secret.Close()
+	scratch := filepath.Join(dir, "tmp")
 	if err := os.Mkdir(scratch, 0o700); err != nil {
 		return nil, err
 	}
@@ -214,18 +200,20 @@ func PhysicalBackup(ctx context.Context, d DSN, open func() (io.WriteCloser, err
 	res.Start, res.StartTime = start, time.Now().UTC()
 	db.Close()
 
-	// --defaults-file first (the tool requires it there): the option file
-	// replaces the machine's my.cnf, so nothing there redirects the backup.
-	args := []string{"--defaults-file=" + files.defaults, "--backup", "--stream=xbstream",
-		"--target-dir=" + filepath.Join(files.dir, "target"), "--datadir=" + res.DataDir, "--tmpdir=" + scratch}
+	// --defaults-file first (the tool requires it there): the option file,
+	// in memory, replaces the machine's my.cnf, so nothing there redirects
+	// the backup.
+	args := []string{"--defaults-file=" + SecretFilePath, "--backup", "--stream=xbstream",
+		"--target-dir=" + filepath.Join(dir, "target"), "--datadir=" + res.DataDir, "--tmpdir=" + scratch}
 	if o.Parallel > 1 {
 		args = append(args, "--parallel="+strconv.Itoa(o.Parallel))
 	}
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	cmd := exec.CommandContext(cctx, tool, args...)
-	cmd.Env = toolEnv(files.dir)
-	cmd.Dir = files.dir
+	cmd.Env = toolEnv(dir)
+	cmd.Dir = dir
+	cmd.ExtraFiles = []*os.File{secret}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	var stderr tailBuffer
 	cmd.Stderr = &stderr
@@ -236,6 +224,7 @@ func PhysicalBackup(ctx context.Context, d DSN, open func() (io.WriteCloser, err
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", tool, err)
 	}
+	secret.Close() // the tool holds its own descriptor
 	lw := &lazyWriter{open: open}
 	streamErr := readBackupStream(stdout, lw, res)
 	if streamErr != nil {

@@ -281,7 +281,8 @@ func transfer(ctx context.Context, db *sql.DB, from, to int, amount int64) error
 // privileges fail with an error naming the fix, before a byte is written.
 func TestPhysicalBackupRefuses(t *testing.T) {
 	srv := testbed.StartMariaDB(t, testbed.MariaDBOptions{})
-	srv.SQL(t, `CREATE USER plain IDENTIFIED BY 'plain-Pw-7731'; GRANT SELECT ON *.* TO plain`)
+	srv.SQL(t, `CREATE USER plain IDENTIFIED BY 'plain-Pw-7731'; GRANT SELECT ON *.* TO plain;
+		CREATE USER noproc IDENTIFIED BY 'noproc-Pw-5521'; GRANT RELOAD, REPLICATION CLIENT, REPLICATION SLAVE ON *.* TO noproc`)
 	for _, c := range []struct {
 		name   string
 		dsn    string
@@ -292,6 +293,7 @@ func TestPhysicalBackupRefuses(t *testing.T) {
 		{"no backup tool", srv.DSN(), PhysicalOptions{BinDir: t.TempDir()}, "install mariadb-backup", ""},
 		{"wrong password", srv.DSNFor(testbed.MariaDBSuperuser, "Wr0ng-Pw-9182", "app"), PhysicalOptions{}, "check the DSN", "Wr0ng-Pw-9182"},
 		{"no privileges", srv.DSNFor("plain", "plain-Pw-7731", "app"), PhysicalOptions{}, "GRANT RELOAD", "plain-Pw-7731"},
+		{"no PROCESS", srv.DSNFor("noproc", "noproc-Pw-5521", ""), PhysicalOptions{}, "GRANT PROCESS ON *.* TO 'noproc'@'%'", "noproc-Pw-5521"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			out := &fileOpener{path: filepath.Join(t.TempDir(), "b")}
@@ -310,29 +312,35 @@ func TestPhysicalBackupRefuses(t *testing.T) {
 	}
 }
 
-// TestToolCredentials: the tool gets the password only in a 0600 option
-// file in a private directory, which is gone afterwards; its environment
-// holds no credentials.
-func TestToolCredentials(t *testing.T) {
-	tmp := t.TempDir()
-	f, err := newToolFiles(tmp)
+// TestSecretFile: the password reaches a tool only in a 0600 memory file
+// that a child reads at SecretFilePath; the stock client connects with it,
+// and nothing of it is on disk or in the child's environment.
+func TestSecretFile(t *testing.T) {
+	srv := testbed.StartMariaDB(t, testbed.MariaDBOptions{})
+	cmd, cleanup, err := ClientCommand(context.Background(), DSN(srv.DSN()), RestoreOptions{}, "-e", "SELECT CURRENT_USER()")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := f.writeClient(DSN("mysql://u:s3cr%22et@127.0.0.1:3307/app")); err != nil {
-		t.Fatal(err)
+	defer cleanup()
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), testbed.MariaDBSuperuser+"@") {
+		t.Fatalf("client with the memory option file: %v\n%s", err, out)
 	}
-	st, _ := os.Stat(f.defaults)
-	dst, _ := os.Stat(f.dir)
-	b, _ := os.ReadFile(f.defaults)
-	if st.Mode().Perm() != 0o600 || dst.Mode().Perm() != 0o700 || !strings.Contains(string(b), `password="s3cr\"et"`) ||
-		!strings.Contains(string(b), "port=3307") {
-		t.Errorf("option file %v in %v:\n%s", st.Mode(), dst.Mode(), b)
-	}
-	for _, kv := range toolEnv(f.dir) {
-		if strings.Contains(kv, "s3cr") || strings.HasPrefix(kv, "MYSQL") {
-			t.Errorf("the tool's environment holds %q", kv)
+	for _, a := range append(cmd.Args, cmd.Env...) {
+		if strings.Contains(a, "amber-test-pw") {
+			t.Errorf("the password is in the child's arguments or environment: %q", a)
 		}
 	}
-	os.RemoveAll(f.dir)
+	f, err := secretFile("test", []byte("[client]\npassword=x\n"), -1, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	st, _ := f.Stat()
+	if st.Mode().Perm() != 0o600 {
+		t.Errorf("memory file mode %v, want 0600 (the tools ignore option files others can write)", st.Mode())
+	}
+	if link, _ := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", f.Fd())); !strings.HasPrefix(link, "/memfd:") {
+		t.Errorf("the secret file is %s, not an anonymous memory file", link)
+	}
 }
