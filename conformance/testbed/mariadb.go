@@ -262,6 +262,14 @@ func (m *MariaDB) Stop() {
 	m.cmd = nil
 }
 
+// Restart stops the server cleanly and starts it again on the same data
+// directory and port.
+func (m *MariaDB) Restart(t testing.TB) {
+	t.Helper()
+	m.Stop()
+	m.start()
+}
+
 // Kill stops the server at once, as a crash would.
 func (m *MariaDB) Kill() {
 	m.mu.Lock()
