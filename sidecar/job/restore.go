@@ -201,7 +201,11 @@ type RestoreReport struct {
 	// Reach is where archived log runs out on the way to the target
 	// (physical restores with archived log).
 	Reach *archive.Reach
-	Note  string
+	// Replayed is where the plugin's Replay left a physical copy, for
+	// engines whose restored server does not fetch log itself; nil when
+	// no log was applied.
+	Replayed *api.ReplayResult
+	Note     string
 }
 
 // RestoreEngine restores a backup through eng. A physical restore checks
@@ -313,9 +317,11 @@ func RestoreEngine(ctx context.Context, r *repo.Repository, eng api.Engine, o En
 			return nil, err
 		}
 		req := api.ReplayRequest{Target: api.Target{DataDir: dataDir}, To: to, From: res.Consistent, Options: backupOptions(res)}
-		if _, err := eng.Replay(ctx, req, segs); err != nil {
+		out, err := eng.Replay(ctx, req, segs)
+		if err != nil {
 			return nil, fmt.Errorf("restore %s: replay archived log to %s into %s: %w", m.ID.Short(), to, dataDir, err)
 		}
+		rep.Replayed = &out
 	}
 	rep.Duration = clk.Now().Sub(start)
 	return rep, nil
