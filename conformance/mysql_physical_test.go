@@ -125,17 +125,28 @@ func mysqlPhysicalPointInTime(t *testing.T, amber conformance.AmberRunner) {
 			}
 		})
 	}
-	t.Run("past the window", func(t *testing.T) {
-		dir := filepath.Join(myTempDir(t), "data")
-		c := amber(repo, "restore", "--engine", "mysql", "--data-dir", dir, "--to-time", time.Now().Add(time.Hour).UTC().Format(time.RFC3339))
-		out, err := c.CombinedOutput()
-		if err == nil || !strings.Contains(string(out), "recoverable window") {
-			t.Fatalf("a restore past the archive: %v\n%s", err, out)
-		}
-		if _, err := os.Stat(dir); !os.IsNotExist(err) {
-			t.Errorf("a refused restore created %s", dir)
-		}
-	})
+	for _, c := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"past the window", []string{"--to-time", time.Now().Add(time.Hour).UTC().Format(time.RFC3339)}, "recoverable window"},
+		{"GTID target", []string{"--to-txn", "0-1-40"}, "not supported"},
+		{"named target", []string{"--to-name", "before-upgrade"}, "no named restore points"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := filepath.Join(myTempDir(t), "data")
+			cmd := amber(repo, append([]string{"restore", "--engine", "mysql", "--data-dir", dir}, c.args...)...)
+			out, err := cmd.CombinedOutput()
+			if err == nil || !strings.Contains(string(out), c.want) {
+				t.Fatalf("amber restore %s: %v\n%s", strings.Join(c.args, " "), err, out)
+			}
+			if ents, _ := os.ReadDir(dir); len(ents) > 0 {
+				t.Errorf("a refused restore wrote %d files into %s", len(ents), dir)
+			}
+			t.Log(lastLine(string(out)))
+		})
+	}
 }
 
 // repoListing names every file of a repository with its size.

@@ -305,10 +305,8 @@ func (e *Engine) Replay(ctx context.Context, req api.ReplayRequest, src api.Segm
 			}
 		}
 		o.StopPos = p
-	case to.Txn != "":
-		return api.ReplayResult{}, fmt.Errorf("recovery to GTID %s is not supported yet; give --to-time or --to-position", to.Txn)
 	default:
-		return api.ReplayResult{}, fmt.Errorf("MySQL has no named restore points (%q); give --to-time or --to-position", to.Name)
+		return api.ReplayResult{}, checkTarget(to)
 	}
 	fetch := func(ctx context.Context, after myengine.Pos) (myengine.Pos, myengine.Pos, io.ReadCloser, error) {
 		seg, r, err := src.Fetch(ctx, api.SegmentQuery{After: Position(after), Stream: req.Stream})
@@ -337,6 +335,17 @@ func (e *Engine) Replay(ctx context.Context, req api.ReplayRequest, src api.Segm
 	}
 	return api.ReplayResult{Reached: Position(res.Pos), ReachedTime: res.Time,
 		Metadata: map[string]string{"segments": strconv.Itoa(res.Segments)}}, nil
+}
+
+// checkTarget refuses the recovery targets Replay cannot reach.
+func checkTarget(to api.RecoveryTarget) error {
+	switch {
+	case to.Txn != "":
+		return fmt.Errorf("recovery to GTID %s is not supported yet; give --to-time or --to-position", to.Txn)
+	case to.Name != "":
+		return fmt.Errorf("MySQL has no named restore points (%q); give --to-time or --to-position", to.Name)
+	}
+	return nil
 }
 
 // The entry a physical backup is stored as: the backup tool's xbstream,
@@ -393,6 +402,11 @@ func (e *Engine) PhysicalRestore(ctx context.Context, req api.RestoreRequest, sr
 	dataDir := req.Target.DataDir
 	if dataDir == "" {
 		return api.RestoreResult{}, errors.New("physical restore needs target.data_dir")
+	}
+	// Refused here, before anything is written, rather than by the Replay
+	// that follows.
+	if err := checkTarget(req.To); err != nil {
+		return api.RestoreResult{}, err
 	}
 	owner, err := runAs(req.RunAs)
 	if err != nil {
