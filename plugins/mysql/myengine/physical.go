@@ -232,10 +232,8 @@ func PhysicalBackup(ctx context.Context, d DSN, open func() (io.WriteCloser, err
 	}
 	waitErr := cmd.Wait()
 	res.Bytes = lw.n
+	// On failure the entry is left unfinished: the backup fails with it.
 	if streamErr != nil {
-		if lw.w != nil {
-			lw.w.Close()
-		}
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
@@ -245,9 +243,6 @@ func PhysicalBackup(ctx context.Context, d DSN, open func() (io.WriteCloser, err
 		return nil, fmt.Errorf("backup stream: %w", streamErr)
 	}
 	if waitErr != nil {
-		if lw.w != nil {
-			lw.w.Close()
-		}
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
