@@ -91,12 +91,47 @@ func MariaDBBin(t testing.TB) (server, installDB, client string) {
 // StartMariaDB initializes a data directory and starts a server on it.
 func StartMariaDB(t testing.TB, o MariaDBOptions) *MariaDB {
 	t.Helper()
-	server, installDB, client := MariaDBBin(t)
+	_, installDB, _ := MariaDBBin(t)
+	m, tmp := newMariaDB(t, "", o)
+	cmd := exec.Command(installDB, "--no-defaults", "--user=root", "--datadir="+m.DataDir,
+		"--auth-root-authentication-method=normal", "--skip-test-db", "--tmpdir="+tmp)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("mariadb-install-db: %v\n%s", err, b)
+	}
+	m.start()
+	// Setup stays out of the binlog, so a replica started from the
+	// current GTID position never replays it over its own.
+	m.rootSQL(t, fmt.Sprintf(`SET sql_log_bin = 0;
+CREATE USER '%s'@'%%' IDENTIFIED BY '%s';
+GRANT ALL PRIVILEGES ON *.* TO '%s'@'%%' WITH GRANT OPTION;
+CREATE DATABASE %s;`, MariaDBSuperuser, mariadbTestPassword, MariaDBSuperuser, mariadbDefaultDBName))
+	return m
+}
+
+// StartMariaDBOn starts a server on an existing data directory, such as
+// one a physical restore filled: its users, and so DSN's superuser, are
+// the ones the directory holds. The directory is left in place.
+func StartMariaDBOn(t testing.TB, dataDir string, o MariaDBOptions) *MariaDB {
+	t.Helper()
+	m, _ := newMariaDB(t, dataDir, o)
+	m.start()
+	return m
+}
+
+// newMariaDB prepares a server's temporary root and arguments: the data
+// directory is dataDir, or <root>/data when empty. It returns the server's
+// own temporary directory.
+func newMariaDB(t testing.TB, dataDir string, o MariaDBOptions) (*MariaDB, string) {
+	t.Helper()
+	server, _, client := MariaDBBin(t)
 	root, err := os.MkdirTemp(os.TempDir(), "amber-my-")
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := &MariaDB{t: t, Bin: server, Client: client, Root: root, DataDir: filepath.Join(root, "data"),
+	if dataDir == "" {
+		dataDir = filepath.Join(root, "data")
+	}
+	m := &MariaDB{t: t, Bin: server, Client: client, Root: root, DataDir: dataDir,
 		Socket: filepath.Join(root, "mysqld.sock"), Port: FreePort(t), LogFile: filepath.Join(root, "mariadbd.log")}
 	m.ServerID = o.ServerID
 	if m.ServerID == 0 {
@@ -112,11 +147,6 @@ func StartMariaDB(t testing.TB, o MariaDBOptions) *MariaDB {
 	tmp := filepath.Join(root, "tmp")
 	if err := os.Mkdir(tmp, 0o700); err != nil {
 		t.Fatal(err)
-	}
-	cmd := exec.Command(installDB, "--no-defaults", "--user=root", "--datadir="+m.DataDir,
-		"--auth-root-authentication-method=normal", "--skip-test-db", "--tmpdir="+tmp)
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("mariadb-install-db: %v\n%s", err, b)
 	}
 	format := o.BinlogFormat
 	if format == "" {
@@ -134,14 +164,7 @@ func StartMariaDB(t testing.TB, o MariaDBOptions) *MariaDB {
 		m.args[len(m.args)-1] = "--log-bin=" + filepath.Join(m.DataDir, "mysql-bin")
 	}
 	m.args = append(m.args, o.Args...)
-	m.start()
-	// Setup stays out of the binlog, so a replica started from the
-	// current GTID position never replays it over its own.
-	m.rootSQL(t, fmt.Sprintf(`SET sql_log_bin = 0;
-CREATE USER '%s'@'%%' IDENTIFIED BY '%s';
-GRANT ALL PRIVILEGES ON *.* TO '%s'@'%%' WITH GRANT OPTION;
-CREATE DATABASE %s;`, MariaDBSuperuser, mariadbTestPassword, MariaDBSuperuser, mariadbDefaultDBName))
-	return m
+	return m, tmp
 }
 
 func (m *MariaDB) start() {
@@ -237,6 +260,14 @@ func (m *MariaDB) Stop() {
 		}
 	}
 	m.cmd = nil
+}
+
+// Restart stops the server cleanly and starts it again on the same data
+// directory and port.
+func (m *MariaDB) Restart(t testing.TB) {
+	t.Helper()
+	m.Stop()
+	m.start()
 }
 
 // Kill stops the server at once, as a crash would.

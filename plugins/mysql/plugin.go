@@ -18,7 +18,16 @@
 //     bounds how long a commit waits before it is sent (default 1 s).
 //   - Replay option "backup.database" (the host passes the backup's
 //     metadata as "backup.<key>"): the database the binlog names; default
-//     the target's.
+//     the target's. A Replay whose target is a data directory (no DSN)
+//     applies the binlog of every database to the physical copy there.
+//   - PhysicalBackup options "parallel" (mariadb-backup --parallel,
+//     default 1) and "tmp_dir" (where mariadb-backup spools the redo log it
+//     copies, default the temp dir); Target.Settings["bin_dir"]: where
+//     mariadb-backup (xtrabackup) is, default PATH.
+//   - PhysicalRestore option "use_memory" (mariadb-backup --prepare
+//     --use-memory, e.g. "1G"); RestoreRequest.RunAs: the owner of the
+//     restored files (default "mysql" when running as root).
+//   - Freeze option: Target.Settings["lock_wait_seconds"] (default 60).
 //
 // Positions: epoch = fork counter (1 for a server's own binlog), offset =
 // binlog file number << 32 | byte position, token = "<file>:<pos>\n<GTID
@@ -33,7 +42,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"os/user"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/amber-backup/amber/plugins/api"
@@ -46,18 +58,22 @@ var Version = "0.1.0"
 // Engine implements api.Engine for MySQL and MariaDB.
 type Engine struct {
 	api.Unsupported
+
+	mu     sync.Mutex
+	frozen map[string]*myengine.Frozen
 }
 
 var _ api.Engine = (*Engine)(nil)
 
 // New returns the MySQL engine.
-func New() *Engine { return &Engine{} }
+func New() *Engine { return &Engine{frozen: map[string]*myengine.Frozen{}} }
 
 func (e *Engine) Info(context.Context) (api.Info, error) {
 	return api.Info{
-		Engine:           "mysql",
-		PluginVersion:    Version,
-		Capabilities:     []api.Capability{api.LogicalDump, api.LogicalRestore, api.Archive, api.Replay},
+		Engine:        "mysql",
+		PluginVersion: Version,
+		Capabilities: []api.Capability{api.LogicalDump, api.LogicalRestore, api.PhysicalBackup, api.PhysicalRestore,
+			api.Freeze, api.Archive, api.Replay},
 		SupportedServers: "MariaDB 10.5 and newer (tested with 10.11); MySQL 8 (untested)",
 	}, nil
 }
@@ -258,7 +274,9 @@ func (e *Engine) Archive(ctx context.Context, req api.ArchiveRequest, out api.Se
 }
 
 // Replay applies archived binlog from req.From to req.To into the
-// target's database with mariadb-binlog (mysqlbinlog) and the client.
+// target's database with mariadb-binlog (mysqlbinlog) and the client; or,
+// when the target is a data directory (a physical restore), into every
+// database of the copy there, through a private server started on it.
 // Time targets resolve to whole seconds (binlog timestamps); GTID and
 // named targets are not supported yet.
 func (e *Engine) Replay(ctx context.Context, req api.ReplayRequest, src api.SegmentSource) (api.ReplayResult, error) {
@@ -267,7 +285,8 @@ func (e *Engine) Replay(ctx context.Context, req api.ReplayRequest, src api.Segm
 		return api.ReplayResult{}, fmt.Errorf("replay start %s: %w", req.From, err)
 	}
 	o := myengine.ReplayOptions{From: from, Inclusive: req.To.Inclusive, Database: req.Options["backup.database"], BinDir: req.Target.Settings["bin_dir"]}
-	if o.Database == "" {
+	physical := req.Target.DSN == "" && req.Target.DataDir != ""
+	if !physical && o.Database == "" {
 		cfg, err := dsn(req.Target).Config()
 		if err != nil {
 			return api.ReplayResult{}, err
@@ -286,10 +305,8 @@ func (e *Engine) Replay(ctx context.Context, req api.ReplayRequest, src api.Segm
 			}
 		}
 		o.StopPos = p
-	case to.Txn != "":
-		return api.ReplayResult{}, fmt.Errorf("recovery to GTID %s is not supported yet; give --to-time or --to-position", to.Txn)
 	default:
-		return api.ReplayResult{}, fmt.Errorf("MySQL has no named restore points (%q); give --to-time or --to-position", to.Name)
+		return api.ReplayResult{}, checkTarget(to)
 	}
 	fetch := func(ctx context.Context, after myengine.Pos) (myengine.Pos, myengine.Pos, io.ReadCloser, error) {
 		seg, r, err := src.Fetch(ctx, api.SegmentQuery{After: Position(after), Stream: req.Stream})
@@ -307,10 +324,191 @@ func (e *Engine) Replay(ctx context.Context, req api.ReplayRequest, src api.Segm
 		}
 		return start, end, r, nil
 	}
-	res, err := myengine.Replay(ctx, dsn(req.Target), o, fetch)
+	var res *myengine.Replayed
+	if physical {
+		res, err = myengine.ReplayDataDir(ctx, req.Target.DataDir, o, fetch)
+	} else {
+		res, err = myengine.Replay(ctx, dsn(req.Target), o, fetch)
+	}
 	if err != nil {
 		return api.ReplayResult{}, err
 	}
 	return api.ReplayResult{Reached: Position(res.Pos), ReachedTime: res.Time,
 		Metadata: map[string]string{"segments": strconv.Itoa(res.Segments)}}, nil
+}
+
+// checkTarget refuses the recovery targets Replay cannot reach.
+func checkTarget(to api.RecoveryTarget) error {
+	switch {
+	case to.Txn != "":
+		return fmt.Errorf("recovery to GTID %s is not supported yet; give --to-time or --to-position", to.Txn)
+	case to.Name != "":
+		return fmt.Errorf("MySQL has no named restore points (%q); give --to-time or --to-position", to.Name)
+	}
+	return nil
+}
+
+// The entry a physical backup is stored as: the backup tool's xbstream,
+// as it wrote it.
+const physicalEntry = "backup.xbstream"
+
+// PhysicalBackup runs mariadb-backup (xtrabackup for MySQL) beside the
+// server with --stream=xbstream and sends its stream as one entry,
+// backup.xbstream, as it arrives. The copy is consistent at the binlog
+// position the tool read while commits were blocked
+// (xtrabackup_binlog_info).
+func (e *Engine) PhysicalBackup(ctx context.Context, req api.BackupRequest, sink api.EntrySink) (api.BackupResult, error) {
+	o := myengine.PhysicalOptions{BinDir: req.Target.Settings["bin_dir"], TmpDir: req.Options["tmp_dir"], Lineage: req.Target.Settings["lineage"]}
+	if v := req.Options["parallel"]; v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return api.BackupResult{}, fmt.Errorf("option parallel=%q: want a positive number", v)
+		}
+		o.Parallel = n
+	}
+	open := func() (io.WriteCloser, error) {
+		return sink.Create(ctx, api.Entry{Name: physicalEntry, Size: -1, Kind: "xbstream"})
+	}
+	res, err := myengine.PhysicalBackup(ctx, dsn(req.Target), open, o)
+	if err != nil {
+		return api.BackupResult{}, err
+	}
+	meta := map[string]string{
+		"format":      "xbstream",
+		"tool":        res.Tool,
+		"datadir":     res.DataDir,
+		"gtid":        res.Consistent.GTID,
+		"binlog_file": res.Consistent.File,
+		"binlog_pos":  strconv.FormatUint(uint64(res.Consistent.Pos), 10),
+	}
+	for _, name := range []string{myengine.CheckpointsFile, myengine.BackupConfFile} {
+		if b, ok := res.Meta[name]; ok {
+			meta[name] = string(b)
+		}
+	}
+	return api.BackupResult{
+		Start: Position(res.Start), Consistent: Position(res.Consistent),
+		StartTime: res.StartTime, ConsistentTime: res.ConsistentTime,
+		ServerVersion: res.Info.Version, SystemID: res.Info.Lineage, Metadata: meta,
+	}, nil
+}
+
+// PhysicalRestore unpacks backup.xbstream straight from the stream into
+// the empty data directory, prepares it in place (mariadb-backup
+// --prepare) and gives the files to the user who will run the server. A
+// server started on it holds the data as of the backup's consistent
+// position; archived binlog is applied after it by Replay.
+func (e *Engine) PhysicalRestore(ctx context.Context, req api.RestoreRequest, src api.EntrySource) (api.RestoreResult, error) {
+	dataDir := req.Target.DataDir
+	if dataDir == "" {
+		return api.RestoreResult{}, errors.New("physical restore needs target.data_dir")
+	}
+	// Refused here, before anything is written, rather than by the Replay
+	// that follows.
+	if err := checkTarget(req.To); err != nil {
+		return api.RestoreResult{}, err
+	}
+	owner, err := runAs(req.RunAs)
+	if err != nil {
+		return api.RestoreResult{}, err
+	}
+	extracted := false
+	for {
+		ent, r, err := src.Next(ctx)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return api.RestoreResult{}, err
+		}
+		if ent.Name != physicalEntry || extracted {
+			return api.RestoreResult{}, fmt.Errorf("physical restore: unexpected entry %q; a MySQL physical backup holds one %s", ent.Name, physicalEntry)
+		}
+		if _, _, err := myengine.ExtractXBStream(ctx, dataDir, r, myengine.ExtractOptions{}); err != nil {
+			return api.RestoreResult{}, err
+		}
+		extracted = true
+	}
+	if !extracted {
+		return api.RestoreResult{}, fmt.Errorf("physical restore: the backup has no %s", physicalEntry)
+	}
+	po := myengine.PrepareOptions{BinDir: req.Target.Settings["bin_dir"], Tool: req.Backup.Metadata["tool"], UseMemory: req.Options["use_memory"]}
+	if err := myengine.Prepare(ctx, dataDir, po); err != nil {
+		return api.RestoreResult{}, err
+	}
+	res := api.RestoreResult{Position: req.Backup.Consistent, ConsistentTime: req.Backup.ConsistentTime}
+	if owner != nil {
+		if err := myengine.Chown(dataDir, *owner); err != nil {
+			return api.RestoreResult{}, fmt.Errorf("physical restore: %w", err)
+		}
+		res.Owner = &api.FileOwner{UID: uint32(owner.UID), GID: uint32(owner.GID)}
+	}
+	return res, nil
+}
+
+// runAs resolves the user that will run the restored server. Files
+// restored as root belong to "mysql" unless told otherwise; a restore by
+// another user keeps its own files.
+func runAs(name string) (*myengine.Owner, error) {
+	if name == "" {
+		if os.Geteuid() != 0 {
+			return nil, nil
+		}
+		name = "mysql"
+	}
+	u, err := user.Lookup(name)
+	if err != nil {
+		return nil, fmt.Errorf("user %q to run the restored server: %w; name another with --owner", name, err)
+	}
+	uid, err1 := strconv.Atoi(u.Uid)
+	gid, err2 := strconv.Atoi(u.Gid)
+	if err := errors.Join(err1, err2); err != nil {
+		return nil, fmt.Errorf("user %q: %w", name, err)
+	}
+	return &myengine.Owner{UID: uid, GID: gid}, nil
+}
+
+// Freeze blocks commits for a volume snapshot in a session the plugin
+// keeps: MariaDB 10.4+ BACKUP STAGE up to BLOCK_COMMIT, else FLUSH TABLES
+// WITH READ LOCK. The lease is enforced by api.Serve; myengine's own lease
+// is only a backstop for a plugin that outlives its host. The plugin's
+// death ends the session, and the server releases the lock.
+func (e *Engine) Freeze(ctx context.Context, req api.FreezeRequest) (api.Frozen, error) {
+	o := myengine.FreezeOptions{Lease: 24 * time.Hour}
+	if v := req.Target.Settings["lock_wait_seconds"]; v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return api.Frozen{}, fmt.Errorf("setting lock_wait_seconds=%q: want a positive number", v)
+		}
+		o.LockWait = time.Duration(n) * time.Second
+	}
+	fr, err := myengine.Freeze(ctx, dsn(req.Target), o)
+	if err != nil {
+		return api.Frozen{}, err
+	}
+	e.mu.Lock()
+	e.frozen[req.LeaseID] = fr
+	e.mu.Unlock()
+	slog.Info("frozen", "lease", req.LeaseID, "method", fr.Method, "position", fr.Pos.Text())
+	return api.Frozen{Position: Position(fr.Pos), ConsistentTime: fr.Time}, nil
+}
+
+// Thaw releases the lock. A snapshot taken under it is crash-consistent at
+// the returned position: the server started on it recovers InnoDB from its
+// redo log, and its binlog ends at that position.
+func (e *Engine) Thaw(ctx context.Context, leaseID string) (api.Thawed, error) {
+	e.mu.Lock()
+	fr := e.frozen[leaseID]
+	delete(e.frozen, leaseID)
+	e.mu.Unlock()
+	if fr == nil {
+		return api.Thawed{}, fmt.Errorf("no freeze under lease %s", leaseID)
+	}
+	if err := fr.Thaw(ctx); err != nil {
+		fr.Abort()
+		return api.Thawed{}, err
+	}
+	return api.Thawed{Consistent: Position(fr.Pos), ConsistentTime: fr.Time, Metadata: map[string]string{
+		"method": fr.Method, "binlog_file": fr.Pos.File, "binlog_pos": strconv.FormatUint(uint64(fr.Pos.Pos), 10), "gtid": fr.Pos.GTID,
+	}}, nil
 }

@@ -193,6 +193,10 @@ func (e *env) reportRestore(rep *job.RestoreReport) error {
 			if rep.Note != "" {
 				doc["note"] = rep.Note
 			}
+			if r := rep.Replayed; r != nil {
+				doc["log_applied_to"] = r.Reached.String()
+				doc["log_applied_time"] = r.ReachedTime
+			}
 		}
 		return e.printJSON(doc)
 	}
@@ -200,8 +204,17 @@ func (e *env) reportRestore(rep *job.RestoreReport) error {
 		fmt.Fprintf(e.stdout, "restored backup %s (%s) in %.1fs\n", m.ID.Short(), rep.Mode, rep.Duration.Seconds())
 		return nil
 	}
-	fmt.Fprintf(e.stdout, "restored backup %s into %s in %.1fs; start the server on it to recover to %s\n",
-		m.ID.Short(), rep.DataDir, rep.Duration.Seconds(), rep.To)
+	if r := rep.Replayed; r != nil {
+		last := ""
+		if !r.ReachedTime.IsZero() {
+			last = " (last commit " + r.ReachedTime.UTC().Format(time.RFC3339) + ")"
+		}
+		fmt.Fprintf(e.stdout, "restored backup %s into %s in %.1fs, archived log applied up to %s%s for %s; start the server on it\n",
+			m.ID.Short(), rep.DataDir, rep.Duration.Seconds(), r.Reached, last, rep.To)
+	} else {
+		fmt.Fprintf(e.stdout, "restored backup %s into %s in %.1fs; start the server on it to recover to %s\n",
+			m.ID.Short(), rep.DataDir, rep.Duration.Seconds(), rep.To)
+	}
 	if rep.Note != "" {
 		fmt.Fprintf(e.stdout, "note: %s\n", rep.Note)
 	}

@@ -201,12 +201,19 @@ type RestoreReport struct {
 	// Reach is where archived log runs out on the way to the target
 	// (physical restores with archived log).
 	Reach *archive.Reach
-	Note  string
+	// Replayed is where the plugin's Replay left a physical copy, for
+	// engines whose restored server does not fetch log itself; nil when
+	// no log was applied.
+	Replayed *api.ReplayResult
+	Note     string
 }
 
 // RestoreEngine restores a backup through eng. A physical restore checks
 // first that archived log covers everything from the backup to the
-// target, and refuses, naming the gap, before it writes anything.
+// target, and refuses, naming the gap, before it writes anything. The
+// restored server then fetches archived log itself (engines that declare
+// log files), or, for engines that declare Replay instead, the plugin
+// applies it to the restored data directory before RestoreEngine returns.
 func RestoreEngine(ctx context.Context, r *repo.Repository, eng api.Engine, o EngineRestore, clk clock.Clock) (*RestoreReport, error) {
 	clk = clock.Or(clk)
 	start := clk.Now()
@@ -247,6 +254,17 @@ func RestoreEngine(ctx context.Context, r *repo.Repository, eng api.Engine, o En
 	ctx = with(ctx, "backup", m.ID.Short())
 	stream := StreamName(o.Engine, res.SystemID)
 	rep := &RestoreReport{Backup: m, Mode: ModePhysical, To: to}
+	// An engine whose restored server cannot fetch log by itself (it
+	// declares Replay, not log files) has the plugin apply archived log to
+	// the restored data directory, through Replay, once it is laid out.
+	hostReplay := false
+	if o.Fetch != nil {
+		info, err := eng.Info(ctx)
+		if err != nil {
+			return nil, err
+		}
+		hostReplay = info.Has(api.Replay) && !info.Has(api.LogFiles)
+	}
 	if o.Fetch == nil {
 		if !to.IsLatest() {
 			return nil, usagef("a recovery target needs archived log, and this restore fetches none")
@@ -271,7 +289,7 @@ func RestoreEngine(ctx context.Context, r *repo.Repository, eng api.Engine, o En
 	req := api.RestoreRequest{Target: api.Target{DataDir: dataDir}, Backup: res, To: to,
 		KeepArchiving: o.KeepArchiving, RunAs: o.RunAs}
 	var access *logAccess
-	if o.Fetch != nil {
+	if o.Fetch != nil && !hostReplay {
 		access, err = o.Fetch.prepare(ctx, r, o.Engine, stream, dataDir, m, clk.Now())
 		if err != nil {
 			return nil, err
@@ -293,8 +311,30 @@ func RestoreEngine(ctx context.Context, r *repo.Repository, eng api.Engine, o En
 			return nil, fmt.Errorf("restore %s: give the restored server access to archived log: %w", m.ID.Short(), err)
 		}
 	}
+	if hostReplay && rep.Reach != nil {
+		segs, err := newRepoSegments(ctx, r, stream)
+		if err != nil {
+			return nil, err
+		}
+		req := api.ReplayRequest{Target: api.Target{DataDir: dataDir}, To: to, From: res.Consistent, Options: backupOptions(res)}
+		out, err := eng.Replay(ctx, req, segs)
+		if err != nil {
+			return nil, fmt.Errorf("restore %s: replay archived log to %s into %s: %w", m.ID.Short(), to, dataDir, err)
+		}
+		rep.Replayed = &out
+	}
 	rep.Duration = clk.Now().Sub(start)
 	return rep, nil
+}
+
+// backupOptions passes a backup's metadata to Replay as options
+// "backup.<key>".
+func backupOptions(res api.BackupResult) map[string]string {
+	opts := map[string]string{}
+	for k, v := range res.Metadata {
+		opts["backup."+k] = v
+	}
+	return opts
 }
 
 // restoreLogical loads a logical backup into the database at o.Target.
@@ -352,11 +392,7 @@ func restoreLogical(ctx context.Context, r *repo.Repository, eng api.Engine, o E
 		return nil, fmt.Errorf("restore %s into the database: %w", m.ID.Short(), err)
 	}
 	if replay {
-		opts := map[string]string{}
-		for k, v := range res.Metadata {
-			opts["backup."+k] = v
-		}
-		if _, err := eng.Replay(ctx, api.ReplayRequest{Target: o.Target, To: to, From: res.Consistent, Options: opts}, segs); err != nil {
+		if _, err := eng.Replay(ctx, api.ReplayRequest{Target: o.Target, To: to, From: res.Consistent, Options: backupOptions(res)}, segs); err != nil {
 			return nil, fmt.Errorf("restore %s: replay archived log to %s: %w", m.ID.Short(), to, err)
 		}
 	}

@@ -29,7 +29,10 @@ type ReplayOptions struct {
 	StopPos   Pos
 	Inclusive bool   // apply the transaction at StopTime
 	Database  string // the database the dump was taken of; the target must have the same name
-	BinDir    string // mariadb-binlog/mysqlbinlog and the client; empty: PATH
+	// AllDatabases applies the binlog of every database (a physical
+	// copy holds them all); Database is then ignored.
+	AllDatabases bool
+	BinDir       string // mariadb-binlog/mysqlbinlog and the client; empty: PATH
 }
 
 // Replayed is where replay stopped.
@@ -50,14 +53,74 @@ func Replay(ctx context.Context, d DSN, o ReplayOptions, fetch ReplayFetch) (*Re
 	if err != nil {
 		return nil, err
 	}
-	if o.Database != "" && cfg.DBName != o.Database {
+	if o.AllDatabases {
+		o.Database = ""
+	} else if o.Database != "" && cfg.DBName != o.Database {
 		return nil, fmt.Errorf("replaying binlog into database %q: the binlog names database %q; restore into a database of that name (on another server) for a point-in-time restore", cfg.DBName, o.Database)
 	}
+	sp, err := spoolLog(ctx, o, fetch)
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(sp.dir)
+	if len(sp.files) == 0 {
+		return sp.res, nil
+	}
+	if err := sp.apply(ctx, d, o); err != nil {
+		return nil, err
+	}
+	return sp.res, nil
+}
+
+// ReplayDataDir applies archived binlog, as Replay does, to the physical
+// copy in dataDir, every database of it: when there is log to apply, it
+// starts a private server on the copy (StartLocalServer), applies the log
+// through it and shuts it down cleanly.
+func ReplayDataDir(ctx context.Context, dataDir string, o ReplayOptions, fetch ReplayFetch) (*Replayed, error) {
+	o.AllDatabases, o.Database = true, ""
+	sp, err := spoolLog(ctx, o, fetch)
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(sp.dir)
+	if len(sp.files) == 0 {
+		return sp.res, nil
+	}
+	srv, err := StartLocalServer(ctx, dataDir, LocalServerOptions{BinDir: o.BinDir})
+	if err != nil {
+		return nil, err
+	}
+	err = sp.apply(ctx, srv.DSN(), o)
+	if serr := srv.Stop(context.WithoutCancel(ctx)); err == nil {
+		err = serr
+	}
+	if err != nil {
+		return nil, err
+	}
+	return sp.res, nil
+}
+
+// spooled is archived log fetched and cut to the replay's range, in
+// temporary binlog files.
+type spooled struct {
+	dir   string
+	files []string
+	res   *Replayed
+}
+
+// spoolLog fetches segments one after another from o.From, keeps the
+// events after it (and up to o.StopPos) and writes them to binlog files in
+// a private directory; the caller removes sp.dir.
+func spoolLog(ctx context.Context, o ReplayOptions, fetch ReplayFetch) (sp *spooled, err error) {
 	dir, err := os.MkdirTemp("", "amber-mysql-replay-")
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(dir)
+	defer func() {
+		if err != nil {
+			os.RemoveAll(dir)
+		}
+	}()
 	res := &Replayed{Pos: o.From}
 	var files []string
 	cur := o.From
@@ -78,11 +141,13 @@ func Replay(ctx context.Context, d DSN, o ReplayOptions, fetch ReplayFetch) (*Re
 		if err != nil {
 			return nil, fmt.Errorf("archived binlog %s: %w", start.Text(), err)
 		}
-		f := filepath.Join(dir, fmt.Sprintf("%06d.bin", len(files)))
-		if err := os.WriteFile(f, kept, 0o600); err != nil {
-			return nil, err
+		if last.File != "" { // a segment left without a transaction has nothing to apply
+			f := filepath.Join(dir, fmt.Sprintf("%06d.bin", len(files)))
+			if err := os.WriteFile(f, kept, 0o600); err != nil {
+				return nil, err
+			}
+			files = append(files, f)
 		}
-		files = append(files, f)
 		res.Segments++
 		if !lastTime.IsZero() {
 			if !o.StopTime.IsZero() && !lastTime.Before(stopSecond(o)) {
@@ -98,12 +163,16 @@ func Replay(ctx context.Context, d DSN, o ReplayOptions, fetch ReplayFetch) (*Re
 		cur = end
 		res.Pos = end
 	}
-	if len(files) == 0 {
-		return res, nil
-	}
+	return &spooled{dir: dir, files: files, res: res}, nil
+}
+
+// apply pipes the spooled binlog through mariadb-binlog (mysqlbinlog) into
+// a client session on d.
+func (sp *spooled) apply(ctx context.Context, d DSN, o ReplayOptions) error {
+	files := sp.files
 	tool, err := binlogTool(o.BinDir)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	args := []string{"--no-defaults"}
 	if filepath.Base(tool) == "mariadb-binlog" {
@@ -123,25 +192,25 @@ func Replay(ctx context.Context, d DSN, o ReplayOptions, fetch ReplayFetch) (*Re
 	bl.Stderr = &blErr
 	out, err := bl.StdoutPipe()
 	if err != nil {
-		return nil, err
+		return err
 	}
-	l, err := NewLoader(ctx, d, RestoreOptions{BinDir: o.BinDir})
+	l, err := NewLoader(ctx, d, RestoreOptions{BinDir: o.BinDir, AllDatabases: o.AllDatabases})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if err := bl.Start(); err != nil {
 		l.Close()
-		return nil, fmt.Errorf("start %s: %w", tool, err)
+		return fmt.Errorf("start %s: %w", tool, err)
 	}
 	loadErr := l.Load("archived binlog", bufio.NewReaderSize(out, 1<<20))
 	blWait := bl.Wait()
 	if err := errors.Join(loadErr, l.Close()); err != nil {
-		return nil, fmt.Errorf("apply archived binlog: %w", err)
+		return fmt.Errorf("apply archived binlog: %w", err)
 	}
 	if blWait != nil {
-		return nil, fmt.Errorf("%s: %w: %s", filepath.Base(tool), blWait, blErr.String())
+		return fmt.Errorf("%s: %w: %s", filepath.Base(tool), blWait, blErr.String())
 	}
-	return res, nil
+	return nil
 }
 
 // stopSecond is the first second not to apply: binlog timestamps have

@@ -16,6 +16,10 @@ import (
 type RestoreOptions struct {
 	// BinDir holds the mariadb (or mysql) client; empty: PATH.
 	BinDir string
+	// AllDatabases opens the session in no database, for SQL that names
+	// its databases (the binlog of a whole server); by default the DSN
+	// must name one.
+	AllDatabases bool
 }
 
 // Client finds the command-line client: mariadb, else mysql.
@@ -40,14 +44,15 @@ func Client(binDir string) (string, error) {
 }
 
 // ClientCommand returns a client command connected to d's database. Its
-// password is in a file only the current user reads, never on the command
-// line or in the environment; cleanup removes it.
+// password is in an anonymous memory file (secretFile), never on the
+// command line, in the environment or on disk; cleanup releases it. Start
+// the command before cleanup.
 func ClientCommand(ctx context.Context, d DSN, o RestoreOptions, extra ...string) (*exec.Cmd, func(), error) {
 	cfg, err := d.Config()
 	if err != nil {
 		return nil, nil, err
 	}
-	if cfg.DBName == "" {
+	if cfg.DBName == "" && !o.AllDatabases {
 		return nil, nil, errors.New("the DSN names no database to restore into; create an empty database and name it in the DSN")
 	}
 	client, err := Client(o.BinDir)
@@ -58,27 +63,26 @@ func ClientCommand(ctx context.Context, d DSN, o RestoreOptions, extra ...string
 	if err != nil {
 		return nil, nil, err
 	}
-	cleanup := func() { os.RemoveAll(dir) }
-	opts := "[client]\nuser=" + optQuote(cfg.User) + "\npassword=" + optQuote(cfg.Passwd) + "\n"
-	if err := os.WriteFile(filepath.Join(dir, "my.cnf"), []byte(opts), 0o600); err != nil {
-		cleanup()
+	opts, err := clientOptions(d)
+	if err != nil {
+		os.RemoveAll(dir)
 		return nil, nil, err
 	}
-	args := []string{"--defaults-file=" + filepath.Join(dir, "my.cnf")}
-	if cfg.Net == "unix" {
-		args = append(args, "--socket="+cfg.Addr)
-	} else {
-		host, port, ok := strings.Cut(cfg.Addr, ":")
-		if !ok {
-			port = "3306"
-		}
-		args = append(args, "--host="+host, "--port="+port, "--protocol=TCP")
+	secret, err := secretFile("client-cnf", opts, -1, -1)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, nil, err
 	}
+	cleanup := func() { secret.Close(); os.RemoveAll(dir) }
+	args := []string{"--defaults-file=" + SecretFilePath}
 	args = append(args, "--default-character-set=utf8mb4", "--max-allowed-packet=1G", "--batch", "--silent")
 	args = append(args, extra...)
-	args = append(args, "--database="+cfg.DBName)
+	if cfg.DBName != "" {
+		args = append(args, "--database="+cfg.DBName)
+	}
 	cmd := exec.CommandContext(ctx, client, args...)
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir}
+	cmd.ExtraFiles = []*os.File{secret}
 	return cmd, cleanup, nil
 }
 
