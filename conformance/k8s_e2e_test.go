@@ -375,6 +375,16 @@ func checkInjected(t *testing.T, p *corev1.Pod) {
 		s.AllowPrivilegeEscalation == nil || *s.AllowPrivilegeEscalation {
 		t.Errorf("pod %s: sidecar security context %+v", p.Name, s)
 	}
+	// It shares postgres's data volume, read-only, at the same path.
+	shared := false
+	for _, m := range sc.VolumeMounts {
+		if m.Name == "data" && m.MountPath == "/data" && m.ReadOnly {
+			shared = true
+		}
+	}
+	if !shared {
+		t.Errorf("pod %s: the sidecar does not mount the data volume read-only at /data: %+v", p.Name, sc.VolumeMounts)
+	}
 	for _, e := range sc.Env {
 		if strings.Contains(strings.ToLower(e.Name), "password") && e.Value != "" && !strings.HasPrefix(e.Value, "/") {
 			t.Errorf("pod %s: the sidecar's environment holds %s", p.Name, e.Name)
