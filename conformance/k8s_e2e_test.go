@@ -336,7 +336,8 @@ func waitReady(t *testing.T, c *testbed.Cluster, ctl *controller, ns, name strin
 	t.Helper()
 	pod, err := c.WaitPod(context.Background(), ns, name, timeout, testbed.PodReady)
 	if err != nil {
-		t.Fatalf("%v\n%s\ncontroller log:\n%s", err, c.DescribePod(context.Background(), ns, name), ctl.log())
+		t.Fatalf("%v\n%s\n%s\nkube-controller-manager log:\n%s\ncontroller log:\n%s", err, c.DescribePod(context.Background(), ns, name),
+			c.StorageReport(context.Background()), c.ProcessLog("kube-controller-manager", 3000), ctl.log())
 	}
 	return pod
 }

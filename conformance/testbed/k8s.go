@@ -612,6 +612,43 @@ func (c *Cluster) ProcessLog(name string, n int) string {
 	return ""
 }
 
+// StorageReport describes the claims and volumes of the cluster and ends
+// with the in-process provisioner's log: what to read when a pod waits
+// for its volume.
+func (c *Cluster) StorageReport(ctx context.Context) string {
+	var b strings.Builder
+	if pvcs, err := c.Client.CoreV1().PersistentVolumeClaims("").List(ctx, metav1.ListOptions{}); err == nil {
+		for _, p := range pvcs.Items {
+			class := ""
+			if p.Spec.StorageClassName != nil {
+				class = *p.Spec.StorageClassName
+			}
+			fmt.Fprintf(&b, "claim %s/%s: %s, class %q, volume %q\n", p.Namespace, p.Name, p.Status.Phase, class, p.Spec.VolumeName)
+		}
+	}
+	if pvs, err := c.Client.CoreV1().PersistentVolumes().List(ctx, metav1.ListOptions{}); err == nil {
+		for _, v := range pvs.Items {
+			claim := ""
+			if v.Spec.ClaimRef != nil {
+				claim = v.Spec.ClaimRef.Namespace + "/" + v.Spec.ClaimRef.Name
+			}
+			fmt.Fprintf(&b, "volume %s: %s, claim %s\n", v.Name, v.Status.Phase, claim)
+		}
+	}
+	select {
+	case <-c.provDone:
+		b.WriteString("the provisioner has stopped\n")
+	default:
+	}
+	if log, err := os.ReadFile(filepath.Join(c.LogDir, "provisioner.log")); err == nil {
+		if len(log) > 4000 {
+			log = log[len(log)-4000:]
+		}
+		fmt.Fprintf(&b, "provisioner log:\n%s", log)
+	}
+	return b.String()
+}
+
 func (c *Cluster) failureLogs() string {
 	var b strings.Builder
 	for _, p := range c.procs {
