@@ -382,9 +382,8 @@ func TestDatabasesRenderBackupPolicies(t *testing.T) {
 		var p amberv1.BackupPolicy
 		typed(t, u, &p)
 		got[p.Namespace+"/"+p.Name] = p
-		// A first install creates them after the controller is Ready.
-		if p.Annotations["helm.sh/hook"] != "post-install" || p.Annotations["meta.helm.sh/release-name"] != "amber" {
-			t.Errorf("BackupPolicy %s annotations %v: want a post-install hook carrying the release's ownership", p.Name, p.Annotations)
+		if len(p.Annotations) != 0 {
+			t.Errorf("BackupPolicy %s has annotations %v (hooks or resource policies), want an ordinary release object", p.Name, p.Annotations)
 		}
 	}
 	if len(got) != 3 {
@@ -407,18 +406,34 @@ func TestDatabasesRenderBackupPolicies(t *testing.T) {
 		m.Repository.URL != "s3://acme-backups/sessions?region=eu-central-1" {
 		t.Errorf("sessions/sessions spec %+v", m)
 	}
-	// On upgrade they are ordinary release objects.
-	up := render(t, "-f", exampleValues(t), "--is-upgrade")
-	for _, u := range up["BackupPolicy"] {
-		if len(u.GetAnnotations()) != 0 {
-			t.Errorf("on upgrade BackupPolicy %s has annotations %v", u.GetName(), u.GetAnnotations())
-		}
-	}
 	// A database with no namespace goes to the release's.
 	objs = render(t, "--set", "databases.pg.engine=postgres", "--set", "databases.pg.repository=file:///backups/pg",
 		"--set", "databases.pg.credentialsSecret=pg-backup")
 	if p := one(t, objs, "BackupPolicy"); p.GetNamespace() != "amber" {
 		t.Errorf("BackupPolicy without a namespace went to %q, want the release's (amber)", p.GetNamespace())
+	}
+}
+
+// TestNoJobsOrHooks: the chart runs nothing but the controller: no Job, no
+// Pod, no hook, so installing, upgrading or uninstalling it never opens a
+// repository or touches a database.
+func TestNoJobsOrHooks(t *testing.T) {
+	for _, args := range [][]string{nil, {"-f", exampleValues(t), "--set", "certManager.enabled=true"}} {
+		objs := render(t, args...)
+		for _, k := range []string{"Job", "CronJob", "Pod", "DaemonSet", "StatefulSet"} {
+			if len(objs[k]) != 0 {
+				t.Errorf("the chart renders a %s", k)
+			}
+		}
+		for _, list := range objs {
+			for _, u := range list {
+				for a := range u.GetAnnotations() {
+					if strings.HasPrefix(a, "helm.sh/") {
+						t.Errorf("%s %s has annotation %s", u.GetKind(), u.GetName(), a)
+					}
+				}
+			}
+		}
 	}
 }
 
