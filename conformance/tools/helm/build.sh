@@ -25,9 +25,9 @@ tmp="$bin/.helm.tmp.$$"
 trap 'rm -f "$tmp"' EXIT
 (
   cd "$here"
-  # helm reports its version from this variable; without it `helm version`
-  # says v3.x-dev-ish defaults. -mod=mod lets go fill in go.sum entries a
-  # newer toolchain wants, without touching the project's main module.
+  # -X sets what `helm version` reports (otherwise only the minor version).
+  # -mod=mod lets go fill in go.sum entries a newer toolchain wants, without
+  # ever touching the project's main module.
   GOFLAGS="${GOFLAGS:+$GOFLAGS }-mod=mod" GOWORK=off CGO_ENABLED=0 \
     go build -trimpath -ldflags "-X helm.sh/helm/v3/internal/version.version=$version" \
     -o "$tmp" helm.sh/helm/v3/cmd/helm
