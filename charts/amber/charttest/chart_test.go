@@ -363,6 +363,16 @@ func TestWebhooksAreTheGeneratedOnes(t *testing.T) {
 			if s := objs["Certificate"][0].Object["spec"].(map[string]any)["secretName"]; s != args["ca-secret"] {
 				t.Errorf("cert-manager writes %v, the controller reads --ca-secret=%s", s, args["ca-secret"])
 			}
+			// The pod waits for cert-manager's Secret before the controller starts.
+			gated := false
+			for _, v := range d.Spec.Template.Spec.Volumes {
+				if v.Secret != nil && v.Secret.SecretName == args["ca-secret"] && (v.Secret.Optional == nil || !*v.Secret.Optional) {
+					gated = true
+				}
+			}
+			if !gated {
+				t.Errorf("with cert-manager the controller pod does not wait for the CA Secret %s", args["ca-secret"])
+			}
 		} else if ann != "" || len(objs["Certificate"]) != 0 {
 			t.Errorf("cert-manager objects rendered while certManager.enabled=false")
 		}
@@ -500,6 +510,18 @@ func TestNetworkPolicy(t *testing.T) {
 	if want := []string{"legacy", "sessions", "shop"}; !slices.Equal(nss, want) {
 		t.Errorf("NetworkPolicies in %v, want %v", nss, want)
 	}
+	// allowOtherPorts=false: the controller's rule only.
+	objs = render(t, "-f", exampleValues(t), "--set", "networkPolicy.allowOtherPorts=false")
+	for _, u := range objs["NetworkPolicy"] {
+		var np networkingv1.NetworkPolicy
+		typed(t, u, &np)
+		if len(np.Spec.Ingress) != 1 || len(np.Spec.Ingress[0].From) != 1 {
+			t.Errorf("%s with allowOtherPorts=false: ingress %+v, want the controller's rule only", np.Namespace, np.Spec.Ingress)
+		}
+	}
+	if objs := render(t, "-f", exampleValues(t), "--set", "networkPolicy.enabled=false"); len(objs["NetworkPolicy"]) != 0 {
+		t.Errorf("NetworkPolicies rendered with networkPolicy.enabled=false")
+	}
 }
 
 // TestMonitoring: ServiceMonitor, PodMonitor and PrometheusRule render when
@@ -542,6 +564,9 @@ func TestMonitoring(t *testing.T) {
 	}
 	if _, ok := alerts["AmberArchiveLagOverRPO/catalog"]; ok {
 		t.Errorf("RPO alert for catalog, which does not archive")
+	}
+	if d := render(t, "--set", "metrics.prometheusRule.enabled=true"); len(d["PrometheusRule"]) != 0 {
+		t.Errorf("a PrometheusRule without rules rendered (no databases declared)")
 	}
 	if d := render(t); len(d["ServiceMonitor"])+len(d["PodMonitor"])+len(d["PrometheusRule"]) != 0 {
 		t.Errorf("monitoring objects rendered by default (they need the Prometheus Operator's CRDs)")
