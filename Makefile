@@ -59,7 +59,7 @@ bench: build ## measure amber side by side with its peers; writes docs/benchmark
 lint: ## vet and gofmt
 	$(GO) vet ./...
 	cd conformance/tools/testsummary && GOWORK=off $(GO) vet ./...
-	@out=$$(gofmt -l $$(ls -d sidecar plugins controller conformance 2>/dev/null)); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	@out=$$(gofmt -l $$(ls -d sidecar plugins controller conformance charts 2>/dev/null)); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 # A one-node Kubernetes cluster with a real kubelet for a person (the test
 # bed's, conformance/testbed/k8s.go). State, log and kubeconfig in CLUSTER_DIR.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs or builds what Amber's tests and benchmarks need, idempotently.
-# Debian packages go through apt; Go-built servers and peers (MinIO, restic)
+# Debian packages go through apt; Go-built servers, peers and tools (MinIO, restic, helm)
 # land in $1/bin (git-ignored).
 set -euo pipefail
 DEPS=${1:-.deps}
