@@ -61,6 +61,10 @@ func Windows(ctx context.Context, r *repo.Repository, all []*repo.Manifest) ([]W
 			w.LatestTime, w.LatestPosition = reach.LastTime, reach.EndText
 			if reach.Gap != nil {
 				w.Note = "points past the first gap are reachable only from backups taken after it"
+			} else if w.LatestTime.Before(w.EarliestTime) {
+				// Times in the window are commit times: a time target
+				// needs a commit at or after it to stop at.
+				w.Note = "no commit archived since the earliest backup's consistent time: restore to the latest or to a position; a time target needs a later commit"
 			}
 		}
 		out = append(out, w)
