@@ -459,14 +459,23 @@ func TestWarningOnOwner(t *testing.T) {
 }
 
 // TestWebhookDown: with the controller (and its webhook server) stopped,
-// opted-in pods are still created, without a sidecar.
+// opted-in pods are still created, without a sidecar; BackupPolicies are
+// still created (the policy webhook fails open), the API server's own CRD
+// validation still refuses a malformed one, and a policy with an
+// out-of-range schedule admitted meanwhile is marked Ready=False
+// (BadSchedule) by the controller once it is back, and never scheduled.
 func TestWebhookDown(t *testing.T) {
 	needEnv(t)
 	ns := namespace(t)
 	ctx := context.Background()
 	must(t, k8s.Create(ctx, policy(ns, "nightly", nil)))
 	must(t, stopCtrl())
-	defer func() { must(t, startController()) }()
+	restarted := false
+	defer func() {
+		if !restarted {
+			must(t, startController())
+		}
+	}()
 	p := dbPod(ns, "pg-0", optIn, map[string]string{inject.AnnotationPolicy: "nightly"})
 	cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
@@ -475,6 +484,38 @@ func TestWebhookDown(t *testing.T) {
 	}
 	if sidecarIn(p) != nil {
 		t.Fatal("injected with the webhook down?")
+	}
+
+	// Fails open for policies: created with no controller to answer.
+	bad := policy(ns, "out-of-range", func(p *amberv1.BackupPolicy) { p.Spec.Schedule = "61 * * * *" })
+	if err := k8s.Create(cctx, bad); err != nil {
+		t.Fatalf("BackupPolicy refused while the webhook is down: %v", err)
+	}
+	// The CRD's own validation does not depend on the webhook.
+	malformed := policy(ns, "malformed", func(p *amberv1.BackupPolicy) { p.Spec.Schedule = "every 6 hours" })
+	if err := k8s.Create(cctx, malformed); err == nil || !apierrors.IsInvalid(err) {
+		t.Errorf("a policy with schedule %q while the webhook is down: %v, want refused by the CRD's schema", malformed.Spec.Schedule, err)
+	}
+
+	restarted = true
+	must(t, startController())
+	eventually(t, "Ready=False BadSchedule on the out-of-range policy", func() (bool, string) {
+		var got amberv1.BackupPolicy
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(bad), &got); err != nil {
+			return false, err.Error()
+		}
+		c := meta.FindStatusCondition(got.Status.Conditions, controllers.CondReady)
+		if c == nil {
+			return false, "no Ready condition"
+		}
+		return c.Status == metav1.ConditionFalse && c.Reason == "BadSchedule" && got.Status.NextScheduleTime == nil,
+			fmt.Sprintf("%s %s: %s, next %v", c.Status, c.Reason, c.Message, got.Status.NextScheduleTime)
+	})
+	// Never scheduled (no next time above), and no Backup for it.
+	var backups amberv1.BackupList
+	must(t, k8s.List(ctx, &backups, client.InNamespace(ns)))
+	if len(backups.Items) != 0 {
+		t.Errorf("%d Backups for a policy with a bad schedule, want none", len(backups.Items))
 	}
 }
 

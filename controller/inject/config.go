@@ -48,7 +48,12 @@ func MutatingWebhookConfiguration(client admissionregistrationv1.WebhookClientCo
 
 // ValidatingWebhookConfiguration registers the BackupPolicy validator
 // (it parses schedules, which the CRD's pattern checks only in shape).
-// failurePolicy Fail: it guards only Amber's own objects.
+// failurePolicy Ignore: the API server's own CRD validation (patterns, CEL)
+// runs whether or not a controller answers; the webhook adds only the cron
+// range check, and a policy admitted while no controller runs is checked
+// again by the controller, which sets Ready=False (BadSchedule) and never
+// schedules it. So a policy can be created in the same pass as the
+// controller that will answer for it (a first helm install).
 func ValidatingWebhookConfiguration(client admissionregistrationv1.WebhookClientConfig) *admissionregistrationv1.ValidatingWebhookConfiguration {
 	return &admissionregistrationv1.ValidatingWebhookConfiguration{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "admissionregistration.k8s.io/v1", Kind: "ValidatingWebhookConfiguration"},
@@ -58,7 +63,7 @@ func ValidatingWebhookConfiguration(client admissionregistrationv1.WebhookClient
 			ClientConfig:            client,
 			AdmissionReviewVersions: []string{"v1"},
 			SideEffects:             ptr.To(admissionregistrationv1.SideEffectClassNone),
-			FailurePolicy:           ptr.To(admissionregistrationv1.Fail),
+			FailurePolicy:           ptr.To(admissionregistrationv1.Ignore),
 			TimeoutSeconds:          ptr.To[int32](5),
 			Rules: []admissionregistrationv1.RuleWithOperations{{
 				Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create, admissionregistrationv1.Update},

@@ -341,8 +341,8 @@ func TestWebhooksAreTheGeneratedOnes(t *testing.T) {
 		if w := gotM.Webhooks[0]; *w.FailurePolicy != admissionregistrationv1.Ignore || w.ObjectSelector.MatchLabels["amber.dev/inject"] != "true" {
 			t.Errorf("pod webhook: failurePolicy %s, objectSelector %v; want Ignore and amber.dev/inject=true", *w.FailurePolicy, w.ObjectSelector)
 		}
-		if w := gotV.Webhooks[0]; *w.FailurePolicy != admissionregistrationv1.Fail {
-			t.Errorf("policy webhook: failurePolicy %s, want Fail", *w.FailurePolicy)
+		if w := gotV.Webhooks[0]; *w.FailurePolicy != admissionregistrationv1.Ignore {
+			t.Errorf("policy webhook: failurePolicy %s, want Ignore", *w.FailurePolicy)
 		}
 		var d appsv1.Deployment
 		typed(t, one(t, objs, "Deployment"), &d)
