@@ -13,6 +13,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -132,8 +133,25 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 	if err := ca.WriteServingCert(o.CertDir, o.ServingNames, time.Now()); err != nil {
 		return fmt.Errorf("write the webhook's serving certificate: %w", err)
 	}
-	if err := ca.PatchCABundle(ctx, direct, o.MutatingConfig, o.ValidatingConfig); err != nil {
-		return err
+	// A chart creates the Deployment and the webhook configurations in one
+	// go, in no promised order: wait a while for configurations that do
+	// not exist yet instead of exiting (and crash-looping) at once.
+	for waited := time.Duration(0); ; waited += 2 * time.Second {
+		err := ca.PatchCABundle(ctx, direct, o.MutatingConfig, o.ValidatingConfig)
+		if err == nil {
+			break
+		}
+		if !apierrors.IsNotFound(err) || waited >= 2*time.Minute {
+			return err
+		}
+		if waited == 0 {
+			logger.Info("waiting for the webhook configurations to exist", "problem", err.Error())
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(2 * time.Second):
+		}
 	}
 
 	sidecar := o.Sidecar

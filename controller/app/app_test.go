@@ -843,3 +843,42 @@ func TestKubectlBackup(t *testing.T) {
 			strings.Contains(out, "plugin crashed"), out
 	})
 }
+
+// TestWaitsForWebhookConfigurations: a controller that starts before its
+// webhook configurations exist (a chart creates both at once) waits for
+// them and patches its CA in, instead of exiting.
+func TestWaitsForWebhookConfigurations(t *testing.T) {
+	needEnv(t)
+	port, err := freePort()
+	must(t, err)
+	o := baseOpts
+	o.WebhookPort, o.CertDir = port, t.TempDir()
+	o.MutatingConfig, o.ValidatingConfig = "late-sidecar-injector", ""
+	// The same lease as the test's controller: this one never leads, so
+	// its reconcilers stay idle (the CA is patched before the election).
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- app.Run(ctx, cfg, o) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	time.Sleep(3 * time.Second)
+	select {
+	case err := <-done:
+		t.Fatalf("the controller exited while its webhook configuration did not exist yet: %v", err)
+	default:
+	}
+	u := "https://127.0.0.1:1/late"
+	none := admissionregistrationv1.SideEffectClassNone
+	mwc := &admissionregistrationv1.MutatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: "late-sidecar-injector"},
+		Webhooks: []admissionregistrationv1.MutatingWebhook{{Name: "late.amber.dev", ClientConfig: admissionregistrationv1.WebhookClientConfig{URL: &u},
+			SideEffects: &none, AdmissionReviewVersions: []string{"v1"},
+			ObjectSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"amber.dev/never": "true"}}}}}
+	must(t, k8s.Create(context.Background(), mwc))
+	defer k8s.Delete(context.Background(), mwc)
+	eventually(t, "the CA patched into the late configuration", func() (bool, string) {
+		must(t, k8s.Get(context.Background(), client.ObjectKeyFromObject(mwc), mwc))
+		return len(mwc.Webhooks[0].ClientConfig.CABundle) > 0, "caBundle empty"
+	})
+}
