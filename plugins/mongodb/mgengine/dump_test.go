@@ -2,8 +2,8 @@ package mgengine_test
 
 import (
 	"bytes"
-	"errors"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
