@@ -9,13 +9,21 @@
 //   - LogicalDump options "workers" (collections read at once, default 4),
 //     "spool_dir" (where a collection read while another is sent waits,
 //     default the temp dir), "batch_size" (documents per cursor batch).
+//   - Archive options "max_segment_bytes" (default 16 MiB);
+//     ArchiveRequest.FlushInterval bounds how long an entry waits before it
+//     is sent (default 1 s).
 //   - LogicalRestore options "workers" (insert batches in flight, default
 //     4), "drop" (true: drop target collections that exist; default a
 //     non-empty one is refused), "no_oplog" (true: skip the oplog window
 //     recorded with the dump).
 //
 // Positions: epoch 1, offset = ts seconds << 32 | increment, token = the
-// 8-byte big-endian offset, text "Timestamp(1700000000, 3)".
+// 8-byte big-endian offset, text "Timestamp(1700000000, 3)". Positions the
+// plugin reports are boundaries, one past the last entry they include: a
+// segment holding entries up to Timestamp(1700000000, 3) ends at
+// Timestamp(1700000000, 4), where the next one starts, and a backup whose
+// oplog window ends at that entry is consistent from there. A rollback
+// would start a new epoch; detecting one is not built yet.
 //
 // Like every plugin it must never import sidecar/ or controller/.
 package mongodb
@@ -51,7 +59,7 @@ func (e *Engine) Info(context.Context) (api.Info, error) {
 	return api.Info{
 		Engine:           "mongodb",
 		PluginVersion:    Version,
-		Capabilities:     []api.Capability{api.LogicalDump, api.LogicalRestore},
+		Capabilities:     []api.Capability{api.LogicalDump, api.LogicalRestore, api.Archive, api.Replay},
 		SupportedServers: "MongoDB 5.0 and newer (untested); the MongoDB wire protocol of FerretDB 1.24 (tested)",
 	}, nil
 }
@@ -146,8 +154,14 @@ func (e *Engine) LogicalDump(ctx context.Context, req api.BackupRequest, sink ap
 	took := time.Since(start)
 	slog.Info("dump done", "databases", len(res.Databases), "collections", res.Collections, "docs", res.Docs,
 		"bytes", res.Bytes, "oplog_ops", res.OplogOps, "took", took)
+	// Boundaries: the copy holds every entry up to the window's end once
+	// the window is applied, so it is consistent just past it.
+	var from, consistent mgengine.Pos
+	if res.Info.Oplog {
+		from, consistent = res.Start.Next(), res.End.Next()
+	}
 	return api.BackupResult{
-		Start: Position(res.Start), Consistent: Position(res.End), StartTime: start, ConsistentTime: res.Time,
+		Start: Position(from), Consistent: Position(consistent), StartTime: start, ConsistentTime: res.Time,
 		ServerVersion: res.Info.Version, SystemID: res.Info.Lineage,
 		Metadata: map[string]string{
 			"format":      mgengine.FormatVersion,
@@ -196,4 +210,116 @@ func (e *Engine) LogicalRestore(ctx context.Context, req api.RestoreRequest, src
 		"oplog_ops":   strconv.Itoa(res.OplogOps),
 		"restore_ms":  strconv.FormatInt(took.Milliseconds(), 10),
 	}}, nil
+}
+
+// Archive tails local.oplog.rs and sends segments of entries, each ending
+// one past its last entry. Durable positions are received but release
+// nothing: the oplog is capped, and MongoDB keeps entries by its size, not
+// by a reader's progress; a resume point the oplog rolled past is sent as
+// a hole.
+func (e *Engine) Archive(ctx context.Context, req api.ArchiveRequest, out api.SegmentSink, durable <-chan api.Position) error {
+	o := mgengine.ArchiveOptions{FlushInterval: req.FlushInterval, Logger: slog.Default()}
+	if !req.Start.IsZero() {
+		p, err := mgengine.ParseToken(req.Start.Token)
+		if err != nil {
+			return fmt.Errorf("archive start %s: %w", req.Start, err)
+		}
+		o.Start = p
+	}
+	var err error
+	if o.MaxSegment, err = intOption(req.Options, "max_segment_bytes"); err != nil {
+		return err
+	}
+	send := func(ctx context.Context, s mgengine.Segment) error {
+		w, err := out.Begin(ctx, api.SegmentHeader{Name: s.Name, Start: Position(s.Start)})
+		if err != nil {
+			return err
+		}
+		if _, err := w.Write(s.Data); err != nil {
+			_ = w.Abort(err.Error())
+			return err
+		}
+		return w.Finish(api.SegmentTrailer{End: Position(s.End), FirstCommit: s.FirstCommit, LastCommit: s.LastCommit})
+	}
+	actx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	runErr := make(chan error, 1)
+	go func() { runErr <- mgengine.Archive(actx, uri(req.Target), o, send) }()
+	for {
+		select {
+		case _, ok := <-durable:
+			if !ok {
+				cancel()
+				if err := <-runErr; err != nil && !errors.Is(err, context.Canceled) {
+					return err
+				}
+				return nil
+			}
+		case err := <-runErr:
+			if err == nil && ctx.Err() != nil {
+				err = ctx.Err()
+			}
+			return err
+		}
+	}
+}
+
+// Replay applies archived oplog entries from req.From up to req.To to the
+// target, idempotently, limited to the backup's databases and renamed as
+// its restore was (option "backup.databases"). Time targets compare with
+// the entries' wall time (milliseconds); position targets with ts.
+func (e *Engine) Replay(ctx context.Context, req api.ReplayRequest, src api.SegmentSource) (api.ReplayResult, error) {
+	from, err := mgengine.ParseToken(req.From.Token)
+	if err != nil {
+		return api.ReplayResult{}, fmt.Errorf("replay start %s: %w", req.From, err)
+	}
+	if from.IsZero() {
+		return api.ReplayResult{}, errors.New("the backup has no oplog position (it was taken from a server without an oplog): it cannot be rolled forward")
+	}
+	o := mgengine.ReplayOptions{From: from, Inclusive: req.To.Inclusive}
+	if dbs := req.Options["backup.databases"]; dbs != "" {
+		o.Databases = strings.Split(dbs, ",")
+	}
+	if target := mgengine.DatabaseOf(uri(req.Target)); target != "" && len(o.Databases) == 1 && o.Databases[0] != target {
+		o.Rename = func(string) string { return target }
+	}
+	switch to := req.To; {
+	case to.IsLatest():
+	case !to.Time.IsZero():
+		o.StopTime = to.Time
+	case !to.Position.IsZero():
+		p, err := mgengine.ParseToken(to.Position.Token)
+		if err != nil || p.IsZero() {
+			if p, err = mgengine.ParseText(to.Position.Text); err != nil {
+				return api.ReplayResult{}, fmt.Errorf("recovery target %s: %w", to.Position, err)
+			}
+		}
+		o.StopPos = p
+	case to.Txn != "":
+		return api.ReplayResult{}, fmt.Errorf("recovery to a transaction (%s) is not supported; give --to-time or --to-position", to.Txn)
+	default:
+		return api.ReplayResult{}, fmt.Errorf("MongoDB has no named restore points (%q); give --to-time or --to-position", to.Name)
+	}
+	fetch := func(ctx context.Context, after mgengine.Pos) (mgengine.Pos, mgengine.Pos, io.ReadCloser, error) {
+		seg, r, err := src.Fetch(ctx, api.SegmentQuery{After: Position(after), Stream: req.Stream})
+		if errors.Is(err, api.ErrNoSegment) {
+			return mgengine.Pos{}, mgengine.Pos{}, nil, mgengine.ErrNoMoreLog
+		}
+		if err != nil {
+			return mgengine.Pos{}, mgengine.Pos{}, nil, err
+		}
+		start, err1 := mgengine.ParseToken(seg.Start.Token)
+		end, err2 := mgengine.ParseToken(seg.End.Token)
+		if err := errors.Join(err1, err2); err != nil {
+			r.Close()
+			return mgengine.Pos{}, mgengine.Pos{}, nil, fmt.Errorf("archived segment %s: %w", seg.Name, err)
+		}
+		return start, end, r, nil
+	}
+	res, err := mgengine.Replay(ctx, uri(req.Target), o, fetch)
+	if err != nil {
+		return api.ReplayResult{}, err
+	}
+	return api.ReplayResult{Reached: Position(res.Pos), ReachedTime: res.Time,
+		Metadata: map[string]string{"segments": strconv.Itoa(res.Segments), "entries": strconv.Itoa(res.Entries)}}, nil
 }

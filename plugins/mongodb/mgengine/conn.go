@@ -97,14 +97,13 @@ func redact(msg, uri string) string {
 	return msg
 }
 
-// password extracts the password from a URI without a full parse, so it
-// works on malformed URIs too.
+// password extracts the password from a URI (of any scheme) without a
+// full parse, so it works on malformed URIs too.
 func password(uri string) string {
-	rest, ok := strings.CutPrefix(uri, "mongodb://")
+	// Any scheme: a URI of the wrong kind is quoted in errors too.
+	_, rest, ok := strings.Cut(uri, "://")
 	if !ok {
-		if rest, ok = strings.CutPrefix(uri, "mongodb+srv://"); !ok {
-			return ""
-		}
+		return ""
 	}
 	at := strings.LastIndex(rest, "@")
 	if at < 0 {
@@ -125,4 +124,14 @@ func password(uri string) string {
 		return u
 	}
 	return pw
+}
+
+// DatabaseOf returns the database uri names, or "" (also when it is
+// malformed).
+func DatabaseOf(uri URI) string {
+	cs, err := connstring.Parse(string(uri))
+	if err != nil {
+		return ""
+	}
+	return cs.Database
 }

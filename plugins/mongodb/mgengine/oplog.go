@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -30,7 +31,10 @@ type Entry struct {
 type Applier struct {
 	Client *mongo.Client
 	// Rename maps a source database to the target's; nil keeps names.
-	Rename  func(db string) string
+	Rename func(db string) string
+	// Only, when not empty, names the source databases to apply; entries
+	// of others are skipped. admin, local and config are always skipped.
+	Only    map[string]bool
 	Applied int
 }
 
@@ -55,6 +59,16 @@ func (a *Applier) split(ns string) (db, coll string) {
 }
 
 func (a *Applier) apply(ctx context.Context, e Entry) error {
+	srcDB, _, _ := strings.Cut(e.NS, ".")
+	isApplyOps := e.Op == "c" && len(e.O) > 5
+	if isApplyOps {
+		if els, err := e.O.Elements(); err == nil && len(els) > 0 {
+			isApplyOps = els[0].Key() == "applyOps"
+		}
+	}
+	if !isApplyOps && (slices.Contains(systemDatabases, srcDB) || (len(a.Only) > 0 && !a.Only[srcDB])) {
+		return nil
+	}
 	db, coll := a.split(e.NS)
 	c := a.Client.Database(db).Collection(coll)
 	switch e.Op {

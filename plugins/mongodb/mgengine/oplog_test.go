@@ -166,6 +166,7 @@ func TestRedact(t *testing.T) {
 		{"mongodb://amber:plain@h1:1,h2:2/db?replicaSet=rs", "plain"},
 		{"mongodb+srv://u:p4ss@cluster.example/", "p4ss"},
 		{"mongodb://h:27017/db", ""},
+		{"postgres://amber:Pg-Pw@127.0.0.1/app", "Pg-Pw"},
 	} {
 		if got := password(tc.uri); got != tc.pw {
 			t.Errorf("password(%s) = %q, want %q", tc.uri, got, tc.pw)

@@ -69,3 +69,8 @@ func ParseText(s string) (Pos, error) {
 	}
 	return Pos{T: uint32(a), I: uint32(b)}, nil
 }
+
+// Next is the boundary just past p: log from Next on comes after p.
+// Positions the plugin reports are such boundaries (a backup's consistent
+// point, a segment's end), as docs/plugin-protocol.md describes.
+func (p Pos) Next() Pos { return FromOffset(p.Offset() + 1) }

@@ -228,7 +228,11 @@ func LogicalRestore(ctx context.Context, uri URI, src Source, o RestoreOptions) 
 		}
 	}
 	if meta.Oplog && !o.NoOplog && len(oplog) > 0 {
-		a := &Applier{Client: c.Client, Rename: rename}
+		only := map[string]bool{}
+		for _, d := range meta.Databases {
+			only[d] = true
+		}
+		a := &Applier{Client: c.Client, Rename: rename, Only: only}
 		for _, e := range oplog {
 			if err := a.Apply(ctx, e); err != nil {
 				return nil, err
