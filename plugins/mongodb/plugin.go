@@ -241,15 +241,16 @@ func (e *Engine) Archive(ctx context.Context, req api.ArchiveRequest, out api.Se
 		}
 		return w.Finish(api.SegmentTrailer{End: Position(s.End), FirstCommit: s.FirstCommit, LastCommit: s.LastCommit})
 	}
-	actx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	stop := make(chan struct{})
+	o.Stop = stop
 	runErr := make(chan error, 1)
-	go func() { runErr <- mgengine.Archive(actx, uri(req.Target), o, send) }()
+	go func() { runErr <- mgengine.Archive(ctx, uri(req.Target), o, send) }()
 	for {
 		select {
 		case _, ok := <-durable:
 			if !ok {
-				cancel()
+				// The host is done: send what is held, then return.
+				close(stop)
 				if err := <-runErr; err != nil && !errors.Is(err, context.Canceled) {
 					return err
 				}

@@ -34,7 +34,11 @@ type ArchiveOptions struct {
 	FlushInterval time.Duration // max age of the oldest unsent entry; default 1 s
 	MaxSegment    int           // bytes; default 16 MiB
 	Logger        *slog.Logger
+	// Stop, when closed, makes Archive send what it holds and return nil.
+	Stop <-chan struct{}
 }
+
+var errStopped = errors.New("archiving stopped")
 
 // Archive tails local.oplog.rs with a tailable, awaitData cursor and
 // sends its entries in segments until ctx ends.
@@ -83,6 +87,9 @@ func Archive(ctx context.Context, uri URI, o ArchiveOptions, send func(context.C
 	o.Logger.Info("archiving the oplog", "from", start.Text())
 	for {
 		next, err := tail(ctx, c, oplog, start, o, send)
+		if errors.Is(err, errStopped) {
+			return nil
+		}
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -122,34 +129,38 @@ func tail(ctx context.Context, c *Conn, oplog *mongo.Collection, start Pos, o Ar
 		buf = bytes.Buffer{}
 		return nil
 	}
+	add := func() error {
+		var e struct {
+			TS   bson.Timestamp `bson:"ts"`
+			Wall time.Time      `bson:"wall"`
+		}
+		if err := bson.Unmarshal(cur.Current, &e); err != nil {
+			return fmt.Errorf("oplog entry: %w", err)
+		}
+		p := Pos{T: e.TS.T, I: e.TS.I}
+		if p.Less(seg.Start) {
+			return nil
+		}
+		at := e.Wall
+		if at.IsZero() {
+			at = time.Unix(int64(e.TS.T), 0)
+		}
+		if seg.Entries == 0 {
+			seg.FirstCommit, firstAt = at, time.Now()
+		}
+		seg.LastCommit = at
+		seg.End = p.Next()
+		seg.Entries++
+		buf.Write(cur.Current)
+		if buf.Len() >= o.MaxSegment {
+			return flush()
+		}
+		return nil
+	}
 	for {
 		if cur.TryNext(ctx) {
-			var e struct {
-				TS   bson.Timestamp `bson:"ts"`
-				Wall time.Time      `bson:"wall"`
-			}
-			if err := bson.Unmarshal(cur.Current, &e); err != nil {
-				return start, fmt.Errorf("oplog entry: %w", err)
-			}
-			p := Pos{T: e.TS.T, I: e.TS.I}
-			if p.Less(seg.Start) {
-				continue
-			}
-			at := e.Wall
-			if at.IsZero() {
-				at = time.Unix(int64(e.TS.T), 0)
-			}
-			if seg.Entries == 0 {
-				seg.FirstCommit, firstAt = at, time.Now()
-			}
-			seg.LastCommit = at
-			seg.End = p.Next()
-			seg.Entries++
-			buf.Write(cur.Current)
-			if buf.Len() >= o.MaxSegment {
-				if err := flush(); err != nil {
-					return start, err
-				}
+			if err := add(); err != nil {
+				return start, err
 			}
 			continue
 		}
@@ -161,6 +172,35 @@ func tail(ctx context.Context, c *Conn, oplog *mongo.Collection, start Pos, o Ar
 				return start, ferr
 			}
 			return start, c.explain(fmt.Errorf("tail the oplog: %w", err))
+		}
+		select {
+		case <-o.Stop:
+			// Send every entry written before the stop. A tailable cursor
+			// may show the newest entries only on a later batch, or die
+			// when it runs dry: read them with a plain query instead.
+			if err := flush(); err != nil {
+				return start, err
+			}
+			rest, err := oplog.Find(ctx, bson.D{{Key: "ts", Value: bson.D{{Key: "$gte", Value: bson.Timestamp{T: start.T, I: start.I}}}}},
+				options.Find().SetSort(bson.D{{Key: "$natural", Value: 1}}))
+			if err != nil {
+				return start, c.explain(fmt.Errorf("read the oplog: %w", err))
+			}
+			cur.Close(ctx)
+			cur = rest
+			for cur.Next(ctx) {
+				if err := add(); err != nil {
+					return start, err
+				}
+			}
+			if err := cur.Err(); err != nil {
+				return start, c.explain(fmt.Errorf("read the oplog: %w", err))
+			}
+			if err := flush(); err != nil {
+				return start, err
+			}
+			return start, errStopped
+		default:
 		}
 		if seg.Entries > 0 && time.Since(firstAt) >= o.FlushInterval {
 			if err := flush(); err != nil {

@@ -3,7 +3,6 @@ package mgengine_test
 import (
 	"bytes"
 	"context"
-	"errors"
 	"io"
 	"sync"
 	"testing"
@@ -42,10 +41,12 @@ func TestArchiveReplay(t *testing.T) {
 
 	var mu sync.Mutex
 	var segs []mgengine.Segment
-	actx, stop := context.WithCancel(ctx)
+	stop := make(chan struct{})
 	done := make(chan error, 1)
 	go func() {
-		done <- mgengine.Archive(actx, mgengine.URI(srv.Base), mgengine.ArchiveOptions{FlushInterval: 100 * time.Millisecond},
+		// A flush interval longer than the test: the last entries are
+		// sent only because Stop asks for what is held.
+		done <- mgengine.Archive(ctx, mgengine.URI(srv.Base), mgengine.ArchiveOptions{FlushInterval: time.Minute, MaxSegment: 2000, Stop: stop},
 			func(_ context.Context, s mgengine.Segment) error {
 				mu.Lock()
 				defer mu.Unlock()
@@ -72,9 +73,8 @@ func TestArchiveReplay(t *testing.T) {
 	if _, err := m.DeleteOne(ctx, bson.D{{Key: "_id", Value: 2}}); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(500 * time.Millisecond)
-	stop()
-	if err := <-done; !errors.Is(err, context.Canceled) {
+	close(stop)
+	if err := <-done; err != nil {
 		t.Fatalf("archive ended with %v", err)
 	}
 	mu.Lock()
