@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -30,6 +31,7 @@ func TestMongoDBConformance(t *testing.T) {
 	bin := mongoBins(t)
 	amber := func(repo string, args ...string) *exec.Cmd { return mysqlAmber(bin, repo, args...) }
 	t.Run("RoundTripTypes", func(t *testing.T) { mongoRoundTripTypes(t, amber) })
+	t.Run("LogicalPointInTime", func(t *testing.T) { mongoLogicalPointInTime(t, amber) })
 	conformance.Run(t, &mongoDriver{}, amber)
 }
 
@@ -153,6 +155,126 @@ func mongoRoundTripTypes(t *testing.T, amber conformance.AmberRunner) {
 	t.Logf("amber backup: %.1f MB, %d docs in %v (%.1f MB/s, %.0f docs/s); amber restore: %v (%.1f MB/s, %.0f docs/s)",
 		mb, ndocs, dumpTook.Round(time.Millisecond), mb/dumpTook.Seconds(), float64(ndocs)/dumpTook.Seconds(),
 		restoreTook.Round(time.Millisecond), mb/restoreTook.Seconds(), float64(ndocs)/restoreTook.Seconds())
+}
+
+// mongoLogicalPointInTime: `amber archive` tails the oplog while markers
+// are written; a logical restore into a new database with --to-position
+// or --to-time holds exactly the markers written up to the target (the
+// target entry itself left out with --exclusive), and a target past the
+// archive is refused before anything is written.
+func mongoLogicalPointInTime(t *testing.T, amber conformance.AmberRunner) {
+	ctx := context.Background()
+	src := startMongo(t)
+	cl := mongoClient(t, src.Base)
+	if src.FerretDB {
+		if err := cl.Database("local").CreateCollection(ctx, "oplog.rs", options.CreateCollection().SetCapped(true).SetSizeInBytes(64<<20)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m := cl.Database(src.DBName).Collection("m")
+	insert := func(from, to int) {
+		for i := from; i <= to; i++ {
+			if _, err := m.InsertOne(ctx, bson.D{{Key: "_id", Value: i}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	repo := filepath.Join(t.TempDir(), "repo")
+	run := func(t *testing.T, args ...string) string {
+		t.Helper()
+		var out, errb bytes.Buffer
+		c := amber(repo, args...)
+		c.Stdout, c.Stderr = &out, &errb
+		if err := c.Run(); err != nil {
+			t.Fatalf("amber %s: %v\n%s%s", strings.Join(args, " "), err, out.String(), errb.String())
+		}
+		return out.String()
+	}
+	run(t, "repo", "init")
+	var archErr bytes.Buffer
+	arch := amber(repo, "archive", "--engine", "mongodb", "--dsn", src.Base, "--flush-interval", "200ms")
+	arch.Stderr = &archErr
+	if err := arch.Start(); err != nil {
+		t.Fatal(err)
+	}
+	archDone := make(chan error, 1)
+	go func() { archDone <- arch.Wait() }()
+	t.Cleanup(func() { arch.Process.Kill() })
+	time.Sleep(2 * time.Second) // the archiver has its starting point
+	insert(1, 30)
+	run(t, "backup", "--engine", "mongodb", "--dsn", src.DSN(), "--mode", "logical")
+	insert(31, 40)
+	newest := func() string {
+		var last struct {
+			TS bson.Timestamp `bson:"ts"`
+		}
+		if err := cl.Database("local").Collection("oplog.rs").FindOne(ctx, bson.D{}, options.FindOne().SetSort(bson.D{{Key: "$natural", Value: -1}})).Decode(&last); err != nil {
+			t.Fatal(err)
+		}
+		return fmt.Sprintf("Timestamp(%d, %d)", last.TS.T, last.TS.I)
+	}
+	pos := newest()
+	insert(41, 60)
+	time.Sleep(50 * time.Millisecond)
+	cut := time.Now().UTC()
+	time.Sleep(50 * time.Millisecond)
+	insert(61, 80)
+	end := newest()
+	time.Sleep(2 * time.Second)
+	arch.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-archDone:
+		if err != nil {
+			t.Fatalf("amber archive: %v\n%s", err, archErr.String())
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatalf("amber archive did not stop within 60 s of SIGTERM:\n%s", archErr.String())
+	}
+	count := func(uri string) (int64, int32) {
+		c := mongoDB(t, uri).Collection("m")
+		n, err := c.CountDocuments(ctx, bson.D{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var top struct {
+			ID int32 `bson:"_id"`
+		}
+		if n > 0 {
+			if err := c.FindOne(ctx, bson.D{}, options.FindOne().SetSort(bson.D{{Key: "_id", Value: -1}})).Decode(&top); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return n, top.ID
+	}
+	for i, c := range []struct {
+		name string
+		args []string
+		want int
+	}{
+		{"position", []string{"--to-position", pos}, 40},
+		{"time", []string{"--to-time", cut.Format(time.RFC3339Nano)}, 60},
+		{"the last entry", []string{"--to-position", end}, 80},
+		{"exclusive", []string{"--to-position", end, "--exclusive"}, 79},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dst := src.URIFor(fmt.Sprintf("%spitr_%d", src.Prefix, i))
+			run(t, append([]string{"restore", "--engine", "mongodb", "--dsn", dst}, c.args...)...)
+			if n, top := count(dst); n != int64(c.want) || int(top) != c.want {
+				t.Errorf("restored to %s: %d markers up to %d, want %d", c.name, n, top, c.want)
+			}
+		})
+	}
+	t.Run("past the window", func(t *testing.T) {
+		dst := src.URIFor(src.Prefix + "never")
+		c := amber(repo, "restore", "--engine", "mongodb", "--dsn", dst, "--to-time", time.Now().Add(time.Hour).UTC().Format(time.RFC3339))
+		out, err := c.CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "recoverable window") {
+			t.Fatalf("a restore past the archive: %v\n%s", err, out)
+		}
+		if names, _ := cl.Database(src.Prefix+"never").ListCollectionNames(ctx, bson.D{}); len(names) != 0 {
+			t.Errorf("a refused restore created %v", names)
+		}
+	})
 }
 
 // mongoBulk inserts about size bytes of random 1 KB documents into
