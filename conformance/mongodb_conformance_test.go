@@ -446,11 +446,7 @@ func (*mongoDriver) BadInputs(t testing.TB, s conformance.Server) []conformance.
 			Want: []string{"oplog", "replica set"}})
 	} else {
 		// FerretDB's SQLite handler has no authentication; a real server does.
-		u := strings.Replace(m.DSN(), "://", "://amber_nobody:Wr0ng-Pw-9184@", 1)
-		if strings.Contains(m.Base, "@") {
-			u = m.DSN()[:strings.Index(m.DSN(), "://")+3] + "amber_nobody:Wr0ng-Pw-9184@" + m.DSN()[strings.LastIndex(m.DSN(), "@")+1:]
-		}
-		cases = append(cases, conformance.BadInput{Name: "wrong password", Args: logical(u),
+		cases = append(cases, conformance.BadInput{Name: "wrong password", Args: logical(testbed.WithUser(m.DSN(), "amber_nobody", "Wr0ng-Pw-9184")),
 			Want: []string{"authentication failed", "check the user and password"}, Secret: "Wr0ng-Pw-9184"})
 	}
 	return cases

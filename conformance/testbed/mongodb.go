@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -157,4 +158,21 @@ func (m *MongoDB) Stop() {
 		}
 	}
 	m.cmd = nil
+}
+
+// WithUser returns uri logging in as user with password, keeping its
+// hosts, database and options.
+func WithUser(uri, user, password string) string {
+	scheme, rest, ok := strings.Cut(uri, "://")
+	if !ok {
+		return uri
+	}
+	hostEnd := strings.IndexAny(rest, "/?")
+	if hostEnd < 0 {
+		hostEnd = len(rest)
+	}
+	if at := strings.LastIndex(rest[:hostEnd], "@"); at >= 0 {
+		rest = rest[at+1:]
+	}
+	return scheme + "://" + url.UserPassword(user, password).String() + "@" + rest
 }
