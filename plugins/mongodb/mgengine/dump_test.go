@@ -143,8 +143,8 @@ func TestRoundTripTypes(t *testing.T) {
 
 	// A second restore into the same, now full, database is refused...
 	_, err = mgengine.LogicalRestore(ctx, mgengine.URI(srv.URIFor(target)), sink.source(), mgengine.RestoreOptions{})
-	if err == nil || !strings.Contains(err.Error(), "drop=true") {
-		t.Errorf("restore over a full database: %v, want a refusal naming drop=true", err)
+	if err == nil || !strings.Contains(err.Error(), "restore into an empty database") {
+		t.Errorf("restore over a full database: %v, want a refusal naming the fix", err)
 	}
 	// ... unless asked to drop.
 	if _, err := mgengine.LogicalRestore(ctx, mgengine.URI(srv.URIFor(target)), sink.source(), mgengine.RestoreOptions{Drop: true}); err != nil {

@@ -286,14 +286,14 @@ func createCollection(ctx context.Context, c *Conn, coll Collection, drop bool) 
 				return c.explain(fmt.Errorf("drop %s: %w", coll.NS(), err))
 			}
 		} else if coll.Type == "view" {
-			return fmt.Errorf("view %s already exists in the target; restore into an empty database or pass --option drop=true", coll.NS())
+			return fmt.Errorf("view %s already exists in the target: restore into an empty database (name a new one in the URI) or drop the view first", coll.NS())
 		} else {
 			n, err := db.Collection(coll.Name).EstimatedDocumentCount(ctx)
 			if err != nil {
 				return c.explain(fmt.Errorf("count %s: %w", coll.NS(), err))
 			}
 			if n > 0 {
-				return fmt.Errorf("collection %s already holds %d documents in the target; restore into an empty database or pass --option drop=true", coll.NS(), n)
+				return fmt.Errorf("collection %s already holds %d documents in the target: restore into an empty database (name a new one in the URI) or drop the collection first", coll.NS(), n)
 			}
 			return nil
 		}
