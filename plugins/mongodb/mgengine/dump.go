@@ -141,6 +141,9 @@ func LogicalDump(ctx context.Context, uri URI, sink Sink, o DumpOptions) (*DumpR
 		if err != nil {
 			return nil, err
 		}
+		if len(colls) == 0 && len(o.Databases) == 0 && c.Database != "" {
+			return nil, fmt.Errorf("database %q holds no collections on %s (MongoDB has no such database): check the database name in the URI, or name none to dump every database", db, info.HostsLabel)
+		}
 		meta.Collections = append(meta.Collections, colls...)
 	}
 	if info.Oplog {

@@ -131,6 +131,10 @@ func TestRoundTripTypes(t *testing.T) {
 		t.Errorf("dump: %d collections, %d docs; want 4 and 107 (entries %v)", res.Collections, res.Docs, sink.names)
 	}
 
+	if _, err := mgengine.LogicalDump(ctx, mgengine.URI(srv.URIFor(srv.Prefix+"nosuch")), &memSink{}, mgengine.DumpOptions{}); err == nil || !strings.Contains(err.Error(), "check the database name") {
+		t.Errorf("dump of a database that does not exist: %v, want an error naming the fix", err)
+	}
+
 	target := srv.Prefix + "copy"
 	start = time.Now()
 	rres, err := mgengine.LogicalRestore(ctx, mgengine.URI(srv.URIFor(target)), sink.source(), mgengine.RestoreOptions{Workers: 3})
