@@ -40,7 +40,8 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   fi
 fi
 
-# Go-built servers and peers: each from its own tools module, pinned, cached in $DEPS/bin.
+# Go-built servers and peers (MinIO, restic, ferretdb-testbed for MongoDB, ...):
+# each from its own tools module, pinned, cached in $DEPS/bin.
 for script in "$here"/tools/*/build.sh; do
   [ -f "$script" ] && bash "$script" "$DEPS/bin"
 done

@@ -68,7 +68,7 @@ amber exits 0.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&engine, "engine", "", "database engine plugin: postgres, mysql")
+	cmd.Flags().StringVar(&engine, "engine", "", "database engine plugin: postgres, mysql, mongodb")
 	cmd.Flags().StringVar(&dsnFlag, "dsn", "", "connection string of a role allowed to replicate (default: env AMBER_DSN); prefer --dsn-file")
 	cmd.Flags().StringVar(&dsnFile, "dsn-file", "", "read the connection string from this file")
 	cmd.Flags().StringVar(&slot, "slot", "amber", "replication slot name (PostgreSQL)")

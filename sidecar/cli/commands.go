@@ -242,7 +242,7 @@ printed or logged.`,
 		},
 	}
 	cmd.Flags().BoolVar(&stdin, "stdin", false, "back up standard input")
-	cmd.Flags().StringVar(&engine, "engine", "", "database engine plugin: postgres, mysql")
+	cmd.Flags().StringVar(&engine, "engine", "", "database engine plugin: postgres, mysql, mongodb")
 	cmd.Flags().StringVar(&dsnFlag, "dsn", "", "database connection string (default: env AMBER_DSN); prefer --dsn-file, as arguments show in ps")
 	cmd.Flags().StringVar(&dsnFile, "dsn-file", "", "read the database connection string from this file")
 	cmd.Flags().StringVar(&mode, "mode", "physical", "with --engine: physical (whole cluster, restorable to any point in time) or logical (a dump)")

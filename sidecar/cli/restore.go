@@ -66,7 +66,7 @@ naming the damaged object.`,
 	fl.StringVar(&f.backupRef, "backup", "", "backup id, unique id prefix, or latest (default: latest, or the newest before the target)")
 	fl.StringVar(&f.name, "name", "", "only consider backups of this name")
 	fl.BoolVar(&f.toStdout, "stdout", false, "write the backup's stream to standard output")
-	fl.StringVar(&f.engine, "engine", "", "database engine plugin: postgres, mysql")
+	fl.StringVar(&f.engine, "engine", "", "database engine plugin: postgres, mysql, mongodb")
 	fl.StringVar(&f.dataDir, "data-dir", "", "physical restore: the empty directory to restore into")
 	fl.StringVar(&f.dsn, "dsn", "", "logical restore: the database to load into (default: env AMBER_RESTORE_DSN); prefer --dsn-file, as arguments show in ps")
 	fl.StringVar(&f.dsnFile, "dsn-file", "", "logical restore: read the target database's connection string from this file")

@@ -1,0 +1,321 @@
+package mgengine
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+)
+
+// Segment is a run of oplog entries read from one cursor without
+// interruption: concatenated BSON documents. Start and End are
+// boundaries: the segment holds the entries with Start <= ts < End, and End
+// is one past its last entry, where the next segment starts.
+type Segment struct {
+	Name                    string
+	Start, End              Pos
+	Data                    []byte
+	Entries                 int
+	FirstCommit, LastCommit time.Time
+}
+
+// ArchiveOptions tune Archive.
+type ArchiveOptions struct {
+	// Start is the boundary to resume from (the archived end); zero: just
+	// after the newest entry in the oplog.
+	Start         Pos
+	FlushInterval time.Duration // max age of the oldest unsent entry; default 1 s
+	MaxSegment    int           // bytes; default 16 MiB
+	Logger        *slog.Logger
+	// Stop, when closed, makes Archive send what it holds and return nil.
+	Stop <-chan struct{}
+}
+
+var errStopped = errors.New("archiving stopped")
+
+// Archive tails local.oplog.rs with a tailable, awaitData cursor and
+// sends its entries in segments until ctx ends.
+func Archive(ctx context.Context, uri URI, o ArchiveOptions, send func(context.Context, Segment) error) error {
+	if o.FlushInterval <= 0 {
+		o.FlushInterval = time.Second
+	}
+	if o.MaxSegment <= 0 {
+		o.MaxSegment = 16 << 20
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	c, err := Connect(ctx, uri)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	last, ok, err := c.LastOplog(ctx)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return ErrNoOplog
+	}
+	oplog := c.Client.Database("local").Collection("oplog.rs")
+	start := o.Start
+	if start.IsZero() {
+		start = last.Next()
+	} else {
+		// Resume: if the oplog no longer holds the last archived entry,
+		// the first segment starts at the oldest entry left, past the
+		// archived end: the host sees the hole.
+		var first struct {
+			TS bson.Timestamp `bson:"ts"`
+		}
+		err := oplog.FindOne(ctx, bson.D{}, options.FindOne().SetSort(bson.D{{Key: "$natural", Value: 1}})).Decode(&first)
+		if err != nil && !errors.Is(err, mongo.ErrNoDocuments) {
+			return c.explain(fmt.Errorf("read the oldest oplog entry: %w", err))
+		}
+		if oldest := (Pos{T: first.TS.T, I: first.TS.I}); err == nil && start.Less(oldest) {
+			o.Logger.Warn("the oplog rolled past the archived end: log between them is lost", "archived_end", start.Text(), "oldest", oldest.Text())
+			start = oldest
+		}
+	}
+	o.Logger.Info("archiving the oplog", "from", start.Text())
+	for {
+		next, err := tail(ctx, c, oplog, start, o, send)
+		if errors.Is(err, errStopped) {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err != nil {
+			return err
+		}
+		// The cursor died (the capped collection rolled over it, or the
+		// server closed it): open another from where this one stopped.
+		start = next
+	}
+}
+
+// tail reads from one cursor and returns the boundary it reached when
+// the cursor ends.
+func tail(ctx context.Context, c *Conn, oplog *mongo.Collection, start Pos, o ArchiveOptions, send func(context.Context, Segment) error) (Pos, error) {
+	filter := bson.D{{Key: "ts", Value: bson.D{{Key: "$gte", Value: bson.Timestamp{T: start.T, I: start.I}}}}}
+	await := min(o.FlushInterval, time.Second)
+	cur, err := oplog.Find(ctx, filter, options.Find().SetCursorType(options.TailableAwait).SetMaxAwaitTime(await))
+	if err != nil {
+		return start, c.explain(fmt.Errorf("open a tailable cursor on the oplog: %w", err))
+	}
+	defer cur.Close(context.WithoutCancel(ctx))
+	seg := Segment{Start: start}
+	var buf bytes.Buffer
+	var firstAt time.Time
+	flush := func() error {
+		if seg.Entries == 0 {
+			return nil
+		}
+		seg.Data = buf.Bytes()
+		seg.Name = fmt.Sprintf("oplog-%010d-%010d", seg.Start.T, seg.Start.I)
+		if err := send(ctx, seg); err != nil {
+			return err
+		}
+		start = seg.End
+		seg = Segment{Start: start}
+		buf = bytes.Buffer{}
+		return nil
+	}
+	add := func() error {
+		var e struct {
+			TS   bson.Timestamp `bson:"ts"`
+			Wall time.Time      `bson:"wall"`
+		}
+		if err := bson.Unmarshal(cur.Current, &e); err != nil {
+			return fmt.Errorf("oplog entry: %w", err)
+		}
+		p := Pos{T: e.TS.T, I: e.TS.I}
+		if p.Less(seg.Start) {
+			return nil
+		}
+		at := e.Wall
+		if at.IsZero() {
+			at = time.Unix(int64(e.TS.T), 0)
+		}
+		if seg.Entries == 0 {
+			seg.FirstCommit, firstAt = at, time.Now()
+		}
+		seg.LastCommit = at
+		seg.End = p.Next()
+		seg.Entries++
+		buf.Write(cur.Current)
+		if buf.Len() >= o.MaxSegment {
+			return flush()
+		}
+		return nil
+	}
+	for {
+		if cur.TryNext(ctx) {
+			if err := add(); err != nil {
+				return start, err
+			}
+			continue
+		}
+		if err := cur.Err(); err != nil {
+			if ctx.Err() != nil {
+				return start, ctx.Err()
+			}
+			if ferr := flush(); ferr != nil {
+				return start, ferr
+			}
+			return start, c.explain(fmt.Errorf("tail the oplog: %w", err))
+		}
+		select {
+		case <-o.Stop:
+			// Send every entry written before the stop. A tailable cursor
+			// may show the newest entries only on a later batch, or die
+			// when it runs dry: read them with a plain query instead.
+			if err := flush(); err != nil {
+				return start, err
+			}
+			rest, err := oplog.Find(ctx, bson.D{{Key: "ts", Value: bson.D{{Key: "$gte", Value: bson.Timestamp{T: start.T, I: start.I}}}}},
+				options.Find().SetSort(bson.D{{Key: "$natural", Value: 1}}))
+			if err != nil {
+				return start, c.explain(fmt.Errorf("read the oplog: %w", err))
+			}
+			cur.Close(ctx)
+			cur = rest
+			for cur.Next(ctx) {
+				if err := add(); err != nil {
+					return start, err
+				}
+			}
+			if err := cur.Err(); err != nil {
+				return start, c.explain(fmt.Errorf("read the oplog: %w", err))
+			}
+			if err := flush(); err != nil {
+				return start, err
+			}
+			return start, errStopped
+		default:
+		}
+		if seg.Entries > 0 && time.Since(firstAt) >= o.FlushInterval {
+			if err := flush(); err != nil {
+				return start, err
+			}
+		}
+		if ctx.Err() != nil {
+			return start, ctx.Err()
+		}
+		if cur.ID() == 0 {
+			if err := flush(); err != nil {
+				return start, err
+			}
+			return start, nil
+		}
+	}
+}
+
+// ErrNoMoreLog is returned by a ReplayFetch when no archived segment holds
+// log after the position asked for.
+var ErrNoMoreLog = errors.New("no more archived oplog")
+
+// ReplayFetch returns the archived segment holding log just after after:
+// its boundaries and its bytes.
+type ReplayFetch func(ctx context.Context, after Pos) (start, end Pos, r io.ReadCloser, err error)
+
+// ReplayOptions say what Replay applies.
+type ReplayOptions struct {
+	From      Pos       // boundary the restored copy stands at
+	StopTime  time.Time // apply entries written before it (at it when Inclusive)
+	StopPos   Pos       // apply entries before this ts (and it when Inclusive)
+	Inclusive bool
+	// Databases limits replay to the dump's databases; empty: all but
+	// admin, local and config.
+	Databases []string
+	Rename    func(db string) string
+}
+
+// Replayed is where replay stopped.
+type Replayed struct {
+	Pos      Pos       // boundary after the last entry applied
+	Time     time.Time // wall time of the last entry applied
+	Entries  int
+	Segments int
+}
+
+// Replay applies archived oplog from o.From up to the target.
+func Replay(ctx context.Context, uri URI, o ReplayOptions, fetch ReplayFetch) (*Replayed, error) {
+	c, err := Connect(ctx, uri)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	only := map[string]bool{}
+	for _, d := range o.Databases {
+		only[d] = true
+	}
+	a := &Applier{Client: c.Client, Rename: o.Rename, Only: only}
+	res := &Replayed{Pos: o.From}
+	after := o.From
+	for {
+		start, end, r, err := fetch(ctx, after)
+		if errors.Is(err, ErrNoMoreLog) {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		if o.From.Less(start) && res.Segments == 0 {
+			r.Close()
+			return nil, fmt.Errorf("archived oplog starts at %s, after the copy's position %s: log between them is missing", start.Text(), o.From.Text())
+		}
+		res.Segments++
+		stop := false
+		err = ReadDocs(r, func(raw bson.Raw) error {
+			var e struct {
+				TS   bson.Timestamp `bson:"ts"`
+				Wall time.Time      `bson:"wall"`
+			}
+			if err := bson.Unmarshal(raw, &e); err != nil {
+				return err
+			}
+			p := Pos{T: e.TS.T, I: e.TS.I}
+			if p.Less(res.Pos) {
+				return nil // already in the copy
+			}
+			at := e.Wall
+			if at.IsZero() {
+				at = time.Unix(int64(e.TS.T), 0)
+			}
+			switch {
+			case !o.StopTime.IsZero() && (at.After(o.StopTime) || (!o.Inclusive && !at.Before(o.StopTime))):
+				stop = true
+			case !o.StopPos.IsZero() && (o.StopPos.Less(p) || (!o.Inclusive && p == o.StopPos)):
+				stop = true
+			}
+			if stop {
+				return io.EOF
+			}
+			if err := a.Apply(ctx, raw); err != nil {
+				return err
+			}
+			res.Pos, res.Time = p.Next(), at
+			res.Entries++
+			return nil
+		})
+		r.Close()
+		if err != nil && !errors.Is(err, io.EOF) {
+			return nil, err
+		}
+		if stop {
+			break
+		}
+		res.Pos = end
+		after = end
+	}
+	return res, nil
+}

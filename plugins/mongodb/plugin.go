@@ -1,0 +1,326 @@
+// Package mongodb adapts mgengine, Amber's MongoDB knowledge, to the
+// plugin contract (plugins/api). cmd/amber-plugin-mongodb serves it.
+//
+// Target.DSN is a mongodb:// URI (a secret: never logged). A URI that
+// names a database limits a dump to it, and a restore into such a URI
+// loads a one-database backup under that name.
+//
+// Options it reads:
+//   - LogicalDump options "workers" (collections read at once, default 4),
+//     "spool_dir" (where a collection read while another is sent waits,
+//     default the temp dir), "batch_size" (documents per cursor batch).
+//   - Archive options "max_segment_bytes" (default 16 MiB);
+//     ArchiveRequest.FlushInterval bounds how long an entry waits before it
+//     is sent (default 1 s).
+//   - LogicalRestore options "workers" (insert batches in flight, default
+//     4), "drop" (true: drop target collections that exist; default a
+//     non-empty one is refused), "no_oplog" (true: skip the oplog window
+//     recorded with the dump).
+//
+// Positions: epoch 1, offset = ts seconds << 32 | increment, token = the
+// 8-byte big-endian offset, text "Timestamp(1700000000, 3)". Positions the
+// plugin reports are boundaries, one past the last entry they include: a
+// segment holding entries up to Timestamp(1700000000, 3) ends at
+// Timestamp(1700000000, 4), where the next one starts, and a backup whose
+// oplog window ends at that entry is consistent from there. A rollback
+// would start a new epoch; detecting one is not built yet.
+//
+// Like every plugin it must never import sidecar/ or controller/.
+package mongodb
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/amber-backup/amber/plugins/api"
+	"github.com/amber-backup/amber/plugins/mongodb/mgengine"
+)
+
+// Version is the plugin's version, reported by Info.
+var Version = "0.1.0"
+
+// Engine implements api.Engine for MongoDB.
+type Engine struct {
+	api.Unsupported
+}
+
+var _ api.Engine = (*Engine)(nil)
+
+// New returns the MongoDB engine.
+func New() *Engine { return &Engine{} }
+
+func (e *Engine) Info(context.Context) (api.Info, error) {
+	return api.Info{
+		Engine:           "mongodb",
+		PluginVersion:    Version,
+		Capabilities:     []api.Capability{api.LogicalDump, api.LogicalRestore, api.Archive, api.Replay},
+		SupportedServers: "MongoDB 5.0 and newer (untested); the MongoDB wire protocol of FerretDB 1.24 (tested)",
+	}, nil
+}
+
+func uri(t api.Target) mgengine.URI { return mgengine.URI(string(t.DSN)) }
+
+// Position converts an oplog position to the contract's form.
+func Position(p mgengine.Pos) api.Position {
+	if p.IsZero() {
+		return api.Position{}
+	}
+	return api.Position{Epoch: 1, Offset: p.Offset(), Token: p.Token(), Text: p.Text()}
+}
+
+func (e *Engine) Probe(ctx context.Context, t api.Target) (api.Probe, error) {
+	info, err := mgengine.Probe(ctx, uri(t))
+	if info == nil {
+		return api.Probe{}, err
+	}
+	p := api.Probe{
+		ServerVersion: info.Version,
+		Role:          api.RoleStandalone,
+		SystemID:      info.Lineage,
+		Position:      Position(info.Last),
+		Healthy:       err == nil,
+		Facts: map[string]string{
+			"oplog":    strconv.FormatBool(info.Oplog),
+			"set_name": info.SetName,
+			"ferretdb": strconv.FormatBool(info.FerretDB),
+		},
+	}
+	switch {
+	case info.SetName != "" && info.Primary:
+		p.Role = api.RolePrimary
+	case info.SetName != "" && info.Secondary:
+		p.Role = api.RoleReplica
+	}
+	if err != nil {
+		p.Detail = err.Error()
+	}
+	return p, nil
+}
+
+// ParsePosition reads "Timestamp(1700000000, 3)" or "1700000000:3".
+func (e *Engine) ParsePosition(_ context.Context, text string) (api.Position, error) {
+	p, err := mgengine.ParseText(text)
+	if err != nil {
+		return api.Position{}, err
+	}
+	pos := Position(p)
+	pos.Epoch = 0 // the text names no epoch
+	return pos, nil
+}
+
+type entrySink struct{ sink api.EntrySink }
+
+func (s entrySink) Create(ctx context.Context, name, kind string) (io.WriteCloser, error) {
+	return s.sink.Create(ctx, api.Entry{Name: name, Size: -1, Kind: kind})
+}
+
+func intOption(opts map[string]string, key string) (int, error) {
+	v := opts[key]
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		return 0, fmt.Errorf("option %s=%q: want a positive number", key, v)
+	}
+	return n, nil
+}
+
+// LogicalDump dumps every database (or the URI's, or req.Databases) as
+// metadata.json, one BSON entry per collection and, on a server with an
+// oplog, the oplog entries written while the data was read.
+func (e *Engine) LogicalDump(ctx context.Context, req api.BackupRequest, sink api.EntrySink) (api.BackupResult, error) {
+	o := mgengine.DumpOptions{Databases: req.Databases, SpoolDir: req.Options["spool_dir"], Logger: slog.Default()}
+	var err error
+	if o.Workers, err = intOption(req.Options, "workers"); err != nil {
+		return api.BackupResult{}, err
+	}
+	bs, err := intOption(req.Options, "batch_size")
+	if err != nil {
+		return api.BackupResult{}, err
+	}
+	o.BatchSize = int32(bs)
+	start := time.Now()
+	res, err := mgengine.LogicalDump(ctx, uri(req.Target), entrySink{sink}, o)
+	if err != nil {
+		return api.BackupResult{}, err
+	}
+	took := time.Since(start)
+	slog.Info("dump done", "databases", len(res.Databases), "collections", res.Collections, "docs", res.Docs,
+		"bytes", res.Bytes, "oplog_ops", res.OplogOps, "took", took)
+	// Boundaries: the copy holds every entry up to the window's end once
+	// the window is applied, so it is consistent just past it.
+	var from, consistent mgengine.Pos
+	if res.Info.Oplog {
+		from, consistent = res.Start.Next(), res.End.Next()
+	}
+	return api.BackupResult{
+		Start: Position(from), Consistent: Position(consistent), StartTime: start, ConsistentTime: res.Time,
+		ServerVersion: res.Info.Version, SystemID: res.Info.Lineage,
+		Metadata: map[string]string{
+			"format":      mgengine.FormatVersion,
+			"databases":   strings.Join(res.Databases, ","),
+			"collections": strconv.Itoa(res.Collections),
+			"documents":   strconv.FormatInt(res.Docs, 10),
+			"bson_bytes":  strconv.FormatInt(res.Bytes, 10),
+			"oplog_ops":   strconv.Itoa(res.OplogOps),
+			"dump_ms":     strconv.FormatInt(took.Milliseconds(), 10),
+		},
+	}, nil
+}
+
+type entrySource struct{ src api.EntrySource }
+
+func (s entrySource) Next(ctx context.Context) (string, io.Reader, error) {
+	e, r, err := s.src.Next(ctx)
+	return e.Name, r, err
+}
+
+// LogicalRestore loads a dump into the target: collections with their
+// options, data by several workers, then indexes, views and the dump's
+// oplog window.
+func (e *Engine) LogicalRestore(ctx context.Context, req api.RestoreRequest, src api.EntrySource) (api.RestoreResult, error) {
+	o := mgengine.RestoreOptions{Drop: req.Options["drop"] == "true", NoOplog: req.Options["no_oplog"] == "true", Logger: slog.Default()}
+	var err error
+	if o.Workers, err = intOption(req.Options, "workers"); err != nil {
+		return api.RestoreResult{}, err
+	}
+	if string(req.Target.DSN) == "" {
+		return api.RestoreResult{}, errors.New("a MongoDB restore needs a target URI: give --dsn mongodb://user:password@host:27017/[database]")
+	}
+	start := time.Now()
+	res, err := mgengine.LogicalRestore(ctx, uri(req.Target), entrySource{src}, o)
+	if err != nil {
+		return api.RestoreResult{}, err
+	}
+	took := time.Since(start)
+	slog.Info("restore done", "collections", res.Collections, "indexes", res.Indexes, "docs", res.Docs, "bytes", res.Bytes,
+		"oplog_ops", res.OplogOps, "took", took)
+	return api.RestoreResult{Position: req.Backup.Consistent, ConsistentTime: req.Backup.ConsistentTime, Metadata: map[string]string{
+		"collections": strconv.Itoa(res.Collections),
+		"indexes":     strconv.Itoa(res.Indexes),
+		"documents":   strconv.FormatInt(res.Docs, 10),
+		"bson_bytes":  strconv.FormatInt(res.Bytes, 10),
+		"oplog_ops":   strconv.Itoa(res.OplogOps),
+		"restore_ms":  strconv.FormatInt(took.Milliseconds(), 10),
+	}}, nil
+}
+
+// Archive tails local.oplog.rs and sends segments of entries, each ending
+// one past its last entry. Durable positions are received but release
+// nothing: the oplog is capped, and MongoDB keeps entries by its size, not
+// by a reader's progress; a resume point the oplog rolled past is sent as
+// a hole.
+func (e *Engine) Archive(ctx context.Context, req api.ArchiveRequest, out api.SegmentSink, durable <-chan api.Position) error {
+	o := mgengine.ArchiveOptions{FlushInterval: req.FlushInterval, Logger: slog.Default()}
+	if !req.Start.IsZero() {
+		p, err := mgengine.ParseToken(req.Start.Token)
+		if err != nil {
+			return fmt.Errorf("archive start %s: %w", req.Start, err)
+		}
+		o.Start = p
+	}
+	var err error
+	if o.MaxSegment, err = intOption(req.Options, "max_segment_bytes"); err != nil {
+		return err
+	}
+	send := func(ctx context.Context, s mgengine.Segment) error {
+		w, err := out.Begin(ctx, api.SegmentHeader{Name: s.Name, Start: Position(s.Start)})
+		if err != nil {
+			return err
+		}
+		if _, err := w.Write(s.Data); err != nil {
+			_ = w.Abort(err.Error())
+			return err
+		}
+		return w.Finish(api.SegmentTrailer{End: Position(s.End), FirstCommit: s.FirstCommit, LastCommit: s.LastCommit})
+	}
+	stop := make(chan struct{})
+	o.Stop = stop
+	runErr := make(chan error, 1)
+	go func() { runErr <- mgengine.Archive(ctx, uri(req.Target), o, send) }()
+	for {
+		select {
+		case _, ok := <-durable:
+			if !ok {
+				// The host is done: send what is held, then return.
+				close(stop)
+				if err := <-runErr; err != nil && !errors.Is(err, context.Canceled) {
+					return err
+				}
+				return nil
+			}
+		case err := <-runErr:
+			if err == nil && ctx.Err() != nil {
+				err = ctx.Err()
+			}
+			return err
+		}
+	}
+}
+
+// Replay applies archived oplog entries from req.From up to req.To to the
+// target, idempotently, limited to the backup's databases and renamed as
+// its restore was (option "backup.databases"). Time targets compare with
+// the entries' wall time (milliseconds); position targets with ts.
+func (e *Engine) Replay(ctx context.Context, req api.ReplayRequest, src api.SegmentSource) (api.ReplayResult, error) {
+	from, err := mgengine.ParseToken(req.From.Token)
+	if err != nil {
+		return api.ReplayResult{}, fmt.Errorf("replay start %s: %w", req.From, err)
+	}
+	if from.IsZero() {
+		return api.ReplayResult{}, errors.New("the backup has no oplog position (it was taken from a server without an oplog): it cannot be rolled forward")
+	}
+	o := mgengine.ReplayOptions{From: from, Inclusive: req.To.Inclusive}
+	if dbs := req.Options["backup.databases"]; dbs != "" {
+		o.Databases = strings.Split(dbs, ",")
+	}
+	if target := mgengine.DatabaseOf(uri(req.Target)); target != "" && len(o.Databases) == 1 && o.Databases[0] != target {
+		o.Rename = func(string) string { return target }
+	}
+	switch to := req.To; {
+	case to.IsLatest():
+	case !to.Time.IsZero():
+		o.StopTime = to.Time
+	case !to.Position.IsZero():
+		p, err := mgengine.ParseToken(to.Position.Token)
+		if err != nil || p.IsZero() {
+			if p, err = mgengine.ParseText(to.Position.Text); err != nil {
+				return api.ReplayResult{}, fmt.Errorf("recovery target %s: %w", to.Position, err)
+			}
+		}
+		o.StopPos = p
+	case to.Txn != "":
+		return api.ReplayResult{}, fmt.Errorf("recovery to a transaction (%s) is not supported; give --to-time or --to-position", to.Txn)
+	default:
+		return api.ReplayResult{}, fmt.Errorf("MongoDB has no named restore points (%q); give --to-time or --to-position", to.Name)
+	}
+	fetch := func(ctx context.Context, after mgengine.Pos) (mgengine.Pos, mgengine.Pos, io.ReadCloser, error) {
+		seg, r, err := src.Fetch(ctx, api.SegmentQuery{After: Position(after), Stream: req.Stream})
+		if errors.Is(err, api.ErrNoSegment) {
+			return mgengine.Pos{}, mgengine.Pos{}, nil, mgengine.ErrNoMoreLog
+		}
+		if err != nil {
+			return mgengine.Pos{}, mgengine.Pos{}, nil, err
+		}
+		start, err1 := mgengine.ParseToken(seg.Start.Token)
+		end, err2 := mgengine.ParseToken(seg.End.Token)
+		if err := errors.Join(err1, err2); err != nil {
+			r.Close()
+			return mgengine.Pos{}, mgengine.Pos{}, nil, fmt.Errorf("archived segment %s: %w", seg.Name, err)
+		}
+		return start, end, r, nil
+	}
+	res, err := mgengine.Replay(ctx, uri(req.Target), o, fetch)
+	if err != nil {
+		return api.ReplayResult{}, err
+	}
+	return api.ReplayResult{Reached: Position(res.Pos), ReachedTime: res.Time,
+		Metadata: map[string]string{"segments": strconv.Itoa(res.Segments), "entries": strconv.Itoa(res.Entries)}}, nil
+}
