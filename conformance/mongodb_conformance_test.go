@@ -321,7 +321,17 @@ func (*mongoDriver) Capabilities() conformance.Capabilities {
 	return conformance.Capabilities{Logical: true}
 }
 
-func (*mongoDriver) Start(t testing.TB) conformance.Server { return startMongo(t) }
+// Start returns a server whose database exists and is empty of data: a
+// MongoDB database exists only once it has a collection, and the plugin
+// refuses a URI naming a database the server does not have (a typo must
+// not give an empty backup), so the database gets one empty collection.
+func (*mongoDriver) Start(t testing.TB) conformance.Server {
+	m := startMongo(t)
+	if err := mongoDB(t, m.DSN()).CreateCollection(context.Background(), "conformance_empty"); err != nil {
+		t.Fatalf("create the test database: %v", err)
+	}
+	return m
+}
 
 func (*mongoDriver) TempDir(t testing.TB) string { return t.TempDir() }
 
