@@ -41,18 +41,8 @@ func mongoBins(t *testing.T) string {
 	if os.Getenv(testbed.MongoDBURIEnv) == "" {
 		testbed.Tool(t, "ferretdb-testbed")
 	}
-	root, err := testbed.Root()
-	if err != nil {
-		t.Fatal(err)
-	}
 	dir := t.TempDir()
-	for pkg, out := range map[string]string{"./sidecar/cmd/amber": "amber", "./plugins/mongodb/cmd/amber-plugin-mongodb": "amber-plugin-mongodb"} {
-		cmd := exec.Command("go", "build", "-tags", "amber_testkdf", "-o", filepath.Join(dir, out), pkg)
-		cmd.Dir = root
-		if b, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("build %s: %v\n%s", pkg, err, b)
-		}
-	}
+	testbed.BuildAmber(t, dir, "mongodb")
 	return dir
 }
 

@@ -39,18 +39,8 @@ func TestMySQLConformance(t *testing.T) {
 func mysqlBins(t *testing.T) string {
 	t.Helper()
 	testbed.MariaDBBin(t)
-	root, err := testbed.Root()
-	if err != nil {
-		t.Fatal(err)
-	}
 	dir := t.TempDir()
-	for pkg, out := range map[string]string{"./sidecar/cmd/amber": "amber", "./plugins/mysql/cmd/amber-plugin-mysql": "amber-plugin-mysql"} {
-		cmd := exec.Command("go", "build", "-tags", "amber_testkdf", "-o", filepath.Join(dir, out), pkg)
-		cmd.Dir = root
-		if b, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("build %s: %v\n%s", pkg, err, b)
-		}
-	}
+	testbed.BuildAmber(t, dir, "mysql")
 	return dir
 }
 

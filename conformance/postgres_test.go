@@ -20,18 +20,8 @@ import (
 func bins(t *testing.T) string {
 	t.Helper()
 	testbed.PostgresBin(t, "")
-	root, err := testbed.Root()
-	if err != nil {
-		t.Fatal(err)
-	}
 	dir := testbed.PostgresDir(t)
-	for pkg, out := range map[string]string{"./sidecar/cmd/amber": "amber", "./plugins/postgres/cmd/amber-plugin-postgres": "amber-plugin-postgres"} {
-		cmd := exec.Command("go", "build", "-tags", "amber_testkdf", "-o", filepath.Join(dir, out), pkg)
-		cmd.Dir = root
-		if b, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("build %s: %v\n%s", pkg, err, b)
-		}
-	}
+	testbed.BuildAmber(t, dir, "postgres")
 	return dir
 }
 

@@ -33,17 +33,10 @@ type AmberController struct {
 
 // BuildController builds amber-controller from this checkout into dir.
 func BuildController(dir string) (string, error) {
-	root, err := Root()
-	if err != nil {
+	if err := goBuild(dir, "", "./controller/cmd/amber-controller"); err != nil {
 		return "", err
 	}
-	bin := filepath.Join(dir, "amber-controller")
-	cmd := exec.Command("go", "build", "-o", bin, "./controller/cmd/amber-controller")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("build amber-controller: %w: %s", err, out)
-	}
-	return bin, nil
+	return filepath.Join(dir, "amber-controller"), nil
 }
 
 // InstallAmber installs the CRDs, the namespace amber, the webhook Service

@@ -230,10 +230,8 @@ func WriteAmberImage(workDir, out string) error {
 	}
 	// Built as `make build` and the tests build, so the build cache is
 	// shared; the libraries a cgo build links come along.
-	cmd := exec.Command("go", append([]string{"build", "-o", bin + "/"}, pkgs...)...)
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build %s: %w: %s", strings.Join(pkgs, " "), err, out)
+	if err := goBuild(bin, "", pkgs...); err != nil {
+		return err
 	}
 	ents, err := os.ReadDir(bin)
 	if err != nil {

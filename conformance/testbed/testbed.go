@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -86,4 +87,37 @@ func FreePort(t testing.TB) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+// BuildAmber builds amber with the test bed's cheap key derivation (build
+// tag amber_testkdf: repositories open in milliseconds) and the plugins of
+// engines (amber-plugin-<engine>) into dir, as the tests run them.
+func BuildAmber(t testing.TB, dir string, engines ...string) {
+	t.Helper()
+	pkgs := []string{"./sidecar/cmd/amber"}
+	for _, e := range engines {
+		pkgs = append(pkgs, "./plugins/"+e+"/cmd/amber-plugin-"+e)
+	}
+	if err := goBuild(dir, "amber_testkdf", pkgs...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// goBuild builds the main packages pkgs of this checkout into dir, with
+// build tags when not empty.
+func goBuild(dir, tags string, pkgs ...string) error {
+	root, err := Root()
+	if err != nil {
+		return err
+	}
+	args := []string{"build"}
+	if tags != "" {
+		args = append(args, "-tags", tags)
+	}
+	cmd := exec.Command("go", append(append(args, "-o", dir+"/"), pkgs...)...)
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build %s: %w: %s", strings.Join(pkgs, " "), err, out)
+	}
+	return nil
 }

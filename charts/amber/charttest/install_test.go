@@ -69,10 +69,9 @@ func TestInstallIntoCluster(t *testing.T) {
 	bucket := m.CreateBucket(t, "amber-chart")
 	repoURL := fmt.Sprintf("s3://%s/pg?endpoint=http://%s", bucket, m.Endpoint)
 	const repoPassword = "chart-test-password"
-	cliBin := filepath.Join(t.TempDir(), "amber")
-	if out, err := exec.Command("go", "build", "-C", root, "-tags", "amber_testkdf", "-o", cliBin, "./sidecar/cmd/amber").CombinedOutput(); err != nil {
-		t.Fatalf("build amber: %v\n%s", err, out)
-	}
+	cliDir := t.TempDir()
+	testbed.BuildAmber(t, cliDir)
+	cliBin := filepath.Join(cliDir, "amber")
 	amber := func(args ...string) string {
 		t.Helper()
 		cmd := exec.Command(cliBin, args...)
