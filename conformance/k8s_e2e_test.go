@@ -221,7 +221,7 @@ func TestKubernetesEndToEnd(t *testing.T) {
 	}, time.Minute)
 	// Killed once the backup has been uploading for a while.
 	time.Sleep(3 * time.Second)
-	ctl.kill(t)
+	ctl.Kill()
 	t.Logf("controller killed while Backup manual ran on %s", running.Status.TargetPod)
 
 	// With the webhook down, an opted-in pod is still admitted, unchanged.
@@ -269,15 +269,17 @@ type lsJSONBackups struct {
 	Backups []struct {
 		ID string `json:"id"`
 	} `json:"backups"`
-	Windows []struct {
-		EarliestTime time.Time `json:"earliest_time"`
-		LatestTime   time.Time `json:"latest_time"`
-		Gaps         []struct {
-			FromPosition string `json:"from_position"`
-			ToPosition   string `json:"to_position"`
-			Reason       string `json:"reason"`
-		} `json:"gaps"`
-	} `json:"windows"`
+	Windows []lsWindow `json:"windows"`
+}
+
+type lsWindow struct {
+	EarliestTime time.Time `json:"earliest_time"`
+	LatestTime   time.Time `json:"latest_time"`
+	Gaps         []struct {
+		FromPosition string `json:"from_position"`
+		ToPosition   string `json:"to_position"`
+		Reason       string `json:"reason"`
+	} `json:"gaps"`
 }
 
 // controller is amber-controller on the node (testbed.AmberController),
@@ -316,8 +318,6 @@ func (ctl *controller) start(t *testing.T) {
 		t.Fatal(err)
 	}
 }
-
-func (ctl *controller) kill(t *testing.T) { ctl.Kill() }
 
 func (ctl *controller) log() string { return ctl.Log(30 << 10) }
 
@@ -500,15 +500,8 @@ func psqlValue(t *testing.T, d *pgDriver, dsn, query string) string {
 	return ""
 }
 
-func waitWindow(t *testing.T, cli *amberEnv, until time.Time, ctl *controller) struct {
-	EarliestTime, LatestTime time.Time
-	Gaps                     []string
-} {
+func waitWindow(t *testing.T, cli *amberEnv, until time.Time, ctl *controller) lsWindow {
 	t.Helper()
-	var w struct {
-		EarliestTime, LatestTime time.Time
-		Gaps                     []string
-	}
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		var ls lsJSONBackups
@@ -516,11 +509,7 @@ func waitWindow(t *testing.T, cli *amberEnv, until time.Time, ctl *controller) s
 			t.Fatal(err)
 		}
 		if len(ls.Windows) == 1 && !ls.Windows[0].LatestTime.Before(until) {
-			w.EarliestTime, w.LatestTime = ls.Windows[0].EarliestTime, ls.Windows[0].LatestTime
-			for _, g := range ls.Windows[0].Gaps {
-				w.Gaps = append(w.Gaps, g.FromPosition+".."+g.ToPosition+": "+g.Reason)
-			}
-			return w
+			return ls.Windows[0]
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("recoverable windows %+v did not reach %s within 60 s\ncontroller log:\n%s", ls.Windows, until.Format(time.RFC3339Nano), ctl.log())
