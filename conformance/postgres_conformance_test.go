@@ -27,8 +27,26 @@ func TestPostgresConformance(t *testing.T) {
 	conformance.Run(t, &pgDriver{}, amber)
 }
 
+// TestPostgresMajors runs the lean subset of the suite (physical RoundTrip,
+// PointInTime, Failover) against every other supported major, whose server
+// binaries `make deps` installs. Logical mode is tested on 15 only: the
+// test bed has pg_dump 15 alone.
+func TestPostgresMajors(t *testing.T) {
+	bin := bins(t)
+	amber := func(repo string, args ...string) *exec.Cmd {
+		return (&amberEnv{bin: bin, repo: repo}).cmd(args...)
+	}
+	for _, major := range testbed.PostgresMajors {
+		t.Run(major, func(t *testing.T) {
+			testbed.PostgresBin(t, major)
+			conformance.RunMajor(t, &pgDriver{major: major}, amber)
+		})
+	}
+}
+
 // pgDriver is the PostgreSQL driver of the conformance suite.
 type pgDriver struct {
+	major string // the server's major version; "" is 15
 	dbs   atomic.Int64
 	mu    sync.Mutex
 	pools map[string]*sql.DB
@@ -38,18 +56,18 @@ var _ conformance.Driver = (*pgDriver)(nil)
 
 func (*pgDriver) Engine() string { return "postgres" }
 
-func (*pgDriver) Capabilities() conformance.Capabilities {
-	return conformance.Capabilities{Physical: true, Logical: true, PointInTime: true}
+func (d *pgDriver) Capabilities() conformance.Capabilities {
+	return conformance.Capabilities{Physical: true, Logical: d.major == "", PointInTime: true}
 }
 
-func (*pgDriver) Start(t testing.TB) conformance.Server {
-	return testbed.StartPostgres(t, testbed.PostgresOptions{})
+func (d *pgDriver) Start(t testing.TB) conformance.Server {
+	return testbed.StartPostgres(t, testbed.PostgresOptions{Major: d.major})
 }
 
 func (*pgDriver) TempDir(t testing.TB) string { return testbed.PostgresDir(t) }
 
-func (*pgDriver) StartRestored(t testing.TB, dataDir string) conformance.Server {
-	srv := testbed.StartPostgresDataDir(t, dataDir, testbed.PostgresOptions{})
+func (d *pgDriver) StartRestored(t testing.TB, dataDir string) conformance.Server {
+	srv := testbed.StartPostgresDataDir(t, dataDir, testbed.PostgresOptions{Major: d.major})
 	db := pgOpen(t, srv.DSN())
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

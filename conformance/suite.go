@@ -169,6 +169,24 @@ func Run(t *testing.T, d Driver, amber AmberRunner) {
 	}
 }
 
+// RunMajor is the lean subset of Run for an engine's further server
+// versions, when Run itself covers one: the physical RoundTrip, then
+// PointInTime and Failover (a timeline or term switch while archiving).
+// The driver must declare Physical and PointInTime.
+func RunMajor(t *testing.T, d Driver, amber AmberRunner) {
+	caps := d.Capabilities()
+	if !caps.Physical || !caps.PointInTime {
+		t.Fatalf("%s: RunMajor needs a driver with Physical and PointInTime", d.Engine())
+	}
+	ld, ok := d.(LogDriver)
+	if !ok {
+		t.Fatalf("%s declares PointInTime but its driver is not a LogDriver", d.Engine())
+	}
+	t.Run("RoundTrip", func(t *testing.T) { roundTrip(t, d, amber, []string{"physical"}) })
+	t.Run("PointInTime", func(t *testing.T) { pointInTime(t, d, ld, amber) })
+	t.Run("Failover", func(t *testing.T) { failover(t, d, ld, amber) })
+}
+
 // roundTrip: what comes back from a backup equals what went in, object by
 // object, for every mode.
 func roundTrip(t *testing.T, d Driver, amber AmberRunner, modes []string) {

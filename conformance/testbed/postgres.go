@@ -43,14 +43,20 @@ type PostgresOptions struct {
 	WALLevel string
 	// Conf holds extra postgresql.conf settings (name -> value).
 	Conf map[string]string
-	// Major selects /usr/lib/postgresql/<Major>/bin; default 15, then PATH.
+	// Major selects the server's major version: Debian's
+	// /usr/lib/postgresql/<Major>/bin, else .deps/postgresql/<Major>/bin
+	// (`make deps` installs 13, 14, 16, 17 and 18 there); default 15, then
+	// PATH. Client tools (psql, pg_isready, pg_basebackup) are always
+	// Debian's 15.
 	Major string
 }
 
 // Postgres is a PostgreSQL server started for one test.
 type Postgres struct {
 	t       testing.TB
-	Bin     string // directory holding initdb, postgres, pg_dump, ...
+	Bin     string // directory holding initdb and postgres (and pg_dump for 15)
+	Client  string // directory holding psql, pg_isready, pg_basebackup (Debian's 15)
+	Major   string // the server's major version, e.g. "15"
 	Root    string // temp dir owned by the postgres user; removed in cleanup
 	DataDir string
 	Socket  string // unix socket directory
@@ -63,8 +69,13 @@ type Postgres struct {
 	done chan struct{}
 }
 
-// PostgresBin returns the directory with the PostgreSQL server binaries, or
-// skips the test when there is none.
+// PostgresMajors are the major versions the test bed runs besides the
+// default 15: `make deps` installs their server binaries into
+// .deps/postgresql/<major> (conformance/tools/postgres/build.sh).
+var PostgresMajors = []string{"13", "14", "16", "17", "18"}
+
+// PostgresBin returns the directory with the PostgreSQL server binaries of
+// major ("" is 15), or skips the test when there is none.
 func PostgresBin(t testing.TB, major string) string {
 	t.Helper()
 	if major == "" {
@@ -74,11 +85,22 @@ func PostgresBin(t testing.TB, major string) string {
 	if _, err := os.Stat(filepath.Join(dir, "initdb")); err == nil {
 		return dir
 	}
-	if p, err := exec.LookPath("initdb"); err == nil {
+	deps := filepath.Join(DepsDir(), "postgresql", major, "bin")
+	if _, err := os.Stat(filepath.Join(deps, "initdb")); err == nil {
+		return deps
+	}
+	if p, err := exec.LookPath("initdb"); err == nil && major == defaultPostgresMajor {
 		return filepath.Dir(p)
 	}
-	Skip(t, "PostgreSQL %s server binaries (initdb) not found in %s or on PATH", major, dir)
+	Skip(t, "PostgreSQL %s server binaries (initdb) not found in %s, %s or on PATH (make deps installs them)", major, dir, deps)
 	return ""
+}
+
+// postgresClientBin is where psql, pg_isready and pg_basebackup come from,
+// whatever the server's major: the npm server packages carry none.
+func postgresClientBin(t testing.TB) string {
+	t.Helper()
+	return PostgresBin(t, defaultPostgresMajor)
 }
 
 // PostgresDir makes an empty directory under os.TempDir() owned by the
@@ -161,7 +183,8 @@ func StartPostgres(t testing.TB, opts PostgresOptions) *Postgres {
 	t.Helper()
 	bin := PostgresBin(t, opts.Major)
 	root := PostgresDir(t)
-	p := &Postgres{t: t, Bin: bin, Root: root, DataDir: filepath.Join(root, "data")}
+	p := &Postgres{t: t, Bin: bin, Client: postgresClientBin(t), Major: major(opts.Major),
+		Root: root, DataDir: filepath.Join(root, "data")}
 
 	pwfile := filepath.Join(root, "pwfile")
 	if err := os.WriteFile(pwfile, []byte(postgresTestPassword+"\n"), 0o600); err != nil {
@@ -224,12 +247,28 @@ func StartPostgres(t testing.TB, opts PostgresOptions) *Postgres {
 
 	p.setup()
 	p.Start()
-	p.Psql(t, "postgres", fmt.Sprintf(
-		"CREATE ROLE %s LOGIN REPLICATION PASSWORD '%s'; "+
-			"GRANT EXECUTE ON FUNCTION pg_backup_start(text, boolean) TO %[1]s; "+
-			"GRANT EXECUTE ON FUNCTION pg_backup_stop(boolean) TO %[1]s;",
+	grants := "GRANT EXECUTE ON FUNCTION pg_backup_start(text, boolean) TO %[1]s; " +
+		"GRANT EXECUTE ON FUNCTION pg_backup_stop(boolean) TO %[1]s;"
+	if p.before15() { // the functions' names and arguments before 15
+		grants = "GRANT EXECUTE ON FUNCTION pg_start_backup(text, boolean, boolean) TO %[1]s; " +
+			"GRANT EXECUTE ON FUNCTION pg_stop_backup(boolean, boolean) TO %[1]s;"
+	}
+	p.Psql(t, "postgres", fmt.Sprintf("CREATE ROLE %s LOGIN REPLICATION PASSWORD '%s'; "+grants,
 		PostgresReplUser, postgresReplPassword))
 	return p
+}
+
+func major(m string) string {
+	if m == "" {
+		return defaultPostgresMajor
+	}
+	return m
+}
+
+// before15 says whether the server predates pg_backup_start/pg_backup_stop.
+func (p *Postgres) before15() bool {
+	n, _ := strconv.Atoi(p.Major)
+	return n < 15
 }
 
 // StartPostgresDataDir starts a server on an existing data directory (a
@@ -239,7 +278,7 @@ func StartPostgresDataDir(t testing.TB, dataDir string, opts PostgresOptions) *P
 	t.Helper()
 	bin := PostgresBin(t, opts.Major)
 	root := PostgresDir(t)
-	p := &Postgres{t: t, Bin: bin, Root: root, DataDir: dataDir}
+	p := &Postgres{t: t, Bin: bin, Client: postgresClientBin(t), Major: major(opts.Major), Root: root, DataDir: dataDir}
 	for k, v := range opts.Conf {
 		p.args = append(p.args, "-c", k+"="+v)
 	}
@@ -312,7 +351,7 @@ func (p *Postgres) Start() {
 			t.Fatalf("postgres exited during startup:\n%s", tail(b, 4000))
 		default:
 		}
-		err := PostgresCommand(filepath.Join(p.Bin, "pg_isready"), "-q", "-h", "127.0.0.1",
+		err := PostgresCommand(filepath.Join(p.Client, "pg_isready"), "-q", "-h", "127.0.0.1",
 			"-p", strconv.Itoa(p.Port), "-t", "1").Run()
 		if err == nil {
 			return
@@ -397,7 +436,7 @@ func (p *Postgres) Psql(t testing.TB, db, sql string) string {
 
 // PsqlErr is Psql returning the error instead of failing.
 func (p *Postgres) PsqlErr(db, sql string) (string, error) {
-	cmd := exec.Command(filepath.Join(p.Bin, "psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
+	cmd := exec.Command(filepath.Join(p.Client, "psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
 		"-h", "127.0.0.1", "-p", strconv.Itoa(p.Port), "-U", PostgresSuperuser, "-d", db, "-c", sql)
 	cmd.Env = append(os.Environ(), "PGPASSWORD="+postgresTestPassword, "PGCONNECT_TIMEOUT=10")
 	var stdout, stderr bytes.Buffer
@@ -408,18 +447,25 @@ func (p *Postgres) PsqlErr(db, sql string) (string, error) {
 	return strings.TrimSpace(stdout.String()), nil
 }
 
-// StartStandby clones primary with `pg_basebackup -R -X stream` and starts
-// the clone as a streaming standby on its own port.
+// StartStandby clones primary and starts the clone as a streaming standby
+// on its own port: with `pg_basebackup -R -X stream` for 15, and for the
+// other majors (Debian's pg_basebackup 15 refuses newer servers) by copying
+// the data directory between pg_backup_start and pg_backup_stop, streaming
+// through a replication slot that holds the WAL since the start.
 func StartStandby(t testing.TB, primary *Postgres) *Postgres {
 	t.Helper()
 	root := PostgresDir(t)
 	dataDir := filepath.Join(root, "data")
-	cmd := PostgresCommand(filepath.Join(primary.Bin, "pg_basebackup"), "-D", dataDir, "-R", "-X", "stream",
-		"-c", "fast", "--no-sync", "-d", primary.ReplicationDSN())
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("pg_basebackup: %v\n%s", err, out)
+	if primary.Major == defaultPostgresMajor {
+		cmd := PostgresCommand(filepath.Join(primary.Client, "pg_basebackup"), "-D", dataDir, "-R", "-X", "stream",
+			"-c", "fast", "--no-sync", "-d", primary.ReplicationDSN())
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("pg_basebackup: %v\n%s", err, out)
+		}
+	} else {
+		cloneByCopy(t, primary, dataDir)
 	}
-	p := &Postgres{t: t, Bin: primary.Bin, Root: root, DataDir: dataDir}
+	p := &Postgres{t: t, Bin: primary.Bin, Client: primary.Client, Major: primary.Major, Root: root, DataDir: dataDir}
 	p.setup()
 	p.Start()
 	return p
