@@ -330,7 +330,7 @@ type SegmentHeader struct {
 // SegmentTrailer ends a log segment.
 type SegmentTrailer struct {
 	End         Position // just past the last log in the segment
-	Partial     bool     // cut before its natural end; a later segment of the same name supersedes it
+	Partial     bool     // cut before its natural end; a later segment of the same name supersedes it (or continues it: a piece)
 	FirstCommit time.Time
 	LastCommit  time.Time
 	Size        int64 // bytes; filled in by the sink when zero

@@ -179,17 +179,31 @@ func (w *segWriter) Finish(t api.SegmentTrailer) error {
 	}
 	s.Stats.Unlock()
 
-	// The new object supersedes the partial one with the same start.
+	// A partial object supersedes the one with the same start that it
+	// reaches past; a complete one supersedes every partial one inside its
+	// range: the pieces a plugin sent since the previous flush each (they
+	// start where the previous piece ended) included.
 	key := [2]uint64{uint64(seg.Epoch), seg.Start}
+	var superseded []repo.Segment
 	s.mu.Lock()
-	old, had := s.partials[key]
 	if t.Partial {
+		if old, had := s.partials[key]; had && old.End <= seg.End {
+			superseded = append(superseded, old)
+		}
 		s.partials[key] = seg
 	} else {
-		delete(s.partials, key)
+		for k, old := range s.partials {
+			if k[0] == key[0] && k[1] >= seg.Start && k[1] < max(seg.End, seg.Start+1) {
+				superseded = append(superseded, old)
+				delete(s.partials, k)
+			}
+		}
 	}
 	s.mu.Unlock()
-	if had && old.ObjectName() != seg.ObjectName() {
+	for _, old := range superseded {
+		if old.ObjectName() == seg.ObjectName() {
+			continue
+		}
 		if err := s.repo.RemoveSegment(w.ctx, old); err != nil {
 			s.log.Warn("could not remove a superseded partial segment", "object", old.ObjectName(), "err", err)
 		}

@@ -176,6 +176,10 @@ func FetchLogFile(ctx context.Context, o Opener, f LogFileFetch) error {
 	if at < 0 {
 		return fmt.Errorf("%s: %w", f.Name, ErrNoLogFile)
 	}
+	if segs[at].Partial && !meta {
+		// Partial pieces: each flush stored the bytes since the previous one.
+		return fetchPieces(ctx, r, segs, segs[at], want, f.Dest)
+	}
 	if err := fetchSegment(ctx, r, segs[at], f.Dest); err != nil {
 		return err
 	}
@@ -191,6 +195,49 @@ func fetchSegment(ctx context.Context, r *repo.Repository, s repo.Segment, dest 
 	_, data, err := loadServed(ctx, r, s)
 	if err != nil {
 		return err
+	}
+	return place(dest+".amber-"+randomSuffix(), dest, data)
+}
+
+// fetchPieces puts together the log file want from the partial segment
+// first (the longest starting at want's start) and the pieces that continue
+// it: partial segments of the same name starting inside want's range, each
+// holding the bytes from its start offset on (a plugin that stores only what
+// is new at each flush). At each step the piece reaching furthest is taken,
+// up to the first hole. The bytes, zero-filled to the size recorded, go to
+// dest.
+func fetchPieces(ctx context.Context, r *repo.Repository, segs []repo.Segment, first repo.Segment, want api.Segment, dest string) error {
+	full, data, err := r.GetSegment(ctx, first.ObjectName())
+	if err != nil {
+		return err
+	}
+	name, size, cur := full.Name, archive.FileSize(full), full.End
+	for want.End.Offset > want.Start.Offset {
+		var best *repo.Segment
+		for i, s := range segs {
+			if s.Epoch == first.Epoch && s.Partial && s.Start > first.Start && s.Start <= cur && s.End > cur &&
+				s.Start < want.End.Offset && (best == nil || s.End > best.End) {
+				best = &segs[i]
+			}
+		}
+		if best == nil {
+			break
+		}
+		piece, b, err := r.GetSegment(ctx, best.ObjectName())
+		if err != nil {
+			return err
+		}
+		if piece.Name != name {
+			break
+		}
+		if uint64(len(b)) != piece.End-piece.Start {
+			return fmt.Errorf("log segment %s holds %d bytes for the %d positions it names", piece.ObjectName(), len(b), piece.End-piece.Start)
+		}
+		data = append(data, b[cur-piece.Start:]...)
+		cur = piece.End
+	}
+	if n := int64(len(data)); size > n {
+		data = append(data, make([]byte, size-n)...)
 	}
 	return place(dest+".amber-"+randomSuffix(), dest, data)
 }

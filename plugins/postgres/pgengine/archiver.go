@@ -18,15 +18,19 @@ import (
 )
 
 // Segment is one piece of archived WAL handed to ArchiverOptions.OnSegment:
-// a complete WAL segment, the bytes so far of the segment being written
-// (Partial), or a timeline history file (History).
+// a complete WAL segment, the bytes of the segment being written received
+// since the previous emission (Partial: a piece), or a timeline history
+// file (History).
 type Segment struct {
 	// Name is PostgreSQL's file name: "000000010000000000000003" for WAL
-	// (also when Partial; a later emission with the same Name replaces it),
-	// "00000002.history" for history files.
+	// (also for each Partial piece of it; the complete segment with the same
+	// Name supersedes them), "00000002.history" for history files.
 	Name     string
 	Timeline uint32
-	StartLSN LSN // position of Data[0] (the segment start)
+	// StartLSN is the position of Data[0]: the segment start, or for a
+	// Partial piece where the previous piece of this segment ended (the
+	// segment start for its first piece, and after a restart).
+	StartLSN LSN
 	EndLSN   LSN // position just after the last byte of Data
 	Partial  bool
 	History  bool
@@ -430,14 +434,17 @@ func (s *stream) add(ctx context.Context, lsn LSN, data []byte, serverTime time.
 	return nil
 }
 
+// emitPartial emits what was received since the last emission as a piece
+// of the current segment: each flush sends only its new bytes.
 func (s *stream) emitPartial(ctx context.Context) error {
 	if s.pos <= s.emitted {
 		return nil
 	}
+	from := s.emitted
 	s.emitted = s.pos
 	s.lastEmit = s.a.opts.Clock.Now()
 	return s.a.emit(ctx, Segment{Name: WALFileName(s.tli, s.segStart, s.segSize), Timeline: s.tli, SegmentSize: s.segSize,
-		StartLSN: s.segStart, EndLSN: s.pos, Partial: true, Data: s.buf, ServerTime: s.serverTime})
+		StartLSN: from, EndLSN: s.pos, Partial: true, Data: s.buf[from-s.segStart:], ServerTime: s.serverTime})
 }
 
 // tick emits a due partial segment and sends a due status update.

@@ -122,10 +122,12 @@ func TestArchiverUnderLoad(t *testing.T) {
 		t.Fatal("Run did not return after Stop")
 	}
 
-	// Coverage: complete segments are contiguous, then the last partial
-	// reaches the flush position we waited for.
+	// Coverage: complete segments are contiguous, then the partial pieces
+	// of the segment after them continue one another up to the flush
+	// position we waited for. Each piece holds only the bytes since the
+	// previous one.
 	ems := arch.emissions()
-	var next LSN
+	var next, pieceEnd LSN
 	var lastPartial *emission
 	var prevAt time.Time
 	for i, e := range ems {
@@ -133,11 +135,18 @@ func TestArchiverUnderLoad(t *testing.T) {
 			continue
 		}
 		if e.Partial {
-			lastPartial = &ems[i]
+			if e.StartLSN != SegmentStart(e.StartLSN, DefaultWALSegmentSize) && e.StartLSN != pieceEnd {
+				t.Fatalf("piece %s-%s of %s does not continue the previous piece (ended %s)", e.StartLSN, e.EndLSN, e.Name, pieceEnd)
+			}
+			if lastPartial == nil || lastPartial.Name != e.Name || e.StartLSN == SegmentStart(e.StartLSN, DefaultWALSegmentSize) {
+				lastPartial = &ems[i]
+			}
+			pieceEnd = e.EndLSN
 		} else if next != 0 && e.StartLSN != next {
 			t.Fatalf("gap: segment %s starts at %s, expected %s", e.Name, e.StartLSN, next)
 		}
-		if e.StartLSN != SegmentStart(e.StartLSN, DefaultWALSegmentSize) || e.Name != WALFileName(1, e.StartLSN, DefaultWALSegmentSize) {
+		if e.Name != WALFileName(1, SegmentStart(e.StartLSN, DefaultWALSegmentSize), DefaultWALSegmentSize) ||
+			!e.Partial && e.StartLSN != SegmentStart(e.StartLSN, DefaultWALSegmentSize) {
 			t.Fatalf("bad segment %+v", e.Segment)
 		}
 		if !e.Partial {
@@ -155,8 +164,9 @@ func TestArchiverUnderLoad(t *testing.T) {
 	if ems[0].StartLSN > initial {
 		t.Fatalf("archive starts at %s, after the slot's %s", ems[0].StartLSN, initial)
 	}
-	if lastPartial == nil || lastPartial.StartLSN != next || lastPartial.EndLSN < target {
-		t.Fatalf("last partial %+v does not continue at %s up to %s", lastPartial, next, target)
+	// lastPartial is the first piece of the newest partial segment.
+	if lastPartial == nil || lastPartial.StartLSN != next || pieceEnd < target {
+		t.Fatalf("the last partial pieces %+v..%s do not continue at %s up to %s", lastPartial, pieceEnd, next, target)
 	}
 	partials := 0
 	for _, e := range ems {
@@ -178,6 +188,18 @@ func TestArchiverUnderLoad(t *testing.T) {
 	}
 	if !bytes.Equal(got, want) {
 		t.Fatalf("archived %s differs from pg_wal's copy", firstComplete.Name)
+	}
+	// The pieces put together are the segment's beginning in pg_wal.
+	got, err = os.ReadFile(filepath.Join(arch.dir, lastPartial.Name+".partial"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err = os.ReadFile(filepath.Join(pg.DataDir, "pg_wal", lastPartial.Name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := int(pieceEnd - lastPartial.StartLSN); len(got) != n || !bytes.Equal(got, want[:n]) {
+		t.Fatalf("the pieces of %s (%d bytes, want %d) differ from pg_wal's copy", lastPartial.Name, len(got), n)
 	}
 	t.Logf("%d statements, %d emissions, WAL %s..%s", statements, len(ems), ems[0].StartLSN, target)
 }

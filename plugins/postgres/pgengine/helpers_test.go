@@ -2,6 +2,7 @@ package pgengine
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -66,7 +67,25 @@ func (w *walArchive) onSegment(ctx context.Context, s Segment) error {
 	if s.Partial {
 		name += ".partial"
 	}
-	if err := os.WriteFile(filepath.Join(w.dir, name), s.Data, 0o644); err != nil {
+	if s.Partial && s.StartLSN != SegmentStart(s.StartLSN, s.SegmentSize) {
+		// A later piece: the bytes since the previous one, at their offset.
+		f, err := os.OpenFile(filepath.Join(w.dir, name), os.O_WRONLY, 0)
+		if err != nil {
+			return fmt.Errorf("piece %s-%s of %s without the pieces before it: %w", s.StartLSN, s.EndLSN, s.Name, err)
+		}
+		off := int64(s.StartLSN - SegmentStart(s.StartLSN, s.SegmentSize))
+		if _, err := f.WriteAt(s.Data, off); err != nil {
+			f.Close()
+			return err
+		}
+		if err := f.Truncate(off + int64(len(s.Data))); err != nil {
+			f.Close()
+			return err
+		}
+		if err := f.Close(); err != nil {
+			return err
+		}
+	} else if err := os.WriteFile(filepath.Join(w.dir, name), s.Data, 0o644); err != nil {
 		return err
 	}
 	if !s.Partial {

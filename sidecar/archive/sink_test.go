@@ -1,0 +1,59 @@
+package archive
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"testing"
+
+	"github.com/amber-backup/amber/plugins/api"
+)
+
+// TestSinkPieces: partial pieces (each the bytes since the previous flush)
+// all stay until the complete segment arrives, which supersedes every one
+// of them; a partial with the same start that reaches further replaces the
+// shorter one.
+func TestSinkPieces(t *testing.T) {
+	ctx := context.Background()
+	r := testRepo(t)
+	s := NewSink(r, "pg", slog.New(slog.DiscardHandler), nil)
+	send := func(start, end uint64, partial bool) {
+		t.Helper()
+		w, err := s.Begin(ctx, api.SegmentHeader{Name: "seg", Start: pos(1, start)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Write(bytes.Repeat([]byte{byte(start)}, int(end-start))); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Finish(api.SegmentTrailer{End: pos(1, end), Partial: partial}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	names := func() []string {
+		t.Helper()
+		segs, err := r.Segments(ctx, "pg")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n []string
+		for _, g := range segs {
+			n = append(n, g.ObjectName())
+		}
+		return n
+	}
+	send(0x1000, 0x1100, true)
+	send(0x1100, 0x1180, true)
+	send(0x1180, 0x1200, true)
+	if got := names(); len(got) != 3 {
+		t.Fatalf("after three pieces: %v", got)
+	}
+	send(0x1000, 0x1190, true) // a restarted plugin sends the segment so far again
+	if got := names(); len(got) != 3 {
+		t.Fatalf("the longer partial from the start should replace the first piece only: %v", got)
+	}
+	send(0x1000, 0x2000, false)
+	if got := names(); len(got) != 1 || got[0] != "log/pg/00000001/0000000000001000-0000000000002000" {
+		t.Fatalf("the complete segment should supersede every piece: %v", got)
+	}
+}
