@@ -193,9 +193,13 @@ func StartPostgres(t testing.TB, opts PostgresOptions) *Postgres {
 	if err := ChownPostgres(pwfile); err != nil {
 		t.Fatal(err)
 	}
-	out, err := PostgresCommand(filepath.Join(bin, "initdb"), "-D", p.DataDir, "-U", PostgresSuperuser,
-		"--pwfile="+pwfile, "--auth-local=scram-sha-256", "--auth-host=scram-sha-256",
-		"--encoding=UTF8", "--locale=C", "--no-sync", "--no-instructions").CombinedOutput()
+	args := []string{"-D", p.DataDir, "-U", PostgresSuperuser,
+		"--pwfile=" + pwfile, "--auth-local=scram-sha-256", "--auth-host=scram-sha-256",
+		"--encoding=UTF8", "--locale=C", "--no-sync"}
+	if p.Major != "13" { // initdb 13 lacks it
+		args = append(args, "--no-instructions")
+	}
+	out, err := PostgresCommand(filepath.Join(bin, "initdb"), args...).CombinedOutput()
 	os.Remove(pwfile)
 	if err != nil {
 		t.Fatalf("initdb: %v\n%s", err, out)

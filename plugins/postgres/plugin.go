@@ -431,6 +431,7 @@ func (e *Engine) Archive(ctx context.Context, req api.ArchiveRequest, out api.Se
 	opts := pgengine.ArchiverOptions{
 		Slot:            req.Options["slot"],
 		PartialInterval: req.FlushInterval,
+		Synchronous:     req.Options["synchronous"] == "on",
 		Logger:          slog.Default(),
 	}
 	if !req.Start.IsZero() {

@@ -16,6 +16,7 @@ func (e *env) archiveCommand() *cobra.Command {
 	var (
 		engine, dsnFlag, dsnFile, slot string
 		flush                          time.Duration
+		synchronous                    bool
 	)
 	cmd := &cobra.Command{
 		Use:   "archive",
@@ -28,6 +29,16 @@ load, which bounds the recovery point; completed segments replace them. A
 promotion (a new PostgreSQL timeline) is followed without stopping; a gap is
 reported, never skipped. A plugin that dies is restarted and archiving resumes
 where the repository's log ends.
+
+--synchronous (PostgreSQL) stores received WAL at once instead of every
+--flush-interval, and tells the server each position the moment it is durable
+in the repository. With synchronous_standby_names naming the archiver (its
+application_name: the slot's name, "amber", unless the DSN sets one), no
+commit is acknowledged before its WAL is in the repository: a recovery point
+objective of zero, at the price of one repository write in every commit's
+latency (docs/benchmarks.md). If the archiver stops, such commits wait until
+it is back: name a second synchronous standby, or use ANY 1 (...), to keep
+writes going.
 
 The connection string comes from --dsn-file, --dsn or AMBER_DSN, and is never
 printed or logged. SIGTERM or SIGINT make everything received durable, then
@@ -53,8 +64,15 @@ amber exits 0.`,
 				return err
 			}
 			defer r.Close()
+			opts := map[string]string{"slot": slot}
+			if synchronous {
+				if engine != "postgres" {
+					return usagef("--synchronous is for --engine postgres only")
+				}
+				opts["synchronous"] = "on"
+			}
 			rep, err := job.Archive(ctx, r, eng, job.ArchiveRun{Engine: engine, Target: api.Target{DSN: d},
-				FlushInterval: flush, Options: map[string]string{"slot": slot},
+				FlushInterval: flush, Options: opts,
 				OnStart: func(stream, version string, _ *archive.Stats) {
 					fmt.Fprintf(e.stderr, "archiving %s (%s) into stream %s; stop with SIGTERM\n", engine, version, stream)
 				}}, nil)
@@ -72,6 +90,7 @@ amber exits 0.`,
 	cmd.Flags().StringVar(&dsnFlag, "dsn", "", "connection string of a role allowed to replicate (default: env AMBER_DSN); prefer --dsn-file")
 	cmd.Flags().StringVar(&dsnFile, "dsn-file", "", "read the connection string from this file")
 	cmd.Flags().StringVar(&slot, "slot", "amber", "replication slot name (PostgreSQL)")
+	cmd.Flags().BoolVar(&synchronous, "synchronous", false, "PostgreSQL: store WAL at once and report it flushed only when durable (RPO 0 with synchronous_standby_names)")
 	cmd.Flags().DurationVar(&flush, "flush-interval", 500*time.Millisecond, "make log durable at least this often under load (bounds the recovery point)")
 	return cmd
 }

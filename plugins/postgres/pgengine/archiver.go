@@ -62,6 +62,15 @@ type ArchiverOptions struct {
 	PartialInterval time.Duration
 	// StatusInterval is the period of standby status updates; default 10s.
 	StatusInterval time.Duration
+	// Synchronous emits what was received as soon as the socket has nothing
+	// more to read (not every PartialInterval) and reports each durable
+	// position to the server the moment Durable is called: with
+	// synchronous_standby_names naming ApplicationName, a commit is
+	// acknowledged only once its WAL is durable where OnSegment put it.
+	Synchronous bool
+	// ApplicationName is the replication connection's application_name when
+	// the DSN sets none; default the slot's name.
+	ApplicationName string
 	// OnSegment receives segments in WAL order. It runs on the receiving
 	// goroutine: hand the data off quickly. An error stops Run.
 	OnSegment func(ctx context.Context, s Segment) error
@@ -81,6 +90,10 @@ type Archiver struct {
 	durable  LSN // confirmed by the caller
 	received LSN // end of WAL received
 	slotPos  LSN // last flush position reported to the server
+	// wake is cancelled by Durable in Synchronous mode, to interrupt a
+	// receive wait so the new position is reported at once.
+	wake       context.Context
+	wakeCancel context.CancelFunc
 
 	stopCtx  context.Context
 	stop     context.CancelFunc
@@ -100,6 +113,9 @@ func NewArchiver(dsn DSN, opts ArchiverOptions) *Archiver {
 	}
 	if opts.StatusInterval <= 0 {
 		opts.StatusInterval = 10 * time.Second
+	}
+	if opts.ApplicationName == "" {
+		opts.ApplicationName = opts.Slot
 	}
 	if opts.Clock == nil {
 		opts.Clock = clock.Real
@@ -125,7 +141,20 @@ func (a *Archiver) Durable(lsn LSN) {
 	}
 	if lsn > a.durable {
 		a.durable = lsn
+		if a.wakeCancel != nil {
+			a.wakeCancel()
+		}
 	}
+}
+
+// armWake returns the context Durable cancels, made afresh once cancelled.
+func (a *Archiver) armWake() context.Context {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.wake == nil || a.wake.Err() != nil {
+		a.wake, a.wakeCancel = context.WithCancel(context.Background())
+	}
+	return a.wake
 }
 
 // Positions returns the end of WAL received, the durable position the
@@ -204,7 +233,7 @@ func (a *Archiver) Run(ctx context.Context) (err error) {
 	a.mu.Unlock()
 	start = SegmentStart(start, segSize)
 
-	conn, err := connectReplication(ctx, a.dsn)
+	conn, err := connectReplicationAs(ctx, a.dsn, a.opts.ApplicationName)
 	if err != nil {
 		return err
 	}
@@ -316,7 +345,12 @@ type stream struct {
 	serverTime time.Time
 	lastEmit   time.Time
 	lastStatus time.Time
+	idle       bool // the last receive found nothing to read
 }
+
+// syncBatch bounds, in Synchronous mode, how long received WAL waits while
+// more keeps arriving before it is emitted.
+const syncBatch = 10 * time.Millisecond
 
 // run streams timeline tli from start (a segment boundary) until the server
 // ends the timeline (returning the next one) or the archiver stops.
@@ -344,6 +378,10 @@ func (s *stream) run(ctx context.Context, tli uint32, start LSN) (uint32, LSN, e
 
 	for {
 		stopping := a.stopCtx.Err() != nil
+		var wake context.Context
+		if a.opts.Synchronous {
+			wake = a.armWake() // before tick reads the durable position
+		}
 		if err := s.tick(ctx, stopping); err != nil {
 			return 0, 0, err
 		}
@@ -353,20 +391,34 @@ func (s *stream) run(ctx context.Context, tli uint32, start LSN) (uint32, LSN, e
 		now := clk.Now()
 		wait := min(s.lastEmit.Add(a.opts.PartialInterval).Sub(now),
 			s.lastStatus.Add(a.opts.StatusInterval).Sub(now), 200*time.Millisecond)
+		if a.opts.Synchronous {
+			wait = min(s.lastStatus.Add(a.opts.StatusInterval).Sub(now), 200*time.Millisecond)
+			if s.pos > s.emitted {
+				// Received WAL waits only while more is already on its way.
+				wait = 0
+			}
+		}
 		rctx, cancel := context.WithTimeout(ctx, max(wait, time.Millisecond))
 		unhook := context.AfterFunc(a.stopCtx, cancel)
+		unwake := func() bool { return false }
+		if wake != nil {
+			unwake = context.AfterFunc(wake, cancel)
+		}
 		msg, err := s.conn.ReceiveMessage(rctx)
 		unhook()
+		unwake()
 		cancel()
 		if err != nil {
 			if ctx.Err() != nil {
 				return 0, 0, ctx.Err()
 			}
 			if pgconn.Timeout(err) || errors.Is(err, context.Canceled) {
+				s.idle = true
 				continue
 			}
 			return 0, 0, fmt.Errorf("receive WAL: %w", err)
 		}
+		s.idle = false
 		switch m := msg.(type) {
 		case *pgproto3.CopyData:
 			if len(m.Data) == 0 {
@@ -450,7 +502,7 @@ func (s *stream) emitPartial(ctx context.Context) error {
 // tick emits a due partial segment and sends a due status update.
 func (s *stream) tick(ctx context.Context, force bool) error {
 	now := s.a.opts.Clock.Now()
-	if force || now.Sub(s.lastEmit) >= s.a.opts.PartialInterval {
+	if force || now.Sub(s.lastEmit) >= s.a.opts.PartialInterval || s.a.opts.Synchronous && (s.idle || now.Sub(s.lastEmit) >= syncBatch) {
 		if err := s.emitPartial(ctx); err != nil {
 			return err
 		}

@@ -149,9 +149,18 @@ func connectSQL(ctx context.Context, dsn DSN) (*pgx.Conn, error) {
 
 // connectReplication opens a physical walsender connection (replication=true).
 func connectReplication(ctx context.Context, dsn DSN) (*pgconn.PgConn, error) {
+	return connectReplicationAs(ctx, dsn, "")
+}
+
+// connectReplicationAs is connectReplication with application_name set to
+// appName when the DSN sets none (synchronous_standby_names matches it).
+func connectReplicationAs(ctx context.Context, dsn DSN, appName string) (*pgconn.PgConn, error) {
 	cfg, err := parseConfig(dsn)
 	if err != nil {
 		return nil, err
+	}
+	if appName != "" && cfg.RuntimeParams["application_name"] == "" {
+		cfg.RuntimeParams["application_name"] = appName
 	}
 	cfg.RuntimeParams["replication"] = "true"
 	conn, err := pgconn.ConnectConfig(ctx, cfg)
