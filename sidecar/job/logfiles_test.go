@@ -27,7 +27,7 @@ func (pieceEngine) DescribeLogFile(context.Context, api.LogFileQuery) (api.LogFi
 type pieceOpener struct{ r *repo.Repository }
 
 func (o pieceOpener) Repository(context.Context) (*repo.Repository, error) { return o.r, nil }
-func (pieceOpener) Engine(context.Context, string) (api.Engine, error)    { return pieceEngine{}, nil }
+func (pieceOpener) Engine(context.Context, string) (api.Engine, error)     { return pieceEngine{}, nil }
 
 // TestFetchLogFilePieces: a log file archived as partial pieces (each
 // flush's new bytes; a restarted archiver's overlapping resend included)
