@@ -203,6 +203,12 @@ type BackupRequest struct {
 }
 
 // BackupResult records where and when a backup is consistent.
+// MetaLogFromStart is the BackupResult.Metadata key a plugin sets to
+// "true" when the copy holds no log of its own: restoring it needs archived
+// log from Start on (not only from Consistent), and the host checks that
+// the archive holds it.
+const MetaLogFromStart = "log_from_start"
+
 type BackupResult struct {
 	Start          Position  // log position at which the copy started
 	Consistent     Position  // log position at which the copy is consistent

@@ -6,8 +6,11 @@
 //   - LogicalRestore options "no_owner", "no_privileges", "clean" ("true").
 //   - PhysicalBackup options "exclude_wal", "spread_checkpoint" ("true"),
 //     "max_rate_kbps".
-//   - Archive options "slot" (default "amber"); ArchiveRequest.FlushInterval
-//     bounds how long WAL waits before it is sent as a partial segment.
+//   - Archive options "slot" (default "amber") and "synchronous" ("on":
+//     store WAL as soon as it arrives, report each durable position at
+//     once); ArchiveRequest.FlushInterval bounds how long WAL waits before
+//     it is sent as a partial segment (each flush sends only the bytes new
+//     since the previous one).
 //   - PhysicalRestore: the typed recovery target, log command, RunAs and
 //     KeepArchiving of the request become recovery_target_*,
 //     restore_command, file ownership and archive_mode; options
@@ -225,6 +228,9 @@ func (e *Engine) PhysicalBackup(ctx context.Context, req api.BackupRequest, sink
 		"major":            strconv.Itoa(res.Major),
 		"timeline":         strconv.Itoa(int(res.Timeline)),
 		"entries":          strings.Join(res.Entries, ","),
+	}
+	if !res.WALIncluded { // restoring it needs the archived WAL from its start
+		meta[api.MetaLogFromStart] = "true"
 	}
 	for _, ts := range res.Tablespaces {
 		meta["tablespace."+strconv.FormatUint(uint64(ts.OID), 10)] = ts.Location

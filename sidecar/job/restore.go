@@ -403,8 +403,16 @@ func restoreLogical(ctx context.Context, r *repo.Repository, eng api.Engine, o E
 // checkReach refuses a target that archived log cannot reach from the
 // backup's consistent point, naming the gap or the window's end.
 func checkReach(cov *archive.Coverage, res api.BackupResult, to api.RecoveryTarget) (*archive.Reach, string, error) {
-	from := res.Consistent
+	from, fromStart := logFrom(res.Start, res.Consistent, res.Metadata)
 	reach, ok := cov.ReachFrom(from)
+	if ok && fromStart {
+		if short := reachShort(reach, res.Consistent); short != "" {
+			return nil, "", fmt.Errorf("the backup holds no log of its own and %s; choose a backup the archive covers (`amber ls`) or take a new one", short)
+		}
+	}
+	if !ok && fromStart {
+		return nil, "", fmt.Errorf("the backup holds no log of its own, and archived log does not start at or before its start %s, where its recovery begins; choose a backup the archive covers (`amber ls`) or take a new one", from)
+	}
 	if !ok {
 		if len(cov.Ranges) == 0 && to.IsLatest() {
 			return nil, "no archived log: the copy recovers to the backup's consistent point", nil
@@ -497,3 +505,27 @@ func (s *entrySource) close() {
 }
 
 var errNoLog = errors.New("not in the archive")
+
+// logFrom is where a backup's recovery needs archived log from: its start
+// when the plugin says the copy holds no log of its own
+// (api.MetaLogFromStart), else its consistent point. fromStart says which.
+func logFrom(start, consistent api.Position, meta map[string]string) (api.Position, bool) {
+	if meta[api.MetaLogFromStart] == "true" && !start.IsZero() {
+		return start, true
+	}
+	return consistent, false
+}
+
+// reachShort says, when log reached from a backup's start stops (or a gap
+// cuts it) before the backup's consistent point, how; else "".
+func reachShort(reach archive.Reach, consistent api.Position) string {
+	end := api.Position{Epoch: reach.Epoch, Offset: reach.End}
+	if atOrBefore(consistent, end) {
+		return ""
+	}
+	s := fmt.Sprintf("archived log from its start stops at %s, before its consistent point %s", reach.EndText, consistent)
+	if reach.Gap != nil {
+		s += " (" + reach.Gap.String() + ")"
+	}
+	return s
+}

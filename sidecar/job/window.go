@@ -52,7 +52,14 @@ func Windows(ctx context.Context, r *repo.Repository, all []*repo.Manifest) ([]W
 			w.Note = "no archived log: restorable only to the backups themselves"
 		default:
 			w.Gaps = cov.Gaps()
-			reach, ok := cov.ReachFrom(posFromRecord(m.Record.Consistent))
+			consistent := posFromRecord(m.Record.Consistent)
+			from, fromStart := logFrom(posFromRecord(m.Record.Start), consistent, m.Record.Metadata)
+			reach, ok := cov.ReachFrom(from)
+			if fromStart && (!ok || reachShort(reach, consistent) != "") {
+				w.Note = "archived log does not start at or before the earliest backup's start, and that backup holds no log of its own (it cannot be restored); later backups may be covered"
+				w.LatestTime, w.LatestPosition = end.LastTime, end.EndText
+				break
+			}
 			if !ok {
 				w.Note = "archived log does not continue from the earliest backup; later backups may be covered"
 				w.LatestTime, w.LatestPosition = end.LastTime, end.EndText

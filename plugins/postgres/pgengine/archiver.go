@@ -238,6 +238,12 @@ func (a *Archiver) Run(ctx context.Context) (err error) {
 		return err
 	}
 	defer conn.Close(context.Background())
+	// PostgreSQL 14 and older refuse START_REPLICATION on a standby unless
+	// IDENTIFY_SYSTEM ran first on the connection (it sets the walsender's
+	// timeline); later versions do not need it, and it costs nothing.
+	if _, err := pglogrepl.IdentifySystem(ctx, conn); err != nil {
+		return fmt.Errorf("IDENTIFY_SYSTEM: %w", err)
+	}
 
 	tli := a.opts.Timeline
 	if tli == 0 {

@@ -1,0 +1,78 @@
+package job
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/amber-backup/amber/plugins/api"
+	"github.com/amber-backup/amber/sidecar/archive"
+	"github.com/amber-backup/amber/sidecar/repo"
+	"github.com/amber-backup/amber/sidecar/storage/file"
+)
+
+// TestReachFromBackupStart: a backup that holds no log of its own
+// (api.MetaLogFromStart) needs archived log from its start through its
+// consistent point; a backup with its own log needs it from its consistent
+// point only. Restores and `amber ls`'s window say so.
+func TestReachFromBackupStart(t *testing.T) {
+	ctx := context.Background()
+	be, err := file.Open(t.TempDir(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := repo.Init(ctx, be, []byte("pw"), repo.Options{KDF: repo.KDFParams{Time: 1, Memory: 1024, Threads: 1}, CacheDir: "-"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := func(off uint64) api.Position { return api.Position{Epoch: 1, Offset: off, Token: []byte{1}} }
+	sink := archive.NewSink(r, "postgres-1", slog.New(slog.DiscardHandler), nil)
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for i, start := range []uint64{0x2000000, 0x3000000} {
+		w, _ := sink.Begin(ctx, api.SegmentHeader{Name: "wal", Start: p(start)})
+		w.Write(make([]byte, 16))
+		if err := w.Finish(api.SegmentTrailer{End: p(start + 0x1000000), LastCommit: t0.Add(time.Duration(i) * time.Minute)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cov, err := archive.Cover(ctx, r, "postgres-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	own := map[string]string{}
+	none := map[string]string{api.MetaLogFromStart: "true"}
+	for _, c := range []struct {
+		name              string
+		start, consistent uint64
+		meta              map[string]string
+		want              string // "" for success, else part of the error
+	}{
+		{"own log, started before the archive", 0x1800000, 0x2100000, own, ""},
+		{"no own log, started inside the archive", 0x2100000, 0x2200000, none, ""},
+		{"no own log, started before the archive", 0x1800000, 0x2100000, none, "does not start at or before its start"},
+		{"no own log, consistent past the archive", 0x3800000, 0x4100000, none, "before its consistent point"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			res := api.BackupResult{Start: p(c.start), Consistent: p(c.consistent), Metadata: c.meta}
+			_, _, err := checkReach(cov, res, api.RecoveryTarget{})
+			switch {
+			case c.want == "" && err != nil:
+				t.Fatalf("checkReach: %v", err)
+			case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
+				t.Fatalf("checkReach: %v; want an error saying %q", err, c.want)
+			}
+			m := &repo.Manifest{Mode: ModePhysical, Engine: "postgres", ConsistentTime: t0,
+				Record: &repo.EngineRecord{SystemID: "1", Start: posRecord(res.Start), Consistent: posRecord(res.Consistent), Metadata: c.meta}}
+			ws, err := Windows(ctx, r, []*repo.Manifest{m})
+			if err != nil {
+				t.Fatal(err)
+			}
+			bad := strings.Contains(ws[0].Note, "does not start at or before the earliest backup's start")
+			if bad != (c.want != "") {
+				t.Fatalf("window note %q; want it to say the archive misses the backup's start: %t", ws[0].Note, c.want != "")
+			}
+		})
+	}
+}
