@@ -115,7 +115,7 @@ type Sink struct {
 	clock   clock.Clock
 
 	mu       sync.Mutex
-	partials map[[2]uint64]repo.Segment // (epoch, start) -> partial object stored
+	partials map[[3]uint64]repo.Segment // (epoch, start, end) -> partial object stored
 	Stats    Stats
 }
 
@@ -126,7 +126,7 @@ var _ api.SegmentSink = (*Sink)(nil)
 // undelivered ones are replaced). Lag is measured with clk (nil: clock.Real).
 func NewSink(r *repo.Repository, stream string, log *slog.Logger, clk clock.Clock) *Sink {
 	return &Sink{repo: r, stream: stream, durable: make(chan api.Position, 1), log: log, clock: clock.Or(clk),
-		partials: make(map[[2]uint64]repo.Segment)}
+		partials: make(map[[3]uint64]repo.Segment)}
 }
 
 // Durable is the channel to hand to api.Engine.Archive.
@@ -183,21 +183,20 @@ func (w *segWriter) Finish(t api.SegmentTrailer) error {
 	// reaches past; a complete one supersedes every partial one inside its
 	// range: the pieces a plugin sent since the previous flush each (they
 	// start where the previous piece ended) included.
-	key := [2]uint64{uint64(seg.Epoch), seg.Start}
 	var superseded []repo.Segment
 	s.mu.Lock()
-	if t.Partial {
-		if old, had := s.partials[key]; had && old.End <= seg.End {
+	for k, old := range s.partials {
+		if k[0] != uint64(seg.Epoch) {
+			continue
+		}
+		if t.Partial && k[1] == seg.Start && k[2] <= seg.End ||
+			!t.Partial && k[1] >= seg.Start && k[1] < max(seg.End, seg.Start+1) {
 			superseded = append(superseded, old)
+			delete(s.partials, k)
 		}
-		s.partials[key] = seg
-	} else {
-		for k, old := range s.partials {
-			if k[0] == key[0] && k[1] >= seg.Start && k[1] < max(seg.End, seg.Start+1) {
-				superseded = append(superseded, old)
-				delete(s.partials, k)
-			}
-		}
+	}
+	if t.Partial {
+		s.partials[[3]uint64{uint64(seg.Epoch), seg.Start, seg.End}] = seg
 	}
 	s.mu.Unlock()
 	for _, old := range superseded {

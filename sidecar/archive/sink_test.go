@@ -11,8 +11,8 @@ import (
 
 // TestSinkPieces: partial pieces (each the bytes since the previous flush)
 // all stay until the complete segment arrives, which supersedes every one
-// of them; a partial with the same start that reaches further replaces the
-// shorter one.
+// of them (a shorter resend from the segment's start included); a partial
+// with the same start that reaches further replaces the shorter one.
 func TestSinkPieces(t *testing.T) {
 	ctx := context.Background()
 	r := testRepo(t)
@@ -51,6 +51,10 @@ func TestSinkPieces(t *testing.T) {
 	send(0x1000, 0x1190, true) // a restarted plugin sends the segment so far again
 	if got := names(); len(got) != 3 {
 		t.Fatalf("the longer partial from the start should replace the first piece only: %v", got)
+	}
+	send(0x1000, 0x1050, true) // a shorter one from the start: kept beside the longer one
+	if got := names(); len(got) != 4 {
+		t.Fatalf("a shorter partial from the start should be stored beside the longer one: %v", got)
 	}
 	send(0x1000, 0x2000, false)
 	if got := names(); len(got) != 1 || got[0] != "log/pg/00000001/0000000000001000-0000000000002000" {
