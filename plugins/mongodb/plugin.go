@@ -15,7 +15,9 @@
 //   - LogicalRestore options "workers" (insert batches in flight, default
 //     4), "drop" (true: drop target collections that exist; default a
 //     non-empty one is refused), "no_oplog" (true: skip the oplog window
-//     recorded with the dump).
+//     recorded with the dump), "export_path" (write the dump to this
+//     path, a pipe the host reads, in mongodump's archive format instead
+//     of loading a server: what `amber restore --stdout` prints).
 //
 // Positions: epoch 1, offset = ts seconds << 32 | increment, token = the
 // 8-byte big-endian offset, text "Timestamp(1700000000, 3)". Positions the
@@ -34,6 +36,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -186,6 +189,9 @@ func (s entrySource) Next(ctx context.Context) (string, io.Reader, error) {
 // options, data by several workers, then indexes, views and the dump's
 // oplog window.
 func (e *Engine) LogicalRestore(ctx context.Context, req api.RestoreRequest, src api.EntrySource) (api.RestoreResult, error) {
+	if path := req.Options[api.ExportPathOption]; path != "" {
+		return export(ctx, path, src)
+	}
 	o := mgengine.RestoreOptions{Drop: req.Options["drop"] == "true", NoOplog: req.Options["no_oplog"] == "true", Logger: slog.Default()}
 	var err error
 	if o.Workers, err = intOption(req.Options, "workers"); err != nil {
@@ -209,6 +215,30 @@ func (e *Engine) LogicalRestore(ctx context.Context, req api.RestoreRequest, src
 		"bson_bytes":  strconv.FormatInt(res.Bytes, 10),
 		"oplog_ops":   strconv.Itoa(res.OplogOps),
 		"restore_ms":  strconv.FormatInt(took.Milliseconds(), 10),
+	}}, nil
+}
+
+// export writes the dump read from src to path in mongodump's archive
+// format, for `mongorestore --archive`.
+func export(ctx context.Context, path string, src api.EntrySource) (api.RestoreResult, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return api.RestoreResult{}, fmt.Errorf("export: %w", err)
+	}
+	res, err := mgengine.ExportArchive(ctx, entrySource{src}, f, mgengine.ExportOptions{ToolVersion: "amber-plugin-mongodb " + Version})
+	if cerr := f.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("export: %w", cerr)
+	}
+	if err != nil {
+		return api.RestoreResult{}, err
+	}
+	return api.RestoreResult{Metadata: map[string]string{
+		"format":      "mongodump archive",
+		"collections": strconv.Itoa(res.Collections),
+		"views":       strconv.Itoa(res.Views),
+		"documents":   strconv.FormatInt(res.Docs, 10),
+		"bson_bytes":  strconv.FormatInt(res.Bytes, 10),
+		"oplog_ops":   strconv.Itoa(res.OplogOps),
 	}}, nil
 }
 
