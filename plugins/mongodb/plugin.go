@@ -39,6 +39,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/amber-backup/amber/plugins/api"
@@ -51,6 +52,9 @@ var Version = "0.1.0"
 // Engine implements api.Engine for MongoDB.
 type Engine struct {
 	api.Unsupported
+
+	mu     sync.Mutex
+	frozen map[string]*mgengine.Frozen // by lease id
 }
 
 var _ api.Engine = (*Engine)(nil)
@@ -62,7 +66,7 @@ func (e *Engine) Info(context.Context) (api.Info, error) {
 	return api.Info{
 		Engine:           "mongodb",
 		PluginVersion:    Version,
-		Capabilities:     []api.Capability{api.LogicalDump, api.LogicalRestore, api.Archive, api.Replay},
+		Capabilities:     []api.Capability{api.LogicalDump, api.LogicalRestore, api.Freeze, api.Archive, api.Replay},
 		SupportedServers: "MongoDB 5.0 and newer (untested); the MongoDB wire protocol of FerretDB 1.24 (tested)",
 	}, nil
 }
@@ -215,6 +219,44 @@ func (e *Engine) LogicalRestore(ctx context.Context, req api.RestoreRequest, src
 		"bson_bytes":  strconv.FormatInt(res.Bytes, 10),
 		"oplog_ops":   strconv.Itoa(res.OplogOps),
 		"restore_ms":  strconv.FormatInt(took.Milliseconds(), 10),
+	}}, nil
+}
+
+// Freeze takes the server's fsync lock for a volume snapshot and holds it
+// until Thaw, or until the lease runs out (api.Serve calls Thaw then). The
+// lock is the server's, not the connection's: if the plugin process dies
+// under it, the server stays locked until db.fsyncUnlock().
+func (e *Engine) Freeze(ctx context.Context, req api.FreezeRequest) (api.Frozen, error) {
+	fr, err := mgengine.Freeze(ctx, uri(req.Target))
+	if err != nil {
+		return api.Frozen{}, err
+	}
+	e.mu.Lock()
+	if e.frozen == nil {
+		e.frozen = map[string]*mgengine.Frozen{}
+	}
+	e.frozen[req.LeaseID] = fr
+	e.mu.Unlock()
+	slog.Info("frozen", "lease", req.LeaseID, "method", "fsyncLock", "lock_count", fr.LockCount, "position", fr.Pos.Text())
+	return api.Frozen{Position: Position(fr.Pos), ConsistentTime: fr.Time}, nil
+}
+
+// Thaw releases the fsync lock. A snapshot taken under it holds every
+// write up to the returned oplog position, flushed to the data files.
+func (e *Engine) Thaw(ctx context.Context, leaseID string) (api.Thawed, error) {
+	e.mu.Lock()
+	fr := e.frozen[leaseID]
+	delete(e.frozen, leaseID)
+	e.mu.Unlock()
+	if fr == nil {
+		return api.Thawed{}, fmt.Errorf("no freeze under lease %s", leaseID)
+	}
+	if err := fr.Thaw(ctx); err != nil {
+		return api.Thawed{}, err
+	}
+	slog.Info("thawed", "lease", leaseID)
+	return api.Thawed{Consistent: Position(fr.Pos), ConsistentTime: fr.Time, Metadata: map[string]string{
+		"method": "fsyncLock", "lock_count": strconv.Itoa(fr.LockCount),
 	}}, nil
 }
 
