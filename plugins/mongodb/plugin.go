@@ -6,7 +6,10 @@
 // loads a one-database backup under that name.
 //
 // Options it reads:
-//   - LogicalDump options "workers" (collections read at once, default 4),
+//   - LogicalDump options "read_preference" ("secondaryPreferred", the
+//     default: data and oplog window from the least lagging secondary of a
+//     replica set, connected directly, when it has one; "primary": from the
+//     member the URI selects), "workers" (collections read at once, default 4),
 //     "spool_dir" (where a collection read while another is sent waits,
 //     default the temp dir), "batch_size" (documents per cursor batch).
 //   - Archive options "max_segment_bytes" (default 16 MiB);
@@ -98,11 +101,23 @@ func (e *Engine) Probe(ctx context.Context, t api.Target) (api.Probe, error) {
 			"ferretdb": strconv.FormatBool(info.FerretDB),
 		},
 	}
+	p.Facts["state"] = "STANDALONE"
 	switch {
 	case info.SetName != "" && info.Primary:
 		p.Role = api.RolePrimary
+		p.Facts["state"] = "PRIMARY"
 	case info.SetName != "" && info.Secondary:
 		p.Role = api.RoleReplica
+		p.Facts["state"] = "SECONDARY"
+		p.ReplicationLag = info.Lag
+	case info.SetName != "":
+		p.Facts["state"] = "OTHER" // arbiter, recovering, startup...
+	}
+	if info.Me != "" {
+		p.Facts["member"] = info.Me
+	}
+	if info.LagErr != "" {
+		p.Facts["lag_unknown"] = info.LagErr
 	}
 	if err != nil {
 		p.Detail = err.Error()
@@ -143,7 +158,7 @@ func intOption(opts map[string]string, key string) (int, error) {
 // metadata.json, one BSON entry per collection and, on a server with an
 // oplog, the oplog entries written while the data was read.
 func (e *Engine) LogicalDump(ctx context.Context, req api.BackupRequest, sink api.EntrySink) (api.BackupResult, error) {
-	o := mgengine.DumpOptions{Databases: req.Databases, SpoolDir: req.Options["spool_dir"], Logger: slog.Default()}
+	o := mgengine.DumpOptions{Databases: req.Databases, SpoolDir: req.Options["spool_dir"], ReadPreference: req.Options["read_preference"], Logger: slog.Default()}
 	var err error
 	if o.Workers, err = intOption(req.Options, "workers"); err != nil {
 		return api.BackupResult{}, err
@@ -178,6 +193,7 @@ func (e *Engine) LogicalDump(ctx context.Context, req api.BackupRequest, sink ap
 			"bson_bytes":  strconv.FormatInt(res.Bytes, 10),
 			"oplog_ops":   strconv.Itoa(res.OplogOps),
 			"dump_ms":     strconv.FormatInt(took.Milliseconds(), 10),
+			"member":      res.Member,
 		},
 	}, nil
 }
