@@ -88,6 +88,8 @@ func (c *Conn) explain(err error) error {
 	switch {
 	case strings.Contains(msg, "AuthenticationFailed") || strings.Contains(msg, "auth error") || strings.Contains(msg, "Authentication failed"):
 		return fmt.Errorf("MongoDB at %s refused the login: authentication failed; check the user and password in the URI (and authSource, the database the user is defined in): %s", hosts, msg)
+	case strings.Contains(msg, "(Unauthorized)") || strings.Contains(msg, "not authorized on"):
+		return fmt.Errorf("MongoDB at %s refused the user: %s; grant it the backup role for backups and archiving, the restore role for restores, and clusterMonitor to read replication state: db.getSiblingDB(\"admin\").grantRolesToUser(\"<user>\", [\"backup\", \"clusterMonitor\"])", hosts, msg)
 	case strings.Contains(msg, "server selection"):
 		return fmt.Errorf("cannot reach MongoDB at %s: %s; check the host and port in the URI and that the server runs", hosts, msg)
 	}

@@ -1,6 +1,7 @@
 package mgengine
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -55,5 +56,18 @@ func TestDumpReadPreferenceRefused(t *testing.T) {
 	_, err := LogicalDump(t.Context(), "mongodb://127.0.0.1:1/", nil, DumpOptions{ReadPreference: "nearest"})
 	if err == nil || !strings.Contains(err.Error(), "secondaryPreferred or primary") {
 		t.Errorf("read preference nearest: %v", err)
+	}
+}
+
+func TestExplainUnauthorized(t *testing.T) {
+	c := &Conn{Hosts: []string{"db:27017"}, uri: "mongodb://u:secretpw@db:27017/"}
+	err := c.explain(errors.New("list databases: (Unauthorized) not authorized on admin to execute command { listDatabases: 1 }"))
+	for _, want := range []string{"refused the user", "backup role", "restore role", "clusterMonitor", "grantRolesToUser"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("%v: want %q", err, want)
+		}
+	}
+	if strings.Contains(err.Error(), "secretpw") {
+		t.Errorf("%v holds the password", err)
 	}
 }
