@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
@@ -48,7 +49,7 @@ func mongoExportArchive(t *testing.T, amber conformance.AmberRunner) {
 		t.Fatal(err)
 	}
 	// More than one archive segment (16 MiB) in one collection.
-	mongoBulk(t, db, 24<<20)
+	mongoBulk(t, db, 20<<20)
 	for i := range 20 {
 		c := db.Collection(fmt.Sprintf("small_%02d", i))
 		docs := make([]any, 50)
@@ -81,8 +82,19 @@ func mongoExportArchive(t *testing.T, amber conformance.AmberRunner) {
 		}
 	}
 	run(nil, "repo", "init")
+	start := time.Now()
 	run(nil, "backup", "--engine", "mongodb", "--dsn", src.DSN(), "--mode", "logical")
+	amberTook := time.Since(start)
 	dir := t.TempDir()
+	// Side by side, same data, same run: the stock mongodump's archive
+	// of the database (it runs on FerretDB too).
+	start = time.Now()
+	if out, err := exec.Command(testbed.Tool(t, "mongodump"), "--uri", src.DSN(), "--archive="+filepath.Join(dir, "mongodump.archive")).CombinedOutput(); err != nil {
+		t.Fatalf("mongodump: %v\n%s", err, lastLines(string(out), 5))
+	}
+	mongodumpTook := time.Since(start)
+	t.Logf("amber backup %v, mongodump --archive %v (ratio %.2f; one run, shared machine)",
+		amberTook.Round(time.Millisecond), mongodumpTook.Round(time.Millisecond), amberTook.Seconds()/mongodumpTook.Seconds())
 	export := func(name string, args ...string) string {
 		path := filepath.Join(dir, name)
 		f, err := os.Create(path)
