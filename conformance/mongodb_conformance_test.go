@@ -32,6 +32,8 @@ func TestMongoDBConformance(t *testing.T) {
 	amber := func(repo string, args ...string) *exec.Cmd { return mysqlAmber(bin, repo, args...) }
 	t.Run("RoundTripTypes", func(t *testing.T) { mongoRoundTripTypes(t, amber) })
 	t.Run("LogicalPointInTime", func(t *testing.T) { mongoLogicalPointInTime(t, amber) })
+	t.Run("ExportArchive", func(t *testing.T) { mongoExportArchive(t, amber) })
+	t.Run("Freeze", func(t *testing.T) { mongoFreeze(t, bin) })
 	conformance.Run(t, &mongoDriver{}, amber)
 }
 

@@ -220,6 +220,15 @@ type BackupResult struct {
 	Files          []File // to write beside the restored data (backup_label)
 }
 
+// ExportPathOption, among a logical RestoreRequest's Options, asks the
+// engine to write the dump it reads, converted to the format of its
+// engine's stock restore tool (mongodump's archive for MongoDB), to the
+// file at this path (a named pipe the host reads and prints) instead of
+// loading a database. The host sends it only for backups it cannot print
+// as they are (several entries that are not SQL scripts); an engine that
+// does not support it fails the call.
+const ExportPathOption = "export_path"
+
 // RestoreRequest asks for a logical or physical restore.
 type RestoreRequest struct {
 	Target  Target

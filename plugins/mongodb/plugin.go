@@ -6,7 +6,10 @@
 // loads a one-database backup under that name.
 //
 // Options it reads:
-//   - LogicalDump options "workers" (collections read at once, default 4),
+//   - LogicalDump options "read_preference" ("secondaryPreferred", the
+//     default: data and oplog window from the least lagging secondary of a
+//     replica set, connected directly, when it has one; "primary": from the
+//     member the URI selects), "workers" (collections read at once, default 4),
 //     "spool_dir" (where a collection read while another is sent waits,
 //     default the temp dir), "batch_size" (documents per cursor batch).
 //   - Archive options "max_segment_bytes" (default 16 MiB);
@@ -15,7 +18,9 @@
 //   - LogicalRestore options "workers" (insert batches in flight, default
 //     4), "drop" (true: drop target collections that exist; default a
 //     non-empty one is refused), "no_oplog" (true: skip the oplog window
-//     recorded with the dump).
+//     recorded with the dump), "export_path" (write the dump to this
+//     path, a pipe the host reads, in mongodump's archive format instead
+//     of loading a server: what `amber restore --stdout` prints).
 //
 // Positions: epoch 1, offset = ts seconds << 32 | increment, token = the
 // 8-byte big-endian offset, text "Timestamp(1700000000, 3)". Positions the
@@ -34,8 +39,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/amber-backup/amber/plugins/api"
@@ -48,6 +55,9 @@ var Version = "0.1.0"
 // Engine implements api.Engine for MongoDB.
 type Engine struct {
 	api.Unsupported
+
+	mu     sync.Mutex
+	frozen map[string]*mgengine.Frozen // by lease id
 }
 
 var _ api.Engine = (*Engine)(nil)
@@ -59,7 +69,7 @@ func (e *Engine) Info(context.Context) (api.Info, error) {
 	return api.Info{
 		Engine:           "mongodb",
 		PluginVersion:    Version,
-		Capabilities:     []api.Capability{api.LogicalDump, api.LogicalRestore, api.Archive, api.Replay},
+		Capabilities:     []api.Capability{api.LogicalDump, api.LogicalRestore, api.Freeze, api.Archive, api.Replay},
 		SupportedServers: "MongoDB 5.0 and newer (untested); the MongoDB wire protocol of FerretDB 1.24 (tested)",
 	}, nil
 }
@@ -91,11 +101,23 @@ func (e *Engine) Probe(ctx context.Context, t api.Target) (api.Probe, error) {
 			"ferretdb": strconv.FormatBool(info.FerretDB),
 		},
 	}
+	p.Facts["state"] = "STANDALONE"
 	switch {
 	case info.SetName != "" && info.Primary:
 		p.Role = api.RolePrimary
+		p.Facts["state"] = "PRIMARY"
 	case info.SetName != "" && info.Secondary:
 		p.Role = api.RoleReplica
+		p.Facts["state"] = "SECONDARY"
+		p.ReplicationLag = info.Lag
+	case info.SetName != "":
+		p.Facts["state"] = "OTHER" // arbiter, recovering, startup...
+	}
+	if info.Me != "" {
+		p.Facts["member"] = info.Me
+	}
+	if info.LagErr != "" {
+		p.Facts["lag_unknown"] = info.LagErr
 	}
 	if err != nil {
 		p.Detail = err.Error()
@@ -136,7 +158,7 @@ func intOption(opts map[string]string, key string) (int, error) {
 // metadata.json, one BSON entry per collection and, on a server with an
 // oplog, the oplog entries written while the data was read.
 func (e *Engine) LogicalDump(ctx context.Context, req api.BackupRequest, sink api.EntrySink) (api.BackupResult, error) {
-	o := mgengine.DumpOptions{Databases: req.Databases, SpoolDir: req.Options["spool_dir"], Logger: slog.Default()}
+	o := mgengine.DumpOptions{Databases: req.Databases, SpoolDir: req.Options["spool_dir"], ReadPreference: req.Options["read_preference"], Logger: slog.Default()}
 	var err error
 	if o.Workers, err = intOption(req.Options, "workers"); err != nil {
 		return api.BackupResult{}, err
@@ -171,6 +193,7 @@ func (e *Engine) LogicalDump(ctx context.Context, req api.BackupRequest, sink ap
 			"bson_bytes":  strconv.FormatInt(res.Bytes, 10),
 			"oplog_ops":   strconv.Itoa(res.OplogOps),
 			"dump_ms":     strconv.FormatInt(took.Milliseconds(), 10),
+			"member":      res.Member,
 		},
 	}, nil
 }
@@ -186,6 +209,9 @@ func (s entrySource) Next(ctx context.Context) (string, io.Reader, error) {
 // options, data by several workers, then indexes, views and the dump's
 // oplog window.
 func (e *Engine) LogicalRestore(ctx context.Context, req api.RestoreRequest, src api.EntrySource) (api.RestoreResult, error) {
+	if path := req.Options[api.ExportPathOption]; path != "" {
+		return export(ctx, path, src)
+	}
 	o := mgengine.RestoreOptions{Drop: req.Options["drop"] == "true", NoOplog: req.Options["no_oplog"] == "true", Logger: slog.Default()}
 	var err error
 	if o.Workers, err = intOption(req.Options, "workers"); err != nil {
@@ -209,6 +235,68 @@ func (e *Engine) LogicalRestore(ctx context.Context, req api.RestoreRequest, src
 		"bson_bytes":  strconv.FormatInt(res.Bytes, 10),
 		"oplog_ops":   strconv.Itoa(res.OplogOps),
 		"restore_ms":  strconv.FormatInt(took.Milliseconds(), 10),
+	}}, nil
+}
+
+// Freeze takes the server's fsync lock for a volume snapshot and holds it
+// until Thaw, or until the lease runs out (api.Serve calls Thaw then). The
+// lock is the server's, not the connection's: if the plugin process dies
+// under it, the server stays locked until db.fsyncUnlock().
+func (e *Engine) Freeze(ctx context.Context, req api.FreezeRequest) (api.Frozen, error) {
+	fr, err := mgengine.Freeze(ctx, uri(req.Target))
+	if err != nil {
+		return api.Frozen{}, err
+	}
+	e.mu.Lock()
+	if e.frozen == nil {
+		e.frozen = map[string]*mgengine.Frozen{}
+	}
+	e.frozen[req.LeaseID] = fr
+	e.mu.Unlock()
+	slog.Info("frozen", "lease", req.LeaseID, "method", "fsyncLock", "lock_count", fr.LockCount, "position", fr.Pos.Text())
+	return api.Frozen{Position: Position(fr.Pos), ConsistentTime: fr.Time}, nil
+}
+
+// Thaw releases the fsync lock. A snapshot taken under it holds every
+// write up to the returned oplog position, flushed to the data files.
+func (e *Engine) Thaw(ctx context.Context, leaseID string) (api.Thawed, error) {
+	e.mu.Lock()
+	fr := e.frozen[leaseID]
+	delete(e.frozen, leaseID)
+	e.mu.Unlock()
+	if fr == nil {
+		return api.Thawed{}, fmt.Errorf("no freeze under lease %s", leaseID)
+	}
+	if err := fr.Thaw(ctx); err != nil {
+		return api.Thawed{}, err
+	}
+	slog.Info("thawed", "lease", leaseID)
+	return api.Thawed{Consistent: Position(fr.Pos), ConsistentTime: fr.Time, Metadata: map[string]string{
+		"method": "fsyncLock", "lock_count": strconv.Itoa(fr.LockCount),
+	}}, nil
+}
+
+// export writes the dump read from src to path in mongodump's archive
+// format, for `mongorestore --archive`.
+func export(ctx context.Context, path string, src api.EntrySource) (api.RestoreResult, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return api.RestoreResult{}, fmt.Errorf("export: %w", err)
+	}
+	res, err := mgengine.ExportArchive(ctx, entrySource{src}, f, mgengine.ExportOptions{ToolVersion: "amber-plugin-mongodb " + Version})
+	if cerr := f.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("export: %w", cerr)
+	}
+	if err != nil {
+		return api.RestoreResult{}, err
+	}
+	return api.RestoreResult{Metadata: map[string]string{
+		"format":      "mongodump archive",
+		"collections": strconv.Itoa(res.Collections),
+		"views":       strconv.Itoa(res.Views),
+		"documents":   strconv.FormatInt(res.Docs, 10),
+		"bson_bytes":  strconv.FormatInt(res.Bytes, 10),
+		"oplog_ops":   strconv.Itoa(res.OplogOps),
 	}}, nil
 }
 

@@ -35,7 +35,8 @@ func (e *env) restoreCommand() *cobra.Command {
 
 With --stdout, write a stream backup's bytes, or a logical dump (its single
 entry, or all its SQL entries in order) to standard output, for the engine's
-stock tools (pg_restore, the mariadb client).
+stock tools (pg_restore, the mariadb client); a MongoDB dump is written in
+mongodump's archive format, for 'mongorestore --archive'.
 
 With --engine and --data-dir DIR, lay a physical backup out in the empty
 directory DIR and configure recovery: the database server started on DIR
@@ -58,7 +59,8 @@ naming the damaged object.`,
 		Example: `  amber restore --engine postgres --data-dir /var/lib/postgresql/restore --to-time 2026-11-21T10:15:00Z
   amber restore --engine postgres --data-dir ./pitr --to-position 0/3000060 --backup 3fa1c2d4
   AMBER_RESTORE_DSN=postgres://amber@db/copy amber restore --engine postgres --backup latest
-  amber restore --backup latest --stdout > dump.sql`,
+  amber restore --backup latest --stdout > dump.sql
+  amber restore --engine mongodb --stdout | mongorestore --archive --oplogReplay --uri "$TARGET_URI"`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return e.runRestore(cmd, f) },
 	}
@@ -167,6 +169,19 @@ func (e *env) restoreStdout(cmd *cobra.Command, c job.Choice) error {
 		man, err = job.PickBackup(ctx, r, c)
 	}
 	if err != nil {
+		return err
+	}
+	if !job.Printable(man) && man.Engine != "" {
+		// A dump of many entries (MongoDB's): its plugin converts it to
+		// the engine's stock tool format.
+		host, eng, err := e.openEngine(ctx, man.Engine)
+		if err != nil {
+			return err
+		}
+		defer host.Close()
+		progress, stop := e.track("restore", 0)
+		err = job.ExportStream(ctx, r, eng, man, e.stdout, progress)
+		stop()
 		return err
 	}
 	var total int64

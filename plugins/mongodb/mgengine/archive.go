@@ -68,21 +68,8 @@ func Archive(ctx context.Context, uri URI, o ArchiveOptions, send func(context.C
 	start := o.Start
 	if start.IsZero() {
 		start = last.Next()
-	} else {
-		// Resume: if the oplog no longer holds the last archived entry,
-		// the first segment starts at the oldest entry left, past the
-		// archived end: the host sees the hole.
-		var first struct {
-			TS bson.Timestamp `bson:"ts"`
-		}
-		err := oplog.FindOne(ctx, bson.D{}, options.FindOne().SetSort(bson.D{{Key: "$natural", Value: 1}})).Decode(&first)
-		if err != nil && !errors.Is(err, mongo.ErrNoDocuments) {
-			return c.explain(fmt.Errorf("read the oldest oplog entry: %w", err))
-		}
-		if oldest := (Pos{T: first.TS.T, I: first.TS.I}); err == nil && start.Less(oldest) {
-			o.Logger.Warn("the oplog rolled past the archived end: log between them is lost", "archived_end", start.Text(), "oldest", oldest.Text())
-			start = oldest
-		}
+	} else if start, err = rolledPast(ctx, c, oplog, start, o); err != nil {
+		return err
 	}
 	o.Logger.Info("archiving the oplog", "from", start.Text())
 	for {
@@ -97,9 +84,38 @@ func Archive(ctx context.Context, uri URI, o ArchiveOptions, send func(context.C
 			return err
 		}
 		// The cursor died (the capped collection rolled over it, or the
-		// server closed it): open another from where this one stopped.
-		start = next
+		// server closed it): open another from where this one stopped,
+		// or past a hole if the oplog rolled over the entries since.
+		if start, err = rolledPast(ctx, c, oplog, next, o); err != nil {
+			return err
+		}
 	}
+}
+
+// rolledPast checks that the oplog still holds the entries from start
+// (one past the last archived entry): when its oldest entry is newer, the
+// oplog rolled past the archived end and the entries between are lost;
+// archiving goes on from the oldest entry left, and the segment that
+// starts there, past the previous one's end, is the hole the host reports.
+func rolledPast(ctx context.Context, c *Conn, oplog *mongo.Collection, start Pos, o ArchiveOptions) (Pos, error) {
+	var first struct {
+		TS bson.Timestamp `bson:"ts"`
+	}
+	err := oplog.FindOne(ctx, bson.D{}, options.FindOne().SetSort(bson.D{{Key: "$natural", Value: 1}})).Decode(&first)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return start, nil
+	}
+	if err != nil {
+		return start, c.explain(fmt.Errorf("read the oldest oplog entry: %w", err))
+	}
+	// start is a boundary: the last archived entry is just before it.
+	// The oplog still holds it (or the one right after it, on a quiet
+	// server) only if its oldest entry is at or before start.
+	if oldest := (Pos{T: first.TS.T, I: first.TS.I}); start.Less(oldest) {
+		o.Logger.Warn("the oplog rolled past the archived end: log between them is lost", "archived_end", start.Text(), "oldest", oldest.Text())
+		return oldest, nil
+	}
+	return start, nil
 }
 
 // tail reads from one cursor and returns the boundary it reached when

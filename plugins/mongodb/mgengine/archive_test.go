@@ -154,3 +154,89 @@ func TestArchiveReplay(t *testing.T) {
 		})
 	}
 }
+
+// TestArchiveRolledOver: an archiver resumed from its archived end after
+// the capped oplog dropped the entries past it starts its first segment at
+// the oldest entry left, past that end: the hole the host reports. Resumed
+// with nothing lost, it starts exactly at the end.
+func TestArchiveRolledOver(t *testing.T) {
+	ctx := context.Background()
+	srv := testbed.StartMongoDB(t)
+	if !srv.FerretDB {
+		testbed.Skip(t, "rolls the oplog over by deleting its oldest entries, which only the FerretDB test bed allows")
+	}
+	cl := connect(t, srv.Base)
+	if err := cl.Database("local").CreateCollection(ctx, "oplog.rs", options.CreateCollection().SetCapped(true).SetSizeInBytes(1<<20)); err != nil {
+		t.Fatal(err)
+	}
+	m := cl.Database(srv.DBName).Collection("m")
+	insert := func(from, to int) {
+		for i := from; i <= to; i++ {
+			if _, err := m.InsertOne(ctx, bson.D{{Key: "_id", Value: i}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	insert(1, 1)
+	// archive runs an archiver from start while fn writes, and returns
+	// its segments.
+	archive := func(start mgengine.Pos, fn func()) []mgengine.Segment {
+		var mu sync.Mutex
+		var segs []mgengine.Segment
+		stop := make(chan struct{})
+		done := make(chan error, 1)
+		go func() {
+			done <- mgengine.Archive(ctx, mgengine.URI(srv.Base), mgengine.ArchiveOptions{Start: start, FlushInterval: 100 * time.Millisecond, Stop: stop},
+				func(_ context.Context, s mgengine.Segment) error {
+					mu.Lock()
+					defer mu.Unlock()
+					segs = append(segs, s)
+					return nil
+				})
+		}()
+		time.Sleep(300 * time.Millisecond)
+		fn()
+		time.Sleep(300 * time.Millisecond)
+		close(stop)
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if len(segs) == 0 {
+			t.Fatal("no segment")
+		}
+		return segs
+	}
+	segs := archive(mgengine.Pos{}, func() { insert(2, 3) })
+	end := segs[len(segs)-1].End
+
+	// Nothing lost: the next archiver starts at the end.
+	segs = archive(end, func() { insert(4, 4) })
+	if segs[0].Start != end {
+		t.Fatalf("resumed without loss at %s, want %s", segs[0].Start.Text(), end.Text())
+	}
+	end = segs[len(segs)-1].End
+
+	// 20 inserts with no archiver, then the oplog keeps only the newest
+	// 5, as a capped oplog that rolled over does (FerretDB does not
+	// enforce the cap itself: the test removes the older entries).
+	insert(5, 24)
+	oplog := cl.Database("local").Collection("oplog.rs")
+	var oldest struct {
+		TS bson.Timestamp `bson:"ts"`
+	}
+	if err := oplog.FindOne(ctx, bson.D{}, options.FindOne().SetSort(bson.D{{Key: "$natural", Value: -1}}).SetSkip(4)).Decode(&oldest); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := oplog.DeleteMany(ctx, bson.D{{Key: "ts", Value: bson.D{{Key: "$lt", Value: oldest.TS}}}}); err != nil {
+		t.Fatal(err)
+	}
+	segs = archive(end, func() { insert(25, 25) })
+	want := mgengine.Pos{T: oldest.TS.T, I: oldest.TS.I}
+	if segs[0].Start == end || segs[0].Start != want {
+		t.Fatalf("resumed past a roll-over at %s; the archived end was %s and the oldest entry left is %s: want the segment to start there, leaving a hole",
+			segs[0].Start.Text(), end.Text(), want.Text())
+	}
+	t.Logf("hole reported: archived end %s, next segment starts at %s", end.Text(), segs[0].Start.Text())
+}

@@ -38,6 +38,17 @@ func (c *Conn) Close() { _ = c.Client.Disconnect(context.Background()) }
 // Connect parses uri, connects and checks the server answers, with errors
 // that say what to fix and never hold the password.
 func Connect(ctx context.Context, uri URI) (*Conn, error) {
+	return connect(ctx, uri, "")
+}
+
+// ConnectMember connects to one member of uri's replica set, host
+// ("host:port"), directly: with the URI's credentials and options, but
+// neither discovering nor following the set.
+func ConnectMember(ctx context.Context, uri URI, host string) (*Conn, error) {
+	return connect(ctx, uri, host)
+}
+
+func connect(ctx context.Context, uri URI, member string) (*Conn, error) {
 	s := string(uri)
 	if s == "" {
 		return nil, errors.New("no MongoDB URI: give --dsn mongodb://user:password@host:27017/[database]")
@@ -53,11 +64,16 @@ func Connect(ctx context.Context, uri URI) (*Conn, error) {
 	if !cs.ConnectTimeoutSet {
 		o.SetConnectTimeout(10 * time.Second)
 	}
+	hosts := cs.Hosts
+	if member != "" {
+		hosts = []string{member}
+		o.SetHosts(hosts).SetDirect(true)
+	}
 	client, err := mongo.Connect(o)
 	if err != nil {
-		return nil, fmt.Errorf("connect to MongoDB at %s: %s", strings.Join(cs.Hosts, ","), redact(err.Error(), s))
+		return nil, fmt.Errorf("connect to MongoDB at %s: %s", strings.Join(hosts, ","), redact(err.Error(), s))
 	}
-	c := &Conn{Client: client, Database: cs.Database, Hosts: cs.Hosts, uri: s}
+	c := &Conn{Client: client, Database: cs.Database, Hosts: hosts, uri: s}
 	if err := client.Ping(ctx, nil); err != nil {
 		c.Close()
 		return nil, c.explain(err)
@@ -72,6 +88,8 @@ func (c *Conn) explain(err error) error {
 	switch {
 	case strings.Contains(msg, "AuthenticationFailed") || strings.Contains(msg, "auth error") || strings.Contains(msg, "Authentication failed"):
 		return fmt.Errorf("MongoDB at %s refused the login: authentication failed; check the user and password in the URI (and authSource, the database the user is defined in): %s", hosts, msg)
+	case strings.Contains(msg, "(Unauthorized)") || strings.Contains(msg, "not authorized on"):
+		return fmt.Errorf("MongoDB at %s refused the user: %s; grant it the backup role for backups and archiving, the restore role for restores, and clusterMonitor to read replication state: db.getSiblingDB(\"admin\").grantRolesToUser(\"<user>\", [\"backup\", \"clusterMonitor\"])", hosts, msg)
 	case strings.Contains(msg, "server selection"):
 		return fmt.Errorf("cannot reach MongoDB at %s: %s; check the host and port in the URI and that the server runs", hosts, msg)
 	}

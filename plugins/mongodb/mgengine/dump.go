@@ -76,8 +76,19 @@ type DumpOptions struct {
 	Workers   int    // collections read at once; default 4
 	SpoolDir  string // where a collection read while another is sent waits; default the temp dir
 	BatchSize int32  // documents per cursor batch; 0: the server's default
-	Logger    *slog.Logger
+	// ReadPreference: "secondaryPreferred" (the default) dumps, data and
+	// oplog window alike, from one secondary of a replica set, the least
+	// lagging, connected directly, when there is one; "primary" from the
+	// member the URI selects.
+	ReadPreference string
+	Logger         *slog.Logger
 }
+
+// Read preferences of DumpOptions.
+const (
+	ReadSecondaryPreferred = "secondaryPreferred"
+	ReadPrimary            = "primary"
+)
 
 // DumpResult says what a dump holds and where it is consistent.
 type DumpResult struct {
@@ -88,6 +99,7 @@ type DumpResult struct {
 	Start, End  Pos // oplog window; zero without an oplog
 	OplogOps    int
 	Time        time.Time
+	Member      string // the replica set member read ("host:port"), when known
 }
 
 // systemDatabases are never dumped.
@@ -101,16 +113,31 @@ func LogicalDump(ctx context.Context, uri URI, sink Sink, o DumpOptions) (*DumpR
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	switch o.ReadPreference {
+	case "":
+		o.ReadPreference = ReadSecondaryPreferred
+	case ReadSecondaryPreferred, ReadPrimary:
+	default:
+		return nil, fmt.Errorf("read preference %q: want %s or %s", o.ReadPreference, ReadSecondaryPreferred, ReadPrimary)
+	}
 	c, err := Connect(ctx, uri)
 	if err != nil {
 		return nil, err
 	}
-	defer c.Close()
+	defer func() { c.Close() }()
 	info, err := c.Probe(ctx)
 	if err != nil && !errors.Is(err, ErrNoOplog) {
 		return nil, err
 	}
-	res := &DumpResult{Info: info}
+	// Data and oplog window come from one member: a secondary, when the
+	// set has a healthy one, connected directly.
+	if o.ReadPreference == ReadSecondaryPreferred && info.SetName != "" && !info.Secondary {
+		if sc, si := pickSecondary(ctx, uri, info, o.Logger); sc != nil {
+			c.Close()
+			c, info = sc, si
+		}
+	}
+	res := &DumpResult{Info: info, Member: info.Me}
 
 	// The oplog window opens before the first read.
 	if info.Oplog {
@@ -441,4 +468,75 @@ func ReadDocs(r io.Reader, fn func(bson.Raw) error) error {
 			return err
 		}
 	}
+}
+
+// pickSecondary connects to each member hello lists but the primary and
+// returns the secondary with an oplog that lags least, or nil when there
+// is none.
+func pickSecondary(ctx context.Context, uri URI, info *Info, log *slog.Logger) (*Conn, *Info) {
+	var cands []candidate
+	var conns []*Conn
+	for _, h := range info.Members {
+		if h == info.PrimaryHost || h == info.Me {
+			continue
+		}
+		mc, err := ConnectMember(ctx, uri, h)
+		if err != nil {
+			log.Info("replica set member not usable for the dump", "member", h, "err", err)
+			continue
+		}
+		mi, err := mc.Probe(ctx)
+		if err != nil {
+			log.Info("replica set member not usable for the dump", "member", h, "err", err)
+			mc.Close()
+			continue
+		}
+		cands = append(cands, candidate{host: h, secondary: mi.Secondary, oplog: mi.Oplog, setName: mi.SetName, lag: mi.Lag, lagKnown: mi.LagErr == "", info: mi})
+		conns = append(conns, mc)
+	}
+	best := chooseSecondary(cands, info.SetName)
+	for i, mc := range conns {
+		if i != best {
+			mc.Close()
+		}
+	}
+	if best < 0 {
+		log.Info("no secondary to dump from: reading the primary", "primary", info.PrimaryHost)
+		return nil, nil
+	}
+	log.Info("dumping from a secondary", "member", cands[best].host, "lag", cands[best].lag)
+	if cands[best].info.Me == "" {
+		cands[best].info.Me = cands[best].host
+	}
+	return conns[best], cands[best].info
+}
+
+type candidate struct {
+	host             string
+	secondary, oplog bool
+	setName          string
+	lag              time.Duration
+	lagKnown         bool
+	info             *Info
+}
+
+// chooseSecondary returns the index of the secondary of set setName, with
+// an oplog, that lags least (one whose lag is unknown after those whose
+// lag is known), or -1.
+func chooseSecondary(cands []candidate, setName string) int {
+	best := -1
+	for i, c := range cands {
+		if !c.secondary || !c.oplog || c.setName != setName {
+			continue
+		}
+		if best < 0 {
+			best = i
+			continue
+		}
+		b := cands[best]
+		if (c.lagKnown && !b.lagKnown) || (c.lagKnown == b.lagKnown && c.lag < b.lag) {
+			best = i
+		}
+	}
+	return best
 }
