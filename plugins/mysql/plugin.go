@@ -252,14 +252,25 @@ func (e *Engine) Archive(ctx context.Context, req api.ArchiveRequest, out api.Se
 	}
 	actx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	stop := make(chan struct{})
+	o.Stop = stop
 	runErr := make(chan error, 1)
 	go func() { runErr <- myengine.Archive(actx, dsn(req.Target), o, send) }()
 	for {
 		select {
 		case _, ok := <-durable:
 			if !ok {
-				cancel()
-				if err := <-runErr; err != nil && !errors.Is(err, context.Canceled) {
+				// A clean end: the archiver sends what the server had
+				// written by now, then returns.
+				close(stop)
+				var err error
+				select {
+				case err = <-runErr:
+				case <-time.After(15 * time.Second):
+					cancel()
+					err = <-runErr
+				}
+				if err != nil && !errors.Is(err, context.Canceled) {
 					return err
 				}
 				return nil
