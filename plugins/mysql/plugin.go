@@ -161,6 +161,13 @@ func (e *Engine) LogicalDump(ctx context.Context, req api.BackupRequest, sink ap
 		}
 		o.LockWait = time.Duration(n) * time.Second
 	}
+	if v := req.Options["users"]; v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return api.BackupResult{}, fmt.Errorf("option users=%q: want true or false", v)
+		}
+		o.Users = b
+	}
 	start := time.Now()
 	res, err := myengine.LogicalDump(ctx, dsn(req.Target), entrySink{sink}, o)
 	if err != nil {
@@ -180,6 +187,7 @@ func (e *Engine) LogicalDump(ctx context.Context, req api.BackupRequest, sink ap
 			"tables":   strconv.Itoa(res.Tables),
 			"lock_ms":  strconv.FormatInt(res.LockTime.Milliseconds(), 10),
 			"gtid":     res.Pos.GTID,
+			"users":    strconv.Itoa(res.Users),
 		},
 	}, nil
 }
