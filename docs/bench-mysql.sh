@@ -205,6 +205,7 @@ run_logical() {
   stored[mariadb_dump]=$(stat -c %s "$work/dump.sql.zst")
   stored[mydumper]=$(du -sb "$work/mydumper" | cut -f1)
   id=$(grep -o '"id": *"[0-9a-f]*"' "$work/logical.json" | head -1 | grep -o '[0-9a-f]\{16,\}')
+  sql_bytes=$(grep -o '"bytes_in": *[0-9]*' "$work/logical.json" | grep -o '[0-9]*$')
   lock_ms=$("$amber" cat manifest "$id" | grep -o '"lock_ms": *"[0-9]*"' | grep -o '[0-9]*"$' | tr -d '"' || echo '?')
 
   new_server
@@ -356,6 +357,10 @@ counted for any tool). The global read lock of amber's logical backup was held $
 - amber kept $(util amber_logical) cores busy on the logical backup (mydumper $(util mydumper), mariadb-dump|zstd
   $(util mariadb_dump)); $(util amber_physical) on the physical backup (mariadb-backup|zstd $(util mariadb_backup)). Every byte amber
   stores is chunked, hashed, compressed and encrypted, which the peers do not do (mydumper does not even compress).
+- amber's dump is $(mb "$sql_bytes") MB of SQL for $(mb "$data_bytes") MB of InnoDB data: it writes every string, binary
+  and JSON value as a hex literal of its bytes (so that no character set conversion can touch it), twice the
+  value's size, and every byte of it is chunked, hashed, compressed and encrypted. mariadb-dump writes escaped
+  strings.
 - amber's logical restore loads through one \`mariadb\` client session (parallel loading is not implemented), so
   it is bounded by one server thread, like the single client; myloader uses 2.
 - On $(nproc) shared cores the server, the tool and amber compete for the same CPUs; the ratios here are of one run.
