@@ -161,6 +161,10 @@ type AmberRunner func(repo string, args ...string) *exec.Cmd
 //     archiver stop with an error saying so; a segment deleted from the
 //     repository is named as a gap by `amber ls`, a restore across it is
 //     refused naming it, and points before it restore exactly.
+//
+// With a coarse Capabilities.TimeResolution (MariaDB's whole-second binlog
+// times) each restore goes to the marker nearest the one named that was the
+// last of its unit, and the range before the kill widens by one unit.
 func Run(t *testing.T, d Driver, amber AmberRunner) {
 	caps := d.Capabilities()
 	var modes []string
