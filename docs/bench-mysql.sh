@@ -153,7 +153,6 @@ start_server "$src"
 sqlq "$src" "RESET MASTER" >/dev/null
 dsn="mysql://bench:$pw@localhost/app?socket=$src/sock"
 data_bytes=$(sqlq "$src" "SELECT SUM(data_length + index_length) FROM information_schema.TABLES WHERE table_schema = 'app'")
-table_bytes=$(sqlq "$src" "SELECT SUM(data_length) FROM information_schema.TABLES WHERE table_schema = 'app'")
 version=$(sqlq "$src" "SELECT VERSION()")
 sum_src=$(sqlq "$src" "CHECKSUM TABLE app.bench_mixed, app.pgbench_accounts EXTENDED" | awk '{printf "%s ", $2}')
 
@@ -165,6 +164,7 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/amber-bench-my.XXXXXX")
 chmod 755 "$work"
 declare -A best bestcpu maxrss all stored
 . "$root/docs/bench-lib.sh"
+amber_ver=$(binary_commit "$amber") # now: the checkout may move while this runs
 measure() {
   local key=$1; shift
   local t0 t1 wall cpu u s rss
@@ -299,7 +299,7 @@ side in one run; absolute seconds drift between runs, the ratios are what this s
   idle after waiting ${BENCH_QUIET_WAIT:-30} s. Each time is the best of ${runs} run(s), each peak RSS the highest.
 - MariaDB ${version} (Debian), socket only, 512 MiB buffer pool, binlog on (ROW); every restore goes into a fresh
   empty server and is checked equal to the source (\`CHECKSUM TABLE\` of bench_mixed and pgbench_accounts).
-- amber at $(binary_commit "$amber"), repository on the local disk, compressed (zstd) and encrypted as always;
+- amber at ${amber_ver}, repository on the local disk, compressed (zstd) and encrypted as always;
   mydumper $(mydumper --version 2>&1 | grep -o '[0-9][0-9.]*' | head -1); zstd $(zstd --version | grep -o 'v[0-9.]*' | head -1).
 EOF
   if [ "$standard" = 1 ]; then
@@ -308,7 +308,7 @@ EOF
     echo "- Data set: **a reduced set, not the standard one**: bench_mixed ${rows} rows, pgbench-shaped tables at scale ${scale}"
   fi
   cat <<EOF
-  (\`information_schema\`: $(mb "$data_bytes") MB of InnoDB data and indexes, $(mb "$table_bytes") MB of it rows). MB/s below is that
+  (\`information_schema\`: $(mb "$data_bytes") MB of InnoDB data and indexes). MB/s below is that
   size per wall second, for every tool alike.
 
 ## Commands
