@@ -122,6 +122,7 @@ func (r *repository) windows(t testing.TB) []window {
 // a, when set, is the archiver whose log is shown if the window stalls.
 func (r *repository) waitWindow(t testing.TB, until time.Time, a *archiver) window {
 	t.Helper()
+	until = until.Truncate(r.d.Capabilities().TimeResolution)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		ws := r.windows(t)
@@ -140,13 +141,19 @@ func (r *repository) waitWindow(t testing.TB, until time.Time, a *archiver) wind
 }
 
 // restoreTo restores the newest fitting backup to the instant marker k+1's
-// transaction began and requires exactly markers 1..k.
+// transaction began and requires exactly markers 1..k. With a coarse
+// TimeResolution the marker is the one nearest k that was the last of its
+// unit (see point).
 func (r *repository) restoreTo(t testing.TB, ld LogDriver, ts map[int]time.Time, k int) {
 	t.Helper()
-	target := ts[k+1]
+	j, target := r.point(t, ts, k)
+	if j != k {
+		t.Logf("restore point: marker %d, the last of its %v, instead of %d", j, r.d.Capabilities().TimeResolution, k)
+		k = j
+	}
 	dir := filepath.Join(r.d.TempDir(t), "data")
 	r.run(t, "restore", "--engine", r.d.Engine(), "--data-dir", dir, "--to-time", target.UTC().Format(time.RFC3339Nano))
-	r.checkLogAccess(t, dir, true)
+	r.checkLogAccess(t, dir, !r.d.Capabilities().ReplayedByRestore)
 	srv := r.d.StartRestored(t, dir)
 	c, m := ld.Markers(t, srv.DSN())
 	srv.Stop()
@@ -154,6 +161,38 @@ func (r *repository) restoreTo(t testing.TB, ld LogDriver, ts map[int]time.Time,
 		t.Fatalf("recovered to %s: %d markers, highest %d; want exactly markers 1..%d", target.Format(time.RFC3339Nano), c, m, k)
 	}
 	r.checkLogAccess(t, dir, false)
+}
+
+// point returns the marker to recover up to near k and the time target
+// that recovers exactly markers 1..k. With exact commit times that is k
+// itself and the instant marker k+1's transaction began. With a coarse
+// TimeResolution (whole seconds) the log knows only the unit a transaction
+// committed in, and a time target (inclusive, amber's default) recovers
+// every transaction of its unit, so only a marker whose successor began in
+// a later unit can be recovered up to exactly: point takes the nearest
+// such marker (the next one on a tie) and the last microsecond of its
+// unit, which is before its successor began. Markers ~10 ms apart leave
+// one within a unit of k.
+func (r *repository) point(t testing.TB, ts map[int]time.Time, k int) (int, time.Time) {
+	t.Helper()
+	res := r.d.Capabilities().TimeResolution
+	if res <= 0 {
+		return k, ts[k+1]
+	}
+	last := func(j int) bool {
+		a, ok1 := ts[j]
+		b, ok2 := ts[j+1]
+		return ok1 && ok2 && a.Truncate(res).Before(b.Truncate(res))
+	}
+	for d := 0; d <= len(ts); d++ {
+		for _, j := range []int{k + d, k - d} {
+			if last(j) {
+				return j, ts[j].Truncate(res).Add(res - time.Microsecond)
+			}
+		}
+	}
+	t.Fatalf("no marker near %d is the last of its %v", k, res)
+	return 0, time.Time{}
 }
 
 // checkLogAccess: the restored server fetches log with a credential of its
@@ -225,18 +264,24 @@ func pointInTime(t *testing.T, d Driver, ld LogDriver, amber AmberRunner) {
 	ts := ld.MarkerTimes(t, src.DSN())
 	// The recovery point: with the archiver dead, a target 1.2-2 s before
 	// the kill (2.4 flush intervals and more) is recoverable, exactly.
+	// With a coarse TimeResolution the range widens by one unit, so that
+	// it holds a marker that was the last of its unit.
+	res := d.Capabilities().TimeResolution
 	k := 0
 	for id := 399; id > 0; id-- {
-		if dt := killedAt.Sub(ts[id+1]); dt >= 1200*time.Millisecond && dt <= 2*time.Second {
-			k = id
-			break
+		if j, target := r.point(t, ts, id); j == id {
+			if dt := killedAt.Sub(target); dt >= 1200*time.Millisecond && dt <= 2*time.Second+res {
+				k = id
+				break
+			}
 		}
 	}
 	if k == 0 {
 		t.Fatal("no marker 1.2-2 s before the kill")
 	}
 	r.restoreTo(t, ld, ts, k)
-	t.Logf("archiver killed at marker 400; marker %d, committed %v before the kill, was recovered", k, killedAt.Sub(ts[k+1]).Round(time.Millisecond))
+	_, target := r.point(t, ts, k)
+	t.Logf("archiver killed at marker 400; marker %d, committed %v before the kill, was recovered", k, killedAt.Sub(target).Round(time.Millisecond))
 
 	// A restarted archiver resumes where the repository ends.
 	a = r.startArchiver(t, src)

@@ -33,6 +33,8 @@ want gcc /usr/bin/gcc gcc
 want mariadbd /usr/sbin/mariadbd mariadb-server
 want mariadb /usr/bin/mariadb mariadb-client
 want mariadb-backup /usr/bin/mariadb-backup mariadb-backup
+# mydumper/myloader: a peer in `make bench` (docs/bench-mysql.sh).
+want mydumper /usr/bin/mydumper mydumper
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "deps: apt-get install ${need_pkgs[*]}"
   if [ "$(id -u)" = 0 ]; then

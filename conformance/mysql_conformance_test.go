@@ -9,9 +9,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -27,6 +28,7 @@ func TestMySQLConformance(t *testing.T) {
 	amber := func(repo string, args ...string) *exec.Cmd { return mysqlAmber(bin, repo, args...) }
 	t.Run("RestoreStdout", func(t *testing.T) { mysqlRestoreStdout(t, amber) })
 	t.Run("LogicalPointInTime", func(t *testing.T) { mysqlLogicalPointInTime(t, amber) })
+	t.Run("UsersAndGrants", func(t *testing.T) { mysqlUsersAndGrants(t, amber) })
 	t.Run("PhysicalPointInTime", func(t *testing.T) { mysqlPhysicalPointInTime(t, amber) })
 	t.Run("PhysicalWithoutTool", func(t *testing.T) { mysqlPhysicalWithoutTool(t, amber) })
 	t.Run("PhysicalKilled", func(t *testing.T) { mysqlPhysicalKilled(t, amber) })
@@ -84,6 +86,49 @@ func mysqlRestoreStdout(t *testing.T, amber conformance.AmberRunner) {
 	}
 }
 
+// mysqlUsersAndGrants: `amber backup --option users=true` adds the
+// server's accounts and roles with their grants to a logical backup; a
+// restore into another server recreates them (same password hashes, same
+// SHOW GRANTS), and an account logs in there with its password. Without the
+// option no account is in the backup.
+func mysqlUsersAndGrants(t *testing.T, amber conformance.AmberRunner) {
+	src := testbed.StartMariaDB(t, testbed.MariaDBOptions{})
+	src.SQL(t, `CREATE TABLE app.t (id int PRIMARY KEY, v text); INSERT INTO app.t VALUES (1, 'one');
+		CREATE ROLE app_reader; GRANT SELECT ON app.* TO app_reader;
+		CREATE USER 'app_user'@'%' IDENTIFIED BY 'App-Pw-5521' WITH MAX_QUERIES_PER_HOUR 1000;
+		GRANT INSERT, UPDATE (v) ON app.t TO 'app_user'@'%';
+		GRANT app_reader TO 'app_user'@'%'; SET DEFAULT ROLE app_reader FOR 'app_user'@'%';
+		CREATE USER 'ops'@'localhost' IDENTIFIED BY 'Ops-Pw-1'; GRANT PROCESS, RELOAD ON *.* TO 'ops'@'localhost' WITH GRANT OPTION`)
+	repo := filepath.Join(t.TempDir(), "repo")
+	run := func(args ...string) string { t.Helper(); return amberRun(t, amber, repo, args...) }
+	run("repo", "init")
+	run("backup", "--engine", "mysql", "--dsn", src.DSN(), "--mode", "logical")
+	if out := run("restore", "--engine", "mysql", "--backup", "latest", "--stdout"); strings.Contains(out, "CREATE USER") || strings.Contains(out, "app_user") {
+		t.Fatalf("a logical backup without users=true holds accounts:\n%s", lastLine(out))
+	}
+	run("backup", "--engine", "mysql", "--dsn", src.DSN(), "--mode", "logical", "--option", "users=true")
+	dst := testbed.StartMariaDB(t, testbed.MariaDBOptions{})
+	run("restore", "--engine", "mysql", "--dsn", dst.DSN(), "--backup", "latest")
+	for _, acct := range []string{"'app_user'@'%'", "'ops'@'localhost'", "app_reader"} {
+		want, got := src.SQL(t, "SHOW GRANTS FOR "+acct), dst.SQL(t, "SHOW GRANTS FOR "+acct)
+		if want != got {
+			t.Errorf("SHOW GRANTS FOR %s after the restore:\n%s\nwant (the source's):\n%s", acct, got, want)
+		}
+	}
+	if want, got := src.SQL(t, "SHOW CREATE USER 'app_user'@'%'"), dst.SQL(t, "SHOW CREATE USER 'app_user'@'%'"); want != got {
+		t.Errorf("SHOW CREATE USER after the restore: %s, want %s", got, want)
+	}
+	// The account works there: its password, its default role.
+	db := myOpen(t, dst.DSNFor("app_user", "App-Pw-5521", "app"))
+	var v string
+	if err := db.QueryRow("SELECT v FROM t WHERE id = 1").Scan(&v); err != nil || v != "one" {
+		t.Fatalf("app_user on the restored server: %q, %v", v, err)
+	}
+	if _, err := db.Exec("DELETE FROM t"); err == nil {
+		t.Error("app_user may DELETE on the restored server; the source never granted it")
+	}
+}
+
 // mysqlLogicalPointInTime: `amber archive` streams the binlog while rows
 // commit; a logical restore into an empty server with --to-position or
 // --to-time holds exactly the rows committed up to the target, and a
@@ -92,58 +137,11 @@ func mysqlLogicalPointInTime(t *testing.T, amber conformance.AmberRunner) {
 	src := testbed.StartMariaDB(t, testbed.MariaDBOptions{})
 	src.SQL(t, "CREATE TABLE app.m (id int PRIMARY KEY, at timestamp(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6))")
 	repo := filepath.Join(t.TempDir(), "repo")
-	run := func(t *testing.T, args ...string) string {
-		t.Helper()
-		var out, errb bytes.Buffer
-		c := amber(repo, args...)
-		c.Stdout, c.Stderr = &out, &errb
-		if err := c.Run(); err != nil {
-			t.Fatalf("amber %s: %v\n%s%s", strings.Join(args, " "), err, out.String(), errb.String())
-		}
-		return out.String()
-	}
+	run := func(t *testing.T, args ...string) string { t.Helper(); return amberRun(t, amber, repo, args...) }
 	run(t, "repo", "init")
-	var archErr bytes.Buffer
-	arch := amber(repo, "archive", "--engine", "mysql", "--dsn", src.DSN(), "--flush-interval", "200ms")
-	arch.Stderr = &archErr
-	if err := arch.Start(); err != nil {
-		t.Fatal(err)
-	}
-	archDone := make(chan error, 1)
-	go func() { archDone <- arch.Wait() }()
-	t.Cleanup(func() { arch.Process.Kill() })
-	insert := func(from, to int) {
-		for i := from; i <= to; i++ {
-			src.SQL(t, fmt.Sprintf("INSERT INTO app.m (id) VALUES (%d)", i))
-			if i%25 == 0 {
-				src.SQL(t, "FLUSH BINARY LOGS")
-			}
-		}
-	}
-	masterPos := func() string {
-		f := strings.Fields(src.SQL(t, "SHOW MASTER STATUS"))
-		return f[0] + ":" + f[1]
-	}
-	insert(1, 30)
-	run(t, "backup", "--engine", "mysql", "--dsn", src.DSN(), "--mode", "logical")
-	insert(31, 60)
-	pos := masterPos()
-	insert(61, 80)
-	time.Sleep(1100 * time.Millisecond) // binlog times have whole seconds
-	cut := time.Now().UTC().Truncate(time.Second)
-	time.Sleep(1100 * time.Millisecond)
-	insert(81, 100)
-	src.SQL(t, "FLUSH BINARY LOGS")
-	time.Sleep(2 * time.Second)
-	arch.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-archDone:
-		if err != nil {
-			t.Fatalf("amber archive: %v\n%s", err, archErr.String())
-		}
-	case <-time.After(60 * time.Second):
-		t.Fatalf("amber archive did not stop within 60 s of SIGTERM:\n%s", archErr.String())
-	}
+	pos, cut := mysqlArchiveMarkers(t, amber, repo, src, "logical", func(i int) string {
+		return fmt.Sprintf("INSERT INTO app.m (id) VALUES (%d)", i)
+	})
 	for _, c := range []struct {
 		name string
 		args []string
@@ -175,21 +173,26 @@ func mysqlLogicalPointInTime(t *testing.T, amber conformance.AmberRunner) {
 
 // myDriver is the MariaDB driver of the conformance suite.
 type myDriver struct {
-	dbs atomic.Int64
+	dbs   atomic.Int64
+	mu    sync.Mutex
+	pools map[string]*sql.DB
 }
 
-var _ conformance.Driver = (*myDriver)(nil)
+var (
+	_ conformance.Driver    = (*myDriver)(nil)
+	_ conformance.LogDriver = (*myDriver)(nil)
+)
 
 func (*myDriver) Engine() string { return "mysql" }
 
-// Capabilities: physical (mariadb-backup) and logical backups.
-// PointInTime is not declared: the suite's archiving cases restore to
-// instants ~10 ms apart, which binlog times of whole seconds cannot give,
-// and the plugin does not follow failovers yet (docs/engines/mysql.md).
-// Point-in-time restores are tested by LogicalPointInTime and
-// PhysicalPointInTime above, at whole seconds and positions.
+// Capabilities: physical (mariadb-backup) and logical backups, and
+// point-in-time restores from archived binlog. Binlog event times have
+// whole seconds, so the archiving cases restore to markers that were the
+// last of their second; the restore replays the binlog itself (a private
+// server on the copy) before it returns.
 func (*myDriver) Capabilities() conformance.Capabilities {
-	return conformance.Capabilities{Physical: true, Logical: true}
+	return conformance.Capabilities{Physical: true, Logical: true, PointInTime: true,
+		TimeResolution: time.Second, ReplayedByRestore: true}
 }
 
 func (*myDriver) Start(t testing.TB) conformance.Server {
@@ -525,4 +528,126 @@ func myOpen(t testing.TB, dsn string) *sql.DB {
 		time.Sleep(50 * time.Millisecond)
 	}
 	return db
+}
+
+// MarkerSetup: ts is the server's clock as the marker's statement began
+// (NOW(6)), which is also the time its binlog events carry, truncated to
+// the second.
+func (*myDriver) MarkerSetup(t testing.TB, dsn string) {
+	if _, err := myOpen(t, dsn).Exec(`CREATE TABLE markers (id int PRIMARY KEY, ts timestamp(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6))`); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (d *myDriver) Mark(t testing.TB, dsn string, id int) {
+	if _, err := d.pool(t, dsn).Exec(`INSERT INTO markers (id) VALUES (?)`, id); err != nil {
+		t.Fatalf("marker %d: %v", id, err)
+	}
+}
+
+// pool keeps one connection pool per DSN for Mark, closed at the end of
+// the test that opened it.
+func (d *myDriver) pool(t testing.TB, dsn string) *sql.DB {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if db, ok := d.pools[dsn]; ok {
+		return db
+	}
+	if d.pools == nil {
+		d.pools = map[string]*sql.DB{}
+	}
+	db := myOpen(t, dsn)
+	d.pools[dsn] = db
+	t.Cleanup(func() {
+		d.mu.Lock()
+		delete(d.pools, dsn)
+		d.mu.Unlock()
+	})
+	return db
+}
+
+func (*myDriver) MarkerTimes(t testing.TB, dsn string) map[int]time.Time {
+	rows, err := myOpen(t, dsn).Query(`SELECT id, UNIX_TIMESTAMP(ts) FROM markers`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	ts := map[int]time.Time{}
+	for rows.Next() {
+		var id int
+		var unix string
+		if err := rows.Scan(&id, &unix); err != nil {
+			t.Fatal(err)
+		}
+		sec, frac, _ := strings.Cut(unix, ".")
+		s, err1 := strconv.ParseInt(sec, 10, 64)
+		us, err2 := strconv.ParseInt((frac + "000000")[:6], 10, 64)
+		if err1 != nil || err2 != nil {
+			t.Fatalf("marker %d: time %q", id, unix)
+		}
+		ts[id] = time.Unix(s, us*1000).UTC()
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return ts
+}
+
+func (*myDriver) Markers(t testing.TB, dsn string) (int, int) {
+	var c, m int
+	if err := myOpen(t, dsn).QueryRow(`SELECT COUNT(*), COALESCE(MAX(id), 0) FROM markers`).Scan(&c, &m); err != nil {
+		t.Fatal(err)
+	}
+	return c, m
+}
+
+// StartReplica copies the primary's app database into a new server
+// (outside its binlog) and replicates from the primary's current GTID
+// position; the replica writes what it applies into its own binlog
+// (--log-slave-updates), which is what an archiver reading it sees.
+func (*myDriver) StartReplica(t testing.TB, primary conformance.Server) conformance.Server {
+	p := primary.(*testbed.MariaDB)
+	r := testbed.StartMariaDBReplica(t, p)
+	dump := exec.Command(filepath.Join(filepath.Dir(p.Client), "mariadb-dump"), "--no-defaults", "--socket="+p.Socket, "-uroot",
+		"--single-transaction", "--routines", "--triggers", "--events", "app")
+	load := exec.Command(r.Client, "--no-defaults", "--socket="+r.Socket, "-uroot", "--init-command=SET sql_log_bin = 0", "app")
+	pipe, err := dump.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dumpErr bytes.Buffer
+	dump.Stderr, load.Stdin = &dumpErr, pipe
+	if err := dump.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := load.CombinedOutput(); err != nil {
+		t.Fatalf("load the primary's dump into the replica: %v\n%s", err, b)
+	}
+	if err := dump.Wait(); err != nil {
+		t.Fatalf("mariadb-dump of the primary: %v\n%s", err, dumpErr.String())
+	}
+	r.WaitCaughtUp(t, p)
+	return r
+}
+
+// FailOver waits until the replica has applied everything (what a clean
+// switchover sends), stops the primary and promotes the replica.
+func (*myDriver) FailOver(t testing.TB, primary, replica conformance.Server) {
+	p, r := primary.(*testbed.MariaDB), replica.(*testbed.MariaDB)
+	r.WaitCaughtUp(t, p)
+	p.Stop()
+	r.Promote(t)
+}
+
+// LoseLog writes into two more binlog files and purges every file before
+// the current one, the archiver's resume point among them.
+func (*myDriver) LoseLog(t testing.TB, s conformance.Server) {
+	m := s.(*testbed.MariaDB)
+	m.SQL(t, "CREATE TABLE IF NOT EXISTS app.lost (x int)")
+	for range 2 {
+		m.SQL(t, "FLUSH BINARY LOGS")
+		m.SQL(t, "INSERT INTO app.lost SELECT seq FROM app.seq_1_to_1000")
+	}
+	file := strings.Fields(m.SQL(t, "SHOW MASTER STATUS"))[0]
+	m.SQL(t, "PURGE BINARY LOGS TO '"+file+"'")
 }

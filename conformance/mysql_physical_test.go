@@ -49,47 +49,9 @@ func mysqlPhysicalPointInTime(t *testing.T, amber conformance.AmberRunner) {
 	repo := filepath.Join(myTempDir(t), "repo")
 	run := func(t *testing.T, args ...string) string { t.Helper(); return amberRun(t, amber, repo, args...) }
 	run(t, "repo", "init")
-	var archErr bytes.Buffer
-	arch := amber(repo, "archive", "--engine", "mysql", "--dsn", src.DSN(), "--flush-interval", "200ms")
-	arch.Stderr = &archErr
-	if err := arch.Start(); err != nil {
-		t.Fatal(err)
-	}
-	archDone := make(chan error, 1)
-	go func() { archDone <- arch.Wait() }()
-	t.Cleanup(func() { arch.Process.Kill() })
-	insert := func(from, to int) {
-		for i := from; i <= to; i++ {
-			src.SQL(t, fmt.Sprintf("INSERT INTO app.m (id) VALUES (%d); INSERT INTO app.aria VALUES (%d); INSERT INTO second.s VALUES (%d)", i, i, i))
-			if i%25 == 0 {
-				src.SQL(t, "FLUSH BINARY LOGS")
-			}
-		}
-	}
-	masterPos := func() string {
-		f := strings.Fields(src.SQL(t, "SHOW MASTER STATUS"))
-		return f[0] + ":" + f[1]
-	}
-	insert(1, 30)
-	run(t, "backup", "--engine", "mysql", "--dsn", src.DSN(), "--mode", "physical")
-	insert(31, 60)
-	pos := masterPos()
-	insert(61, 80)
-	time.Sleep(1100 * time.Millisecond) // binlog times have whole seconds
-	cut := time.Now().UTC().Truncate(time.Second)
-	time.Sleep(1100 * time.Millisecond)
-	insert(81, 100)
-	src.SQL(t, "FLUSH BINARY LOGS")
-	time.Sleep(2 * time.Second)
-	arch.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-archDone:
-		if err != nil {
-			t.Fatalf("amber archive: %v\n%s", err, archErr.String())
-		}
-	case <-time.After(60 * time.Second):
-		t.Fatalf("amber archive did not stop within 60 s of SIGTERM:\n%s", archErr.String())
-	}
+	pos, cut := mysqlArchiveMarkers(t, amber, repo, src, "physical", func(i int) string {
+		return fmt.Sprintf("INSERT INTO app.m (id) VALUES (%d); INSERT INTO app.aria VALUES (%d); INSERT INTO second.s VALUES (%d)", i, i, i)
+	})
 	mysqlUser, err := user.Lookup("mysql")
 	if err != nil {
 		testbed.Skip(t, "no mysql OS user, which owns restored files: install mariadb-server")
@@ -148,6 +110,55 @@ func mysqlPhysicalPointInTime(t *testing.T, amber conformance.AmberRunner) {
 			t.Log(lastLine(string(out)))
 		})
 	}
+}
+
+// mysqlArchiveMarkers runs `amber archive` on src while markers 1..100
+// commit (insert(i) is marker i's SQL), rotating the binlog every 25: a
+// backup in mode after marker 30, then markers up to 100 with a pause of a
+// second on each side of cut, and stops the archiver once it has sent
+// everything. It returns the binlog position after marker 60 and cut, a
+// whole second after marker 80 and before marker 81.
+func mysqlArchiveMarkers(t *testing.T, amber conformance.AmberRunner, repo string, src *testbed.MariaDB, mode string, insert func(i int) string) (pos string, cut time.Time) {
+	t.Helper()
+	var archErr bytes.Buffer
+	arch := amber(repo, "archive", "--engine", "mysql", "--dsn", src.DSN(), "--flush-interval", "200ms")
+	arch.Stderr = &archErr
+	if err := arch.Start(); err != nil {
+		t.Fatal(err)
+	}
+	archDone := make(chan error, 1)
+	go func() { archDone <- arch.Wait() }()
+	t.Cleanup(func() { arch.Process.Kill() })
+	markers := func(from, to int) {
+		for i := from; i <= to; i++ {
+			src.SQL(t, insert(i))
+			if i%25 == 0 {
+				src.SQL(t, "FLUSH BINARY LOGS")
+			}
+		}
+	}
+	markers(1, 30)
+	amberRun(t, amber, repo, "backup", "--engine", "mysql", "--dsn", src.DSN(), "--mode", mode)
+	markers(31, 60)
+	f := strings.Fields(src.SQL(t, "SHOW MASTER STATUS"))
+	pos = f[0] + ":" + f[1]
+	markers(61, 80)
+	time.Sleep(1100 * time.Millisecond) // binlog times have whole seconds
+	cut = time.Now().UTC().Truncate(time.Second)
+	time.Sleep(1100 * time.Millisecond)
+	markers(81, 100)
+	src.SQL(t, "FLUSH BINARY LOGS")
+	time.Sleep(2 * time.Second)
+	arch.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-archDone:
+		if err != nil {
+			t.Fatalf("amber archive: %v\n%s", err, archErr.String())
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatalf("amber archive did not stop within 60 s of SIGTERM:\n%s", archErr.String())
+	}
+	return pos, cut
 }
 
 // repoListing names every file of a repository with its size.

@@ -42,6 +42,19 @@ type Capabilities struct {
 	Physical    bool // `amber backup --mode physical`, restored with --data-dir
 	Logical     bool // `amber backup --mode logical`, restored with --dsn
 	PointInTime bool // physical restores take --to-time (requires Physical)
+
+	// TimeResolution is the granularity of the commit times the engine's
+	// log records (MariaDB's binlog: whole seconds); zero means exact. A
+	// time target then recovers every transaction of its unit, so the
+	// archiving cases restore only to markers that were the last of their
+	// unit (archive_suite.go).
+	TimeResolution time.Duration
+	// ReplayedByRestore: `amber restore --data-dir` applies the archived
+	// log itself before it returns (MariaDB, through a private server), so
+	// the restored server never fetches log and gets no credential for it;
+	// otherwise (PostgreSQL's restore_command) the restored server fetches
+	// log while it recovers.
+	ReplayedByRestore bool
 }
 
 // Bank is a running bank-transfer workload's client.
@@ -148,6 +161,10 @@ type AmberRunner func(repo string, args ...string) *exec.Cmd
 //     archiver stop with an error saying so; a segment deleted from the
 //     repository is named as a gap by `amber ls`, a restore across it is
 //     refused naming it, and points before it restore exactly.
+//
+// With a coarse Capabilities.TimeResolution (MariaDB's whole-second binlog
+// times) each restore goes to the marker nearest the one named that was the
+// last of its unit, and the range before the kill widens by one unit.
 func Run(t *testing.T, d Driver, amber AmberRunner) {
 	caps := d.Capabilities()
 	var modes []string

@@ -413,6 +413,7 @@ mv "$out.tmp" "$out"
 say "wrote ${out#"$root"/}"
 cat "$out"
 BENCH_OUT="$out" bash "$root/docs/bench-postgres.sh" # PostgreSQL section (issue #3 §6), appended to $out
+BENCH_OUT="$out" bash "$root/docs/bench-mysql.sh" # MariaDB section (issue #9), appended to $out
 # amber-controller at scale (300 StatefulSets × 3 pods faked by kwok, in
 # namespaces of 30 and in one namespace): its section, appended to $out by
 # the test itself (controller/internal/scale).

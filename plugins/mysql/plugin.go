@@ -161,6 +161,13 @@ func (e *Engine) LogicalDump(ctx context.Context, req api.BackupRequest, sink ap
 		}
 		o.LockWait = time.Duration(n) * time.Second
 	}
+	if v := req.Options["users"]; v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return api.BackupResult{}, fmt.Errorf("option users=%q: want true or false", v)
+		}
+		o.Users = b
+	}
 	start := time.Now()
 	res, err := myengine.LogicalDump(ctx, dsn(req.Target), entrySink{sink}, o)
 	if err != nil {
@@ -180,6 +187,7 @@ func (e *Engine) LogicalDump(ctx context.Context, req api.BackupRequest, sink ap
 			"tables":   strconv.Itoa(res.Tables),
 			"lock_ms":  strconv.FormatInt(res.LockTime.Milliseconds(), 10),
 			"gtid":     res.Pos.GTID,
+			"users":    strconv.Itoa(res.Users),
 		},
 	}, nil
 }
@@ -252,14 +260,25 @@ func (e *Engine) Archive(ctx context.Context, req api.ArchiveRequest, out api.Se
 	}
 	actx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	stop := make(chan struct{})
+	o.Stop = stop
 	runErr := make(chan error, 1)
 	go func() { runErr <- myengine.Archive(actx, dsn(req.Target), o, send) }()
 	for {
 		select {
 		case _, ok := <-durable:
 			if !ok {
-				cancel()
-				if err := <-runErr; err != nil && !errors.Is(err, context.Canceled) {
+				// A clean end: the archiver sends what the server had
+				// written by now, then returns.
+				close(stop)
+				var err error
+				select {
+				case err = <-runErr:
+				case <-time.After(15 * time.Second):
+					cancel()
+					err = <-runErr
+				}
+				if err != nil && !errors.Is(err, context.Canceled) {
 					return err
 				}
 				return nil

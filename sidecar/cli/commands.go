@@ -161,7 +161,7 @@ func (e *env) backupCommand() *cobra.Command {
 	var (
 		stdin                    bool
 		name                     string
-		tags                     []string
+		tags, opts               []string
 		engine, dsnFlag, dsnFile string
 		mode                     string
 	)
@@ -190,7 +190,14 @@ printed or logged.`,
 			if err != nil {
 				return err
 			}
+			optMap, err := parseOptions(opts)
+			if err != nil {
+				return err
+			}
 			ctx := cmd.Context()
+			if len(optMap) > 0 && engine == "" {
+				return usagef("--option is for engine backups: give --engine")
+			}
 			if engine != "" {
 				if stdin {
 					return usagef("--stdin and --engine exclude each other")
@@ -214,7 +221,7 @@ printed or logged.`,
 				defer r.Close()
 				progress, stop := e.track("backup", 0)
 				rep, err := job.BackupEngine(ctx, r, eng, job.EngineBackup{Engine: engine, Mode: mode, Name: name, Tags: tagMap,
-					Target: api.Target{DSN: d}}, nil, progress)
+					Target: api.Target{DSN: d}, Options: optMap}, nil, progress)
 				stop()
 				if err != nil {
 					return e.jobError(err)
@@ -248,7 +255,24 @@ printed or logged.`,
 	cmd.Flags().StringVar(&mode, "mode", "physical", "with --engine: physical (whole cluster, restorable to any point in time) or logical (a dump)")
 	cmd.Flags().StringVar(&name, "name", "", "backup name (required with --stdin; default: the engine), e.g. the database")
 	cmd.Flags().StringArrayVar(&tags, "tag", nil, "tag as key=value (repeatable)")
+	cmd.Flags().StringArrayVar(&opts, "option", nil, "engine option as key=value (repeatable), e.g. users=true (mysql logical: accounts and grants); see the engine's docs")
 	return cmd
+}
+
+// parseOptions reads --option key=value flags into the engine's options.
+func parseOptions(opts []string) (map[string]string, error) {
+	if len(opts) == 0 {
+		return nil, nil
+	}
+	m := make(map[string]string, len(opts))
+	for _, o := range opts {
+		k, v, ok := strings.Cut(o, "=")
+		if !ok || k == "" {
+			return nil, usagef("--option %q: want key=value", o)
+		}
+		m[k] = v
+	}
+	return m, nil
 }
 
 func (e *env) reportBackup(rep *job.BackupReport) error {

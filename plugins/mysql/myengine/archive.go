@@ -46,6 +46,12 @@ type ArchiveOptions struct {
 	MaxSegment int
 	Lineage    string
 	Logger     *slog.Logger
+	// Stop, when closed, ends Archive cleanly: it reads on up to the
+	// position the server reports at that moment (for at most
+	// StopDrain), sends what it holds at a transaction boundary and
+	// returns nil.
+	Stop      <-chan struct{}
+	StopDrain time.Duration // default 5 s
 }
 
 // DefaultServerID derives the archiver's replica server id from the
@@ -125,10 +131,39 @@ func Archive(ctx context.Context, d DSN, o ArchiveOptions, out func(context.Cont
 
 	a := &archiver{out: out, o: o, file: start.File, cur: start.Pos, segStart: start, boundary: true}
 	a.segStart.Epoch, start.Epoch = 1, 1
+	if o.StopDrain <= 0 {
+		o.StopDrain = 5 * time.Second
+	}
+	stopping := false
+	var drainTo Pos
+	var drainUntil time.Time
 	for {
+		if !stopping && o.Stop != nil {
+			select {
+			case <-o.Stop:
+				stopping, drainUntil = true, time.Now().Add(o.StopDrain)
+				drainTo = serverPos(ctx, d, info.MariaDB)
+				o.Logger.Info("stopping: reading the binlog up to the server's position", "to", drainTo.Text())
+			default:
+			}
+		}
+		if stopping {
+			at := Pos{File: a.file, Pos: a.cur}
+			if drainTo.File == "" || at.Offset() >= drainTo.Offset() || time.Now().After(drainUntil) {
+				if a.boundary && a.body.Len() > 0 {
+					if err := a.emit(ctx, at); err != nil {
+						return err
+					}
+				}
+				return nil
+			}
+		}
 		wait := o.FlushInterval
 		if a.body.Len() > 0 {
 			wait = max(time.Millisecond, o.FlushInterval-time.Since(a.opened))
+		}
+		if o.Stop != nil {
+			wait = min(wait, 100*time.Millisecond) // notice Stop soon
 		}
 		gctx, cancel := context.WithTimeout(ctx, wait)
 		ev, err := stream.GetEvent(gctx)
@@ -138,7 +173,7 @@ func Archive(ctx context.Context, d DSN, o ArchiveOptions, out func(context.Cont
 				return ctx.Err()
 			}
 			if errors.Is(err, context.DeadlineExceeded) {
-				if a.boundary && a.body.Len() > 0 {
+				if a.boundary && a.body.Len() > 0 && (stopping || time.Since(a.opened) >= o.FlushInterval-time.Millisecond) {
 					if err := a.emit(ctx, Pos{File: a.file, Pos: a.cur}); err != nil {
 						return err
 					}
@@ -154,6 +189,24 @@ func Archive(ctx context.Context, d DSN, o ArchiveOptions, out func(context.Cont
 			return err
 		}
 	}
+}
+
+// serverPos is d's current binlog position, or the zero Pos when it
+// cannot be read (the server went away): then there is nothing more to
+// wait for.
+func serverPos(ctx context.Context, d DSN, mariadb bool) Pos {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	db, _, err := Open(ctx, d)
+	if err != nil {
+		return Pos{}
+	}
+	defer db.Close()
+	p, err := masterStatus(ctx, db, mariadb)
+	if err != nil {
+		return Pos{}
+	}
+	return p
 }
 
 func contains(list []string, s string) bool {

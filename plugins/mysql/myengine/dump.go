@@ -28,6 +28,9 @@ type DumpOptions struct {
 	SpoolDir string // where a table read while another is being sent waits; default os.TempDir()
 	// LockWait bounds the wait for the global read lock (lock_wait_timeout).
 	LockWait time.Duration
+	// Users adds users.sql: the server's accounts and roles (all but the
+	// built-in ones) with their password hashes and every grant.
+	Users bool
 }
 
 // DumpResult is where and when a dump is consistent.
@@ -37,6 +40,7 @@ type DumpResult struct {
 	LockTime time.Duration // how long writes were blocked
 	Database string
 	Tables   int
+	Users    int // accounts and roles in users.sql
 	Info     *Info
 }
 
@@ -48,6 +52,7 @@ type DumpResult struct {
 const (
 	SchemaEntry = "schema.sql"
 	PostEntry   = "post.sql"
+	UsersEntry  = "users.sql"
 	PhaseSchema = "schema"
 	PhaseData   = "data"
 	PhasePost   = "post"
@@ -193,6 +198,13 @@ feed:
 	}
 	if err := dumpPost(ctx, w, sink, cfg.DBName, tables); err != nil {
 		return nil, err
+	}
+	if o.Users {
+		n, err := dumpUsers(ctx, w, sink)
+		if err != nil {
+			return nil, fmt.Errorf("dump users and grants: %w", err)
+		}
+		res.Users = n
 	}
 	for _, c := range workers {
 		c.ExecContext(ctx, "COMMIT")
@@ -543,4 +555,98 @@ func viewOrder(names []string, defs map[string]string) []string {
 		visit(v)
 	}
 	return out
+}
+
+// builtinAccounts are left out of users.sql: every server has its own.
+var builtinAccounts = map[string]bool{"root": true, "mariadb.sys": true, "mysql.sys": true, "mysql.session": true,
+	"mysql.infoschema": true, "mysql": true, "PUBLIC": true}
+
+// dumpUsers writes users.sql: for every account and role but the built-in
+// ones (and the anonymous user), CREATE ROLE or the server's own SHOW
+// CREATE USER made IF NOT EXISTS (password hash, TLS and resource
+// options), then every line of SHOW GRANTS FOR it (global, database,
+// table, column and routine privileges, role grants, the default role).
+// Roles come first, so that grants of them find them.
+func dumpUsers(ctx context.Context, c *sql.Conn, sink Sink) (int, error) {
+	type account struct {
+		user, host string
+		role       bool
+	}
+	rows, err := c.QueryContext(ctx, `SELECT User, Host, is_role FROM mysql.user ORDER BY is_role DESC, User, Host`)
+	if err != nil {
+		// MySQL has no is_role column.
+		rows, err = c.QueryContext(ctx, `SELECT User, Host, 'N' FROM mysql.user ORDER BY User, Host`)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("list accounts (the user needs SELECT on mysql.user): %w", err)
+	}
+	var accounts []account
+	for rows.Next() {
+		var a account
+		var role string
+		if err := rows.Scan(&a.user, &a.host, &role); err != nil {
+			rows.Close()
+			return 0, err
+		}
+		a.role = role == "Y"
+		if a.user == "" || builtinAccounts[a.user] {
+			continue
+		}
+		accounts = append(accounts, a)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, err
+	}
+	w, err := sink.Create(ctx, UsersEntry, PhasePost)
+	if err != nil {
+		return 0, err
+	}
+	bw := bufio.NewWriterSize(w, 64<<10)
+	bw.WriteString(header)
+	quote := func(s string) string {
+		return "'" + strings.ReplaceAll(strings.ReplaceAll(s, `\`, `\\`), "'", "''") + "'"
+	}
+	var grants []string
+	for _, a := range accounts {
+		name := quote(a.user) + "@" + quote(a.host)
+		if a.role {
+			name = quote(a.user)
+			fmt.Fprintf(bw, "CREATE ROLE IF NOT EXISTS %s;\n", name)
+		} else {
+			var create string
+			if err := c.QueryRowContext(ctx, "SHOW CREATE USER "+name).Scan(&create); err != nil {
+				return 0, fmt.Errorf("SHOW CREATE USER %s: %w", name, err)
+			}
+			if rest, ok := strings.CutPrefix(create, "CREATE USER "); ok {
+				create = "CREATE USER IF NOT EXISTS " + rest
+			}
+			fmt.Fprintf(bw, "%s;\n", create)
+		}
+		rows, err := c.QueryContext(ctx, "SHOW GRANTS FOR "+name)
+		if err != nil {
+			return 0, fmt.Errorf("SHOW GRANTS FOR %s: %w", name, err)
+		}
+		for rows.Next() {
+			var g string
+			if err := rows.Scan(&g); err != nil {
+				rows.Close()
+				return 0, err
+			}
+			grants = append(grants, g)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return 0, err
+		}
+	}
+	// Grants after every CREATE: a grant may name a role or another
+	// account created further down.
+	for _, g := range grants {
+		fmt.Fprintf(bw, "%s;\n", g)
+	}
+	if err := bw.Flush(); err != nil {
+		return 0, err
+	}
+	return len(accounts), w.Close()
 }

@@ -229,6 +229,11 @@ func TestPhysicalBackupArchiveReplay(t *testing.T) {
 		if got := totals(r); got != wantTotals {
 			t.Errorf("balances %q, want %q", got, wantTotals)
 		}
+		// The copy can follow the source from exactly there.
+		wantGTID := srv.SQL(t, fmt.Sprintf("SELECT BINLOG_GTID_POS('%s', %d)", target.File, target.Pos))
+		if got := r.SQL(t, "SELECT @@gtid_slave_pos"); got != wantGTID || rep.Pos.GTID != wantGTID {
+			t.Errorf("after replay to %s: gtid_slave_pos %q, reported %q; want the source's GTID position there, %q", target.Text(), got, rep.Pos.GTID, wantGTID)
+		}
 	})
 	t.Run("latest as the mysql user", func(t *testing.T) {
 		mysqlUser, err := user.Lookup("mysql")
@@ -241,7 +246,8 @@ func TestPhysicalBackupArchiveReplay(t *testing.T) {
 		if err := Chown(dataDir, Owner{UID: uid, GID: gid}); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := ReplayDataDir(context.Background(), dataDir, ReplayOptions{From: res.Consistent}, fetch); err != nil {
+		rep, err := ReplayDataDir(context.Background(), dataDir, ReplayOptions{From: res.Consistent}, fetch)
+		if err != nil {
 			t.Fatal(err)
 		}
 		r := testbed.StartMariaDBOn(t, dataDir, testbed.MariaDBOptions{})
@@ -250,6 +256,10 @@ func TestPhysicalBackupArchiveReplay(t *testing.T) {
 		}
 		if got := r.SQL(t, "SELECT COUNT(*) FROM mysql.user WHERE User LIKE 'amber_replay%'"); got != "0" {
 			t.Errorf("the replay's administrator is left in the copy (%s)", got)
+		}
+		wantGTID := srv.SQL(t, "SELECT @@gtid_binlog_pos")
+		if got := r.SQL(t, "SELECT @@gtid_slave_pos"); got != wantGTID || rep.Pos.GTID != wantGTID {
+			t.Errorf("after replay to the latest: gtid_slave_pos %q, reported %q; want the source's %q", got, rep.Pos.GTID, wantGTID)
 		}
 	})
 }

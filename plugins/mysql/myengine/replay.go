@@ -10,6 +10,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -75,7 +78,10 @@ func Replay(ctx context.Context, d DSN, o ReplayOptions, fetch ReplayFetch) (*Re
 // ReplayDataDir applies archived binlog, as Replay does, to the physical
 // copy in dataDir, every database of it: when there is log to apply, it
 // starts a private server on the copy (StartLocalServer), applies the log
-// through it and shuts it down cleanly.
+// through it, sets the copy's gtid_slave_pos to the MariaDB GTID position
+// reached (the backup's, advanced by every replayed transaction), so that
+// the copy can be made a replica with MASTER_USE_GTID=slave_pos, and shuts
+// it down cleanly.
 func ReplayDataDir(ctx context.Context, dataDir string, o ReplayOptions, fetch ReplayFetch) (*Replayed, error) {
 	o.AllDatabases, o.Database = true, ""
 	sp, err := spoolLog(ctx, o, fetch)
@@ -91,6 +97,9 @@ func ReplayDataDir(ctx context.Context, dataDir string, o ReplayOptions, fetch R
 		return nil, err
 	}
 	err = sp.apply(ctx, srv.DSN(), o)
+	if err == nil && sp.res.Pos.GTID != "" {
+		err = setSlavePos(ctx, srv.DSN(), sp.res.Pos.GTID)
+	}
 	if serr := srv.Stop(context.WithoutCancel(ctx)); err == nil {
 		err = serr
 	}
@@ -122,6 +131,17 @@ func spoolLog(ctx context.Context, o ReplayOptions, fetch ReplayFetch) (sp *spoo
 		}
 	}()
 	res := &Replayed{Pos: o.From}
+	// The GTID position reached: the start's (MariaDB's form only),
+	// advanced by every transaction kept.
+	gtids := parseMariaDBGTIDs(o.From.GTID)
+	if len(gtids) == 0 {
+		gtids = nil
+	}
+	defer func() {
+		if err == nil {
+			res.Pos.GTID = formatMariaDBGTIDs(gtids)
+		}
+	}()
 	var files []string
 	cur := o.From
 	for {
@@ -137,7 +157,11 @@ func spoolLog(ctx context.Context, o ReplayOptions, fetch ReplayFetch) (sp *spoo
 		if err != nil {
 			return nil, fmt.Errorf("read archived binlog %s: %w", start.Text(), err)
 		}
-		kept, last, lastTime, stop, err := filterEvents(data, start, o.From, o.StopPos)
+		var stopAt time.Time
+		if !o.StopTime.IsZero() {
+			stopAt = stopSecond(o)
+		}
+		kept, last, lastTime, stop, err := filterEvents(data, start, o.From, o.StopPos, stopAt, gtids)
 		if err != nil {
 			return nil, fmt.Errorf("archived binlog %s: %w", start.Text(), err)
 		}
@@ -255,15 +279,19 @@ const (
 	evQuery    = 2
 	evXID      = 16
 	evRotate   = 4
+	evGTID     = 162 // MariaDB's GTID event: a transaction's first
 	evStartV3  = 1
 	evMaxBytes = 1 << 30
 )
 
 // filterEvents keeps a segment's Format_description event and the events
-// that end after from and, when stopAt is set, at or before it. It returns
-// the kept bytes (a binlog file), the position after the last kept commit
-// and its time, and whether stopAt was passed.
-func filterEvents(data []byte, seg, from, stopAt Pos) (kept []byte, last Pos, lastTime time.Time, stop bool, err error) {
+// that end after from and, when stopAt is set, at or before it; when
+// stopTime is set, it stops at the first transaction (MariaDB GTID event)
+// whose time is not before it, as mariadb-binlog --stop-datetime does. It
+// returns the kept bytes (a binlog file), the position after the last kept
+// commit and its time, and whether the stop was passed; gtids (domain ->
+// "domain-server-seq") is updated with every kept MariaDB GTID event.
+func filterEvents(data []byte, seg, from, stopAt Pos, stopTime time.Time, gtids map[uint32]string) (kept []byte, last Pos, lastTime time.Time, stop bool, err error) {
 	if len(data) < 4 || string(data[:4]) != string(binlogMagic) {
 		return nil, Pos{}, time.Time{}, false, errors.New("not a binlog file (no magic)")
 	}
@@ -294,6 +322,18 @@ func filterEvents(data []byte, seg, from, stopAt Pos) (kept []byte, last Pos, la
 			stop = true
 			break
 		}
+		if typ == evGTID && len(ev) >= evHeader+12 {
+			if !stopTime.IsZero() && !time.Unix(int64(binary.LittleEndian.Uint32(ev[0:4])), 0).Before(stopTime) {
+				stop = true
+				break
+			}
+			if gtids != nil {
+				body := ev[evHeader:]
+				seq := binary.LittleEndian.Uint64(body[0:8])
+				domain := binary.LittleEndian.Uint32(body[8:12])
+				gtids[domain] = fmt.Sprintf("%d-%d-%d", domain, binary.LittleEndian.Uint32(ev[5:9]), seq)
+			}
+		}
 		kept = append(kept, ev...)
 		if typ == evXID || typ == evQuery {
 			last = Pos{Epoch: seg.Epoch, File: seg.File, Pos: endPos}
@@ -301,4 +341,51 @@ func filterEvents(data []byte, seg, from, stopAt Pos) (kept []byte, last Pos, la
 		}
 	}
 	return kept, last, lastTime, stop, nil
+}
+
+// parseMariaDBGTIDs reads a MariaDB GTID position ("0-1-42,1-2-7") into
+// domain -> GTID; anything else (a MySQL GTID set, empty) gives an empty map.
+func parseMariaDBGTIDs(s string) map[uint32]string {
+	m := map[uint32]string{}
+	for _, g := range strings.Split(s, ",") {
+		g = strings.TrimSpace(g)
+		parts := strings.Split(g, "-")
+		if len(parts) != 3 {
+			return map[uint32]string{}
+		}
+		d, err := strconv.ParseUint(parts[0], 10, 32)
+		if err != nil {
+			return map[uint32]string{}
+		}
+		m[uint32(d)] = g
+	}
+	return m
+}
+
+// formatMariaDBGTIDs writes domain -> GTID as a position, domains in order.
+func formatMariaDBGTIDs(m map[uint32]string) string {
+	domains := make([]uint32, 0, len(m))
+	for d := range m {
+		domains = append(domains, d)
+	}
+	slices.Sort(domains)
+	out := make([]string, len(domains))
+	for i, d := range domains {
+		out[i] = m[d]
+	}
+	return strings.Join(out, ",")
+}
+
+// setSlavePos sets gtid_slave_pos (stored in mysql.gtid_slave_pos, so it
+// outlives the server) on d.
+func setSlavePos(ctx context.Context, d DSN, gtid string) error {
+	db, _, err := Open(ctx, d)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	if _, err := db.ExecContext(ctx, "SET GLOBAL gtid_slave_pos = ?", gtid); err != nil {
+		return fmt.Errorf("set the copy's gtid_slave_pos to %s: %w", gtid, err)
+	}
+	return nil
 }

@@ -1,0 +1,376 @@
+#!/usr/bin/env bash
+# `make bench`, MariaDB part (issue #9): measures amber's logical and
+# physical MariaDB backups and restores side by side with mariadb-dump | zstd,
+# mydumper/myloader, the mariadb client and mariadb-backup on the standard
+# "mixed" data set loaded into MariaDB, in one run, and appends a MariaDB
+# section to the report that docs/bench.sh writes (replacing an earlier one).
+#
+# The data set (../shared/BENCHMARKS.md): bench_mixed with the same columns
+# as PostgreSQL's (BIGINT, TIMESTAMP, DECIMAL(12,2), VARCHAR(64), VARCHAR(80))
+# filled from seq_1_to_<rows> with RAND()/MD5(), plus pgbench-shaped tables
+# (pgbench_accounts 100000 rows per scale unit, branches, tellers, history).
+# It is loaded once into a server whose stopped data directory is cached
+# under .deps/bench/mariadb-*; each run starts a server on a copy of it.
+# Environment (as docs/bench.sh):
+#   BENCH_ROWS, BENCH_SCALE  data set (default: the standard 6150000 rows, scale 10)
+#   BENCH_RUNS               runs of each measurement (default 2; the best time shown,
+#                            the peak RSS of all runs)
+#   AMBER_DEPS, BENCH_DIR    the deps folder (default .deps) and the cache (default $AMBER_DEPS/bench)
+#   BENCH_OUT                report to append to (default docs/benchmarks.md for the
+#                            standard set, .deps/bench/benchmarks-quick.md otherwise)
+#   BENCH_QUIET_WAIT         seconds to wait for idle cores before each measurement (30)
+#   BENCH_DATA_ONLY=1        make (or find) the cached data directory and stop
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+deps=${AMBER_DEPS:-$root/.deps}
+benchdir=${BENCH_DIR:-$deps/bench}
+export PATH="$root/bin:$deps/bin:$PATH"
+
+rows=${BENCH_ROWS:-6150000}
+scale=${BENCH_SCALE:-10}
+runs=${BENCH_RUNS:-2}
+standard=0
+if [ "$rows" = 6150000 ] && [ "$scale" = 10 ]; then standard=1; fi
+if [ "$standard" = 1 ]; then
+  tpl="$benchdir/mariadb-mixed"
+  out=${BENCH_OUT:-$root/docs/benchmarks.md}
+else
+  tpl="$benchdir/mariadb-s${scale}-r${rows}"
+  out=${BENCH_OUT:-$benchdir/benchmarks-quick.md}
+fi
+
+say() { printf 'bench-mysql: %s\n' "$*" >&2; }
+die() { say "$*"; exit 1; }
+
+for tool in amber amber-plugin-mysql mariadbd mariadb-install-db mariadb mariadb-dump mariadb-backup mbstream \
+  mydumper myloader zstd /usr/bin/time; do
+  command -v "$tool" >/dev/null || die "$tool not found: run \`make deps\` (and \`make build\` for amber)"
+done
+amber=$(command -v amber)
+[ "$(id -u)" = 0 ] || die "run as root: the servers run as the mysql user, and mariadb-backup reads their files"
+id mysql >/dev/null 2>&1 || die "no mysql OS user: install mariadb-server (\`make deps\`)"
+pw=bench-Pw-4417
+
+# ---------------------------------------------------------------------------
+# Servers: each in a private directory, socket only, run as mysql.
+
+servers=()
+cleanup() {
+  local d
+  for d in "${servers[@]}"; do
+    [ -f "$d/mariadbd.pid" ] && kill "$(cat "$d/mariadbd.pid")" 2>/dev/null || true
+  done
+  sleep 1
+  for d in "${servers[@]}"; do rm -rf "$d"; done
+  [ -n "${work:-}" ] && rm -rf "$work"
+  return 0
+}
+trap cleanup EXIT
+
+# start_server DIR: starts mariadbd on DIR/data (which must exist), socket
+# DIR/sock, and waits until it answers.
+start_server() {
+  local d=$1
+  chown -R mysql: "$d"
+  mariadbd --no-defaults --user=mysql --datadir="$d/data" --socket="$d/sock" --skip-networking \
+    --pid-file="$d/mariadbd.pid" --log-error="$d/err.log" --log-bin="$d/data/mysql-bin" --server-id=1 \
+    --binlog-format=ROW --innodb-buffer-pool-size=512M --innodb-log-file-size=512M \
+    --innodb-flush-log-at-trx-commit=2 --sync-binlog=0 --max-allowed-packet=1G \
+    --character-set-server=utf8mb4 --collation-server=utf8mb4_unicode_ci --default-time-zone=+00:00 \
+    </dev/null >/dev/null 2>&1 &
+  local i
+  for i in $(seq 1 120); do
+    mariadb --no-defaults --socket="$d/sock" -uroot -e 'SELECT 1' >/dev/null 2>&1 && return 0
+    sleep 0.5
+  done
+  cat "$d/err.log" >&2
+  die "mariadbd on $d did not start"
+}
+
+# new_server: an empty server with database app and the bench user; sets
+# srv to its directory.
+new_server() {
+  local d
+  d=$(mktemp -d /tmp/amber-bench-my.XXXXXX)
+  servers+=("$d")
+  chmod 755 "$d"
+  mariadb-install-db --no-defaults --user=mysql --datadir="$d/data" --auth-root-authentication-method=socket \
+    --skip-test-db >"$d/install.log" 2>&1 || { cat "$d/install.log" >&2; die "mariadb-install-db failed"; }
+  start_server "$d"
+  mariadb --no-defaults --socket="$d/sock" -uroot -e "CREATE DATABASE app;
+    CREATE USER bench@localhost IDENTIFIED BY '$pw'; GRANT ALL ON *.* TO bench@localhost WITH GRANT OPTION"
+  srv=$d
+}
+
+stop_server() {
+  local d=$1 pid
+  pid=$(cat "$d/mariadbd.pid" 2>/dev/null) || return 0
+  kill "$pid" 2>/dev/null || true
+  while kill -0 "$pid" 2>/dev/null; do sleep 0.2; done
+}
+
+sqlq() { mariadb --no-defaults --socket="$1/sock" -uroot -N -B -e "$2"; }
+
+make_template() {
+  local d
+  say "creating the data set (pgbench-shaped scale $scale, bench_mixed $rows rows) in a throwaway server"
+  new_server
+  d=$srv
+  mariadb --no-defaults --socket="$d/sock" -uroot app <<SQL
+SET SESSION sql_log_bin = 0;
+CREATE TABLE pgbench_branches (bid int PRIMARY KEY, bbalance int, filler char(88));
+CREATE TABLE pgbench_tellers (tid int PRIMARY KEY, bid int, tbalance int, filler char(84));
+CREATE TABLE pgbench_accounts (aid int PRIMARY KEY, bid int, abalance int, filler char(84));
+CREATE TABLE pgbench_history (tid int, bid int, aid int, delta int, mtime timestamp, filler char(22));
+INSERT INTO pgbench_branches SELECT seq, 0, NULL FROM seq_1_to_${scale};
+INSERT INTO pgbench_tellers SELECT seq, (seq - 1) DIV 10 + 1, 0, NULL FROM seq_1_to_$((scale * 10));
+INSERT INTO pgbench_accounts SELECT seq, (seq - 1) DIV 100000 + 1, 0, '' FROM seq_1_to_$((scale * 100000));
+CREATE TABLE bench_mixed (id bigint PRIMARY KEY, ts timestamp NULL, amount decimal(12,2), email varchar(64), note varchar(80));
+INSERT INTO bench_mixed SELECT seq, TIMESTAMP'2024-01-01 00:00:00' + INTERVAL (seq % 5000000) * 7 SECOND,
+  ROUND(RAND() * 100000, 2), CONCAT('user', FLOOR(RAND() * 1000000), '@example.com'),
+  CONCAT(MD5(seq), ' ', SUBSTR(MD5(RAND()), 1, FLOOR(RAND() * 32)))
+FROM seq_1_to_${rows};
+SQL
+  stop_server "$d"
+  rm -f "$d"/data/mysql-bin.*
+  mkdir -p "$benchdir"
+  rm -rf "$tpl.tmp"
+  mv "$d/data" "$tpl.tmp"
+  mv "$tpl.tmp" "$tpl"
+}
+
+[ -d "$tpl" ] || make_template
+say "data set: $tpl ($(du -sm "$tpl" | cut -f1) MiB on disk)"
+if [ "${BENCH_DATA_ONLY:-0}" = 1 ]; then exit 0; fi
+
+src=$(mktemp -d /tmp/amber-bench-my.XXXXXX)
+servers+=("$src")
+chmod 755 "$src"
+cp -a "$tpl" "$src/data"
+start_server "$src"
+sqlq "$src" "RESET MASTER" >/dev/null
+dsn="mysql://bench:$pw@localhost/app?socket=$src/sock"
+data_bytes=$(sqlq "$src" "SELECT SUM(data_length + index_length) FROM information_schema.TABLES WHERE table_schema = 'app'")
+version=$(sqlq "$src" "SELECT VERSION()")
+sum_src=$(sqlq "$src" "CHECKSUM TABLE app.bench_mixed, app.pgbench_accounts EXTENDED" | awk '{printf "%s ", $2}')
+
+# ---------------------------------------------------------------------------
+# Measuring: as docs/bench.sh.
+
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
+work=$(mktemp -d "${TMPDIR:-/tmp}/amber-bench-my.XXXXXX")
+chmod 755 "$work"
+declare -A best bestcpu maxrss all stored
+. "$root/docs/bench-lib.sh"
+amber_ver=$(binary_commit "$amber") # now: the checkout may move while this runs
+measure() {
+  local key=$1; shift
+  local t0 t1 wall cpu u s rss
+  wait_quiet
+  t0=$(date +%s.%N)
+  /usr/bin/time -f '%U %S %M' -o "$work/time" "$@"
+  t1=$(date +%s.%N)
+  wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.2f", b-a}')
+  read -r u s rss <"$work/time"
+  cpu=$(awk -v u="$u" -v s="$s" 'BEGIN{printf "%.2f", u+s}')
+  all[$key]="${all[$key]:+${all[$key]} / }$wall"
+  if [ -z "${best[$key]:-}" ] || awk -v a="$wall" -v b="${best[$key]}" 'BEGIN{exit !(a<b)}'; then
+    best[$key]=$wall bestcpu[$key]=$cpu
+  fi
+  if [ -z "${maxrss[$key]:-}" ] || [ "$rss" -gt "${maxrss[$key]}" ]; then maxrss[$key]=$rss; fi
+  say "$key: ${wall}s wall, ${cpu}s CPU, peak RSS $((rss / 1024)) MiB"
+}
+# sh -c wrappers: /usr/bin/time measures the whole pipeline.
+export MYSQL_BENCH_PW=$pw
+export AMBER_PASSWORD=bench-password
+
+# check DIR LABEL: the restored server's tables equal the source's.
+check() {
+  local got
+  got=$(sqlq "$1" "CHECKSUM TABLE app.bench_mixed, app.pgbench_accounts EXTENDED" | awk '{printf "%s ", $2}')
+  [ "$got" = "$sum_src" ] || die "$2 restored different rows (CHECKSUM TABLE $got, want $sum_src)"
+}
+
+run_logical() {
+  local r="$work/amber-repo" d
+  rm -rf "$r" "$work/amber-cache" "$work/dump.sql.zst" "$work/mydumper"
+  export AMBER_REPO="$r" AMBER_CACHE_DIR="$work/amber-cache"
+  "$amber" repo init --json >/dev/null
+  measure amber_logical "$amber" backup --engine mysql --dsn "$dsn" --mode logical --json >"$work/logical.json"
+  measure mariadb_dump sh -c "mariadb-dump --no-defaults --socket='$src/sock' -uroot --single-transaction app | zstd -q -3 >'$work/dump.sql.zst'"
+  measure mydumper mydumper --socket "$src/sock" -u root -t 2 -B app -o "$work/mydumper"
+  stored[amber_logical]=$(du -sb "$r" | cut -f1)
+  stored[mariadb_dump]=$(stat -c %s "$work/dump.sql.zst")
+  stored[mydumper]=$(du -sb "$work/mydumper" | cut -f1)
+  id=$(grep -o '"id": *"[0-9a-f]*"' "$work/logical.json" | head -1 | grep -o '[0-9a-f]\{16,\}')
+  sql_bytes=$(grep -o '"bytes_in": *[0-9]*' "$work/logical.json" | grep -o '[0-9]*$')
+  lock_ms=$("$amber" cat manifest "$id" | grep -o '"lock_ms": *"[0-9]*"' | grep -o '[0-9]*"$' | tr -d '"' || echo '?')
+
+  new_server
+  d=$srv
+  measure amber_logical_restore "$amber" restore --engine mysql --dsn "mysql://bench:$pw@localhost/app?socket=$d/sock" --backup latest
+  check "$d" "amber restore"
+  stop_server "$d"
+  new_server
+  d=$srv
+  measure client_restore sh -c "zstd -q -dc '$work/dump.sql.zst' | mariadb --no-defaults --socket='$d/sock' -uroot app"
+  check "$d" "mariadb < mariadb-dump"
+  stop_server "$d"
+  new_server
+  d=$srv
+  measure myloader myloader --socket "$d/sock" -u root -t 2 -B app -o -d "$work/mydumper"
+  check "$d" "myloader"
+  stop_server "$d"
+}
+
+run_physical() {
+  local r="$work/amber-phys" d
+  rm -rf "$r" "$work/amber-cache-phys" "$work/backup.xb.zst"
+  export AMBER_REPO="$r" AMBER_CACHE_DIR="$work/amber-cache-phys"
+  "$amber" repo init --json >/dev/null
+  measure amber_physical "$amber" backup --engine mysql --dsn "$dsn" --mode physical --json >/dev/null
+  measure mariadb_backup sh -c "mariadb-backup --no-defaults --socket='$src/sock' --user=root --backup --stream=xbstream \
+    --target-dir='$work/mb-target' --datadir='$src/data' 2>'$work/mb.log' | zstd -q -3 >'$work/backup.xb.zst'"
+  rm -rf "$work/mb-target"
+  stored[amber_physical]=$(du -sb "$r" | cut -f1)
+  stored[mariadb_backup]=$(stat -c %s "$work/backup.xb.zst")
+
+  d=$(mktemp -d /tmp/amber-bench-my.XXXXXX)
+  servers+=("$d")
+  chmod 755 "$d"
+  measure amber_physical_restore "$amber" restore --engine mysql --data-dir "$d/data" --backup latest
+  start_server "$d"
+  check "$d" "amber restore --data-dir"
+  stop_server "$d"
+  rm -rf "$d/data"
+  measure mariadb_backup_restore sh -c "mkdir '$d/data' && zstd -q -dc '$work/backup.xb.zst' | mbstream -x -C '$d/data' \
+    && mariadb-backup --no-defaults --prepare --target-dir='$d/data' >'$work/prepare.log' 2>&1"
+  start_server "$d"
+  check "$d" "mbstream + mariadb-backup --prepare"
+  stop_server "$d"
+  rm -rf "$d/data"
+}
+
+for i in $(seq 1 "$runs"); do
+  say "run $i of $runs"
+  run_logical
+  run_physical
+done
+stop_server "$src"
+load_end=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# ---------------------------------------------------------------------------
+# The report: a MariaDB section appended to docs/bench.sh's report.
+
+mb() { awk -v b="$1" 'BEGIN{printf "%.0f", b/1e6}'; }
+rate() { awk -v b="$data_bytes" -v s="$1" 'BEGIN{printf "%.0f", b/1e6/s}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2f", a/b}'; }
+speed() { ratio "${best[$2]}" "${best[$1]}"; } # amber key, peer key: peer time / amber time
+mib() { echo $(($1 / 1024)); }
+met() { awk -v a="$1" -v g="$2" -v d="$3" 'BEGIN{ if ((d=="ge" && a>=g) || (d=="le" && a<=g)) print "**met**"; else print "**not met**"}'; }
+util() { awk -v c="${bestcpu[$1]}" -v w="${best[$1]}" 'BEGIN{printf "%.2f", c/w}'; }
+
+row() { # label key
+  local st=""
+  [ -n "${stored[$2]:-}" ] && st=$(mb "${stored[$2]}")
+  printf '| %s | %s | %s | %s | %s | %s | %s MiB |\n' "$1" "${best[$2]}" "${all[$2]}" "$(rate "${best[$2]}")" \
+    "${bestcpu[$2]}" "$st" "$(mib "${maxrss[$2]}")"
+}
+
+peak=$(for k in amber_logical amber_logical_restore amber_physical amber_physical_restore; do echo "${maxrss[$k]}"; done | sort -n | tail -1)
+s_dump=$(speed amber_logical mariadb_dump) s_myd=$(speed amber_logical mydumper)
+s_rest=$(speed amber_logical_restore myloader) s_client=$(speed amber_logical_restore client_restore)
+s_phys=$(speed amber_physical mariadb_backup) s_prest=$(speed amber_physical_restore mariadb_backup_restore)
+z_phys=$(ratio "${stored[amber_physical]}" "${stored[mariadb_backup]}")
+
+section() {
+  cat <<EOF
+<!-- bench-mysql.sh: begin -->
+# MariaDB: amber's logical and physical backups against mariadb-dump, mydumper and mariadb-backup
+
+Generated by \`make bench\` (docs/bench-mysql.sh) on $(date -u '+%Y-%m-%d %H:%M UTC'). The peers and amber ran side by
+side in one run; absolute seconds drift between runs, the ratios are what this section is for.
+
+## Set-up
+- $(nproc) cores; load average (1, 5, 15 min) ${load_start} when measuring began, ${load_end} at the end. The machine
+  is shared: other work ran alongside, $busy_starts of $measurements measurements started with the cores less than 90%
+  idle after waiting ${BENCH_QUIET_WAIT:-30} s. Each time is the best of ${runs} run(s), each peak RSS the highest.
+- MariaDB ${version} (Debian), socket only, 512 MiB buffer pool, binlog on (ROW); every restore goes into a fresh
+  empty server and is checked equal to the source (\`CHECKSUM TABLE\` of bench_mixed and pgbench_accounts).
+- amber at ${amber_ver}, repository on the local disk, compressed (zstd) and encrypted as always;
+  mydumper $(mydumper --version 2>&1 | grep -o '[0-9][0-9.]*' | head -1); zstd $(zstd --version | grep -o 'v[0-9.]*' | head -1).
+EOF
+  if [ "$standard" = 1 ]; then
+    echo "- Data set: the standard \"mixed\" set in MariaDB: bench_mixed, 6,150,000 rows, plus pgbench-shaped tables at scale 10"
+  else
+    echo "- Data set: **a reduced set, not the standard one**: bench_mixed ${rows} rows, pgbench-shaped tables at scale ${scale}"
+  fi
+  cat <<EOF
+  (\`information_schema\`: $(mb "$data_bytes") MB of InnoDB data and indexes). MB/s below is that
+  size per wall second, for every tool alike.
+
+## Commands
+- \`amber backup --engine mysql --mode logical\` (2 workers, one snapshot) and \`amber restore --engine mysql --dsn\`
+  (one \`mariadb\` client session: loading is serial);
+- \`mariadb-dump --single-transaction app | zstd -3\`, restored with \`zstd -dc | mariadb app\`;
+- \`mydumper -t 2 -B app\` (uncompressed), restored with \`myloader -t 2\`;
+- \`amber backup --engine mysql --mode physical\` (mariadb-backup --stream=xbstream inside) and
+  \`amber restore --data-dir\` (unpack + \`--prepare\`);
+- \`mariadb-backup --backup --stream=xbstream | zstd -3\`, restored with \`zstd -dc | mbstream -x\` +
+  \`mariadb-backup --prepare\`.
+
+## Results
+| tool, operation | best s | all runs s | MB/s | CPU s | stored MB | peak RSS |
+|---|---|---|---|---|---|---|
+EOF
+  row "amber logical backup" amber_logical
+  row "mariadb-dump \| zstd -3" mariadb_dump
+  row "mydumper -t 2" mydumper
+  row "amber logical restore" amber_logical_restore
+  row "mariadb client (from the zstd dump)" client_restore
+  row "myloader -t 2" myloader
+  row "amber physical backup" amber_physical
+  row "mariadb-backup --stream \| zstd -3" mariadb_backup
+  row "amber physical restore (--data-dir)" amber_physical_restore
+  row "mbstream -x + mariadb-backup --prepare" mariadb_backup_restore
+  cat <<EOF
+
+CPU s is user + system of the measured command (for amber: amber and its plugin; the server's own work is not
+counted for any tool). The global read lock of amber's logical backup was held ${lock_ms} ms (\`lock_ms\`).
+
+## Goals (issue #9), ratios from this run
+| goal | measured | |
+|---|---|---|
+| logical backup ≥ 2× mariadb-dump \| zstd -3 | ${s_dump}× | $(met "$s_dump" 2 ge) |
+| logical backup ≥ mydumper -t 2 | ${s_myd}× | $(met "$s_myd" 1 ge) |
+| logical restore ≥ myloader -t 2 | ${s_rest}× (${s_client}× the single mariadb client) | $(met "$s_rest" 1 ge) |
+| physical backup ≥ mariadb-backup \| zstd | ${s_phys}× | $(met "$s_phys" 1 ge) |
+| physical backup stored ≤ mariadb-backup \| zstd's size | ${z_phys}× | $(met "$z_phys" 1 le) |
+| physical restore (no goal) against mbstream + prepare | ${s_prest}× | |
+| global lock < 1 s | ${lock_ms} ms | $(met "${lock_ms/\?/99999}" 1000 le) |
+| amber's peak RSS ≤ 256 MiB | $(mib "$peak") MiB | $(met "$(mib "$peak")" 256 le) |
+| archive lag p99 ≤ 1 s | not measured by this script | |
+
+## What limits it
+- amber kept $(util amber_logical) cores busy on the logical backup (mydumper $(util mydumper), mariadb-dump|zstd
+  $(util mariadb_dump)); $(util amber_physical) on the physical backup (mariadb-backup|zstd $(util mariadb_backup)). Every byte amber
+  stores is chunked, hashed, compressed and encrypted, which the peers do not do (mydumper does not even compress).
+- amber's dump is $(mb "$sql_bytes") MB of SQL for $(mb "$data_bytes") MB of InnoDB data: it writes every string, binary
+  and JSON value as a hex literal of its bytes (so that no character set conversion can touch it), twice the
+  value's size, and every byte of it is chunked, hashed, compressed and encrypted. mariadb-dump writes escaped
+  strings.
+- amber's logical restore loads through one \`mariadb\` client session (parallel loading is not implemented), so
+  it is bounded by one server thread, like the single client; myloader uses 2.
+- On $(nproc) shared cores the server, the tool and amber compete for the same CPUs; the ratios here are of one run.
+<!-- bench-mysql.sh: end -->
+EOF
+}
+
+touch "$out"
+awk '/^<!-- bench-mysql.sh: begin -->$/{skip=1} !skip{print} /^<!-- bench-mysql.sh: end -->$/{skip=0}' "$out" >"$out.tmp"
+{ printf '%s\n\n' "$(cat "$out.tmp")"; section; } >"$out.new"
+rm -f "$out.tmp"
+mv "$out.new" "$out"
+say "appended the MariaDB section to ${out#"$root"/}"
