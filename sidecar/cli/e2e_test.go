@@ -1020,6 +1020,125 @@ func TestE2EKilledBackups(t *testing.T) {
 	}
 }
 
+// TestE2EKilledPrunes kills amber prune with SIGKILL at moments spread over
+// its run while it forgets backups, rewrites the index and deletes packs.
+// After each kill every backup that ls lists restores byte for byte, verify
+// passes, and the next backup starts at once: the dead prune's lock (its
+// process is gone) holds nothing up, without `amber unlock`. A last prune
+// then completes and removes what the killed ones did not.
+func TestE2EKilledPrunes(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "repo")
+	c := newClient(t, dir)
+	c.init()
+	type done struct {
+		sum  string
+		size int64
+	}
+	backups := map[string]done{}
+	add := func(s stream, name string) string {
+		t.Helper()
+		start := time.Now()
+		doc, sum, _ := c.backup(s, name)
+		// A prune lock left by a killed prune must not make a backup wait
+		// (writers wait for live prune locks, logging every 30 s).
+		if el := time.Since(start); el > 25*time.Second {
+			t.Fatalf("a backup of %d MiB took %v: it waited for a dead prune's lock", s.size/MiB, el)
+		}
+		backups[doc.ID] = done{sum, s.size}
+		return doc.ID
+	}
+	keep := add(stream{seed: 70, size: 16 * MiB}, "keep")
+	seed := uint64(71)
+	work := func() (newest string) {
+		for range 3 { // work for the next prune: it keeps only the newest "old"
+			newest = add(stream{seed: seed, size: 12 * MiB}, "old")
+			seed++
+		}
+		return newest
+	}
+	prune := []string{"prune", "--keep-last", "1", "--grace", "0", "--json"}
+
+	// One prune uninterrupted, to learn how long one takes here.
+	work()
+	start := time.Now()
+	c.ok(prune...)
+	full := time.Since(start)
+
+	rng := rand.New(rand.NewPCG(7, 7))
+	kills, midway := 0, 0
+	const iterations = 8
+	for i := range iterations {
+		newest := work()
+		delay := time.Duration(float64(full) * (0.15 + 0.8*rng.Float64()))
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		cmd := c.command(ctx, prune...)
+		var errb bytes.Buffer
+		cmd.Stderr = &errb
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		timer := time.AfterFunc(delay, func() { _ = cmd.Process.Signal(syscall.SIGKILL) })
+		err := cmd.Wait()
+		killed := !timer.Stop()
+		cancel()
+		locks, _ := filepath.Glob(filepath.Join(dir, "locks", "prune-*"))
+		switch {
+		case err == nil:
+			t.Logf("iteration %d: prune finished before the kill at %v", i, delay)
+		case killed:
+			kills++
+			if len(locks) > 0 {
+				midway++ // killed after taking its lock, while it ran
+			}
+		default:
+			t.Fatalf("iteration %d: prune failed on its own: %v\n%s", i, err, errb.String())
+		}
+		listed := map[string]bool{}
+		for _, id := range c.lsIDs() {
+			d, ok := backups[id]
+			if !ok {
+				t.Fatalf("iteration %d: ls lists %s, which no backup made", i, id)
+			}
+			c.mustRestore(id, d.size, d.sum)
+			listed[id] = true
+		}
+		if !listed[keep] || !listed[newest] {
+			t.Fatalf("iteration %d: a prune killed at %v lost a backup the policy keeps (keep %v, newest old %v)", i, delay, listed[keep], listed[newest])
+		}
+		if v := c.run(nil, nil, "verify"); v.code != 0 {
+			t.Fatalf("iteration %d: verify after a prune killed at %v: %s", i, delay, v)
+		}
+	}
+	t.Logf("an uninterrupted prune took %v; %d of %d prunes killed, %d of them after taking the lock", full.Round(time.Millisecond), kills, iterations, midway)
+	if midway == 0 {
+		t.Fatal("no prune was killed while it ran; the test proves nothing")
+	}
+
+	// The next prune takes over the dead prunes' locks and finishes the work.
+	res := c.ok(prune...)
+	if locks, _ := filepath.Glob(filepath.Join(dir, "locks", "prune-*")); len(locks) > 0 {
+		t.Fatalf("prune locks left after a prune that finished: %v\n%s", locks, res)
+	}
+	ids := c.lsIDs()
+	if len(ids) != 2 {
+		t.Fatalf("after the last prune ls lists %d backups, want 2 (keep and the newest old)", len(ids))
+	}
+	if v := c.run(nil, nil, "verify", "--read-data"); v.code != 0 {
+		t.Fatalf("verify --read-data after the last prune: %s", v)
+	}
+	var kept int64
+	for _, id := range ids {
+		d := backups[id]
+		c.mustRestore(id, d.size, d.sum)
+		kept += d.size
+	}
+	// Random streams do not compress: what stays is about what the two
+	// backups hold, so the killed prunes left no packs behind.
+	if size := dirSize(t, filepath.Join(dir, "data")); size > kept+kept/4 {
+		t.Errorf("data/ holds %d bytes after the last prune, the two kept backups %d", size, kept)
+	}
+}
+
 // TestE2EConcurrentBackups runs two backups of different streams into one
 // repository at once.
 func TestE2EConcurrentBackups(t *testing.T) {
