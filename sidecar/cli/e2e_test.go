@@ -1139,6 +1139,73 @@ func TestE2EKilledPrunes(t *testing.T) {
 	}
 }
 
+// TestE2EUnlockAndRepairIndex drives the two recovery commands through the
+// binary: a prune lock of a prune that runs elsewhere makes prune refuse,
+// naming `amber unlock`, which removes it; a lost index file makes prune
+// refuse, deleting nothing and naming `amber repair index`, which rebuilds
+// the index from the packs so that verify, restore and prune work again.
+func TestE2EUnlockAndRepairIndex(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "repo")
+	c := newClient(t, dir)
+	c.init()
+	s := stream{seed: 90, size: 40 * MiB}
+	doc, sum, _ := c.backup(s, "db")
+
+	// A live lock of another host's prune (fresh, and no scope of ours).
+	lock := filepath.Join(dir, "locks", "prune-"+time.Now().UTC().Format("20060102T150405.000000000Z")+"-0123456789ab")
+	if err := os.MkdirAll(filepath.Dir(lock), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(lock, []byte(`{"version":1,"host":"db-elsewhere","pid":4242}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	res := c.run(nil, nil, "prune", "--grace", "0")
+	if res.code == 0 || !strings.Contains(res.stderr, "amber unlock") || !strings.Contains(res.stderr, "db-elsewhere") {
+		t.Fatalf("prune beside another prune's lock: want a refusal naming the lock's host and `amber unlock`, got %s", res)
+	}
+	var unlocked struct {
+		Removed int `json:"removed"`
+	}
+	decodeOne(t, c.ok("unlock", "--json").stdout, &unlocked)
+	if _, err := os.Stat(lock); unlocked.Removed != 1 || !os.IsNotExist(err) {
+		t.Fatalf("amber unlock removed %d lock(s); the lock file: %v", unlocked.Removed, err)
+	}
+	c.ok("prune", "--grace", "0")
+
+	// Lose every index file.
+	idx, _ := filepath.Glob(filepath.Join(dir, "index", "*"))
+	if len(idx) == 0 {
+		t.Fatal("no index file to lose")
+	}
+	for _, f := range idx {
+		if err := os.Remove(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := strings.Join(repoFiles(t, dir), "\n")
+	res = c.run(nil, nil, "prune", "--grace", "0")
+	if res.code == 0 || !strings.Contains(res.stderr, "amber repair index") {
+		t.Fatalf("prune with the index lost: want a refusal naming `amber repair index`, got %s", res)
+	}
+	if after := strings.Join(repoFiles(t, dir), "\n"); after != before {
+		t.Fatalf("a prune that refused added or removed objects:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+	var rep struct {
+		PacksIndexed int `json:"packs_indexed"`
+	}
+	out := c.ok("repair", "index", "--json")
+	decodeOne(t, out.stdout, &rep)
+	if rep.PacksIndexed == 0 {
+		t.Fatalf("repair index re-indexed no pack: %s", out)
+	}
+	if v := c.run(nil, nil, "verify", "--read-data"); v.code != 0 {
+		t.Fatalf("verify --read-data after repair index: %s", v)
+	}
+	c.mustRestore(doc.ID, s.size, sum)
+	c.ok("prune", "--grace", "0")
+	c.mustRestore(doc.ID, s.size, sum)
+}
+
 // TestE2EConcurrentBackups runs two backups of different streams into one
 // repository at once.
 func TestE2EConcurrentBackups(t *testing.T) {
