@@ -1040,8 +1040,8 @@ func TestE2EKilledPrunes(t *testing.T) {
 		start := time.Now()
 		doc, sum, _ := c.backup(s, name)
 		// A prune lock left by a killed prune must not make a backup wait
-		// (writers wait for live prune locks, logging every 30 s).
-		if el := time.Since(start); el > 25*time.Second {
+		// (writers wait up to 10 minutes for a live prune lock).
+		if el := time.Since(start); el > 2*time.Minute {
 			t.Fatalf("a backup of %d MiB took %v: it waited for a dead prune's lock", s.size/MiB, el)
 		}
 		backups[doc.ID] = done{sum, s.size}
@@ -1066,7 +1066,7 @@ func TestE2EKilledPrunes(t *testing.T) {
 
 	rng := rand.New(rand.NewPCG(7, 7))
 	kills, midway := 0, 0
-	const iterations = 8
+	const iterations = 10
 	for i := range iterations {
 		newest := work()
 		delay := time.Duration(float64(full) * (0.15 + 0.8*rng.Float64()))
@@ -1077,6 +1077,7 @@ func TestE2EKilledPrunes(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
+		began := time.Now()
 		timer := time.AfterFunc(delay, func() { _ = cmd.Process.Signal(syscall.SIGKILL) })
 		err := cmd.Wait()
 		killed := !timer.Stop()
@@ -1084,7 +1085,8 @@ func TestE2EKilledPrunes(t *testing.T) {
 		locks, _ := filepath.Glob(filepath.Join(dir, "locks", "prune-*"))
 		switch {
 		case err == nil:
-			t.Logf("iteration %d: prune finished before the kill at %v", i, delay)
+			full = time.Since(began) // the machine got faster: aim the next kills by this run
+			t.Logf("iteration %d: prune finished in %v, before the kill at %v", i, full.Round(time.Millisecond), delay)
 		case killed:
 			kills++
 			if len(locks) > 0 {
