@@ -1,5 +1,5 @@
 // Package api is the contract between Amber and its engine plugins
-// (amber-plugin-postgres, amber-plugin-mysql; amber-plugin-mongodb is planned).
+// (amber-plugin-postgres, amber-plugin-mysql, amber-plugin-mongodb).
 //
 // It owns three things:
 //   - the versioned gRPC protocol, amber.plugin.v1, in amber/plugin/v1

@@ -1,5 +1,5 @@
 // Package archive is the host side of continuous log archiving: it receives
-// log segments (PostgreSQL WAL; binlog and oplog with the planned plugins) from an engine plugin's Archive stream,
+// log segments (PostgreSQL WAL, MySQL/MariaDB binlog, MongoDB oplog) from an engine plugin's Archive stream,
 // makes each one durable in the repository, removes the partial segments it
 // supersedes, and only then tells the plugin the position up to which the
 // database may release its log.

@@ -135,6 +135,17 @@ Repository URLs (--repo, or AMBER_REPO):
   b2://bucket/prefix                          Backblaze B2 (B2_APPLICATION_KEY_ID, B2_APPLICATION_KEY)
   s3://bucket/prefix?endpoint=host:port&region=r   S3 or S3-compatible (AWS credential chain)
 
+Where a bucket keeps versions, removing an object (prune, unlock) writes a
+delete marker (S3) or hides the name (B2): earlier versions stay until the
+bucket's lifecycle rules expire them. The URL parameter purge=true deletes
+every version instead. b2://bucket/prefix?lock-days=N (and optionally
+lock-mode=governance or compliance) uploads every object except those under
+locks/ and writers/ and partial log segments under B2 Object Lock for N days:
+no key holder can delete those versions before then. A key holder can still
+upload a newer version of a name or hide it, and amber reads only the latest
+version; an operator undoes that by deleting the newer version or the hide
+marker (docs/repository-format.md, "Object Lock and versioning").
+
 The repository password comes from AMBER_PASSWORD or --password-file.`,
 		Example: `  export AMBER_REPO=/srv/backups AMBER_PASSWORD='correct horse'
   amber repo init

@@ -1020,6 +1020,194 @@ func TestE2EKilledBackups(t *testing.T) {
 	}
 }
 
+// TestE2EKilledPrunes kills amber prune with SIGKILL at moments spread over
+// its run while it forgets backups, rewrites the index and deletes packs.
+// After each kill every backup that ls lists restores byte for byte, verify
+// passes, and the next backup starts at once: the dead prune's lock (its
+// process is gone) holds nothing up, without `amber unlock`. A last prune
+// then completes and removes what the killed ones did not.
+func TestE2EKilledPrunes(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "repo")
+	c := newClient(t, dir)
+	c.init()
+	type done struct {
+		sum  string
+		size int64
+	}
+	backups := map[string]done{}
+	add := func(s stream, name string) string {
+		t.Helper()
+		start := time.Now()
+		doc, sum, _ := c.backup(s, name)
+		// A prune lock left by a killed prune must not make a backup wait
+		// (writers wait up to 10 minutes for a live prune lock).
+		if el := time.Since(start); el > 2*time.Minute {
+			t.Fatalf("a backup of %d MiB took %v: it waited for a dead prune's lock", s.size/MiB, el)
+		}
+		backups[doc.ID] = done{sum, s.size}
+		return doc.ID
+	}
+	keep := add(stream{seed: 70, size: 16 * MiB}, "keep")
+	seed := uint64(71)
+	work := func() (newest string) {
+		for range 3 { // work for the next prune: it keeps only the newest "old"
+			newest = add(stream{seed: seed, size: 12 * MiB}, "old")
+			seed++
+		}
+		return newest
+	}
+	prune := []string{"prune", "--keep-last", "1", "--grace", "0", "--json"}
+
+	// One prune uninterrupted, to learn how long one takes here.
+	work()
+	start := time.Now()
+	c.ok(prune...)
+	full := time.Since(start)
+
+	rng := rand.New(rand.NewPCG(7, 7))
+	kills, midway := 0, 0
+	const iterations = 10
+	for i := range iterations {
+		newest := work()
+		delay := time.Duration(float64(full) * (0.15 + 0.8*rng.Float64()))
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		cmd := c.command(ctx, prune...)
+		var errb bytes.Buffer
+		cmd.Stderr = &errb
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		began := time.Now()
+		timer := time.AfterFunc(delay, func() { _ = cmd.Process.Signal(syscall.SIGKILL) })
+		err := cmd.Wait()
+		killed := !timer.Stop()
+		cancel()
+		locks, _ := filepath.Glob(filepath.Join(dir, "locks", "prune-*"))
+		switch {
+		case err == nil:
+			full = time.Since(began) // the machine got faster: aim the next kills by this run
+			t.Logf("iteration %d: prune finished in %v, before the kill at %v", i, full.Round(time.Millisecond), delay)
+		case killed:
+			kills++
+			if len(locks) > 0 {
+				midway++ // killed after taking its lock, while it ran
+			}
+		default:
+			t.Fatalf("iteration %d: prune failed on its own: %v\n%s", i, err, errb.String())
+		}
+		listed := map[string]bool{}
+		for _, id := range c.lsIDs() {
+			d, ok := backups[id]
+			if !ok {
+				t.Fatalf("iteration %d: ls lists %s, which no backup made", i, id)
+			}
+			c.mustRestore(id, d.size, d.sum)
+			listed[id] = true
+		}
+		if !listed[keep] || !listed[newest] {
+			t.Fatalf("iteration %d: a prune killed at %v lost a backup the policy keeps (keep %v, newest old %v)", i, delay, listed[keep], listed[newest])
+		}
+		if v := c.run(nil, nil, "verify"); v.code != 0 {
+			t.Fatalf("iteration %d: verify after a prune killed at %v: %s", i, delay, v)
+		}
+	}
+	t.Logf("an uninterrupted prune took %v; %d of %d prunes killed, %d of them after taking the lock", full.Round(time.Millisecond), kills, iterations, midway)
+	if midway == 0 {
+		t.Fatal("no prune was killed while it ran; the test proves nothing")
+	}
+
+	// The next prune takes over the dead prunes' locks and finishes the work.
+	res := c.ok(prune...)
+	if locks, _ := filepath.Glob(filepath.Join(dir, "locks", "prune-*")); len(locks) > 0 {
+		t.Fatalf("prune locks left after a prune that finished: %v\n%s", locks, res)
+	}
+	ids := c.lsIDs()
+	if len(ids) != 2 {
+		t.Fatalf("after the last prune ls lists %d backups, want 2 (keep and the newest old)", len(ids))
+	}
+	if v := c.run(nil, nil, "verify", "--read-data"); v.code != 0 {
+		t.Fatalf("verify --read-data after the last prune: %s", v)
+	}
+	var kept int64
+	for _, id := range ids {
+		d := backups[id]
+		c.mustRestore(id, d.size, d.sum)
+		kept += d.size
+	}
+	// Random streams do not compress: what stays is about what the two
+	// backups hold, so the killed prunes left no packs behind.
+	if size := dirSize(t, filepath.Join(dir, "data")); size > kept+kept/4 {
+		t.Errorf("data/ holds %d bytes after the last prune, the two kept backups %d", size, kept)
+	}
+}
+
+// TestE2EUnlockAndRepairIndex drives the two recovery commands through the
+// binary: a prune lock of a prune that runs elsewhere makes prune refuse,
+// naming `amber unlock`, which removes it; a lost index file makes prune
+// refuse, deleting nothing and naming `amber repair index`, which rebuilds
+// the index from the packs so that verify, restore and prune work again.
+func TestE2EUnlockAndRepairIndex(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "repo")
+	c := newClient(t, dir)
+	c.init()
+	s := stream{seed: 90, size: 40 * MiB}
+	doc, sum, _ := c.backup(s, "db")
+
+	// A live lock of another host's prune (fresh, and no scope of ours).
+	lock := filepath.Join(dir, "locks", "prune-"+time.Now().UTC().Format("20060102T150405.000000000Z")+"-0123456789ab")
+	if err := os.MkdirAll(filepath.Dir(lock), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(lock, []byte(`{"version":1,"host":"db-elsewhere","pid":4242}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	res := c.run(nil, nil, "prune", "--grace", "0")
+	if res.code == 0 || !strings.Contains(res.stderr, "amber unlock") || !strings.Contains(res.stderr, "db-elsewhere") {
+		t.Fatalf("prune beside another prune's lock: want a refusal naming the lock's host and `amber unlock`, got %s", res)
+	}
+	var unlocked struct {
+		Removed int `json:"removed"`
+	}
+	decodeOne(t, c.ok("unlock", "--json").stdout, &unlocked)
+	if _, err := os.Stat(lock); unlocked.Removed != 1 || !os.IsNotExist(err) {
+		t.Fatalf("amber unlock removed %d lock(s); the lock file: %v", unlocked.Removed, err)
+	}
+	c.ok("prune", "--grace", "0")
+
+	// Lose every index file.
+	idx, _ := filepath.Glob(filepath.Join(dir, "index", "*"))
+	if len(idx) == 0 {
+		t.Fatal("no index file to lose")
+	}
+	for _, f := range idx {
+		if err := os.Remove(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := strings.Join(repoFiles(t, dir), "\n")
+	res = c.run(nil, nil, "prune", "--grace", "0")
+	if res.code == 0 || !strings.Contains(res.stderr, "amber repair index") {
+		t.Fatalf("prune with the index lost: want a refusal naming `amber repair index`, got %s", res)
+	}
+	if after := strings.Join(repoFiles(t, dir), "\n"); after != before {
+		t.Fatalf("a prune that refused added or removed objects:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+	var rep struct {
+		PacksIndexed int `json:"packs_indexed"`
+	}
+	out := c.ok("repair", "index", "--json")
+	decodeOne(t, out.stdout, &rep)
+	if rep.PacksIndexed == 0 {
+		t.Fatalf("repair index re-indexed no pack: %s", out)
+	}
+	if v := c.run(nil, nil, "verify", "--read-data"); v.code != 0 {
+		t.Fatalf("verify --read-data after repair index: %s", v)
+	}
+	c.mustRestore(doc.ID, s.size, sum)
+	c.ok("prune", "--grace", "0")
+	c.mustRestore(doc.ID, s.size, sum)
+}
+
 // TestE2EConcurrentBackups runs two backups of different streams into one
 // repository at once.
 func TestE2EConcurrentBackups(t *testing.T) {

@@ -80,3 +80,18 @@ func TestE2EShippedBinaryHasNoKDFBackdoor(t *testing.T) {
 		t.Errorf("key slot made with AMBER_KDF_TEST=1 does not carry the default cost (m=64 MiB, t=3): %s", raw)
 	}
 }
+
+// TestE2EHelpSaysWhatObjectLockProtects: amber --help names the URL
+// parameters that decide what a removal or a stolen key can undo, and says
+// what Object Lock does not protect.
+func TestE2EHelpSaysWhatObjectLockProtects(t *testing.T) {
+	c := newClient(t, t.TempDir())
+	res := c.run(nil, nil, "--help")
+	out := strings.Join(strings.Fields(res.stdout), " ")
+	for _, want := range []string{"delete marker", "purge=true deletes every version", "lock-days=N",
+		"no key holder can delete those versions", "can still upload a newer version", "reads only the latest version"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("amber --help does not say %q:\n%s", want, res.stdout)
+		}
+	}
+}

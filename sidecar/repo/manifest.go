@@ -31,9 +31,8 @@ type Manifest struct {
 	BytesAdded int64 `json:"bytes_added"`
 
 	// Where and when the backup is consistent, in the engine's terms.
-	Position       string            `json:"position,omitempty"`
-	ConsistentTime time.Time         `json:"consistent_time,omitzero"`
-	Meta           map[string]string `json:"meta,omitempty"`
+	Position       string    `json:"position,omitempty"`
+	ConsistentTime time.Time `json:"consistent_time,omitzero"`
 	// Record is set for engine backups (Engine != "").
 	Record *EngineRecord `json:"engine_record,omitempty"`
 

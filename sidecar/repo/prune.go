@@ -71,6 +71,42 @@ func (r *Repository) acquirePruneLock(ctx context.Context) (*lease, time.Time, e
 	return l, ref, nil
 }
 
+// changedSince names a backup writer or manifest that was not there when
+// prune listed them (live writers and every manifest it read or could
+// not read); "" if there is none.
+func (r *Repository) changedSince(ctx context.Context, ref time.Time, live []writerMarker, all []*Manifest, problems []Problem) (string, error) {
+	known := map[string]bool{}
+	for _, wm := range live {
+		known[wm.name] = true
+	}
+	for _, m := range all {
+		known[backupsDir+m.ID.String()] = true
+	}
+	for _, p := range problems {
+		known[p.Object] = true
+	}
+	nowLive, _, err := r.listWriters(ctx, ref)
+	if err != nil {
+		return "", err
+	}
+	for _, wm := range nowLive {
+		if !known[wm.name] {
+			return fmt.Sprintf("a backup started while this prune ran (writer %s on %s; was the prune lock removed?)",
+				strings.TrimPrefix(wm.name, writersDir), describeHolder(wm.info)), nil
+		}
+	}
+	names, err := listNames(ctx, r.be, backupsDir)
+	if err != nil {
+		return "", fmt.Errorf("list backups: %w", err)
+	}
+	for _, n := range names {
+		if !known[n] {
+			return fmt.Sprintf("backup %s was committed while this prune ran (was the prune lock removed?)", strings.TrimPrefix(n, backupsDir)), nil
+		}
+	}
+	return "", nil
+}
+
 // Unlock removes prune locks left by a prune that died.
 func (r *Repository) Unlock(ctx context.Context) (int, error) {
 	locks, err := listNames(ctx, r.be, pruneLockPrefix)
@@ -300,6 +336,33 @@ func (r *Repository) Prune(ctx context.Context, p PrunePolicy) (*PruneResult, er
 	marker := prunedPrefix + r.now().UTC().Format(tsLayout) + "-" + hex.EncodeToString(rnd[:])
 	if err := r.be.Save(ctx, marker, bytes.NewReader(nil), 0); err != nil {
 		return nil, fmt.Errorf("write prune marker: %w", err)
+	}
+	// A backup that started or committed since the listings above found no
+	// prune lock: someone removed it (`amber unlock`) while this prune ran.
+	// It may use packs that looked unused; name them in an index again and
+	// delete none this time.
+	if len(removePacks) > 0 {
+		why, err := r.changedSince(ctx, lock.serverNow(), live, all, problems)
+		if err != nil {
+			return nil, err
+		}
+		if why != "" {
+			var back []indexPack
+			for _, pid := range removePacks {
+				if blobs, ok := packs[pid]; ok {
+					back = append(back, indexPack{ID: pid, Size: stored[pid].Size, Blobs: blobs})
+				}
+			}
+			sort.Slice(back, func(i, j int) bool { return back[i].ID.String() < back[j].ID.String() })
+			if len(back) > 0 {
+				if _, err := r.saveIndex(ctx, nil, back); err != nil {
+					return nil, err
+				}
+			}
+			log.Warn("prune deletes no pack this time", "reason", why)
+			res.PacksKept, removePacks = why, nil
+			res.PacksRemoved, res.Orphans, res.BytesFreed = 0, 0, 0
+		}
 	}
 	for _, pid := range removePacks {
 		if err := lock.valid(); err != nil {
