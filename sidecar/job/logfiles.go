@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -162,7 +163,20 @@ func FetchLogFile(ctx context.Context, o Opener, f LogFileFetch) error {
 	if err != nil {
 		return err
 	}
-	segs, err := r.Segments(ctx, f.Stream)
+	// List only the file's own range and the files fetched ahead after it,
+	// never the whole stream: a restore fetches thousands of files.
+	from, to := want.Start.Offset, want.End.Offset
+	if meta {
+		to = from + 1
+	} else if f.Spool != "" && f.Ahead > 0 {
+		size := want.End.Offset - want.Start.Offset
+		if ahead := uint64(f.Ahead) * size; ahead/size == uint64(f.Ahead) && to+ahead >= to {
+			to += ahead
+		} else {
+			to = math.MaxUint64
+		}
+	}
+	segs, err := r.SegmentsStarting(ctx, f.Stream, want.Start.Epoch, from, max(to, from+1))
 	if err != nil {
 		return err
 	}

@@ -169,9 +169,66 @@ func (r *Repository) checkSegment(ctx context.Context, name string) (int64, erro
 // Segments lists a stream's segments from their names alone (no download),
 // ordered by epoch, then start, complete before partial, longer first.
 func (r *Repository) Segments(ctx context.Context, stream string) ([]Segment, error) {
+	return r.listSegments(ctx, stream, logDir+stream+"/", func(Segment) bool { return true })
+}
+
+// SegmentsStarting lists the segments of stream's epoch whose start lies in
+// [from, to), sorted as Segments sorts them. Object names spell positions
+// in fixed-width hex, so it lists only the names under one or two prefixes
+// of the range (startPrefixes): a log file's fetch costs what its
+// neighbourhood holds, not the whole stream.
+func (r *Repository) SegmentsStarting(ctx context.Context, stream string, epoch uint32, from, to uint64) ([]Segment, error) {
+	if to <= from {
+		return nil, nil
+	}
 	var out []Segment
-	err := r.be.List(ctx, logDir+stream+"/", func(fi storage.FileInfo) error {
-		if s, ok := parseSegmentName(fi.Name); ok && s.Stream == stream {
+	for _, p := range startPrefixes(from, to-1) {
+		segs, err := r.listSegments(ctx, stream, fmt.Sprintf("%s%s/%08x/%s", logDir, stream, epoch, p), func(s Segment) bool {
+			return s.Epoch == epoch && s.Start >= from && s.Start < to
+		})
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, segs...)
+	}
+	sortSegments(out)
+	return out, nil
+}
+
+// startPrefixes gives at most two name prefixes (hex digits of a start
+// position) that together cover every start in [from, last], each listing
+// at most 16 times the positions of its part: the range is split where its
+// first differing digit steps, so that a range straddling a round number
+// (0x0ffff... to 0x1000...) does not list everything below it.
+func startPrefixes(from, last uint64) []string {
+	a, b := fmt.Sprintf("%016x", from), fmt.Sprintf("%016x", last)
+	n := commonPrefix(a, b)
+	if n == len(a) {
+		return []string{a}
+	}
+	step := uint64(1) << (4 * (15 - n)) // one unit of the first digit that differs
+	m := last &^ (step - 1)             // from < m <= last
+	lo, hi := fmt.Sprintf("%016x", m-1), fmt.Sprintf("%016x", m)
+	if commonPrefix(a, lo) == n {
+		// The range spans a whole step of that digit already: its common
+		// prefix lists at most 16 times what it holds.
+		return []string{a[:n]}
+	}
+	return []string{a[:commonPrefix(a, lo)], hi[:commonPrefix(hi, b)]}
+}
+
+func commonPrefix(a, b string) int {
+	n := 0
+	for n < len(a) && a[n] == b[n] {
+		n++
+	}
+	return n
+}
+
+func (r *Repository) listSegments(ctx context.Context, stream, prefix string, keep func(Segment) bool) ([]Segment, error) {
+	var out []Segment
+	err := r.be.List(ctx, prefix, func(fi storage.FileInfo) error {
+		if s, ok := parseSegmentName(fi.Name); ok && s.Stream == stream && keep(s) {
 			out = append(out, s)
 		}
 		return nil
@@ -179,6 +236,13 @@ func (r *Repository) Segments(ctx context.Context, stream string) ([]Segment, er
 	if err != nil {
 		return nil, fmt.Errorf("list log %s: %w", stream, err)
 	}
+	sortSegments(out)
+	return out, nil
+}
+
+// sortSegments orders by epoch, then start, complete before partial, longer
+// first.
+func sortSegments(out []Segment) {
 	sort.Slice(out, func(i, j int) bool {
 		a, b := out[i], out[j]
 		if a.Epoch != b.Epoch {
@@ -192,7 +256,6 @@ func (r *Repository) Segments(ctx context.Context, stream string) ([]Segment, er
 		}
 		return a.End > b.End
 	})
-	return out, nil
 }
 
 // RemoveSegment deletes one stored segment (a partial one superseded by a
