@@ -17,6 +17,8 @@
 #   BENCH_OUT    report path (default docs/benchmarks.md; a smaller data set
 #                writes .deps/bench/benchmarks-quick.md unless this is set)
 #   AMBER_DEPS   the deps folder (default .deps; `make` sets it)
+#   BENCH_ONLY=restic  measure only this section (restic and zstd), keeping the
+#                report's other sections as they are
 #   BENCH_DIR    the cache of dumps and quick reports (default $AMBER_DEPS/bench)
 set -euo pipefail
 
@@ -147,9 +149,9 @@ run_zstd() {
 
 # run_restic auto|off: restic's --compression. auto, its default, compresses
 # with zstd at its default level (3); off stores data uncompressed. restic
-# 0.18.1 has no level below auto (auto|off|max), and amber compresses at
-# zstd's fastest level (1) with no setting to change it, so no pair does the
-# same compression work: auto does more than amber, off less.
+# 0.18.1 has no level below auto (auto|off|max); amber compresses at zstd's
+# fastest level (1) by default and at level 3 with --compression default,
+# the run that does the same compression work as restic's auto.
 run_restic() {
   local level=$1 k=restic
   [ "$level" = auto ] || k=restic$level
@@ -166,25 +168,31 @@ run_restic() {
   added[${k}_unchanged]=$(grep -o '"data_added":[0-9]*' "$work/$k-unchanged.json" | tail -1 | cut -d: -f2)
 }
 
+# run_amber fastest|default: amber's --compression (fastest, zstd level 1,
+# is its default; default is zstd level 3, restic auto's level).
 run_amber() {
-  local r="$work/amber"
-  rm -rf "$r" "$work/amber-cache"
-  export AMBER_REPO="$r" AMBER_CACHE_DIR="$work/amber-cache"
+  local level=${1:-fastest} k=amber
+  [ "$level" = fastest ] || k=amber$level
+  local r="$work/$k"
+  rm -rf "$r" "$work/$k-cache"
+  export AMBER_REPO="$r" AMBER_CACHE_DIR="$work/$k-cache" AMBER_COMPRESSION="$level"
   "$amber" repo init --json >/dev/null
-  measure amber_new "$amber" backup --stdin --name mixed --json <"$dump" >"$work/amber-new.json"
-  measure amber_unchanged "$amber" backup --stdin --name mixed --json <"$dump" >"$work/amber-unchanged.json"
-  measure amber_restore "$amber" restore --backup latest --stdout >/dev/null
-  measure amber_open "$amber" ls -q >/dev/null
-  stored[amber]=$(du -sb "$r" | cut -f1)
-  added[amber_new]=$(grep -o '"bytes_added": *[0-9]*' "$work/amber-new.json" | grep -o '[0-9]*$')
-  added[amber_unchanged]=$(grep -o '"bytes_added": *[0-9]*' "$work/amber-unchanged.json" | grep -o '[0-9]*$')
+  measure "${k}_new" "$amber" backup --stdin --name mixed --json <"$dump" >"$work/$k-new.json"
+  measure "${k}_unchanged" "$amber" backup --stdin --name mixed --json <"$dump" >"$work/$k-unchanged.json"
+  measure "${k}_restore" "$amber" restore --backup latest --stdout >/dev/null
+  if [ "$level" = fastest ]; then measure amber_open "$amber" ls -q >/dev/null; fi
+  stored[$k]=$(du -sb "$r" | cut -f1)
+  added[${k}_new]=$(grep -o '"bytes_added": *[0-9]*' "$work/$k-new.json" | grep -o '[0-9]*$')
+  added[${k}_unchanged]=$(grep -o '"bytes_added": *[0-9]*' "$work/$k-unchanged.json" | grep -o '[0-9]*$')
+  unset AMBER_COMPRESSION
 }
 
 # Alternate the order between runs so that neither tool always goes first.
 for i in $(seq 1 "$runs"); do
   say "run $i of $runs"
   run_zstd
-  if [ $((i % 2)) = 1 ]; then run_restic auto; run_restic off; run_amber; else run_amber; run_restic off; run_restic auto; fi
+  if [ $((i % 2)) = 1 ]; then run_restic auto; run_restic off; run_amber fastest; run_amber default
+  else run_amber default; run_amber fastest; run_restic off; run_restic auto; fi
 done
 
 # Sizes and correctness, outside the timings: every restore must give back
@@ -193,8 +201,10 @@ zstd -q -1 -T1 -c "$dump" >"$work/mixed.sql.zst"
 stored[zstd]=$(stat -c %s "$work/mixed.sql.zst")
 rm -f "$work/mixed.sql.zst"
 want=$(sha256sum <"$dump" | cut -d' ' -f1)
-got_amber=$(AMBER_REPO="$work/amber" "$amber" restore --backup latest --stdout | sha256sum | cut -d' ' -f1)
-[ "$got_amber" = "$want" ] || die "amber restored different bytes (sha256 $got_amber, want $want)"
+for k in amber amberdefault; do
+  got=$(AMBER_REPO="$work/$k" "$amber" restore --backup latest --stdout | sha256sum | cut -d' ' -f1)
+  [ "$got" = "$want" ] || die "$k restored different bytes (sha256 $got, want $want)"
+done
 for k in restic resticoff; do
   got=$(RESTIC_REPOSITORY="$work/$k" RESTIC_CACHE_DIR="$work/$k-cache" "$restic" dump latest /mixed.sql | sha256sum | cut -d' ' -f1)
   [ "$got" = "$want" ] || die "$k restored different bytes (sha256 $got, want $want)"
@@ -230,7 +240,7 @@ amber_new_rate=$(rate "${best[amber_new]}")
 amber_unch_rate=$(rate "${best[amber_unchanged]}")
 ceiling=$(awk -v b="$size" -v c="${bestcpu[zstd]}" -v n="$nproc" 'BEGIN{printf "%.0f", b/1e6/c*n}')
 u_new=$(util amber_new) u_unch=$(util amber_unchanged) u_rest=$(util amber_restore)
-peak=$(for k in amber_new amber_unchanged amber_restore; do echo "${maxrss[$k]}"; done | sort -n | tail -1)
+peak=$(for k in amber_new amber_unchanged amber_restore amberdefault_new amberdefault_unchanged amberdefault_restore; do echo "${maxrss[$k]}"; done | sort -n | tail -1)
 
 row() { # label key stored-bytes ratio
   local st=""
@@ -245,6 +255,12 @@ cpu_ratio() { ratio "${bestcpu[restic_$1]}" "${bestcpu[amber_$1]}"; }
 cr_new=$(cpu_ratio new) cr_unch=$(cpu_ratio unchanged) cr_rest=$(cpu_ratio restore)
 cpu_ratio_off() { ratio "${bestcpu[resticoff_$1]}" "${bestcpu[amber_$1]}"; }
 cro_new=$(cpu_ratio_off new) cro_unch=$(cpu_ratio_off unchanged)
+# At equal compression work: amber --compression default against restic auto.
+eq() { ratio "${best[restic_$1]}" "${best[amberdefault_$1]}"; }
+eqcpu() { ratio "${bestcpu[restic_$1]}" "${bestcpu[amberdefault_$1]}"; }
+eq_new=$(eq new) eq_unch=$(eq unchanged) eq_rest=$(eq restore)
+eqc_new=$(eqcpu new) eqc_unch=$(eqcpu unchanged)
+eq_size=$(ratio "${stored[amberdefault]}" "${stored[restic]}")
 percore() { awk -v b="$size" -v c="${bestcpu[$1]}" 'BEGIN{printf "%.0f", b/1e6/c}'; }
 u_zstd=$(util zstd)
 # argon2id's default memory, from the code (KiB in sidecar/repo's DefaultKDF).
@@ -282,13 +298,10 @@ limits() {
   echo "  ${best[amber_open]} s wall and ${bestcpu[amber_open]} s CPU (restic's \`snapshots\`, scrypt: ${best[restic_open]} s), a"
   echo "  $(awk -v o="${best[amber_open]}" -v u="${best[amber_unchanged]}" 'BEGIN{printf "%.0f", 100*o/u}')% share of amber's unchanged backup of ${best[amber_unchanged]} s; a larger input would dilute it."
   echo "  The argon2id memory (${kdf_mib} MiB by default) is much of why every amber command peaks at ~$(mib "${maxrss[amber_open]}") MiB RSS."
-  echo "- **Compression work differs.** restic's default \`--compression auto\` compresses with zstd at its default level (3),"
-  echo "  more work per byte than amber's zstd at its fastest level (1); restic ${restic_ver} has no level in between"
-  echo "  (\`auto|off|max\`) and amber has no setting for its level, so no pair does equal work. \`--compression off\` does"
-  echo "  less: restic still chunks, hashes, encrypts and stores every byte but compresses none. amber's ratio against it"
-  echo "  (new data ${spo_new}× wall, ${cro_new}× CPU) estimates its ratio against restic at amber's own level from below,"
-  echo "  as long as compressing costs restic more than encrypting and writing the bytes compression would save (compare"
-  echo "  the CPU time of \`zstd -1\` above with the stored sizes)."
+  echo "- **Compression work.** restic's default \`--compression auto\` compresses with zstd at its default level (3),"
+  echo "  more work per byte than amber's default, zstd's fastest level (1). At equal work (amber \`--compression default\`,"
+  echo "  level 3, against restic auto) amber ingests new data at ${eq_new}× restic's speed (${eqc_new}× less CPU), unchanged"
+  echo "  data at ${eq_unch}× (${eqc_unch}×), restores at ${eq_rest}×, and stores ${eq_size}× restic's size."
 }
 
 # A speed goal is met only if the wall-time ratio meets it. When the machine
@@ -326,12 +339,12 @@ hand. Absolute seconds drift between runs and machines; the ratios are measured 
   repository v${restic_repo_version}); zstd ${zstd_ver}.
 
 ## Compression levels
-- amber: zstd at its fastest level (Go zstd \`SpeedFastest\`, about zstd level 1) for backup data; it has no setting
-  for the level. Its small metadata objects (manifests, index) use zstd's default level (3).
+- amber: zstd at its fastest level (Go zstd \`SpeedFastest\`, about zstd level 1) for backup data, its default; and,
+  in a second set of runs, \`--compression default\` (Go zstd \`SpeedDefault\`, about level 3): the same compression
+  work as restic's auto, for the equal-work ratios. Its small metadata objects (manifests, index) use level 3.
 - restic, \`--compression auto\` (its default): zstd at its default level (Go zstd \`SpeedDefault\`, about level 3).
 - restic, \`--compression off\`: no compression of backup data (metadata still compressed). restic ${restic_ver} offers
-  only \`auto|off|max\`, so no restic run compresses at amber's level: \`auto\` does more compression work than
-  amber, \`off\` less, and the two bracket a comparison at equal work.
+  only \`auto|off|max\`: no restic run compresses at amber's default level, so amber also runs at restic's.
 - zstd: \`-1\` (level 1), one thread: the cost of compression alone at amber's level.
 
 ## Data set
@@ -362,7 +375,8 @@ the **best** (shortest) run, the other column every run. MB/s is input MB (10^6 
   (new data, then unchanged), then \`restic dump latest /mixed.sql > /dev/null\`; a fresh repository and cache
   directory each run, for each of the two compression settings
 - \`amber repo init\`, then \`amber backup --stdin --name mixed --json < mixed.sql\` twice, then
-  \`amber restore --backup latest --stdout > /dev/null\`; a fresh repository and cache directory each run
+  \`amber restore --backup latest --stdout > /dev/null\`; a fresh repository and cache directory each run, with
+  \`AMBER_COMPRESSION\` unset (fastest) and \`=default\` (zstd level 3)
 - Both tools use their local metadata cache (the default), pointed at a fresh directory next to the repository.
 - Wall time from \`date\`; CPU time (user + system) and peak RSS from \`/usr/bin/time -f '%U %S %M'\`. Times and
   CPU are those of the best run; peak RSS is the highest of all runs.
@@ -378,10 +392,13 @@ EOF
   row "amber backup, new data (zstd 1)" amber_new "${stored[amber]}" "${sp_new}× speed, $(ratio "${stored[amber]}" "${stored[restic]}")× size; ${spo_new}× speed, $(ratio "${stored[amber]}" "${stored[resticoff]}")× size"
   row "restic backup, unchanged, auto" restic_unchanged "" ""
   row "restic backup, unchanged, off" resticoff_unchanged "" ""
+  row "amber backup, new data, --compression default (zstd 3)" amberdefault_new "${stored[amberdefault]}" "${eq_new}× speed, ${eq_size}× size (equal work: vs restic auto)"
   row "amber backup, unchanged" amber_unchanged "" "${sp_unch}× speed; ${spo_unch}× speed"
+  row "amber backup, unchanged, --compression default" amberdefault_unchanged "" "${eq_unch}× speed (vs restic auto)"
   row "restic dump (restore), auto repository" restic_restore "" ""
   row "restic dump (restore), off repository" resticoff_restore "" ""
   row "amber restore" amber_restore "" "${sp_rest}× speed; ${spo_rest}× speed"
+  row "amber restore, --compression default repository" amberdefault_restore "" "${eq_rest}× speed (vs restic auto)"
   row "restic snapshots (open only)" restic_open "" ""
   row "amber ls (open only)" amber_open "" ""
   cat <<EOF
@@ -409,9 +426,15 @@ Restore has no goal in the issue; amber restores at ${sp_rest}× restic's speed.
 EOF
   limits
 } >"$out.tmp"
+if [ "${BENCH_ONLY:-}" = restic ] && [ -f "$out" ]; then
+  # Only this section was measured: keep the other sections of the report
+  # as their own runs wrote them (each names its date and commit).
+  sed -n '/^# PostgreSQL: amber against pgBackRest/,$p' "$out" >>"$out.tmp"
+fi
 mv "$out.tmp" "$out"
 say "wrote ${out#"$root"/}"
 cat "$out"
+if [ "${BENCH_ONLY:-}" = restic ]; then exit 0; fi
 BENCH_OUT="$out" bash "$root/docs/bench-postgres.sh" # PostgreSQL section (issue #3 §6), appended to $out
 BENCH_OUT="$out" bash "$root/docs/bench-mysql.sh" # MariaDB section (issue #9), appended to $out
 # amber-controller at scale (300 StatefulSets × 3 pods faked by kwok, in

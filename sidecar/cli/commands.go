@@ -28,6 +28,10 @@ Keep the password safe: without it nothing in the repository can be read.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
+			opts, err := e.repoOptions()
+			if err != nil {
+				return err
+			}
 			pw, err := e.password()
 			if err != nil {
 				return err
@@ -37,7 +41,7 @@ Keep the password safe: without it nothing in the repository can be read.`,
 				return err
 			}
 			defer be.Close()
-			r, err := repo.Init(ctx, be, pw, e.repoOptions())
+			r, err := repo.Init(ctx, be, pw, opts)
 			if err != nil {
 				return fmt.Errorf("init %s: %w", be.Location(), err)
 			}

@@ -853,6 +853,8 @@ func TestE2EErrors(t *testing.T) {
 			code: 2, phrase: "no repository given"},
 		{name: "bad flag", repo: local, args: []string{"backup", "--stdin", "--name", "x", "--no-such-flag"},
 			code: 2, phrase: "unknown flag: --no-such-flag", snapshot: snapLocal},
+		{name: "unknown compression", repo: local, args: []string{"backup", "--stdin", "--name", "x", "--compression", "max"},
+			code: 2, phrase: `unknown compression "max": use fastest, default or better`, snapshot: snapLocal},
 		{name: "missing local dir", repo: missingDir, args: []string{"backup", "--stdin", "--name", "x"},
 			code: 1, phrase: "does not exist", snapshot: func(t *testing.T) string { return listing(t, missingDir) }},
 		{name: "missing s3 bucket", repo: s3RepoURL(m.Endpoint, "amber-no-such-bucket", "r"), env: s3Env(m),

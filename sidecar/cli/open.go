@@ -95,12 +95,20 @@ func dsn(flagValue, file, envVar string) (api.Secret, error) {
 	return "", nil
 }
 
-func (e *env) repoOptions() repo.Options {
-	return repo.Options{CacheDir: e.cacheDir, KDF: testKDF, KeySlot: e.keySlot, Logger: e.log}
+func (e *env) repoOptions() (repo.Options, error) {
+	c, err := repo.ParseCompression(e.compression)
+	if err != nil {
+		return repo.Options{}, usagef("--compression: %v", err)
+	}
+	return repo.Options{CacheDir: e.cacheDir, KDF: testKDF, KeySlot: e.keySlot, Logger: e.log, Compression: c}, nil
 }
 
 // openRepo opens the repository named by --repo with the password.
 func (e *env) openRepo(ctx context.Context) (*repo.Repository, error) {
+	opts, err := e.repoOptions()
+	if err != nil {
+		return nil, err
+	}
 	pw, err := e.password()
 	if err != nil {
 		return nil, err
@@ -109,7 +117,7 @@ func (e *env) openRepo(ctx context.Context) (*repo.Repository, error) {
 	if err != nil {
 		return nil, err
 	}
-	r, err := repo.Open(ctx, be, pw, e.repoOptions())
+	r, err := repo.Open(ctx, be, pw, opts)
 	// The key derivation's memory is garbage now; give it back.
 	debug.FreeOSMemory()
 	if err != nil {

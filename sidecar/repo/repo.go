@@ -113,6 +113,42 @@ type Options struct {
 	// Refresh is how often writers and prune refresh their marker or lock
 	// (zero: DefaultRefresh).
 	Refresh time.Duration
+	// Compression is the zstd level of the data this repository's writers
+	// store (zero: CompressFastest). Readers need no setting: every blob
+	// decompresses the same way.
+	Compression Compression
+}
+
+// Compression is a zstd level for backup data.
+type Compression int
+
+const (
+	CompressFastest Compression = iota // zstd's fastest (about level 1): the default
+	CompressDefault                    // zstd's default level (3), as restic's "auto"
+	CompressBetter                     // zstd's "better" (about level 7)
+)
+
+// ParseCompression reads a level by name: fastest, default or better.
+func ParseCompression(s string) (Compression, error) {
+	switch s {
+	case "", "fastest":
+		return CompressFastest, nil
+	case "default":
+		return CompressDefault, nil
+	case "better":
+		return CompressBetter, nil
+	}
+	return 0, fmt.Errorf("unknown compression %q: use fastest, default or better", s)
+}
+
+func (c Compression) level() zstd.EncoderLevel {
+	switch c {
+	case CompressDefault:
+		return zstd.SpeedDefault
+	case CompressBetter:
+		return zstd.SpeedBetterCompression
+	}
+	return zstd.SpeedFastest
 }
 
 // Defaults for the Options that govern locks and writer markers.

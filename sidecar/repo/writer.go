@@ -230,7 +230,7 @@ func (w *Writer) WriteStream(ctx context.Context, name string, rd io.Reader) (En
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			enc, _ := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1), zstd.WithLowerEncoderMem(true))
+			enc, _ := zstd.NewWriter(nil, zstd.WithEncoderLevel(w.r.opts.Compression.level()), zstd.WithEncoderConcurrency(1), zstd.WithLowerEncoderMem(true))
 			defer enc.Close()
 			var comp []byte
 			for j := range jobs {
