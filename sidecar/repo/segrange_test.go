@@ -38,7 +38,7 @@ func TestStartPrefixesCover(t *testing.T) {
 		}
 	}
 	check(0x3000000, 0x3ffffff)
-	check(0x0ff000000, 0x1007fffff)   // straddles 0x100000000
+	check(0x0ff000000, 0x1007fffff)    // straddles 0x100000000
 	check(0xfffffff000, 0x10000000fff) // straddles 0x10000000000
 	check(0x1000, 0x1000)
 	check(0x4000000, 0xbffffff)
