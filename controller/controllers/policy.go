@@ -42,6 +42,8 @@ const (
 	CondArchiving = "Archiving"
 	CondComplete  = "Complete"
 	CondPruned    = "Pruned"
+	// CondWorkload: the StatefulSet and its objects were stored with the backup.
+	CondWorkload = "WorkloadCaptured"
 )
 
 // DefaultArchiveInterval is how often archivers are checked.

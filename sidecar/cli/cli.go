@@ -135,7 +135,9 @@ Repository URLs (--repo, or AMBER_REPO):
   b2://bucket/prefix                          Backblaze B2 (B2_APPLICATION_KEY_ID, B2_APPLICATION_KEY)
   s3://bucket/prefix?endpoint=host:port&region=r   S3 or S3-compatible (AWS credential chain)
 
-The repository password comes from AMBER_PASSWORD or --password-file.`,
+The repository password comes from AMBER_PASSWORD or --password-file. Storage
+keys come from the environment, or from files named after the variables in
+the directory AMBER_CREDENTIALS_DIR (a mounted Kubernetes Secret).`,
 		Example: `  export AMBER_REPO=/srv/backups AMBER_PASSWORD='correct horse'
   amber repo init
   pg_dump mydb | amber backup --stdin --name mydb
