@@ -306,7 +306,10 @@ func TestCRDValidation(t *testing.T) {
 		{"bad replica preference", policy(ns, "bad-pref", func(p *amberv1.BackupPolicy) { p.Spec.Replica.Preference = "fastest" }), "spec.replica.preference"},
 		{"restore with backup id and time", &amberv1.Restore{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "both"},
 			Spec: amberv1.RestoreSpec{PolicyRef: &amberv1.LocalRef{Name: "p"}, SourceStatefulSet: "db", BackupID: "x", PointInTime: &metav1.Time{Time: time.Now()}}},
-			"exactly one of backupID and pointInTime"},
+			"at most one of backupID, pointInTime and position"},
+		{"drill with a bad target", policy(ns, "bad-drill", func(p *amberv1.BackupPolicy) {
+			p.Spec.Drills = &amberv1.DrillSpec{Schedule: "@daily", Target: "someday"}
+		}), "spec.drills.target"},
 		{"restore without a repository", &amberv1.Restore{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "norepo"},
 			Spec: amberv1.RestoreSpec{SourceStatefulSet: "db", BackupID: "x"}}, "exactly one of policyRef and repository"},
 	}

@@ -35,7 +35,9 @@ type WorkloadStore interface {
 
 // RestoreReconciler restores backups into clone StatefulSets.
 type RestoreReconciler struct {
-	Client    client.Client
+	Client client.Client
+	// Reader reads StatefulSets uncached.
+	Reader    client.Reader
 	Recorder  record.EventRecorder
 	Clock     clock.Clock
 	Workloads WorkloadStore
@@ -158,7 +160,7 @@ func (r *RestoreReconciler) start(ctx context.Context, rs *amberv1.Restore) (ctr
 		return ctrl.Result{}, r.fail(ctx, rs, "BadWorkload", err.Error())
 	}
 	var existing appsv1.StatefulSet
-	err = r.Client.Get(ctx, types.NamespacedName{Namespace: rs.Namespace, Name: name}, &existing)
+	err = r.Reader.Get(ctx, types.NamespacedName{Namespace: rs.Namespace, Name: name}, &existing)
 	if err == nil && existing.Labels[workload.LabelRestore] != rs.Name {
 		return ctrl.Result{}, r.fail(ctx, rs, "CloneExists", fmt.Sprintf("StatefulSet %s/%s exists and is not this Restore's clone; set spec.cloneName", rs.Namespace, name))
 	} else if err != nil && !apierrors.IsNotFound(err) {
@@ -278,6 +280,9 @@ func (r *RestoreReconciler) follow(ctx context.Context, rs *amberv1.Restore) (ct
 		if t.Message != "" && json.Unmarshal([]byte(t.Message), &rep) == nil {
 			rs.Status.BackupID = rep.Backup
 			rs.Status.PointReached = pointReached(rs, &rep)
+			if !rep.LogReachesTime.IsZero() {
+				rs.Status.LogReachesTime = &metav1.Time{Time: rep.LogReachesTime}
+			}
 		}
 	}
 	setCondition(r.Recorder, rs, &rs.Status.Conditions, metav1.Condition{Type: CondReady, Status: metav1.ConditionTrue, Reason: "Ready",

@@ -44,7 +44,7 @@ from the environment, the password from --password-file or AMBER_PASSWORD.`,
 				if len(args) > 0 || all {
 					return usagef("--repo lists the repository's workloads; leave out POLICY and -A")
 				}
-				return listWorkloads(ctx, cmd.OutOrStdout(), cmd.ErrOrStderr(), repoURL, passwordFile, boolFlag(cmd, "json"))
+				return listWorkloads(ctx, g.workloads, cmd.OutOrStdout(), cmd.ErrOrStderr(), repoURL, passwordFile, boolFlag(cmd, "json"))
 			}
 			c, err := g.connect()
 			if err != nil {

@@ -2,18 +2,12 @@ package kubectl
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
-	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
-
-	"github.com/amber-backup/amber/sidecar/repo"
-	"github.com/amber-backup/amber/sidecar/storage/location"
 )
 
 // workloadDoc is one captured workload as `ls --repo --json` prints it:
@@ -29,57 +23,38 @@ type workloadDoc struct {
 	Objects   []string  `json:"objects"`
 }
 
-// listWorkloads prints the workloads stored in the repository at url,
-// read with the bucket's keys from the environment and the password from
-// passwordFile or AMBER_PASSWORD; no cluster is needed.
-func listWorkloads(ctx context.Context, out, errOut io.Writer, url, passwordFile string, asJSON bool) error {
-	var password string
-	if passwordFile != "" {
-		b, err := os.ReadFile(passwordFile)
-		if err != nil {
-			return fmt.Errorf("read --password-file: %w", err)
-		}
-		password = strings.TrimRight(string(b), "\r\n")
-	} else {
-		password = os.Getenv("AMBER_PASSWORD")
+// Workload is one workload stored in a repository, by kind and name of
+// its objects (never their contents).
+type Workload struct {
+	ID, Backup, Namespace, Name, Engine, Policy string
+	Captured                                    time.Time
+	Objects                                     []string
+}
+
+// WorkloadLister reads the workloads stored in the repository at url with
+// the password from passwordFile (else AMBER_PASSWORD) and the storage
+// keys from the environment. The amber binary supplies it, so this
+// package stays free of repository code.
+type WorkloadLister func(ctx context.Context, url, passwordFile string) ([]Workload, error)
+
+// listWorkloads prints the workloads stored in the repository at url; no
+// cluster is needed.
+func listWorkloads(ctx context.Context, lister WorkloadLister, out, errOut io.Writer, url, passwordFile string, asJSON bool) error {
+	if lister == nil {
+		return errors.New("this build cannot read repositories")
 	}
-	if password == "" {
-		return usagef("no repository password: set AMBER_PASSWORD or use --password-file")
-	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	be, err := location.Open(ctx, url, location.Options{Logger: log})
-	if err != nil {
-		if errors.Is(err, location.ErrBadURL) {
-			return usagef("%v", err)
-		}
-		return err
-	}
-	r, err := repo.Open(ctx, be, []byte(password), repo.Options{CacheDir: "-", Logger: log})
-	if err != nil {
-		be.Close()
-		return err
-	}
-	defer r.Close()
-	ws, err := r.Workloads(ctx)
+	ws, err := lister(ctx, url, passwordFile)
 	if err != nil {
 		return err
 	}
 	docs := make([]workloadDoc, 0, len(ws))
 	for _, w := range ws {
-		d := workloadDoc{ID: w.ID.String(), Backup: w.Backup.String(), Namespace: w.Namespace, Name: w.Name, Engine: w.Engine,
-			Policy: w.Policy, Captured: w.Captured, Objects: []string{}}
-		for _, o := range w.Objects {
-			var meta struct {
-				Kind     string `json:"kind"`
-				Metadata struct {
-					Name string `json:"name"`
-				} `json:"metadata"`
-			}
-			if json.Unmarshal(o, &meta) == nil {
-				d.Objects = append(d.Objects, meta.Kind+"/"+meta.Metadata.Name)
-			}
+		objs := w.Objects
+		if objs == nil {
+			objs = []string{}
 		}
-		docs = append(docs, d)
+		docs = append(docs, workloadDoc{ID: w.ID, Backup: w.Backup, Namespace: w.Namespace, Name: w.Name, Engine: w.Engine,
+			Policy: w.Policy, Captured: w.Captured, Objects: objs})
 	}
 	if asJSON {
 		return printJSON(out, map[string]any{"workloads": docs})

@@ -62,7 +62,7 @@ func MainAs(argv0 string, args []string, stdin io.Reader, stdout, stderr io.Writ
 	e.log = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	prog, root := "amber", (*cobra.Command)(nil)
 	if strings.TrimSuffix(filepath.Base(argv0), ".exe") == kubectl.PluginName {
-		prog, root = "kubectl amber", kubectl.Command(kubectl.Options{Plugin: true})
+		prog, root = "kubectl amber", kubectl.Command(kubectl.Options{Plugin: true, Workloads: listWorkloads})
 		root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return &usageError{err: err} })
 	} else {
 		root = e.rootCommand()
@@ -161,7 +161,7 @@ the directory AMBER_CREDENTIALS_DIR (a mounted Kubernetes Secret).`,
 	root.AddCommand(e.repairCommand())
 	root.AddCommand(e.sidecarCommand())
 	root.AddCommand(e.logCommands()...)
-	root.AddCommand(kubectl.Command(kubectl.Options{}))
+	root.AddCommand(kubectl.Command(kubectl.Options{Workloads: listWorkloads}))
 	return root
 }
 

@@ -95,6 +95,10 @@ type RestoreStatus struct {
 	// PointReached is the point the clone's database was restored to.
 	// +optional
 	PointReached *RecoveryPoint `json:"pointReached,omitempty"`
+	// LogReachesTime is the time of the last transaction the archived log
+	// held when the restore ran (what a restore to the latest point gets).
+	// +optional
+	LogReachesTime *metav1.Time `json:"logReachesTime,omitempty"`
 	// ReadyTime is when the clone's database became ready.
 	// +optional
 	ReadyTime *metav1.Time `json:"readyTime,omitempty"`
