@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,6 +18,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/minio/minio-go/v7"
 
 	"github.com/amber-backup/amber/conformance/testbed"
 	amberv1 "github.com/amber-backup/amber/controller/api/v1alpha1"
@@ -166,6 +169,8 @@ func TestKubernetesRestoreClone(t *testing.T) {
 	if r1.Status.PointReached == nil || r1.Status.PointReached.Time == nil || !r1.Status.PointReached.Time.Equal(&metav1.Time{Time: target}) {
 		t.Errorf("Restore r1: point reached %+v; want %s", r1.Status.PointReached, target)
 	}
+	drills(t, c, k, ctl, m, bucket, ns)
+
 	mark(151, 160)
 	ts = pgd.MarkerTimes(t, orig)
 	waitWindowAny(t, cli, ts[160], ctl)
@@ -384,5 +389,164 @@ func waitWindowAny(t *testing.T, cli *amberEnv, until time.Time, ctl *controller
 			t.Fatalf("recoverable windows %+v did not reach %s within 60 s\ncontroller log:\n%s", ls.Windows, until.Format(time.RFC3339Nano), ctl.log())
 		}
 		time.Sleep(time.Second)
+	}
+}
+
+// drills turns on the policy's restore drills: one runs on schedule,
+// probes its clone, reports RTO and RPO and deletes the clone; with the
+// repository's packs damaged the next one fails loudly. The packs are put
+// back and drills turned off at the end.
+func drills(t *testing.T, c *testbed.Cluster, k client.Client, ctl *controller, m *testbed.MinIO, bucket, ns string) {
+	t.Helper()
+	ctx := context.Background()
+	patchPolicyIn(t, k, ns, func(p *amberv1.BackupPolicy) {
+		p.Spec.Drills = &amberv1.DrillSpec{Schedule: "@every 20s", Probe: "SELECT id FROM markers WHERE id = 100"}
+	})
+	p := waitDrill(t, k, ctl, ns, amberv1.PhaseSucceeded, 4*time.Minute)
+	d := p.Status.Drill
+	if d.RTO == nil || d.RTO.Duration <= 0 || d.RPO == nil || d.LastSuccessfulTime == nil {
+		t.Fatalf("drill status without RTO/RPO: %+v", d)
+	}
+	t.Logf("drill %s succeeded: RTO %s, RPO %s (%s)", d.Restore, d.RTO.Duration.Round(10*time.Millisecond), d.RPO.Duration.Round(10*time.Millisecond), d.Message)
+	waitFor(t, 2*time.Minute, "the drill's clone deleted", func() bool {
+		var list appsv1.StatefulSetList
+		if err := k.List(ctx, &list, client.InNamespace(ns), client.MatchingLabels{workload.LabelRestore: d.Restore}); err != nil {
+			return false
+		}
+		err := k.Get(ctx, types.NamespacedName{Namespace: ns, Name: d.Restore}, &amberv1.Restore{})
+		return len(list.Items) == 0 && apierrors.IsNotFound(err)
+	})
+	waitFor(t, 30*time.Second, "condition DrillSucceeded=True", func() bool {
+		if err := k.Get(ctx, types.NamespacedName{Namespace: ns, Name: "pg"}, p); err != nil {
+			return false
+		}
+		cond := findCondition(p.Status.Conditions, controllers.CondDrill)
+		return cond != nil && cond.Status == metav1.ConditionTrue
+	})
+
+	// Damage every pack; the next drill must fail loudly.
+	mc := m.Client(t)
+	saved := map[string][]byte{}
+	for o := range mc.ListObjects(ctx, bucket, minioListOptions("pg/data/")) {
+		if o.Err != nil {
+			t.Fatal(o.Err)
+		}
+		obj, err := mc.GetObject(ctx, bucket, o.Key, minioGetOptions())
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := readAllClose(obj)
+		if err != nil {
+			t.Fatal(err)
+		}
+		saved[o.Key] = b
+		bad := append([]byte(nil), b...)
+		for i := len(bad) / 3; i < len(bad) && i < len(bad)/3+64; i++ {
+			bad[i] ^= 0xff
+		}
+		putObject(t, mc, bucket, o.Key, bad)
+	}
+	if len(saved) == 0 {
+		t.Fatal("no pack found under pg/data/ to damage")
+	}
+	t.Logf("damaged %d pack(s)", len(saved))
+	last := d.Restore
+	p = waitDrillAfter(t, k, ctl, ns, last, amberv1.PhaseFailed, 4*time.Minute)
+	t.Logf("drill %s against the damaged repository: %s: %s", p.Status.Drill.Restore, p.Status.Drill.Phase, p.Status.Drill.Message)
+	if !strings.Contains(p.Status.Drill.Message, "restore failed") {
+		t.Errorf("failed drill message %q does not say the restore failed", p.Status.Drill.Message)
+	}
+	waitFor(t, 30*time.Second, "condition DrillSucceeded=False and a DrillFailed Warning", func() bool {
+		if err := k.Get(ctx, types.NamespacedName{Namespace: ns, Name: "pg"}, p); err != nil {
+			return false
+		}
+		cond := findCondition(p.Status.Conditions, controllers.CondDrill)
+		var evs corev1.EventList
+		if err := k.List(ctx, &evs, client.InNamespace(ns)); err != nil {
+			return false
+		}
+		warned := false
+		for _, e := range evs.Items {
+			if e.Type == corev1.EventTypeWarning && e.Reason == "DrillFailed" && e.InvolvedObject.Name == "pg" {
+				warned = true
+			}
+		}
+		return cond != nil && cond.Status == metav1.ConditionFalse && warned
+	})
+	patchPolicyIn(t, k, ns, func(p *amberv1.BackupPolicy) { p.Spec.Drills = nil })
+	for key, b := range saved {
+		putObject(t, mc, bucket, key, b)
+	}
+	_ = c
+}
+
+func patchPolicyIn(t *testing.T, k client.Client, ns string, f func(*amberv1.BackupPolicy)) {
+	t.Helper()
+	for {
+		var p amberv1.BackupPolicy
+		if err := k.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: "pg"}, &p); err != nil {
+			t.Fatal(err)
+		}
+		f(&p)
+		err := k.Update(context.Background(), &p)
+		if apierrors.IsConflict(err) {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+}
+
+func waitDrill(t *testing.T, k client.Client, ctl *controller, ns string, phase amberv1.Phase, timeout time.Duration) *amberv1.BackupPolicy {
+	t.Helper()
+	return waitDrillAfter(t, k, ctl, ns, "", phase, timeout)
+}
+
+// waitDrillAfter waits for a drill other than after to end in phase.
+func waitDrillAfter(t *testing.T, k client.Client, ctl *controller, ns, after string, phase amberv1.Phase, timeout time.Duration) *amberv1.BackupPolicy {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var p amberv1.BackupPolicy
+	seen := ""
+	for {
+		if err := k.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: "pg"}, &p); err != nil {
+			t.Fatal(err)
+		}
+		if d := p.Status.Drill; d != nil && d.Restore != after {
+			if s := string(d.Phase) + " " + d.Message; s != seen {
+				seen = s
+				t.Logf("drill %s: %s", d.Restore, s)
+			}
+			if d.Phase == phase {
+				return &p
+			}
+			if d.Phase == amberv1.PhaseFailed || d.Phase == amberv1.PhaseSucceeded {
+				t.Fatalf("drill %s ended %s, want %s: %s\ncontroller log:\n%s", d.Restore, d.Phase, phase, d.Message, ctl.log())
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no drill ended %s within %s: %+v\ncontroller log:\n%s", phase, timeout, p.Status.Drill, ctl.log())
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+func minioListOptions(prefix string) minio.ListObjectsOptions {
+	return minio.ListObjectsOptions{Prefix: prefix, Recursive: true}
+}
+
+func minioGetOptions() minio.GetObjectOptions { return minio.GetObjectOptions{} }
+
+func readAllClose(r io.ReadCloser) ([]byte, error) {
+	defer r.Close()
+	return io.ReadAll(r)
+}
+
+func putObject(t *testing.T, mc *minio.Client, bucket, key string, b []byte) {
+	t.Helper()
+	if _, err := mc.PutObject(context.Background(), bucket, key, bytes.NewReader(b), int64(len(b)), minio.PutObjectOptions{}); err != nil {
+		t.Fatal(err)
 	}
 }
