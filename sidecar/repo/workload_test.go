@@ -51,6 +51,10 @@ func TestWorkloadSavedListedPruned(t *testing.T) {
 	if len(ws) != 2 || ws[0].Backup != first.ID || ws[1].Backup != second.ID || ws[1].Namespace != "shop" || string(ws[1].Objects[0]) != secret {
 		t.Fatalf("Workloads: %+v", ws)
 	}
+	vr, err := r.Verify(ctx, VerifyOptions{})
+	if err != nil || !vr.OK() || vr.Workloads != 2 {
+		t.Fatalf("verify: %+v %v", vr, err)
+	}
 	res, err := r.Prune(ctx, PrunePolicy{KeepLast: 1})
 	if err != nil {
 		t.Fatal(err)
@@ -61,5 +65,14 @@ func TestWorkloadSavedListedPruned(t *testing.T) {
 	ws, err = r.Workloads(ctx)
 	if err != nil || len(ws) != 1 || ws[0].Backup != second.ID {
 		t.Fatalf("after prune: %+v, %v; want the second backup's workload", ws, err)
+	}
+	// A damaged workload is named by verify.
+	names, _ = listNames(ctx, be, workloadsDir)
+	if err := be.Save(ctx, names[0], bytes.NewReader([]byte("garbage")), 7); err != nil {
+		t.Fatal(err)
+	}
+	vr, err = r.Verify(ctx, VerifyOptions{})
+	if err != nil || vr.OK() || vr.Problems[0].Object != names[0] {
+		t.Fatalf("verify of a damaged workload: %+v %v", vr, err)
 	}
 }
