@@ -77,11 +77,21 @@ func (r *DrillReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	d := p.Spec.Drills
+	st := p.Status.Drill
 	if d == nil {
+		if st != nil && st.Phase == amberv1.PhaseRunning {
+			// Drills turned off mid-drill: remove the clone, say so.
+			var rs amberv1.Restore
+			if err := r.Client.Get(ctx, types.NamespacedName{Namespace: p.Namespace, Name: st.Restore}, &rs); err == nil {
+				r.cleanup(ctx, &rs)
+			}
+			orig := p.DeepCopy()
+			st.Phase, st.Message = "", "drill "+st.Restore+" cancelled: spec.drills was removed"
+			return ctrl.Result{}, r.Client.Status().Patch(ctx, &p, client.MergeFrom(orig))
+		}
 		return ctrl.Result{}, nil
 	}
 	now := clock.Or(r.Clock).Now()
-	st := p.Status.Drill
 	if st != nil && st.Phase == amberv1.PhaseRunning {
 		return r.follow(ctx, &p, now)
 	}
