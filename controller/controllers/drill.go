@@ -215,7 +215,7 @@ func (r *DrillReconciler) follow(ctx context.Context, p *amberv1.BackupPolicy, n
 	}
 	if q := p.Spec.Drills.Probe; q != "" {
 		var pod corev1.Pod
-		err := r.Client.Get(ctx, types.NamespacedName{Namespace: p.Namespace, Name: rs.Status.CloneName + "-0"}, &pod)
+		err := r.Reader.Get(ctx, types.NamespacedName{Namespace: p.Namespace, Name: rs.Status.CloneName + "-0"}, &pod)
 		if err == nil {
 			if r.Prober == nil {
 				err = fmt.Errorf("this controller cannot run probes")

@@ -225,7 +225,7 @@ type restoreReport struct {
 // follow watches the clone's pod until its database is ready.
 func (r *RestoreReconciler) follow(ctx context.Context, rs *amberv1.Restore) (ctrl.Result, error) {
 	var pod corev1.Pod
-	err := r.Client.Get(ctx, types.NamespacedName{Namespace: rs.Namespace, Name: rs.Status.CloneName + "-0"}, &pod)
+	err := r.Reader.Get(ctx, types.NamespacedName{Namespace: rs.Namespace, Name: rs.Status.CloneName + "-0"}, &pod)
 	if apierrors.IsNotFound(err) {
 		return ctrl.Result{RequeueAfter: r.poll()}, r.progress(ctx, rs, "waiting for pod "+rs.Status.CloneName+"-0")
 	} else if err != nil {
