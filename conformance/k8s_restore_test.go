@@ -126,7 +126,11 @@ func TestKubernetesRestoreClone(t *testing.T) {
 		t.Fatalf("Backup first: workload condition %+v", wc)
 	}
 	t.Logf("Backup first: %s; %s", b.Status.BackupID[:12], wc.Message)
-	mark(51, 150)
+	// A Restore's pointInTime has whole seconds (metav1.Time): targets sit
+	// on a second boundary between two runs of markers.
+	mark(51, 100)
+	target := secondBoundary()
+	mark(101, 150)
 	ts := pgd.MarkerTimes(t, orig)
 	waitWindowAny(t, cli, ts[150], ctl)
 
@@ -151,7 +155,6 @@ func TestKubernetesRestoreClone(t *testing.T) {
 	t.Logf("amber k8s ls --repo: %s/%s with %v", ns, "pg", ls.Workloads[0].Objects)
 
 	// Restore to a point in time into a clone next to the original.
-	target := ts[101]
 	r1 := &amberv1.Restore{ObjectMeta: metav1.ObjectMeta{Name: "r1", Namespace: ns}, Spec: amberv1.RestoreSpec{
 		PolicyRef: &amberv1.LocalRef{Name: "pg"}, SourceStatefulSet: "pg", PointInTime: &metav1.Time{Time: target}}}
 	if err := k.Create(ctx, r1); err != nil {
@@ -179,7 +182,9 @@ func TestKubernetesRestoreClone(t *testing.T) {
 	}
 	drills(t, c, k, ctl, m, bucket, ns)
 
-	mark(151, 160)
+	mark(151, 155)
+	target2 := secondBoundary()
+	mark(156, 160)
 	ts = pgd.MarkerTimes(t, orig)
 	waitWindowAny(t, cli, ts[160], ctl)
 
@@ -208,7 +213,7 @@ func TestKubernetesRestoreClone(t *testing.T) {
 	if err := k.Create(ctx, credentials(dr)); err != nil {
 		t.Fatal(err)
 	}
-	target = ts[156]
+	target = target2
 	r2 := &amberv1.Restore{ObjectMeta: metav1.ObjectMeta{Name: "r2", Namespace: dr}, Spec: amberv1.RestoreSpec{
 		Repository: &amberv1.RepositorySpec{URL: repoURL, CredentialsSecret: amberv1.SecretRef{Name: "pg-backup"}},
 		Engine:     amberv1.EnginePostgres, SourceNamespace: ns, SourceStatefulSet: "pg", CloneName: "pg",
@@ -665,4 +670,12 @@ func (rb *restoreBench) write(t *testing.T, out string) {
 		t.Fatal(err)
 	}
 	t.Logf("wrote the clone-restore section of %s", out)
+}
+
+// secondBoundary waits past the next whole second and returns it: every
+// commit before the call is before it, every one after the call after it.
+func secondBoundary() time.Time {
+	b := time.Now().Truncate(time.Second).Add(time.Second)
+	time.Sleep(time.Until(b) + 100*time.Millisecond)
+	return b
 }
