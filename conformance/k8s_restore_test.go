@@ -170,7 +170,7 @@ func TestKubernetesRestoreClone(t *testing.T) {
 	checkClone(t, k, ns, r1.Status.CloneName, "pg")
 	// The same restore with the CLI on the host, for docs/benchmarks.md:
 	// data transfer only (the server is not started).
-	cliDir := filepath.Join(t.TempDir(), "pgdata")
+	cliDir := filepath.Join(testbed.PostgresDir(t), "data")
 	tc := time.Now()
 	cli.run("restore", "--engine", "postgres", "--data-dir", cliDir, "--backup", r1.Status.BackupID,
 		"--to-time", target.UTC().Format(time.RFC3339Nano))
