@@ -442,3 +442,8 @@ BENCH_OUT="$out" bash "$root/docs/bench-mysql.sh" # MariaDB section (issue #9), 
 # the test itself (controller/internal/scale).
 AMBER_TEST_REQUIRE_ALL=1 AMBER_SCALE_STATEFULSETS=300 AMBER_SCALE_PER_NAMESPACE=30,300 AMBER_SCALE_REPORT="$out" \
   go test ./controller/internal/scale -run '^TestControllerScale$' -count=1 -v -timeout 30m
+# Restore into a clone StatefulSet on the real-kubelet test bed (RTO split
+# into scheduling, data transfer, recovery; `amber restore` on the host for
+# comparison): its section, written into $out by the test itself.
+AMBER_TEST_REQUIRE_ALL=1 AMBER_RESTORE_REPORT="$out" \
+  go test ./conformance -run '^TestKubernetesRestoreClone$' -count=1 -v -timeout 30m

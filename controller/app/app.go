@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -27,6 +28,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
@@ -37,6 +39,7 @@ import (
 	"github.com/amber-backup/amber/controller/retention"
 	"github.com/amber-backup/amber/controller/sidecarapi"
 	"github.com/amber-backup/amber/controller/sidecarclient"
+	"github.com/amber-backup/amber/controller/workload"
 	"github.com/amber-backup/amber/plugins/api/clock"
 )
 
@@ -46,6 +49,12 @@ import (
 // +kubebuilder:rbac:groups=amber.dev,resources=backuppolicies;backups;restores,verbs=get;list;watch;create;update;patch
 // +kubebuilder:rbac:groups=amber.dev,resources=backuppolicies/status;backups/status;restores/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
+// +kubebuilder:rbac:groups=amber.dev,resources=restores,verbs=delete
+// +kubebuilder:rbac:groups=apps,resources=statefulsets,verbs=get;list;create;delete
+// +kubebuilder:rbac:groups="",resources=services,verbs=list;create;delete
+// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;create
+// +kubebuilder:rbac:groups="",resources=persistentvolumeclaims,verbs=list;delete
+// +kubebuilder:rbac:groups="",resources=pods,verbs=delete
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;create;update
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
@@ -86,6 +95,9 @@ type Options struct {
 	Dialer sidecarapi.Dialer
 	// Pruner applies retention; nil: the repository-backed retention.Pruner.
 	Pruner controllers.Pruner
+	// Workloads stores and finds captured workloads; nil: the
+	// repository-backed workload.Capturer.
+	Workloads controllers.WorkloadStore
 	// Clock drives schedules; nil: the real clock.
 	Clock           clock.Clock
 	ArchiveInterval time.Duration
@@ -214,6 +226,10 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 	if pruner == nil {
 		pruner = &retention.Pruner{Client: mgr.GetAPIReader(), Clock: clk, Logger: logger}
 	}
+	workloads := o.Workloads
+	if workloads == nil {
+		workloads = &workload.Capturer{Client: mgr.GetAPIReader(), Clock: clk, Logger: logger}
+	}
 	if err := controllers.IndexPods(ctx, mgr); err != nil {
 		return fmt.Errorf("index pods by policy: %w", err)
 	}
@@ -222,10 +238,15 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 		return fmt.Errorf("set up the BackupPolicy controller: %w", err)
 	}
 	if err := (&controllers.BackupReconciler{Client: mgr.GetClient(), Recorder: recorder, Clock: clk, Dialer: dialer,
-		Pruner: pruner, Logger: logger}).SetupWithManager(mgr); err != nil {
+		Pruner: pruner, Workloads: workloads, Logger: logger}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up the Backup controller: %w", err)
 	}
-	if err := (&controllers.RestoreReconciler{Client: mgr.GetClient(), Recorder: recorder, Clock: clk}).SetupWithManager(mgr); err != nil {
+	if err := (&controllers.DrillReconciler{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Recorder: recorder, Clock: clk,
+		Prober: &workload.PostgresProber{Client: mgr.GetAPIReader()}, Metrics: drillMetrics(), Logger: logger}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("set up the drill controller: %w", err)
+	}
+	if err := (&controllers.RestoreReconciler{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Recorder: recorder, Clock: clk, Workloads: workloads,
+		Image: o.Sidecar.Image, PullPolicy: o.Sidecar.ImagePullPolicy, Logger: logger}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up the Restore controller: %w", err)
 	}
 	if o.HealthAddr != "" {
@@ -240,4 +261,19 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 	return mgr.Start(ctx)
 }
 
-var _ controllers.Pruner = (*retention.Pruner)(nil)
+var (
+	_ controllers.Pruner        = (*retention.Pruner)(nil)
+	_ controllers.WorkloadStore = (*workload.Capturer)(nil)
+)
+
+var (
+	drillMetricsOnce sync.Once
+	drillMetricsVal  *controllers.PromDrillMetrics
+)
+
+// drillMetrics registers the drill metrics with controller-runtime's
+// registry once per process (Run may be called again in tests).
+func drillMetrics() *controllers.PromDrillMetrics {
+	drillMetricsOnce.Do(func() { drillMetricsVal = controllers.NewDrillMetrics(ctrlmetrics.Registry) })
+	return drillMetricsVal
+}

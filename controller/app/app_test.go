@@ -306,7 +306,10 @@ func TestCRDValidation(t *testing.T) {
 		{"bad replica preference", policy(ns, "bad-pref", func(p *amberv1.BackupPolicy) { p.Spec.Replica.Preference = "fastest" }), "spec.replica.preference"},
 		{"restore with backup id and time", &amberv1.Restore{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "both"},
 			Spec: amberv1.RestoreSpec{PolicyRef: &amberv1.LocalRef{Name: "p"}, SourceStatefulSet: "db", BackupID: "x", PointInTime: &metav1.Time{Time: time.Now()}}},
-			"exactly one of backupID and pointInTime"},
+			"at most one of backupID, pointInTime and position"},
+		{"drill with a bad target", policy(ns, "bad-drill", func(p *amberv1.BackupPolicy) {
+			p.Spec.Drills = &amberv1.DrillSpec{Schedule: "@daily", Target: "someday"}
+		}), "spec.drills.target"},
 		{"restore without a repository", &amberv1.Restore{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "norepo"},
 			Spec: amberv1.RestoreSpec{SourceStatefulSet: "db", BackupID: "x"}}, "exactly one of policyRef and repository"},
 	}
@@ -753,9 +756,10 @@ func TestArchiverFollowsPrimary(t *testing.T) {
 	})
 }
 
-// TestRestoreNotImplemented: a valid Restore is accepted and its condition
-// says plainly that clone restores are not implemented yet.
-func TestRestoreNotImplemented(t *testing.T) {
+// TestRestoreRefused: a Restore whose repository holds no captured
+// workload, and one of an engine clone restores do not cover yet, fail
+// saying why and create nothing.
+func TestRestoreRefused(t *testing.T) {
 	needEnv(t)
 	ns := namespace(t)
 	ctx := context.Background()
@@ -763,14 +767,20 @@ func TestRestoreNotImplemented(t *testing.T) {
 	rs := &amberv1.Restore{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "r"},
 		Spec: amberv1.RestoreSpec{PolicyRef: &amberv1.LocalRef{Name: "nightly"}, SourceStatefulSet: "db", BackupID: "abc"}}
 	must(t, k8s.Create(ctx, rs))
-	eventually(t, "the Restore's condition", func() (bool, string) {
-		must(t, k8s.Get(ctx, client.ObjectKeyFromObject(rs), rs))
-		c := meta.FindStatusCondition(rs.Status.Conditions, controllers.CondReady)
-		if c == nil {
-			return false, "no condition"
-		}
-		return c.Reason == "NotImplemented" && c.Status == metav1.ConditionFalse && strings.Contains(c.Message, "not implemented"), c.Reason
-	})
+	my := &amberv1.Restore{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "my"},
+		Spec: amberv1.RestoreSpec{PolicyRef: &amberv1.LocalRef{Name: "nightly"}, Engine: amberv1.EngineMySQL, SourceStatefulSet: "db"}}
+	must(t, k8s.Create(ctx, my))
+	for obj, reason := range map[*amberv1.Restore]string{rs: "WorkloadNotFound", my: "NotImplemented"} {
+		eventually(t, "the Restore's condition", func() (bool, string) {
+			must(t, k8s.Get(ctx, client.ObjectKeyFromObject(obj), obj))
+			c := meta.FindStatusCondition(obj.Status.Conditions, controllers.CondReady)
+			if c == nil {
+				return false, "no condition"
+			}
+			return c.Reason == reason && c.Status == metav1.ConditionFalse && obj.Status.Phase == amberv1.PhaseFailed && obj.Status.Error != "",
+				c.Reason + ": " + c.Message
+		})
+	}
 	var sts appsv1.StatefulSetList
 	must(t, k8s.List(ctx, &sts, client.InNamespace(ns)))
 	if len(sts.Items) != 0 {

@@ -36,7 +36,10 @@ type BackupReconciler struct {
 	Dialer   sidecarapi.Dialer
 	// Pruner runs retention after each successful backup; nil: none.
 	Pruner Pruner
-	Logger *slog.Logger
+	// Workloads stores the StatefulSet and the objects it uses with each
+	// successful backup; nil: none.
+	Workloads WorkloadStore
+	Logger    *slog.Logger
 	// MaxConcurrent backups at once (each holds a worker while it runs).
 	MaxConcurrent int
 
@@ -170,6 +173,15 @@ func (r *BackupReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	b.Status.Bytes = res.Bytes
 	setCondition(nil, &b, &b.Status.Conditions, metav1.Condition{Type: CondComplete, Status: metav1.ConditionTrue, Reason: "Succeeded",
 		Message: fmt.Sprintf("backup %s stored from pod %s", res.ID, pick.Pod.Name)}, r.Clock)
+	if r.Workloads != nil {
+		summary, err := r.Workloads.Capture(ctx, &p, sts, res.ID)
+		if err != nil {
+			setCondition(r.Recorder, &b, &b.Status.Conditions, metav1.Condition{Type: CondWorkload, Status: metav1.ConditionFalse, Reason: "CaptureFailed",
+				Message: "the backup is stored, but not the workload's objects: " + err.Error()}, r.Clock)
+		} else {
+			setCondition(r.Recorder, &b, &b.Status.Conditions, metav1.Condition{Type: CondWorkload, Status: metav1.ConditionTrue, Reason: "Captured", Message: summary}, r.Clock)
+		}
+	}
 	if r.Pruner != nil && (p.Spec.Retention.KeepLast > 0 || p.Spec.Retention.KeepWithin != nil) {
 		summary, err := r.Pruner.Prune(ctx, &p)
 		if err != nil {

@@ -42,6 +42,8 @@ const (
 	CondArchiving = "Archiving"
 	CondComplete  = "Complete"
 	CondPruned    = "Pruned"
+	// CondWorkload: the StatefulSet and its objects were stored with the backup.
+	CondWorkload = "WorkloadCaptured"
 )
 
 // DefaultArchiveInterval is how often archivers are checked.
@@ -155,6 +157,19 @@ func (r *PolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 		}
 	}
 	r.setCondition(&p, &p.Status.Conditions, ready)
+	// The drill controller writes status.drill only (a merge patch of the
+	// conditions list would replace it whole); its condition is set here.
+	if d := p.Status.Drill; p.Spec.Drills == nil {
+		meta.RemoveStatusCondition(&p.Status.Conditions, CondDrill)
+	} else if d != nil && (d.Phase == amberv1.PhaseSucceeded || d.Phase == amberv1.PhaseFailed) {
+		c := metav1.Condition{Type: CondDrill, Status: metav1.ConditionTrue, Reason: "Succeeded", Message: d.Message, ObservedGeneration: p.Generation}
+		if d.Phase == amberv1.PhaseFailed {
+			c.Status, c.Reason = metav1.ConditionFalse, "Failed"
+		}
+		if old := meta.FindStatusCondition(p.Status.Conditions, CondDrill); old == nil || old.Status != c.Status || old.Message != c.Message {
+			r.setCondition(&p, &p.Status.Conditions, c)
+		}
+	}
 
 	if p.Spec.Archive {
 		r.placeArchivers(ctx, &p, now)

@@ -2,8 +2,14 @@ package controllers
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"log/slog"
+	"strings"
+	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -12,23 +18,53 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	amberv1 "github.com/amber-backup/amber/controller/api/v1alpha1"
+	"github.com/amber-backup/amber/controller/workload"
 	"github.com/amber-backup/amber/plugins/api/clock"
+	"github.com/amber-backup/amber/sidecar/repo"
 )
 
-// NotImplementedMessage is what a Restore's Ready condition says.
-const NotImplementedMessage = "restoring into a clone StatefulSet is not implemented yet in amber-controller; nothing was created. " +
-	"Restore with the CLI instead: `amber restore` with the same repository and backup id or --to time"
+// WorkloadStore keeps workloads in repositories.
+type WorkloadStore interface {
+	// Capture stores StatefulSet sts of p's namespace with backup backupID
+	// and returns a one-line summary (object kinds and names only).
+	Capture(ctx context.Context, p *amberv1.BackupPolicy, sts, backupID string) (string, error)
+	// Find returns the newest workload of sourceNS/sts in the repository
+	// (credentials from namespace ns) and backup backupRef when set.
+	Find(ctx context.Context, ns string, spec amberv1.RepositorySpec, sourceNS, sts, backupRef string) (*repo.Workload, *repo.Manifest, error)
+}
 
-// RestoreReconciler validates Restores and says honestly that restoring
-// into clone StatefulSets is not implemented yet.
+// RestoreReconciler restores backups into clone StatefulSets.
 type RestoreReconciler struct {
-	Client   client.Client
-	Recorder record.EventRecorder
-	Clock    clock.Clock
+	Client client.Client
+	// Reader reads StatefulSets uncached.
+	Reader    client.Reader
+	Recorder  record.EventRecorder
+	Clock     clock.Clock
+	Workloads WorkloadStore
+	// Image and PullPolicy of the restoring init container (amber's image).
+	Image      string
+	PullPolicy corev1.PullPolicy
+	Logger     *slog.Logger
+	// Poll is how often a running restore is looked at; default 2 s.
+	Poll time.Duration
 }
 
 func (r *RestoreReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).For(&amberv1.Restore{}).Named("restore").Complete(r)
+}
+
+func (r *RestoreReconciler) log() *slog.Logger {
+	if r.Logger != nil {
+		return r.Logger
+	}
+	return slog.Default()
+}
+
+func (r *RestoreReconciler) poll() time.Duration {
+	if r.Poll > 0 {
+		return r.Poll
+	}
+	return 2 * time.Second
 }
 
 func (r *RestoreReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
@@ -36,28 +72,284 @@ func (r *RestoreReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	if err := r.Client.Get(ctx, req.NamespacedName, &rs); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	if rs.Status.Phase == amberv1.PhaseFailed || rs.Status.Phase == amberv1.PhaseSucceeded {
+	switch rs.Status.Phase {
+	case amberv1.PhaseFailed, amberv1.PhaseSucceeded:
 		return ctrl.Result{}, nil
+	case amberv1.PhaseRunning:
+		return r.follow(ctx, &rs)
 	}
-	orig := rs.DeepCopy()
-	cond := metav1.Condition{Type: CondReady, Status: metav1.ConditionFalse, Reason: "NotImplemented", Message: NotImplementedMessage}
+	return r.start(ctx, &rs)
+}
+
+// CloneName is the clone StatefulSet's name for rs.
+func CloneName(rs *amberv1.Restore) string {
+	if rs.Spec.CloneName != "" {
+		return rs.Spec.CloneName
+	}
+	n := rs.Spec.SourceStatefulSet + "-restore-" + rs.Name
+	if len(n) > 52 {
+		n = strings.TrimRight(n[:52], "-.")
+	}
+	return n
+}
+
+// start finds the captured workload and creates the clone.
+func (r *RestoreReconciler) start(ctx context.Context, rs *amberv1.Restore) (ctrl.Result, error) {
+	spec := rs.Spec.Repository
+	engine := rs.Spec.Engine
 	if ref := rs.Spec.PolicyRef; ref != nil {
 		var p amberv1.BackupPolicy
 		err := r.Client.Get(ctx, types.NamespacedName{Namespace: rs.Namespace, Name: ref.Name}, &p)
 		if apierrors.IsNotFound(err) {
-			cond = metav1.Condition{Type: CondReady, Status: metav1.ConditionFalse, Reason: "PolicyNotFound",
-				Message: fmt.Sprintf("BackupPolicy %q does not exist in namespace %s", ref.Name, rs.Namespace)}
+			return ctrl.Result{}, r.fail(ctx, rs, "PolicyNotFound", fmt.Sprintf("BackupPolicy %q does not exist in namespace %s", ref.Name, rs.Namespace))
 		} else if err != nil {
 			return ctrl.Result{}, err
 		}
-	} else if rs.Spec.Engine == "" {
-		cond = metav1.Condition{Type: CondReady, Status: metav1.ConditionFalse, Reason: "Invalid",
-			Message: "spec.engine is required with spec.repository"}
+		spec = p.Spec.Repository.DeepCopy()
+		if engine == "" {
+			engine = p.Spec.Engine
+		}
+	} else if engine == "" {
+		return ctrl.Result{}, r.fail(ctx, rs, "Invalid", "spec.engine is required with spec.repository")
 	}
-	rs.Status.Phase = amberv1.PhaseFailed
-	setCondition(r.Recorder, &rs, &rs.Status.Conditions, cond, r.Clock)
-	if err := r.Client.Status().Patch(ctx, &rs, client.MergeFrom(orig)); err != nil {
+	if spec == nil {
+		return ctrl.Result{}, r.fail(ctx, rs, "Invalid", "give spec.policyRef or spec.repository")
+	}
+	if engine != amberv1.EnginePostgres {
+		return ctrl.Result{}, r.fail(ctx, rs, "NotImplemented", fmt.Sprintf(
+			"restoring %s into a clone is not implemented yet (PostgreSQL physical backups only); restore with `amber restore` instead", engine))
+	}
+	if r.Workloads == nil || r.Image == "" {
+		return ctrl.Result{}, r.fail(ctx, rs, "NotConfigured", "this controller has no repository access or no amber image for restores (--sidecar-image)")
+	}
+	srcNS := rs.Spec.SourceNamespace
+	if srcNS == "" {
+		srcNS = rs.Namespace
+	}
+	w, m, err := r.Workloads.Find(ctx, rs.Namespace, *spec, srcNS, rs.Spec.SourceStatefulSet, rs.Spec.BackupID)
+	if err != nil {
+		return ctrl.Result{}, r.fail(ctx, rs, "WorkloadNotFound", err.Error())
+	}
+	var args []string
+	var desc string
+	switch {
+	case m != nil:
+		args = []string{"--backup", m.ID.String()}
+		desc = "backup " + m.ID.Short()
+		if m.Position != "" {
+			args = append(args, "--to-position", m.Position)
+			desc += " (consistent at " + m.Position + ")"
+		}
+	case rs.Spec.PointInTime != nil:
+		t := rs.Spec.PointInTime.UTC().Format(time.RFC3339Nano)
+		args, desc = []string{"--to-time", t}, "time "+t
+	case rs.Spec.Position != "":
+		args, desc = []string{"--to-position", rs.Spec.Position}, "position "+rs.Spec.Position
+	default:
+		desc = "the latest archived log"
+	}
+	image := rs.Spec.Image
+	if image == "" {
+		image = r.Image
+	}
+	name := CloneName(rs)
+	cl, err := workload.BuildClone(w, workload.CloneOptions{Name: name, Namespace: rs.Namespace, Restore: rs.Name, Image: image,
+		PullPolicy: r.PullPolicy, Engine: string(engine), RepoURL: spec.URL, CredentialsSecret: spec.CredentialsSecret.Name,
+		PasswordKey: spec.CredentialsSecret.PasswordKey, TargetArgs: args, Description: desc})
+	if err != nil {
+		return ctrl.Result{}, r.fail(ctx, rs, "BadWorkload", err.Error())
+	}
+	var existing appsv1.StatefulSet
+	err = r.Reader.Get(ctx, types.NamespacedName{Namespace: rs.Namespace, Name: name}, &existing)
+	if err == nil && existing.Labels[workload.LabelRestore] != rs.Name {
+		return ctrl.Result{}, r.fail(ctx, rs, "CloneExists", fmt.Sprintf("StatefulSet %s/%s exists and is not this Restore's clone; set spec.cloneName", rs.Namespace, name))
+	} else if err != nil && !apierrors.IsNotFound(err) {
+		return ctrl.Result{}, err
+	}
+	var created []string
+	for _, c := range cl.ConfigMaps {
+		if err := r.Client.Create(ctx, c); err == nil {
+			created = append(created, "ConfigMap/"+c.Name)
+		} else if !apierrors.IsAlreadyExists(err) {
+			return ctrl.Result{}, fmt.Errorf("create ConfigMap %s: %w", c.Name, err)
+		}
+	}
+	for _, s := range cl.Secrets {
+		if err := r.Client.Create(ctx, s); err == nil {
+			created = append(created, "Secret/"+s.Name)
+		} else if !apierrors.IsAlreadyExists(err) {
+			return ctrl.Result{}, fmt.Errorf("create Secret %s: %w", s.Name, err) // never the Secret's content
+		}
+	}
+	for _, s := range cl.Services {
+		if err := r.Client.Create(ctx, s); err == nil {
+			created = append(created, "Service/"+s.Name)
+		} else if !apierrors.IsAlreadyExists(err) {
+			return ctrl.Result{}, fmt.Errorf("create Service %s: %w", s.Name, err)
+		}
+	}
+	if err := r.Client.Create(ctx, cl.StatefulSet); err == nil {
+		created = append(created, "StatefulSet/"+name)
+	} else if !apierrors.IsAlreadyExists(err) {
+		return ctrl.Result{}, fmt.Errorf("create StatefulSet %s: %w", name, err)
+	}
+	orig := rs.DeepCopy()
+	rs.Status.Phase = amberv1.PhaseRunning
+	rs.Status.CloneName = name
+	if m != nil {
+		rs.Status.BackupID = m.ID.String()
+	}
+	rs.Status.Progress = "clone created; waiting for pod " + name + "-0"
+	setCondition(nil, rs, &rs.Status.Conditions, metav1.Condition{Type: CondReady, Status: metav1.ConditionFalse, Reason: "Restoring",
+		Message: fmt.Sprintf("restoring %s/%s into StatefulSet %s to %s", srcNS, rs.Spec.SourceStatefulSet, name, desc)}, r.Clock)
+	if err := r.Client.Status().Patch(ctx, rs, client.MergeFrom(orig)); err != nil {
 		return ctrl.Result{}, fmt.Errorf("update Restore status: %w", err)
 	}
+	r.Recorder.Eventf(rs, corev1.EventTypeNormal, "CloneCreated", "restoring %s/%s (workload %s) to %s: created %s",
+		srcNS, rs.Spec.SourceStatefulSet, w.ID.Short(), desc, strings.Join(created, ", "))
+	r.log().Info("restore clone created", "namespace", rs.Namespace, "restore", rs.Name, "clone", name, "target", desc)
+	return ctrl.Result{RequeueAfter: r.poll()}, nil
+}
+
+// restoreReport is what `amber restore --report-file` writes.
+type restoreReport struct {
+	Backup         string    `json:"backup"`
+	Position       string    `json:"position"`
+	ConsistentTime time.Time `json:"consistent_time"`
+	Target         string    `json:"target"`
+	LogReaches     string    `json:"log_reaches"`
+	LogReachesTime time.Time `json:"log_reaches_time"`
+	Duration       float64   `json:"duration_s"`
+}
+
+// follow watches the clone's pod until its database is ready.
+func (r *RestoreReconciler) follow(ctx context.Context, rs *amberv1.Restore) (ctrl.Result, error) {
+	var pod corev1.Pod
+	err := r.Reader.Get(ctx, types.NamespacedName{Namespace: rs.Namespace, Name: rs.Status.CloneName + "-0"}, &pod)
+	if apierrors.IsNotFound(err) {
+		return ctrl.Result{RequeueAfter: r.poll()}, r.progress(ctx, rs, "waiting for pod "+rs.Status.CloneName+"-0")
+	} else if err != nil {
+		return ctrl.Result{}, err
+	}
+	var init *corev1.ContainerStatus
+	for i := range pod.Status.InitContainerStatuses {
+		if pod.Status.InitContainerStatuses[i].Name == workload.RestoreContainer {
+			init = &pod.Status.InitContainerStatuses[i]
+		}
+	}
+	if init == nil {
+		return ctrl.Result{RequeueAfter: r.poll()}, r.progress(ctx, rs, "pod "+pod.Name+" is "+string(pod.Status.Phase)+": waiting for it to be scheduled")
+	}
+	for _, st := range []corev1.ContainerState{init.State, init.LastTerminationState} {
+		if t := st.Terminated; t != nil && t.ExitCode != 0 {
+			return ctrl.Result{}, r.fail(ctx, rs, "RestoreFailed", fmt.Sprintf("the %s init container of pod %s failed (exit %d): %s",
+				workload.RestoreContainer, pod.Name, t.ExitCode, lastLines(t.Message, 8)))
+		}
+	}
+	switch {
+	case init.State.Waiting != nil:
+		msg := "pod " + pod.Name + ": restore container waiting (" + init.State.Waiting.Reason + ")"
+		return ctrl.Result{RequeueAfter: r.poll()}, r.progress(ctx, rs, msg)
+	case init.State.Running != nil:
+		return ctrl.Result{RequeueAfter: r.poll()}, r.progress(ctx, rs, "restoring the data directory from the repository")
+	}
+	t := init.State.Terminated
+	var ready *metav1.Time
+	for _, c := range pod.Status.Conditions {
+		if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
+			lt := c.LastTransitionTime
+			ready = &lt
+		}
+	}
+	if ready == nil {
+		return ctrl.Result{RequeueAfter: r.poll()}, r.progress(ctx, rs, "data restored; the database is recovering up to the target")
+	}
+	orig := rs.DeepCopy()
+	rs.Status.Phase = amberv1.PhaseSucceeded
+	rs.Status.Progress = "the clone's database is ready"
+	rs.Status.ReadyTime = ready
+	req := rs.CreationTimestamp.Time
+	rs.Status.RTO = &metav1.Duration{Duration: ready.Sub(req)}
+	if t != nil {
+		rs.Status.Timings = &amberv1.RestoreTimings{
+			Scheduling:   &metav1.Duration{Duration: nonNegative(t.StartedAt.Sub(req))},
+			DataTransfer: &metav1.Duration{Duration: nonNegative(t.FinishedAt.Sub(t.StartedAt.Time))},
+			Recovery:     &metav1.Duration{Duration: nonNegative(ready.Sub(t.FinishedAt.Time))},
+		}
+		var rep restoreReport
+		if t.Message != "" && json.Unmarshal([]byte(t.Message), &rep) == nil {
+			rs.Status.BackupID = rep.Backup
+			rs.Status.PointReached = pointReached(rs, &rep)
+			if !rep.LogReachesTime.IsZero() {
+				rs.Status.LogReachesTime = &metav1.Time{Time: rep.LogReachesTime}
+			}
+		}
+	}
+	setCondition(r.Recorder, rs, &rs.Status.Conditions, metav1.Condition{Type: CondReady, Status: metav1.ConditionTrue, Reason: "Ready",
+		Message: fmt.Sprintf("StatefulSet %s's database is ready, %s after the request", rs.Status.CloneName, rs.Status.RTO.Duration.Round(100*time.Millisecond))}, r.Clock)
+	if err := r.Client.Status().Patch(ctx, rs, client.MergeFrom(orig)); err != nil {
+		return ctrl.Result{}, fmt.Errorf("update Restore status: %w", err)
+	}
+	r.Recorder.Eventf(rs, corev1.EventTypeNormal, "Restored", "clone %s ready; RTO %s", rs.Status.CloneName, rs.Status.RTO.Duration.Round(100*time.Millisecond))
 	return ctrl.Result{}, nil
+}
+
+func pointReached(rs *amberv1.Restore, rep *restoreReport) *amberv1.RecoveryPoint {
+	p := &amberv1.RecoveryPoint{Description: rep.Target}
+	at := func(t time.Time) *metav1.Time {
+		if t.IsZero() {
+			return nil
+		}
+		return &metav1.Time{Time: t}
+	}
+	switch {
+	case rs.Spec.BackupID != "":
+		p.Time, p.Position = at(rep.ConsistentTime), rep.Position
+	case rs.Spec.PointInTime != nil:
+		p.Time = rs.Spec.PointInTime
+	case rs.Spec.Position != "":
+		p.Position = rs.Spec.Position
+	default:
+		p.Time, p.Position = at(rep.LogReachesTime), rep.LogReaches
+	}
+	return p
+}
+
+func nonNegative(d time.Duration) time.Duration {
+	if d < 0 {
+		return 0
+	}
+	return d
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+func (r *RestoreReconciler) progress(ctx context.Context, rs *amberv1.Restore, msg string) error {
+	if rs.Status.Progress == msg {
+		return nil
+	}
+	orig := rs.DeepCopy()
+	rs.Status.Progress = msg
+	return r.Client.Status().Patch(ctx, rs, client.MergeFrom(orig))
+}
+
+// fail marks rs Failed with reason and message, and records a Warning.
+func (r *RestoreReconciler) fail(ctx context.Context, rs *amberv1.Restore, reason, msg string) error {
+	orig := rs.DeepCopy()
+	rs.Status.Phase = amberv1.PhaseFailed
+	rs.Status.Error = msg
+	rs.Status.Progress = ""
+	setCondition(nil, rs, &rs.Status.Conditions, metav1.Condition{Type: CondReady, Status: metav1.ConditionFalse, Reason: reason, Message: msg}, r.Clock)
+	if err := r.Client.Status().Patch(ctx, rs, client.MergeFrom(orig)); err != nil {
+		return fmt.Errorf("update Restore status: %w", err)
+	}
+	r.Recorder.Event(rs, corev1.EventTypeWarning, reason, msg)
+	r.log().Warn("restore failed", "namespace", rs.Namespace, "restore", rs.Name, "reason", reason, "problem", msg)
+	return nil
 }

@@ -27,6 +27,8 @@ type Options struct {
 	// Clock tells the time for ages and running durations; nil: the real
 	// clock.
 	Clock clock.Clock
+	// Workloads reads the workloads a repository holds (ls --repo).
+	Workloads WorkloadLister
 }
 
 // ErrUsage marks a bad command line: errors.Is(err, ErrUsage).
@@ -48,12 +50,13 @@ type globals struct {
 	context    string
 	namespace  string
 	clk        clock.Clock
+	workloads  WorkloadLister
 }
 
 // Command returns `amber k8s` (or, with o.Plugin, `kubectl amber`) and its
 // subcommands backup, ls and status.
 func Command(o Options) *cobra.Command {
-	g := &globals{prog: "amber k8s", clk: clock.Or(o.Clock)}
+	g := &globals{prog: "amber k8s", clk: clock.Or(o.Clock), workloads: o.Workloads}
 	use := "k8s"
 	if o.Plugin {
 		g.prog = "kubectl amber"

@@ -14,6 +14,7 @@ import (
 
 func (g *globals) lsCommand() *cobra.Command {
 	var all bool
+	var repoURL, passwordFile string
 	p := g.prog
 	cmd := &cobra.Command{
 		Use:   "ls [POLICY]",
@@ -23,16 +24,28 @@ those of BackupPolicy POLICY, oldest first (by the time the backup started,
 else the time the object was made): the pod backed up, the phase, when it
 started and how long it took, the bytes stored and the backup's id in the
 repository (give it to ` + "`amber restore --backup`" + `). --json prints each Backup's
-spec and status as the API holds them.`,
+spec and status as the API holds them.
+
+With --repo URL, list instead the workloads stored in that repository with
+each backup (the StatefulSet, its Services, ConfigMaps and Secrets, by kind
+and name): from the bucket alone, with no cluster. The storage keys come
+from the environment, the password from --password-file or AMBER_PASSWORD.`,
 		Example: `  ` + p + ` ls
   ` + p + ` ls pg -n prod
-  ` + p + ` ls -A --json | jq -r '.backups[] | select(.status.phase == "Failed") | .name'`,
+  ` + p + ` ls -A --json | jq -r '.backups[] | select(.status.phase == "Failed") | .name'
+  ` + p + ` ls --repo s3://backups/shop   # workloads captured in the repository`,
 		Args: maxArgs(1, "one BackupPolicy"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if all && g.namespace != "" {
 				return usagef("-A lists every namespace; leave out --namespace")
 			}
 			ctx := cmd.Context()
+			if repoURL != "" {
+				if len(args) > 0 || all {
+					return usagef("--repo lists the repository's workloads; leave out POLICY and -A")
+				}
+				return listWorkloads(ctx, g.workloads, cmd.OutOrStdout(), cmd.ErrOrStderr(), repoURL, passwordFile, boolFlag(cmd, "json"))
+			}
 			c, err := g.connect()
 			if err != nil {
 				return err
@@ -102,6 +115,8 @@ spec and status as the API holds them.`,
 		},
 	}
 	cmd.Flags().BoolVarP(&all, "all-namespaces", "A", false, "list the Backups of every namespace")
+	cmd.Flags().StringVar(&repoURL, "repo", "", "list the workloads stored in this repository instead (no cluster needed)")
+	cmd.Flags().StringVar(&passwordFile, "password-file", "", "with --repo: read the repository password from this file (else AMBER_PASSWORD)")
 	return cmd
 }
 

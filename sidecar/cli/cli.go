@@ -63,7 +63,7 @@ func MainAs(argv0 string, args []string, stdin io.Reader, stdout, stderr io.Writ
 	e.log = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	prog, root := "amber", (*cobra.Command)(nil)
 	if strings.TrimSuffix(filepath.Base(argv0), ".exe") == kubectl.PluginName {
-		prog, root = "kubectl amber", kubectl.Command(kubectl.Options{Plugin: true})
+		prog, root = "kubectl amber", kubectl.Command(kubectl.Options{Plugin: true, Workloads: listWorkloads})
 		root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return &usageError{err: err} })
 	} else {
 		root = e.rootCommand()
@@ -147,7 +147,9 @@ upload a newer version of a name or hide it, and amber reads only the latest
 version; an operator undoes that by deleting the newer version or the hide
 marker (docs/repository-format.md, "Object Lock and versioning").
 
-The repository password comes from AMBER_PASSWORD or --password-file.`,
+The repository password comes from AMBER_PASSWORD or --password-file. Storage
+keys come from the environment, or from files named after the variables in
+the directory AMBER_CREDENTIALS_DIR (a mounted Kubernetes Secret).`,
 		Example: `  export AMBER_REPO=/srv/backups AMBER_PASSWORD='correct horse'
   amber repo init
   pg_dump mydb | amber backup --stdin --name mydb
@@ -172,7 +174,7 @@ The repository password comes from AMBER_PASSWORD or --password-file.`,
 	root.AddCommand(e.repairCommand())
 	root.AddCommand(e.sidecarCommand())
 	root.AddCommand(e.logCommands()...)
-	root.AddCommand(kubectl.Command(kubectl.Options{}))
+	root.AddCommand(kubectl.Command(kubectl.Options{Workloads: listWorkloads}))
 	return root
 }
 

@@ -21,7 +21,13 @@ import (
 // openBackend connects to the repository's storage. With create, a missing
 // local directory is made (repo init); otherwise its absence is an error.
 func (e *env) openBackend(ctx context.Context, create bool) (storage.Backend, error) {
-	be, err := location.Open(ctx, e.repoURL, location.Options{Create: create, Getenv: e.getenv, Logger: e.log})
+	getenv := e.getenv
+	if getenv == nil && os.Getenv("AMBER_CREDENTIALS_DIR") != "" {
+		// Storage keys as files, as a mounted Kubernetes Secret presents
+		// them (the clone pods of a Kubernetes restore).
+		getenv = credentialsDir(os.Getenv("AMBER_CREDENTIALS_DIR"))
+	}
+	be, err := location.Open(ctx, e.repoURL, location.Options{Create: create, Getenv: getenv, Logger: e.log})
 	if errors.Is(err, location.ErrBadURL) {
 		return nil, &usageError{err: err}
 	}

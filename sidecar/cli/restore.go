@@ -1,14 +1,18 @@
 package cli
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/amber-backup/amber/plugins/api"
 	"github.com/amber-backup/amber/sidecar/job"
+	"github.com/amber-backup/amber/sidecar/pluginhost"
 	"github.com/amber-backup/amber/sidecar/repo"
 	"github.com/amber-backup/amber/sidecar/storage/location"
 	"github.com/spf13/cobra"
@@ -24,6 +28,8 @@ type restoreFlags struct {
 	toTxn, toName           string
 	exclusive, keepArchive  bool
 	runAs                   string
+	installTo, reportFile   string
+	skipRestored            bool
 }
 
 func (e *env) restoreCommand() *cobra.Command {
@@ -80,6 +86,9 @@ naming the damaged object.`,
 	fl.StringVar(&f.toName, "to-name", "", "recover up to this named restore point")
 	fl.BoolVar(&f.exclusive, "exclusive", false, "stop just before the target instead of just after it")
 	fl.BoolVar(&f.keepArchive, "keep-archiving", false, "keep the backup's own log archiving settings (default: archiving off, so the copy never writes into this archive)")
+	fl.StringVar(&f.installTo, "install-to", "", "physical restore: copy amber and the engine's plugin into this directory and have the restored server's log fetch run them from there (a restore in one container for a server in another)")
+	fl.StringVar(&f.reportFile, "report-file", "", "also write the JSON report to this file (e.g. /dev/termination-log)")
+	fl.BoolVar(&f.skipRestored, "skip-restored", false, "physical restore: do nothing when --data-dir was already restored and recovered by an earlier run; start over when an earlier run stopped half-way")
 	fl.StringVar(&f.runAs, "owner", "", "user that will run the restored server and own its files (default: the engine's; postgres when run as root)")
 	return cmd
 }
@@ -111,6 +120,16 @@ func (e *env) runRestore(cmd *cobra.Command, f restoreFlags) error {
 			return usagef("--to-time %q is not an RFC 3339 time such as 2026-11-21T10:15:00Z", f.toTime)
 		}
 	}
+	if f.dataDir != "" && f.skipRestored {
+		done, err := prepareRestoreDir(f.dataDir)
+		if err != nil {
+			return err
+		}
+		if done {
+			fmt.Fprintf(e.stderr, "%s was restored by an earlier run; nothing to do\n", f.dataDir)
+			return nil
+		}
+	}
 	host, eng, err := e.openEngine(ctx, f.engine)
 	if err != nil {
 		return err
@@ -127,12 +146,106 @@ func (e *env) runRestore(cmd *cobra.Command, f restoreFlags) error {
 		if o.Fetch, err = e.logFetch(); err != nil {
 			return err
 		}
+		if f.installTo != "" {
+			if o.Fetch.Exe, err = installSelf(f.installTo, f.engine); err != nil {
+				return err
+			}
+		}
 	}
 	rep, err := job.RestoreEngine(ctx, r, eng, o, nil)
 	if err != nil {
 		return e.jobError(err)
 	}
+	if f.dataDir != "" && f.skipRestored {
+		// Marks the restore complete for a rerun (--skip-restored); the
+		// directory goes when recovery ends.
+		if err := os.WriteFile(filepath.Join(f.dataDir+".amber", restoredMark), nil, 0o600); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	}
+	if f.reportFile != "" {
+		if err := os.WriteFile(f.reportFile, restoreJSON(rep), 0o644); err != nil {
+			return fmt.Errorf("--report-file: %w", err)
+		}
+	}
 	return e.reportRestore(rep)
+}
+
+// restoredMark, in the log access directory beside a restored data
+// directory, says the restore finished (recovery may not have).
+const restoredMark = "restored"
+
+// prepareRestoreDir reports whether dataDir was restored completely by an
+// earlier run. When an earlier run stopped half-way, it removes what that
+// run left so the restore starts over.
+func prepareRestoreDir(dataDir string) (bool, error) {
+	access := dataDir + ".amber"
+	_, accessErr := os.Lstat(access)
+	if accessErr == nil {
+		if _, err := os.Lstat(filepath.Join(access, restoredMark)); err == nil {
+			return true, nil // restored, recovery not finished yet
+		}
+		// Half-way: start over.
+		if err := os.RemoveAll(dataDir); err != nil {
+			return false, err
+		}
+		return false, os.RemoveAll(access)
+	}
+	entries, err := os.ReadDir(dataDir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	// Restored and recovered (the access directory goes when recovery
+	// ends), or a directory this restore must not touch: either way not
+	// ours to overwrite.
+	return len(entries) > 0, nil
+}
+
+// installSelf copies this binary and the engine's plugin into dir and
+// returns the path of the copied binary.
+func installSelf(dir, engine string) (string, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return "", err
+	}
+	exe, err = filepath.EvalSymlinks(exe)
+	if err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("--install-to: %w", err)
+	}
+	for _, name := range []string{filepath.Base(exe), pluginhost.Prefix + engine} {
+		src := filepath.Join(filepath.Dir(exe), name)
+		if err := copyExecutable(src, filepath.Join(dir, name)); err != nil {
+			return "", fmt.Errorf("--install-to: %w", err)
+		}
+	}
+	return filepath.Join(dir, filepath.Base(exe)), nil
+}
+
+func copyExecutable(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	tmp := dst + ".tmp"
+	out, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o755)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	if err := out.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, dst)
 }
 
 // logFetch says how a restored server runs this binary to fetch log.
@@ -197,23 +310,7 @@ func (e *env) restoreStdout(cmd *cobra.Command, c job.Choice) error {
 func (e *env) reportRestore(rep *job.RestoreReport) error {
 	m := rep.Backup
 	if e.jsonOut {
-		doc := map[string]any{"backup": m.ID.String(), "data_dir": rep.DataDir, "mode": rep.Mode,
-			"position": m.Position, "consistent_time": m.ConsistentTime, "duration_s": rep.Duration.Seconds()}
-		if rep.Mode == job.ModePhysical {
-			doc["target"] = rep.To.String()
-			if rep.Reach != nil {
-				doc["log_reaches"] = rep.Reach.EndText
-				doc["log_reaches_time"] = rep.Reach.LastTime
-			}
-			if rep.Note != "" {
-				doc["note"] = rep.Note
-			}
-			if r := rep.Replayed; r != nil {
-				doc["log_applied_to"] = r.Reached.String()
-				doc["log_applied_time"] = r.ReachedTime
-			}
-		}
-		return e.printJSON(doc)
+		return e.printJSON(restoreDoc(rep))
 	}
 	if rep.DataDir == "" {
 		fmt.Fprintf(e.stdout, "restored backup %s (%s) in %.1fs\n", m.ID.Short(), rep.Mode, rep.Duration.Seconds())
@@ -257,4 +354,31 @@ func printWindows(out io.Writer, ws []job.Window) {
 			fmt.Fprintf(out, "  %s\n", w.Note)
 		}
 	}
+}
+
+// restoreDoc is the JSON report of a restore (--json, --report-file).
+func restoreDoc(rep *job.RestoreReport) map[string]any {
+	m := rep.Backup
+	doc := map[string]any{"backup": m.ID.String(), "data_dir": rep.DataDir, "mode": rep.Mode,
+		"position": m.Position, "consistent_time": m.ConsistentTime, "duration_s": rep.Duration.Seconds()}
+	if rep.Mode == job.ModePhysical {
+		doc["target"] = rep.To.String()
+		if rep.Reach != nil {
+			doc["log_reaches"] = rep.Reach.EndText
+			doc["log_reaches_time"] = rep.Reach.LastTime
+		}
+		if rep.Note != "" {
+			doc["note"] = rep.Note
+		}
+		if r := rep.Replayed; r != nil {
+			doc["log_applied_to"] = r.Reached.String()
+			doc["log_applied_time"] = r.ReachedTime
+		}
+	}
+	return doc
+}
+
+func restoreJSON(rep *job.RestoreReport) []byte {
+	b, _ := json.Marshal(restoreDoc(rep))
+	return b
 }

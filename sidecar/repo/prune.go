@@ -162,7 +162,8 @@ type PrunePolicy struct {
 
 // PruneResult reports what prune removed (or would remove).
 type PruneResult struct {
-	Forgotten    []string `json:"forgotten"` // backup ids
+	Forgotten    []string `json:"forgotten"`         // backup ids
+	Workloads    int      `json:"workloads_removed"` // workloads captured with forgotten backups
 	Kept         int      `json:"kept"`
 	PacksRemoved int      `json:"packs_removed"`
 	BytesFreed   int64    `json:"bytes_freed"`
@@ -317,6 +318,15 @@ func (r *Repository) Prune(ctx context.Context, p PrunePolicy) (*PruneResult, er
 				return nil, err
 			}
 		}
+	}
+	forgotten := make(map[ID]bool)
+	for _, m := range all {
+		if !keep[m.ID] {
+			forgotten[m.ID] = true
+		}
+	}
+	if res.Workloads, err = r.forgetWorkloads(ctx, forgotten); err != nil {
+		return nil, err
 	}
 	sort.Slice(newIdx, func(i, j int) bool { return newIdx[i].ID.String() < newIdx[j].ID.String() })
 	if len(newIdx) > 0 {

@@ -37,6 +37,7 @@ type VerifyReport struct {
 	Packs     int       `json:"packs"`
 	Blobs     int       `json:"blobs"`
 	Segments  int       `json:"log_segments"`
+	Workloads int       `json:"workloads"`
 	BytesRead int64     `json:"bytes_read"`
 	Problems  []Problem `json:"problems"`
 }
@@ -65,6 +66,23 @@ func (r *Repository) Verify(ctx context.Context, opts VerifyOptions) (*VerifyRep
 		if _, err := loadSlot(ctx, r.be, s); err != nil {
 			rep.add(s, err)
 		}
+	}
+	// Workloads (kept beside backups by amber-controller): each must
+	// authenticate.
+	if opts.Backup == "" {
+		wl, err := listNames(ctx, r.be, workloadsDir)
+		if err != nil {
+			return nil, err
+		}
+		for _, n := range wl {
+			if r.cache != nil {
+				r.cache.drop(n)
+			}
+			if _, err := r.loadWorkload(ctx, n); err != nil {
+				rep.add(n, err)
+			}
+		}
+		rep.Workloads = len(wl)
 	}
 	// Index files, read afresh from storage.
 	idx := newIndex()

@@ -409,6 +409,12 @@ func TestDatabasesRenderBackupPolicies(t *testing.T) {
 		s.Throttle.UploadBytesPerSecond.Value() != 50<<20 || s.Mode != "" {
 		t.Errorf("shop/orders spec %+v does not say what the values say", s)
 	}
+	if d := s.Drills; d == nil || d.Schedule != "0 4 * * 0" || d.Target != amberv1.DrillRandom || d.Probe != "SELECT 1 FROM orders LIMIT 1" {
+		t.Errorf("shop/orders drills %+v, want the values' schedule, target and probe", d)
+	}
+	if c := got["shop/catalog"].Spec; c.Drills != nil {
+		t.Errorf("shop/catalog has drills %+v, none in the values", c.Drills)
+	}
 	if c := got["shop/catalog"].Spec; c.Engine != amberv1.EngineMySQL || c.Mode != amberv1.ModeLogical || c.Archive || c.Schedule != "30 2 * * *" {
 		t.Errorf("shop/catalog spec %+v", c)
 	}
@@ -528,9 +534,13 @@ func TestNetworkPolicy(t *testing.T) {
 // enabled, and every metric the alerts use is one the sidecar exports.
 func TestMonitoring(t *testing.T) {
 	root, _ := paths(t)
-	src, err := os.ReadFile(filepath.Join(root, "sidecar", "agent", "metrics.go"))
-	if err != nil {
-		t.Fatal(err)
+	var src []byte
+	for _, f := range []string{filepath.Join(root, "sidecar", "agent", "metrics.go"), filepath.Join(root, "controller", "controllers", "metrics.go")} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		src = append(src, b...)
 	}
 	objs := render(t, "-f", exampleValues(t))
 	one(t, objs, "ServiceMonitor")
@@ -544,7 +554,7 @@ func TestMonitoring(t *testing.T) {
 			expr := r["expr"].(string)
 			for _, m := range regexp.MustCompile(`amber_[a-z_]+`).FindAllString(expr, -1) {
 				if !bytes.Contains(src, []byte(`"`+m+`"`)) {
-					t.Errorf("alert %s uses %s, which sidecar/agent/metrics.go does not export", r["alert"], m)
+					t.Errorf("alert %s uses %s, which neither metrics.go exports", r["alert"], m)
 				}
 			}
 			if strings.Contains(expr, `policy="orders"`) || strings.Contains(expr, `policy="catalog"`) {
@@ -557,6 +567,7 @@ func TestMonitoring(t *testing.T) {
 	for name, want := range map[string]string{
 		"AmberArchiveLagOverRPO/orders": "> 300", "AmberNoRecentBackup/orders": "> 28800",
 		"AmberRecoverableWindowGap/orders": "> 0", "AmberNoRecentBackup/catalog": "> 97200",
+		"AmberRestoreDrillFailed/orders": "amber_drill_success",
 	} {
 		if !strings.Contains(alerts[name], want) {
 			t.Errorf("alert %s: %q, want %q", name, alerts[name], want)
@@ -564,6 +575,9 @@ func TestMonitoring(t *testing.T) {
 	}
 	if _, ok := alerts["AmberArchiveLagOverRPO/catalog"]; ok {
 		t.Errorf("RPO alert for catalog, which does not archive")
+	}
+	if _, ok := alerts["AmberRestoreDrillFailed/catalog"]; ok {
+		t.Errorf("drill alert for catalog, which has no drills")
 	}
 	if d := render(t, "--set", "metrics.prometheusRule.enabled=true"); len(d["PrometheusRule"]) != 0 {
 		t.Errorf("a PrometheusRule without rules rendered (no databases declared)")
@@ -591,6 +605,8 @@ func TestSchemaRefuses(t *testing.T) {
 		{"unknown replica preference", "databases.orders.replica.preference=leader", `at '/databases/orders/replica/preference': value must be one of 'standby', 'primary', 'any'`},
 		{"misspelt key", "databases.orders.schedul=@daily", `at '/databases/orders': additional properties 'schedul' not allowed`},
 		{"bad retention", "databases.orders.retention.keepWithin=7 days", `at '/databases/orders/retention/keepWithin'`},
+		{"unknown drill target", "databases.orders.drills.schedule=@weekly,databases.orders.drills.target=yesterday", `at '/databases/orders/drills/target': value must be one of 'latest', 'random'`},
+		{"drills without a schedule", "databases.orders.drills.probe=SELECT 1", `at '/databases/orders/drills': missing propert`},
 		{"policy name not a DNS label", "databases.Orders_DB.engine=postgres", `Orders_DB`},
 		{"no credentials", "databases.pg.engine=postgres", `at '/databases/pg': missing propert`},
 	} {

@@ -73,14 +73,16 @@ func TestDashboard(t *testing.T) {
 		t.Errorf("dashboard without title or uid: %q %q", d.Title, d.UID)
 	}
 
-	// The metric names metrics.go defines.
-	src, err := os.ReadFile(filepath.Join(root, "sidecar", "agent", "metrics.go"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The metric names the sidecar's and the controller's metrics.go define.
 	defined := map[string]bool{}
-	for _, m := range regexp.MustCompile(`"(amber_[a-z0-9_]+)"`).FindAllStringSubmatch(string(src), -1) {
-		defined[m[1]] = true
+	for _, f := range []string{filepath.Join(root, "sidecar", "agent", "metrics.go"), filepath.Join(root, "controller", "controllers", "metrics.go")} {
+		src, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range regexp.MustCompile(`"(amber_[a-z0-9_]+)"`).FindAllStringSubmatch(string(src), -1) {
+			defined[m[1]] = true
+		}
 	}
 	if len(defined) < 10 {
 		t.Fatalf("found only %d metric names in sidecar/agent/metrics.go: %v", len(defined), defined)
@@ -150,12 +152,13 @@ func TestDashboard(t *testing.T) {
 	}
 	sort.Strings(unknown)
 	if len(unknown) > 0 {
-		t.Errorf("the dashboard queries metrics sidecar/agent/metrics.go does not define: %v", unknown)
+		t.Errorf("the dashboard queries metrics neither metrics.go defines: %v", unknown)
 	}
 	for _, want := range []string{
 		"amber_recoverable_window_start_timestamp_seconds", "amber_recoverable_window_end_timestamp_seconds",
 		"amber_archive_lag_seconds", "amber_last_backup_success_timestamp_seconds",
 		"amber_backup_duration_seconds", "amber_backup_bytes",
+		"amber_drill_success", "amber_drill_rto_seconds", "amber_drill_rpo_seconds",
 	} {
 		if !queried[want] {
 			t.Errorf("the dashboard has no panel on %s", want)

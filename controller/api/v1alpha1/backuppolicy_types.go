@@ -127,6 +127,80 @@ type BackupPolicySpec struct {
 	// Throttle bounds bandwidth.
 	// +optional
 	Throttle ThrottleSpec `json:"throttle,omitempty"`
+	// Drills schedule restore drills: a restore into a throwaway clone,
+	// an optional probe, RTO and RPO recorded, the clone deleted.
+	// +optional
+	Drills *DrillSpec `json:"drills,omitempty"`
+}
+
+// DrillTarget is the point a drill restores to.
+// +kubebuilder:validation:Enum=latest;random
+type DrillTarget string
+
+const (
+	DrillLatest DrillTarget = "latest"
+	DrillRandom DrillTarget = "random"
+)
+
+// DrillSpec says when and how to rehearse a restore.
+type DrillSpec struct {
+	// Schedule of drills, cron format like spec.schedule (UTC).
+	// +kubebuilder:validation:Pattern=`^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|@every [0-9]+[0-9hmsu.]*|(\S+ ){4}\S+)$`
+	Schedule string `json:"schedule"`
+	// Target: latest (default: everything the archive holds) or random (a
+	// random instant of the recoverable window).
+	// +kubebuilder:default=latest
+	// +optional
+	Target DrillTarget `json:"target,omitempty"`
+	// Probe is an SQL query run on the clone once it is ready; the drill
+	// fails when it errors or returns no row.
+	// +optional
+	Probe string `json:"probe,omitempty"`
+	// StatefulSet to drill when several carry the policy; default: the
+	// first archiving one.
+	// +optional
+	StatefulSet string `json:"statefulSet,omitempty"`
+	// Timeout of one drill, request to ready and probed; default 15m.
+	// +optional
+	Timeout *metav1.Duration `json:"timeout,omitempty"`
+}
+
+// DrillStatus records the last drill.
+type DrillStatus struct {
+	// LastScheduleTime is the schedule time of the last drill started.
+	// +optional
+	LastScheduleTime *metav1.Time `json:"lastScheduleTime,omitempty"`
+	// NextScheduleTime is when the next drill starts.
+	// +optional
+	NextScheduleTime *metav1.Time `json:"nextScheduleTime,omitempty"`
+	// Restore is the drill's Restore object (deleted when the drill ends).
+	// +optional
+	Restore string `json:"restore,omitempty"`
+	// Phase of the last drill: Running, Succeeded or Failed.
+	// +optional
+	Phase Phase `json:"phase,omitempty"`
+	// StartedAt and FinishedAt of the last drill.
+	// +optional
+	StartedAt *metav1.Time `json:"startedAt,omitempty"`
+	// +optional
+	FinishedAt *metav1.Time `json:"finishedAt,omitempty"`
+	// Target the last drill restored to: "latest" or the random time.
+	// +optional
+	Target string `json:"target,omitempty"`
+	// RTO measured: the drill's request to a ready (and probed) database.
+	// +optional
+	RTO *metav1.Duration `json:"rto,omitempty"`
+	// RPO achieved: the drill's request time minus the time of the last
+	// transaction the archived log held then (what a disaster at that
+	// moment would have lost).
+	// +optional
+	RPO *metav1.Duration `json:"rpo,omitempty"`
+	// Message says what happened, and why a drill failed.
+	// +optional
+	Message string `json:"message,omitempty"`
+	// LastSuccessfulTime is when a drill last succeeded.
+	// +optional
+	LastSuccessfulTime *metav1.Time `json:"lastSuccessfulTime,omitempty"`
 }
 
 // ArchiverStatus names the pod archiving for one StatefulSet.
@@ -173,6 +247,9 @@ type BackupPolicyStatus struct {
 	// Archivers lists the archiving pod of each StatefulSet.
 	// +optional
 	Archivers []ArchiverStatus `json:"archivers,omitempty"`
+	// Drill records the last restore drill (spec.drills).
+	// +optional
+	Drill *DrillStatus `json:"drill,omitempty"`
 }
 
 // BackupPolicy says how the databases of the StatefulSets whose pods carry

@@ -1,0 +1,317 @@
+package workload
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	"github.com/amber-backup/amber/controller/inject"
+	"github.com/amber-backup/amber/sidecar/repo"
+)
+
+// Labels and annotations of the objects a restore creates.
+const (
+	// LabelCloneOf names the StatefulSet a clone was restored from.
+	LabelCloneOf = "amber.dev/clone-of"
+	// LabelRestore names the Restore that created the object.
+	LabelRestore = "amber.dev/restore"
+	// AnnotationTarget says what the clone was restored to.
+	AnnotationTarget = "amber.dev/restore-target"
+	// RestoreContainer is the init container that fills the data directory.
+	RestoreContainer = "amber-restore"
+	// EnvCloneOf is set in the clone's containers to the source
+	// StatefulSet: a start script can tell it runs on restored data.
+	EnvCloneOf = "AMBER_CLONE_OF"
+
+	pathBin         = "/var/lib/amber/bin"
+	pathStorageKeys = "/var/run/amber/storage"
+	volBin          = "amber-bin"
+	volStorageKeys  = "amber-storage-keys"
+	volTmp          = "amber-tmp"
+)
+
+// StorageKeys are the credentials Secret's keys the clone's database
+// container gets (to fetch archived log), never the repository password.
+var StorageKeys = []string{"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION",
+	"B2_APPLICATION_KEY_ID", "B2_APPLICATION_KEY", "AMBER_S3_ENDPOINT"}
+
+// CloneOptions say how to build a clone.
+type CloneOptions struct {
+	Name, Namespace string
+	Restore         string // the Restore's name
+	Image           string // amber's image
+	PullPolicy      corev1.PullPolicy
+	Engine          string
+	RepoURL         string
+	// CredentialsSecret (in Namespace) and the key of the password in it.
+	CredentialsSecret, PasswordKey string
+	// Target: the arguments of amber restore that name the target
+	// (--backup, --to-time, --to-position); Description says it for people.
+	TargetArgs  []string
+	Description string
+}
+
+// Clone is what a restore creates.
+type Clone struct {
+	StatefulSet *appsv1.StatefulSet
+	Services    []*corev1.Service
+	// ConfigMaps and Secrets the workload uses, created only where missing.
+	ConfigMaps []*corev1.ConfigMap
+	Secrets    []*corev1.Secret
+	DataDir    string
+}
+
+// BuildClone makes the clone of workload w's StatefulSet: a new name, one
+// replica, new PVCs (from the same claim templates), pod labels of its
+// own (so the original's Services never select it), no Amber opt-in (so
+// it never archives into the original's stream), its own Services, and an
+// init container that restores the data directory with amber restore
+// before the database starts.
+func BuildClone(w *repo.Workload, o CloneOptions) (*Clone, error) {
+	out := &Clone{}
+	var src *appsv1.StatefulSet
+	var svcs []*corev1.Service
+	for _, raw := range w.Objects {
+		var tm metav1.TypeMeta
+		if err := json.Unmarshal(raw, &tm); err != nil {
+			return nil, fmt.Errorf("workload %s: %w", w.ID.Short(), err)
+		}
+		var err error
+		switch tm.Kind {
+		case "StatefulSet":
+			src = &appsv1.StatefulSet{}
+			err = json.Unmarshal(raw, src)
+		case "Service":
+			s := &corev1.Service{}
+			err = json.Unmarshal(raw, s)
+			svcs = append(svcs, s)
+		case "ConfigMap":
+			c := &corev1.ConfigMap{}
+			err = json.Unmarshal(raw, c)
+			c.Namespace = o.Namespace
+			out.ConfigMaps = append(out.ConfigMaps, c)
+		case "Secret":
+			s := &corev1.Secret{}
+			err = json.Unmarshal(raw, s)
+			s.Namespace = o.Namespace
+			out.Secrets = append(out.Secrets, s)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("workload %s: %s: %w", w.ID.Short(), tm.Kind, err)
+		}
+	}
+	if src == nil {
+		return nil, fmt.Errorf("workload %s holds no StatefulSet", w.ID.Short())
+	}
+	mark := func(m *metav1.ObjectMeta) {
+		if m.Labels == nil {
+			m.Labels = map[string]string{}
+		}
+		m.Labels[LabelCloneOf] = src.Name
+		m.Labels[LabelRestore] = o.Restore
+	}
+	for _, c := range out.ConfigMaps {
+		mark(&c.ObjectMeta)
+	}
+	for _, s := range out.Secrets {
+		mark(&s.ObjectMeta)
+	}
+
+	sts := &appsv1.StatefulSet{TypeMeta: src.TypeMeta, Spec: *src.Spec.DeepCopy()}
+	sts.Name, sts.Namespace = o.Name, o.Namespace
+	sts.Labels = copyMap(src.Labels)
+	mark(&sts.ObjectMeta)
+	sts.Annotations = map[string]string{AnnotationTarget: o.Description}
+	sts.Spec.Replicas = ptr.To[int32](1)
+	sts.Spec.ServiceName = o.Name
+
+	// Pod labels of its own: every selector label gets the clone's name.
+	sel := map[string]string{}
+	if src.Spec.Selector != nil {
+		for k := range src.Spec.Selector.MatchLabels {
+			sel[k] = o.Name
+		}
+	}
+	sel[LabelRestore] = o.Restore
+	sts.Spec.Selector = &metav1.LabelSelector{MatchLabels: sel}
+	tpl := &sts.Spec.Template
+	tpl.Labels = copyMap(tpl.Labels)
+	if tpl.Labels == nil {
+		tpl.Labels = map[string]string{}
+	}
+	delete(tpl.Labels, inject.LabelInject)
+	for k, v := range sel {
+		tpl.Labels[k] = v
+	}
+	tpl.Labels[LabelCloneOf] = src.Name
+	ann := map[string]string{}
+	for k, v := range tpl.Annotations {
+		if !strings.HasPrefix(k, "amber.dev/") {
+			ann[k] = v
+		}
+	}
+	tpl.Annotations = ann
+	for i := range sts.Spec.VolumeClaimTemplates {
+		mark(&sts.Spec.VolumeClaimTemplates[i].ObjectMeta)
+		sts.Spec.VolumeClaimTemplates[i].Status = corev1.PersistentVolumeClaimStatus{}
+	}
+
+	ps := &tpl.Spec
+	dbName := src.Spec.Template.Annotations[inject.AnnotationDatabaseContainer]
+	db := -1
+	for i := range ps.Containers {
+		if dbName == "" || ps.Containers[i].Name == dbName {
+			db = i
+			break
+		}
+	}
+	if db < 0 {
+		return nil, fmt.Errorf("StatefulSet %s has no database container %q", src.Name, dbName)
+	}
+	dataVol := src.Spec.Template.Annotations[inject.AnnotationDataVolume]
+	if dataVol == "" && len(sts.Spec.VolumeClaimTemplates) > 0 {
+		dataVol = sts.Spec.VolumeClaimTemplates[0].Name
+	}
+	mountPath := ""
+	for _, m := range ps.Containers[db].VolumeMounts {
+		if m.Name == dataVol && m.SubPath == "" && m.SubPathExpr == "" {
+			mountPath = m.MountPath
+		}
+	}
+	if mountPath == "" {
+		return nil, fmt.Errorf("the database container %s of StatefulSet %s mounts no data volume (claim template %q)", ps.Containers[db].Name, src.Name, dataVol)
+	}
+	out.DataDir = mountPath
+	for _, e := range ps.Containers[db].Env {
+		if e.Name == "PGDATA" && e.Value != "" && o.Engine == "postgres" {
+			out.DataDir = e.Value
+		}
+	}
+
+	pwKey := o.PasswordKey
+	if pwKey == "" {
+		pwKey = "password"
+	}
+	items := make([]corev1.KeyToPath, 0, len(StorageKeys))
+	for _, k := range StorageKeys {
+		items = append(items, corev1.KeyToPath{Key: k, Path: k})
+	}
+	ps.Volumes = append(ps.Volumes,
+		corev1.Volume{Name: volBin, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+		corev1.Volume{Name: volTmp, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+		corev1.Volume{Name: inject.VolumeRepository, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+			SecretName: o.CredentialsSecret, DefaultMode: ptr.To[int32](0o444)}}},
+		corev1.Volume{Name: volStorageKeys, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+			SecretName: o.CredentialsSecret, DefaultMode: ptr.To[int32](0o444), Items: items, Optional: ptr.To(true)}}},
+	)
+	dbc := &ps.Containers[db]
+	var mounts []corev1.VolumeMount
+	for _, m := range dbc.VolumeMounts {
+		for _, t := range sts.Spec.VolumeClaimTemplates {
+			if m.Name == t.Name {
+				mounts = append(mounts, m)
+			}
+		}
+	}
+	mounts = append(mounts,
+		corev1.VolumeMount{Name: volBin, MountPath: pathBin},
+		corev1.VolumeMount{Name: volTmp, MountPath: "/tmp"},
+		corev1.VolumeMount{Name: inject.VolumeRepository, MountPath: inject.PathRepository, ReadOnly: true})
+	args := []string{"restore", "--engine", o.Engine, "--data-dir", out.DataDir, "--name", w.Namespace + "/" + w.Name,
+		"--install-to", pathBin, "--report-file", "/dev/termination-log", "--skip-restored"}
+	args = append(args, o.TargetArgs...)
+	sc := &corev1.SecurityContext{
+		ReadOnlyRootFilesystem:   ptr.To(true),
+		AllowPrivilegeEscalation: ptr.To(false),
+		Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+	}
+	if s := dbc.SecurityContext; s != nil {
+		sc.RunAsUser, sc.RunAsGroup, sc.RunAsNonRoot = s.RunAsUser, s.RunAsGroup, s.RunAsNonRoot
+	}
+	restore := corev1.Container{
+		Name:            RestoreContainer,
+		Image:           o.Image,
+		ImagePullPolicy: o.PullPolicy,
+		Command:         []string{"/usr/local/bin/amber"},
+		Args:            args,
+		Env: []corev1.EnvVar{
+			{Name: "AMBER_REPO", Value: o.RepoURL},
+			{Name: "AMBER_PASSWORD_FILE", Value: inject.PathRepository + "/" + pwKey},
+			{Name: "AMBER_CREDENTIALS_DIR", Value: inject.PathRepository},
+			{Name: "AMBER_CACHE_DIR", Value: "-"},
+			{Name: "TMPDIR", Value: "/tmp"},
+		},
+		VolumeMounts:             mounts,
+		SecurityContext:          sc,
+		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+	}
+	ps.InitContainers = append([]corev1.Container{restore}, ps.InitContainers...)
+	for i := range ps.Containers {
+		c := &ps.Containers[i]
+		c.Env = append(c.Env, corev1.EnvVar{Name: EnvCloneOf, Value: src.Name})
+		if i == db {
+			c.Env = append(c.Env, corev1.EnvVar{Name: "AMBER_CREDENTIALS_DIR", Value: pathStorageKeys})
+			c.VolumeMounts = append(c.VolumeMounts,
+				corev1.VolumeMount{Name: volBin, MountPath: pathBin, ReadOnly: true},
+				corev1.VolumeMount{Name: volStorageKeys, MountPath: pathStorageKeys, ReadOnly: true})
+		}
+	}
+	out.StatefulSet = sts
+
+	for _, s := range svcs {
+		c := &corev1.Service{TypeMeta: s.TypeMeta, Spec: *s.Spec.DeepCopy()}
+		switch {
+		case s.Name == src.Spec.ServiceName:
+			c.Name = o.Name
+		case strings.HasPrefix(s.Name, src.Name):
+			c.Name = o.Name + strings.TrimPrefix(s.Name, src.Name)
+		default:
+			c.Name = o.Name + "-" + s.Name
+		}
+		c.Namespace = o.Namespace
+		c.Labels = copyMap(s.Labels)
+		mark(&c.ObjectMeta)
+		c.Spec.Selector = copyMap(sel)
+		if c.Spec.ClusterIP != corev1.ClusterIPNone {
+			c.Spec.ClusterIP = ""
+		}
+		c.Spec.ClusterIPs = nil
+		for i := range c.Spec.Ports {
+			c.Spec.Ports[i].NodePort = 0
+		}
+		c.Spec.HealthCheckNodePort = 0
+		out.Services = append(out.Services, c)
+	}
+	if len(svcs) == 0 || !hasService(out.Services, o.Name) {
+		// The governing Service the clone's serviceName names.
+		out.Services = append(out.Services, &corev1.Service{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Service"},
+			ObjectMeta: metav1.ObjectMeta{Name: o.Name, Namespace: o.Namespace, Labels: map[string]string{LabelCloneOf: src.Name, LabelRestore: o.Restore}},
+			Spec:       corev1.ServiceSpec{ClusterIP: corev1.ClusterIPNone, Selector: copyMap(sel)}})
+	}
+	return out, nil
+}
+
+func hasService(s []*corev1.Service, name string) bool {
+	for _, x := range s {
+		if x.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+func copyMap(m map[string]string) map[string]string {
+	if m == nil {
+		return nil
+	}
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}

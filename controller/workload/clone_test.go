@@ -1,0 +1,125 @@
+package workload
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+
+	"github.com/amber-backup/amber/controller/inject"
+	"github.com/amber-backup/amber/sidecar/repo"
+)
+
+// exampleWorkload is docs/examples/postgres-statefulset.yaml's StatefulSet
+// and ConfigMap as a captured workload, with a Service selecting its pods.
+func exampleWorkload(t *testing.T) *repo.Workload {
+	t.Helper()
+	b, err := os.ReadFile("../../docs/examples/postgres-statefulset.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &repo.Workload{Kind: KindKubernetes, Namespace: "shop", Name: "pg", Engine: "postgres"}
+	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(b), 4096)
+	for {
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			break
+		}
+		if len(raw) == 0 || strings.Contains(string(raw), `"BackupPolicy"`) {
+			continue
+		}
+		w.Objects = append(w.Objects, raw)
+	}
+	svc := `{"apiVersion":"v1","kind":"Service","metadata":{"name":"pg-rw","namespace":"shop"},
+		"spec":{"clusterIP":"10.0.0.7","clusterIPs":["10.0.0.7"],"selector":{"app":"pg"},"ports":[{"port":5432,"nodePort":30001}]}}`
+	w.Objects = append(w.Objects, json.RawMessage(svc))
+	return w
+}
+
+func TestBuildClone(t *testing.T) {
+	w := exampleWorkload(t)
+	c, err := BuildClone(w, CloneOptions{Name: "pg-copy", Namespace: "dr", Restore: "r1", Image: "amber:test", Engine: "postgres",
+		RepoURL: "s3://b/pg", CredentialsSecret: "pg-backup", TargetArgs: []string{"--to-time", "2026-11-28T10:00:00Z"}, Description: "time x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := c.StatefulSet
+	if s.Name != "pg-copy" || s.Namespace != "dr" || *s.Spec.Replicas != 1 || s.Spec.ServiceName != "pg-copy" ||
+		s.Labels[LabelCloneOf] != "pg" || s.Labels[LabelRestore] != "r1" || s.Annotations[AnnotationTarget] != "time x" {
+		t.Fatalf("clone StatefulSet meta/spec: %+v %+v", s.ObjectMeta, s.Spec)
+	}
+	tl := s.Spec.Template.Labels
+	if tl["app"] != "pg-copy" || tl[inject.LabelInject] != "" || s.Spec.Template.Annotations[inject.AnnotationPolicy] != "" {
+		t.Fatalf("clone pod labels %v annotations %v: want its own app label and no Amber opt-in", tl, s.Spec.Template.Annotations)
+	}
+	for k, v := range s.Spec.Selector.MatchLabels {
+		if tl[k] != v {
+			t.Fatalf("selector %v does not match the pod labels %v", s.Spec.Selector.MatchLabels, tl)
+		}
+	}
+	if c.DataDir != "/data/pgdata" {
+		t.Fatalf("data dir %q, want PGDATA /data/pgdata", c.DataDir)
+	}
+	ic := s.Spec.Template.Spec.InitContainers[0]
+	if ic.Name != RestoreContainer || ic.Image != "amber:test" || !slices.Contains(ic.Args, "--to-time") ||
+		!slices.Contains(ic.Args, "shop/pg") || !slices.Contains(ic.Args, "/data/pgdata") {
+		t.Fatalf("restore init container: %+v", ic)
+	}
+	for _, e := range ic.Env {
+		if strings.Contains(e.Value, "conformance") || e.ValueFrom != nil {
+			t.Fatalf("init container env %+v carries a secret", e)
+		}
+	}
+	db := s.Spec.Template.Spec.Containers[0]
+	env := map[string]string{}
+	for _, e := range db.Env {
+		env[e.Name] = e.Value
+	}
+	if env[EnvCloneOf] != "pg" || env["AMBER_CREDENTIALS_DIR"] != pathStorageKeys {
+		t.Fatalf("database container env %v", env)
+	}
+	for _, m := range db.VolumeMounts {
+		if m.Name == inject.VolumeRepository {
+			t.Fatal("the database container mounts the whole credentials Secret (with the password)")
+		}
+	}
+	for _, v := range s.Spec.Template.Spec.Volumes {
+		if v.Name == volStorageKeys {
+			for _, it := range v.Secret.Items {
+				if it.Key == "password" {
+					t.Fatal("the storage keys volume holds the password")
+				}
+			}
+		}
+	}
+	names := map[string]*corev1.Service{}
+	for _, svc := range c.Services {
+		names[svc.Name] = svc
+	}
+	rw := names["pg-copy-rw"]
+	if rw == nil || names["pg-copy"] == nil || rw.Spec.Selector["app"] != "pg-copy" || rw.Spec.ClusterIP != "" || rw.Spec.Ports[0].NodePort != 0 {
+		t.Fatalf("clone Services: %+v", c.Services)
+	}
+	if len(c.ConfigMaps) != 1 || c.ConfigMaps[0].Name != "pg-topology" || c.ConfigMaps[0].Namespace != "dr" {
+		t.Fatalf("ConfigMaps to recreate: %+v", c.ConfigMaps)
+	}
+}
+
+func TestReferences(t *testing.T) {
+	ps := &corev1.PodSpec{
+		Volumes: []corev1.Volume{{Name: "a", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "cm1"}}}},
+			{Name: "b", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "s1"}}}},
+		ImagePullSecrets: []corev1.LocalObjectReference{{Name: "pull"}},
+		Containers: []corev1.Container{{EnvFrom: []corev1.EnvFromSource{{ConfigMapRef: &corev1.ConfigMapEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: "cm2"}}}},
+			Env: []corev1.EnvVar{{Name: "X", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "s2"}, Key: "k"}}}}}},
+	}
+	cms, secs := references(ps)
+	if strings.Join(cms, ",") != "cm1,cm2" || strings.Join(secs, ",") != "pull,s1,s2" {
+		t.Fatalf("references: %v %v", cms, secs)
+	}
+}
