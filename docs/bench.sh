@@ -429,7 +429,7 @@ EOF
 if [ "${BENCH_ONLY:-}" = restic ] && [ -f "$out" ]; then
   # Only this section was measured: keep the other sections of the report
   # as their own runs wrote them (each names its date and commit).
-  sed -n '/^# PostgreSQL: amber against pgBackRest/,$p' "$out" >>"$out.tmp"
+  { echo; sed -n '/^# PostgreSQL: amber against pgBackRest/,$p' "$out"; } >>"$out.tmp"
 fi
 mv "$out.tmp" "$out"
 say "wrote ${out#"$root"/}"
