@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"os"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -351,56 +353,60 @@ func dumpTable(ctx context.Context, c *sql.Conn, out io.Writer, t table) error {
 		quoted[k] = quoteIdent(col)
 	}
 	list := strings.Join(quoted, ", ")
-	rows, err := c.QueryContext(ctx, "SELECT "+list+" FROM "+q)
-	if err != nil {
-		return err
-	}
-	defer rows.Close()
-	vals := make([]sql.RawBytes, len(cols))
-	ptrs := make([]any, len(cols))
-	for k := range vals {
-		ptrs[k] = &vals[k]
-	}
 	prefix := "INSERT INTO " + q + " (" + list + ") VALUES\n"
 	size, n := 0, 0
 	var row []byte // one row's literals, reused
-	for rows.Next() {
-		if err := rows.Scan(ptrs...); err != nil {
+	// The driver's rows, not database/sql's: no per-value conversion into
+	// the scan destinations and no lock per row.
+	err = c.Raw(func(dc any) error {
+		qc, ok := dc.(driver.QueryerContext)
+		if !ok {
+			return fmt.Errorf("the MySQL driver connection (%T) cannot query", dc)
+		}
+		rows, err := qc.QueryContext(ctx, "SELECT "+list+" FROM "+q, nil)
+		if err != nil {
 			return err
 		}
-		row = row[:0]
-		if size == 0 {
-			row = append(row, prefix...)
-		} else {
-			row = append(row, ",\n"...)
-		}
-		row = append(row, '(')
-		for k, v := range vals {
-			if k > 0 {
-				row = append(row, ',')
-			}
-			if v == nil {
-				row = append(row, "NULL"...)
-			} else {
-				row = appendValue(row, kinds[k], v)
-			}
-		}
-		row = append(row, ')')
-		size += len(row)
-		if size >= statementSize {
-			row = append(row, ";\n"...)
-			size = 0
-		}
-		if _, err := bw.Write(row); err != nil {
-			return err
-		}
-		if n++; n%4096 == 0 {
-			if err := ctx.Err(); err != nil {
+		defer rows.Close()
+		vals := make([]driver.Value, len(cols))
+		for {
+			if err := rows.Next(vals); err == io.EOF {
+				return nil
+			} else if err != nil {
 				return err
 			}
+			row = row[:0]
+			if size == 0 {
+				row = append(row, prefix...)
+			} else {
+				row = append(row, ",\n"...)
+			}
+			row = append(row, '(')
+			for k, v := range vals {
+				if k > 0 {
+					row = append(row, ',')
+				}
+				if row, err = appendDriverValue(row, kinds[k], v); err != nil {
+					return fmt.Errorf("column %s: %w", cols[k], err)
+				}
+			}
+			row = append(row, ')')
+			size += len(row)
+			if size >= statementSize {
+				row = append(row, ";\n"...)
+				size = 0
+			}
+			if _, err := bw.Write(row); err != nil {
+				return err
+			}
+			if n++; n%4096 == 0 {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+			}
 		}
-	}
-	if err := rows.Err(); err != nil {
+	})
+	if err != nil {
 		return err
 	}
 	if err := ctx.Err(); err != nil {
@@ -469,6 +475,29 @@ func columnKind(typ, charset string) valueKind {
 // escapes maps the bytes mariadb-dump escapes in a string literal
 // (mysql_real_escape_string) to their escape letter; 0 for the rest.
 var escapes = [256]byte{0: '0', '\n': 'n', '\r': 'r', '\\': '\\', '\'': '\'', '"': '"', 0x1a: 'Z'}
+
+// appendDriverValue appends v, a value as the MySQL driver's text rows
+// give it (bytes, or integers and floats it parsed from the server's
+// text), as an SQL literal.
+func appendDriverValue(b []byte, k valueKind, v driver.Value) ([]byte, error) {
+	switch x := v.(type) {
+	case nil:
+		return append(b, "NULL"...), nil
+	case []byte:
+		return appendValue(b, k, x), nil
+	case int64:
+		return strconv.AppendInt(b, x, 10), nil
+	case uint64:
+		return strconv.AppendUint(b, x, 10), nil
+	case float32:
+		return strconv.AppendFloat(b, float64(x), 'g', -1, 32), nil
+	case float64:
+		return strconv.AppendFloat(b, x, 'g', -1, 64), nil
+	case string:
+		return appendValue(b, k, []byte(x)), nil
+	}
+	return b, fmt.Errorf("unexpected value type %T from the driver", v)
+}
 
 // appendValue appends v, a non-NULL value of a column of kind k as the
 // server sent it, as an SQL literal. Quoted strings use backslash escapes:
