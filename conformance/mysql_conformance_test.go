@@ -59,7 +59,10 @@ func mysqlRestoreStdout(t *testing.T, amber conformance.AmberRunner) {
 	src := testbed.StartMariaDB(t, testbed.MariaDBOptions{})
 	src.SQL(t, `CREATE TABLE app.a (id int PRIMARY KEY, v text); INSERT INTO app.a VALUES (1, 'x'), (2, 'ü');
 		CREATE TABLE app.b (id int PRIMARY KEY); INSERT INTO app.b VALUES (7);
-		CREATE VIEW app.ab AS SELECT a.id, a.v FROM app.a JOIN app.b ON b.id > a.id`)
+		CREATE VIEW app.ab AS SELECT a.id, a.v FROM app.a JOIN app.b ON b.id > a.id;
+		CREATE TABLE app.tricky (id int PRIMARY KEY, u text CHARACTER SET utf8mb4, l varchar(50) CHARACTER SET latin1, b blob);
+		INSERT INTO app.tricky VALUES (1, CONVERT(UNHEX('27225C000A0D1A3BF09F9880') USING utf8mb4), UNHEX('E9FF80275C00'), UNHEX('00FF275C1A0A')),
+			(2, CONVERT(UNHEX('5C') USING utf8mb4), '', '')`)
 	repo := filepath.Join(t.TempDir(), "repo")
 	run := func(stdout *bytes.Buffer, args ...string) {
 		t.Helper()

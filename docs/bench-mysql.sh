@@ -357,10 +357,10 @@ counted for any tool). The global read lock of amber's logical backup was held $
 - amber kept $(util amber_logical) cores busy on the logical backup (mydumper $(util mydumper), mariadb-dump|zstd
   $(util mariadb_dump)); $(util amber_physical) on the physical backup (mariadb-backup|zstd $(util mariadb_backup)). Every byte amber
   stores is chunked, hashed, compressed and encrypted, which the peers do not do (mydumper does not even compress).
-- amber's dump is $(mb "$sql_bytes") MB of SQL for $(mb "$data_bytes") MB of InnoDB data: it writes every string, binary
-  and JSON value as a hex literal of its bytes (so that no character set conversion can touch it), twice the
-  value's size, and every byte of it is chunked, hashed, compressed and encrypted. mariadb-dump writes escaped
-  strings.
+- amber's dump is $(mb "$sql_bytes") MB of SQL for $(mb "$data_bytes") MB of InnoDB data: like mariadb-dump it writes
+  text as escaped string literals in multi-row INSERTs of about 1 MiB (only binary, BLOB and BIT values, and text
+  whose bytes are not valid in the dump's utf8mb4 session, as hex), and every byte of it is chunked, hashed,
+  compressed and encrypted.
 - amber's logical restore loads through one \`mariadb\` client session (parallel loading is not implemented), so
   it is bounded by one server thread, like the single client; myloader uses 2.
 - On $(nproc) shared cores the server, the tool and amber compete for the same CPUs; the ratios here are of one run.

@@ -4,15 +4,19 @@ import (
 	"bufio"
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 )
 
 // Sink receives the entries of a dump one at a time.
@@ -320,11 +324,11 @@ func dumpTableEntry(ctx context.Context, c *sql.Conn, sink Sink, mu *sync.Mutex,
 	return w.Close()
 }
 
-// dumpTable writes the rows of t as INSERT statements of about 1 MiB.
-// Strings, binary values, BIT, ENUM, SET and JSON are written as hex
-// literals of the bytes the server stores (the session reads results
-// unconverted), so no character set conversion touches them; numbers and
-// temporal values as the server prints them.
+// dumpTable writes the rows of t as multi-row INSERT statements of about
+// 1 MiB (as mariadb-dump's extended inserts). The session reads results
+// unconverted (character_set_results = binary), so every value arrives as
+// the bytes the server stores; appendValue writes each as a literal that
+// gives those bytes back (see valueKind).
 func dumpTable(ctx context.Context, c *sql.Conn, out io.Writer, t table) error {
 	bw := bufio.NewWriterSize(out, 256<<10)
 	bw.WriteString(header)
@@ -337,7 +341,7 @@ func dumpTable(ctx context.Context, c *sql.Conn, out io.Writer, t table) error {
 		fmt.Fprintf(bw, "SELECT SETVAL(%s, %s, 0);\n", q, next)
 		return bw.Flush()
 	}
-	cols, dataTypes, err := insertableColumns(ctx, c, t.name)
+	cols, kinds, err := insertableColumns(ctx, c, t.name)
 	if err != nil {
 		return err
 	}
@@ -349,50 +353,63 @@ func dumpTable(ctx context.Context, c *sql.Conn, out io.Writer, t table) error {
 		quoted[k] = quoteIdent(col)
 	}
 	list := strings.Join(quoted, ", ")
-	rows, err := c.QueryContext(ctx, "SELECT "+list+" FROM "+q)
+	prefix := "INSERT INTO " + q + " (" + list + ") VALUES\n"
+	size, n := 0, 0
+	var row []byte // one row's literals, reused
+	// The driver's rows, not database/sql's: no per-value conversion into
+	// the scan destinations and no lock per row.
+	err = c.Raw(func(dc any) error {
+		qc, ok := dc.(driver.QueryerContext)
+		if !ok {
+			return fmt.Errorf("the MySQL driver connection (%T) cannot query", dc)
+		}
+		rows, err := qc.QueryContext(ctx, "SELECT "+list+" FROM "+q, nil)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		vals := make([]driver.Value, len(cols))
+		for {
+			if err := rows.Next(vals); err == io.EOF {
+				return nil
+			} else if err != nil {
+				return err
+			}
+			row = row[:0]
+			if size == 0 {
+				row = append(row, prefix...)
+			} else {
+				row = append(row, ",\n"...)
+			}
+			row = append(row, '(')
+			for k, v := range vals {
+				if k > 0 {
+					row = append(row, ',')
+				}
+				if row, err = appendDriverValue(row, kinds[k], v); err != nil {
+					return fmt.Errorf("column %s: %w", cols[k], err)
+				}
+			}
+			row = append(row, ')')
+			size += len(row)
+			if size >= statementSize {
+				row = append(row, ";\n"...)
+				size = 0
+			}
+			if _, err := bw.Write(row); err != nil {
+				return err
+			}
+			if n++; n%4096 == 0 {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+			}
+		}
+	})
 	if err != nil {
 		return err
 	}
-	defer rows.Close()
-	vals := make([]sql.RawBytes, len(cols))
-	ptrs := make([]any, len(cols))
-	for k := range vals {
-		ptrs[k] = &vals[k]
-	}
-	prefix := "INSERT INTO " + q + " (" + list + ") VALUES\n"
-	size := 0
-	for rows.Next() {
-		if err := rows.Scan(ptrs...); err != nil {
-			return err
-		}
-		if size == 0 {
-			bw.WriteString(prefix)
-			size = len(prefix)
-		} else {
-			bw.WriteString(",\n")
-		}
-		bw.WriteByte('(')
-		for k, v := range vals {
-			if k > 0 {
-				bw.WriteByte(',')
-			}
-			if v == nil {
-				bw.WriteString("NULL")
-			} else {
-				writeValue(bw, dataTypes[k], v)
-			}
-			size += 2*len(v) + 4
-		}
-		bw.WriteByte(')')
-		if size >= statementSize {
-			bw.WriteString(";\n")
-			size = 0
-		}
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-	}
-	if err := rows.Err(); err != nil {
+	if err := ctx.Err(); err != nil {
 		return err
 	}
 	if size > 0 {
@@ -401,54 +418,165 @@ func dumpTable(ctx context.Context, c *sql.Conn, out io.Writer, t table) error {
 	return bw.Flush()
 }
 
-// writeValue writes v, a value of column type typ (information_schema
-// DATA_TYPE) as the server printed it, as an SQL literal.
-func writeValue(w *bufio.Writer, typ string, v []byte) {
+// valueKind is how a column's values are written.
+type valueKind uint8
+
+const (
+	// kindNumber: integers, DECIMAL, FLOAT, DOUBLE, YEAR, as the server
+	// prints them, unquoted.
+	kindNumber valueKind = iota
+	// kindPlain: temporal types, UUID, INET4/6: ASCII as printed, with no
+	// quote or backslash in it, quoted.
+	kindPlain
+	// kindUTF8: text in utf8mb4, utf8mb3 (and MySQL's JSON): a quoted,
+	// escaped string when the bytes are valid UTF-8 (they read the same in
+	// the dump's utf8mb4 session), else hex.
+	kindUTF8
+	// kindASCII: text in a character set whose first 128 code points are
+	// ASCII's (latin1, cp1251, ...): a quoted, escaped string when every
+	// byte is ASCII, else hex.
+	kindASCII
+	// kindBinary: binary strings, BLOBs, BIT, spatial types, and text in
+	// any other character set (ucs2, utf16, utf32, swe7, multi-byte Asian
+	// sets): hex, the bytes as stored.
+	kindBinary
+)
+
+// asciiCharsets are the single-byte character sets in which bytes below
+// 0x80 mean what they mean in ASCII, so an ASCII string literal in the
+// utf8mb4 session converts to the same bytes.
+var asciiCharsets = map[string]bool{"latin1": true, "latin2": true, "latin5": true, "latin7": true, "ascii": true,
+	"cp1250": true, "cp1251": true, "cp1256": true, "cp1257": true, "cp850": true, "cp852": true, "cp866": true,
+	"koi8r": true, "koi8u": true, "greek": true, "hebrew": true, "armscii8": true, "geostd8": true, "keybcs2": true,
+	"macce": true, "macroman": true, "tis620": true, "dec8": true, "hp8": true}
+
+// columnKind is the valueKind of a column of DATA_TYPE typ and
+// CHARACTER_SET_NAME charset ("" when it has none).
+func columnKind(typ, charset string) valueKind {
 	switch strings.ToLower(typ) {
 	case "tinyint", "smallint", "mediumint", "int", "bigint", "decimal", "float", "double", "year":
-		w.Write(v)
-		return
+		return kindNumber
 	case "date", "time", "datetime", "timestamp", "uuid", "inet4", "inet6":
-		// ASCII as printed, with no quote or backslash in it.
-		w.WriteByte('\'')
-		w.Write(v)
-		w.WriteByte('\'')
-		return
+		return kindPlain
+	case "json":
+		if charset == "" {
+			return kindUTF8 // MySQL's JSON type: utf8mb4 text
+		}
+	}
+	switch cs := strings.ToLower(charset); {
+	case cs == "utf8mb4" || cs == "utf8mb3" || cs == "utf8":
+		return kindUTF8
+	case asciiCharsets[cs]:
+		return kindASCII
+	}
+	return kindBinary
+}
+
+// escapes maps the bytes mariadb-dump escapes in a string literal
+// (mysql_real_escape_string) to their escape letter; 0 for the rest.
+var escapes = [256]byte{0: '0', '\n': 'n', '\r': 'r', '\\': '\\', '\'': '\'', '"': '"', 0x1a: 'Z'}
+
+// appendDriverValue appends v, a value as the MySQL driver's text rows
+// give it (bytes, or integers and floats it parsed from the server's
+// text), as an SQL literal.
+func appendDriverValue(b []byte, k valueKind, v driver.Value) ([]byte, error) {
+	switch x := v.(type) {
+	case nil:
+		return append(b, "NULL"...), nil
+	case []byte:
+		return appendValue(b, k, x), nil
+	case int64:
+		return strconv.AppendInt(b, x, 10), nil
+	case uint64:
+		return strconv.AppendUint(b, x, 10), nil
+	case float32:
+		return strconv.AppendFloat(b, float64(x), 'g', -1, 32), nil
+	case float64:
+		return strconv.AppendFloat(b, x, 'g', -1, 64), nil
+	case string:
+		return appendValue(b, k, []byte(x)), nil
+	}
+	return b, fmt.Errorf("unexpected value type %T from the driver", v)
+}
+
+// appendValue appends v, a non-NULL value of a column of kind k as the
+// server sent it, as an SQL literal. Quoted strings use backslash escapes:
+// every dump entry's header sets a session sql_mode without
+// NO_BACKSLASH_ESCAPES.
+func appendValue(b []byte, k valueKind, v []byte) []byte {
+	switch k {
+	case kindNumber:
+		return append(b, v...)
+	case kindPlain:
+		b = append(b, '\'')
+		b = append(b, v...)
+		return append(b, '\'')
+	case kindUTF8:
+		if utf8.Valid(v) {
+			return appendQuoted(b, v)
+		}
+	case kindASCII:
+		if isASCII(v) {
+			return appendQuoted(b, v)
+		}
 	}
 	if len(v) == 0 {
-		w.WriteString("''")
-		return
+		return append(b, "''"...)
 	}
-	w.WriteString("0x")
-	var buf [4096]byte
-	for len(v) > 0 {
-		k := min(len(v), len(buf)/2)
-		hex.Encode(buf[:], v[:k])
-		w.Write(buf[:2*k])
-		v = v[k:]
+	b = append(b, "0x"...)
+	n := len(b)
+	b = slices.Grow(b, 2*len(v))[:n+2*len(v)]
+	hex.Encode(b[n:], v)
+	return b
+}
+
+func appendQuoted(b, v []byte) []byte {
+	b = slices.Grow(b, len(v)+2)
+	b = append(b, '\'')
+	for {
+		i := 0
+		for i < len(v) && escapes[v[i]] == 0 {
+			i++
+		}
+		b = append(b, v[:i]...)
+		if i == len(v) {
+			break
+		}
+		b = append(b, '\\', escapes[v[i]])
+		v = v[i+1:]
 	}
+	return append(b, '\'')
+}
+
+func isASCII(v []byte) bool {
+	for _, c := range v {
+		if c >= 0x80 {
+			return false
+		}
+	}
+	return true
 }
 
 // insertableColumns lists t's columns that take values (not generated)
-// and their types.
-func insertableColumns(ctx context.Context, c *sql.Conn, t string) (cols, types []string, err error) {
-	rows, err := c.QueryContext(ctx, `SELECT COLUMN_NAME, DATA_TYPE, EXTRA FROM information_schema.COLUMNS
+// and how their values are written.
+func insertableColumns(ctx context.Context, c *sql.Conn, t string) (cols []string, kinds []valueKind, err error) {
+	rows, err := c.QueryContext(ctx, `SELECT COLUMN_NAME, DATA_TYPE, EXTRA, COALESCE(CHARACTER_SET_NAME, '') FROM information_schema.COLUMNS
 		WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION`, t)
 	if err != nil {
 		return nil, nil, err
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var n, typ, extra string
-		if err := rows.Scan(&n, &typ, &extra); err != nil {
+		var n, typ, extra, charset string
+		if err := rows.Scan(&n, &typ, &extra, &charset); err != nil {
 			return nil, nil, err
 		}
 		if x := strings.ToUpper(extra); strings.Contains(x, "GENERATED") || strings.Contains(x, "VIRTUAL") {
 			continue
 		}
-		cols, types = append(cols, n), append(types, typ)
+		cols, kinds = append(cols, n), append(kinds, columnKind(typ, charset))
 	}
-	return cols, types, rows.Err()
+	return cols, kinds, rows.Err()
 }
 
 // dumpPost writes views (each after the views it reads), routines,
