@@ -806,7 +806,7 @@ func TestErrors(t *testing.T) {
 		}
 		defer bare.Stop()
 		bkc := userKubeconfig(t, bare, envtest.User{Name: "admin", Groups: []string{"system:masters"}}, "default")
-		for _, args := range [][]string{{"backup", "pg"}, {"ls"}, {"status", "-A"}, {"ls", "--json"}} {
+		for _, args := range [][]string{{"backup", "pg"}, {"restore", "pg", "--name", "c"}, {"ls"}, {"status", "-A"}, {"ls", "--json"}} {
 			r := runBin(t, pluginBin, bkc, args...)
 			if r.code != 1 || !strings.Contains(r.stderr, "install the CRDs: kubectl apply -f controller/config/crd/") {
 				t.Errorf("%q without the CRDs: %s", args, r)
