@@ -44,6 +44,10 @@ type restoreFlags struct {
 	timeout               time.Duration
 }
 
+// labelRestore marks a clone's objects with its Restore
+// (workload.LabelRestore).
+const labelRestore = "amber.dev/restore"
+
 // maxCloneName is the CRD's limit on spec.cloneName (the pod's name and
 // its StatefulSet's controller-revision label must fit).
 const maxCloneName = 52
@@ -165,6 +169,9 @@ The clone outlives the Restore; remove it with
 			}
 			policy, sts, err := c.resolveSource(ctx, args[0], f.sts, f.sourceNS)
 			if err != nil {
+				return err
+			}
+			if err := c.checkCloneName(ctx, f.name); err != nil {
 				return err
 			}
 			rs := &amberv1.Restore{
@@ -359,6 +366,25 @@ func (c *conn) policyOfStatefulSet(ctx context.Context, ns, name string) (string
 		return p, nil
 	}
 	return "", nil
+}
+
+// checkCloneName refuses a clone name that a StatefulSet of the namespace
+// has which is not a clone of a Restore of that name (the controller would
+// fail with CloneExists). What cannot be read is left to the controller.
+func (c *conn) checkCloneName(ctx context.Context, name string) error {
+	raw, err := c.rc.Get().AbsPath("/apis/apps/v1/namespaces", c.ns, "statefulsets", name).Do(ctx).Raw()
+	if err != nil {
+		return nil
+	}
+	var sts struct {
+		Metadata struct {
+			Labels map[string]string `json:"labels"`
+		} `json:"metadata"`
+	}
+	if json.Unmarshal(raw, &sts) != nil || sts.Metadata.Labels[labelRestore] == name {
+		return nil
+	}
+	return fmt.Errorf("StatefulSet %s exists in namespace %s and is no clone of a Restore named %s: choose another --name", name, c.ns, name)
 }
 
 // listIn lists resource in namespace ns.

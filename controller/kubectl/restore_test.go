@@ -310,6 +310,7 @@ func TestRestoreValidation(t *testing.T) {
 		{[]string{"pg", "--name", "c", "--to-position", "0/1", "--backup", "abc"}, 2, "--to-position and --backup cannot be combined"},
 		{[]string{"pg", "--name", "c", "--timeout", "1m"}, 2, "--timeout bounds --wait; add --wait"},
 		{[]string{"nothing", "--name", "c"}, 1, `"nothing" is neither a BackupPolicy of namespace ` + ns},
+		{[]string{"pg", "--name", "orders"}, 1, "StatefulSet orders exists in namespace " + ns + " and is no clone of a Restore named orders: choose another --name"},
 		{[]string{"db", "--statefulset", "db", "--name", "c"}, 2, `"db" is no BackupPolicy in namespace ` + ns + "; --statefulset goes with a BackupPolicy"},
 	} {
 		r := runBin(t, amberBin, kc, append([]string{"k8s", "restore"}, tc.args...)...)
