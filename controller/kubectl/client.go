@@ -21,6 +21,7 @@ import (
 const (
 	resBackups  = "backups"
 	resPolicies = "backuppolicies"
+	resRestores = "restores"
 )
 
 // conn is a connection to one cluster's amber.dev/v1alpha1 API.
@@ -91,7 +92,11 @@ func (c *conn) list(ctx context.Context, resource string, all bool, into runtime
 
 func (c *conn) create(ctx context.Context, resource string, obj, into runtime.Object) error {
 	err := c.rc.Post().Namespace(c.ns).Resource(resource).Body(obj).Do(ctx).Into(into)
-	return c.explain(ctx, err, "create", resource, "", false)
+	name := ""
+	if m, ok := obj.(metav1.Object); ok {
+		name = m.GetName()
+	}
+	return c.explain(ctx, err, "create", resource, name, false)
 }
 
 // watchOne watches the object name of resource from resourceVersion on.
@@ -127,7 +132,13 @@ func (c *conn) explain(ctx context.Context, err error, verb, resource, name stri
 		if name != "" && resource == resBackups {
 			return fmt.Errorf("Backup %q not found in %s", name, where)
 		}
+		if name != "" && resource == resRestores {
+			return fmt.Errorf("Restore %q not found in %s", name, where)
+		}
 		return err
+	case apierrors.IsAlreadyExists(err) && resource == resRestores:
+		return fmt.Errorf("a Restore named %s exists in %s already: choose another --name, or delete the old one with `kubectl delete restore %s -n %s` (its clone stays)",
+			name, where, name, c.ns)
 	case apierrors.IsForbidden(err):
 		scope := "-n " + c.ns
 		if all {

@@ -1,8 +1,9 @@
 // Package kubectl is the command line of Amber's Kubernetes half: `amber k8s
-// backup|ls|status`, which is also the kubectl plugin `kubectl amber` (the
-// amber binary installed as kubectl-amber). It creates Backup objects,
-// follows them, and shows Backups and BackupPolicies as the controller
-// reports them; it never talks to a sidecar or a repository itself.
+// backup|restore|ls|status`, which is also the kubectl plugin `kubectl amber`
+// (the amber binary installed as kubectl-amber). It creates Backup and
+// Restore objects, follows them, and shows Backups and BackupPolicies as the
+// controller reports them; it never talks to a sidecar or a repository
+// itself.
 //
 // It talks to the Kubernetes API through client-go's REST client with a
 // scheme holding only amber.dev/v1alpha1, and imports of Amber's own code

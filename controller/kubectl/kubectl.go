@@ -54,7 +54,7 @@ type globals struct {
 }
 
 // Command returns `amber k8s` (or, with o.Plugin, `kubectl amber`) and its
-// subcommands backup, ls and status.
+// subcommands backup, restore, ls and status.
 func Command(o Options) *cobra.Command {
 	g := &globals{prog: "amber k8s", clk: clock.Or(o.Clock), workloads: o.Workloads}
 	use := "k8s"
@@ -65,12 +65,12 @@ func Command(o Options) *cobra.Command {
 	p := g.prog
 	cmd := &cobra.Command{
 		Use:   use,
-		Short: "Back up and inspect the databases Amber protects on Kubernetes",
+		Short: "Back up, restore and inspect the databases Amber protects on Kubernetes",
 		Long: `Drive Amber's Kubernetes half from the command line: ask for a backup of a
-StatefulSet's database now, and see what the controller reports about
-Backups and BackupPolicies. These commands create and read the amber.dev
-objects (BackupPolicy, Backup) through the Kubernetes API; amber-controller
-does the work.
+StatefulSet's database now, restore one into a clone StatefulSet, and see
+what the controller reports about Backups and BackupPolicies. These commands
+create and read the amber.dev objects (BackupPolicy, Backup, Restore)
+through the Kubernetes API; amber-controller does the work.
 
 The same commands are the kubectl plugin ` + "`kubectl amber`" + `: install the amber
 binary (or a link to it) as kubectl-amber anywhere on $PATH.
@@ -79,6 +79,7 @@ The cluster comes from --kubeconfig, else $KUBECONFIG, else ~/.kube/config,
 else the pod's service account when run inside a cluster. The namespace is
 --namespace, else the kubeconfig context's namespace, else "default".`,
 		Example: `  ` + p + ` backup pg --wait   # back up now and wait until it is stored
+  ` + p + ` restore pg --name pg-copy --to-time 2026-11-27T18:00:00Z --wait
   ` + p + ` ls -n prod         # the Backups of namespace prod
   ` + p + ` status -A          # every BackupPolicy: archivers, last good backup, next run`,
 		Args: noArgs,
@@ -95,7 +96,7 @@ else the pod's service account when run inside a cluster. The namespace is
 	pf.StringVar(&g.kubeconfig, "kubeconfig", "", "kubeconfig file (default: $KUBECONFIG, else ~/.kube/config, else in-cluster)")
 	pf.StringVar(&g.context, "context", "", "kubeconfig context (default: its current context)")
 	pf.StringVarP(&g.namespace, "namespace", "n", "", "namespace (default: the context's namespace)")
-	cmd.AddCommand(g.backupCommand(), g.lsCommand(), g.statusCommand())
+	cmd.AddCommand(g.backupCommand(), g.restoreCommand(), g.lsCommand(), g.statusCommand())
 	return cmd
 }
 

@@ -806,7 +806,7 @@ func TestErrors(t *testing.T) {
 		}
 		defer bare.Stop()
 		bkc := userKubeconfig(t, bare, envtest.User{Name: "admin", Groups: []string{"system:masters"}}, "default")
-		for _, args := range [][]string{{"backup", "pg"}, {"ls"}, {"status", "-A"}, {"ls", "--json"}} {
+		for _, args := range [][]string{{"backup", "pg"}, {"restore", "pg", "--name", "c"}, {"ls"}, {"status", "-A"}, {"ls", "--json"}} {
 			r := runBin(t, pluginBin, bkc, args...)
 			if r.code != 1 || !strings.Contains(r.stderr, "install the CRDs: kubectl apply -f controller/config/crd/") {
 				t.Errorf("%q without the CRDs: %s", args, r)
@@ -892,7 +892,7 @@ func TestPluginHelp(t *testing.T) {
 	needEnv(t)
 	kc := adminKubeconfig(t, "default")
 	r := runBin(t, pluginBin, kc, "--help")
-	for _, want := range []string{"kubectl amber [command]", "kubectl amber backup pg --wait", "backup ", "ls ", "status ", "--namespace"} {
+	for _, want := range []string{"kubectl amber [command]", "kubectl amber backup pg --wait", "backup ", "restore ", "ls ", "status ", "--namespace"} {
 		if r.code != 0 || !strings.Contains(r.stdout, want) {
 			t.Errorf("kubectl-amber --help lacks %q: %s", want, r)
 		}
@@ -901,6 +901,13 @@ func TestPluginHelp(t *testing.T) {
 	for _, want := range []string{"amber k8s backup POLICY [flags]", "amber k8s backup pg --wait", "--statefulset", "--timeout"} {
 		if r.code != 0 || !strings.Contains(r.stdout, want) {
 			t.Errorf("amber k8s backup --help lacks %q: %s", want, r)
+		}
+	}
+	r = runBin(t, pluginBin, kc, "restore", "--help")
+	for _, want := range []string{"kubectl amber restore POLICY|STATEFULSET --name CLONE [flags]", "kubectl amber restore pg --name pg-yesterday --to-time 2026-11-27T18:00:00Z --wait",
+		"--to-position", "--backup", "--statefulset", "--source-namespace", "--timeout", "kubectl delete sts,svc,pvc -l amber.dev/restore=CLONE"} {
+		if r.code != 0 || !strings.Contains(r.stdout, want) {
+			t.Errorf("kubectl amber restore --help lacks %q: %s", want, r)
 		}
 	}
 	r = runBin(t, amberBin, kc, "--help")

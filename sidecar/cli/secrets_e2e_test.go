@@ -20,7 +20,7 @@ func TestE2EHelpShowsNoSecrets(t *testing.T) {
 		"AMBER_PASSWORD="+repoPw)
 	for _, args := range [][]string{{"--help"}, {"backup", "--help"}, {"archive", "--help"}, {"restore", "--help"},
 		{"log-fetch", "--help"}, {"log-push", "--help"}, {"prune", "--help"}, {"key", "add", "--help"},
-		{"k8s", "--help"}, {"k8s", "backup", "--help"}} {
+		{"k8s", "--help"}, {"k8s", "backup", "--help"}, {"k8s", "restore", "--help"}} {
 		res := c.run(nil, nil, args...)
 		out := res.stdout + res.stderr
 		for _, secret := range []string{dsnPw, restorePw, repoPw} {
