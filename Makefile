@@ -42,7 +42,7 @@ $(TESTSUMMARY): conformance/tools/testsummary/go.mod $(wildcard conformance/tool
 test: build $(TESTSUMMARY) ## run every test, real servers included (AMBER_TEST_REQUIRE_ALL=1 fails on any skip)
 	@cd conformance/tools/testsummary && GOWORK=off $(GO) test -count=1 ./...
 	@mkdir -p $(dir $(TEST_JSON))
-	set -o pipefail; $(GO) test -json -count=1 -timeout 45m $(PKGS) | $(TESTSUMMARY) -json $(TEST_JSON)
+	set -o pipefail; $(GO) test -json -count=1 -timeout 70m $(PKGS) | $(TESTSUMMARY) -json $(TEST_JSON)
 
 # The Kubernetes tests alone: a real kubelet running real pods (needs root).
 # `make test` runs them too.
