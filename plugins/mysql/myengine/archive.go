@@ -113,6 +113,11 @@ func Archive(ctx context.Context, d DSN, o ArchiveOptions, out func(context.Cont
 	if p == 0 {
 		p = 3306
 	}
+	if cfg.Net == "unix" {
+		// go-mysql dials a unix socket for an address with a "/" and no
+		// port.
+		host, p = cfg.Addr, 0
+	}
 	flavor := gomysql.MySQLFlavor
 	if info.MariaDB {
 		flavor = gomysql.MariaDBFlavor
