@@ -237,11 +237,11 @@ func startSnapshots(ctx context.Context, lock *sql.Conn, workers []*sql.Conn, pl
 			locked = time.Now()
 		}
 		if _, err := lock.ExecContext(ctx, q); err != nil {
-			need := "RELOAD"
+			what, need := "global read lock", "RELOAD"
 			if strings.HasPrefix(q, "LOCK INSTANCE") {
-				need = "BACKUP_ADMIN"
+				what, need = "backup lock", "BACKUP_ADMIN"
 			}
-			return fail(fmt.Errorf("take the global lock (%s; the user needs %s): %w", q, need, err))
+			return fail(fmt.Errorf("take the %s (%s; the user needs %s): %w", what, q, need, err))
 		}
 	}
 	for _, c := range workers {
