@@ -186,6 +186,7 @@ func (e *Engine) LogicalDump(ctx context.Context, req api.BackupRequest, sink ap
 			"database": res.Database,
 			"tables":   strconv.Itoa(res.Tables),
 			"lock_ms":  strconv.FormatInt(res.LockTime.Milliseconds(), 10),
+			"lock":     res.LockPlan,
 			"gtid":     res.Pos.GTID,
 			"users":    strconv.Itoa(res.Users),
 		},

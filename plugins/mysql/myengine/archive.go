@@ -54,6 +54,22 @@ type ArchiveOptions struct {
 	StopDrain time.Duration // default 5 s
 }
 
+// syncerAddr is go-mysql's Host and Port for a go-sql-driver address:
+// host:port (3306 when absent), or, for a unix socket, the socket's path
+// and port 0 (go-mysql dials a unix socket for an address with a "/" and
+// no port).
+func syncerAddr(network, addr string) (string, int) {
+	if network == "unix" {
+		return addr, 0
+	}
+	host, port, _ := strings.Cut(addr, ":")
+	p, _ := strconv.Atoi(port)
+	if p == 0 {
+		p = 3306
+	}
+	return host, p
+}
+
 // DefaultServerID derives the archiver's replica server id from the
 // lineage: 0x40000000 plus 30 bits of its FNV-1a hash, so it stays the same
 // across restarts and stays clear of the small ids servers usually get.
@@ -108,11 +124,7 @@ func Archive(ctx context.Context, d DSN, o ArchiveOptions, out func(context.Cont
 	if o.ServerID == 0 {
 		o.ServerID = DefaultServerID(info.Lineage)
 	}
-	host, port, _ := strings.Cut(cfg.Addr, ":")
-	p, _ := strconv.Atoi(port)
-	if p == 0 {
-		p = 3306
-	}
+	host, p := syncerAddr(cfg.Net, cfg.Addr)
 	flavor := gomysql.MySQLFlavor
 	if info.MariaDB {
 		flavor = gomysql.MariaDBFlavor

@@ -136,3 +136,18 @@ func TestArchiveLostLog(t *testing.T) {
 		t.Fatalf("Archive from a purged binlog: %v", err)
 	}
 }
+
+func TestSyncerAddr(t *testing.T) {
+	for _, c := range []struct {
+		net, addr, host string
+		port            int
+	}{
+		{"tcp", "127.0.0.1:3307", "127.0.0.1", 3307},
+		{"tcp", "db.example", "db.example", 3306},
+		{"unix", "/run/mysqld/mysqld.sock", "/run/mysqld/mysqld.sock", 0},
+	} {
+		if h, p := syncerAddr(c.net, c.addr); h != c.host || p != c.port {
+			t.Errorf("%s %s: got %s %d, want %s %d", c.net, c.addr, h, p, c.host, c.port)
+		}
+	}
+}

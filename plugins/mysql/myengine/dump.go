@@ -42,6 +42,7 @@ type DumpResult struct {
 	Pos      Pos
 	Time     time.Time
 	LockTime time.Duration // how long writes were blocked
+	LockPlan string        // the lock strategy (lockPlan.Name)
 	Database string
 	Tables   int
 	Users    int // accounts and roles in users.sql
@@ -78,7 +79,9 @@ type table struct {
 
 // LogicalDump writes a consistent SQL dump of d's database to sink. It
 // takes FLUSH TABLES WITH READ LOCK just long enough to read the binlog
-// position and start a consistent snapshot in every worker session, then
+// position and start a consistent snapshot in every worker session (on
+// MySQL 8 with BACKUP_ADMIN inside LOCK INSTANCE FOR BACKUP, held to the
+// end: see chooseLockPlan), then
 // reads schema and tables inside those snapshots (InnoDB tables are
 // consistent; other engines only as of their read).
 func LogicalDump(ctx context.Context, d DSN, sink Sink, o DumpOptions) (*DumpResult, error) {
@@ -125,26 +128,22 @@ func LogicalDump(ctx context.Context, d DSN, sink Sink, o DumpOptions) (*DumpRes
 	if _, err := lock.ExecContext(ctx, fmt.Sprintf("SET SESSION lock_wait_timeout = %d", int(o.LockWait.Seconds()))); err != nil {
 		return nil, err
 	}
-	locked := time.Now()
-	if _, err := lock.ExecContext(ctx, "FLUSH TABLES WITH READ LOCK"); err != nil {
-		return nil, fmt.Errorf("take the global read lock (FLUSH TABLES WITH READ LOCK; the user needs RELOAD): %w", err)
-	}
-	unlock := func() { lock.ExecContext(context.WithoutCancel(ctx), "UNLOCK TABLES") }
-	for _, c := range workers {
-		if _, err := c.ExecContext(ctx, "START TRANSACTION WITH CONSISTENT SNAPSHOT"); err != nil {
-			unlock()
-			return nil, fmt.Errorf("start a consistent snapshot: %w", err)
-		}
-	}
-	pos, err := masterStatus(ctx, lock, info.MariaDB)
+	plan := chooseLockPlan(lockFacts{MariaDB: info.MariaDB, Version: info.Version, BackupAdmin: info.BackupAdmin})
+	res.LockPlan = plan.Name
+	pos, at, locked, err := startSnapshots(ctx, lock, workers, plan, info.MariaDB)
 	if err != nil {
-		unlock()
 		return nil, err
 	}
+	if len(plan.Final) > 0 {
+		defer func() {
+			for _, q := range plan.Final {
+				lock.ExecContext(context.WithoutCancel(ctx), q)
+			}
+		}()
+	}
 	pos.Epoch = 1
-	res.Time = time.Now().UTC()
-	unlock()
-	res.LockTime = time.Since(locked)
+	res.Time = at
+	res.LockTime = locked
 	res.Pos = pos
 
 	w := workers[0]
@@ -214,6 +213,63 @@ feed:
 		c.ExecContext(ctx, "COMMIT")
 	}
 	return res, nil
+}
+
+// startSnapshots runs plan: it takes the locks on lock, starts a snapshot
+// in every worker, reads the position and releases what blocks writes. It
+// returns the position, the time it was read and how long writes were
+// blocked. On an error
+// everything it took is released.
+func startSnapshots(ctx context.Context, lock *sql.Conn, workers []*sql.Conn, plan lockPlan, mariadb bool) (Pos, time.Time, time.Duration, error) {
+	release := func(qs []string) {
+		for _, q := range qs {
+			lock.ExecContext(context.WithoutCancel(ctx), q)
+		}
+	}
+	fail := func(err error) (Pos, time.Time, time.Duration, error) {
+		release(plan.Release)
+		release(plan.Final)
+		return Pos{}, time.Time{}, 0, err
+	}
+	var locked time.Time
+	for k, q := range plan.Lock {
+		if k == plan.Blocks {
+			locked = time.Now()
+		}
+		if _, err := lock.ExecContext(ctx, q); err != nil {
+			what, need := "global read lock", "RELOAD"
+			if strings.HasPrefix(q, "LOCK INSTANCE") {
+				what, need = "backup lock", "BACKUP_ADMIN"
+			}
+			return fail(fmt.Errorf("take the %s (%s; the user needs %s): %w", what, q, need, err))
+		}
+	}
+	for _, c := range workers {
+		if _, err := c.ExecContext(ctx, plan.Snapshot); err != nil {
+			return fail(fmt.Errorf("start a consistent snapshot: %w", err))
+		}
+	}
+	var pos Pos
+	var err error
+	if plan.Position != "" {
+		var local []byte
+		if err = lock.QueryRowContext(ctx, plan.Position).Scan(&local); err == nil {
+			pos, err = parseLogStatus(local)
+		}
+		if err != nil {
+			// performance_schema off, or no row: the read lock is still
+			// held, so SHOW MASTER STATUS is as consistent.
+			pos, err = masterStatus(ctx, lock, mariadb)
+		}
+	} else {
+		pos, err = masterStatus(ctx, lock, mariadb)
+	}
+	if err != nil {
+		return fail(err)
+	}
+	at := time.Now().UTC()
+	release(plan.Release)
+	return pos, at, time.Since(locked), nil
 }
 
 func listTables(ctx context.Context, c *sql.Conn, dbName string) ([]table, error) {

@@ -27,6 +27,7 @@ type Info struct {
 	Pos          Pos // current binlog position, when log_bin is on
 	User         string
 	Missing      []string // privileges missing for backups and archiving
+	BackupAdmin  bool     // MySQL 8's BACKUP_ADMIN (LOCK INSTANCE FOR BACKUP, performance_schema.log_status)
 }
 
 // Problems lists what stops backups and archiving, each saying what to do.
@@ -77,11 +78,11 @@ func probeDB(ctx context.Context, db *sql.DB, lineage string) (*Info, error) {
 	if err := replicaStatus(ctx, db, i); err != nil {
 		return nil, err
 	}
-	missing, err := missingPrivileges(ctx, db, i.User)
+	missing, have, err := missingPrivileges(ctx, db, i.User)
 	if err != nil {
 		return nil, err
 	}
-	i.Missing = missing
+	i.Missing, i.BackupAdmin = missing, have["BACKUP_ADMIN"]
 	if i.LogBin && len(missing) == 0 {
 		p, err := masterStatus(ctx, db, i.MariaDB)
 		if err != nil {
@@ -183,22 +184,22 @@ func replicaStatus(ctx context.Context, db *sql.DB, i *Info) error {
 // (the dump's brief global read lock), REPLICATION CLIENT (binlog
 // position; BINLOG MONITOR on MariaDB 10.5+) and REPLICATION SLAVE
 // (reading the binlog).
-func missingPrivileges(ctx context.Context, db *sql.DB, user string) ([]string, error) {
+func missingPrivileges(ctx context.Context, db *sql.DB, user string) ([]string, map[string]bool, error) {
 	rows, err := db.QueryContext(ctx, `SELECT PRIVILEGE_TYPE FROM information_schema.USER_PRIVILEGES WHERE GRANTEE = ?`, user)
 	if err != nil {
-		return nil, fmt.Errorf("read the privileges of %s: %w", user, err)
+		return nil, nil, fmt.Errorf("read the privileges of %s: %w", user, err)
 	}
 	defer rows.Close()
 	have := map[string]bool{}
 	for rows.Next() {
 		var p string
 		if err := rows.Scan(&p); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		have[strings.ToUpper(p)] = true
 	}
 	if err := rows.Err(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var missing []string
 	if !have["RELOAD"] {
@@ -210,7 +211,7 @@ func missingPrivileges(ctx context.Context, db *sql.DB, user string) ([]string, 
 	if !have["REPLICATION SLAVE"] {
 		missing = append(missing, "REPLICATION SLAVE")
 	}
-	return missing, nil
+	return missing, have, nil
 }
 
 // masterStatus reads the current binlog file, position and GTID set.
