@@ -48,12 +48,12 @@ func writeYAML(t *testing.T, path string, v any) {
 // amber.dev/policy annotation) and ServiceMonitor (amber-controller's drill
 // metrics, honorLabels keeping the policy's namespace).
 func sidecarSeries(metric, ns, policy, pod, extra string) string {
-	return fmt.Sprintf(`%s{namespace=%q, policy=%q, pod=%q, container="amber-sidecar", endpoint="amber-api", job="amber/amber-sidecars", instance="10.1.0.%d:9090"%s}`,
-		metric, ns, policy, pod, len(pod), extra)
+	return fmt.Sprintf(`%s{namespace=%q, policy=%q, pod=%q, container="amber-sidecar", endpoint="amber-api", job="amber/amber-sidecars", instance="%s.%s:9090"%s}`,
+		metric, ns, policy, pod, pod, ns, extra)
 }
 
 func controllerSeries(metric, ns, policy string) string {
-	return fmt.Sprintf(`%s{namespace=%q, policy=%q, pod="amber-controller-7d9f-abcde", container="manager", endpoint="metrics", service="amber", job="amber", instance="10.1.0.2:8080"}`,
+	return fmt.Sprintf(`%s{namespace=%q, policy=%q, pod="amber-controller-7d9f-abcde", container="controller", endpoint="metrics", service="amber", job="amber", instance="10.1.0.2:8080"}`,
 		metric, ns, policy)
 }
 
