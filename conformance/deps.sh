@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs or builds what Amber's tests and benchmarks need, idempotently.
-# Debian packages go through apt; Go-built servers, peers and tools (MinIO, restic, helm)
-# land in $1/bin (git-ignored).
+# Debian packages go through apt; Go-built servers, peers and tools (MinIO,
+# restic, helm, promtool) land in $1/bin (git-ignored).
 set -euo pipefail
 DEPS=${1:-.deps}
 mkdir -p "$DEPS/bin"
@@ -44,7 +44,8 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   fi
 fi
 
-# Go-built servers and peers (MinIO, restic, ferretdb-testbed for MongoDB, ...):
+# Go-built servers, peers and tools (MinIO, restic, ferretdb-testbed for MongoDB,
+# helm, promtool, ...):
 # each from its own tools module, pinned, cached in $DEPS/bin.
 for script in "$here"/tools/*/build.sh; do
   [ -f "$script" ] && bash "$script" "$DEPS/bin"
