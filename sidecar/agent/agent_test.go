@@ -444,6 +444,9 @@ func TestAgentWithPostgres(t *testing.T) {
 		if v := m["amber_archive_lag_seconds"]; v < 0 || v > 30 {
 			t.Errorf("amber_archive_lag_seconds = %v", v)
 		}
+		if v, ok := m["amber_archive_pending_seconds"]; !ok || v < 0 || v > 30 {
+			t.Errorf("amber_archive_pending_seconds = %v (present %v)", v, ok)
+		}
 		if m["amber_archive_running"] != 1 || m["amber_archive_segments_total"] < 1 || m["amber_archive_bytes_total"] < 1 || m["amber_backup_running"] != 0 {
 			t.Errorf("archive metrics: running %v, segments %v, bytes %v", m["amber_archive_running"], m["amber_archive_segments_total"], m["amber_archive_bytes_total"])
 		}

@@ -171,6 +171,22 @@ func (ar *archiver) lag() (time.Duration, bool) {
 	return ar.stats.LastLag, ar.stats.Segments > 0
 }
 
+// pending is how long the oldest log handed over by the plugin has waited
+// to be durable (0 when all of it is), while archiving runs.
+func (ar *archiver) pending(now time.Time) (time.Duration, bool) {
+	ar.mu.Lock()
+	defer ar.mu.Unlock()
+	if !ar.running || ar.stats == nil {
+		return 0, false
+	}
+	ar.stats.Lock()
+	defer ar.stats.Unlock()
+	if ar.stats.PendingSince.IsZero() {
+		return 0, true
+	}
+	return max(now.Sub(ar.stats.PendingSince), 0), true
+}
+
 func (ar *archiver) isRunning() bool {
 	ar.mu.Lock()
 	defer ar.mu.Unlock()

@@ -35,6 +35,8 @@ var (
 		"1 while this agent holds the archiver role.", nil, nil)
 	descArchiveLag = prometheus.NewDesc("amber_archive_lag_seconds",
 		"While archiving: from the newest archived commit to its segment being durable, as measured when the last segment was stored.", nil, nil)
+	descArchivePending = prometheus.NewDesc("amber_archive_pending_seconds",
+		"While archiving: how long the oldest log received from the database has waited to be durable in the repository; 0 when everything received is durable (an idle database included).", nil, nil)
 	descArchiveSegments = prometheus.NewDesc("amber_archive_segments_total",
 		"Log segments (whole and partial) this agent made durable.", nil, nil)
 	descArchiveBytes = prometheus.NewDesc("amber_archive_bytes_total",
@@ -69,7 +71,7 @@ func newMetrics(a *Agent) *metrics {
 // Describe implements prometheus.Collector for the metrics read from state.
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descLastSuccess, descDuration, descBytes, descBackupRunning, descArchiving,
-		descArchiveLag, descArchiveSegments, descArchiveBytes, descWindowStart, descWindowEnd, descWindowGaps, descLeases} {
+		descArchiveLag, descArchivePending, descArchiveSegments, descArchiveBytes, descWindowStart, descWindowEnd, descWindowGaps, descLeases} {
 		ch <- d
 	}
 }
@@ -101,6 +103,9 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	gauge(descArchiving, b2f(a.arch.isRunning()))
 	if lag, ok := a.arch.lag(); ok {
 		gauge(descArchiveLag, lag.Seconds())
+	}
+	if p, ok := a.arch.pending(now); ok {
+		gauge(descArchivePending, p.Seconds())
 	}
 	segs, bytes := a.arch.totals()
 	ch <- prometheus.MustNewConstMetric(descArchiveSegments, prometheus.CounterValue, float64(segs))

@@ -104,6 +104,12 @@ type Stats struct {
 	LastEnd   api.Position
 	LastLag   time.Duration // last commit to durable, for the last segment
 	LagSample []time.Duration
+	// PendingSince is when the oldest log the plugin began to hand over
+	// and that is not yet durable arrived (zero: everything handed over is
+	// durable). Unlike LastLag it grows while a store hangs, and it stays
+	// zero on an idle database.
+	PendingSince time.Time
+	open         int
 }
 
 // Sink implements api.SegmentSink over a repository stream.
@@ -137,14 +143,45 @@ func (s *Sink) CloseDurable() { close(s.durable) }
 
 // Begin implements api.SegmentSink.
 func (s *Sink) Begin(ctx context.Context, h api.SegmentHeader) (api.SegmentWriter, error) {
+	now := s.clock.Now()
+	s.Stats.Lock()
+	if s.Stats.open == 0 {
+		s.Stats.PendingSince = now
+	}
+	s.Stats.open++
+	s.Stats.Unlock()
 	return &segWriter{s: s, ctx: ctx, h: h}, nil
 }
 
+// ForgetOpen drops the segments a dead plugin had begun: its successor
+// sends that log again, and PendingSince restarts with it.
+func (s *Sink) ForgetOpen() {
+	s.Stats.Lock()
+	s.Stats.open, s.Stats.PendingSince = 0, time.Time{}
+	s.Stats.Unlock()
+}
+
+// settled ends one writer's share of PendingSince: the writer finished
+// (durable) or was given up.
+func (w *segWriter) settled() {
+	if w.done {
+		return
+	}
+	w.done = true
+	st := &w.s.Stats
+	st.Lock()
+	if st.open--; st.open <= 0 {
+		st.open, st.PendingSince = 0, time.Time{}
+	}
+	st.Unlock()
+}
+
 type segWriter struct {
-	s   *Sink
-	ctx context.Context
-	h   api.SegmentHeader
-	buf bytes.Buffer
+	s    *Sink
+	ctx  context.Context
+	h    api.SegmentHeader
+	buf  bytes.Buffer
+	done bool
 }
 
 func (w *segWriter) Write(p []byte) (int, error) {
@@ -155,6 +192,7 @@ func (w *segWriter) Write(p []byte) (int, error) {
 }
 
 func (w *segWriter) Abort(reason string) error {
+	w.settled()
 	w.s.log.Warn("segment aborted by the plugin", "segment", w.h.Name, "reason", reason)
 	return nil
 }
@@ -170,6 +208,7 @@ func (w *segWriter) Finish(t api.SegmentTrailer) error {
 		return fmt.Errorf("archive %s: %w", w.h.Name, err)
 	}
 	now := s.clock.Now()
+	w.settled()
 	s.Stats.Lock()
 	s.Stats.Segments++
 	s.Stats.Bytes += int64(w.buf.Len())

@@ -5,8 +5,10 @@ import (
 	"context"
 	"log/slog"
 	"testing"
+	"time"
 
 	"github.com/amber-backup/amber/plugins/api"
+	"github.com/amber-backup/amber/plugins/api/clock"
 )
 
 // TestSinkPieces: partial pieces (each the bytes since the previous flush)
@@ -59,5 +61,49 @@ func TestSinkPieces(t *testing.T) {
 	send(0x1000, 0x2000, false)
 	if got := names(); len(got) != 1 || got[0] != "log/pg/00000001/0000000000001000-0000000000002000" {
 		t.Fatalf("the complete segment should supersede every piece: %v", got)
+	}
+}
+
+// TestSinkPending: PendingSince marks the oldest log handed over and not yet
+// durable: set when a segment begins, kept while its store has not
+// returned, cleared once everything begun is durable or given up, and
+// never set on an idle database (so an alert on it does not fire there).
+func TestSinkPending(t *testing.T) {
+	ctx := context.Background()
+	clk := clock.NewFake(time.Unix(1_700_000_000, 0))
+	s := NewSink(testRepo(t), "pg", slog.New(slog.DiscardHandler), clk)
+	pending := func() time.Time {
+		s.Stats.Lock()
+		defer s.Stats.Unlock()
+		return s.Stats.PendingSince
+	}
+	if !pending().IsZero() {
+		t.Fatal("pending before anything was handed over")
+	}
+	t0 := clk.Now()
+	a, _ := s.Begin(ctx, api.SegmentHeader{Name: "a", Start: pos(1, 0)})
+	clk.Advance(time.Second)
+	b, _ := s.Begin(ctx, api.SegmentHeader{Name: "b", Start: pos(1, 100)})
+	if got := pending(); !got.Equal(t0) {
+		t.Fatalf("PendingSince %v, want the first Begin %v", got, t0)
+	}
+	a.Write(make([]byte, 100))
+	if err := a.Finish(api.SegmentTrailer{End: pos(1, 100)}); err != nil {
+		t.Fatal(err)
+	}
+	if pending().IsZero() {
+		t.Fatal("pending cleared while segment b is not durable")
+	}
+	if err := b.Abort("test"); err != nil {
+		t.Fatal(err)
+	}
+	if !pending().IsZero() {
+		t.Fatal("pending kept after everything begun was durable or given up")
+	}
+	c, _ := s.Begin(ctx, api.SegmentHeader{Name: "c", Start: pos(1, 100)})
+	_ = c
+	s.ForgetOpen() // the plugin died with c open
+	if !pending().IsZero() {
+		t.Fatal("pending kept for a dead plugin's segment")
 	}
 }

@@ -77,6 +77,7 @@ func Archive(ctx context.Context, r *repo.Repository, eng api.Engine, a ArchiveR
 		// The plugin died (a crash, an OOM kill), or a new one died while
 		// starting: start it again and resume where the repository ends.
 		// The engine kept its log meanwhile.
+		sink.ForgetOpen()
 		delay := min(time.Duration(attempt+1)*time.Second, 30*time.Second)
 		log.Warn("engine plugin died while archiving; restarting it", "err", err, "retry_in", delay)
 		if clock.Sleep(ctx, clk, delay) != nil {

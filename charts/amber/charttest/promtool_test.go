@@ -110,6 +110,9 @@ func healthySeries(minutes int) []inputSeries {
 		add(sidecarSeries("amber_backup_running", "shop", "orders", pod, ""), n("0"))
 	}
 	add(sidecarSeries("amber_archive_lag_seconds", "shop", "orders", "orders-0", ""), n("2"))
+	add(sidecarSeries("amber_archive_pending_seconds", "shop", "orders", "orders-0", ""), n("0"))
+	add(sidecarSeries("amber_archive_running", "shop", "orders", "orders-0", ""), n("1"))
+	add(sidecarSeries("amber_archive_running", "shop", "orders", "orders-1", ""), n("0"))
 	add(sidecarSeries("amber_backup_duration_seconds", "shop", "orders", "orders-0", ""), n("95"))
 	add(sidecarSeries("amber_backup_bytes", "shop", "orders", "orders-0", `, kind="in"`), n("5e9"))
 	add(sidecarSeries("amber_backup_bytes", "shop", "orders", "orders-0", `, kind="added"`), n("2e8"))
@@ -129,6 +132,8 @@ func healthySeries(minutes int) []inputSeries {
 	add(sidecarSeries("amber_last_backup_success_timestamp_seconds", "other", "orders", "orders-0", ""), n("-999999"))
 	add(sidecarSeries("amber_recoverable_window_end_timestamp_seconds", "other", "orders", "orders-0", ""), n("-999999"))
 	add(sidecarSeries("amber_archive_lag_seconds", "other", "orders", "orders-0", ""), n("9999"))
+	add(sidecarSeries("amber_archive_pending_seconds", "other", "orders", "orders-0", ""), n("9999"))
+	add(sidecarSeries("amber_archive_running", "other", "orders", "orders-0", ""), n("0"))
 	add(sidecarSeries("amber_recoverable_window_gaps", "other", "orders", "orders-0", ""), n("3"))
 	add(controllerSeries("amber_drill_success", "other", "orders"), n("0"))
 	return in
@@ -230,17 +235,38 @@ func TestPromtoolRules(t *testing.T) {
 		// Past every threshold the failing groups cross, nothing fires.
 		Alerts: none("0m", "75m", "6h", "8h11m", "12h", "25h"),
 	}, {
-		// orders' newest restorable point stops at 60m (the archiver hangs):
-		// 300 s over at 65m, firing 10m later.
+		// orders' store hangs at 59m: log received then waits, 360 s at
+		// 65m (over the 300 s RPO), firing 10m later.
 		Name:     "archive stalls",
 		Interval: "1m",
 		Input: replace(healthySeries(200), map[string]string{
-			`amber_recoverable_window_end_timestamp_seconds{namespace="shop", policy="orders"`: "-30+60x60 3570x140",
+			`amber_archive_pending_seconds{namespace="shop", policy="orders"`: "0x59 60+60x140",
 		}),
 		Alerts: append(none("64m"), []alertTest{
 			{EvalTime: "74m", Alertname: "AmberArchiveLagOverRPO", ExpAlerts: []expAlert{}},
 			{EvalTime: "75m", Alertname: "AmberArchiveLagOverRPO", ExpAlerts: []expAlert{fire("AmberArchiveLagOverRPO", "shop", "orders", "critical")}},
 			{EvalTime: "75m", Alertname: "AmberNoRecentBackup", ExpAlerts: []expAlert{}},
+		}...),
+	}, {
+		// orders has no writes from 60m on: its newest restorable point stays
+		// put while nothing waits to be stored. Nothing fires.
+		Name:     "idle database",
+		Interval: "1m",
+		Input: replace(healthySeries(300), map[string]string{
+			`amber_recoverable_window_end_timestamp_seconds{namespace="shop", policy="orders"`: "-30+60x60 3570x240",
+		}),
+		Alerts: none("75m", "200m", "290m"),
+	}, {
+		// The archiving pod stops archiving at 60m and no other takes over:
+		// firing 10m later.
+		Name:     "no archiver",
+		Interval: "1m",
+		Input: replace(healthySeries(200), map[string]string{
+			`amber_archive_running{namespace="shop", policy="orders", pod="orders-0"`: "1x59 0x140",
+		}),
+		Alerts: append(none("59m"), []alertTest{
+			{EvalTime: "69m", Alertname: "AmberArchiveLagOverRPO", ExpAlerts: []expAlert{}},
+			{EvalTime: "70m", Alertname: "AmberArchiveLagOverRPO", ExpAlerts: []expAlert{fire("AmberArchiveLagOverRPO", "shop", "orders", "critical")}},
 		}...),
 	}, {
 		// The newest point keeps up but a segment took 10 minutes to become
