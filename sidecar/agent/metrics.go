@@ -36,7 +36,7 @@ var (
 	descArchiveLag = prometheus.NewDesc("amber_archive_lag_seconds",
 		"While archiving: from the newest archived commit to its segment being durable, as measured when the last segment was stored.", nil, nil)
 	descArchivePending = prometheus.NewDesc("amber_archive_pending_seconds",
-		"While archiving: how long the oldest log received from the database has waited to be durable in the repository; 0 when everything received is durable (an idle database included).", nil, nil)
+		"While archiving: how long the oldest log the engine plugin handed over (it flushes at least every flush interval) has waited to be durable in the repository; 0 when all of it is durable (an idle database included).", nil, nil)
 	descArchiveSegments = prometheus.NewDesc("amber_archive_segments_total",
 		"Log segments (whole and partial) this agent made durable.", nil, nil)
 	descArchiveBytes = prometheus.NewDesc("amber_archive_bytes_total",
