@@ -53,7 +53,8 @@ func mysqlAmber(bin, repo string, args ...string) *exec.Cmd {
 }
 
 // mysqlRestoreStdout: `amber restore --stdout` of a logical backup is one
-// script that the stock mariadb client loads into an empty database.
+// script that the stock mariadb client loads into an empty database, also
+// when a table was dumped as primary-key ranges (split_bytes lowered).
 func mysqlRestoreStdout(t *testing.T, amber conformance.AmberRunner) {
 	d := &myDriver{}
 	src := testbed.StartMariaDB(t, testbed.MariaDBOptions{})
@@ -62,7 +63,10 @@ func mysqlRestoreStdout(t *testing.T, amber conformance.AmberRunner) {
 		CREATE VIEW app.ab AS SELECT a.id, a.v FROM app.a JOIN app.b ON b.id > a.id;
 		CREATE TABLE app.tricky (id int PRIMARY KEY, u text CHARACTER SET utf8mb4, l varchar(50) CHARACTER SET latin1, b blob);
 		INSERT INTO app.tricky VALUES (1, CONVERT(UNHEX('27225C000A0D1A3BF09F9880') USING utf8mb4), UNHEX('E9FF80275C00'), UNHEX('00FF275C1A0A')),
-			(2, CONVERT(UNHEX('5C') USING utf8mb4), '', '')`)
+			(2, CONVERT(UNHEX('5C') USING utf8mb4), '', '');
+		CREATE TABLE app.big (id int PRIMARY KEY, v varchar(100)) ENGINE=InnoDB;
+		INSERT INTO app.big SELECT seq, REPEAT('b', seq % 100) FROM app.seq_1_to_5000;
+		ANALYZE TABLE app.big`)
 	repo := filepath.Join(t.TempDir(), "repo")
 	run := func(stdout *bytes.Buffer, args ...string) {
 		t.Helper()
@@ -74,9 +78,14 @@ func mysqlRestoreStdout(t *testing.T, amber conformance.AmberRunner) {
 		}
 	}
 	run(&bytes.Buffer{}, "repo", "init")
-	run(&bytes.Buffer{}, "backup", "--engine", "mysql", "--dsn", src.DSN(), "--mode", "logical")
+	run(&bytes.Buffer{}, "backup", "--engine", "mysql", "--dsn", src.DSN(), "--mode", "logical", "--option", "split_bytes=16384")
 	var script bytes.Buffer
 	run(&script, "restore", "--engine", "mysql", "--backup", "latest", "--stdout")
+	// Every entry opens with the session settings: schema, 4 tables and
+	// post make 6, and app.big's ranges (at least 2 per worker) more.
+	if n := bytes.Count(script.Bytes(), []byte("SET @@session.unique_checks = 0;")); n < 9 {
+		t.Fatalf("the script holds %d entries: app.big was not split into key ranges", n)
+	}
 	src.SQL(t, "CREATE DATABASE fromstdout")
 	c := exec.Command(src.Client, "--no-defaults", "--socket="+src.Socket, "-uroot", "fromstdout")
 	c.Stdin = &script

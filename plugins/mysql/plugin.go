@@ -140,7 +140,8 @@ func (s entrySink) Create(ctx context.Context, name, phase string) (io.WriteClos
 }
 
 // LogicalDump dumps the DSN's database as SQL entries: schema.sql,
-// data/<table>.sql per table, post.sql. The result's metadata records how
+// data/<table>.sql per table (data/<table>.part-NNNNN.sql per key range
+// of a large table), post.sql. The result's metadata records how
 // long writes were blocked ("lock_ms").
 func (e *Engine) LogicalDump(ctx context.Context, req api.BackupRequest, sink api.EntrySink) (api.BackupResult, error) {
 	if len(req.Databases) > 0 {
@@ -160,6 +161,16 @@ func (e *Engine) LogicalDump(ctx context.Context, req api.BackupRequest, sink ap
 			return api.BackupResult{}, fmt.Errorf("option lock_wait_seconds=%q: want a positive number", v)
 		}
 		o.LockWait = time.Duration(n) * time.Second
+	}
+	if v := req.Options["split_bytes"]; v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			return api.BackupResult{}, fmt.Errorf("option split_bytes=%q: want a number of bytes, 0 to never split", v)
+		}
+		o.SplitSize = n
+		if n == 0 {
+			o.SplitSize = -1
+		}
 	}
 	if v := req.Options["users"]; v != "" {
 		b, err := strconv.ParseBool(v)
@@ -189,6 +200,7 @@ func (e *Engine) LogicalDump(ctx context.Context, req api.BackupRequest, sink ap
 			"lock":     res.LockPlan,
 			"gtid":     res.Pos.GTID,
 			"users":    strconv.Itoa(res.Users),
+			"ranges":   strconv.Itoa(res.Ranges),
 		},
 	}, nil
 }

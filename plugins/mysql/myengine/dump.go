@@ -35,7 +35,18 @@ type DumpOptions struct {
 	// Users adds users.sql: the server's accounts and roles (all but the
 	// built-in ones) with their password hashes and every grant.
 	Users bool
+	// SplitSize: an InnoDB table whose primary key is one integer column
+	// and whose data (information_schema.TABLES.DATA_LENGTH) is larger is
+	// read as key ranges, each its own entry, that any worker takes;
+	// default DefaultSplitSize, negative never.
+	SplitSize int64
 }
+
+// DefaultSplitSize is DumpOptions.SplitSize's default.
+const DefaultSplitSize = 64 << 20
+
+// maxRanges bounds the ranges of one table.
+const maxRanges = 1024
 
 // DumpResult is where and when a dump is consistent.
 type DumpResult struct {
@@ -45,12 +56,15 @@ type DumpResult struct {
 	LockPlan string        // the lock strategy (lockPlan.Name)
 	Database string
 	Tables   int
+	Ranges   int // data entries that hold a key range of a table
 	Users    int // accounts and roles in users.sql
 	Info     *Info
 }
 
 // Entry names and phases. A dump is, in this order: schema.sql (tables and
-// sequences), data/<table>.sql for every table, post.sql (views, routines,
+// sequences), data/<table>.sql for every table (or, for a table split into
+// key ranges, data/<table>.part-NNNNN.sql per range, in any order among
+// the other data entries), post.sql (views, routines,
 // triggers, events). Each entry sets its own session state, so the entries
 // concatenated in order are one script the mariadb/mysql client loads into
 // an empty database.
@@ -75,6 +89,15 @@ const statementSize = 1 << 20
 type table struct {
 	name     string
 	sequence bool
+	innodb   bool
+	size     int64 // DATA_LENGTH, an estimate
+}
+
+// job is one data entry: a whole table, or the rows of a key range.
+type job struct {
+	t     table
+	entry string // entry name
+	where string // "" for the whole table, else a WHERE clause
 }
 
 // LogicalDump writes a consistent SQL dump of d's database to sink. It
@@ -90,6 +113,9 @@ func LogicalDump(ctx context.Context, d DSN, sink Sink, o DumpOptions) (*DumpRes
 	}
 	if o.LockWait <= 0 {
 		o.LockWait = 60 * time.Second
+	}
+	if o.SplitSize == 0 {
+		o.SplitSize = DefaultSplitSize
 	}
 	db, cfg, err := Open(ctx, d)
 	if err != nil {
@@ -155,21 +181,30 @@ func LogicalDump(ctx context.Context, d DSN, sink Sink, o DumpOptions) (*DumpRes
 	if err := dumpSchema(ctx, w, sink, tables); err != nil {
 		return nil, err
 	}
+	jobs, err := planJobs(ctx, w, tables, o.SplitSize, len(workers))
+	if err != nil {
+		return nil, err
+	}
+	for _, j := range jobs {
+		if j.where != "" {
+			res.Ranges++
+		}
+	}
 
-	// Data: workers take tables in turn. The one that holds the sink
-	// streams straight into it; the others spool to a file and send it
-	// when the sink is free.
+	// Data: workers take tables (and key ranges of large tables) in turn.
+	// The one that holds the sink streams straight into it; the others
+	// spool to a file and send it when the sink is free.
 	var sinkMu sync.Mutex
-	next := make(chan table)
+	next := make(chan job)
 	errc := make(chan error, len(workers))
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	for _, c := range workers {
 		go func() {
-			for t := range next {
-				if err := dumpTableEntry(cctx, c, sink, &sinkMu, t, o.SpoolDir); err != nil {
+			for j := range next {
+				if err := dumpTableEntry(cctx, c, sink, &sinkMu, j, o.SpoolDir); err != nil {
 					cancel()
-					errc <- fmt.Errorf("dump table %s: %w", t.name, err)
+					errc <- fmt.Errorf("dump table %s: %w", j.t.name, err)
 					for range next {
 					}
 					return
@@ -179,9 +214,9 @@ func LogicalDump(ctx context.Context, d DSN, sink Sink, o DumpOptions) (*DumpRes
 		}()
 	}
 feed:
-	for _, t := range tables {
+	for _, j := range jobs {
 		select {
-		case next <- t:
+		case next <- j:
 		case <-cctx.Done():
 			break feed
 		}
@@ -273,7 +308,7 @@ func startSnapshots(ctx context.Context, lock *sql.Conn, workers []*sql.Conn, pl
 }
 
 func listTables(ctx context.Context, c *sql.Conn, dbName string) ([]table, error) {
-	rows, err := c.QueryContext(ctx, `SELECT TABLE_NAME, TABLE_TYPE FROM information_schema.TABLES
+	rows, err := c.QueryContext(ctx, `SELECT TABLE_NAME, TABLE_TYPE, COALESCE(ENGINE, ''), COALESCE(DATA_LENGTH, 0) FROM information_schema.TABLES
 		WHERE TABLE_SCHEMA = ? AND TABLE_TYPE IN ('BASE TABLE', 'SEQUENCE', 'SYSTEM VERSIONED') ORDER BY TABLE_NAME`, dbName)
 	if err != nil {
 		return nil, fmt.Errorf("list tables: %w", err)
@@ -281,11 +316,13 @@ func listTables(ctx context.Context, c *sql.Conn, dbName string) ([]table, error
 	defer rows.Close()
 	var ts []table
 	for rows.Next() {
-		var n, kind string
-		if err := rows.Scan(&n, &kind); err != nil {
+		var n, kind, engine string
+		var size int64
+		if err := rows.Scan(&n, &kind, &engine, &size); err != nil {
 			return nil, err
 		}
-		ts = append(ts, table{name: n, sequence: kind == "SEQUENCE"})
+		ts = append(ts, table{name: n, sequence: kind == "SEQUENCE",
+			innodb: kind == "BASE TABLE" && strings.EqualFold(engine, "InnoDB"), size: size})
 	}
 	return ts, rows.Err()
 }
@@ -341,17 +378,17 @@ func dumpSchema(ctx context.Context, c *sql.Conn, sink Sink, tables []table) err
 	return w.Close()
 }
 
-// dumpTableEntry writes table t as entry data/<t>.sql, straight into the
-// sink when it is free, else through a spool file.
-func dumpTableEntry(ctx context.Context, c *sql.Conn, sink Sink, mu *sync.Mutex, t table, spoolDir string) error {
-	name := "data/" + t.name + ".sql"
+// dumpTableEntry writes job j as its entry, straight into the sink when it
+// is free, else through a spool file.
+func dumpTableEntry(ctx context.Context, c *sql.Conn, sink Sink, mu *sync.Mutex, j job, spoolDir string) error {
+	name, t := j.entry, j.t
 	if mu.TryLock() {
 		defer mu.Unlock()
 		w, err := sink.Create(ctx, name, PhaseData)
 		if err != nil {
 			return err
 		}
-		if err := dumpTable(ctx, c, w, t); err != nil {
+		if err := dumpTable(ctx, c, w, t, j.where); err != nil {
 			return err
 		}
 		return w.Close()
@@ -362,7 +399,7 @@ func dumpTableEntry(ctx context.Context, c *sql.Conn, sink Sink, mu *sync.Mutex,
 	}
 	defer os.Remove(f.Name())
 	defer f.Close()
-	if err := dumpTable(ctx, c, f, t); err != nil {
+	if err := dumpTable(ctx, c, f, t, j.where); err != nil {
 		return err
 	}
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
@@ -384,8 +421,9 @@ func dumpTableEntry(ctx context.Context, c *sql.Conn, sink Sink, mu *sync.Mutex,
 // 1 MiB (as mariadb-dump's extended inserts). The session reads results
 // unconverted (character_set_results = binary), so every value arrives as
 // the bytes the server stores; appendValue writes each as a literal that
-// gives those bytes back (see valueKind).
-func dumpTable(ctx context.Context, c *sql.Conn, out io.Writer, t table) error {
+// gives those bytes back (see valueKind). A non-empty where restricts the
+// rows (a key range of the table).
+func dumpTable(ctx context.Context, c *sql.Conn, out io.Writer, t table, where string) error {
 	bw := bufio.NewWriterSize(out, 256<<10)
 	bw.WriteString(header)
 	q := quoteIdent(t.name)
@@ -419,7 +457,11 @@ func dumpTable(ctx context.Context, c *sql.Conn, out io.Writer, t table) error {
 		if !ok {
 			return fmt.Errorf("the MySQL driver connection (%T) cannot query", dc)
 		}
-		rows, err := qc.QueryContext(ctx, "SELECT "+list+" FROM "+q, nil)
+		query := "SELECT " + list + " FROM " + q
+		if where != "" {
+			query += " WHERE " + where
+		}
+		rows, err := qc.QueryContext(ctx, query, nil)
 		if err != nil {
 			return err
 		}
