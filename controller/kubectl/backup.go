@@ -2,7 +2,6 @@ package kubectl
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"sync"
@@ -10,7 +9,6 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
-	"k8s.io/apimachinery/pkg/watch"
 
 	"github.com/spf13/cobra"
 
@@ -177,7 +175,7 @@ func (g *globals) wait(ctx context.Context, c *conn, b *amberv1.Backup, timeout 
 		})
 		defer stop()
 	}
-	final, err := c.follow(ctx, b.Name, seen)
+	final, err := follow(ctx, c, resBackups, b.Name, finished, seen, "Backup "+b.Name+" was deleted before it finished")
 	if err == nil {
 		return final, nil
 	}
@@ -190,67 +188,6 @@ func (g *globals) wait(ctx context.Context, c *conn, b *amberv1.Backup, timeout 
 		return last, fmt.Errorf("backup %s is still %s after %s; it goes on: see it with `%s ls -n %s`", b.Name, phase(last), timeout, g.prog, c.ns)
 	}
 	return last, err
-}
-
-// follow reads and watches Backup name until it has finished, passing
-// each state it sees to seen.
-func (c *conn) follow(ctx context.Context, name string, seen func(*amberv1.Backup)) (*amberv1.Backup, error) {
-	for {
-		var b amberv1.Backup
-		if err := c.get(ctx, resBackups, name, &b); err != nil {
-			return nil, err
-		}
-		seen(&b)
-		if finished(&b) {
-			return &b, nil
-		}
-		w, err := c.watchOne(ctx, resBackups, name, b.ResourceVersion)
-		if err != nil {
-			return nil, err
-		}
-		done, err := drain(ctx, w, name, seen)
-		w.Stop()
-		if err != nil || done != nil {
-			return done, err
-		}
-		// The watch ended (the server closes them, or the version is too
-		// old): read the object again and watch from there.
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(500 * time.Millisecond):
-		}
-	}
-}
-
-// drain reads w until the Backup has finished (returned), was deleted (an
-// error) or the watch ends (nil, nil).
-func drain(ctx context.Context, w watch.Interface, name string, seen func(*amberv1.Backup)) (*amberv1.Backup, error) {
-	for {
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case ev, ok := <-w.ResultChan():
-			if !ok {
-				return nil, nil
-			}
-			switch ev.Type {
-			case watch.Added, watch.Modified:
-				b, ok := ev.Object.(*amberv1.Backup)
-				if !ok {
-					continue
-				}
-				seen(b)
-				if finished(b) {
-					return b, nil
-				}
-			case watch.Deleted:
-				return nil, errors.New("Backup " + name + " was deleted before it finished")
-			case watch.Error:
-				return nil, nil
-			}
-		}
-	}
 }
 
 // showProgress keeps a one-line status of the Backup current returns on

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -177,4 +178,71 @@ func (c *conn) serves(ctx context.Context, resource string) (served, known bool)
 		}
 	}
 	return false, true
+}
+
+// follow reads and watches the object name of resource until finished says
+// it has finished, passing each state it sees to seen (from this goroutine
+// only). Its deletion is the error gone.
+func follow[T any, P interface {
+	*T
+	runtime.Object
+	GetResourceVersion() string
+}](ctx context.Context, c *conn, resource, name string, finished func(P) bool, seen func(P), gone string) (P, error) {
+	for {
+		obj := P(new(T))
+		if err := c.get(ctx, resource, name, obj); err != nil {
+			return nil, err
+		}
+		seen(obj)
+		if finished(obj) {
+			return obj, nil
+		}
+		w, err := c.watchOne(ctx, resource, name, obj.GetResourceVersion())
+		if err != nil {
+			return nil, err
+		}
+		done, err := drain(ctx, w, finished, seen, gone)
+		w.Stop()
+		if err != nil || done != nil {
+			return done, err
+		}
+		// The watch ended (the server closes them, or the version is too
+		// old): read the object again and watch from there.
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// drain reads w until the object has finished (returned), was deleted (the
+// error gone) or the watch ends (nil, nil).
+func drain[P runtime.Object](ctx context.Context, w watch.Interface, finished func(P) bool, seen func(P), gone string) (P, error) {
+	var none P
+	for {
+		select {
+		case <-ctx.Done():
+			return none, ctx.Err()
+		case ev, ok := <-w.ResultChan():
+			if !ok {
+				return none, nil
+			}
+			switch ev.Type {
+			case watch.Added, watch.Modified:
+				obj, ok := ev.Object.(P)
+				if !ok {
+					continue
+				}
+				seen(obj)
+				if finished(obj) {
+					return obj, nil
+				}
+			case watch.Deleted:
+				return none, errors.New(gone)
+			case watch.Error:
+				return none, nil
+			}
+		}
+	}
 }

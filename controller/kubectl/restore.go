@@ -3,7 +3,6 @@ package kubectl
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -15,7 +14,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/validation"
-	"k8s.io/apimachinery/pkg/watch"
 
 	"github.com/spf13/cobra"
 
@@ -520,7 +518,7 @@ func (g *globals) waitRestore(ctx context.Context, c *conn, rs *amberv1.Restore,
 			fmt.Fprintf(w, "%6s  %s\n", time.Since(start).Round(time.Second), s)
 		}
 	}
-	final, err := c.followRestore(ctx, rs.Name, seen)
+	final, err := follow(ctx, c, resRestores, rs.Name, restoreFinished, seen, "Restore "+rs.Name+" was deleted before its clone was ready")
 	if err == nil {
 		return final, nil
 	}
@@ -531,61 +529,4 @@ func (g *globals) waitRestore(ctx context.Context, c *conn, rs *amberv1.Restore,
 		return last, fmt.Errorf("restore %s is still %s after %s; it goes on: see it with `kubectl get restore %s -n %s`", rs.Name, restoreState(last), timeout, rs.Name, c.ns)
 	}
 	return last, err
-}
-
-// followRestore reads and watches Restore name until it has finished,
-// passing each state it sees to seen (from this goroutine only).
-func (c *conn) followRestore(ctx context.Context, name string, seen func(*amberv1.Restore)) (*amberv1.Restore, error) {
-	for {
-		var rs amberv1.Restore
-		if err := c.get(ctx, resRestores, name, &rs); err != nil {
-			return nil, err
-		}
-		seen(&rs)
-		if restoreFinished(&rs) {
-			return &rs, nil
-		}
-		w, err := c.watchOne(ctx, resRestores, name, rs.ResourceVersion)
-		if err != nil {
-			return nil, err
-		}
-		done, err := drainRestore(ctx, w, name, seen)
-		w.Stop()
-		if err != nil || done != nil {
-			return done, err
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(500 * time.Millisecond):
-		}
-	}
-}
-
-func drainRestore(ctx context.Context, w watch.Interface, name string, seen func(*amberv1.Restore)) (*amberv1.Restore, error) {
-	for {
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case ev, ok := <-w.ResultChan():
-			if !ok {
-				return nil, nil
-			}
-			switch ev.Type {
-			case watch.Added, watch.Modified:
-				rs, ok := ev.Object.(*amberv1.Restore)
-				if !ok {
-					continue
-				}
-				seen(rs)
-				if restoreFinished(rs) {
-					return rs, nil
-				}
-			case watch.Deleted:
-				return nil, errors.New("Restore " + name + " was deleted before its clone was ready")
-			case watch.Error:
-				return nil, nil
-			}
-		}
-	}
 }
