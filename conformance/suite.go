@@ -485,8 +485,30 @@ func (r *repository) try(args ...string) (string, error) {
 	var out bytes.Buffer
 	c := r.amber(r.dir, args...)
 	c.Stdout, c.Stderr = &out, &out
-	err := c.Run()
+	err := runLimited(c, commandLimit)
 	return out.String(), err
+}
+
+// commandLimit bounds one amber command in the suites, so a command that
+// hangs fails its test with its output instead of the whole package
+// timing out.
+const commandLimit = 10 * time.Minute
+
+// runLimited runs c, killing it after limit.
+func runLimited(c *exec.Cmd, limit time.Duration) error {
+	if err := c.Start(); err != nil {
+		return err
+	}
+	done := make(chan error, 1)
+	go func() { done <- c.Wait() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(limit):
+		c.Process.Kill()
+		<-done
+		return fmt.Errorf("amber %s did not finish within %s and was killed", strings.Join(c.Args[1:], " "), limit)
+	}
 }
 
 // run runs amber, failing the test if it fails, and returns its stdout.
@@ -495,7 +517,7 @@ func (r *repository) run(t testing.TB, args ...string) string {
 	var out, errb bytes.Buffer
 	c := r.amber(r.dir, args...)
 	c.Stdout, c.Stderr = &out, &errb
-	if err := c.Run(); err != nil {
+	if err := runLimited(c, commandLimit); err != nil {
 		t.Fatalf("amber %s: %v\nstdout: %s\nstderr: %s", strings.Join(args, " "), err, out.String(), errb.String())
 	}
 	return out.String()
