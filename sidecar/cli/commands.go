@@ -522,25 +522,45 @@ func (e *env) catCommand() *cobra.Command {
 }
 
 func (e *env) unlockCommand() *cobra.Command {
-	return &cobra.Command{
+	var force bool
+	c := &cobra.Command{
 		Use:   "unlock",
 		Short: "Remove the lock of a prune that died",
-		Args:  noArgs,
+		Long: `Remove prune locks whose prune is gone: locks not refreshed for 10 minutes
+by the storage server's clock (a running prune refreshes its lock every
+minute), and locks of a process of this host that no longer runs.
+
+A lock that is still refreshed belongs to a prune that runs, perhaps on
+another host; unlock keeps it and names its holder. --force removes it too.
+Removing a running prune's lock loses no data (that prune notices backups
+that start meanwhile and deletes nothing), but it makes that prune fail.`,
+		Example: `  amber unlock
+  amber unlock --force   # also the lock of a prune that still refreshes it`,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			r, err := e.openRepo(cmd.Context())
 			if err != nil {
 				return err
 			}
 			defer r.Close()
-			n, err := r.Unlock(cmd.Context())
+			res, err := r.Unlock(cmd.Context(), force)
 			if err != nil {
 				return err
 			}
 			if e.jsonOut {
-				return e.printJSON(map[string]int{"removed": n})
+				if res.Removed == nil {
+					res.Removed = []string{}
+				}
+				return e.printJSON(res)
 			}
-			fmt.Fprintf(e.stdout, "removed %d lock(s)\n", n)
+			fmt.Fprintf(e.stdout, "removed %d lock(s)\n", len(res.Removed))
+			for _, l := range res.Live {
+				fmt.Fprintf(e.stdout, "kept %s: held by %s, refreshed %s ago, so that prune still runs; --force removes it\n",
+					l.Name, l.Holder, l.Refreshed.Round(time.Second))
+			}
 			return nil
 		},
 	}
+	c.Flags().BoolVar(&force, "force", false, "also remove locks that are still being refreshed")
+	return c
 }

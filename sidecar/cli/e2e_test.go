@@ -1145,7 +1145,7 @@ func TestE2EKilledPrunes(t *testing.T) {
 
 // TestE2EUnlockAndRepairIndex drives the two recovery commands through the
 // binary: a prune lock of a prune that runs elsewhere makes prune refuse,
-// naming `amber unlock`, which removes it; a lost index file makes prune
+// naming `amber unlock --force`, which removes it (plain unlock keeps a live lock); a lost index file makes prune
 // refuse, deleting nothing and naming `amber repair index`, which rebuilds
 // the index from the packs so that verify, restore and prune work again.
 func TestE2EUnlockAndRepairIndex(t *testing.T) {
@@ -1164,15 +1164,22 @@ func TestE2EUnlockAndRepairIndex(t *testing.T) {
 		t.Fatal(err)
 	}
 	res := c.run(nil, nil, "prune", "--grace", "0")
-	if res.code == 0 || !strings.Contains(res.stderr, "amber unlock") || !strings.Contains(res.stderr, "db-elsewhere") {
+	if res.code == 0 || !strings.Contains(res.stderr, "amber unlock --force") || !strings.Contains(res.stderr, "db-elsewhere") {
 		t.Fatalf("prune beside another prune's lock: want a refusal naming the lock's host and `amber unlock`, got %s", res)
 	}
 	var unlocked struct {
-		Removed int `json:"removed"`
+		Removed []string `json:"removed"`
+		Live    []struct {
+			Name, Holder string
+		} `json:"live"`
 	}
 	decodeOne(t, c.ok("unlock", "--json").stdout, &unlocked)
-	if _, err := os.Stat(lock); unlocked.Removed != 1 || !os.IsNotExist(err) {
-		t.Fatalf("amber unlock removed %d lock(s); the lock file: %v", unlocked.Removed, err)
+	if _, err := os.Stat(lock); len(unlocked.Removed) != 0 || len(unlocked.Live) != 1 || !strings.Contains(unlocked.Live[0].Holder, "db-elsewhere") || err != nil {
+		t.Fatalf("amber unlock beside a live lock: removed %q, live %+v; the lock file: %v; want it kept and its holder named", unlocked.Removed, unlocked.Live, err)
+	}
+	decodeOne(t, c.ok("unlock", "--force", "--json").stdout, &unlocked)
+	if _, err := os.Stat(lock); len(unlocked.Removed) != 1 || !os.IsNotExist(err) {
+		t.Fatalf("amber unlock --force removed %q; the lock file: %v", unlocked.Removed, err)
 	}
 	c.ok("prune", "--grace", "0")
 

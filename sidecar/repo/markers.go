@@ -253,7 +253,7 @@ func (r *Repository) waitForPrune(ctx context.Context, l *lease) (string, error)
 		waited := r.now().Sub(began)
 		if waited >= wait {
 			mi := r.readMarker(ctx, live.Name)
-			return "", fmt.Errorf("%w: lock %s of %s is still held after waiting %s; let that prune finish, or if it died, remove the lock with `amber unlock`",
+			return "", fmt.Errorf("%w: lock %s of %s is still held after waiting %s; let that prune finish, or if you are sure it is not running, remove the lock with `amber unlock --force`",
 				ErrLocked, live.Name, describeHolder(mi), wait)
 		}
 		if lastLog.IsZero() || r.now().Sub(lastLog) >= logEvery {

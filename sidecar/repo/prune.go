@@ -64,8 +64,8 @@ func (r *Repository) acquirePruneLock(ctx context.Context) (*lease, time.Time, e
 		}
 		if !fi.ModTime.After(ref) {
 			l.release(ctx)
-			return nil, time.Time{}, fmt.Errorf("%w (lock %s of %s); wait for it to finish, or if it died, remove the lock with `amber unlock`",
-				ErrLocked, fi.Name, describeHolder(r.readMarker(ctx, fi.Name)))
+			return nil, time.Time{}, fmt.Errorf("%w (lock %s of %s); wait for it to finish (a prune that died leaves a lock that goes stale %s after its last refresh), or if you are sure it is not running, remove the lock with `amber unlock --force`",
+				ErrLocked, fi.Name, describeHolder(r.readMarker(ctx, fi.Name)), r.opts.staleAfter())
 		}
 	}
 	return l, ref, nil
@@ -107,18 +107,70 @@ func (r *Repository) changedSince(ctx context.Context, ref time.Time, live []wri
 	return "", nil
 }
 
-// Unlock removes prune locks left by a prune that died.
-func (r *Repository) Unlock(ctx context.Context) (int, error) {
-	locks, err := listNames(ctx, r.be, pruneLockPrefix)
+// UnlockResult says what Unlock removed and which locks it left alone.
+type UnlockResult struct {
+	Removed []string       `json:"removed"`
+	Live    []LiveLockInfo `json:"live,omitempty"`
+}
+
+// LiveLockInfo describes a prune lock that its holder still refreshes.
+type LiveLockInfo struct {
+	Name      string        `json:"name"`
+	Holder    string        `json:"holder"`
+	Refreshed time.Duration `json:"refreshed_ago_ns"` // by the storage server's clock
+}
+
+// Unlock removes prune locks left by a prune that died: locks not
+// refreshed for StaleAfter by the storage server's clock, or whose holder
+// is a process of this host that no longer runs. A lock still being
+// refreshed belongs to a prune that runs (perhaps on another host) and is
+// kept unless force is set. Removing a live lock never loses data: that
+// prune finds the backups that started meanwhile and refuses to delete
+// (docs/repository-format.md), but it fails.
+func (r *Repository) Unlock(ctx context.Context, force bool) (UnlockResult, error) {
+	var res UnlockResult
+	locks, _, err := r.pruneLocks(ctx)
 	if err != nil {
-		return 0, err
+		return res, err
 	}
-	for _, l := range locks {
-		if err := r.be.Remove(ctx, l); err != nil && !errors.Is(err, storage.ErrNotFound) {
-			return 0, err
+	if len(locks) == 0 {
+		return res, nil
+	}
+	now, err := r.serverTime(ctx)
+	if err != nil {
+		return res, err
+	}
+	for _, fi := range locks {
+		mi := r.readMarker(ctx, fi.Name)
+		age := max(now.Sub(fi.ModTime), 0)
+		if !force && age <= r.opts.staleAfter() && !holderGone(mi) {
+			res.Live = append(res.Live, LiveLockInfo{Name: fi.Name, Holder: describeHolder(mi), Refreshed: age})
+			continue
 		}
+		if err := r.be.Remove(ctx, fi.Name); err != nil && !errors.Is(err, storage.ErrNotFound) {
+			return res, err
+		}
+		res.Removed = append(res.Removed, fi.Name)
 	}
-	return len(locks), nil
+	return res, nil
+}
+
+// serverTime reads the storage server's clock: the modification time of a
+// small object it writes and removes again.
+func (r *Repository) serverTime(ctx context.Context) (time.Time, error) {
+	name := newMarkerName(locksDir + "clock-")
+	began := r.now()
+	if err := r.be.Save(ctx, name, bytes.NewReader(nil), 0); err != nil {
+		return time.Time{}, fmt.Errorf("read the storage server's clock: save %s: %w", name, err)
+	}
+	fi, err := r.be.Stat(ctx, name)
+	if rerr := r.be.Remove(ctx, name); rerr != nil && !errors.Is(rerr, storage.ErrNotFound) {
+		r.opts.logger().Warn("could not remove a clock probe; it is harmless", "object", name, "error", rerr)
+	}
+	if err != nil {
+		return time.Time{}, fmt.Errorf("read the storage server's clock: stat %s: %w", name, err)
+	}
+	return fi.ModTime.Add(r.now().Sub(began) / 2), nil
 }
 
 // writerMarker is a writer's marker as prune sees it.

@@ -6,8 +6,11 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -247,17 +250,48 @@ func TestPruneLockHeldBySkewedHost(t *testing.T) {
 	}
 }
 
+// TestUnlock: unlock removes a stale lock and the lock of a process of
+// this host that is gone, keeps a live lock (naming its holder) unless
+// forced, and leaves no object of its own behind.
 func TestUnlock(t *testing.T) {
 	tr := newTestRepo(t, Options{})
 	ctx := context.Background()
-	lock := pruneLockPrefix + time.Now().UTC().Format(tsLayout) + "-bbbbbbbbbbbb"
-	put(t, tr.be, lock, []byte(`{"host":"h","pid":3}`))
+	exited := exec.Command("true")
+	if err := exited.Run(); err != nil {
+		t.Fatal(err)
+	}
+	live := pruneLockPrefix + time.Now().UTC().Format(tsLayout) + "-bbbbbbbbbbbb"
+	put(t, tr.be, live, []byte(`{"host":"elsewhere","pid":3}`))
+	dead := pruneLockPrefix + time.Now().UTC().Format(tsLayout) + "-cccccccccccc"
+	put(t, tr.be, dead, []byte(fmt.Sprintf(`{"host":"h","pid":%d,"scope":%q}`, exited.Process.Pid, ourScope)))
+	stale := pruneLockPrefix + time.Now().UTC().Format(tsLayout) + "-dddddddddddd"
+	put(t, tr.be, stale, []byte(`{"host":"elsewhere","pid":4}`))
+	old := time.Now().Add(-DefaultStaleAfter - time.Minute)
+	if err := os.Chtimes(filepath.Join(tr.dir, stale), old, old); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := tr.Prune(ctx, PrunePolicy{}); !errors.Is(err, ErrLocked) {
 		t.Fatalf("prune beside a live lock: %v", err)
 	}
-	n, err := tr.Unlock(ctx)
-	if err != nil || n != 1 {
-		t.Fatalf("unlock: %d, %v", n, err)
+	res, err := tr.Unlock(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sort.Strings(res.Removed)
+	if len(res.Removed) != 2 || res.Removed[0] != dead || res.Removed[1] != stale {
+		t.Fatalf("unlock removed %q, want the dead holder's and the stale lock", res.Removed)
+	}
+	if len(res.Live) != 1 || res.Live[0].Name != live || !strings.Contains(res.Live[0].Holder, "elsewhere") {
+		t.Fatalf("unlock reported live locks %+v, want %s held by elsewhere", res.Live, live)
+	}
+	if _, err := tr.Prune(ctx, PrunePolicy{}); !errors.Is(err, ErrLocked) {
+		t.Fatalf("prune beside the live lock unlock kept: %v", err)
+	}
+	if res, err = tr.Unlock(ctx, true); err != nil || len(res.Removed) != 1 || res.Removed[0] != live {
+		t.Fatalf("unlock --force: %+v, %v", res, err)
+	}
+	if got := tr.names(t, locksDir); len(got) != 0 {
+		t.Fatalf("left in locks/ after unlock: %q", got)
 	}
 	if _, err := tr.Prune(ctx, PrunePolicy{}); err != nil {
 		t.Fatalf("prune after unlock: %v", err)

@@ -40,8 +40,8 @@ func TestPruneLockRemovedWhileRunning(t *testing.T) {
 	hb := &hookBackend{Backend: tr.be, prefix: backupsDir}
 	hb.hook = func() {
 		other := tr.reopen(t, Options{})
-		if n, err := other.Unlock(ctx); err != nil || n != 1 {
-			t.Errorf("unlock during the prune: %d, %v", n, err)
+		if res, err := other.Unlock(ctx, true); err != nil || len(res.Removed) != 1 {
+			t.Errorf("unlock --force during the prune: %+v, %v", res, err)
 		}
 		w, err := other.NewWriter(ctx)
 		if err != nil {
@@ -80,7 +80,7 @@ func TestPruneLockRemovedWriterLive(t *testing.T) {
 	hb := &hookBackend{Backend: tr.be, prefix: backupsDir}
 	hb.hook = func() {
 		other := tr.reopen(t, Options{})
-		if _, err := other.Unlock(ctx); err != nil {
+		if _, err := other.Unlock(ctx, true); err != nil {
 			t.Errorf("unlock: %v", err)
 		}
 		var err error
