@@ -316,6 +316,29 @@ func pointInTime(t *testing.T, d Driver, ld LogDriver, amber AmberRunner) {
 		t.Fatalf("restore to the latest log: %d markers, highest %d; want all 600", c, m)
 	}
 	srv.Stop()
+
+	// Retention: a second backup, then a prune that keeps only it. The
+	// log before it goes; the window starts at it, with no gap; a point
+	// after it restores exactly.
+	a = r.startArchiver(t, src)
+	r.backup(t, src, "physical")
+	mark(t, ld, src, 601, 700)
+	ts = ld.MarkerTimes(t, src.DSN())
+	r.waitWindow(t, ts[700], a)
+	a.stop(t)
+	var pr struct {
+		Forgotten          []string `json:"forgotten"`
+		LogSegmentsRemoved int      `json:"log_segments_removed"`
+		LogKept            string   `json:"log_kept"`
+	}
+	r.runJSON(t, &pr, "prune", "--keep-last", "1")
+	if len(pr.Forgotten) != 1 || pr.LogSegmentsRemoved == 0 {
+		t.Fatalf("prune --keep-last 1 after a second backup: %+v; want the first backup forgotten and the log before the second removed", pr)
+	}
+	if ws := r.windows(t); len(ws) != 1 || len(ws[0].Gaps) != 0 || ws[0].Note != "" {
+		t.Fatalf("windows after pruning the log before the kept backup: %+v; want one window without gaps or notes", ws)
+	}
+	r.restoreTo(t, ld, ts, 650)
 }
 
 // archivePluginCrash: the plugin is killed with SIGKILL twice while

@@ -84,9 +84,13 @@ func (pr *Pruner) Prune(ctx context.Context, p *amberv1.BackupPolicy) (string, e
 	if err != nil {
 		return "", fmt.Errorf("prune: %w", err)
 	}
-	summary := fmt.Sprintf("kept %d backup(s), forgot %d, removed %d pack(s) (%d bytes)", res.Kept, len(res.Forgotten), res.PacksRemoved, res.BytesFreed)
+	summary := fmt.Sprintf("kept %d backup(s), forgot %d, removed %d pack(s) (%d bytes) and %d log segment(s) (%d bytes)",
+		res.Kept, len(res.Forgotten), res.PacksRemoved, res.BytesFreed, res.LogSegmentsRemoved, res.LogBytesFreed)
 	if res.PacksKept != "" {
 		summary += "; no pack removed: " + res.PacksKept
+	}
+	if res.LogKept != "" {
+		summary += "; no log removed: " + res.LogKept
 	}
 	return summary, nil
 }

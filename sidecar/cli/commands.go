@@ -450,7 +450,14 @@ func (e *env) pruneCommand() *cobra.Command {
 keeps it), then remove the data no remaining backup uses, including what
 interrupted backups left behind. Prune takes the repository's only lock;
 backups keep running meanwhile. Packs younger than --grace that no index names
-yet are left alone: they may belong to a backup still running.`,
+yet are left alone: they may belong to a backup still running.
+
+Archived log (WAL, binlog, oplog) goes with the backups: log that ends before
+the start of every kept backup of its database is removed, since there is
+nothing left to replay it onto; so is log of an earlier epoch (timeline),
+except the piece the newer epoch branches from. The recoverable window then
+starts at the oldest kept backup. Log of a database none of whose backups is
+kept stays whole, and no log is removed while a backup runs.`,
 		Example: "  amber prune --keep-last 7 --keep-within 720h\n  amber prune --keep-last 3 --dry-run --json",
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -474,10 +481,13 @@ yet are left alone: they may belong to a backup still running.`,
 			if p.DryRun {
 				verb = "would remove"
 			}
-			fmt.Fprintf(e.stdout, "%s %d backups (%d kept), %d packs (%d orphaned), freeing %s\n",
-				verb, len(res.Forgotten), res.Kept, res.PacksRemoved, res.Orphans, humanBytes(res.BytesFreed))
+			fmt.Fprintf(e.stdout, "%s %d backups (%d kept), %d packs (%d orphaned), %d log segments, freeing %s\n",
+				verb, len(res.Forgotten), res.Kept, res.PacksRemoved, res.Orphans, res.LogSegmentsRemoved, humanBytes(res.BytesFreed+res.LogBytesFreed))
 			if res.PacksKept != "" {
 				fmt.Fprintf(e.stdout, "packs kept: %s\n", res.PacksKept)
+			}
+			if res.LogKept != "" {
+				fmt.Fprintf(e.stdout, "log kept: %s\n", res.LogKept)
 			}
 			for _, p := range res.Problems {
 				fmt.Fprintf(e.stdout, "PROBLEM %s: %s\n", p.Object, p.Error)

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"regexp"
-	"strings"
 	"sync"
 	"time"
 
@@ -144,12 +142,7 @@ func BackupEngine(ctx context.Context, r *repo.Repository, eng api.Engine, b Eng
 }
 
 // StreamName is the repository log stream of one database lineage.
-func StreamName(engine, systemID string) string {
-	s := strings.ToLower(engine + "-" + systemID)
-	return streamChars.ReplaceAllString(s, "_")
-}
-
-var streamChars = regexp.MustCompile(`[^a-z0-9._-]`)
+func StreamName(engine, systemID string) string { return repo.StreamName(engine, systemID) }
 
 func posRecord(p api.Position) repo.LogPosition {
 	return repo.LogPosition{Epoch: p.Epoch, Offset: p.Offset, Token: p.Token, Text: p.Text}

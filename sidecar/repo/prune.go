@@ -223,7 +223,13 @@ type PruneResult struct {
 	Incomplete   int      `json:"incomplete_uploads"` // left by crashed writers, swept
 	// PacksKept says why no pack was deleted, if so: a backup running, a
 	// manifest or index file that could not be read.
-	PacksKept    string    `json:"packs_kept,omitempty"`
+	PacksKept string `json:"packs_kept,omitempty"`
+	// Log segments no kept backup can use (before every kept backup of
+	// their stream, or partial objects a complete segment covers).
+	LogSegmentsRemoved int   `json:"log_segments_removed"`
+	LogBytesFreed      int64 `json:"log_bytes_freed"`
+	// LogKept says why no log segment was deleted, if so.
+	LogKept      string    `json:"log_kept,omitempty"`
 	StaleWriters int       `json:"stale_writers_removed"`
 	KeysExpired  int       `json:"expired_keys_removed"`
 	Problems     []Problem `json:"problems,omitempty"`
@@ -263,8 +269,9 @@ func (r *Repository) Prune(ctx context.Context, p PrunePolicy) (*PruneResult, er
 	if err != nil {
 		return nil, err
 	}
-	if len(problems) > 0 {
-		hold = append(hold, fmt.Sprintf("%d manifest(s) could not be read", len(problems)))
+	unreadManifests := len(problems)
+	if unreadManifests > 0 {
+		hold = append(hold, fmt.Sprintf("%d manifest(s) could not be read", unreadManifests))
 	}
 	keep := selectKeep(all, p, r.now())
 	var kept []*Manifest
@@ -344,6 +351,28 @@ func (r *Repository) Prune(ctx context.Context, p PrunePolicy) (*PruneResult, er
 		log.Warn("prune could not read an object; its data is kept", "object", pr.Object, "error", pr.Error)
 	}
 	res.Problems = problems
+
+	// Log: what no kept backup can replay. Not while a backup runs (it
+	// may need log from before the newest kept backup's start) or while a
+	// manifest cannot be read (its backup may need any of it).
+	var removeLog []logObject
+	switch {
+	case len(live) > 0:
+		res.LogKept = hold[0] // the first running backup
+	case unreadManifests > 0:
+		res.LogKept = fmt.Sprintf("%d manifest(s) could not be read", unreadManifests)
+	default:
+		if removeLog, err = r.unneededLog(ctx, kept); err != nil {
+			return nil, err
+		}
+	}
+	if res.LogKept != "" {
+		log.Warn("prune deletes no log segment this time", "reason", res.LogKept)
+	}
+	for _, s := range removeLog {
+		res.LogBytesFreed += s.stored
+	}
+	res.LogSegmentsRemoved = len(removeLog)
 	if p.DryRun {
 		res.StaleWriters = len(stale)
 		return res, nil
@@ -403,12 +432,17 @@ func (r *Repository) Prune(ctx context.Context, p PrunePolicy) (*PruneResult, er
 	// prune lock: someone removed it (`amber unlock`) while this prune ran.
 	// It may use packs that looked unused; name them in an index again and
 	// delete none this time.
-	if len(removePacks) > 0 {
+	if len(removePacks) > 0 || len(removeLog) > 0 {
 		why, err := r.changedSince(ctx, lock.serverNow(), live, all, problems)
 		if err != nil {
 			return nil, err
 		}
-		if why != "" {
+		if why != "" && len(removeLog) > 0 {
+			log.Warn("prune deletes no log segment this time", "reason", why)
+			res.LogKept, removeLog = why, nil
+			res.LogSegmentsRemoved, res.LogBytesFreed = 0, 0
+		}
+		if why != "" && len(removePacks) > 0 {
 			var back []indexPack
 			for _, pid := range removePacks {
 				if blobs, ok := packs[pid]; ok {
@@ -432,6 +466,14 @@ func (r *Repository) Prune(ctx context.Context, p PrunePolicy) (*PruneResult, er
 		}
 		if err := r.be.Remove(ctx, packName(pid)); err != nil && !errors.Is(err, storage.ErrNotFound) {
 			return nil, fmt.Errorf("remove %s: %w", packName(pid), err)
+		}
+	}
+	for _, s := range removeLog {
+		if err := lock.valid(); err != nil {
+			return nil, pruneStalled(err)
+		}
+		if err := r.be.Remove(ctx, s.ObjectName()); err != nil && !errors.Is(err, storage.ErrNotFound) {
+			return nil, fmt.Errorf("remove %s: %w", s.ObjectName(), err)
 		}
 	}
 	if sw, ok := storage.AsSweeper(r.be); ok && len(live) == 0 && lock.valid() == nil {

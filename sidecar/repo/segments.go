@@ -243,19 +243,20 @@ func (r *Repository) listSegments(ctx context.Context, stream, prefix string, ke
 // sortSegments orders by epoch, then start, complete before partial, longer
 // first.
 func sortSegments(out []Segment) {
-	sort.Slice(out, func(i, j int) bool {
-		a, b := out[i], out[j]
-		if a.Epoch != b.Epoch {
-			return a.Epoch < b.Epoch
-		}
-		if a.Start != b.Start {
-			return a.Start < b.Start
-		}
-		if a.Partial != b.Partial {
-			return !a.Partial
-		}
-		return a.End > b.End
-	})
+	sort.Slice(out, func(i, j int) bool { return segmentLess(out[i], out[j]) })
+}
+
+func segmentLess(a, b Segment) bool {
+	if a.Epoch != b.Epoch {
+		return a.Epoch < b.Epoch
+	}
+	if a.Start != b.Start {
+		return a.Start < b.Start
+	}
+	if a.Partial != b.Partial {
+		return !a.Partial
+	}
+	return a.End > b.End
 }
 
 // RemoveSegment deletes one stored segment (a partial one superseded by a

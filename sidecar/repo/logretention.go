@@ -1,0 +1,201 @@
+package repo
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/amber-backup/amber/sidecar/storage"
+)
+
+// StreamName is the log stream of an engine's database lineage (its system
+// id): where the archiver stores its log and where a restore of the
+// engine's backups looks for it.
+func StreamName(engine, systemID string) string {
+	s := strings.ToLower(engine + "-" + systemID)
+	return streamChars.ReplaceAllString(s, "_")
+}
+
+var streamChars = regexp.MustCompile(`[^a-z0-9._-]`)
+
+// Segment meta keys that link an epoch to its parent (docs/repository-
+// format.md, "Log segments").
+const (
+	metaBranchEpoch  = "branch_epoch"
+	metaBranchOffset = "branch_offset"
+)
+
+// logObject is a stored log segment as its name and listing describe it.
+type logObject struct {
+	Segment
+	stored int64
+}
+
+// unneededLog lists the log segments that no kept backup can use: those of
+// a stream that lie wholly before the log every kept backup of the stream
+// needs (its start position), and partial objects that a complete segment
+// of the same epoch covers. It keeps, whatever their age:
+//   - every segment of a stream that no kept backup names (there is no
+//     backup to restore it onto, but nothing tells prune it is unwanted);
+//   - metadata segments (start = end, a timeline history);
+//   - the segment of each parent epoch that holds the branch point a kept
+//     later epoch continues from, so the archive's history stays linked
+//     and reports no hole before the earliest backup.
+//
+// A backup needs the log from its start: epochs only grow and offsets only
+// grow within an epoch (docs/plugin-protocol.md), so log of an earlier
+// epoch, or earlier in the same epoch, is never replayed onto it.
+func (r *Repository) unneededLog(ctx context.Context, kept []*Manifest) ([]logObject, error) {
+	anchors := map[string][]LogPosition{}
+	keepAll := map[string]bool{}
+	for _, m := range kept {
+		if m.Record == nil || m.Record.SystemID == "" || m.Engine == "" {
+			continue
+		}
+		s := StreamName(m.Engine, m.Record.SystemID)
+		p := m.Record.Start
+		if p.Epoch == 0 && p.Offset == 0 {
+			p = m.Record.Consistent
+		}
+		if p.Epoch == 0 && p.Offset == 0 {
+			keepAll[s] = true
+			continue
+		}
+		anchors[s] = append(anchors[s], p)
+	}
+	var out []logObject
+	for _, stream := range sortedStreams(anchors) {
+		if keepAll[stream] {
+			continue
+		}
+		segs, err := r.listLogObjects(ctx, stream)
+		if err != nil {
+			return nil, err
+		}
+		drop := make([]bool, len(segs))
+		for i, s := range segs {
+			drop[i] = s.Start != s.End && beforeAll(s.Segment, anchors[stream])
+		}
+		// Keep the chain of branch points, newest epoch first: a parent's
+		// segment kept here may itself hold the parent's own branch.
+		epochs := map[uint32][]int{}
+		var order []uint32
+		for i, s := range segs {
+			if _, ok := epochs[s.Epoch]; !ok {
+				order = append(order, s.Epoch)
+			}
+			epochs[s.Epoch] = append(epochs[s.Epoch], i)
+		}
+		sort.Slice(order, func(a, b int) bool { return order[a] > order[b] })
+		for _, ep := range order {
+			var cands []Segment // the first kept log segment, then metadata
+			for _, i := range epochs[ep] {
+				if !drop[i] && segs[i].Start != segs[i].End {
+					cands = append(cands, segs[i].Segment)
+					break
+				}
+			}
+			if len(cands) == 0 {
+				continue // nothing of this epoch stays
+			}
+			for _, i := range epochs[ep] {
+				if segs[i].Start == segs[i].End {
+					cands = append(cands, segs[i].Segment)
+				}
+			}
+			b, ok, err := r.branchOf(ctx, cands)
+			if err != nil {
+				return nil, err
+			}
+			if !ok {
+				continue
+			}
+			for j, p := range segs {
+				if p.Epoch == b.Epoch && p.Start != p.End && p.Start <= b.Offset && b.Offset <= p.End {
+					drop[j] = false
+				}
+			}
+		}
+		for i, s := range segs {
+			if !drop[i] && s.Partial && coveredByComplete(s.Segment, segs) {
+				drop[i] = true
+			}
+			if drop[i] {
+				out = append(out, s)
+			}
+		}
+	}
+	return out, nil
+}
+
+// beforeAll reports whether s ends at or before every anchor.
+func beforeAll(s Segment, anchors []LogPosition) bool {
+	for _, a := range anchors {
+		if !(s.Epoch < a.Epoch || s.Epoch == a.Epoch && s.End <= a.Offset) {
+			return false
+		}
+	}
+	return true
+}
+
+// coveredByComplete reports whether a complete segment of p's epoch holds
+// p's whole range: p is a superseded partial object (or piece) that an
+// archiver did not remove (it was restarted or died first).
+func coveredByComplete(p Segment, segs []logObject) bool {
+	for _, c := range segs {
+		if !c.Partial && c.Epoch == p.Epoch && c.Start < c.End && c.Start <= p.Start && p.End <= c.End {
+			return true
+		}
+	}
+	return false
+}
+
+// branchOf reads where an epoch continues its parent, from the first of
+// cands (segments of that epoch) that records it.
+func (r *Repository) branchOf(ctx context.Context, cands []Segment) (LogPosition, bool, error) {
+	for _, s := range cands {
+		full, _, err := r.GetSegment(ctx, s.ObjectName())
+		if err != nil {
+			return LogPosition{}, false, fmt.Errorf("read %s for its branch point: %w", s.ObjectName(), err)
+		}
+		if full.Meta[metaBranchEpoch] == "" {
+			continue
+		}
+		ep, err1 := strconv.ParseUint(full.Meta[metaBranchEpoch], 10, 32)
+		off, err2 := strconv.ParseUint(full.Meta[metaBranchOffset], 10, 64)
+		if err1 != nil || err2 != nil {
+			return LogPosition{}, false, fmt.Errorf("%s records a malformed branch point (%q, %q)", s.ObjectName(), full.Meta[metaBranchEpoch], full.Meta[metaBranchOffset])
+		}
+		return LogPosition{Epoch: uint32(ep), Offset: off}, true, nil
+	}
+	return LogPosition{}, false, nil
+}
+
+// listLogObjects lists a stream's segments with their stored sizes, in
+// Segments' order.
+func (r *Repository) listLogObjects(ctx context.Context, stream string) ([]logObject, error) {
+	var out []logObject
+	err := r.be.List(ctx, logDir+stream+"/", func(fi storage.FileInfo) error {
+		if s, ok := parseSegmentName(fi.Name); ok && s.Stream == stream {
+			out = append(out, logObject{Segment: s, stored: fi.Size})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list log %s: %w", stream, err)
+	}
+	sort.SliceStable(out, func(i, j int) bool { return segmentLess(out[i].Segment, out[j].Segment) })
+	return out, nil
+}
+
+func sortedStreams(m map[string][]LogPosition) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
