@@ -754,6 +754,18 @@ func TestArchiverFollowsPrimary(t *testing.T) {
 			len(a.Gaps) == 1
 		return ok, fmt.Sprintf("%+v", a)
 	})
+	// One connection per pod and round: the archiver's status is read on
+	// the probe's connection (only a pod just told to start is dialled
+	// again).
+	calls := map[string]int{}
+	for _, c := range sidecars.Calls("") {
+		if c.Pod == ns+"/db-1" {
+			calls[c.Method]++
+		}
+	}
+	if calls["Dial"] > calls["Probe"]+calls["StartArchiving"] {
+		t.Fatalf("calls to db-1's sidecar: %v; want at most one dial per probe, plus one per start", calls)
+	}
 }
 
 // TestRestoreRefused: a Restore whose repository holds no captured

@@ -123,7 +123,7 @@ func (r *BackupReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	if p.Spec.Replica.MaxLag != nil {
 		maxLag = &p.Spec.Replica.MaxLag.Duration
 	}
-	pick, why := PickBackupTarget(probeAll(ctx, r.Dialer, pods), p.Spec.Replica.Preference, maxLag)
+	pick, why := PickBackupTarget(probeAll(ctx, r.Dialer, pods, false), p.Spec.Replica.Preference, maxLag)
 	if pick == nil {
 		return ctrl.Result{}, r.fail(ctx, &b, "NoEligibleReplica", "StatefulSet "+sts+": "+why)
 	}

@@ -90,8 +90,9 @@ func policyPods(ctx context.Context, c client.Reader, namespace, policy string) 
 	return out, nil
 }
 
-// probeAll probes every pod's sidecar at once.
-func probeAll(ctx context.Context, d sidecarapi.Dialer, pods []*corev1.Pod) []Candidate {
+// probeAll probes every pod's sidecar at once; with withStatus, it also
+// reads the status of those that archive, on the same connection.
+func probeAll(ctx context.Context, d sidecarapi.Dialer, pods []*corev1.Pod, withStatus bool) []Candidate {
 	out := make([]Candidate, len(pods))
 	var wg sync.WaitGroup
 	for i, p := range pods {
@@ -108,6 +109,11 @@ func probeAll(ctx context.Context, d sidecarapi.Dialer, pods []*corev1.Pod) []Ca
 			}
 			defer sc.Close()
 			out[i].Probe, out[i].Err = sc.Probe(ctx)
+			if withStatus && out[i].Err == nil && out[i].Probe.Archiving {
+				if st, err := sc.Status(ctx); err == nil {
+					out[i].Status = &st
+				}
+			}
 		}()
 	}
 	wg.Wait()

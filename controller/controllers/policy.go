@@ -284,7 +284,7 @@ func (r *PolicyReconciler) placeArchivers(ctx context.Context, p *amberv1.Backup
 	var archivers []amberv1.ArchiverStatus
 	var problems []string
 	for _, sts := range sortedKeys(groups) {
-		cands := probeAll(ctx, r.Dialer, groups[sts])
+		cands := probeAll(ctx, r.Dialer, groups[sts], true)
 		pick, why := PickArchiver(cands, current[sts].Pod)
 		if pick == nil {
 			problems = append(problems, sts+": "+why)
@@ -326,19 +326,26 @@ func (r *PolicyReconciler) placeArchivers(ctx context.Context, p *amberv1.Backup
 		if prev, ok := current[sts]; ok && prev.Pod == pick.Pod.Name {
 			as.RecoverableFrom, as.RecoverableTo, as.Gaps = prev.RecoverableFrom, prev.RecoverableTo, prev.Gaps
 		}
-		_ = r.call(ctx, pick.Pod, func(sc sidecarapi.Sidecar) error {
-			st, err := sc.Status(ctx)
-			if err != nil || st.ArchivedUpTo.IsZero() {
+		// Read with the probe on the pod that already archived; the pod
+		// that was just told to start is asked once more.
+		st := pick.Status
+		if st == nil {
+			_ = r.call(ctx, pick.Pod, func(sc sidecarapi.Sidecar) error {
+				s, err := sc.Status(ctx)
+				if err == nil {
+					st = &s
+				}
 				return err
-			}
+			})
+		}
+		if st != nil && !st.ArchivedUpTo.IsZero() {
 			as.RecoverableTo = &metav1.Time{Time: st.ArchivedUpTo}
 			as.RecoverableFrom = nil
 			if !st.WindowStart.IsZero() {
 				as.RecoverableFrom = &metav1.Time{Time: st.WindowStart}
 			}
 			as.Gaps = st.Gaps
-			return nil
-		})
+		}
 		archivers = append(archivers, as)
 	}
 	p.Status.Archivers = archivers

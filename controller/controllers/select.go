@@ -18,6 +18,9 @@ type Candidate struct {
 	Probe sidecarapi.ProbeResult
 	// Err is why the sidecar could not be probed (then Probe is zero).
 	Err error
+	// Status is the sidecar's status, read on the same connection when
+	// probeAll was asked for it and the sidecar archives; nil otherwise.
+	Status *sidecarapi.Status
 }
 
 func (c Candidate) name() string { return c.Pod.Name }

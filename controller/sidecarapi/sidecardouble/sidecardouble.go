@@ -30,7 +30,7 @@ type Pod struct {
 // Call is one recorded call.
 type Call struct {
 	Pod    string // namespace/name
-	Method string // Probe, Backup, StartArchiving, StopArchiving, Status
+	Method string // Dial, Probe, Backup, StartArchiving, StopArchiving, Status
 	Backup sidecarapi.BackupRequest
 }
 
@@ -91,6 +91,7 @@ func (d *Dialer) Dial(_ context.Context, pod *corev1.Pod) (sidecarapi.Sidecar, e
 	if _, ok := d.pods[key]; !ok {
 		return nil, fmt.Errorf("dial %s: %w", key, ErrNoSidecar)
 	}
+	d.calls = append(d.calls, Call{Pod: key, Method: "Dial"})
 	return &sidecar{d: d, pod: key}, nil
 }
 
