@@ -41,6 +41,7 @@ type logObject struct {
 //   - every segment of a stream that no kept backup names (there is no
 //     backup to restore it onto, but nothing tells prune it is unwanted);
 //   - metadata segments (start = end, a timeline history);
+//   - the segment that ends the archive (an archiver resumes from it);
 //   - the segment of each parent epoch that holds the branch point a kept
 //     later epoch continues from, so the archive's history stays linked
 //     and reports no hole before the earliest backup.
@@ -78,6 +79,17 @@ func (r *Repository) unneededLog(ctx context.Context, kept []*Manifest) ([]logOb
 		drop := make([]bool, len(segs))
 		for i, s := range segs {
 			drop[i] = s.Start != s.End && beforeAll(s.Segment, anchors[stream])
+		}
+		// The archive's end stays, even when a kept backup starts past it
+		// (archiving was down while it ran): an archiver resumes from it,
+		// and a stream with no log would be archived from wherever the
+		// server is now.
+		if last := lastLog(segs); last >= 0 {
+			for i, s := range segs {
+				if s.Epoch == segs[last].Epoch && s.End == segs[last].End {
+					drop[i] = false
+				}
+			}
 		}
 		// Keep the chain of branch points, newest epoch first: a parent's
 		// segment kept here may itself hold the parent's own branch.
@@ -129,6 +141,21 @@ func (r *Repository) unneededLog(ctx context.Context, kept []*Manifest) ([]logOb
 		}
 	}
 	return out, nil
+}
+
+// lastLog is the index of the segment that ends the archive: the newest
+// epoch's segment that ends last; -1 if there is only metadata.
+func lastLog(segs []logObject) int {
+	last := -1
+	for i, s := range segs {
+		if s.Start == s.End {
+			continue
+		}
+		if last < 0 || s.Epoch > segs[last].Epoch || s.Epoch == segs[last].Epoch && s.End > segs[last].End {
+			last = i
+		}
+	}
+	return last
 }
 
 // beforeAll reports whether s ends at or before every anchor.

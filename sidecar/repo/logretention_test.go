@@ -136,6 +136,29 @@ func TestPruneLog(t *testing.T) {
 	}
 }
 
+// TestPruneLogKeepsArchiveEnd: a kept backup that starts past the end of
+// the archived log (archiving was down while it ran) leaves the last
+// segment, where an archiver resumes.
+func TestPruneLogKeepsArchiveEnd(t *testing.T) {
+	tr := newTestRepo(t, Options{})
+	ctx := context.Background()
+	for i := uint64(0); i < 3; i++ {
+		putLog(t, tr.Repository, Segment{Epoch: 1, Start: i << 12, End: (i + 1) << 12})
+	}
+	engineBackup(t, tr.Repository, "late", 1, 9<<12)
+	res, err := tr.Prune(ctx, PrunePolicy{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := tr.names(t, logDir)
+	if res.LogSegmentsRemoved != 2 || len(got) != 1 {
+		t.Fatalf("prune removed %d log segments, left %q; want the two first removed and the last kept", res.LogSegmentsRemoved, got)
+	}
+	if s, _ := parseSegmentName(got[0]); s.Start != 2<<12 {
+		t.Fatalf("left %s, want the segment that ends the archive", got[0])
+	}
+}
+
 func equal(a, b []string) bool {
 	if len(a) != len(b) {
 		return false
