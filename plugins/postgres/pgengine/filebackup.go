@@ -230,7 +230,7 @@ func listDataDir(dataDir string, tablespace bool) ([]item, error) {
 			case fi.Mode()&fs.ModeSymlink != 0:
 				if child == "pg_wal" || child == "pg_xlog" {
 					// A pg_wal elsewhere is restored as a plain directory.
-					items = append(items, item{rel: child, info: dirInfo{fi}})
+					items = append(items, item{rel: child, info: dirInfo{fi}}, item{rel: child + "/archive_status", info: dirInfo{fi}})
 				}
 				// Tablespace links (pg_tblspc/<oid>) are in tablespace_map.
 			case fi.IsDir():

@@ -94,3 +94,37 @@ func TestFileBackupRestore(t *testing.T) {
 	}
 	t.Logf("restored %d batches committed under the backup", nb)
 }
+
+// TestListDataDir checks what a file-level backup leaves out, on a
+// directory laid out like a data directory.
+func TestListDataDir(t *testing.T) {
+	dir := t.TempDir()
+	for _, f := range []string{"PG_VERSION", "postmaster.pid", "postmaster.opts", "backup_label", "global/pg_control",
+		"global/1262", "global/pg_internal.init", "base/5/1259", "base/5/1259_fsm", "base/5/16384", "base/5/16384.1",
+		"base/5/16384_vm", "base/5/16384_init", "base/5/t3_16390", "base/5/pgsql_tmp/pgsql_tmp1.0", "pg_wal/000000010000000000000001",
+		"pg_wal/archive_status/000000010000000000000001.done", "pg_replslot/amber/state", "pg_stat_tmp/x", "pg_subtrans/0000",
+		"pg_xact/0000", "pg_tblspc/.keep"} {
+		p := filepath.Join(dir, filepath.FromSlash(f))
+		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.Remove(filepath.Join(dir, "pg_tblspc", ".keep"))
+	items, err := listDataDir(dir, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, it := range items {
+		got = append(got, it.rel)
+	}
+	want := []string{"PG_VERSION", "base", "base/5", "base/5/1259", "base/5/1259_fsm", "base/5/16384_init", "global", "global/1262",
+		"pg_replslot", "pg_stat_tmp", "pg_subtrans", "pg_tblspc", "pg_wal", "pg_wal/archive_status", "pg_xact", "pg_xact/0000",
+		"global/pg_control"}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("listed\n%v\nwant\n%v", got, want)
+	}
+}
