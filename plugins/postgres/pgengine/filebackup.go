@@ -90,9 +90,13 @@ func FileBackup(ctx context.Context, dsn DSN, dataDir string, sink EntrySink, op
 	if err := conn.QueryRow(ctx, q, label, !opts.SpreadCheckpoint).Scan(&res.StartLSN); err != nil {
 		return nil, fmt.Errorf("file backup: start: %w", err)
 	}
-	if err := conn.QueryRow(ctx, "SELECT timeline_id, clock_timestamp() FROM pg_control_checkpoint()").
-		Scan(&res.StartTimeline, &res.StartTime); err != nil {
+	var held LSN
+	if err := conn.QueryRow(ctx, "SELECT timeline_id, clock_timestamp(), (SELECT restart_lsn::text FROM pg_replication_slots WHERE slot_name = $1)"+
+		" FROM pg_control_checkpoint()", slot).Scan(&res.StartTimeline, &res.StartTime, &held); err != nil {
 		return nil, fmt.Errorf("file backup: read timeline: %w", err)
+	}
+	if held == 0 || held > res.StartLSN {
+		return nil, fmt.Errorf("file backup: the replication slot holds WAL from %s, after the backup's start %s", held, res.StartLSN)
 	}
 
 	tbs, err := dataTablespaces(dataDir, info.Major)

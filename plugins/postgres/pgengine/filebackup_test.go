@@ -128,3 +128,33 @@ func TestListDataDir(t *testing.T) {
 		t.Fatalf("listed\n%v\nwant\n%v", got, want)
 	}
 }
+
+func TestFileBackupFromStandby(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t, 2*time.Minute)
+	pg := testbed.StartPostgres(t, testbed.PostgresOptions{})
+	pg.Psql(t, "postgres", "CREATE TABLE t AS SELECT generate_series(1, 1000) id")
+	sb := testbed.StartStandby(t, pg)
+	waitFor(t, 30*time.Second, "standby catch-up", func() bool {
+		return sb.Psql(t, "postgres", "SELECT count(*) FROM t") == "1000"
+	})
+	store := DirSink(t.TempDir())
+	res, err := FileBackup(ctx, DSN(sb.DSN()), sb.DataDir, store, FileBackupOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.FromStandby {
+		t.Fatalf("result %+v", res)
+	}
+	dataDir := filepath.Join(testbed.PostgresDir(t), "data")
+	if err := PhysicalRestore(ctx, dataDir, store, RestoreOptions{Owner: postgresOwner()}); err != nil {
+		t.Fatal(err)
+	}
+	restored := testbed.StartPostgresDataDir(t, dataDir, testbed.PostgresOptions{})
+	waitFor(t, 30*time.Second, "end of recovery", func() bool {
+		return restored.Psql(t, "postgres", "SELECT pg_is_in_recovery()") == "f"
+	})
+	if got := restored.Psql(t, "postgres", "SELECT count(*) FROM t"); got != "1000" {
+		t.Fatalf("restored rows %q", got)
+	}
+}
