@@ -8,9 +8,10 @@
 # a section of BENCH_OUT.
 #
 # The data set is the standard "mixed" one (pgbench -i -s 10 plus
-# bench_mixed, as in docs/benchmarks.md) or a reduced one,
-# loaded directly (no dump) into a cluster cached stopped under
-# $BENCH_DIR/pgdata-files-s<scale>-r<rows>; every run copies it.
+# bench_mixed, as in docs/benchmarks.md) or a reduced one: the cluster
+# docs/bench-postgres.sh caches, or else one loaded directly (no dump) and
+# cached stopped under $BENCH_DIR/pgdata-files-s<scale>-r<rows>; every run
+# copies it.
 # Environment:
 #   BENCH_ROWS, BENCH_SCALE  data set (default: the standard 6150000 rows, scale 10)
 #   BENCH_RUNS               runs of each measurement (default 2; best time shown)
@@ -34,6 +35,9 @@ load_seconds=${BENCH_PGBENCH_SECONDS:-30}
 standard=0
 if [ "$rows" = 6150000 ] && [ "$scale" = 10 ]; then standard=1; fi
 tpl="$benchdir/pgdata-files-s${scale}-r${rows}"
+# docs/bench-postgres.sh's cached cluster holds the same data set: use it when there.
+if [ "$standard" = 1 ]; then pgtpl="$benchdir/pgdata-mixed"; else pgtpl="$benchdir/pgdata-s${scale}-r${rows}"; fi
+[ -f "$pgtpl/PG_VERSION" ] && tpl=$pgtpl
 if [ "$standard" = 1 ]; then out=${BENCH_OUT:-$root/docs/benchmarks.md}; else out=${BENCH_OUT:-$benchdir/benchmarks-quick.md}; fi
 pgbin=/usr/lib/postgresql/15/bin
 
