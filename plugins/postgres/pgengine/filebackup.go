@@ -72,6 +72,13 @@ func FileBackup(ctx context.Context, dsn DSN, dataDir string, sink EntrySink, op
 	// Closing the session aborts a backup still running and drops the slot.
 	defer conn.Close(context.Background())
 
+	if info.Major >= 14 {
+		// The session idles while the files are read; a server-wide
+		// idle_session_timeout must not end it (and the backup with it).
+		if _, err := conn.Exec(ctx, "SET idle_session_timeout = 0"); err != nil {
+			return nil, fmt.Errorf("file backup: %w", err)
+		}
+	}
 	slot := fmt.Sprintf("amber_backup_%d", conn.PgConn().PID())
 	if _, err := conn.Exec(ctx, "SELECT pg_create_physical_replication_slot($1, true, true)", slot); err != nil {
 		return nil, fmt.Errorf("file backup: temporary replication slot to hold the backup's WAL: %w"+
