@@ -117,6 +117,8 @@ pg1-user=postgres
 EOF
 chown postgres: "$pgbr_conf"
 pgbr() { as_pg pgbackrest --config="$pgbr_conf" --stanza=bench "$@"; }
+export -f pgbr
+export pgbr_conf
 opts="-c listen_addresses= -k $sock -c shared_buffers=256MB -c max_wal_size=4GB -c wal_level=replica -c max_wal_senders=10 -c max_replication_slots=10"
 
 # fresh_primary: a new copy of the template, archiving to a new pgBackRest repository.
