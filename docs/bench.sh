@@ -436,6 +436,7 @@ say "wrote ${out#"$root"/}"
 cat "$out"
 if [ "${BENCH_ONLY:-}" = restic ]; then exit 0; fi
 BENCH_OUT="$out" bash "$root/docs/bench-postgres.sh" # PostgreSQL section (issue #3 §6), appended to $out
+BENCH_OUT="$out" bash "$root/docs/bench-pg-files.sh" # PostgreSQL backups that read the data directory, appended to $out
 BENCH_OUT="$out" bash "$root/docs/bench-mysql.sh" # MariaDB section (issue #9), appended to $out
 # amber-controller at scale (300 StatefulSets × 3 pods faked by kwok, in
 # namespaces of 30 and in one namespace): its section, appended to $out by

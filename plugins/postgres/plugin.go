@@ -5,7 +5,9 @@
 //   - Target.Settings["bin_dir"]: directory of pg_dump/pg_restore.
 //   - LogicalRestore options "no_owner", "no_privileges", "clean" ("true").
 //   - PhysicalBackup options "exclude_wal", "spread_checkpoint" ("true"),
-//     "max_rate_kbps".
+//     "max_rate_kbps". With Target.DataDir set, the plugin reads the data
+//     directory itself (pgengine.FileBackup) instead of running
+//     BASE_BACKUP; "workers" then says how many files are read at once.
 //   - Archive options "slot" (default "amber") and "synchronous" ("on":
 //     store WAL as soon as it arrives, report each durable position at
 //     once); ArchiveRequest.FlushInterval bounds how long WAL waits before
@@ -198,9 +200,24 @@ func (s entrySink) Entry(ctx context.Context, name string, r io.Reader) error {
 	return s.sink.Entry(ctx, api.Entry{Name: name, Size: -1, Kind: kind}, r)
 }
 
+// tarSink adapts api.EntrySink to pgengine.EntrySink.
+type tarSink struct{ sink api.EntrySink }
+
+func (s tarSink) Create(ctx context.Context, name string) (io.WriteCloser, error) {
+	return s.sink.Create(ctx, api.Entry{Name: name, Size: -1, Kind: "tar"})
+}
+
 // PhysicalBackup runs BASE_BACKUP and streams base.tar, one tar per
-// tablespace and backup_manifest.
+// tablespace and backup_manifest; with Target.DataDir it reads that data
+// directory itself, with several workers, and streams the same tars
+// (without a manifest).
 func (e *Engine) PhysicalBackup(ctx context.Context, req api.BackupRequest, sink api.EntrySink) (api.BackupResult, error) {
+	if req.Target.DataDir != "" {
+		return e.fileBackup(ctx, req, sink)
+	}
+	if req.Options["workers"] != "" {
+		return api.BackupResult{}, errors.New("option workers is for backups that read the data directory: give its path")
+	}
 	opts := pgengine.BackupOptions{
 		Label:            req.Label,
 		ExcludeWAL:       flag(req.Options, "exclude_wal"),
@@ -221,6 +238,38 @@ func (e *Engine) PhysicalBackup(ctx context.Context, req api.BackupRequest, sink
 	if err != nil {
 		return api.BackupResult{}, err
 	}
+	return backupResult(info, res), nil
+}
+
+// fileBackup reads req.Target.DataDir with pgengine.FileBackup.
+func (e *Engine) fileBackup(ctx context.Context, req api.BackupRequest, sink api.EntrySink) (api.BackupResult, error) {
+	for _, k := range []string{"exclude_wal", "max_rate_kbps"} {
+		if req.Options[k] != "" {
+			return api.BackupResult{}, fmt.Errorf("option %s is for BASE_BACKUP; a backup that reads the data directory takes only workers and spread_checkpoint", k)
+		}
+	}
+	opts := pgengine.FileBackupOptions{Label: req.Label, SpreadCheckpoint: flag(req.Options, "spread_checkpoint")}
+	if v := req.Options["workers"]; v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 64 {
+			return api.BackupResult{}, fmt.Errorf("workers %q: want a number from 1 to 64", v)
+		}
+		opts.Workers = n
+	}
+	info, err := pgengine.Probe(ctx, dsn(req.Target))
+	if info == nil {
+		return api.BackupResult{}, err
+	}
+	res, err := pgengine.FileBackup(ctx, dsn(req.Target), req.Target.DataDir, tarSink{sink}, opts)
+	if err != nil {
+		return api.BackupResult{}, err
+	}
+	r := backupResult(info, res)
+	r.Metadata["method"] = "files"
+	return r, nil
+}
+
+func backupResult(info *pgengine.Info, res *pgengine.BackupResult) api.BackupResult {
 	meta := map[string]string{
 		SettingSegmentSize: strconv.FormatInt(info.WALSegmentSize, 10),
 		"wal_included":     strconv.FormatBool(res.WALIncluded),
@@ -243,7 +292,7 @@ func (e *Engine) PhysicalBackup(ctx context.Context, req api.BackupRequest, sink
 		ServerVersion:  res.ServerVersion,
 		SystemID:       res.SystemID,
 		Metadata:       meta,
-	}, nil
+	}
 }
 
 // PhysicalRestore extracts base.tar straight from the stream into the data

@@ -142,3 +142,25 @@ func keys(m map[string]*bytes.Buffer) []string {
 	}
 	return out
 }
+
+// TestFileBackupOptions: the options of the two physical backup methods
+// are refused where they do not apply, before any connection is made.
+func TestFileBackupOptions(t *testing.T) {
+	e := postgres.New()
+	for _, c := range []struct {
+		dataDir string
+		opts    map[string]string
+		want    string
+	}{
+		{"", map[string]string{"workers": "2"}, "option workers"},
+		{"/nonexistent", map[string]string{"exclude_wal": "true"}, "option exclude_wal"},
+		{"/nonexistent", map[string]string{"max_rate_kbps": "100"}, "option max_rate_kbps"},
+		{"/nonexistent", map[string]string{"workers": "0"}, `workers "0"`},
+	} {
+		req := api.BackupRequest{Target: api.Target{DSN: "host=/nonexistent", DataDir: c.dataDir}, Options: c.opts}
+		_, err := e.PhysicalBackup(context.Background(), req, nil)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q %v: %v, want an error naming %s", c.dataDir, c.opts, err, c.want)
+		}
+	}
+}

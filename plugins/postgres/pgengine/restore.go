@@ -473,6 +473,14 @@ func (d DirSink) Entry(ctx context.Context, name string, r io.Reader) error {
 	return f.Close()
 }
 
+// Create starts <dir>/<name> (DirSink is also an EntrySink).
+func (d DirSink) Create(ctx context.Context, name string) (io.WriteCloser, error) {
+	if name != filepath.Base(name) {
+		return nil, fmt.Errorf("entry name %q is not a plain file name", name)
+	}
+	return os.Create(filepath.Join(string(d), name))
+}
+
 // Entries lists the files of the directory.
 func (d DirSink) Entries(ctx context.Context) ([]string, error) {
 	des, err := os.ReadDir(string(d))
