@@ -2,8 +2,8 @@
 # `make bench`, MariaDB part (issue #9): measures amber's logical and
 # physical MariaDB backups and restores side by side with mariadb-dump | zstd,
 # mydumper/myloader, the mariadb client and mariadb-backup on the standard
-# "mixed" data set loaded into MariaDB, in one run, and appends a MariaDB
-# section to the report that docs/bench.sh writes (replacing an earlier one).
+# "mixed" data set loaded into MariaDB, in one run, and writes a MariaDB
+# section into the report that docs/bench.sh writes (in place of an earlier one).
 #
 # The data set (../shared/BENCHMARKS.md): bench_mixed with the same columns
 # as PostgreSQL's (BIGINT, TIMESTAMP, DECIMAL(12,2), VARCHAR(64), VARCHAR(80))
@@ -568,9 +568,16 @@ ${lag_miss} never durable.
 EOF
 }
 
+# An earlier MariaDB section is replaced where it stands; else the section
+# is appended.
 touch "$out"
-awk '/^<!-- bench-mysql.sh: begin -->$/{skip=1} !skip{print} /^<!-- bench-mysql.sh: end -->$/{skip=0}' "$out" >"$out.tmp"
-{ printf '%s\n\n' "$(cat "$out.tmp")"; section; } >"$out.new"
-rm -f "$out.tmp"
+section >"$out.section"
+if grep -q '^<!-- bench-mysql.sh: begin -->$' "$out"; then
+  awk -v sec="$out.section" '/^<!-- bench-mysql.sh: begin -->$/{skip=1; while ((getline l < sec) > 0) print l}
+    !skip{print} /^<!-- bench-mysql.sh: end -->$/{skip=0}' "$out" >"$out.new"
+else
+  { printf '%s\n\n' "$(cat "$out")"; cat "$out.section"; } >"$out.new"
+fi
+rm -f "$out.section"
 mv "$out.new" "$out"
-say "appended the MariaDB section to ${out#"$root"/}"
+say "wrote the MariaDB section of ${out#"$root"/}"
