@@ -563,6 +563,8 @@ ${lag_miss} never durable.
   is bounded by the server, which parses and inserts the rows of ${restore_threads} sessions (myloader: 2 threads) and
   writes its binlog (kept on: see docs/engines/mysql.md), on the same cores as the tools. The data sessions load
   the key ranges of a split table at once; a table that is not split loads in one session.
+- mydumper runs without \`--rows\` or \`--chunk-filesize\`: it writes each table as one file, so myloader -t 2 loads
+  bench_mixed, most of the data, in one thread.
 - On $(nproc) shared cores the server, the tool and amber compete for the same CPUs; the ratios here are of one run.
 <!-- bench-mysql.sh: end -->
 EOF
