@@ -421,6 +421,19 @@ func LogicalRestore(ctx context.Context, d DSN, o RestoreOptions, next NextEntry
 	return st, nil
 }
 
+// ctxReader fails once ctx is done.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
 type countingReader struct {
 	r io.Reader
 	n int64
@@ -525,7 +538,8 @@ func (p *loadPool) submit(ctx context.Context, name string, r io.Reader) (int64,
 	if err != nil {
 		return 0, fmt.Errorf("spool %s: %w", name, err)
 	}
-	n, err := io.Copy(f, r)
+	// A failure elsewhere stops the copy at the next read.
+	n, err := io.Copy(f, ctxReader{ctx, r})
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
