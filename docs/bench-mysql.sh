@@ -2,8 +2,8 @@
 # `make bench`, MariaDB part (issue #9): measures amber's logical and
 # physical MariaDB backups and restores side by side with mariadb-dump | zstd,
 # mydumper/myloader, the mariadb client and mariadb-backup on the standard
-# "mixed" data set loaded into MariaDB, in one run, and appends a MariaDB
-# section to the report that docs/bench.sh writes (replacing an earlier one).
+# "mixed" data set loaded into MariaDB, in one run, and writes a MariaDB
+# section into the report that docs/bench.sh writes (in place of an earlier one).
 #
 # The data set (../shared/BENCHMARKS.md): bench_mixed with the same columns
 # as PostgreSQL's (BIGINT, TIMESTAMP, DECIMAL(12,2), VARCHAR(64), VARCHAR(80))
@@ -20,6 +20,7 @@
 #                            standard set, .deps/bench/benchmarks-quick.md otherwise)
 #   BENCH_QUIET_WAIT         seconds to wait for idle cores before each measurement (30)
 #   BENCH_DATA_ONLY=1        make (or find) the cached data directory and stop
+#   BENCH_MY_RESTORE_THREADS amber restore's restore_threads (default 2, as myloader -t 2)
 #   BENCH_MY_LAG_SECONDS     length of the write load of the archive lag part (default 30)
 #   BENCH_MY_LAG_ONLY=1      run only the archive lag part, on an empty server, print its
 #                            figures and write no report
@@ -34,6 +35,7 @@ export PATH="$root/bin:$deps/bin:$PATH"
 rows=${BENCH_ROWS:-6150000}
 scale=${BENCH_SCALE:-10}
 runs=${BENCH_RUNS:-2}
+restore_threads=${BENCH_MY_RESTORE_THREADS:-2}
 standard=0
 if [ "$rows" = 6150000 ] && [ "$scale" = 10 ]; then standard=1; fi
 if [ "$standard" = 1 ]; then
@@ -394,7 +396,8 @@ run_logical() {
 
   new_server
   d=$srv
-  measure amber_logical_restore "$amber" restore --engine mysql --dsn "mysql://bench:$pw@localhost/app?socket=$d/sock" --backup latest
+  measure amber_logical_restore "$amber" restore --engine mysql --dsn "mysql://bench:$pw@localhost/app?socket=$d/sock" --backup latest \
+    --option restore_threads="$restore_threads"
   check "$d" "amber restore"
   stop_server "$d"
   new_server
@@ -498,8 +501,9 @@ EOF
   size per wall second, for every tool alike.
 
 ## Commands
-- \`amber backup --engine mysql --mode logical\` (2 workers, one snapshot) and \`amber restore --engine mysql --dsn\`
-  (one \`mariadb\` client session: loading is serial);
+- \`amber backup --engine mysql --mode logical\` (2 workers, one snapshot, tables above 64 MiB split into key ranges)
+  and \`amber restore --engine mysql --dsn\` (schema through one \`mariadb\` client session, then the data entries
+  through ${restore_threads} sessions at once, \`restore_threads\`, then views, routines and triggers);
 - \`mariadb-dump --single-transaction app | zstd -3\`, restored with \`zstd -dc | mariadb app\`;
 - \`mydumper -t 2 -B app\` (uncompressed), restored with \`myloader -t 2\`;
 - \`amber backup --engine mysql --mode physical\` (mariadb-backup --stream=xbstream inside) and
@@ -555,16 +559,27 @@ ${lag_miss} never durable.
   text as escaped string literals in multi-row INSERTs of about 1 MiB (only binary, BLOB and BIT values, and text
   whose bytes are not valid in the dump's utf8mb4 session, as hex), and every byte of it is chunked, hashed,
   compressed and encrypted.
-- amber's logical restore loads through one \`mariadb\` client session (parallel loading is not implemented), so
-  it is bounded by one server thread, like the single client; myloader uses 2.
+- amber's logical restore kept $(util amber_logical_restore) cores busy (myloader $(util myloader)); the restore
+  is bounded by the server, which parses and inserts the rows of ${restore_threads} sessions (myloader: 2 threads) and
+  writes its binlog (kept on: see docs/engines/mysql.md), on the same cores as the tools. The data sessions load
+  the key ranges of a split table at once; a table that is not split loads in one session.
+- mydumper runs without \`--rows\` or \`--chunk-filesize\`: it writes each table as one file, so myloader -t 2 loads
+  bench_mixed, most of the data, in one thread.
 - On $(nproc) shared cores the server, the tool and amber compete for the same CPUs; the ratios here are of one run.
 <!-- bench-mysql.sh: end -->
 EOF
 }
 
+# An earlier MariaDB section is replaced where it stands; else the section
+# is appended.
 touch "$out"
-awk '/^<!-- bench-mysql.sh: begin -->$/{skip=1} !skip{print} /^<!-- bench-mysql.sh: end -->$/{skip=0}' "$out" >"$out.tmp"
-{ printf '%s\n\n' "$(cat "$out.tmp")"; section; } >"$out.new"
-rm -f "$out.tmp"
+section >"$out.section"
+if grep -q '^<!-- bench-mysql.sh: begin -->$' "$out"; then
+  awk -v sec="$out.section" '/^<!-- bench-mysql.sh: begin -->$/{skip=1; while ((getline l < sec) > 0) print l}
+    !skip{print} /^<!-- bench-mysql.sh: end -->$/{skip=0}' "$out" >"$out.new"
+else
+  { printf '%s\n\n' "$(cat "$out")"; cat "$out.section"; } >"$out.new"
+fi
+rm -f "$out.section"
 mv "$out.new" "$out"
-say "appended the MariaDB section to ${out#"$root"/}"
+say "wrote the MariaDB section of ${out#"$root"/}"

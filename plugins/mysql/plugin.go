@@ -12,6 +12,11 @@
 //     default 2), "spool_dir" (where a table read while another is sent
 //     waits, default the temp dir), "lock_wait_seconds" (bound on the wait
 //     for the global read lock, default 60).
+//   - LogicalRestore options "restore_threads" (client sessions loading
+//     data entries at once, default myengine.DefaultRestoreThreads; 1
+//     loads everything through one session in order) and "spool_dir"
+//     (where a data entry waits for a free session, default the temp
+//     dir).
 //   - Archive options "server_id" (the replica server id the archiver
 //     connects with; default myengine.DefaultServerID(lineage)) and
 //     "max_segment_bytes" (default 16 MiB); ArchiveRequest.FlushInterval
@@ -205,30 +210,41 @@ func (e *Engine) LogicalDump(ctx context.Context, req api.BackupRequest, sink ap
 	}, nil
 }
 
-// LogicalRestore loads the entries, in order, through one mariadb/mysql
-// client session into the DSN's database.
+// LogicalRestore loads the entries into the DSN's database: schema.sql
+// through one mariadb/mysql client session, then the data entries through
+// "restore_threads" sessions at once, then post.sql and users.sql through
+// the first session again (myengine.LogicalRestore).
 func (e *Engine) LogicalRestore(ctx context.Context, req api.RestoreRequest, src api.EntrySource) (api.RestoreResult, error) {
-	l, err := myengine.NewLoader(ctx, dsn(req.Target), myengine.RestoreOptions{BinDir: req.Target.Settings["bin_dir"]})
+	o := myengine.RestoreOptions{BinDir: req.Target.Settings["bin_dir"], SpoolDir: req.Options["spool_dir"]}
+	if v := req.Options["restore_threads"]; v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return api.RestoreResult{}, fmt.Errorf("option restore_threads=%q: want a positive number", v)
+		}
+		o.Threads = n
+	}
+	next := func(ctx context.Context) (string, string, io.Reader, error) {
+		ent, r, err := src.Next(ctx)
+		if err != nil {
+			return "", "", nil, err
+		}
+		return ent.Name, ent.Metadata["phase"], r, nil
+	}
+	st, err := myengine.LogicalRestore(ctx, dsn(req.Target), o, next)
 	if err != nil {
 		return api.RestoreResult{}, err
 	}
-	for {
-		ent, r, err := src.Next(ctx)
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err == nil {
-			err = l.Load(ent.Name, r)
-		}
-		if err != nil {
-			l.Close()
-			return api.RestoreResult{}, err
-		}
+	threads := o.Threads
+	if threads == 0 {
+		threads = myengine.DefaultRestoreThreads
 	}
-	if err := l.Close(); err != nil {
-		return api.RestoreResult{}, fmt.Errorf("restore: %w", err)
-	}
-	return api.RestoreResult{Position: req.Backup.Consistent, ConsistentTime: req.Backup.ConsistentTime}, nil
+	return api.RestoreResult{Position: req.Backup.Consistent, ConsistentTime: req.Backup.ConsistentTime,
+		Metadata: map[string]string{
+			"entries":         strconv.Itoa(st.Entries),
+			"data_entries":    strconv.Itoa(st.DataEntries),
+			"bytes":           strconv.FormatInt(st.Bytes, 10),
+			"restore_threads": strconv.Itoa(threads),
+		}}, nil
 }
 
 // Archive streams the binlog as a replica. Segments are cut at

@@ -2,6 +2,7 @@ package mysql
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"github.com/amber-backup/amber/plugins/api"
@@ -41,5 +42,15 @@ func TestParsePosition(t *testing.T) {
 	// through Replay (sidecar/job.RestoreEngine).
 	if info.Has(api.LogFiles) {
 		t.Error("Info declares capabilities the plugin lacks")
+	}
+}
+
+func TestLogicalRestoreOptions(t *testing.T) {
+	e := New()
+	for _, v := range []string{"0", "-1", "two"} {
+		_, err := e.LogicalRestore(context.Background(), api.RestoreRequest{Options: map[string]string{"restore_threads": v}}, nil)
+		if err == nil || !strings.Contains(err.Error(), "restore_threads") {
+			t.Errorf("restore_threads=%s: %v, want the option named", v, err)
+		}
 	}
 }

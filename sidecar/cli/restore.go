@@ -30,6 +30,7 @@ type restoreFlags struct {
 	runAs                   string
 	installTo, reportFile   string
 	skipRestored            bool
+	options                 []string
 }
 
 func (e *env) restoreCommand() *cobra.Command {
@@ -89,6 +90,7 @@ naming the damaged object.`,
 	fl.StringVar(&f.installTo, "install-to", "", "physical restore: copy amber and the engine's plugin into this directory and have the restored server's log fetch run them from there (a restore in one container for a server in another)")
 	fl.StringVar(&f.reportFile, "report-file", "", "also write the JSON report to this file (e.g. /dev/termination-log)")
 	fl.BoolVar(&f.skipRestored, "skip-restored", false, "physical restore: do nothing when --data-dir was already restored and recovered by an earlier run; start over when an earlier run stopped half-way")
+	fl.StringArrayVar(&f.options, "option", nil, "engine restore option as key=value (repeatable), e.g. restore_threads=4 (mysql logical); see the engine's docs")
 	fl.StringVar(&f.runAs, "owner", "", "user that will run the restored server and own its files (default: the engine's; postgres when run as root)")
 	return cmd
 }
@@ -142,6 +144,9 @@ func (e *env) runRestore(cmd *cobra.Command, f restoreFlags) error {
 	defer r.Close()
 	o := job.EngineRestore{Engine: f.engine, Choice: job.Choice{Ref: f.backupRef, Name: f.name}, DataDir: f.dataDir,
 		To: to, KeepArchiving: f.keepArchive, RunAs: f.runAs, Target: api.Target{DSN: target}}
+	if o.Options, err = parseOptions(f.options); err != nil {
+		return err
+	}
 	if f.dataDir != "" {
 		if o.Fetch, err = e.logFetch(); err != nil {
 			return err

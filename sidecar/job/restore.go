@@ -189,6 +189,8 @@ type EngineRestore struct {
 	Fetch *LogFetch
 	// Logical restores.
 	Target api.Target
+	// Options are the engine's restore options (--option key=value).
+	Options map[string]string
 }
 
 // RestoreReport says what was restored and where it will stand.
@@ -287,7 +289,7 @@ func RestoreEngine(ctx context.Context, r *repo.Repository, eng api.Engine, o En
 	}
 	rep.DataDir = dataDir
 	req := api.RestoreRequest{Target: api.Target{DataDir: dataDir}, Backup: res, To: to,
-		KeepArchiving: o.KeepArchiving, RunAs: o.RunAs}
+		KeepArchiving: o.KeepArchiving, RunAs: o.RunAs, Options: o.Options}
 	var access *logAccess
 	if o.Fetch != nil && !hostReplay {
 		access, err = o.Fetch.prepare(ctx, r, o.Engine, stream, dataDir, m, clk.Now())
@@ -388,7 +390,7 @@ func restoreLogical(ctx context.Context, r *repo.Repository, eng api.Engine, o E
 	}
 	src := &entrySource{r: r, m: m}
 	defer src.close()
-	if _, err := eng.LogicalRestore(ctx, api.RestoreRequest{Target: o.Target, Backup: res}, src); err != nil {
+	if _, err := eng.LogicalRestore(ctx, api.RestoreRequest{Target: o.Target, Backup: res, Options: o.Options}, src); err != nil {
 		return nil, fmt.Errorf("restore %s into the database: %w", m.ID.Short(), err)
 	}
 	if replay {

@@ -1,15 +1,22 @@
 package myengine
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 )
 
 // RestoreOptions configure LogicalRestore.
@@ -20,7 +27,17 @@ type RestoreOptions struct {
 	// its databases (the binlog of a whole server); by default the DSN
 	// must name one.
 	AllDatabases bool
+	// Threads is how many client sessions LogicalRestore loads data
+	// entries through at once; default DefaultRestoreThreads; 1 loads
+	// every entry through one session, in order.
+	Threads int
+	// SpoolDir is where LogicalRestore keeps a data entry until a session
+	// is free to load it; default os.TempDir().
+	SpoolDir string
 }
+
+// DefaultRestoreThreads is RestoreOptions.Threads' default.
+const DefaultRestoreThreads = 2
 
 // Client finds the command-line client: mariadb, else mysql.
 func Client(binDir string) (string, error) {
@@ -91,25 +108,69 @@ func optQuote(s string) string {
 	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s) + `"`
 }
 
-// Loader feeds SQL to one client session.
+// Loader feeds SQL to one client session. Load sends an entry; Sync
+// waits until the server has run everything sent so far, so an error is
+// charged to the entry that caused it.
 type Loader struct {
 	cmd     *exec.Cmd
 	in      io.WriteCloser
-	stderr  bytes.Buffer
+	lines   int64 // newlines sent, to turn the client's "at line N" into the entry's
+	start   int64 // lines before the entry being loaded
+	entry   string
+	stderr  lockedBuffer
 	cleanup func()
+
+	token string        // the marker Sync asks the server to print
+	sent  int64         // markers sent
+	seen  atomic.Int64  // the highest marker printed back
+	note  chan struct{} // a marker was printed
+	ended chan struct{} // the client's output ended
+
+	waitOnce sync.Once
+	waitErr  error
+}
+
+// lockedBuffer is the client's stderr, written by exec's copier and read
+// while the client may still run.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.b.Len() > 64<<10 {
+		return len(p), nil // enough to say what went wrong
+	}
+	return b.b.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }
 
 // NewLoader starts the client against d's database.
 func NewLoader(ctx context.Context, d DSN, o RestoreOptions) (*Loader, error) {
-	cmd, cleanup, err := ClientCommand(ctx, d, o)
+	// Unbuffered: the client prints Sync's marker as soon as it has run
+	// it, not when its output buffer fills.
+	cmd, cleanup, err := ClientCommand(ctx, d, o, "--unbuffered", "--skip-column-names")
 	if err != nil {
 		return nil, err
 	}
-	l := &Loader{cmd: cmd, cleanup: cleanup}
-	cmd.Stdout = io.Discard
+	var tok [12]byte
+	rand.Read(tok[:])
+	l := &Loader{cmd: cmd, cleanup: cleanup, token: "amber-loaded-" + hex.EncodeToString(tok[:]) + "-",
+		note: make(chan struct{}, 1), ended: make(chan struct{})}
 	cmd.Stderr = &l.stderr
-	l.in, err = cmd.StdinPipe()
+	out, err := cmd.StdoutPipe()
 	if err != nil {
+		cleanup()
+		return nil, err
+	}
+	if l.in, err = cmd.StdinPipe(); err != nil {
 		cleanup()
 		return nil, err
 	}
@@ -117,32 +178,398 @@ func NewLoader(ctx context.Context, d DSN, o RestoreOptions) (*Loader, error) {
 		cleanup()
 		return nil, fmt.Errorf("start %s: %w", cmd.Path, err)
 	}
+	go l.watch(out)
 	return l, nil
 }
 
-// Load sends one entry's SQL.
-func (l *Loader) Load(name string, r io.Reader) error {
-	if _, err := io.Copy(l.in, r); err != nil {
-		return fmt.Errorf("load %s: %w%s", name, err, l.detail())
+// watch reads the client's output for Sync's markers; anything else the
+// SQL prints (SELECT SETVAL of a sequence) is dropped.
+func (l *Loader) watch(out io.Reader) {
+	defer close(l.ended)
+	br := bufio.NewReaderSize(out, 64<<10)
+	for {
+		line, err := br.ReadSlice('\n')
+		if rest, ok := bytes.CutPrefix(bytes.TrimSpace(line), []byte(l.token)); ok {
+			if n, err := strconv.ParseInt(string(rest), 10, 64); err == nil && n > l.seen.Load() {
+				l.seen.Store(n)
+				select {
+				case l.note <- struct{}{}:
+				default:
+				}
+			}
+		}
+		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
+			return
+		}
 	}
-	// Entries end with a newline; make sure the next starts on its own line.
-	_, err := l.in.Write([]byte("\n"))
-	return err
 }
 
-func (l *Loader) detail() string {
-	if s := strings.TrimSpace(l.stderr.String()); s != "" {
-		return ": " + s
+func (l *Loader) write(p []byte) (int, error) {
+	n, err := l.in.Write(p)
+	l.lines += int64(bytes.Count(p[:n], []byte{'\n'}))
+	return n, err
+}
+
+type loaderWriter struct{ l *Loader }
+
+func (w loaderWriter) Write(p []byte) (int, error) { return w.l.write(p) }
+
+// Load sends one entry's SQL. The server may still be running it when
+// Load returns; Sync waits for it.
+func (l *Loader) Load(name string, r io.Reader) error {
+	l.entry, l.start = name, l.lines
+	if _, err := io.Copy(loaderWriter{l}, r); err != nil {
+		return fmt.Errorf("load %s: %w%s", name, err, l.failure())
 	}
-	return ""
+	// Entries end with a newline; make sure the next starts on its own line.
+	if _, err := l.write([]byte("\n")); err != nil {
+		return fmt.Errorf("load %s: %w%s", name, err, l.failure())
+	}
+	return nil
+}
+
+// Sync waits until the server has run everything sent so far, or reports
+// why the client stopped.
+func (l *Loader) Sync(ctx context.Context) error {
+	l.sent++
+	n := l.sent
+	if _, err := l.write([]byte("SELECT '" + l.token + strconv.FormatInt(n, 10) + "';\n")); err != nil {
+		return fmt.Errorf("load %s: %w%s", l.entry, err, l.failure())
+	}
+	for l.seen.Load() < n {
+		select {
+		case <-l.note:
+		case <-l.ended:
+			if l.seen.Load() >= n {
+				return nil
+			}
+			err := l.wait()
+			if err == nil {
+				err = errors.New("the client ended early")
+			}
+			return fmt.Errorf("load %s: %s: %w%s", l.entry, filepath.Base(l.cmd.Path), err, l.detail())
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// failure waits for a client whose input broke and says why it ended.
+func (l *Loader) failure() string {
+	if err := l.wait(); err != nil {
+		return " (" + filepath.Base(l.cmd.Path) + ": " + err.Error() + ")" + l.detail()
+	}
+	return l.detail()
+}
+
+func (l *Loader) wait() error {
+	l.waitOnce.Do(func() {
+		l.in.Close()
+		l.waitErr = l.cmd.Wait()
+	})
+	return l.waitErr
+}
+
+var atLine = regexp.MustCompile(`at line (\d+)`)
+
+// detail is the client's error output, its "at line N" (counted from the
+// start of the session) made the line of the entry being loaded.
+func (l *Loader) detail() string {
+	s := strings.TrimSpace(l.stderr.String())
+	if s == "" {
+		return ""
+	}
+	// The client echoes the failed statement around its ERROR line; the
+	// ERROR line says it all.
+	var errs []string
+	for _, line := range strings.Split(s, "\n") {
+		if strings.HasPrefix(line, "ERROR ") {
+			errs = append(errs, line)
+		}
+	}
+	if len(errs) > 0 {
+		s = strings.Join(errs, "; ")
+	}
+	if l.entry != "" {
+		s = atLine.ReplaceAllStringFunc(s, func(m string) string {
+			n, err := strconv.ParseInt(atLine.FindStringSubmatch(m)[1], 10, 64)
+			if err != nil || n <= l.start {
+				return m
+			}
+			return fmt.Sprintf("at line %d of %s", n-l.start, l.entry)
+		})
+	}
+	return ": " + s
 }
 
 // Close ends the session and reports the client's failure.
 func (l *Loader) Close() error {
 	defer l.cleanup()
-	l.in.Close()
-	if err := l.cmd.Wait(); err != nil {
+	if err := l.wait(); err != nil {
 		return fmt.Errorf("%s: %w%s", filepath.Base(l.cmd.Path), err, l.detail())
 	}
 	return nil
+}
+
+// Abort ends the session at once.
+func (l *Loader) Abort() {
+	if l.cmd.Process != nil {
+		l.cmd.Process.Kill()
+	}
+	l.wait()
+	l.cleanup()
+}
+
+// NextEntry yields the entries of a dump in order: a name, its phase
+// (PhaseData for table data; "" when unknown) and its bytes, or io.EOF
+// after the last.
+type NextEntry func(ctx context.Context) (name, phase string, r io.Reader, err error)
+
+// RestoreStats count what LogicalRestore loaded.
+type RestoreStats struct {
+	Entries     int   // all entries
+	DataEntries int   // of which were loaded by the data sessions
+	Bytes       int64 // SQL sent
+}
+
+// IsDataEntry says whether an entry holds table data only (rows of tables
+// the schema entry created), which loads in any order and at the same
+// time as other data entries: its phase is PhaseData, or, with no phase,
+// its name is under data/.
+func IsDataEntry(name, phase string) bool {
+	if phase != "" {
+		return phase == PhaseData
+	}
+	return strings.HasPrefix(name, "data/")
+}
+
+// LogicalRestore loads a dump's entries into d's database. Entries other
+// than data (schema.sql, post.sql, users.sql) load through one session, in
+// order, each after everything before it has been run; a run of data
+// entries between them is spooled and loaded by o.Threads sessions at
+// once (the pieces of a split table too), and the next other entry waits
+// until all of them are in. Every entry sets its own session state
+// (dump.go's header: foreign and unique checks off). The first error of
+// any session stops the others and is the one returned.
+func LogicalRestore(ctx context.Context, d DSN, o RestoreOptions, next NextEntry) (RestoreStats, error) {
+	var st RestoreStats
+	if o.Threads <= 0 {
+		o.Threads = DefaultRestoreThreads
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	main, err := NewLoader(ctx, d, o)
+	if err != nil {
+		return st, err
+	}
+	var pool *loadPool
+	fail := func(err error) (RestoreStats, error) {
+		cancel()
+		if pool != nil {
+			if perr := pool.close(); perr != nil {
+				err = perr // the first failure; err followed from it
+			}
+		}
+		main.Abort()
+		return st, err
+	}
+	for {
+		name, phase, r, err := next(ctx)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return fail(err)
+		}
+		st.Entries++
+		if o.Threads > 1 && IsDataEntry(name, phase) {
+			if pool == nil {
+				pool = newLoadPool(ctx, cancel, d, o)
+			}
+			n, err := pool.submit(ctx, name, r)
+			st.Bytes += n
+			st.DataEntries++
+			if err != nil {
+				return fail(err)
+			}
+			continue
+		}
+		if pool != nil {
+			if err := pool.wait(); err != nil {
+				return fail(err)
+			}
+		}
+		cr := &countingReader{r: r}
+		err = main.Load(name, cr)
+		st.Bytes += cr.n
+		if err == nil {
+			err = main.Sync(ctx)
+		}
+		if err != nil {
+			return fail(err)
+		}
+	}
+	if pool != nil {
+		if err := pool.close(); err != nil {
+			return fail(err)
+		}
+	}
+	if err := main.Close(); err != nil {
+		return st, fmt.Errorf("restore: %w", err)
+	}
+	return st, nil
+}
+
+// ctxReader fails once ctx is done.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// loadPool is the sessions that load data entries, each from its spool
+// file.
+type loadPool struct {
+	dir     string
+	jobs    chan spoolEntry
+	pending sync.WaitGroup // entries submitted and not yet loaded
+	done    sync.WaitGroup // the sessions
+	cancel  context.CancelFunc
+	closed  sync.Once
+
+	mu  sync.Mutex
+	err error // the first failure
+}
+
+type spoolEntry struct{ name, path string }
+
+func newLoadPool(ctx context.Context, cancel context.CancelFunc, d DSN, o RestoreOptions) *loadPool {
+	p := &loadPool{dir: o.SpoolDir, jobs: make(chan spoolEntry, o.Threads), cancel: cancel}
+	for range o.Threads {
+		p.done.Add(1)
+		go p.run(ctx, d, o)
+	}
+	return p
+}
+
+// fail records the first error and stops everything else.
+func (p *loadPool) fail(err error) {
+	p.mu.Lock()
+	if p.err == nil {
+		p.err = err
+	}
+	p.mu.Unlock()
+	p.cancel()
+}
+
+func (p *loadPool) failed() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.err
+}
+
+// run is one session: it loads entries until the queue closes. After a
+// failure it only drops what it is given.
+func (p *loadPool) run(ctx context.Context, d DSN, o RestoreOptions) {
+	defer p.done.Done()
+	l, err := NewLoader(ctx, d, o)
+	if err != nil {
+		p.fail(err)
+	}
+	for j := range p.jobs {
+		if l != nil && p.failed() == nil && ctx.Err() == nil {
+			if err := loadFile(ctx, l, j); err != nil {
+				p.fail(err)
+			}
+		}
+		os.Remove(j.path)
+		p.pending.Done()
+	}
+	if l == nil {
+		return
+	}
+	if p.failed() != nil || ctx.Err() != nil {
+		l.Abort()
+		return
+	}
+	if err := l.Close(); err != nil {
+		p.fail(fmt.Errorf("restore: %w", err))
+	}
+}
+
+func loadFile(ctx context.Context, l *Loader, j spoolEntry) error {
+	f, err := os.Open(j.path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := l.Load(j.name, f); err != nil {
+		return err
+	}
+	return l.Sync(ctx)
+}
+
+// submit spools an entry and queues it; it waits while every session is
+// busy and the queue is full, which bounds the spooled entries to twice
+// the sessions.
+func (p *loadPool) submit(ctx context.Context, name string, r io.Reader) (int64, error) {
+	if err := p.failed(); err != nil {
+		return 0, err
+	}
+	f, err := os.CreateTemp(p.dir, "amber-mysql-load-")
+	if err != nil {
+		return 0, fmt.Errorf("spool %s: %w", name, err)
+	}
+	// A failure elsewhere stops the copy at the next read.
+	n, err := io.Copy(f, ctxReader{ctx, r})
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return n, fmt.Errorf("spool %s: %w", name, err)
+	}
+	p.pending.Add(1)
+	select {
+	case p.jobs <- spoolEntry{name: name, path: f.Name()}:
+		return n, nil
+	case <-ctx.Done():
+		p.pending.Done()
+		os.Remove(f.Name())
+		if err := p.failed(); err != nil {
+			return n, err
+		}
+		return n, ctx.Err()
+	}
+}
+
+// wait returns when every entry submitted is loaded, or the first failure.
+func (p *loadPool) wait() error {
+	p.pending.Wait()
+	return p.failed()
+}
+
+// close ends the sessions and returns the first failure.
+func (p *loadPool) close() error {
+	p.closed.Do(func() { close(p.jobs) })
+	p.done.Wait()
+	return p.failed()
 }
