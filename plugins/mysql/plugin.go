@@ -406,7 +406,8 @@ const physicalEntry = "backup.xbstream"
 // position the tool read while commits were blocked
 // (xtrabackup_binlog_info).
 func (e *Engine) PhysicalBackup(ctx context.Context, req api.BackupRequest, sink api.EntrySink) (api.BackupResult, error) {
-	o := myengine.PhysicalOptions{BinDir: req.Target.Settings["bin_dir"], TmpDir: req.Options["tmp_dir"], Lineage: req.Target.Settings["lineage"]}
+	o := myengine.PhysicalOptions{BinDir: req.Target.Settings["bin_dir"], TmpDir: req.Options["tmp_dir"], Lineage: req.Target.Settings["lineage"],
+		DataDir: req.Target.DataDir}
 	if v := req.Options["parallel"]; v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 {

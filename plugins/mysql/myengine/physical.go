@@ -43,6 +43,10 @@ type PhysicalOptions struct {
 	Parallel int
 	// Lineage overrides the lineage Probe derives.
 	Lineage string
+	// DataDir is where this machine sees the server's data directory,
+	// when that is not the path the server reports (@@datadir): a sidecar
+	// that mounts the database's volume elsewhere. Empty: @@datadir.
+	DataDir string
 }
 
 // PhysicalResult is where and when a physical backup is consistent.
@@ -166,8 +170,11 @@ func PhysicalBackup(ctx context.Context, d DSN, open func() (io.WriteCloser, err
 	if err := db.QueryRowContext(ctx, "SELECT @@datadir").Scan(&res.DataDir); err != nil {
 		return nil, fmt.Errorf("read the server's data directory: %w", err)
 	}
+	if o.DataDir != "" {
+		res.DataDir = o.DataDir
+	}
 	if st, err := os.Stat(res.DataDir); err != nil || !st.IsDir() {
-		return nil, fmt.Errorf("the server's data directory %s is not on this machine (or not readable here): a physical backup reads the server's files, so the plugin must run beside the server, as a user that can read them", res.DataDir)
+		return nil, fmt.Errorf("the server's data directory %s is not on this machine (or not readable here): a physical backup reads the server's files, so the plugin must run beside the server, as a user that can read them (give --data-dir where this machine mounts it, if elsewhere)", res.DataDir)
 	}
 	tool, err := BackupTool(o.BinDir, info.MariaDB)
 	if err != nil {

@@ -148,9 +148,15 @@ func TestPhysicalBackupArchiveReplay(t *testing.T) {
 	}
 	dir := sharedDir(t)
 	out := &fileOpener{path: filepath.Join(dir, "backup.xbstream")}
+	// The data directory as a sidecar sees it: the same files at another
+	// path than the server's @@datadir.
+	mount := filepath.Join(t.TempDir(), "mnt")
+	if err := os.Symlink(srv.DataDir, mount); err != nil {
+		t.Fatal(err)
+	}
 	before := transfers.Load()
 	start := time.Now()
-	res, err := PhysicalBackup(context.Background(), DSN(srv.DSN()), out.open, PhysicalOptions{})
+	res, err := PhysicalBackup(context.Background(), DSN(srv.DSN()), out.open, PhysicalOptions{DataDir: mount})
 	took := time.Since(start)
 	during := transfers.Load() - before
 	stopLoad()
@@ -164,7 +170,7 @@ func TestPhysicalBackupArchiveReplay(t *testing.T) {
 		t.Fatal("no transfer committed during the backup; the test proves nothing")
 	}
 	if res.Tool != "mariadb-backup" && res.Tool != "mariabackup" || res.Consistent.Offset() < res.Start.Offset() ||
-		res.Consistent.GTID == "" || len(res.Meta[CheckpointsFile]) == 0 || res.ConsistentTime.Before(res.StartTime) {
+		res.Consistent.GTID == "" || len(res.Meta[CheckpointsFile]) == 0 || res.ConsistentTime.Before(res.StartTime) || res.DataDir != mount {
 		t.Fatalf("result %+v", res)
 	}
 
@@ -304,6 +310,7 @@ func TestPhysicalBackupRefuses(t *testing.T) {
 		{"wrong password", srv.DSNFor(testbed.MariaDBSuperuser, "Wr0ng-Pw-9182", "app"), PhysicalOptions{}, "check the DSN", "Wr0ng-Pw-9182"},
 		{"no privileges", srv.DSNFor("plain", "plain-Pw-7731", "app"), PhysicalOptions{}, "GRANT RELOAD", "plain-Pw-7731"},
 		{"no PROCESS", srv.DSNFor("noproc", "noproc-Pw-5521", ""), PhysicalOptions{}, "GRANT PROCESS ON *.* TO 'noproc'@'%'", "noproc-Pw-5521"},
+		{"data directory not here", srv.DSN(), PhysicalOptions{DataDir: filepath.Join(t.TempDir(), "absent")}, "give --data-dir", ""},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			out := &fileOpener{path: filepath.Join(t.TempDir(), "b")}
