@@ -11,14 +11,17 @@
 //     replica set, connected directly, when it has one; "primary": from the
 //     member the URI selects), "workers" (collections read at once, default 4),
 //     "spool_dir" (where a collection read while another is sent waits,
-//     default the temp dir), "batch_size" (documents per cursor batch).
+//     default the temp dir), "batch_size" (documents per cursor batch),
+//     "users" (true: add the users and roles of the dumped databases,
+//     mgengine.UsersEntry).
 //   - Archive options "max_segment_bytes" (default 16 MiB);
 //     ArchiveRequest.FlushInterval bounds how long an entry waits before it
 //     is sent (default 1 s).
 //   - LogicalRestore options "workers" (insert batches in flight, default
 //     4), "drop" (true: drop target collections that exist; default a
 //     non-empty one is refused), "no_oplog" (true: skip the oplog window
-//     recorded with the dump), "export_path" (write the dump to this
+//     recorded with the dump), "users" (false: skip the users and roles a
+//     dump holds; by default they are merged in), "export_path" (write the dump to this
 //     path, a pipe the host reads, in mongodump's archive format instead
 //     of loading a server: what `amber restore --stdout` prints).
 //
@@ -168,6 +171,11 @@ func (e *Engine) LogicalDump(ctx context.Context, req api.BackupRequest, sink ap
 		return api.BackupResult{}, err
 	}
 	o.BatchSize = int32(bs)
+	if v := req.Options["users"]; v != "" {
+		if o.Users, err = strconv.ParseBool(v); err != nil {
+			return api.BackupResult{}, fmt.Errorf("option users=%q: want true or false", v)
+		}
+	}
 	start := time.Now()
 	res, err := mgengine.LogicalDump(ctx, uri(req.Target), entrySink{sink}, o)
 	if err != nil {
@@ -194,6 +202,8 @@ func (e *Engine) LogicalDump(ctx context.Context, req api.BackupRequest, sink ap
 			"oplog_ops":   strconv.Itoa(res.OplogOps),
 			"dump_ms":     strconv.FormatInt(took.Milliseconds(), 10),
 			"member":      res.Member,
+			"users":       strconv.Itoa(res.Users),
+			"roles":       strconv.Itoa(res.Roles),
 		},
 	}, nil
 }
@@ -212,7 +222,8 @@ func (e *Engine) LogicalRestore(ctx context.Context, req api.RestoreRequest, src
 	if path := req.Options[api.ExportPathOption]; path != "" {
 		return export(ctx, path, src)
 	}
-	o := mgengine.RestoreOptions{Drop: req.Options["drop"] == "true", NoOplog: req.Options["no_oplog"] == "true", Logger: slog.Default()}
+	o := mgengine.RestoreOptions{Drop: req.Options["drop"] == "true", NoOplog: req.Options["no_oplog"] == "true",
+		NoUsers: req.Options["users"] == "false", Logger: slog.Default()}
 	var err error
 	if o.Workers, err = intOption(req.Options, "workers"); err != nil {
 		return api.RestoreResult{}, err
@@ -228,14 +239,20 @@ func (e *Engine) LogicalRestore(ctx context.Context, req api.RestoreRequest, src
 	took := time.Since(start)
 	slog.Info("restore done", "collections", res.Collections, "indexes", res.Indexes, "docs", res.Docs, "bytes", res.Bytes,
 		"oplog_ops", res.OplogOps, "took", took)
-	return api.RestoreResult{Position: req.Backup.Consistent, ConsistentTime: req.Backup.ConsistentTime, Metadata: map[string]string{
+	rr := api.RestoreResult{Position: req.Backup.Consistent, ConsistentTime: req.Backup.ConsistentTime, Metadata: map[string]string{
 		"collections": strconv.Itoa(res.Collections),
 		"indexes":     strconv.Itoa(res.Indexes),
 		"documents":   strconv.FormatInt(res.Docs, 10),
 		"bson_bytes":  strconv.FormatInt(res.Bytes, 10),
 		"oplog_ops":   strconv.Itoa(res.OplogOps),
 		"restore_ms":  strconv.FormatInt(took.Milliseconds(), 10),
-	}}, nil
+		"users":       strconv.Itoa(res.Users),
+		"roles":       strconv.Itoa(res.Roles),
+	}}
+	if res.AuthSkipped != "" {
+		rr.Metadata["users_skipped"] = res.AuthSkipped
+	}
+	return rr, nil
 }
 
 // Freeze takes the server's fsync lock for a volume snapshot and holds it

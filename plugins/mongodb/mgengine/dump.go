@@ -46,6 +46,8 @@ type Metadata struct {
 	Oplog bool   `json:"oplog"`
 	Start string `json:"start,omitempty"` // Pos.Text
 	End   string `json:"end,omitempty"`
+	// Auth, when set, says the dump holds users and roles (DumpOptions.Users).
+	Auth *Auth `json:"auth,omitempty"`
 }
 
 // Collection describes one collection or view.
@@ -81,7 +83,11 @@ type DumpOptions struct {
 	// lagging, connected directly, when there is one; "primary" from the
 	// member the URI selects.
 	ReadPreference string
-	Logger         *slog.Logger
+	// Users adds the users and roles of the dumped databases (of every
+	// database, admin's included, when the dump is of all of them): see
+	// UsersEntry.
+	Users  bool
+	Logger *slog.Logger
 }
 
 // Read preferences of DumpOptions.
@@ -98,6 +104,8 @@ type DumpResult struct {
 	Docs, Bytes int64
 	Start, End  Pos // oplog window; zero without an oplog
 	OplogOps    int
+	Users       int // users and roles dumped, with DumpOptions.Users
+	Roles       int
 	Time        time.Time
 	Member      string // the replica set member read ("host:port"), when known
 }
@@ -176,6 +184,12 @@ func LogicalDump(ctx context.Context, uri URI, sink Sink, o DumpOptions) (*DumpR
 	if info.Oplog {
 		meta.Start = res.Start.Text()
 	}
+	if o.Users {
+		meta.Auth = &Auth{Users: UsersEntry, Roles: RolesEntry}
+		if len(o.Databases) > 0 || c.Database != "" {
+			meta.Auth.Databases = dbs
+		}
+	}
 	if err := writeJSON(ctx, sink, MetadataEntry, meta); err != nil {
 		return nil, err
 	}
@@ -222,6 +236,11 @@ feed:
 		return nil, err
 	}
 	res.Docs, res.Bytes = docs.Load(), bytes.Load()
+	if meta.Auth != nil {
+		if res.Users, res.Roles, err = dumpAuth(ctx, c, sink, meta.Auth); err != nil {
+			return nil, err
+		}
+	}
 
 	// ... and closes after the last: every entry past Start that one query,
 	// made once the reads are done, returns; the window ends at the last
