@@ -79,12 +79,15 @@ func (e *Engine) Info(context.Context) (api.Info, error) {
 
 func uri(t api.Target) mgengine.URI { return mgengine.URI(string(t.DSN)) }
 
-// Position converts an oplog position to the contract's form.
-func Position(p mgengine.Pos) api.Position {
+// Position converts an oplog position to the contract's form, in epoch 1.
+func Position(p mgengine.Pos) api.Position { return epochPosition(1, p) }
+
+// epochPosition converts an oplog position of epoch e (0 is 1).
+func epochPosition(e uint32, p mgengine.Pos) api.Position {
 	if p.IsZero() {
 		return api.Position{}
 	}
-	return api.Position{Epoch: 1, Offset: p.Offset(), Token: p.Token(), Text: p.Text()}
+	return api.Position{Epoch: max(e, 1), Offset: p.Offset(), Token: p.Token(), Text: p.Text()}
 }
 
 func (e *Engine) Probe(ctx context.Context, t api.Target) (api.Probe, error) {
@@ -325,18 +328,26 @@ func export(ctx context.Context, path string, src api.EntrySource) (api.RestoreR
 func (e *Engine) Archive(ctx context.Context, req api.ArchiveRequest, out api.SegmentSink, durable <-chan api.Position) error {
 	o := mgengine.ArchiveOptions{FlushInterval: req.FlushInterval, Logger: slog.Default()}
 	if !req.Start.IsZero() {
-		p, err := mgengine.ParseToken(req.Start.Token)
+		p, term, hasTerm, err := mgengine.ParseTermToken(req.Start.Token)
 		if err != nil {
 			return fmt.Errorf("archive start %s: %w", req.Start, err)
 		}
-		o.Start = p
+		o.Start, o.Epoch, o.StartTerm, o.StartHasTerm = p, req.Start.Epoch, term, hasTerm
 	}
 	var err error
 	if o.MaxSegment, err = intOption(req.Options, "max_segment_bytes"); err != nil {
 		return err
 	}
 	send := func(ctx context.Context, s mgengine.Segment) error {
-		w, err := out.Begin(ctx, api.SegmentHeader{Name: s.Name, Start: Position(s.Start)})
+		h := api.SegmentHeader{Name: s.Name, Start: epochPosition(s.Epoch, s.Start)}
+		if !s.Branch.IsZero() {
+			h.Branch = epochPosition(s.Epoch-1, s.Branch)
+		}
+		end := epochPosition(s.Epoch, s.End)
+		if s.EndHasTerm {
+			end.Token = s.End.TermToken(s.EndTerm)
+		}
+		w, err := out.Begin(ctx, h)
 		if err != nil {
 			return err
 		}
@@ -344,7 +355,7 @@ func (e *Engine) Archive(ctx context.Context, req api.ArchiveRequest, out api.Se
 			_ = w.Abort(err.Error())
 			return err
 		}
-		return w.Finish(api.SegmentTrailer{End: Position(s.End), FirstCommit: s.FirstCommit, LastCommit: s.LastCommit})
+		return w.Finish(api.SegmentTrailer{End: end, FirstCommit: s.FirstCommit, LastCommit: s.LastCommit})
 	}
 	stop := make(chan struct{})
 	o.Stop = stop

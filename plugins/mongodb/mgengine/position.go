@@ -24,15 +24,32 @@ func FromOffset(o uint64) Pos { return Pos{T: uint32(o >> 32), I: uint32(o)} }
 // Token is the 8-byte big-endian offset.
 func (p Pos) Token() []byte { return binary.BigEndian.AppendUint64(nil, p.Offset()) }
 
-// ParseToken reads a Token; an empty token is the zero position.
+// TermToken is Token followed by the 8-byte big-endian term (t) of the
+// entry just before p: what an archiver resuming at p compares to detect a
+// rollback (fork.go).
+func (p Pos) TermToken(term int64) []byte {
+	return binary.BigEndian.AppendUint64(p.Token(), uint64(term))
+}
+
+// ParseToken reads a Token or a TermToken; an empty token is the zero
+// position.
 func ParseToken(b []byte) (Pos, error) {
+	p, _, _, err := ParseTermToken(b)
+	return p, err
+}
+
+// ParseTermToken reads a Token or a TermToken, and the term when the
+// token holds one.
+func ParseTermToken(b []byte) (p Pos, term int64, hasTerm bool, err error) {
 	switch len(b) {
 	case 0:
-		return Pos{}, nil
+		return Pos{}, 0, false, nil
 	case 8:
-		return FromOffset(binary.BigEndian.Uint64(b)), nil
+		return FromOffset(binary.BigEndian.Uint64(b)), 0, false, nil
+	case 16:
+		return FromOffset(binary.BigEndian.Uint64(b)), int64(binary.BigEndian.Uint64(b[8:])), true, nil
 	}
-	return Pos{}, fmt.Errorf("oplog position token of %d bytes, want 8", len(b))
+	return Pos{}, 0, false, fmt.Errorf("oplog position token of %d bytes, want 8 or 16", len(b))
 }
 
 // Less orders positions.
