@@ -30,8 +30,10 @@
 // plugin reports are boundaries, one past the last entry they include: a
 // segment holding entries up to Timestamp(1700000000, 3) ends at
 // Timestamp(1700000000, 4), where the next one starts, and a backup whose
-// oplog window ends at that entry is consistent from there. A rollback
-// would start a new epoch; detecting one is not built yet.
+// oplog window ends at that entry is consistent from there. The archiver
+// starts a new epoch when it finds, on a resume, that a rollback undid
+// entries it archived (mgengine/fork.go); the archived end's token then
+// also holds the term of its last entry. Dumps and freezes report epoch 1.
 //
 // Like every plugin it must never import sidecar/ or controller/.
 package mongodb
