@@ -217,8 +217,10 @@ func lag(ctx context.Context, cl *mongo.Client, db *mongo.Database, dir string, 
 	}
 	var markers []marker
 	var writes atomic.Int64
-	lctx, cancel := context.WithTimeout(ctx, d)
-	defer cancel()
+	// Writers and probe stop at the deadline; their operations run without
+	// one (a driver read deadline can fire just before the context's).
+	deadline := time.Now().Add(d)
+	running := func() bool { return time.Now().Before(deadline) }
 	var wg sync.WaitGroup
 	errs := make(chan error, 3)
 	for w := range 2 {
@@ -227,11 +229,9 @@ func lag(ctx context.Context, cl *mongo.Client, db *mongo.Database, dir string, 
 			defer wg.Done()
 			r := rand.New(rand.NewPCG(uint64(w)+10, 2))
 			c := db.Collection("lag_load")
-			for i := int64(w) << 40; lctx.Err() == nil; i++ {
-				if _, err := c.InsertOne(lctx, doc(r, i)); err != nil {
-					if lctx.Err() == nil {
-						errs <- err
-					}
+			for i := int64(w) << 40; running(); i++ {
+				if _, err := c.InsertOne(ctx, doc(r, i)); err != nil {
+					errs <- err
 					return
 				}
 				writes.Add(1)
@@ -243,7 +243,7 @@ func lag(ctx context.Context, cl *mongo.Client, db *mongo.Database, dir string, 
 		defer wg.Done()
 		c := db.Collection("lag_probe")
 		oplog := cl.Database("local").Collection("oplog.rs")
-		for i := 0; lctx.Err() == nil; i++ {
+		for i := 0; running(); i++ {
 			at := time.Now()
 			if _, err := c.InsertOne(ctx, bson.D{{Key: "_id", Value: i}, {Key: "t", Value: at}}); err != nil {
 				errs <- err
