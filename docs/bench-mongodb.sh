@@ -279,7 +279,7 @@ not what either reaches on a real \`mongod\`.
   goes into a new, empty server and is checked equal to the source (\`mgbench sum\`: options, indexes, count and a
   SHA-256 of the documents in \`_id\` order).
 - amber at ${amber_ver}, repository on the local disk, compressed (zstd, its default fastest level) and
-  encrypted as always; mongodump/mongorestore $(mongodump --version 2>/dev/null | awk '/version/{print $NF; exit}');
+  encrypted as always; mongodump/mongorestore of mongo-tools 100.10.0 ($(awk '$1 == "require" && $2 == "github.com/mongodb/mongo-tools" { print $3 }' "$root/conformance/tools/mongotools/go.mod"), built by \`make deps\`);
   zstd $(zstd --version | grep -o 'v[0-9.]*' | head -1).
 EOF
   if [ "$standard" = 1 ]; then
@@ -331,15 +331,18 @@ ${lag_p50} s, p90 ${lag_p90} s, p99 ${lag_p99} s, max ${lag_max} s; ${lag_miss} 
 | archive lag p99 under load, default --flush-interval | ${lag_p99} s | |
 
 ## What limits it
-- FerretDB. It stores documents as JSON in SQLite and converts each to BSON when read and back when written:
+- FerretDB. Its SQLite handler keeps documents as JSON text and converts each to BSON when read and back when written:
   the server, not the tools, spends most of the CPU (amber and its plugin used ${bestcpu[amber_backup]} s of CPU for
   the backup and ${bestcpu[amber_restore]} s for the restore, $(awk -v c="${bestcpu[amber_backup]}" -v w="${best[amber_backup]}" 'BEGIN{printf "%.2f", c/w}') and $(awk -v c="${bestcpu[amber_restore]}" -v w="${best[amber_restore]}" 'BEGIN{printf "%.2f", c/w}') cores of the $(nproc)), and
-  SQLite takes one writer at a time, so parallel inserts do not add up.
-- FerretDB's oplog emulation has no index and pushes neither sort nor limit down: every query of it (the
+  SQLite allows one writer at a time, so parallel inserts do not add up.
+- FerretDB's oplog emulation has no index, and its \`explain\` reports neither the filter nor the limit pushed down: every query of it (the
   newest entry, a range of \`ts\`) reads and converts the whole collection. amber's dump queries it twice (the
   newest entry before reading, the window after), so a dump on a FerretDB whose oplog holds N entries pays
   about two reads of N documents more; here the oplog is empty, as it would be cheap on \`mongod\`, where
-  both queries are short. The tailable cursor of the archiver pays the same per batch as the oplog grows.
+  both queries are short.
+- The lag part runs on a FerretDB whose oplog grows with every insert, and the probe's read of the newest
+  entry reads it whole each time, so the probe inserted ${lag_n} markers in ${lag_seconds} s instead of one every 100 ms;
+  the lag includes the archiver's own reads of that oplog and every other process on the shared cores.
 - On $(nproc) shared cores the server, the tool and amber compete for the same CPUs; the ratios are of one run.
 <!-- bench-mongodb.sh: end -->
 EOF
