@@ -32,8 +32,9 @@
 // Timestamp(1700000000, 4), where the next one starts, and a backup whose
 // oplog window ends at that entry is consistent from there. The archiver
 // starts a new epoch when it finds, on a resume, that a rollback undid
-// entries it archived (mgengine/fork.go); the archived end's token then
-// also holds the term of its last entry. Dumps and freezes report epoch 1.
+// entries it archived (mgengine/fork.go); an archived end's token also
+// holds the term of its last entry and its epoch's branch
+// (mgengine.EndToken). Dumps and freezes report epoch 1.
 //
 // Like every plugin it must never import sidecar/ or controller/.
 package mongodb
@@ -330,11 +331,11 @@ func export(ctx context.Context, path string, src api.EntrySource) (api.RestoreR
 func (e *Engine) Archive(ctx context.Context, req api.ArchiveRequest, out api.SegmentSink, durable <-chan api.Position) error {
 	o := mgengine.ArchiveOptions{FlushInterval: req.FlushInterval, Logger: slog.Default()}
 	if !req.Start.IsZero() {
-		p, term, hasTerm, err := mgengine.ParseTermToken(req.Start.Token)
+		p, term, hasTerm, branch, err := mgengine.ParseEndToken(req.Start.Token)
 		if err != nil {
 			return fmt.Errorf("archive start %s: %w", req.Start, err)
 		}
-		o.Start, o.Epoch, o.StartTerm, o.StartHasTerm = p, req.Start.Epoch, term, hasTerm
+		o.Start, o.Epoch, o.StartTerm, o.StartHasTerm, o.StartBranch = p, req.Start.Epoch, term, hasTerm, branch
 	}
 	var err error
 	if o.MaxSegment, err = intOption(req.Options, "max_segment_bytes"); err != nil {
@@ -346,9 +347,7 @@ func (e *Engine) Archive(ctx context.Context, req api.ArchiveRequest, out api.Se
 			h.Branch = epochPosition(s.Epoch-1, s.Branch)
 		}
 		end := epochPosition(s.Epoch, s.End)
-		if s.EndHasTerm {
-			end.Token = s.End.TermToken(s.EndTerm)
-		}
+		end.Token = s.End.EndToken(s.EndTerm, s.EndHasTerm, s.Branch)
 		w, err := out.Begin(ctx, h)
 		if err != nil {
 			return err

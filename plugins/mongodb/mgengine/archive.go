@@ -37,9 +37,12 @@ type ArchiveOptions struct {
 	Start Pos
 	// Epoch is Start's epoch (0 is 1); StartTerm the term of the entry
 	// just before Start, when StartHasTerm (kept in the position's token).
-	Epoch         uint32
-	StartTerm     int64
-	StartHasTerm  bool
+	Epoch        uint32
+	StartTerm    int64
+	StartHasTerm bool
+	// StartBranch is the branch of Start's epoch, when it began at a
+	// rollback (kept in the position's token too).
+	StartBranch   Pos
 	FlushInterval time.Duration // max age of the oldest unsent entry; default 1 s
 	MaxSegment    int           // bytes; default 16 MiB
 	Logger        *slog.Logger
@@ -74,7 +77,7 @@ func Archive(ctx context.Context, uri URI, o ArchiveOptions, send func(context.C
 		return ErrNoOplog
 	}
 	oplog := c.Client.Database("local").Collection("oplog.rs")
-	st := &archState{epoch: max(o.Epoch, 1), term: o.StartTerm, hasTerm: o.StartHasTerm}
+	st := &archState{epoch: max(o.Epoch, 1), term: o.StartTerm, hasTerm: o.StartHasTerm, branch: o.StartBranch}
 	start := o.Start
 	if start.IsZero() {
 		start = last.Next()

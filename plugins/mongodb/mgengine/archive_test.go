@@ -264,13 +264,13 @@ func TestArchiveRollback(t *testing.T) {
 			}
 		}
 	}
-	archive := func(start mgengine.Pos, epoch uint32, fn func()) []mgengine.Segment {
+	archive := func(start mgengine.Pos, epoch uint32, branch mgengine.Pos, fn func()) []mgengine.Segment {
 		var mu sync.Mutex
 		var segs []mgengine.Segment
 		stop := make(chan struct{})
 		done := make(chan error, 1)
 		go func() {
-			done <- mgengine.Archive(ctx, mgengine.URI(srv.Base), mgengine.ArchiveOptions{Start: start, Epoch: epoch, FlushInterval: 100 * time.Millisecond, Stop: stop},
+			done <- mgengine.Archive(ctx, mgengine.URI(srv.Base), mgengine.ArchiveOptions{Start: start, Epoch: epoch, StartBranch: branch, FlushInterval: 100 * time.Millisecond, Stop: stop},
 				func(_ context.Context, s mgengine.Segment) error {
 					mu.Lock()
 					defer mu.Unlock()
@@ -307,12 +307,12 @@ func TestArchiveRollback(t *testing.T) {
 		return out
 	}
 	insert(1, 1)
-	segs := archive(mgengine.Pos{}, 0, func() { insert(2, 4) })
+	segs := archive(mgengine.Pos{}, 0, mgengine.Pos{}, func() { insert(2, 4) })
 	end := segs[len(segs)-1].End
 	if segs[0].Epoch != 1 {
 		t.Fatalf("first archiver in epoch %d, want 1", segs[0].Epoch)
 	}
-	segs = archive(end, 1, func() { insert(5, 5) })
+	segs = archive(end, 1, mgengine.Pos{}, func() { insert(5, 5) })
 	if segs[0].Epoch != 1 || segs[0].Start != end || !segs[0].Branch.IsZero() {
 		t.Fatalf("resumed with the history intact: epoch %d from %s, want epoch 1 from %s", segs[0].Epoch, segs[0].Start.Text(), end.Text())
 	}
@@ -326,7 +326,7 @@ func TestArchiveRollback(t *testing.T) {
 		t.Fatal(err)
 	}
 	insert(6, 7)
-	segs = archive(end, 1, func() { insert(8, 8) })
+	segs = archive(end, 1, mgengine.Pos{}, func() { insert(8, 8) })
 	n := 0
 	for i, s := range segs {
 		if s.Epoch != 2 || s.Branch != shared.Next() {
@@ -347,4 +347,13 @@ func TestArchiveRollback(t *testing.T) {
 		t.Fatalf("epoch 2 starts at %s with %d entries, want %s and 3 (inserts 6 to 8)", segs[0].Start.Text(), n, shared.Next().Text())
 	}
 	t.Logf("rollback: archived end %s, epoch 2 from %s", end.Text(), segs[0].Start.Text())
+
+	// Resumed in epoch 2 (its branch read back from the end's token), it
+	// stays there and keeps naming the branch.
+	end = segs[len(segs)-1].End
+	segs = archive(end, 2, shared.Next(), func() { insert(9, 9) })
+	if segs[0].Epoch != 2 || segs[0].Start != end || segs[0].Branch != shared.Next() {
+		t.Fatalf("resumed in epoch 2: epoch %d from %s, branch %s; want epoch 2 from %s, branch %s",
+			segs[0].Epoch, segs[0].Start.Text(), segs[0].Branch.Text(), end.Text(), shared.Next().Text())
+	}
 }

@@ -32,11 +32,16 @@ func TestFork(t *testing.T) {
 	if got := lastOf(p(10).Next()); got != p(10) {
 		t.Errorf("lastOf(%s) = %s", p(10).Next().Text(), got.Text())
 	}
-	tok := p(10).Next().TermToken(7)
-	if q, term, ok, err := ParseTermToken(tok); err != nil || q != p(10).Next() || term != 7 || !ok {
-		t.Errorf("ParseTermToken(TermToken) = %s %d %v %v", q.Text(), term, ok, err)
-	}
-	if q, _, ok, err := ParseTermToken(p(10).Token()); err != nil || q != p(10) || ok {
-		t.Errorf("ParseTermToken(Token) = %s %v %v", q.Text(), ok, err)
+	for _, c := range []struct {
+		term    int64
+		hasTerm bool
+		branch  Pos
+		size    int
+	}{{0, false, Pos{}, 8}, {7, true, Pos{}, 16}, {0, false, p(8), 24}, {7, true, p(8), 24}} {
+		tok := p(10).Next().EndToken(c.term, c.hasTerm, c.branch)
+		q, term, hasTerm, branch, err := ParseEndToken(tok)
+		if err != nil || len(tok) != c.size || q != p(10).Next() || term != c.term || hasTerm != c.hasTerm || branch != c.branch {
+			t.Errorf("EndToken(%d, %v, %s): %d bytes, read back %s %d %v %s %v", c.term, c.hasTerm, c.branch.Text(), len(tok), q.Text(), term, hasTerm, branch.Text(), err)
+		}
 	}
 }
