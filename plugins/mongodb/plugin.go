@@ -11,14 +11,17 @@
 //     replica set, connected directly, when it has one; "primary": from the
 //     member the URI selects), "workers" (collections read at once, default 4),
 //     "spool_dir" (where a collection read while another is sent waits,
-//     default the temp dir), "batch_size" (documents per cursor batch).
+//     default the temp dir), "batch_size" (documents per cursor batch),
+//     "users" (true: add the users and roles of the dumped databases,
+//     mgengine.UsersEntry).
 //   - Archive options "max_segment_bytes" (default 16 MiB);
 //     ArchiveRequest.FlushInterval bounds how long an entry waits before it
 //     is sent (default 1 s).
 //   - LogicalRestore options "workers" (insert batches in flight, default
 //     4), "drop" (true: drop target collections that exist; default a
 //     non-empty one is refused), "no_oplog" (true: skip the oplog window
-//     recorded with the dump), "export_path" (write the dump to this
+//     recorded with the dump), "users" (false: skip the users and roles a
+//     dump holds; by default they are merged in), "export_path" (write the dump to this
 //     path, a pipe the host reads, in mongodump's archive format instead
 //     of loading a server: what `amber restore --stdout` prints).
 //
@@ -27,8 +30,11 @@
 // plugin reports are boundaries, one past the last entry they include: a
 // segment holding entries up to Timestamp(1700000000, 3) ends at
 // Timestamp(1700000000, 4), where the next one starts, and a backup whose
-// oplog window ends at that entry is consistent from there. A rollback
-// would start a new epoch; detecting one is not built yet.
+// oplog window ends at that entry is consistent from there. The archiver
+// starts a new epoch when it finds, on a resume, that a rollback undid
+// entries it archived (mgengine/fork.go); an archived end's token also
+// holds the term of its last entry and its epoch's branch
+// (mgengine.EndToken). Dumps and freezes report epoch 1.
 //
 // Like every plugin it must never import sidecar/ or controller/.
 package mongodb
@@ -76,12 +82,15 @@ func (e *Engine) Info(context.Context) (api.Info, error) {
 
 func uri(t api.Target) mgengine.URI { return mgengine.URI(string(t.DSN)) }
 
-// Position converts an oplog position to the contract's form.
-func Position(p mgengine.Pos) api.Position {
+// Position converts an oplog position to the contract's form, in epoch 1.
+func Position(p mgengine.Pos) api.Position { return epochPosition(1, p) }
+
+// epochPosition converts an oplog position of epoch e (0 is 1).
+func epochPosition(e uint32, p mgengine.Pos) api.Position {
 	if p.IsZero() {
 		return api.Position{}
 	}
-	return api.Position{Epoch: 1, Offset: p.Offset(), Token: p.Token(), Text: p.Text()}
+	return api.Position{Epoch: max(e, 1), Offset: p.Offset(), Token: p.Token(), Text: p.Text()}
 }
 
 func (e *Engine) Probe(ctx context.Context, t api.Target) (api.Probe, error) {
@@ -168,6 +177,11 @@ func (e *Engine) LogicalDump(ctx context.Context, req api.BackupRequest, sink ap
 		return api.BackupResult{}, err
 	}
 	o.BatchSize = int32(bs)
+	if v := req.Options["users"]; v != "" {
+		if o.Users, err = strconv.ParseBool(v); err != nil {
+			return api.BackupResult{}, fmt.Errorf("option users=%q: want true or false", v)
+		}
+	}
 	start := time.Now()
 	res, err := mgengine.LogicalDump(ctx, uri(req.Target), entrySink{sink}, o)
 	if err != nil {
@@ -194,6 +208,8 @@ func (e *Engine) LogicalDump(ctx context.Context, req api.BackupRequest, sink ap
 			"oplog_ops":   strconv.Itoa(res.OplogOps),
 			"dump_ms":     strconv.FormatInt(took.Milliseconds(), 10),
 			"member":      res.Member,
+			"users":       strconv.Itoa(res.Users),
+			"roles":       strconv.Itoa(res.Roles),
 		},
 	}, nil
 }
@@ -212,7 +228,8 @@ func (e *Engine) LogicalRestore(ctx context.Context, req api.RestoreRequest, src
 	if path := req.Options[api.ExportPathOption]; path != "" {
 		return export(ctx, path, src)
 	}
-	o := mgengine.RestoreOptions{Drop: req.Options["drop"] == "true", NoOplog: req.Options["no_oplog"] == "true", Logger: slog.Default()}
+	o := mgengine.RestoreOptions{Drop: req.Options["drop"] == "true", NoOplog: req.Options["no_oplog"] == "true",
+		NoUsers: req.Options["users"] == "false", Logger: slog.Default()}
 	var err error
 	if o.Workers, err = intOption(req.Options, "workers"); err != nil {
 		return api.RestoreResult{}, err
@@ -228,14 +245,20 @@ func (e *Engine) LogicalRestore(ctx context.Context, req api.RestoreRequest, src
 	took := time.Since(start)
 	slog.Info("restore done", "collections", res.Collections, "indexes", res.Indexes, "docs", res.Docs, "bytes", res.Bytes,
 		"oplog_ops", res.OplogOps, "took", took)
-	return api.RestoreResult{Position: req.Backup.Consistent, ConsistentTime: req.Backup.ConsistentTime, Metadata: map[string]string{
+	rr := api.RestoreResult{Position: req.Backup.Consistent, ConsistentTime: req.Backup.ConsistentTime, Metadata: map[string]string{
 		"collections": strconv.Itoa(res.Collections),
 		"indexes":     strconv.Itoa(res.Indexes),
 		"documents":   strconv.FormatInt(res.Docs, 10),
 		"bson_bytes":  strconv.FormatInt(res.Bytes, 10),
 		"oplog_ops":   strconv.Itoa(res.OplogOps),
 		"restore_ms":  strconv.FormatInt(took.Milliseconds(), 10),
-	}}, nil
+		"users":       strconv.Itoa(res.Users),
+		"roles":       strconv.Itoa(res.Roles),
+	}}
+	if res.AuthSkipped != "" {
+		rr.Metadata["users_skipped"] = res.AuthSkipped
+	}
+	return rr, nil
 }
 
 // Freeze takes the server's fsync lock for a volume snapshot and holds it
@@ -308,18 +331,24 @@ func export(ctx context.Context, path string, src api.EntrySource) (api.RestoreR
 func (e *Engine) Archive(ctx context.Context, req api.ArchiveRequest, out api.SegmentSink, durable <-chan api.Position) error {
 	o := mgengine.ArchiveOptions{FlushInterval: req.FlushInterval, Logger: slog.Default()}
 	if !req.Start.IsZero() {
-		p, err := mgengine.ParseToken(req.Start.Token)
+		p, term, hasTerm, branch, err := mgengine.ParseEndToken(req.Start.Token)
 		if err != nil {
 			return fmt.Errorf("archive start %s: %w", req.Start, err)
 		}
-		o.Start = p
+		o.Start, o.Epoch, o.StartTerm, o.StartHasTerm, o.StartBranch = p, req.Start.Epoch, term, hasTerm, branch
 	}
 	var err error
 	if o.MaxSegment, err = intOption(req.Options, "max_segment_bytes"); err != nil {
 		return err
 	}
 	send := func(ctx context.Context, s mgengine.Segment) error {
-		w, err := out.Begin(ctx, api.SegmentHeader{Name: s.Name, Start: Position(s.Start)})
+		h := api.SegmentHeader{Name: s.Name, Start: epochPosition(s.Epoch, s.Start)}
+		if !s.Branch.IsZero() {
+			h.Branch = epochPosition(s.Epoch-1, s.Branch)
+		}
+		end := epochPosition(s.Epoch, s.End)
+		end.Token = s.End.EndToken(s.EndTerm, s.EndHasTerm, s.Branch)
+		w, err := out.Begin(ctx, h)
 		if err != nil {
 			return err
 		}
@@ -327,7 +356,7 @@ func (e *Engine) Archive(ctx context.Context, req api.ArchiveRequest, out api.Se
 			_ = w.Abort(err.Error())
 			return err
 		}
-		return w.Finish(api.SegmentTrailer{End: Position(s.End), FirstCommit: s.FirstCommit, LastCommit: s.LastCommit})
+		return w.Finish(api.SegmentTrailer{End: end, FirstCommit: s.FirstCommit, LastCommit: s.LastCommit})
 	}
 	stop := make(chan struct{})
 	o.Stop = stop

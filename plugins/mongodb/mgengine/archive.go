@@ -21,6 +21,10 @@ import (
 type Segment struct {
 	Name                    string
 	Start, End              Pos
+	Epoch                   uint32 // the history the segment belongs to (see fork.go)
+	Branch                  Pos    // for an epoch after a rollback: where it takes over from epoch Epoch-1; zero otherwise
+	EndTerm                 int64  // term (t) of the last entry, when EndHasTerm
+	EndHasTerm              bool
 	Data                    []byte
 	Entries                 int
 	FirstCommit, LastCommit time.Time
@@ -30,7 +34,15 @@ type Segment struct {
 type ArchiveOptions struct {
 	// Start is the boundary to resume from (the archived end); zero: just
 	// after the newest entry in the oplog.
-	Start         Pos
+	Start Pos
+	// Epoch is Start's epoch (0 is 1); StartTerm the term of the entry
+	// just before Start, when StartHasTerm (kept in the position's token).
+	Epoch        uint32
+	StartTerm    int64
+	StartHasTerm bool
+	// StartBranch is the branch of Start's epoch, when it began at a
+	// rollback (kept in the position's token too).
+	StartBranch   Pos
 	FlushInterval time.Duration // max age of the oldest unsent entry; default 1 s
 	MaxSegment    int           // bytes; default 16 MiB
 	Logger        *slog.Logger
@@ -65,15 +77,16 @@ func Archive(ctx context.Context, uri URI, o ArchiveOptions, send func(context.C
 		return ErrNoOplog
 	}
 	oplog := c.Client.Database("local").Collection("oplog.rs")
+	st := &archState{epoch: max(o.Epoch, 1), term: o.StartTerm, hasTerm: o.StartHasTerm, branch: o.StartBranch}
 	start := o.Start
 	if start.IsZero() {
 		start = last.Next()
-	} else if start, err = rolledPast(ctx, c, oplog, start, o); err != nil {
+	} else if start, err = st.resume(ctx, c, oplog, start, o); err != nil {
 		return err
 	}
-	o.Logger.Info("archiving the oplog", "from", start.Text())
+	o.Logger.Info("archiving the oplog", "from", start.Text(), "epoch", st.epoch)
 	for {
-		next, err := tail(ctx, c, oplog, start, o, send)
+		next, err := tail(ctx, c, oplog, start, o, st, send)
 		if errors.Is(err, errStopped) {
 			return nil
 		}
@@ -86,10 +99,38 @@ func Archive(ctx context.Context, uri URI, o ArchiveOptions, send func(context.C
 		// The cursor died (the capped collection rolled over it, or the
 		// server closed it): open another from where this one stopped,
 		// or past a hole if the oplog rolled over the entries since.
-		if start, err = rolledPast(ctx, c, oplog, next, o); err != nil {
+		if start, err = st.resume(ctx, c, oplog, next, o); err != nil {
 			return err
 		}
 	}
+}
+
+// archState is what an archiver carries from one cursor to the next: the
+// epoch it writes, its branch, and the term of the last entry sent.
+type archState struct {
+	epoch   uint32
+	branch  Pos
+	term    int64
+	hasTerm bool
+}
+
+// resume returns where the next cursor starts after the archived end
+// start: a new epoch when the history forked since (see fork.go), past a
+// hole when the oplog rolled over the entries since.
+func (st *archState) resume(ctx context.Context, c *Conn, oplog *mongo.Collection, start Pos, o ArchiveOptions) (Pos, error) {
+	f, err := forkFacts(ctx, c, oplog, start, st.term, st.hasTerm)
+	if err != nil {
+		return start, err
+	}
+	if forked, at := f.Fork(); forked {
+		o.Logger.Warn("the oplog's history forked (a rollback): entries archived after the fork point are not in the server's oplog; starting a new epoch",
+			"archived_end", start.Text(), "fork", at.Text(), "epoch", st.epoch+1)
+		st.epoch++
+		st.branch = at
+		st.hasTerm = false
+		start = at
+	}
+	return rolledPast(ctx, c, oplog, start, o)
 }
 
 // rolledPast checks that the oplog still holds the entries from start
@@ -120,7 +161,7 @@ func rolledPast(ctx context.Context, c *Conn, oplog *mongo.Collection, start Pos
 
 // tail reads from one cursor and returns the boundary it reached when
 // the cursor ends.
-func tail(ctx context.Context, c *Conn, oplog *mongo.Collection, start Pos, o ArchiveOptions, send func(context.Context, Segment) error) (Pos, error) {
+func tail(ctx context.Context, c *Conn, oplog *mongo.Collection, start Pos, o ArchiveOptions, st *archState, send func(context.Context, Segment) error) (Pos, error) {
 	filter := bson.D{{Key: "ts", Value: bson.D{{Key: "$gte", Value: bson.Timestamp{T: start.T, I: start.I}}}}}
 	await := min(o.FlushInterval, time.Second)
 	cur, err := oplog.Find(ctx, filter, options.Find().SetCursorType(options.TailableAwait).SetMaxAwaitTime(await))
@@ -128,7 +169,7 @@ func tail(ctx context.Context, c *Conn, oplog *mongo.Collection, start Pos, o Ar
 		return start, c.explain(fmt.Errorf("open a tailable cursor on the oplog: %w", err))
 	}
 	defer cur.Close(context.WithoutCancel(ctx))
-	seg := Segment{Start: start}
+	seg := Segment{Start: start, Epoch: st.epoch, Branch: st.branch}
 	var buf bytes.Buffer
 	var firstAt time.Time
 	flush := func() error {
@@ -141,7 +182,8 @@ func tail(ctx context.Context, c *Conn, oplog *mongo.Collection, start Pos, o Ar
 			return err
 		}
 		start = seg.End
-		seg = Segment{Start: start}
+		st.term, st.hasTerm = seg.EndTerm, seg.EndHasTerm
+		seg = Segment{Start: start, Epoch: st.epoch, Branch: st.branch}
 		buf = bytes.Buffer{}
 		return nil
 	}
@@ -149,6 +191,7 @@ func tail(ctx context.Context, c *Conn, oplog *mongo.Collection, start Pos, o Ar
 		var e struct {
 			TS   bson.Timestamp `bson:"ts"`
 			Wall time.Time      `bson:"wall"`
+			T    *int64         `bson:"t"`
 		}
 		if err := bson.Unmarshal(cur.Current, &e); err != nil {
 			return fmt.Errorf("oplog entry: %w", err)
@@ -156,6 +199,10 @@ func tail(ctx context.Context, c *Conn, oplog *mongo.Collection, start Pos, o Ar
 		p := Pos{T: e.TS.T, I: e.TS.I}
 		if p.Less(seg.Start) {
 			return nil
+		}
+		seg.EndTerm, seg.EndHasTerm = 0, e.T != nil
+		if e.T != nil {
+			seg.EndTerm = *e.T
 		}
 		at := e.Wall
 		if at.IsZero() {

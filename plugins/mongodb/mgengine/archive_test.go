@@ -240,3 +240,120 @@ func TestArchiveRolledOver(t *testing.T) {
 	}
 	t.Logf("hole reported: archived end %s, next segment starts at %s", end.Text(), segs[0].Start.Text())
 }
+
+// TestArchiveRollback: an archiver resumed after the oplog's newest
+// archived entries were rolled back (removed, then new writes made) starts
+// epoch 2 just past the newest entry both histories hold, and every
+// segment of it names that point as its branch; the new entries are all
+// archived. Resumed with the history intact, it stays in epoch 1.
+func TestArchiveRollback(t *testing.T) {
+	ctx := context.Background()
+	srv := testbed.StartMongoDB(t)
+	if !srv.FerretDB {
+		testbed.Skip(t, "rolls the oplog back by deleting its newest entries, which only the FerretDB test bed allows")
+	}
+	cl := connect(t, srv.Base)
+	if err := cl.Database("local").CreateCollection(ctx, "oplog.rs", options.CreateCollection().SetCapped(true).SetSizeInBytes(1<<20)); err != nil {
+		t.Fatal(err)
+	}
+	m := cl.Database(srv.DBName).Collection("m")
+	insert := func(from, to int) {
+		for i := from; i <= to; i++ {
+			if _, err := m.InsertOne(ctx, bson.D{{Key: "_id", Value: i}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	archive := func(start mgengine.Pos, epoch uint32, branch mgengine.Pos, fn func()) []mgengine.Segment {
+		var mu sync.Mutex
+		var segs []mgengine.Segment
+		stop := make(chan struct{})
+		done := make(chan error, 1)
+		go func() {
+			done <- mgengine.Archive(ctx, mgengine.URI(srv.Base), mgengine.ArchiveOptions{Start: start, Epoch: epoch, StartBranch: branch, FlushInterval: 100 * time.Millisecond, Stop: stop},
+				func(_ context.Context, s mgengine.Segment) error {
+					mu.Lock()
+					defer mu.Unlock()
+					segs = append(segs, s)
+					return nil
+				})
+		}()
+		time.Sleep(300 * time.Millisecond)
+		fn()
+		time.Sleep(300 * time.Millisecond)
+		close(stop)
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if len(segs) == 0 {
+			t.Fatal("no segment")
+		}
+		return segs
+	}
+	oplog := cl.Database("local").Collection("oplog.rs")
+	entries := func() []mgengine.Pos {
+		cur, err := oplog.Find(ctx, bson.D{}, options.Find().SetSort(bson.D{{Key: "$natural", Value: 1}}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []mgengine.Pos
+		for cur.Next(ctx) {
+			ts := cur.Current.Lookup("ts")
+			s, i := ts.Timestamp()
+			out = append(out, mgengine.Pos{T: s, I: i})
+		}
+		return out
+	}
+	insert(1, 1)
+	segs := archive(mgengine.Pos{}, 0, mgengine.Pos{}, func() { insert(2, 4) })
+	end := segs[len(segs)-1].End
+	if segs[0].Epoch != 1 {
+		t.Fatalf("first archiver in epoch %d, want 1", segs[0].Epoch)
+	}
+	segs = archive(end, 1, mgengine.Pos{}, func() { insert(5, 5) })
+	if segs[0].Epoch != 1 || segs[0].Start != end || !segs[0].Branch.IsZero() {
+		t.Fatalf("resumed with the history intact: epoch %d from %s, want epoch 1 from %s", segs[0].Epoch, segs[0].Start.Text(), end.Text())
+	}
+	end = segs[len(segs)-1].End
+
+	// A rollback: the newest two archived entries (inserts 4 and 5)
+	// leave the oplog; the new history writes on.
+	all := entries()
+	shared := all[len(all)-3]
+	if _, err := oplog.DeleteMany(ctx, bson.D{{Key: "ts", Value: bson.D{{Key: "$gt", Value: bson.Timestamp{T: shared.T, I: shared.I}}}}}); err != nil {
+		t.Fatal(err)
+	}
+	insert(6, 7)
+	segs = archive(end, 1, mgengine.Pos{}, func() { insert(8, 8) })
+	n := 0
+	for i, s := range segs {
+		if s.Epoch != 2 || s.Branch != shared.Next() {
+			t.Fatalf("segment %d after the rollback: epoch %d, branch %s; want epoch 2, branch %s", i, s.Epoch, s.Branch.Text(), shared.Next().Text())
+		}
+		// Inserts only: FerretDB also logs the deletes of its own oplog
+		// entries above.
+		if err := mgengine.ReadDocs(bytes.NewReader(s.Data), func(d bson.Raw) error {
+			if d.Lookup("op").StringValue() == "i" && d.Lookup("ns").StringValue() == srv.DBName+".m" {
+				n++
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if segs[0].Start != shared.Next() || n != 3 {
+		t.Fatalf("epoch 2 starts at %s with %d entries, want %s and 3 (inserts 6 to 8)", segs[0].Start.Text(), n, shared.Next().Text())
+	}
+	t.Logf("rollback: archived end %s, epoch 2 from %s", end.Text(), segs[0].Start.Text())
+
+	// Resumed in epoch 2 (its branch read back from the end's token), it
+	// stays there and keeps naming the branch.
+	end = segs[len(segs)-1].End
+	segs = archive(end, 2, shared.Next(), func() { insert(9, 9) })
+	if segs[0].Epoch != 2 || segs[0].Start != end || segs[0].Branch != shared.Next() {
+		t.Fatalf("resumed in epoch 2: epoch %d from %s, branch %s; want epoch 2 from %s, branch %s",
+			segs[0].Epoch, segs[0].Start.Text(), segs[0].Branch.Text(), end.Text(), shared.Next().Text())
+	}
+}

@@ -46,6 +46,8 @@ type Metadata struct {
 	Oplog bool   `json:"oplog"`
 	Start string `json:"start,omitempty"` // Pos.Text
 	End   string `json:"end,omitempty"`
+	// Auth, when set, says the dump holds users and roles (DumpOptions.Users).
+	Auth *Auth `json:"auth,omitempty"`
 }
 
 // Collection describes one collection or view.
@@ -81,7 +83,11 @@ type DumpOptions struct {
 	// lagging, connected directly, when there is one; "primary" from the
 	// member the URI selects.
 	ReadPreference string
-	Logger         *slog.Logger
+	// Users adds the users and roles of the dumped databases (of every
+	// database, admin's included, when the dump is of all of them): see
+	// UsersEntry.
+	Users  bool
+	Logger *slog.Logger
 }
 
 // Read preferences of DumpOptions.
@@ -98,6 +104,8 @@ type DumpResult struct {
 	Docs, Bytes int64
 	Start, End  Pos // oplog window; zero without an oplog
 	OplogOps    int
+	Users       int // users and roles dumped, with DumpOptions.Users
+	Roles       int
 	Time        time.Time
 	Member      string // the replica set member read ("host:port"), when known
 }
@@ -139,11 +147,11 @@ func LogicalDump(ctx context.Context, uri URI, sink Sink, o DumpOptions) (*DumpR
 	}
 	res := &DumpResult{Info: info, Member: info.Me}
 
-	// The oplog window opens before the first read.
+	// The oplog window opens before the first read: at the newest entry
+	// Probe read (one query fewer; on FerretDB every query of its oplog
+	// emulation reads the whole collection).
 	if info.Oplog {
-		if res.Start, _, err = c.LastOplog(ctx); err != nil {
-			return nil, err
-		}
+		res.Start = info.Last
 	}
 	dbs := o.Databases
 	if len(dbs) == 0 && c.Database != "" {
@@ -175,6 +183,12 @@ func LogicalDump(ctx context.Context, uri URI, sink Sink, o DumpOptions) (*DumpR
 	}
 	if info.Oplog {
 		meta.Start = res.Start.Text()
+	}
+	if o.Users {
+		meta.Auth = &Auth{Users: UsersEntry, Roles: RolesEntry}
+		if len(o.Databases) > 0 || c.Database != "" {
+			meta.Auth.Databases = dbs
+		}
 	}
 	if err := writeJSON(ctx, sink, MetadataEntry, meta); err != nil {
 		return nil, err
@@ -222,14 +236,17 @@ feed:
 		return nil, err
 	}
 	res.Docs, res.Bytes = docs.Load(), bytes.Load()
-
-	// ... and closes after the last; the entries in between make the copy
-	// consistent at its end once applied.
-	if info.Oplog {
-		if res.End, _, err = c.LastOplog(ctx); err != nil {
+	if meta.Auth != nil {
+		if res.Users, res.Roles, err = dumpAuth(ctx, c, sink, meta.Auth); err != nil {
 			return nil, err
 		}
-		if res.OplogOps, err = dumpOplog(ctx, c, sink, res.Start, res.End); err != nil {
+	}
+
+	// ... and closes after the last: every entry past Start that one query,
+	// made once the reads are done, returns; the window ends at the last
+	// of them. Applied, they make the copy consistent at the window's end.
+	if info.Oplog {
+		if res.End, res.OplogOps, err = dumpOplog(ctx, c, sink, res.Start); err != nil {
 			return nil, err
 		}
 	}
@@ -406,37 +423,45 @@ func (d *dumper) read(ctx context.Context, coll Collection, w io.Writer) (docs, 
 	return docs, size, nil
 }
 
-// dumpOplog writes the oplog entries in (start, end] as oplog.bson.
-func dumpOplog(ctx context.Context, c *Conn, sink Sink, start, end Pos) (int, error) {
+// dumpOplog writes the oplog entries after start as oplog.bson, in the
+// oplog's order, and returns the last one's position (start when there is
+// none): the window (start, end].
+func dumpOplog(ctx context.Context, c *Conn, sink Sink, start Pos) (end Pos, n int, err error) {
+	end = start
 	w, err := sink.Create(ctx, OplogEntry, "bson")
 	if err != nil {
-		return 0, err
+		return end, 0, err
 	}
-	n := 0
-	if start != end {
-		filter := bson.D{{Key: "ts", Value: bson.D{
-			{Key: "$gt", Value: bson.Timestamp{T: start.T, I: start.I}},
-			{Key: "$lte", Value: bson.Timestamp{T: end.T, I: end.I}},
-		}}}
-		cur, err := c.Client.Database("local").Collection("oplog.rs").Find(ctx, filter)
-		if err != nil {
-			w.Close()
-			return 0, c.explain(fmt.Errorf("read the oplog: %w", err))
-		}
-		defer cur.Close(ctx)
-		for cur.Next(ctx) {
-			if _, err := w.Write(cur.Current); err != nil {
-				w.Close()
-				return n, err
-			}
-			n++
-		}
-		if err := cur.Err(); err != nil {
-			w.Close()
-			return n, c.explain(fmt.Errorf("read the oplog: %w", err))
-		}
+	filter := bson.D{{Key: "ts", Value: bson.D{{Key: "$gt", Value: bson.Timestamp{T: start.T, I: start.I}}}}}
+	cur, err := c.Client.Database("local").Collection("oplog.rs").Find(ctx, filter)
+	if err != nil {
+		w.Close()
+		return end, 0, c.explain(fmt.Errorf("read the oplog: %w", err))
 	}
-	return n, w.Close()
+	defer cur.Close(ctx)
+	bw := bufio.NewWriterSize(w, 1<<20)
+	for cur.Next(ctx) {
+		t, i, ok := cur.Current.Lookup("ts").TimestampOK()
+		if !ok {
+			w.Close()
+			return end, n, errors.New("read the oplog: an entry without a ts timestamp")
+		}
+		end = Pos{T: t, I: i}
+		if _, err := bw.Write(cur.Current); err != nil {
+			w.Close()
+			return end, n, err
+		}
+		n++
+	}
+	if err := cur.Err(); err != nil {
+		w.Close()
+		return end, n, c.explain(fmt.Errorf("read the oplog: %w", err))
+	}
+	if err := bw.Flush(); err != nil {
+		w.Close()
+		return end, n, err
+	}
+	return end, n, w.Close()
 }
 
 // ReadDocs calls fn with each BSON document read from r, until io.EOF.

@@ -179,6 +179,15 @@ func ExportArchive(ctx context.Context, src Source, w io.Writer, o ExportOptions
 			sawOplog = true
 			continue
 		}
+		if meta.Auth != nil && (name == meta.Auth.Users || name == meta.Auth.Roles) {
+			// Users and roles stay out of the archive: mongorestore
+			// restores them only with admin.system.version's authSchema,
+			// which a dump does not keep.
+			if _, err := io.Copy(io.Discard, r); err != nil {
+				return nil, fmt.Errorf("%s: %w", name, err)
+			}
+			continue
+		}
 		coll, ok := byEntry[name]
 		if !ok {
 			return nil, fmt.Errorf("entry %s is not in %s", name, MetadataEntry)

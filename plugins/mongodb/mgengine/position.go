@@ -24,15 +24,53 @@ func FromOffset(o uint64) Pos { return Pos{T: uint32(o >> 32), I: uint32(o)} }
 // Token is the 8-byte big-endian offset.
 func (p Pos) Token() []byte { return binary.BigEndian.AppendUint64(nil, p.Offset()) }
 
-// ParseToken reads a Token; an empty token is the zero position.
+// EndToken is the token of an archived segment's end: Token, then the
+// 8-byte big-endian term (t) of the entry just before p when hasTerm
+// (what an archiver resuming at p compares to detect a rollback, fork.go),
+// then, for a segment of an epoch that began at a rollback, the 8-byte
+// offset of its branch (so that a resumed archiver keeps naming it). The
+// term is 0 in a 24-byte token that has none (MongoDB's terms start at 1).
+func (p Pos) EndToken(term int64, hasTerm bool, branch Pos) []byte {
+	b := p.Token()
+	if !hasTerm && branch.IsZero() {
+		return b
+	}
+	if !hasTerm {
+		term = 0
+	}
+	b = binary.BigEndian.AppendUint64(b, uint64(term))
+	if branch.IsZero() {
+		return b
+	}
+	return binary.BigEndian.AppendUint64(b, branch.Offset())
+}
+
+// ParseToken reads a Token or an EndToken; an empty token is the zero
+// position.
 func ParseToken(b []byte) (Pos, error) {
+	p, _, _, _, err := ParseEndToken(b)
+	return p, err
+}
+
+// ParseEndToken reads a Token or an EndToken: the position, the term when
+// the token holds one, and the branch (zero when none).
+func ParseEndToken(b []byte) (p Pos, term int64, hasTerm bool, branch Pos, err error) {
 	switch len(b) {
 	case 0:
-		return Pos{}, nil
-	case 8:
-		return FromOffset(binary.BigEndian.Uint64(b)), nil
+		return Pos{}, 0, false, Pos{}, nil
+	case 8, 16, 24:
+	default:
+		return Pos{}, 0, false, Pos{}, fmt.Errorf("oplog position token of %d bytes, want 8, 16 or 24", len(b))
 	}
-	return Pos{}, fmt.Errorf("oplog position token of %d bytes, want 8", len(b))
+	p = FromOffset(binary.BigEndian.Uint64(b))
+	if len(b) >= 16 {
+		term = int64(binary.BigEndian.Uint64(b[8:]))
+		hasTerm = len(b) == 16 || term != 0
+	}
+	if len(b) == 24 {
+		branch = FromOffset(binary.BigEndian.Uint64(b[16:]))
+	}
+	return p, term, hasTerm, branch, nil
 }
 
 // Less orders positions.

@@ -29,6 +29,8 @@ type RestoreOptions struct {
 	Drop bool
 	// NoOplog skips the oplog window recorded with the dump.
 	NoOplog bool
+	// NoUsers skips the users and roles a dump holds (Metadata.Auth).
+	NoUsers bool
 	Logger  *slog.Logger
 }
 
@@ -37,6 +39,8 @@ type RestoreResult struct {
 	Collections, Indexes int
 	Docs, Bytes          int64
 	OplogOps             int
+	Users, Roles         int               // users and roles merged into the server
+	AuthSkipped          string            // why the dump's users and roles were not loaded, when they were not
 	Renamed              map[string]string // source database -> target database, when they differ
 }
 
@@ -135,7 +139,7 @@ func LogicalRestore(ctx context.Context, uri URI, src Source, o RestoreOptions) 
 		}()
 	}
 	var docs, bytes atomic.Int64
-	var oplog []bson.Raw
+	var oplog, users, roles []bson.Raw
 	readErr := func() error {
 		for {
 			name, r, err := src.Next(rctx)
@@ -152,6 +156,22 @@ func LogicalRestore(ctx context.Context, uri URI, src Source, o RestoreOptions) 
 				})
 				if err != nil {
 					return fmt.Errorf("%s: %w", OplogEntry, err)
+				}
+				continue
+			}
+			if meta.Auth != nil && (name == meta.Auth.Users || name == meta.Auth.Roles) {
+				var got []bson.Raw
+				err := ReadDocs(r, func(d bson.Raw) error {
+					got = append(got, bson.Raw(append([]byte(nil), d...)))
+					return nil
+				})
+				if err != nil {
+					return fmt.Errorf("%s: %w", name, err)
+				}
+				if name == meta.Auth.Users {
+					users = got
+				} else {
+					roles = got
 				}
 				continue
 			}
@@ -226,6 +246,22 @@ func LogicalRestore(ctx context.Context, uri URI, src Source, o RestoreOptions) 
 		if err := createCollection(ctx, c, coll, o.Drop); err != nil {
 			return nil, err
 		}
+	}
+	switch {
+	case meta.Auth == nil || len(users)+len(roles) == 0:
+	case o.NoUsers:
+		res.AuthSkipped = "option users=false"
+	case len(res.Renamed) > 0:
+		// Merged, they would replace the users of the source database.
+		res.AuthSkipped = "restored under another database name"
+	default:
+		if err := restoreAuth(ctx, c, meta.Auth, users, roles, o.Drop, o.Logger); err != nil {
+			return nil, err
+		}
+		res.Users, res.Roles = len(users), len(roles)
+	}
+	if res.AuthSkipped != "" {
+		o.Logger.Warn("the backup's users and roles were not restored", "users", len(users), "roles", len(roles), "why", res.AuthSkipped)
 	}
 	if meta.Oplog && !o.NoOplog && len(oplog) > 0 {
 		only := map[string]bool{}

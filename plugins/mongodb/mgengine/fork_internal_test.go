@@ -1,0 +1,47 @@
+package mgengine
+
+import "testing"
+
+// TestFork: the decision of fork.go on the facts a resume reads, with
+// and without terms.
+func TestFork(t *testing.T) {
+	p := func(sec uint32) Pos { return Pos{T: sec, I: 1} }
+	e := func(sec uint32, term int64) *HistEntry { return &HistEntry{Pos: p(sec), Term: term, HasTerm: term > 0} }
+	last := func(sec uint32, term int64) HistEntry { return *e(sec, term) }
+	for _, c := range []struct {
+		name   string
+		f      ForkFacts
+		forked bool
+		branch Pos
+	}{
+		{"the entry is there, same term", ForkFacts{Last: last(10, 3), At: e(10, 3)}, false, Pos{}},
+		{"the entry is there, no terms (FerretDB)", ForkFacts{Last: last(10, 0), At: e(10, 0)}, false, Pos{}},
+		{"the entry is there, the archive knows no term", ForkFacts{Last: last(10, 0), At: e(10, 4)}, false, Pos{}},
+		{"empty oplog: nothing to compare", ForkFacts{Last: last(10, 3)}, false, Pos{}},
+		{"rolled over: the oldest entry is newer", ForkFacts{Last: last(10, 3), Oldest: p(12)}, false, Pos{}},
+		{"gone while older entries remain: rolled back", ForkFacts{Last: last(10, 3), Common: e(8, 3), Oldest: p(2)}, true, p(8).Next()},
+		{"gone, no terms", ForkFacts{Last: last(10, 0), Common: e(9, 0), Oldest: p(2)}, true, p(9).Next()},
+		{"the same ts with another term", ForkFacts{Last: last(10, 3), At: e(10, 4), Common: e(7, 3), Oldest: p(2)}, true, p(7).Next()},
+		{"no shared entry left: from the oldest", ForkFacts{Last: last(10, 3), At: e(10, 5), Oldest: p(9)}, true, p(9)},
+	} {
+		forked, branch := c.f.Fork()
+		if forked != c.forked || branch != c.branch {
+			t.Errorf("%s: forked %v at %s, want %v at %s", c.name, forked, branch.Text(), c.forked, c.branch.Text())
+		}
+	}
+	if got := lastOf(p(10).Next()); got != p(10) {
+		t.Errorf("lastOf(%s) = %s", p(10).Next().Text(), got.Text())
+	}
+	for _, c := range []struct {
+		term    int64
+		hasTerm bool
+		branch  Pos
+		size    int
+	}{{0, false, Pos{}, 8}, {7, true, Pos{}, 16}, {0, false, p(8), 24}, {7, true, p(8), 24}} {
+		tok := p(10).Next().EndToken(c.term, c.hasTerm, c.branch)
+		q, term, hasTerm, branch, err := ParseEndToken(tok)
+		if err != nil || len(tok) != c.size || q != p(10).Next() || term != c.term || hasTerm != c.hasTerm || branch != c.branch {
+			t.Errorf("EndToken(%d, %v, %s): %d bytes, read back %s %d %v %s %v", c.term, c.hasTerm, c.branch.Text(), len(tok), q.Text(), term, hasTerm, branch.Text(), err)
+		}
+	}
+}
