@@ -116,11 +116,13 @@ func (r *RestoreReconciler) start(ctx context.Context, rs *amberv1.Restore) (ctr
 		return ctrl.Result{}, r.fail(ctx, rs, "Invalid", "give spec.policyRef or spec.repository")
 	}
 	// PostgreSQL: a physical restore before the server starts; MySQL and
-	// MariaDB: a logical restore into the clone's server once it runs.
-	logical := engine == amberv1.EngineMySQL
+	// MariaDB (whose plugin runs the mariadb client, so in the database's
+	// image) and MongoDB: a logical restore into the clone's server once
+	// it runs.
+	logical := engine == amberv1.EngineMySQL || engine == amberv1.EngineMongoDB
 	if engine != amberv1.EnginePostgres && !logical {
 		return ctrl.Result{}, r.fail(ctx, rs, "NotImplemented", fmt.Sprintf(
-			"restoring %s into a clone is not implemented yet (PostgreSQL physical and MySQL/MariaDB logical backups only); restore with `amber restore` instead", engine))
+			"restoring %s into a clone is not implemented (PostgreSQL, MySQL/MariaDB and MongoDB only); restore with `amber restore` instead", engine))
 	}
 	if r.Workloads == nil || r.Image == "" {
 		return ctrl.Result{}, r.fail(ctx, rs, "NotConfigured", "this controller has no repository access or no amber image for restores (--sidecar-image)")
@@ -160,7 +162,8 @@ func (r *RestoreReconciler) start(ctx context.Context, rs *amberv1.Restore) (ctr
 	name := CloneName(rs)
 	cl, err := workload.BuildClone(w, workload.CloneOptions{Name: name, Namespace: rs.Namespace, Restore: rs.Name, Image: image,
 		PullPolicy: r.PullPolicy, Engine: string(engine), RepoURL: spec.URL, CredentialsSecret: spec.CredentialsSecret.Name,
-		PasswordKey: spec.CredentialsSecret.PasswordKey, TargetArgs: args, Description: desc, Logical: logical})
+		PasswordKey: spec.CredentialsSecret.PasswordKey, TargetArgs: args, Description: desc, Logical: logical,
+		InDatabaseImage: engine == amberv1.EngineMySQL})
 	if err != nil {
 		return ctrl.Result{}, r.fail(ctx, rs, "BadWorkload", err.Error())
 	}
@@ -236,8 +239,8 @@ func (r *RestoreReconciler) follow(ctx context.Context, rs *amberv1.Restore) (ct
 	} else if err != nil {
 		return ctrl.Result{}, err
 	}
-	for _, c := range pod.Spec.InitContainers {
-		if c.Name == workload.InstallContainer {
+	for _, c := range pod.Spec.Containers {
+		if c.Name == workload.RestoreContainer {
 			return r.followLogical(ctx, rs, &pod)
 		}
 	}
@@ -336,11 +339,7 @@ func (r *RestoreReconciler) followLogical(ctx context.Context, rs *amberv1.Resto
 		}
 		return nil
 	}
-	inst := find(pod.Status.InitContainerStatuses, workload.InstallContainer)
-	if inst == nil {
-		return ctrl.Result{RequeueAfter: r.poll()}, r.progress(ctx, rs, "pod "+pod.Name+" is "+string(pod.Status.Phase)+": waiting for it to be scheduled")
-	}
-	if err := failed(workload.InstallContainer, inst); err != nil || rs.Status.Phase == amberv1.PhaseFailed {
+	if err := failed(workload.InstallContainer, find(pod.Status.InitContainerStatuses, workload.InstallContainer)); err != nil || rs.Status.Phase == amberv1.PhaseFailed {
 		return ctrl.Result{}, err
 	}
 	st := find(pod.Status.ContainerStatuses, workload.RestoreContainer)
@@ -356,7 +355,7 @@ func (r *RestoreReconciler) followLogical(ctx context.Context, rs *amberv1.Resto
 		}
 	}
 	if done == nil {
-		msg := "pod " + pod.Name + ": installing amber"
+		msg := "pod " + pod.Name + " is " + string(pod.Status.Phase) + ": waiting for it to start"
 		switch {
 		case st != nil && st.State.Running != nil:
 			msg = "loading the logical backup into the clone's database (once it answers)"

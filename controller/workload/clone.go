@@ -66,9 +66,14 @@ type CloneOptions struct {
 	TargetArgs  []string
 	Description string
 	// Logical: load a logical backup into the clone's own server once it
-	// answers (a container beside it in the database's image), instead
-	// of restoring the data directory before it starts.
+	// answers (a container beside it), instead of restoring the data
+	// directory before it starts.
 	Logical bool
+	// InDatabaseImage: run that container in the database container's
+	// image, with amber and the plugin copied in by an init container,
+	// for a plugin that runs the engine's client programs (MySQL's
+	// mariadb and mariadb-binlog); otherwise in amber's image.
+	InDatabaseImage bool
 }
 
 // Clone is what a restore creates.
@@ -330,10 +335,10 @@ func cloneServices(out *Clone, svcs []*corev1.Service, src *appsv1.StatefulSet, 
 	}
 }
 
-// logicalRestore adds to the clone's pod spec ps an init container (amber's
-// image) that copies amber and the engine's plugin into an emptyDir, and a
-// container in the database's image, beside the database container dbc,
-// that waits for the clone's server, loads the backup through the
+// logicalRestore adds to the clone's pod spec ps a container beside the
+// database container dbc (in the database's image, amber and the engine's
+// plugin copied into an emptyDir by an init container of amber's image,
+// when o.InDatabaseImage; in amber's image otherwise) that waits for the clone's server, loads the backup through the
 // credentials Secret's connection string (the sidecar's, so 127.0.0.1
 // reaches the pod's own server), writes the clone marker on the data
 // volume and its report as its termination message, and exits; restarted
@@ -341,35 +346,40 @@ func cloneServices(out *Clone, svcs []*corev1.Service, src *appsv1.StatefulSet, 
 func logicalRestore(ps *corev1.PodSpec, dbc *corev1.Container, sc *corev1.SecurityContext, repoEnv []corev1.EnvVar,
 	dataMounts []corev1.VolumeMount, mountPath string, w *repo.Workload, o CloneOptions) {
 	ps.Volumes = append(ps.Volumes,
-		corev1.Volume{Name: volBin, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
 		corev1.Volume{Name: volTmp, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
 		corev1.Volume{Name: inject.VolumeRepository, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
 			SecretName: o.CredentialsSecret, DefaultMode: ptr.To[int32](0o444)}}},
 	)
-	install := corev1.Container{
-		Name:                     InstallContainer,
-		Image:                    o.Image,
-		ImagePullPolicy:          o.PullPolicy,
-		Command:                  []string{"/usr/local/bin/amber"},
-		Args:                     []string{"restore", "--engine", o.Engine, "--install-to", pathBin},
-		VolumeMounts:             []corev1.VolumeMount{{Name: volBin, MountPath: pathBin}},
-		SecurityContext:          sc.DeepCopy(),
-		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+	image, pull, exe := o.Image, o.PullPolicy, "/usr/local/bin/amber"
+	var mounts []corev1.VolumeMount
+	if o.InDatabaseImage {
+		install := corev1.Container{
+			Name:                     InstallContainer,
+			Image:                    o.Image,
+			ImagePullPolicy:          o.PullPolicy,
+			Command:                  []string{"/usr/local/bin/amber"},
+			Args:                     []string{"restore", "--engine", o.Engine, "--install-to", pathBin},
+			VolumeMounts:             []corev1.VolumeMount{{Name: volBin, MountPath: pathBin}},
+			SecurityContext:          sc.DeepCopy(),
+			TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+		}
+		ps.InitContainers = append([]corev1.Container{install}, ps.InitContainers...)
+		ps.Volumes = append(ps.Volumes, corev1.Volume{Name: volBin, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}})
+		image, pull, exe = dbc.Image, dbc.ImagePullPolicy, pathBin+"/amber"
+		mounts = append(mounts, corev1.VolumeMount{Name: volBin, MountPath: pathBin, ReadOnly: true})
 	}
-	ps.InitContainers = append([]corev1.Container{install}, ps.InitContainers...)
 	args := []string{"restore", "--engine", o.Engine, "--dsn-file", inject.PathRepository + "/" + inject.DSNKey,
 		"--name", w.Namespace + "/" + w.Name, "--clone-marker", path.Join(mountPath, CloneMarker),
 		"--report-file", "/dev/termination-log"}
 	args = append(args, o.TargetArgs...)
-	mounts := append(append([]corev1.VolumeMount(nil), dataMounts...),
-		corev1.VolumeMount{Name: volBin, MountPath: pathBin, ReadOnly: true},
+	mounts = append(append(mounts, dataMounts...),
 		corev1.VolumeMount{Name: volTmp, MountPath: "/tmp"},
 		corev1.VolumeMount{Name: inject.VolumeRepository, MountPath: inject.PathRepository, ReadOnly: true})
 	ps.Containers = append(ps.Containers, corev1.Container{
 		Name:                     RestoreContainer,
-		Image:                    dbc.Image,
-		ImagePullPolicy:          dbc.ImagePullPolicy,
-		Command:                  []string{pathBin + "/amber"},
+		Image:                    image,
+		ImagePullPolicy:          pull,
+		Command:                  []string{exe},
 		Args:                     args,
 		Env:                      append(repoEnv, corev1.EnvVar{Name: "HOME", Value: "/tmp"}),
 		VolumeMounts:             mounts,

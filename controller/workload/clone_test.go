@@ -136,7 +136,7 @@ func TestBuildCloneLogical(t *testing.T) {
 		"volumeClaimTemplates":[{"metadata":{"name":"data"}}]}}`
 	w := &repo.Workload{Kind: KindKubernetes, Namespace: "shop", Name: "db", Engine: "mysql", Objects: []json.RawMessage{json.RawMessage(sts)}}
 	c, err := BuildClone(w, CloneOptions{Name: "db-copy", Namespace: "shop", Restore: "r1", Image: "amber:test", Engine: "mysql",
-		RepoURL: "s3://b/db", CredentialsSecret: "db-backup", TargetArgs: []string{"--to-time", "2026-11-28T10:00:00Z"}, Logical: true})
+		RepoURL: "s3://b/db", CredentialsSecret: "db-backup", TargetArgs: []string{"--to-time", "2026-11-28T10:00:00Z"}, Logical: true, InDatabaseImage: true})
 	if err != nil {
 		t.Fatal(err)
 	}
