@@ -170,16 +170,10 @@ func restoreMariaDBClone(t *testing.T, bed *restoreBed) {
 	if wc := findCondition(b.Status.Conditions, controllers.CondWorkload); wc == nil || wc.Status != metav1.ConditionTrue {
 		t.Fatalf("Backup first: workload condition %+v", wc)
 	}
-	// Binlog event times have whole seconds and an inclusive target
-	// applies its whole second: the target is the second before a
-	// boundary that separates markers 1..100 from 101..150.
-	// The backup is consistent before the target's second begins.
-	time.Sleep(time.Second)
 	mark(51, 100)
-	boundary := secondBoundary()
-	target := boundary.Add(-time.Second)
+	target := quietSecond()
 	mark(101, 150)
-	waitWindowAny(t, cli, boundary, ctl)
+	waitWindowAny(t, cli, target.Add(time.Second), ctl)
 
 	r := &amberv1.Restore{ObjectMeta: metav1.ObjectMeta{Name: "r1", Namespace: ns}, Spec: amberv1.RestoreSpec{
 		PolicyRef: &amberv1.LocalRef{Name: "db"}, SourceStatefulSet: "db", PointInTime: &metav1.Time{Time: target}}}
@@ -215,6 +209,17 @@ func restoreMariaDBClone(t *testing.T, bed *restoreBed) {
 	}
 	waitArchiverOf(t, k, ctl, ns, "db", "db", "db-0")
 	t.Logf("MariaDB part: %s", time.Since(t0).Round(100*time.Millisecond))
+}
+
+// quietSecond returns the start of a whole second in which nothing is
+// written (it waits past it): a target there holds everything written
+// before the call and nothing after it, whether the engine compares whole
+// seconds (binlog event times) or exact times. A Restore's pointInTime has
+// whole seconds.
+func quietSecond() time.Time {
+	target := secondBoundary()
+	secondBoundary()
+	return target
 }
 
 func openMy(t *testing.T, dsn string) *sql.DB {

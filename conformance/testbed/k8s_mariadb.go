@@ -96,3 +96,37 @@ func WriteMariaDBImage(out string) error {
 		return l.dir("/run/mysqld", 0o1777)
 	})
 }
+
+// FerretDBImageRef is ferretdb-testbed (FerretDB with its SQLite handler,
+// a MongoDB wire-protocol server, statically linked; built by `make deps`)
+// in /usr/local/bin on a busybox shell, run as FerretDBImageUID.
+const (
+	FerretDBImageRef = "localhost/amber/ferretdb:testbed"
+	FerretDBImageUID = 65532
+)
+
+// BuildFerretDBImage writes an image tarball of ferretdb-testbed into dir.
+// Built once per process and dir.
+func BuildFerretDBImage(t testing.TB, dir string) (ref, tarballPath string) {
+	t.Helper()
+	bin := Tool(t, "ferretdb-testbed")
+	return FerretDBImageRef, cachedImage(t, "ferretdb", dir, func(out string) error { return WriteFerretDBImage(bin, out) })
+}
+
+// WriteFerretDBImage writes the FerretDB image with the program bin to out.
+func WriteFerretDBImage(bin, out string) error {
+	if isDynamicELF(bin) {
+		return fmt.Errorf("%s is dynamically linked; the image holds no libraries for it", bin)
+	}
+	cfg := v1.Config{
+		Env:        []string{"PATH=/usr/local/bin:/usr/bin:/bin"},
+		User:       fmt.Sprintf("%d:%d", FerretDBImageUID, FerretDBImageUID),
+		Entrypoint: []string{"/usr/local/bin/ferretdb-testbed"},
+	}
+	return writeImage(out, FerretDBImageRef, cfg, func(l *layerTar) error {
+		if err := l.busyboxBase(); err != nil {
+			return err
+		}
+		return l.copyFile("/usr/local/bin/ferretdb-testbed", bin, 0o755)
+	})
+}
