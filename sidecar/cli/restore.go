@@ -89,7 +89,7 @@ naming the damaged object.`,
 	fl.StringVar(&f.toName, "to-name", "", "recover up to this named restore point")
 	fl.BoolVar(&f.exclusive, "exclusive", false, "stop just before the target instead of just after it")
 	fl.BoolVar(&f.keepArchive, "keep-archiving", false, "keep the backup's own log archiving settings (default: archiving off, so the copy never writes into this archive)")
-	fl.StringVar(&f.installTo, "install-to", "", "physical restore: copy amber and the engine's plugin into this directory and have the restored server's log fetch run them from there (a restore in one container for a server in another)")
+	fl.StringVar(&f.installTo, "install-to", "", "copy amber and the engine's plugin into this directory; with --data-dir, have the restored server's log fetch run them from there (a restore in one container for a server in another); alone, only copy them (for a container of another image)")
 	fl.StringVar(&f.reportFile, "report-file", "", "also write the JSON report to this file (e.g. /dev/termination-log)")
 	fl.BoolVar(&f.skipRestored, "skip-restored", false, "physical restore: do nothing when --data-dir was already restored and recovered by an earlier run; start over when an earlier run stopped half-way")
 	fl.StringVar(&f.cloneMarker, "clone-marker", "", "logical restore into a server that starts beside it (a clone's pod): wait for the server to answer, restore, then create this file; when it exists already, restore nothing and wait for a signal (a container that must keep running)")
