@@ -136,7 +136,7 @@ func restoreMongoClone(t *testing.T, bed *restoreBed) {
 	mark(51, 100)
 	target := quietSecond()
 	mark(101, 150)
-	waitWindowAny(t, cli, target.Add(time.Second), ctl)
+	waitArchived()
 
 	r := &amberv1.Restore{ObjectMeta: metav1.ObjectMeta{Name: "r1", Namespace: ns}, Spec: amberv1.RestoreSpec{
 		PolicyRef: &amberv1.LocalRef{Name: "mg"}, SourceStatefulSet: "mg", PointInTime: &metav1.Time{Time: target}}}
