@@ -40,30 +40,60 @@ import (
 // deleted, and a Restore in a new namespace, naming only the repository
 // and a Secret with its keys, brings the database back from the captured
 // workload to a later point.
+//
+// Its subtests MariaDB and MongoDB restore a MariaDB StatefulSet's logical
+// backup and archived binlog, and a FerretDB StatefulSet's logical backup
+// and archived oplog, into clones on the same cluster
+// (k8s_mysql_restore_test.go, k8s_mongo_restore_test.go). Run one engine
+// alone with -run 'TestKubernetesRestoreClone/MariaDB'.
 func TestKubernetesRestoreClone(t *testing.T) {
-	t0 := time.Now()
-	c := testbed.StartCluster(t, testbed.ClusterOptions{})
-	images := t.TempDir()
-	_, pgImage := testbed.BuildPostgresImage(t, images)
-	_, amberImage := testbed.BuildAmberImage(t, images)
-	c.LoadImage(t, pgImage)
-	c.LoadImage(t, amberImage)
-	t.Logf("cluster up, images loaded: %s", time.Since(t0).Round(100*time.Millisecond))
+	bed := startRestoreBed(t)
+	t.Run("PostgreSQL", func(t *testing.T) { restorePostgresClone(t, bed) })
+	t.Run("MariaDB", func(t *testing.T) { restoreMariaDBClone(t, bed) })
+	t.Run("MongoDB", func(t *testing.T) { restoreMongoClone(t, bed) })
+}
 
-	m := testbed.StartMinIOWith(t, testbed.MinIOOptions{Host: c.NodeIP.String()})
-	bucket := m.CreateBucket(t, "amber-restore")
-	repoURL := fmt.Sprintf("s3://%s/pg?endpoint=http://%s", bucket, m.Endpoint)
-	t.Setenv("AWS_ACCESS_KEY_ID", m.AccessKey)
-	t.Setenv("AWS_SECRET_ACCESS_KEY", m.SecretKey)
-	cli := &amberEnv{t: t, bin: bins(t), repo: repoURL}
-	cli.run("repo", "init")
+// restoreBed is what the clone-restore tests share: one cluster with the
+// amber image loaded, its controller, a client, and MinIO on the node's
+// address with the object store's keys in the environment.
+type restoreBed struct {
+	t0     time.Time
+	c      *testbed.Cluster
+	k      client.Client
+	ctl    *controller
+	m      *testbed.MinIO
+	images string
+}
 
-	ctx := context.Background()
-	k, err := client.New(c.Config, client.Options{Scheme: app.Scheme()})
-	if err != nil {
+func startRestoreBed(t *testing.T) *restoreBed {
+	t.Helper()
+	b := &restoreBed{t0: time.Now()}
+	b.c = testbed.StartCluster(t, testbed.ClusterOptions{})
+	b.images = t.TempDir()
+	_, amberImage := testbed.BuildAmberImage(t, b.images)
+	b.c.LoadImage(t, amberImage)
+	t.Logf("cluster up, amber image loaded: %s", time.Since(b.t0).Round(100*time.Millisecond))
+	b.m = testbed.StartMinIOWith(t, testbed.MinIOOptions{Host: b.c.NodeIP.String()})
+	t.Setenv("AWS_ACCESS_KEY_ID", b.m.AccessKey)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", b.m.SecretKey)
+	var err error
+	if b.k, err = client.New(b.c.Config, client.Options{Scheme: app.Scheme()}); err != nil {
 		t.Fatal(err)
 	}
-	ctl := startController(t, c)
+	b.ctl = startController(t, b.c)
+	return b
+}
+
+func restorePostgresClone(t *testing.T, bed *restoreBed) {
+	t0 := time.Now()
+	c, k, ctl, m := bed.c, bed.k, bed.ctl, bed.m
+	_, pgImage := testbed.BuildPostgresImage(t, bed.images)
+	c.LoadImage(t, pgImage)
+	bucket := m.CreateBucket(t, "amber-restore")
+	repoURL := fmt.Sprintf("s3://%s/pg?endpoint=http://%s", bucket, m.Endpoint)
+	cli := &amberEnv{t: t, bin: bins(t), repo: repoURL}
+	cli.run("repo", "init")
+	ctx := context.Background()
 
 	const ns = "shop"
 	if err := k.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
@@ -235,7 +265,7 @@ func TestKubernetesRestoreClone(t *testing.T) {
 	if out := os.Getenv("AMBER_RESTORE_REPORT"); out != "" {
 		rep.write(t, out)
 	}
-	t.Logf("whole test: %s", time.Since(t0).Round(100*time.Millisecond))
+	t.Logf("PostgreSQL part: %s (%s since the test bed started)", time.Since(t0).Round(100*time.Millisecond), time.Since(bed.t0).Round(100*time.Millisecond))
 }
 
 func waitRestore(t *testing.T, c *testbed.Cluster, k client.Client, ctl *controller, rs *amberv1.Restore, timeout time.Duration) *amberv1.Restore {
@@ -370,14 +400,21 @@ func setPrimaryIn(t *testing.T, k client.Client, ns, pod, ip string) {
 
 func waitArchiverIn(t *testing.T, k client.Client, ctl *controller, ns, pod string) {
 	t.Helper()
+	waitArchiverOf(t, k, ctl, ns, "pg", "pg", pod)
+}
+
+// waitArchiverOf waits until policy's status names pod of StatefulSet sts
+// as its archiver.
+func waitArchiverOf(t *testing.T, k client.Client, ctl *controller, ns, policy, sts, pod string) {
+	t.Helper()
 	var last amberv1.BackupPolicy
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
-		if err := k.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: "pg"}, &last); err != nil {
+		if err := k.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: policy}, &last); err != nil {
 			t.Fatal(err)
 		}
 		for _, a := range last.Status.Archivers {
-			if a.StatefulSet == "pg" && a.Pod == pod {
+			if a.StatefulSet == sts && a.Pod == pod {
 				return
 			}
 		}

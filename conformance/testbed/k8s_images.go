@@ -454,7 +454,8 @@ func (l *layerTar) copyTree(root string, skip func(string) bool) error {
 }
 
 // busyboxBase adds busybox-static as /bin/busybox with a link per applet,
-// users root, postgres (PostgresImageUID) and nobody, and /tmp.
+// users root, postgres (PostgresImageUID), mysql (MariaDBImageUID), nonroot
+// and nobody, and /tmp.
 func (l *layerTar) busyboxBase() error {
 	bb, err := exec.LookPath("busybox")
 	if err != nil {
@@ -483,8 +484,8 @@ func (l *layerTar) busyboxBase() error {
 	files := []struct {
 		p, data string
 	}{
-		{"/etc/passwd", fmt.Sprintf("root:x:0:0:root:/root:/bin/sh\npostgres:x:%d:%d:PostgreSQL:/var/lib/postgresql:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\nnonroot:x:65532:65532:nonroot:/home/nonroot:/bin/false\n", PostgresImageUID, PostgresImageUID)},
-		{"/etc/group", fmt.Sprintf("root:x:0:\npostgres:x:%d:\nnogroup:x:65534:\nnonroot:x:65532:\n", PostgresImageUID)},
+		{"/etc/passwd", fmt.Sprintf("root:x:0:0:root:/root:/bin/sh\npostgres:x:%d:%d:PostgreSQL:/var/lib/postgresql:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\nnonroot:x:65532:65532:nonroot:/home/nonroot:/bin/false\nmysql:x:%d:%d:MariaDB:/nonexistent:/bin/false\n", PostgresImageUID, PostgresImageUID, MariaDBImageUID, MariaDBImageUID)},
+		{"/etc/group", fmt.Sprintf("root:x:0:\npostgres:x:%d:\nnogroup:x:65534:\nnonroot:x:65532:\nmysql:x:%d:\n", PostgresImageUID, MariaDBImageUID)},
 		{"/etc/nsswitch.conf", "passwd: files\ngroup: files\nhosts: files\n"},
 	}
 	for _, f := range files {

@@ -115,9 +115,14 @@ func (r *RestoreReconciler) start(ctx context.Context, rs *amberv1.Restore) (ctr
 	if spec == nil {
 		return ctrl.Result{}, r.fail(ctx, rs, "Invalid", "give spec.policyRef or spec.repository")
 	}
-	if engine != amberv1.EnginePostgres {
+	// PostgreSQL: a physical restore before the server starts; MySQL and
+	// MariaDB (whose plugin runs the mariadb client, so in the database's
+	// image) and MongoDB: a logical restore into the clone's server once
+	// it runs.
+	logical := engine == amberv1.EngineMySQL || engine == amberv1.EngineMongoDB
+	if engine != amberv1.EnginePostgres && !logical {
 		return ctrl.Result{}, r.fail(ctx, rs, "NotImplemented", fmt.Sprintf(
-			"restoring %s into a clone is not implemented yet (PostgreSQL physical backups only); restore with `amber restore` instead", engine))
+			"restoring %s into a clone is not implemented (PostgreSQL, MySQL/MariaDB and MongoDB only); restore with `amber restore` instead", engine))
 	}
 	if r.Workloads == nil || r.Image == "" {
 		return ctrl.Result{}, r.fail(ctx, rs, "NotConfigured", "this controller has no repository access or no amber image for restores (--sidecar-image)")
@@ -136,7 +141,7 @@ func (r *RestoreReconciler) start(ctx context.Context, rs *amberv1.Restore) (ctr
 	case m != nil:
 		args = []string{"--backup", m.ID.String()}
 		desc = "backup " + m.ID.Short()
-		if m.Position != "" {
+		if m.Position != "" && !logical {
 			args = append(args, "--to-position", m.Position)
 			desc += " (consistent at " + m.Position + ")"
 		}
@@ -145,6 +150,8 @@ func (r *RestoreReconciler) start(ctx context.Context, rs *amberv1.Restore) (ctr
 		args, desc = []string{"--to-time", t}, "time "+t
 	case rs.Spec.Position != "":
 		args, desc = []string{"--to-position", rs.Spec.Position}, "position "+rs.Spec.Position
+	case logical:
+		desc = "the newest logical backup (no archived log applied)"
 	default:
 		desc = "the latest archived log"
 	}
@@ -155,7 +162,8 @@ func (r *RestoreReconciler) start(ctx context.Context, rs *amberv1.Restore) (ctr
 	name := CloneName(rs)
 	cl, err := workload.BuildClone(w, workload.CloneOptions{Name: name, Namespace: rs.Namespace, Restore: rs.Name, Image: image,
 		PullPolicy: r.PullPolicy, Engine: string(engine), RepoURL: spec.URL, CredentialsSecret: spec.CredentialsSecret.Name,
-		PasswordKey: spec.CredentialsSecret.PasswordKey, TargetArgs: args, Description: desc})
+		PasswordKey: spec.CredentialsSecret.PasswordKey, TargetArgs: args, Description: desc, Logical: logical,
+		InDatabaseImage: engine == amberv1.EngineMySQL})
 	if err != nil {
 		return ctrl.Result{}, r.fail(ctx, rs, "BadWorkload", err.Error())
 	}
@@ -231,6 +239,11 @@ func (r *RestoreReconciler) follow(ctx context.Context, rs *amberv1.Restore) (ct
 	} else if err != nil {
 		return ctrl.Result{}, err
 	}
+	for _, c := range pod.Spec.Containers {
+		if c.Name == workload.RestoreContainer {
+			return r.followLogical(ctx, rs, &pod)
+		}
+	}
 	var init *corev1.ContainerStatus
 	for i := range pod.Status.InitContainerStatuses {
 		if pod.Status.InitContainerStatuses[i].Name == workload.RestoreContainer {
@@ -264,6 +277,13 @@ func (r *RestoreReconciler) follow(ctx context.Context, rs *amberv1.Restore) (ct
 	if ready == nil {
 		return ctrl.Result{RequeueAfter: r.poll()}, r.progress(ctx, rs, "data restored; the database is recovering up to the target")
 	}
+	return ctrl.Result{}, r.succeed(ctx, rs, ready, t)
+}
+
+// succeed marks rs Succeeded: the clone was ready at ready; t is the
+// restoring container's run (nil when not known), its termination message
+// the report of `amber restore --report-file`.
+func (r *RestoreReconciler) succeed(ctx context.Context, rs *amberv1.Restore, ready *metav1.Time, t *corev1.ContainerStateTerminated) error {
 	orig := rs.DeepCopy()
 	rs.Status.Phase = amberv1.PhaseSucceeded
 	rs.Status.Progress = "the clone's database is ready"
@@ -288,10 +308,76 @@ func (r *RestoreReconciler) follow(ctx context.Context, rs *amberv1.Restore) (ct
 	setCondition(r.Recorder, rs, &rs.Status.Conditions, metav1.Condition{Type: CondReady, Status: metav1.ConditionTrue, Reason: "Ready",
 		Message: fmt.Sprintf("StatefulSet %s's database is ready, %s after the request", rs.Status.CloneName, rs.Status.RTO.Duration.Round(100*time.Millisecond))}, r.Clock)
 	if err := r.Client.Status().Patch(ctx, rs, client.MergeFrom(orig)); err != nil {
-		return ctrl.Result{}, fmt.Errorf("update Restore status: %w", err)
+		return fmt.Errorf("update Restore status: %w", err)
 	}
 	r.Recorder.Eventf(rs, corev1.EventTypeNormal, "Restored", "clone %s ready; RTO %s", rs.Status.CloneName, rs.Status.RTO.Duration.Round(100*time.Millisecond))
-	return ctrl.Result{}, nil
+	return nil
+}
+
+// followLogical watches a clone whose restore container loads a logical
+// backup into its running server: it is done when that container has
+// exited 0 (its termination message the report; the kubelet restarts it
+// and it only waits then) and the pod is Ready.
+func (r *RestoreReconciler) followLogical(ctx context.Context, rs *amberv1.Restore, pod *corev1.Pod) (ctrl.Result, error) {
+	find := func(list []corev1.ContainerStatus, name string) *corev1.ContainerStatus {
+		for i := range list {
+			if list[i].Name == name {
+				return &list[i]
+			}
+		}
+		return nil
+	}
+	failed := func(name string, st *corev1.ContainerStatus) error {
+		if st == nil {
+			return nil
+		}
+		for _, s := range []corev1.ContainerState{st.State, st.LastTerminationState} {
+			if t := s.Terminated; t != nil && t.ExitCode != 0 {
+				return r.fail(ctx, rs, "RestoreFailed", fmt.Sprintf("the %s container of pod %s failed (exit %d): %s",
+					name, pod.Name, t.ExitCode, lastLines(t.Message, 8)))
+			}
+		}
+		return nil
+	}
+	if err := failed(workload.InstallContainer, find(pod.Status.InitContainerStatuses, workload.InstallContainer)); err != nil || rs.Status.Phase == amberv1.PhaseFailed {
+		return ctrl.Result{}, err
+	}
+	st := find(pod.Status.ContainerStatuses, workload.RestoreContainer)
+	if err := failed(workload.RestoreContainer, st); err != nil || rs.Status.Phase == amberv1.PhaseFailed {
+		return ctrl.Result{}, err
+	}
+	var done *corev1.ContainerStateTerminated
+	if st != nil {
+		for _, s := range []corev1.ContainerState{st.State, st.LastTerminationState} {
+			if t := s.Terminated; t != nil && t.ExitCode == 0 && done == nil {
+				done = t
+			}
+		}
+	}
+	if done == nil {
+		msg := "pod " + pod.Name + " is " + string(pod.Status.Phase) + ": waiting for it to start"
+		switch {
+		case st != nil && st.State.Running != nil:
+			msg = "loading the logical backup into the clone's database (once it answers)"
+		case st != nil && st.State.Waiting != nil:
+			msg = "pod " + pod.Name + ": restore container waiting (" + st.State.Waiting.Reason + ")"
+		}
+		return ctrl.Result{RequeueAfter: r.poll()}, r.progress(ctx, rs, msg)
+	}
+	var ready *metav1.Time
+	for _, c := range pod.Status.Conditions {
+		if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
+			lt := c.LastTransitionTime
+			ready = &lt
+		}
+	}
+	if ready == nil {
+		return ctrl.Result{RequeueAfter: r.poll()}, r.progress(ctx, rs, "data restored; waiting for the pod to be ready")
+	}
+	if ready.Before(&done.FinishedAt) {
+		ready = &metav1.Time{Time: done.FinishedAt.Time}
+	}
+	return ctrl.Result{}, r.succeed(ctx, rs, ready, done)
 }
 
 func pointReached(rs *amberv1.Restore, rep *restoreReport) *amberv1.RecoveryPoint {
@@ -309,6 +395,9 @@ func pointReached(rs *amberv1.Restore, rep *restoreReport) *amberv1.RecoveryPoin
 		p.Time = rs.Spec.PointInTime
 	case rs.Spec.Position != "":
 		p.Position = rs.Spec.Position
+	case rep.LogReaches == "":
+		// A logical restore without a target: the backup as dumped.
+		p.Time, p.Position = at(rep.ConsistentTime), rep.Position
 	default:
 		p.Time, p.Position = at(rep.LogReachesTime), rep.LogReaches
 	}

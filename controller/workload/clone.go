@@ -3,6 +3,7 @@ package workload
 import (
 	"encoding/json"
 	"fmt"
+	"path"
 	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -22,8 +23,18 @@ const (
 	LabelRestore = "amber.dev/restore"
 	// AnnotationTarget says what the clone was restored to.
 	AnnotationTarget = "amber.dev/restore-target"
-	// RestoreContainer is the init container that fills the data directory.
+	// RestoreContainer is the init container that fills the data
+	// directory (physical restores), or the container that loads a
+	// logical backup into the clone's server once it answers.
 	RestoreContainer = "amber-restore"
+	// InstallContainer is the init container that copies amber and the
+	// engine's plugin into the pod for a logical restore, which runs them
+	// in the database's image (where the engine's client programs are).
+	InstallContainer = "amber-install"
+	// CloneMarker, in the data volume, is the file a logical restore
+	// writes when it is done (its report): a restarted container, or a
+	// new pod on the same volume, does not restore again.
+	CloneMarker = ".amber-restored"
 	// EnvCloneOf is set in the clone's containers to the source
 	// StatefulSet: a start script can tell it runs on restored data.
 	EnvCloneOf = "AMBER_CLONE_OF"
@@ -54,6 +65,15 @@ type CloneOptions struct {
 	// (--backup, --to-time, --to-position); Description says it for people.
 	TargetArgs  []string
 	Description string
+	// Logical: load a logical backup into the clone's own server once it
+	// answers (a container beside it), instead of restoring the data
+	// directory before it starts.
+	Logical bool
+	// InDatabaseImage: run that container in the database container's
+	// image, with amber and the plugin copied in by an init container,
+	// for a plugin that runs the engine's client programs (MySQL's
+	// mariadb and mariadb-binlog); otherwise in amber's image.
+	InDatabaseImage bool
 }
 
 // Clone is what a restore creates.
@@ -197,6 +217,36 @@ func BuildClone(w *repo.Workload, o CloneOptions) (*Clone, error) {
 	if pwKey == "" {
 		pwKey = "password"
 	}
+	repoEnv := []corev1.EnvVar{
+		{Name: "AMBER_REPO", Value: o.RepoURL},
+		{Name: "AMBER_PASSWORD_FILE", Value: inject.PathRepository + "/" + pwKey},
+		{Name: "AMBER_CREDENTIALS_DIR", Value: inject.PathRepository},
+		{Name: "AMBER_CACHE_DIR", Value: "-"},
+		{Name: "TMPDIR", Value: "/tmp"},
+	}
+	sc := &corev1.SecurityContext{
+		ReadOnlyRootFilesystem:   ptr.To(true),
+		AllowPrivilegeEscalation: ptr.To(false),
+		Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+	}
+	dbc := &ps.Containers[db]
+	if s := dbc.SecurityContext; s != nil {
+		sc.RunAsUser, sc.RunAsGroup, sc.RunAsNonRoot = s.RunAsUser, s.RunAsGroup, s.RunAsNonRoot
+	}
+	var dataMounts []corev1.VolumeMount
+	for _, m := range dbc.VolumeMounts {
+		for _, t := range sts.Spec.VolumeClaimTemplates {
+			if m.Name == t.Name {
+				dataMounts = append(dataMounts, m)
+			}
+		}
+	}
+	if o.Logical {
+		logicalRestore(ps, dbc, sc, repoEnv, dataMounts, mountPath, w, o)
+		out.StatefulSet = sts
+		cloneServices(out, svcs, src, sel, o)
+		return out, nil
+	}
 	items := make([]corev1.KeyToPath, 0, len(StorageKeys))
 	for _, k := range StorageKeys {
 		items = append(items, corev1.KeyToPath{Key: k, Path: k})
@@ -209,43 +259,20 @@ func BuildClone(w *repo.Workload, o CloneOptions) (*Clone, error) {
 		corev1.Volume{Name: volStorageKeys, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
 			SecretName: o.CredentialsSecret, DefaultMode: ptr.To[int32](0o444), Items: items, Optional: ptr.To(true)}}},
 	)
-	dbc := &ps.Containers[db]
-	var mounts []corev1.VolumeMount
-	for _, m := range dbc.VolumeMounts {
-		for _, t := range sts.Spec.VolumeClaimTemplates {
-			if m.Name == t.Name {
-				mounts = append(mounts, m)
-			}
-		}
-	}
-	mounts = append(mounts,
+	mounts := append(dataMounts,
 		corev1.VolumeMount{Name: volBin, MountPath: pathBin},
 		corev1.VolumeMount{Name: volTmp, MountPath: "/tmp"},
 		corev1.VolumeMount{Name: inject.VolumeRepository, MountPath: inject.PathRepository, ReadOnly: true})
 	args := []string{"restore", "--engine", o.Engine, "--data-dir", out.DataDir, "--name", w.Namespace + "/" + w.Name,
 		"--install-to", pathBin, "--report-file", "/dev/termination-log", "--skip-restored"}
 	args = append(args, o.TargetArgs...)
-	sc := &corev1.SecurityContext{
-		ReadOnlyRootFilesystem:   ptr.To(true),
-		AllowPrivilegeEscalation: ptr.To(false),
-		Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
-	}
-	if s := dbc.SecurityContext; s != nil {
-		sc.RunAsUser, sc.RunAsGroup, sc.RunAsNonRoot = s.RunAsUser, s.RunAsGroup, s.RunAsNonRoot
-	}
 	restore := corev1.Container{
-		Name:            RestoreContainer,
-		Image:           o.Image,
-		ImagePullPolicy: o.PullPolicy,
-		Command:         []string{"/usr/local/bin/amber"},
-		Args:            args,
-		Env: []corev1.EnvVar{
-			{Name: "AMBER_REPO", Value: o.RepoURL},
-			{Name: "AMBER_PASSWORD_FILE", Value: inject.PathRepository + "/" + pwKey},
-			{Name: "AMBER_CREDENTIALS_DIR", Value: inject.PathRepository},
-			{Name: "AMBER_CACHE_DIR", Value: "-"},
-			{Name: "TMPDIR", Value: "/tmp"},
-		},
+		Name:                     RestoreContainer,
+		Image:                    o.Image,
+		ImagePullPolicy:          o.PullPolicy,
+		Command:                  []string{"/usr/local/bin/amber"},
+		Args:                     args,
+		Env:                      repoEnv,
 		VolumeMounts:             mounts,
 		SecurityContext:          sc,
 		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
@@ -262,7 +289,20 @@ func BuildClone(w *repo.Workload, o CloneOptions) (*Clone, error) {
 		}
 	}
 	out.StatefulSet = sts
+	cloneServices(out, svcs, src, sel, o)
+	return out, nil
+}
 
+// cloneServices adds the clone's Services to out: the workload's own,
+// renamed and selecting the clone's pod, and the governing one.
+func cloneServices(out *Clone, svcs []*corev1.Service, src *appsv1.StatefulSet, sel map[string]string, o CloneOptions) {
+	mark := func(m *metav1.ObjectMeta) {
+		if m.Labels == nil {
+			m.Labels = map[string]string{}
+		}
+		m.Labels[LabelCloneOf] = src.Name
+		m.Labels[LabelRestore] = o.Restore
+	}
 	for _, s := range svcs {
 		c := &corev1.Service{TypeMeta: s.TypeMeta, Spec: *s.Spec.DeepCopy()}
 		switch {
@@ -293,7 +333,65 @@ func BuildClone(w *repo.Workload, o CloneOptions) (*Clone, error) {
 			ObjectMeta: metav1.ObjectMeta{Name: o.Name, Namespace: o.Namespace, Labels: map[string]string{LabelCloneOf: src.Name, LabelRestore: o.Restore}},
 			Spec:       corev1.ServiceSpec{ClusterIP: corev1.ClusterIPNone, Selector: copyMap(sel)}})
 	}
-	return out, nil
+}
+
+// logicalRestore adds to the clone's pod spec ps a container beside the
+// database container dbc (in the database's image, amber and the engine's
+// plugin copied into an emptyDir by an init container of amber's image,
+// when o.InDatabaseImage; in amber's image otherwise) that waits for the clone's server, loads the backup through the
+// credentials Secret's connection string (the sidecar's, so 127.0.0.1
+// reaches the pod's own server), writes the clone marker on the data
+// volume and its report as its termination message, and exits; restarted
+// by the kubelet, it finds the marker and only waits for a signal.
+func logicalRestore(ps *corev1.PodSpec, dbc *corev1.Container, sc *corev1.SecurityContext, repoEnv []corev1.EnvVar,
+	dataMounts []corev1.VolumeMount, mountPath string, w *repo.Workload, o CloneOptions) {
+	ps.Volumes = append(ps.Volumes,
+		corev1.Volume{Name: volTmp, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+		corev1.Volume{Name: inject.VolumeRepository, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+			SecretName: o.CredentialsSecret, DefaultMode: ptr.To[int32](0o444)}}},
+	)
+	image, pull, exe := o.Image, o.PullPolicy, "/usr/local/bin/amber"
+	var mounts []corev1.VolumeMount
+	if o.InDatabaseImage {
+		install := corev1.Container{
+			Name:                     InstallContainer,
+			Image:                    o.Image,
+			ImagePullPolicy:          o.PullPolicy,
+			Command:                  []string{"/usr/local/bin/amber"},
+			Args:                     []string{"restore", "--engine", o.Engine, "--install-to", pathBin},
+			VolumeMounts:             []corev1.VolumeMount{{Name: volBin, MountPath: pathBin}},
+			SecurityContext:          sc.DeepCopy(),
+			TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+		}
+		ps.InitContainers = append([]corev1.Container{install}, ps.InitContainers...)
+		ps.Volumes = append(ps.Volumes, corev1.Volume{Name: volBin, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}})
+		image, pull, exe = dbc.Image, dbc.ImagePullPolicy, pathBin+"/amber"
+		mounts = append(mounts, corev1.VolumeMount{Name: volBin, MountPath: pathBin, ReadOnly: true})
+	}
+	args := []string{"restore", "--engine", o.Engine, "--dsn-file", inject.PathRepository + "/" + inject.DSNKey,
+		"--name", w.Namespace + "/" + w.Name, "--clone-marker", path.Join(mountPath, CloneMarker),
+		"--report-file", "/dev/termination-log"}
+	args = append(args, o.TargetArgs...)
+	mounts = append(append(mounts, dataMounts...),
+		corev1.VolumeMount{Name: volTmp, MountPath: "/tmp"},
+		corev1.VolumeMount{Name: inject.VolumeRepository, MountPath: inject.PathRepository, ReadOnly: true})
+	ps.Containers = append(ps.Containers, corev1.Container{
+		Name:                     RestoreContainer,
+		Image:                    image,
+		ImagePullPolicy:          pull,
+		Command:                  []string{exe},
+		Args:                     args,
+		Env:                      append(repoEnv, corev1.EnvVar{Name: "HOME", Value: "/tmp"}),
+		VolumeMounts:             mounts,
+		SecurityContext:          sc,
+		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+	})
+	for i := range ps.Containers {
+		c := &ps.Containers[i]
+		if c.Name != RestoreContainer {
+			c.Env = append(c.Env, corev1.EnvVar{Name: EnvCloneOf, Value: w.Name})
+		}
+	}
 }
 
 func hasService(s []*corev1.Service, name string) bool {

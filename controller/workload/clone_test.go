@@ -123,3 +123,49 @@ func TestReferences(t *testing.T) {
 		t.Fatalf("references: %v %v", cms, secs)
 	}
 }
+
+// TestBuildCloneLogical: a MariaDB clone gets an init container that
+// installs amber and a container in the database's image that loads the
+// backup into the clone's server through the credentials Secret's DSN.
+func TestBuildCloneLogical(t *testing.T) {
+	sts := `{"apiVersion":"apps/v1","kind":"StatefulSet","metadata":{"name":"db","namespace":"shop"},
+		"spec":{"serviceName":"db","replicas":1,"selector":{"matchLabels":{"app":"db"}},
+		"template":{"metadata":{"labels":{"app":"db","amber.dev/inject":"true"},"annotations":{"amber.dev/policy":"db"}},
+		"spec":{"containers":[{"name":"mariadb","image":"mariadb:11","imagePullPolicy":"IfNotPresent",
+			"securityContext":{"runAsUser":999},"volumeMounts":[{"name":"data","mountPath":"/var/lib/mysql"}]}]}},
+		"volumeClaimTemplates":[{"metadata":{"name":"data"}}]}}`
+	w := &repo.Workload{Kind: KindKubernetes, Namespace: "shop", Name: "db", Engine: "mysql", Objects: []json.RawMessage{json.RawMessage(sts)}}
+	c, err := BuildClone(w, CloneOptions{Name: "db-copy", Namespace: "shop", Restore: "r1", Image: "amber:test", Engine: "mysql",
+		RepoURL: "s3://b/db", CredentialsSecret: "db-backup", TargetArgs: []string{"--to-time", "2026-11-28T10:00:00Z"}, Logical: true, InDatabaseImage: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps := c.StatefulSet.Spec.Template.Spec
+	if len(ps.InitContainers) != 1 || ps.InitContainers[0].Name != InstallContainer || ps.InitContainers[0].Image != "amber:test" ||
+		!slices.Contains(ps.InitContainers[0].Args, "--install-to") {
+		t.Fatalf("init containers: %+v", ps.InitContainers)
+	}
+	if len(ps.Containers) != 2 || ps.Containers[1].Name != RestoreContainer {
+		t.Fatalf("containers: %+v", ps.Containers)
+	}
+	rc := ps.Containers[1]
+	if rc.Image != "mariadb:11" || rc.Command[0] != pathBin+"/amber" || !slices.Contains(rc.Args, "--to-time") ||
+		!slices.Contains(rc.Args, inject.PathRepository+"/"+inject.DSNKey) || !slices.Contains(rc.Args, "/var/lib/mysql/"+CloneMarker) ||
+		*rc.SecurityContext.RunAsUser != 999 {
+		t.Fatalf("restore container: %+v", rc)
+	}
+	for _, e := range rc.Env {
+		if e.ValueFrom != nil {
+			t.Fatalf("restore container env %+v carries a secret", e)
+		}
+	}
+	db := ps.Containers[0]
+	for _, m := range db.VolumeMounts {
+		if m.Name == inject.VolumeRepository || m.Name == volBin {
+			t.Fatalf("the database container mounts %s", m.Name)
+		}
+	}
+	if len(db.Env) != 1 || db.Env[0].Name != EnvCloneOf {
+		t.Fatalf("database container env %+v", db.Env)
+	}
+}

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -31,6 +32,8 @@ type restoreFlags struct {
 	installTo, reportFile   string
 	skipRestored            bool
 	options                 []string
+	cloneMarker             string
+	serverWait              time.Duration
 }
 
 func (e *env) restoreCommand() *cobra.Command {
@@ -87,10 +90,12 @@ naming the damaged object.`,
 	fl.StringVar(&f.toName, "to-name", "", "recover up to this named restore point")
 	fl.BoolVar(&f.exclusive, "exclusive", false, "stop just before the target instead of just after it")
 	fl.BoolVar(&f.keepArchive, "keep-archiving", false, "keep the backup's own log archiving settings (default: archiving off, so the copy never writes into this archive)")
-	fl.StringVar(&f.installTo, "install-to", "", "physical restore: copy amber and the engine's plugin into this directory and have the restored server's log fetch run them from there (a restore in one container for a server in another)")
+	fl.StringVar(&f.installTo, "install-to", "", "copy amber and the engine's plugin into this directory; with --data-dir, have the restored server's log fetch run them from there (a restore in one container for a server in another); alone, only copy them (for a container of another image)")
 	fl.StringVar(&f.reportFile, "report-file", "", "also write the JSON report to this file (e.g. /dev/termination-log)")
 	fl.BoolVar(&f.skipRestored, "skip-restored", false, "physical restore: do nothing when --data-dir was already restored and recovered by an earlier run; start over when an earlier run stopped half-way")
 	fl.StringArrayVar(&f.options, "option", nil, "engine restore option as key=value (repeatable), e.g. restore_threads=4 (mysql logical); see the engine's docs")
+	fl.StringVar(&f.cloneMarker, "clone-marker", "", "logical restore into a server that starts beside it (a clone's pod): wait for the server to answer, restore, then create this file; when it exists already, restore nothing and wait for a signal (a container that must keep running)")
+	fl.DurationVar(&f.serverWait, "server-wait", 10*time.Minute, "with --clone-marker: how long to wait for the server to answer")
 	fl.StringVar(&f.runAs, "owner", "", "user that will run the restored server and own its files (default: the engine's; postgres when run as root)")
 	return cmd
 }
@@ -114,6 +119,25 @@ func (e *env) runRestore(cmd *cobra.Command, f restoreFlags) error {
 		target = "" // a physical restore; AMBER_RESTORE_DSN does not apply
 		if f.dsn != "" || f.dsnFile != "" {
 			return usagef("--data-dir (physical) and a connection string (logical) exclude each other")
+		}
+	}
+	if f.installTo != "" && f.dataDir == "" && target == "" {
+		// Install only: a container of another image runs them from there.
+		exe, err := installSelf(f.installTo, f.engine)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "installed %s and its %s plugin into %s\n", filepath.Base(exe), f.engine, f.installTo)
+		return nil
+	}
+	if f.cloneMarker != "" && target == "" {
+		return usagef("--clone-marker is for logical restores: give a connection string (--dsn-file)")
+	}
+	if f.cloneMarker != "" {
+		if _, err := os.Lstat(f.cloneMarker); err == nil {
+			fmt.Fprintf(e.stderr, "restored by an earlier run (%s exists); nothing to do\n", f.cloneMarker)
+			<-ctx.Done()
+			return nil
 		}
 	}
 	to := job.Target{Position: f.toPosition, Txn: f.toTxn, Name: f.toName, Exclusive: f.exclusive}
@@ -142,6 +166,11 @@ func (e *env) runRestore(cmd *cobra.Command, f restoreFlags) error {
 		return err
 	}
 	defer r.Close()
+	if f.cloneMarker != "" {
+		if err := e.waitServer(ctx, eng, target, f.serverWait); err != nil {
+			return err
+		}
+	}
 	o := job.EngineRestore{Engine: f.engine, Choice: job.Choice{Ref: f.backupRef, Name: f.name}, DataDir: f.dataDir,
 		To: to, KeepArchiving: f.keepArchive, RunAs: f.runAs, Target: api.Target{DSN: target}}
 	if o.Options, err = parseOptions(f.options); err != nil {
@@ -168,12 +197,43 @@ func (e *env) runRestore(cmd *cobra.Command, f restoreFlags) error {
 			return err
 		}
 	}
+	if f.cloneMarker != "" {
+		if err := os.WriteFile(f.cloneMarker, restoreJSON(rep), 0o600); err != nil {
+			return fmt.Errorf("--clone-marker: %w", err)
+		}
+	}
 	if f.reportFile != "" {
 		if err := os.WriteFile(f.reportFile, restoreJSON(rep), 0o644); err != nil {
 			return fmt.Errorf("--report-file: %w", err)
 		}
 	}
 	return e.reportRestore(rep)
+}
+
+// waitServer waits until the database target names answers eng's probe.
+func (e *env) waitServer(ctx context.Context, eng api.Engine, target api.Secret, limit time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	var last error
+	for said := false; ; {
+		p, err := eng.Probe(ctx, api.Target{DSN: target})
+		if err == nil && p.ServerVersion != "" {
+			return nil
+		}
+		if err == nil {
+			err = errors.New(p.Detail)
+		}
+		last = err
+		if !said {
+			fmt.Fprintf(e.stderr, "waiting for the database to answer: %v\n", err)
+			said = true
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("the database did not answer within %s: %w", limit, last)
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // restoredMark, in the log access directory beside a restored data
@@ -366,6 +426,13 @@ func restoreDoc(rep *job.RestoreReport) map[string]any {
 	m := rep.Backup
 	doc := map[string]any{"backup": m.ID.String(), "data_dir": rep.DataDir, "mode": rep.Mode,
 		"position": m.Position, "consistent_time": m.ConsistentTime, "duration_s": rep.Duration.Seconds()}
+	if rep.Mode == job.ModeLogical && !rep.To.IsLatest() {
+		doc["target"] = rep.To.String()
+		if rep.Reach != nil {
+			doc["log_reaches"] = rep.Reach.EndText
+			doc["log_reaches_time"] = rep.Reach.LastTime
+		}
+	}
 	if rep.Mode == job.ModePhysical {
 		doc["target"] = rep.To.String()
 		if rep.Reach != nil {

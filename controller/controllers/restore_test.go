@@ -1,0 +1,93 @@
+package controllers
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/tools/record"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+
+	amberv1 "github.com/amber-backup/amber/controller/api/v1alpha1"
+	"github.com/amber-backup/amber/controller/workload"
+)
+
+// TestFollowLogical follows a logical clone restore through the states of
+// its restore container: running (loading), exited 0 and restarted (done,
+// its report in the last termination state) with the pod Ready, and a
+// failed run.
+func TestFollowLogical(t *testing.T) {
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	if err := amberv1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	req := time.Date(2026, 11, 28, 10, 0, 0, 0, time.UTC)
+	target := metav1.Time{Time: req.Add(-time.Hour)}
+	newRestore := func() *amberv1.Restore {
+		return &amberv1.Restore{ObjectMeta: metav1.ObjectMeta{Name: "r1", Namespace: "shop", CreationTimestamp: metav1.Time{Time: req}},
+			Spec:   amberv1.RestoreSpec{SourceStatefulSet: "db", PointInTime: &target},
+			Status: amberv1.RestoreStatus{Phase: amberv1.PhaseRunning, CloneName: "db-restore-r1"}}
+	}
+	at := func(s int) metav1.Time { return metav1.Time{Time: req.Add(time.Duration(s) * time.Second)} }
+	newPod := func(st corev1.ContainerStatus, ready bool) *corev1.Pod {
+		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "db-restore-r1-0", Namespace: "shop"},
+			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "mariadb"}, {Name: workload.RestoreContainer}}},
+			Status: corev1.PodStatus{Phase: corev1.PodRunning, ContainerStatuses: []corev1.ContainerStatus{st},
+				InitContainerStatuses: []corev1.ContainerStatus{{Name: workload.InstallContainer,
+					State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 0}}}}}}
+		if ready {
+			p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue, LastTransitionTime: at(5)}}
+		}
+		return p
+	}
+	run := func(pod *corev1.Pod) *amberv1.Restore {
+		t.Helper()
+		rs := newRestore()
+		c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(rs, pod).WithStatusSubresource(&amberv1.Restore{}).Build()
+		r := &RestoreReconciler{Client: c, Reader: c, Recorder: record.NewFakeRecorder(10)}
+		if _, err := r.Reconcile(context.Background(), ctrl.Request{NamespacedName: client.ObjectKeyFromObject(rs)}); err != nil {
+			t.Fatal(err)
+		}
+		out := &amberv1.Restore{}
+		if err := c.Get(context.Background(), client.ObjectKeyFromObject(rs), out); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+
+	loading := run(newPod(corev1.ContainerStatus{Name: workload.RestoreContainer,
+		State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: at(4)}}}, true))
+	if loading.Status.Phase != amberv1.PhaseRunning || !strings.Contains(loading.Status.Progress, "loading") {
+		t.Fatalf("while loading (pod Ready all the same): %+v", loading.Status)
+	}
+
+	report := `{"backup":"abc123","consistent_time":"2026-11-28T08:00:00Z","mode":"logical","target":"time 2026-11-28T09:00:00Z",` +
+		`"log_reaches":"mysql-bin.000001:999","log_reaches_time":"2026-11-28T09:30:00Z"}`
+	done := run(newPod(corev1.ContainerStatus{Name: workload.RestoreContainer, RestartCount: 1,
+		State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: at(31)}},
+		LastTerminationState: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 0,
+			StartedAt: at(4), FinishedAt: at(30), Message: report}}}, true))
+	s := done.Status
+	if s.Phase != amberv1.PhaseSucceeded || s.BackupID != "abc123" || s.RTO == nil || s.RTO.Duration != 30*time.Second ||
+		s.Timings == nil || s.Timings.Scheduling.Duration != 4*time.Second || s.Timings.DataTransfer.Duration != 26*time.Second ||
+		s.PointReached == nil || s.PointReached.Time == nil || !s.PointReached.Time.Equal(&target) || s.LogReachesTime == nil {
+		t.Fatalf("done: %+v (timings %+v, point %+v)", s, s.Timings, s.PointReached)
+	}
+
+	failed := run(newPod(corev1.ContainerStatus{Name: workload.RestoreContainer,
+		State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 1,
+			Message: "amber: the archive's history runs from a to b"}}}, false))
+	if failed.Status.Phase != amberv1.PhaseFailed || !strings.Contains(failed.Status.Error, "archive's history") {
+		t.Fatalf("failed run: %+v", failed.Status)
+	}
+}
