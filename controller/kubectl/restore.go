@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"regexp"
 	"sort"
 	"strings"
 	"time"
@@ -38,9 +39,14 @@ func toRestoreDoc(r *amberv1.Restore) restoreDoc {
 type restoreFlags struct {
 	name, sts, sourceNS   string
 	toTime, toPos, backup string
+	repoURL, credSecret   string
+	engine                string
 	wait                  bool
 	timeout               time.Duration
 }
+
+// repoURLRE is the CRD's pattern for a repository URL.
+var repoURLRE = regexp.MustCompile(`^(file|s3|b2)://\S+$`)
 
 // labelRestore marks a clone's objects with its Restore
 // (workload.LabelRestore).
@@ -70,6 +76,26 @@ func (f *restoreFlags) check(prog string) (*metav1.Time, error) {
 	}
 	if len(given) > 1 {
 		return nil, usagef("%s cannot be combined: give one target (a backup, a time or a log position), or none for the latest point the archive reaches", strings.Join(given, " and "))
+	}
+	if f.repoURL != "" || f.credSecret != "" {
+		switch {
+		case f.repoURL == "" || f.credSecret == "" || f.engine == "":
+			return nil, usagef("a Restore from a repository alone needs --repository, --credentials-secret and --engine together")
+		case !repoURLRE.MatchString(f.repoURL):
+			return nil, usagef("--repository %q is not a repository URL: file:///path, s3://bucket/prefix or b2://bucket/prefix", f.repoURL)
+		case f.sts != "":
+			return nil, usagef("with --repository the argument is the StatefulSet that was backed up; drop --statefulset")
+		}
+		if errs := validation.IsDNS1123Subdomain(f.credSecret); len(errs) > 0 {
+			return nil, usagef("--credentials-secret %q is not a Secret name: %s", f.credSecret, strings.Join(errs, "; "))
+		}
+	} else if f.engine != "" {
+		return nil, usagef("--engine goes with --repository (with a BackupPolicy the engine is the policy's)")
+	}
+	switch amberv1.Engine(f.engine) {
+	case "", amberv1.EnginePostgres, amberv1.EngineMySQL, amberv1.EngineMongoDB:
+	default:
+		return nil, usagef("--engine %q: want postgres, mysql or mongodb", f.engine)
 	}
 	if f.timeout != 0 && !f.wait {
 		return nil, usagef("--timeout bounds --wait; add --wait")
@@ -108,8 +134,9 @@ func (g *globals) restoreCommand() *cobra.Command {
 a clone StatefulSet named --name next to the original, from the workload
 captured with the backups (new PVCs, its own Services, no sidecar), and an
 init container restores the data into it before the database starts
-(PostgreSQL physical backups). The original is never touched, and may be
-gone: the clone is made from the repository.
+(PostgreSQL physical backups), or a container beside the database loads the
+logical backup once the server answers (MySQL/MariaDB, MongoDB). The original
+is never touched, and may be gone: the clone is made from the repository.
 
 The argument names the BackupPolicy whose repository holds the backups, or
 the StatefulSet that was backed up:
@@ -117,6 +144,10 @@ the StatefulSet that was backed up:
   policy archives or has backed up;
 - a StatefulSet: its policy is the amber.dev/policy annotation of its pod
   template, or (after it was deleted) the policy of its Backups.
+With --repository URL --credentials-secret SECRET --engine ENGINE no
+BackupPolicy is needed (a new cluster with only the bucket and the
+password): the argument is the StatefulSet that was backed up, found by the
+workload captured in the repository (see ` + "`" + p + ` ls --repo` + "`" + `).
 
 The target is one of
   --backup ID          that backup, at its consistent point (the id, or
@@ -147,7 +178,10 @@ The clone outlives the Restore; remove it with
   # up to a log position, in namespace prod, as JSON for scripts
   ` + p + ` restore pg -n prod --name pg-lsn --to-position 0/3000060 --wait --json | jq .status.pointReached
   # a StatefulSet whose namespace was deleted, into namespace rescue
-  ` + p + ` restore nightly -n rescue --source-namespace shop --statefulset pg --name pg --wait`,
+  ` + p + ` restore nightly -n rescue --source-namespace shop --statefulset pg --name pg --wait
+  # a new cluster with only the bucket and a Secret holding its password and keys
+  ` + p + ` restore pg -n rescue --source-namespace shop --repository s3://backups/prod \
+      --credentials-secret repo-creds --engine postgres --name pg --wait`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) != 1 {
 				return usagef("%s takes the name of one BackupPolicy or StatefulSet, got %q (e.g. `%s restore pg --name pg-copy`)", cmd.CommandPath(), args, p)
@@ -165,9 +199,11 @@ The clone outlives the Restore; remove it with
 			if err != nil {
 				return err
 			}
-			policy, sts, err := c.resolveSource(ctx, args[0], f.sts, f.sourceNS)
-			if err != nil {
-				return err
+			policy, sts := "", args[0]
+			if f.repoURL == "" {
+				if policy, sts, err = c.resolveSource(ctx, args[0], f.sts, f.sourceNS); err != nil {
+					return err
+				}
 			}
 			if err := c.checkCloneName(ctx, f.name); err != nil {
 				return err
@@ -175,7 +211,6 @@ The clone outlives the Restore; remove it with
 			rs := &amberv1.Restore{
 				ObjectMeta: metav1.ObjectMeta{Namespace: c.ns, Name: f.name},
 				Spec: amberv1.RestoreSpec{
-					PolicyRef:         &amberv1.LocalRef{Name: policy},
 					SourceStatefulSet: sts,
 					SourceNamespace:   f.sourceNS,
 					BackupID:          f.backup,
@@ -184,8 +219,14 @@ The clone outlives the Restore; remove it with
 					CloneName:         f.name,
 				},
 			}
-			if len(validation.IsValidLabelValue(policy)) == 0 {
-				rs.Labels = map[string]string{labelPolicy: policy}
+			if policy != "" {
+				rs.Spec.PolicyRef = &amberv1.LocalRef{Name: policy}
+				if len(validation.IsValidLabelValue(policy)) == 0 {
+					rs.Labels = map[string]string{labelPolicy: policy}
+				}
+			} else {
+				rs.Spec.Repository = &amberv1.RepositorySpec{URL: f.repoURL, CredentialsSecret: amberv1.SecretRef{Name: f.credSecret}}
+				rs.Spec.Engine = amberv1.Engine(f.engine)
 			}
 			var created amberv1.Restore
 			if err := c.create(ctx, resRestores, rs, &created); err != nil {
@@ -229,6 +270,9 @@ The clone outlives the Restore; remove it with
 	fl.StringVar(&f.toTime, "to-time", "", "restore the state at this RFC 3339 time, whole seconds (e.g. 2026-11-27T18:00:00Z)")
 	fl.StringVar(&f.toPos, "to-position", "", "restore up to this log position (PostgreSQL: an LSN such as 0/3000060)")
 	fl.StringVar(&f.backup, "backup", "", "restore this backup (its id, or the 12-digit prefix `ls` shows)")
+	fl.StringVar(&f.repoURL, "repository", "", "restore from this repository alone, with no BackupPolicy (a new cluster that has only the bucket): the argument is then the StatefulSet that was backed up; needs --credentials-secret and --engine")
+	fl.StringVar(&f.credSecret, "credentials-secret", "", "with --repository: the Secret of this namespace holding the repository password (key password) and storage keys")
+	fl.StringVar(&f.engine, "engine", "", "with --repository: the database engine (postgres, mysql, mongodb)")
 	fl.BoolVar(&f.wait, "wait", false, "wait until the clone's database is Ready or the restore Failed; exit non-zero when it failed")
 	fl.DurationVar(&f.timeout, "timeout", 0, "give up waiting after this long, e.g. 30m (default: no limit; the restore goes on)")
 	return cmd
@@ -413,6 +457,8 @@ func describeRequest(rs *amberv1.Restore) string {
 	policy := ""
 	if rs.Spec.PolicyRef != nil {
 		policy = " of BackupPolicy " + rs.Spec.PolicyRef.Name
+	} else if r := rs.Spec.Repository; r != nil {
+		policy = fmt.Sprintf(" (%s) from repository %s", rs.Spec.Engine, r.URL)
 	}
 	return fmt.Sprintf("Restore %s/%s created: StatefulSet %s%s into clone StatefulSet %s, to %s",
 		rs.Namespace, rs.Name, src, policy, orDash(rs.Spec.CloneName), target(rs))

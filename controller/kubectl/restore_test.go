@@ -134,6 +134,21 @@ func TestRestoreCreates(t *testing.T) {
 		})
 	}
 
+	t.Run("RepositoryOnly", func(t *testing.T) {
+		r := runBin(t, amberBin, kc, "k8s", "restore", "gone", "--source-namespace", "shop", "--repository", "s3://bucket/prod",
+			"--credentials-secret", "repo-creds", "--engine", "mysql", "--name", "gone-copy")
+		if r.code != 0 || !strings.Contains(r.stdout, "StatefulSet shop/gone (mysql) from repository s3://bucket/prod into clone StatefulSet gone-copy") {
+			t.Fatalf("restore from a repository alone: %s", r)
+		}
+		var rs amberv1.Restore
+		must(t, k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "gone-copy"}, &rs))
+		s := rs.Spec
+		if s.PolicyRef != nil || s.Repository == nil || s.Repository.URL != "s3://bucket/prod" || s.Repository.CredentialsSecret.Name != "repo-creds" ||
+			s.Engine != amberv1.EngineMySQL || s.SourceStatefulSet != "gone" || s.SourceNamespace != "shop" || s.CloneName != "gone-copy" {
+			t.Errorf("spec = %+v", s)
+		}
+	})
+
 	t.Run("JSON", func(t *testing.T) {
 		r := runBin(t, amberBin, kc, "k8s", "restore", "pg", "--statefulset", "db", "--name", "pg-json", "--to-time", "2026-11-27T18:00:00Z", "--json")
 		if r.code != 0 {
@@ -312,6 +327,11 @@ func TestRestoreValidation(t *testing.T) {
 		{[]string{"nothing", "--name", "c"}, 1, `"nothing" is neither a BackupPolicy of namespace ` + ns},
 		{[]string{"pg", "--name", "orders"}, 1, "StatefulSet orders exists in namespace " + ns + " and is no clone of a Restore named orders: choose another --name"},
 		{[]string{"db", "--statefulset", "db", "--name", "c"}, 2, `"db" is no BackupPolicy in namespace ` + ns + "; --statefulset goes with a BackupPolicy"},
+		{[]string{"db", "--name", "c", "--repository", "s3://b/p", "--engine", "mysql"}, 2, "needs --repository, --credentials-secret and --engine together"},
+		{[]string{"db", "--name", "c", "--repository", "ftp://b", "--credentials-secret", "s", "--engine", "mysql"}, 2, `--repository "ftp://b" is not a repository URL`},
+		{[]string{"db", "--name", "c", "--repository", "s3://b/p", "--credentials-secret", "s", "--engine", "oracle"}, 2, `--engine "oracle": want postgres, mysql or mongodb`},
+		{[]string{"db", "--name", "c", "--engine", "mysql"}, 2, "--engine goes with --repository"},
+		{[]string{"pg", "--statefulset", "db", "--name", "c", "--repository", "s3://b/p", "--credentials-secret", "s", "--engine", "mysql"}, 2, "drop --statefulset"},
 	} {
 		r := runBin(t, amberBin, kc, append([]string{"k8s", "restore"}, tc.args...)...)
 		if r.code != tc.code || !strings.Contains(r.stderr, tc.want) {
