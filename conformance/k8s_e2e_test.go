@@ -132,7 +132,13 @@ func TestKubernetesEndToEnd(t *testing.T) {
 	checkRefusesAnonymous(t, net.JoinHostPort(ips["pg-1"], fmt.Sprint(inject.DefaultAPIPort)))
 
 	pgd := &pgDriver{}
+	// A pod's address is read when used: a deleted pod comes back with a
+	// new one.
 	dsn := func(pod string) string {
+		var p corev1.Pod
+		if err := k.Get(ctx, types.NamespacedName{Namespace: ns, Name: pod}, &p); err == nil && p.Status.PodIP != "" {
+			ips[pod] = p.Status.PodIP
+		}
 		return fmt.Sprintf("postgres://postgres@%s:5432/postgres?sslmode=disable", ips[pod])
 	}
 	pgd.MarkerSetup(t, dsn("pg-0"))
