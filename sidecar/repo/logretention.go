@@ -7,8 +7,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-
-	"github.com/amber-backup/amber/sidecar/storage"
 )
 
 // StreamName is the log stream of an engine's database lineage (its system
@@ -22,10 +20,12 @@ func StreamName(engine, systemID string) string {
 var streamChars = regexp.MustCompile(`[^a-z0-9._-]`)
 
 // Segment meta keys that link an epoch to its parent (docs/repository-
-// format.md, "Log segments").
+// format.md, "Log segments"); sidecar/archive writes them under the same
+// names (its MetaBranchEpoch, MetaBranchOffset; TestSpecSegmentMetaKeys
+// holds those to the spec).
 const (
-	metaBranchEpoch  = "branch_epoch"
-	metaBranchOffset = "branch_offset"
+	metaBranchEpoch  = "branch_epoch"  // decimal
+	metaBranchOffset = "branch_offset" // decimal
 )
 
 // logObject is a stored log segment as its name and listing describe it.
@@ -204,18 +204,7 @@ func (r *Repository) branchOf(ctx context.Context, cands []Segment) (LogPosition
 // listLogObjects lists a stream's segments with their stored sizes, in
 // Segments' order.
 func (r *Repository) listLogObjects(ctx context.Context, stream string) ([]logObject, error) {
-	var out []logObject
-	err := r.be.List(ctx, logDir+stream+"/", func(fi storage.FileInfo) error {
-		if s, ok := parseSegmentName(fi.Name); ok && s.Stream == stream {
-			out = append(out, logObject{Segment: s, stored: fi.Size})
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("list log %s: %w", stream, err)
-	}
-	sort.SliceStable(out, func(i, j int) bool { return segmentLess(out[i].Segment, out[j].Segment) })
-	return out, nil
+	return r.listSegmentObjects(ctx, stream, logDir+stream+"/", func(Segment) bool { return true })
 }
 
 func sortedStreams(m map[string][]LogPosition) []string {

@@ -226,17 +226,31 @@ func commonPrefix(a, b string) int {
 }
 
 func (r *Repository) listSegments(ctx context.Context, stream, prefix string, keep func(Segment) bool) ([]Segment, error) {
-	var out []Segment
+	objs, err := r.listSegmentObjects(ctx, stream, prefix, keep)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Segment, len(objs))
+	for i, o := range objs {
+		out[i] = o.Segment
+	}
+	return out, nil
+}
+
+// listSegmentObjects lists the segments of stream under prefix that keep
+// accepts, with their stored sizes, sorted as sortSegments sorts.
+func (r *Repository) listSegmentObjects(ctx context.Context, stream, prefix string, keep func(Segment) bool) ([]logObject, error) {
+	var out []logObject
 	err := r.be.List(ctx, prefix, func(fi storage.FileInfo) error {
 		if s, ok := parseSegmentName(fi.Name); ok && s.Stream == stream && keep(s) {
-			out = append(out, s)
+			out = append(out, logObject{Segment: s, stored: fi.Size})
 		}
 		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("list log %s: %w", stream, err)
 	}
-	sortSegments(out)
+	sort.Slice(out, func(i, j int) bool { return segmentLess(out[i].Segment, out[j].Segment) })
 	return out, nil
 }
 
