@@ -19,15 +19,15 @@ import (
 // plugin's own positions, so archiving resumes exactly where the repository
 // ends and people read positions in the engine's words.
 const (
-	MetaStart        = "start"         // text of the start position
-	MetaStartToken   = "start_token"   // base64 of its token
-	MetaEnd          = "end"           // text of the end position
-	MetaEndToken     = "end_token"     // base64 of its token
-	MetaBranch       = "branch"        // text of the branch position, if any
-	MetaBranchToken  = "branch_token"  // base64 of its token
-	MetaBranchEpoch  = "branch_epoch"  // decimal
-	MetaBranchOffset = "branch_offset" // decimal
-	MetaFileSize     = "file_size"     // decimal: serve zero-filled to this size
+	MetaStart        = "start"               // text of the start position
+	MetaStartToken   = "start_token"         // base64 of its token
+	MetaEnd          = "end"                 // text of the end position
+	MetaEndToken     = "end_token"           // base64 of its token
+	MetaBranch       = "branch"              // text of the branch position, if any
+	MetaBranchToken  = "branch_token"        // base64 of its token
+	MetaBranchEpoch  = repo.MetaBranchEpoch  // decimal
+	MetaBranchOffset = repo.MetaBranchOffset // decimal
+	MetaFileSize     = "file_size"           // decimal: serve zero-filled to this size
 )
 
 // StartPosition rebuilds the plugin position at which a stored segment starts.

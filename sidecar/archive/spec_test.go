@@ -10,15 +10,20 @@ import (
 
 // TestSpecSegmentMetaKeys: the segment metadata keys that
 // docs/repository-format.md specifies are exactly those the sink writes and
-// readers use (the Meta* constants of sink.go).
+// readers use (the Meta* constants of sink.go, and of sidecar/repo for the
+// branch keys prune reads too).
 func TestSpecSegmentMetaKeys(t *testing.T) {
 	spec, err := os.ReadFile("../../docs/repository-format.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	src, err := os.ReadFile("sink.go")
-	if err != nil {
-		t.Fatal(err)
+	var src []byte
+	for _, f := range []string{"sink.go", "../repo/logretention.go"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		src = append(src, b...)
 	}
 	s := string(spec)
 	i := strings.Index(s, "`meta` keys, all strings:")

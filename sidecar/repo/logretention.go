@@ -20,12 +20,10 @@ func StreamName(engine, systemID string) string {
 var streamChars = regexp.MustCompile(`[^a-z0-9._-]`)
 
 // Segment meta keys that link an epoch to its parent (docs/repository-
-// format.md, "Log segments"); sidecar/archive writes them under the same
-// names (its MetaBranchEpoch, MetaBranchOffset; TestSpecSegmentMetaKeys
-// holds those to the spec).
+// format.md, "Log segments"): sidecar/archive writes them, prune reads them.
 const (
-	metaBranchEpoch  = "branch_epoch"  // decimal
-	metaBranchOffset = "branch_offset" // decimal
+	MetaBranchEpoch  = "branch_epoch"  // decimal
+	MetaBranchOffset = "branch_offset" // decimal
 )
 
 // logObject is a stored log segment as its name and listing describe it.
@@ -188,13 +186,13 @@ func (r *Repository) branchOf(ctx context.Context, cands []Segment) (LogPosition
 		if err != nil {
 			return LogPosition{}, false, fmt.Errorf("read %s for its branch point: %w", s.ObjectName(), err)
 		}
-		if full.Meta[metaBranchEpoch] == "" {
+		if full.Meta[MetaBranchEpoch] == "" {
 			continue
 		}
-		ep, err1 := strconv.ParseUint(full.Meta[metaBranchEpoch], 10, 32)
-		off, err2 := strconv.ParseUint(full.Meta[metaBranchOffset], 10, 64)
+		ep, err1 := strconv.ParseUint(full.Meta[MetaBranchEpoch], 10, 32)
+		off, err2 := strconv.ParseUint(full.Meta[MetaBranchOffset], 10, 64)
 		if err1 != nil || err2 != nil {
-			return LogPosition{}, false, fmt.Errorf("%s records a malformed branch point (%q, %q)", s.ObjectName(), full.Meta[metaBranchEpoch], full.Meta[metaBranchOffset])
+			return LogPosition{}, false, fmt.Errorf("%s records a malformed branch point (%q, %q)", s.ObjectName(), full.Meta[MetaBranchEpoch], full.Meta[MetaBranchOffset])
 		}
 		return LogPosition{Epoch: uint32(ep), Offset: off}, true, nil
 	}

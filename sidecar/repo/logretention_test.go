@@ -39,7 +39,7 @@ func putLog(t *testing.T, r *Repository, s Segment) {
 }
 
 func branchMeta(epoch uint32, off uint64) map[string]string {
-	return map[string]string{metaBranchEpoch: strconv.FormatUint(uint64(epoch), 10), metaBranchOffset: strconv.FormatUint(off, 10)}
+	return map[string]string{MetaBranchEpoch: strconv.FormatUint(uint64(epoch), 10), MetaBranchOffset: strconv.FormatUint(off, 10)}
 }
 
 // TestPruneLog: prune removes the log segments that lie wholly before
