@@ -145,6 +145,19 @@ func (e *Engine) ParsePosition(_ context.Context, text string) (api.Position, er
 	return pos, nil
 }
 
+// archived reads an archived end as the host holds it (ArchiveRequest.Start,
+// BackupRequest.ArchivedEnd): its token is an EndToken.
+func archived(p api.Position) (mgengine.Archived, error) {
+	if p.IsZero() {
+		return mgengine.Archived{}, nil
+	}
+	end, term, hasTerm, branch, err := mgengine.ParseEndToken(p.Token)
+	if err != nil {
+		return mgengine.Archived{}, fmt.Errorf("archived end %s: %w", p, err)
+	}
+	return mgengine.Archived{End: end, Epoch: p.Epoch, Term: term, HasTerm: hasTerm, Branch: branch}, nil
+}
+
 type entrySink struct{ sink api.EntrySink }
 
 func (s entrySink) Create(ctx context.Context, name, kind string) (io.WriteCloser, error) {
@@ -169,6 +182,9 @@ func intOption(opts map[string]string, key string) (int, error) {
 func (e *Engine) LogicalDump(ctx context.Context, req api.BackupRequest, sink api.EntrySink) (api.BackupResult, error) {
 	o := mgengine.DumpOptions{Databases: req.Databases, SpoolDir: req.Options["spool_dir"], ReadPreference: req.Options["read_preference"], Logger: slog.Default()}
 	var err error
+	if o.Archived, err = archived(req.ArchivedEnd); err != nil {
+		return api.BackupResult{}, err
+	}
 	if o.Workers, err = intOption(req.Options, "workers"); err != nil {
 		return api.BackupResult{}, err
 	}
@@ -196,8 +212,14 @@ func (e *Engine) LogicalDump(ctx context.Context, req api.BackupRequest, sink ap
 	if res.Info.Oplog {
 		from, consistent = res.Start.Next(), res.End.Next()
 	}
+	// The window's start is in the epoch of its end (or in the parent of
+	// an epoch that took over inside the window: EpochAt names it).
+	startEpoch := mgengine.EpochAt(o.Archived, mgengine.ForkFacts{}, from)
+	if res.Epoch > o.Archived.Epoch {
+		startEpoch = res.Epoch // a fork the archiver has yet to find: the whole window is of the new history
+	}
 	return api.BackupResult{
-		Start: Position(from), Consistent: Position(consistent), StartTime: start, ConsistentTime: res.Time,
+		Start: epochPosition(startEpoch, from), Consistent: epochPosition(res.Epoch, consistent), StartTime: start, ConsistentTime: res.Time,
 		ServerVersion: res.Info.Version, SystemID: res.Info.Lineage,
 		Metadata: map[string]string{
 			"format":      mgengine.FormatVersion,
@@ -266,7 +288,11 @@ func (e *Engine) LogicalRestore(ctx context.Context, req api.RestoreRequest, src
 // lock is the server's, not the connection's: if the plugin process dies
 // under it, the server stays locked until db.fsyncUnlock().
 func (e *Engine) Freeze(ctx context.Context, req api.FreezeRequest) (api.Frozen, error) {
-	fr, err := mgengine.Freeze(ctx, uri(req.Target))
+	a, err := archived(req.ArchivedEnd)
+	if err != nil {
+		return api.Frozen{}, err
+	}
+	fr, err := mgengine.Freeze(ctx, uri(req.Target), a)
 	if err != nil {
 		return api.Frozen{}, err
 	}
@@ -277,7 +303,7 @@ func (e *Engine) Freeze(ctx context.Context, req api.FreezeRequest) (api.Frozen,
 	e.frozen[req.LeaseID] = fr
 	e.mu.Unlock()
 	slog.Info("frozen", "lease", req.LeaseID, "method", "fsyncLock", "lock_count", fr.LockCount, "position", fr.Pos.Text())
-	return api.Frozen{Position: Position(fr.Pos), ConsistentTime: fr.Time}, nil
+	return api.Frozen{Position: epochPosition(fr.Epoch, fr.Pos.Next()), ConsistentTime: fr.Time}, nil
 }
 
 // Thaw releases the fsync lock. A snapshot taken under it holds every
@@ -294,7 +320,7 @@ func (e *Engine) Thaw(ctx context.Context, leaseID string) (api.Thawed, error) {
 		return api.Thawed{}, err
 	}
 	slog.Info("thawed", "lease", leaseID)
-	return api.Thawed{Consistent: Position(fr.Pos), ConsistentTime: fr.Time, Metadata: map[string]string{
+	return api.Thawed{Consistent: epochPosition(fr.Epoch, fr.Pos.Next()), ConsistentTime: fr.Time, Metadata: map[string]string{
 		"method": "fsyncLock", "lock_count": strconv.Itoa(fr.LockCount),
 	}}, nil
 }
@@ -330,14 +356,11 @@ func export(ctx context.Context, path string, src api.EntrySource) (api.RestoreR
 // a hole.
 func (e *Engine) Archive(ctx context.Context, req api.ArchiveRequest, out api.SegmentSink, durable <-chan api.Position) error {
 	o := mgengine.ArchiveOptions{FlushInterval: req.FlushInterval, Logger: slog.Default()}
-	if !req.Start.IsZero() {
-		p, term, hasTerm, branch, err := mgengine.ParseEndToken(req.Start.Token)
-		if err != nil {
-			return fmt.Errorf("archive start %s: %w", req.Start, err)
-		}
-		o.Start, o.Epoch, o.StartTerm, o.StartHasTerm, o.StartBranch = p, req.Start.Epoch, term, hasTerm, branch
+	a, err := archived(req.Start)
+	if err != nil {
+		return fmt.Errorf("archive start: %w", err)
 	}
-	var err error
+	o.Start, o.Epoch, o.StartTerm, o.StartHasTerm, o.StartBranch = a.End, a.Epoch, a.Term, a.HasTerm, a.Branch
 	if o.MaxSegment, err = intOption(req.Options, "max_segment_bytes"); err != nil {
 		return err
 	}
@@ -418,8 +441,12 @@ func (e *Engine) Replay(ctx context.Context, req api.ReplayRequest, src api.Segm
 	default:
 		return api.ReplayResult{}, fmt.Errorf("MongoDB has no named restore points (%q); give --to-time or --to-position", to.Name)
 	}
+	// Fetch in the backup's epoch, then in the epoch of each segment
+	// fetched: log of an epoch that a rollback ended is never asked for
+	// from a later one.
+	epoch := max(req.From.Epoch, 1)
 	fetch := func(ctx context.Context, after mgengine.Pos) (mgengine.Pos, mgengine.Pos, io.ReadCloser, error) {
-		seg, r, err := src.Fetch(ctx, api.SegmentQuery{After: Position(after), Stream: req.Stream})
+		seg, r, err := src.Fetch(ctx, api.SegmentQuery{After: epochPosition(epoch, after), Stream: req.Stream})
 		if errors.Is(err, api.ErrNoSegment) {
 			return mgengine.Pos{}, mgengine.Pos{}, nil, mgengine.ErrNoMoreLog
 		}
@@ -432,6 +459,7 @@ func (e *Engine) Replay(ctx context.Context, req api.ReplayRequest, src api.Segm
 			r.Close()
 			return mgengine.Pos{}, mgengine.Pos{}, nil, fmt.Errorf("archived segment %s: %w", seg.Name, err)
 		}
+		epoch = max(seg.Start.Epoch, epoch)
 		return start, end, r, nil
 	}
 	res, err := mgengine.Replay(ctx, uri(req.Target), o, fetch)

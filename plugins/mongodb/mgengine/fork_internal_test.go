@@ -45,3 +45,45 @@ func TestFork(t *testing.T) {
 		}
 	}
 }
+
+// TestEpochAt: the epoch a dump or a freeze names for its position from
+// the archived end and what its server's oplog says about the last
+// archived entry.
+func TestEpochAt(t *testing.T) {
+	p := func(sec uint32) Pos { return Pos{T: sec, I: 1} }
+	e := func(sec uint32, term int64) *HistEntry { return &HistEntry{Pos: p(sec), Term: term, HasTerm: term > 0} }
+	last := func(sec uint32, term int64) HistEntry { return *e(sec, term) }
+	arch := func(epoch uint32, term int64, branch Pos) Archived {
+		return Archived{End: p(10).Next(), Epoch: epoch, Term: term, HasTerm: term > 0, Branch: branch}
+	}
+	for _, c := range []struct {
+		name string
+		a    Archived
+		f    ForkFacts
+		at   Pos
+		want uint32
+	}{
+		{"nothing archived", Archived{}, ForkFacts{}, p(20), 1},
+		{"the same history", arch(1, 3, Pos{}), ForkFacts{Last: last(10, 3), At: e(10, 3)}, p(20), 1},
+		{"the same history in epoch 3", arch(3, 5, p(4)), ForkFacts{Last: last(10, 5), At: e(10, 5)}, p(20), 3},
+		{"a rollback the archiver has not found yet", arch(1, 3, Pos{}),
+			ForkFacts{Last: last(10, 3), Common: e(8, 3), Oldest: p(2), Newest: e(15, 4)}, p(15).Next(), 2},
+		{"a rollback, no terms (FerretDB)", arch(2, 0, p(4)),
+			ForkFacts{Last: last(10, 0), Common: e(8, 0), Oldest: p(2), Newest: e(15, 0)}, p(15).Next(), 3},
+		{"a rollback, the position before the fork point", arch(1, 3, Pos{}),
+			ForkFacts{Last: last(10, 3), Common: e(8, 3), Oldest: p(2), Newest: e(8, 3)}, p(8).Next(), 1},
+		{"a lagging member without the last archived entry", arch(2, 3, p(4)),
+			ForkFacts{Last: last(10, 3), Common: e(7, 3), Oldest: p(2), Newest: e(7, 3)}, p(7).Next(), 2},
+		{"a lagging member, no terms", arch(1, 0, Pos{}),
+			ForkFacts{Last: last(10, 0), Common: e(7, 0), Oldest: p(2), Newest: e(7, 0)}, p(7).Next(), 1},
+		{"a member behind the branch of the archived epoch", arch(2, 3, p(6)),
+			ForkFacts{Last: last(10, 3), Common: e(5, 3), Oldest: p(2), Newest: e(5, 3)}, p(5).Next(), 1},
+		{"newest older but of a newer term: forked", arch(1, 3, Pos{}),
+			ForkFacts{Last: last(10, 3), Common: e(7, 3), Oldest: p(2), Newest: e(9, 4)}, p(9).Next(), 2},
+		{"rolled past the archived end", arch(1, 3, Pos{}), ForkFacts{Last: last(10, 3), Oldest: p(12), Newest: e(20, 3)}, p(20).Next(), 1},
+	} {
+		if got := EpochAt(c.a, c.f, c.at); got != c.want {
+			t.Errorf("%s: epoch %d, want %d", c.name, got, c.want)
+		}
+	}
+}
