@@ -160,12 +160,12 @@ func probeFromPB(r *pb.ProbeResponse) Probe {
 
 func backupReqToPB(r BackupRequest) *pb.BackupRequest {
 	return &pb.BackupRequest{Target: targetToPB(r.Target), Databases: r.Databases, Label: r.Label, Options: r.Options,
-		ArchivedEnd: posToPB(r.ArchivedEnd)}
+		Archived: posToPB(r.Archived)}
 }
 
 func backupReqFromPB(r *pb.BackupRequest) BackupRequest {
 	return BackupRequest{Target: targetFromPB(r.GetTarget()), Databases: r.GetDatabases(), Label: r.GetLabel(), Options: r.GetOptions(),
-		ArchivedEnd: posFromPB(r.GetArchivedEnd())}
+		Archived: posFromPB(r.GetArchived())}
 }
 
 func backupResultToPB(r BackupResult) *pb.BackupResult {

@@ -200,12 +200,12 @@ type BackupRequest struct {
 	Databases []string // logical dumps: which databases; empty means all
 	Label     string
 	Options   map[string]string
-	// ArchivedEnd (optional) is the end of the newest segment archived for
+	// Archived (optional) is the end of the newest segment archived for
 	// the server's log stream, as ArchiveRequest.Start would be; zero when
 	// none is archived or the host does not know. An engine whose epochs
 	// are a counter of its own (MongoDB's rollbacks) reads it to report the
 	// epoch its positions belong to.
-	ArchivedEnd Position
+	Archived Position
 }
 
 // BackupResult records where and when a backup is consistent.
@@ -311,8 +311,8 @@ type FreezeRequest struct {
 	Lease   time.Duration
 	Label   string
 	LeaseID string // set by Serve for the engine; ignored when calling a Client
-	// ArchivedEnd (optional): as BackupRequest.ArchivedEnd.
-	ArchivedEnd Position
+	// Archived (optional): as BackupRequest.Archived.
+	Archived Position
 }
 
 // Frozen is the answer to Freeze.

@@ -374,7 +374,7 @@ func (s *server) Freeze(ctx context.Context, req *pb.FreezeRequest) (*pb.FreezeR
 	}
 	id := newLeaseID()
 	fr, err := s.engine.Freeze(ctx, FreezeRequest{Target: targetFromPB(req.GetTarget()), Lease: d, Label: req.GetLabel(), LeaseID: id,
-		ArchivedEnd: posFromPB(req.GetArchivedEnd())})
+		Archived: posFromPB(req.GetArchived())})
 	if err != nil {
 		return nil, s.status(err)
 	}

@@ -146,7 +146,7 @@ func (e *Engine) ParsePosition(_ context.Context, text string) (api.Position, er
 }
 
 // archived reads an archived end as the host holds it (ArchiveRequest.Start,
-// BackupRequest.ArchivedEnd): its token is an EndToken.
+// BackupRequest.Archived): its token is an EndToken.
 func archived(p api.Position) (mgengine.Archived, error) {
 	if p.IsZero() {
 		return mgengine.Archived{}, nil
@@ -182,7 +182,7 @@ func intOption(opts map[string]string, key string) (int, error) {
 func (e *Engine) LogicalDump(ctx context.Context, req api.BackupRequest, sink api.EntrySink) (api.BackupResult, error) {
 	o := mgengine.DumpOptions{Databases: req.Databases, SpoolDir: req.Options["spool_dir"], ReadPreference: req.Options["read_preference"], Logger: slog.Default()}
 	var err error
-	if o.Archived, err = archived(req.ArchivedEnd); err != nil {
+	if o.Archived, err = archived(req.Archived); err != nil {
 		return api.BackupResult{}, err
 	}
 	if o.Workers, err = intOption(req.Options, "workers"); err != nil {
@@ -288,7 +288,7 @@ func (e *Engine) LogicalRestore(ctx context.Context, req api.RestoreRequest, src
 // lock is the server's, not the connection's: if the plugin process dies
 // under it, the server stays locked until db.fsyncUnlock().
 func (e *Engine) Freeze(ctx context.Context, req api.FreezeRequest) (api.Frozen, error) {
-	a, err := archived(req.ArchivedEnd)
+	a, err := archived(req.Archived)
 	if err != nil {
 		return api.Frozen{}, err
 	}

@@ -262,7 +262,7 @@ func (s *service) Freeze(ctx context.Context, req *agentpb.FreezeRequest) (*agen
 		a.noteError("freeze", err)
 		return nil, a.toStatus(err)
 	}
-	fr, err := a.cfg.Engine.Freeze(ctx, api.FreezeRequest{Target: a.cfg.Target, Lease: d, Label: req.GetLabel(), ArchivedEnd: end})
+	fr, err := a.cfg.Engine.Freeze(ctx, api.FreezeRequest{Target: a.cfg.Target, Lease: d, Label: req.GetLabel(), Archived: end})
 	if err != nil {
 		a.noteError("freeze", err)
 		return nil, a.toStatus(err)

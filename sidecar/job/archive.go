@@ -104,7 +104,7 @@ func shortVersion(v string) string {
 
 // ArchivedEndOf is the archived end of the log stream of the server target
 // names, for a backup or a freeze to pass to its engine
-// (api.BackupRequest.ArchivedEnd): the engine names the epoch of the
+// (api.BackupRequest.Archived): the engine names the epoch of the
 // position it reports from it, as its archiver does when it resumes there.
 // Zero, without asking the server anything, when the engine does not
 // archive or the repository holds no log of it; zero too when the server

@@ -246,7 +246,7 @@ func TestArchiveRolledOver(t *testing.T) {
 // epoch 2 just past the newest entry both histories hold, and every
 // segment of it names that point as its branch; the new entries are all
 // archived. Resumed with the history intact, it stays in epoch 1. A dump
-// given the archived end (api.BackupRequest.ArchivedEnd) reports the epoch
+// given the archived end (api.BackupRequest.Archived) reports the epoch
 // its position belongs to: 1 before the rollback; 2 after it, both before
 // the archiver has found the rollback and once epoch 2 is archived.
 func TestArchiveRollback(t *testing.T) {

@@ -136,7 +136,7 @@ func forkFacts(ctx context.Context, c *Conn, oplog *mongo.Collection, end Pos, t
 // Epochs of dumps and freezes.
 //
 // A dump or a freeze reports the epoch of its position from the archived
-// end the host passes it (api.BackupRequest.ArchivedEnd), by the same
+// end the host passes it (api.BackupRequest.Archived), by the same
 // comparison the archiver makes when it resumes there: it reads what the
 // server it copies says about the last archived entry (forkFacts). When
 // nothing is archived, epoch 1. When the history forked since, the epoch

@@ -850,7 +850,7 @@ type BackupRequest struct {
 	// the host does not know. An engine whose epochs are a counter of its own
 	// (MongoDB's rollbacks) reads it to report the epoch its positions belong
 	// to; others ignore it.
-	ArchivedEnd   *Position `protobuf:"bytes,5,opt,name=archived_end,json=archivedEnd,proto3" json:"archived_end,omitempty"`
+	Archived      *Position `protobuf:"bytes,5,opt,name=archived,proto3" json:"archived,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -913,9 +913,9 @@ func (x *BackupRequest) GetOptions() map[string]string {
 	return nil
 }
 
-func (x *BackupRequest) GetArchivedEnd() *Position {
+func (x *BackupRequest) GetArchived() *Position {
 	if x != nil {
-		return x.ArchivedEnd
+		return x.Archived
 	}
 	return nil
 }
@@ -1656,10 +1656,10 @@ type FreezeRequest struct {
 	Lease *durationpb.Duration `protobuf:"bytes,2,opt,name=lease,proto3" json:"lease,omitempty"`
 	// Optional. Label recorded by the engine where it can.
 	Label string `protobuf:"bytes,3,opt,name=label,proto3" json:"label,omitempty"`
-	// Optional. As BackupRequest.archived_end: the archived end of the
+	// Optional. As BackupRequest.archived: the archived end of the
 	// server's log stream, for an engine that names the epoch of the
 	// position it returns from it.
-	ArchivedEnd   *Position `protobuf:"bytes,4,opt,name=archived_end,json=archivedEnd,proto3" json:"archived_end,omitempty"`
+	Archived      *Position `protobuf:"bytes,4,opt,name=archived,proto3" json:"archived,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1715,9 +1715,9 @@ func (x *FreezeRequest) GetLabel() string {
 	return ""
 }
 
-func (x *FreezeRequest) GetArchivedEnd() *Position {
+func (x *FreezeRequest) GetArchived() *Position {
 	if x != nil {
-		return x.ArchivedEnd
+		return x.Archived
 	}
 	return nil
 }
@@ -3262,13 +3262,13 @@ const file_amber_plugin_v1_plugin_proto_rawDesc = "" +
 	"\n" +
 	"FactsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb5\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xae\x02\n" +
 	"\rBackupRequest\x12/\n" +
 	"\x06target\x18\x01 \x01(\v2\x17.amber.plugin.v1.TargetR\x06target\x12\x1c\n" +
 	"\tdatabases\x18\x02 \x03(\tR\tdatabases\x12\x14\n" +
 	"\x05label\x18\x03 \x01(\tR\x05label\x12E\n" +
-	"\aoptions\x18\x04 \x03(\v2+.amber.plugin.v1.BackupRequest.OptionsEntryR\aoptions\x12<\n" +
-	"\farchived_end\x18\x05 \x01(\v2\x19.amber.plugin.v1.PositionR\varchivedEnd\x1a:\n" +
+	"\aoptions\x18\x04 \x03(\v2+.amber.plugin.v1.BackupRequest.OptionsEntryR\aoptions\x125\n" +
+	"\barchived\x18\x05 \x01(\v2\x19.amber.plugin.v1.PositionR\barchived\x1a:\n" +
 	"\fOptionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe2\x01\n" +
@@ -3333,12 +3333,12 @@ const file_amber_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"/\n" +
 	"\tFileOwner\x12\x10\n" +
 	"\x03uid\x18\x01 \x01(\rR\x03uid\x12\x10\n" +
-	"\x03gid\x18\x02 \x01(\rR\x03gid\"\xc5\x01\n" +
+	"\x03gid\x18\x02 \x01(\rR\x03gid\"\xbe\x01\n" +
 	"\rFreezeRequest\x12/\n" +
 	"\x06target\x18\x01 \x01(\v2\x17.amber.plugin.v1.TargetR\x06target\x12/\n" +
 	"\x05lease\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x05lease\x12\x14\n" +
-	"\x05label\x18\x03 \x01(\tR\x05label\x12<\n" +
-	"\farchived_end\x18\x04 \x01(\v2\x19.amber.plugin.v1.PositionR\varchivedEnd\"\xe2\x01\n" +
+	"\x05label\x18\x03 \x01(\tR\x05label\x125\n" +
+	"\barchived\x18\x04 \x01(\v2\x19.amber.plugin.v1.PositionR\barchived\"\xe2\x01\n" +
 	"\x0eFreezeResponse\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\tR\aleaseId\x129\n" +
 	"\n" +
@@ -3562,7 +3562,7 @@ var file_amber_plugin_v1_plugin_proto_depIdxs = []int32{
 	43, // 9: amber.plugin.v1.ProbeResponse.facts:type_name -> amber.plugin.v1.ProbeResponse.FactsEntry
 	3,  // 10: amber.plugin.v1.BackupRequest.target:type_name -> amber.plugin.v1.Target
 	44, // 11: amber.plugin.v1.BackupRequest.options:type_name -> amber.plugin.v1.BackupRequest.OptionsEntry
-	2,  // 12: amber.plugin.v1.BackupRequest.archived_end:type_name -> amber.plugin.v1.Position
+	2,  // 12: amber.plugin.v1.BackupRequest.archived:type_name -> amber.plugin.v1.Position
 	45, // 13: amber.plugin.v1.EntryHeader.metadata:type_name -> amber.plugin.v1.EntryHeader.MetadataEntry
 	2,  // 14: amber.plugin.v1.BackupResult.start:type_name -> amber.plugin.v1.Position
 	2,  // 15: amber.plugin.v1.BackupResult.consistent:type_name -> amber.plugin.v1.Position
@@ -3586,7 +3586,7 @@ var file_amber_plugin_v1_plugin_proto_depIdxs = []int32{
 	20, // 33: amber.plugin.v1.RestoreResult.owner:type_name -> amber.plugin.v1.FileOwner
 	3,  // 34: amber.plugin.v1.FreezeRequest.target:type_name -> amber.plugin.v1.Target
 	53, // 35: amber.plugin.v1.FreezeRequest.lease:type_name -> google.protobuf.Duration
-	2,  // 36: amber.plugin.v1.FreezeRequest.archived_end:type_name -> amber.plugin.v1.Position
+	2,  // 36: amber.plugin.v1.FreezeRequest.archived:type_name -> amber.plugin.v1.Position
 	54, // 37: amber.plugin.v1.FreezeResponse.expires_at:type_name -> google.protobuf.Timestamp
 	2,  // 38: amber.plugin.v1.FreezeResponse.position:type_name -> amber.plugin.v1.Position
 	54, // 39: amber.plugin.v1.FreezeResponse.consistent_time:type_name -> google.protobuf.Timestamp
