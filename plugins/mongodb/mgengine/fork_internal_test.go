@@ -1,6 +1,10 @@
 package mgengine
 
-import "testing"
+import (
+	"testing"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+)
 
 // TestFork: the decision of fork.go on the facts a resume reads, with
 // and without terms.
@@ -84,6 +88,50 @@ func TestEpochAt(t *testing.T) {
 	} {
 		if got := EpochAt(c.a, c.f, c.at); got != c.want {
 			t.Errorf("%s: epoch %d, want %d", c.name, got, c.want)
+		}
+	}
+}
+
+// TestOplogCommand: the commands a replay runs for command entries in
+// the shapes MongoDB 4.4+ logs them.
+func TestOplogCommand(t *testing.T) {
+	uuid := bson.Binary{Subtype: 4, Data: []byte("0123456789abcdef")}
+	spec := bson.D{{Key: "v", Value: int32(2)}, {Key: "key", Value: bson.D{{Key: "a", Value: int32(1)}}}, {Key: "name", Value: "a_1"}, {Key: "unique", Value: true}}
+	want := `{"createIndexes":"c","indexes":[{"key":{"a":1},"name":"a_1","unique":true}]}`
+	for _, c := range []struct {
+		name string
+		o    bson.D
+		want string // "" when nothing is to run
+		err  bool
+	}{
+		{"createIndexes, one spec inline (empty collection)", append(bson.D{{Key: "createIndexes", Value: "c"}}, spec...), want, false},
+		{"commitIndexBuild", bson.D{{Key: "commitIndexBuild", Value: "c"}, {Key: "indexBuildUUID", Value: uuid}, {Key: "indexes", Value: bson.A{spec}}}, want, false},
+		{"startIndexBuild", bson.D{{Key: "startIndexBuild", Value: "c"}, {Key: "indexBuildUUID", Value: uuid}, {Key: "indexes", Value: bson.A{spec}}}, "", false},
+		{"abortIndexBuild", bson.D{{Key: "abortIndexBuild", Value: "c"}, {Key: "indexBuildUUID", Value: uuid}, {Key: "indexes", Value: bson.A{spec}}}, "", false},
+		{"dropIndexes", bson.D{{Key: "dropIndexes", Value: "c"}, {Key: "index", Value: "a_1"}}, `{"dropIndexes":"c","index":"a_1"}`, false},
+		{"create", bson.D{{Key: "create", Value: "c"}, {Key: "idIndex", Value: bson.D{{Key: "v", Value: int32(2)}, {Key: "key", Value: bson.D{{Key: "_id", Value: int32(1)}}}, {Key: "name", Value: "_id_"}}}},
+			`{"create":"c","idIndex":{"v":2,"key":{"_id":1},"name":"_id_"}}`, false},
+		{"drop", bson.D{{Key: "drop", Value: "c"}}, `{"drop":"c"}`, false},
+		{"renameCollection over a collection (dropTarget: its UUID)",
+			bson.D{{Key: "renameCollection", Value: "d.a"}, {Key: "to", Value: "d.b"}, {Key: "stayTemp", Value: false}, {Key: "dropTarget", Value: uuid}},
+			`{"renameCollection":"d.a","to":"d.b","stayTemp":false,"dropTarget":true}`, false},
+		{"an unknown command", bson.D{{Key: "emptycapped", Value: "c"}}, "", true},
+	} {
+		got, err := oplogCommand(c.o)
+		if (err != nil) != c.err {
+			t.Errorf("%s: error %v", c.name, err)
+			continue
+		}
+		s := ""
+		if got != nil {
+			j, err := bson.MarshalExtJSON(got, false, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s = string(j)
+		}
+		if s != c.want {
+			t.Errorf("%s:\n got  %s\n want %s", c.name, s, c.want)
 		}
 	}
 }
