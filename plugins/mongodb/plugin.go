@@ -34,7 +34,10 @@
 // starts a new epoch when it finds, on a resume, that a rollback undid
 // entries it archived (mgengine/fork.go); an archived end's token also
 // holds the term of its last entry and its epoch's branch
-// (mgengine.EndToken). Dumps and freezes report epoch 1.
+// (mgengine.EndToken). Dumps and freezes name their epoch from the
+// archived end the host passes (BackupRequest.Archived,
+// FreezeRequest.Archived), by the archiver's own comparison
+// (mgengine.EpochAt); epoch 1 without one.
 //
 // Like every plugin it must never import sidecar/ or controller/.
 package mongodb
