@@ -20,7 +20,8 @@ import (
 )
 
 // mongoRollbackEpoch: after a rollback of archived oplog entries, a
-// backup taken through amber reports epoch 2 — before the archiver has
+// backup taken through amber (which records the cluster time it is
+// consistent at) reports epoch 2 — before the archiver has
 // found the rollback (the plugin compares the archived end the host passes
 // it with the server's oplog) and after it has archived epoch 2 — and a
 // restore from it to the newest archived entry rolls forward in epoch 2.
@@ -92,6 +93,7 @@ func mongoRollbackEpoch(t *testing.T, amber conformance.AmberRunner) {
 					Epoch  uint32 `json:"epoch"`
 					Offset uint64 `json:"offset"`
 				} `json:"consistent"`
+				Metadata map[string]string `json:"metadata"`
 			} `json:"engine_record"`
 		}
 		out := run("cat", "manifest", "latest")
@@ -100,6 +102,11 @@ func mongoRollbackEpoch(t *testing.T, amber conformance.AmberRunner) {
 		}
 		if man.Record.Consistent.Offset == 0 {
 			t.Fatalf("manifest without a consistent position:\n%s", out)
+		}
+		// The cluster time of the consistent point: the ts of the window's
+		// last entry, just before the consistent boundary.
+		if ct := man.Record.Metadata["cluster_time"]; ct != fmt.Sprintf("Timestamp(%d, %d)", uint32((man.Record.Consistent.Offset-1)>>32), uint32(man.Record.Consistent.Offset-1)) {
+			t.Fatalf("cluster_time %q does not name the entry before the consistent position %#x", ct, man.Record.Consistent.Offset)
 		}
 		return man.Record.Consistent.Epoch
 	}

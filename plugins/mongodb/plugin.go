@@ -101,6 +101,12 @@ func (e *Engine) Probe(ctx context.Context, t api.Target) (api.Probe, error) {
 	if info == nil {
 		return api.Probe{}, err
 	}
+	return probeOf(info, err), nil
+}
+
+// probeOf is what Probe reports of info, which mgengine.Probe returned
+// with err (ErrNoOplog for a server without an oplog).
+func probeOf(info *mgengine.Info, err error) api.Probe {
 	p := api.Probe{
 		ServerVersion: info.Version,
 		Role:          api.RoleStandalone,
@@ -134,7 +140,7 @@ func (e *Engine) Probe(ctx context.Context, t api.Target) (api.Probe, error) {
 	if err != nil {
 		p.Detail = err.Error()
 	}
-	return p, nil
+	return p
 }
 
 // ParsePosition reads "Timestamp(1700000000, 3)" or "1700000000:3".
@@ -233,10 +239,21 @@ func (e *Engine) LogicalDump(ctx context.Context, req api.BackupRequest, sink ap
 			"oplog_ops":   strconv.Itoa(res.OplogOps),
 			"dump_ms":     strconv.FormatInt(took.Milliseconds(), 10),
 			"member":      res.Member,
-			"users":       strconv.Itoa(res.Users),
-			"roles":       strconv.Itoa(res.Roles),
+			// The cluster time the copy is consistent at: the ts of the
+			// window's last entry (of the newest entry before the reads
+			// when the window is empty); empty without an oplog.
+			"cluster_time": clusterTime(res),
+			"users":        strconv.Itoa(res.Users),
+			"roles":        strconv.Itoa(res.Roles),
 		},
 	}, nil
+}
+
+func clusterTime(res *mgengine.DumpResult) string {
+	if !res.Info.Oplog || res.End.IsZero() {
+		return ""
+	}
+	return res.End.Text()
 }
 
 type entrySource struct{ src api.EntrySource }
