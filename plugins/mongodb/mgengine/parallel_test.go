@@ -2,8 +2,10 @@ package mgengine_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -156,4 +158,48 @@ func TestRestoreIndexesAfterData(t *testing.T) {
 		t.Fatalf("after the restore: %d indexes (%v), want 3", len(idx), err)
 	}
 	t.Logf("%d observations while loading without secondary indexes", loading)
+}
+
+// TestDumpAllDatabases: a URI that names no database dumps every
+// database but admin, local and config, and a restore into a URI without
+// a database loads each under its own name (into a second, empty server:
+// on a shared real server the dump's listing alone is checked).
+func TestDumpAllDatabases(t *testing.T) {
+	ctx := context.Background()
+	srv := testbed.StartMongoDB(t)
+	cl := connect(t, srv.Base)
+	names := []string{srv.Prefix + "one", srv.Prefix + "two"}
+	for i, db := range names {
+		for j := range i + 1 {
+			if _, err := cl.Database(db).Collection(fmt.Sprintf("c%d", j)).InsertOne(ctx, bson.D{{Key: "_id", Value: j}, {Key: "db", Value: db}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	var sink memSink
+	res, err := mgengine.LogicalDump(ctx, mgengine.URI(srv.Base), &sink, mgengine.DumpOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, db := range names {
+		if !slices.Contains(res.Databases, db) {
+			t.Errorf("dump of every database: %v lacks %s", res.Databases, db)
+		}
+	}
+	for _, db := range []string{"admin", "local", "config"} {
+		if slices.Contains(res.Databases, db) {
+			t.Errorf("dump of every database holds %s: %v", db, res.Databases)
+		}
+	}
+	if !srv.FerretDB {
+		return
+	}
+	dst := testbed.StartMongoDB(t)
+	if _, err := mgengine.LogicalRestore(ctx, mgengine.URI(dst.Base), sink.source(), mgengine.RestoreOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	dcl := connect(t, dst.Base)
+	for _, db := range names {
+		compare(t, checksums(t, cl.Database(db)), checksums(t, dcl.Database(db)))
+	}
 }
