@@ -34,6 +34,11 @@ func TestMongoDBConformance(t *testing.T) {
 	t.Run("LogicalPointInTime", func(t *testing.T) { mongoLogicalPointInTime(t, amber) })
 	t.Run("ExportArchive", func(t *testing.T) { mongoExportArchive(t, amber) })
 	t.Run("Freeze", func(t *testing.T) { mongoFreeze(t, bin) })
+	t.Run("ArchiveKill", func(t *testing.T) { mongoArchiveKill(t, amber) })
+	if os.Getenv(testbed.MongoDBURIEnv) == "" {
+		// A rollback made by deleting oplog entries: FerretDB's emulation only.
+		t.Run("RollbackEpoch", func(t *testing.T) { mongoRollbackEpoch(t, amber) })
+	}
 	conformance.Run(t, &mongoDriver{}, amber)
 }
 

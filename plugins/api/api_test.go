@@ -156,6 +156,35 @@ func TestBackupStreams(t *testing.T) {
 	}
 }
 
+// TestArchivedReachesTheEngine: BackupRequest.Archived and
+// FreezeRequest.Archived cross the wire whole (the fake reports its
+// positions in the archived end's epoch).
+func TestArchivedReachesTheEngine(t *testing.T) {
+	c := connect(t, apitest.NewFake())
+	end := api.Position{Epoch: 3, Offset: 77, Token: []byte{0, 1, 2}, Text: "3/77"}
+	res, err := c.LogicalDump(context.Background(), api.BackupRequest{Archived: end, Options: map[string]string{"size": "10"}}, newHashSink())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Consistent.Epoch != 3 || res.Start.Epoch != 3 {
+		t.Errorf("dump given an archived end in epoch 3: positions %s, %s", res.Start, res.Consistent)
+	}
+	res, err = c.LogicalDump(context.Background(), api.BackupRequest{Options: map[string]string{"size": "10"}}, newHashSink())
+	if err != nil || res.Consistent.Epoch != apitest.Pos(200).Epoch {
+		t.Errorf("dump without an archived end: %s, %v", res.Consistent, err)
+	}
+	fr, err := c.Freeze(context.Background(), api.FreezeRequest{Lease: time.Minute, Archived: end})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fr.Position.Epoch != 3 {
+		t.Errorf("freeze given an archived end in epoch 3: %s", fr.Position)
+	}
+	if _, err := c.Thaw(context.Background(), fr.LeaseID); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestBackupSinkErrorStopsTheStream(t *testing.T) {
 	c := connect(t, apitest.NewFake())
 	sink := newHashSink()

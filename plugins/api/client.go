@@ -261,7 +261,8 @@ func (c *Client) restore(ctx context.Context, req RestoreRequest, src EntrySourc
 // Freeze quiesces the database; see Engine. The lease must be renewed with
 // RenewLease before Frozen.ExpiresAt, or the plugin thaws by itself.
 func (c *Client) Freeze(ctx context.Context, req FreezeRequest) (Frozen, error) {
-	r, err := c.snapshot.Freeze(ctx, &pb.FreezeRequest{Target: targetToPB(req.Target), Lease: durationpb.New(req.Lease), Label: req.Label})
+	r, err := c.snapshot.Freeze(ctx, &pb.FreezeRequest{Target: targetToPB(req.Target), Lease: durationpb.New(req.Lease), Label: req.Label,
+		Archived: posToPB(req.Archived)})
 	if err != nil {
 		return Frozen{}, remote(ctx, err)
 	}

@@ -200,6 +200,12 @@ type BackupRequest struct {
 	Databases []string // logical dumps: which databases; empty means all
 	Label     string
 	Options   map[string]string
+	// Archived (optional) is the end of the newest segment archived for
+	// the server's log stream, as ArchiveRequest.Start would be; zero when
+	// none is archived or the host does not know. An engine whose epochs
+	// are a counter of its own (MongoDB's rollbacks) reads it to report the
+	// epoch its positions belong to.
+	Archived Position
 }
 
 // BackupResult records where and when a backup is consistent.
@@ -305,6 +311,8 @@ type FreezeRequest struct {
 	Lease   time.Duration
 	Label   string
 	LeaseID string // set by Serve for the engine; ignored when calling a Client
+	// Archived (optional): as BackupRequest.Archived.
+	Archived Position
 }
 
 // Frozen is the answer to Freeze.

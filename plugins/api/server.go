@@ -373,7 +373,8 @@ func (s *server) Freeze(ctx context.Context, req *pb.FreezeRequest) (*pb.FreezeR
 		return nil, status.Error(codes.InvalidArgument, "freeze needs a lease duration > 0")
 	}
 	id := newLeaseID()
-	fr, err := s.engine.Freeze(ctx, FreezeRequest{Target: targetFromPB(req.GetTarget()), Lease: d, Label: req.GetLabel(), LeaseID: id})
+	fr, err := s.engine.Freeze(ctx, FreezeRequest{Target: targetFromPB(req.GetTarget()), Lease: d, Label: req.GetLabel(), LeaseID: id,
+		Archived: posFromPB(req.GetArchived())})
 	if err != nil {
 		return nil, s.status(err)
 	}

@@ -34,7 +34,10 @@
 // starts a new epoch when it finds, on a resume, that a rollback undid
 // entries it archived (mgengine/fork.go); an archived end's token also
 // holds the term of its last entry and its epoch's branch
-// (mgengine.EndToken). Dumps and freezes report epoch 1.
+// (mgengine.EndToken). Dumps and freezes name their epoch from the
+// archived end the host passes (BackupRequest.Archived,
+// FreezeRequest.Archived), by the archiver's own comparison
+// (mgengine.EpochAt); epoch 1 without one.
 //
 // Like every plugin it must never import sidecar/ or controller/.
 package mongodb
@@ -98,6 +101,12 @@ func (e *Engine) Probe(ctx context.Context, t api.Target) (api.Probe, error) {
 	if info == nil {
 		return api.Probe{}, err
 	}
+	return probeOf(info, err), nil
+}
+
+// probeOf is what Probe reports of info, which mgengine.Probe returned
+// with err (ErrNoOplog for a server without an oplog).
+func probeOf(info *mgengine.Info, err error) api.Probe {
 	p := api.Probe{
 		ServerVersion: info.Version,
 		Role:          api.RoleStandalone,
@@ -131,7 +140,7 @@ func (e *Engine) Probe(ctx context.Context, t api.Target) (api.Probe, error) {
 	if err != nil {
 		p.Detail = err.Error()
 	}
-	return p, nil
+	return p
 }
 
 // ParsePosition reads "Timestamp(1700000000, 3)" or "1700000000:3".
@@ -143,6 +152,19 @@ func (e *Engine) ParsePosition(_ context.Context, text string) (api.Position, er
 	pos := Position(p)
 	pos.Epoch = 0 // the text names no epoch
 	return pos, nil
+}
+
+// archived reads an archived end as the host holds it (ArchiveRequest.Start,
+// BackupRequest.Archived): its token is an EndToken.
+func archived(p api.Position) (mgengine.Archived, error) {
+	if p.IsZero() {
+		return mgengine.Archived{}, nil
+	}
+	end, term, hasTerm, branch, err := mgengine.ParseEndToken(p.Token)
+	if err != nil {
+		return mgengine.Archived{}, fmt.Errorf("archived end %s: %w", p, err)
+	}
+	return mgengine.Archived{End: end, Epoch: p.Epoch, Term: term, HasTerm: hasTerm, Branch: branch}, nil
 }
 
 type entrySink struct{ sink api.EntrySink }
@@ -169,6 +191,9 @@ func intOption(opts map[string]string, key string) (int, error) {
 func (e *Engine) LogicalDump(ctx context.Context, req api.BackupRequest, sink api.EntrySink) (api.BackupResult, error) {
 	o := mgengine.DumpOptions{Databases: req.Databases, SpoolDir: req.Options["spool_dir"], ReadPreference: req.Options["read_preference"], Logger: slog.Default()}
 	var err error
+	if o.Archived, err = archived(req.Archived); err != nil {
+		return api.BackupResult{}, err
+	}
 	if o.Workers, err = intOption(req.Options, "workers"); err != nil {
 		return api.BackupResult{}, err
 	}
@@ -196,8 +221,14 @@ func (e *Engine) LogicalDump(ctx context.Context, req api.BackupRequest, sink ap
 	if res.Info.Oplog {
 		from, consistent = res.Start.Next(), res.End.Next()
 	}
+	// The window's start is in the epoch of its end (or in the parent of
+	// an epoch that took over inside the window: EpochAt names it).
+	startEpoch := mgengine.EpochAt(o.Archived, mgengine.ForkFacts{}, from)
+	if res.Epoch > o.Archived.Epoch {
+		startEpoch = res.Epoch // a fork the archiver has yet to find: the whole window is of the new history
+	}
 	return api.BackupResult{
-		Start: Position(from), Consistent: Position(consistent), StartTime: start, ConsistentTime: res.Time,
+		Start: epochPosition(startEpoch, from), Consistent: epochPosition(res.Epoch, consistent), StartTime: start, ConsistentTime: res.Time,
 		ServerVersion: res.Info.Version, SystemID: res.Info.Lineage,
 		Metadata: map[string]string{
 			"format":      mgengine.FormatVersion,
@@ -208,10 +239,21 @@ func (e *Engine) LogicalDump(ctx context.Context, req api.BackupRequest, sink ap
 			"oplog_ops":   strconv.Itoa(res.OplogOps),
 			"dump_ms":     strconv.FormatInt(took.Milliseconds(), 10),
 			"member":      res.Member,
-			"users":       strconv.Itoa(res.Users),
-			"roles":       strconv.Itoa(res.Roles),
+			// The cluster time the copy is consistent at: the ts of the
+			// window's last entry (of the newest entry before the reads
+			// when the window is empty); empty without an oplog.
+			"cluster_time": clusterTime(res),
+			"users":        strconv.Itoa(res.Users),
+			"roles":        strconv.Itoa(res.Roles),
 		},
 	}, nil
+}
+
+func clusterTime(res *mgengine.DumpResult) string {
+	if !res.Info.Oplog || res.End.IsZero() {
+		return ""
+	}
+	return res.End.Text()
 }
 
 type entrySource struct{ src api.EntrySource }
@@ -266,7 +308,11 @@ func (e *Engine) LogicalRestore(ctx context.Context, req api.RestoreRequest, src
 // lock is the server's, not the connection's: if the plugin process dies
 // under it, the server stays locked until db.fsyncUnlock().
 func (e *Engine) Freeze(ctx context.Context, req api.FreezeRequest) (api.Frozen, error) {
-	fr, err := mgengine.Freeze(ctx, uri(req.Target))
+	a, err := archived(req.Archived)
+	if err != nil {
+		return api.Frozen{}, err
+	}
+	fr, err := mgengine.Freeze(ctx, uri(req.Target), a)
 	if err != nil {
 		return api.Frozen{}, err
 	}
@@ -277,7 +323,7 @@ func (e *Engine) Freeze(ctx context.Context, req api.FreezeRequest) (api.Frozen,
 	e.frozen[req.LeaseID] = fr
 	e.mu.Unlock()
 	slog.Info("frozen", "lease", req.LeaseID, "method", "fsyncLock", "lock_count", fr.LockCount, "position", fr.Pos.Text())
-	return api.Frozen{Position: Position(fr.Pos), ConsistentTime: fr.Time}, nil
+	return api.Frozen{Position: epochPosition(fr.Epoch, fr.Pos.Next()), ConsistentTime: fr.Time}, nil
 }
 
 // Thaw releases the fsync lock. A snapshot taken under it holds every
@@ -294,7 +340,7 @@ func (e *Engine) Thaw(ctx context.Context, leaseID string) (api.Thawed, error) {
 		return api.Thawed{}, err
 	}
 	slog.Info("thawed", "lease", leaseID)
-	return api.Thawed{Consistent: Position(fr.Pos), ConsistentTime: fr.Time, Metadata: map[string]string{
+	return api.Thawed{Consistent: epochPosition(fr.Epoch, fr.Pos.Next()), ConsistentTime: fr.Time, Metadata: map[string]string{
 		"method": "fsyncLock", "lock_count": strconv.Itoa(fr.LockCount),
 	}}, nil
 }
@@ -330,14 +376,11 @@ func export(ctx context.Context, path string, src api.EntrySource) (api.RestoreR
 // a hole.
 func (e *Engine) Archive(ctx context.Context, req api.ArchiveRequest, out api.SegmentSink, durable <-chan api.Position) error {
 	o := mgengine.ArchiveOptions{FlushInterval: req.FlushInterval, Logger: slog.Default()}
-	if !req.Start.IsZero() {
-		p, term, hasTerm, branch, err := mgengine.ParseEndToken(req.Start.Token)
-		if err != nil {
-			return fmt.Errorf("archive start %s: %w", req.Start, err)
-		}
-		o.Start, o.Epoch, o.StartTerm, o.StartHasTerm, o.StartBranch = p, req.Start.Epoch, term, hasTerm, branch
+	a, err := archived(req.Start)
+	if err != nil {
+		return fmt.Errorf("archive start: %w", err)
 	}
-	var err error
+	o.Start, o.Epoch, o.StartTerm, o.StartHasTerm, o.StartBranch = a.End, a.Epoch, a.Term, a.HasTerm, a.Branch
 	if o.MaxSegment, err = intOption(req.Options, "max_segment_bytes"); err != nil {
 		return err
 	}
@@ -418,8 +461,12 @@ func (e *Engine) Replay(ctx context.Context, req api.ReplayRequest, src api.Segm
 	default:
 		return api.ReplayResult{}, fmt.Errorf("MongoDB has no named restore points (%q); give --to-time or --to-position", to.Name)
 	}
+	// Fetch in the backup's epoch, then in the epoch of each segment
+	// fetched: log of an epoch that a rollback ended is never asked for
+	// from a later one.
+	epoch := max(req.From.Epoch, 1)
 	fetch := func(ctx context.Context, after mgengine.Pos) (mgengine.Pos, mgengine.Pos, io.ReadCloser, error) {
-		seg, r, err := src.Fetch(ctx, api.SegmentQuery{After: Position(after), Stream: req.Stream})
+		seg, r, err := src.Fetch(ctx, api.SegmentQuery{After: epochPosition(epoch, after), Stream: req.Stream})
 		if errors.Is(err, api.ErrNoSegment) {
 			return mgengine.Pos{}, mgengine.Pos{}, nil, mgengine.ErrNoMoreLog
 		}
@@ -432,6 +479,7 @@ func (e *Engine) Replay(ctx context.Context, req api.ReplayRequest, src api.Segm
 			r.Close()
 			return mgengine.Pos{}, mgengine.Pos{}, nil, fmt.Errorf("archived segment %s: %w", seg.Name, err)
 		}
+		epoch = max(seg.Start.Epoch, epoch)
 		return start, end, r, nil
 	}
 	res, err := mgengine.Replay(ctx, uri(req.Target), o, fetch)

@@ -257,7 +257,12 @@ func (s *service) Freeze(ctx context.Context, req *agentpb.FreezeRequest) (*agen
 	if d > a.cfg.MaxLease {
 		return nil, status.Errorf(codes.InvalidArgument, "a freeze lease of %s is longer than this agent grants (%s); ask for less and renew it", d, a.cfg.MaxLease)
 	}
-	fr, err := a.cfg.Engine.Freeze(ctx, api.FreezeRequest{Target: a.cfg.Target, Lease: d, Label: req.GetLabel()})
+	end, err := job.ArchivedEndOf(ctx, a.cfg.Repo, a.cfg.Engine, a.cfg.EngineName, a.cfg.Target)
+	if err != nil {
+		a.noteError("freeze", err)
+		return nil, a.toStatus(err)
+	}
+	fr, err := a.cfg.Engine.Freeze(ctx, api.FreezeRequest{Target: a.cfg.Target, Lease: d, Label: req.GetLabel(), Archived: end})
 	if err != nil {
 		a.noteError("freeze", err)
 		return nil, a.toStatus(err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -99,6 +100,28 @@ func Archive(ctx context.Context, r *repo.Repository, eng api.Engine, a ArchiveR
 func shortVersion(v string) string {
 	f := strings.Fields(v)
 	return strings.Join(f[:min(2, len(f))], " ")
+}
+
+// ArchivedEndOf is the archived end of the log stream of the server target
+// names, for a backup or a freeze to pass to its engine
+// (api.BackupRequest.Archived): the engine names the epoch of the
+// position it reports from it, as its archiver does when it resumes there.
+// Zero, without asking the server anything, when the engine does not
+// archive or the repository holds no log of it; zero too when the server
+// cannot be probed (the call that follows says why).
+func ArchivedEndOf(ctx context.Context, r *repo.Repository, eng api.Engine, engine string, target api.Target) (api.Position, error) {
+	info, err := eng.Info(ctx)
+	if err != nil || !slices.Contains(info.Capabilities, api.Archive) {
+		return api.Position{}, nil
+	}
+	if has, err := r.HasLog(ctx, StreamName(engine, "")); err != nil || !has {
+		return api.Position{}, err
+	}
+	probe, err := eng.Probe(ctx, target)
+	if err != nil || probe.SystemID == "" {
+		return api.Position{}, nil
+	}
+	return ArchivedEnd(ctx, r, StreamName(engine, probe.SystemID))
 }
 
 // ArchivedEnd is where archiving resumes: the end of the newest segment of

@@ -118,6 +118,9 @@ func BackupEngine(ctx context.Context, r *repo.Repository, eng api.Engine, b Eng
 		res api.BackupResult
 		err error
 	)
+	if req.Archived, err = ArchivedEndOf(ctx, r, eng, b.Engine, b.Target); err != nil {
+		return nil, fmt.Errorf("%s backup: %w", b.Mode, err)
+	}
 	if b.Mode == ModePhysical {
 		res, err = eng.PhysicalBackup(ctx, req, sink)
 	} else {

@@ -172,6 +172,21 @@ func (r *Repository) Segments(ctx context.Context, stream string) ([]Segment, er
 	return r.listSegments(ctx, stream, logDir+stream+"/", func(Segment) bool { return true })
 }
 
+// HasLog reports whether the repository holds log of any stream whose
+// name starts with prefix (StreamName(engine, "") for an engine's
+// streams). It stops at the first object it lists.
+func (r *Repository) HasLog(ctx context.Context, prefix string) (bool, error) {
+	found := errors.New("found")
+	err := r.be.List(ctx, logDir+prefix, func(storage.FileInfo) error { return found })
+	if errors.Is(err, found) {
+		return true, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("list log %s*: %w", prefix, err)
+	}
+	return false, nil
+}
+
 // SegmentsStarting lists the segments of stream's epoch whose start lies in
 // [from, to), sorted as Segments sorts them. Object names spell positions
 // in fixed-width hex, so it lists only the names under one or two prefixes

@@ -156,11 +156,16 @@ func (f *Fake) dump(ctx context.Context, req api.BackupRequest, sink api.EntrySi
 			return api.BackupResult{}, err
 		}
 	}
-	return api.BackupResult{
+	res := api.BackupResult{
 		Start: Pos(100), Consistent: Pos(200), StartTime: start, ConsistentTime: time.Now(),
 		ServerVersion: "fake 1.0", SystemID: "fake-system",
 		Files: []api.File{{Name: "backup_label", Content: []byte("fake label")}},
-	}, nil
+	}
+	// The fake's positions are in the epoch of the archived end it is given.
+	if e := req.Archived.Epoch; e != 0 {
+		res.Start.Epoch, res.Consistent.Epoch = e, e
+	}
+	return res, nil
 }
 
 type panicReader string
@@ -198,7 +203,11 @@ func (f *Fake) Freeze(_ context.Context, req api.FreezeRequest) (api.Frozen, err
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.frozen[req.LeaseID] = true
-	return api.Frozen{Position: Pos(300), ConsistentTime: time.Now()}, nil
+	fr := api.Frozen{Position: Pos(300), ConsistentTime: time.Now()}
+	if e := req.Archived.Epoch; e != 0 {
+		fr.Position.Epoch = e
+	}
+	return fr, nil
 }
 
 func (f *Fake) Thaw(_ context.Context, id string) (api.Thawed, error) {

@@ -225,6 +225,14 @@ func tail(ctx context.Context, c *Conn, oplog *mongo.Collection, start Pos, o Ar
 			if err := add(); err != nil {
 				return start, err
 			}
+			// Under a steady write load the cursor always has a next
+			// entry: the flush interval is checked here too, not only
+			// when the cursor waits.
+			if seg.Entries > 0 && time.Since(firstAt) >= o.FlushInterval {
+				if err := flush(); err != nil {
+					return start, err
+				}
+			}
 			continue
 		}
 		if err := cur.Err(); err != nil {

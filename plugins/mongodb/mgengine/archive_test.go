@@ -245,7 +245,10 @@ func TestArchiveRolledOver(t *testing.T) {
 // archived entries were rolled back (removed, then new writes made) starts
 // epoch 2 just past the newest entry both histories hold, and every
 // segment of it names that point as its branch; the new entries are all
-// archived. Resumed with the history intact, it stays in epoch 1.
+// archived. Resumed with the history intact, it stays in epoch 1. A dump
+// given the archived end (api.BackupRequest.Archived) reports the epoch
+// its position belongs to: 1 before the rollback; 2 after it, both before
+// the archiver has found the rollback and once epoch 2 is archived.
 func TestArchiveRollback(t *testing.T) {
 	ctx := context.Background()
 	srv := testbed.StartMongoDB(t)
@@ -317,6 +320,20 @@ func TestArchiveRollback(t *testing.T) {
 		t.Fatalf("resumed with the history intact: epoch %d from %s, want epoch 1 from %s", segs[0].Epoch, segs[0].Start.Text(), end.Text())
 	}
 	end = segs[len(segs)-1].End
+	dumpEpoch := func(a mgengine.Archived) (uint32, mgengine.Pos) {
+		t.Helper()
+		res, err := mgengine.LogicalDump(ctx, mgengine.URI(srv.Base), &memSink{}, mgengine.DumpOptions{Databases: []string{srv.DBName}, Archived: a})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.Epoch, res.End.Next()
+	}
+	if e, at := dumpEpoch(mgengine.Archived{End: end, Epoch: 1}); e != 1 {
+		t.Fatalf("dump at %s before the rollback: epoch %d, want 1", at.Text(), e)
+	}
+	if e, _ := dumpEpoch(mgengine.Archived{}); e != 1 {
+		t.Fatalf("dump with nothing archived: epoch %d, want 1", e)
+	}
 
 	// A rollback: the newest two archived entries (inserts 4 and 5)
 	// leave the oplog; the new history writes on.
@@ -326,6 +343,9 @@ func TestArchiveRollback(t *testing.T) {
 		t.Fatal(err)
 	}
 	insert(6, 7)
+	if e, at := dumpEpoch(mgengine.Archived{End: end, Epoch: 1}); e != 2 {
+		t.Fatalf("dump at %s after the rollback, the archiver not yet resumed: epoch %d, want 2", at.Text(), e)
+	}
 	segs = archive(end, 1, mgengine.Pos{}, func() { insert(8, 8) })
 	n := 0
 	for i, s := range segs {
@@ -351,6 +371,10 @@ func TestArchiveRollback(t *testing.T) {
 	// Resumed in epoch 2 (its branch read back from the end's token), it
 	// stays there and keeps naming the branch.
 	end = segs[len(segs)-1].End
+	last := segs[len(segs)-1]
+	if e, at := dumpEpoch(mgengine.Archived{End: end, Epoch: 2, Term: last.EndTerm, HasTerm: last.EndHasTerm, Branch: shared.Next()}); e != 2 {
+		t.Fatalf("dump at %s with epoch 2 archived: epoch %d, want 2", at.Text(), e)
+	}
 	segs = archive(end, 2, shared.Next(), func() { insert(9, 9) })
 	if segs[0].Epoch != 2 || segs[0].Start != end || segs[0].Branch != shared.Next() {
 		t.Fatalf("resumed in epoch 2: epoch %d from %s, branch %s; want epoch 2 from %s, branch %s",

@@ -86,8 +86,12 @@ type DumpOptions struct {
 	// Users adds the users and roles of the dumped databases (of every
 	// database, admin's included, when the dump is of all of them): see
 	// UsersEntry.
-	Users  bool
-	Logger *slog.Logger
+	Users bool
+	// Archived is the archived end of the server's oplog stream, when the
+	// host holds one: the dump names the epoch of its window from it
+	// (Conn.EpochOf).
+	Archived Archived
+	Logger   *slog.Logger
 }
 
 // Read preferences of DumpOptions.
@@ -102,7 +106,8 @@ type DumpResult struct {
 	Databases   []string
 	Collections int
 	Docs, Bytes int64
-	Start, End  Pos // oplog window; zero without an oplog
+	Start, End  Pos    // oplog window; zero without an oplog
+	Epoch       uint32 // the epoch of the window's end (Conn.EpochOf); 1 without an oplog
 	OplogOps    int
 	Users       int // users and roles dumped, with DumpOptions.Users
 	Roles       int
@@ -145,7 +150,7 @@ func LogicalDump(ctx context.Context, uri URI, sink Sink, o DumpOptions) (*DumpR
 			c, info = sc, si
 		}
 	}
-	res := &DumpResult{Info: info, Member: info.Me}
+	res := &DumpResult{Info: info, Member: info.Me, Epoch: 1}
 
 	// The oplog window opens before the first read: at the newest entry
 	// Probe read (one query fewer; on FerretDB every query of its oplog
@@ -247,6 +252,9 @@ feed:
 	// of them. Applied, they make the copy consistent at the window's end.
 	if info.Oplog {
 		if res.End, res.OplogOps, err = dumpOplog(ctx, c, sink, res.Start); err != nil {
+			return nil, err
+		}
+		if res.Epoch, err = c.EpochOf(ctx, o.Archived, res.End.Next()); err != nil {
 			return nil, err
 		}
 	}

@@ -50,6 +50,9 @@ type ForkFacts struct {
 	At     *HistEntry // the server's entry with Last's ts; nil when it has none
 	Common *HistEntry // the server's newest entry before Last (term <= Last's, when known); nil when none
 	Oldest Pos        // the server's oldest entry; zero when the oplog is empty
+	// Newest is the server's newest entry, when read (only dumps and
+	// freezes read it, and only when At is nil; see Behind).
+	Newest *HistEntry
 }
 
 // Fork decides from f whether the history forked and, when it did, the
@@ -128,4 +131,82 @@ func forkFacts(ctx context.Context, c *Conn, oplog *mongo.Collection, end Pos, t
 	}
 	f.Common, err = find(filter, -1)
 	return f, err
+}
+
+// Epochs of dumps and freezes.
+//
+// A dump or a freeze reports the epoch of its position from the archived
+// end the host passes it (api.BackupRequest.Archived), by the same
+// comparison the archiver makes when it resumes there: it reads what the
+// server it copies says about the last archived entry (forkFacts). When
+// nothing is archived, epoch 1. When the history forked since, the epoch
+// the archiver will start when it resumes, n+1. Else the archived end's
+// epoch n, or its parent n-1 for a position before n's branch (a member so
+// far behind that it has not reached the point where epoch n took over).
+// A member that has not yet replicated the last archived entry (its newest
+// entry is older, of a term no newer) is behind, not forked.
+
+// Archived is the archived end of a log stream, as the host holds it.
+type Archived struct {
+	End     Pos // boundary one past the last archived entry; zero: nothing archived
+	Epoch   uint32
+	Term    int64 // term of the last archived entry, when HasTerm
+	HasTerm bool
+	Branch  Pos // where End's epoch took over from its parent; zero for epoch 1
+}
+
+// Behind reports whether the server has not reached the last archived
+// entry yet: it lacks it, and its newest entry is older and of no newer
+// term (so not of a history that replaced it).
+func (f ForkFacts) Behind() bool {
+	if f.At != nil || f.Newest == nil || !f.Newest.Pos.Less(f.Last.Pos) {
+		return false
+	}
+	return !f.Last.HasTerm || !f.Newest.HasTerm || f.Newest.Term <= f.Last.Term
+}
+
+// EpochAt names the epoch of boundary p, a position on the server whose
+// oplog said f about the last entry archived before a.End.
+func EpochAt(a Archived, f ForkFacts, p Pos) uint32 {
+	if a.End.IsZero() {
+		return 1
+	}
+	e := max(a.Epoch, 1)
+	if !f.Behind() {
+		if forked, branch := f.Fork(); forked {
+			if branch.Less(p) {
+				return e + 1
+			}
+			return e // p is in the history both share
+		}
+	}
+	if e > 1 && !a.Branch.IsZero() && p.Less(a.Branch) {
+		return e - 1
+	}
+	return e
+}
+
+// EpochOf reads what the server c is connected to says about the last
+// archived entry of a and names the epoch of p, a position on it.
+func (c *Conn) EpochOf(ctx context.Context, a Archived, p Pos) (uint32, error) {
+	if a.End.IsZero() {
+		return 1, nil
+	}
+	oplog := c.Client.Database("local").Collection("oplog.rs")
+	f, err := forkFacts(ctx, c, oplog, a.End, a.Term, a.HasTerm)
+	if err != nil {
+		return 0, err
+	}
+	if f.At == nil {
+		var e termEntry
+		err := oplog.FindOne(ctx, bson.D{}, options.FindOne().SetSort(bson.D{{Key: "$natural", Value: -1}}).
+			SetProjection(bson.D{{Key: "ts", Value: 1}, {Key: "t", Value: 1}})).Decode(&e)
+		if err != nil && !errors.Is(err, mongo.ErrNoDocuments) {
+			return 0, c.explain(fmt.Errorf("read the newest oplog entry: %w", err))
+		}
+		if err == nil {
+			f.Newest = e.hist()
+		}
+	}
+	return EpochAt(a, f, p), nil
 }

@@ -22,6 +22,7 @@ type Frozen struct {
 	err  error
 
 	Pos       Pos       // newest oplog entry under the lock; zero without an oplog
+	Epoch     uint32    // Pos's epoch (Conn.EpochOf), from the archived end Freeze was given
 	Time      time.Time // when the lock was taken
 	LockCount int       // the server's fsync lock count after this lock; above 1, someone else holds one too
 }
@@ -33,8 +34,10 @@ const (
 )
 
 // Freeze takes the server's fsync lock (`{fsync: 1, lock: true}`) and reads
-// the newest oplog entry under it. On any error nothing is left locked.
-func Freeze(ctx context.Context, uri URI) (*Frozen, error) {
+// the newest oplog entry under it, and its epoch from a, the archived end
+// of the server's oplog stream (zero: none). On any error nothing is left
+// locked.
+func Freeze(ctx context.Context, uri URI, a Archived) (*Frozen, error) {
 	c, err := Connect(ctx, uri)
 	if err != nil {
 		return nil, err
@@ -59,11 +62,16 @@ func Freeze(ctx context.Context, uri URI) (*Frozen, error) {
 		return nil, c.explain(fmt.Errorf("fsyncLock: %w", err))
 	}
 	f := &Frozen{c: c, Time: time.Now(), LockCount: reply.LockCount}
-	pos, _, err := c.LastOplog(ctx)
+	pos, ok, err := c.LastOplog(ctx)
 	if err != nil {
 		return nil, errors.Join(err, f.Thaw(context.WithoutCancel(ctx)))
 	}
-	f.Pos = pos
+	f.Pos, f.Epoch = pos, 1
+	if ok && !pos.IsZero() {
+		if f.Epoch, err = c.EpochOf(ctx, a, pos.Next()); err != nil {
+			return nil, errors.Join(err, f.Thaw(context.WithoutCancel(ctx)))
+		}
+	}
 	return f, nil
 }
 

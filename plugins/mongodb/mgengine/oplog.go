@@ -289,6 +289,81 @@ func applySub(v any, sub bson.D) (any, error) {
 	return arr, nil
 }
 
+// oplogCommand is the command that applies the o field of a command
+// entry, nil when the entry changes nothing by itself.
+func oplogCommand(o bson.D) (bson.D, error) {
+	switch name := o[0].Key; name {
+	case "create", "drop", "dropIndexes", "deleteIndexes", "collMod", "dropDatabase":
+		return o, nil
+	case "createIndexes":
+		return createIndexesOf(o), nil
+	case "commitIndexBuild":
+		return commitToCreateIndexes(o), nil
+	case "startIndexBuild", "abortIndexBuild":
+		return nil, nil // the commit builds the index; an aborted build leaves none
+	case "renameCollection":
+		// The oplog names the collection a rename replaced by its UUID
+		// (dropTarget: UUID); the command takes true.
+		for i, el := range o {
+			if el.Key == "dropTarget" {
+				if _, isBool := el.Value.(bool); !isBool {
+					o[i].Value = true
+				}
+			}
+		}
+		return o, nil
+	default:
+		return nil, fmt.Errorf("oplog command %q is not supported", name)
+	}
+}
+
+// createIndexesOf turns a createIndexes oplog entry's o, one index
+// specification inline, into the createIndexes command; a command that
+// already has indexes only loses their versions (indexSpec).
+func createIndexesOf(o bson.D) bson.D {
+	var spec bson.D
+	for _, el := range o[1:] {
+		if el.Key == "indexes" {
+			return commitToCreateIndexes(o)
+		}
+		spec = append(spec, el)
+	}
+	return bson.D{o[0], {Key: "indexes", Value: bson.A{indexSpec(spec)}}}
+}
+
+// commitToCreateIndexes turns a commitIndexBuild oplog entry's o
+// ({commitIndexBuild: "c", indexBuildUUID: UUID, indexes: [...]}) into the
+// createIndexes command building the same indexes.
+func commitToCreateIndexes(o bson.D) bson.D {
+	var specs bson.A
+	for _, el := range o[1:] {
+		if el.Key == "indexes" {
+			arr, _ := el.Value.(bson.A)
+			for _, s := range arr {
+				if d, ok := s.(bson.D); ok {
+					specs = append(specs, indexSpec(d))
+				} else {
+					specs = append(specs, s)
+				}
+			}
+		}
+	}
+	return bson.D{{Key: "createIndexes", Value: o[0].Value}, {Key: "indexes", Value: specs}}
+}
+
+// indexSpec drops the fields an index specification carries in the oplog
+// that createIndexes need not be given: v (the server picks the version)
+// and ns (before 4.4).
+func indexSpec(spec bson.D) bson.D {
+	var out bson.D
+	for _, el := range spec {
+		if el.Key != "v" && el.Key != "ns" {
+			out = append(out, el)
+		}
+	}
+	return out
+}
+
 func asD(v any) bson.D {
 	d, _ := v.(bson.D)
 	return d
@@ -308,7 +383,14 @@ func asInt(v any) (int, bool) {
 
 // command applies a command entry (op c). applyOps recurses into its
 // operations; create, drop and the index commands run as they are, with
-// "already exists" and "not found" taken as already applied.
+// "already exists" and "not found" taken as already applied. Index builds
+// come in the shapes MongoDB 4.4+ logs them: on an empty collection one
+// createIndexes entry holding one index specification inline
+// ({createIndexes: "c", v: 2, key: {...}, name: "..."}), run as
+// createIndexes with that index; on a collection with documents a
+// two-phase build, startIndexBuild then commitIndexBuild (or
+// abortIndexBuild), whose commit (its indexes array) is run as
+// createIndexes and whose start and abort change nothing.
 func (a *Applier) command(ctx context.Context, db string, e Entry) error {
 	elems, err := e.O.Elements()
 	if err != nil || len(elems) == 0 {
@@ -344,19 +426,18 @@ func (a *Applier) command(ctx context.Context, db string, e Entry) error {
 	if err := bson.Unmarshal(e.O, &cmd); err != nil {
 		return err
 	}
-	switch name {
-	case "create", "drop", "createIndexes", "dropIndexes", "deleteIndexes", "collMod", "dropDatabase", "renameCollection":
-	default:
-		return fmt.Errorf("oplog command %q is not supported", name)
+	cmd, err = oplogCommand(cmd)
+	if err != nil || cmd == nil {
+		return err
 	}
-	if name == "renameCollection" && a.Rename != nil {
+	if name == "renameCollection" {
 		for i, el := range cmd {
-			if s, ok := el.Value.(string); ok && (el.Key == "renameCollection" || el.Key == "to") {
+			if s, ok := el.Value.(string); ok && a.Rename != nil && (el.Key == "renameCollection" || el.Key == "to") {
 				d, c, _ := strings.Cut(s, ".")
 				cmd[i].Value = a.Rename(d) + "." + c
 			}
 		}
-		db = "admin"
+		db = "admin" // renameCollection runs only there
 	}
 	a.Applied++
 	err = a.Client.Database(db).RunCommand(ctx, cmd).Err()

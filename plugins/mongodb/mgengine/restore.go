@@ -334,17 +334,9 @@ func createCollection(ctx context.Context, c *Conn, coll Collection, drop bool) 
 			return nil
 		}
 	}
-	var opts bson.D
-	if err := bson.UnmarshalExtJSON(coll.Options, true, &opts); err != nil {
-		return fmt.Errorf("options of %s: %w", coll.NS(), err)
-	}
-	cmd := bson.D{{Key: "create", Value: coll.Name}}
-	for _, e := range opts {
-		switch e.Key {
-		case "uuid", "autoIndexId":
-			continue // assigned by the server / deprecated
-		}
-		cmd = append(cmd, e)
+	cmd, err := CreateCommand(coll)
+	if err != nil {
+		return err
 	}
 	if err := db.RunCommand(ctx, cmd).Err(); err != nil {
 		return c.explain(fmt.Errorf("create %s %s: %w", coll.Type, coll.NS(), err))
@@ -352,13 +344,49 @@ func createCollection(ctx context.Context, c *Conn, coll Collection, drop bool) 
 	return nil
 }
 
-// createIndexes builds coll's indexes but _id's.
-func createIndexes(ctx context.Context, c *Conn, coll Collection) (int, error) {
+// CreateCommand is the command that creates coll (a collection, a view
+// or a time-series collection) with the options listCollections reported
+// (validator, validationLevel/Action, collation, capped, size, max,
+// viewOn, pipeline, timeseries, expireAfterSeconds, clusteredIndex, ...),
+// but those the server assigns (uuid) or no longer takes (autoIndexId).
+func CreateCommand(coll Collection) (bson.D, error) {
+	var opts bson.D
+	if err := bson.UnmarshalExtJSON(coll.Options, true, &opts); err != nil {
+		return nil, fmt.Errorf("options of %s: %w", coll.NS(), err)
+	}
+	cmd := bson.D{{Key: "create", Value: coll.Name}}
+	for _, e := range opts {
+		switch e.Key {
+		case "uuid", "autoIndexId":
+			continue // assigned by the server / deprecated
+		case "clusteredIndex":
+			// listCollections adds the index version, which create refuses.
+			if d, ok := e.Value.(bson.D); ok {
+				var ci bson.D
+				for _, f := range d {
+					if f.Key != "v" {
+						ci = append(ci, f)
+					}
+				}
+				e.Value = ci
+			}
+		}
+		cmd = append(cmd, e)
+	}
+	return cmd, nil
+}
+
+// CreateIndexesCommand is the createIndexes command that builds coll's
+// indexes as listIndexes described them (key, name, unique, sparse,
+// expireAfterSeconds, partialFilterExpression, collation, text weights,
+// ...), but _id's (the server makes it) and without the fields only
+// listIndexes reports (v, ns); nil when there is none to build.
+func CreateIndexesCommand(coll Collection) (bson.D, int, error) {
 	var specs bson.A
 	for _, j := range coll.Indexes {
 		var spec bson.D
 		if err := bson.UnmarshalExtJSON(j, true, &spec); err != nil {
-			return 0, fmt.Errorf("index of %s: %w", coll.NS(), err)
+			return nil, 0, fmt.Errorf("index of %s: %w", coll.NS(), err)
 		}
 		var clean bson.D
 		isID := false
@@ -376,11 +404,19 @@ func createIndexes(ctx context.Context, c *Conn, coll Collection) (int, error) {
 		}
 	}
 	if len(specs) == 0 {
-		return 0, nil
+		return nil, 0, nil
 	}
-	cmd := bson.D{{Key: "createIndexes", Value: coll.Name}, {Key: "indexes", Value: specs}}
+	return bson.D{{Key: "createIndexes", Value: coll.Name}, {Key: "indexes", Value: specs}}, len(specs), nil
+}
+
+// createIndexes builds coll's indexes but _id's.
+func createIndexes(ctx context.Context, c *Conn, coll Collection) (int, error) {
+	cmd, n, err := CreateIndexesCommand(coll)
+	if err != nil || cmd == nil {
+		return 0, err
+	}
 	if err := c.Client.Database(coll.Database).RunCommand(ctx, cmd).Err(); err != nil {
 		return 0, c.explain(fmt.Errorf("create indexes of %s: %w", coll.NS(), err))
 	}
-	return len(specs), nil
+	return n, nil
 }
