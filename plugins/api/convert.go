@@ -159,11 +159,13 @@ func probeFromPB(r *pb.ProbeResponse) Probe {
 }
 
 func backupReqToPB(r BackupRequest) *pb.BackupRequest {
-	return &pb.BackupRequest{Target: targetToPB(r.Target), Databases: r.Databases, Label: r.Label, Options: r.Options}
+	return &pb.BackupRequest{Target: targetToPB(r.Target), Databases: r.Databases, Label: r.Label, Options: r.Options,
+		Archived: posToPB(r.Archived)}
 }
 
 func backupReqFromPB(r *pb.BackupRequest) BackupRequest {
-	return BackupRequest{Target: targetFromPB(r.GetTarget()), Databases: r.GetDatabases(), Label: r.GetLabel(), Options: r.GetOptions()}
+	return BackupRequest{Target: targetFromPB(r.GetTarget()), Databases: r.GetDatabases(), Label: r.GetLabel(), Options: r.GetOptions(),
+		Archived: posFromPB(r.GetArchived())}
 }
 
 func backupResultToPB(r BackupResult) *pb.BackupResult {

@@ -200,6 +200,10 @@ type BackupRequest struct {
 	Databases []string // logical dumps: which databases; empty means all
 	Label     string
 	Options   map[string]string
+	// Archived is the end of the log archived so far in the stream of the
+	// target's lineage (zero when none): engines whose epochs depend on
+	// the server number the backup's positions from it.
+	Archived Position
 }
 
 // BackupResult records where and when a backup is consistent.

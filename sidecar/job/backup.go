@@ -113,7 +113,8 @@ func BackupEngine(ctx context.Context, r *repo.Repository, eng api.Engine, b Eng
 	if progress != nil {
 		progress(sink.bytesIn)
 	}
-	req := api.BackupRequest{Target: b.Target, Label: "amber " + b.Name, Options: b.Options}
+	req := api.BackupRequest{Target: b.Target, Label: "amber " + b.Name, Options: b.Options,
+		Archived: archivedFor(ctx, r, eng, b)}
 	var (
 		res api.BackupResult
 		err error
@@ -139,6 +140,22 @@ func BackupEngine(ctx context.Context, r *repo.Repository, eng api.Engine, b Eng
 	rep := report(w, b.Name, clk.Now().Sub(start))
 	Logger(ctx).Info("backup committed", "backup", rep.ID.Short(), "bytes_in", rep.BytesIn)
 	return rep, nil
+}
+
+// archivedFor is the end of the log archived in the stream of b's
+// target's lineage, for the plugin to number the backup's epoch; zero when
+// nothing is archived or the target cannot be probed (the backup itself
+// then says what is wrong).
+func archivedFor(ctx context.Context, r *repo.Repository, eng api.Engine, b EngineBackup) api.Position {
+	probe, err := eng.Probe(ctx, b.Target)
+	if err != nil || probe.SystemID == "" {
+		return api.Position{}
+	}
+	end, err := ArchivedEnd(ctx, r, StreamName(b.Engine, probe.SystemID))
+	if err != nil {
+		return api.Position{}
+	}
+	return end
 }
 
 // StreamName is the repository log stream of one database lineage.

@@ -843,7 +843,15 @@ type BackupRequest struct {
 	// Optional. A label recorded by the engine where it can (backup label).
 	Label string `protobuf:"bytes,3,opt,name=label,proto3" json:"label,omitempty"`
 	// Optional. Engine-specific options, listed in docs/plugin-protocol.md.
-	Options       map[string]string `protobuf:"bytes,4,rep,name=options,proto3" json:"options,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Options map[string]string `protobuf:"bytes,4,rep,name=options,proto3" json:"options,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Optional. The end of the log archived so far in the stream of the
+	// target's lineage (what an Archive call would resume from), as the
+	// engine's Archive wrote it; unset when nothing is archived. An engine
+	// whose epochs depend on the server (MySQL: a new source server or a
+	// binlog reset starts one) numbers the backup's positions from it, so
+	// that they name the epoch the archive has, or will have, on this
+	// server.
+	Archived      *Position `protobuf:"bytes,5,opt,name=archived,proto3" json:"archived,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -902,6 +910,13 @@ func (x *BackupRequest) GetLabel() string {
 func (x *BackupRequest) GetOptions() map[string]string {
 	if x != nil {
 		return x.Options
+	}
+	return nil
+}
+
+func (x *BackupRequest) GetArchived() *Position {
+	if x != nil {
+		return x.Archived
 	}
 	return nil
 }
@@ -3237,12 +3252,13 @@ const file_amber_plugin_v1_plugin_proto_rawDesc = "" +
 	"\n" +
 	"FactsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xf7\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xae\x02\n" +
 	"\rBackupRequest\x12/\n" +
 	"\x06target\x18\x01 \x01(\v2\x17.amber.plugin.v1.TargetR\x06target\x12\x1c\n" +
 	"\tdatabases\x18\x02 \x03(\tR\tdatabases\x12\x14\n" +
 	"\x05label\x18\x03 \x01(\tR\x05label\x12E\n" +
-	"\aoptions\x18\x04 \x03(\v2+.amber.plugin.v1.BackupRequest.OptionsEntryR\aoptions\x1a:\n" +
+	"\aoptions\x18\x04 \x03(\v2+.amber.plugin.v1.BackupRequest.OptionsEntryR\aoptions\x125\n" +
+	"\barchived\x18\x05 \x01(\v2\x19.amber.plugin.v1.PositionR\barchived\x1a:\n" +
 	"\fOptionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe2\x01\n" +
@@ -3535,100 +3551,101 @@ var file_amber_plugin_v1_plugin_proto_depIdxs = []int32{
 	43, // 9: amber.plugin.v1.ProbeResponse.facts:type_name -> amber.plugin.v1.ProbeResponse.FactsEntry
 	3,  // 10: amber.plugin.v1.BackupRequest.target:type_name -> amber.plugin.v1.Target
 	44, // 11: amber.plugin.v1.BackupRequest.options:type_name -> amber.plugin.v1.BackupRequest.OptionsEntry
-	45, // 12: amber.plugin.v1.EntryHeader.metadata:type_name -> amber.plugin.v1.EntryHeader.MetadataEntry
-	2,  // 13: amber.plugin.v1.BackupResult.start:type_name -> amber.plugin.v1.Position
-	2,  // 14: amber.plugin.v1.BackupResult.consistent:type_name -> amber.plugin.v1.Position
-	54, // 15: amber.plugin.v1.BackupResult.consistent_time:type_name -> google.protobuf.Timestamp
-	54, // 16: amber.plugin.v1.BackupResult.start_time:type_name -> google.protobuf.Timestamp
-	46, // 17: amber.plugin.v1.BackupResult.metadata:type_name -> amber.plugin.v1.BackupResult.MetadataEntry
-	4,  // 18: amber.plugin.v1.BackupResult.files:type_name -> amber.plugin.v1.File
-	13, // 19: amber.plugin.v1.BackupOutput.entry:type_name -> amber.plugin.v1.EntryHeader
-	14, // 20: amber.plugin.v1.BackupOutput.entry_end:type_name -> amber.plugin.v1.EntryEnd
-	15, // 21: amber.plugin.v1.BackupOutput.result:type_name -> amber.plugin.v1.BackupResult
-	3,  // 22: amber.plugin.v1.RestoreRequest.target:type_name -> amber.plugin.v1.Target
-	15, // 23: amber.plugin.v1.RestoreRequest.backup:type_name -> amber.plugin.v1.BackupResult
-	47, // 24: amber.plugin.v1.RestoreRequest.options:type_name -> amber.plugin.v1.RestoreRequest.OptionsEntry
-	32, // 25: amber.plugin.v1.RestoreRequest.recovery_target:type_name -> amber.plugin.v1.RecoveryTarget
-	17, // 26: amber.plugin.v1.RestoreInput.request:type_name -> amber.plugin.v1.RestoreRequest
-	13, // 27: amber.plugin.v1.RestoreInput.entry:type_name -> amber.plugin.v1.EntryHeader
-	14, // 28: amber.plugin.v1.RestoreInput.entry_end:type_name -> amber.plugin.v1.EntryEnd
-	2,  // 29: amber.plugin.v1.RestoreResult.position:type_name -> amber.plugin.v1.Position
-	54, // 30: amber.plugin.v1.RestoreResult.consistent_time:type_name -> google.protobuf.Timestamp
-	48, // 31: amber.plugin.v1.RestoreResult.metadata:type_name -> amber.plugin.v1.RestoreResult.MetadataEntry
-	20, // 32: amber.plugin.v1.RestoreResult.owner:type_name -> amber.plugin.v1.FileOwner
-	3,  // 33: amber.plugin.v1.FreezeRequest.target:type_name -> amber.plugin.v1.Target
-	53, // 34: amber.plugin.v1.FreezeRequest.lease:type_name -> google.protobuf.Duration
-	54, // 35: amber.plugin.v1.FreezeResponse.expires_at:type_name -> google.protobuf.Timestamp
-	2,  // 36: amber.plugin.v1.FreezeResponse.position:type_name -> amber.plugin.v1.Position
-	54, // 37: amber.plugin.v1.FreezeResponse.consistent_time:type_name -> google.protobuf.Timestamp
-	53, // 38: amber.plugin.v1.RenewLeaseRequest.lease:type_name -> google.protobuf.Duration
-	54, // 39: amber.plugin.v1.RenewLeaseResponse.expires_at:type_name -> google.protobuf.Timestamp
-	2,  // 40: amber.plugin.v1.ThawResponse.consistent:type_name -> amber.plugin.v1.Position
-	54, // 41: amber.plugin.v1.ThawResponse.consistent_time:type_name -> google.protobuf.Timestamp
-	4,  // 42: amber.plugin.v1.ThawResponse.files:type_name -> amber.plugin.v1.File
-	49, // 43: amber.plugin.v1.ThawResponse.metadata:type_name -> amber.plugin.v1.ThawResponse.MetadataEntry
-	3,  // 44: amber.plugin.v1.ArchiveRequest.target:type_name -> amber.plugin.v1.Target
-	2,  // 45: amber.plugin.v1.ArchiveRequest.start:type_name -> amber.plugin.v1.Position
-	53, // 46: amber.plugin.v1.ArchiveRequest.flush_interval:type_name -> google.protobuf.Duration
-	50, // 47: amber.plugin.v1.ArchiveRequest.options:type_name -> amber.plugin.v1.ArchiveRequest.OptionsEntry
-	27, // 48: amber.plugin.v1.ArchiveInput.request:type_name -> amber.plugin.v1.ArchiveRequest
-	2,  // 49: amber.plugin.v1.ArchiveInput.durable:type_name -> amber.plugin.v1.Position
-	2,  // 50: amber.plugin.v1.SegmentHeader.start:type_name -> amber.plugin.v1.Position
-	2,  // 51: amber.plugin.v1.SegmentHeader.branch:type_name -> amber.plugin.v1.Position
-	2,  // 52: amber.plugin.v1.SegmentTrailer.end:type_name -> amber.plugin.v1.Position
-	54, // 53: amber.plugin.v1.SegmentTrailer.first_commit:type_name -> google.protobuf.Timestamp
-	54, // 54: amber.plugin.v1.SegmentTrailer.last_commit:type_name -> google.protobuf.Timestamp
-	29, // 55: amber.plugin.v1.ArchiveOutput.begin:type_name -> amber.plugin.v1.SegmentHeader
-	30, // 56: amber.plugin.v1.ArchiveOutput.end:type_name -> amber.plugin.v1.SegmentTrailer
-	54, // 57: amber.plugin.v1.RecoveryTarget.time:type_name -> google.protobuf.Timestamp
-	2,  // 58: amber.plugin.v1.RecoveryTarget.position:type_name -> amber.plugin.v1.Position
-	3,  // 59: amber.plugin.v1.ReplayRequest.target:type_name -> amber.plugin.v1.Target
-	32, // 60: amber.plugin.v1.ReplayRequest.recovery_target:type_name -> amber.plugin.v1.RecoveryTarget
-	2,  // 61: amber.plugin.v1.ReplayRequest.from:type_name -> amber.plugin.v1.Position
-	51, // 62: amber.plugin.v1.ReplayRequest.options:type_name -> amber.plugin.v1.ReplayRequest.OptionsEntry
-	2,  // 63: amber.plugin.v1.Fetch.after:type_name -> amber.plugin.v1.Position
-	29, // 64: amber.plugin.v1.SegmentInfo.header:type_name -> amber.plugin.v1.SegmentHeader
-	30, // 65: amber.plugin.v1.SegmentInfo.trailer:type_name -> amber.plugin.v1.SegmentTrailer
-	33, // 66: amber.plugin.v1.ReplayInput.request:type_name -> amber.plugin.v1.ReplayRequest
-	35, // 67: amber.plugin.v1.ReplayInput.segment:type_name -> amber.plugin.v1.SegmentInfo
-	36, // 68: amber.plugin.v1.ReplayInput.done:type_name -> amber.plugin.v1.SegmentDone
-	37, // 69: amber.plugin.v1.ReplayInput.miss:type_name -> amber.plugin.v1.FetchMiss
-	2,  // 70: amber.plugin.v1.ReplayResult.reached:type_name -> amber.plugin.v1.Position
-	54, // 71: amber.plugin.v1.ReplayResult.reached_time:type_name -> google.protobuf.Timestamp
-	52, // 72: amber.plugin.v1.ReplayResult.metadata:type_name -> amber.plugin.v1.ReplayResult.MetadataEntry
-	34, // 73: amber.plugin.v1.ReplayOutput.fetch:type_name -> amber.plugin.v1.Fetch
-	39, // 74: amber.plugin.v1.ReplayOutput.result:type_name -> amber.plugin.v1.ReplayResult
-	5,  // 75: amber.plugin.v1.IdentityService.Info:input_type -> amber.plugin.v1.InfoRequest
-	10, // 76: amber.plugin.v1.IdentityService.Probe:input_type -> amber.plugin.v1.ProbeRequest
-	6,  // 77: amber.plugin.v1.IdentityService.ParsePosition:input_type -> amber.plugin.v1.ParsePositionRequest
-	7,  // 78: amber.plugin.v1.LogFileService.DescribeLogFile:input_type -> amber.plugin.v1.DescribeLogFileRequest
-	12, // 79: amber.plugin.v1.LogicalService.LogicalDump:input_type -> amber.plugin.v1.BackupRequest
-	18, // 80: amber.plugin.v1.LogicalService.LogicalRestore:input_type -> amber.plugin.v1.RestoreInput
-	12, // 81: amber.plugin.v1.PhysicalService.PhysicalBackup:input_type -> amber.plugin.v1.BackupRequest
-	18, // 82: amber.plugin.v1.PhysicalService.PhysicalRestore:input_type -> amber.plugin.v1.RestoreInput
-	21, // 83: amber.plugin.v1.SnapshotService.Freeze:input_type -> amber.plugin.v1.FreezeRequest
-	23, // 84: amber.plugin.v1.SnapshotService.RenewLease:input_type -> amber.plugin.v1.RenewLeaseRequest
-	25, // 85: amber.plugin.v1.SnapshotService.Thaw:input_type -> amber.plugin.v1.ThawRequest
-	28, // 86: amber.plugin.v1.ArchiveService.Archive:input_type -> amber.plugin.v1.ArchiveInput
-	38, // 87: amber.plugin.v1.ReplayService.Replay:input_type -> amber.plugin.v1.ReplayInput
-	9,  // 88: amber.plugin.v1.IdentityService.Info:output_type -> amber.plugin.v1.InfoResponse
-	11, // 89: amber.plugin.v1.IdentityService.Probe:output_type -> amber.plugin.v1.ProbeResponse
-	2,  // 90: amber.plugin.v1.IdentityService.ParsePosition:output_type -> amber.plugin.v1.Position
-	8,  // 91: amber.plugin.v1.LogFileService.DescribeLogFile:output_type -> amber.plugin.v1.DescribeLogFileResponse
-	16, // 92: amber.plugin.v1.LogicalService.LogicalDump:output_type -> amber.plugin.v1.BackupOutput
-	19, // 93: amber.plugin.v1.LogicalService.LogicalRestore:output_type -> amber.plugin.v1.RestoreResult
-	16, // 94: amber.plugin.v1.PhysicalService.PhysicalBackup:output_type -> amber.plugin.v1.BackupOutput
-	19, // 95: amber.plugin.v1.PhysicalService.PhysicalRestore:output_type -> amber.plugin.v1.RestoreResult
-	22, // 96: amber.plugin.v1.SnapshotService.Freeze:output_type -> amber.plugin.v1.FreezeResponse
-	24, // 97: amber.plugin.v1.SnapshotService.RenewLease:output_type -> amber.plugin.v1.RenewLeaseResponse
-	26, // 98: amber.plugin.v1.SnapshotService.Thaw:output_type -> amber.plugin.v1.ThawResponse
-	31, // 99: amber.plugin.v1.ArchiveService.Archive:output_type -> amber.plugin.v1.ArchiveOutput
-	40, // 100: amber.plugin.v1.ReplayService.Replay:output_type -> amber.plugin.v1.ReplayOutput
-	88, // [88:101] is the sub-list for method output_type
-	75, // [75:88] is the sub-list for method input_type
-	75, // [75:75] is the sub-list for extension type_name
-	75, // [75:75] is the sub-list for extension extendee
-	0,  // [0:75] is the sub-list for field type_name
+	2,  // 12: amber.plugin.v1.BackupRequest.archived:type_name -> amber.plugin.v1.Position
+	45, // 13: amber.plugin.v1.EntryHeader.metadata:type_name -> amber.plugin.v1.EntryHeader.MetadataEntry
+	2,  // 14: amber.plugin.v1.BackupResult.start:type_name -> amber.plugin.v1.Position
+	2,  // 15: amber.plugin.v1.BackupResult.consistent:type_name -> amber.plugin.v1.Position
+	54, // 16: amber.plugin.v1.BackupResult.consistent_time:type_name -> google.protobuf.Timestamp
+	54, // 17: amber.plugin.v1.BackupResult.start_time:type_name -> google.protobuf.Timestamp
+	46, // 18: amber.plugin.v1.BackupResult.metadata:type_name -> amber.plugin.v1.BackupResult.MetadataEntry
+	4,  // 19: amber.plugin.v1.BackupResult.files:type_name -> amber.plugin.v1.File
+	13, // 20: amber.plugin.v1.BackupOutput.entry:type_name -> amber.plugin.v1.EntryHeader
+	14, // 21: amber.plugin.v1.BackupOutput.entry_end:type_name -> amber.plugin.v1.EntryEnd
+	15, // 22: amber.plugin.v1.BackupOutput.result:type_name -> amber.plugin.v1.BackupResult
+	3,  // 23: amber.plugin.v1.RestoreRequest.target:type_name -> amber.plugin.v1.Target
+	15, // 24: amber.plugin.v1.RestoreRequest.backup:type_name -> amber.plugin.v1.BackupResult
+	47, // 25: amber.plugin.v1.RestoreRequest.options:type_name -> amber.plugin.v1.RestoreRequest.OptionsEntry
+	32, // 26: amber.plugin.v1.RestoreRequest.recovery_target:type_name -> amber.plugin.v1.RecoveryTarget
+	17, // 27: amber.plugin.v1.RestoreInput.request:type_name -> amber.plugin.v1.RestoreRequest
+	13, // 28: amber.plugin.v1.RestoreInput.entry:type_name -> amber.plugin.v1.EntryHeader
+	14, // 29: amber.plugin.v1.RestoreInput.entry_end:type_name -> amber.plugin.v1.EntryEnd
+	2,  // 30: amber.plugin.v1.RestoreResult.position:type_name -> amber.plugin.v1.Position
+	54, // 31: amber.plugin.v1.RestoreResult.consistent_time:type_name -> google.protobuf.Timestamp
+	48, // 32: amber.plugin.v1.RestoreResult.metadata:type_name -> amber.plugin.v1.RestoreResult.MetadataEntry
+	20, // 33: amber.plugin.v1.RestoreResult.owner:type_name -> amber.plugin.v1.FileOwner
+	3,  // 34: amber.plugin.v1.FreezeRequest.target:type_name -> amber.plugin.v1.Target
+	53, // 35: amber.plugin.v1.FreezeRequest.lease:type_name -> google.protobuf.Duration
+	54, // 36: amber.plugin.v1.FreezeResponse.expires_at:type_name -> google.protobuf.Timestamp
+	2,  // 37: amber.plugin.v1.FreezeResponse.position:type_name -> amber.plugin.v1.Position
+	54, // 38: amber.plugin.v1.FreezeResponse.consistent_time:type_name -> google.protobuf.Timestamp
+	53, // 39: amber.plugin.v1.RenewLeaseRequest.lease:type_name -> google.protobuf.Duration
+	54, // 40: amber.plugin.v1.RenewLeaseResponse.expires_at:type_name -> google.protobuf.Timestamp
+	2,  // 41: amber.plugin.v1.ThawResponse.consistent:type_name -> amber.plugin.v1.Position
+	54, // 42: amber.plugin.v1.ThawResponse.consistent_time:type_name -> google.protobuf.Timestamp
+	4,  // 43: amber.plugin.v1.ThawResponse.files:type_name -> amber.plugin.v1.File
+	49, // 44: amber.plugin.v1.ThawResponse.metadata:type_name -> amber.plugin.v1.ThawResponse.MetadataEntry
+	3,  // 45: amber.plugin.v1.ArchiveRequest.target:type_name -> amber.plugin.v1.Target
+	2,  // 46: amber.plugin.v1.ArchiveRequest.start:type_name -> amber.plugin.v1.Position
+	53, // 47: amber.plugin.v1.ArchiveRequest.flush_interval:type_name -> google.protobuf.Duration
+	50, // 48: amber.plugin.v1.ArchiveRequest.options:type_name -> amber.plugin.v1.ArchiveRequest.OptionsEntry
+	27, // 49: amber.plugin.v1.ArchiveInput.request:type_name -> amber.plugin.v1.ArchiveRequest
+	2,  // 50: amber.plugin.v1.ArchiveInput.durable:type_name -> amber.plugin.v1.Position
+	2,  // 51: amber.plugin.v1.SegmentHeader.start:type_name -> amber.plugin.v1.Position
+	2,  // 52: amber.plugin.v1.SegmentHeader.branch:type_name -> amber.plugin.v1.Position
+	2,  // 53: amber.plugin.v1.SegmentTrailer.end:type_name -> amber.plugin.v1.Position
+	54, // 54: amber.plugin.v1.SegmentTrailer.first_commit:type_name -> google.protobuf.Timestamp
+	54, // 55: amber.plugin.v1.SegmentTrailer.last_commit:type_name -> google.protobuf.Timestamp
+	29, // 56: amber.plugin.v1.ArchiveOutput.begin:type_name -> amber.plugin.v1.SegmentHeader
+	30, // 57: amber.plugin.v1.ArchiveOutput.end:type_name -> amber.plugin.v1.SegmentTrailer
+	54, // 58: amber.plugin.v1.RecoveryTarget.time:type_name -> google.protobuf.Timestamp
+	2,  // 59: amber.plugin.v1.RecoveryTarget.position:type_name -> amber.plugin.v1.Position
+	3,  // 60: amber.plugin.v1.ReplayRequest.target:type_name -> amber.plugin.v1.Target
+	32, // 61: amber.plugin.v1.ReplayRequest.recovery_target:type_name -> amber.plugin.v1.RecoveryTarget
+	2,  // 62: amber.plugin.v1.ReplayRequest.from:type_name -> amber.plugin.v1.Position
+	51, // 63: amber.plugin.v1.ReplayRequest.options:type_name -> amber.plugin.v1.ReplayRequest.OptionsEntry
+	2,  // 64: amber.plugin.v1.Fetch.after:type_name -> amber.plugin.v1.Position
+	29, // 65: amber.plugin.v1.SegmentInfo.header:type_name -> amber.plugin.v1.SegmentHeader
+	30, // 66: amber.plugin.v1.SegmentInfo.trailer:type_name -> amber.plugin.v1.SegmentTrailer
+	33, // 67: amber.plugin.v1.ReplayInput.request:type_name -> amber.plugin.v1.ReplayRequest
+	35, // 68: amber.plugin.v1.ReplayInput.segment:type_name -> amber.plugin.v1.SegmentInfo
+	36, // 69: amber.plugin.v1.ReplayInput.done:type_name -> amber.plugin.v1.SegmentDone
+	37, // 70: amber.plugin.v1.ReplayInput.miss:type_name -> amber.plugin.v1.FetchMiss
+	2,  // 71: amber.plugin.v1.ReplayResult.reached:type_name -> amber.plugin.v1.Position
+	54, // 72: amber.plugin.v1.ReplayResult.reached_time:type_name -> google.protobuf.Timestamp
+	52, // 73: amber.plugin.v1.ReplayResult.metadata:type_name -> amber.plugin.v1.ReplayResult.MetadataEntry
+	34, // 74: amber.plugin.v1.ReplayOutput.fetch:type_name -> amber.plugin.v1.Fetch
+	39, // 75: amber.plugin.v1.ReplayOutput.result:type_name -> amber.plugin.v1.ReplayResult
+	5,  // 76: amber.plugin.v1.IdentityService.Info:input_type -> amber.plugin.v1.InfoRequest
+	10, // 77: amber.plugin.v1.IdentityService.Probe:input_type -> amber.plugin.v1.ProbeRequest
+	6,  // 78: amber.plugin.v1.IdentityService.ParsePosition:input_type -> amber.plugin.v1.ParsePositionRequest
+	7,  // 79: amber.plugin.v1.LogFileService.DescribeLogFile:input_type -> amber.plugin.v1.DescribeLogFileRequest
+	12, // 80: amber.plugin.v1.LogicalService.LogicalDump:input_type -> amber.plugin.v1.BackupRequest
+	18, // 81: amber.plugin.v1.LogicalService.LogicalRestore:input_type -> amber.plugin.v1.RestoreInput
+	12, // 82: amber.plugin.v1.PhysicalService.PhysicalBackup:input_type -> amber.plugin.v1.BackupRequest
+	18, // 83: amber.plugin.v1.PhysicalService.PhysicalRestore:input_type -> amber.plugin.v1.RestoreInput
+	21, // 84: amber.plugin.v1.SnapshotService.Freeze:input_type -> amber.plugin.v1.FreezeRequest
+	23, // 85: amber.plugin.v1.SnapshotService.RenewLease:input_type -> amber.plugin.v1.RenewLeaseRequest
+	25, // 86: amber.plugin.v1.SnapshotService.Thaw:input_type -> amber.plugin.v1.ThawRequest
+	28, // 87: amber.plugin.v1.ArchiveService.Archive:input_type -> amber.plugin.v1.ArchiveInput
+	38, // 88: amber.plugin.v1.ReplayService.Replay:input_type -> amber.plugin.v1.ReplayInput
+	9,  // 89: amber.plugin.v1.IdentityService.Info:output_type -> amber.plugin.v1.InfoResponse
+	11, // 90: amber.plugin.v1.IdentityService.Probe:output_type -> amber.plugin.v1.ProbeResponse
+	2,  // 91: amber.plugin.v1.IdentityService.ParsePosition:output_type -> amber.plugin.v1.Position
+	8,  // 92: amber.plugin.v1.LogFileService.DescribeLogFile:output_type -> amber.plugin.v1.DescribeLogFileResponse
+	16, // 93: amber.plugin.v1.LogicalService.LogicalDump:output_type -> amber.plugin.v1.BackupOutput
+	19, // 94: amber.plugin.v1.LogicalService.LogicalRestore:output_type -> amber.plugin.v1.RestoreResult
+	16, // 95: amber.plugin.v1.PhysicalService.PhysicalBackup:output_type -> amber.plugin.v1.BackupOutput
+	19, // 96: amber.plugin.v1.PhysicalService.PhysicalRestore:output_type -> amber.plugin.v1.RestoreResult
+	22, // 97: amber.plugin.v1.SnapshotService.Freeze:output_type -> amber.plugin.v1.FreezeResponse
+	24, // 98: amber.plugin.v1.SnapshotService.RenewLease:output_type -> amber.plugin.v1.RenewLeaseResponse
+	26, // 99: amber.plugin.v1.SnapshotService.Thaw:output_type -> amber.plugin.v1.ThawResponse
+	31, // 100: amber.plugin.v1.ArchiveService.Archive:output_type -> amber.plugin.v1.ArchiveOutput
+	40, // 101: amber.plugin.v1.ReplayService.Replay:output_type -> amber.plugin.v1.ReplayOutput
+	89, // [89:102] is the sub-list for method output_type
+	76, // [76:89] is the sub-list for method input_type
+	76, // [76:76] is the sub-list for extension type_name
+	76, // [76:76] is the sub-list for extension extendee
+	0,  // [0:76] is the sub-list for field type_name
 }
 
 func init() { file_amber_plugin_v1_plugin_proto_init() }
