@@ -25,12 +25,12 @@ type Info struct {
 	SourceID     string // the source's server id (MariaDB) or UUID (MySQL) on a replica
 	// SlavePos is MariaDB's gtid_slave_pos: the last GTID applied from a
 	// source, per domain; it outlives a promotion (RESET SLAVE ALL keeps it).
-	SlavePos string
-	Lineage      string
-	Pos          Pos // current binlog position, when log_bin is on
-	User         string
-	Missing      []string // privileges missing for backups and archiving
-	BackupAdmin  bool     // MySQL 8's BACKUP_ADMIN (LOCK INSTANCE FOR BACKUP, performance_schema.log_status)
+	SlavePos    string
+	Lineage     string
+	Pos         Pos // current binlog position, when log_bin is on
+	User        string
+	Missing     []string // privileges missing for backups and archiving
+	BackupAdmin bool     // MySQL 8's BACKUP_ADMIN (LOCK INSTANCE FOR BACKUP, performance_schema.log_status)
 }
 
 // Problems lists what stops backups and archiving, each saying what to do.
