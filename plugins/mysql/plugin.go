@@ -6,8 +6,8 @@
 //     used by logical restores.
 //   - Target.Settings["lineage"]: the lineage (system id) to report,
 //     instead of the default derived from the source server (see
-//     myengine.Info.Lineage); set it to keep one archive history across a
-//     failover.
+//     myengine.Info.Lineage; a promoted MariaDB replica keeps its former
+//     primary's); set it to keep one archive history across any failover.
 //   - LogicalDump options "workers" (sessions reading tables at once,
 //     default 2), "spool_dir" (where a table read while another is sent
 //     waits, default the temp dir), "lock_wait_seconds" (bound on the wait
@@ -34,9 +34,12 @@
 //     restored files (default "mysql" when running as root).
 //   - Freeze option: Target.Settings["lock_wait_seconds"] (default 60).
 //
-// Positions: epoch = fork counter (1 for a server's own binlog), offset =
-// binlog file number << 32 | byte position, token = "<file>:<pos>\n<GTID
-// set>", text "mysql-bin.000042:1532 (0-1-1042)" (docs/engines/mysql.md).
+// Positions: epoch = fork counter (raised when archiving goes on on another
+// server or after RESET MASTER; myengine.Archive), offset = binlog file
+// number << 32 | byte position, token = "<file>:<pos>\n<GTID
+// set>\nserver=<id>" (plus "\nbranch=<text>" in archived ends of a later
+// epoch), text "mysql-bin.000042:1532 (0-1-1042)" (docs/engines/mysql.md).
+// Backups take their epoch from BackupRequest.Archived.
 //
 // Like every plugin it must never import sidecar/ or controller/.
 package mysql
