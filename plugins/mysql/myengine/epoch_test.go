@@ -143,3 +143,34 @@ func TestArchiveEpochs(t *testing.T) {
 		t.Errorf("resumed epoch 3: start %+v branch %+v; want %+v branching at %+v", s.Start, s.Branch, end3, end2)
 	}
 }
+
+// TestArchiveRefusesMissingGTIDs: a promoted replica that had stopped
+// replicating before the archived end lacks archived transactions: the
+// archiver refuses it, naming them, and sends nothing.
+func TestArchiveRefusesMissingGTIDs(t *testing.T) {
+	p := testbed.StartMariaDB(t, testbed.MariaDBOptions{})
+	r := testbed.StartMariaDBReplica(t, p)
+	p.SQL(t, "CREATE TABLE app.t (id int PRIMARY KEY)")
+	r.WaitCaughtUp(t, p)
+	applied := r.SQL(t, "SELECT @@gtid_slave_pos")
+	r.SQL(t, "STOP SLAVE")
+	for i := 1; i <= 3; i++ {
+		p.SQL(t, fmt.Sprintf("INSERT INTO app.t VALUES (%d)", i))
+	}
+	segs := archiveAll(t, p, Pos{}, Pos{})
+	end := segs[len(segs)-1].End
+	p.Stop()
+	r.Promote(t)
+	sent := 0
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := Archive(ctx, DSN(r.DSN()), ArchiveOptions{Start: end}, func(context.Context, Segment) error { sent++; return nil })
+	if err == nil || !strings.Contains(err.Error(), "has not applied every archived transaction") ||
+		!strings.Contains(err.Error(), "after "+applied+" up to "+end.GTID) || !strings.Contains(err.Error(), "lineage") {
+		t.Fatalf("Archive on a promoted replica without the archived end (%s; it applied %s): %v", end.GTID, applied, err)
+	}
+	if sent != 0 {
+		t.Errorf("the refused archiver sent %d segments", sent)
+	}
+	t.Log(err)
+}
