@@ -479,16 +479,9 @@ func dumpTable(ctx context.Context, c *sql.Conn, out io.Writer, t table, where s
 			} else {
 				row = append(row, ",\n"...)
 			}
-			row = append(row, '(')
-			for k, v := range vals {
-				if k > 0 {
-					row = append(row, ',')
-				}
-				if row, err = appendDriverValue(row, kinds[k], v); err != nil {
-					return fmt.Errorf("column %s: %w", cols[k], err)
-				}
+			if row, err = appendRow(row, kinds, vals); err != nil {
+				return fmt.Errorf("table %s: %w", t.name, err)
 			}
-			row = append(row, ')')
 			size += len(row)
 			if size >= statementSize {
 				row = append(row, ";\n"...)
@@ -514,6 +507,22 @@ func dumpTable(ctx context.Context, c *sql.Conn, out io.Writer, t table, where s
 		bw.WriteString(";\n")
 	}
 	return bw.Flush()
+}
+
+// appendRow appends one row's values, as the driver gives them, as a
+// parenthesized list of SQL literals.
+func appendRow(b []byte, kinds []valueKind, vals []driver.Value) ([]byte, error) {
+	b = append(b, '(')
+	for k, v := range vals {
+		if k > 0 {
+			b = append(b, ',')
+		}
+		var err error
+		if b, err = appendDriverValue(b, kinds[k], v); err != nil {
+			return b, fmt.Errorf("column %d: %w", k+1, err)
+		}
+	}
+	return append(b, ')'), nil
 }
 
 // valueKind is how a column's values are written.
