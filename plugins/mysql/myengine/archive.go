@@ -451,7 +451,7 @@ func (a *archiver) track(ev *replication.BinlogEvent) {
 			}
 		}
 	case *replication.GTIDEvent:
-		if a.gtid.mysql != nil {
+		if a.gtid.mysql != nil && ev.Header.EventType == replication.GTID_EVENT { // not an anonymous one
 			if next, err := e.GTIDNext(); err == nil {
 				_ = a.gtid.mysql.Add(*next.(*gomysql.MysqlGTIDSet))
 			}
