@@ -50,6 +50,9 @@ func runLog(t *testing.T, d Driver, amber AmberRunner) {
 	t.Run("ArchivePluginCrash", func(t *testing.T) { archivePluginCrash(t, d, ld, amber) })
 	t.Run("Failover", func(t *testing.T) { failover(t, d, ld, amber) })
 	t.Run("Gaps", func(t *testing.T) { gaps(t, d, ld, amber) })
+	if d.Capabilities().ArchiverMoves {
+		t.Run("ArchiverMoves", func(t *testing.T) { archiverMoves(t, d, ld, amber) })
+	}
 }
 
 // archiver is one running `amber archive`.
@@ -403,6 +406,50 @@ func failover(t *testing.T, d Driver, ld LogDriver, amber AmberRunner) {
 		t.Fatalf("window %+v: want no gap across the failover", w)
 	}
 	for _, k := range []int{150, onOld, onOld + 150, total - 1} {
+		r.restoreTo(t, ld, ts, k)
+	}
+}
+
+// archiverMoves: archiving from the primary, a failover, and an archiver
+// started again on the promoted replica: the stream goes on with no gap
+// (one window), a backup of the promoted server belongs to it, and
+// restores before the failover, after it from the backup taken before it
+// (replaying across the switch) and after the second backup are exact.
+func archiverMoves(t *testing.T, d Driver, ld LogDriver, amber AmberRunner) {
+	primary := d.Start(t)
+	ld.MarkerSetup(t, primary.DSN())
+	replica := ld.StartReplica(t, primary)
+	r := newRepo(t, d, amber)
+	r.backup(t, primary, "physical")
+	a := r.startArchiver(t, primary)
+	const onOld, onNew, total = 150, 300, 360
+	mark(t, ld, primary, 1, onOld)
+	ts := ld.MarkerTimes(t, primary.DSN())
+	r.waitWindow(t, ts[onOld], a)
+	a.stop(t)
+	ld.FailOver(t, primary, replica)
+	a = r.startArchiver(t, replica)
+	mark(t, ld, replica, onOld+1, onNew)
+	ts = ld.MarkerTimes(t, replica.DSN())
+	r.waitWindow(t, ts[onNew], a)
+	a.running(t, "on the promoted replica")
+	r.backup(t, replica, "physical")
+	mark(t, ld, replica, onNew+1, total)
+	ts = ld.MarkerTimes(t, replica.DSN())
+	r.waitWindow(t, ts[total], a)
+	a.stop(t)
+	var ls struct {
+		Backups []struct {
+			Position string `json:"position"`
+		} `json:"backups"`
+		Windows []window `json:"windows"`
+	}
+	r.runJSON(t, &ls, "ls")
+	if len(ls.Windows) != 1 || len(ls.Windows[0].Gaps) != 0 {
+		t.Fatalf("windows %+v: want one stream without a gap across the move", ls.Windows)
+	}
+	t.Logf("backups at %+v; window up to %s", ls.Backups, ls.Windows[0].LatestPosition)
+	for _, k := range []int{100, onOld + 50, onNew - 1, total - 20} {
 		r.restoreTo(t, ld, ts, k)
 	}
 }

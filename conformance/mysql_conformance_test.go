@@ -204,7 +204,7 @@ func (*myDriver) Engine() string { return "mysql" }
 // server on the copy) before it returns.
 func (*myDriver) Capabilities() conformance.Capabilities {
 	return conformance.Capabilities{Physical: true, Logical: true, PointInTime: true,
-		TimeResolution: time.Second, ReplayedByRestore: true}
+		TimeResolution: time.Second, ReplayedByRestore: true, ArchiverMoves: true}
 }
 
 func (*myDriver) Start(t testing.TB) conformance.Server {

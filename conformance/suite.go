@@ -55,6 +55,11 @@ type Capabilities struct {
 	// otherwise (PostgreSQL's restore_command) the restored server fetches
 	// log while it recovers.
 	ReplayedByRestore bool
+	// ArchiverMoves: an archiver stopped on the primary and started again
+	// on the promoted replica after a failover continues the same stream
+	// (MariaDB: a new epoch in the promoted server's binlog, branching at
+	// the archived end), so the suite's ArchiverMoves case runs.
+	ArchiverMoves bool
 }
 
 // Bank is a running bank-transfer workload's client.

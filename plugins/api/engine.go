@@ -203,8 +203,9 @@ type BackupRequest struct {
 	// Archived (optional) is the end of the newest segment archived for
 	// the server's log stream, as ArchiveRequest.Start would be; zero when
 	// none is archived or the host does not know. An engine whose epochs
-	// are a counter of its own (MongoDB's rollbacks) reads it to report the
-	// epoch its positions belong to.
+	// depend on more than its log position (MongoDB's rollbacks, MySQL's
+	// source servers and binlog resets) numbers the backup's positions from
+	// it.
 	Archived Position
 }
 

@@ -6,8 +6,8 @@
 //     used by logical restores.
 //   - Target.Settings["lineage"]: the lineage (system id) to report,
 //     instead of the default derived from the source server (see
-//     myengine.Info.Lineage); set it to keep one archive history across a
-//     failover.
+//     myengine.Info.Lineage; a promoted MariaDB replica keeps its former
+//     primary's); set it to keep one archive history across any failover.
 //   - LogicalDump options "workers" (sessions reading tables at once,
 //     default 2), "spool_dir" (where a table read while another is sent
 //     waits, default the temp dir), "lock_wait_seconds" (bound on the wait
@@ -34,9 +34,12 @@
 //     restored files (default "mysql" when running as root).
 //   - Freeze option: Target.Settings["lock_wait_seconds"] (default 60).
 //
-// Positions: epoch = fork counter (1 for a server's own binlog), offset =
-// binlog file number << 32 | byte position, token = "<file>:<pos>\n<GTID
-// set>", text "mysql-bin.000042:1532 (0-1-1042)" (docs/engines/mysql.md).
+// Positions: epoch = fork counter (raised when archiving goes on on another
+// server or after RESET MASTER; myengine.Archive), offset = binlog file
+// number << 32 | byte position, token = "<file>:<pos>\n<GTID
+// set>\nserver=<id>" (plus "\nbranch=<text>" in archived ends of a later
+// epoch), text "mysql-bin.000042:1532 (0-1-1042)" (docs/engines/mysql.md).
+// Backups take their epoch from BackupRequest.Archived.
 //
 // Like every plugin it must never import sidecar/ or controller/.
 package mysql
@@ -189,6 +192,9 @@ func (e *Engine) LogicalDump(ctx context.Context, req api.BackupRequest, sink ap
 	if err != nil {
 		return api.BackupResult{}, err
 	}
+	if res.Pos, err = numberEpoch(ctx, req, res.Pos); err != nil {
+		return api.BackupResult{}, err
+	}
 	lineage := req.Target.Settings["lineage"]
 	if lineage == "" {
 		lineage = res.Info.Lineage
@@ -208,6 +214,25 @@ func (e *Engine) LogicalDump(ctx context.Context, req api.BackupRequest, sink ap
 			"ranges":   strconv.Itoa(res.Ranges),
 		},
 	}, nil
+}
+
+// numberEpoch gives p, a backup's position on the target server, the epoch
+// the archive of the target's lineage has, or will have, on this server
+// (req.Archived is that archive's end; myengine.BackupEpoch).
+func numberEpoch(ctx context.Context, req api.BackupRequest, p myengine.Pos) (myengine.Pos, error) {
+	var archived, branch myengine.Pos
+	if !req.Archived.IsZero() {
+		var err error
+		if archived, branch, err = myengine.ParseEndToken(req.Archived.Epoch, req.Archived.Token); err != nil {
+			return p, fmt.Errorf("archived end %s: %w", req.Archived, err)
+		}
+	}
+	epoch, server, err := myengine.BackupEpoch(ctx, dsn(req.Target), req.Target.Settings["lineage"], archived, branch)
+	if err != nil {
+		return p, fmt.Errorf("number the backup's epoch: %w", err)
+	}
+	p.Epoch, p.Server = epoch, server
+	return p, nil
 }
 
 // LogicalRestore loads the entries into the DSN's database: schema.sql
@@ -256,11 +281,11 @@ func (e *Engine) LogicalRestore(ctx context.Context, req api.RestoreRequest, src
 func (e *Engine) Archive(ctx context.Context, req api.ArchiveRequest, out api.SegmentSink, durable <-chan api.Position) error {
 	o := myengine.ArchiveOptions{FlushInterval: req.FlushInterval, Lineage: req.Target.Settings["lineage"], Logger: slog.Default()}
 	if !req.Start.IsZero() {
-		p, err := myengine.ParseToken(req.Start.Epoch, req.Start.Token)
+		p, branch, err := myengine.ParseEndToken(req.Start.Epoch, req.Start.Token)
 		if err != nil {
 			return fmt.Errorf("archive start %s: %w", req.Start, err)
 		}
-		o.Start = p
+		o.Start, o.StartBranch = p, branch
 	}
 	if v := req.Options["server_id"]; v != "" {
 		n, err := strconv.ParseUint(v, 10, 32)
@@ -277,7 +302,13 @@ func (e *Engine) Archive(ctx context.Context, req api.ArchiveRequest, out api.Se
 		o.MaxSegment = n
 	}
 	send := func(ctx context.Context, s myengine.Segment) error {
-		w, err := out.Begin(ctx, api.SegmentHeader{Name: s.Name, Start: Position(s.Start)})
+		h := api.SegmentHeader{Name: s.Name, Start: Position(s.Start)}
+		if s.Branch.File != "" {
+			h.Branch = Position(s.Branch)
+		}
+		end := Position(s.End)
+		end.Token = s.End.EndToken(s.Branch)
+		w, err := out.Begin(ctx, h)
 		if err != nil {
 			return err
 		}
@@ -285,7 +316,7 @@ func (e *Engine) Archive(ctx context.Context, req api.ArchiveRequest, out api.Se
 			_ = w.Abort(err.Error())
 			return err
 		}
-		return w.Finish(api.SegmentTrailer{End: Position(s.End), FirstCommit: s.FirstCommit, LastCommit: s.LastCommit})
+		return w.Finish(api.SegmentTrailer{End: end, FirstCommit: s.FirstCommit, LastCommit: s.LastCommit})
 	}
 	actx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -422,6 +453,10 @@ func (e *Engine) PhysicalBackup(ctx context.Context, req api.BackupRequest, sink
 	if err != nil {
 		return api.BackupResult{}, err
 	}
+	if res.Start, err = numberEpoch(ctx, req, res.Start); err != nil {
+		return api.BackupResult{}, err
+	}
+	res.Consistent.Epoch, res.Consistent.Server = res.Start.Epoch, res.Start.Server
 	meta := map[string]string{
 		"format":      "xbstream",
 		"tool":        res.Tool,

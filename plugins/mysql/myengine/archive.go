@@ -29,13 +29,21 @@ type Segment struct {
 	Data        []byte
 	FirstCommit time.Time
 	LastCommit  time.Time
+	// Branch, for a segment of an epoch that continues an earlier one (a
+	// new source server, a RESET MASTER), is the position in epoch
+	// Start.Epoch-1 where this epoch takes over: the end of the log
+	// archived before it. Zero in epoch 1.
+	Branch Pos
 }
 
 // ArchiveOptions configure Archive.
 type ArchiveOptions struct {
-	// Start resumes after archived log; zero: the oldest binlog the
-	// server still has.
-	Start Pos
+	// Start resumes after archived log (the end of the newest archived
+	// segment, with its epoch, GTID set and server); zero: the oldest
+	// binlog the server still has. StartBranch is the branch of Start's
+	// epoch (zero in epoch 1).
+	Start       Pos
+	StartBranch Pos
 	// ServerID is the replica server id the archiver connects with; 0:
 	// DefaultServerID(lineage).
 	ServerID uint32
@@ -114,13 +122,11 @@ func Archive(ctx context.Context, d DSN, o ArchiveOptions, out func(context.Cont
 	if len(logs) == 0 {
 		return errors.New("the server lists no binary logs (SHOW BINARY LOGS); is log_bin on?")
 	}
-	start := o.Start
-	if start.File == "" {
-		start = Pos{File: logs[0], Pos: 4}
-	} else if !contains(logs, start.File) {
-		return fmt.Errorf("%w: binlog %s, where archiving must resume (%s), was purged before it was archived (the server's oldest is %s): log was lost; take a new base backup, then restart archiving",
-			ErrLogLost, start.File, start.Text(), logs[0])
+	plan, err := planResume(info, logs, o.Start, o.StartBranch)
+	if err != nil {
+		return err
 	}
+	start := plan.start
 	if o.ServerID == 0 {
 		o.ServerID = DefaultServerID(info.Lineage)
 	}
@@ -135,14 +141,39 @@ func Archive(ctx context.Context, d DSN, o ArchiveOptions, out func(context.Cont
 		RawModeEnabled: false,
 	})
 	defer syncer.Close()
-	stream, err := syncer.StartSync(gomysql.Position{Name: start.File, Pos: start.Pos})
+	var stream *replication.BinlogStreamer
+	if plan.byGTID {
+		// The new source's binlog holds the archived transactions under
+		// other coordinates: ask for what follows the archived GTID set;
+		// the server says where that is.
+		var set gomysql.GTIDSet
+		if info.MariaDB {
+			set, err = gomysql.ParseMariadbGTIDSet(start.GTID)
+		} else {
+			set, err = gomysql.ParseMysqlGTIDSet(start.GTID)
+		}
+		if err == nil {
+			stream, err = syncer.StartSyncGTID(set)
+		}
+	} else {
+		stream, err = syncer.StartSync(gomysql.Position{Name: start.File, Pos: start.Pos})
+	}
 	if err != nil {
 		return fmt.Errorf("start reading the binlog at %s: %w", start.Text(), err)
 	}
-	o.Logger.Info("archiving binlog", "from", start.Text(), "server_id", o.ServerID)
+	gs, err := newGTIDState(info.MariaDB, start.GTID)
+	if err != nil {
+		return fmt.Errorf("archive start %s: %w", start.Text(), err)
+	}
+	start.Epoch, start.Server = plan.epoch, info.Identity()
+	if plan.epoch != max(o.Start.Epoch, 1) {
+		o.Logger.Warn("the binlog's history forked: archiving goes on in a new epoch", "epoch", plan.epoch,
+			"branch", plan.branch.Text(), "why", plan.why)
+	}
+	o.Logger.Info("archiving binlog", "from", start.Text(), "epoch", plan.epoch, "server_id", o.ServerID)
 
-	a := &archiver{out: out, o: o, file: start.File, cur: start.Pos, segStart: start, boundary: true}
-	a.segStart.Epoch, start.Epoch = 1, 1
+	a := &archiver{out: out, o: o, file: start.File, cur: start.Pos, segStart: start, boundary: true,
+		epoch: plan.epoch, branch: plan.branch, server: info.Identity(), gtid: gs, seeking: plan.byGTID}
 	if o.StopDrain <= 0 {
 		o.StopDrain = 5 * time.Second
 	}
@@ -160,7 +191,7 @@ func Archive(ctx context.Context, d DSN, o ArchiveOptions, out func(context.Cont
 			}
 		}
 		if stopping {
-			at := Pos{File: a.file, Pos: a.cur}
+			at := a.pos()
 			if drainTo.File == "" || at.Offset() >= drainTo.Offset() || time.Now().After(drainUntil) {
 				if a.boundary && a.body.Len() > 0 {
 					if err := a.emit(ctx, at); err != nil {
@@ -186,11 +217,15 @@ func Archive(ctx context.Context, d DSN, o ArchiveOptions, out func(context.Cont
 			}
 			if errors.Is(err, context.DeadlineExceeded) {
 				if a.boundary && a.body.Len() > 0 && (stopping || time.Since(a.opened) >= o.FlushInterval-time.Millisecond) {
-					if err := a.emit(ctx, Pos{File: a.file, Pos: a.cur}); err != nil {
+					if err := a.emit(ctx, a.pos()); err != nil {
 						return err
 					}
 				}
 				continue
+			}
+			if a.seeking && strings.Contains(err.Error(), "1236") {
+				return fmt.Errorf("%w: server %s has applied the archived transactions (up to %s) but its binlog does not hold what follows them (%v): archiving from it needs log_slave_updates=ON while it replicated; take a new base backup, then restart archiving",
+					ErrLogLost, a.server, start.GTID, err)
 			}
 			if strings.Contains(err.Error(), "1236") || strings.Contains(strings.ToLower(err.Error()), "could not find first log file") {
 				return fmt.Errorf("%w: reading the binlog from %s failed (%v): log was lost; take a new base backup, then restart archiving", ErrLogLost, a.file, err)
@@ -265,6 +300,19 @@ type archiver struct {
 	first    time.Time
 	last     time.Time
 	prevLast time.Time // the last commit of earlier segments
+	epoch    uint32
+	branch   Pos // the epoch's branch, zero in epoch 1
+	server   string
+	gtid     *gtidState // the GTID set up to cur
+	// seeking: the stream was asked for by GTID set and the position
+	// where the server resumes is not known yet; events before it (the
+	// head of its file) are skipped.
+	seeking bool
+}
+
+// pos is the position just past the last event seen.
+func (a *archiver) pos() Pos {
+	return Pos{Epoch: a.epoch, File: a.file, Pos: a.cur, GTID: a.gtid.String(), Server: a.server}
 }
 
 func (a *archiver) event(ctx context.Context, ev *replication.BinlogEvent) error {
@@ -272,19 +320,26 @@ func (a *archiver) event(ctx context.Context, ev *replication.BinlogEvent) error
 	switch h.EventType {
 	case replication.ROTATE_EVENT:
 		rot := ev.Event.(*replication.RotateEvent)
-		next := Pos{Epoch: 1, File: string(rot.NextLogName), Pos: uint32(rot.Position)}
 		if h.Timestamp == 0 || h.LogPos == 0 {
 			// Sent by the server at the start of a stream: where it reads.
 			if a.body.Len() == 0 {
-				a.file, a.cur, a.segStart = next.File, next.Pos, next
+				a.file, a.cur = string(rot.NextLogName), uint32(rot.Position)
+				a.segStart = a.pos()
 			}
 			return nil
 		}
+		if a.seeking {
+			// Passing over a file the server resumes after.
+			a.file, a.cur, a.fde = string(rot.NextLogName), uint32(rot.Position), nil
+			a.segStart = a.pos()
+			return nil
+		}
 		a.add(ev)
-		if err := a.emit(ctx, next); err != nil {
+		a.file, a.cur = string(rot.NextLogName), uint32(rot.Position)
+		if err := a.emit(ctx, a.pos()); err != nil {
 			return err
 		}
-		a.file, a.cur, a.segStart, a.fde = next.File, next.Pos, next, nil
+		a.segStart, a.fde = a.pos(), nil
 		return nil
 	case replication.FORMAT_DESCRIPTION_EVENT:
 		a.fde = bytes.Clone(ev.RawData)
@@ -295,6 +350,25 @@ func (a *archiver) event(ctx context.Context, ev *replication.BinlogEvent) error
 	case replication.HEARTBEAT_EVENT, replication.HEARTBEAT_LOG_EVENT_V2:
 		return nil
 	}
+	if a.seeking {
+		switch h.EventType {
+		case replication.MARIADB_GTID_LIST_EVENT:
+			if h.Timestamp != 0 {
+				return nil // the head of the file
+			}
+			// MariaDB's fake Gtid_list: the server resumes here.
+			a.cur, a.seeking = h.LogPos, false
+			a.segStart = a.pos()
+			return nil
+		case replication.GTID_EVENT, replication.ANONYMOUS_GTID_EVENT, replication.MARIADB_GTID_EVENT, replication.QUERY_EVENT:
+			// The first transaction sent: it starts where the server resumed.
+			a.cur, a.seeking = h.LogPos-h.EventSize, false
+			a.segStart = a.pos()
+		default:
+			return nil
+		}
+	}
+	a.track(ev)
 	a.add(ev)
 	if h.LogPos != 0 {
 		a.cur = h.LogPos
@@ -323,7 +397,7 @@ func (a *archiver) event(ctx context.Context, ev *replication.BinlogEvent) error
 		}
 		a.last = t
 		if a.body.Len() >= a.o.MaxSegment || time.Since(a.opened) >= a.o.FlushInterval {
-			return a.emit(ctx, Pos{Epoch: 1, File: a.file, Pos: a.cur})
+			return a.emit(ctx, a.pos())
 		}
 	}
 	return nil
@@ -346,7 +420,6 @@ func (a *archiver) emit(ctx context.Context, end Pos) error {
 	}
 	data := make([]byte, 0, len(binlogMagic)+len(a.fde)+a.body.Len())
 	data = append(append(append(data, binlogMagic...), a.fde...), a.body.Bytes()...)
-	end.Epoch = 1
 	if a.last.IsZero() {
 		// No commit in it: the log up to its end is as recent as the
 		// last commit before it.
@@ -354,11 +427,145 @@ func (a *archiver) emit(ctx context.Context, end Pos) error {
 	}
 	a.prevLast = a.last
 	s := Segment{Name: fmt.Sprintf("%s:%d", a.segStart.File, a.segStart.Pos), Start: a.segStart, End: end,
-		Data: data, FirstCommit: a.first, LastCommit: a.last}
+		Data: data, FirstCommit: a.first, LastCommit: a.last, Branch: a.branch}
 	if err := a.out(ctx, s); err != nil {
 		return err
 	}
 	a.body.Reset()
 	a.segStart, a.first, a.last, a.boundary = end, time.Time{}, time.Time{}, true
 	return nil
+}
+
+// track advances the GTID set with a transaction's GTID, or with the
+// list a binlog file starts with.
+func (a *archiver) track(ev *replication.BinlogEvent) {
+	switch e := ev.Event.(type) {
+	case *replication.MariadbGTIDEvent:
+		if a.gtid.mariadb {
+			a.gtid.addMaria(e.GTID.DomainID, e.GTID.ServerID, e.GTID.SequenceNumber)
+		}
+	case *replication.MariadbGTIDListEvent:
+		if a.gtid.mariadb {
+			for _, g := range e.GTIDs {
+				a.gtid.addMaria(g.DomainID, g.ServerID, g.SequenceNumber)
+			}
+		}
+	case *replication.GTIDEvent:
+		if a.gtid.mysql != nil && ev.Header.EventType == replication.GTID_EVENT { // not an anonymous one
+			if next, err := e.GTIDNext(); err == nil {
+				_ = a.gtid.mysql.Add(*next.(*gomysql.MysqlGTIDSet))
+			}
+		}
+	case *replication.PreviousGTIDsEvent:
+		if a.gtid.mysql != nil {
+			if set, err := gomysql.ParseMysqlGTIDSet(e.GTIDSets); err == nil {
+				_ = a.gtid.mysql.Add(*set.(*gomysql.MysqlGTIDSet))
+			}
+		}
+	}
+}
+
+// resumePlan is where and in which epoch archiving goes on.
+type resumePlan struct {
+	start  Pos // by file and position, or, when byGTID, after start.GTID
+	byGTID bool
+	epoch  uint32
+	branch Pos    // the epoch's branch (zero in epoch 1)
+	why    string // for a new epoch: what forked the history
+}
+
+// planResume decides how archiving goes on against the server info
+// describes (its binlog files logs, oldest first) after the archived end
+// (zero for a new stream) whose epoch began at endBranch:
+//
+//   - the same server, whose binlog still holds end's history (its GTID
+//     set covers end's) and end's file: on from end, same epoch;
+//   - the same server whose binlog restarted (RESET MASTER: its GTID set
+//     no longer covers end's, or its files are numbered below end's): a
+//     new epoch from its oldest binlog, branching at end;
+//   - another server (a promoted replica) that has applied end's GTID set:
+//     a new epoch in its binlog, after those transactions, branching at
+//     end; one that has not is refused, naming what it lacks.
+func planResume(info *Info, logs []string, end, endBranch Pos) (resumePlan, error) {
+	oldest := Pos{File: logs[0], Pos: 4}
+	if end.File == "" {
+		return resumePlan{start: oldest, epoch: 1}, nil
+	}
+	epoch := max(end.Epoch, 1)
+	applied := info.Pos.GTID // gtid_binlog_pos (MariaDB), Executed_Gtid_Set (MySQL)
+	if end.Server == "" || end.Server == info.Identity() {
+		newest, _ := FileNumber(logs[len(logs)-1])
+		endNo, _ := FileNumber(end.File)
+		reset := newest < endNo
+		why := fmt.Sprintf("binlog files are numbered up to %s, below the archived %s", logs[len(logs)-1], end.File)
+		if !reset && end.GTID != "" && applied != "" {
+			miss, err := missingGTIDs(info.MariaDB, end.GTID, applied)
+			if err != nil {
+				return resumePlan{}, fmt.Errorf("compare the archived GTID set with the server's: %w", err)
+			}
+			reset, why = miss != "", fmt.Sprintf("the binlog's GTID set %s no longer holds the archived %s", applied, end.GTID)
+		}
+		switch {
+		case reset:
+			return resumePlan{start: oldest, epoch: epoch + 1, branch: end, why: "binlog reset (RESET MASTER): " + why}, nil
+		case contains(logs, end.File):
+			return resumePlan{start: end, epoch: epoch, branch: endBranch}, nil
+		}
+		return resumePlan{}, fmt.Errorf("%w: binlog %s, where archiving must resume (%s), was purged before it was archived (the server's oldest is %s): log was lost; take a new base backup, then restart archiving",
+			ErrLogLost, end.File, end.Text(), logs[0])
+	}
+	who := fmt.Sprintf("server %s", info.Identity())
+	if end.GTID == "" {
+		return resumePlan{}, fmt.Errorf("the archive's end %s was written by server %s, not by %s, and records no GTID set, so whether %s holds the archived history cannot be told: take a new base backup of it and archive it under a lineage of its own (target setting lineage)",
+			end.Text(), end.Server, who, who)
+	}
+	have := []string{applied}
+	if info.MariaDB {
+		have = append(have, info.SlavePos)
+	}
+	miss, err := missingGTIDs(info.MariaDB, end.GTID, have...)
+	if err != nil {
+		return resumePlan{}, fmt.Errorf("compare the archived GTID set with the server's: %w", err)
+	}
+	if miss != "" {
+		return resumePlan{}, fmt.Errorf("%s has not applied every archived transaction: it lacks %s (the archive of server %s ends at %s); it cannot continue this archive. Point the archiver at a server that has them, or take a new base backup of %s and archive it under a lineage of its own (target setting lineage)",
+			who, miss, end.Server, end.Text(), who)
+	}
+	return resumePlan{start: Pos{GTID: end.GTID}, byGTID: true, epoch: epoch + 1, branch: end,
+		why: fmt.Sprintf("new source: %s continues the archive of server %s", who, end.Server)}, nil
+}
+
+// BackupEpoch is the epoch of a backup taken now on the server d names,
+// given the end of the log archived in its lineage's stream (zero when
+// nothing is archived): the epoch in which Archive goes on, or would go
+// on, on this server (planResume), so that the backup and the archive
+// name the same epoch. It also returns the server's identity.
+func BackupEpoch(ctx context.Context, d DSN, lineage string, archived, archivedBranch Pos) (uint32, string, error) {
+	db, _, err := Open(ctx, d)
+	if err != nil {
+		return 0, "", err
+	}
+	defer db.Close()
+	info, err := probeDB(ctx, db, lineage)
+	if err != nil {
+		return 0, "", err
+	}
+	if archived.File == "" {
+		return 1, info.Identity(), nil
+	}
+	logs, err := binaryLogs(ctx, db)
+	if err != nil || len(logs) == 0 {
+		return 0, "", fmt.Errorf("list binary logs: %v", err)
+	}
+	plan, err := planResume(info, logs, archived, archivedBranch)
+	if err != nil {
+		// Archiving cannot go on here (lost log, or a server without
+		// the archived history): the backup still names its server's
+		// epoch, the archive's on the same server, a new one on another.
+		if archived.Server == "" || archived.Server == info.Identity() {
+			return max(archived.Epoch, 1), info.Identity(), nil
+		}
+		return max(archived.Epoch, 1) + 1, info.Identity(), nil
+	}
+	return plan.epoch, info.Identity(), nil
 }

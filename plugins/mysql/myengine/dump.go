@@ -424,23 +424,22 @@ func dumpTableEntry(ctx context.Context, c *sql.Conn, sink Sink, mu *sync.Mutex,
 // gives those bytes back (see valueKind). A non-empty where restricts the
 // rows (a key range of the table).
 func dumpTable(ctx context.Context, c *sql.Conn, out io.Writer, t table, where string) error {
-	bw := bufio.NewWriterSize(out, 256<<10)
-	bw.WriteString(header)
 	q := quoteIdent(t.name)
 	if t.sequence {
 		var next string
 		if err := c.QueryRowContext(ctx, "SELECT next_not_cached_value FROM "+q).Scan(&next); err != nil {
 			return err
 		}
-		fmt.Fprintf(bw, "SELECT SETVAL(%s, %s, 0);\n", q, next)
-		return bw.Flush()
+		_, err := fmt.Fprintf(out, "%sSELECT SETVAL(%s, %s, 0);\n", header, q, next)
+		return err
 	}
 	cols, kinds, err := insertableColumns(ctx, c, t.name)
 	if err != nil {
 		return err
 	}
 	if len(cols) == 0 {
-		return bw.Flush()
+		_, err := io.WriteString(out, header)
+		return err
 	}
 	quoted := make([]string, len(cols))
 	for k, col := range cols {
@@ -449,7 +448,12 @@ func dumpTable(ctx context.Context, c *sql.Conn, out io.Writer, t table, where s
 	list := strings.Join(quoted, ", ")
 	prefix := "INSERT INTO " + q + " (" + list + ") VALUES\n"
 	size, n := 0, 0
-	var row []byte // one row's literals, reused
+	// Rows are appended straight into one batch buffer, written to out
+	// (the sink's entry, which frames it, or a spool file) every
+	// batchSize bytes: one copy of each row on this side of the plugin
+	// boundary.
+	batch := make([]byte, 0, batchSize+64<<10)
+	batch = append(batch, header...)
 	// The driver's rows, not database/sql's: no per-value conversion into
 	// the scan destinations and no lock per row.
 	err = c.Raw(func(dc any) error {
@@ -473,29 +477,25 @@ func dumpTable(ctx context.Context, c *sql.Conn, out io.Writer, t table, where s
 			} else if err != nil {
 				return err
 			}
-			row = row[:0]
+			at := len(batch)
 			if size == 0 {
-				row = append(row, prefix...)
+				batch = append(batch, prefix...)
 			} else {
-				row = append(row, ",\n"...)
+				batch = append(batch, ",\n"...)
 			}
-			row = append(row, '(')
-			for k, v := range vals {
-				if k > 0 {
-					row = append(row, ',')
-				}
-				if row, err = appendDriverValue(row, kinds[k], v); err != nil {
-					return fmt.Errorf("column %s: %w", cols[k], err)
-				}
+			if batch, err = appendRow(batch, kinds, vals); err != nil {
+				return fmt.Errorf("table %s: %w", t.name, err)
 			}
-			row = append(row, ')')
-			size += len(row)
+			size += len(batch) - at
 			if size >= statementSize {
-				row = append(row, ";\n"...)
+				batch = append(batch, ";\n"...)
 				size = 0
 			}
-			if _, err := bw.Write(row); err != nil {
-				return err
+			if len(batch) >= batchSize {
+				if _, err := out.Write(batch); err != nil {
+					return err
+				}
+				batch = batch[:0]
 			}
 			if n++; n%4096 == 0 {
 				if err := ctx.Err(); err != nil {
@@ -511,9 +511,30 @@ func dumpTable(ctx context.Context, c *sql.Conn, out io.Writer, t table, where s
 		return err
 	}
 	if size > 0 {
-		bw.WriteString(";\n")
+		batch = append(batch, ";\n"...)
 	}
-	return bw.Flush()
+	_, err = out.Write(batch)
+	return err
+}
+
+// batchSize is how much of a table's INSERT text dumpTable gathers before
+// it writes.
+const batchSize = 256 << 10
+
+// appendRow appends one row's values, as the driver gives them, as a
+// parenthesized list of SQL literals.
+func appendRow(b []byte, kinds []valueKind, vals []driver.Value) ([]byte, error) {
+	b = append(b, '(')
+	for k, v := range vals {
+		if k > 0 {
+			b = append(b, ',')
+		}
+		var err error
+		if b, err = appendDriverValue(b, kinds[k], v); err != nil {
+			return b, fmt.Errorf("column %d: %w", k+1, err)
+		}
+	}
+	return append(b, ')'), nil
 }
 
 // valueKind is how a column's values are written.

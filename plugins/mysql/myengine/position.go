@@ -14,6 +14,10 @@ type Pos struct {
 	File  string // "mysql-bin.000042"
 	Pos   uint32 // byte position in File
 	GTID  string // gtid_binlog_pos (MariaDB) or Executed_Gtid_Set (MySQL)
+	// Server names the server whose binlog File is: its server_id
+	// (MariaDB) or server_uuid (MySQL); empty when unknown (positions
+	// recorded before it was kept).
+	Server string
 }
 
 // FileNumber returns the number at the end of a binlog file name
@@ -50,20 +54,57 @@ func (p Pos) Text() string {
 }
 
 // Token is the exact encoding carried in api.Position.Token:
-// "<file>:<pos>\n<gtid set>".
-func (p Pos) Token() []byte {
-	return []byte(p.File + ":" + strconv.FormatUint(uint64(p.Pos), 10) + "\n" + p.GTID)
+// "<file>:<pos>\n<gtid set>", then "\nserver=<id>" when Server is known.
+func (p Pos) Token() []byte { return p.EndToken(Pos{}) }
+
+// EndToken is the token of an archived segment's end: Token, then, for a
+// segment of an epoch that continues an earlier one, "\nbranch=" and the
+// branch's text (its position in epoch p.Epoch-1), so that an archiver
+// resuming there keeps naming it.
+func (p Pos) EndToken(branch Pos) []byte {
+	s := p.File + ":" + strconv.FormatUint(uint64(p.Pos), 10) + "\n" + p.GTID
+	if p.Server != "" {
+		s += "\nserver=" + p.Server
+	}
+	if branch.File != "" {
+		b := branch
+		b.Epoch = 1 // the text without an epoch: it is p.Epoch-1
+		s += "\nbranch=" + b.Text()
+	}
+	return []byte(s)
 }
 
-// ParseToken reads a Token.
+// ParseToken reads a Token (or an EndToken, ignoring its branch).
 func ParseToken(epoch uint32, b []byte) (Pos, error) {
-	fp, gtid, _ := strings.Cut(string(b), "\n")
-	p, err := ParseText(fp)
-	if err != nil {
-		return Pos{}, err
+	p, _, err := ParseEndToken(epoch, b)
+	return p, err
+}
+
+// ParseEndToken reads an EndToken: the position and, when it holds one,
+// the branch of its epoch (in epoch-1; zero otherwise).
+func ParseEndToken(epoch uint32, b []byte) (p, branch Pos, err error) {
+	lines := strings.Split(string(b), "\n")
+	if p, err = ParseText(lines[0]); err != nil {
+		return Pos{}, Pos{}, err
 	}
-	p.Epoch, p.GTID = epoch, gtid
-	return p, nil
+	p.Epoch = epoch
+	if len(lines) > 1 {
+		p.GTID = lines[1]
+	}
+	for _, l := range lines[min(2, len(lines)):] {
+		k, v, _ := strings.Cut(l, "=")
+		switch k {
+		case "server":
+			p.Server = v
+		case "branch":
+			if branch, err = ParseText(v); err != nil {
+				return Pos{}, Pos{}, fmt.Errorf("branch in token: %w", err)
+			}
+			branch.Epoch = epoch - 1
+			branch.Server = ""
+		}
+	}
+	return p, branch, nil
 }
 
 // ParseText parses "mysql-bin.000042:1532", optionally with an epoch in

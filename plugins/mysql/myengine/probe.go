@@ -23,11 +23,14 @@ type Info struct {
 	DomainID     uint32 // MariaDB gtid_domain_id
 	ServerUUID   string // MySQL
 	SourceID     string // the source's server id (MariaDB) or UUID (MySQL) on a replica
-	Lineage      string
-	Pos          Pos // current binlog position, when log_bin is on
-	User         string
-	Missing      []string // privileges missing for backups and archiving
-	BackupAdmin  bool     // MySQL 8's BACKUP_ADMIN (LOCK INSTANCE FOR BACKUP, performance_schema.log_status)
+	// SlavePos is MariaDB's gtid_slave_pos: the last GTID applied from a
+	// source, per domain; it outlives a promotion (RESET SLAVE ALL keeps it).
+	SlavePos    string
+	Lineage     string
+	Pos         Pos // current binlog position, when log_bin is on
+	User        string
+	Missing     []string // privileges missing for backups and archiving
+	BackupAdmin bool     // MySQL 8's BACKUP_ADMIN (LOCK INSTANCE FOR BACKUP, performance_schema.log_status)
 }
 
 // Problems lists what stops backups and archiving, each saying what to do.
@@ -69,7 +72,7 @@ func probeDB(ctx context.Context, db *sql.DB, lineage string) (*Info, error) {
 		i.User = "'" + u + "'@'" + h + "'"
 	}
 	if i.MariaDB {
-		if err := db.QueryRowContext(ctx, `SELECT @@gtid_domain_id`).Scan(&i.DomainID); err != nil {
+		if err := db.QueryRowContext(ctx, `SELECT @@gtid_domain_id, @@gtid_slave_pos`).Scan(&i.DomainID, &i.SlavePos); err != nil {
 			return nil, fmt.Errorf("probe gtid_domain_id: %w", err)
 		}
 	} else if err := db.QueryRowContext(ctx, `SELECT @@server_uuid`).Scan(&i.ServerUUID); err != nil {
@@ -88,7 +91,7 @@ func probeDB(ctx context.Context, db *sql.DB, lineage string) (*Info, error) {
 		if err != nil {
 			return nil, err
 		}
-		p.Epoch = 1
+		p.Epoch, p.Server = 1, i.Identity()
 		i.Pos = p
 	}
 	i.Lineage = lineage
@@ -102,15 +105,24 @@ func probeDB(ctx context.Context, db *sql.DB, lineage string) (*Info, error) {
 }
 
 // defaultLineage names the history a server belongs to. A replica names
-// its source, so a primary and its replicas share the lineage:
-// MariaDB "mariadb-<gtid_domain_id>-<source server_id>", MySQL
-// "mysql-<source server_uuid>". A promotion changes it unless the
-// "lineage" setting fixes it.
+// its source, so a primary and its replicas share the lineage: MariaDB
+// "mariadb-<gtid_domain_id>-<source server_id>", MySQL "mysql-<source
+// server_uuid>". A MariaDB primary that was a replica (a promoted one: its
+// gtid_slave_pos holds a GTID of its domain that another server wrote)
+// names the server it replicated from, so that the archive of its former
+// primary goes on in the same stream (in a new epoch). A MySQL promotion
+// changes the lineage unless the "lineage" setting fixes it.
 func defaultLineage(i *Info) string {
 	if i.MariaDB {
 		src := strconv.FormatUint(uint64(i.ServerID), 10)
 		if i.Replica && i.SourceID != "" {
 			src = i.SourceID
+		} else if !i.Replica {
+			if m, err := parseMariaPos(i.SlavePos); err == nil {
+				if g, ok := m[i.DomainID]; ok && g.server != i.ServerID {
+					src = strconv.FormatUint(uint64(g.server), 10)
+				}
+			}
 		}
 		return fmt.Sprintf("mariadb-%d-%s", i.DomainID, src)
 	}
@@ -119,6 +131,15 @@ func defaultLineage(i *Info) string {
 		src = i.SourceID
 	}
 	return "mysql-" + src
+}
+
+// Identity names the server whose binlog a position is in: server_id on
+// MariaDB, server_uuid on MySQL.
+func (i *Info) Identity() string {
+	if i.MariaDB {
+		return strconv.FormatUint(uint64(i.ServerID), 10)
+	}
+	return i.ServerUUID
 }
 
 // rowMap reads one row of a SHOW statement into column -> value.

@@ -297,6 +297,20 @@ func filterEvents(data []byte, seg, from, stopAt Pos, stopTime time.Time, gtids 
 	}
 	fileNo, _ := FileNumber(seg.File)
 	kept = append(kept, data[:4]...)
+	// Offsets compare only within an epoch: a segment of a later epoch
+	// than from's is all after it; one of a later epoch than stopAt's is
+	// all past it, one of an earlier epoch all before it.
+	if from.Epoch != 0 && seg.Epoch != 0 && seg.Epoch > from.Epoch {
+		from = Pos{}
+	}
+	if stopAt.File != "" && stopAt.Epoch != 0 && seg.Epoch != 0 {
+		if seg.Epoch > stopAt.Epoch {
+			return kept, Pos{}, time.Time{}, true, nil
+		}
+		if seg.Epoch < stopAt.Epoch {
+			stopAt = Pos{}
+		}
+	}
 	for off := 4; off < len(data); {
 		if len(data)-off < evHeader {
 			return nil, Pos{}, time.Time{}, false, fmt.Errorf("truncated event header at byte %d", off)

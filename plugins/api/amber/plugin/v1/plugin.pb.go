@@ -847,9 +847,10 @@ type BackupRequest struct {
 	// Optional. The end of the newest segment archived in the repository for
 	// the server's log stream (its lineage, Probe.system_id), as the host
 	// would send it in ArchiveRequest.start; empty when none is archived or
-	// the host does not know. An engine whose epochs are a counter of its own
-	// (MongoDB's rollbacks) reads it to report the epoch its positions belong
-	// to; others ignore it.
+	// the host does not know. An engine whose epochs depend on more than its
+	// log position reads it to number the backup's positions in the epoch
+	// the archive has, or will have, on this server (MongoDB: its rollbacks;
+	// MySQL: a new source server or a binlog reset); others ignore it.
 	Archived      *Position `protobuf:"bytes,5,opt,name=archived,proto3" json:"archived,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
