@@ -193,7 +193,8 @@ With --data-dir DIR, a physical backup reads the database's files from DIR
 itself, several at a time, where amber runs beside the database (a sidecar
 sharing its volume, or the database's own machine); the engine still
 coordinates the backup through the connection string, and the backup
-restores like any other. Such a backup is incremental forever: a file whose
+restores like any other. With PostgreSQL such a backup is incremental
+forever: a file whose
 size, times and inode are those recorded by the previous backup of the same
 name and database, and that had not changed since shortly before that
 backup started, is not read again; the backup refers to the bytes the
@@ -205,6 +206,7 @@ The connection string comes from --dsn-file, --dsn or AMBER_DSN, and is never
 printed or logged.`,
 		Example: `  AMBER_DSN='host=db user=amber' amber backup --engine postgres --mode physical --name orders
   amber backup --engine postgres --dsn-file /etc/amber/dsn --data-dir /var/lib/postgresql/data
+  amber backup --engine postgres --dsn-file /etc/amber/dsn --data-dir /var/lib/postgresql/data --full
   amber backup --engine postgres --dsn-file /etc/amber/dsn --mode logical
   pg_dump -Fc mydb | amber backup --stdin --name mydb --tag env=prod
   tar -C /data -c . | amber backup --stdin --name data --json`,
@@ -291,7 +293,7 @@ printed or logged.`,
 	cmd.Flags().StringVar(&dsnFile, "dsn-file", "", "read the database connection string from this file")
 	cmd.Flags().StringVar(&mode, "mode", "physical", "with --engine: physical (whole cluster, restorable to any point in time) or logical (a dump)")
 	cmd.Flags().StringVar(&dataDir, "data-dir", "", "physical: read the database's files from this data directory instead of over the network (postgres; --option workers=N files at once)")
-	cmd.Flags().BoolVar(&full, "full", false, "with --data-dir: read every file, reusing nothing of the previous backup")
+	cmd.Flags().BoolVar(&full, "full", false, "with --data-dir (postgres): read every file, reusing nothing of the previous backup")
 	cmd.Flags().StringVar(&name, "name", "", "backup name (required with --stdin; default: the engine), e.g. the database")
 	cmd.Flags().StringArrayVar(&tags, "tag", nil, "tag as key=value (repeatable)")
 	cmd.Flags().StringArrayVar(&opts, "option", nil, "engine option as key=value (repeatable), e.g. users=true (mysql logical: accounts and grants); see the engine's docs")
