@@ -64,9 +64,13 @@ type PrevFile struct {
 
 // FileRecords loads and checks the file records of every entry of backup m
 // that has them, by entry name. Every record must lie inside its entry's
-// chunk list and its chunks must add up to its length; a record that does
-// not is reported as corruption, never reused.
+// chunk list, its chunks must be indexed and add up to its length; a
+// record that does not is reported as corruption, never reused.
 func (r *Repository) FileRecords(ctx context.Context, m *Manifest) (map[string][]PrevFile, error) {
+	idx, err := r.Index(ctx)
+	if err != nil {
+		return nil, err
+	}
 	out := map[string][]PrevFile{}
 	for _, e := range m.Entries {
 		if e.Files == nil {
@@ -80,13 +84,6 @@ func (r *Repository) FileRecords(ctx context.Context, m *Manifest) (map[string][
 		if err := r.WriteEntry(ctx, Entry{Name: e.Name + " file index", Size: e.Files.Size, Lists: e.Files.Lists}, &buf); err != nil {
 			return nil, fmt.Errorf("%s: file index: %w", where, err)
 		}
-		var recs []FileRecord
-		if err := json.Unmarshal(buf.Bytes(), &recs); err != nil {
-			return nil, &CorruptError{Object: backupsDir + m.ID.String(), Err: fmt.Errorf("%s: file index: %w", where, err)}
-		}
-		if len(recs) != e.Files.Count {
-			return nil, &CorruptError{Object: backupsDir + m.ID.String(), Err: fmt.Errorf("%s: file index holds %d records, manifest says %d", where, len(recs), e.Files.Count)}
-		}
 		var items []listItem
 		for _, lid := range e.Lists {
 			it, err := r.loadList(ctx, lid)
@@ -95,34 +92,58 @@ func (r *Repository) FileRecords(ctx context.Context, m *Manifest) (map[string][
 			}
 			items = append(items, it...)
 		}
-		seen := make(map[string]bool, len(recs))
-		var next int64
-		files := make([]PrevFile, 0, len(recs))
-		for _, rec := range recs {
-			bad := func(why string) error {
-				return &CorruptError{Object: backupsDir + m.ID.String(), Err: fmt.Errorf("%s: file record %q %s", where, rec.Key, why)}
+		files, err := parseFileIndex(buf.Bytes(), e.Files.Count, items)
+		if err != nil {
+			return nil, &CorruptError{Object: backupsDir + m.ID.String(), Err: fmt.Errorf("%s: %w", where, err)}
+		}
+		for _, f := range files {
+			for _, c := range f.chunks {
+				if !idx.Has(c.id) {
+					return nil, fmt.Errorf("%s: file record %q uses blob %s, which no index file names; run `amber repair index`", where, f.Key, c.id.Short())
+				}
 			}
-			if rec.Key == "" || seen[rec.Key] {
-				return nil, bad("is empty or repeated")
-			}
-			seen[rec.Key] = true
-			if rec.First < next || rec.Chunks < 0 || rec.First > int64(len(items)) || rec.Chunks > int64(len(items))-rec.First {
-				return nil, bad("lies outside its entry's chunks or overlaps another")
-			}
-			next = rec.First + rec.Chunks
-			chunks := items[rec.First:next:next]
-			var n int64
-			for _, c := range chunks {
-				n += int64(c.n)
-			}
-			if n != rec.Length {
-				return nil, bad(fmt.Sprintf("has %d bytes of chunks, but says %d", n, rec.Length))
-			}
-			files = append(files, PrevFile{FileRecord: rec, chunks: chunks})
 		}
 		out[e.Name] = files
 	}
 	return out, nil
+}
+
+// parseFileIndex decodes a file index's plaintext, which must hold count
+// records, and checks each against its entry's chunks (items): in order,
+// not overlapping, inside the list, keys unique and not empty, chunks adding
+// up to the record's length.
+func parseFileIndex(plain []byte, count int, items []listItem) ([]PrevFile, error) {
+	var recs []FileRecord
+	if err := json.Unmarshal(plain, &recs); err != nil {
+		return nil, fmt.Errorf("file index: %w", err)
+	}
+	if len(recs) != count {
+		return nil, fmt.Errorf("file index holds %d records, manifest says %d", len(recs), count)
+	}
+	seen := make(map[string]bool, len(recs))
+	var next int64
+	files := make([]PrevFile, 0, len(recs))
+	for _, rec := range recs {
+		bad := func(why string) error { return fmt.Errorf("file record %q %s", rec.Key, why) }
+		if rec.Key == "" || seen[rec.Key] {
+			return nil, bad("is empty or repeated")
+		}
+		seen[rec.Key] = true
+		if rec.First < next || rec.Chunks < 0 || rec.First > int64(len(items)) || rec.Chunks > int64(len(items))-rec.First {
+			return nil, bad("lies outside its entry's chunks or overlaps another")
+		}
+		next = rec.First + rec.Chunks
+		chunks := items[rec.First:next:next]
+		var n int64
+		for _, c := range chunks {
+			n += int64(c.n)
+		}
+		if n != rec.Length {
+			return nil, bad(fmt.Sprintf("has %d bytes of chunks, but says %d", n, rec.Length))
+		}
+		files = append(files, PrevFile{FileRecord: rec, chunks: chunks})
+	}
+	return files, nil
 }
 
 // Part is one piece of an entry written with WriteParts: bytes to chunk
