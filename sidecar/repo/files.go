@@ -163,6 +163,7 @@ type Part struct {
 // file records are stored with it (Entry.Files).
 func (w *Writer) WriteParts(ctx context.Context, name string, next func() (Part, error)) (Entry, error) {
 	var recs []FileRecord
+	seen := map[string]bool{}
 	ent, err := w.writeChunks(ctx, name, func(emit emitter) error {
 		var idx int64
 		for {
@@ -172,6 +173,12 @@ func (w *Writer) WriteParts(ctx context.Context, name string, next func() (Part,
 			}
 			if err != nil {
 				return err
+			}
+			if p.Key != "" {
+				if seen[p.Key] {
+					return fmt.Errorf("file record %q marked twice in entry %s", p.Key, name)
+				}
+				seen[p.Key] = true
 			}
 			first := idx
 			var length int64
