@@ -1,7 +1,9 @@
 package conformance_test
 
 import (
+	"bytes"
 	"encoding/json"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -23,7 +25,8 @@ type incrReport struct {
 // TestPostgresDataDirIncremental: a second `amber backup --data-dir` after
 // a small change reads only the files changed since the first (and those
 // last written too close to the first's start), yet restores on its own to
-// a server holding the change; verify passes, and pruning the first backup
+// a server holding the change (the reused table file byte for byte); verify
+// passes, and pruning the first backup
 // leaves the second restorable. --full reads every file again.
 func TestPostgresDataDirIncremental(t *testing.T) {
 	bin := bins(t)
@@ -83,6 +86,12 @@ func TestPostgresDataDirIncremental(t *testing.T) {
 		t.Helper()
 		dir := filepath.Join(testbed.PostgresDir(t), "data")
 		a.run("restore", "--engine", "postgres", "--data-dir", dir, "--backup", ref)
+		// The reused file is restored byte for byte.
+		orig, err1 := os.ReadFile(filepath.Join(pg.DataDir, staticFile))
+		copied, err2 := os.ReadFile(filepath.Join(dir, staticFile))
+		if err1 != nil || err2 != nil || len(orig) < 8<<20 || !bytes.Equal(orig, copied) {
+			t.Fatalf("%s restored with %d bytes, the server's has %d (%v, %v)", staticFile, len(copied), len(orig), err1, err2)
+		}
 		srv := testbed.StartPostgresDataDir(t, dir, testbed.PostgresOptions{})
 		waitRecovered(t, srv)
 		if got := srv.Psql(t, "postgres", qStatic); got != wantStatic {
