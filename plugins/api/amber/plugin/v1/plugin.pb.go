@@ -1241,8 +1241,9 @@ func (x *EntryHeader) GetMetadata() map[string]string {
 // EntryEnd closes the current entry.
 type EntryEnd struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Required. Number of data bytes sent for the entry; the receiver fails
-	// the entry if it counted a different number.
+	// Required. Number of data bytes sent for the entry (records reused with
+	// FileMark.reuse not counted); the receiver fails the entry if it
+	// counted a different number.
 	Size          int64 `protobuf:"varint,1,opt,name=size,proto3" json:"size,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
