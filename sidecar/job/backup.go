@@ -164,7 +164,12 @@ func BackupEngine(ctx context.Context, r *repo.Repository, eng api.Engine, b Eng
 	if prev != nil {
 		rep.Previous = prev.ID
 	}
-	Logger(ctx).Info("backup committed", "backup", rep.ID.Short(), "bytes_in", rep.BytesIn)
+	if req.FileRecords {
+		Logger(ctx).Info("backup committed", "backup", rep.ID.Short(), "bytes_in", rep.BytesIn, "files_read", rep.FilesRead,
+			"files_reused", rep.FilesReused, "bytes_reused", rep.BytesReused)
+	} else {
+		Logger(ctx).Info("backup committed", "backup", rep.ID.Short(), "bytes_in", rep.BytesIn)
+	}
 	return rep, nil
 }
 
