@@ -3,7 +3,10 @@ package pgengine
 import (
 	"context"
 	"io"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -65,6 +68,11 @@ func TestFileBackupReuse(t *testing.T) {
 	t.Parallel()
 	ctx := testCtx(t, 2*time.Minute)
 	pg := testbed.StartPostgres(t, testbed.PostgresOptions{})
+	tbsDir := filepath.Join(testbed.PostgresDir(t), "tbs")
+	os.Mkdir(tbsDir, 0o700)
+	testbed.ChownPostgres(tbsDir)
+	pg.Psql(t, "postgres", "CREATE TABLESPACE extra LOCATION '"+tbsDir+"'")
+	pg.Psql(t, "postgres", "CREATE TABLE elsewhere TABLESPACE extra AS SELECT generate_series(1, 10000) id")
 	pg.Psql(t, "postgres", "CREATE TABLE static AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 50000) g")
 	pg.Psql(t, "postgres", "CREATE TABLE small (id int, v text)")
 	pg.Psql(t, "postgres", "INSERT INTO small VALUES (1, 'a')")
@@ -72,6 +80,9 @@ func TestFileBackupReuse(t *testing.T) {
 	pg.Psql(t, "postgres", "CHECKPOINT")
 	static := pg.Psql(t, "postgres", "SELECT pg_relation_filepath('static')")
 	small := pg.Psql(t, "postgres", "SELECT pg_relation_filepath('small')")
+	// pg_tblspc/<oid>/PG_15_.../<db>/<relfilenode>: named in its tablespace's tar from the version directory.
+	parts := strings.SplitN(pg.Psql(t, "postgres", "SELECT pg_relation_filepath('elsewhere')"), "/", 3)
+	elsewhere := parts[2]
 	time.Sleep(ClockMargin + time.Second)
 	pg.Psql(t, "postgres", "CREATE TABLE recent AS SELECT generate_series(1, 100) id")
 	pg.Psql(t, "postgres", "CHECKPOINT")
@@ -100,6 +111,9 @@ func TestFileBackupReuse(t *testing.T) {
 		if !slices.Contains(s2.read, f) {
 			t.Errorf("backup 2 did not read %s", f)
 		}
+	}
+	if !slices.Contains(s2.reused, elsewhere) {
+		t.Errorf("backup 2 did not reuse %s of the tablespace (read: %v)", elsewhere, slices.Contains(s2.read, elsewhere))
 	}
 	if !slices.Contains(s2.reused, static) || res2.FilesReused != int64(len(s2.reused)) || res2.FilesRead != int64(len(s2.read)) ||
 		len(s2.read) > len(s1.read)/4 {
