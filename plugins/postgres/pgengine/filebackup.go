@@ -222,7 +222,7 @@ func FileBackup(ctx context.Context, dsn DSN, dataDir string, sink EntrySink, op
 		if err != nil {
 			return err
 		}
-		return copyTree(ctx, tw, dataDir, treeOf(wal), workers)
+		return copyTree(ctx, tw, dataDir, plainCopy(wal), workers)
 	})
 	if err != nil {
 		return nil, err
@@ -489,7 +489,8 @@ type copySet struct {
 	res    *BackupResult
 }
 
-func treeOf(items []item) copySet { return copySet{items: items} }
+// plainCopy copies items without file records.
+func plainCopy(items []item) copySet { return copySet{items: items} }
 
 // plan stamps the files of one tar entry and picks those to reuse; w is
 // the entry's writer. A nil plan marks nothing.
