@@ -3,9 +3,11 @@
 # --data-dir`), side by side in one run with amber's BASE_BACKUP backup and
 # pgBackRest (process-max=2, lz4 and zst): full backups, then a second
 # backup after pgbench has changed the pgbench tables (amber into the same
-# repository, pgBackRest --type=incr). Each amber --data-dir backup is also
-# restored once and checked (not timed). Writes (replacing an earlier one)
-# a section of BENCH_OUT.
+# repository, pgBackRest --type=incr). amber's second --data-dir backup is
+# incremental: it reads only the files changed since the first, and the
+# section says how many it read and reused. Each amber --data-dir pair is
+# also restored (the second backup) and checked (not timed). Writes
+# (replacing an earlier one) a section of BENCH_OUT.
 #
 # The data set is the standard "mixed" one (pgbench -i -s 10 plus
 # bench_mixed, as in docs/benchmarks.md) or a reduced one: the cluster
@@ -16,7 +18,7 @@
 #   BENCH_ROWS, BENCH_SCALE  data set (default: the standard 6150000 rows, scale 10)
 #   BENCH_RUNS               runs of each measurement (default 2; best time shown)
 #   BENCH_PG_WORKERS         --option workers=N values for amber --data-dir (default "2 4")
-#   BENCH_PGBENCH_SECONDS    pgbench load between the full and the second backup (default 30)
+#   BENCH_PGBENCH_SECONDS    pgbench load between the full and the second backup (default 60)
 #   AMBER_DEPS, BENCH_DIR    the deps folder (default .deps) and the cache (default $AMBER_DEPS/bench)
 #   BENCH_OUT                report (default docs/benchmarks.md for the standard set,
 #                            $BENCH_DIR/benchmarks-quick.md otherwise)
@@ -31,7 +33,7 @@ rows=${BENCH_ROWS:-6150000}
 scale=${BENCH_SCALE:-10}
 runs=${BENCH_RUNS:-2}
 workers_list=${BENCH_PG_WORKERS:-2 4}
-load_seconds=${BENCH_PGBENCH_SECONDS:-30}
+load_seconds=${BENCH_PGBENCH_SECONDS:-60}
 standard=0
 if [ "$rows" = 6150000 ] && [ "$scale" = 10 ]; then standard=1; fi
 tpl="$benchdir/pgdata-files-s${scale}-r${rows}"
@@ -134,7 +136,7 @@ dsn="host=$sock port=$port user=postgres dbname=postgres"
 psql_() { as_pg "$pgbin/psql" -h "$sock" -p "$port" -U postgres -X -q -At -v ON_ERROR_STOP=1 "$@"; }
 
 export AMBER_PASSWORD=bench-password
-declare -A best bestcpu all stored
+declare -A best bestcpu all stored report
 quiet_default=30
 # shellcheck source=docs/bench-lib.sh
 . "$root/docs/bench-lib.sh"
@@ -155,7 +157,7 @@ measure() {
   fi
   say "$key: ${wall}s wall, $(awk -v u="$u" -v s="$s" 'BEGIN{printf "%.2f", u+s}')s CPU"
 }
-amber_in() { as_pg env AMBER_REPO="$1" AMBER_CACHE_DIR=- "$amber" "${@:2}" >/dev/null; }
+amber_in() { as_pg env AMBER_REPO="$1" AMBER_CACHE_DIR=- "$amber" "${@:2}" >"${AMBER_OUT:-/dev/null}"; }
 export -f amber_in
 export amber
 
@@ -168,8 +170,11 @@ amber_pair() {
   measure "$key" amber_in "$r" backup --engine postgres --dsn "$dsn" --mode physical --json "$@"
   stored[$key]=$(du -sb "$r" | cut -f1)
   as_pg "$pgbin/pgbench" -h "$sock" -p "$port" -U postgres -n -c 2 -j 2 -T "$load_seconds" postgres >/dev/null 2>&1
-  measure "${key}_2" amber_in "$r" backup --engine postgres --dsn "$dsn" --mode physical --json "$@"
+  AMBER_OUT="$work/${key}_2.json" measure "${key}_2" amber_in "$r" backup --engine postgres --dsn "$dsn" --mode physical --json "$@"
   stored[${key}_2]=$(( $(du -sb "$r" | cut -f1) - stored[$key] ))
+  for f in bytes_in files_read files_reused bytes_reused; do
+    report[${key}_2.$f]=$(grep -o "\"$f\": *[0-9]*" "$work/${key}_2.json" | grep -o '[0-9]*$' || echo 0)
+  done
 }
 pgbr_pair() { # lz4|zst
   local key=pgbr_$1 label
@@ -181,7 +186,8 @@ pgbr_pair() { # lz4|zst
   label=$(ls "$work/pgbackrest-repo/backup/bench" | grep 'I$' | sort | tail -1)
   stored[${key}_2]=$(du -sb "$work/pgbackrest-repo/backup/bench/$label" | cut -f1)
 }
-# check_restore REPO: restore the latest backup, start it, count rows (untimed).
+# check_restore REPO: restore the latest backup (the second, incremental one
+# for --data-dir), start it, count rows (untimed).
 check_restore() {
   local d="$work/restored" p n
   rm -rf "$d" "$d.amber"
@@ -261,8 +267,12 @@ EOF
   row "pgBackRest incr after pgbench, zst" pgbr_zst_2
   cat <<EOF
 
-Every amber --data-dir backup of the first run was restored with \`amber restore\` and started; each held all
-${rows} rows of bench_mixed.
+The second amber --data-dir backup is incremental (the default with --data-dir): it reads only the files
+changed since the first backup and reuses the records of the others, and still restores as a full backup:
+$(for w in $workers_list; do k=amber_files_${w}_2; echo "- workers=$w: read ${report[$k.files_read]} files, $(mb "${report[$k.bytes_in]}") MB with the backup's WAL; reused ${report[$k.files_reused]} files, $(mb "${report[$k.bytes_reused]}") MB not read again."; done)
+
+The latest (second, incremental) amber --data-dir backup of the first run was restored with \`amber restore\` and
+started; each held all ${rows} rows of bench_mixed.
 
 | goal | measured ($fastest) | |
 |---|---|---|

@@ -161,6 +161,29 @@ func (c *Client) backup(ctx context.Context, req BackupRequest, sink EntrySink,
 			return backupResultFromPB(v.Result), nil
 		case *pb.BackupOutput_Entry:
 			e := entryFromPB(v.Entry)
+			if req.FileRecords {
+				fs, ok := sink.(FileSink)
+				if !ok {
+					return BackupResult{}, errors.New("a backup with file records needs a FileSink")
+				}
+				src := &partSource{what: "entry " + e.Name, recv: func() (*pb.BackupOutput, error) {
+					m, err := st.Recv()
+					if err != nil {
+						return nil, remote(ctx, err)
+					}
+					return m, nil
+				}}
+				if err := fs.FileEntry(ctx, e, src); err != nil {
+					if src.streamErr != nil {
+						return BackupResult{}, src.streamErr
+					}
+					return BackupResult{}, err
+				}
+				if err := src.drain(ctx); err != nil {
+					return BackupResult{}, err
+				}
+				continue
+			}
 			var streamErr error
 			r := &chunkReader{what: "entry " + e.Name, next: func() ([]byte, bool, int64, error) {
 				m, err := st.Recv()
@@ -437,4 +460,109 @@ func (c *Client) sendSegment(ctx context.Context, st grpc.BidiStreamingClient[pb
 	}
 	_ = st.Send(&pb.ReplayInput{Msg: &pb.ReplayInput_Done{Done: &pb.SegmentDone{Size: w.n}}})
 	return nil
+}
+
+// partSource reads an entry with file marks from a backup stream.
+type partSource struct {
+	what      string
+	recv      func() (*pb.BackupOutput, error)
+	cur       *chunkReader
+	next      *pb.FileMark // the mark that ended the current part
+	n         int64        // data bytes received
+	started   bool
+	done      bool
+	streamErr error
+}
+
+func (s *partSource) Next(ctx context.Context) (FileMark, io.Reader, error) {
+	if s.cur != nil {
+		if err := s.cur.drain(); err != nil {
+			return FileMark{}, nil, err
+		}
+		s.cur = nil
+	}
+	if err := ctx.Err(); err != nil {
+		return FileMark{}, nil, err
+	}
+	var mark FileMark
+	switch {
+	case s.done:
+		return FileMark{}, nil, io.EOF
+	case !s.started:
+		s.started = true
+	case s.next != nil:
+		mark = FileMark{Key: s.next.GetKey(), Stamp: s.next.GetStamp(), Length: s.next.GetLength(), Reuse: s.next.GetReuse()}
+		s.next = nil
+	}
+	if mark.Reuse {
+		if mark.Key == "" || mark.Length <= 0 {
+			return FileMark{}, nil, fmt.Errorf("protocol error: %s: a reused file record without a key or length", s.what)
+		}
+		// No data follows: the next message is a mark or the end.
+		m, err := s.recv()
+		if err != nil {
+			s.streamErr = err
+			return FileMark{}, nil, err
+		}
+		switch v := m.GetMsg().(type) {
+		case *pb.BackupOutput_FileMark:
+			s.next = v.FileMark
+		case *pb.BackupOutput_EntryEnd:
+			if err := s.end(v.EntryEnd.GetSize()); err != nil {
+				return FileMark{}, nil, err
+			}
+			s.next = nil
+		default:
+			return FileMark{}, nil, fmt.Errorf("protocol error: %s: data after reused file record %s", s.what, mark.Key)
+		}
+		return mark, nil, nil
+	}
+	s.cur = &chunkReader{what: s.what, next: func() ([]byte, bool, int64, error) {
+		if s.done || s.next != nil {
+			return nil, true, 0, nil
+		}
+		m, err := s.recv()
+		if err != nil {
+			s.streamErr = err
+			return nil, false, 0, err
+		}
+		switch v := m.GetMsg().(type) {
+		case *pb.BackupOutput_Data:
+			s.n += int64(len(v.Data))
+			return v.Data, false, 0, nil
+		case *pb.BackupOutput_FileMark:
+			s.next = v.FileMark
+			return nil, true, 0, nil
+		case *pb.BackupOutput_EntryEnd:
+			if err := s.end(v.EntryEnd.GetSize()); err != nil {
+				return nil, false, 0, err
+			}
+			return nil, true, 0, nil
+		}
+		return nil, false, 0, fmt.Errorf("protocol error: %s not ended before the next message", s.what)
+	}}
+	s.cur.sizeless = true
+	return mark, s.cur, nil
+}
+
+// end checks the sender's count at the end of the entry.
+func (s *partSource) end(size int64) error {
+	s.done = true
+	if size != s.n {
+		return fmt.Errorf("%s: sender counted %d bytes, received %d: %w", s.what, size, s.n, io.ErrUnexpectedEOF)
+	}
+	return nil
+}
+
+// drain reads the rest of the entry, up to its end.
+func (s *partSource) drain(ctx context.Context) error {
+	for {
+		_, _, err := s.Next(ctx)
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
 }

@@ -19,6 +19,7 @@ var capToPB = map[Capability]pb.Capability{
 	Archive:         pb.Capability_CAPABILITY_ARCHIVE,
 	Replay:          pb.Capability_CAPABILITY_REPLAY,
 	LogFiles:        pb.Capability_CAPABILITY_LOG_FILES,
+	FileRecords:     pb.Capability_CAPABILITY_FILE_RECORDS,
 }
 
 func capFromPB(c pb.Capability) (Capability, bool) {
@@ -159,13 +160,31 @@ func probeFromPB(r *pb.ProbeResponse) Probe {
 }
 
 func backupReqToPB(r BackupRequest) *pb.BackupRequest {
-	return &pb.BackupRequest{Target: targetToPB(r.Target), Databases: r.Databases, Label: r.Label, Options: r.Options,
-		Archived: posToPB(r.Archived)}
+	pr := &pb.BackupRequest{Target: targetToPB(r.Target), Databases: r.Databases, Label: r.Label, Options: r.Options,
+		Archived: posToPB(r.Archived), FileRecords: r.FileRecords}
+	if p := r.Previous; p != nil {
+		pp := &pb.PreviousFiles{Backup: p.Backup, Result: backupResultToPB(p.Result)}
+		pp.Files = make([]*pb.PreviousFile, len(p.Files))
+		for i, f := range p.Files {
+			pp.Files[i] = &pb.PreviousFile{Entry: f.Entry, Key: f.Key, Stamp: f.Stamp, Length: f.Length}
+		}
+		pr.Previous = pp
+	}
+	return pr
 }
 
 func backupReqFromPB(r *pb.BackupRequest) BackupRequest {
-	return BackupRequest{Target: targetFromPB(r.GetTarget()), Databases: r.GetDatabases(), Label: r.GetLabel(), Options: r.GetOptions(),
-		Archived: posFromPB(r.GetArchived())}
+	req := BackupRequest{Target: targetFromPB(r.GetTarget()), Databases: r.GetDatabases(), Label: r.GetLabel(), Options: r.GetOptions(),
+		Archived: posFromPB(r.GetArchived()), FileRecords: r.GetFileRecords()}
+	if p := r.GetPrevious(); p != nil && req.FileRecords {
+		prev := &PreviousFiles{Backup: p.GetBackup(), Result: backupResultFromPB(p.GetResult())}
+		prev.Files = make([]PreviousFile, len(p.GetFiles()))
+		for i, f := range p.GetFiles() {
+			prev.Files[i] = PreviousFile{Entry: f.GetEntry(), Key: f.GetKey(), Stamp: f.GetStamp(), Length: f.GetLength()}
+		}
+		req.Previous = prev
+	}
+	return req
 }
 
 func backupResultToPB(r BackupResult) *pb.BackupResult {

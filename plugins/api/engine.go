@@ -76,10 +76,14 @@ const (
 	Archive         Capability = "archive"
 	Replay          Capability = "replay"
 	LogFiles        Capability = "log_files"
+	// FileRecords: PhysicalBackup marks file records inside its entries
+	// when asked (BackupRequest.FileRecords) and reuses those of
+	// BackupRequest.Previous.
+	FileRecords Capability = "file_records"
 )
 
 // AllCapabilities lists every capability in protocol order.
-var AllCapabilities = []Capability{LogicalDump, LogicalRestore, PhysicalBackup, PhysicalRestore, Freeze, Archive, Replay, LogFiles}
+var AllCapabilities = []Capability{LogicalDump, LogicalRestore, PhysicalBackup, PhysicalRestore, Freeze, Archive, Replay, LogFiles, FileRecords}
 
 // ErrUnsupported is wrapped by every error that reports a capability the
 // engine does not have.
@@ -207,6 +211,63 @@ type BackupRequest struct {
 	// source servers and binlog resets) numbers the backup's positions from
 	// it.
 	Archived Position
+	// FileRecords (physical backups, plugins declaring FileRecords): the
+	// sink takes file marks; the writers its Create returns implement
+	// FileMarker.
+	FileRecords bool
+	// Previous, only with FileRecords, lists the file records of the
+	// previous backup of the same database; the plugin may reuse them.
+	Previous *PreviousFiles
+}
+
+// PreviousFiles lists the file records of an earlier backup.
+type PreviousFiles struct {
+	Backup string       // the earlier backup's id, for logs
+	Result BackupResult // as its plugin returned it
+	Files  []PreviousFile
+}
+
+// PreviousFile is one file record of an earlier backup.
+type PreviousFile struct {
+	Entry  string // the entry that holds it
+	Key    string // unique in the entry
+	Stamp  string // as the plugin marked it
+	Length int64  // bytes
+}
+
+// FileMark ends the current file record of an entry, if any, and starts a
+// new one at the entry's current offset; the record runs to the next mark
+// or the end of the entry. The host cuts its chunks at every mark.
+type FileMark struct {
+	Key    string // unique in the entry; empty: the bytes that follow belong to no record
+	Stamp  string // what identifies this version of the file, in the plugin's terms
+	Length int64  // the record's length in bytes; required with Reuse
+	// Reuse: the record's bytes are those of the record with the same
+	// entry and key in BackupRequest.Previous; write none for it.
+	Reuse bool
+}
+
+// FileMarker is implemented by the entry writers an EntrySink's Create
+// returns for a request with FileRecords set.
+type FileMarker interface {
+	MarkFile(m FileMark) error
+}
+
+// PartSource yields an entry with file records part by part.
+type PartSource interface {
+	// Next returns the next part: its mark (zero for the bytes before the
+	// first mark) and, unless the mark reuses a record, a reader for its
+	// bytes; io.EOF after the last part. Calling Next discards what is
+	// left unread of the previous part.
+	Next(ctx context.Context) (FileMark, io.Reader, error)
+}
+
+// FileSink is the EntrySink a host passes with BackupRequest.FileRecords:
+// it also takes entries made of file records.
+type FileSink interface {
+	EntrySink
+	// FileEntry stores entry e, whose content src yields part by part.
+	FileEntry(ctx context.Context, e Entry, src PartSource) error
 }
 
 // BackupResult records where and when a backup is consistent.

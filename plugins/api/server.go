@@ -95,7 +95,8 @@ func NewGRPCServer(opts []grpc.ServerOption) *grpc.Server {
 	opts = append(opts,
 		grpc.ChainUnaryInterceptor(recoverUnary),
 		grpc.ChainStreamInterceptor(recoverStream),
-		grpc.MaxRecvMsgSize(4*ChunkSize),
+		// A BackupRequest may carry the previous backup's file records.
+		grpc.MaxRecvMsgSize(MaxRequestSize),
 	)
 	return grpc.NewServer(opts...)
 }
@@ -279,12 +280,19 @@ func backupSink(send func(*pb.BackupOutput) error) *frameSink {
 		end: func(n int64) error {
 			return send(&pb.BackupOutput{Msg: &pb.BackupOutput_EntryEnd{EntryEnd: &pb.EntryEnd{Size: n}}})
 		},
+		mark: func(m FileMark) error {
+			return send(&pb.BackupOutput{Msg: &pb.BackupOutput_FileMark{FileMark: &pb.FileMark{
+				Key: m.Key, Stamp: m.Stamp, Length: m.Length, Reuse: m.Reuse}}})
+		},
 	}
 }
 
 func (s *server) backup(ctx context.Context, req *pb.BackupRequest, send func(*pb.BackupOutput) error,
 	run func(context.Context, BackupRequest, EntrySink) (BackupResult, error)) error {
 	sink := backupSink(send)
+	if !req.GetFileRecords() {
+		sink.mark = nil
+	}
 	res, err := run(ctx, backupReqFromPB(req), sink)
 	if err != nil {
 		return s.status(err)

@@ -11,11 +11,19 @@ import (
 // flow control it bounds the memory a stream holds on either side.
 const ChunkSize = 1 << 20
 
+// MaxRequestSize bounds one message to a plugin: a BackupRequest with the
+// previous backup's file records is the largest. A host leaves Previous
+// out rather than send more.
+const MaxRequestSize = 64 << 20
+
 // chunkReader reads the data frames of one entry or segment. next returns
 // either a data frame, or end=true with the size the sender counted.
 type chunkReader struct {
 	next func() (data []byte, end bool, size int64, err error)
 	what string // "entry base.tar", for errors
+	// sizeless: end carries no size to check (a part of an entry, counted
+	// by its source).
+	sizeless bool
 
 	buf  []byte
 	n    int64
@@ -40,7 +48,7 @@ func (r *chunkReader) Read(p []byte) (int, error) {
 			r.err = err
 			return 0, err
 		case end:
-			if size != r.n {
+			if !r.sizeless && size != r.n {
 				r.err = fmt.Errorf("%s: sender counted %d bytes, received %d: %w", r.what, size, r.n, io.ErrUnexpectedEOF)
 				return 0, r.err
 			}
@@ -136,6 +144,7 @@ type frameSink struct {
 	header func(Entry) error
 	data   func([]byte) error
 	end    func(size int64) error
+	mark   func(FileMark) error // nil: the host takes no file marks
 	open   bool
 }
 
@@ -172,6 +181,27 @@ type entryWriter struct {
 	closed bool
 }
 
+// MarkFile implements FileMarker: the bytes written so far go out first.
+func (w *entryWriter) MarkFile(m FileMark) error {
+	if w.closed {
+		return fmt.Errorf("entry %s: file mark after the entry was closed", w.name)
+	}
+	if w.sink.mark == nil {
+		return fmt.Errorf("entry %s: file mark %q, but the host did not ask for file records", w.name, m.Key)
+	}
+	if m.Reuse && (m.Key == "" || m.Length <= 0) {
+		return fmt.Errorf("entry %s: a reused file record needs a key and a length", w.name)
+	}
+	if err := w.flush(); err != nil {
+		return fmt.Errorf("entry %s: %w", w.name, err)
+	}
+	if err := w.sink.mark(m); err != nil {
+		w.err = err
+		return fmt.Errorf("entry %s: %w", w.name, err)
+	}
+	return nil
+}
+
 func (w *entryWriter) Close() error {
 	if w.closed {
 		return nil
@@ -186,6 +216,8 @@ func (w *entryWriter) Close() error {
 	}
 	return nil
 }
+
+var _ FileMarker = (*entryWriter)(nil)
 
 // frameSource implements EntrySource over a function receiving frames.
 // recv returns exactly one of: a header, data, an end (with size), or err

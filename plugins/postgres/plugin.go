@@ -64,7 +64,7 @@ func (e *Engine) Info(context.Context) (api.Info, error) {
 		Engine:        "postgres",
 		PluginVersion: Version,
 		Capabilities: []api.Capability{api.LogicalDump, api.LogicalRestore, api.PhysicalBackup,
-			api.PhysicalRestore, api.Freeze, api.Archive, api.LogFiles},
+			api.PhysicalRestore, api.Freeze, api.Archive, api.LogFiles, api.FileRecords},
 		SupportedServers: "PostgreSQL 10 and newer (tested with 15)",
 	}, nil
 }
@@ -204,7 +204,50 @@ func (s entrySink) Entry(ctx context.Context, name string, r io.Reader) error {
 type tarSink struct{ sink api.EntrySink }
 
 func (s tarSink) Create(ctx context.Context, name string) (io.WriteCloser, error) {
-	return s.sink.Create(ctx, api.Entry{Name: name, Size: -1, Kind: "tar"})
+	w, err := s.sink.Create(ctx, api.Entry{Name: name, Size: -1, Kind: "tar"})
+	if err != nil {
+		return nil, err
+	}
+	if m, ok := w.(api.FileMarker); ok {
+		return markWriter{WriteCloser: w, m: m}, nil
+	}
+	return w, nil
+}
+
+// markWriter adapts api.FileMarker to pgengine.FileMarker.
+type markWriter struct {
+	io.WriteCloser
+	m api.FileMarker
+}
+
+func (w markWriter) MarkFile(key, stamp string, length int64, reuse bool) error {
+	return w.m.MarkFile(api.FileMark{Key: key, Stamp: stamp, Length: length, Reuse: reuse})
+}
+
+// metaFileRef is the BackupResult.Metadata key of a file-level backup's
+// FileRef (RFC 3339, nanoseconds).
+const metaFileRef = "file_ref"
+
+// previousFiles turns the host's record of an earlier backup into what
+// FileBackup reuses: nil unless it was a file-level backup with a FileRef.
+func previousFiles(p *api.PreviousFiles) *pgengine.PreviousFiles {
+	if p == nil || p.Result.Metadata["method"] != "files" {
+		return nil
+	}
+	ref, err := time.Parse(time.RFC3339Nano, p.Result.Metadata[metaFileRef])
+	if err != nil {
+		return nil
+	}
+	out := &pgengine.PreviousFiles{SystemID: p.Result.SystemID, Ref: ref, Records: map[string]map[string]pgengine.PreviousRecord{}}
+	for _, f := range p.Files {
+		m := out.Records[f.Entry]
+		if m == nil {
+			m = map[string]pgengine.PreviousRecord{}
+			out.Records[f.Entry] = m
+		}
+		m[f.Key] = pgengine.PreviousRecord{Stamp: f.Stamp, Length: f.Length}
+	}
+	return out
 }
 
 // PhysicalBackup runs BASE_BACKUP and streams base.tar, one tar per
@@ -248,7 +291,11 @@ func (e *Engine) fileBackup(ctx context.Context, req api.BackupRequest, sink api
 			return api.BackupResult{}, fmt.Errorf("option %s is for BASE_BACKUP; a backup that reads the data directory takes only workers and spread_checkpoint", k)
 		}
 	}
-	opts := pgengine.FileBackupOptions{Label: req.Label, SpreadCheckpoint: flag(req.Options, "spread_checkpoint")}
+	opts := pgengine.FileBackupOptions{Label: req.Label, SpreadCheckpoint: flag(req.Options, "spread_checkpoint"),
+		Records: req.FileRecords}
+	if req.FileRecords {
+		opts.Previous = previousFiles(req.Previous)
+	}
 	if v := req.Options["workers"]; v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > 64 {
@@ -266,6 +313,11 @@ func (e *Engine) fileBackup(ctx context.Context, req api.BackupRequest, sink api
 	}
 	r := backupResult(info, res)
 	r.Metadata["method"] = "files"
+	r.Metadata[metaFileRef] = res.FileRef.UTC().Format(time.RFC3339Nano)
+	if req.FileRecords {
+		r.Metadata["files_read"] = strconv.FormatInt(res.FilesRead, 10)
+		r.Metadata["files_reused"] = strconv.FormatInt(res.FilesReused, 10)
+	}
 	return r, nil
 }
 

@@ -160,6 +160,11 @@ type backupResult struct {
 	DurationS  float64 `json:"duration_s"`
 	ChunksNew  int64   `json:"chunks_new"`
 	ChunksSeen int64   `json:"chunks_deduplicated"`
+	// File-level physical backups (--data-dir) only.
+	FilesRead   int64  `json:"files_read,omitempty"`
+	FilesReused int64  `json:"files_reused,omitempty"`
+	BytesReused int64  `json:"bytes_reused,omitempty"`
+	Previous    string `json:"previous,omitempty"`
 }
 
 func (e *env) backupCommand() *cobra.Command {
@@ -169,6 +174,7 @@ func (e *env) backupCommand() *cobra.Command {
 		tags, opts               []string
 		engine, dsnFlag, dsnFile string
 		mode, dataDir            string
+		full                     bool
 	)
 	cmd := &cobra.Command{
 		Use:   "backup",
@@ -187,12 +193,20 @@ With --data-dir DIR, a physical backup reads the database's files from DIR
 itself, several at a time, where amber runs beside the database (a sidecar
 sharing its volume, or the database's own machine); the engine still
 coordinates the backup through the connection string, and the backup
-restores like any other.
+restores like any other. With PostgreSQL such a backup is incremental
+forever: a file whose
+size, times and inode are those recorded by the previous backup of the same
+name and database, and that had not changed since shortly before that
+backup started, is not read again; the backup refers to the bytes the
+previous one stored (the control file and the backup's log are always read).
+Every backup still restores on its own as a full one. --full reads every
+file.
 
 The connection string comes from --dsn-file, --dsn or AMBER_DSN, and is never
 printed or logged.`,
 		Example: `  AMBER_DSN='host=db user=amber' amber backup --engine postgres --mode physical --name orders
   amber backup --engine postgres --dsn-file /etc/amber/dsn --data-dir /var/lib/postgresql/data
+  amber backup --engine postgres --dsn-file /etc/amber/dsn --data-dir /var/lib/postgresql/data --full
   amber backup --engine postgres --dsn-file /etc/amber/dsn --mode logical
   pg_dump -Fc mydb | amber backup --stdin --name mydb --tag env=prod
   tar -C /data -c . | amber backup --stdin --name data --json`,
@@ -209,6 +223,9 @@ printed or logged.`,
 			ctx := cmd.Context()
 			if len(optMap) > 0 && engine == "" {
 				return usagef("--option is for engine backups: give --engine")
+			}
+			if full && dataDir == "" {
+				return usagef("--full is for file-level backups: give --data-dir")
 			}
 			if dataDir != "" && (engine == "" || mode != job.ModePhysical) {
 				return usagef("--data-dir is for physical engine backups: give --engine (and --mode physical)")
@@ -243,7 +260,7 @@ printed or logged.`,
 				defer r.Close()
 				progress, stop := e.track("backup", 0)
 				rep, err := job.BackupEngine(ctx, r, eng, job.EngineBackup{Engine: engine, Mode: mode, Name: name, Tags: tagMap,
-					Target: api.Target{DSN: d, DataDir: dataDir}, Options: optMap}, nil, progress)
+					Target: api.Target{DSN: d, DataDir: dataDir}, Options: optMap, Full: full}, nil, progress)
 				stop()
 				if err != nil {
 					return e.jobError(err)
@@ -276,6 +293,7 @@ printed or logged.`,
 	cmd.Flags().StringVar(&dsnFile, "dsn-file", "", "read the database connection string from this file")
 	cmd.Flags().StringVar(&mode, "mode", "physical", "with --engine: physical (whole cluster, restorable to any point in time) or logical (a dump)")
 	cmd.Flags().StringVar(&dataDir, "data-dir", "", "physical: read the database's files from this data directory instead of over the network (postgres; --option workers=N files at once)")
+	cmd.Flags().BoolVar(&full, "full", false, "with --data-dir (postgres): read every file, reusing nothing of the previous backup")
 	cmd.Flags().StringVar(&name, "name", "", "backup name (required with --stdin; default: the engine), e.g. the database")
 	cmd.Flags().StringArrayVar(&tags, "tag", nil, "tag as key=value (repeatable)")
 	cmd.Flags().StringArrayVar(&opts, "option", nil, "engine option as key=value (repeatable), e.g. users=true (mysql logical: accounts and grants); see the engine's docs")
@@ -300,12 +318,20 @@ func parseOptions(opts []string) (map[string]string, error) {
 
 func (e *env) reportBackup(rep *job.BackupReport) error {
 	res := backupResult{ID: rep.ID.String(), ShortID: rep.ID.Short(), Name: rep.Name, BytesIn: rep.BytesIn,
-		BytesAdded: rep.BytesAdded, DurationS: rep.Duration.Seconds(), ChunksNew: rep.ChunksNew, ChunksSeen: rep.ChunksSeen}
+		BytesAdded: rep.BytesAdded, DurationS: rep.Duration.Seconds(), ChunksNew: rep.ChunksNew, ChunksSeen: rep.ChunksSeen,
+		FilesRead: rep.FilesRead, FilesReused: rep.FilesReused, BytesReused: rep.BytesReused}
+	if rep.Previous != (repo.ID{}) {
+		res.Previous = rep.Previous.String()
+	}
 	if e.jsonOut {
 		return e.printJSON(res)
 	}
 	fmt.Fprintf(e.stdout, "backup %s saved: %s read, %s added in %.1fs\n", res.ShortID,
 		humanBytes(res.BytesIn), humanBytes(res.BytesAdded), res.DurationS)
+	if res.FilesRead > 0 || res.FilesReused > 0 {
+		fmt.Fprintf(e.stdout, "files: %d read, %d unchanged since backup %s (%s not read again)\n", res.FilesRead, res.FilesReused,
+			rep.Previous.Short(), humanBytes(res.BytesReused))
+	}
 	return nil
 }
 
@@ -335,6 +361,7 @@ type lsEntry struct {
 	End            time.Time         `json:"end"`
 	BytesIn        int64             `json:"bytes_in"`
 	BytesAdded     int64             `json:"bytes_added"`
+	BytesReused    int64             `json:"bytes_reused,omitempty"`
 	Host           string            `json:"host,omitempty"`
 	Tags           map[string]string `json:"tags,omitempty"`
 	Position       string            `json:"position,omitempty"`
@@ -364,7 +391,7 @@ func (e *env) lsCommand() *cobra.Command {
 					continue
 				}
 				le := lsEntry{ID: m.ID.String(), ShortID: m.ID.Short(), Name: m.Name, Engine: m.Engine, Mode: m.Mode,
-					Start: m.Start, End: m.End, BytesIn: m.BytesIn, BytesAdded: m.BytesAdded, Host: m.Host, Tags: m.Tags,
+					Start: m.Start, End: m.End, BytesIn: m.BytesIn, BytesAdded: m.BytesAdded, BytesReused: m.BytesReused, Host: m.Host, Tags: m.Tags,
 					Position: m.Position}
 				if !m.ConsistentTime.IsZero() {
 					t := m.ConsistentTime
@@ -383,7 +410,7 @@ func (e *env) lsCommand() *cobra.Command {
 			fmt.Fprintln(tw, "ID\tNAME\tSTARTED\tDURATION\tSIZE\tADDED\tTAGS")
 			for _, b := range list {
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", b.ShortID, b.Name, b.Start.Local().Format(time.DateTime),
-					b.End.Sub(b.Start).Round(time.Second/10), humanBytes(b.BytesIn), humanBytes(b.BytesAdded), formatTags(b.Tags))
+					b.End.Sub(b.Start).Round(time.Second/10), humanBytes(b.BytesIn+b.BytesReused), humanBytes(b.BytesAdded), formatTags(b.Tags))
 			}
 			if err := tw.Flush(); err != nil {
 				return err

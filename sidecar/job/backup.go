@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -45,6 +46,12 @@ type BackupReport struct {
 	Duration   time.Duration
 	ChunksNew  int64
 	ChunksSeen int64 // deduplicated
+	// File-level physical backups (file records): files the plugin sent,
+	// and files (with their bytes) reused from Previous without reading.
+	FilesRead   int64
+	FilesReused int64
+	BytesReused int64
+	Previous    repo.ID // the backup whose file records could be reused; zero: none
 }
 
 // Progress, when set, is called once a backup or restore has started with a
@@ -53,7 +60,8 @@ type Progress func(done func() int64)
 
 func report(w *repo.Writer, name string, d time.Duration) *BackupReport {
 	return &BackupReport{ID: w.Committed(), Name: name, BytesIn: w.BytesIn.Load(), BytesAdded: w.BytesAdded.Load(),
-		Duration: d, ChunksNew: w.BlobsNew.Load(), ChunksSeen: w.BlobsDedup.Load()}
+		Duration: d, ChunksNew: w.BlobsNew.Load(), ChunksSeen: w.BlobsDedup.Load(),
+		FilesRead: w.FilesWritten.Load(), FilesReused: w.FilesReused.Load(), BytesReused: w.BytesReused.Load()}
 }
 
 // StreamBackup stores everything read from in as one backup named name.
@@ -91,6 +99,9 @@ type EngineBackup struct {
 	Tags    map[string]string
 	Target  api.Target
 	Options map[string]string
+	// Full reads every file of a file-level physical backup, reusing
+	// nothing of the previous backup.
+	Full bool
 }
 
 // BackupEngine runs a logical or physical backup through eng and commits
@@ -114,6 +125,19 @@ func BackupEngine(ctx context.Context, r *repo.Repository, eng api.Engine, b Eng
 		progress(sink.bytesIn)
 	}
 	req := api.BackupRequest{Target: b.Target, Label: "amber " + b.Name, Options: b.Options}
+	var prev *repo.Manifest
+	if b.Mode == ModePhysical && b.Target.DataDir != "" {
+		info, err := eng.Info(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("%s backup: %w", b.Mode, err)
+		}
+		if info.Has(api.FileRecords) {
+			req.FileRecords = true
+			if !b.Full {
+				prev, req.Previous, sink.prev = previousFiles(ctx, r, b)
+			}
+		}
+	}
 	var (
 		res api.BackupResult
 		err error
@@ -140,7 +164,15 @@ func BackupEngine(ctx context.Context, r *repo.Repository, eng api.Engine, b Eng
 		return nil, fmt.Errorf("%s backup: %w", b.Mode, err)
 	}
 	rep := report(w, b.Name, clk.Now().Sub(start))
-	Logger(ctx).Info("backup committed", "backup", rep.ID.Short(), "bytes_in", rep.BytesIn)
+	if prev != nil {
+		rep.Previous = prev.ID
+	}
+	if req.FileRecords {
+		Logger(ctx).Info("backup committed", "backup", rep.ID.Short(), "bytes_in", rep.BytesIn, "files_read", rep.FilesRead,
+			"files_reused", rep.FilesReused, "bytes_reused", rep.BytesReused)
+	} else {
+		Logger(ctx).Info("backup committed", "backup", rep.ID.Short(), "bytes_in", rep.BytesIn)
+	}
 	return rep, nil
 }
 
@@ -180,13 +212,101 @@ func engineResult(m *repo.Manifest) (api.BackupResult, error) {
 	return res, nil
 }
 
+// previousFiles finds the newest backup of b's name, engine and mode with
+// file records and loads them; nothing (a full read) when there is none
+// or it cannot be read, which is logged.
+func previousFiles(ctx context.Context, r *repo.Repository, b EngineBackup) (*repo.Manifest, *api.PreviousFiles, map[string]map[string]*repo.PrevFile) {
+	log := Logger(ctx)
+	all, err := r.Backups(ctx)
+	if err != nil {
+		log.Warn("reading every file: cannot list earlier backups", "error", err)
+		return nil, nil, nil
+	}
+	var m *repo.Manifest
+	for i := len(all) - 1; i >= 0; i-- {
+		c := all[i]
+		if c.Name == b.Name && c.Engine == b.Engine && c.Mode == b.Mode && c.Record != nil && slices.ContainsFunc(c.Entries, func(e repo.Entry) bool { return e.Files != nil }) {
+			m = c
+			break
+		}
+	}
+	if m == nil {
+		return nil, nil, nil
+	}
+	recs, err := r.FileRecords(ctx, m)
+	if err != nil {
+		log.Warn("reading every file: the previous backup's file records are unusable", "previous", m.ID.Short(), "error", err)
+		return nil, nil, nil
+	}
+	res, err := engineResult(m)
+	if err != nil {
+		return nil, nil, nil
+	}
+	p := &api.PreviousFiles{Backup: m.ID.String(), Result: res}
+	byEntry := make(map[string]map[string]*repo.PrevFile, len(recs))
+	size := 0
+	for entry, files := range recs {
+		keys := make(map[string]*repo.PrevFile, len(files))
+		for i := range files {
+			f := &files[i]
+			keys[f.Key] = f
+			p.Files = append(p.Files, api.PreviousFile{Entry: entry, Key: f.Key, Stamp: f.Stamp, Length: f.Length})
+			size += len(entry) + len(f.Key) + len(f.Stamp) + 32
+		}
+		byEntry[entry] = keys
+	}
+	if size > api.MaxRequestSize-(1<<20) {
+		log.Warn("reading every file: the previous backup has too many file records to send", "previous", m.ID.Short(), "records", len(p.Files))
+		return nil, nil, nil
+	}
+	return m, p, byEntry
+}
+
 // entrySink stores the entries a plugin streams as backup entries, in a
 // writer it opens with the first entry.
 type entrySink struct {
 	open    func() (*repo.Writer, error)
+	prev    map[string]map[string]*repo.PrevFile // file records the plugin may reuse, by entry and key
 	mu      sync.Mutex
 	w       *repo.Writer
 	entries []repo.Entry
+}
+
+var _ api.FileSink = (*entrySink)(nil)
+
+// FileEntry stores an entry made of file records.
+func (s *entrySink) FileEntry(ctx context.Context, e api.Entry, src api.PartSource) error {
+	w, err := s.writer()
+	if err != nil {
+		return err
+	}
+	prev := s.prev[e.Name]
+	ent, err := w.WriteParts(ctx, e.Name, func() (repo.Part, error) {
+		m, rd, err := src.Next(ctx)
+		if err != nil {
+			return repo.Part{}, err
+		}
+		p := repo.Part{Key: m.Key, Stamp: m.Stamp, Reader: rd}
+		if m.Reuse {
+			f := prev[m.Key]
+			if f == nil {
+				return repo.Part{}, fmt.Errorf("entry %s: the plugin reuses file record %q, which the previous backup lacks", e.Name, m.Key)
+			}
+			if f.Length != m.Length {
+				return repo.Part{}, fmt.Errorf("entry %s: the plugin reuses file record %q as %d bytes, the previous backup has %d", e.Name, m.Key, m.Length, f.Length)
+			}
+			p.Reuse, p.Reader = f, nil
+		}
+		return p, nil
+	})
+	if err != nil {
+		return err
+	}
+	ent.Meta = entryMeta(e)
+	s.mu.Lock()
+	s.entries = append(s.entries, ent)
+	s.mu.Unlock()
+	return nil
 }
 
 // writer returns the backup's writer, opening it on first use.

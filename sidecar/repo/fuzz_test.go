@@ -143,3 +143,28 @@ func FuzzList(f *testing.F) {
 		}
 	})
 }
+
+// FuzzFileIndex: a file index from storage, whatever its bytes, is either
+// refused or yields records that lie inside their entry's chunks and add
+// up to their lengths.
+func FuzzFileIndex(f *testing.F) {
+	f.Add([]byte(`[{"key":"a","stamp":"s","first":0,"chunks":2,"length":30}]`), 1)
+	f.Add([]byte(`[{"key":"a","first":1,"chunks":1,"length":20},{"key":"b","first":2,"chunks":1,"length":5}]`), 2)
+	f.Add([]byte(`[{"key":"a","first":-1,"chunks":9223372036854775807,"length":0}]`), 1)
+	items := []listItem{{n: 10}, {n: 20}, {n: 5}}
+	f.Fuzz(func(t *testing.T, b []byte, count int) {
+		files, err := parseFileIndex(b, count, items)
+		if err != nil {
+			return
+		}
+		for _, fl := range files {
+			var n int64
+			for _, c := range fl.chunks {
+				n += int64(c.n)
+			}
+			if fl.First < 0 || fl.First+fl.Chunks > int64(len(items)) || n != fl.Length {
+				t.Fatalf("record %+v accepted", fl.FileRecord)
+			}
+		}
+	})
+}

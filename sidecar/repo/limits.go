@@ -161,12 +161,16 @@ func parseManifest(name string, plain []byte) (*Manifest, error) {
 	if err := json.Unmarshal(plain, &m); err != nil {
 		return nil, &CorruptError{Object: name, Err: err}
 	}
-	if m.Version != Version {
-		return nil, versionError("backup manifest", name, m.Version)
+	if m.Version != Version && m.Version != ManifestVersionFiles {
+		return nil, fmt.Errorf("backup manifest %s has format version %d, but this amber reads versions %d and %d only; upgrade amber",
+			name, m.Version, Version, ManifestVersionFiles)
 	}
 	for _, e := range m.Entries {
 		if e.Size < 0 || len(e.Lists) == 0 {
 			return nil, &CorruptError{Object: name, Err: fmt.Errorf("entry %q has no content", e.Name)}
+		}
+		if e.Files != nil && (m.Version != ManifestVersionFiles || len(e.Files.Lists) == 0 || e.Files.Size < 0 || e.Files.Count < 0) {
+			return nil, &CorruptError{Object: name, Err: fmt.Errorf("entry %q has a bad file index", e.Name)}
 		}
 	}
 	return &m, nil

@@ -29,6 +29,9 @@ type Manifest struct {
 
 	BytesIn    int64 `json:"bytes_in"`
 	BytesAdded int64 `json:"bytes_added"`
+	// BytesReused counts the bytes of file records reused from an earlier
+	// backup without being read (not in BytesIn).
+	BytesReused int64 `json:"bytes_reused,omitempty"`
 
 	// Where and when the backup is consistent, in the engine's terms.
 	Position       string    `json:"position,omitempty"`
@@ -65,6 +68,11 @@ func (w *Writer) Commit(ctx context.Context, m *Manifest) (ID, error) {
 		return ID{}, err
 	}
 	m.Version = Version
+	for _, e := range m.Entries {
+		if e.Files != nil {
+			m.Version = ManifestVersionFiles
+		}
+	}
 	if m.Host == "" {
 		m.Host, _ = os.Hostname()
 	}
@@ -72,6 +80,7 @@ func (w *Writer) Commit(ctx context.Context, m *Manifest) (ID, error) {
 		m.End = w.r.now().UTC()
 	}
 	m.BytesIn = w.BytesIn.Load()
+	m.BytesReused = w.BytesReused.Load()
 	m.BytesAdded = w.BytesAdded.Load() // all but the manifest itself
 	for _, e := range m.Entries {
 		if len(e.Lists) == 0 {

@@ -592,7 +592,7 @@ func (r *Repository) referenced(ctx context.Context, ms []*Manifest, idx *Index)
 	}
 	for _, m := range ms {
 		for _, e := range m.Entries {
-			for _, lid := range e.Lists {
+			for _, lid := range e.allLists() {
 				if used[lid] {
 					continue
 				}

@@ -437,14 +437,14 @@ func TestVersionFieldsChecked(t *testing.T) {
 		}
 	})
 	t.Run("manifest", func(t *testing.T) {
-		plain, _ := json.Marshal(Manifest{Version: 2, Name: "x"})
+		plain, _ := json.Marshal(Manifest{Version: 3, Name: "x"})
 		id, _, err := tr.saveObject(ctx, backupsDir, plain, adBackup)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer tr.be.Remove(ctx, backupsDir+id.String())
-		if _, err := tr.Backups(ctx); err == nil || !strings.Contains(err.Error(), "version 2") {
-			t.Fatalf("manifest version 2: %v", err)
+		if _, err := tr.Backups(ctx); err == nil || !strings.Contains(err.Error(), "version 3") {
+			t.Fatalf("manifest version 3: %v", err)
 		}
 	})
 	t.Run("key slot", func(t *testing.T) {

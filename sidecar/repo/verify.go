@@ -139,7 +139,7 @@ func (r *Repository) Verify(ctx context.Context, opts VerifyOptions) (*VerifyRep
 	wantPacks := make(map[ID]bool)
 	for _, m := range backups {
 		for _, e := range m.Entries {
-			for _, lid := range e.Lists {
+			for _, lid := range e.allLists() {
 				items, err := r.loadList(ctx, lid)
 				if err != nil {
 					rep.add(backupsDir+m.ID.String(), fmt.Errorf("entry %s: %w", e.Name, err))
@@ -166,6 +166,16 @@ func (r *Repository) Verify(ctx context.Context, opts VerifyOptions) (*VerifyRep
 		}
 	}
 	rep.Blobs = len(used)
+
+	// File indexes must be readable and fit their entries' chunks.
+	for _, m := range backups {
+		if !m.hasFiles() {
+			continue
+		}
+		if _, err := r.FileRecords(ctx, m); err != nil {
+			rep.add(backupsDir+m.ID.String(), err)
+		}
+	}
 
 	// Packs must exist with the size the index recorded.
 	stored := make(map[string]int64)

@@ -50,6 +50,11 @@ type Writer struct {
 	BytesAdded atomic.Int64 // bytes stored (packs, index, manifest)
 	BlobsNew   atomic.Int64
 	BlobsDedup atomic.Int64
+	// Reused file records (WriteParts): bytes and records referenced
+	// again from an earlier backup without being read.
+	BytesReused  atomic.Int64
+	FilesReused  atomic.Int64
+	FilesWritten atomic.Int64 // file records read
 }
 
 // uploaders is how many packs upload at once.
@@ -193,6 +198,9 @@ type Entry struct {
 	Lists []ID   `json:"lists"` // list blobs, in order
 	// Meta holds engine-specific attributes (file mode, tablespace, ...).
 	Meta map[string]string `json:"meta,omitempty"`
+	// Files, for entries written with WriteParts, stores the entry's file
+	// records (manifest version 2).
+	Files *FileIndex `json:"files,omitempty"`
 }
 
 type chunkJob struct {
@@ -211,12 +219,63 @@ type chunkResult struct {
 // entry (named name) lists them in order. Memory stays bounded whatever
 // the stream's length.
 func (w *Writer) WriteStream(ctx context.Context, name string, rd io.Reader) (Entry, error) {
+	ra := newReadAhead(rd)
+	defer ra.Close()
+	return w.writeChunks(ctx, name, func(emit emitter) error {
+		_, _, err := emit.chunk(ra)
+		return err
+	})
+}
+
+// emitter feeds writeChunks's pipeline, in order.
+type emitter struct {
+	cdc  *chunker.Chunker
+	pool *sync.Pool
+	send func(*chunkJob) error
+	w    *Writer
+	name string
+}
+
+// chunk cuts rd to its end into chunks, the first starting at rd's first
+// byte; it returns the bytes and chunks it sent.
+func (e emitter) chunk(rd io.Reader) (int64, int, error) {
+	e.cdc.Reset(rd)
+	var n int64
+	k := 0
+	for {
+		ch, err := e.cdc.Next()
+		if errors.Is(err, io.EOF) {
+			return n, k, nil
+		}
+		if err != nil {
+			return n, k, fmt.Errorf("read %s: %w", e.name, err)
+		}
+		buf := e.pool.Get().(*[]byte)
+		*buf = append((*buf)[:0], ch...)
+		if err := e.send(&chunkJob{buf: buf, n: len(ch), done: make(chan chunkResult, 1)}); err != nil {
+			return n, k, err
+		}
+		e.w.BytesIn.Add(int64(len(ch)))
+		n += int64(len(ch))
+		k++
+	}
+}
+
+// stored sends a chunk the repository already holds.
+func (e emitter) stored(id ID, n int) error {
+	j := &chunkJob{n: n, done: make(chan chunkResult, 1)}
+	j.done <- chunkResult{id: id, n: n}
+	e.w.BlobsDedup.Add(1)
+	return e.send(j)
+}
+
+// writeChunks stores the chunks fill sends (cut from readers or already
+// stored) and returns an entry listing them in order.
+func (w *Writer) writeChunks(ctx context.Context, name string, fill func(emitter) error) (Entry, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	c := w.r.cfg.Chunker
-	ra := newReadAhead(rd)
-	defer ra.Close()
-	cdc, err := chunker.New(ra, w.r.gear, chunker.Params{Min: c.Min, Avg: c.Avg, Max: c.Max})
+	cdc, err := chunker.New(nil, w.r.gear, chunker.Params{Min: c.Min, Avg: c.Avg, Max: c.Max})
 	if err != nil {
 		return Entry{}, fmt.Errorf("chunker: %w", err)
 	}
@@ -259,33 +318,23 @@ func (w *Writer) WriteStream(ctx context.Context, name string, rd io.Reader) (En
 	go func() {
 		defer close(order)
 		defer close(jobs)
-		for seq := 0; ; seq++ {
-			ch, err := cdc.Next()
-			if errors.Is(err, io.EOF) {
-				readErr <- nil
-				return
-			}
-			if err != nil {
-				readErr <- fmt.Errorf("read %s: %w", name, err)
-				return
-			}
-			buf := pool.Get().(*[]byte)
-			*buf = append((*buf)[:0], ch...)
-			j := &chunkJob{buf: buf, n: len(ch), done: make(chan chunkResult, 1)}
+		send := func(j *chunkJob) error {
 			select {
 			case order <- j:
 			case <-ctx.Done():
-				readErr <- ctx.Err()
-				return
+				return ctx.Err()
+			}
+			if j.buf == nil { // already stored
+				return nil
 			}
 			select {
 			case jobs <- j:
 			case <-ctx.Done():
-				readErr <- ctx.Err()
-				return
+				return ctx.Err()
 			}
-			w.BytesIn.Add(int64(len(ch)))
+			return nil
 		}
+		readErr <- fill(emitter{cdc: cdc, pool: &pool, send: send, w: w, name: name})
 	}()
 
 	entry := Entry{Name: name}

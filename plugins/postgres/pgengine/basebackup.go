@@ -71,6 +71,15 @@ type BackupResult struct {
 	FromStandby    bool
 	SystemID       string
 	Timeline       int32 // = StopTimeline
+
+	// File-level backups (FileBackup) only. FileRef is a time, by the
+	// clock that stamps the data directory's files, no later than the
+	// start of the backup's reading. With file records, the files read
+	// and the files reused from the previous backup (with their bytes).
+	FileRef     time.Time
+	FilesRead   int64
+	FilesReused int64
+	BytesReused int64
 }
 
 // PhysicalBackup takes a base backup with BASE_BACKUP over a walsender

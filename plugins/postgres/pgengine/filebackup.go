@@ -26,6 +26,44 @@ type FileBackupOptions struct {
 	// Workers is how many files are read at once; 0: the number of CPUs,
 	// at least 2 and at most 8.
 	Workers int
+	// Records marks every file of the data directory and its tablespaces
+	// as a file record (the sink's writers must implement FileMarker), so
+	// a later backup can reuse it.
+	Records bool
+	// Previous, with Records, is an earlier file-level backup of this
+	// server: a file it recorded that has not changed since is not read
+	// again, but reused.
+	Previous *PreviousFiles
+}
+
+// PreviousFiles is what FileBackup needs of an earlier file-level backup.
+type PreviousFiles struct {
+	SystemID string
+	// Ref is the earlier backup's FileRef.
+	Ref time.Time
+	// Records by entry name and key (the file's name in the tar).
+	Records map[string]map[string]PreviousRecord
+}
+
+// PreviousRecord is one file of an earlier backup.
+type PreviousRecord struct {
+	Stamp  string
+	Length int64
+}
+
+// ClockMargin is how long before the previous backup's FileRef a file must
+// have last changed to be reused: it covers the coarse clock the kernel
+// stamps files with and file systems whose times have a granularity of a
+// second or two.
+const ClockMargin = 2 * time.Second
+
+// FileMarker is implemented by the entry writers of a sink that takes file
+// records: MarkFile ends the current record and starts one named key at
+// the current offset (key "": no record); with reuse, the record is the
+// earlier backup's record of the same key and length, and nothing is
+// written for it.
+type FileMarker interface {
+	MarkFile(key, stamp string, length int64, reuse bool) error
 }
 
 // EntrySink receives the entries of a file-level backup: Create starts one
@@ -44,6 +82,17 @@ type EntrySink interface {
 // temporary physical replication slot, made on the same session before the
 // backup starts, keeps the server from removing that WAL meanwhile; it
 // goes with the session. The result restores exactly like PhysicalBackup's.
+//
+// With opts.Records, every file of the data directory and its tablespaces
+// is a file record of its tar, stamped with its size, modification and
+// change times, inode and mode. With opts.Previous as well, a file is not
+// read when the earlier backup recorded the same stamp and the file last
+// changed more than ClockMargin before the earlier backup's FileRef: its
+// bytes then are those the earlier backup stored. global/pg_control and
+// the WAL are always read. This is safe for every file the server writes
+// in place: a change after FileRef moves the file's times past FileRef, and
+// what the server changes after this backup's start is replayed from the
+// WAL anyway, as for any file copied while the server runs.
 //
 // The files are excluded as pg_basebackup excludes them: the contents of
 // pg_wal, pg_replslot, pg_dynshmem, pg_notify, pg_serial, pg_snapshots,
@@ -105,6 +154,24 @@ func FileBackup(ctx context.Context, dsn DSN, dataDir string, sink EntrySink, op
 	if held == 0 || held > res.StartLSN {
 		return nil, fmt.Errorf("file backup: the replication slot holds WAL from %s, after the backup's start %s", held, res.StartLSN)
 	}
+	// FileRef: a time no later than now by the clock the file system
+	// stamps files with. pg_control's time is by that clock and in the
+	// past (the start's checkpoint just wrote it, on a primary); the
+	// server's and this machine's clocks only make it earlier.
+	res.FileRef = res.StartTime
+	if now := time.Now(); now.Before(res.FileRef) {
+		res.FileRef = now
+	}
+	if fi, err := os.Stat(filepath.Join(dataDir, "global", "pg_control")); err == nil && fi.ModTime().Before(res.FileRef) {
+		res.FileRef = fi.ModTime()
+	}
+	var marks *recordPlan
+	if opts.Records {
+		marks = &recordPlan{res: res}
+		if p := opts.Previous; p != nil && p.SystemID == info.SystemID && !p.Ref.IsZero() {
+			marks.prev = p
+		}
+	}
 
 	tbs, err := dataTablespaces(dataDir, info.Major)
 	if err != nil {
@@ -117,8 +184,8 @@ func FileBackup(ctx context.Context, dsn DSN, dataDir string, sink EntrySink, op
 	for _, t := range tbs {
 		res.Tablespaces = append(res.Tablespaces, Tablespace{OID: t.oid, Location: t.location})
 		name := TablespaceTar(t.oid)
-		if err := writeTar(ctx, sink, name, func(tw *tar.Writer) error {
-			return copyTree(ctx, tw, t.root, t.items, workers)
+		if err := writeTar(ctx, sink, name, func(tw *tar.Writer, w io.Writer) error {
+			return copyTree(ctx, tw, t.root, marks.plan(name, w, t.items), workers)
 		}); err != nil {
 			return nil, err
 		}
@@ -129,8 +196,8 @@ func FileBackup(ctx context.Context, dsn DSN, dataDir string, sink EntrySink, op
 	if err != nil {
 		return nil, err
 	}
-	err = writeTar(ctx, sink, BaseTar, func(tw *tar.Writer) error {
-		if err := copyTree(ctx, tw, dataDir, items, workers); err != nil {
+	err = writeTar(ctx, sink, BaseTar, func(tw *tar.Writer, w io.Writer) error {
+		if err := copyTree(ctx, tw, dataDir, marks.plan(BaseTar, w, items), workers); err != nil {
 			return err
 		}
 		var labelFile, spcMap string
@@ -155,7 +222,7 @@ func FileBackup(ctx context.Context, dsn DSN, dataDir string, sink EntrySink, op
 		if err != nil {
 			return err
 		}
-		return copyTree(ctx, tw, dataDir, wal, workers)
+		return copyTree(ctx, tw, dataDir, plainCopy(wal), workers)
 	})
 	if err != nil {
 		return nil, err
@@ -406,14 +473,83 @@ func backupWAL(dataDir string, tli uint32, start, stop LSN, segSize int64) ([]it
 	return items, nil
 }
 
+// recordPlan decides, file by file, what FileBackup records and reuses.
+type recordPlan struct {
+	res  *BackupResult
+	prev *PreviousFiles
+}
+
+// copySet is what copyTree copies: items, and, with marker set, each
+// regular file marked as a file record, those with reuse set reused.
+type copySet struct {
+	items  []item
+	marker FileMarker
+	stamps []string // per item
+	reuse  []int64  // per item: the record's length when reused, else 0
+	res    *BackupResult
+}
+
+// plainCopy copies items without file records.
+func plainCopy(items []item) copySet { return copySet{items: items} }
+
+// plan stamps the files of one tar entry and picks those to reuse; w is
+// the entry's writer. A nil plan marks nothing.
+func (p *recordPlan) plan(entry string, w io.Writer, items []item) copySet {
+	t := copySet{items: items}
+	if p == nil {
+		return t
+	}
+	t.marker, _ = w.(FileMarker)
+	t.res = p.res
+	t.stamps = make([]string, len(items))
+	t.reuse = make([]int64, len(items))
+	var prev map[string]PreviousRecord
+	if p.prev != nil {
+		prev = p.prev.Records[entry]
+	}
+	for i := range items {
+		it := &items[i]
+		if !it.info.Mode().IsRegular() {
+			continue
+		}
+		stamp, changed := fileStamp(it.info)
+		t.stamps[i] = stamp
+		if stamp == "" || it.rel == "global/pg_control" {
+			continue
+		}
+		rec, ok := prev[it.rel]
+		if !ok || rec.Stamp != stamp || !changed.Before(p.prev.Ref.Add(-ClockMargin)) {
+			continue
+		}
+		if n := tarLength(header(it)); n == rec.Length {
+			t.reuse[i] = n
+		}
+	}
+	return t
+}
+
+// tarLength is the number of bytes a tar member with header h takes.
+func tarLength(h *tar.Header) int64 {
+	var c countWriter
+	tw := tar.NewWriter(&c)
+	if err := tw.WriteHeader(h); err != nil {
+		return -1
+	}
+	return int64(c) + (h.Size+511)/512*512
+}
+
+type countWriter int64
+
+func (c *countWriter) Write(p []byte) (int, error) { *c += countWriter(len(p)); return len(p), nil }
+
 // writeTar writes the tar entry name, filled by fill, to sink.
-func writeTar(ctx context.Context, sink EntrySink, name string, fill func(*tar.Writer) error) error {
+func writeTar(ctx context.Context, sink EntrySink, name string, fill func(*tar.Writer, io.Writer) error) error {
 	w, err := sink.Create(ctx, name)
 	if err != nil {
 		return err
 	}
 	tw := tar.NewWriter(w)
-	err = fill(tw)
+	err = fill(tw, w)
 	if err == nil {
 		err = tw.Close()
 	}
@@ -441,6 +577,7 @@ const pieceSize = 1 << 20
 // piece is one part of a file, read by a worker and written in order.
 type piece struct {
 	it    *item
+	i     int // it's index
 	first bool
 	off   int64
 	n     int64
@@ -455,7 +592,11 @@ type piece struct {
 // with the size it had when listed: one that shrank meanwhile is padded
 // with zeros, one that grew is cut (WAL replay from the backup's start
 // rewrites both), one that vanished is left out (replay drops it too).
-func copyTree(ctx context.Context, tw *tar.Writer, root string, items []item, workers int) error {
+func copyTree(ctx context.Context, tw *tar.Writer, root string, t copySet, workers int) error {
+	items := t.items
+	if t.stamps != nil && t.marker == nil {
+		return errors.New("the sink takes no file records")
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	pool := sync.Pool{New: func() any { b := make([]byte, pieceSize); return &b }}
@@ -514,11 +655,11 @@ func copyTree(ctx context.Context, tw *tar.Writer, root string, items []item, wo
 		for i := range items {
 			it := &items[i]
 			size := int64(0)
-			if it.info.Mode().IsRegular() {
+			if it.info.Mode().IsRegular() && (t.reuse == nil || t.reuse[i] == 0) {
 				size = it.info.Size()
 			}
 			for off := int64(0); off == 0 || off < size; off += pieceSize {
-				p := &piece{it: it, first: off == 0, off: off, n: min(pieceSize, size-off), done: make(chan struct{})}
+				p := &piece{it: it, i: i, first: off == 0, off: off, n: min(pieceSize, size-off), done: make(chan struct{})}
 				select {
 				case order <- p:
 				case <-ctx.Done():
@@ -540,6 +681,14 @@ func copyTree(ctx context.Context, tw *tar.Writer, root string, items []item, wo
 
 	err := func() error {
 		skip := false
+		inRecord := false
+		mark := func(key, stamp string, length int64, reuse bool) error {
+			if err := tw.Flush(); err != nil { // the previous member's padding
+				return err
+			}
+			inRecord = key != ""
+			return t.marker.MarkFile(key, stamp, length, reuse)
+		}
 		for p := range order {
 			<-p.done
 			if p.err != nil {
@@ -547,6 +696,27 @@ func copyTree(ctx context.Context, tw *tar.Writer, root string, items []item, wo
 			}
 			if p.first {
 				skip = p.gone
+				i := p.i
+				switch {
+				case t.marker == nil:
+				case t.reuse[i] > 0:
+					if err := mark(p.it.rel, t.stamps[i], t.reuse[i], true); err != nil {
+						return err
+					}
+					t.res.FilesReused++
+					t.res.BytesReused += t.reuse[i]
+					skip = true
+				case skip:
+				case p.it.info.Mode().IsRegular():
+					if err := mark(p.it.rel, t.stamps[i], 0, false); err != nil {
+						return err
+					}
+					t.res.FilesRead++
+				case inRecord:
+					if err := mark("", "", 0, false); err != nil {
+						return err
+					}
+				}
 				if !skip {
 					if err := tw.WriteHeader(header(p.it)); err != nil {
 						return err
@@ -567,6 +737,9 @@ func copyTree(ctx context.Context, tw *tar.Writer, root string, items []item, wo
 			if err := ctx.Err(); err != nil {
 				return err
 			}
+		}
+		if inRecord { // what follows belongs to no record
+			return mark("", "", 0, false)
 		}
 		return nil
 	}()

@@ -62,6 +62,11 @@ func New(rd io.Reader, t *Table, p Params) (*Chunker, error) {
 	return &Chunker{rd: rd, t: t, p: p, maskS: high(b + 2), maskL: high(b - 2), buf: make([]byte, 2*p.Max)}, nil
 }
 
+// Reset starts cutting rd afresh, as New would, keeping the buffer.
+func (c *Chunker) Reset(rd io.Reader) {
+	c.rd, c.start, c.end, c.eof, c.readErr = rd, 0, 0, false, nil
+}
+
 // Next returns the next chunk, valid until the following call, or io.EOF
 // after the last one.
 func (c *Chunker) Next() ([]byte, error) {

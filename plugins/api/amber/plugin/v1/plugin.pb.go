@@ -58,6 +58,10 @@ const (
 	Capability_CAPABILITY_ARCHIVE          Capability = 6
 	Capability_CAPABILITY_REPLAY           Capability = 7
 	Capability_CAPABILITY_LOG_FILES        Capability = 8
+	// The plugin can mark file records inside the entries of a physical
+	// backup (BackupRequest.file_records) and reuse those of the previous
+	// backup (BackupRequest.previous).
+	Capability_CAPABILITY_FILE_RECORDS Capability = 9
 )
 
 // Enum value maps for Capability.
@@ -72,6 +76,7 @@ var (
 		6: "CAPABILITY_ARCHIVE",
 		7: "CAPABILITY_REPLAY",
 		8: "CAPABILITY_LOG_FILES",
+		9: "CAPABILITY_FILE_RECORDS",
 	}
 	Capability_value = map[string]int32{
 		"CAPABILITY_UNSPECIFIED":      0,
@@ -83,6 +88,7 @@ var (
 		"CAPABILITY_ARCHIVE":          6,
 		"CAPABILITY_REPLAY":           7,
 		"CAPABILITY_LOG_FILES":        8,
+		"CAPABILITY_FILE_RECORDS":     9,
 	}
 )
 
@@ -851,7 +857,15 @@ type BackupRequest struct {
 	// log position reads it to number the backup's positions in the epoch
 	// the archive has, or will have, on this server (MongoDB: its rollbacks;
 	// MySQL: a new source server or a binlog reset); others ignore it.
-	Archived      *Position `protobuf:"bytes,5,opt,name=archived,proto3" json:"archived,omitempty"`
+	Archived *Position `protobuf:"bytes,5,opt,name=archived,proto3" json:"archived,omitempty"`
+	// Optional. Physical backups of plugins declaring
+	// CAPABILITY_FILE_RECORDS: the host accepts FileMark messages inside
+	// entries. False: the plugin must not send any.
+	FileRecords bool `protobuf:"varint,6,opt,name=file_records,json=fileRecords,proto3" json:"file_records,omitempty"`
+	// Optional, only with file_records. The file records of the previous
+	// backup of the same database, which the plugin may reuse instead of
+	// reading the files again. Absent: every file is read.
+	Previous      *PreviousFiles `protobuf:"bytes,7,opt,name=previous,proto3" json:"previous,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -921,6 +935,240 @@ func (x *BackupRequest) GetArchived() *Position {
 	return nil
 }
 
+func (x *BackupRequest) GetFileRecords() bool {
+	if x != nil {
+		return x.FileRecords
+	}
+	return false
+}
+
+func (x *BackupRequest) GetPrevious() *PreviousFiles {
+	if x != nil {
+		return x.Previous
+	}
+	return nil
+}
+
+// PreviousFiles lists the file records of an earlier backup.
+type PreviousFiles struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Required. The earlier backup's id in the repository, for logs.
+	Backup string `protobuf:"bytes,1,opt,name=backup,proto3" json:"backup,omitempty"`
+	// Required. The earlier backup's BackupResult, as its plugin returned it
+	// (the plugin checks system_id and its own metadata before reusing).
+	Result *BackupResult `protobuf:"bytes,2,opt,name=result,proto3" json:"result,omitempty"`
+	// Required. Its file records, in the order they were marked.
+	Files         []*PreviousFile `protobuf:"bytes,3,rep,name=files,proto3" json:"files,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PreviousFiles) Reset() {
+	*x = PreviousFiles{}
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PreviousFiles) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PreviousFiles) ProtoMessage() {}
+
+func (x *PreviousFiles) ProtoReflect() protoreflect.Message {
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PreviousFiles.ProtoReflect.Descriptor instead.
+func (*PreviousFiles) Descriptor() ([]byte, []int) {
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *PreviousFiles) GetBackup() string {
+	if x != nil {
+		return x.Backup
+	}
+	return ""
+}
+
+func (x *PreviousFiles) GetResult() *BackupResult {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *PreviousFiles) GetFiles() []*PreviousFile {
+	if x != nil {
+		return x.Files
+	}
+	return nil
+}
+
+// PreviousFile is one file record of an earlier backup.
+type PreviousFile struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Required. The entry that holds the record ("base.tar").
+	Entry string `protobuf:"bytes,1,opt,name=entry,proto3" json:"entry,omitempty"`
+	// Required. The record's key, unique in its entry, as the plugin marked it.
+	Key string `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	// Required. The record's stamp, as the plugin marked it.
+	Stamp string `protobuf:"bytes,3,opt,name=stamp,proto3" json:"stamp,omitempty"`
+	// Required. The record's length in bytes.
+	Length        int64 `protobuf:"varint,4,opt,name=length,proto3" json:"length,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PreviousFile) Reset() {
+	*x = PreviousFile{}
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PreviousFile) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PreviousFile) ProtoMessage() {}
+
+func (x *PreviousFile) ProtoReflect() protoreflect.Message {
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PreviousFile.ProtoReflect.Descriptor instead.
+func (*PreviousFile) Descriptor() ([]byte, []int) {
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *PreviousFile) GetEntry() string {
+	if x != nil {
+		return x.Entry
+	}
+	return ""
+}
+
+func (x *PreviousFile) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *PreviousFile) GetStamp() string {
+	if x != nil {
+		return x.Stamp
+	}
+	return ""
+}
+
+func (x *PreviousFile) GetLength() int64 {
+	if x != nil {
+		return x.Length
+	}
+	return 0
+}
+
+// FileMark, inside an entry, ends the current file record (if any) and
+// starts a new one at the entry's current offset; the record runs to the
+// next FileMark or to EntryEnd. The host cuts its content-defined chunks
+// at every mark, so an unchanged file is stored as the same chunks.
+type FileMark struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Optional. The record's key, unique in its entry (a path). Empty: the
+	// bytes that follow belong to no record.
+	Key string `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// Optional. What identifies this version of the file, in the plugin's
+	// terms (size, times); the host stores it and gives it back in
+	// PreviousFile.stamp, never interprets it.
+	Stamp string `protobuf:"bytes,2,opt,name=stamp,proto3" json:"stamp,omitempty"`
+	// Required with reuse, else optional: the record's length in bytes.
+	Length int64 `protobuf:"varint,3,opt,name=length,proto3" json:"length,omitempty"`
+	// Optional. True: the record's bytes are those of the record with the
+	// same entry and key in BackupRequest.previous, whose length must equal
+	// length; no data follows for it, and the next message is a FileMark
+	// or EntryEnd. The host fails the backup if it cannot reuse the record.
+	Reuse         bool `protobuf:"varint,4,opt,name=reuse,proto3" json:"reuse,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileMark) Reset() {
+	*x = FileMark{}
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileMark) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileMark) ProtoMessage() {}
+
+func (x *FileMark) ProtoReflect() protoreflect.Message {
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileMark.ProtoReflect.Descriptor instead.
+func (*FileMark) Descriptor() ([]byte, []int) {
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *FileMark) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *FileMark) GetStamp() string {
+	if x != nil {
+		return x.Stamp
+	}
+	return ""
+}
+
+func (x *FileMark) GetLength() int64 {
+	if x != nil {
+		return x.Length
+	}
+	return 0
+}
+
+func (x *FileMark) GetReuse() bool {
+	if x != nil {
+		return x.Reuse
+	}
+	return false
+}
+
 // EntryHeader starts an entry; data messages follow, then EntryEnd.
 type EntryHeader struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -942,7 +1190,7 @@ type EntryHeader struct {
 
 func (x *EntryHeader) Reset() {
 	*x = EntryHeader{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[11]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -954,7 +1202,7 @@ func (x *EntryHeader) String() string {
 func (*EntryHeader) ProtoMessage() {}
 
 func (x *EntryHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[11]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -967,7 +1215,7 @@ func (x *EntryHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EntryHeader.ProtoReflect.Descriptor instead.
 func (*EntryHeader) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{11}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *EntryHeader) GetName() string {
@@ -1008,8 +1256,9 @@ func (x *EntryHeader) GetMetadata() map[string]string {
 // EntryEnd closes the current entry.
 type EntryEnd struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Required. Number of data bytes sent for the entry; the receiver fails
-	// the entry if it counted a different number.
+	// Required. Number of data bytes sent for the entry (records reused with
+	// FileMark.reuse not counted); the receiver fails the entry if it
+	// counted a different number.
 	Size          int64 `protobuf:"varint,1,opt,name=size,proto3" json:"size,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1017,7 +1266,7 @@ type EntryEnd struct {
 
 func (x *EntryEnd) Reset() {
 	*x = EntryEnd{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[12]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1029,7 +1278,7 @@ func (x *EntryEnd) String() string {
 func (*EntryEnd) ProtoMessage() {}
 
 func (x *EntryEnd) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[12]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1042,7 +1291,7 @@ func (x *EntryEnd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EntryEnd.ProtoReflect.Descriptor instead.
 func (*EntryEnd) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{12}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *EntryEnd) GetSize() int64 {
@@ -1079,7 +1328,7 @@ type BackupResult struct {
 
 func (x *BackupResult) Reset() {
 	*x = BackupResult{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[13]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1091,7 +1340,7 @@ func (x *BackupResult) String() string {
 func (*BackupResult) ProtoMessage() {}
 
 func (x *BackupResult) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[13]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1104,7 +1353,7 @@ func (x *BackupResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupResult.ProtoReflect.Descriptor instead.
 func (*BackupResult) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{13}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *BackupResult) GetStart() *Position {
@@ -1164,7 +1413,8 @@ func (x *BackupResult) GetFiles() []*File {
 }
 
 // BackupOutput is one message of a LogicalDump or PhysicalBackup stream:
-// (entry, data*, entry_end)* then result.
+// (entry, (data | file_mark)*, entry_end)* then result. file_mark only
+// when BackupRequest.file_records is set.
 type BackupOutput struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Msg:
@@ -1173,6 +1423,7 @@ type BackupOutput struct {
 	//	*BackupOutput_Data
 	//	*BackupOutput_EntryEnd
 	//	*BackupOutput_Result
+	//	*BackupOutput_FileMark
 	Msg           isBackupOutput_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1180,7 +1431,7 @@ type BackupOutput struct {
 
 func (x *BackupOutput) Reset() {
 	*x = BackupOutput{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[14]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1192,7 +1443,7 @@ func (x *BackupOutput) String() string {
 func (*BackupOutput) ProtoMessage() {}
 
 func (x *BackupOutput) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[14]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1205,7 +1456,7 @@ func (x *BackupOutput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupOutput.ProtoReflect.Descriptor instead.
 func (*BackupOutput) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{14}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *BackupOutput) GetMsg() isBackupOutput_Msg {
@@ -1251,6 +1502,15 @@ func (x *BackupOutput) GetResult() *BackupResult {
 	return nil
 }
 
+func (x *BackupOutput) GetFileMark() *FileMark {
+	if x != nil {
+		if x, ok := x.Msg.(*BackupOutput_FileMark); ok {
+			return x.FileMark
+		}
+	}
+	return nil
+}
+
 type isBackupOutput_Msg interface {
 	isBackupOutput_Msg()
 }
@@ -1272,6 +1532,10 @@ type BackupOutput_Result struct {
 	Result *BackupResult `protobuf:"bytes,4,opt,name=result,proto3,oneof"`
 }
 
+type BackupOutput_FileMark struct {
+	FileMark *FileMark `protobuf:"bytes,5,opt,name=file_mark,json=fileMark,proto3,oneof"`
+}
+
 func (*BackupOutput_Entry) isBackupOutput_Msg() {}
 
 func (*BackupOutput_Data) isBackupOutput_Msg() {}
@@ -1279,6 +1543,8 @@ func (*BackupOutput_Data) isBackupOutput_Msg() {}
 func (*BackupOutput_EntryEnd) isBackupOutput_Msg() {}
 
 func (*BackupOutput_Result) isBackupOutput_Msg() {}
+
+func (*BackupOutput_FileMark) isBackupOutput_Msg() {}
 
 type RestoreRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1319,7 +1585,7 @@ type RestoreRequest struct {
 
 func (x *RestoreRequest) Reset() {
 	*x = RestoreRequest{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[15]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1331,7 +1597,7 @@ func (x *RestoreRequest) String() string {
 func (*RestoreRequest) ProtoMessage() {}
 
 func (x *RestoreRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[15]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1344,7 +1610,7 @@ func (x *RestoreRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreRequest.ProtoReflect.Descriptor instead.
 func (*RestoreRequest) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{15}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RestoreRequest) GetTarget() *Target {
@@ -1420,7 +1686,7 @@ type RestoreInput struct {
 
 func (x *RestoreInput) Reset() {
 	*x = RestoreInput{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[16]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1432,7 +1698,7 @@ func (x *RestoreInput) String() string {
 func (*RestoreInput) ProtoMessage() {}
 
 func (x *RestoreInput) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[16]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1445,7 +1711,7 @@ func (x *RestoreInput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreInput.ProtoReflect.Descriptor instead.
 func (*RestoreInput) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{16}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *RestoreInput) GetMsg() isRestoreInput_Msg {
@@ -1538,7 +1804,7 @@ type RestoreResult struct {
 
 func (x *RestoreResult) Reset() {
 	*x = RestoreResult{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[17]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1550,7 +1816,7 @@ func (x *RestoreResult) String() string {
 func (*RestoreResult) ProtoMessage() {}
 
 func (x *RestoreResult) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[17]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1563,7 +1829,7 @@ func (x *RestoreResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreResult.ProtoReflect.Descriptor instead.
 func (*RestoreResult) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{17}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RestoreResult) GetPosition() *Position {
@@ -1607,7 +1873,7 @@ type FileOwner struct {
 
 func (x *FileOwner) Reset() {
 	*x = FileOwner{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[18]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1619,7 +1885,7 @@ func (x *FileOwner) String() string {
 func (*FileOwner) ProtoMessage() {}
 
 func (x *FileOwner) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[18]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1632,7 +1898,7 @@ func (x *FileOwner) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileOwner.ProtoReflect.Descriptor instead.
 func (*FileOwner) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{18}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *FileOwner) GetUid() uint32 {
@@ -1667,7 +1933,7 @@ type FreezeRequest struct {
 
 func (x *FreezeRequest) Reset() {
 	*x = FreezeRequest{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[19]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1679,7 +1945,7 @@ func (x *FreezeRequest) String() string {
 func (*FreezeRequest) ProtoMessage() {}
 
 func (x *FreezeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[19]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1692,7 +1958,7 @@ func (x *FreezeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FreezeRequest.ProtoReflect.Descriptor instead.
 func (*FreezeRequest) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{19}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *FreezeRequest) GetTarget() *Target {
@@ -1739,7 +2005,7 @@ type FreezeResponse struct {
 
 func (x *FreezeResponse) Reset() {
 	*x = FreezeResponse{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[20]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1751,7 +2017,7 @@ func (x *FreezeResponse) String() string {
 func (*FreezeResponse) ProtoMessage() {}
 
 func (x *FreezeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[20]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1764,7 +2030,7 @@ func (x *FreezeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FreezeResponse.ProtoReflect.Descriptor instead.
 func (*FreezeResponse) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{20}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *FreezeResponse) GetLeaseId() string {
@@ -1807,7 +2073,7 @@ type RenewLeaseRequest struct {
 
 func (x *RenewLeaseRequest) Reset() {
 	*x = RenewLeaseRequest{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[21]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1819,7 +2085,7 @@ func (x *RenewLeaseRequest) String() string {
 func (*RenewLeaseRequest) ProtoMessage() {}
 
 func (x *RenewLeaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[21]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1832,7 +2098,7 @@ func (x *RenewLeaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewLeaseRequest.ProtoReflect.Descriptor instead.
 func (*RenewLeaseRequest) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{21}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RenewLeaseRequest) GetLeaseId() string {
@@ -1859,7 +2125,7 @@ type RenewLeaseResponse struct {
 
 func (x *RenewLeaseResponse) Reset() {
 	*x = RenewLeaseResponse{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[22]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1871,7 +2137,7 @@ func (x *RenewLeaseResponse) String() string {
 func (*RenewLeaseResponse) ProtoMessage() {}
 
 func (x *RenewLeaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[22]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1884,7 +2150,7 @@ func (x *RenewLeaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewLeaseResponse.ProtoReflect.Descriptor instead.
 func (*RenewLeaseResponse) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{22}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RenewLeaseResponse) GetExpiresAt() *timestamppb.Timestamp {
@@ -1904,7 +2170,7 @@ type ThawRequest struct {
 
 func (x *ThawRequest) Reset() {
 	*x = ThawRequest{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[23]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1916,7 +2182,7 @@ func (x *ThawRequest) String() string {
 func (*ThawRequest) ProtoMessage() {}
 
 func (x *ThawRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[23]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1929,7 +2195,7 @@ func (x *ThawRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ThawRequest.ProtoReflect.Descriptor instead.
 func (*ThawRequest) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{23}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ThawRequest) GetLeaseId() string {
@@ -1956,7 +2222,7 @@ type ThawResponse struct {
 
 func (x *ThawResponse) Reset() {
 	*x = ThawResponse{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[24]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1968,7 +2234,7 @@ func (x *ThawResponse) String() string {
 func (*ThawResponse) ProtoMessage() {}
 
 func (x *ThawResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[24]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1981,7 +2247,7 @@ func (x *ThawResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ThawResponse.ProtoReflect.Descriptor instead.
 func (*ThawResponse) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{24}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ThawResponse) GetConsistent() *Position {
@@ -2032,7 +2298,7 @@ type ArchiveRequest struct {
 
 func (x *ArchiveRequest) Reset() {
 	*x = ArchiveRequest{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[25]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2044,7 +2310,7 @@ func (x *ArchiveRequest) String() string {
 func (*ArchiveRequest) ProtoMessage() {}
 
 func (x *ArchiveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[25]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2057,7 +2323,7 @@ func (x *ArchiveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ArchiveRequest.ProtoReflect.Descriptor instead.
 func (*ArchiveRequest) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{25}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ArchiveRequest) GetTarget() *Target {
@@ -2102,7 +2368,7 @@ type ArchiveInput struct {
 
 func (x *ArchiveInput) Reset() {
 	*x = ArchiveInput{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[26]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2114,7 +2380,7 @@ func (x *ArchiveInput) String() string {
 func (*ArchiveInput) ProtoMessage() {}
 
 func (x *ArchiveInput) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[26]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2127,7 +2393,7 @@ func (x *ArchiveInput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ArchiveInput.ProtoReflect.Descriptor instead.
 func (*ArchiveInput) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{26}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ArchiveInput) GetMsg() isArchiveInput_Msg {
@@ -2197,7 +2463,7 @@ type SegmentHeader struct {
 
 func (x *SegmentHeader) Reset() {
 	*x = SegmentHeader{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[27]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2209,7 +2475,7 @@ func (x *SegmentHeader) String() string {
 func (*SegmentHeader) ProtoMessage() {}
 
 func (x *SegmentHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[27]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2222,7 +2488,7 @@ func (x *SegmentHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SegmentHeader.ProtoReflect.Descriptor instead.
 func (*SegmentHeader) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{27}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *SegmentHeader) GetName() string {
@@ -2270,7 +2536,7 @@ type SegmentTrailer struct {
 
 func (x *SegmentTrailer) Reset() {
 	*x = SegmentTrailer{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[28]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2282,7 +2548,7 @@ func (x *SegmentTrailer) String() string {
 func (*SegmentTrailer) ProtoMessage() {}
 
 func (x *SegmentTrailer) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[28]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2295,7 +2561,7 @@ func (x *SegmentTrailer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SegmentTrailer.ProtoReflect.Descriptor instead.
 func (*SegmentTrailer) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{28}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *SegmentTrailer) GetEnd() *Position {
@@ -2357,7 +2623,7 @@ type ArchiveOutput struct {
 
 func (x *ArchiveOutput) Reset() {
 	*x = ArchiveOutput{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[29]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2369,7 +2635,7 @@ func (x *ArchiveOutput) String() string {
 func (*ArchiveOutput) ProtoMessage() {}
 
 func (x *ArchiveOutput) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[29]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2382,7 +2648,7 @@ func (x *ArchiveOutput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ArchiveOutput.ProtoReflect.Descriptor instead.
 func (*ArchiveOutput) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{29}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ArchiveOutput) GetMsg() isArchiveOutput_Msg {
@@ -2479,7 +2745,7 @@ type RecoveryTarget struct {
 
 func (x *RecoveryTarget) Reset() {
 	*x = RecoveryTarget{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[30]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2491,7 +2757,7 @@ func (x *RecoveryTarget) String() string {
 func (*RecoveryTarget) ProtoMessage() {}
 
 func (x *RecoveryTarget) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[30]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2504,7 +2770,7 @@ func (x *RecoveryTarget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecoveryTarget.ProtoReflect.Descriptor instead.
 func (*RecoveryTarget) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{30}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *RecoveryTarget) GetTarget() isRecoveryTarget_Target {
@@ -2624,7 +2890,7 @@ type ReplayRequest struct {
 
 func (x *ReplayRequest) Reset() {
 	*x = ReplayRequest{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[31]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2636,7 +2902,7 @@ func (x *ReplayRequest) String() string {
 func (*ReplayRequest) ProtoMessage() {}
 
 func (x *ReplayRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[31]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2649,7 +2915,7 @@ func (x *ReplayRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplayRequest.ProtoReflect.Descriptor instead.
 func (*ReplayRequest) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{31}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ReplayRequest) GetTarget() *Target {
@@ -2703,7 +2969,7 @@ type Fetch struct {
 
 func (x *Fetch) Reset() {
 	*x = Fetch{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[32]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2715,7 +2981,7 @@ func (x *Fetch) String() string {
 func (*Fetch) ProtoMessage() {}
 
 func (x *Fetch) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[32]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2728,7 +2994,7 @@ func (x *Fetch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Fetch.ProtoReflect.Descriptor instead.
 func (*Fetch) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{32}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *Fetch) GetQuery() isFetch_Query {
@@ -2794,7 +3060,7 @@ type SegmentInfo struct {
 
 func (x *SegmentInfo) Reset() {
 	*x = SegmentInfo{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[33]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2806,7 +3072,7 @@ func (x *SegmentInfo) String() string {
 func (*SegmentInfo) ProtoMessage() {}
 
 func (x *SegmentInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[33]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2819,7 +3085,7 @@ func (x *SegmentInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SegmentInfo.ProtoReflect.Descriptor instead.
 func (*SegmentInfo) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{33}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *SegmentInfo) GetHeader() *SegmentHeader {
@@ -2848,7 +3114,7 @@ type SegmentDone struct {
 
 func (x *SegmentDone) Reset() {
 	*x = SegmentDone{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[34]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2860,7 +3126,7 @@ func (x *SegmentDone) String() string {
 func (*SegmentDone) ProtoMessage() {}
 
 func (x *SegmentDone) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[34]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2873,7 +3139,7 @@ func (x *SegmentDone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SegmentDone.ProtoReflect.Descriptor instead.
 func (*SegmentDone) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{34}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *SegmentDone) GetSize() int64 {
@@ -2894,7 +3160,7 @@ type FetchMiss struct {
 
 func (x *FetchMiss) Reset() {
 	*x = FetchMiss{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[35]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2906,7 +3172,7 @@ func (x *FetchMiss) String() string {
 func (*FetchMiss) ProtoMessage() {}
 
 func (x *FetchMiss) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[35]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2919,7 +3185,7 @@ func (x *FetchMiss) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchMiss.ProtoReflect.Descriptor instead.
 func (*FetchMiss) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{35}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *FetchMiss) GetReason() string {
@@ -2947,7 +3213,7 @@ type ReplayInput struct {
 
 func (x *ReplayInput) Reset() {
 	*x = ReplayInput{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[36]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2959,7 +3225,7 @@ func (x *ReplayInput) String() string {
 func (*ReplayInput) ProtoMessage() {}
 
 func (x *ReplayInput) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[36]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2972,7 +3238,7 @@ func (x *ReplayInput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplayInput.ProtoReflect.Descriptor instead.
 func (*ReplayInput) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{36}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ReplayInput) GetMsg() isReplayInput_Msg {
@@ -3076,7 +3342,7 @@ type ReplayResult struct {
 
 func (x *ReplayResult) Reset() {
 	*x = ReplayResult{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[37]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3088,7 +3354,7 @@ func (x *ReplayResult) String() string {
 func (*ReplayResult) ProtoMessage() {}
 
 func (x *ReplayResult) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[37]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3101,7 +3367,7 @@ func (x *ReplayResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplayResult.ProtoReflect.Descriptor instead.
 func (*ReplayResult) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{37}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ReplayResult) GetReached() *Position {
@@ -3139,7 +3405,7 @@ type ReplayOutput struct {
 
 func (x *ReplayOutput) Reset() {
 	*x = ReplayOutput{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[38]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3151,7 +3417,7 @@ func (x *ReplayOutput) String() string {
 func (*ReplayOutput) ProtoMessage() {}
 
 func (x *ReplayOutput) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[38]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3164,7 +3430,7 @@ func (x *ReplayOutput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplayOutput.ProtoReflect.Descriptor instead.
 func (*ReplayOutput) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{38}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ReplayOutput) GetMsg() isReplayOutput_Msg {
@@ -3263,16 +3529,32 @@ const file_amber_plugin_v1_plugin_proto_rawDesc = "" +
 	"\n" +
 	"FactsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xae\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8d\x03\n" +
 	"\rBackupRequest\x12/\n" +
 	"\x06target\x18\x01 \x01(\v2\x17.amber.plugin.v1.TargetR\x06target\x12\x1c\n" +
 	"\tdatabases\x18\x02 \x03(\tR\tdatabases\x12\x14\n" +
 	"\x05label\x18\x03 \x01(\tR\x05label\x12E\n" +
 	"\aoptions\x18\x04 \x03(\v2+.amber.plugin.v1.BackupRequest.OptionsEntryR\aoptions\x125\n" +
-	"\barchived\x18\x05 \x01(\v2\x19.amber.plugin.v1.PositionR\barchived\x1a:\n" +
+	"\barchived\x18\x05 \x01(\v2\x19.amber.plugin.v1.PositionR\barchived\x12!\n" +
+	"\ffile_records\x18\x06 \x01(\bR\vfileRecords\x12:\n" +
+	"\bprevious\x18\a \x01(\v2\x1e.amber.plugin.v1.PreviousFilesR\bprevious\x1a:\n" +
 	"\fOptionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe2\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x93\x01\n" +
+	"\rPreviousFiles\x12\x16\n" +
+	"\x06backup\x18\x01 \x01(\tR\x06backup\x125\n" +
+	"\x06result\x18\x02 \x01(\v2\x1d.amber.plugin.v1.BackupResultR\x06result\x123\n" +
+	"\x05files\x18\x03 \x03(\v2\x1d.amber.plugin.v1.PreviousFileR\x05files\"d\n" +
+	"\fPreviousFile\x12\x14\n" +
+	"\x05entry\x18\x01 \x01(\tR\x05entry\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\tR\x03key\x12\x14\n" +
+	"\x05stamp\x18\x03 \x01(\tR\x05stamp\x12\x16\n" +
+	"\x06length\x18\x04 \x01(\x03R\x06length\"`\n" +
+	"\bFileMark\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05stamp\x18\x02 \x01(\tR\x05stamp\x12\x16\n" +
+	"\x06length\x18\x03 \x01(\x03R\x06length\x12\x14\n" +
+	"\x05reuse\x18\x04 \x01(\bR\x05reuse\"\xe2\x01\n" +
 	"\vEntryHeader\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x12\n" +
@@ -3298,12 +3580,13 @@ const file_amber_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x05files\x18\b \x03(\v2\x15.amber.plugin.v1.FileR\x05files\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd4\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8e\x02\n" +
 	"\fBackupOutput\x124\n" +
 	"\x05entry\x18\x01 \x01(\v2\x1c.amber.plugin.v1.EntryHeaderH\x00R\x05entry\x12\x14\n" +
 	"\x04data\x18\x02 \x01(\fH\x00R\x04data\x128\n" +
 	"\tentry_end\x18\x03 \x01(\v2\x19.amber.plugin.v1.EntryEndH\x00R\bentryEnd\x127\n" +
-	"\x06result\x18\x04 \x01(\v2\x1d.amber.plugin.v1.BackupResultH\x00R\x06resultB\x05\n" +
+	"\x06result\x18\x04 \x01(\v2\x1d.amber.plugin.v1.BackupResultH\x00R\x06result\x128\n" +
+	"\tfile_mark\x18\x05 \x01(\v2\x19.amber.plugin.v1.FileMarkH\x00R\bfileMarkB\x05\n" +
 	"\x03msg\"\xcf\x03\n" +
 	"\x0eRestoreRequest\x12/\n" +
 	"\x06target\x18\x01 \x01(\v2\x17.amber.plugin.v1.TargetR\x06target\x125\n" +
@@ -3440,7 +3723,7 @@ const file_amber_plugin_v1_plugin_proto_rawDesc = "" +
 	"\fReplayOutput\x12.\n" +
 	"\x05fetch\x18\x01 \x01(\v2\x16.amber.plugin.v1.FetchH\x00R\x05fetch\x127\n" +
 	"\x06result\x18\x02 \x01(\v2\x1d.amber.plugin.v1.ReplayResultH\x00R\x06resultB\x05\n" +
-	"\x03msg*\x86\x02\n" +
+	"\x03msg*\xa3\x02\n" +
 	"\n" +
 	"Capability\x12\x1a\n" +
 	"\x16CAPABILITY_UNSPECIFIED\x10\x00\x12\x1b\n" +
@@ -3451,7 +3734,8 @@ const file_amber_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x11CAPABILITY_FREEZE\x10\x05\x12\x16\n" +
 	"\x12CAPABILITY_ARCHIVE\x10\x06\x12\x15\n" +
 	"\x11CAPABILITY_REPLAY\x10\a\x12\x18\n" +
-	"\x14CAPABILITY_LOG_FILES\x10\b*U\n" +
+	"\x14CAPABILITY_LOG_FILES\x10\b\x12\x1b\n" +
+	"\x17CAPABILITY_FILE_RECORDS\x10\t*U\n" +
 	"\x04Role\x12\x14\n" +
 	"\x10ROLE_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fROLE_PRIMARY\x10\x01\x12\x10\n" +
@@ -3492,7 +3776,7 @@ func file_amber_plugin_v1_plugin_proto_rawDescGZIP() []byte {
 }
 
 var file_amber_plugin_v1_plugin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_amber_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 51)
+var file_amber_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 54)
 var file_amber_plugin_v1_plugin_proto_goTypes = []any{
 	(Capability)(0),                 // 0: amber.plugin.v1.Capability
 	(Role)(0),                       // 1: amber.plugin.v1.Role
@@ -3507,158 +3791,165 @@ var file_amber_plugin_v1_plugin_proto_goTypes = []any{
 	(*ProbeRequest)(nil),            // 10: amber.plugin.v1.ProbeRequest
 	(*ProbeResponse)(nil),           // 11: amber.plugin.v1.ProbeResponse
 	(*BackupRequest)(nil),           // 12: amber.plugin.v1.BackupRequest
-	(*EntryHeader)(nil),             // 13: amber.plugin.v1.EntryHeader
-	(*EntryEnd)(nil),                // 14: amber.plugin.v1.EntryEnd
-	(*BackupResult)(nil),            // 15: amber.plugin.v1.BackupResult
-	(*BackupOutput)(nil),            // 16: amber.plugin.v1.BackupOutput
-	(*RestoreRequest)(nil),          // 17: amber.plugin.v1.RestoreRequest
-	(*RestoreInput)(nil),            // 18: amber.plugin.v1.RestoreInput
-	(*RestoreResult)(nil),           // 19: amber.plugin.v1.RestoreResult
-	(*FileOwner)(nil),               // 20: amber.plugin.v1.FileOwner
-	(*FreezeRequest)(nil),           // 21: amber.plugin.v1.FreezeRequest
-	(*FreezeResponse)(nil),          // 22: amber.plugin.v1.FreezeResponse
-	(*RenewLeaseRequest)(nil),       // 23: amber.plugin.v1.RenewLeaseRequest
-	(*RenewLeaseResponse)(nil),      // 24: amber.plugin.v1.RenewLeaseResponse
-	(*ThawRequest)(nil),             // 25: amber.plugin.v1.ThawRequest
-	(*ThawResponse)(nil),            // 26: amber.plugin.v1.ThawResponse
-	(*ArchiveRequest)(nil),          // 27: amber.plugin.v1.ArchiveRequest
-	(*ArchiveInput)(nil),            // 28: amber.plugin.v1.ArchiveInput
-	(*SegmentHeader)(nil),           // 29: amber.plugin.v1.SegmentHeader
-	(*SegmentTrailer)(nil),          // 30: amber.plugin.v1.SegmentTrailer
-	(*ArchiveOutput)(nil),           // 31: amber.plugin.v1.ArchiveOutput
-	(*RecoveryTarget)(nil),          // 32: amber.plugin.v1.RecoveryTarget
-	(*ReplayRequest)(nil),           // 33: amber.plugin.v1.ReplayRequest
-	(*Fetch)(nil),                   // 34: amber.plugin.v1.Fetch
-	(*SegmentInfo)(nil),             // 35: amber.plugin.v1.SegmentInfo
-	(*SegmentDone)(nil),             // 36: amber.plugin.v1.SegmentDone
-	(*FetchMiss)(nil),               // 37: amber.plugin.v1.FetchMiss
-	(*ReplayInput)(nil),             // 38: amber.plugin.v1.ReplayInput
-	(*ReplayResult)(nil),            // 39: amber.plugin.v1.ReplayResult
-	(*ReplayOutput)(nil),            // 40: amber.plugin.v1.ReplayOutput
-	nil,                             // 41: amber.plugin.v1.Target.SettingsEntry
-	nil,                             // 42: amber.plugin.v1.DescribeLogFileRequest.SettingsEntry
-	nil,                             // 43: amber.plugin.v1.ProbeResponse.FactsEntry
-	nil,                             // 44: amber.plugin.v1.BackupRequest.OptionsEntry
-	nil,                             // 45: amber.plugin.v1.EntryHeader.MetadataEntry
-	nil,                             // 46: amber.plugin.v1.BackupResult.MetadataEntry
-	nil,                             // 47: amber.plugin.v1.RestoreRequest.OptionsEntry
-	nil,                             // 48: amber.plugin.v1.RestoreResult.MetadataEntry
-	nil,                             // 49: amber.plugin.v1.ThawResponse.MetadataEntry
-	nil,                             // 50: amber.plugin.v1.ArchiveRequest.OptionsEntry
-	nil,                             // 51: amber.plugin.v1.ReplayRequest.OptionsEntry
-	nil,                             // 52: amber.plugin.v1.ReplayResult.MetadataEntry
-	(*durationpb.Duration)(nil),     // 53: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),   // 54: google.protobuf.Timestamp
+	(*PreviousFiles)(nil),           // 13: amber.plugin.v1.PreviousFiles
+	(*PreviousFile)(nil),            // 14: amber.plugin.v1.PreviousFile
+	(*FileMark)(nil),                // 15: amber.plugin.v1.FileMark
+	(*EntryHeader)(nil),             // 16: amber.plugin.v1.EntryHeader
+	(*EntryEnd)(nil),                // 17: amber.plugin.v1.EntryEnd
+	(*BackupResult)(nil),            // 18: amber.plugin.v1.BackupResult
+	(*BackupOutput)(nil),            // 19: amber.plugin.v1.BackupOutput
+	(*RestoreRequest)(nil),          // 20: amber.plugin.v1.RestoreRequest
+	(*RestoreInput)(nil),            // 21: amber.plugin.v1.RestoreInput
+	(*RestoreResult)(nil),           // 22: amber.plugin.v1.RestoreResult
+	(*FileOwner)(nil),               // 23: amber.plugin.v1.FileOwner
+	(*FreezeRequest)(nil),           // 24: amber.plugin.v1.FreezeRequest
+	(*FreezeResponse)(nil),          // 25: amber.plugin.v1.FreezeResponse
+	(*RenewLeaseRequest)(nil),       // 26: amber.plugin.v1.RenewLeaseRequest
+	(*RenewLeaseResponse)(nil),      // 27: amber.plugin.v1.RenewLeaseResponse
+	(*ThawRequest)(nil),             // 28: amber.plugin.v1.ThawRequest
+	(*ThawResponse)(nil),            // 29: amber.plugin.v1.ThawResponse
+	(*ArchiveRequest)(nil),          // 30: amber.plugin.v1.ArchiveRequest
+	(*ArchiveInput)(nil),            // 31: amber.plugin.v1.ArchiveInput
+	(*SegmentHeader)(nil),           // 32: amber.plugin.v1.SegmentHeader
+	(*SegmentTrailer)(nil),          // 33: amber.plugin.v1.SegmentTrailer
+	(*ArchiveOutput)(nil),           // 34: amber.plugin.v1.ArchiveOutput
+	(*RecoveryTarget)(nil),          // 35: amber.plugin.v1.RecoveryTarget
+	(*ReplayRequest)(nil),           // 36: amber.plugin.v1.ReplayRequest
+	(*Fetch)(nil),                   // 37: amber.plugin.v1.Fetch
+	(*SegmentInfo)(nil),             // 38: amber.plugin.v1.SegmentInfo
+	(*SegmentDone)(nil),             // 39: amber.plugin.v1.SegmentDone
+	(*FetchMiss)(nil),               // 40: amber.plugin.v1.FetchMiss
+	(*ReplayInput)(nil),             // 41: amber.plugin.v1.ReplayInput
+	(*ReplayResult)(nil),            // 42: amber.plugin.v1.ReplayResult
+	(*ReplayOutput)(nil),            // 43: amber.plugin.v1.ReplayOutput
+	nil,                             // 44: amber.plugin.v1.Target.SettingsEntry
+	nil,                             // 45: amber.plugin.v1.DescribeLogFileRequest.SettingsEntry
+	nil,                             // 46: amber.plugin.v1.ProbeResponse.FactsEntry
+	nil,                             // 47: amber.plugin.v1.BackupRequest.OptionsEntry
+	nil,                             // 48: amber.plugin.v1.EntryHeader.MetadataEntry
+	nil,                             // 49: amber.plugin.v1.BackupResult.MetadataEntry
+	nil,                             // 50: amber.plugin.v1.RestoreRequest.OptionsEntry
+	nil,                             // 51: amber.plugin.v1.RestoreResult.MetadataEntry
+	nil,                             // 52: amber.plugin.v1.ThawResponse.MetadataEntry
+	nil,                             // 53: amber.plugin.v1.ArchiveRequest.OptionsEntry
+	nil,                             // 54: amber.plugin.v1.ReplayRequest.OptionsEntry
+	nil,                             // 55: amber.plugin.v1.ReplayResult.MetadataEntry
+	(*durationpb.Duration)(nil),     // 56: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),   // 57: google.protobuf.Timestamp
 }
 var file_amber_plugin_v1_plugin_proto_depIdxs = []int32{
-	41, // 0: amber.plugin.v1.Target.settings:type_name -> amber.plugin.v1.Target.SettingsEntry
-	42, // 1: amber.plugin.v1.DescribeLogFileRequest.settings:type_name -> amber.plugin.v1.DescribeLogFileRequest.SettingsEntry
-	29, // 2: amber.plugin.v1.DescribeLogFileResponse.header:type_name -> amber.plugin.v1.SegmentHeader
-	30, // 3: amber.plugin.v1.DescribeLogFileResponse.trailer:type_name -> amber.plugin.v1.SegmentTrailer
+	44, // 0: amber.plugin.v1.Target.settings:type_name -> amber.plugin.v1.Target.SettingsEntry
+	45, // 1: amber.plugin.v1.DescribeLogFileRequest.settings:type_name -> amber.plugin.v1.DescribeLogFileRequest.SettingsEntry
+	32, // 2: amber.plugin.v1.DescribeLogFileResponse.header:type_name -> amber.plugin.v1.SegmentHeader
+	33, // 3: amber.plugin.v1.DescribeLogFileResponse.trailer:type_name -> amber.plugin.v1.SegmentTrailer
 	0,  // 4: amber.plugin.v1.InfoResponse.capabilities:type_name -> amber.plugin.v1.Capability
 	3,  // 5: amber.plugin.v1.ProbeRequest.target:type_name -> amber.plugin.v1.Target
 	1,  // 6: amber.plugin.v1.ProbeResponse.role:type_name -> amber.plugin.v1.Role
 	2,  // 7: amber.plugin.v1.ProbeResponse.position:type_name -> amber.plugin.v1.Position
-	53, // 8: amber.plugin.v1.ProbeResponse.replication_lag:type_name -> google.protobuf.Duration
-	43, // 9: amber.plugin.v1.ProbeResponse.facts:type_name -> amber.plugin.v1.ProbeResponse.FactsEntry
+	56, // 8: amber.plugin.v1.ProbeResponse.replication_lag:type_name -> google.protobuf.Duration
+	46, // 9: amber.plugin.v1.ProbeResponse.facts:type_name -> amber.plugin.v1.ProbeResponse.FactsEntry
 	3,  // 10: amber.plugin.v1.BackupRequest.target:type_name -> amber.plugin.v1.Target
-	44, // 11: amber.plugin.v1.BackupRequest.options:type_name -> amber.plugin.v1.BackupRequest.OptionsEntry
+	47, // 11: amber.plugin.v1.BackupRequest.options:type_name -> amber.plugin.v1.BackupRequest.OptionsEntry
 	2,  // 12: amber.plugin.v1.BackupRequest.archived:type_name -> amber.plugin.v1.Position
-	45, // 13: amber.plugin.v1.EntryHeader.metadata:type_name -> amber.plugin.v1.EntryHeader.MetadataEntry
-	2,  // 14: amber.plugin.v1.BackupResult.start:type_name -> amber.plugin.v1.Position
-	2,  // 15: amber.plugin.v1.BackupResult.consistent:type_name -> amber.plugin.v1.Position
-	54, // 16: amber.plugin.v1.BackupResult.consistent_time:type_name -> google.protobuf.Timestamp
-	54, // 17: amber.plugin.v1.BackupResult.start_time:type_name -> google.protobuf.Timestamp
-	46, // 18: amber.plugin.v1.BackupResult.metadata:type_name -> amber.plugin.v1.BackupResult.MetadataEntry
-	4,  // 19: amber.plugin.v1.BackupResult.files:type_name -> amber.plugin.v1.File
-	13, // 20: amber.plugin.v1.BackupOutput.entry:type_name -> amber.plugin.v1.EntryHeader
-	14, // 21: amber.plugin.v1.BackupOutput.entry_end:type_name -> amber.plugin.v1.EntryEnd
-	15, // 22: amber.plugin.v1.BackupOutput.result:type_name -> amber.plugin.v1.BackupResult
-	3,  // 23: amber.plugin.v1.RestoreRequest.target:type_name -> amber.plugin.v1.Target
-	15, // 24: amber.plugin.v1.RestoreRequest.backup:type_name -> amber.plugin.v1.BackupResult
-	47, // 25: amber.plugin.v1.RestoreRequest.options:type_name -> amber.plugin.v1.RestoreRequest.OptionsEntry
-	32, // 26: amber.plugin.v1.RestoreRequest.recovery_target:type_name -> amber.plugin.v1.RecoveryTarget
-	17, // 27: amber.plugin.v1.RestoreInput.request:type_name -> amber.plugin.v1.RestoreRequest
-	13, // 28: amber.plugin.v1.RestoreInput.entry:type_name -> amber.plugin.v1.EntryHeader
-	14, // 29: amber.plugin.v1.RestoreInput.entry_end:type_name -> amber.plugin.v1.EntryEnd
-	2,  // 30: amber.plugin.v1.RestoreResult.position:type_name -> amber.plugin.v1.Position
-	54, // 31: amber.plugin.v1.RestoreResult.consistent_time:type_name -> google.protobuf.Timestamp
-	48, // 32: amber.plugin.v1.RestoreResult.metadata:type_name -> amber.plugin.v1.RestoreResult.MetadataEntry
-	20, // 33: amber.plugin.v1.RestoreResult.owner:type_name -> amber.plugin.v1.FileOwner
-	3,  // 34: amber.plugin.v1.FreezeRequest.target:type_name -> amber.plugin.v1.Target
-	53, // 35: amber.plugin.v1.FreezeRequest.lease:type_name -> google.protobuf.Duration
-	2,  // 36: amber.plugin.v1.FreezeRequest.archived:type_name -> amber.plugin.v1.Position
-	54, // 37: amber.plugin.v1.FreezeResponse.expires_at:type_name -> google.protobuf.Timestamp
-	2,  // 38: amber.plugin.v1.FreezeResponse.position:type_name -> amber.plugin.v1.Position
-	54, // 39: amber.plugin.v1.FreezeResponse.consistent_time:type_name -> google.protobuf.Timestamp
-	53, // 40: amber.plugin.v1.RenewLeaseRequest.lease:type_name -> google.protobuf.Duration
-	54, // 41: amber.plugin.v1.RenewLeaseResponse.expires_at:type_name -> google.protobuf.Timestamp
-	2,  // 42: amber.plugin.v1.ThawResponse.consistent:type_name -> amber.plugin.v1.Position
-	54, // 43: amber.plugin.v1.ThawResponse.consistent_time:type_name -> google.protobuf.Timestamp
-	4,  // 44: amber.plugin.v1.ThawResponse.files:type_name -> amber.plugin.v1.File
-	49, // 45: amber.plugin.v1.ThawResponse.metadata:type_name -> amber.plugin.v1.ThawResponse.MetadataEntry
-	3,  // 46: amber.plugin.v1.ArchiveRequest.target:type_name -> amber.plugin.v1.Target
-	2,  // 47: amber.plugin.v1.ArchiveRequest.start:type_name -> amber.plugin.v1.Position
-	53, // 48: amber.plugin.v1.ArchiveRequest.flush_interval:type_name -> google.protobuf.Duration
-	50, // 49: amber.plugin.v1.ArchiveRequest.options:type_name -> amber.plugin.v1.ArchiveRequest.OptionsEntry
-	27, // 50: amber.plugin.v1.ArchiveInput.request:type_name -> amber.plugin.v1.ArchiveRequest
-	2,  // 51: amber.plugin.v1.ArchiveInput.durable:type_name -> amber.plugin.v1.Position
-	2,  // 52: amber.plugin.v1.SegmentHeader.start:type_name -> amber.plugin.v1.Position
-	2,  // 53: amber.plugin.v1.SegmentHeader.branch:type_name -> amber.plugin.v1.Position
-	2,  // 54: amber.plugin.v1.SegmentTrailer.end:type_name -> amber.plugin.v1.Position
-	54, // 55: amber.plugin.v1.SegmentTrailer.first_commit:type_name -> google.protobuf.Timestamp
-	54, // 56: amber.plugin.v1.SegmentTrailer.last_commit:type_name -> google.protobuf.Timestamp
-	29, // 57: amber.plugin.v1.ArchiveOutput.begin:type_name -> amber.plugin.v1.SegmentHeader
-	30, // 58: amber.plugin.v1.ArchiveOutput.end:type_name -> amber.plugin.v1.SegmentTrailer
-	54, // 59: amber.plugin.v1.RecoveryTarget.time:type_name -> google.protobuf.Timestamp
-	2,  // 60: amber.plugin.v1.RecoveryTarget.position:type_name -> amber.plugin.v1.Position
-	3,  // 61: amber.plugin.v1.ReplayRequest.target:type_name -> amber.plugin.v1.Target
-	32, // 62: amber.plugin.v1.ReplayRequest.recovery_target:type_name -> amber.plugin.v1.RecoveryTarget
-	2,  // 63: amber.plugin.v1.ReplayRequest.from:type_name -> amber.plugin.v1.Position
-	51, // 64: amber.plugin.v1.ReplayRequest.options:type_name -> amber.plugin.v1.ReplayRequest.OptionsEntry
-	2,  // 65: amber.plugin.v1.Fetch.after:type_name -> amber.plugin.v1.Position
-	29, // 66: amber.plugin.v1.SegmentInfo.header:type_name -> amber.plugin.v1.SegmentHeader
-	30, // 67: amber.plugin.v1.SegmentInfo.trailer:type_name -> amber.plugin.v1.SegmentTrailer
-	33, // 68: amber.plugin.v1.ReplayInput.request:type_name -> amber.plugin.v1.ReplayRequest
-	35, // 69: amber.plugin.v1.ReplayInput.segment:type_name -> amber.plugin.v1.SegmentInfo
-	36, // 70: amber.plugin.v1.ReplayInput.done:type_name -> amber.plugin.v1.SegmentDone
-	37, // 71: amber.plugin.v1.ReplayInput.miss:type_name -> amber.plugin.v1.FetchMiss
-	2,  // 72: amber.plugin.v1.ReplayResult.reached:type_name -> amber.plugin.v1.Position
-	54, // 73: amber.plugin.v1.ReplayResult.reached_time:type_name -> google.protobuf.Timestamp
-	52, // 74: amber.plugin.v1.ReplayResult.metadata:type_name -> amber.plugin.v1.ReplayResult.MetadataEntry
-	34, // 75: amber.plugin.v1.ReplayOutput.fetch:type_name -> amber.plugin.v1.Fetch
-	39, // 76: amber.plugin.v1.ReplayOutput.result:type_name -> amber.plugin.v1.ReplayResult
-	5,  // 77: amber.plugin.v1.IdentityService.Info:input_type -> amber.plugin.v1.InfoRequest
-	10, // 78: amber.plugin.v1.IdentityService.Probe:input_type -> amber.plugin.v1.ProbeRequest
-	6,  // 79: amber.plugin.v1.IdentityService.ParsePosition:input_type -> amber.plugin.v1.ParsePositionRequest
-	7,  // 80: amber.plugin.v1.LogFileService.DescribeLogFile:input_type -> amber.plugin.v1.DescribeLogFileRequest
-	12, // 81: amber.plugin.v1.LogicalService.LogicalDump:input_type -> amber.plugin.v1.BackupRequest
-	18, // 82: amber.plugin.v1.LogicalService.LogicalRestore:input_type -> amber.plugin.v1.RestoreInput
-	12, // 83: amber.plugin.v1.PhysicalService.PhysicalBackup:input_type -> amber.plugin.v1.BackupRequest
-	18, // 84: amber.plugin.v1.PhysicalService.PhysicalRestore:input_type -> amber.plugin.v1.RestoreInput
-	21, // 85: amber.plugin.v1.SnapshotService.Freeze:input_type -> amber.plugin.v1.FreezeRequest
-	23, // 86: amber.plugin.v1.SnapshotService.RenewLease:input_type -> amber.plugin.v1.RenewLeaseRequest
-	25, // 87: amber.plugin.v1.SnapshotService.Thaw:input_type -> amber.plugin.v1.ThawRequest
-	28, // 88: amber.plugin.v1.ArchiveService.Archive:input_type -> amber.plugin.v1.ArchiveInput
-	38, // 89: amber.plugin.v1.ReplayService.Replay:input_type -> amber.plugin.v1.ReplayInput
-	9,  // 90: amber.plugin.v1.IdentityService.Info:output_type -> amber.plugin.v1.InfoResponse
-	11, // 91: amber.plugin.v1.IdentityService.Probe:output_type -> amber.plugin.v1.ProbeResponse
-	2,  // 92: amber.plugin.v1.IdentityService.ParsePosition:output_type -> amber.plugin.v1.Position
-	8,  // 93: amber.plugin.v1.LogFileService.DescribeLogFile:output_type -> amber.plugin.v1.DescribeLogFileResponse
-	16, // 94: amber.plugin.v1.LogicalService.LogicalDump:output_type -> amber.plugin.v1.BackupOutput
-	19, // 95: amber.plugin.v1.LogicalService.LogicalRestore:output_type -> amber.plugin.v1.RestoreResult
-	16, // 96: amber.plugin.v1.PhysicalService.PhysicalBackup:output_type -> amber.plugin.v1.BackupOutput
-	19, // 97: amber.plugin.v1.PhysicalService.PhysicalRestore:output_type -> amber.plugin.v1.RestoreResult
-	22, // 98: amber.plugin.v1.SnapshotService.Freeze:output_type -> amber.plugin.v1.FreezeResponse
-	24, // 99: amber.plugin.v1.SnapshotService.RenewLease:output_type -> amber.plugin.v1.RenewLeaseResponse
-	26, // 100: amber.plugin.v1.SnapshotService.Thaw:output_type -> amber.plugin.v1.ThawResponse
-	31, // 101: amber.plugin.v1.ArchiveService.Archive:output_type -> amber.plugin.v1.ArchiveOutput
-	40, // 102: amber.plugin.v1.ReplayService.Replay:output_type -> amber.plugin.v1.ReplayOutput
-	90, // [90:103] is the sub-list for method output_type
-	77, // [77:90] is the sub-list for method input_type
-	77, // [77:77] is the sub-list for extension type_name
-	77, // [77:77] is the sub-list for extension extendee
-	0,  // [0:77] is the sub-list for field type_name
+	13, // 13: amber.plugin.v1.BackupRequest.previous:type_name -> amber.plugin.v1.PreviousFiles
+	18, // 14: amber.plugin.v1.PreviousFiles.result:type_name -> amber.plugin.v1.BackupResult
+	14, // 15: amber.plugin.v1.PreviousFiles.files:type_name -> amber.plugin.v1.PreviousFile
+	48, // 16: amber.plugin.v1.EntryHeader.metadata:type_name -> amber.plugin.v1.EntryHeader.MetadataEntry
+	2,  // 17: amber.plugin.v1.BackupResult.start:type_name -> amber.plugin.v1.Position
+	2,  // 18: amber.plugin.v1.BackupResult.consistent:type_name -> amber.plugin.v1.Position
+	57, // 19: amber.plugin.v1.BackupResult.consistent_time:type_name -> google.protobuf.Timestamp
+	57, // 20: amber.plugin.v1.BackupResult.start_time:type_name -> google.protobuf.Timestamp
+	49, // 21: amber.plugin.v1.BackupResult.metadata:type_name -> amber.plugin.v1.BackupResult.MetadataEntry
+	4,  // 22: amber.plugin.v1.BackupResult.files:type_name -> amber.plugin.v1.File
+	16, // 23: amber.plugin.v1.BackupOutput.entry:type_name -> amber.plugin.v1.EntryHeader
+	17, // 24: amber.plugin.v1.BackupOutput.entry_end:type_name -> amber.plugin.v1.EntryEnd
+	18, // 25: amber.plugin.v1.BackupOutput.result:type_name -> amber.plugin.v1.BackupResult
+	15, // 26: amber.plugin.v1.BackupOutput.file_mark:type_name -> amber.plugin.v1.FileMark
+	3,  // 27: amber.plugin.v1.RestoreRequest.target:type_name -> amber.plugin.v1.Target
+	18, // 28: amber.plugin.v1.RestoreRequest.backup:type_name -> amber.plugin.v1.BackupResult
+	50, // 29: amber.plugin.v1.RestoreRequest.options:type_name -> amber.plugin.v1.RestoreRequest.OptionsEntry
+	35, // 30: amber.plugin.v1.RestoreRequest.recovery_target:type_name -> amber.plugin.v1.RecoveryTarget
+	20, // 31: amber.plugin.v1.RestoreInput.request:type_name -> amber.plugin.v1.RestoreRequest
+	16, // 32: amber.plugin.v1.RestoreInput.entry:type_name -> amber.plugin.v1.EntryHeader
+	17, // 33: amber.plugin.v1.RestoreInput.entry_end:type_name -> amber.plugin.v1.EntryEnd
+	2,  // 34: amber.plugin.v1.RestoreResult.position:type_name -> amber.plugin.v1.Position
+	57, // 35: amber.plugin.v1.RestoreResult.consistent_time:type_name -> google.protobuf.Timestamp
+	51, // 36: amber.plugin.v1.RestoreResult.metadata:type_name -> amber.plugin.v1.RestoreResult.MetadataEntry
+	23, // 37: amber.plugin.v1.RestoreResult.owner:type_name -> amber.plugin.v1.FileOwner
+	3,  // 38: amber.plugin.v1.FreezeRequest.target:type_name -> amber.plugin.v1.Target
+	56, // 39: amber.plugin.v1.FreezeRequest.lease:type_name -> google.protobuf.Duration
+	2,  // 40: amber.plugin.v1.FreezeRequest.archived:type_name -> amber.plugin.v1.Position
+	57, // 41: amber.plugin.v1.FreezeResponse.expires_at:type_name -> google.protobuf.Timestamp
+	2,  // 42: amber.plugin.v1.FreezeResponse.position:type_name -> amber.plugin.v1.Position
+	57, // 43: amber.plugin.v1.FreezeResponse.consistent_time:type_name -> google.protobuf.Timestamp
+	56, // 44: amber.plugin.v1.RenewLeaseRequest.lease:type_name -> google.protobuf.Duration
+	57, // 45: amber.plugin.v1.RenewLeaseResponse.expires_at:type_name -> google.protobuf.Timestamp
+	2,  // 46: amber.plugin.v1.ThawResponse.consistent:type_name -> amber.plugin.v1.Position
+	57, // 47: amber.plugin.v1.ThawResponse.consistent_time:type_name -> google.protobuf.Timestamp
+	4,  // 48: amber.plugin.v1.ThawResponse.files:type_name -> amber.plugin.v1.File
+	52, // 49: amber.plugin.v1.ThawResponse.metadata:type_name -> amber.plugin.v1.ThawResponse.MetadataEntry
+	3,  // 50: amber.plugin.v1.ArchiveRequest.target:type_name -> amber.plugin.v1.Target
+	2,  // 51: amber.plugin.v1.ArchiveRequest.start:type_name -> amber.plugin.v1.Position
+	56, // 52: amber.plugin.v1.ArchiveRequest.flush_interval:type_name -> google.protobuf.Duration
+	53, // 53: amber.plugin.v1.ArchiveRequest.options:type_name -> amber.plugin.v1.ArchiveRequest.OptionsEntry
+	30, // 54: amber.plugin.v1.ArchiveInput.request:type_name -> amber.plugin.v1.ArchiveRequest
+	2,  // 55: amber.plugin.v1.ArchiveInput.durable:type_name -> amber.plugin.v1.Position
+	2,  // 56: amber.plugin.v1.SegmentHeader.start:type_name -> amber.plugin.v1.Position
+	2,  // 57: amber.plugin.v1.SegmentHeader.branch:type_name -> amber.plugin.v1.Position
+	2,  // 58: amber.plugin.v1.SegmentTrailer.end:type_name -> amber.plugin.v1.Position
+	57, // 59: amber.plugin.v1.SegmentTrailer.first_commit:type_name -> google.protobuf.Timestamp
+	57, // 60: amber.plugin.v1.SegmentTrailer.last_commit:type_name -> google.protobuf.Timestamp
+	32, // 61: amber.plugin.v1.ArchiveOutput.begin:type_name -> amber.plugin.v1.SegmentHeader
+	33, // 62: amber.plugin.v1.ArchiveOutput.end:type_name -> amber.plugin.v1.SegmentTrailer
+	57, // 63: amber.plugin.v1.RecoveryTarget.time:type_name -> google.protobuf.Timestamp
+	2,  // 64: amber.plugin.v1.RecoveryTarget.position:type_name -> amber.plugin.v1.Position
+	3,  // 65: amber.plugin.v1.ReplayRequest.target:type_name -> amber.plugin.v1.Target
+	35, // 66: amber.plugin.v1.ReplayRequest.recovery_target:type_name -> amber.plugin.v1.RecoveryTarget
+	2,  // 67: amber.plugin.v1.ReplayRequest.from:type_name -> amber.plugin.v1.Position
+	54, // 68: amber.plugin.v1.ReplayRequest.options:type_name -> amber.plugin.v1.ReplayRequest.OptionsEntry
+	2,  // 69: amber.plugin.v1.Fetch.after:type_name -> amber.plugin.v1.Position
+	32, // 70: amber.plugin.v1.SegmentInfo.header:type_name -> amber.plugin.v1.SegmentHeader
+	33, // 71: amber.plugin.v1.SegmentInfo.trailer:type_name -> amber.plugin.v1.SegmentTrailer
+	36, // 72: amber.plugin.v1.ReplayInput.request:type_name -> amber.plugin.v1.ReplayRequest
+	38, // 73: amber.plugin.v1.ReplayInput.segment:type_name -> amber.plugin.v1.SegmentInfo
+	39, // 74: amber.plugin.v1.ReplayInput.done:type_name -> amber.plugin.v1.SegmentDone
+	40, // 75: amber.plugin.v1.ReplayInput.miss:type_name -> amber.plugin.v1.FetchMiss
+	2,  // 76: amber.plugin.v1.ReplayResult.reached:type_name -> amber.plugin.v1.Position
+	57, // 77: amber.plugin.v1.ReplayResult.reached_time:type_name -> google.protobuf.Timestamp
+	55, // 78: amber.plugin.v1.ReplayResult.metadata:type_name -> amber.plugin.v1.ReplayResult.MetadataEntry
+	37, // 79: amber.plugin.v1.ReplayOutput.fetch:type_name -> amber.plugin.v1.Fetch
+	42, // 80: amber.plugin.v1.ReplayOutput.result:type_name -> amber.plugin.v1.ReplayResult
+	5,  // 81: amber.plugin.v1.IdentityService.Info:input_type -> amber.plugin.v1.InfoRequest
+	10, // 82: amber.plugin.v1.IdentityService.Probe:input_type -> amber.plugin.v1.ProbeRequest
+	6,  // 83: amber.plugin.v1.IdentityService.ParsePosition:input_type -> amber.plugin.v1.ParsePositionRequest
+	7,  // 84: amber.plugin.v1.LogFileService.DescribeLogFile:input_type -> amber.plugin.v1.DescribeLogFileRequest
+	12, // 85: amber.plugin.v1.LogicalService.LogicalDump:input_type -> amber.plugin.v1.BackupRequest
+	21, // 86: amber.plugin.v1.LogicalService.LogicalRestore:input_type -> amber.plugin.v1.RestoreInput
+	12, // 87: amber.plugin.v1.PhysicalService.PhysicalBackup:input_type -> amber.plugin.v1.BackupRequest
+	21, // 88: amber.plugin.v1.PhysicalService.PhysicalRestore:input_type -> amber.plugin.v1.RestoreInput
+	24, // 89: amber.plugin.v1.SnapshotService.Freeze:input_type -> amber.plugin.v1.FreezeRequest
+	26, // 90: amber.plugin.v1.SnapshotService.RenewLease:input_type -> amber.plugin.v1.RenewLeaseRequest
+	28, // 91: amber.plugin.v1.SnapshotService.Thaw:input_type -> amber.plugin.v1.ThawRequest
+	31, // 92: amber.plugin.v1.ArchiveService.Archive:input_type -> amber.plugin.v1.ArchiveInput
+	41, // 93: amber.plugin.v1.ReplayService.Replay:input_type -> amber.plugin.v1.ReplayInput
+	9,  // 94: amber.plugin.v1.IdentityService.Info:output_type -> amber.plugin.v1.InfoResponse
+	11, // 95: amber.plugin.v1.IdentityService.Probe:output_type -> amber.plugin.v1.ProbeResponse
+	2,  // 96: amber.plugin.v1.IdentityService.ParsePosition:output_type -> amber.plugin.v1.Position
+	8,  // 97: amber.plugin.v1.LogFileService.DescribeLogFile:output_type -> amber.plugin.v1.DescribeLogFileResponse
+	19, // 98: amber.plugin.v1.LogicalService.LogicalDump:output_type -> amber.plugin.v1.BackupOutput
+	22, // 99: amber.plugin.v1.LogicalService.LogicalRestore:output_type -> amber.plugin.v1.RestoreResult
+	19, // 100: amber.plugin.v1.PhysicalService.PhysicalBackup:output_type -> amber.plugin.v1.BackupOutput
+	22, // 101: amber.plugin.v1.PhysicalService.PhysicalRestore:output_type -> amber.plugin.v1.RestoreResult
+	25, // 102: amber.plugin.v1.SnapshotService.Freeze:output_type -> amber.plugin.v1.FreezeResponse
+	27, // 103: amber.plugin.v1.SnapshotService.RenewLease:output_type -> amber.plugin.v1.RenewLeaseResponse
+	29, // 104: amber.plugin.v1.SnapshotService.Thaw:output_type -> amber.plugin.v1.ThawResponse
+	34, // 105: amber.plugin.v1.ArchiveService.Archive:output_type -> amber.plugin.v1.ArchiveOutput
+	43, // 106: amber.plugin.v1.ReplayService.Replay:output_type -> amber.plugin.v1.ReplayOutput
+	94, // [94:107] is the sub-list for method output_type
+	81, // [81:94] is the sub-list for method input_type
+	81, // [81:81] is the sub-list for extension type_name
+	81, // [81:81] is the sub-list for extension extendee
+	0,  // [0:81] is the sub-list for field type_name
 }
 
 func init() { file_amber_plugin_v1_plugin_proto_init() }
@@ -3666,47 +3957,48 @@ func file_amber_plugin_v1_plugin_proto_init() {
 	if File_amber_plugin_v1_plugin_proto != nil {
 		return
 	}
-	file_amber_plugin_v1_plugin_proto_msgTypes[14].OneofWrappers = []any{
+	file_amber_plugin_v1_plugin_proto_msgTypes[17].OneofWrappers = []any{
 		(*BackupOutput_Entry)(nil),
 		(*BackupOutput_Data)(nil),
 		(*BackupOutput_EntryEnd)(nil),
 		(*BackupOutput_Result)(nil),
+		(*BackupOutput_FileMark)(nil),
 	}
-	file_amber_plugin_v1_plugin_proto_msgTypes[16].OneofWrappers = []any{
+	file_amber_plugin_v1_plugin_proto_msgTypes[19].OneofWrappers = []any{
 		(*RestoreInput_Request)(nil),
 		(*RestoreInput_Entry)(nil),
 		(*RestoreInput_Data)(nil),
 		(*RestoreInput_EntryEnd)(nil),
 	}
-	file_amber_plugin_v1_plugin_proto_msgTypes[26].OneofWrappers = []any{
+	file_amber_plugin_v1_plugin_proto_msgTypes[29].OneofWrappers = []any{
 		(*ArchiveInput_Request)(nil),
 		(*ArchiveInput_Durable)(nil),
 	}
-	file_amber_plugin_v1_plugin_proto_msgTypes[29].OneofWrappers = []any{
+	file_amber_plugin_v1_plugin_proto_msgTypes[32].OneofWrappers = []any{
 		(*ArchiveOutput_Begin)(nil),
 		(*ArchiveOutput_Data)(nil),
 		(*ArchiveOutput_End)(nil),
 		(*ArchiveOutput_Abort)(nil),
 	}
-	file_amber_plugin_v1_plugin_proto_msgTypes[30].OneofWrappers = []any{
+	file_amber_plugin_v1_plugin_proto_msgTypes[33].OneofWrappers = []any{
 		(*RecoveryTarget_Time)(nil),
 		(*RecoveryTarget_Position)(nil),
 		(*RecoveryTarget_Name)(nil),
 		(*RecoveryTarget_Latest)(nil),
 		(*RecoveryTarget_Txn)(nil),
 	}
-	file_amber_plugin_v1_plugin_proto_msgTypes[32].OneofWrappers = []any{
+	file_amber_plugin_v1_plugin_proto_msgTypes[35].OneofWrappers = []any{
 		(*Fetch_Name)(nil),
 		(*Fetch_After)(nil),
 	}
-	file_amber_plugin_v1_plugin_proto_msgTypes[36].OneofWrappers = []any{
+	file_amber_plugin_v1_plugin_proto_msgTypes[39].OneofWrappers = []any{
 		(*ReplayInput_Request)(nil),
 		(*ReplayInput_Segment)(nil),
 		(*ReplayInput_Data)(nil),
 		(*ReplayInput_Done)(nil),
 		(*ReplayInput_Miss)(nil),
 	}
-	file_amber_plugin_v1_plugin_proto_msgTypes[38].OneofWrappers = []any{
+	file_amber_plugin_v1_plugin_proto_msgTypes[41].OneofWrappers = []any{
 		(*ReplayOutput_Fetch)(nil),
 		(*ReplayOutput_Result)(nil),
 	}
@@ -3716,7 +4008,7 @@ func file_amber_plugin_v1_plugin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_amber_plugin_v1_plugin_proto_rawDesc), len(file_amber_plugin_v1_plugin_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   51,
+			NumMessages:   54,
 			NumExtensions: 0,
 			NumServices:   7,
 		},

@@ -1,0 +1,129 @@
+package api_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+
+	"github.com/amber-backup/amber/plugins/api"
+)
+
+// markEngine writes entries with file marks, as a plugin with file records.
+type markEngine struct {
+	api.Unsupported
+	got api.BackupRequest
+}
+
+func (m *markEngine) Info(context.Context) (api.Info, error) {
+	return api.Info{Engine: "mark", Capabilities: []api.Capability{api.PhysicalBackup, api.FileRecords}}, nil
+}
+
+func (m *markEngine) Probe(context.Context, api.Target) (api.Probe, error) { return api.Probe{}, nil }
+
+var bigPart = bytes.Repeat([]byte("0123456789abcdef"), 200000) // 3.2 MB: several frames
+
+func (m *markEngine) PhysicalBackup(ctx context.Context, req api.BackupRequest, sink api.EntrySink) (api.BackupResult, error) {
+	m.got = req
+	w, err := sink.Create(ctx, api.Entry{Name: "e", Kind: "tar"})
+	if err != nil {
+		return api.BackupResult{}, err
+	}
+	fm, ok := w.(api.FileMarker)
+	if !ok {
+		return api.BackupResult{}, errors.New("the entry writer is no FileMarker")
+	}
+	steps := []func() error{
+		func() error { _, err := w.Write([]byte("head")); return err },
+		func() error { return fm.MarkFile(api.FileMark{Key: "a", Stamp: "sa"}) },
+		func() error { _, err := w.Write(bigPart); return err },
+		func() error { return fm.MarkFile(api.FileMark{Key: "b", Stamp: "sb", Length: 77, Reuse: true}) },
+		func() error { return fm.MarkFile(api.FileMark{Key: "c", Stamp: "sc"}) },
+		func() error { _, err := w.Write([]byte("cc")); return err },
+		func() error { return fm.MarkFile(api.FileMark{}) },
+		func() error { _, err := w.Write([]byte("tail")); return err },
+		w.Close,
+	}
+	for _, s := range steps {
+		if err := s(); err != nil {
+			return api.BackupResult{}, err
+		}
+	}
+	return api.BackupResult{SystemID: "1"}, nil
+}
+
+type part struct {
+	mark api.FileMark
+	data string
+}
+
+// partSink is a host's FileSink that keeps every part.
+type partSink struct{ parts []part }
+
+func (s *partSink) Entry(_ context.Context, _ api.Entry, r io.Reader) error {
+	_, err := io.Copy(io.Discard, r)
+	return err
+}
+
+func (s *partSink) Create(context.Context, api.Entry) (io.WriteCloser, error) {
+	return nil, errors.New("an entry without file records")
+}
+
+func (s *partSink) FileEntry(ctx context.Context, e api.Entry, src api.PartSource) error {
+	for {
+		m, r, err := src.Next(ctx)
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		p := part{mark: m}
+		if r != nil {
+			b, err := io.ReadAll(r)
+			if err != nil {
+				return err
+			}
+			p.data = string(b)
+		}
+		s.parts = append(s.parts, p)
+	}
+}
+
+// TestBackupFileMarks: file marks and reused records travel between data
+// frames in order, the previous backup's records reach the plugin, and a
+// plugin cannot mark files unless the host asked for file records.
+func TestBackupFileMarks(t *testing.T) {
+	eng := &markEngine{}
+	c := connect(t, eng)
+	ctx := context.Background()
+	var sink partSink
+	prev := &api.PreviousFiles{Backup: "b1", Result: api.BackupResult{SystemID: "1", Metadata: map[string]string{"k": "v"}},
+		Files: []api.PreviousFile{{Entry: "e", Key: "b", Stamp: "sb", Length: 77}}}
+	if _, err := c.PhysicalBackup(ctx, api.BackupRequest{FileRecords: true, Previous: prev}, &sink); err != nil {
+		t.Fatal(err)
+	}
+	if p := eng.got.Previous; !eng.got.FileRecords || p == nil || p.Backup != "b1" || p.Result.Metadata["k"] != "v" ||
+		len(p.Files) != 1 || p.Files[0] != prev.Files[0] {
+		t.Fatalf("the plugin got %+v", eng.got)
+	}
+	want := []part{{data: "head"}, {mark: api.FileMark{Key: "a", Stamp: "sa"}, data: string(bigPart)},
+		{mark: api.FileMark{Key: "b", Stamp: "sb", Length: 77, Reuse: true}}, {mark: api.FileMark{Key: "c", Stamp: "sc"}, data: "cc"},
+		{data: "tail"}}
+	if len(sink.parts) != len(want) {
+		t.Fatalf("%d parts, want %d", len(sink.parts), len(want))
+	}
+	for i := range want {
+		if sink.parts[i].mark != want[i].mark || sink.parts[i].data != want[i].data {
+			t.Fatalf("part %d: mark %+v with %d bytes, want %+v with %d", i, sink.parts[i].mark, len(sink.parts[i].data),
+				want[i].mark, len(want[i].data))
+		}
+	}
+
+	// Without file records the plugin's writer refuses marks.
+	if _, err := c.PhysicalBackup(ctx, api.BackupRequest{}, &sink); err == nil || !strings.Contains(err.Error(), "did not ask for file records") {
+		t.Fatalf("marks without file records: %v", err)
+	}
+}
