@@ -166,6 +166,11 @@ type AmberRunner func(repo string, args ...string) *exec.Cmd
 //     archiver stop with an error saying so; a segment deleted from the
 //     repository is named as a gap by `amber ls`, a restore across it is
 //     refused naming it, and points before it restore exactly.
+//   - ArchiverMoves (engines with Capabilities.ArchiverMoves): the archiver
+//     stopped on the primary and started on the replica promoted after it
+//     continues the stream; `amber ls` shows one window without a gap, and
+//     restores before the failover, across it from a backup taken before
+//     it, and after a backup of the promoted server are exact.
 //
 // With a coarse Capabilities.TimeResolution (MariaDB's whole-second binlog
 // times) each restore goes to the marker nearest the one named that was the
