@@ -152,6 +152,9 @@ func (s entrySink) Create(ctx context.Context, name, phase string) (io.WriteClos
 // of a large table), post.sql. The result's metadata records how
 // long writes were blocked ("lock_ms").
 func (e *Engine) LogicalDump(ctx context.Context, req api.BackupRequest, sink api.EntrySink) (api.BackupResult, error) {
+	if err := api.CheckOptions("a logical backup", req.Options, "spool_dir", "workers", "lock_wait_seconds", "split_bytes", "users"); err != nil {
+		return api.BackupResult{}, err
+	}
 	if len(req.Databases) > 0 {
 		return api.BackupResult{}, errors.New("mysql: dumping a list of databases is not supported yet; dump the DSN's database")
 	}
@@ -240,6 +243,9 @@ func numberEpoch(ctx context.Context, req api.BackupRequest, p myengine.Pos) (my
 // "restore_threads" sessions at once, then post.sql and users.sql through
 // the first session again (myengine.LogicalRestore).
 func (e *Engine) LogicalRestore(ctx context.Context, req api.RestoreRequest, src api.EntrySource) (api.RestoreResult, error) {
+	if err := api.CheckOptions("a logical restore", req.Options, "spool_dir", "restore_threads"); err != nil {
+		return api.RestoreResult{}, err
+	}
 	o := myengine.RestoreOptions{BinDir: req.Target.Settings["bin_dir"], SpoolDir: req.Options["spool_dir"]}
 	if v := req.Options["restore_threads"]; v != "" {
 		n, err := strconv.Atoi(v)
@@ -279,6 +285,9 @@ func (e *Engine) LogicalRestore(ctx context.Context, req api.RestoreRequest, src
 // received but release nothing; a resume point already purged is reported
 // as lost log.
 func (e *Engine) Archive(ctx context.Context, req api.ArchiveRequest, out api.SegmentSink, durable <-chan api.Position) error {
+	if err := api.CheckOptions("archiving", req.Options, "server_id", "max_segment_bytes"); err != nil {
+		return err
+	}
 	o := myengine.ArchiveOptions{FlushInterval: req.FlushInterval, Lineage: req.Target.Settings["lineage"], Logger: slog.Default()}
 	if !req.Start.IsZero() {
 		p, branch, err := myengine.ParseEndToken(req.Start.Epoch, req.Start.Token)
@@ -359,6 +368,9 @@ func (e *Engine) Archive(ctx context.Context, req api.ArchiveRequest, out api.Se
 // Time targets resolve to whole seconds (binlog timestamps); GTID and
 // named targets are not supported yet.
 func (e *Engine) Replay(ctx context.Context, req api.ReplayRequest, src api.SegmentSource) (api.ReplayResult, error) {
+	if err := api.CheckOptions("a replay", req.Options, api.BackupOptionPrefix); err != nil {
+		return api.ReplayResult{}, err
+	}
 	from, err := myengine.ParseToken(req.From.Epoch, req.From.Token)
 	if err != nil {
 		return api.ReplayResult{}, fmt.Errorf("replay start %s: %w", req.From, err)
@@ -437,6 +449,9 @@ const physicalEntry = "backup.xbstream"
 // position the tool read while commits were blocked
 // (xtrabackup_binlog_info).
 func (e *Engine) PhysicalBackup(ctx context.Context, req api.BackupRequest, sink api.EntrySink) (api.BackupResult, error) {
+	if err := api.CheckOptions("a physical backup", req.Options, "tmp_dir", "parallel"); err != nil {
+		return api.BackupResult{}, err
+	}
 	o := myengine.PhysicalOptions{BinDir: req.Target.Settings["bin_dir"], TmpDir: req.Options["tmp_dir"], Lineage: req.Target.Settings["lineage"],
 		DataDir: req.Target.DataDir}
 	if v := req.Options["parallel"]; v != "" {
@@ -483,6 +498,9 @@ func (e *Engine) PhysicalBackup(ctx context.Context, req api.BackupRequest, sink
 // server started on it holds the data as of the backup's consistent
 // position; archived binlog is applied after it by Replay.
 func (e *Engine) PhysicalRestore(ctx context.Context, req api.RestoreRequest, src api.EntrySource) (api.RestoreResult, error) {
+	if err := api.CheckOptions("a physical restore", req.Options, "use_memory"); err != nil {
+		return api.RestoreResult{}, err
+	}
 	dataDir := req.Target.DataDir
 	if dataDir == "" {
 		return api.RestoreResult{}, errors.New("physical restore needs target.data_dir")

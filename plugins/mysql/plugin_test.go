@@ -54,3 +54,21 @@ func TestLogicalRestoreOptions(t *testing.T) {
 		}
 	}
 }
+
+// TestUnknownOptionsRefused: a misspelt or foreign option fails the call
+// before the server is asked anything, naming what the call takes.
+func TestUnknownOptionsRefused(t *testing.T) {
+	e, ctx := New(), context.Background()
+	_, err := e.LogicalDump(ctx, api.BackupRequest{Options: map[string]string{"wokers": "2"}}, nil)
+	if err == nil || !strings.Contains(err.Error(), "unknown option wokers for a logical backup: it takes only lock_wait_seconds, split_bytes, spool_dir, users, workers") {
+		t.Errorf("LogicalDump: %v", err)
+	}
+	err = e.Archive(ctx, api.ArchiveRequest{Options: map[string]string{"slot": "amber"}}, nil, nil)
+	if err == nil || !strings.Contains(err.Error(), "unknown option slot for archiving: it takes only max_segment_bytes, server_id") {
+		t.Errorf("Archive: %v", err)
+	}
+	_, err = e.PhysicalBackup(ctx, api.BackupRequest{Options: map[string]string{"workers": "2"}}, nil)
+	if err == nil || !strings.Contains(err.Error(), "it takes only parallel, tmp_dir") {
+		t.Errorf("PhysicalBackup: %v", err)
+	}
+}

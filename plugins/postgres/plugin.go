@@ -109,6 +109,9 @@ func flag(opts map[string]string, key string) bool {
 // pg_dump takes as it starts; the position and time recorded are the ones
 // read just before it starts.
 func (e *Engine) LogicalDump(ctx context.Context, req api.BackupRequest, sink api.EntrySink) (api.BackupResult, error) {
+	if err := api.CheckOptions("a logical backup", req.Options); err != nil {
+		return api.BackupResult{}, err
+	}
 	if len(req.Databases) > 0 {
 		return api.BackupResult{}, errors.New("postgres: dumping a list of databases is not supported yet; dump the DSN's database")
 	}
@@ -168,6 +171,9 @@ func databaseName(d string) string {
 
 // LogicalRestore feeds every entry to pg_restore into the target's database.
 func (e *Engine) LogicalRestore(ctx context.Context, req api.RestoreRequest, src api.EntrySource) (api.RestoreResult, error) {
+	if err := api.CheckOptions("a logical restore", req.Options, "no_owner", "no_privileges", "clean"); err != nil {
+		return api.RestoreResult{}, err
+	}
 	opts := pgengine.LogicalRestoreOptions{
 		BinDir:       req.Target.Settings["bin_dir"],
 		NoOwner:      flag(req.Options, "no_owner"),
@@ -255,6 +261,9 @@ func previousFiles(p *api.PreviousFiles) *pgengine.PreviousFiles {
 // directory itself, with several workers, and streams the same tars
 // (without a manifest).
 func (e *Engine) PhysicalBackup(ctx context.Context, req api.BackupRequest, sink api.EntrySink) (api.BackupResult, error) {
+	if err := api.CheckOptions("a physical backup", req.Options, "exclude_wal", "spread_checkpoint", "max_rate_kbps", "workers"); err != nil {
+		return api.BackupResult{}, err
+	}
 	if req.Target.DataDir != "" {
 		return e.fileBackup(ctx, req, sink)
 	}
@@ -352,6 +361,9 @@ func backupResult(info *pgengine.Info, res *pgengine.BackupResult) api.BackupRes
 // which pgengine places once base.tar has said where they go, are spooled
 // to a directory beside it.
 func (e *Engine) PhysicalRestore(ctx context.Context, req api.RestoreRequest, src api.EntrySource) (api.RestoreResult, error) {
+	if err := api.CheckOptions("a physical restore", req.Options, "recovery_target_immediate"); err != nil {
+		return api.RestoreResult{}, err
+	}
 	dataDir := req.Target.DataDir
 	if dataDir == "" {
 		return api.RestoreResult{}, errors.New("physical restore needs target.data_dir")
@@ -535,6 +547,9 @@ func (e *Engine) Thaw(ctx context.Context, leaseID string) (api.Thawed, error) {
 // Archive streams WAL from a physical replication slot. The slot advances
 // only to the durable positions the host sends.
 func (e *Engine) Archive(ctx context.Context, req api.ArchiveRequest, out api.SegmentSink, durable <-chan api.Position) error {
+	if err := api.CheckOptions("archiving", req.Options, "slot", "synchronous"); err != nil {
+		return err
+	}
 	opts := pgengine.ArchiverOptions{
 		Slot:            req.Options["slot"],
 		PartialInterval: req.FlushInterval,

@@ -164,3 +164,21 @@ func TestFileBackupOptions(t *testing.T) {
 		}
 	}
 }
+
+// TestUnknownOptionsRefused: a misspelt or foreign option fails the call
+// before the server is asked anything, naming what the call takes.
+func TestUnknownOptionsRefused(t *testing.T) {
+	e, ctx := postgres.New(), context.Background()
+	_, err := e.PhysicalBackup(ctx, api.BackupRequest{Options: map[string]string{"wokers": "2"}}, nil)
+	if err == nil || !strings.Contains(err.Error(), "unknown option wokers for a physical backup: it takes only exclude_wal, max_rate_kbps, spread_checkpoint, workers") {
+		t.Errorf("PhysicalBackup: %v", err)
+	}
+	_, err = e.LogicalDump(ctx, api.BackupRequest{Options: map[string]string{"workers": "2"}}, nil)
+	if err == nil || !strings.Contains(err.Error(), "unknown option workers for a logical backup: it takes no options") {
+		t.Errorf("LogicalDump: %v", err)
+	}
+	err = e.Archive(ctx, api.ArchiveRequest{Options: map[string]string{"server_id": "7"}}, nil, nil)
+	if err == nil || !strings.Contains(err.Error(), "it takes only slot, synchronous") {
+		t.Errorf("Archive: %v", err)
+	}
+}

@@ -64,11 +64,13 @@ amber exits 0.`,
 				return err
 			}
 			defer r.Close()
-			opts := map[string]string{"slot": slot}
+			// Engine options: a plugin refuses one it does not take
+			// (--slot and --synchronous are PostgreSQL's).
+			opts := map[string]string{}
+			if slot != "" {
+				opts["slot"] = slot
+			}
 			if synchronous {
-				if engine != "postgres" {
-					return usagef("--synchronous is for --engine postgres only")
-				}
 				opts["synchronous"] = "on"
 			}
 			rep, err := job.Archive(ctx, r, eng, job.ArchiveRun{Engine: engine, Target: api.Target{DSN: d},
@@ -89,7 +91,7 @@ amber exits 0.`,
 	cmd.Flags().StringVar(&engine, "engine", "", "database engine plugin: postgres, mysql, mongodb")
 	cmd.Flags().StringVar(&dsnFlag, "dsn", "", "connection string of a role allowed to replicate (default: env AMBER_DSN); prefer --dsn-file")
 	cmd.Flags().StringVar(&dsnFile, "dsn-file", "", "read the connection string from this file")
-	cmd.Flags().StringVar(&slot, "slot", "amber", "replication slot name (PostgreSQL)")
+	cmd.Flags().StringVar(&slot, "slot", "", "replication slot name (PostgreSQL; empty: amber)")
 	cmd.Flags().BoolVar(&synchronous, "synchronous", false, "PostgreSQL: store WAL at once and report it flushed only when durable (RPO 0 with synchronous_standby_names)")
 	cmd.Flags().DurationVar(&flush, "flush-interval", 500*time.Millisecond, "make log durable at least this often under load (bounds the recovery point)")
 	return cmd

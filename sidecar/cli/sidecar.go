@@ -118,7 +118,7 @@ pod spec; docs/agent.md lists them.`,
 	f.StringSliceVar(&allowed, "allowed-client", envList("AMBER_ALLOWED_CLIENTS"), "accept only client certificates with one of these names (CN, DNS or URI SAN); default: any the CA signed (env AMBER_ALLOWED_CLIENTS, comma-separated)")
 	f.StringVar(&listen, "listen", envOr("AMBER_LISTEN", ":9443"), "address of the agent API (env AMBER_LISTEN)")
 	f.StringVar(&metricsListen, "metrics-listen", envOr("AMBER_METRICS_LISTEN", ":9090"), "address of /metrics, /healthz and /readyz; empty: none (env AMBER_METRICS_LISTEN)")
-	f.StringVar(&slot, "slot", envOr("AMBER_SLOT", "amber"), "replication slot the archiver uses (PostgreSQL) (env AMBER_SLOT)")
+	f.StringVar(&slot, "slot", envOr("AMBER_SLOT", ""), "replication slot the archiver uses (PostgreSQL; empty: amber; other engines refuse it) (env AMBER_SLOT)")
 	f.StringVar(&flushS, "flush-interval", envOr("AMBER_FLUSH_INTERVAL", "500ms"), "archiving makes log durable at least this often under load (env AMBER_FLUSH_INTERVAL)")
 	f.StringVar(&windowS, "window-interval", envOr("AMBER_WINDOW_INTERVAL", "1m"), "how often the recoverable window is recomputed while archiving (env AMBER_WINDOW_INTERVAL)")
 	f.StringVar(&leaseS, "max-lease", envOr("AMBER_MAX_LEASE", "1h"), "longest freeze lease granted at once (env AMBER_MAX_LEASE)")
