@@ -36,6 +36,9 @@ func PickBackup(ctx context.Context, r *repo.Repository, c Choice) (*repo.Manife
 		if err != nil {
 			return nil, err
 		}
+		if m.Mode == repo.ModeSnapshot {
+			return nil, fmt.Errorf("backup %s is a volume snapshot backup: its data is in the VolumeSnapshots `amber ls` names; restore a volume from them (docs/controller.md, \"Snapshot mode\")", m.ID.Short())
+		}
 		if m.Engine != c.Engine {
 			what := m.Engine
 			if what == "" {
@@ -54,7 +57,7 @@ func PickBackup(ctx context.Context, r *repo.Repository, c Choice) (*repo.Manife
 	}
 	var best *repo.Manifest
 	for _, m := range all {
-		if m.Engine != c.Engine || (c.Mode != "" && m.Mode != c.Mode) || (c.Name != "" && m.Name != c.Name) {
+		if m.Mode == repo.ModeSnapshot || m.Engine != c.Engine || (c.Mode != "" && m.Mode != c.Mode) || (c.Name != "" && m.Name != c.Name) {
 			continue
 		}
 		if !c.Before.IsZero() && m.ConsistentTime.After(c.Before) {
