@@ -452,6 +452,9 @@ func (e *Engine) PhysicalRestore(ctx context.Context, req api.RestoreRequest, sr
 	if dataDir == "" {
 		return api.RestoreResult{}, errors.New("physical restore needs target.data_dir")
 	}
+	if req.Options[api.OptionSnapshotData] == "true" {
+		return api.RestoreResult{}, errors.New("restoring a volume snapshot backup (--snapshot-data) is not implemented for MySQL/MariaDB: start the server on the restored volume (InnoDB recovers it) and replay archived binlog from the recorded position")
+	}
 	// Refused here, before anything is written, rather than by the Replay
 	// that follows.
 	if err := checkTarget(req.To); err != nil {
