@@ -66,7 +66,7 @@ type snapshotRun struct {
 }
 
 // claimVolumes returns the pod's volumes backed by a PersistentVolumeClaim,
-// in the pod's order: volume name -> claim name.
+// in the pod's order: their names and their claims' names.
 func claimVolumes(pod *corev1.Pod) (vols, claims []string) {
 	for _, v := range pod.Spec.Volumes {
 		if v.PersistentVolumeClaim != nil {
@@ -94,7 +94,7 @@ func (r *BackupReconciler) reader() client.Reader {
 	return r.Client
 }
 
-// runSnapshot takes a snapshot-mode backup: Freeze through the sidecar
+// run takes a snapshot-mode backup: Freeze through the sidecar
 // under a lease (renewed while it waits), one VolumeSnapshot per claim of
 // the pod, Thaw as soon as every snapshot is cut (and, whatever happened,
 // before returning), then wait for every snapshot to be readyToUse and
