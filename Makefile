@@ -38,9 +38,11 @@ $(TESTSUMMARY): conformance/tools/testsummary/go.mod $(wildcard conformance/tool
 	cd conformance/tools/testsummary && GOWORK=off $(GO) build -o $(abspath $@) .
 
 # The tools modules have their own go.mod, so `go test ./...` from the root
-# never enters them: testsummary's own tests run first, on their own.
+# never enters them: testsummary's and the test CSI driver's own tests run
+# first, on their own.
 test: build $(TESTSUMMARY) ## run every test, real servers included (AMBER_TEST_REQUIRE_ALL=1 fails on any skip)
 	@cd conformance/tools/testsummary && GOWORK=off $(GO) test -count=1 ./...
+	@cd conformance/tools/csi && GOWORK=off $(GO) test -count=1 ./hostpath
 	@mkdir -p $(dir $(TEST_JSON))
 	set -o pipefail; $(GO) test -json -count=1 -timeout 70m $(PKGS) | $(TESTSUMMARY) -json $(TEST_JSON)
 
@@ -60,6 +62,7 @@ bench: build ## measure amber side by side with its peers; writes docs/benchmark
 lint: ## vet and gofmt
 	$(GO) vet ./...
 	cd conformance/tools/testsummary && GOWORK=off $(GO) vet ./...
+	cd conformance/tools/csi && GOWORK=off $(GO) vet ./hostpath
 	@out=$$(gofmt -l $$(ls -d sidecar plugins controller conformance charts 2>/dev/null)); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 # A one-node Kubernetes cluster with a real kubelet for a person (the test

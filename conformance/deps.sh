@@ -45,7 +45,9 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
 fi
 
 # Go-built servers, peers and tools (MinIO, restic, ferretdb-testbed for MongoDB,
-# helm, promtool, ...):
+# helm, promtool, the volume snapshot pieces of tools/csi: csi-snapshotter,
+# snapshot-controller, the test CSI driver amber-csi-hostpath and the
+# VolumeSnapshot CRDs, ...):
 # each from its own tools module, pinned, cached in $DEPS/bin.
 for script in "$here"/tools/*/build.sh; do
   [ -f "$script" ] && bash "$script" "$DEPS/bin"

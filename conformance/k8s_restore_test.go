@@ -44,13 +44,16 @@ import (
 // Its subtests MariaDB and MongoDB restore a MariaDB StatefulSet's logical
 // backup and archived binlog, and a FerretDB StatefulSet's logical backup
 // and archived oplog, into clones on the same cluster
-// (k8s_mysql_restore_test.go, k8s_mongo_restore_test.go). Run one engine
-// alone with -run 'TestKubernetesRestoreClone/MariaDB'.
+// (k8s_mysql_restore_test.go, k8s_mongo_restore_test.go). Its subtest
+// Snapshot takes a snapshot-mode backup of PostgreSQL on a CSI volume
+// (k8s_snapshot_test.go). Run one alone with -run
+// 'TestKubernetesRestoreClone/MariaDB'.
 func TestKubernetesRestoreClone(t *testing.T) {
 	bed := startRestoreBed(t)
 	t.Run("PostgreSQL", func(t *testing.T) { restorePostgresClone(t, bed) })
 	t.Run("MariaDB", func(t *testing.T) { restoreMariaDBClone(t, bed) })
 	t.Run("MongoDB", func(t *testing.T) { restoreMongoClone(t, bed) })
+	t.Run("Snapshot", func(t *testing.T) { snapshotPostgres(t, bed) })
 }
 
 // restoreBed is what the clone-restore tests share: one cluster with the

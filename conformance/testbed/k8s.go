@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -73,8 +74,12 @@ type Cluster struct {
 	node     *clusterNode
 	stopProv context.CancelFunc
 	provDone chan struct{}
-	stopOnce sync.Once
-	stopErr  error
+	// csiProcs run the CSI driver and the snapshotter (StartSnapshots);
+	// csiEnabled makes the provisioner serve CSIStorageClass too.
+	csiProcs   []*clusterProc
+	csiEnabled atomic.Bool
+	stopOnce   sync.Once
+	stopErr    error
 }
 
 // ClusterOptions choose how a Cluster runs.
@@ -454,6 +459,7 @@ func (c *Cluster) Stop() error {
 
 func (c *Cluster) stop() error {
 	t0 := time.Now()
+	c.stopCSI()
 	if c.stopProv != nil {
 		c.stopProv()
 		<-c.provDone

@@ -20,7 +20,8 @@ const provisionerName = "testbed.amber.dev/local"
 // startProvisioner creates the default StorageClass and runs a provisioner
 // for it in this process: each claim gets a hostPath volume, a directory
 // under Dir/volumes that every user may write (hostPath volumes get no
-// fsGroup), deleted with its claim. Unlike kube-controller-manager's
+// fsGroup), deleted with its claim. After StartSnapshots it also binds
+// claims of CSIStorageClass, to CSI volumes (provisionCSI). Unlike kube-controller-manager's
 // hostpath provisioner it keeps volumes under Dir, not in /tmp.
 func (c *Cluster) startProvisioner(ctx context.Context) error {
 	sc := &storagev1.StorageClass{
@@ -75,18 +76,27 @@ func (c *Cluster) provisionOnce(ctx context.Context, log *slog.Logger) {
 		if pvc.Spec.StorageClassName != nil {
 			class = *pvc.Spec.StorageClassName
 		}
-		if class != c.StorageClass || pvc.Spec.VolumeName != "" || pvc.Status.Phase != corev1.ClaimPending || pvc.DeletionTimestamp != nil {
+		csi := class == CSIStorageClass && c.csiEnabled.Load()
+		if (class != c.StorageClass && !csi) || pvc.Spec.VolumeName != "" || pvc.Status.Phase != corev1.ClaimPending || pvc.DeletionTimestamp != nil {
 			continue
 		}
 		name := "pvc-" + string(pvc.UID)
 		dir := c.volumeDir(name)
-		if err := os.MkdirAll(dir, 0o777); err != nil {
-			log.Error("create volume directory", "dir", dir, "err", err)
-			continue
-		}
-		if err := os.Chmod(dir, 0o777); err != nil {
-			log.Error("open volume directory to all users", "dir", dir, "err", err)
-			continue
+		source := corev1.PersistentVolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: dir, Type: ptr(corev1.HostPathDirectory)}}
+		if csi {
+			var ok bool
+			if source, ok = c.provisionCSI(ctx, log, pvc, name, dir); !ok {
+				continue
+			}
+		} else {
+			if err := os.MkdirAll(dir, 0o777); err != nil {
+				log.Error("create volume directory", "dir", dir, "err", err)
+				continue
+			}
+			if err := os.Chmod(dir, 0o777); err != nil {
+				log.Error("open volume directory to all users", "dir", dir, "err", err)
+				continue
+			}
 		}
 		size := pvc.Spec.Resources.Requests[corev1.ResourceStorage]
 		if size.IsZero() {
@@ -101,15 +111,13 @@ func (c *Cluster) provisionOnce(ctx context.Context, log *slog.Logger) {
 				Capacity:                      corev1.ResourceList{corev1.ResourceStorage: size},
 				AccessModes:                   pvc.Spec.AccessModes,
 				PersistentVolumeReclaimPolicy: corev1.PersistentVolumeReclaimDelete,
-				StorageClassName:              c.StorageClass,
+				StorageClassName:              class,
 				VolumeMode:                    pvc.Spec.VolumeMode,
 				ClaimRef: &corev1.ObjectReference{
 					Kind: "PersistentVolumeClaim", APIVersion: "v1",
 					Namespace: pvc.Namespace, Name: pvc.Name, UID: pvc.UID,
 				},
-				PersistentVolumeSource: corev1.PersistentVolumeSource{
-					HostPath: &corev1.HostPathVolumeSource{Path: dir, Type: ptr(corev1.HostPathDirectory)},
-				},
+				PersistentVolumeSource: source,
 			},
 		}
 		if _, err := c.Client.CoreV1().PersistentVolumes().Create(ctx, pv, metav1.CreateOptions{}); err != nil && ctx.Err() == nil {

@@ -58,6 +58,8 @@ import (
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;create;update
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups=snapshot.storage.k8s.io,resources=volumesnapshots,verbs=get;list;create;delete
+// +kubebuilder:rbac:groups=snapshot.storage.k8s.io,resources=volumesnapshotcontents,verbs=get
 // +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=mutatingwebhookconfigurations;validatingwebhookconfigurations,verbs=get;patch
 
@@ -98,6 +100,9 @@ type Options struct {
 	// Workloads stores and finds captured workloads; nil: the
 	// repository-backed workload.Capturer.
 	Workloads controllers.WorkloadStore
+	// Snapshots records snapshot backups; nil: Workloads when it can
+	// (workload.Capturer does, into the policy's repository).
+	Snapshots controllers.SnapshotRecorder
 	// Clock drives schedules; nil: the real clock.
 	Clock           clock.Clock
 	ArchiveInterval time.Duration
@@ -237,8 +242,15 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 		Logger: logger, ArchiveInterval: o.ArchiveInterval}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up the BackupPolicy controller: %w", err)
 	}
-	if err := (&controllers.BackupReconciler{Client: mgr.GetClient(), Recorder: recorder, Clock: clk, Dialer: dialer,
-		Pruner: pruner, Workloads: workloads, Logger: logger}).SetupWithManager(mgr); err != nil {
+	var snapshots controllers.SnapshotRecorder
+	if sr, ok := workloads.(controllers.SnapshotRecorder); ok {
+		snapshots = sr
+	}
+	if o.Snapshots != nil {
+		snapshots = o.Snapshots
+	}
+	if err := (&controllers.BackupReconciler{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Recorder: recorder, Clock: clk, Dialer: dialer,
+		Pruner: pruner, Workloads: workloads, Snapshots: snapshots, Logger: logger}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up the Backup controller: %w", err)
 	}
 	if err := (&controllers.DrillReconciler{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Recorder: recorder, Clock: clk,
@@ -262,8 +274,9 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 }
 
 var (
-	_ controllers.Pruner        = (*retention.Pruner)(nil)
-	_ controllers.WorkloadStore = (*workload.Capturer)(nil)
+	_ controllers.Pruner           = (*retention.Pruner)(nil)
+	_ controllers.SnapshotRecorder = (*workload.Capturer)(nil)
+	_ controllers.WorkloadStore    = (*workload.Capturer)(nil)
 )
 
 var (

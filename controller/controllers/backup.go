@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -39,7 +40,15 @@ type BackupReconciler struct {
 	// Workloads stores the StatefulSet and the objects it uses with each
 	// successful backup; nil: none.
 	Workloads WorkloadStore
-	Logger    *slog.Logger
+	// Snapshots records snapshot-mode backups in the repository; nil:
+	// snapshot mode fails.
+	Snapshots SnapshotRecorder
+	// Reader reads VolumeSnapshots uncached (nil: Client), so the
+	// controller never watches an API that may not be installed.
+	Reader client.Reader
+	// SnapshotPoll is how often VolumeSnapshots are looked at; default 1 s.
+	SnapshotPoll time.Duration
+	Logger       *slog.Logger
 	// MaxConcurrent backups at once (each holds a worker while it runs).
 	MaxConcurrent int
 
@@ -86,8 +95,13 @@ func (r *BackupReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 		if v, ok := r.mine.Load(b.UID); ok && clock.Or(r.Clock).Now().Sub(v.(time.Time)) < time.Minute {
 			return ctrl.Result{RequeueAfter: time.Second}, nil
 		}
-		return ctrl.Result{}, r.fail(ctx, &b, "Interrupted", fmt.Sprintf(
-			"the controller stopped while pod %s was backing up; the result is unknown (list the repository with `amber ls`) — create a new Backup", b.Status.TargetPod))
+		msg := fmt.Sprintf("the controller stopped while pod %s was backing up; the result is unknown (list the repository with `amber ls`) — create a new Backup", b.Status.TargetPod)
+		if len(b.Status.Snapshots) > 0 {
+			// A freeze it held has thawed by itself when its lease ran
+			// out; its snapshots were never recorded.
+			msg = fmt.Sprintf("the controller stopped while pod %s was frozen for snapshots (its freeze lease thaws it by itself); VolumeSnapshots deleted: %v — create a new Backup", b.Status.TargetPod, r.cleanupInterrupted(ctx, &b))
+		}
+		return ctrl.Result{}, r.fail(ctx, &b, "Interrupted", msg)
 	}
 	log := r.log().With("namespace", b.Namespace, "backup", b.Name)
 
@@ -147,7 +161,25 @@ func (r *BackupReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 		mode = amberv1.ModePhysical
 	}
 	var res sidecarapi.BackupResult
-	err = func() error {
+	// What the status was before the backup ran: a snapshot backup sets
+	// conditions and its VolumeSnapshots on the way.
+	before := b.DeepCopy()
+	if mode == amberv1.ModeSnapshot {
+		var sp amberv1.SnapshotSpec
+		if p.Spec.Snapshot != nil {
+			sp = *p.Spec.Snapshot
+		}
+		poll := r.SnapshotPoll
+		if poll <= 0 {
+			poll = time.Second
+		}
+		run := &snapshotRun{r: r, b: &b, p: &p, sts: sts, pick: pick, log: log,
+			lease: durationOr(sp.Lease, DefaultSnapshotLease), timeout: durationOr(sp.Timeout, DefaultSnapshotTimeout), poll: poll}
+		res, err = run.run(ctx)
+		if err != nil {
+			return ctrl.Result{}, r.failFrom(ctx, &b, before, "SnapshotFailed", fmt.Sprintf("pod %s: %v", pick.Pod.Name, err))
+		}
+	} else if err = func() error {
 		sc, err := r.Dialer.Dial(ctx, pick.Pod)
 		if err != nil {
 			return err
@@ -160,19 +192,22 @@ func (r *BackupReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 			Tags: map[string]string{"namespace": b.Namespace, "statefulset": sts, "pod": pick.Pod.Name, "policy": p.Name, "backup": b.Name},
 		})
 		return err
-	}()
-	if err != nil {
+	}(); err != nil {
 		return ctrl.Result{}, r.fail(ctx, &b, "BackupFailed", fmt.Sprintf("pod %s: %v", pick.Pod.Name, err))
 	}
 
-	orig = b.DeepCopy()
+	orig = before
 	finished := r.now()
 	b.Status.Phase = amberv1.PhaseSucceeded
 	b.Status.FinishedAt = &finished
 	b.Status.BackupID = res.ID
 	b.Status.Bytes = res.Bytes
+	done := fmt.Sprintf("backup %s stored from pod %s", res.ID, pick.Pod.Name)
+	if mode == amberv1.ModeSnapshot {
+		done = fmt.Sprintf("snapshot backup %s recorded from pod %s: VolumeSnapshots %s", res.ID, pick.Pod.Name, snapshotList(b.Status.Snapshots))
+	}
 	setCondition(nil, &b, &b.Status.Conditions, metav1.Condition{Type: CondComplete, Status: metav1.ConditionTrue, Reason: "Succeeded",
-		Message: fmt.Sprintf("backup %s stored from pod %s", res.ID, pick.Pod.Name)}, r.Clock)
+		Message: done}, r.Clock)
 	if r.Workloads != nil {
 		summary, err := r.Workloads.Capture(ctx, &p, sts, res.ID)
 		if err != nil {
@@ -193,7 +228,11 @@ func (r *BackupReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	if err := r.Client.Status().Patch(ctx, &b, client.MergeFrom(orig)); err != nil {
 		return ctrl.Result{}, fmt.Errorf("record Backup result: %w", err)
 	}
-	r.Recorder.Eventf(&b, corev1.EventTypeNormal, "Succeeded", "backup %s of StatefulSet %s stored from pod %s (%d bytes)", res.ID, sts, pick.Pod.Name, res.Bytes)
+	if mode == amberv1.ModeSnapshot {
+		r.Recorder.Eventf(&b, corev1.EventTypeNormal, "Succeeded", "snapshot backup %s of StatefulSet %s recorded from pod %s: VolumeSnapshots %s", res.ID, sts, pick.Pod.Name, snapshotList(b.Status.Snapshots))
+	} else {
+		r.Recorder.Eventf(&b, corev1.EventTypeNormal, "Succeeded", "backup %s of StatefulSet %s stored from pod %s (%d bytes)", res.ID, sts, pick.Pod.Name, res.Bytes)
+	}
 	log.Info("backup succeeded", "pod", pick.Pod.Name, "id", res.ID, "bytes", res.Bytes)
 
 	porig := p.DeepCopy()
@@ -209,7 +248,12 @@ func (r *BackupReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 
 // fail marks b Failed with reason and message, and records a Warning.
 func (r *BackupReconciler) fail(ctx context.Context, b *amberv1.Backup, reason, msg string) error {
-	orig := b.DeepCopy()
+	return r.failFrom(ctx, b, b.DeepCopy(), reason, msg)
+}
+
+// failFrom is fail for a b changed since orig (conditions set on the way):
+// the patch carries those changes too.
+func (r *BackupReconciler) failFrom(ctx context.Context, b, orig *amberv1.Backup, reason, msg string) error {
 	b.Status.Phase = amberv1.PhaseFailed
 	b.Status.Error = msg
 	finished := r.now()
@@ -221,4 +265,12 @@ func (r *BackupReconciler) fail(ctx context.Context, b *amberv1.Backup, reason, 
 	r.Recorder.Event(b, corev1.EventTypeWarning, reason, msg)
 	r.log().Warn("backup failed", "namespace", b.Namespace, "backup", b.Name, "reason", reason, "problem", msg)
 	return nil
+}
+
+func snapshotList(s []amberv1.BackupSnapshot) string {
+	var names []string
+	for _, t := range s {
+		names = append(names, t.VolumeSnapshot)
+	}
+	return strings.Join(names, ", ")
 }

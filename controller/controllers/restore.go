@@ -135,6 +135,9 @@ func (r *RestoreReconciler) start(ctx context.Context, rs *amberv1.Restore) (ctr
 	if err != nil {
 		return ctrl.Result{}, r.fail(ctx, rs, "WorkloadNotFound", err.Error())
 	}
+	if m != nil && m.Mode == repo.ModeSnapshot {
+		return ctrl.Result{}, r.fail(ctx, rs, "SnapshotBackup", fmt.Sprintf("backup %s is a volume snapshot backup: a Restore does not restore snapshots yet; make a claim from its VolumeSnapshots (docs/controller.md, \"Snapshot mode\") or name another backup", m.ID.Short()))
+	}
 	var args []string
 	var desc string
 	switch {

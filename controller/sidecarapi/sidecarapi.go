@@ -9,6 +9,7 @@ package sidecarapi
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -33,6 +34,8 @@ type ProbeResult struct {
 	Archiving bool
 	// SystemID identifies the database cluster (replicas share it).
 	SystemID string
+	// ServerVersion as the server reports it.
+	ServerVersion string
 }
 
 // BackupRequest asks a sidecar for one backup.
@@ -74,6 +77,56 @@ type Status struct {
 	RunningBackup string
 }
 
+// Position is a point in the database's log, as its plugin reports it:
+// Epoch and Offset order positions of one lineage, Text is the engine's
+// notation.
+type Position struct {
+	Epoch  uint32
+	Offset uint64
+	Text   string
+}
+
+// FreezeRequest asks a sidecar to quiesce its database for a volume
+// snapshot.
+type FreezeRequest struct {
+	// Lease: the database thaws by itself unless Thaw or RenewLease comes
+	// within it.
+	Lease time.Duration
+	// Label the engine records (PostgreSQL: the backup label).
+	Label string
+}
+
+// Frozen is a freeze held under a lease.
+type Frozen struct {
+	LeaseID   string
+	ExpiresAt time.Time
+	// Position is the log position at freeze time (PostgreSQL: the backup's
+	// start); a restored snapshot replays log from here.
+	Position       Position
+	ConsistentTime time.Time
+}
+
+// File is a small file a restored snapshot needs in its data directory.
+type File struct {
+	Name    string
+	Content []byte
+	Mode    uint32
+}
+
+// Thawed is what a snapshot taken under a freeze needs to be restorable.
+type Thawed struct {
+	// Consistent: a restored snapshot must replay log at least to here.
+	Consistent     Position
+	ConsistentTime time.Time
+	Files          []File
+	Metadata       map[string]string
+}
+
+// ErrLeaseExpired is returned (wrapped) by Thaw and RenewLease when the
+// freeze's lease ran out first: the database thawed by itself and a
+// snapshot taken under the freeze must be discarded.
+var ErrLeaseExpired = errors.New("the freeze lease expired before the thaw; the database thawed by itself")
+
 // Sidecar is one connection to a sidecar's API.
 type Sidecar interface {
 	Probe(ctx context.Context) (ProbeResult, error)
@@ -81,6 +134,11 @@ type Sidecar interface {
 	Backup(ctx context.Context, req BackupRequest) (BackupResult, error)
 	StartArchiving(ctx context.Context, req ArchiveRequest) error
 	StopArchiving(ctx context.Context) error
+	// Freeze quiesces the database under a lease; RenewLease extends it to
+	// lease from now; Thaw ends it.
+	Freeze(ctx context.Context, req FreezeRequest) (Frozen, error)
+	RenewLease(ctx context.Context, leaseID string, lease time.Duration) (time.Time, error)
+	Thaw(ctx context.Context, leaseID string) (Thawed, error)
 	Status(ctx context.Context) (Status, error)
 	Close() error
 }

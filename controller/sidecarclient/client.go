@@ -20,6 +20,9 @@ import (
 	"github.com/amber-backup/amber/controller/inject"
 	"github.com/amber-backup/amber/controller/sidecarapi"
 	"github.com/amber-backup/amber/sidecar/agent/agentpb"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 	corev1 "k8s.io/api/core/v1"
 )
 
@@ -68,7 +71,7 @@ func (s *sidecar) Probe(ctx context.Context) (sidecarapi.ProbeResult, error) {
 	if err != nil {
 		return sidecarapi.ProbeResult{}, err
 	}
-	r := sidecarapi.ProbeResult{Healthy: p.GetHealthy(), SystemID: p.GetSystemId()}
+	r := sidecarapi.ProbeResult{Healthy: p.GetHealthy(), SystemID: p.GetSystemId(), ServerVersion: p.GetServerVersion()}
 	switch p.GetRole() {
 	case agentpb.Role_ROLE_PRIMARY, agentpb.Role_ROLE_STANDALONE:
 		r.Role = sidecarapi.RolePrimary
@@ -126,6 +129,58 @@ func (s *sidecar) Status(ctx context.Context) (sidecarapi.Status, error) {
 	}
 	out.Gaps = st.GetWindow().GetGaps()
 	return out, nil
+}
+
+func (s *sidecar) Freeze(ctx context.Context, req sidecarapi.FreezeRequest) (sidecarapi.Frozen, error) {
+	res, err := s.c.Freeze(ctx, &agentpb.FreezeRequest{Lease: durationpb.New(req.Lease), Label: req.Label})
+	if err != nil {
+		return sidecarapi.Frozen{}, err
+	}
+	out := sidecarapi.Frozen{LeaseID: res.GetLeaseId(), Position: position(res.GetPosition())}
+	if t := res.GetExpiresAt(); t != nil {
+		out.ExpiresAt = t.AsTime()
+	}
+	if t := res.GetConsistentTime(); t != nil {
+		out.ConsistentTime = t.AsTime()
+	}
+	return out, nil
+}
+
+func (s *sidecar) RenewLease(ctx context.Context, leaseID string, lease time.Duration) (time.Time, error) {
+	res, err := s.c.RenewLease(ctx, &agentpb.RenewLeaseRequest{LeaseId: leaseID, Lease: durationpb.New(lease)})
+	if err != nil {
+		return time.Time{}, leaseErr(err)
+	}
+	return res.GetExpiresAt().AsTime(), nil
+}
+
+func (s *sidecar) Thaw(ctx context.Context, leaseID string) (sidecarapi.Thawed, error) {
+	res, err := s.c.Thaw(ctx, &agentpb.ThawRequest{LeaseId: leaseID})
+	if err != nil {
+		return sidecarapi.Thawed{}, leaseErr(err)
+	}
+	out := sidecarapi.Thawed{Consistent: position(res.GetConsistent()), Metadata: res.GetMetadata()}
+	if t := res.GetConsistentTime(); t != nil {
+		out.ConsistentTime = t.AsTime()
+	}
+	for _, f := range res.GetFiles() {
+		out.Files = append(out.Files, sidecarapi.File{Name: f.GetName(), Content: f.GetContent(), Mode: f.GetMode()})
+	}
+	return out, nil
+}
+
+func position(p *agentpb.Position) sidecarapi.Position {
+	return sidecarapi.Position{Epoch: p.GetEpoch(), Offset: p.GetOffset(), Text: p.GetText()}
+}
+
+// leaseErr wraps sidecarapi.ErrLeaseExpired around the agent's
+// FAILED_PRECONDITION (its answer for an expired lease) and NOT_FOUND (a
+// lease it no longer knows: a restarted sidecar, whose database thawed).
+func leaseErr(err error) error {
+	if c := status.Code(err); c == codes.FailedPrecondition || c == codes.NotFound {
+		return fmt.Errorf("%w: %s", sidecarapi.ErrLeaseExpired, status.Convert(err).Message())
+	}
+	return err
 }
 
 // ErrNoTLS is returned when the Dialer has no TLS source.

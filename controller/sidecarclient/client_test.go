@@ -2,12 +2,14 @@ package sidecarclient_test
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -133,6 +135,35 @@ func TestControllerTalksToAgent(t *testing.T) {
 	}
 	if st, err := sc.Status(ctx); err != nil || st.Archiving {
 		t.Fatalf("status after StopArchiving = %+v, %v", st, err)
+	}
+	if p.ServerVersion == "" {
+		t.Errorf("probe has no server version: %+v", p)
+	}
+
+	// Freeze, renew, thaw (snapshot mode): the thaw returns the backup
+	// label and a consistent position at or after the freeze's.
+	fr, err := sc.Freeze(ctx, sidecarapi.FreezeRequest{Lease: 30 * time.Second, Label: "amber shop/snap1"})
+	if err != nil || fr.LeaseID == "" || fr.Position.Text == "" || fr.ExpiresAt.IsZero() {
+		t.Fatalf("freeze = %+v, %v", fr, err)
+	}
+	if exp, err := sc.RenewLease(ctx, fr.LeaseID, time.Minute); err != nil || !exp.After(fr.ExpiresAt) {
+		t.Fatalf("renew = %s, %v (was %s)", exp, err, fr.ExpiresAt)
+	}
+	th, err := sc.Thaw(ctx, fr.LeaseID)
+	if err != nil || th.Consistent.Offset < fr.Position.Offset || th.Consistent.Text == "" || th.ConsistentTime.IsZero() {
+		t.Fatalf("thaw = %+v, %v (frozen at %+v)", th, err, fr.Position)
+	}
+	if len(th.Files) == 0 || th.Files[0].Name != "backup_label" || !strings.Contains(string(th.Files[0].Content), "LABEL: amber shop/snap1") {
+		t.Fatalf("thaw files %+v", th.Files)
+	}
+	// A lease nobody renews runs out: the thaw says so, as ErrLeaseExpired.
+	fr, err = sc.Freeze(ctx, sidecarapi.FreezeRequest{Lease: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2500 * time.Millisecond)
+	if _, err := sc.Thaw(ctx, fr.LeaseID); !errors.Is(err, sidecarapi.ErrLeaseExpired) {
+		t.Fatalf("thaw after the lease ran out: %v, want ErrLeaseExpired", err)
 	}
 
 	// Another holder of a certificate from the same CA (another pod's

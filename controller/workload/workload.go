@@ -307,3 +307,31 @@ func (c *Capturer) Find(ctx context.Context, ns string, spec amberv1.RepositoryS
 	}
 	return pick, m, nil
 }
+
+// RecordSnapshot writes the manifest of a snapshot backup (no entries: its
+// data is in VolumeSnapshots) into p's repository and returns its id; it
+// implements controllers.SnapshotRecorder.
+func (c *Capturer) RecordSnapshot(ctx context.Context, p *amberv1.BackupPolicy, m *repo.Manifest) (string, error) {
+	if m.Mode != repo.ModeSnapshot || len(m.Entries) != 0 || len(m.Snapshots) == 0 {
+		return "", errors.New("record snapshot: not a snapshot backup's manifest")
+	}
+	cr, err := ReadCredentials(ctx, c.Client, p.Namespace, p.Spec.Repository.CredentialsSecret)
+	if err != nil {
+		return "", err
+	}
+	r, err := Open(ctx, p.Spec.Repository.URL, cr, c.Clock, c.Logger)
+	if err != nil {
+		return "", err
+	}
+	defer r.Close()
+	w, err := r.NewWriter(ctx)
+	if err != nil {
+		return "", err
+	}
+	defer w.Close()
+	id, err := w.Commit(ctx, m)
+	if err != nil {
+		return "", err
+	}
+	return id.String(), nil
+}

@@ -277,6 +277,14 @@ type FileSink interface {
 // the archive holds it.
 const MetaLogFromStart = "log_from_start"
 
+// OptionSnapshotData is the RestoreRequest.Options key the host sets to
+// "true" when Target.DataDir already holds the files of the backup's
+// volume, restored from a volume snapshot (a snapshot backup, taken under
+// Freeze): PhysicalRestore then reads no entries, writes the backup's Files
+// (the thaw's) into the data directory and configures recovery. An engine
+// without support refuses the request.
+const OptionSnapshotData = "snapshot_data"
+
 type BackupResult struct {
 	Start          Position  // log position at which the copy started
 	Consistent     Position  // log position at which the copy is consistent

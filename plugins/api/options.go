@@ -32,7 +32,7 @@ func CheckOptions(call string, opts map[string]string, known ...string) error {
 	takes := "no options"
 	var names []string
 	for _, n := range known {
-		if n != ExportPathOption && n != BackupOptionPrefix {
+		if n != ExportPathOption && n != BackupOptionPrefix && n != OptionSnapshotData { // the host's own
 			names = append(names, n)
 		}
 	}

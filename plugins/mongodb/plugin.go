@@ -189,6 +189,9 @@ func intOption(opts map[string]string, key string) (int, error) {
 // metadata.json, one BSON entry per collection and, on a server with an
 // oplog, the oplog entries written while the data was read.
 func (e *Engine) LogicalDump(ctx context.Context, req api.BackupRequest, sink api.EntrySink) (api.BackupResult, error) {
+	if err := api.CheckOptions("a logical backup", req.Options, "spool_dir", "read_preference", "workers", "batch_size", "users"); err != nil {
+		return api.BackupResult{}, err
+	}
 	o := mgengine.DumpOptions{Databases: req.Databases, SpoolDir: req.Options["spool_dir"], ReadPreference: req.Options["read_preference"], Logger: slog.Default()}
 	var err error
 	if o.Archived, err = archived(req.Archived); err != nil {
@@ -267,6 +270,9 @@ func (s entrySource) Next(ctx context.Context) (string, io.Reader, error) {
 // options, data by several workers, then indexes, views and the dump's
 // oplog window.
 func (e *Engine) LogicalRestore(ctx context.Context, req api.RestoreRequest, src api.EntrySource) (api.RestoreResult, error) {
+	if err := api.CheckOptions("a logical restore", req.Options, api.ExportPathOption, "drop", "no_oplog", "users", "workers"); err != nil {
+		return api.RestoreResult{}, err
+	}
 	if path := req.Options[api.ExportPathOption]; path != "" {
 		return export(ctx, path, src)
 	}
@@ -375,6 +381,9 @@ func export(ctx context.Context, path string, src api.EntrySource) (api.RestoreR
 // by a reader's progress; a resume point the oplog rolled past is sent as
 // a hole.
 func (e *Engine) Archive(ctx context.Context, req api.ArchiveRequest, out api.SegmentSink, durable <-chan api.Position) error {
+	if err := api.CheckOptions("archiving", req.Options, "max_segment_bytes"); err != nil {
+		return err
+	}
 	o := mgengine.ArchiveOptions{FlushInterval: req.FlushInterval, Logger: slog.Default()}
 	a, err := archived(req.Start)
 	if err != nil {
@@ -430,6 +439,9 @@ func (e *Engine) Archive(ctx context.Context, req api.ArchiveRequest, out api.Se
 // its restore was (option "backup.databases"). Time targets compare with
 // the entries' wall time (milliseconds); position targets with ts.
 func (e *Engine) Replay(ctx context.Context, req api.ReplayRequest, src api.SegmentSource) (api.ReplayResult, error) {
+	if err := api.CheckOptions("a replay", req.Options, api.BackupOptionPrefix); err != nil {
+		return api.ReplayResult{}, err
+	}
 	from, err := mgengine.ParseToken(req.From.Token)
 	if err != nil {
 		return api.ReplayResult{}, fmt.Errorf("replay start %s: %w", req.From, err)

@@ -498,12 +498,15 @@ func (e *Engine) PhysicalBackup(ctx context.Context, req api.BackupRequest, sink
 // server started on it holds the data as of the backup's consistent
 // position; archived binlog is applied after it by Replay.
 func (e *Engine) PhysicalRestore(ctx context.Context, req api.RestoreRequest, src api.EntrySource) (api.RestoreResult, error) {
-	if err := api.CheckOptions("a physical restore", req.Options, "use_memory"); err != nil {
+	if err := api.CheckOptions("a physical restore", req.Options, "use_memory", api.OptionSnapshotData); err != nil {
 		return api.RestoreResult{}, err
 	}
 	dataDir := req.Target.DataDir
 	if dataDir == "" {
 		return api.RestoreResult{}, errors.New("physical restore needs target.data_dir")
+	}
+	if req.Options[api.OptionSnapshotData] == "true" {
+		return api.RestoreResult{}, errors.New("restoring a volume snapshot backup (--snapshot-data) is not implemented for MySQL/MariaDB: start the server on the restored volume (InnoDB recovers it) and replay archived binlog from the recorded position")
 	}
 	// Refused here, before anything is written, rather than by the Replay
 	// that follows.

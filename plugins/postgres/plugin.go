@@ -361,12 +361,15 @@ func backupResult(info *pgengine.Info, res *pgengine.BackupResult) api.BackupRes
 // which pgengine places once base.tar has said where they go, are spooled
 // to a directory beside it.
 func (e *Engine) PhysicalRestore(ctx context.Context, req api.RestoreRequest, src api.EntrySource) (api.RestoreResult, error) {
-	if err := api.CheckOptions("a physical restore", req.Options, "recovery_target_immediate"); err != nil {
+	if err := api.CheckOptions("a physical restore", req.Options, "recovery_target_immediate", api.OptionSnapshotData); err != nil {
 		return api.RestoreResult{}, err
 	}
 	dataDir := req.Target.DataDir
 	if dataDir == "" {
 		return api.RestoreResult{}, errors.New("physical restore needs target.data_dir")
+	}
+	if req.Options[api.OptionSnapshotData] == "true" {
+		return e.snapshotRestore(ctx, req)
 	}
 	spool, err := os.MkdirTemp(filepath.Dir(filepath.Clean(dataDir)), ".amber-restore-")
 	if err != nil {
@@ -410,6 +413,62 @@ func (e *Engine) PhysicalRestore(ctx context.Context, req api.RestoreRequest, sr
 		res.Owner = &api.FileOwner{UID: uint32(opts.Owner.UID), GID: uint32(opts.Owner.GID)}
 	}
 	return res, nil
+}
+
+// snapshotRestore prepares a data directory restored from a volume
+// snapshot taken under Freeze: the copy of a running server, as a
+// non-exclusive backup sees it. It writes the thaw's backup_label (and
+// tablespace_map), drops the running server's postmaster.pid and
+// standby.signal, and configures recovery: the server replays archived WAL
+// from the backup's start through its end to the target.
+func (e *Engine) snapshotRestore(ctx context.Context, req api.RestoreRequest) (api.RestoreResult, error) {
+	dataDir := req.Target.DataDir
+	if _, err := os.Stat(filepath.Join(dataDir, "PG_VERSION")); err != nil {
+		return api.RestoreResult{}, fmt.Errorf("snapshot restore: %s holds no PostgreSQL data directory (no PG_VERSION): give the data directory inside the volume restored from the snapshot", dataDir)
+	}
+	label := false
+	for _, f := range req.Backup.Files {
+		if f.Name != "backup_label" && f.Name != "tablespace_map" {
+			return api.RestoreResult{}, fmt.Errorf("snapshot restore: unexpected file %q in the backup's record", f.Name)
+		}
+		label = label || f.Name == "backup_label"
+		mode := os.FileMode(f.Mode)
+		if mode == 0 {
+			mode = 0o600
+		}
+		if err := os.WriteFile(filepath.Join(dataDir, f.Name), f.Content, mode); err != nil {
+			return api.RestoreResult{}, fmt.Errorf("snapshot restore: %w", err)
+		}
+	}
+	if !label {
+		return api.RestoreResult{}, errors.New("snapshot restore: the backup's record has no backup_label (its thaw returned none)")
+	}
+	for _, name := range []string{"postmaster.pid", "postmaster.opts", "standby.signal"} {
+		if err := os.Remove(filepath.Join(dataDir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return api.RestoreResult{}, fmt.Errorf("snapshot restore: %w", err)
+		}
+	}
+	opts, err := restoreOptions(req)
+	if err != nil {
+		return api.RestoreResult{}, err
+	}
+	opts.BaseExtracted = true
+	if err := pgengine.PhysicalRestore(ctx, dataDir, noEntries{}, opts); err != nil {
+		return api.RestoreResult{}, err
+	}
+	res := api.RestoreResult{Position: req.Backup.Consistent, ConsistentTime: req.Backup.ConsistentTime}
+	if opts.Owner != nil {
+		res.Owner = &api.FileOwner{UID: uint32(opts.Owner.UID), GID: uint32(opts.Owner.GID)}
+	}
+	return res, nil
+}
+
+// noEntries is the source of a snapshot restore: the data is in place.
+type noEntries struct{}
+
+func (noEntries) Entries(context.Context) ([]string, error) { return nil, nil }
+func (noEntries) Open(_ context.Context, name string) (io.ReadCloser, error) {
+	return nil, fmt.Errorf("a snapshot restore has no entry %s", name)
 }
 
 func restoreOptions(req api.RestoreRequest) (pgengine.RestoreOptions, error) {

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -366,6 +367,8 @@ type lsEntry struct {
 	Tags           map[string]string `json:"tags,omitempty"`
 	Position       string            `json:"position,omitempty"`
 	ConsistentTime *time.Time        `json:"consistent_time,omitempty"`
+	// Snapshots of a snapshot backup (mode "snapshot").
+	Snapshots []repo.VolumeSnapshot `json:"snapshots,omitempty"`
 }
 
 func (e *env) lsCommand() *cobra.Command {
@@ -392,7 +395,7 @@ func (e *env) lsCommand() *cobra.Command {
 				}
 				le := lsEntry{ID: m.ID.String(), ShortID: m.ID.Short(), Name: m.Name, Engine: m.Engine, Mode: m.Mode,
 					Start: m.Start, End: m.End, BytesIn: m.BytesIn, BytesAdded: m.BytesAdded, BytesReused: m.BytesReused, Host: m.Host, Tags: m.Tags,
-					Position: m.Position}
+					Position: m.Position, Snapshots: m.Snapshots}
 				if !m.ConsistentTime.IsZero() {
 					t := m.ConsistentTime
 					le.ConsistentTime = &t
@@ -415,12 +418,36 @@ func (e *env) lsCommand() *cobra.Command {
 			if err := tw.Flush(); err != nil {
 				return err
 			}
+			printSnapshots(e.stdout, list)
 			printWindows(e.stdout, windows)
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&name, "name", "", "only backups of this name")
 	return cmd
+}
+
+// printSnapshots lists the volume snapshots of snapshot backups, whose
+// data is outside the repository.
+func printSnapshots(w io.Writer, list []lsEntry) {
+	first := true
+	for _, b := range list {
+		if b.Mode != repo.ModeSnapshot {
+			continue
+		}
+		if first {
+			fmt.Fprintln(w, "\nsnapshot backups (data in volume snapshots):")
+			first = false
+		}
+		at := ""
+		if b.ConsistentTime != nil {
+			at = " " + b.ConsistentTime.UTC().Format(time.RFC3339)
+		}
+		fmt.Fprintf(w, "  %s %s: consistent at %s%s\n", b.ShortID, b.Name, b.Position, at)
+		for _, s := range b.Snapshots {
+			fmt.Fprintf(w, "    %s -> VolumeSnapshot %s/%s (content %s, %s %s)\n", s.Claim, s.Namespace, s.Name, s.Content, s.Driver, s.Handle)
+		}
+	}
 }
 
 func formatTags(t map[string]string) string {

@@ -31,6 +31,7 @@ type restoreFlags struct {
 	runAs                   string
 	installTo, reportFile   string
 	skipRestored            bool
+	snapshotData            bool
 	options                 []string
 	cloneMarker             string
 	serverWait              time.Duration
@@ -58,6 +59,12 @@ archived log; --exclusive stops just before the target. Without --backup the
 newest backup consistent before the target is chosen. Before anything is
 written, amber checks that archived log runs from the backup to the target
 without a gap, and refuses, naming the gap or the window's end, if not.
+
+With --snapshot-data, DIR already holds the data directory of a volume
+restored from a snapshot backup's VolumeSnapshot (mode: snapshot, taken
+under the database's freeze): amber writes that backup's record (PostgreSQL:
+backup_label) into it and configures recovery the same way, copying no data;
+archived log must run from the freeze to the target.
 
 With --engine and a connection string (--dsn-file, --dsn or
 AMBER_RESTORE_DSN; never AMBER_DSN, so a restore cannot land in the backup's
@@ -92,6 +99,7 @@ naming the damaged object.`,
 	fl.BoolVar(&f.keepArchive, "keep-archiving", false, "keep the backup's own log archiving settings (default: archiving off, so the copy never writes into this archive)")
 	fl.StringVar(&f.installTo, "install-to", "", "copy amber and the engine's plugin into this directory; with --data-dir, have the restored server's log fetch run them from there (a restore in one container for a server in another); alone, only copy them (for a container of another image)")
 	fl.StringVar(&f.reportFile, "report-file", "", "also write the JSON report to this file (e.g. /dev/termination-log)")
+	fl.BoolVar(&f.snapshotData, "snapshot-data", false, "physical restore of a snapshot backup: --data-dir already holds its files (the data directory in a volume restored from its VolumeSnapshot); write the backup's record into it and configure recovery from archived log, copying no data")
 	fl.BoolVar(&f.skipRestored, "skip-restored", false, "physical restore: do nothing when --data-dir was already restored and recovered by an earlier run; start over when an earlier run stopped half-way")
 	fl.StringArrayVar(&f.options, "option", nil, "engine restore option as key=value (repeatable), e.g. restore_threads=4 (mysql logical); see the engine's docs")
 	fl.StringVar(&f.cloneMarker, "clone-marker", "", "logical restore into a server that starts beside it (a clone's pod): wait for the server to answer, restore, then create this file; when it exists already, restore nothing and wait for a signal (a container that must keep running)")
@@ -146,6 +154,9 @@ func (e *env) runRestore(cmd *cobra.Command, f restoreFlags) error {
 			return usagef("--to-time %q is not an RFC 3339 time such as 2026-11-21T10:15:00Z", f.toTime)
 		}
 	}
+	if f.snapshotData && (f.dataDir == "" || f.skipRestored) {
+		return usagef("--snapshot-data needs --data-dir (the data directory restored from the snapshot) and excludes --skip-restored")
+	}
 	if f.dataDir != "" && f.skipRestored {
 		done, err := prepareRestoreDir(f.dataDir)
 		if err != nil {
@@ -172,7 +183,7 @@ func (e *env) runRestore(cmd *cobra.Command, f restoreFlags) error {
 		}
 	}
 	o := job.EngineRestore{Engine: f.engine, Choice: job.Choice{Ref: f.backupRef, Name: f.name}, DataDir: f.dataDir,
-		To: to, KeepArchiving: f.keepArchive, RunAs: f.runAs, Target: api.Target{DSN: target}}
+		To: to, KeepArchiving: f.keepArchive, RunAs: f.runAs, Target: api.Target{DSN: target}, SnapshotData: f.snapshotData}
 	if o.Options, err = parseOptions(f.options); err != nil {
 		return err
 	}

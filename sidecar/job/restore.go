@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"path/filepath"
 	"strconv"
 	"time"
@@ -36,6 +37,9 @@ func PickBackup(ctx context.Context, r *repo.Repository, c Choice) (*repo.Manife
 		if err != nil {
 			return nil, err
 		}
+		if m.Mode == repo.ModeSnapshot && c.Mode != repo.ModeSnapshot {
+			return nil, fmt.Errorf("backup %s is a volume snapshot backup: its data is in the VolumeSnapshots `amber ls` names; restore a volume from them, then run amber restore --snapshot-data on its data directory (docs/controller.md, \"Snapshot mode\")", m.ID.Short())
+		}
 		if m.Engine != c.Engine {
 			what := m.Engine
 			if what == "" {
@@ -54,7 +58,7 @@ func PickBackup(ctx context.Context, r *repo.Repository, c Choice) (*repo.Manife
 	}
 	var best *repo.Manifest
 	for _, m := range all {
-		if m.Engine != c.Engine || (c.Mode != "" && m.Mode != c.Mode) || (c.Name != "" && m.Name != c.Name) {
+		if (m.Mode == repo.ModeSnapshot && c.Mode != repo.ModeSnapshot) || m.Engine != c.Engine || (c.Mode != "" && m.Mode != c.Mode) || (c.Name != "" && m.Name != c.Name) {
 			continue
 		}
 		if !c.Before.IsZero() && m.ConsistentTime.After(c.Before) {
@@ -187,6 +191,10 @@ type EngineRestore struct {
 	// Fetch says how the restored server fetches archived log; nil: the
 	// copy recovers only to the backup's consistent point.
 	Fetch *LogFetch
+	// SnapshotData: DataDir already holds the files of a snapshot backup's
+	// volume (a volume restored from its snapshot); the restore writes that
+	// backup's record into it and configures recovery, and copies no data.
+	SnapshotData bool
 	// Logical restores.
 	Target api.Target
 	// Options are the engine's restore options (--option key=value).
@@ -231,6 +239,9 @@ func RestoreEngine(ctx context.Context, r *repo.Repository, eng api.Engine, o En
 	}
 
 	c.Mode = ModePhysical
+	if o.SnapshotData {
+		c.Mode = repo.ModeSnapshot
+	}
 	to, err := o.To.resolve(ctx, eng)
 	if err != nil {
 		return nil, err
@@ -244,6 +255,14 @@ func RestoreEngine(ctx context.Context, r *repo.Repository, eng api.Engine, o En
 	if err != nil {
 		return nil, err
 	}
+	if o.SnapshotData {
+		// A volume snapshot holds no log amber vouches for: archived log
+		// must run from the freeze on.
+		if res.Metadata == nil {
+			res.Metadata = map[string]string{}
+		}
+		res.Metadata[api.MetaLogFromStart] = "true"
+	}
 	// A backup named with --backup may be newer than the target.
 	if !to.Time.IsZero() && m.ConsistentTime.After(to.Time) {
 		return nil, fmt.Errorf("backup %s is consistent only from %s, after the target %s: choose an earlier backup, or omit --backup to let amber choose",
@@ -255,7 +274,7 @@ func RestoreEngine(ctx context.Context, r *repo.Repository, eng api.Engine, o En
 	}
 	ctx = with(ctx, "backup", m.ID.Short())
 	stream := StreamName(o.Engine, res.SystemID)
-	rep := &RestoreReport{Backup: m, Mode: ModePhysical, To: to}
+	rep := &RestoreReport{Backup: m, Mode: c.Mode, To: to}
 	// An engine whose restored server cannot fetch log by itself (it
 	// declares Replay, not log files) has the plugin apply archived log to
 	// the restored data directory, through Replay, once it is laid out.
@@ -290,6 +309,13 @@ func RestoreEngine(ctx context.Context, r *repo.Repository, eng api.Engine, o En
 	rep.DataDir = dataDir
 	req := api.RestoreRequest{Target: api.Target{DataDir: dataDir}, Backup: res, To: to,
 		KeepArchiving: o.KeepArchiving, RunAs: o.RunAs, Options: o.Options}
+	if o.SnapshotData {
+		req.Options = maps.Clone(o.Options)
+		if req.Options == nil {
+			req.Options = map[string]string{}
+		}
+		req.Options[api.OptionSnapshotData] = "true"
+	}
 	var access *logAccess
 	if o.Fetch != nil && !hostReplay {
 		access, err = o.Fetch.prepare(ctx, r, o.Engine, stream, dataDir, m, clk.Now())

@@ -38,6 +38,9 @@ type Manifest struct {
 	ConsistentTime time.Time `json:"consistent_time,omitzero"`
 	// Record is set for engine backups (Engine != "").
 	Record *EngineRecord `json:"engine_record,omitempty"`
+	// Snapshots are the volume snapshots of a snapshot backup (Mode
+	// "snapshot"), which has no entries: its data stays in the snapshots.
+	Snapshots []VolumeSnapshot `json:"snapshots,omitempty"`
 
 	// ID is the manifest's object id; set on load, never stored.
 	ID ID `json:"-"`

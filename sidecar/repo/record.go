@@ -31,3 +31,29 @@ type EngineFile struct {
 	Content []byte `json:"content"` // base64 in JSON
 	Mode    uint32 `json:"mode,omitempty"`
 }
+
+// ModeSnapshot is the Mode of a snapshot backup: its data is in volume
+// snapshots outside the repository, which holds only their record.
+const ModeSnapshot = "snapshot"
+
+// VolumeSnapshot records one volume snapshot of a snapshot backup, as the
+// storage system named it.
+type VolumeSnapshot struct {
+	// Volume is the volume's name in the pod, Claim its claim (Kubernetes:
+	// the PersistentVolumeClaim).
+	Volume string `json:"volume,omitempty"`
+	Claim  string `json:"claim"`
+	// Namespace, Name and Content name the VolumeSnapshot and its
+	// VolumeSnapshotContent; Class its VolumeSnapshotClass.
+	Namespace string `json:"namespace,omitempty"`
+	Name      string `json:"name"`
+	Content   string `json:"content,omitempty"`
+	Class     string `json:"class,omitempty"`
+	// Driver is the CSI driver and Handle its id of the snapshot.
+	Driver string `json:"driver,omitempty"`
+	Handle string `json:"handle,omitempty"`
+	// RestoreSize is the smallest volume the snapshot restores into, in
+	// bytes; CreationTime when the storage system cut it.
+	RestoreSize  int64     `json:"restore_size,omitempty"`
+	CreationTime time.Time `json:"creation_time,omitzero"`
+}

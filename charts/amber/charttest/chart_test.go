@@ -428,6 +428,17 @@ func TestDatabasesRenderBackupPolicies(t *testing.T) {
 	if p := one(t, objs, "BackupPolicy"); p.GetNamespace() != "amber" {
 		t.Errorf("BackupPolicy without a namespace went to %q, want the release's (amber)", p.GetNamespace())
 	}
+	// Snapshot mode and its settings.
+	objs = render(t, "--set", "databases.pg.engine=postgres", "--set", "databases.pg.repository=file:///backups/pg",
+		"--set", "databases.pg.credentialsSecret=pg-backup", "--set", "databases.pg.mode=snapshot",
+		"--set", "databases.pg.snapshot.volumeSnapshotClassName=csi-snapclass", "--set", "databases.pg.snapshot.lease=30s",
+		"--set", "databases.pg.snapshot.timeout=5m")
+	var sp amberv1.BackupPolicy
+	typed(t, one(t, objs, "BackupPolicy"), &sp)
+	if sn := sp.Spec.Snapshot; sp.Spec.Mode != amberv1.ModeSnapshot || sn == nil || sn.VolumeSnapshotClassName != "csi-snapclass" ||
+		sn.Lease == nil || sn.Lease.Duration.Seconds() != 30 || sn.Timeout == nil || sn.Timeout.Duration.Minutes() != 5 {
+		t.Errorf("snapshot policy spec %+v (snapshot %+v)", sp.Spec, sp.Spec.Snapshot)
+	}
 }
 
 // TestNoJobsOrHooks: the chart runs nothing but the controller: no Job, no
@@ -601,7 +612,7 @@ func TestSchemaRefuses(t *testing.T) {
 		{"malformed schedule", "databases.orders.schedule=every 6 hours", `at '/databases/orders/schedule': 'every 6 hours' does not match pattern`},
 		{"repository without a scheme", "databases.orders.repository=acme-backups/orders", `at '/databases/orders/repository': 'acme-backups/orders' does not match pattern '^(file|s3|b2)://`},
 		{"unknown repository scheme", "databases.orders.repository=gs://acme/orders", `at '/databases/orders/repository': 'gs://acme/orders' does not match pattern`},
-		{"unknown mode", "databases.orders.mode=snapshot", `at '/databases/orders/mode': value must be one of 'physical', 'logical'`},
+		{"unknown mode", "databases.orders.mode=incremental", `at '/databases/orders/mode': value must be one of 'physical', 'logical', 'snapshot'`},
 		{"unknown replica preference", "databases.orders.replica.preference=leader", `at '/databases/orders/replica/preference': value must be one of 'standby', 'primary', 'any'`},
 		{"misspelt key", "databases.orders.schedul=@daily", `at '/databases/orders': additional properties 'schedul' not allowed`},
 		{"bad retention", "databases.orders.retention.keepWithin=7 days", `at '/databases/orders/retention/keepWithin'`},

@@ -54,11 +54,28 @@ type BackupStatus struct {
 	// Error says why the backup failed and what to do.
 	// +optional
 	Error string `json:"error,omitempty"`
-	// Conditions: Complete, Pruned.
+	// Snapshots are the VolumeSnapshots of a snapshot-mode backup.
+	// +optional
+	Snapshots []BackupSnapshot `json:"snapshots,omitempty"`
+	// Conditions: Complete, Pruned; for snapshot mode also Thawed.
 	// +listType=map
 	// +listMapKey=type
 	// +optional
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// BackupSnapshot is one VolumeSnapshot a snapshot-mode backup took.
+type BackupSnapshot struct {
+	// PersistentVolumeClaim snapshotted.
+	PersistentVolumeClaim string `json:"persistentVolumeClaim"`
+	// VolumeSnapshot made of it, in the Backup's namespace.
+	VolumeSnapshot string `json:"volumeSnapshot"`
+	// VolumeSnapshotContent bound to it.
+	// +optional
+	VolumeSnapshotContent string `json:"volumeSnapshotContent,omitempty"`
+	// ReadyToUse as the VolumeSnapshot last reported.
+	// +optional
+	ReadyToUse bool `json:"readyToUse,omitempty"`
 }
 
 // Backup is one backup of one StatefulSet's database.

@@ -16,12 +16,16 @@ const (
 )
 
 // Mode is how a backup copies the database.
-// +kubebuilder:validation:Enum=physical;logical
+// +kubebuilder:validation:Enum=physical;logical;snapshot
 type Mode string
 
 const (
 	ModePhysical Mode = "physical"
 	ModeLogical  Mode = "logical"
+	// ModeSnapshot takes CSI VolumeSnapshots of the pod's volumes while the
+	// sidecar holds the database frozen under a lease, and records them in
+	// the repository with the positions a restore needs.
+	ModeSnapshot Mode = "snapshot"
 )
 
 // ReplicaPreference says which pod of a StatefulSet a backup is taken from.
@@ -113,10 +117,14 @@ type BackupPolicySpec struct {
 	// Retention applied by a prune after each successful backup.
 	// +optional
 	Retention RetentionSpec `json:"retention,omitempty"`
-	// Mode: physical (default) or logical.
+	// Mode: physical (default), logical or snapshot (CSI VolumeSnapshots
+	// of the pod's volumes under a freeze; see spec.snapshot).
 	// +kubebuilder:default=physical
 	// +optional
 	Mode Mode `json:"mode,omitempty"`
+	// Snapshot configures mode: snapshot.
+	// +optional
+	Snapshot *SnapshotSpec `json:"snapshot,omitempty"`
 	// Archive turns continuous log archiving on: exactly one sidecar per
 	// StatefulSet archives, and the role moves on failover.
 	// +optional
@@ -131,6 +139,24 @@ type BackupPolicySpec struct {
 	// an optional probe, RTO and RPO recorded, the clone deleted.
 	// +optional
 	Drills *DrillSpec `json:"drills,omitempty"`
+}
+
+// SnapshotSpec says how mode: snapshot takes its VolumeSnapshots.
+type SnapshotSpec struct {
+	// VolumeSnapshotClassName of the VolumeSnapshots; empty: the cluster's
+	// default class for the volumes' CSI driver.
+	// +optional
+	VolumeSnapshotClassName string `json:"volumeSnapshotClassName,omitempty"`
+	// Lease of the freeze: the sidecar thaws the database by itself when
+	// the controller neither thaws nor renews it within this time (a
+	// controller that crashes never leaves it frozen). The controller
+	// renews it while it waits. Default 1m.
+	// +optional
+	Lease *metav1.Duration `json:"lease,omitempty"`
+	// Timeout bounds the whole snapshot: frozen until every VolumeSnapshot
+	// is cut, then until every one is readyToUse. Default 10m.
+	// +optional
+	Timeout *metav1.Duration `json:"timeout,omitempty"`
 }
 
 // DrillTarget is the point a drill restores to.

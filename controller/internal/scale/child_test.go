@@ -391,4 +391,17 @@ func (s *ordinalSidecar) Status(context.Context) (sidecarapi.Status, error) {
 	return sidecarapi.Status{Archiving: s.d.archiving[s.key]}, nil
 }
 
+// The scale test takes no snapshot backups.
+func (s *ordinalSidecar) Freeze(context.Context, sidecarapi.FreezeRequest) (sidecarapi.Frozen, error) {
+	return sidecarapi.Frozen{}, errors.New("the scale test's sidecars do not freeze")
+}
+
+func (s *ordinalSidecar) RenewLease(context.Context, string, time.Duration) (time.Time, error) {
+	return time.Time{}, errors.New("the scale test's sidecars do not freeze")
+}
+
+func (s *ordinalSidecar) Thaw(context.Context, string) (sidecarapi.Thawed, error) {
+	return sidecarapi.Thawed{}, errors.New("the scale test's sidecars do not freeze")
+}
+
 func (s *ordinalSidecar) Close() error { return nil }

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 
@@ -25,13 +26,22 @@ type Pod struct {
 	BackupBytes int64
 	// Status is what Status returns (Archiving comes from Probe).
 	Status sidecarapi.Status
+	// FreezeErr and ThawErr fail Freeze and Thaw; Thawed is what a
+	// successful Thaw returns.
+	FreezeErr error
+	ThawErr   error
+	Thawed    sidecarapi.Thawed
+	// Frozen reports whether a freeze is held now (Freeze sets it, Thaw
+	// clears it).
+	Frozen bool
 }
 
 // Call is one recorded call.
 type Call struct {
 	Pod    string // namespace/name
-	Method string // Dial, Probe, Backup, StartArchiving, StopArchiving, Status
+	Method string // Dial, Probe, Backup, StartArchiving, StopArchiving, Status, Freeze, RenewLease, Thaw
 	Backup sidecarapi.BackupRequest
+	Freeze sidecarapi.FreezeRequest
 }
 
 // Dialer is the test double. The zero value is not usable; use New.
@@ -151,6 +161,45 @@ func (s *sidecar) Status(context.Context) (sidecarapi.Status, error) {
 	st := p.Status
 	st.Archiving = p.Probe.Archiving
 	return st, nil
+}
+
+func (s *sidecar) Freeze(_ context.Context, req sidecarapi.FreezeRequest) (sidecarapi.Frozen, error) {
+	s.d.mu.Lock()
+	defer s.d.mu.Unlock()
+	s.d.calls = append(s.d.calls, Call{Pod: s.pod, Method: "Freeze", Freeze: req})
+	p := s.d.pods[s.pod]
+	if p.FreezeErr != nil {
+		return sidecarapi.Frozen{}, p.FreezeErr
+	}
+	p.Frozen = true
+	s.d.seq++
+	return sidecarapi.Frozen{LeaseID: fmt.Sprintf("lease-%d", s.d.seq), ExpiresAt: time.Now().Add(req.Lease),
+		Position: sidecarapi.Position{Epoch: 1, Offset: 100, Text: "1/0/64"}}, nil
+}
+
+func (s *sidecar) RenewLease(_ context.Context, _ string, lease time.Duration) (time.Time, error) {
+	s.record(Call{Method: "RenewLease"})
+	return time.Now().Add(lease), nil
+}
+
+func (s *sidecar) Thaw(context.Context, string) (sidecarapi.Thawed, error) {
+	s.d.mu.Lock()
+	defer s.d.mu.Unlock()
+	s.d.calls = append(s.d.calls, Call{Pod: s.pod, Method: "Thaw"})
+	p := s.d.pods[s.pod]
+	p.Frozen = false
+	if p.ThawErr != nil {
+		return sidecarapi.Thawed{}, p.ThawErr
+	}
+	return p.Thawed, nil
+}
+
+// Frozen reports whether pod's sidecar holds a freeze now.
+func (d *Dialer) Frozen(pod string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	p := d.pods[pod]
+	return p != nil && p.Frozen
 }
 
 func (s *sidecar) Close() error { return nil }

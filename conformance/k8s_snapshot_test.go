@@ -1,0 +1,317 @@
+package conformance_test
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
+
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/amber-backup/amber/conformance/testbed"
+	amberv1 "github.com/amber-backup/amber/controller/api/v1alpha1"
+	"github.com/amber-backup/amber/controller/controllers"
+)
+
+// snapshotPostgres is TestKubernetesRestoreClone/Snapshot: on the same
+// cluster, with volume snapshots (external-snapshotter's CRDs,
+// snapshot-controller and csi-snapshotter, and the test CSI driver
+// amber-csi-hostpath), the example PostgreSQL StatefulSet on a CSI volume
+// and a BackupPolicy with mode: snapshot. A Backup freezes the database
+// through the sidecar, takes a VolumeSnapshot of its claim, thaws it, and
+// records the snapshot in the repository with the freeze and thaw
+// positions; `amber ls` lists it. Then csi-snapshotter is paused so the next
+// snapshot is never cut, and the controller is killed while the database is
+// frozen: once the lease runs out the database has left backup mode and
+// takes writes, and the restarted controller fails that Backup and deletes
+// its VolumeSnapshot. Last, a claim with the first VolumeSnapshot as its
+// dataSource is provisioned with the snapshot's data, and its data
+// directory, with `amber restore --snapshot-data` and the WAL the pod's
+// sidecar archived, recovers to a point in time after the snapshot.
+func snapshotPostgres(t *testing.T, bed *restoreBed) {
+	t0 := time.Now()
+	c, k, ctl, m := bed.c, bed.k, bed.ctl, bed.m
+	testbed.StartClusterSnapshots(t, c)
+	_, pgImage := testbed.BuildPostgresImage(t, bed.images)
+	c.LoadImage(t, pgImage)
+	bucket := m.CreateBucket(t, "amber-snapshot")
+	repoURL := fmt.Sprintf("s3://%s/pg?endpoint=http://%s", bucket, m.Endpoint)
+	cli := &amberEnv{t: t, bin: bins(t), repo: repoURL}
+	cli.run("repo", "init")
+	ctx := context.Background()
+
+	const ns = "snap"
+	if err := k.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := k.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "pg-backup", Namespace: ns}, StringData: map[string]string{
+		"password":              "conformance",
+		"dsn":                   "host=127.0.0.1 port=5432 user=postgres dbname=postgres sslmode=disable",
+		"AWS_ACCESS_KEY_ID":     m.AccessKey,
+		"AWS_SECRET_ACCESS_KEY": m.SecretKey,
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	root, err := testbed.Root()
+	if err != nil {
+		t.Fatal(err)
+	}
+	example, err := os.ReadFile(filepath.Join(root, "docs", "examples", "postgres-statefulset.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const lease = 15 * time.Second
+	manifests := bytes.ReplaceAll(example, []byte("${AMBER_REPOSITORY}"), []byte(repoURL))
+	manifests = bytes.Replace(manifests, []byte(`schedule: "0 */6 * * *"`), []byte("schedule: \"@daily\"\n  suspend: true"), 1)
+	manifests = bytes.Replace(manifests, []byte("replicas: 3"), []byte("replicas: 1"), 1)
+	manifests = bytes.Replace(manifests, []byte("  mode: physical"), []byte(fmt.Sprintf(
+		"  mode: snapshot\n  snapshot: {volumeSnapshotClassName: %s, lease: %s, timeout: 2m}", testbed.CSISnapshotClass, lease)), 1)
+	manifests = bytes.Replace(manifests, []byte("storageClassName: amber-local"), []byte("storageClassName: "+testbed.CSIStorageClass), 1)
+	manifests = bytes.ReplaceAll(manifests, []byte("\nmetadata:\n  name: "), []byte("\nmetadata:\n  namespace: "+ns+"\n  name: "))
+	if err := c.Apply(ctx, manifests); err != nil {
+		t.Fatalf("apply the example with mode: snapshot: %v\ncontroller log:\n%s", err, ctl.log())
+	}
+	pg0 := waitReady(t, c, ctl, ns, "pg-0", 3*time.Minute)
+	var pv corev1.PersistentVolume
+	var pvc corev1.PersistentVolumeClaim
+	if err := k.Get(ctx, types.NamespacedName{Namespace: ns, Name: "data-pg-0"}, &pvc); err != nil {
+		t.Fatal(err)
+	}
+	if err := k.Get(ctx, types.NamespacedName{Name: pvc.Spec.VolumeName}, &pv); err != nil {
+		t.Fatal(err)
+	}
+	if pv.Spec.CSI == nil || pv.Spec.CSI.Driver != testbed.CSIDriverName {
+		t.Fatalf("claim data-pg-0 is bound to %s, not a volume of %s: %+v", pv.Name, testbed.CSIDriverName, pv.Spec.PersistentVolumeSource)
+	}
+	setPrimaryIn(t, k, ns, "pg-0", pg0.Status.PodIP)
+	pgd := &pgDriver{}
+	dsn := fmt.Sprintf("postgres://postgres@%s:5432/postgres?sslmode=disable", pg0.Status.PodIP)
+	pgd.MarkerSetup(t, dsn)
+	waitArchiverIn(t, k, ctl, ns, "pg-0")
+	for i := 1; i <= 20; i++ {
+		pgd.Mark(t, dsn, i)
+	}
+	lsnBefore := psqlValue(t, pgd, dsn, `SELECT pg_current_wal_lsn()::text`)
+
+	// Freeze, snapshot, thaw, record.
+	t1 := time.Now()
+	if err := k.Create(ctx, &amberv1.Backup{ObjectMeta: metav1.ObjectMeta{Name: "snap1", Namespace: ns},
+		Spec: amberv1.BackupSpec{PolicyRef: amberv1.LocalRef{Name: "pg"}}}); err != nil {
+		t.Fatal(err)
+	}
+	b := waitBackup(t, k, ctl, ns, func(b *amberv1.Backup) bool {
+		return b.Name == "snap1" && (b.Status.Phase == amberv1.PhaseSucceeded || b.Status.Phase == amberv1.PhaseFailed)
+	}, 3*time.Minute)
+	if b.Status.Phase != amberv1.PhaseSucceeded {
+		t.Fatalf("Backup snap1: %s %q\n%s", b.Status.Phase, b.Status.Error, c.CSILogs())
+	}
+	lsnAfter := psqlValue(t, pgd, dsn, `SELECT pg_current_wal_lsn()::text`)
+	t.Logf("snapshot Backup snap1 took %s: %s", time.Since(t1).Round(100*time.Millisecond), findCondition(b.Status.Conditions, controllers.CondComplete).Message)
+	if tc := findCondition(b.Status.Conditions, controllers.CondThawed); tc == nil || tc.Status != metav1.ConditionTrue {
+		t.Errorf("Backup snap1: Thawed condition %+v", tc)
+	}
+	if len(b.Status.Snapshots) != 1 || b.Status.Snapshots[0].PersistentVolumeClaim != "data-pg-0" || !b.Status.Snapshots[0].ReadyToUse {
+		t.Fatalf("Backup snap1: snapshots %+v", b.Status.Snapshots)
+	}
+	vsName := b.Status.Snapshots[0].VolumeSnapshot
+	vs := volumeSnapshot(t, k, ns, vsName)
+	if ready, _, _ := unstructured.NestedBool(vs.Object, "status", "readyToUse"); !ready {
+		t.Fatalf("VolumeSnapshot %s is not readyToUse: %v", vsName, vs.Object["status"])
+	}
+	// The database left backup mode with the thaw.
+	if n := psqlValue(t, pgd, dsn, frozenSessions); n != "0" {
+		t.Errorf("%s sessions still hold pg_backup_start after the thaw", n)
+	}
+
+	// The repository records it, from the bucket alone.
+	var ls struct {
+		Backups []struct {
+			ID, Mode, Position string
+			ConsistentTime     *time.Time `json:"consistent_time"`
+			Snapshots          []struct {
+				Claim, Namespace, Name, Content, Driver, Handle string
+			}
+		}
+	}
+	out := cli.run("ls", "--json")
+	if err := json.Unmarshal([]byte(out), &ls); err != nil {
+		t.Fatalf("amber ls --json: %v\n%s", err, out)
+	}
+	if len(ls.Backups) != 1 {
+		t.Fatalf("amber ls: %s", out)
+	}
+	got := ls.Backups[0]
+	if got.ID != b.Status.BackupID || got.Mode != "snapshot" || got.ConsistentTime == nil || len(got.Snapshots) != 1 {
+		t.Fatalf("amber ls: %s", out)
+	}
+	s := got.Snapshots[0]
+	if s.Claim != "data-pg-0" || s.Namespace != ns || s.Name != vsName || s.Content == "" || s.Driver != testbed.CSIDriverName || s.Handle == "" {
+		t.Fatalf("amber ls: snapshot %+v", s)
+	}
+	// Its position (timeline/LSN) lies between the LSNs before and after.
+	parts := strings.Split(got.Position, "/")
+	if len(parts) != 3 {
+		t.Fatalf("position %q is not timeline/hi/lo", got.Position)
+	}
+	lsn := parts[1] + "/" + parts[2]
+	if in := psqlValue(t, pgd, dsn, fmt.Sprintf(`SELECT '%s'::pg_lsn BETWEEN '%s'::pg_lsn AND '%s'::pg_lsn`, lsn, lsnBefore, lsnAfter)); in != "true" {
+		t.Errorf("the recorded position %s is not between %s and %s", lsn, lsnBefore, lsnAfter)
+	}
+	text := cli.run("ls")
+	if !strings.Contains(text, "snapshot backups") || !strings.Contains(text, vsName) {
+		t.Errorf("amber ls does not show the snapshot backup:\n%s", text)
+	}
+	t.Logf("amber ls: snapshot backup %s consistent at %s, VolumeSnapshot %s (content %s, handle %s)", got.ID[:12], got.Position, s.Name, s.Content, s.Handle)
+
+	// Markers after the snapshot, for a point-in-time restore from it.
+	for i := 101; i <= 130; i++ {
+		pgd.Mark(t, dsn, i)
+		time.Sleep(10 * time.Millisecond)
+	}
+	ts := pgd.MarkerTimes(t, dsn)
+	target := ts[116]
+	lsn130 := psqlValue(t, pgd, dsn, `SELECT pg_current_wal_lsn()::text`)
+	waitFor(t, time.Minute, "WAL through marker 130 archived", func() bool {
+		return psqlValue(t, pgd, dsn, fmt.Sprintf(`SELECT coalesce(bool_and(restart_lsn >= '%s'::pg_lsn), false) FROM pg_replication_slots`, lsn130)) == "true"
+	})
+
+	// The controller killed between freeze and thaw: snapshots are never cut
+	// while csi-snapshotter is paused.
+	resume, err := c.PauseSnapshotter()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resume()
+	if err := k.Create(ctx, &amberv1.Backup{ObjectMeta: metav1.ObjectMeta{Name: "crash", Namespace: ns},
+		Spec: amberv1.BackupSpec{PolicyRef: amberv1.LocalRef{Name: "pg"}}}); err != nil {
+		t.Fatal(err)
+	}
+	frozen := waitBackup(t, k, ctl, ns, func(b *amberv1.Backup) bool {
+		return b.Name == "crash" && (len(b.Status.Snapshots) > 0 || b.Status.Phase == amberv1.PhaseFailed)
+	}, time.Minute)
+	if frozen.Status.Phase != amberv1.PhaseRunning {
+		t.Fatalf("Backup crash: %s %q", frozen.Status.Phase, frozen.Status.Error)
+	}
+	if n := psqlValue(t, pgd, dsn, frozenSessions); n != "1" {
+		t.Fatalf("while Backup crash waits for its snapshot, %s sessions hold pg_backup_start; want 1", n)
+	}
+	ctl.Kill()
+	killed := time.Now()
+	t.Logf("controller killed while the database was frozen for VolumeSnapshot %s", frozen.Status.Snapshots[0].VolumeSnapshot)
+	waitFor(t, lease+30*time.Second, "the freeze to end by its lease", func() bool {
+		return psqlValue(t, pgd, dsn, frozenSessions) == "0"
+	})
+	t.Logf("the freeze ended %s after the controller was killed (lease %s)", time.Since(killed).Round(100*time.Millisecond), lease)
+	pgd.Mark(t, dsn, 21) // writable
+	// A new backup can start and stop: nothing of the old one is left.
+	func() {
+		conn, err := pgd.db(t, dsn).Conn(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		if _, err := conn.ExecContext(ctx, `SELECT pg_backup_start('probe', true)`); err != nil {
+			t.Fatalf("pg_backup_start after the lease expired: %v", err)
+		}
+		if _, err := conn.ExecContext(ctx, `SELECT pg_backup_stop()`); err != nil {
+			t.Fatalf("pg_backup_stop: %v", err)
+		}
+	}()
+	resume()
+	ctl.start(t)
+	done := waitBackup(t, k, ctl, ns, func(b *amberv1.Backup) bool {
+		return b.Name == "crash" && (b.Status.Phase == amberv1.PhaseSucceeded || b.Status.Phase == amberv1.PhaseFailed)
+	}, 2*time.Minute)
+	if done.Status.Phase != amberv1.PhaseFailed || !strings.Contains(done.Status.Error, "frozen") {
+		t.Fatalf("after the restart Backup crash is %s: %q", done.Status.Phase, done.Status.Error)
+	}
+	waitFor(t, time.Minute, "VolumeSnapshot "+frozen.Status.Snapshots[0].VolumeSnapshot+" deleted", func() bool {
+		u := &unstructured.Unstructured{}
+		u.SetGroupVersionKind(controllers.GVKVolumeSnapshot)
+		return apierrors.IsNotFound(k.Get(ctx, types.NamespacedName{Namespace: ns, Name: frozen.Status.Snapshots[0].VolumeSnapshot}, u))
+	})
+	t.Logf("after the restart: %s", done.Status.Error)
+
+	// A claim restored from the first snapshot holds the data directory as
+	// the snapshot cut it.
+	class := testbed.CSIStorageClass
+	apiGroup := "snapshot.storage.k8s.io"
+	clone := &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Name: "from-snap1", Namespace: ns}, Spec: corev1.PersistentVolumeClaimSpec{
+		AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce}, StorageClassName: &class,
+		Resources:  corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")}},
+		DataSource: &corev1.TypedLocalObjectReference{APIGroup: &apiGroup, Kind: "VolumeSnapshot", Name: vsName}}}
+	if err := k.Create(ctx, clone); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, time.Minute, "claim from-snap1 bound", func() bool {
+		_ = k.Get(ctx, types.NamespacedName{Namespace: ns, Name: "from-snap1"}, clone)
+		return clone.Status.Phase == corev1.ClaimBound
+	})
+	dataDir := filepath.Join(c.Dir, "volumes", clone.Spec.VolumeName, "pgdata")
+	if _, err := os.Stat(filepath.Join(dataDir, "PG_VERSION")); err != nil {
+		t.Fatalf("the claim restored from VolumeSnapshot %s has no data directory: %v", vsName, err)
+	}
+	t.Logf("claim from-snap1 restored from VolumeSnapshot %s: %s", vsName, dataDir)
+
+	// That volume, restored to a point in time with the archived WAL: on
+	// the host, a copy of the claim's data directory gets the record's
+	// backup_label and recovery (amber restore --snapshot-data); the
+	// recovered server holds markers 1..20 and 101..115, none later.
+	pitr := filepath.Join(testbed.PostgresDir(t), "pitr")
+	if out, err := exec.Command("cp", "-a", dataDir, pitr).CombinedOutput(); err != nil {
+		t.Fatalf("copy the restored claim's data directory: %v\n%s", err, out)
+	}
+	if err := testbed.ChownPostgres(pitr); err != nil {
+		t.Fatal(err)
+	}
+	cli.run("restore", "--engine", "postgres", "--data-dir", pitr, "--snapshot-data", "--backup", b.Status.BackupID,
+		"--to-time", target.UTC().Format(time.RFC3339Nano))
+	srv := testbed.StartPostgresDataDir(t, pitr, testbed.PostgresOptions{})
+	pdsn := srv.DSNFor("postgres", "", "postgres")
+	waitFor(t, 60*time.Second, "the server restored from the snapshot to finish recovery", func() bool {
+		db, err := sql.Open("pgx", pdsn)
+		if err != nil {
+			return false
+		}
+		defer db.Close()
+		var rec bool
+		return db.QueryRow(`SELECT pg_is_in_recovery()`).Scan(&rec) == nil && !rec
+	})
+	n, maxID := pgd.Markers(t, pdsn)
+	srv.Stop()
+	if n != 35 || maxID != 115 {
+		t.Fatalf("restored from the snapshot to %s: %d markers, highest %d; want markers 1..20 and 101..115", target.Format(time.RFC3339Nano), n, maxID)
+	}
+	t.Logf("snapshot %s plus archived WAL restored to %s: exactly markers 1..20 and 101..115", vsName, target.Format(time.RFC3339Nano))
+	t.Logf("Snapshot part: %s", time.Since(t0).Round(100*time.Millisecond))
+}
+
+func volumeSnapshot(t *testing.T, k client.Client, ns, name string) *unstructured.Unstructured {
+	t.Helper()
+	u := &unstructured.Unstructured{}
+	u.SetGroupVersionKind(controllers.GVKVolumeSnapshot)
+	if err := k.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: name}, u); err != nil {
+		t.Fatalf("VolumeSnapshot %s/%s: %v", ns, name, err)
+	}
+	return u
+}
+
+// frozenSessions counts the sessions holding a freeze: the PostgreSQL
+// plugin's Freeze runs pg_backup_start, then SELECT clock_timestamp(), in a
+// session it keeps until the thaw (or the lease) ends the backup and closes
+// it.
+const frozenSessions = `SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND query = 'SELECT clock_timestamp()' AND pid <> pg_backend_pid()`

@@ -1,0 +1,46 @@
+package job
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/amber-backup/amber/sidecar/repo"
+	"github.com/amber-backup/amber/sidecar/storage/file"
+)
+
+// A snapshot backup's data is in volume snapshots: a restore never picks
+// it, and one naming it is refused with what to do instead.
+func TestPickBackupSkipsSnapshots(t *testing.T) {
+	ctx := context.Background()
+	be, err := file.Open(t.TempDir(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := repo.Init(ctx, be, []byte("pw"), repo.Options{KDF: repo.KDFParams{Time: 1, Memory: 1024, Threads: 1}, CacheDir: "-"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	w, err := r.NewWriter(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := w.Commit(ctx, &repo.Manifest{Name: "shop/pg", Engine: "postgres", Mode: repo.ModeSnapshot, Start: time.Now(),
+		Entries: []repo.Entry{}, ConsistentTime: time.Now(), Record: &repo.EngineRecord{SystemID: "1"},
+		Snapshots: []repo.VolumeSnapshot{{Claim: "data-pg-0", Name: "b1-data"}}})
+	w.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mode := range []string{"", ModePhysical} {
+		if _, err := PickBackup(ctx, r, Choice{Engine: "postgres", Mode: mode}); !errors.Is(err, repo.ErrBackupNotFound) {
+			t.Errorf("mode %q: picked a snapshot backup (err %v)", mode, err)
+		}
+	}
+	if _, err := PickBackup(ctx, r, Choice{Ref: id.String(), Engine: "postgres"}); err == nil || !strings.Contains(err.Error(), "volume snapshot backup") {
+		t.Errorf("by id: %v", err)
+	}
+}
