@@ -24,7 +24,9 @@ import (
 // consistent at) reports epoch 2 — before the archiver has
 // found the rollback (the plugin compares the archived end the host passes
 // it with the server's oplog) and after it has archived epoch 2 — and a
-// restore from it to the newest archived entry rolls forward in epoch 2.
+// restore from it to the newest archived entry rolls forward in epoch 2; a
+// backup from before the rolled-back writes rolls forward across the
+// branch without them, and one holding them is refused.
 // The rollback is made by deleting the newest entries of FerretDB's oplog
 // emulation, which a real replica set does not allow: the subtest runs on
 // the test bed's FerretDB only (fork_internal_test.go checks the decision
@@ -83,10 +85,18 @@ func mongoRollbackEpoch(t *testing.T, amber conformance.AmberRunner) {
 		}
 		return errb.String()
 	}
-	// backupEpoch takes a backup and returns the epoch of its consistent position.
+	// backupEpoch takes a backup and returns the epoch of its consistent
+	// position (and the backup's id in lastID).
+	var lastID string
 	backupEpoch := func() uint32 {
 		t.Helper()
-		run("backup", "--engine", "mongodb", "--dsn", src.DSN(), "--mode", "logical")
+		var b struct {
+			ID string `json:"id"`
+		}
+		if err := json.Unmarshal([]byte(run("backup", "--engine", "mongodb", "--dsn", src.DSN(), "--mode", "logical", "--json")), &b); err != nil || b.ID == "" {
+			t.Fatalf("amber backup --json: %v", err)
+		}
+		lastID = b.ID
 		var man struct {
 			Record struct {
 				Consistent struct {
@@ -113,13 +123,19 @@ func mongoRollbackEpoch(t *testing.T, amber conformance.AmberRunner) {
 
 	run("repo", "init")
 	insert(1, 5)
-	archive(func() { insert(6, 10) })
+	archive(func() { insert(6, 8) })
 	if e := backupEpoch(); e != 1 {
 		t.Fatalf("backup before the rollback: epoch %d, want 1", e)
 	}
+	early := lastID // holds 1 to 8, all of them in both histories
+	archive(func() { insert(9, 10) })
+	if e := backupEpoch(); e != 1 {
+		t.Fatalf("backup before the rollback: epoch %d, want 1", e)
+	}
+	undone := lastID // holds 9 and 10, which the rollback undoes
 
 	// A rollback: the newest archived entries (inserts 9 and 10) leave
-	// the oplog, and the new history writes on.
+	// the oplog, and the new history writes on (11 to 20).
 	cur, err := oplog.Find(ctx, bson.D{{Key: "ns", Value: src.DBName + ".m"}}, options.Find().SetSort(bson.D{{Key: "$natural", Value: 1}}))
 	if err != nil {
 		t.Fatal(err)
@@ -149,17 +165,47 @@ func mongoRollbackEpoch(t *testing.T, amber conformance.AmberRunner) {
 	insert(16, 18)
 	archive(func() { insert(19, 20) })
 
-	// Restored and rolled forward to the newest archived entry: every
-	// document (9 and 10 are in the data the dump read; the rollback only
-	// took their oplog entries).
-	dst := src.URIFor(src.Prefix + "rolled")
-	run("restore", "--engine", "mongodb", "--dsn", dst, "--to-position", newestOplog(t, cl))
-	n, err := mongoDB(t, dst).Collection("m").CountDocuments(ctx, bson.D{})
-	if err != nil {
-		t.Fatal(err)
+	count := func(uri string, id int) int64 {
+		t.Helper()
+		f := bson.D{}
+		if id != 0 {
+			f = bson.D{{Key: "_id", Value: id}}
+		}
+		n, err := mongoDB(t, uri).Collection("m").CountDocuments(ctx, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
 	}
-	if n != 20 {
+	newest := newestOplog(t, cl)
+
+	// Restored from the epoch-2 backup and rolled forward to the newest
+	// archived entry: every document (9 and 10 are in the data that dump
+	// read; the rollback only took their oplog entries).
+	dst := src.URIFor(src.Prefix + "rolled")
+	run("restore", "--engine", "mongodb", "--dsn", dst, "--to-position", newest)
+	if n := count(dst, 0); n != 20 {
 		t.Fatalf("restored from the epoch-2 backup: %d documents, want 20", n)
+	}
+	// From the backup taken before 9 and 10, across the branch: epoch 1
+	// up to where epoch 2 took over, then epoch 2; 9 and 10 never come.
+	dst = src.URIFor(src.Prefix + "across")
+	run("restore", "--engine", "mongodb", "--dsn", dst, "--backup", early, "--to-position", newest)
+	if n, n9, n10 := count(dst, 0), count(dst, 9), count(dst, 10); n != 18 || n9+n10 != 0 {
+		t.Fatalf("restored from the backup before the rollback across it: %d documents (9: %d, 10: %d), want 18 without 9 and 10", n, n9, n10)
+	}
+	// The backup that holds 9 and 10 cannot be rolled forward into epoch
+	// 2: amber finds no archived history from it to the target (its
+	// position is past the branch, on the replaced history) and refuses
+	// before writing anything; the plugin would refuse too ("holds writes
+	// the rollback undid").
+	c := amber(repo, "restore", "--engine", "mongodb", "--dsn", src.URIFor(src.Prefix+"undone"), "--backup", undone, "--to-position", newest)
+	out, err := c.CombinedOutput()
+	if err == nil || !(strings.Contains(string(out), "does not continue from the backup") || strings.Contains(string(out), "rollback undid")) {
+		t.Fatalf("a restore of a backup holding rolled-back writes, rolled forward past the rollback: %v\n%s", err, out)
+	}
+	if names, _ := cl.Database(src.Prefix+"undone").ListCollectionNames(ctx, bson.D{}); len(names) != 0 {
+		t.Errorf("the refused restore created %v", names)
 	}
 }
 

@@ -43,6 +43,7 @@
 package mongodb
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -475,9 +476,50 @@ func (e *Engine) Replay(ctx context.Context, req api.ReplayRequest, src api.Segm
 	}
 	// Fetch in the backup's epoch, then in the epoch of each segment
 	// fetched: log of an epoch that a rollback ended is never asked for
-	// from a later one.
+	// from a later one. An epoch's log is applied only up to where the
+	// next epoch took over (its branch), and replay goes on in that one.
 	epoch := max(req.From.Epoch, 1)
+	branches := map[uint32]mgengine.Pos{} // epoch e -> where epoch e+1 took over from it; zero: nowhere
+	// lookup finds where epoch e+1 took over from the current epoch e: a
+	// fetch of the first segment after epoch e, whose header names its
+	// branch. It must not run while a fetched segment is being read (the
+	// source drains it on the next fetch).
+	lookup := func(ctx context.Context) error {
+		if _, ok := branches[epoch]; ok {
+			return nil
+		}
+		var b mgengine.Pos
+		seg, r, err := src.Fetch(ctx, api.SegmentQuery{After: api.Position{Epoch: epoch + 1}, Stream: req.Stream})
+		switch {
+		case errors.Is(err, api.ErrNoSegment):
+		case err != nil:
+			return err
+		default:
+			r.Close()
+			if seg.Start.Epoch == epoch+1 && seg.Branch.Epoch == epoch && !seg.Branch.IsZero() {
+				if b, err = mgengine.ParseToken(seg.Branch.Token); err != nil {
+					return fmt.Errorf("archived segment %s's branch: %w", seg.Name, err)
+				}
+			}
+		}
+		branches[epoch] = b
+		return nil
+	}
+	o.Until = func(context.Context) (mgengine.Pos, error) { return branches[epoch], nil }
 	fetch := func(ctx context.Context, after mgengine.Pos) (mgengine.Pos, mgengine.Pos, io.ReadCloser, error) {
+		if err := lookup(ctx); err != nil {
+			return mgengine.Pos{}, mgengine.Pos{}, nil, err
+		}
+		if b := branches[epoch]; !b.IsZero() && !after.Less(b) {
+			if b.Less(after) {
+				return mgengine.Pos{}, mgengine.Pos{}, nil, fmt.Errorf("the copy stands at %s, past %s where a rollback replaced the archived history of epoch %d: it holds writes the rollback undid; restore from a backup taken after the rollback",
+					after.Text(), b.Text(), epoch)
+			}
+			epoch++ // where the next epoch took over
+			if err := lookup(ctx); err != nil {
+				return mgengine.Pos{}, mgengine.Pos{}, nil, err
+			}
+		}
 		seg, r, err := src.Fetch(ctx, api.SegmentQuery{After: epochPosition(epoch, after), Stream: req.Stream})
 		if errors.Is(err, api.ErrNoSegment) {
 			return mgengine.Pos{}, mgengine.Pos{}, nil, mgengine.ErrNoMoreLog
@@ -491,7 +533,20 @@ func (e *Engine) Replay(ctx context.Context, req api.ReplayRequest, src api.Segm
 			r.Close()
 			return mgengine.Pos{}, mgengine.Pos{}, nil, fmt.Errorf("archived segment %s: %w", seg.Name, err)
 		}
-		epoch = max(seg.Start.Epoch, epoch)
+		if seg.Start.Epoch > epoch {
+			// The source went on to a later epoch: hold the segment while
+			// that epoch's successor is looked up.
+			data, err := io.ReadAll(r)
+			r.Close()
+			if err != nil {
+				return mgengine.Pos{}, mgengine.Pos{}, nil, err
+			}
+			epoch = seg.Start.Epoch
+			if err := lookup(ctx); err != nil {
+				return mgengine.Pos{}, mgengine.Pos{}, nil, err
+			}
+			r = io.NopCloser(bytes.NewReader(data))
+		}
 		return start, end, r, nil
 	}
 	res, err := mgengine.Replay(ctx, uri(req.Target), o, fetch)

@@ -308,6 +308,11 @@ type ReplayOptions struct {
 	// admin, local and config.
 	Databases []string
 	Rename    func(db string) string
+	// Until, when set, is asked after each fetch where the history of the
+	// segment just fetched ends: the position from which a rollback
+	// replaced it (where the next epoch took over), zero when it goes on.
+	// Entries at or after it are not applied, and replay goes on from it.
+	Until func(ctx context.Context) (Pos, error)
 }
 
 // Replayed is where replay stopped.
@@ -344,6 +349,17 @@ func Replay(ctx context.Context, uri URI, o ReplayOptions, fetch ReplayFetch) (*
 			r.Close()
 			return nil, fmt.Errorf("archived oplog starts at %s, after the copy's position %s: log between them is missing", start.Text(), o.From.Text())
 		}
+		var until Pos
+		if o.Until != nil {
+			if until, err = o.Until(ctx); err != nil {
+				r.Close()
+				return nil, err
+			}
+			if !until.IsZero() && until.Less(res.Pos) {
+				r.Close()
+				return nil, fmt.Errorf("the copy stands at %s, past %s where a rollback replaced the archived history: it holds writes the rollback undid; restore from a backup taken after the rollback", res.Pos.Text(), until.Text())
+			}
+		}
 		res.Segments++
 		stop := false
 		err = ReadDocs(r, func(raw bson.Raw) error {
@@ -357,6 +373,9 @@ func Replay(ctx context.Context, uri URI, o ReplayOptions, fetch ReplayFetch) (*
 			p := Pos{T: e.TS.T, I: e.TS.I}
 			if p.Less(res.Pos) {
 				return nil // already in the copy
+			}
+			if !until.IsZero() && !p.Less(until) {
+				return io.EOF // a history a rollback replaced
 			}
 			at := e.Wall
 			if at.IsZero() {
@@ -386,7 +405,10 @@ func Replay(ctx context.Context, uri URI, o ReplayOptions, fetch ReplayFetch) (*
 			break
 		}
 		res.Pos = end
-		after = end
+		if !until.IsZero() && !end.Less(until) {
+			res.Pos = until // the next epoch's log starts here
+		}
+		after = res.Pos
 	}
 	return res, nil
 }
