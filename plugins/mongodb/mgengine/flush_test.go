@@ -46,7 +46,8 @@ func TestArchiveFlushUnderLoad(t *testing.T) {
 	}()
 	time.Sleep(time.Second) // the archiver has its starting point
 
-	// Writers: batches of 100 inserts back to back for 4 s.
+	// Writers: batches of 100 inserts back to back for 8 s (long enough for
+	// several sends even when a loaded machine makes each oplog read slow).
 	var wrote atomic.Int64
 	var wg sync.WaitGroup
 	loadStart := time.Now()
@@ -54,7 +55,7 @@ func TestArchiveFlushUnderLoad(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for i := 0; time.Since(loadStart) < 4*time.Second; i++ {
+			for i := 0; time.Since(loadStart) < 8*time.Second; i++ {
 				docs := make([]any, 100)
 				for j := range docs {
 					docs[j] = bson.D{{Key: "w", Value: w}, {Key: "i", Value: i}, {Key: "j", Value: j}}
