@@ -131,7 +131,8 @@ func checkObject(t *testing.T, path string, v map[string]any, typ reflect.Type) 
 func TestSpecManifestFields(t *testing.T) {
 	// Every field is shown by one of the examples (the first one's shape
 	// wins; a snapshot backup's manifest has its own example).
-	ex := specJSON(t, readSpec(t), "## Manifests")
+	spec := readSpec(t)
+	ex := append(specJSON(t, spec, "## Manifests"), specJSON(t, spec, "### Snapshot backups")...)
 	all := map[string]any{}
 	for _, e := range ex {
 		for k, v := range e {
