@@ -99,7 +99,14 @@ func (r *RestoreReconciler) start(ctx context.Context, rs *amberv1.Restore) (ctr
 	engine := rs.Spec.Engine
 	if ref := rs.Spec.PolicyRef; ref != nil {
 		var p amberv1.BackupPolicy
-		err := r.Client.Get(ctx, types.NamespacedName{Namespace: rs.Namespace, Name: ref.Name}, &p)
+		key := types.NamespacedName{Namespace: rs.Namespace, Name: ref.Name}
+		err := r.Client.Get(ctx, key, &p)
+		if apierrors.IsNotFound(err) && r.Reader != nil {
+			// The cache may not have seen a policy created together with
+			// the Restore (one kubectl apply): ask the API server before
+			// failing for good.
+			err = r.Reader.Get(ctx, key, &p)
+		}
 		if apierrors.IsNotFound(err) {
 			return ctrl.Result{}, r.fail(ctx, rs, "PolicyNotFound", fmt.Sprintf("BackupPolicy %q does not exist in namespace %s", ref.Name, rs.Namespace))
 		} else if err != nil {
