@@ -29,31 +29,7 @@ import (
 // frozen after the copy was cut (archived WAL alone holds them). A plain
 // physical restore never picks the snapshot backup.
 func TestPostgresSnapshotRestore(t *testing.T) {
-	bin := bins(t)
-	pg := testbed.StartPostgres(t, testbed.PostgresOptions{Conf: map[string]string{"archive_mode": "on", "archive_command": "''"}})
-	dir := testbed.PostgresDir(t)
-	a := &amberEnv{t: t, bin: bin, repo: filepath.Join(dir, "repo")}
-	a.run("repo", "init")
-	pwFile := filepath.Join(dir, "password")
-	if err := os.WriteFile(pwFile, []byte("conformance"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := testbed.ChownPostgres(pwFile); err != nil {
-		t.Fatal(err)
-	}
-	db := open(t, pg.DSN())
-	var sysid string
-	if err := db.QueryRow(`SELECT system_identifier::text FROM pg_control_system()`).Scan(&sysid); err != nil {
-		t.Fatal(err)
-	}
-	cmd := fmt.Sprintf(`'%s' wal-push --repo '%s' --password-file '%s' --cache-dir - --stream postgres-%s %%p`,
-		filepath.Join(bin, "amber"), a.repo, pwFile, sysid)
-	for _, q := range []string{`ALTER SYSTEM SET archive_command = '` + strings.ReplaceAll(cmd, "'", "''") + `'`, `SELECT pg_reload_conf()`,
-		`CREATE TABLE markers (id int PRIMARY KEY, ts timestamptz NOT NULL DEFAULT clock_timestamp())`} {
-		if _, err := db.Exec(q); err != nil {
-			t.Fatalf("%s: %v", q, err)
-		}
-	}
+	pg, dir, a, db, sysid := walPushServer(t)
 	mark := func(from, to int) {
 		for i := from; i <= to; i++ {
 			if _, err := db.Exec(`INSERT INTO markers (id) VALUES ($1)`, i); err != nil {

@@ -1,6 +1,7 @@
 package conformance_test
 
 import (
+	"database/sql"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,14 +12,14 @@ import (
 	"github.com/amber-backup/amber/conformance/testbed"
 )
 
-// TestPostgresWalPush: users who prefer archive_command get the same
-// point-in-time recovery with `amber wal-push` (archive_command) and
-// `amber wal-fetch` (restore_command, set up by amber restore).
-func TestPostgresWalPush(t *testing.T) {
+// walPushServer starts a PostgreSQL server whose archive_command is
+// `amber wal-push` into a's new repository (the password in a file the
+// server can read) and creates the markers table.
+func walPushServer(t *testing.T) (pg *testbed.Postgres, dir string, a *amberEnv, db *sql.DB, sysid string) {
 	bin := bins(t)
-	pg := testbed.StartPostgres(t, testbed.PostgresOptions{Conf: map[string]string{"archive_mode": "on", "archive_command": "''"}})
-	dir := testbed.PostgresDir(t)
-	a := &amberEnv{t: t, bin: bin, repo: filepath.Join(dir, "repo")}
+	pg = testbed.StartPostgres(t, testbed.PostgresOptions{Conf: map[string]string{"archive_mode": "on", "archive_command": "''"}})
+	dir = testbed.PostgresDir(t)
+	a = &amberEnv{t: t, bin: bin, repo: filepath.Join(dir, "repo")}
 	a.run("repo", "init")
 	pwFile := filepath.Join(dir, "password")
 	if err := os.WriteFile(pwFile, []byte("conformance"), 0o600); err != nil {
@@ -28,8 +29,7 @@ func TestPostgresWalPush(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	db := open(t, pg.DSN())
-	var sysid string
+	db = open(t, pg.DSN())
 	if err := db.QueryRow(`SELECT system_identifier::text FROM pg_control_system()`).Scan(&sysid); err != nil {
 		t.Fatal(err)
 	}
@@ -41,6 +41,14 @@ func TestPostgresWalPush(t *testing.T) {
 			t.Fatalf("%s: %v", q, err)
 		}
 	}
+	return pg, dir, a, db, sysid
+}
+
+// TestPostgresWalPush: users who prefer archive_command get the same
+// point-in-time recovery with `amber wal-push` (archive_command) and
+// `amber wal-fetch` (restore_command, set up by amber restore).
+func TestPostgresWalPush(t *testing.T) {
+	pg, _, a, db, _ := walPushServer(t)
 	a.run("backup", "--engine", "postgres", "--dsn", pg.DSN(), "--mode", "physical", "--name", "walpush")
 	var lsnAfter45, xid70 string
 	for i := 1; i <= 100; i++ {
