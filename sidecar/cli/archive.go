@@ -17,6 +17,7 @@ func (e *env) archiveCommand() *cobra.Command {
 		engine, dsnFlag, dsnFile, slot string
 		flush                          time.Duration
 		synchronous                    bool
+		options, settings              []string
 	)
 	cmd := &cobra.Command{
 		Use:   "archive",
@@ -66,14 +67,24 @@ amber exits 0.`,
 			defer r.Close()
 			// Engine options: a plugin refuses one it does not take
 			// (--slot and --synchronous are PostgreSQL's).
-			opts := map[string]string{}
+			opts, err := parseOptions(options)
+			if err != nil {
+				return err
+			}
+			set, err := parseSettings(settings)
+			if err != nil {
+				return err
+			}
+			if opts == nil {
+				opts = map[string]string{}
+			}
 			if slot != "" {
 				opts["slot"] = slot
 			}
 			if synchronous {
 				opts["synchronous"] = "on"
 			}
-			rep, err := job.Archive(ctx, r, eng, job.ArchiveRun{Engine: engine, Target: api.Target{DSN: d},
+			rep, err := job.Archive(ctx, r, eng, job.ArchiveRun{Engine: engine, Target: api.Target{DSN: d, Settings: set},
 				FlushInterval: flush, Options: opts,
 				OnStart: func(stream, version string, _ *archive.Stats) {
 					fmt.Fprintf(e.stderr, "archiving %s (%s) into stream %s; stop with SIGTERM\n", engine, version, stream)
@@ -94,6 +105,8 @@ amber exits 0.`,
 	cmd.Flags().StringVar(&slot, "slot", "", "replication slot name (PostgreSQL; empty: amber)")
 	cmd.Flags().BoolVar(&synchronous, "synchronous", false, "PostgreSQL: store WAL at once and report it flushed only when durable (RPO 0 with synchronous_standby_names)")
 	cmd.Flags().DurationVar(&flush, "flush-interval", 500*time.Millisecond, "make log durable at least this often under load (bounds the recovery point)")
+	cmd.Flags().StringArrayVar(&options, "option", nil, "engine archiving option as key=value (repeatable), e.g. server_id=4242 (mysql: the replica id it connects with); see the engine's docs")
+	settingFlag(cmd)(&settings)
 	return cmd
 }
 

@@ -172,7 +172,7 @@ func (e *env) backupCommand() *cobra.Command {
 	var (
 		stdin                    bool
 		name                     string
-		tags, opts               []string
+		tags, opts, settings     []string
 		engine, dsnFlag, dsnFile string
 		mode, dataDir            string
 		full                     bool
@@ -221,9 +221,13 @@ printed or logged.`,
 			if err != nil {
 				return err
 			}
+			set, err := parseSettings(settings)
+			if err != nil {
+				return err
+			}
 			ctx := cmd.Context()
-			if len(optMap) > 0 && engine == "" {
-				return usagef("--option is for engine backups: give --engine")
+			if (len(optMap) > 0 || len(set) > 0) && engine == "" {
+				return usagef("--option and --setting are for engine backups: give --engine")
 			}
 			if full && dataDir == "" {
 				return usagef("--full is for file-level backups: give --data-dir")
@@ -261,7 +265,7 @@ printed or logged.`,
 				defer r.Close()
 				progress, stop := e.track("backup", 0)
 				rep, err := job.BackupEngine(ctx, r, eng, job.EngineBackup{Engine: engine, Mode: mode, Name: name, Tags: tagMap,
-					Target: api.Target{DSN: d, DataDir: dataDir}, Options: optMap, Full: full}, nil, progress)
+					Target: api.Target{DSN: d, DataDir: dataDir, Settings: set}, Options: optMap, Full: full}, nil, progress)
 				stop()
 				if err != nil {
 					return e.jobError(err)
@@ -298,7 +302,18 @@ printed or logged.`,
 	cmd.Flags().StringVar(&name, "name", "", "backup name (required with --stdin; default: the engine), e.g. the database")
 	cmd.Flags().StringArrayVar(&tags, "tag", nil, "tag as key=value (repeatable)")
 	cmd.Flags().StringArrayVar(&opts, "option", nil, "engine option as key=value (repeatable), e.g. users=true (mysql logical: accounts and grants); see the engine's docs")
+	settingFlag(cmd)(&settings)
 	return cmd
+}
+
+// settingFlag adds --setting to an engine command: the engine's settings
+// of its target (where its tools are, which lineage a server belongs to),
+// which, unlike options, every command on that database should be given
+// alike.
+func settingFlag(cmd *cobra.Command) func(*[]string) {
+	return func(p *[]string) {
+		cmd.Flags().StringArrayVar(p, "setting", nil, "engine setting of the target as key=value (repeatable), e.g. bin_dir=/usr/lib/postgresql/16/bin, lineage=orders (mysql); give every command on one database the same; see the engine's docs")
+	}
 }
 
 // parseOptions reads --option key=value flags into the engine's options.

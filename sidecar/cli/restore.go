@@ -32,7 +32,7 @@ type restoreFlags struct {
 	installTo, reportFile   string
 	skipRestored            bool
 	snapshotData            bool
-	options                 []string
+	options, settings       []string
 	cloneMarker             string
 	serverWait              time.Duration
 }
@@ -102,6 +102,7 @@ naming the damaged object.`,
 	fl.BoolVar(&f.snapshotData, "snapshot-data", false, "physical restore of a snapshot backup: --data-dir already holds its files (the data directory in a volume restored from its VolumeSnapshot); write the backup's record into it and configure recovery from archived log, copying no data")
 	fl.BoolVar(&f.skipRestored, "skip-restored", false, "physical restore: do nothing when --data-dir was already restored and recovered by an earlier run; start over when an earlier run stopped half-way")
 	fl.StringArrayVar(&f.options, "option", nil, "engine restore option as key=value (repeatable), e.g. restore_threads=4 (mysql logical); see the engine's docs")
+	settingFlag(cmd)(&f.settings)
 	fl.StringVar(&f.cloneMarker, "clone-marker", "", "logical restore into a server that starts beside it (a clone's pod): wait for the server to answer, restore, then create this file; when it exists already, restore nothing and wait for a signal (a container that must keep running)")
 	fl.DurationVar(&f.serverWait, "server-wait", 10*time.Minute, "with --clone-marker: how long to wait for the server to answer")
 	fl.StringVar(&f.runAs, "owner", "", "user that will run the restored server and own its files (default: the engine's; postgres when run as root)")
@@ -177,13 +178,18 @@ func (e *env) runRestore(cmd *cobra.Command, f restoreFlags) error {
 		return err
 	}
 	defer r.Close()
+	set, err := parseSettings(f.settings)
+	if err != nil {
+		return err
+	}
+	tgt := api.Target{DSN: target, Settings: set}
 	if f.cloneMarker != "" {
-		if err := e.waitServer(ctx, eng, target, f.serverWait); err != nil {
+		if err := e.waitServer(ctx, eng, tgt, f.serverWait); err != nil {
 			return err
 		}
 	}
 	o := job.EngineRestore{Engine: f.engine, Choice: job.Choice{Ref: f.backupRef, Name: f.name}, DataDir: f.dataDir,
-		To: to, KeepArchiving: f.keepArchive, RunAs: f.runAs, Target: api.Target{DSN: target}, SnapshotData: f.snapshotData}
+		To: to, KeepArchiving: f.keepArchive, RunAs: f.runAs, Target: tgt, SnapshotData: f.snapshotData}
 	if o.Options, err = parseOptions(f.options); err != nil {
 		return err
 	}
@@ -222,12 +228,12 @@ func (e *env) runRestore(cmd *cobra.Command, f restoreFlags) error {
 }
 
 // waitServer waits until the database target names answers eng's probe.
-func (e *env) waitServer(ctx context.Context, eng api.Engine, target api.Secret, limit time.Duration) error {
+func (e *env) waitServer(ctx context.Context, eng api.Engine, target api.Target, limit time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	var last error
 	for said := false; ; {
-		p, err := eng.Probe(ctx, api.Target{DSN: target})
+		p, err := eng.Probe(ctx, target)
 		if err == nil && p.ServerVersion != "" {
 			return nil
 		}

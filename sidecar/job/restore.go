@@ -195,7 +195,8 @@ type EngineRestore struct {
 	// volume (a volume restored from its snapshot); the restore writes that
 	// backup's record into it and configures recovery, and copies no data.
 	SnapshotData bool
-	// Logical restores.
+	// Target is the database a logical restore loads into; its Settings
+	// reach the plugin in physical restores too.
 	Target api.Target
 	// Options are the engine's restore options (--option key=value).
 	Options map[string]string
@@ -307,7 +308,7 @@ func RestoreEngine(ctx context.Context, r *repo.Repository, eng api.Engine, o En
 		return nil, err
 	}
 	rep.DataDir = dataDir
-	req := api.RestoreRequest{Target: api.Target{DataDir: dataDir}, Backup: res, To: to,
+	req := api.RestoreRequest{Target: api.Target{DataDir: dataDir, Settings: o.Target.Settings}, Backup: res, To: to,
 		KeepArchiving: o.KeepArchiving, RunAs: o.RunAs, Options: o.Options}
 	if o.SnapshotData {
 		req.Options = maps.Clone(o.Options)
@@ -344,7 +345,7 @@ func RestoreEngine(ctx context.Context, r *repo.Repository, eng api.Engine, o En
 		if err != nil {
 			return nil, err
 		}
-		req := api.ReplayRequest{Target: api.Target{DataDir: dataDir}, To: to, From: res.Consistent, Options: backupOptions(res)}
+		req := api.ReplayRequest{Target: api.Target{DataDir: dataDir, Settings: o.Target.Settings}, To: to, From: res.Consistent, Options: backupOptions(res)}
 		out, err := eng.Replay(ctx, req, segs)
 		if err != nil {
 			return nil, fmt.Errorf("restore %s: replay archived log to %s into %s: %w", m.ID.Short(), to, dataDir, err)
