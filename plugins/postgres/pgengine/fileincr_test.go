@@ -152,9 +152,9 @@ func TestFileBackupReuseFromStandby(t *testing.T) {
 	static := sb.Psql(t, "postgres", "SELECT pg_relation_filepath('static')")
 	small := sb.Psql(t, "postgres", "SELECT pg_relation_filepath('small')")
 	time.Sleep(ClockMargin + time.Second)
-	// A checkpoint to replay lets the standby's backup start make a restartpoint.
-	pg.Psql(t, "postgres", "CHECKPOINT")
-	time.Sleep(500 * time.Millisecond)
+	// A checkpoint replayed lets the standby's backup start make a
+	// restartpoint, which writes the changed pages to the files.
+	checkpointReplayed(t, pg, sb)
 
 	var s1 markSink
 	res1, err := FileBackup(ctx, DSN(sb.DSN()), sb.DataDir, &s1, FileBackupOptions{Records: true})
@@ -168,8 +168,7 @@ func TestFileBackupReuseFromStandby(t *testing.T) {
 	waitFor(t, 30*time.Second, "standby catch-up", func() bool {
 		return sb.Psql(t, "postgres", "SELECT v FROM small") == "b"
 	})
-	pg.Psql(t, "postgres", "CHECKPOINT")
-	time.Sleep(500 * time.Millisecond)
+	checkpointReplayed(t, pg, sb)
 
 	var s2 markSink
 	prev := &PreviousFiles{SystemID: res1.SystemID, Ref: res1.FileRef, Records: s1.recs}
@@ -182,4 +181,15 @@ func TestFileBackupReuseFromStandby(t *testing.T) {
 		res2.FilesReused == 0 {
 		t.Fatalf("standby backup 2 reused %d files (static: %v), read %v", len(s2.reused), slices.Contains(s2.reused, static), s2.read)
 	}
+}
+
+// checkpointReplayed makes a checkpoint on the primary and waits until the
+// standby has replayed past it.
+func checkpointReplayed(t *testing.T, pg, sb *testbed.Postgres) {
+	t.Helper()
+	pg.Psql(t, "postgres", "CHECKPOINT")
+	lsn := pg.Psql(t, "postgres", "SELECT pg_current_wal_insert_lsn()")
+	waitFor(t, 30*time.Second, "standby replay of the checkpoint", func() bool {
+		return sb.Psql(t, "postgres", "SELECT pg_last_wal_replay_lsn() >= '"+lsn+"'::pg_lsn") == "t"
+	})
 }
