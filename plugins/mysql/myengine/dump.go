@@ -225,6 +225,9 @@ func LogicalDump(ctx context.Context, d DSN, sink Sink, o DumpOptions) (*DumpRes
 	defer cancel()
 	for _, c := range workers {
 		go func() {
+			// Another worker's failure ends this one's read at once, even
+			// one still waiting for the server's first row.
+			defer context.AfterFunc(cctx, func() { c.c.Close() })()
 			for j := range next {
 				if err := dumpTableEntry(cctx, c, sink, &sinkMu, j, columns[j.t.name], o.SpoolDir); err != nil {
 					cancel()
