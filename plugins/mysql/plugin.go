@@ -39,7 +39,8 @@
 // number << 32 | byte position, token = "<file>:<pos>\n<GTID
 // set>\nserver=<id>" (plus "\nbranch=<text>" in archived ends of a later
 // epoch), text "mysql-bin.000042:1532 (0-1-1042)" (docs/engines/mysql.md).
-// Backups take their epoch from BackupRequest.Archived.
+// Backups and freezes take their epoch from BackupRequest.Archived and
+// FreezeRequest.Archived.
 //
 // Like every plugin it must never import sidecar/ or controller/.
 package mysql
@@ -195,7 +196,7 @@ func (e *Engine) LogicalDump(ctx context.Context, req api.BackupRequest, sink ap
 	if err != nil {
 		return api.BackupResult{}, err
 	}
-	if res.Pos, err = numberEpoch(ctx, req, res.Pos); err != nil {
+	if res.Pos, err = numberEpoch(ctx, req.Target, req.Archived, res.Pos); err != nil {
 		return api.BackupResult{}, err
 	}
 	lineage := req.Target.Settings["lineage"]
@@ -219,23 +220,33 @@ func (e *Engine) LogicalDump(ctx context.Context, req api.BackupRequest, sink ap
 	}, nil
 }
 
-// numberEpoch gives p, a backup's position on the target server, the epoch
-// the archive of the target's lineage has, or will have, on this server
-// (req.Archived is that archive's end; myengine.BackupEpoch).
-func numberEpoch(ctx context.Context, req api.BackupRequest, p myengine.Pos) (myengine.Pos, error) {
-	var archived, branch myengine.Pos
-	if !req.Archived.IsZero() {
-		var err error
-		if archived, branch, err = myengine.ParseEndToken(req.Archived.Epoch, req.Archived.Token); err != nil {
-			return p, fmt.Errorf("archived end %s: %w", req.Archived, err)
-		}
-	}
-	epoch, server, err := myengine.BackupEpoch(ctx, dsn(req.Target), req.Target.Settings["lineage"], archived, branch)
+// numberEpoch gives p, a backup's or a freeze's position on the target
+// server, the epoch the archive of the target's lineage has, or will have,
+// on this server (end is that archive's end, BackupRequest.Archived or
+// FreezeRequest.Archived; myengine.BackupEpoch).
+func numberEpoch(ctx context.Context, t api.Target, end api.Position, p myengine.Pos) (myengine.Pos, error) {
+	epoch, server, err := epochOf(ctx, t, end)
 	if err != nil {
-		return p, fmt.Errorf("number the backup's epoch: %w", err)
+		return p, err
 	}
 	p.Epoch, p.Server = epoch, server
 	return p, nil
+}
+
+// epochOf is the epoch and server identity numberEpoch gives positions.
+func epochOf(ctx context.Context, t api.Target, end api.Position) (uint32, string, error) {
+	var archived, branch myengine.Pos
+	if !end.IsZero() {
+		var err error
+		if archived, branch, err = myengine.ParseEndToken(end.Epoch, end.Token); err != nil {
+			return 0, "", fmt.Errorf("archived end %s: %w", end, err)
+		}
+	}
+	epoch, server, err := myengine.BackupEpoch(ctx, dsn(t), t.Settings["lineage"], archived, branch)
+	if err != nil {
+		return 0, "", fmt.Errorf("number the position's epoch: %w", err)
+	}
+	return epoch, server, nil
 }
 
 // LogicalRestore loads the entries into the DSN's database: schema.sql
@@ -468,7 +479,7 @@ func (e *Engine) PhysicalBackup(ctx context.Context, req api.BackupRequest, sink
 	if err != nil {
 		return api.BackupResult{}, err
 	}
-	if res.Start, err = numberEpoch(ctx, req, res.Start); err != nil {
+	if res.Start, err = numberEpoch(ctx, req.Target, req.Archived, res.Start); err != nil {
 		return api.BackupResult{}, err
 	}
 	res.Consistent.Epoch, res.Consistent.Server = res.Start.Epoch, res.Start.Server
@@ -578,6 +589,12 @@ func runAs(name string) (*myengine.Owner, error) {
 // WITH READ LOCK. The lease is enforced by api.Serve; myengine's own lease
 // is only a backstop for a plugin that outlives its host. The plugin's
 // death ends the session, and the server releases the lock.
+//
+// The position gets the epoch a backup taken now would (numberEpoch, from
+// req.Archived). It is numbered before the lock is taken, so that the
+// lookups it needs (SHOW BINARY LOGS) neither lengthen the freeze nor
+// wait behind it; only a RESET MASTER or a failover in between could
+// change it, and either would also change the server the snapshot is of.
 func (e *Engine) Freeze(ctx context.Context, req api.FreezeRequest) (api.Frozen, error) {
 	o := myengine.FreezeOptions{Lease: 24 * time.Hour}
 	if v := req.Target.Settings["lock_wait_seconds"]; v != "" {
@@ -587,10 +604,15 @@ func (e *Engine) Freeze(ctx context.Context, req api.FreezeRequest) (api.Frozen,
 		}
 		o.LockWait = time.Duration(n) * time.Second
 	}
+	epoch, server, err := epochOf(ctx, req.Target, req.Archived)
+	if err != nil {
+		return api.Frozen{}, fmt.Errorf("freeze: %w", err)
+	}
 	fr, err := myengine.Freeze(ctx, dsn(req.Target), o)
 	if err != nil {
 		return api.Frozen{}, err
 	}
+	fr.Pos.Epoch, fr.Pos.Server = epoch, server
 	e.mu.Lock()
 	e.frozen[req.LeaseID] = fr
 	e.mu.Unlock()

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"database/sql"
-	"database/sql/driver"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -12,11 +11,12 @@ import (
 	"os"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
+
+	gomysql "github.com/go-mysql-org/go-mysql/mysql"
 )
 
 // Sink receives the entries of a dump one at a time.
@@ -136,27 +136,42 @@ func LogicalDump(ctx context.Context, d DSN, sink Sink, o DumpOptions) (*DumpRes
 		return nil, err
 	}
 	defer lock.Close()
-	workers := make([]*sql.Conn, o.Workers)
+	// meta reads the schema and the rest of the metadata inside the
+	// snapshot; the workers read the rows, each in a snapshot of its own
+	// started under the same lock (rowSession).
+	meta, err := db.Conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer meta.Close()
+	for _, q := range []string{"SET SESSION character_set_results = binary", "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ",
+		fmt.Sprintf("SET SESSION net_write_timeout = %d", 3600)} {
+		if _, err := meta.ExecContext(ctx, q); err != nil {
+			return nil, fmt.Errorf("prepare dump session: %w", err)
+		}
+	}
+	workers := make([]*rowSession, o.Workers)
 	for k := range workers {
-		c, err := db.Conn(ctx)
+		s, err := openRowSession(ctx, cfg)
 		if err != nil {
 			return nil, err
 		}
-		defer c.Close()
-		for _, q := range []string{"SET SESSION character_set_results = binary", "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ",
-			fmt.Sprintf("SET SESSION net_write_timeout = %d", 3600)} {
-			if _, err := c.ExecContext(ctx, q); err != nil {
-				return nil, fmt.Errorf("prepare dump session: %w", err)
-			}
-		}
-		workers[k] = c
+		defer s.Close()
+		workers[k] = s
+	}
+	snapshots := []func(context.Context, string) error{func(ctx context.Context, q string) error {
+		_, err := meta.ExecContext(ctx, q)
+		return err
+	}}
+	for _, s := range workers {
+		snapshots = append(snapshots, s.exec)
 	}
 	if _, err := lock.ExecContext(ctx, fmt.Sprintf("SET SESSION lock_wait_timeout = %d", int(o.LockWait.Seconds()))); err != nil {
 		return nil, err
 	}
 	plan := chooseLockPlan(lockFacts{MariaDB: info.MariaDB, Version: info.Version, BackupAdmin: info.BackupAdmin})
 	res.LockPlan = plan.Name
-	pos, at, locked, err := startSnapshots(ctx, lock, workers, plan, info.MariaDB)
+	pos, at, locked, err := startSnapshots(ctx, lock, snapshots, plan, info.MariaDB)
 	if err != nil {
 		return nil, err
 	}
@@ -172,7 +187,7 @@ func LogicalDump(ctx context.Context, d DSN, sink Sink, o DumpOptions) (*DumpRes
 	res.LockTime = locked
 	res.Pos = pos
 
-	w := workers[0]
+	w := meta
 	tables, err := listTables(ctx, w, cfg.DBName)
 	if err != nil {
 		return nil, err
@@ -185,10 +200,19 @@ func LogicalDump(ctx context.Context, d DSN, sink Sink, o DumpOptions) (*DumpRes
 	if err != nil {
 		return nil, err
 	}
+	columns := map[string]tableColumns{}
 	for _, j := range jobs {
 		if j.where != "" {
 			res.Ranges++
 		}
+		if _, ok := columns[j.t.name]; ok || j.t.sequence {
+			continue
+		}
+		var tc tableColumns
+		if tc.names, tc.kinds, err = insertableColumns(ctx, w, j.t.name); err != nil {
+			return nil, fmt.Errorf("table %s: %w", j.t.name, err)
+		}
+		columns[j.t.name] = tc
 	}
 
 	// Data: workers take tables (and key ranges of large tables) in turn.
@@ -201,8 +225,11 @@ func LogicalDump(ctx context.Context, d DSN, sink Sink, o DumpOptions) (*DumpRes
 	defer cancel()
 	for _, c := range workers {
 		go func() {
+			// Another worker's failure ends this one's read at once, even
+			// one still waiting for the server's first row.
+			defer context.AfterFunc(cctx, func() { c.c.Close() })()
 			for j := range next {
-				if err := dumpTableEntry(cctx, c, sink, &sinkMu, j, o.SpoolDir); err != nil {
+				if err := dumpTableEntry(cctx, c, sink, &sinkMu, j, columns[j.t.name], o.SpoolDir); err != nil {
 					cancel()
 					errc <- fmt.Errorf("dump table %s: %w", j.t.name, err)
 					for range next {
@@ -244,18 +271,19 @@ feed:
 		}
 		res.Users = n
 	}
+	meta.ExecContext(ctx, "COMMIT")
 	for _, c := range workers {
-		c.ExecContext(ctx, "COMMIT")
+		c.exec(ctx, "COMMIT")
 	}
 	return res, nil
 }
 
 // startSnapshots runs plan: it takes the locks on lock, starts a snapshot
-// in every worker, reads the position and releases what blocks writes. It
+// in every session (each a function running a statement in it), reads the position and releases what blocks writes. It
 // returns the position, the time it was read and how long writes were
 // blocked. On an error
 // everything it took is released.
-func startSnapshots(ctx context.Context, lock *sql.Conn, workers []*sql.Conn, plan lockPlan, mariadb bool) (Pos, time.Time, time.Duration, error) {
+func startSnapshots(ctx context.Context, lock *sql.Conn, sessions []func(context.Context, string) error, plan lockPlan, mariadb bool) (Pos, time.Time, time.Duration, error) {
 	release := func(qs []string) {
 		for _, q := range qs {
 			lock.ExecContext(context.WithoutCancel(ctx), q)
@@ -279,8 +307,8 @@ func startSnapshots(ctx context.Context, lock *sql.Conn, workers []*sql.Conn, pl
 			return fail(fmt.Errorf("take the %s (%s; the user needs %s): %w", what, q, need, err))
 		}
 	}
-	for _, c := range workers {
-		if _, err := c.ExecContext(ctx, plan.Snapshot); err != nil {
+	for _, exec := range sessions {
+		if err := exec(ctx, plan.Snapshot); err != nil {
 			return fail(fmt.Errorf("start a consistent snapshot: %w", err))
 		}
 	}
@@ -380,7 +408,7 @@ func dumpSchema(ctx context.Context, c *sql.Conn, sink Sink, tables []table) err
 
 // dumpTableEntry writes job j as its entry, straight into the sink when it
 // is free, else through a spool file.
-func dumpTableEntry(ctx context.Context, c *sql.Conn, sink Sink, mu *sync.Mutex, j job, spoolDir string) error {
+func dumpTableEntry(ctx context.Context, c *rowSession, sink Sink, mu *sync.Mutex, j job, cols tableColumns, spoolDir string) error {
 	name, t := j.entry, j.t
 	if mu.TryLock() {
 		defer mu.Unlock()
@@ -388,7 +416,7 @@ func dumpTableEntry(ctx context.Context, c *sql.Conn, sink Sink, mu *sync.Mutex,
 		if err != nil {
 			return err
 		}
-		if err := dumpTable(ctx, c, w, t, j.where); err != nil {
+		if err := dumpTable(ctx, c, w, t, cols, j.where); err != nil {
 			return err
 		}
 		return w.Close()
@@ -399,7 +427,7 @@ func dumpTableEntry(ctx context.Context, c *sql.Conn, sink Sink, mu *sync.Mutex,
 	}
 	defer os.Remove(f.Name())
 	defer f.Close()
-	if err := dumpTable(ctx, c, f, t, j.where); err != nil {
+	if err := dumpTable(ctx, c, f, t, cols, j.where); err != nil {
 		return err
 	}
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
@@ -417,26 +445,30 @@ func dumpTableEntry(ctx context.Context, c *sql.Conn, sink Sink, mu *sync.Mutex,
 	return w.Close()
 }
 
+// tableColumns are the columns of a table a dump writes values for, and
+// how (insertableColumns).
+type tableColumns struct {
+	names []string
+	kinds []valueKind
+}
+
 // dumpTable writes the rows of t as multi-row INSERT statements of about
 // 1 MiB (as mariadb-dump's extended inserts). The session reads results
 // unconverted (character_set_results = binary), so every value arrives as
-// the bytes the server stores; appendValue writes each as a literal that
+// the bytes the server stores; appendField writes each as a literal that
 // gives those bytes back (see valueKind). A non-empty where restricts the
 // rows (a key range of the table).
-func dumpTable(ctx context.Context, c *sql.Conn, out io.Writer, t table, where string) error {
+func dumpTable(ctx context.Context, c *rowSession, out io.Writer, t table, tc tableColumns, where string) error {
 	q := quoteIdent(t.name)
 	if t.sequence {
-		var next string
-		if err := c.QueryRowContext(ctx, "SELECT next_not_cached_value FROM "+q).Scan(&next); err != nil {
+		next, err := c.value(ctx, "SELECT next_not_cached_value FROM "+q, kindNumber)
+		if err != nil {
 			return err
 		}
-		_, err := fmt.Fprintf(out, "%sSELECT SETVAL(%s, %s, 0);\n", header, q, next)
+		_, err = fmt.Fprintf(out, "%sSELECT SETVAL(%s, %s, 0);\n", header, q, next)
 		return err
 	}
-	cols, kinds, err := insertableColumns(ctx, c, t.name)
-	if err != nil {
-		return err
-	}
+	cols, kinds := tc.names, tc.kinds
 	if len(cols) == 0 {
 		_, err := io.WriteString(out, header)
 		return err
@@ -454,55 +486,36 @@ func dumpTable(ctx context.Context, c *sql.Conn, out io.Writer, t table, where s
 	// boundary.
 	batch := make([]byte, 0, batchSize+64<<10)
 	batch = append(batch, header...)
-	// The driver's rows, not database/sql's: no per-value conversion into
-	// the scan destinations and no lock per row.
-	err = c.Raw(func(dc any) error {
-		qc, ok := dc.(driver.QueryerContext)
-		if !ok {
-			return fmt.Errorf("the MySQL driver connection (%T) cannot query", dc)
+	query := "SELECT " + list + " FROM " + q
+	if where != "" {
+		query += " WHERE " + where
+	}
+	err := c.stream(ctx, query, func(vals []gomysql.FieldValue) error {
+		at := len(batch)
+		if size == 0 {
+			batch = append(batch, prefix...)
+		} else {
+			batch = append(batch, ",\n"...)
 		}
-		query := "SELECT " + list + " FROM " + q
-		if where != "" {
-			query += " WHERE " + where
+		var err error
+		if batch, err = appendRow(batch, kinds, vals); err != nil {
+			return fmt.Errorf("table %s: %w", t.name, err)
 		}
-		rows, err := qc.QueryContext(ctx, query, nil)
-		if err != nil {
-			return err
+		size += len(batch) - at
+		if size >= statementSize {
+			batch = append(batch, ";\n"...)
+			size = 0
 		}
-		defer rows.Close()
-		vals := make([]driver.Value, len(cols))
-		for {
-			if err := rows.Next(vals); err == io.EOF {
-				return nil
-			} else if err != nil {
+		if len(batch) >= batchSize {
+			if _, err := out.Write(batch); err != nil {
 				return err
 			}
-			at := len(batch)
-			if size == 0 {
-				batch = append(batch, prefix...)
-			} else {
-				batch = append(batch, ",\n"...)
-			}
-			if batch, err = appendRow(batch, kinds, vals); err != nil {
-				return fmt.Errorf("table %s: %w", t.name, err)
-			}
-			size += len(batch) - at
-			if size >= statementSize {
-				batch = append(batch, ";\n"...)
-				size = 0
-			}
-			if len(batch) >= batchSize {
-				if _, err := out.Write(batch); err != nil {
-					return err
-				}
-				batch = batch[:0]
-			}
-			if n++; n%4096 == 0 {
-				if err := ctx.Err(); err != nil {
-					return err
-				}
-			}
+			batch = batch[:0]
 		}
+		if n++; n%4096 == 0 {
+			return ctx.Err()
+		}
+		return nil
 	})
 	if err != nil {
 		return err
@@ -520,22 +533,6 @@ func dumpTable(ctx context.Context, c *sql.Conn, out io.Writer, t table, where s
 // batchSize is how much of a table's INSERT text dumpTable gathers before
 // it writes.
 const batchSize = 256 << 10
-
-// appendRow appends one row's values, as the driver gives them, as a
-// parenthesized list of SQL literals.
-func appendRow(b []byte, kinds []valueKind, vals []driver.Value) ([]byte, error) {
-	b = append(b, '(')
-	for k, v := range vals {
-		if k > 0 {
-			b = append(b, ',')
-		}
-		var err error
-		if b, err = appendDriverValue(b, kinds[k], v); err != nil {
-			return b, fmt.Errorf("column %d: %w", k+1, err)
-		}
-	}
-	return append(b, ')'), nil
-}
 
 // valueKind is how a column's values are written.
 type valueKind uint8
@@ -594,29 +591,6 @@ func columnKind(typ, charset string) valueKind {
 // escapes maps the bytes mariadb-dump escapes in a string literal
 // (mysql_real_escape_string) to their escape letter; 0 for the rest.
 var escapes = [256]byte{0: '0', '\n': 'n', '\r': 'r', '\\': '\\', '\'': '\'', '"': '"', 0x1a: 'Z'}
-
-// appendDriverValue appends v, a value as the MySQL driver's text rows
-// give it (bytes, or integers and floats it parsed from the server's
-// text), as an SQL literal.
-func appendDriverValue(b []byte, k valueKind, v driver.Value) ([]byte, error) {
-	switch x := v.(type) {
-	case nil:
-		return append(b, "NULL"...), nil
-	case []byte:
-		return appendValue(b, k, x), nil
-	case int64:
-		return strconv.AppendInt(b, x, 10), nil
-	case uint64:
-		return strconv.AppendUint(b, x, 10), nil
-	case float32:
-		return strconv.AppendFloat(b, float64(x), 'g', -1, 32), nil
-	case float64:
-		return strconv.AppendFloat(b, x, 'g', -1, 64), nil
-	case string:
-		return appendValue(b, k, []byte(x)), nil
-	}
-	return b, fmt.Errorf("unexpected value type %T from the driver", v)
-}
 
 // appendValue appends v, a non-NULL value of a column of kind k as the
 // server sent it, as an SQL literal. Quoted strings use backslash escapes:

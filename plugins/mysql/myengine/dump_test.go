@@ -3,7 +3,6 @@ package myengine
 import (
 	"bytes"
 	"context"
-	"database/sql/driver"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -13,6 +12,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/amber-backup/amber/conformance/testbed"
+	gomysql "github.com/go-mysql-org/go-mysql/mysql"
 )
 
 // memSink keeps entries in memory, in order.
@@ -274,15 +274,37 @@ func BenchmarkLogicalDump(b *testing.B) {
 	}
 }
 
-// BenchmarkAppendRow formats rows shaped like the benchmark's bench_mixed
-// (BIGINT, TIMESTAMP, DECIMAL, two VARCHARs, as the driver's text rows give
-// them) into INSERT text: the plugin's per-row hot path without a server.
-func BenchmarkAppendRow(b *testing.B) {
+// mixedRows are rows shaped like the benchmark's bench_mixed (BIGINT,
+// TIMESTAMP, DECIMAL, two VARCHARs) as the server sends them in text row
+// packets, the fields that describe them, and their valueKinds.
+func mixedRows(n int) ([]gomysql.RowData, []*gomysql.Field, []valueKind) {
+	fields := []*gomysql.Field{{Type: gomysql.MYSQL_TYPE_LONGLONG}, {Type: gomysql.MYSQL_TYPE_TIMESTAMP},
+		{Type: gomysql.MYSQL_TYPE_NEWDECIMAL}, {Type: gomysql.MYSQL_TYPE_VAR_STRING}, {Type: gomysql.MYSQL_TYPE_VAR_STRING}}
 	kinds := []valueKind{kindNumber, kindPlain, kindNumber, kindUTF8, kindUTF8}
-	rows := make([][]driver.Value, 1024)
+	rows := make([]gomysql.RowData, n)
 	for i := range rows {
-		rows[i] = []driver.Value{int64(1000000 + i), []byte("2024-01-03 11:22:33"), []byte(fmt.Sprintf("%d.%02d", i*37%100000, i%100)),
-			[]byte(fmt.Sprintf("user%d@example.com", i*7919%1000000)), []byte(fmt.Sprintf("%032x %x", i*2654435761, i%4096))}
+		var p []byte
+		for _, v := range []string{fmt.Sprint(1000000 + i), "2024-01-03 11:22:33", fmt.Sprintf("%d.%02d", i*37%100000, i%100),
+			fmt.Sprintf("user%d@example.com", i*7919%1000000), fmt.Sprintf("%032x %x", i*2654435761, i%4096)} {
+			p = append(p, gomysql.PutLengthEncodedString([]byte(v))...)
+		}
+		rows[i] = p
+	}
+	return rows, fields, kinds
+}
+
+// BenchmarkAppendRow formats rows shaped like the benchmark's bench_mixed,
+// as go-mysql's text rows give them, into INSERT text: the plugin's
+// per-row formatting without a server.
+func BenchmarkAppendRow(b *testing.B) {
+	packets, fields, kinds := mixedRows(1024)
+	rawFields(fields)
+	rows := make([][]gomysql.FieldValue, len(packets))
+	for i, p := range packets {
+		var err error
+		if rows[i], err = p.ParseText(fields, nil); err != nil {
+			b.Fatal(err)
+		}
 	}
 	var out []byte
 	n := 0
@@ -298,4 +320,71 @@ func BenchmarkAppendRow(b *testing.B) {
 		n = len(out)
 	}
 	b.SetBytes(int64(n))
+}
+
+// BenchmarkRowPath parses text row packets into one reused row, as a
+// dump session's streaming read does (rawFields), and formats each: the plugin's
+// whole per-row path after the socket. It must not allocate per row.
+func BenchmarkRowPath(b *testing.B) {
+	packets, fields, kinds := mixedRows(1024)
+	rawFields(fields)
+	var row []gomysql.FieldValue
+	out := make([]byte, 0, 1<<20)
+	n := 0
+	b.ReportAllocs()
+	for b.Loop() {
+		out = out[:0]
+		for _, p := range packets {
+			var err error
+			if row, err = p.ParseText(fields, row); err != nil {
+				b.Fatal(err)
+			}
+			if out, err = appendRow(out, kinds, row); err != nil {
+				b.Fatal(err)
+			}
+			out = append(out, ",\n"...)
+		}
+		n = len(out)
+	}
+	b.SetBytes(int64(n))
+}
+
+// TestAppendField: NULL, empty and binary values, integers and floats as
+// go-mysql parses them from the server's text, and the same row kept as
+// text (rawFields), as a dump reads it.
+func TestAppendField(t *testing.T) {
+	fields := []*gomysql.Field{{Type: gomysql.MYSQL_TYPE_VAR_STRING}, {Type: gomysql.MYSQL_TYPE_VAR_STRING}, {Type: gomysql.MYSQL_TYPE_BLOB},
+		{Type: gomysql.MYSQL_TYPE_BIT}, {Type: gomysql.MYSQL_TYPE_LONGLONG, Flag: gomysql.UNSIGNED_FLAG}, {Type: gomysql.MYSQL_TYPE_LONG},
+		{Type: gomysql.MYSQL_TYPE_FLOAT}, {Type: gomysql.MYSQL_TYPE_DOUBLE}, {Type: gomysql.MYSQL_TYPE_NEWDECIMAL}}
+	kinds := []valueKind{kindUTF8, kindUTF8, kindBinary, kindBinary, kindNumber, kindNumber, kindNumber, kindNumber, kindNumber}
+	p := []byte{0xfb} // NULL
+	for _, v := range []string{"", "\x00\xff'", "\x05", "18446744073709551615", "-2147483648", "3.40282e38", "0.30000000000000004",
+		"-99999999999999999999999999999999999.999999999999999999999999999999"} {
+		p = append(p, gomysql.PutLengthEncodedString([]byte(v))...)
+	}
+	row, err := gomysql.RowData(p).ParseText(fields, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := appendRow(nil, kinds, row)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "(NULL,'',0x00ff27,0x05,18446744073709551615,-2147483648,3.40282e+38,0.30000000000000004," +
+		"-99999999999999999999999999999999999.999999999999999999999999999999)"
+	if string(got) != want {
+		t.Errorf("appendRow = %s\nwant        %s", got, want)
+	}
+	rawFields(fields)
+	if row, err = gomysql.RowData(p).ParseText(fields, row); err != nil {
+		t.Fatal(err)
+	}
+	if got, err = appendRow(nil, kinds, row); err != nil {
+		t.Fatal(err)
+	}
+	want = "(NULL,'',0x00ff27,0x05,18446744073709551615,-2147483648,3.40282e38,0.30000000000000004," +
+		"-99999999999999999999999999999999999.999999999999999999999999999999)"
+	if string(got) != want {
+		t.Errorf("appendRow of the raw row = %s\nwant                       %s", got, want)
+	}
 }
