@@ -1,0 +1,189 @@
+package pgengine
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/amber-backup/amber/conformance/testbed"
+)
+
+// memDump collects a dump's entries in memory, checking that one is
+// closed before the next starts.
+type memDump struct {
+	entries []DumpEntry
+	bodies  []*bytes.Buffer
+	open    bool
+}
+
+type memWriter struct {
+	*bytes.Buffer
+	d *memDump
+}
+
+func (w memWriter) Close() error { w.d.open = false; return nil }
+
+func (d *memDump) Create(_ context.Context, e DumpEntry) (io.WriteCloser, error) {
+	if d.open {
+		panic("entry " + e.Name + " created while another is open")
+	}
+	d.open = true
+	d.entries = append(d.entries, e)
+	b := &bytes.Buffer{}
+	d.bodies = append(d.bodies, b)
+	return memWriter{b, d}, nil
+}
+
+func (d *memDump) next() NextDumpEntry {
+	i := 0
+	return func(context.Context) (DumpEntry, io.Reader, error) {
+		if i == len(d.entries) {
+			return DumpEntry{}, nil, io.EOF
+		}
+		i++
+		return d.entries[i-1], bytes.NewReader(d.bodies[i-1].Bytes()), nil
+	}
+}
+
+func TestParallelDumpRestore(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t, 4*time.Minute)
+	pg := testbed.StartPostgres(t, testbed.PostgresOptions{})
+	pg.Psql(t, "postgres", "CREATE DATABASE app")
+	pg.Psql(t, "postgres", "CREATE DATABASE copy")
+	pg.Psql(t, "postgres", "CREATE DATABASE script")
+	pg.Psql(t, "postgres", "CREATE ROLE app_reader NOLOGIN; CREATE ROLE \"Odd Role\" LOGIN PASSWORD 'odd-Pw-551'")
+	pg.Psql(t, "app", `CREATE TABLE items (id serial PRIMARY KEY, name text NOT NULL, price numeric, tags text[]);
+		INSERT INTO items (name, price, tags) SELECT 'item ' || g, g * 1.5, ARRAY['t' || (g % 7)] FROM generate_series(1, 40000) g;
+		CREATE INDEX ON items (name); CREATE VIEW cheap AS SELECT * FROM items WHERE price < 100;
+		CREATE SCHEMA "Odd ""Schema""";
+		CREATE TABLE "Odd ""Schema"""."big*.T" (id int PRIMARY KEY, item int REFERENCES items, b bytea);
+		INSERT INTO "Odd ""Schema"""."big*.T" SELECT g, g, decode(md5(g::text), 'hex') FROM generate_series(1, 30000) g;
+		CREATE TABLE small (k text PRIMARY KEY); INSERT INTO small VALUES ('a'), ('b');
+		CREATE SEQUENCE lone START 50; SELECT setval('lone', 777);
+		SELECT lo_from_bytea(0, 'large object bytes');
+		GRANT SELECT ON items TO app_reader;`)
+	const q = `SELECT (SELECT count(*) || md5(string_agg(id || name || price || tags::text, ';' ORDER BY id)) FROM items),
+		(SELECT count(*) FROM cheap), (SELECT last_value FROM items_id_seq), (SELECT last_value FROM lone),
+		(SELECT count(*) || md5(string_agg(id || ':' || item || encode(b, 'hex'), ';' ORDER BY id)) FROM "Odd ""Schema"""."big*.T"),
+		(SELECT string_agg(k, ',' ORDER BY k) FROM small),
+		(SELECT string_agg(convert_from(lo_get(oid), 'UTF8'), ',') FROM pg_largeobject_metadata),
+		(SELECT count(*) FROM pg_constraint WHERE contype = 'f'),
+		has_table_privilege('app_reader', 'items', 'SELECT')`
+	want := pg.Psql(t, "app", q)
+
+	var d memDump
+	res, err := ParallelDump(ctx, DSN(pg.DSNDB("app")), "app", &d, ParallelDumpOptions{Workers: 2, Globals: true, TableBytes: 256 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sections []string
+	for _, e := range d.entries {
+		sections = append(sections, e.Section+" "+e.Table)
+	}
+	t.Logf("entries: %q, lsn %s", sections, res.LSN)
+	if len(d.entries) != 6 || d.entries[0].Section != SectionGlobals || d.entries[1].Section != SectionPreData ||
+		d.entries[5].Section != SectionPostData || res.Tables != 2 || res.LSN == 0 {
+		t.Fatalf("entries %q, %d tables alone, lsn %s", sections, res.Tables, res.LSN)
+	}
+	if !strings.Contains(d.bodies[0].String(), "CREATE ROLE app_reader;") {
+		t.Fatalf("globals without the role:\n%s", d.bodies[0])
+	}
+
+	// Restore: the roles exist on this server (kept), the login role's own
+	// lines are left out.
+	st, err := RestoreSections(ctx, DSN(pg.DSNDB("copy")), d.next(), SectionedRestoreOptions{Workers: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Entries != 6 || st.DataEntries != 3 {
+		t.Fatalf("stats %+v", st)
+	}
+	if got := pg.Psql(t, "copy", q); got != want {
+		t.Fatalf("restored %q, want %q", got, want)
+	}
+	// The indexes are valid.
+	if got := pg.Psql(t, "copy", "SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname NOT LIKE 'pg_%' AND i.indisvalid"); got != "4" {
+		t.Fatalf("valid indexes: %s", got)
+	}
+
+	// A second restore fails loudly, and clean is refused with a reason.
+	if _, err := RestoreSections(ctx, DSN(pg.DSNDB("copy")), d.next(), SectionedRestoreOptions{Workers: 2, SkipGlobals: true}); err == nil || contains(err.Error(), "amber-test-pw") {
+		t.Fatalf("second restore: %v", err)
+	}
+	if _, err := RestoreSections(ctx, DSN(pg.DSNDB("copy")), d.next(), SectionedRestoreOptions{Workers: 2, SkipGlobals: true,
+		LogicalRestoreOptions: LogicalRestoreOptions{Clean: true}}); err == nil || !contains(err.Error(), "clean") {
+		t.Fatalf("clean: %v", err)
+	}
+
+	// Export: one SQL script that stock psql loads into an empty database.
+	var script bytes.Buffer
+	if err := ExportSQL(ctx, d.next(), &script, "", ""); err != nil {
+		t.Fatal(err)
+	}
+	f := filepath.Join(testbed.PostgresDir(t), "dump.sql")
+	if err := os.WriteFile(f, script.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(filepath.Join(pg.Client, "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=0", "-h", "127.0.0.1",
+		"-p", strconv.Itoa(pg.Port), "-U", testbed.PostgresSuperuser, "-d", "script", "-f", f)
+	cmd.Env = append(os.Environ(), "PGPASSWORD="+passwordOf(pg.DSN()))
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("psql: %v\n%s", err, out)
+	}
+	// Only the globals' CREATE ROLE of roles that exist may fail.
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.Contains(line, "ERROR") && !strings.Contains(line, "already exists") {
+			t.Fatalf("psql: %s", line)
+		}
+	}
+	if got := pg.Psql(t, "script", q); got != want {
+		t.Fatalf("psql loaded %q, want %q", got, want)
+	}
+}
+
+// TestRestoreGlobalsNewServer: roles the target lacks are created with
+// their passwords; the restoring role keeps its own.
+func TestRestoreGlobalsNewServer(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t, 2*time.Minute)
+	src := testbed.StartPostgres(t, testbed.PostgresOptions{})
+	dst := testbed.StartPostgres(t, testbed.PostgresOptions{})
+	src.Psql(t, "postgres", "CREATE ROLE \"Odd Role\" LOGIN PASSWORD 'odd-Pw-551'; CREATE ROLE app_reader NOLOGIN; GRANT app_reader TO \"Odd Role\"")
+	var d memDump
+	info, err := Probe(ctx, DSN(src.DSN()))
+	if info == nil {
+		t.Fatal(err)
+	}
+	if err := DumpGlobals(ctx, DSN(src.DSN()), info, "", func() (io.WriteCloser, error) {
+		return d.Create(ctx, DumpEntry{Name: "globals.sql", Kind: "sql", Section: SectionGlobals})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := RestoreSections(ctx, DSN(dst.DSN()), d.next(), SectionedRestoreOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := dst.Psql(t, "postgres", `SELECT string_agg(rolname, ',' ORDER BY rolname) FROM pg_roles WHERE rolname IN ('Odd Role', 'app_reader');
+		SELECT pg_has_role('Odd Role', 'app_reader', 'MEMBER')`); got != "Odd Role,app_reader\nt" {
+		t.Fatalf("roles: %q", got)
+	}
+	// The new role logs in with its password; the superuser still with its own.
+	if out, err := exec.Command(filepath.Join(dst.Client, "psql"), "-X", "-A", "-t", "-c", "SELECT current_user",
+		dst.DSNFor("Odd Role", "odd-Pw-551", "postgres")).CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != "Odd Role" {
+		t.Fatalf("login as the restored role: %v %s", err, out)
+	}
+	dst.Psql(t, "postgres", "SELECT 1")
+}
+
+func passwordOf(dsn string) string {
+	_, pw := splitPassword(dsn)
+	return pw
+}
