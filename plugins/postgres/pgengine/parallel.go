@@ -87,10 +87,10 @@ type dumpJob struct {
 
 // ParallelDump writes a consistent logical copy of the DSN's database as
 // several pg_dump custom-format entries: <db>/pre-data.dump, data entries
-// <db>/data-NNNN.dump (the largest tables one each, largest first, then
-// one for all the rest, sequences and large objects included) read by
-// opts.Workers pg_dump processes at once, and <db>/post-data.dump; with
-// opts.Globals, globals.sql first. Every pg_dump reads the snapshot one
+// <db>/data-NNNN.dump (the largest tables one each, and one for all the
+// rest, sequences and large objects included; started largest first by
+// opts.Workers pg_dump processes at once, sent in the order they finish),
+// and <db>/post-data.dump; with opts.Globals, globals.sql first. Every pg_dump reads the snapshot one
 // session exports and holds open for the whole dump, so together they are
 // one consistent copy. A worker streams its table into the sink when the
 // sink is free, else into a spool file (0600, deleted after) that is sent
