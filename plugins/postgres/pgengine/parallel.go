@@ -170,6 +170,9 @@ func ParallelDump(ctx context.Context, dsn DSN, database string, sink EntryCreat
 	if err != nil {
 		return nil, err
 	}
+	for i := range jobs {
+		jobs[i].entry = database + "/" + jobs[i].entry
+	}
 	// The tables dumped alone are locked now, as pg_dump would lock them,
 	// so none is dropped or altered before its pg_dump reaches it.
 	var lock []string

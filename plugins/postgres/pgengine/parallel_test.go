@@ -93,6 +93,11 @@ func TestParallelDumpRestore(t *testing.T) {
 		d.entries[5].Section != SectionPostData || res.Tables != 2 || res.LSN == 0 {
 		t.Fatalf("entries %q, %d tables alone, lsn %s", sections, res.Tables, res.LSN)
 	}
+	for _, e := range d.entries[1:] {
+		if !strings.HasPrefix(e.Name, "app/") || e.Database != "app" {
+			t.Fatalf("entry %+v outside app/", e)
+		}
+	}
 	if !strings.Contains(d.bodies[0].String(), "CREATE ROLE app_reader;") {
 		t.Fatalf("globals without the role:\n%s", d.bodies[0])
 	}
