@@ -210,7 +210,7 @@ func ParallelDump(ctx context.Context, dsn DSN, database string, sink EntryCreat
 		}
 	}
 	var sinkMu sync.Mutex
-	send := func(j dumpJob, fill func(io.Writer) error) error {
+	send := func(ctx context.Context, j dumpJob, fill func(io.Writer) error) error {
 		e := DumpEntry{Name: j.entry, Kind: "pg_dump-custom", Section: SectionData, Table: j.table}
 		if sinkMu.TryLock() {
 			defer sinkMu.Unlock()
@@ -237,6 +237,9 @@ func ParallelDump(ctx context.Context, dsn DSN, database string, sink EntryCreat
 		}
 		sinkMu.Lock()
 		defer sinkMu.Unlock()
+		if err := ctx.Err(); err != nil { // another table failed
+			return err
+		}
 		w, err := create(e)
 		if err != nil {
 			return err
@@ -253,7 +256,7 @@ func ParallelDump(ctx context.Context, dsn DSN, database string, sink EntryCreat
 		} else {
 			args = append(args, exclude...)
 		}
-		return send(j, func(w io.Writer) error { return runPGTool(ctx, pgDump, dsn, args, nil, w) })
+		return send(ctx, j, func(w io.Writer) error { return runPGTool(ctx, pgDump, dsn, args, nil, w) })
 	}
 	if err := runPool(ctx, opts.Workers, jobs, dumpData); err != nil {
 		return nil, err
