@@ -219,3 +219,58 @@ func sameSums(t *testing.T, want, got map[string]string) {
 		}
 	}
 }
+
+// TestPostgresLogicalDatabases: `--option databases=all` backs up every
+// database of a server; restored with --dsn naming another server's
+// postgres database, each lands in a database of its name, created there
+// with its settings, and so does the --stdout script run by psql against a
+// third server.
+func TestPostgresLogicalDatabases(t *testing.T) {
+	bin := bins(t)
+	a := &amberEnv{t: t, bin: bin, repo: filepath.Join(testbed.PostgresDir(t), "repo")}
+	a.run("repo", "init")
+	src := testbed.StartPostgres(t, testbed.PostgresOptions{})
+	src.Psql(t, "postgres", "CREATE DATABASE shop")
+	src.Psql(t, "postgres", `CREATE DATABASE "Blog Posts"`)
+	src.Psql(t, "postgres", `ALTER DATABASE shop SET search_path = store, public`)
+	src.Psql(t, "shop", `CREATE SCHEMA store; CREATE TABLE store.orders (id int PRIMARY KEY, total numeric);
+		INSERT INTO store.orders SELECT g, g * 0.5 FROM generate_series(1, 30000) g`)
+	src.Psql(t, "Blog Posts", `CREATE TABLE posts (id serial PRIMARY KEY, title text); INSERT INTO posts (title) VALUES ('hello'), ('world')`)
+	src.Psql(t, "postgres", `CREATE TABLE notes (n text); INSERT INTO notes VALUES ('in postgres')`)
+	const qShop = `SELECT count(*), sum(total), current_setting('search_path') FROM orders`
+	const qBlog = `SELECT string_agg(title, ',' ORDER BY id), (SELECT last_value FROM posts_id_seq) FROM posts`
+	wantShop, wantBlog := src.Psql(t, "shop", qShop), src.Psql(t, "Blog Posts", qBlog)
+
+	a.run("backup", "--engine", "postgres", "--dsn", src.DSN(), "--mode", "logical", "--option", "databases=all")
+
+	dst := testbed.StartPostgres(t, testbed.PostgresOptions{})
+	a.run("restore", "--engine", "postgres", "--dsn", dst.DSN(), "--backup", "latest")
+	if s, b, n := dst.Psql(t, "shop", qShop), dst.Psql(t, "Blog Posts", qBlog), dst.Psql(t, "postgres", "SELECT n FROM notes"); s != wantShop || b != wantBlog || n != "in postgres" {
+		t.Fatalf("restored %q %q %q, want %q %q", s, b, n, wantShop, wantBlog)
+	}
+
+	third := testbed.StartPostgres(t, testbed.PostgresOptions{})
+	var script, errb bytes.Buffer
+	c := a.cmd("restore", "--engine", "postgres", "--backup", "latest", "--stdout")
+	c.Stdout, c.Stderr = &script, &errb
+	if err := c.Run(); err != nil {
+		t.Fatalf("amber restore --stdout: %v\n%s", err, errb.String())
+	}
+	psql := exec.Command(filepath.Join(third.Client, "psql"), "-X", "-q", "-h", "127.0.0.1", "-p", strconv.Itoa(third.Port),
+		"-U", testbed.PostgresSuperuser, "-d", "postgres")
+	psql.Env = append(os.Environ(), "PGPASSWORD="+pgPassword(third.DSN()))
+	psql.Stdin = &script
+	b, err := psql.CombinedOutput()
+	if err != nil {
+		t.Fatalf("psql < script: %v\n%s", err, b)
+	}
+	// Only the postgres database exists there already.
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.Contains(line, "ERROR") && !strings.Contains(line, `database "postgres" already exists`) {
+			t.Fatalf("psql < script: %s", line)
+		}
+	}
+	if s, b, n := third.Psql(t, "shop", qShop), third.Psql(t, "Blog Posts", qBlog), third.Psql(t, "postgres", "SELECT n FROM notes"); s != wantShop || b != wantBlog || n != "in postgres" {
+		t.Fatalf("psql loaded %q %q %q, want %q %q", s, b, n, wantShop, wantBlog)
+	}
+}

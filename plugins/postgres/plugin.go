@@ -5,8 +5,11 @@
 //   - Target.Settings["bin_dir"]: directory of pg_dump/pg_restore/psql.
 //   - LogicalDump options "workers" (pg_dump processes reading table data
 //     at once from one exported snapshot, default 2; 1: one pg_dump, one
-//     entry), "globals" ("true": pg_dumpall --globals-only first) and
-//     "spool_dir" (where a table read while another is sent waits).
+//     entry), "globals" ("true": pg_dumpall --globals-only first),
+//     "databases" ("all" or a comma-separated list: those databases of the
+//     server instead of the DSN's, each restored into the database of its
+//     name) and "spool_dir" (where a table read while another is sent
+//     waits).
 //   - LogicalRestore options "no_owner", "no_privileges", "clean" ("true";
 //     clean only for single-entry dumps), "restore_workers" (pg_restore
 //     sessions loading data at once, default 2), "spool_dir", "globals"
@@ -121,7 +124,7 @@ func flag(opts map[string]string, key string) bool {
 // recorded is the one read just before it starts). Option globals=true
 // adds pg_dumpall --globals-only (roles, tablespaces) as "globals.sql".
 func (e *Engine) LogicalDump(ctx context.Context, req api.BackupRequest, sink api.EntrySink) (api.BackupResult, error) {
-	if err := api.CheckOptions("a logical backup", req.Options, "workers", "globals", "spool_dir"); err != nil {
+	if err := api.CheckOptions("a logical backup", req.Options, "workers", "globals", "spool_dir", "databases"); err != nil {
 		return api.BackupResult{}, err
 	}
 	if len(req.Databases) > 0 {
@@ -145,6 +148,9 @@ func (e *Engine) LogicalDump(ctx context.Context, req api.BackupRequest, sink ap
 	}
 	db := databaseName(string(req.Target.DSN))
 	binDir := req.Target.Settings["bin_dir"]
+	if v := req.Options["databases"]; v != "" {
+		return e.dumpDatabases(ctx, req, sink, v, workers, globals)
+	}
 	if workers > 1 {
 		start := time.Now()
 		res, err := pgengine.ParallelDump(ctx, dsn(req.Target), db, dumpSink{sink}, pgengine.ParallelDumpOptions{
@@ -191,6 +197,54 @@ func (e *Engine) LogicalDump(ctx context.Context, req api.BackupRequest, sink ap
 		ServerVersion: info.ServerVersion, SystemID: info.SystemID,
 		Metadata: map[string]string{"format": "pg_dump-custom", "entry": name, "globals": strconv.FormatBool(globals)},
 	}, nil
+}
+
+// dumpDatabases dumps several databases of the target's server
+// (pgengine.ParallelDump with --create, one after another, globals first
+// when asked): which is "all" (every database that takes connections but
+// templates) or a comma-separated list. Each database is consistent at its
+// own snapshot; the backup's start is the first one's position, its
+// consistent point the last one's.
+func (e *Engine) dumpDatabases(ctx context.Context, req api.BackupRequest, sink api.EntrySink, which string, workers int, globals bool) (api.BackupResult, error) {
+	var dbs []string
+	if which == "all" {
+		var err error
+		if dbs, err = pgengine.ListDatabases(ctx, dsn(req.Target)); err != nil {
+			return api.BackupResult{}, err
+		}
+	} else {
+		for _, d := range strings.Split(which, ",") {
+			if d = strings.TrimSpace(d); d == "" {
+				return api.BackupResult{}, fmt.Errorf("option databases=%q: want all or a comma-separated list of database names", which)
+			}
+			if !slices.Contains(dbs, d) {
+				dbs = append(dbs, d)
+			}
+		}
+	}
+	if len(dbs) == 0 {
+		return api.BackupResult{}, errors.New("option databases: the server has no database to dump")
+	}
+	var out api.BackupResult
+	tables := 0
+	for i, db := range dbs {
+		start := time.Now()
+		res, err := pgengine.ParallelDump(ctx, pgengine.WithDatabase(dsn(req.Target), db), db, dumpSink{sink}, pgengine.ParallelDumpOptions{
+			BinDir: req.Target.Settings["bin_dir"], Workers: workers, SpoolDir: req.Options["spool_dir"],
+			Globals: globals && i == 0, Create: true})
+		if err != nil {
+			return api.BackupResult{}, fmt.Errorf("database %s: %w", db, err)
+		}
+		pos := Position(uint32(res.Info.Timeline), res.LSN)
+		if i == 0 {
+			out = api.BackupResult{Start: pos, StartTime: start, ServerVersion: res.Info.ServerVersion, SystemID: res.Info.SystemID}
+		}
+		out.Consistent, out.ConsistentTime = pos, res.Time
+		tables += res.Tables
+	}
+	out.Metadata = map[string]string{"format": "pg_dump-sections", "databases": strings.Join(dbs, ","),
+		"workers": strconv.Itoa(workers), "tables": strconv.Itoa(tables), "globals": strconv.FormatBool(globals)}
+	return out, nil
 }
 
 // dumpSink adapts api.EntrySink to pgengine.EntryCreator; the section,
@@ -262,7 +316,7 @@ func (e *Engine) LogicalRestore(ctx context.Context, req api.RestoreRequest, src
 		if err != nil {
 			return api.RestoreResult{}, fmt.Errorf("export: %w", err)
 		}
-		err = pgengine.ExportSQL(ctx, next, f, req.Target.Settings["bin_dir"], req.Options["spool_dir"])
+		err = pgengine.ExportSQL(ctx, next, f, req.Target.Settings["bin_dir"], req.Options["spool_dir"], req.Backup.Metadata["databases"] != "")
 		if cerr := f.Close(); err == nil {
 			err = cerr
 		}
@@ -278,8 +332,9 @@ func (e *Engine) LogicalRestore(ctx context.Context, req api.RestoreRequest, src
 			NoPrivileges: flag(req.Options, "no_privileges"),
 			Clean:        flag(req.Options, "clean"),
 		},
-		Workers:  2,
-		SpoolDir: req.Options["spool_dir"],
+		Workers:   2,
+		SpoolDir:  req.Options["spool_dir"],
+		Databases: req.Backup.Metadata["databases"] != "",
 	}
 	if v := req.Options["restore_workers"]; v != "" {
 		n, err := strconv.Atoi(v)

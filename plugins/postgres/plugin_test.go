@@ -204,7 +204,7 @@ func TestUnknownOptionsRefused(t *testing.T) {
 		t.Errorf("PhysicalBackup: %v", err)
 	}
 	_, err = e.LogicalDump(ctx, api.BackupRequest{Options: map[string]string{"wokers": "2"}}, nil)
-	if err == nil || !strings.Contains(err.Error(), "unknown option wokers for a logical backup: it takes only globals, spool_dir, workers") {
+	if err == nil || !strings.Contains(err.Error(), "unknown option wokers for a logical backup: it takes only databases, globals, spool_dir, workers") {
 		t.Errorf("LogicalDump: %v", err)
 	}
 	err = e.Archive(ctx, api.ArchiveRequest{Options: map[string]string{"server_id": "7"}}, nil, nil)

@@ -60,6 +60,10 @@ type ParallelDumpOptions struct {
 	// MaxTables bounds the tables with an entry of their own (the
 	// largest); default 16 per worker.
 	MaxTables int
+	// Create dumps pre-data with --create: the database itself (its
+	// encoding, locale, settings and privileges) first, for dumps of
+	// several databases.
+	Create bool
 }
 
 // ParallelDumpResult is where a sectioned dump is consistent.
@@ -171,7 +175,7 @@ func ParallelDump(ctx context.Context, dsn DSN, database string, sink EntryCreat
 		return nil, err
 	}
 	for i := range jobs {
-		jobs[i].entry = database + "/" + jobs[i].entry
+		jobs[i].entry = entryPrefix(database) + "/" + jobs[i].entry
 	}
 	// The tables dumped alone are locked now, as pg_dump would lock them,
 	// so none is dropped or altered before its pg_dump reaches it.
@@ -190,11 +194,15 @@ func ParallelDump(ctx context.Context, dsn DSN, database string, sink EntryCreat
 
 	base := []string{"--snapshot=" + snapshot, "--format=custom", "--compress=0", "--no-password"}
 	section := func(name, sec string) error {
-		w, err := create(DumpEntry{Name: database + "/" + name, Kind: "pg_dump-custom", Section: sec})
+		w, err := create(DumpEntry{Name: entryPrefix(database) + "/" + name, Kind: "pg_dump-custom", Section: sec})
 		if err != nil {
 			return err
 		}
-		if err := runPGTool(ctx, pgDump, dsn, append(slices.Clone(base), "--section="+sec), nil, w); err != nil {
+		args := append(slices.Clone(base), "--section="+sec)
+		if opts.Create && sec == SectionPreData {
+			args = append(args, "--create")
+		}
+		if err := runPGTool(ctx, pgDump, dsn, args, nil, w); err != nil {
 			return err
 		}
 		return w.Close()
@@ -396,6 +404,11 @@ type SectionedRestoreOptions struct {
 	SpoolDir string
 	// SkipGlobals leaves out the globals entry.
 	SkipGlobals bool
+	// Databases: the dump holds several databases (ParallelDumpOptions.Create).
+	// Each entry goes to the database it names on the DSN's server; a
+	// database that does not exist is created by its pre-data entry
+	// (pg_restore --create), one that exists is restored into.
+	Databases bool
 }
 
 // NextDumpEntry returns the next entry of a dump and its bytes, or io.EOF.
@@ -432,6 +445,12 @@ func RestoreSections(ctx context.Context, dsn DSN, next NextDumpEntry, opts Sect
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	target := func(e DumpEntry) DSN {
+		if opts.Databases && e.Database != "" {
+			return WithDatabase(dsn, e.Database)
+		}
+		return dsn
+	}
 	var pool *restorePool
 	fail := func(err error) (RestoreStats, error) {
 		cancel()
@@ -454,11 +473,11 @@ func RestoreSections(ctx context.Context, dsn DSN, next NextDumpEntry, opts Sect
 		cr := &countingReader{r: r}
 		if e.Section == SectionData && opts.Workers > 1 {
 			if pool == nil {
-				pool = newRestorePool(ctx, cancel, opts.Workers, opts.SpoolDir, func(ctx context.Context, path string) error {
+				pool = newRestorePool(ctx, cancel, opts.Workers, opts.SpoolDir, func(ctx context.Context, path string, dsn DSN) error {
 					return restoreData(ctx, pgRestore, dsn, path)
 				})
 			}
-			err := pool.submit(ctx, e.Name, cr)
+			err := pool.submit(ctx, e.Name, target(e), cr)
 			st.Bytes += cr.n
 			st.DataEntries++
 			if err != nil {
@@ -485,12 +504,12 @@ func RestoreSections(ctx context.Context, dsn DSN, next NextDumpEntry, opts Sect
 				err = errors.New("option clean is not supported for a backup of several entries (taken with workers); restore into an empty database")
 				break
 			}
-			err = runPGTool(ctx, pgRestore, dsn, append(restoreArgs(opts.LogicalRestoreOptions), "--single-transaction"), cr, io.Discard)
+			err = restorePreData(ctx, pgRestore, dsn, e, cr, opts)
 		case SectionData:
 			st.DataEntries++
-			err = withSpool(ctx, opts.SpoolDir, cr, func(path string) error { return restoreData(ctx, pgRestore, dsn, path) })
+			err = withSpool(ctx, opts.SpoolDir, cr, func(path string) error { return restoreData(ctx, pgRestore, target(e), path) })
 		case SectionPostData:
-			err = restorePostData(ctx, pgRestore, dsn, cr, opts)
+			err = restorePostData(ctx, pgRestore, target(e), cr, opts)
 		default:
 			err = fmt.Errorf("unknown section %q", e.Section)
 		}
@@ -505,6 +524,25 @@ func RestoreSections(ctx context.Context, dsn DSN, next NextDumpEntry, opts Sect
 		}
 	}
 	return st, nil
+}
+
+// restorePreData restores a pre-data entry in one transaction, into the
+// DSN's database or, for a dump of several databases, into the entry's,
+// created first by pg_restore --create (connected to the DSN's database)
+// when it does not exist.
+func restorePreData(ctx context.Context, bin string, dsn DSN, e DumpEntry, r io.Reader, opts SectionedRestoreOptions) error {
+	args := restoreArgs(opts.LogicalRestoreOptions)
+	if !opts.Databases || e.Database == "" {
+		return runPGTool(ctx, bin, dsn, append(args, "--single-transaction"), r, io.Discard)
+	}
+	exists, err := DatabaseExists(ctx, dsn, e.Database)
+	if err != nil {
+		return err
+	}
+	if exists {
+		return runPGTool(ctx, bin, WithDatabase(dsn, e.Database), append(args, "--single-transaction"), r, io.Discard)
+	}
+	return runPGTool(ctx, bin, dsn, append(args, "--create"), r, io.Discard)
 }
 
 func restoreArgs(o LogicalRestoreOptions) []string {
@@ -709,7 +747,7 @@ func filterOwnRole(r io.Reader, role string) io.Reader {
 // (no server involved), SQL entries as they are, in order. The data entry
 // of the rest is spooled to a 0600 file in spoolDir to leave out the large
 // object definitions pre-data already holds.
-func ExportSQL(ctx context.Context, next NextDumpEntry, w io.Writer, binDir, spoolDir string) error {
+func ExportSQL(ctx context.Context, next NextDumpEntry, w io.Writer, binDir, spoolDir string, create bool) error {
 	var pgRestore string
 	for {
 		e, r, err := next(ctx)
@@ -732,6 +770,11 @@ func ExportSQL(ctx context.Context, next NextDumpEntry, w io.Writer, binDir, spo
 		}
 		convert := func(path string) error {
 			args := []string{"--file=-"}
+			if create && e.Section == SectionPreData {
+				// CREATE DATABASE and \connect to it: the entries of
+				// this database that follow load there.
+				args = append(args, "--create")
+			}
 			if path == "" {
 				return runTool(ctx, pgRestore, args, r, w)
 			}
@@ -819,9 +862,12 @@ type restorePool struct {
 	err error // the first failure
 }
 
-type spooled struct{ name, path string }
+type spooled struct {
+	name, path string
+	dsn        DSN
+}
 
-func newRestorePool(ctx context.Context, cancel context.CancelFunc, workers int, dir string, load func(ctx context.Context, path string) error) *restorePool {
+func newRestorePool(ctx context.Context, cancel context.CancelFunc, workers int, dir string, load func(ctx context.Context, path string, dsn DSN) error) *restorePool {
 	p := &restorePool{dir: dir, jobs: make(chan spooled, workers), cancel: cancel}
 	for range workers {
 		p.done.Add(1)
@@ -829,7 +875,7 @@ func newRestorePool(ctx context.Context, cancel context.CancelFunc, workers int,
 			defer p.done.Done()
 			for j := range p.jobs {
 				if p.failed() == nil && ctx.Err() == nil {
-					if err := load(ctx, j.path); err != nil {
+					if err := load(ctx, j.path, j.dsn); err != nil {
 						p.fail(fmt.Errorf("restore %s: %w", j.name, err))
 					}
 				}
@@ -859,7 +905,7 @@ func (p *restorePool) failed() error {
 // submit spools an entry and queues it; it waits while every session is
 // busy and the queue is full, which bounds the spooled entries to twice
 // the sessions.
-func (p *restorePool) submit(ctx context.Context, name string, r io.Reader) error {
+func (p *restorePool) submit(ctx context.Context, name string, dsn DSN, r io.Reader) error {
 	if err := p.failed(); err != nil {
 		return err
 	}
@@ -880,7 +926,7 @@ func (p *restorePool) submit(ctx context.Context, name string, r io.Reader) erro
 	}
 	p.pending.Add(1)
 	select {
-	case p.jobs <- spooled{name: name, path: f.Name()}:
+	case p.jobs <- spooled{name: name, path: f.Name(), dsn: dsn}:
 		return nil
 	case <-ctx.Done():
 		p.pending.Done()

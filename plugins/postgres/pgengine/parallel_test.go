@@ -130,7 +130,7 @@ func TestParallelDumpRestore(t *testing.T) {
 
 	// Export: one SQL script that stock psql loads into an empty database.
 	var script bytes.Buffer
-	if err := ExportSQL(ctx, d.next(), &script, "", ""); err != nil {
+	if err := ExportSQL(ctx, d.next(), &script, "", "", false); err != nil {
 		t.Fatal(err)
 	}
 	f := filepath.Join(testbed.PostgresDir(t), "dump.sql")
@@ -191,4 +191,71 @@ func TestRestoreGlobalsNewServer(t *testing.T) {
 func passwordOf(dsn string) string {
 	_, pw := splitPassword(dsn)
 	return pw
+}
+
+// TestDumpDatabases: several databases dumped with Create restore into
+// another server, each into the database of its name (created with the
+// source's encoding and settings), and their SQL export loads through psql
+// on a third, connected to its postgres database.
+func TestDumpDatabases(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t, 4*time.Minute)
+	src := testbed.StartPostgres(t, testbed.PostgresOptions{})
+	dst := testbed.StartPostgres(t, testbed.PostgresOptions{})
+	const odd = `Odd "DB"/x'y`
+	src.Psql(t, "postgres", `CREATE DATABASE app`)
+	src.Psql(t, "postgres", `CREATE DATABASE "Odd ""DB""/x'y" ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0`)
+	src.Psql(t, "postgres", `ALTER DATABASE app SET work_mem = '7MB'`)
+	src.Psql(t, "app", `CREATE TABLE a (id int PRIMARY KEY, v text); INSERT INTO a SELECT g, md5(g::text) FROM generate_series(1, 20000) g`)
+	src.Psql(t, odd, `CREATE TABLE b (id int PRIMARY KEY REFERENCES b); INSERT INTO b VALUES (1)`)
+	qa := `SELECT count(*), md5(string_agg(id || v, ',' ORDER BY id)), current_setting('work_mem') FROM a`
+	qb := `SELECT count(*), pg_encoding_to_char(encoding) FROM b, pg_database WHERE datname = current_database() GROUP BY 2`
+	wantA, wantB := src.Psql(t, "app", qa), src.Psql(t, odd, qb)
+
+	var d memDump
+	for _, db := range []string{"app", odd} {
+		if _, err := ParallelDump(ctx, WithDatabase(DSN(src.DSN()), db), db, &d, ParallelDumpOptions{Workers: 2, Create: true, TableBytes: 64 << 10}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, e := range d.entries {
+		if strings.Contains(e.Name, `x'y/`) && !strings.HasPrefix(e.Name, `Odd "DB"_x'y/`) {
+			t.Fatalf("entry name %q", e.Name)
+		}
+	}
+	if _, err := RestoreSections(ctx, DSN(dst.DSN()), d.next(), SectionedRestoreOptions{Workers: 2, Databases: true}); err != nil {
+		t.Fatal(err)
+	}
+	if a, b := dst.Psql(t, "app", qa), dst.Psql(t, odd, qb); a != wantA || b != wantB {
+		t.Fatalf("restored %q %q, want %q %q", a, b, wantA, wantB)
+	}
+
+	third := testbed.StartPostgres(t, testbed.PostgresOptions{})
+	var script bytes.Buffer
+	if err := ExportSQL(ctx, d.next(), &script, "", "", true); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(filepath.Join(third.Client, "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1",
+		"-p", strconv.Itoa(third.Port), "-U", testbed.PostgresSuperuser, "-d", "postgres")
+	cmd.Env = append(os.Environ(), "PGPASSWORD="+passwordOf(third.DSN()))
+	cmd.Stdin = &script
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("psql: %v\n%s", err, out)
+	}
+	if a, b := third.Psql(t, "app", qa), third.Psql(t, odd, qb); a != wantA || b != wantB {
+		t.Fatalf("psql loaded %q %q, want %q %q", a, b, wantA, wantB)
+	}
+}
+
+func TestWithDatabase(t *testing.T) {
+	for _, c := range []struct{ in, db, want string }{
+		{"postgres://u:p@h:5/old?sslmode=disable", "new db", "postgres://u:p@h:5/new%20db?sslmode=disable"},
+		{"host=h port=5 dbname=old user=u", "it's", `host=h port=5 user=u dbname='it\'s'`},
+		{"host=h dbname='a b' password='x y'", "n", `host=h password='x y' dbname='n'`},
+		{"host=h", `back\slash`, `host=h dbname='back\\slash'`},
+	} {
+		if got := string(WithDatabase(DSN(c.in), c.db)); got != c.want {
+			t.Errorf("WithDatabase(%q, %q) = %q, want %q", c.in, c.db, got, c.want)
+		}
+	}
 }
