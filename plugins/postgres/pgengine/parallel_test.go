@@ -259,3 +259,42 @@ func TestWithDatabase(t *testing.T) {
 		}
 	}
 }
+
+// TestParallelDumpFromStandby: a standby exports the snapshot too; the
+// position recorded is its replay position.
+func TestParallelDumpFromStandby(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t, 3*time.Minute)
+	pg := testbed.StartPostgres(t, testbed.PostgresOptions{})
+	pg.Psql(t, "postgres", `CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 30000) g`)
+	want := pg.Psql(t, "postgres", "SELECT count(*), md5(string_agg(v, ',' ORDER BY id)) FROM t")
+	lsn := pg.Psql(t, "postgres", "SELECT pg_current_wal_lsn()")
+	standby := testbed.StartStandby(t, pg)
+	waitFor(t, 30*time.Second, "the standby to replay", func() bool {
+		out, err := standby.PsqlErr("postgres", "SELECT pg_last_wal_replay_lsn() >= '"+lsn+"'::pg_lsn")
+		return err == nil && out == "t"
+	})
+	var d memDump
+	res, err := ParallelDump(ctx, DSN(standby.DSN()), "postgres", &d, ParallelDumpOptions{Workers: 2, TableBytes: 64 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Info.Standby || res.LSN < mustLSN(t, lsn) || res.Tables != 1 {
+		t.Fatalf("standby %v, lsn %s (primary was at %s), %d tables alone", res.Info.Standby, res.LSN, lsn, res.Tables)
+	}
+	pg.Psql(t, "postgres", "CREATE DATABASE copy")
+	if _, err := RestoreSections(ctx, DSN(pg.DSNDB("copy")), d.next(), SectionedRestoreOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := pg.Psql(t, "copy", "SELECT count(*), md5(string_agg(v, ',' ORDER BY id)) FROM t"); got != want {
+		t.Fatalf("restored %q, want %q", got, want)
+	}
+}
+
+func mustLSN(t *testing.T, s string) LSN {
+	l, err := ParseLSN(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
