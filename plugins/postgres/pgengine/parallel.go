@@ -94,7 +94,8 @@ type dumpJob struct {
 // <db>/data-NNNN.dump (the largest tables one each, and one for all the
 // rest, sequences and large objects included; started largest first by
 // opts.Workers pg_dump processes at once, sent in the order they finish),
-// and <db>/post-data.dump; with opts.Globals, globals.sql first. Every pg_dump reads the snapshot one
+// and <db>/post-data.dump (dumped into a 0600 spool file meanwhile); with
+// opts.Globals, globals.sql first. Every pg_dump reads the snapshot one
 // session exports and holds open for the whole dump, so together they are
 // one consistent copy. A worker streams its table into the sink when the
 // sink is free, else into a spool file (0600, deleted after) that is sent
@@ -199,7 +200,7 @@ func ParallelDump(ctx context.Context, dsn DSN, database string, sink EntryCreat
 			return err
 		}
 		args := append(slices.Clone(base), "--section="+sec)
-		if opts.Create && sec == SectionPreData {
+		if opts.Create {
 			args = append(args, "--create")
 		}
 		if err := runPGTool(ctx, pgDump, dsn, args, nil, w); err != nil {
@@ -207,6 +208,27 @@ func ParallelDump(ctx context.Context, dsn DSN, database string, sink EntryCreat
 		}
 		return w.Close()
 	}
+	// Post-data (definitions only, small) is read into a spool file while
+	// pre-data and the data are dumped, and sent last.
+	postCtx, stopPost := context.WithCancel(ctx)
+	defer stopPost()
+	post, err := os.CreateTemp(opts.SpoolDir, "amber-pgdump-post-")
+	if err != nil {
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	defer os.Remove(post.Name())
+	defer post.Close()
+	postDone := make(chan error, 1)
+	go func() {
+		postDone <- runPGTool(postCtx, pgDump, dsn, append(slices.Clone(base), "--section="+SectionPostData), nil, post)
+	}()
+	postWaited := false
+	defer func() { // on failure: stop it before its file goes
+		if !postWaited {
+			stopPost()
+			<-postDone
+		}
+	}()
 	if err := section("pre-data.dump", SectionPreData); err != nil {
 		return nil, err
 	}
@@ -269,7 +291,21 @@ func ParallelDump(ctx context.Context, dsn DSN, database string, sink EntryCreat
 	if err := runPool(ctx, opts.Workers, jobs, dumpData); err != nil {
 		return nil, err
 	}
-	if err := section("post-data.dump", SectionPostData); err != nil {
+	postWaited = true
+	if err := <-postDone; err != nil {
+		return nil, err
+	}
+	if _, err := post.Seek(0, io.SeekStart); err != nil {
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	w, err := create(DumpEntry{Name: entryPrefix(database) + "/post-data.dump", Kind: "pg_dump-custom", Section: SectionPostData})
+	if err != nil {
+		return nil, err
+	}
+	if _, err := io.Copy(w, post); err != nil {
+		return nil, err
+	}
+	if err := w.Close(); err != nil {
 		return nil, err
 	}
 	if _, err := conn.Exec(ctx, "COMMIT"); err != nil {
