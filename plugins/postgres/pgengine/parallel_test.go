@@ -3,6 +3,7 @@ package pgengine
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"os"
 	"os/exec"
@@ -39,6 +40,19 @@ func (d *memDump) Create(_ context.Context, e DumpEntry) (io.WriteCloser, error)
 	b := &bytes.Buffer{}
 	d.bodies = append(d.bodies, b)
 	return memWriter{b, d}, nil
+}
+
+// failingDump refuses its failAt-th entry.
+type failingDump struct {
+	memDump
+	failAt int
+}
+
+func (f *failingDump) Create(ctx context.Context, e DumpEntry) (io.WriteCloser, error) {
+	if len(f.entries)+1 == f.failAt {
+		return nil, errors.New("sink refused " + e.Name)
+	}
+	return f.memDump.Create(ctx, e)
 }
 
 func (d *memDump) next() NextDumpEntry {
@@ -102,6 +116,17 @@ func TestParallelDumpRestore(t *testing.T) {
 		t.Fatalf("globals without the role:\n%s", d.bodies[0])
 	}
 
+	// A sink that fails on a data entry fails the dump and leaves no spool
+	// file behind.
+	spoolDump := t.TempDir()
+	failing := &failingDump{failAt: 3}
+	if _, err := ParallelDump(ctx, DSN(pg.DSNDB("app")), "app", failing, ParallelDumpOptions{Workers: 2, TableBytes: 256 << 10, SpoolDir: spoolDump}); err == nil || !contains(err.Error(), "sink refused") {
+		t.Fatalf("dump into a failing sink: %v", err)
+	}
+	if left, _ := os.ReadDir(spoolDump); len(left) != 0 {
+		t.Fatalf("spool files left: %v", left)
+	}
+
 	// Restore: the roles exist on this server (kept), the login role's own
 	// lines are left out.
 	st, err := RestoreSections(ctx, DSN(pg.DSNDB("copy")), d.next(), SectionedRestoreOptions{Workers: 2})
@@ -126,6 +151,26 @@ func TestParallelDumpRestore(t *testing.T) {
 	if _, err := RestoreSections(ctx, DSN(pg.DSNDB("copy")), d.next(), SectionedRestoreOptions{Workers: 2, SkipGlobals: true,
 		LogicalRestoreOptions: LogicalRestoreOptions{Clean: true}}); err == nil || !contains(err.Error(), "clean") {
 		t.Fatalf("clean: %v", err)
+	}
+
+	// A data entry cut short fails the restore, naming it, and leaves no
+	// spool file behind.
+	pg.Psql(t, "postgres", "CREATE DATABASE cut")
+	spool := t.TempDir()
+	cut := d
+	cut.bodies = append([]*bytes.Buffer(nil), d.bodies...)
+	for i, e := range cut.entries {
+		if e.Section == SectionData && e.Table != "" {
+			cut.bodies[i] = bytes.NewBuffer(d.bodies[i].Bytes()[:d.bodies[i].Len()/2])
+			_, err := RestoreSections(ctx, DSN(pg.DSNDB("cut")), cut.next(), SectionedRestoreOptions{Workers: 2, SkipGlobals: true, SpoolDir: spool})
+			if err == nil || !contains(err.Error(), e.Name) {
+				t.Fatalf("restore of a cut entry: %v", err)
+			}
+			break
+		}
+	}
+	if left, _ := os.ReadDir(spool); len(left) != 0 {
+		t.Fatalf("spool files left: %v", left)
 	}
 
 	// Export: one SQL script that stock psql loads into an empty database.
