@@ -95,11 +95,22 @@ func RestoreSections(ctx context.Context, dsn DSN, next NextDumpEntry, opts Sect
 		cr := &countingReader{r: r}
 		if e.Section == SectionData && opts.Workers > 1 {
 			if pool == nil {
-				pool = newRestorePool(ctx, cancel, opts.Workers, opts.SpoolDir, func(ctx context.Context, path string, dsn DSN) error {
-					return restoreData(ctx, pgRestore, dsn, path)
+				pool = newRestorePool(ctx, cancel, opts.Workers, opts.SpoolDir, func(ctx context.Context, j spooled) error {
+					if j.follow == nil {
+						return restoreData(ctx, pgRestore, j.dsn, j.path)
+					}
+					f, err := os.Open(j.path)
+					if err != nil {
+						return err
+					}
+					defer f.Close()
+					return runPGTool(ctx, pgRestore, j.dsn, []string{"--exit-on-error", "--no-password", "--data-only", "--single-transaction"},
+						&followReader{f: f, g: j.follow}, io.Discard)
 				})
 			}
-			err := pool.submit(ctx, e.Name, target(e), cr)
+			// A table's entry is loaded as it is spooled; the entry of the
+			// rest (large objects to leave out) once it is whole.
+			err := pool.submit(ctx, e.Name, target(e), cr, e.Table != "")
 			st.Bytes += cr.n
 			st.DataEntries++
 			if err != nil {
@@ -405,9 +416,10 @@ type restorePool struct {
 type spooled struct {
 	name, path string
 	dsn        DSN
+	follow     *growing // set when the file is still being written
 }
 
-func newRestorePool(ctx context.Context, cancel context.CancelFunc, workers int, dir string, load func(ctx context.Context, path string, dsn DSN) error) *restorePool {
+func newRestorePool(ctx context.Context, cancel context.CancelFunc, workers int, dir string, load func(ctx context.Context, j spooled) error) *restorePool {
 	p := &restorePool{dir: dir, jobs: make(chan spooled, workers), cancel: cancel}
 	for range workers {
 		p.done.Add(1)
@@ -415,7 +427,7 @@ func newRestorePool(ctx context.Context, cancel context.CancelFunc, workers int,
 			defer p.done.Done()
 			for j := range p.jobs {
 				if p.failed() == nil && ctx.Err() == nil {
-					if err := load(ctx, j.path, j.dsn); err != nil {
+					if err := load(ctx, j); err != nil {
 						p.fail(fmt.Errorf("restore %s: %w", j.name, err))
 					}
 				}
@@ -444,8 +456,9 @@ func (p *restorePool) failed() error {
 
 // submit spools an entry and queues it; it waits while every session is
 // busy and the queue is full, which bounds the spooled entries to twice
-// the sessions.
-func (p *restorePool) submit(ctx context.Context, name string, dsn DSN, r io.Reader) error {
+// the sessions. With follow, the entry is queued first and a session
+// loads it while it is being written (followReader).
+func (p *restorePool) submit(ctx context.Context, name string, dsn DSN, r io.Reader, follow bool) error {
 	if err := p.failed(); err != nil {
 		return err
 	}
@@ -453,29 +466,120 @@ func (p *restorePool) submit(ctx context.Context, name string, dsn DSN, r io.Rea
 	if err != nil {
 		return fmt.Errorf("spool %s: %w", name, err)
 	}
-	_, err = io.Copy(f, ctxReader{ctx, r})
+	queue := func(g *growing) error {
+		p.pending.Add(1)
+		select {
+		case p.jobs <- spooled{name: name, path: f.Name(), dsn: dsn, follow: g}:
+			return nil
+		case <-ctx.Done():
+			p.pending.Done()
+			os.Remove(f.Name())
+			if err := p.failed(); err != nil {
+				return err
+			}
+			return ctx.Err()
+		}
+	}
+	var g *growing
+	var w io.Writer = f
+	if follow {
+		g = newGrowing()
+		if err := queue(g); err != nil {
+			f.Close()
+			return err
+		}
+		w = growingWriter{f, g}
+	}
+	_, err = io.Copy(w, ctxReader{ctx, r})
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
-		os.Remove(f.Name())
+		err = fmt.Errorf("spool %s: %w", name, err)
 		if perr := p.failed(); perr != nil {
-			return perr
+			err = perr
 		}
-		return fmt.Errorf("spool %s: %w", name, err)
 	}
-	p.pending.Add(1)
-	select {
-	case p.jobs <- spooled{name: name, path: f.Name(), dsn: dsn}:
-		return nil
-	case <-ctx.Done():
-		p.pending.Done()
+	if follow {
+		g.finish(err) // the session removes the file
+		return err
+	}
+	if err != nil {
 		os.Remove(f.Name())
-		if err := p.failed(); err != nil {
-			return err
-		}
-		return ctx.Err()
+		return err
 	}
+	return queue(nil)
+}
+
+// growing is the state of a spool file being written: how much is
+// written, and whether (and how) writing ended.
+type growing struct {
+	mu      sync.Mutex
+	cond    *sync.Cond
+	written int64
+	done    bool
+	err     error
+}
+
+func newGrowing() *growing {
+	g := &growing{}
+	g.cond = sync.NewCond(&g.mu)
+	return g
+}
+
+func (g *growing) add(n int) {
+	g.mu.Lock()
+	g.written += int64(n)
+	g.mu.Unlock()
+	g.cond.Broadcast()
+}
+
+func (g *growing) finish(err error) {
+	g.mu.Lock()
+	g.done, g.err = true, err
+	g.mu.Unlock()
+	g.cond.Broadcast()
+}
+
+// growingWriter writes to the spool file and tells its readers.
+type growingWriter struct {
+	f *os.File
+	g *growing
+}
+
+func (w growingWriter) Write(b []byte) (int, error) {
+	n, err := w.f.Write(b)
+	w.g.add(n)
+	return n, err
+}
+
+// followReader reads a spool file while it is written, up to what is
+// written, until writing ends (then io.EOF, or the writer's error).
+type followReader struct {
+	f   *os.File
+	g   *growing
+	off int64
+}
+
+func (r *followReader) Read(b []byte) (int, error) {
+	r.g.mu.Lock()
+	for r.off >= r.g.written && !r.g.done {
+		r.g.cond.Wait()
+	}
+	avail, done, werr := r.g.written-r.off, r.g.done, r.g.err
+	r.g.mu.Unlock()
+	if avail <= 0 {
+		if done && werr != nil {
+			return 0, werr
+		}
+		return 0, io.EOF
+	}
+	n, err := r.f.ReadAt(b[:min(int64(len(b)), avail)], r.off)
+	r.off += int64(n)
+	if err == io.EOF && n > 0 {
+		err = nil
+	}
+	return n, err
 }
 
 // wait returns when every entry submitted is loaded, or the first failure.
