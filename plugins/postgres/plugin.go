@@ -2,8 +2,19 @@
 // plugin contract (plugins/api). cmd/amber-plugin-postgres serves it.
 //
 // Options it reads:
-//   - Target.Settings["bin_dir"]: directory of pg_dump/pg_restore.
-//   - LogicalRestore options "no_owner", "no_privileges", "clean" ("true").
+//   - Target.Settings["bin_dir"]: directory of pg_dump/pg_restore/psql.
+//   - LogicalDump options "workers" (pg_dump processes reading table data
+//     at once from one exported snapshot, default 2; 1: one pg_dump, one
+//     entry), "globals" ("true": pg_dumpall --globals-only first),
+//     "databases" ("all" or a comma-separated list: those databases of the
+//     server instead of the DSN's, each restored into the database of its
+//     name) and "spool_dir" (where a table read while another is sent
+//     waits).
+//   - LogicalRestore options "no_owner", "no_privileges", "clean" ("true";
+//     clean only for single-entry dumps), "restore_workers" (pg_restore
+//     sessions loading data at once, default 2), "spool_dir", "globals"
+//     ("false": leave the backup's roles and tablespaces out), and the
+//     host's api.ExportPathOption (write one SQL script for psql).
 //   - PhysicalBackup options "exclude_wal", "spread_checkpoint" ("true"),
 //     "max_rate_kbps". With Target.DataDir set, the plugin reads the data
 //     directory itself (pgengine.FileBackup) instead of running
@@ -104,16 +115,57 @@ func flag(opts map[string]string, key string) bool {
 	return b
 }
 
-// LogicalDump dumps the target's database with pg_dump --format=custom as
-// one entry "<database>.dump". A logical dump is consistent at the snapshot
-// pg_dump takes as it starts; the position and time recorded are the ones
-// read just before it starts.
+// LogicalDump dumps the target's database. With option workers above 1
+// (the default is 2) it is pgengine.ParallelDump: pre-data, data and
+// post-data entries, the data read by that many pg_dump processes sharing
+// one exported snapshot, consistent at the LSN read in the snapshot's
+// transaction. With workers=1 it is one pg_dump --format=custom entry
+// "<database>.dump", consistent at pg_dump's own snapshot (the position
+// recorded is the one read just before it starts). Option globals=true
+// adds pg_dumpall --globals-only (roles, tablespaces) as "globals.sql".
 func (e *Engine) LogicalDump(ctx context.Context, req api.BackupRequest, sink api.EntrySink) (api.BackupResult, error) {
-	if err := api.CheckOptions("a logical backup", req.Options); err != nil {
+	if err := api.CheckOptions("a logical backup", req.Options, "workers", "globals", "spool_dir", "databases"); err != nil {
 		return api.BackupResult{}, err
 	}
 	if len(req.Databases) > 0 {
 		return api.BackupResult{}, errors.New("postgres: dumping a list of databases is not supported yet; dump the DSN's database")
+	}
+	workers := 2
+	if v := req.Options["workers"]; v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 64 {
+			return api.BackupResult{}, fmt.Errorf("option workers=%q: want a number from 1 to 64", v)
+		}
+		workers = n
+	}
+	globals := false
+	if v := req.Options["globals"]; v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return api.BackupResult{}, fmt.Errorf("option globals=%q: want true or false", v)
+		}
+		globals = b
+	}
+	db := databaseName(string(req.Target.DSN))
+	binDir := req.Target.Settings["bin_dir"]
+	if v := req.Options["databases"]; v != "" {
+		return e.dumpDatabases(ctx, req, sink, v, workers, globals)
+	}
+	if workers > 1 {
+		start := time.Now()
+		res, err := pgengine.ParallelDump(ctx, dsn(req.Target), db, dumpSink{sink}, pgengine.ParallelDumpOptions{
+			BinDir: binDir, Workers: workers, SpoolDir: req.Options["spool_dir"], Globals: globals})
+		if err != nil {
+			return api.BackupResult{}, err
+		}
+		pos := Position(uint32(res.Info.Timeline), res.LSN)
+		return api.BackupResult{
+			Start: pos, Consistent: pos, StartTime: start, ConsistentTime: res.Time,
+			ServerVersion: res.Info.ServerVersion, SystemID: res.Info.SystemID,
+			Metadata: map[string]string{"format": "pg_dump-sections", "database": db,
+				"workers": strconv.Itoa(workers), "tables": strconv.Itoa(res.Tables),
+				"entries": strconv.Itoa(len(res.Entries)), "globals": strconv.FormatBool(globals)},
+		}, nil
 	}
 	info, err := pgengine.Probe(ctx, dsn(req.Target))
 	if info == nil {
@@ -121,12 +173,20 @@ func (e *Engine) LogicalDump(ctx context.Context, req api.BackupRequest, sink ap
 	}
 	start := time.Now()
 	pos := Position(uint32(info.Timeline), info.CurrentLSN)
-	name := databaseName(string(req.Target.DSN)) + ".dump"
+	if globals {
+		if err := pgengine.DumpGlobals(ctx, dsn(req.Target), info, binDir, func() (io.WriteCloser, error) {
+			return sink.Create(ctx, api.Entry{Name: "globals.sql", Size: -1, Kind: "sql",
+				Metadata: map[string]string{"section": pgengine.SectionGlobals}})
+		}); err != nil {
+			return api.BackupResult{}, err
+		}
+	}
+	name := db + ".dump"
 	w, err := sink.Create(ctx, api.Entry{Name: name, Size: -1, Kind: "pg_dump-custom"})
 	if err != nil {
 		return api.BackupResult{}, err
 	}
-	if err := pgengine.LogicalDump(ctx, dsn(req.Target), w, pgengine.DumpOptions{BinDir: req.Target.Settings["bin_dir"]}); err != nil {
+	if err := pgengine.LogicalDump(ctx, dsn(req.Target), w, pgengine.DumpOptions{BinDir: binDir}); err != nil {
 		return api.BackupResult{}, err
 	}
 	if err := w.Close(); err != nil {
@@ -135,8 +195,71 @@ func (e *Engine) LogicalDump(ctx context.Context, req api.BackupRequest, sink ap
 	return api.BackupResult{
 		Start: pos, Consistent: pos, StartTime: start, ConsistentTime: start,
 		ServerVersion: info.ServerVersion, SystemID: info.SystemID,
-		Metadata: map[string]string{"format": "pg_dump-custom", "entry": name},
+		Metadata: map[string]string{"format": "pg_dump-custom", "entry": name, "globals": strconv.FormatBool(globals)},
 	}, nil
+}
+
+// dumpDatabases dumps several databases of the target's server
+// (pgengine.ParallelDump with --create, one after another, globals first
+// when asked): which is "all" (every database that takes connections but
+// templates) or a comma-separated list. Each database is consistent at its
+// own snapshot; the backup's start is the first one's position, its
+// consistent point the last one's.
+func (e *Engine) dumpDatabases(ctx context.Context, req api.BackupRequest, sink api.EntrySink, which string, workers int, globals bool) (api.BackupResult, error) {
+	var dbs []string
+	if which == "all" {
+		var err error
+		if dbs, err = pgengine.ListDatabases(ctx, dsn(req.Target)); err != nil {
+			return api.BackupResult{}, err
+		}
+	} else {
+		for _, d := range strings.Split(which, ",") {
+			if d = strings.TrimSpace(d); d == "" {
+				return api.BackupResult{}, fmt.Errorf("option databases=%q: want all or a comma-separated list of database names", which)
+			}
+			if !slices.Contains(dbs, d) {
+				dbs = append(dbs, d)
+			}
+		}
+	}
+	if len(dbs) == 0 {
+		return api.BackupResult{}, errors.New("option databases: the server has no database to dump")
+	}
+	var out api.BackupResult
+	tables := 0
+	for i, db := range dbs {
+		start := time.Now()
+		res, err := pgengine.ParallelDump(ctx, pgengine.WithDatabase(dsn(req.Target), db), db, dumpSink{sink}, pgengine.ParallelDumpOptions{
+			BinDir: req.Target.Settings["bin_dir"], Workers: workers, SpoolDir: req.Options["spool_dir"],
+			Globals: globals && i == 0, Create: true})
+		if err != nil {
+			return api.BackupResult{}, fmt.Errorf("database %s: %w", db, err)
+		}
+		pos := Position(uint32(res.Info.Timeline), res.LSN)
+		if i == 0 {
+			out = api.BackupResult{Start: pos, StartTime: start, ServerVersion: res.Info.ServerVersion, SystemID: res.Info.SystemID}
+		}
+		out.Consistent, out.ConsistentTime = pos, res.Time
+		tables += res.Tables
+	}
+	out.Metadata = map[string]string{"format": "pg_dump-sections", "databases": strings.Join(dbs, ","),
+		"workers": strconv.Itoa(workers), "tables": strconv.Itoa(tables), "globals": strconv.FormatBool(globals)}
+	return out, nil
+}
+
+// dumpSink adapts api.EntrySink to pgengine.EntryCreator; the section,
+// database and table go into the entry's metadata.
+type dumpSink struct{ sink api.EntrySink }
+
+func (s dumpSink) Create(ctx context.Context, e pgengine.DumpEntry) (io.WriteCloser, error) {
+	meta := map[string]string{"section": e.Section}
+	if e.Database != "" && e.Section != pgengine.SectionGlobals {
+		meta["database"] = e.Database
+	}
+	if e.Table != "" {
+		meta["table"] = e.Table
+	}
+	return s.sink.Create(ctx, api.Entry{Name: e.Name, Size: -1, Kind: e.Kind, Metadata: meta})
 }
 
 // databaseName extracts the database from a URL or key=value DSN, for
@@ -169,30 +292,75 @@ func databaseName(d string) string {
 	}, name)
 }
 
-// LogicalRestore feeds every entry to pg_restore into the target's database.
+// LogicalRestore loads the entries into the target's database
+// (pgengine.RestoreSections): a single-entry dump through one pg_restore,
+// a sectioned one with "restore_workers" pg_restore sessions (default 2)
+// loading data entries at once. With api.ExportPathOption it writes the
+// dump as one SQL script that psql loads (pgengine.ExportSQL) instead.
 func (e *Engine) LogicalRestore(ctx context.Context, req api.RestoreRequest, src api.EntrySource) (api.RestoreResult, error) {
-	if err := api.CheckOptions("a logical restore", req.Options, "no_owner", "no_privileges", "clean"); err != nil {
+	if err := api.CheckOptions("a logical restore", req.Options, api.ExportPathOption,
+		"no_owner", "no_privileges", "clean", "restore_workers", "spool_dir", "globals"); err != nil {
 		return api.RestoreResult{}, err
 	}
-	opts := pgengine.LogicalRestoreOptions{
-		BinDir:       req.Target.Settings["bin_dir"],
-		NoOwner:      flag(req.Options, "no_owner"),
-		NoPrivileges: flag(req.Options, "no_privileges"),
-		Clean:        flag(req.Options, "clean"),
-	}
-	for {
+	next := func(ctx context.Context) (pgengine.DumpEntry, io.Reader, error) {
 		ent, r, err := src.Next(ctx)
-		if errors.Is(err, io.EOF) {
-			break
+		if err != nil {
+			return pgengine.DumpEntry{}, nil, err
+		}
+		return pgengine.DumpEntry{Name: ent.Name, Kind: ent.Kind, Section: ent.Metadata["section"],
+			Database: ent.Metadata["database"], Table: ent.Metadata["table"]}, r, nil
+	}
+	res := api.RestoreResult{Position: req.Backup.Consistent, ConsistentTime: req.Backup.ConsistentTime}
+	if path := req.Options[api.ExportPathOption]; path != "" {
+		f, err := os.OpenFile(path, os.O_WRONLY, 0)
+		if err != nil {
+			return api.RestoreResult{}, fmt.Errorf("export: %w", err)
+		}
+		err = pgengine.ExportSQL(ctx, next, f, req.Target.Settings["bin_dir"], req.Options["spool_dir"], req.Backup.Metadata["databases"] != "")
+		if cerr := f.Close(); err == nil {
+			err = cerr
 		}
 		if err != nil {
 			return api.RestoreResult{}, err
 		}
-		if err := pgengine.LogicalRestore(ctx, dsn(req.Target), r, opts); err != nil {
-			return api.RestoreResult{}, fmt.Errorf("restore %s: %w", ent.Name, err)
-		}
+		return res, nil
 	}
-	return api.RestoreResult{Position: req.Backup.Consistent, ConsistentTime: req.Backup.ConsistentTime}, nil
+	opts := pgengine.SectionedRestoreOptions{
+		LogicalRestoreOptions: pgengine.LogicalRestoreOptions{
+			BinDir:       req.Target.Settings["bin_dir"],
+			NoOwner:      flag(req.Options, "no_owner"),
+			NoPrivileges: flag(req.Options, "no_privileges"),
+			Clean:        flag(req.Options, "clean"),
+		},
+		Workers:   2,
+		SpoolDir:  req.Options["spool_dir"],
+		Databases: req.Backup.Metadata["databases"] != "",
+	}
+	if v := req.Options["restore_workers"]; v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 64 {
+			return api.RestoreResult{}, fmt.Errorf("option restore_workers=%q: want a number from 1 to 64", v)
+		}
+		opts.Workers = n
+	}
+	if v := req.Options["globals"]; v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return api.RestoreResult{}, fmt.Errorf("option globals=%q: want true or false", v)
+		}
+		opts.SkipGlobals = !b
+	}
+	st, err := pgengine.RestoreSections(ctx, dsn(req.Target), next, opts)
+	if err != nil {
+		return api.RestoreResult{}, err
+	}
+	res.Metadata = map[string]string{
+		"entries":         strconv.Itoa(st.Entries),
+		"data_entries":    strconv.Itoa(st.DataEntries),
+		"bytes":           strconv.FormatInt(st.Bytes, 10),
+		"restore_workers": strconv.Itoa(opts.Workers),
+	}
+	return res, nil
 }
 
 // entrySink adapts api.EntrySink to pgengine.Sink.

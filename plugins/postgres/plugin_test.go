@@ -30,7 +30,10 @@ func buildPlugin(t *testing.T) string {
 	return dir
 }
 
-type bufSink struct{ entries map[string]*bytes.Buffer }
+type bufSink struct {
+	entries map[string]*bytes.Buffer
+	order   []api.Entry
+}
 
 func (s *bufSink) Entry(_ context.Context, e api.Entry, r io.Reader) error {
 	b := &bytes.Buffer{}
@@ -38,6 +41,7 @@ func (s *bufSink) Entry(_ context.Context, e api.Entry, r io.Reader) error {
 		return err
 	}
 	s.entries[e.Name] = b
+	s.order = append(s.order, e)
 	return nil
 }
 
@@ -45,18 +49,19 @@ func (s *bufSink) Create(context.Context, api.Entry) (io.WriteCloser, error) {
 	return nil, errors.New("not used")
 }
 
+// bufSource replays what sink received, in order.
 type bufSource struct {
-	names []string
-	sink  *bufSink
+	sink *bufSink
+	i    int
 }
 
 func (s *bufSource) Next(context.Context) (api.Entry, io.Reader, error) {
-	if len(s.names) == 0 {
+	if s.i == len(s.sink.order) {
 		return api.Entry{}, nil, io.EOF
 	}
-	n := s.names[0]
-	s.names = s.names[1:]
-	return api.Entry{Name: n}, bytes.NewReader(s.sink.entries[n].Bytes()), nil
+	e := s.sink.order[s.i]
+	s.i++
+	return e, bytes.NewReader(s.sink.entries[e.Name].Bytes()), nil
 }
 
 func TestPluginThroughHost(t *testing.T) {
@@ -95,24 +100,49 @@ func TestPluginThroughHost(t *testing.T) {
 	const q = "SELECT count(*), md5(string_agg(id || name, ';' ORDER BY id)) FROM items"
 	want := pg.Psql(t, "app", q)
 
+	// The default: pre-data, data and post-data entries, with their
+	// sections in the metadata, restored through the host.
 	sink := &bufSink{entries: map[string]*bytes.Buffer{}}
 	res, err := p.LogicalDump(ctx, api.BackupRequest{Target: api.Target{DSN: api.Secret(pg.DSNDB("app"))}}, sink)
 	if err != nil {
 		t.Fatal(err)
 	}
-	dump := sink.entries["app.dump"]
-	if dump == nil || !bytes.HasPrefix(dump.Bytes(), []byte("PGDMP")) {
-		t.Fatalf("entries %v: no custom-format app.dump", keys(sink.entries))
+	var layout []string
+	for _, e := range sink.order {
+		layout = append(layout, e.Name+"="+e.Metadata["section"])
 	}
-	if res.ConsistentTime.IsZero() || res.Consistent.IsZero() || res.SystemID != probe.SystemID {
+	if got := strings.Join(layout, " "); got != "app/pre-data.dump=pre-data app/data-0001.dump=data app/post-data.dump=post-data" {
+		t.Fatalf("entries %s", got)
+	}
+	if res.ConsistentTime.IsZero() || res.Consistent.IsZero() || res.SystemID != probe.SystemID || res.Metadata["format"] != "pg_dump-sections" {
 		t.Fatalf("result = %+v", res)
 	}
-
-	if _, err := p.LogicalRestore(ctx, api.RestoreRequest{Target: api.Target{DSN: api.Secret(pg.DSNDB("copy"))}, Backup: res},
-		&bufSource{names: []string{"app.dump"}, sink: sink}); err != nil {
+	rr, err := p.LogicalRestore(ctx, api.RestoreRequest{Target: api.Target{DSN: api.Secret(pg.DSNDB("copy"))}, Backup: res},
+		&bufSource{sink: sink})
+	if err != nil {
 		t.Fatal(err)
 	}
-	if got := pg.Psql(t, "copy", q); got != want {
+	if got := pg.Psql(t, "copy", q); got != want || rr.Metadata["data_entries"] != "1" {
+		t.Fatalf("restored %q (%v), want %q", got, rr.Metadata, want)
+	}
+
+	// workers=1: one custom-format entry, as earlier backups have.
+	pg.Psql(t, "postgres", "CREATE DATABASE copy1")
+	sink = &bufSink{entries: map[string]*bytes.Buffer{}}
+	res, err = p.LogicalDump(ctx, api.BackupRequest{Target: api.Target{DSN: api.Secret(pg.DSNDB("app"))},
+		Options: map[string]string{"workers": "1"}}, sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dump := sink.entries["app.dump"]
+	if len(sink.order) != 1 || dump == nil || !bytes.HasPrefix(dump.Bytes(), []byte("PGDMP")) {
+		t.Fatalf("entries %v: no custom-format app.dump", keys(sink.entries))
+	}
+	if _, err := p.LogicalRestore(ctx, api.RestoreRequest{Target: api.Target{DSN: api.Secret(pg.DSNDB("copy1"))}, Backup: res},
+		&bufSource{sink: sink}); err != nil {
+		t.Fatal(err)
+	}
+	if got := pg.Psql(t, "copy1", q); got != want {
 		t.Fatalf("restored %q, want %q", got, want)
 	}
 
@@ -173,8 +203,8 @@ func TestUnknownOptionsRefused(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "unknown option wokers for a physical backup: it takes only exclude_wal, max_rate_kbps, spread_checkpoint, workers") {
 		t.Errorf("PhysicalBackup: %v", err)
 	}
-	_, err = e.LogicalDump(ctx, api.BackupRequest{Options: map[string]string{"workers": "2"}}, nil)
-	if err == nil || !strings.Contains(err.Error(), "unknown option workers for a logical backup: it takes no options") {
+	_, err = e.LogicalDump(ctx, api.BackupRequest{Options: map[string]string{"wokers": "2"}}, nil)
+	if err == nil || !strings.Contains(err.Error(), "unknown option wokers for a logical backup: it takes only databases, globals, spool_dir, workers") {
 		t.Errorf("LogicalDump: %v", err)
 	}
 	err = e.Archive(ctx, api.ArchiveRequest{Options: map[string]string{"server_id": "7"}}, nil, nil)
