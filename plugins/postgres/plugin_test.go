@@ -100,10 +100,11 @@ func TestPluginThroughHost(t *testing.T) {
 	const q = "SELECT count(*), md5(string_agg(id || name, ';' ORDER BY id)) FROM items"
 	want := pg.Psql(t, "app", q)
 
-	// The default: pre-data, data and post-data entries, with their
+	// workers=2: pre-data, data and post-data entries, with their
 	// sections in the metadata, restored through the host.
 	sink := &bufSink{entries: map[string]*bytes.Buffer{}}
-	res, err := p.LogicalDump(ctx, api.BackupRequest{Target: api.Target{DSN: api.Secret(pg.DSNDB("app"))}}, sink)
+	res, err := p.LogicalDump(ctx, api.BackupRequest{Target: api.Target{DSN: api.Secret(pg.DSNDB("app"))},
+		Options: map[string]string{"workers": "2"}}, sink)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,11 +127,11 @@ func TestPluginThroughHost(t *testing.T) {
 		t.Fatalf("restored %q (%v), want %q", got, rr.Metadata, want)
 	}
 
-	// workers=1: one custom-format entry, as earlier backups have.
+	// The default, workers=1: one custom-format entry, as earlier backups
+	// have.
 	pg.Psql(t, "postgres", "CREATE DATABASE copy1")
 	sink = &bufSink{entries: map[string]*bytes.Buffer{}}
-	res, err = p.LogicalDump(ctx, api.BackupRequest{Target: api.Target{DSN: api.Secret(pg.DSNDB("app"))},
-		Options: map[string]string{"workers": "1"}}, sink)
+	res, err = p.LogicalDump(ctx, api.BackupRequest{Target: api.Target{DSN: api.Secret(pg.DSNDB("app"))}}, sink)
 	if err != nil {
 		t.Fatal(err)
 	}
