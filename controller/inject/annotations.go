@@ -11,6 +11,12 @@ const (
 	// AnnotationDataVolume names the pod volume holding the database's
 	// data; default: the first volume backed by a PersistentVolumeClaim.
 	AnnotationDataVolume = "amber.dev/data-volume"
+	// AnnotationDataDir is the database's data directory (PGDATA), an
+	// absolute path inside the database container on one of its volume
+	// mounts. The sidecar mounts that volume read-only at the same path
+	// and its physical backups read the files there (file-level,
+	// incremental); without it they go over the replication protocol.
+	AnnotationDataDir = "amber.dev/data-dir"
 	// AnnotationDatabaseContainer names the database container; default:
 	// the first container.
 	AnnotationDatabaseContainer = "amber.dev/database-container"

@@ -2,6 +2,8 @@ package inject
 
 import (
 	"fmt"
+	"path"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -99,9 +101,15 @@ func Mutate(pod *corev1.Pod, namespace string, policy *amberv1.BackupPolicy, tls
 	if p != nil {
 		return p
 	}
-	data, dataPath, p := dataVolume(pod, db)
+	dataMount, dataDir, p := dataDirMount(pod, db)
 	if p != nil {
 		return p
+	}
+	var data, dataPath string
+	if dataMount == nil {
+		if data, dataPath, p = dataVolume(pod, db); p != nil {
+			return p
+		}
 	}
 	port := cfg.APIPort
 	if port == 0 {
@@ -148,8 +156,11 @@ func Mutate(pod *corev1.Pod, namespace string, policy *amberv1.BackupPolicy, tls
 		},
 		SecurityContext: securityContext(pod, db),
 	}
-	if data != "" {
-		c.Env = append(c.Env, corev1.EnvVar{Name: "AMBER_DATA_DIR", Value: dataPath})
+	switch {
+	case dataMount != nil:
+		c.Env = append(c.Env, corev1.EnvVar{Name: "AMBER_DATA_DIR", Value: dataDir})
+		c.VolumeMounts = append(c.VolumeMounts, *dataMount)
+	case data != "":
 		c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: data, MountPath: dataPath, ReadOnly: true})
 	}
 	// Readable by any user: the sidecar runs as the database's user, and
@@ -225,6 +236,69 @@ func dataVolume(pod *corev1.Pod, db *corev1.Container) (name, path string, p *Pr
 		}
 	}
 	return name, PathDataDefault, nil
+}
+
+// dataDirMount checks the amber.dev/data-dir annotation and returns the
+// sidecar's read-only copy of the database container's mount that holds
+// it (the deepest one), with the cleaned path; nil without the annotation.
+func dataDirMount(pod *corev1.Pod, db *corev1.Container) (*corev1.VolumeMount, string, *Problem) {
+	dir, ok := pod.Annotations[AnnotationDataDir]
+	if !ok {
+		return nil, "", nil
+	}
+	bad := func(why string, args ...any) *Problem {
+		return problemf("MalformedAnnotation", "annotation %s=%q %s", AnnotationDataDir, dir, fmt.Sprintf(why, args...))
+	}
+	if !path.IsAbs(dir) || strings.ContainsAny(dir, "\x00\n") || slices.Contains(strings.Split(dir, "/"), "..") {
+		return nil, "", bad("is not an absolute path (without .. or control characters); give the database's data directory as the database container %s sees it, e.g. /var/lib/postgresql/data/pgdata", db.Name)
+	}
+	dir = path.Clean(dir)
+	var m *corev1.VolumeMount
+	for i := range db.VolumeMounts {
+		v := &db.VolumeMounts[i]
+		mp := path.Clean(v.MountPath)
+		if (dir == mp || mp == "/" || strings.HasPrefix(dir, mp+"/")) && (m == nil || len(mp) > len(path.Clean(m.MountPath))) {
+			m = v
+		}
+	}
+	if m != nil {
+		for _, own := range []string{PathRepository, PathTLS, PathCache, PathTmp} {
+			if path.Clean(m.MountPath) == own {
+				return nil, "", bad("is on the volume container %s mounts at %s, where the sidecar mounts its own; mount the data volume elsewhere", db.Name, own)
+			}
+		}
+	}
+	if m == nil {
+		return nil, "", bad("is on none of the volumes container %s mounts; give a path on the database's data volume (the sidecar can read only what a volume shares)", db.Name)
+	}
+	if want, ok := pod.Annotations[AnnotationDataVolume]; ok && want != m.Name {
+		return nil, "", bad("is on volume %q, but annotation %s names volume %q; remove one or make them agree", m.Name, AnnotationDataVolume, want)
+	}
+	return &corev1.VolumeMount{Name: m.Name, MountPath: m.MountPath, SubPath: m.SubPath, SubPathExpr: m.SubPathExpr, ReadOnly: true}, dir, nil
+}
+
+// Warnings are what an injected pod may still lack: the webhook admits it
+// injected and records each as a Warning Event and an admission warning.
+func Warnings(pod *corev1.Pod) []*Problem {
+	var c *corev1.Container
+	for _, cs := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
+		for i := range cs {
+			if cs[i].Name == SidecarName {
+				c = &cs[i]
+			}
+		}
+	}
+	if c == nil {
+		return nil
+	}
+	var out []*Problem
+	for _, e := range c.Env {
+		if e.Name == "AMBER_DATA_DIR" && (c.SecurityContext == nil || c.SecurityContext.RunAsUser == nil) {
+			out = append(out, problemf("DataDirUser", "annotation %s=%s asks for backups that read the data directory, but neither the database container nor the pod sets securityContext.runAsUser, so the sidecar runs as its image's user and cannot read a data directory private to the database's user; set runAsUser (and runAsGroup) to the database's user, or physical backups fail naming the directory",
+				AnnotationDataDir, e.Value))
+		}
+	}
+	return out
 }
 
 // securityContext runs the sidecar as the database's user, so it can read

@@ -112,8 +112,12 @@ func TestMutateNativeSidecar(t *testing.T) {
 	for _, e := range c.Env {
 		env[e.Name] = e.Value
 	}
-	if env["AMBER_PASSWORD_FILE"] != PathRepository+"/password" || env["AMBER_DATA_DIR"] != "/var/lib/postgresql/data" || env["AMBER_ENGINE"] != "postgres" {
+	if env["AMBER_PASSWORD_FILE"] != PathRepository+"/password" || env["AMBER_ENGINE"] != "postgres" {
 		t.Fatalf("env %v", env)
+	}
+	// Without amber.dev/data-dir, physical backups go over the network.
+	if _, ok := env["AMBER_DATA_DIR"]; ok {
+		t.Fatalf("AMBER_DATA_DIR set without %s: %v", AnnotationDataDir, env)
 	}
 }
 

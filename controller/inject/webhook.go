@@ -99,28 +99,40 @@ func (in *Injector) Handle(ctx context.Context, req admission.Request) admission
 		return in.unchanged(&pod, problemf("PatchFailed", "encode the injected pod: %v", err))
 	}
 	in.log().Info("injected sidecar", "namespace", ns, "pod", pod.Name, "policy", policyName)
-	return admission.PatchResponseFromRaw(req.Object.Raw, raw)
+	resp := admission.PatchResponseFromRaw(req.Object.Raw, raw)
+	for _, w := range Warnings(mutated) {
+		in.log().Warn("injected sidecar with a warning", "namespace", ns, "pod", pod.Name, "reason", w.Reason, "problem", w.Message)
+		in.event(&pod, w.Reason, "amber sidecar injected, but: "+w.Message)
+		resp.Warnings = append(resp.Warnings, "amber: "+w.Message)
+	}
+	return resp
 }
 
 // unchanged admits pod as it is and records a Warning Event on it.
 func (in *Injector) unchanged(pod *corev1.Pod, p *Problem) admission.Response {
 	in.log().Warn("admit pod without sidecar", "namespace", pod.Namespace, "pod", pod.Name, "reason", p.Reason, "problem", p.Message)
-	if in.Recorder != nil {
-		// The pod has no UID yet; the Event names it by namespace and name.
-		ref := &corev1.ObjectReference{Kind: "Pod", APIVersion: "v1", Namespace: pod.Namespace, Name: pod.Name}
-		if ref.Name == "" {
-			ref.Name = pod.GenerateName
-		}
-		in.Recorder.Event(ref, corev1.EventTypeWarning, p.Reason, "amber sidecar not injected: "+p.Message)
-		// Tools that match Events by UID (kubectl describe pod) cannot
-		// find one recorded before the pod exists; its owner, such as the
-		// StatefulSet, has a UID already and gets the Event too.
-		if owner := metav1.GetControllerOf(pod); owner != nil {
-			oref := &corev1.ObjectReference{Kind: owner.Kind, APIVersion: owner.APIVersion, Namespace: pod.Namespace, Name: owner.Name, UID: owner.UID}
-			in.Recorder.Eventf(oref, corev1.EventTypeWarning, p.Reason, "amber sidecar not injected into pod %s: %s", ref.Name, p.Message)
-		}
-	}
+	in.event(pod, p.Reason, "amber sidecar not injected: "+p.Message)
 	return admission.Allowed("amber: not injected: " + p.Message)
+}
+
+// event records a Warning Event on pod and on its controller.
+func (in *Injector) event(pod *corev1.Pod, reason, msg string) {
+	if in.Recorder == nil {
+		return
+	}
+	// The pod has no UID yet; the Event names it by namespace and name.
+	ref := &corev1.ObjectReference{Kind: "Pod", APIVersion: "v1", Namespace: pod.Namespace, Name: pod.Name}
+	if ref.Name == "" {
+		ref.Name = pod.GenerateName
+	}
+	in.Recorder.Event(ref, corev1.EventTypeWarning, reason, msg)
+	// Tools that match Events by UID (kubectl describe pod) cannot find
+	// one recorded before the pod exists; its owner, such as the
+	// StatefulSet, has a UID already and gets the Event too.
+	if owner := metav1.GetControllerOf(pod); owner != nil {
+		oref := &corev1.ObjectReference{Kind: owner.Kind, APIVersion: owner.APIVersion, Namespace: pod.Namespace, Name: owner.Name, UID: owner.UID}
+		in.Recorder.Eventf(oref, corev1.EventTypeWarning, reason, "pod %s: %s", ref.Name, msg)
+	}
 }
 
 // Webhook returns the injector as a webhook to register on a server at Path.

@@ -29,6 +29,9 @@ var (
 	descBytes = prometheus.NewDesc("amber_backup_bytes",
 		"Bytes of the last successful backup: read from the database (kind=in) and added to the repository after deduplication and compression (kind=added).",
 		[]string{"kind"}, nil)
+	descFiles = prometheus.NewDesc("amber_backup_files",
+		"Files of the last successful file-level physical backup (the agent reads the data directory): read from it (kind=read), and unchanged since the previous backup, stored again without being read (kind=reused). Absent for other backups.",
+		[]string{"kind"}, nil)
 	descBackupRunning = prometheus.NewDesc("amber_backup_running",
 		"1 while a backup runs.", nil, nil)
 	descArchiving = prometheus.NewDesc("amber_archive_running",
@@ -98,6 +101,10 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		gauge(descDuration, last.Duration.AsDuration().Seconds())
 		gauge(descBytes, float64(last.BytesIn), "in")
 		gauge(descBytes, float64(last.BytesAdded), "added")
+		if last.FilesRead > 0 || last.FilesReused > 0 {
+			gauge(descFiles, float64(last.FilesRead), "read")
+			gauge(descFiles, float64(last.FilesReused), "reused")
+		}
 	}
 	gauge(descBackupRunning, b2f(running))
 	gauge(descArchiving, b2f(a.arch.isRunning()))

@@ -10,6 +10,7 @@ import (
 	"github.com/amber-backup/amber/plugins/api"
 	"github.com/amber-backup/amber/sidecar/agent/agentpb"
 	"github.com/amber-backup/amber/sidecar/job"
+	"github.com/amber-backup/amber/sidecar/repo"
 	"github.com/amber-backup/amber/sidecar/storage/throttle"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -181,6 +182,15 @@ func (s *service) Backup(req *agentpb.BackupRequest, stream agentpb.AgentService
 	}
 	maps.Copy(tags, req.GetTags())
 
+	target := a.cfg.Target
+	if mode == job.ModePhysical && a.cfg.DataDir != "" {
+		if err := readableDir(a.cfg.DataDir); err != nil {
+			a.backupFailed(err)
+			return status.Error(codes.FailedPrecondition, err.Error())
+		}
+		target.DataDir = a.cfg.DataDir
+	}
+
 	type outcome struct {
 		rep *job.BackupReport
 		err error
@@ -188,7 +198,7 @@ func (s *service) Backup(req *agentpb.BackupRequest, stream agentpb.AgentService
 	done := make(chan outcome, 1)
 	go func() {
 		rep, err := job.BackupEngine(ctx, a.cfg.Repo, a.cfg.Engine, job.EngineBackup{Engine: a.cfg.EngineName, Mode: mode,
-			Name: name, Tags: tags, Target: a.cfg.Target, Options: req.GetOptions()}, a.clk,
+			Name: name, Tags: tags, Target: target, Options: req.GetOptions()}, a.clk,
 			func(f func() int64) { b.done.Store(&f) })
 		done <- outcome{rep, err}
 	}()
@@ -196,11 +206,7 @@ func (s *service) Backup(req *agentpb.BackupRequest, stream agentpb.AgentService
 		select {
 		case o := <-done:
 			if o.err != nil {
-				rec := a.noteError("backup", o.err)
-				a.m.backups.WithLabelValues("failure").Inc()
-				a.mu.Lock()
-				a.lastBkErr = rec
-				a.mu.Unlock()
+				a.backupFailed(o.err)
 				return a.toStatus(o.err)
 			}
 			res := a.backupDone(ctx, b, o.rep)
@@ -217,11 +223,24 @@ func (s *service) Backup(req *agentpb.BackupRequest, stream agentpb.AgentService
 	}
 }
 
+// backupFailed records a failed backup for Status and the metrics.
+func (a *Agent) backupFailed(err error) {
+	rec := a.noteError("backup", err)
+	a.m.backups.WithLabelValues("failure").Inc()
+	a.mu.Lock()
+	a.lastBkErr = rec
+	a.mu.Unlock()
+}
+
 // backupDone records a committed backup and starts recomputing the window.
 func (a *Agent) backupDone(ctx context.Context, b *runningBackup, rep *job.BackupReport) *agentpb.BackupResult {
 	now := a.clk.Now()
 	res := &agentpb.BackupResult{Id: rep.ID.String(), ShortId: rep.ID.Short(), Name: rep.Name, BytesIn: rep.BytesIn,
-		BytesAdded: rep.BytesAdded, Duration: dur(rep.Duration), StartedAt: ts(b.started), FinishedAt: ts(now), Mode: b.mode}
+		BytesAdded: rep.BytesAdded, Duration: dur(rep.Duration), StartedAt: ts(b.started), FinishedAt: ts(now), Mode: b.mode,
+		FilesRead: rep.FilesRead, FilesReused: rep.FilesReused, BytesReused: rep.BytesReused}
+	if rep.Previous != (repo.ID{}) {
+		res.PreviousId = rep.Previous.String()
+	}
 	all, err := a.cfg.Repo.Backups(ctx)
 	if err != nil {
 		a.noteError("window", fmt.Errorf("list backups after backup %s: %w", rep.ID.Short(), err))

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"runtime/debug"
 	"strings"
 	"time"
@@ -17,6 +18,7 @@ import (
 func (e *env) sidecarCommand() *cobra.Command {
 	var (
 		engine, dsnFile, certFile, keyFile, caFile string
+		dataDir                                    string
 		credsDir                                   string
 		listen, metricsListen, slot, logLevel      string
 		allowed                                    []string
@@ -38,7 +40,14 @@ the environment, and never reaches the plugin's environment or any log.
 On SIGTERM the agent stops accepting calls, cancels a running backup (which
 leaves nothing visible), makes all log received by the archiver durable in
 the repository, and exits 0. Every flag has an environment variable, for the
-pod spec; docs/agent.md lists them.`,
+pod spec; docs/agent.md lists them.
+
+With --data-dir (the database's data directory, mounted read-only into the
+sidecar's container), physical backups read the database's files in
+parallel, and reuse the files unchanged since the previous backup of the
+same name without reading them again; the sidecar must run as the database's
+user to read them. Without it, physical backups go over the replication
+protocol.`,
 		Example: `  amber sidecar --engine postgres --dsn-file /etc/amber/dsn \
     --repo s3://backups/orders --password-file /etc/amber/repo-password \
     --tls-cert /etc/amber/tls/tls.crt --tls-key /etc/amber/tls/tls.key --tls-ca /etc/amber/tls/ca.crt`,
@@ -77,6 +86,12 @@ pod spec; docs/agent.md lists them.`,
 				}
 				e.getenv = credentialsDir(credsDir)
 			}
+			if dataDir != "" {
+				if !filepath.IsAbs(dataDir) {
+					return usagef("--data-dir %q: give the data directory's absolute path", dataDir)
+				}
+				dataDir = filepath.Clean(dataDir)
+			}
 			d, err := dsn("", dsnFile, "")
 			if err != nil {
 				return err
@@ -99,7 +114,7 @@ pod spec; docs/agent.md lists them.`,
 				return err
 			}
 			defer r.Close()
-			a, err := agent.New(agent.Config{EngineName: engine, Engine: eng, Repo: r, Target: api.Target{DSN: d}, Tags: tags,
+			a, err := agent.New(agent.Config{EngineName: engine, Engine: eng, Repo: r, Target: api.Target{DSN: d}, DataDir: dataDir, Tags: tags,
 				TLS: tlsCfg, Listen: listen, MetricsListen: metricsListen, Slot: slot, FlushInterval: flush,
 				WindowInterval: window, MaxLease: maxLease, Logger: log, Version: buildVersion()})
 			if err != nil {
@@ -111,6 +126,7 @@ pod spec; docs/agent.md lists them.`,
 	f := cmd.Flags()
 	f.StringVar(&engine, "engine", os.Getenv("AMBER_ENGINE"), "database engine plugin: postgres (env AMBER_ENGINE)")
 	f.StringVar(&dsnFile, "dsn-file", os.Getenv("AMBER_DSN_FILE"), "file holding the database's connection string (env AMBER_DSN_FILE)")
+	f.StringVar(&dataDir, "data-dir", os.Getenv("AMBER_DATA_DIR"), "the database's data directory, mounted read-only (postgres): physical backups read its files in parallel and reuse those unchanged since the previous backup of the same name; the sidecar must run as the database's user; empty: physical backups over the replication protocol (env AMBER_DATA_DIR)")
 	f.StringVar(&credsDir, "credentials-dir", os.Getenv("AMBER_CREDENTIALS_DIR"), "directory of storage credentials, one file per variable (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, B2_APPLICATION_KEY_ID, ...), as a mounted Secret; the environment is the fallback (env AMBER_CREDENTIALS_DIR)")
 	f.StringVar(&certFile, "tls-cert", os.Getenv("AMBER_TLS_CERT"), "the agent's certificate, PEM (env AMBER_TLS_CERT)")
 	f.StringVar(&keyFile, "tls-key", os.Getenv("AMBER_TLS_KEY"), "the agent's private key, PEM (env AMBER_TLS_KEY)")

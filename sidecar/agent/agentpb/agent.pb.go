@@ -628,7 +628,17 @@ type BackupResult struct {
 	Consistent     *Position              `protobuf:"bytes,9,opt,name=consistent,proto3" json:"consistent,omitempty"`
 	ConsistentTime *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=consistent_time,json=consistentTime,proto3" json:"consistent_time,omitempty"`
 	// Always set. "physical" or "logical".
-	Mode          string `protobuf:"bytes,11,opt,name=mode,proto3" json:"mode,omitempty"`
+	Mode string `protobuf:"bytes,11,opt,name=mode,proto3" json:"mode,omitempty"`
+	// Set for file-level physical backups (the agent reads the database's
+	// data directory, `--data-dir`), 0 otherwise: files read from the data
+	// directory, and files (and their bytes) unchanged since the previous
+	// backup of the same name, stored again by reference without being read.
+	FilesRead   int64 `protobuf:"varint,12,opt,name=files_read,json=filesRead,proto3" json:"files_read,omitempty"`
+	FilesReused int64 `protobuf:"varint,13,opt,name=files_reused,json=filesReused,proto3" json:"files_reused,omitempty"`
+	BytesReused int64 `protobuf:"varint,14,opt,name=bytes_reused,json=bytesReused,proto3" json:"bytes_reused,omitempty"`
+	// Set for file-level physical backups that had a previous backup of the
+	// same name to reuse files from: its id (hex).
+	PreviousId    string `protobuf:"bytes,15,opt,name=previous_id,json=previousId,proto3" json:"previous_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -736,6 +746,34 @@ func (x *BackupResult) GetConsistentTime() *timestamppb.Timestamp {
 func (x *BackupResult) GetMode() string {
 	if x != nil {
 		return x.Mode
+	}
+	return ""
+}
+
+func (x *BackupResult) GetFilesRead() int64 {
+	if x != nil {
+		return x.FilesRead
+	}
+	return 0
+}
+
+func (x *BackupResult) GetFilesReused() int64 {
+	if x != nil {
+		return x.FilesReused
+	}
+	return 0
+}
+
+func (x *BackupResult) GetBytesReused() int64 {
+	if x != nil {
+		return x.BytesReused
+	}
+	return 0
+}
+
+func (x *BackupResult) GetPreviousId() string {
+	if x != nil {
+		return x.PreviousId
 	}
 	return ""
 }
@@ -1951,7 +1989,7 @@ const file_agent_proto_rawDesc = "" +
 	"\x05event\"Z\n" +
 	"\bProgress\x12\x19\n" +
 	"\bbytes_in\x18\x01 \x01(\x03R\abytesIn\x123\n" +
-	"\aelapsed\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\aelapsed\"\xcb\x03\n" +
+	"\aelapsed\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\aelapsed\"\xd1\x04\n" +
 	"\fBackupResult\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n" +
 	"\bshort_id\x18\x02 \x01(\tR\ashortId\x12\x12\n" +
@@ -1969,7 +2007,13 @@ const file_agent_proto_rawDesc = "" +
 	"consistent\x12C\n" +
 	"\x0fconsistent_time\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\x0econsistentTime\x12\x12\n" +
-	"\x04mode\x18\v \x01(\tR\x04mode\"V\n" +
+	"\x04mode\x18\v \x01(\tR\x04mode\x12\x1d\n" +
+	"\n" +
+	"files_read\x18\f \x01(\x03R\tfilesRead\x12!\n" +
+	"\ffiles_reused\x18\r \x01(\x03R\vfilesReused\x12!\n" +
+	"\fbytes_reused\x18\x0e \x01(\x03R\vbytesReused\x12\x1f\n" +
+	"\vprevious_id\x18\x0f \x01(\tR\n" +
+	"previousId\"V\n" +
 	"\rFreezeRequest\x12/\n" +
 	"\x05lease\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x05lease\x12\x14\n" +
 	"\x05label\x18\x02 \x01(\tR\x05label\"\xe1\x01\n" +
