@@ -21,7 +21,7 @@ func (e *env) sidecarCommand() *cobra.Command {
 		dataDir                                    string
 		credsDir                                   string
 		listen, metricsListen, slot, logLevel      string
-		allowed                                    []string
+		allowed, settings                          []string
 		flushS, windowS, leaseS                    string
 	)
 	cmd := &cobra.Command{
@@ -92,6 +92,10 @@ protocol.`,
 				}
 				dataDir = filepath.Clean(dataDir)
 			}
+			set, err := parseSettings(settings)
+			if err != nil {
+				return err
+			}
 			d, err := dsn("", dsnFile, "")
 			if err != nil {
 				return err
@@ -114,7 +118,7 @@ protocol.`,
 				return err
 			}
 			defer r.Close()
-			a, err := agent.New(agent.Config{EngineName: engine, Engine: eng, Repo: r, Target: api.Target{DSN: d}, DataDir: dataDir, Tags: tags,
+			a, err := agent.New(agent.Config{EngineName: engine, Engine: eng, Repo: r, Target: api.Target{DSN: d, Settings: set}, DataDir: dataDir, Tags: tags,
 				TLS: tlsCfg, Listen: listen, MetricsListen: metricsListen, Slot: slot, FlushInterval: flush,
 				WindowInterval: window, MaxLease: maxLease, Logger: log, Version: buildVersion()})
 			if err != nil {
@@ -132,6 +136,7 @@ protocol.`,
 	f.StringVar(&keyFile, "tls-key", os.Getenv("AMBER_TLS_KEY"), "the agent's private key, PEM (env AMBER_TLS_KEY)")
 	f.StringVar(&caFile, "tls-ca", os.Getenv("AMBER_TLS_CA"), "CA certificate(s) that sign callers' client certificates, PEM (env AMBER_TLS_CA)")
 	f.StringSliceVar(&allowed, "allowed-client", envList("AMBER_ALLOWED_CLIENTS"), "accept only client certificates with one of these names (CN, DNS or URI SAN); default: any the CA signed (env AMBER_ALLOWED_CLIENTS, comma-separated)")
+	f.StringArrayVar(&settings, "setting", envList("AMBER_SETTINGS"), "engine setting of the database as key=value (repeatable), e.g. lineage=orders (mysql), lock_wait_seconds=30; the same as for amber backup/restore on it (env AMBER_SETTINGS, comma-separated)")
 	f.StringVar(&listen, "listen", envOr("AMBER_LISTEN", ":9443"), "address of the agent API (env AMBER_LISTEN)")
 	f.StringVar(&metricsListen, "metrics-listen", envOr("AMBER_METRICS_LISTEN", ":9090"), "address of /metrics, /healthz and /readyz; empty: none (env AMBER_METRICS_LISTEN)")
 	f.StringVar(&slot, "slot", envOr("AMBER_SLOT", ""), "replication slot the archiver uses (PostgreSQL; empty: amber; other engines refuse it) (env AMBER_SLOT)")
