@@ -78,6 +78,7 @@ func snapshotPostgres(t *testing.T, bed *restoreBed) {
 		t.Fatal(err)
 	}
 	const lease = 15 * time.Second
+	var target time.Time // set between markers 115 and 116
 	manifests := bytes.ReplaceAll(example, []byte("${AMBER_REPOSITORY}"), []byte(repoURL))
 	manifests = bytes.Replace(manifests, []byte(`schedule: "0 */6 * * *"`), []byte("schedule: \"@daily\"\n  suspend: true"), 1)
 	manifests = bytes.Replace(manifests, []byte("replicas: 3"), []byte("replicas: 1"), 1)
@@ -180,13 +181,16 @@ func snapshotPostgres(t *testing.T, bed *restoreBed) {
 	}
 	t.Logf("amber ls: snapshot backup %s consistent at %s, VolumeSnapshot %s (content %s, handle %s)", got.ID[:12], got.Position, s.Name, s.Content, s.Handle)
 
-	// Markers after the snapshot, for a point-in-time restore from it.
+	// Markers after the snapshot, for a point-in-time restore from it; the
+	// target sits on a second boundary between 115 and 116, as a Restore's
+	// pointInTime has whole seconds (metav1.Time).
 	for i := 101; i <= 130; i++ {
+		if i == 116 {
+			target = secondBoundary()
+		}
 		pgd.Mark(t, dsn, i)
 		time.Sleep(10 * time.Millisecond)
 	}
-	ts := pgd.MarkerTimes(t, dsn)
-	target := ts[116]
 	lsn130 := psqlValue(t, pgd, dsn, `SELECT pg_current_wal_lsn()::text`)
 	waitFor(t, time.Minute, "WAL through marker 130 archived", func() bool {
 		return psqlValue(t, pgd, dsn, fmt.Sprintf(`SELECT coalesce(bool_and(restart_lsn >= '%s'::pg_lsn), false) FROM pg_replication_slots`, lsn130)) == "true"
