@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -298,7 +299,13 @@ func (r *RestoreReconciler) follow(ctx context.Context, rs *amberv1.Restore) (ct
 		msg := "pod " + pod.Name + ": restore container waiting (" + init.State.Waiting.Reason + ")"
 		return ctrl.Result{RequeueAfter: r.poll()}, r.progress(ctx, rs, msg)
 	case init.State.Running != nil:
-		return ctrl.Result{RequeueAfter: r.poll()}, r.progress(ctx, rs, "restoring the data directory from the repository")
+		msg := "restoring the data directory from the repository"
+		for _, c := range pod.Spec.InitContainers {
+			if c.Name == workload.RestoreContainer && slices.Contains(c.Args, "--snapshot-data") {
+				msg = "writing the snapshot backup's record into the data directory restored from its VolumeSnapshots"
+			}
+		}
+		return ctrl.Result{RequeueAfter: r.poll()}, r.progress(ctx, rs, msg)
 	}
 	t := init.State.Terminated
 	var ready *metav1.Time

@@ -146,21 +146,34 @@ func TestRestoreFromSnapshotBackup(t *testing.T) {
 	report := `{"backup":"` + b.Status.BackupID + `","position":"1/0/C8","consistent_time":"2026-11-28T22:00:00Z",` +
 		`"target":"time 2026-11-28T22:30:00Z","log_reaches":"0/5000000","log_reaches_time":"2026-11-28T22:40:00Z"}`
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: rs.Status.CloneName + "-0", Namespace: "shop"},
-		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "postgres"}}, InitContainers: []corev1.Container{{Name: workload.RestoreContainer}}},
-		Status: corev1.PodStatus{Phase: corev1.PodRunning,
-			InitContainerStatuses: []corev1.ContainerStatus{{Name: workload.RestoreContainer, State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{
-				ExitCode: 0, StartedAt: at(3), FinishedAt: at(4), Message: report}}}},
-			Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue, LastTransitionTime: at(9)}}}}
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "postgres"}}, InitContainers: []corev1.Container{ic}},
+		Status: corev1.PodStatus{Phase: corev1.PodPending,
+			InitContainerStatuses: []corev1.ContainerStatus{{Name: workload.RestoreContainer, State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: at(3)}}}}}}
 	if err := bed.c.Create(context.Background(), pod); err != nil {
 		t.Fatal(err)
 	}
 	rr := &controllers.RestoreReconciler{Client: bed.c, Reader: bed.c, Recorder: bed.rec, Workloads: &workload.Capturer{Client: bed.c}, Image: "amber"}
-	if _, err := rr.Reconcile(context.Background(), ctrl.Request{NamespacedName: client.ObjectKeyFromObject(rs)}); err != nil {
+	follow := func() {
+		t.Helper()
+		if _, err := rr.Reconcile(context.Background(), ctrl.Request{NamespacedName: client.ObjectKeyFromObject(rs)}); err != nil {
+			t.Fatal(err)
+		}
+		if err := bed.c.Get(context.Background(), client.ObjectKeyFromObject(rs), rs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	follow()
+	if rs.Status.Phase != amberv1.PhaseRunning || !strings.Contains(rs.Status.Progress, "restored from its VolumeSnapshots") {
+		t.Fatalf("while the init container runs: %+v", rs.Status)
+	}
+	pod.Status = corev1.PodStatus{Phase: corev1.PodRunning,
+		InitContainerStatuses: []corev1.ContainerStatus{{Name: workload.RestoreContainer, State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{
+			ExitCode: 0, StartedAt: at(3), FinishedAt: at(4), Message: report}}}},
+		Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue, LastTransitionTime: at(9)}}}
+	if err := bed.c.Status().Update(context.Background(), pod); err != nil {
 		t.Fatal(err)
 	}
-	if err := bed.c.Get(context.Background(), client.ObjectKeyFromObject(rs), rs); err != nil {
-		t.Fatal(err)
-	}
+	follow()
 	s := rs.Status
 	if s.Phase != amberv1.PhaseSucceeded || s.RTO == nil || s.RTO.Duration != 9*time.Second || s.Timings == nil ||
 		s.Timings.DataTransfer.Duration != time.Second || s.PointReached == nil || s.PointReached.Time == nil || !s.PointReached.Time.Equal(&target) ||
