@@ -45,7 +45,8 @@ import (
 // backup and archived binlog, and a FerretDB StatefulSet's logical backup
 // and archived oplog, into clones on the same cluster
 // (k8s_mysql_restore_test.go, k8s_mongo_restore_test.go). Its subtest
-// Snapshot takes a snapshot-mode backup of PostgreSQL on a CSI volume
+// Snapshot takes a snapshot-mode backup of PostgreSQL on a CSI volume and
+// restores it, by hand and with a Restore, to a point in time
 // (k8s_snapshot_test.go). Run one alone with -run
 // 'TestKubernetesRestoreClone/MariaDB'.
 func TestKubernetesRestoreClone(t *testing.T) {

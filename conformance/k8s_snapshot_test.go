@@ -41,7 +41,10 @@ import (
 // its VolumeSnapshot. Last, a claim with the first VolumeSnapshot as its
 // dataSource is provisioned with the snapshot's data, and its data
 // directory, with `amber restore --snapshot-data` and the WAL the pod's
-// sidecar archived, recovers to a point in time after the snapshot.
+// sidecar archived, recovers to a point in time after the snapshot; and a
+// Restore naming the snapshot backup and that time does the same into a
+// clone StatefulSet whose claim is provisioned from the VolumeSnapshot,
+// leaving the original untouched.
 func snapshotPostgres(t *testing.T, bed *restoreBed) {
 	t0 := time.Now()
 	c, k, ctl, m := bed.c, bed.k, bed.ctl, bed.m
@@ -75,6 +78,7 @@ func snapshotPostgres(t *testing.T, bed *restoreBed) {
 		t.Fatal(err)
 	}
 	const lease = 15 * time.Second
+	var target time.Time // set between markers 115 and 116
 	manifests := bytes.ReplaceAll(example, []byte("${AMBER_REPOSITORY}"), []byte(repoURL))
 	manifests = bytes.Replace(manifests, []byte(`schedule: "0 */6 * * *"`), []byte("schedule: \"@daily\"\n  suspend: true"), 1)
 	manifests = bytes.Replace(manifests, []byte("replicas: 3"), []byte("replicas: 1"), 1)
@@ -177,13 +181,16 @@ func snapshotPostgres(t *testing.T, bed *restoreBed) {
 	}
 	t.Logf("amber ls: snapshot backup %s consistent at %s, VolumeSnapshot %s (content %s, handle %s)", got.ID[:12], got.Position, s.Name, s.Content, s.Handle)
 
-	// Markers after the snapshot, for a point-in-time restore from it.
+	// Markers after the snapshot, for a point-in-time restore from it; the
+	// target sits on a second boundary between 115 and 116, as a Restore's
+	// pointInTime has whole seconds (metav1.Time).
 	for i := 101; i <= 130; i++ {
+		if i == 116 {
+			target = secondBoundary()
+		}
 		pgd.Mark(t, dsn, i)
 		time.Sleep(10 * time.Millisecond)
 	}
-	ts := pgd.MarkerTimes(t, dsn)
-	target := ts[116]
 	lsn130 := psqlValue(t, pgd, dsn, `SELECT pg_current_wal_lsn()::text`)
 	waitFor(t, time.Minute, "WAL through marker 130 archived", func() bool {
 		return psqlValue(t, pgd, dsn, fmt.Sprintf(`SELECT coalesce(bool_and(restart_lsn >= '%s'::pg_lsn), false) FROM pg_replication_slots`, lsn130)) == "true"
@@ -297,6 +304,43 @@ func snapshotPostgres(t *testing.T, bed *restoreBed) {
 		t.Fatalf("restored from the snapshot to %s: %d markers, highest %d; want markers 1..20 and 101..115", target.Format(time.RFC3339Nano), n, maxID)
 	}
 	t.Logf("snapshot %s plus archived WAL restored to %s: exactly markers 1..20 and 101..115", vsName, target.Format(time.RFC3339Nano))
+
+	// The same restore by the controller: a Restore naming the snapshot
+	// backup and the time makes a clone whose claim is provisioned from
+	// the VolumeSnapshot and whose init container runs amber restore
+	// --snapshot-data; the clone recovers with the archived WAL to the
+	// target, and the original is untouched.
+	rs := &amberv1.Restore{ObjectMeta: metav1.ObjectMeta{Name: "from-snap1", Namespace: ns}, Spec: amberv1.RestoreSpec{
+		PolicyRef: &amberv1.LocalRef{Name: "pg"}, SourceStatefulSet: "pg", BackupID: b.Status.BackupID,
+		PointInTime: &metav1.Time{Time: target}}}
+	if err := k.Create(ctx, rs); err != nil {
+		t.Fatal(err)
+	}
+	rs = waitRestore(t, c, k, ctl, rs, 4*time.Minute)
+	logRestore(t, rs)
+	var claim corev1.PersistentVolumeClaim
+	if err := k.Get(ctx, types.NamespacedName{Namespace: ns, Name: "data-" + rs.Status.CloneName + "-0"}, &claim); err != nil {
+		t.Fatal(err)
+	}
+	if ds := claim.Spec.DataSource; ds == nil || ds.Kind != "VolumeSnapshot" || ds.Name != vsName {
+		t.Fatalf("the clone's claim %s: dataSource %+v; want VolumeSnapshot %s", claim.Name, claim.Spec.DataSource, vsName)
+	}
+	if rs.Status.BackupID != b.Status.BackupID || rs.Status.PointReached == nil || rs.Status.PointReached.Time == nil ||
+		!rs.Status.PointReached.Time.Equal(&metav1.Time{Time: target}) {
+		t.Errorf("Restore %s: backup %s, point reached %+v; want backup %s at %s", rs.Name, rs.Status.BackupID, rs.Status.PointReached, b.Status.BackupID, target)
+	}
+	cdsn := cloneDSN(t, k, ns, rs.Status.CloneName+"-0", func(ip string) string {
+		return fmt.Sprintf("postgres://postgres@%s:5432/postgres?sslmode=disable", ip)
+	})
+	if n, maxID := pgd.Markers(t, cdsn); n != 35 || maxID != 115 {
+		t.Fatalf("the clone restored from the snapshot to %s holds %d markers, highest %d; want markers 1..20 and 101..115", target.Format(time.RFC3339Nano), n, maxID)
+	}
+	if n, maxID := pgd.Markers(t, dsn); n != 51 || maxID != 130 {
+		t.Fatalf("the original holds %d markers (highest %d) after the restore; want 1..21 and 101..130", n, maxID)
+	}
+	checkClone(t, k, ns, rs.Status.CloneName, "pg")
+	t.Logf("Restore %s from snapshot backup %s to %s: clone %s holds exactly markers 1..20 and 101..115, claim %s from VolumeSnapshot %s",
+		rs.Name, shortID12(b.Status.BackupID), target.Format(time.RFC3339Nano), rs.Status.CloneName, claim.Name, vsName)
 	t.Logf("Snapshot part: %s", time.Since(t0).Round(100*time.Millisecond))
 }
 

@@ -304,9 +304,9 @@ func TestCRDValidation(t *testing.T) {
 		{"schedule not cron-shaped (apiserver)", policy(ns, "bad-cron", func(p *amberv1.BackupPolicy) { p.Spec.Schedule = "every night" }), "spec.schedule"},
 		{"schedule out of range (webhook)", policy(ns, "bad-cron2", func(p *amberv1.BackupPolicy) { p.Spec.Schedule = "61 * * * *" }), "use five cron fields"},
 		{"bad replica preference", policy(ns, "bad-pref", func(p *amberv1.BackupPolicy) { p.Spec.Replica.Preference = "fastest" }), "spec.replica.preference"},
-		{"restore with backup id and time", &amberv1.Restore{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "both"},
-			Spec: amberv1.RestoreSpec{PolicyRef: &amberv1.LocalRef{Name: "p"}, SourceStatefulSet: "db", BackupID: "x", PointInTime: &metav1.Time{Time: time.Now()}}},
-			"at most one of backupID, pointInTime and position"},
+		{"restore with time and position", &amberv1.Restore{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "both"},
+			Spec: amberv1.RestoreSpec{PolicyRef: &amberv1.LocalRef{Name: "p"}, SourceStatefulSet: "db", Position: "0/3000060", PointInTime: &metav1.Time{Time: time.Now()}}},
+			"at most one of pointInTime and position"},
 		{"drill with a bad target", policy(ns, "bad-drill", func(p *amberv1.BackupPolicy) {
 			p.Spec.Drills = &amberv1.DrillSpec{Schedule: "@daily", Target: "someday"}
 		}), "spec.drills.target"},
@@ -334,6 +334,9 @@ func TestCRDValidation(t *testing.T) {
 		t.Fatalf("defaults not applied: %+v", good.Spec)
 	}
 	must(t, k8s.Create(ctx, policy(ns, "descriptor", func(p *amberv1.BackupPolicy) { p.Spec.Schedule = "@every 6h" })))
+	// A backup to start from and a target to recover to.
+	must(t, k8s.Create(ctx, &amberv1.Restore{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "backup-and-time"},
+		Spec: amberv1.RestoreSpec{PolicyRef: &amberv1.LocalRef{Name: "p"}, SourceStatefulSet: "db", BackupID: "x", PointInTime: &metav1.Time{Time: time.Now()}}}))
 }
 
 func TestWebhookInjects(t *testing.T) {

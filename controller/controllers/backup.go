@@ -20,13 +20,15 @@ import (
 	amberv1 "github.com/amber-backup/amber/controller/api/v1alpha1"
 	"github.com/amber-backup/amber/controller/sidecarapi"
 	"github.com/amber-backup/amber/plugins/api/clock"
+	"github.com/amber-backup/amber/sidecar/repo"
 )
 
 // Pruner applies a policy's retention to its repository.
 type Pruner interface {
 	// Prune forgets the backups the policy's retention does not keep and
-	// returns a one-line summary.
-	Prune(ctx context.Context, p *amberv1.BackupPolicy) (string, error)
+	// returns a one-line summary and the manifests of the snapshot backups
+	// it forgot (their VolumeSnapshots are the caller's to delete).
+	Prune(ctx context.Context, p *amberv1.BackupPolicy) (string, []*repo.Manifest, error)
 }
 
 // BackupReconciler runs Backups.
@@ -218,7 +220,12 @@ func (r *BackupReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 		}
 	}
 	if r.Pruner != nil && (p.Spec.Retention.KeepLast > 0 || p.Spec.Retention.KeepWithin != nil) {
-		summary, err := r.Pruner.Prune(ctx, &p)
+		summary, forgotten, err := r.Pruner.Prune(ctx, &p)
+		if err == nil {
+			if s := r.pruneSnapshots(ctx, &p, forgotten); s != "" {
+				summary += "; " + s
+			}
+		}
 		if err != nil {
 			setCondition(r.Recorder, &b, &b.Status.Conditions, metav1.Condition{Type: CondPruned, Status: metav1.ConditionFalse, Reason: "PruneFailed", Message: err.Error()}, r.Clock)
 		} else {

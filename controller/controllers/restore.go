@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -142,12 +143,33 @@ func (r *RestoreReconciler) start(ctx context.Context, rs *amberv1.Restore) (ctr
 	if err != nil {
 		return ctrl.Result{}, r.fail(ctx, rs, "WorkloadNotFound", err.Error())
 	}
+	if m != nil && (rs.Spec.PointInTime != nil || rs.Spec.Position != "") && engine != amberv1.EnginePostgres {
+		return ctrl.Result{}, r.fail(ctx, rs, "Invalid", fmt.Sprintf(
+			"backupID together with pointInTime or position is supported for PostgreSQL only; for %s give one of them", engine))
+	}
+	if m != nil && rs.Spec.PointInTime != nil && m.ConsistentTime.After(rs.Spec.PointInTime.Time) {
+		return ctrl.Result{}, r.fail(ctx, rs, "Invalid", fmt.Sprintf("backup %s is consistent only from %s, after pointInTime %s: give a later pointInTime or an earlier backup",
+			m.ID.Short(), m.ConsistentTime.UTC().Format(time.RFC3339Nano), rs.Spec.PointInTime.UTC().Format(time.RFC3339Nano)))
+	}
+	var snaps map[string]workload.SnapshotSource
 	if m != nil && m.Mode == repo.ModeSnapshot {
-		return ctrl.Result{}, r.fail(ctx, rs, "SnapshotBackup", fmt.Sprintf("backup %s is a volume snapshot backup: a Restore does not restore snapshots yet; make a claim from its VolumeSnapshots (docs/controller.md, \"Snapshot mode\") or name another backup", m.ID.Short()))
+		var reason, msg string
+		snaps, reason, msg, err = r.snapshotSources(ctx, rs, m, engine)
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		if reason != "" {
+			return ctrl.Result{}, r.fail(ctx, rs, reason, msg)
+		}
 	}
 	var args []string
 	var desc string
 	switch {
+	case m != nil && rs.Spec.PointInTime != nil:
+		t := rs.Spec.PointInTime.UTC().Format(time.RFC3339Nano)
+		args, desc = []string{"--backup", m.ID.String(), "--to-time", t}, "time "+t+" from backup "+m.ID.Short()
+	case m != nil && rs.Spec.Position != "":
+		args, desc = []string{"--backup", m.ID.String(), "--to-position", rs.Spec.Position}, "position "+rs.Spec.Position+" from backup "+m.ID.Short()
 	case m != nil:
 		args = []string{"--backup", m.ID.String()}
 		desc = "backup " + m.ID.Short()
@@ -165,6 +187,9 @@ func (r *RestoreReconciler) start(ctx context.Context, rs *amberv1.Restore) (ctr
 	default:
 		desc = "the latest archived log"
 	}
+	if snaps != nil {
+		desc += " from VolumeSnapshots " + snapshotSourceList(snaps)
+	}
 	image := rs.Spec.Image
 	if image == "" {
 		image = r.Image
@@ -173,7 +198,7 @@ func (r *RestoreReconciler) start(ctx context.Context, rs *amberv1.Restore) (ctr
 	cl, err := workload.BuildClone(w, workload.CloneOptions{Name: name, Namespace: rs.Namespace, Restore: rs.Name, Image: image,
 		PullPolicy: r.PullPolicy, Engine: string(engine), RepoURL: spec.URL, CredentialsSecret: spec.CredentialsSecret.Name,
 		PasswordKey: spec.CredentialsSecret.PasswordKey, TargetArgs: args, Description: desc, Logical: logical,
-		InDatabaseImage: engine == amberv1.EngineMySQL})
+		InDatabaseImage: engine == amberv1.EngineMySQL, Snapshots: snaps})
 	if err != nil {
 		return ctrl.Result{}, r.fail(ctx, rs, "BadWorkload", err.Error())
 	}
@@ -274,7 +299,13 @@ func (r *RestoreReconciler) follow(ctx context.Context, rs *amberv1.Restore) (ct
 		msg := "pod " + pod.Name + ": restore container waiting (" + init.State.Waiting.Reason + ")"
 		return ctrl.Result{RequeueAfter: r.poll()}, r.progress(ctx, rs, msg)
 	case init.State.Running != nil:
-		return ctrl.Result{RequeueAfter: r.poll()}, r.progress(ctx, rs, "restoring the data directory from the repository")
+		msg := "restoring the data directory from the repository"
+		for _, c := range pod.Spec.InitContainers {
+			if c.Name == workload.RestoreContainer && slices.Contains(c.Args, "--snapshot-data") {
+				msg = "writing the snapshot backup's record into the data directory restored from its VolumeSnapshots"
+			}
+		}
+		return ctrl.Result{RequeueAfter: r.poll()}, r.progress(ctx, rs, msg)
 	}
 	t := init.State.Terminated
 	var ready *metav1.Time
@@ -399,12 +430,12 @@ func pointReached(rs *amberv1.Restore, rep *restoreReport) *amberv1.RecoveryPoin
 		return &metav1.Time{Time: t}
 	}
 	switch {
-	case rs.Spec.BackupID != "":
-		p.Time, p.Position = at(rep.ConsistentTime), rep.Position
 	case rs.Spec.PointInTime != nil:
 		p.Time = rs.Spec.PointInTime
 	case rs.Spec.Position != "":
 		p.Position = rs.Spec.Position
+	case rs.Spec.BackupID != "":
+		p.Time, p.Position = at(rep.ConsistentTime), rep.Position
 	case rep.LogReaches == "":
 		// A logical restore without a target: the backup as dumped.
 		p.Time, p.Position = at(rep.ConsistentTime), rep.Position

@@ -128,6 +128,9 @@ func (bed *snapshotBed) playSnapshotController(ctx context.Context, t *testing.T
 					continue
 				}
 				seen[vs.GetName()] = true
+				if _, done := vs.Object["status"]; done {
+					continue // cut by an earlier run, or made by the test
+				}
 				// Once one snapshot has failed, the reconciler may thaw before
 				// the next is seen here.
 				if !failed && !bed.sidecars.Frozen("shop/pg-0") {
@@ -399,48 +402,4 @@ func events(rec *record.FakeRecorder, reasons ...string) bool {
 		}
 	}
 	return i == len(reasons)
-}
-
-// A Restore naming a snapshot backup is refused before anything is created.
-func TestRestoreRefusesSnapshotBackup(t *testing.T) {
-	bed := newSnapshotBed(t, time.Minute, 10*time.Second)
-	ctx, stop := context.WithCancel(context.Background())
-	wg := bed.playSnapshotController(ctx, t, "")
-	b := bed.reconcile(t)
-	stop()
-	wg.Wait()
-	if b.Status.Phase != amberv1.PhaseSucceeded {
-		t.Fatalf("phase %s: %s", b.Status.Phase, b.Status.Error)
-	}
-	// The workload of the snapshot backup, as the controller captures it.
-	bctx := context.Background()
-	be, err := file.Open(bed.repoDir, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rp, err := repo.Open(bctx, be, []byte("pw"), repo.Options{CacheDir: "-"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, _ := repo.ParseID(b.Status.BackupID)
-	if _, err := rp.SaveWorkload(bctx, &repo.Workload{Backup: id, Kind: workload.KindKubernetes, Namespace: "shop", Name: "pg",
-		Engine: "postgres", Policy: "snap", Objects: nil}); err != nil {
-		t.Fatal(err)
-	}
-	rp.Close()
-	rs := &amberv1.Restore{ObjectMeta: metav1.ObjectMeta{Name: "r1", Namespace: "shop"}, Spec: amberv1.RestoreSpec{
-		PolicyRef: &amberv1.LocalRef{Name: "snap"}, SourceStatefulSet: "pg", BackupID: b.Status.BackupID}}
-	if err := bed.c.Create(bctx, rs); err != nil {
-		t.Fatal(err)
-	}
-	rr := &controllers.RestoreReconciler{Client: bed.c, Reader: bed.c, Recorder: bed.rec, Workloads: &workload.Capturer{Client: bed.c}, Image: "amber"}
-	if _, err := rr.Reconcile(bctx, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(rs)}); err != nil {
-		t.Fatal(err)
-	}
-	if err := bed.c.Get(bctx, client.ObjectKeyFromObject(rs), rs); err != nil {
-		t.Fatal(err)
-	}
-	if c := meta.FindStatusCondition(rs.Status.Conditions, "Ready"); rs.Status.Phase != amberv1.PhaseFailed || c == nil || c.Reason != "SnapshotBackup" {
-		t.Fatalf("Restore of a snapshot backup: %+v", rs.Status)
-	}
 }

@@ -68,14 +68,8 @@ func (f *restoreFlags) check(prog string) (*metav1.Time, error) {
 	if errs := validation.IsDNS1123Label(f.name); len(errs) > 0 {
 		return nil, usagef("--name %q is not a valid StatefulSet name: %s", f.name, strings.Join(errs, "; "))
 	}
-	var given []string
-	for _, fl := range []struct{ name, v string }{{"--to-time", f.toTime}, {"--to-position", f.toPos}, {"--backup", f.backup}} {
-		if fl.v != "" {
-			given = append(given, fl.name)
-		}
-	}
-	if len(given) > 1 {
-		return nil, usagef("%s cannot be combined: give one target (a backup, a time or a log position), or none for the latest point the archive reaches", strings.Join(given, " and "))
+	if f.toTime != "" && f.toPos != "" {
+		return nil, usagef("--to-time and --to-position cannot be combined: give one target (a time or a log position, with or without --backup), or none for the latest point the archive reaches")
 	}
 	if f.repoURL != "" || f.credSecret != "" {
 		switch {
@@ -155,7 +149,9 @@ The target is one of
   --to-time TIME       the state at TIME (RFC 3339, whole seconds; needs
                        archived log)
   --to-position POS    up to log position POS (PostgreSQL: an LSN)
-or none of them: the latest point the archived log reaches.
+or none of them: the latest point the archived log reaches. PostgreSQL
+takes --backup together with --to-time or --to-position: recover from that
+backup (a snapshot backup's VolumeSnapshots, for one) to that target.
 
 The Restore and the clone StatefulSet are both named --name (at most 52
 characters). --source-namespace restores a StatefulSet of another namespace
@@ -437,13 +433,17 @@ func (c *conn) listIn(ctx context.Context, resource, ns string, into runtime.Obj
 
 // target describes what rs restores to.
 func target(rs *amberv1.Restore) string {
+	from := ""
+	if rs.Spec.BackupID != "" {
+		from = " from backup " + rs.Spec.BackupID
+	}
 	switch {
+	case rs.Spec.PointInTime != nil:
+		return "time " + rs.Spec.PointInTime.UTC().Format(time.RFC3339) + from
+	case rs.Spec.Position != "":
+		return "position " + rs.Spec.Position + from
 	case rs.Spec.BackupID != "":
 		return "backup " + rs.Spec.BackupID
-	case rs.Spec.PointInTime != nil:
-		return "time " + rs.Spec.PointInTime.UTC().Format(time.RFC3339)
-	case rs.Spec.Position != "":
-		return "position " + rs.Spec.Position
 	}
 	return "the latest point the archived log reaches"
 }

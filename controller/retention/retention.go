@@ -39,12 +39,14 @@ type Pruner struct {
 	Grace time.Duration
 }
 
-// Prune applies p's retention to its repository.
-func (pr *Pruner) Prune(ctx context.Context, p *amberv1.BackupPolicy) (string, error) {
+// Prune applies p's retention to its repository. It returns the manifests
+// of the snapshot backups it forgot, whose VolumeSnapshots the caller
+// deletes.
+func (pr *Pruner) Prune(ctx context.Context, p *amberv1.BackupPolicy) (string, []*repo.Manifest, error) {
 	ref := p.Spec.Repository.CredentialsSecret
 	var s corev1.Secret
 	if err := pr.Client.Get(ctx, types.NamespacedName{Namespace: p.Namespace, Name: ref.Name}, &s); err != nil {
-		return "", fmt.Errorf("read credentials Secret %s/%s: %w", p.Namespace, ref.Name, err)
+		return "", nil, fmt.Errorf("read credentials Secret %s/%s: %w", p.Namespace, ref.Name, err)
 	}
 	key := ref.PasswordKey
 	if key == "" {
@@ -52,7 +54,7 @@ func (pr *Pruner) Prune(ctx context.Context, p *amberv1.BackupPolicy) (string, e
 	}
 	password := []byte(strings.TrimRight(string(s.Data[key]), "\r\n"))
 	if len(password) == 0 {
-		return "", fmt.Errorf("credentials Secret %s/%s has no key %q; put the repository password there", p.Namespace, ref.Name, key)
+		return "", nil, fmt.Errorf("credentials Secret %s/%s has no key %q; put the repository password there", p.Namespace, ref.Name, key)
 	}
 	log := pr.Logger
 	if log == nil {
@@ -61,16 +63,16 @@ func (pr *Pruner) Prune(ctx context.Context, p *amberv1.BackupPolicy) (string, e
 	getenv := func(name string) string { return string(s.Data[name]) }
 	be, err := location.Open(ctx, p.Spec.Repository.URL, location.Options{Getenv: getenv, Logger: log})
 	if err != nil {
-		return "", fmt.Errorf("open repository storage: %w", err)
+		return "", nil, fmt.Errorf("open repository storage: %w", err)
 	}
 	defer be.Close()
 	clk := clock.Or(pr.Clock)
 	r, err := repo.Open(ctx, be, password, repo.Options{CacheDir: "-", Clock: clk, Logger: log})
 	if err != nil {
 		if errors.Is(err, repo.ErrWrongPassword) {
-			return "", fmt.Errorf("open repository: the password in Secret %s/%s key %q is wrong", p.Namespace, ref.Name, key)
+			return "", nil, fmt.Errorf("open repository: the password in Secret %s/%s key %q is wrong", p.Namespace, ref.Name, key)
 		}
-		return "", fmt.Errorf("open repository: %w", err)
+		return "", nil, fmt.Errorf("open repository: %w", err)
 	}
 	grace := pr.Grace
 	if grace <= 0 {
@@ -80,9 +82,27 @@ func (pr *Pruner) Prune(ctx context.Context, p *amberv1.BackupPolicy) (string, e
 	if p.Spec.Retention.KeepWithin != nil {
 		policy.KeepWithin = p.Spec.Retention.KeepWithin.Duration
 	}
+	// The snapshot backups before prune, to name the VolumeSnapshots of
+	// those it forgets.
+	before, err := r.Backups(ctx)
+	if err != nil {
+		return "", nil, fmt.Errorf("prune: %w", err)
+	}
+	snaps := map[string]*repo.Manifest{}
+	for _, m := range before {
+		if m.Mode == repo.ModeSnapshot {
+			snaps[m.ID.String()] = m
+		}
+	}
 	res, err := r.Prune(ctx, policy)
 	if err != nil {
-		return "", fmt.Errorf("prune: %w", err)
+		return "", nil, fmt.Errorf("prune: %w", err)
+	}
+	var forgotten []*repo.Manifest
+	for _, id := range res.Forgotten {
+		if m := snaps[id]; m != nil {
+			forgotten = append(forgotten, m)
+		}
 	}
 	summary := fmt.Sprintf("kept %d backup(s), forgot %d, removed %d pack(s) (%d bytes) and %d log segment(s) (%d bytes)",
 		res.Kept, len(res.Forgotten), res.PacksRemoved, res.BytesFreed, res.LogSegmentsRemoved, res.LogBytesFreed)
@@ -92,5 +112,5 @@ func (pr *Pruner) Prune(ctx context.Context, p *amberv1.BackupPolicy) (string, e
 	if res.LogKept != "" {
 		summary += "; no log removed: " + res.LogKept
 	}
-	return summary, nil
+	return summary, forgotten, nil
 }

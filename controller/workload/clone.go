@@ -4,10 +4,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"path"
+	"sort"
 	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
@@ -74,6 +76,21 @@ type CloneOptions struct {
 	// for a plugin that runs the engine's client programs (MySQL's
 	// mariadb and mariadb-binlog); otherwise in amber's image.
 	InDatabaseImage bool
+	// Snapshots, for a physical restore of a snapshot backup: each claim
+	// template's VolumeSnapshot (by the template's name, which is the
+	// pod's volume name). Every claim template gets its VolumeSnapshot as
+	// dataSource, and the init container runs amber restore
+	// --snapshot-data on the data directory the snapshot holds instead of
+	// copying the backup in.
+	Snapshots map[string]SnapshotSource
+}
+
+// SnapshotSource is the VolumeSnapshot a clone's claim is restored from.
+type SnapshotSource struct {
+	Name string
+	// RestoreSize is the smallest volume it restores into (bytes; 0:
+	// unknown): a claim template asking for less asks for this much.
+	RestoreSize int64
 }
 
 // Clone is what a restore creates.
@@ -180,6 +197,14 @@ func BuildClone(w *repo.Workload, o CloneOptions) (*Clone, error) {
 		mark(&sts.Spec.VolumeClaimTemplates[i].ObjectMeta)
 		sts.Spec.VolumeClaimTemplates[i].Status = corev1.PersistentVolumeClaimStatus{}
 	}
+	if o.Snapshots != nil {
+		if o.Logical {
+			return nil, fmt.Errorf("a clone from volume snapshots is a physical restore")
+		}
+		if err := fromSnapshots(sts, o.Snapshots); err != nil {
+			return nil, err
+		}
+	}
 
 	ps := &tpl.Spec
 	dbName := src.Spec.Template.Annotations[inject.AnnotationDatabaseContainer]
@@ -264,7 +289,15 @@ func BuildClone(w *repo.Workload, o CloneOptions) (*Clone, error) {
 		corev1.VolumeMount{Name: volTmp, MountPath: "/tmp"},
 		corev1.VolumeMount{Name: inject.VolumeRepository, MountPath: inject.PathRepository, ReadOnly: true})
 	args := []string{"restore", "--engine", o.Engine, "--data-dir", out.DataDir, "--name", w.Namespace + "/" + w.Name,
-		"--install-to", pathBin, "--report-file", "/dev/termination-log", "--skip-restored"}
+		"--install-to", pathBin, "--report-file", "/dev/termination-log"}
+	if o.Snapshots != nil {
+		// The volume holds the snapshot's data directory already: not
+		// empty, so never --skip-restored (which starts over on a
+		// directory it did not restore itself).
+		args = append(args, "--snapshot-data")
+	} else {
+		args = append(args, "--skip-restored")
+	}
 	args = append(args, o.TargetArgs...)
 	restore := corev1.Container{
 		Name:                     RestoreContainer,
@@ -291,6 +324,43 @@ func BuildClone(w *repo.Workload, o CloneOptions) (*Clone, error) {
 	out.StatefulSet = sts
 	cloneServices(out, svcs, src, sel, o)
 	return out, nil
+}
+
+// fromSnapshots gives every claim template of sts its VolumeSnapshot as
+// dataSource, asking for at least the snapshot's restore size.
+func fromSnapshots(sts *appsv1.StatefulSet, snaps map[string]SnapshotSource) error {
+	group := "snapshot.storage.k8s.io"
+	for i := range sts.Spec.VolumeClaimTemplates {
+		t := &sts.Spec.VolumeClaimTemplates[i]
+		src, ok := snaps[t.Name]
+		if !ok {
+			return fmt.Errorf("the snapshot backup has no VolumeSnapshot of claim template %q (it snapshotted %s)", t.Name, snapshotVolumes(snaps))
+		}
+		t.Spec.DataSource = &corev1.TypedLocalObjectReference{APIGroup: &group, Kind: "VolumeSnapshot", Name: src.Name}
+		t.Spec.DataSourceRef = nil
+		if src.RestoreSize > 0 {
+			want := resource.NewQuantity(src.RestoreSize, resource.BinarySI)
+			if t.Spec.Resources.Requests == nil {
+				t.Spec.Resources.Requests = corev1.ResourceList{}
+			}
+			if have, ok := t.Spec.Resources.Requests[corev1.ResourceStorage]; !ok || have.Cmp(*want) < 0 {
+				t.Spec.Resources.Requests[corev1.ResourceStorage] = *want
+			}
+		}
+	}
+	return nil
+}
+
+func snapshotVolumes(snaps map[string]SnapshotSource) string {
+	names := make([]string, 0, len(snaps))
+	for k := range snaps {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	if len(names) == 0 {
+		return "none"
+	}
+	return "volumes " + strings.Join(names, ", ")
 }
 
 // cloneServices adds the clone's Services to out: the workload's own,

@@ -169,3 +169,47 @@ func TestBuildCloneLogical(t *testing.T) {
 		t.Fatalf("database container env %+v", db.Env)
 	}
 }
+
+// TestBuildCloneFromSnapshots: a clone of a snapshot backup gets its claim
+// template's VolumeSnapshot as dataSource (asking for at least its restore
+// size), and its init container runs amber restore --snapshot-data on the
+// data directory, never --skip-restored; a template without a snapshot is
+// refused, naming it.
+func TestBuildCloneFromSnapshots(t *testing.T) {
+	w := exampleWorkload(t)
+	o := CloneOptions{Name: "pg-copy", Namespace: "shop", Restore: "r1", Image: "amber:test", Engine: "postgres",
+		RepoURL: "s3://b/pg", CredentialsSecret: "pg-backup", TargetArgs: []string{"--backup", "abc", "--to-time", "2026-11-28T10:00:00Z"},
+		Snapshots: map[string]SnapshotSource{"data": {Name: "snap1-data", RestoreSize: 5 << 30}}}
+	c, err := BuildClone(w, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tpl := c.StatefulSet.Spec.VolumeClaimTemplates[0]
+	ds := tpl.Spec.DataSource
+	if ds == nil || ds.Kind != "VolumeSnapshot" || ds.Name != "snap1-data" || ds.APIGroup == nil || *ds.APIGroup != "snapshot.storage.k8s.io" {
+		t.Fatalf("claim template %s dataSource %+v", tpl.Name, ds)
+	}
+	if q := tpl.Spec.Resources.Requests[corev1.ResourceStorage]; q.Value() != 5<<30 {
+		t.Fatalf("claim template asks for %s; want the snapshot's restore size 5Gi", q.String())
+	}
+	ic := c.StatefulSet.Spec.Template.Spec.InitContainers[0]
+	if ic.Name != RestoreContainer || !slices.Contains(ic.Args, "--snapshot-data") || slices.Contains(ic.Args, "--skip-restored") ||
+		!slices.Contains(ic.Args, "/data/pgdata") || !slices.Contains(ic.Args, "--to-time") {
+		t.Fatalf("restore init container args %v", ic.Args)
+	}
+	// The original's workload is not changed: a second build from it is
+	// a normal physical clone.
+	o.Snapshots = nil
+	plain, err := BuildClone(w, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plain.StatefulSet.Spec.VolumeClaimTemplates[0].Spec.DataSource != nil {
+		t.Fatal("a clone without snapshots got a dataSource")
+	}
+
+	o.Snapshots = map[string]SnapshotSource{"wal": {Name: "snap1-wal"}}
+	if _, err := BuildClone(w, o); err == nil || !strings.Contains(err.Error(), `claim template "data"`) {
+		t.Fatalf("a template without a snapshot: %v", err)
+	}
+}

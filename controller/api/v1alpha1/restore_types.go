@@ -8,7 +8,7 @@ import (
 // clone StatefulSet, at a backup or at a point in time.
 //
 // +kubebuilder:validation:XValidation:rule="has(self.policyRef) != has(self.repository)",message="give exactly one of policyRef and repository"
-// +kubebuilder:validation:XValidation:rule="(has(self.backupID) ? 1 : 0) + (has(self.pointInTime) ? 1 : 0) + (has(self.position) ? 1 : 0) <= 1",message="give at most one of backupID, pointInTime and position (none: the latest point the archive reaches)"
+// +kubebuilder:validation:XValidation:rule="!(has(self.pointInTime) && has(self.position))",message="give at most one of pointInTime and position"
 type RestoreSpec struct {
 	// PolicyRef names the BackupPolicy whose repository holds the backup.
 	// +optional
@@ -27,7 +27,8 @@ type RestoreSpec struct {
 	// the Restore's. The clone is always created in the Restore's.
 	// +optional
 	SourceNamespace string `json:"sourceNamespace,omitempty"`
-	// BackupID restores this backup.
+	// BackupID restores this backup: alone, to its consistent point; with
+	// pointInTime or position (PostgreSQL), from it to that target.
 	// +kubebuilder:validation:MinLength=1
 	// +optional
 	BackupID string `json:"backupID,omitempty"`
