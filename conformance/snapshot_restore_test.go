@@ -145,4 +145,20 @@ func TestPostgresSnapshotRestore(t *testing.T) {
 		}
 		t.Logf("snapshot backup %s restored to %s: exactly markers 1..%d", id.Short(), target.Format(time.RFC3339Nano), k)
 	}
+
+	// The recovered copy has run: restoring the snapshot over it again is
+	// refused, and with --skip-restored (a restarted clone pod) nothing
+	// is done; the server starts on it as it was.
+	copyDir := filepath.Join(dir, "restored-50")
+	again := []string{"restore", "--engine", "postgres", "--data-dir", copyDir, "--snapshot-data", "--backup", id.String()}
+	if out, err := a.cmd(again...).CombinedOutput(); err == nil || !strings.Contains(string(out), "by an earlier run") ||
+		!strings.Contains(string(out), "--skip-restored") {
+		t.Fatalf("a second snapshot restore over the recovered copy: %v\n%s", err, out)
+	}
+	if out := a.run(append(again, "--skip-restored")...); !strings.Contains(out, "nothing to do") {
+		t.Fatalf("--skip-restored over the recovered copy: %s", out)
+	}
+	if got := countAfterRecovery(t, copyDir); got != [2]int{50, 50} {
+		t.Fatalf("the recovered copy after a skipped rerun: count and max = %v, want markers 1..50", got)
+	}
 }

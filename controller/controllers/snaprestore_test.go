@@ -135,7 +135,7 @@ func TestRestoreFromSnapshotBackup(t *testing.T) {
 	ic := sts.Spec.Template.Spec.InitContainers[0]
 	args := strings.Join(ic.Args, " ")
 	if ic.Name != workload.RestoreContainer || !strings.Contains(args, "--data-dir /data/pgdata") || !slices.Contains(ic.Args, "--snapshot-data") ||
-		!strings.Contains(args, "--backup "+b.Status.BackupID+" --to-time 2026-11-28T22:30:00Z") || slices.Contains(ic.Args, "--skip-restored") {
+		!strings.Contains(args, "--backup "+b.Status.BackupID+" --to-time 2026-11-28T22:30:00Z") || !slices.Contains(ic.Args, "--skip-restored") {
 		t.Fatalf("restore init container args: %s", args)
 	}
 

@@ -290,13 +290,13 @@ func BuildClone(w *repo.Workload, o CloneOptions) (*Clone, error) {
 		corev1.VolumeMount{Name: inject.VolumeRepository, MountPath: inject.PathRepository, ReadOnly: true})
 	args := []string{"restore", "--engine", o.Engine, "--data-dir", out.DataDir, "--name", w.Namespace + "/" + w.Name,
 		"--install-to", pathBin, "--report-file", "/dev/termination-log"}
+	// A restarted pod must not restore again over a server that has
+	// recovered and run since: --skip-restored makes a rerun do nothing
+	// (with --snapshot-data, when the data directory's marker names the
+	// same backup).
+	args = append(args, "--skip-restored")
 	if o.Snapshots != nil {
-		// The volume holds the snapshot's data directory already: not
-		// empty, so never --skip-restored (which starts over on a
-		// directory it did not restore itself).
 		args = append(args, "--snapshot-data")
-	} else {
-		args = append(args, "--skip-restored")
 	}
 	args = append(args, o.TargetArgs...)
 	restore := corev1.Container{

@@ -173,7 +173,7 @@ func TestBuildCloneLogical(t *testing.T) {
 // TestBuildCloneFromSnapshots: a clone of a snapshot backup gets its claim
 // template's VolumeSnapshot as dataSource (asking for at least its restore
 // size), and its init container runs amber restore --snapshot-data on the
-// data directory, never --skip-restored; a template without a snapshot is
+// data directory, with --skip-restored (a rerun does nothing); a template without a snapshot is
 // refused, naming it.
 func TestBuildCloneFromSnapshots(t *testing.T) {
 	w := exampleWorkload(t)
@@ -193,7 +193,7 @@ func TestBuildCloneFromSnapshots(t *testing.T) {
 		t.Fatalf("claim template asks for %s; want the snapshot's restore size 5Gi", q.String())
 	}
 	ic := c.StatefulSet.Spec.Template.Spec.InitContainers[0]
-	if ic.Name != RestoreContainer || !slices.Contains(ic.Args, "--snapshot-data") || slices.Contains(ic.Args, "--skip-restored") ||
+	if ic.Name != RestoreContainer || !slices.Contains(ic.Args, "--snapshot-data") || !slices.Contains(ic.Args, "--skip-restored") ||
 		!slices.Contains(ic.Args, "/data/pgdata") || !slices.Contains(ic.Args, "--to-time") {
 		t.Fatalf("restore init container args %v", ic.Args)
 	}

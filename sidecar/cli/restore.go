@@ -100,7 +100,7 @@ naming the damaged object.`,
 	fl.StringVar(&f.installTo, "install-to", "", "copy amber and the engine's plugin into this directory; with --data-dir, have the restored server's log fetch run them from there (a restore in one container for a server in another); alone, only copy them (for a container of another image)")
 	fl.StringVar(&f.reportFile, "report-file", "", "also write the JSON report to this file (e.g. /dev/termination-log)")
 	fl.BoolVar(&f.snapshotData, "snapshot-data", false, "physical restore of a snapshot backup: --data-dir already holds its files (the data directory in a volume restored from its VolumeSnapshot); write the backup's record into it and configure recovery from archived log, copying no data")
-	fl.BoolVar(&f.skipRestored, "skip-restored", false, "physical restore: do nothing when --data-dir was already restored and recovered by an earlier run; start over when an earlier run stopped half-way")
+	fl.BoolVar(&f.skipRestored, "skip-restored", false, "physical restore: do nothing when --data-dir was already restored and recovered by an earlier run; start over when an earlier run stopped half-way (with --snapshot-data: do nothing when an earlier run restored this backup there)")
 	fl.StringArrayVar(&f.options, "option", nil, "engine restore option as key=value (repeatable), e.g. restore_threads=4 (mysql logical); see the engine's docs")
 	settingFlag(cmd)(&f.settings)
 	fl.StringVar(&f.cloneMarker, "clone-marker", "", "logical restore into a server that starts beside it (a clone's pod): wait for the server to answer, restore, then create this file; when it exists already, restore nothing and wait for a signal (a container that must keep running)")
@@ -155,10 +155,10 @@ func (e *env) runRestore(cmd *cobra.Command, f restoreFlags) error {
 			return usagef("--to-time %q is not an RFC 3339 time such as 2026-11-21T10:15:00Z", f.toTime)
 		}
 	}
-	if f.snapshotData && (f.dataDir == "" || f.skipRestored) {
-		return usagef("--snapshot-data needs --data-dir (the data directory restored from the snapshot) and excludes --skip-restored")
+	if f.snapshotData && f.dataDir == "" {
+		return usagef("--snapshot-data needs --data-dir (the data directory restored from the snapshot)")
 	}
-	if f.dataDir != "" && f.skipRestored {
+	if f.dataDir != "" && f.skipRestored && !f.snapshotData {
 		done, err := prepareRestoreDir(f.dataDir)
 		if err != nil {
 			return err
@@ -189,7 +189,8 @@ func (e *env) runRestore(cmd *cobra.Command, f restoreFlags) error {
 		}
 	}
 	o := job.EngineRestore{Engine: f.engine, Choice: job.Choice{Ref: f.backupRef, Name: f.name}, DataDir: f.dataDir,
-		To: to, KeepArchiving: f.keepArchive, RunAs: f.runAs, Target: tgt, SnapshotData: f.snapshotData}
+		To: to, KeepArchiving: f.keepArchive, RunAs: f.runAs, Target: tgt, SnapshotData: f.snapshotData,
+		SkipRestored: f.skipRestored && f.snapshotData}
 	if o.Options, err = parseOptions(f.options); err != nil {
 		return err
 	}
@@ -207,7 +208,7 @@ func (e *env) runRestore(cmd *cobra.Command, f restoreFlags) error {
 	if err != nil {
 		return e.jobError(err)
 	}
-	if f.dataDir != "" && f.skipRestored {
+	if f.dataDir != "" && f.skipRestored && !f.snapshotData {
 		// Marks the restore complete for a rerun (--skip-restored); the
 		// directory goes when recovery ends.
 		if err := os.WriteFile(filepath.Join(f.dataDir+".amber", restoredMark), nil, 0o600); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -398,6 +399,10 @@ func (e *env) reportRestore(rep *job.RestoreReport) error {
 		fmt.Fprintf(e.stdout, "restored backup %s (%s) in %.1fs\n", m.ID.Short(), rep.Mode, rep.Duration.Seconds())
 		return nil
 	}
+	if rep.Skipped {
+		fmt.Fprintf(e.stdout, "backup %s was restored into %s by an earlier run; nothing to do\n", m.ID.Short(), rep.DataDir)
+		return nil
+	}
 	if r := rep.Replayed; r != nil {
 		last := ""
 		if !r.ReachedTime.IsZero() {
@@ -450,7 +455,10 @@ func restoreDoc(rep *job.RestoreReport) map[string]any {
 			doc["log_reaches_time"] = rep.Reach.LastTime
 		}
 	}
-	if rep.Mode == job.ModePhysical {
+	if rep.Skipped {
+		doc["skipped"] = true
+	}
+	if rep.Mode == job.ModePhysical || rep.Mode == repo.ModeSnapshot {
 		doc["target"] = rep.To.String()
 		if rep.Reach != nil {
 			doc["log_reaches"] = rep.Reach.EndText

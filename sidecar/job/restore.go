@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/amber-backup/amber/plugins/api"
@@ -195,6 +198,12 @@ type EngineRestore struct {
 	// volume (a volume restored from its snapshot); the restore writes that
 	// backup's record into it and configures recovery, and copies no data.
 	SnapshotData bool
+	// SkipRestored, with SnapshotData: do nothing when DataDir was already
+	// restored from the same backup by an earlier run (its marker,
+	// SnapshotRestoredMark, names the backup), because the server may
+	// have recovered and run since, and a second backup record would make
+	// it replay from the snapshot's start over newer data.
+	SkipRestored bool
 	// Target is the database a logical restore loads into; its Settings
 	// reach the plugin in physical restores too.
 	Target api.Target
@@ -217,7 +226,13 @@ type RestoreReport struct {
 	// no log was applied.
 	Replayed *api.ReplayResult
 	Note     string
+	// Skipped: an earlier run restored DataDir already (SkipRestored).
+	Skipped bool
 }
+
+// SnapshotRestoredMark is the file a snapshot restore leaves in the data
+// directory, naming the backup it restored (see EngineRestore.SkipRestored).
+const SnapshotRestoredMark = ".amber-snapshot-restored"
 
 // RestoreEngine restores a backup through eng. A physical restore checks
 // first that archived log covers everything from the backup to the
@@ -276,6 +291,16 @@ func RestoreEngine(ctx context.Context, r *repo.Repository, eng api.Engine, o En
 	ctx = with(ctx, "backup", m.ID.Short())
 	stream := StreamName(o.Engine, res.SystemID)
 	rep := &RestoreReport{Backup: m, Mode: c.Mode, To: to}
+	mark := filepath.Join(o.DataDir, SnapshotRestoredMark)
+	if b, err := os.ReadFile(mark); o.SnapshotData && err == nil && strings.TrimSpace(string(b)) == m.ID.String() {
+		if !o.SkipRestored {
+			return nil, fmt.Errorf("%s was restored from backup %s by an earlier run, and its server may have run since: restoring it again would have the server replay old log over newer data; pass --skip-restored to leave it as it is, or restore into a fresh volume made from the snapshot",
+				o.DataDir, m.ID.Short())
+		}
+		rep.DataDir, rep.Skipped = o.DataDir, true
+		rep.Note = "restored from this snapshot backup by an earlier run; nothing to do"
+		return rep, nil
+	}
 	// An engine whose restored server cannot fetch log by itself (it
 	// declares Replay, not log files) has the plugin apply archived log to
 	// the restored data directory, through Replay, once it is laid out.
@@ -338,6 +363,13 @@ func RestoreEngine(ctx context.Context, r *repo.Repository, eng api.Engine, o En
 		if err := access.grant(ctx, out.Owner); err != nil {
 			access.revoke(context.WithoutCancel(ctx))
 			return nil, fmt.Errorf("restore %s: give the restored server access to archived log: %w", m.ID.Short(), err)
+		}
+	}
+	if o.SnapshotData {
+		// Written last: a run killed before this line wrote only what a
+		// rerun writes again, into a directory no server has started on.
+		if err := writeOwnedLike(mark, dataDir, []byte(m.ID.String()+"\n")); err != nil {
+			return nil, fmt.Errorf("restore %s: mark %s restored: %w", m.ID.Short(), dataDir, err)
 		}
 	}
 	if hostReplay && rep.Reach != nil {
@@ -557,4 +589,21 @@ func reachShort(reach archive.Reach, consistent api.Position) string {
 		s += " (" + reach.Gap.String() + ")"
 	}
 	return s
+}
+
+// writeOwnedLike writes a 0600 file owned like dir, so that the server,
+// which owns its data directory, can read every file in it (its own base
+// backups read them all).
+func writeOwnedLike(name, dir string, b []byte) error {
+	st, err := os.Stat(dir)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(name, b, 0o600); err != nil {
+		return err
+	}
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok && os.Geteuid() == 0 {
+		return os.Chown(name, int(sys.Uid), int(sys.Gid))
+	}
+	return nil
 }
