@@ -159,6 +159,80 @@ func rolledPast(ctx context.Context, c *Conn, oplog *mongo.Collection, start Pos
 	return start, nil
 }
 
+// cursor is what tail reads: a mongo.Cursor, or a double in tests.
+type cursor interface {
+	TryNext(ctx context.Context) bool
+	Next(ctx context.Context) bool
+	Err() error
+	ID() int64
+	RemainingBatchLength() int
+	Close(ctx context.Context) error
+	raw() bson.Raw
+}
+
+type mongoCursor struct{ *mongo.Cursor }
+
+func (c mongoCursor) raw() bson.Raw { return c.Current }
+
+// read is what the cursor reader hands tail: a run of entries (copies,
+// in cursor order), or how the cursor ended: err when it failed, dead
+// when the server closed it.
+type read struct {
+	entries []bson.Raw
+	err     error
+	dead    bool
+}
+
+// maxReadBatch bounds the entries one read carries, so tail sees the
+// flush interval and the segment size between them.
+const maxReadBatch = 1000
+
+// readCursor reads cur until ctx ends or the cursor does, and sends what
+// it reads on out, in order; it closes out when it returns. It is the only
+// user of cur while it runs: a getMore that blocks (FerretDB's oplog
+// emulation reads its whole collection for one) blocks it alone, and tail
+// goes on sending what it already received on time.
+func readCursor(ctx context.Context, cur cursor, out chan<- read) {
+	defer close(out)
+	put := func(r read) bool {
+		select {
+		case out <- r:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	for {
+		if cur.TryNext(ctx) {
+			// The rest of the batch the server sent is in memory:
+			// TryNext returns it without a round trip.
+			r := read{entries: []bson.Raw{bytes.Clone(cur.raw())}}
+			for len(r.entries) < maxReadBatch && cur.RemainingBatchLength() > 0 && cur.TryNext(ctx) {
+				r.entries = append(r.entries, bytes.Clone(cur.raw()))
+			}
+			if !put(r) {
+				return
+			}
+			continue
+		}
+		if err := cur.Err(); err != nil {
+			put(read{err: err})
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		if cur.ID() == 0 {
+			put(read{dead: true})
+			return
+		}
+	}
+}
+
+// restFunc reads the oplog from a boundary with a plain query: what tail
+// sends when archiving stops.
+type restFunc func(ctx context.Context, from Pos) (cursor, error)
+
 // tail reads from one cursor and returns the boundary it reached when
 // the cursor ends.
 func tail(ctx context.Context, c *Conn, oplog *mongo.Collection, start Pos, o ArchiveOptions, st *archState, send func(context.Context, Segment) error) (Pos, error) {
@@ -168,7 +242,49 @@ func tail(ctx context.Context, c *Conn, oplog *mongo.Collection, start Pos, o Ar
 	if err != nil {
 		return start, c.explain(fmt.Errorf("open a tailable cursor on the oplog: %w", err))
 	}
-	defer cur.Close(context.WithoutCancel(ctx))
+	rest := func(ctx context.Context, from Pos) (cursor, error) {
+		cur, err := oplog.Find(ctx, bson.D{{Key: "ts", Value: bson.D{{Key: "$gte", Value: bson.Timestamp{T: from.T, I: from.I}}}}},
+			options.Find().SetSort(bson.D{{Key: "$natural", Value: 1}}))
+		if err != nil {
+			return nil, c.explain(fmt.Errorf("read the oplog: %w", err))
+		}
+		return mongoCursor{cur}, nil
+	}
+	return tailCursor(ctx, mongoCursor{cur}, rest, c.explain, start, o, st, send)
+}
+
+// tailCursor sends the entries of cur in segments: a reader goroutine
+// reads the cursor (readCursor) while this one cuts and sends segments, so
+// a segment goes out FlushInterval after its first entry arrived even when
+// the cursor's next read blocks for longer. It returns the boundary after
+// the last entry sent. Entries go out in the order the cursor gave them;
+// a segment ends one past its last entry, and the next starts there.
+func tailCursor(ctx context.Context, cur cursor, rest restFunc, explain func(error) error, start Pos, o ArchiveOptions, st *archState, send func(context.Context, Segment) error) (Pos, error) {
+	rctx, cancel := context.WithCancel(ctx)
+	reads := make(chan read)
+	readerDone := make(chan struct{})
+	go func() {
+		defer close(readerDone)
+		readCursor(rctx, cur, reads)
+	}()
+	// stopReader ends the reader and waits for it: the cursor is then
+	// free to close, and no goroutine outlives tail.
+	stopped := false
+	stopReader := func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		for range reads {
+			// Entries the reader still held: not added; the plain query
+			// of the stop path, or the next cursor, reads them from start.
+		}
+		<-readerDone
+		cur.Close(context.WithoutCancel(ctx))
+	}
+	defer stopReader()
+
 	seg := Segment{Start: start, Epoch: st.epoch, Branch: st.branch}
 	var buf bytes.Buffer
 	var firstAt time.Time
@@ -187,13 +303,13 @@ func tail(ctx context.Context, c *Conn, oplog *mongo.Collection, start Pos, o Ar
 		buf = bytes.Buffer{}
 		return nil
 	}
-	add := func() error {
+	add := func(raw bson.Raw) error {
 		var e struct {
 			TS   bson.Timestamp `bson:"ts"`
 			Wall time.Time      `bson:"wall"`
 			T    *int64         `bson:"t"`
 		}
-		if err := bson.Unmarshal(cur.Current, &e); err != nil {
+		if err := bson.Unmarshal(raw, &e); err != nil {
 			return fmt.Errorf("oplog entry: %w", err)
 		}
 		p := Pos{T: e.TS.T, I: e.TS.I}
@@ -214,37 +330,64 @@ func tail(ctx context.Context, c *Conn, oplog *mongo.Collection, start Pos, o Ar
 		seg.LastCommit = at
 		seg.End = p.Next()
 		seg.Entries++
-		buf.Write(cur.Current)
+		buf.Write(raw)
 		if buf.Len() >= o.MaxSegment {
 			return flush()
 		}
 		return nil
 	}
+	// due flushes the segment when its first entry is FlushInterval old.
+	due := func() error {
+		if seg.Entries > 0 && time.Since(firstAt) >= o.FlushInterval {
+			return flush()
+		}
+		return nil
+	}
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
 	for {
-		if cur.TryNext(ctx) {
-			if err := add(); err != nil {
-				return start, err
+		// The timer runs only while entries wait to be sent (Go 1.23+
+		// timers: Reset leaves no stale tick in the channel).
+		var tick <-chan time.Time
+		if seg.Entries > 0 {
+			timer.Reset(max(o.FlushInterval-time.Since(firstAt), 0))
+			tick = timer.C
+		} else {
+			timer.Stop()
+		}
+		select {
+		case r, ok := <-reads:
+			if !ok {
+				// The reader ends without saying how the cursor ended
+				// only when ctx ends.
+				return start, ctx.Err()
 			}
-			// Under a steady write load the cursor always has a next
-			// entry: the flush interval is checked here too, not only
-			// when the cursor waits.
-			if seg.Entries > 0 && time.Since(firstAt) >= o.FlushInterval {
-				if err := flush(); err != nil {
+			for _, raw := range r.entries {
+				if err := add(raw); err != nil {
+					return start, err
+				}
+				// Under a steady write load the reader always has more:
+				// the interval is checked after every entry too.
+				if err := due(); err != nil {
 					return start, err
 				}
 			}
-			continue
-		}
-		if err := cur.Err(); err != nil {
-			if ctx.Err() != nil {
-				return start, ctx.Err()
+			switch {
+			case r.err != nil:
+				if ctx.Err() != nil {
+					return start, ctx.Err()
+				}
+				if err := flush(); err != nil {
+					return start, err
+				}
+				return start, explain(fmt.Errorf("tail the oplog: %w", r.err))
+			case r.dead:
+				return start, flush()
 			}
-			if ferr := flush(); ferr != nil {
-				return start, ferr
+		case <-tick:
+			if err := due(); err != nil {
+				return start, err
 			}
-			return start, c.explain(fmt.Errorf("tail the oplog: %w", err))
-		}
-		select {
 		case <-o.Stop:
 			// Send every entry written before the stop. A tailable cursor
 			// may show the newest entries only on a later batch, or die
@@ -252,40 +395,26 @@ func tail(ctx context.Context, c *Conn, oplog *mongo.Collection, start Pos, o Ar
 			if err := flush(); err != nil {
 				return start, err
 			}
-			rest, err := oplog.Find(ctx, bson.D{{Key: "ts", Value: bson.D{{Key: "$gte", Value: bson.Timestamp{T: start.T, I: start.I}}}}},
-				options.Find().SetSort(bson.D{{Key: "$natural", Value: 1}}))
+			stopReader()
+			rc, err := rest(ctx, start)
 			if err != nil {
-				return start, c.explain(fmt.Errorf("read the oplog: %w", err))
+				return start, err
 			}
-			cur.Close(ctx)
-			cur = rest
-			for cur.Next(ctx) {
-				if err := add(); err != nil {
+			defer rc.Close(context.WithoutCancel(ctx))
+			for rc.Next(ctx) {
+				if err := add(rc.raw()); err != nil {
 					return start, err
 				}
 			}
-			if err := cur.Err(); err != nil {
-				return start, c.explain(fmt.Errorf("read the oplog: %w", err))
+			if err := rc.Err(); err != nil {
+				return start, explain(fmt.Errorf("read the oplog: %w", err))
 			}
 			if err := flush(); err != nil {
 				return start, err
 			}
 			return start, errStopped
-		default:
-		}
-		if seg.Entries > 0 && time.Since(firstAt) >= o.FlushInterval {
-			if err := flush(); err != nil {
-				return start, err
-			}
-		}
-		if ctx.Err() != nil {
+		case <-ctx.Done():
 			return start, ctx.Err()
-		}
-		if cur.ID() == 0 {
-			if err := flush(); err != nil {
-				return start, err
-			}
-			return start, nil
 		}
 	}
 }
