@@ -253,6 +253,26 @@ func tail(ctx context.Context, c *Conn, oplog *mongo.Collection, start Pos, o Ar
 	return tailCursor(ctx, mongoCursor{cur}, rest, c.explain, start, o, st, send)
 }
 
+// dueTime is when a segment whose first entry arrived at arrived, and
+// was written at written (its wall time, by the server's clock), is sent:
+// when that entry is interval old by its own time, so an entry that
+// arrives late (a slow getMore: FerretDB's oplog emulation reads its
+// whole collection for one) goes out at once and not one more interval
+// later; yet not sooner than interval/10 after it arrived, so a server
+// clock behind this one cannot make every read a segment of its own, and
+// never later than interval after it arrived, so one ahead cannot hold
+// entries back.
+func dueTime(arrived, written time.Time, interval time.Duration) time.Time {
+	at := written.Add(interval)
+	if floor := arrived.Add(interval / 10); at.Before(floor) {
+		at = floor
+	}
+	if ceil := arrived.Add(interval); ceil.Before(at) {
+		at = ceil
+	}
+	return at
+}
+
 // tailCursor sends the entries of cur in segments: a reader goroutine
 // reads the cursor (readCursor) while this one cuts and sends segments, so
 // a segment goes out FlushInterval after its first entry arrived even when
@@ -287,7 +307,7 @@ func tailCursor(ctx context.Context, cur cursor, rest restFunc, explain func(err
 
 	seg := Segment{Start: start, Epoch: st.epoch, Branch: st.branch}
 	var buf bytes.Buffer
-	var firstAt time.Time
+	var dueAt time.Time
 	flush := func() error {
 		if seg.Entries == 0 {
 			return nil
@@ -325,7 +345,8 @@ func tailCursor(ctx context.Context, cur cursor, rest restFunc, explain func(err
 			at = time.Unix(int64(e.TS.T), 0)
 		}
 		if seg.Entries == 0 {
-			seg.FirstCommit, firstAt = at, time.Now()
+			seg.FirstCommit = at
+			dueAt = dueTime(time.Now(), at, o.FlushInterval)
 		}
 		seg.LastCommit = at
 		seg.End = p.Next()
@@ -336,9 +357,9 @@ func tailCursor(ctx context.Context, cur cursor, rest restFunc, explain func(err
 		}
 		return nil
 	}
-	// due flushes the segment when its first entry is FlushInterval old.
+	// due flushes the segment when it is due (dueTime).
 	due := func() error {
-		if seg.Entries > 0 && time.Since(firstAt) >= o.FlushInterval {
+		if seg.Entries > 0 && !time.Now().Before(dueAt) {
 			return flush()
 		}
 		return nil
@@ -350,7 +371,7 @@ func tailCursor(ctx context.Context, cur cursor, rest restFunc, explain func(err
 		// timers: Reset leaves no stale tick in the channel).
 		var tick <-chan time.Time
 		if seg.Entries > 0 {
-			timer.Reset(max(o.FlushInterval-time.Since(firstAt), 0))
+			timer.Reset(max(time.Until(dueAt), 0))
 			tick = timer.C
 		} else {
 			timer.Stop()

@@ -129,11 +129,13 @@ func (c *slowCursor) check(t *testing.T) {
 	}
 }
 
-// entries returns oplog entries with ts (1700000000, from..to).
+// entries returns oplog entries with ts (1700000000, from..to), written
+// now by their wall time.
 func entries(t *testing.T, from, to uint32) []bson.Raw {
 	var out []bson.Raw
 	for i := from; i <= to; i++ {
 		b, err := bson.Marshal(bson.D{{Key: "ts", Value: bson.Timestamp{T: 1700000000, I: i}}, {Key: "t", Value: int64(1)},
+			{Key: "wall", Value: time.Now()},
 			{Key: "op", Value: "i"}, {Key: "ns", Value: "app.c"}, {Key: "o", Value: bson.D{{Key: "_id", Value: int32(i)}}}})
 		if err != nil {
 			t.Fatal(err)
@@ -222,8 +224,9 @@ func noRest(context.Context, Pos) (cursor, error) { return nil, errors.New("no p
 func identity(err error) error { return err }
 
 // TestTailFlushWhileReadBlocks: entries received before a getMore that
-// blocks (for far longer than the flush interval) are sent one flush
-// interval after the first of them arrived, while the read still blocks;
+// blocks (for far longer than the flush interval) are sent when due
+// (dueTime: at most one flush interval after the first of them arrived),
+// while the read still blocks;
 // what the slow read brings afterwards follows in order, each segment
 // starting where the one before ended; cancelling ends tail, and the
 // reader with it, while a read blocks.
@@ -356,4 +359,74 @@ func TestTailSendFails(t *testing.T) {
 		t.Fatalf("tail returned %v, want the send error", err)
 	}
 	cur.check(t)
+}
+
+// TestDueTime: a segment is due when its first entry is one interval old
+// by the server's clock, at least interval/10 and at most one interval
+// after it arrived.
+func TestDueTime(t *testing.T) {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	const iv = time.Second
+	for _, c := range []struct {
+		name    string
+		written time.Time
+		want    time.Duration // after arrival
+	}{
+		{"arrived as written", now, iv},
+		{"arrived 300 ms late", now.Add(-300 * time.Millisecond), 700 * time.Millisecond},
+		{"arrived 2 s late (a slow getMore)", now.Add(-2 * time.Second), iv / 10},
+		{"server clock an hour behind", now.Add(-time.Hour), iv / 10},
+		{"server clock an hour ahead", now.Add(time.Hour), iv},
+	} {
+		if got := dueTime(now, c.written, iv).Sub(now); got != c.want {
+			t.Errorf("%s: due %v after arrival, want %v", c.name, got, c.want)
+		}
+	}
+}
+
+// TestTailLateEntriesGoAtOnce: entries that arrive already a flush
+// interval old by their wall time (written before a slow getMore
+// returned them) are sent interval/10 after they arrive, not one more
+// interval later.
+func TestTailLateEntriesGoAtOnce(t *testing.T) {
+	const interval = time.Second
+	late := entries(t, 1, 3)
+	for i, e := range late {
+		var d bson.D
+		if err := bson.Unmarshal(e, &d); err != nil {
+			t.Fatal(err)
+		}
+		for j := range d {
+			if d[j].Key == "wall" {
+				d[j].Value = time.Now().Add(-3 * time.Second)
+			}
+		}
+		b, err := bson.Marshal(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		late[i] = b
+	}
+	cur := newSlowCursor(time.Hour)
+	cur.cur = late
+	rec := &recorder{cur: cur}
+	ctx, cancel := context.WithCancel(context.Background())
+	began := time.Now()
+	done := make(chan error, 1)
+	go func() {
+		_, err := tailCursor(ctx, cur, noRest, identity, Pos{T: 1700000000, I: 1}, ArchiveOptions{FlushInterval: interval, MaxSegment: 16 << 20}, &archState{epoch: 1}, rec.send)
+		done <- err
+	}()
+	for deadline := time.Now().Add(10 * time.Second); rec.count() < 1 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	cur.check(t)
+	rec.contiguous(t, Pos{T: 1700000000, I: 1}, seq(1, 3))
+	if d := rec.segs[0].at.Sub(began); d >= interval {
+		t.Errorf("late entries sent %v after they arrived, flush interval %v: want interval/10", d, interval)
+	} else {
+		t.Logf("late entries sent %v after they arrived", d.Round(time.Millisecond))
+	}
 }
