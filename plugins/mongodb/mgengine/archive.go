@@ -471,6 +471,10 @@ type Replayed struct {
 	Time     time.Time // wall time of the last entry applied
 	Entries  int
 	Segments int
+	// Pending is the number of transactions begun and not committed by
+	// the target (a prepared one not yet committed, a large one whose last
+	// entry is past it): none of their writes is applied.
+	Pending int
 }
 
 // Replay applies archived oplog from o.From up to the target.
@@ -560,5 +564,6 @@ func Replay(ctx context.Context, uri URI, o ReplayOptions, fetch ReplayFetch) (*
 		}
 		after = res.Pos
 	}
+	res.Pending = a.Pending()
 	return res, nil
 }

@@ -36,6 +36,7 @@ type Applier struct {
 	// of others are skipped. admin, local and config are always skipped.
 	Only    map[string]bool
 	Applied int
+	held    map[txnKey]*heldTxn // transactions waiting for their commit (txn.go)
 }
 
 // Apply applies one oplog entry.
@@ -43,6 +44,12 @@ func (a *Applier) Apply(ctx context.Context, raw bson.Raw) error {
 	var e Entry
 	if err := bson.Unmarshal(raw, &e); err != nil {
 		return fmt.Errorf("oplog entry: %w", err)
+	}
+	if ok, err := a.transaction(ctx, raw, e); ok || err != nil {
+		if err != nil {
+			return fmt.Errorf("apply oplog entry %s %s at %s: %w", e.Op, e.NS, Pos{T: e.TS.T, I: e.TS.I}.Text(), err)
+		}
+		return nil
 	}
 	if err := a.apply(ctx, e); err != nil {
 		return fmt.Errorf("apply oplog entry %s %s at %s: %w", e.Op, e.NS, Pos{T: e.TS.T, I: e.TS.I}.Text(), err)
