@@ -2,6 +2,7 @@ package mgengine_test
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"sync"
 	"testing"
@@ -113,5 +114,64 @@ func TestApplyCollMod(t *testing.T) {
 		if s.Name == "ts_1" && (s.ExpireAfterSeconds == nil || *s.ExpireAfterSeconds != 60) {
 			t.Errorf("ts_1 expireAfterSeconds after replay: %v, want 60", s.ExpireAfterSeconds)
 		}
+	}
+}
+
+// TestApplyTimeSeries: writes to a time-series collection, which MongoDB
+// logs as bucket writes to system.buckets.<name> (alone, inside applyOps,
+// or a create of the buckets collection), are refused by replay
+// (ErrTimeSeries, naming the collection), and skipped and counted where
+// the applier is told to skip them (a dump's oplog window); other entries
+// around them are applied.
+func TestApplyTimeSeries(t *testing.T) {
+	ctx := context.Background()
+	srv := testbed.StartMongoDB(t)
+	cl := connect(t, srv.Base)
+	db := srv.Prefix + "tseries"
+	ts := func(i uint32) bson.Timestamp { return bson.Timestamp{T: 1700000000, I: i} }
+	bucket := bson.D{{Key: "_id", Value: bson.NewObjectID()}, {Key: "control", Value: bson.D{{Key: "version", Value: int32(1)}}},
+		{Key: "meta", Value: "sensor-1"}, {Key: "data", Value: bson.D{{Key: "temp", Value: bson.D{{Key: "0", Value: 21.5}}}}}}
+	raw := func(e bson.D) bson.Raw {
+		b, err := bson.Marshal(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	plainInsert := raw(bson.D{{Key: "op", Value: "i"}, {Key: "ns", Value: "src.c"}, {Key: "ts", Value: ts(1)}, {Key: "o", Value: bson.D{{Key: "_id", Value: 1}}}})
+	for _, c := range []struct {
+		name string
+		e    bson.Raw
+	}{
+		{"a bucket insert", raw(bson.D{{Key: "op", Value: "i"}, {Key: "ns", Value: "src.system.buckets.weather"}, {Key: "ts", Value: ts(2)}, {Key: "o", Value: bucket}})},
+		{"a bucket update inside applyOps", raw(bson.D{{Key: "op", Value: "c"}, {Key: "ns", Value: "admin.$cmd"}, {Key: "ts", Value: ts(3)}, {Key: "o", Value: bson.D{{Key: "applyOps", Value: bson.A{
+			bson.D{{Key: "op", Value: "u"}, {Key: "ns", Value: "src.system.buckets.weather"}, {Key: "o2", Value: bson.D{{Key: "_id", Value: bucket[0].Value}}},
+				{Key: "o", Value: bson.D{{Key: "$v", Value: int32(2)}, {Key: "diff", Value: bson.D{{Key: "sdata", Value: bson.D{{Key: "stemp", Value: bson.D{{Key: "i", Value: bson.D{{Key: "1", Value: 22.0}}}}}}}}}}}},
+		}}}}})},
+		{"the buckets collection's create", raw(bson.D{{Key: "op", Value: "c"}, {Key: "ns", Value: "src.$cmd"}, {Key: "ts", Value: ts(4)}, {Key: "o", Value: bson.D{
+			{Key: "create", Value: "system.buckets.weather"}, {Key: "validator", Value: bson.D{}}, {Key: "clusteredIndex", Value: true},
+			{Key: "timeseries", Value: bson.D{{Key: "timeField", Value: "t"}, {Key: "metaField", Value: "m"}, {Key: "granularity", Value: "seconds"}}}}}})},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			a := &mgengine.Applier{Client: cl, Rename: func(string) string { return db }, Only: map[string]bool{"src": true}}
+			if err := a.Apply(ctx, plainInsert); err != nil {
+				t.Fatal(err)
+			}
+			err := a.Apply(ctx, c.e)
+			if !errors.Is(err, mgengine.ErrTimeSeries) || !strings.Contains(err.Error(), "src.weather") {
+				t.Fatalf("replay took a time-series write: %v", err)
+			}
+			t.Log(err)
+			skip := &mgengine.Applier{Client: cl, Rename: func(string) string { return db }, Only: map[string]bool{"src": true}, SkipTimeSeries: true}
+			if err := skip.Apply(ctx, c.e); err != nil || skip.TimeSeriesSkipped != 1 {
+				t.Errorf("skipping: %v, %d skipped", err, skip.TimeSeriesSkipped)
+			}
+			if names, _ := cl.Database(db).ListCollectionNames(ctx, bson.D{{Key: "name", Value: bson.D{{Key: "$regex", Value: "buckets"}}}}); len(names) != 0 {
+				t.Errorf("buckets collections written: %v", names)
+			}
+			if n, _ := cl.Database(db).Collection("c").CountDocuments(ctx, bson.D{{Key: "_id", Value: 1}}); n != 1 {
+				t.Error("the plain insert before it was not applied")
+			}
+		})
 	}
 }
