@@ -127,6 +127,7 @@ make_template() {
 }
 if [ "${BENCH_MONGO_LAG_ONLY:-0}" = 1 ]; then
   . "$root/docs/bench-lib.sh"
+  export AMBER_PASSWORD=bench-password
   amber_ver=$(binary_commit "$amber")
   say "lag only: amber at $amber_ver, load average $(cut -d' ' -f1-3 /proc/loadavg)"
   measure_lag
