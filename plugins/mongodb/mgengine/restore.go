@@ -279,6 +279,9 @@ func LogicalRestore(ctx context.Context, uri URI, src Source, o RestoreOptions) 
 			}
 		}
 		res.OplogOps = a.Applied
+		if n := a.Pending(); n > 0 {
+			o.Logger.Info("transactions open at the end of the dump's oplog window are not applied: they commit after the backup's consistent point", "transactions", n)
+		}
 		if res.TimeSeriesSkipped = a.TimeSeriesSkipped; res.TimeSeriesSkipped > 0 {
 			o.Logger.Warn("the dump's oplog window holds writes to time-series collections: not applied; those collections hold their measurements as the dump read them, which may miss writes made while it ran",
 				"entries", a.TimeSeriesSkipped)
