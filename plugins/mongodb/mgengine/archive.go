@@ -85,25 +85,43 @@ func Archive(ctx context.Context, uri URI, o ArchiveOptions, send func(context.C
 		return err
 	}
 	o.Logger.Info("archiving the oplog", "from", start.Text(), "epoch", st.epoch)
+	verify := false
 	for {
-		next, err := tail(ctx, c, oplog, start, o, st, send)
+		next, err := tail(ctx, c, oplog, start, verify, o, st, send)
 		if errors.Is(err, errStopped) {
 			return nil
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		if errors.Is(err, errCheck) {
+			// The entry the cursor had to start with was not the last
+			// one sent: open the next from where the checks say (a new
+			// epoch after a fork, past a hole after a roll-over).
+			if start, err = st.resume(ctx, c, oplog, next, o); err != nil {
+				return err
+			}
+			verify = false
+			continue
+		}
 		if err != nil {
 			return err
 		}
-		// The cursor died (the capped collection rolled over it, or the
-		// server closed it): open another from where this one stopped,
-		// or past a hole if the oplog rolled over the entries since.
-		if start, err = st.resume(ctx, c, oplog, next, o); err != nil {
-			return err
-		}
+		// The cursor died (the server closed it; a tailable cursor on
+		// MongoDB dies when its query finds nothing, FerretDB's after each
+		// batch): open another from where this one stopped, that starts
+		// with the last entry sent. Finding it there, with its term, is
+		// what the rollback and roll-over checks of resume would find out
+		// with two more queries of the oplog (each a read of the whole
+		// collection on FerretDB); when it is not, tail says so (errCheck)
+		// and those checks run.
+		start, verify = next, true
 	}
 }
+
+// errCheck is returned by tail when the first entry of a cursor opened
+// with verify is not the last entry sent before its start.
+var errCheck = errors.New("the oplog does not start with the last entry sent")
 
 // archState is what an archiver carries from one cursor to the next: the
 // epoch it writes, its branch, and the term of the last entry sent.
@@ -235,8 +253,16 @@ type restFunc func(ctx context.Context, from Pos) (cursor, error)
 
 // tail reads from one cursor and returns the boundary it reached when
 // the cursor ends.
-func tail(ctx context.Context, c *Conn, oplog *mongo.Collection, start Pos, o ArchiveOptions, st *archState, send func(context.Context, Segment) error) (Pos, error) {
-	filter := bson.D{{Key: "ts", Value: bson.D{{Key: "$gte", Value: bson.Timestamp{T: start.T, I: start.I}}}}}
+//
+// With verify, the cursor opens at the last entry sent (the one just
+// before start) and must show it first, with the term st holds, or tail
+// returns errCheck before sending anything.
+func tail(ctx context.Context, c *Conn, oplog *mongo.Collection, start Pos, verify bool, o ArchiveOptions, st *archState, send func(context.Context, Segment) error) (Pos, error) {
+	from := start
+	if verify {
+		from = lastOf(start)
+	}
+	filter := bson.D{{Key: "ts", Value: bson.D{{Key: "$gte", Value: bson.Timestamp{T: from.T, I: from.I}}}}}
 	await := min(o.FlushInterval, time.Second)
 	cur, err := oplog.Find(ctx, filter, options.Find().SetCursorType(options.TailableAwait).SetMaxAwaitTime(await))
 	if err != nil {
@@ -250,7 +276,7 @@ func tail(ctx context.Context, c *Conn, oplog *mongo.Collection, start Pos, o Ar
 		}
 		return mongoCursor{cur}, nil
 	}
-	return tailCursor(ctx, mongoCursor{cur}, rest, c.explain, start, o, st, send)
+	return tailCursor(ctx, mongoCursor{cur}, rest, c.explain, start, verify, o, st, send)
 }
 
 // dueTime is when a segment whose first entry arrived at arrived, and
@@ -279,7 +305,7 @@ func dueTime(arrived, written time.Time, interval time.Duration) time.Time {
 // the cursor's next read blocks for longer. It returns the boundary after
 // the last entry sent. Entries go out in the order the cursor gave them;
 // a segment ends one past its last entry, and the next starts there.
-func tailCursor(ctx context.Context, cur cursor, rest restFunc, explain func(error) error, start Pos, o ArchiveOptions, st *archState, send func(context.Context, Segment) error) (Pos, error) {
+func tailCursor(ctx context.Context, cur cursor, rest restFunc, explain func(error) error, start Pos, verify bool, o ArchiveOptions, st *archState, send func(context.Context, Segment) error) (Pos, error) {
 	rctx, cancel := context.WithCancel(ctx)
 	reads := make(chan read)
 	readerDone := make(chan struct{})
@@ -357,6 +383,20 @@ func tailCursor(ctx context.Context, cur cursor, rest restFunc, explain func(err
 		}
 		return nil
 	}
+	// check is verify's test of the cursor's first entry.
+	check := func(raw bson.Raw) error {
+		var e struct {
+			TS bson.Timestamp `bson:"ts"`
+			T  *int64         `bson:"t"`
+		}
+		if err := bson.Unmarshal(raw, &e); err != nil {
+			return fmt.Errorf("oplog entry: %w", err)
+		}
+		if (Pos{T: e.TS.T, I: e.TS.I}) != lastOf(start) || (st.hasTerm && e.T != nil && *e.T != st.term) {
+			return errCheck
+		}
+		return nil
+	}
 	// due flushes the segment when it is due (dueTime).
 	due := func() error {
 		if seg.Entries > 0 && !time.Now().Before(dueAt) {
@@ -384,6 +424,12 @@ func tailCursor(ctx context.Context, cur cursor, rest restFunc, explain func(err
 				return start, ctx.Err()
 			}
 			for _, raw := range r.entries {
+				if verify {
+					if err := check(raw); err != nil {
+						return start, err
+					}
+					verify = false
+				}
 				if err := add(raw); err != nil {
 					return start, err
 				}
@@ -402,6 +448,8 @@ func tailCursor(ctx context.Context, cur cursor, rest restFunc, explain func(err
 					return start, err
 				}
 				return start, explain(fmt.Errorf("tail the oplog: %w", r.err))
+			case r.dead && verify:
+				return start, errCheck // it showed nothing, not even the last entry sent
 			case r.dead:
 				return start, flush()
 			}

@@ -243,7 +243,7 @@ func TestTailFlushWhileReadBlocks(t *testing.T) {
 	began := time.Now()
 	done := make(chan error, 1)
 	go func() {
-		_, err := tailCursor(ctx, cur, noRest, identity, start, ArchiveOptions{FlushInterval: interval, MaxSegment: 16 << 20}, st, rec.send)
+		_, err := tailCursor(ctx, cur, noRest, identity, start, false, ArchiveOptions{FlushInterval: interval, MaxSegment: 16 << 20}, st, rec.send)
 		done <- err
 	}()
 	// The second batch takes getMore to arrive; the last read blocks
@@ -294,7 +294,7 @@ func TestTailStopWhileReadBlocks(t *testing.T) {
 	start := Pos{T: 1700000000, I: 1}
 	done := make(chan error, 1)
 	go func() {
-		_, err := tailCursor(context.Background(), cur, rest, identity, start, ArchiveOptions{FlushInterval: time.Hour, MaxSegment: 16 << 20, Stop: stop}, &archState{epoch: 1}, rec.send)
+		_, err := tailCursor(context.Background(), cur, rest, identity, start, false, ArchiveOptions{FlushInterval: time.Hour, MaxSegment: 16 << 20, Stop: stop}, &archState{epoch: 1}, rec.send)
 		done <- err
 	}()
 	for deadline := time.Now().Add(20 * time.Second); cur.blockedFor() == 0 && time.Now().Before(deadline); {
@@ -330,7 +330,7 @@ func TestTailCursorEnds(t *testing.T) {
 			cur.cur = entries(t, 1, 2)
 			cur.failAfter, cur.dieAfter = c.fail, c.fail == nil
 			rec := &recorder{cur: cur}
-			next, err := tailCursor(context.Background(), cur, noRest, identity, start, ArchiveOptions{FlushInterval: time.Hour, MaxSegment: 16 << 20}, &archState{epoch: 1}, rec.send)
+			next, err := tailCursor(context.Background(), cur, noRest, identity, start, false, ArchiveOptions{FlushInterval: time.Hour, MaxSegment: 16 << 20}, &archState{epoch: 1}, rec.send)
 			if c.fail != nil && (err == nil || !errors.Is(err, c.fail)) {
 				t.Fatalf("tail returned %v, want the cursor's error", err)
 			}
@@ -352,7 +352,7 @@ func TestTailSendFails(t *testing.T) {
 	cur := newSlowCursor(time.Hour)
 	cur.cur = entries(t, 1, 2)
 	boom := errors.New("repository unreachable")
-	_, err := tailCursor(context.Background(), cur, noRest, identity, Pos{T: 1700000000, I: 1},
+	_, err := tailCursor(context.Background(), cur, noRest, identity, Pos{T: 1700000000, I: 1}, false,
 		ArchiveOptions{FlushInterval: 50 * time.Millisecond, MaxSegment: 16 << 20}, &archState{epoch: 1},
 		func(context.Context, Segment) error { return boom })
 	if !errors.Is(err, boom) {
@@ -414,7 +414,7 @@ func TestTailLateEntriesGoAtOnce(t *testing.T) {
 	began := time.Now()
 	done := make(chan error, 1)
 	go func() {
-		_, err := tailCursor(ctx, cur, noRest, identity, Pos{T: 1700000000, I: 1}, ArchiveOptions{FlushInterval: interval, MaxSegment: 16 << 20}, &archState{epoch: 1}, rec.send)
+		_, err := tailCursor(ctx, cur, noRest, identity, Pos{T: 1700000000, I: 1}, false, ArchiveOptions{FlushInterval: interval, MaxSegment: 16 << 20}, &archState{epoch: 1}, rec.send)
 		done <- err
 	}()
 	for deadline := time.Now().Add(10 * time.Second); rec.count() < 1 && time.Now().Before(deadline); {
@@ -428,5 +428,65 @@ func TestTailLateEntriesGoAtOnce(t *testing.T) {
 		t.Errorf("late entries sent %v after they arrived, flush interval %v: want interval/10", d, interval)
 	} else {
 		t.Logf("late entries sent %v after they arrived", d.Round(time.Millisecond))
+	}
+}
+
+// TestTailVerify: a cursor reopened after one died starts at the last
+// entry sent; when it shows that entry first (with the term sent), it is
+// not sent again and what follows is; when it shows another entry, the
+// same ts with another term (a rollback), or nothing, tail returns
+// errCheck before sending anything, so that the checks of resume run.
+func TestTailVerify(t *testing.T) {
+	start := Pos{T: 1700000000, I: 3} // entries 1 and 2 were sent
+	withTerm := func(raws []bson.Raw, term int64) []bson.Raw {
+		var out []bson.Raw
+		for _, r := range raws {
+			var d bson.D
+			if err := bson.Unmarshal(r, &d); err != nil {
+				t.Fatal(err)
+			}
+			for i := range d {
+				if d[i].Key == "t" {
+					d[i].Value = term
+				}
+			}
+			b, err := bson.Marshal(d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, b)
+		}
+		return out
+	}
+	for _, c := range []struct {
+		name    string
+		first   []bson.Raw
+		dead    bool
+		wantErr bool
+		sent    []uint32
+	}{
+		{"the last entry sent comes first", entries(t, 2, 5), true, false, seq(3, 5)},
+		{"it is gone: the next entry comes first", entries(t, 3, 5), true, true, nil},
+		{"the same ts with another term", withTerm(entries(t, 2, 5), 2), true, true, nil},
+		{"nothing", nil, true, true, nil},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cur := newSlowCursor(10 * time.Millisecond)
+			cur.cur, cur.dieAfter = c.first, c.dead
+			rec := &recorder{cur: cur}
+			st := &archState{epoch: 1, term: 1, hasTerm: true}
+			next, err := tailCursor(context.Background(), cur, noRest, identity, start, true, ArchiveOptions{FlushInterval: time.Hour, MaxSegment: 16 << 20}, st, rec.send)
+			cur.check(t)
+			if c.wantErr {
+				if !errors.Is(err, errCheck) || next != start || rec.count() != 0 {
+					t.Fatalf("tail returned %s, %v after sending %d segments; want errCheck at the start, nothing sent", next.Text(), err, rec.count())
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			rec.contiguous(t, start, c.sent)
+		})
 	}
 }
