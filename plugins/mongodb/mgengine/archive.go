@@ -207,9 +207,9 @@ const maxReadBatch = 1000
 
 // readCursor reads cur until ctx ends or the cursor does, and sends what
 // it reads on out, in order; it closes out when it returns. It is the only
-// user of cur while it runs: a getMore that blocks (FerretDB's oplog
-// emulation reads its whole collection for one) blocks it alone, and tail
-// goes on sending what it already received on time.
+// user of cur while it runs: a getMore that blocks (an awaitData wait, a
+// slow server) blocks it alone, and tail goes on sending what it already
+// received on time.
 func readCursor(ctx context.Context, cur cursor, out chan<- read) {
 	defer close(out)
 	put := func(r read) bool {
@@ -282,9 +282,9 @@ func tail(ctx context.Context, c *Conn, oplog *mongo.Collection, start Pos, veri
 // dueTime is when a segment whose first entry arrived at arrived, and
 // was written at written (its wall time, by the server's clock), is sent:
 // when that entry is interval old by its own time, so an entry that
-// arrives late (a slow getMore: FerretDB's oplog emulation reads its
-// whole collection for one) goes out at once and not one more interval
-// later; yet not sooner than interval/10 after it arrived, so a server
+// arrives late (after a slow read, or a reopened cursor's query, which
+// on FerretDB reads its whole oplog collection) goes out at once and not
+// one more interval later; yet not sooner than interval/10 after it arrived, so a server
 // clock behind this one cannot make every read a segment of its own, and
 // never later than interval after it arrived, so one ahead cannot hold
 // entries back.

@@ -12,8 +12,7 @@ import (
 )
 
 // slowCursor is a cursor double whose getMore (the read after a batch is
-// used up) takes getMore, as one of FerretDB's oplog emulation does under
-// load. Its batches come in order; after the last, a read blocks until
+// used up) takes getMore, as on a slow server. Its batches come in order; after the last, a read blocks until
 // its context ends (a tailable cursor on a quiet oplog), or the cursor
 // fails with failAfter or dies when dieAfter.
 type slowCursor struct {
