@@ -42,7 +42,13 @@ type Applier struct {
 	// ErrTimeSeries.
 	SkipTimeSeries    bool
 	TimeSeriesSkipped int
-	held              map[txnKey]*heldTxn // transactions waiting for their commit (txn.go)
+	// PartialStart applies a transaction whose first entries precede the
+	// log at its commit, with the entries it has, counting it in
+	// PartialTxns; without it such a commit is refused with
+	// ErrTxnStartMissing.
+	PartialStart bool
+	PartialTxns  int
+	held         map[txnKey]*heldTxn // transactions waiting for their commit (txn.go)
 }
 
 // ErrTimeSeries is returned for an oplog entry that writes to a

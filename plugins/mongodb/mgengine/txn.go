@@ -148,13 +148,15 @@ func (a *Applier) transaction(ctx context.Context, raw bson.Raw, e Entry) (bool,
 	// commitTransaction (of the parts held).
 	delete(a.held, k)
 	var parts []Entry
-	switch {
-	case h != nil && h.first.IsZero():
+	missing := (h != nil && h.first.IsZero()) || (h == nil && (role == txnCommitP || !t.isFirst()))
+	if missing && !a.PartialStart {
 		return true, startMissing(p, k)
-	case h != nil:
+	}
+	if missing {
+		a.PartialTxns++
+	}
+	if h != nil {
 		parts = h.parts
-	case role == txnCommitP || !t.isFirst():
-		return true, startMissing(p, k)
 	}
 	if role == txnCommit {
 		parts = append(parts, e)

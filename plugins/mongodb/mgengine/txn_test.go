@@ -196,22 +196,23 @@ func TestApplyTransactionStartMissing(t *testing.T) {
 	for _, c := range []struct {
 		name    string
 		entries func() []bson.D
+		partial int // documents applied with PartialStart
 	}{
 		{"large, only its last entry", func() []bson.D {
 			x := newTxn(1, 1)
 			x.partial(1, 1)
 			return []bson.D{x.last(2, 2, 2)}
-		}},
+		}, 1},
 		{"large, its second part and last", func() []bson.D {
 			x := newTxn(1, 1)
 			x.partial(1, 1)
 			return []bson.D{x.partial(2, 2), x.last(3, 3, 3)}
-		}},
+		}, 2},
 		{"prepared, only its commit", func() []bson.D {
 			x := newTxn(1, 1)
 			x.prepare(1, 1)
 			return []bson.D{x.commit(2, 1)}
-		}},
+		}, 0},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			a := &mgengine.Applier{Client: cl, Rename: func(string) string { return db }, Only: map[string]bool{"src": true}}
@@ -228,6 +229,20 @@ func TestApplyTransactionStartMissing(t *testing.T) {
 			if n, _ := cl.Database(db).Collection("t").CountDocuments(ctx, bson.D{}); n != 0 {
 				t.Errorf("%d documents of the transaction applied", n)
 			}
+			// PartialStart (a restore's own oplog window) applies what it
+			// has instead, and counts it.
+			p := &mgengine.Applier{Client: cl, Rename: func(string) string { return db + "p" }, Only: map[string]bool{"src": true}, PartialStart: true}
+			es := c.entries()
+			for _, raw := range marshalAll(t, es) {
+				if err := p.Apply(ctx, raw); err != nil {
+					t.Fatal(err)
+				}
+			}
+			n, _ := cl.Database(db+"p").Collection("t").CountDocuments(ctx, bson.D{})
+			if p.PartialTxns != 1 || n != int64(c.partial) {
+				t.Errorf("with PartialStart: %d partial transactions, %d documents; want 1 and %d", p.PartialTxns, n, c.partial)
+			}
+			cl.Database(db + "p").Drop(ctx)
 		})
 	}
 	// An applyOps without lsid and txnNumber (run by hand) is applied as
