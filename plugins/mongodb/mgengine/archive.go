@@ -108,8 +108,8 @@ func Archive(ctx context.Context, uri URI, o ArchiveOptions, send func(context.C
 			return err
 		}
 		// The cursor died (the server closed it; a tailable cursor on
-		// MongoDB dies when its query finds nothing, FerretDB's after each
-		// batch): open another from where this one stopped, that starts
+		// MongoDB dies when its query finds nothing, FerretDB's with its
+		// first batch): open another from where this one stopped, that starts
 		// with the last entry sent. Finding it there, with its term, is
 		// what the rollback and roll-over checks of resume would find out
 		// with two more queries of the oplog (each a read of the whole
