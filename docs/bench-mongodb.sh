@@ -26,6 +26,8 @@
 #   BENCH_QUIET_WAIT         seconds to wait for idle cores before each measurement (30)
 #   BENCH_DATA_ONLY=1        make (or find) the cached data directory and stop
 #   BENCH_MONGO_LAG_SECONDS  length of the write load of the archive lag part (default 30)
+#   BENCH_MONGO_LAG_ONLY=1   run only the archive lag part (no data set, no mongo-tools needed)
+#                            and print its figures instead of writing the report
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -84,6 +86,33 @@ stop_server() {
   while kill -0 "$1" 2>/dev/null; do sleep 0.1; done
 }
 
+# ---------------------------------------------------------------------------
+# Oplog archive lag under load: `amber archive --engine mongodb` (default
+# --flush-interval) into a repository on the local disk, on a new server
+# with its oplog emulation on, while two sessions insert documents one at a
+# time; a probe inserts a marker every 100 ms and reads the newest oplog
+# entry after each (mgbench lag).
+# measure_lag sets lag to "n p50 p90 p99 max missing writes/s".
+measure_lag() {
+  d="$work/lag"
+  start_server "$d"
+  "$mgbench" oplog -uri "$srv_uri" -mb 1024
+  r="$work/amber-archive"
+  rm -rf "$r"
+  AMBER_REPO="$r" AMBER_CACHE_DIR="$work/amber-cache-arch" "$amber" repo init --json >/dev/null
+  AMBER_REPO="$r" AMBER_CACHE_DIR="$work/amber-cache-arch" "$amber" archive --engine mongodb --dsn "$srv_uri" 2>"$work/archive.log" &
+  archpid=$!
+  sleep 3
+  kill -0 "$archpid" 2>/dev/null || die "amber archive exited: $(tail -5 "$work/archive.log")"
+  wait_quiet
+  say "archive lag: 2 writer sessions inserting for ${lag_seconds} s, a marker every 100 ms"
+  lag=$("$mgbench" lag -uri "${srv_uri}lag" -log "$r/log" -seconds "$lag_seconds")
+  kill -TERM "$archpid"
+  wait "$archpid" || die "amber archive exited with an error after SIGTERM: $(tail -5 "$work/archive.log")"
+  stop_server "$srv_pid"
+  say "lag (n p50 p90 p99 max missing writes/s): $lag"
+}
+
 make_template() {
   say "creating the data set (${size_mb} MB of documents) in a throwaway FerretDB"
   rm -rf "$tpl.tmp"
@@ -96,6 +125,17 @@ make_template() {
   mkdir -p "$tpl.tmp.d" && mv "$tpl.tmp.load" "$tpl.tmp.d/load" && mv "$tpl.tmp" "$tpl.tmp.d/data"
   mv "$tpl.tmp.d" "$tpl"
 }
+if [ "${BENCH_MONGO_LAG_ONLY:-0}" = 1 ]; then
+  . "$root/docs/bench-lib.sh"
+  export AMBER_PASSWORD=bench-password
+  amber_ver=$(binary_commit "$amber")
+  say "lag only: amber at $amber_ver, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+  measure_lag
+  read -r lag_n lag_p50 lag_p90 lag_p99 lag_max lag_miss lag_wps <<<"$lag"
+  printf 'archive lag under load (%s s, %s inserts/s): %s markers: p50 %s s, p90 %s s, p99 %s s, max %s s; %s never durable; amber at %s; load average at the end %s\n' \
+    "$lag_seconds" "$lag_wps" "$lag_n" "$lag_p50" "$lag_p90" "$lag_p99" "$lag_max" "$lag_miss" "$amber_ver" "$(cut -d' ' -f1-3 /proc/loadavg)"
+  exit 0
+fi
 [ -d "$tpl" ] || make_template
 read -r docs data_bytes <"$tpl/load"
 say "data set: $tpl ($docs documents, $data_bytes bytes of BSON)"
@@ -209,30 +249,7 @@ for i in $(seq 1 "$runs"); do
   run_once
 done
 stop_server "$src_pid"
-
-# ---------------------------------------------------------------------------
-# Oplog archive lag under load: `amber archive --engine mongodb` (default
-# --flush-interval) into a repository on the local disk, on a new server
-# with its oplog emulation on, while two sessions insert documents one at a
-# time; a probe inserts a marker every 100 ms and reads the newest oplog
-# entry after each (mgbench lag).
-d="$work/lag"
-start_server "$d"
-"$mgbench" oplog -uri "$srv_uri" -mb 1024
-r="$work/amber-archive"
-rm -rf "$r"
-AMBER_REPO="$r" AMBER_CACHE_DIR="$work/amber-cache-arch" "$amber" repo init --json >/dev/null
-AMBER_REPO="$r" AMBER_CACHE_DIR="$work/amber-cache-arch" "$amber" archive --engine mongodb --dsn "$srv_uri" 2>"$work/archive.log" &
-archpid=$!
-sleep 3
-kill -0 "$archpid" 2>/dev/null || die "amber archive exited: $(tail -5 "$work/archive.log")"
-wait_quiet
-say "archive lag: 2 writer sessions inserting for ${lag_seconds} s, a marker every 100 ms"
-lag=$("$mgbench" lag -uri "${srv_uri}lag" -log "$r/log" -seconds "$lag_seconds")
-kill -TERM "$archpid"
-wait "$archpid" || die "amber archive exited with an error after SIGTERM: $(tail -5 "$work/archive.log")"
-stop_server "$srv_pid"
-say "lag (n p50 p90 p99 max missing writes/s): $lag"
+measure_lag
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---------------------------------------------------------------------------

@@ -554,5 +554,6 @@ func (e *Engine) Replay(ctx context.Context, req api.ReplayRequest, src api.Segm
 		return api.ReplayResult{}, err
 	}
 	return api.ReplayResult{Reached: Position(res.Pos), ReachedTime: res.Time,
-		Metadata: map[string]string{"segments": strconv.Itoa(res.Segments), "entries": strconv.Itoa(res.Entries)}}, nil
+		Metadata: map[string]string{"segments": strconv.Itoa(res.Segments), "entries": strconv.Itoa(res.Entries),
+			"transactions_open": strconv.Itoa(res.Pending)}}, nil
 }

@@ -85,25 +85,43 @@ func Archive(ctx context.Context, uri URI, o ArchiveOptions, send func(context.C
 		return err
 	}
 	o.Logger.Info("archiving the oplog", "from", start.Text(), "epoch", st.epoch)
+	verify := false
 	for {
-		next, err := tail(ctx, c, oplog, start, o, st, send)
+		next, err := tail(ctx, c, oplog, start, verify, o, st, send)
 		if errors.Is(err, errStopped) {
 			return nil
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		if errors.Is(err, errCheck) {
+			// The entry the cursor had to start with was not the last
+			// one sent: open the next from where the checks say (a new
+			// epoch after a fork, past a hole after a roll-over).
+			if start, err = st.resume(ctx, c, oplog, next, o); err != nil {
+				return err
+			}
+			verify = false
+			continue
+		}
 		if err != nil {
 			return err
 		}
-		// The cursor died (the capped collection rolled over it, or the
-		// server closed it): open another from where this one stopped,
-		// or past a hole if the oplog rolled over the entries since.
-		if start, err = st.resume(ctx, c, oplog, next, o); err != nil {
-			return err
-		}
+		// The cursor died (the server closed it; a tailable cursor on
+		// MongoDB dies when its query finds nothing, FerretDB's with its
+		// first batch): open another from where this one stopped, that starts
+		// with the last entry sent. Finding it there, with its term, is
+		// what the rollback and roll-over checks of resume would find out
+		// with two more queries of the oplog (each a read of the whole
+		// collection on FerretDB); when it is not, tail says so (errCheck)
+		// and those checks run.
+		start, verify = next, true
 	}
 }
+
+// errCheck is returned by tail when the first entry of a cursor opened
+// with verify is not the last entry sent before its start.
+var errCheck = errors.New("the oplog does not start with the last entry sent")
 
 // archState is what an archiver carries from one cursor to the next: the
 // epoch it writes, its branch, and the term of the last entry sent.
@@ -159,19 +177,163 @@ func rolledPast(ctx context.Context, c *Conn, oplog *mongo.Collection, start Pos
 	return start, nil
 }
 
+// cursor is what tail reads: a mongo.Cursor, or a double in tests.
+type cursor interface {
+	TryNext(ctx context.Context) bool
+	Next(ctx context.Context) bool
+	Err() error
+	ID() int64
+	RemainingBatchLength() int
+	Close(ctx context.Context) error
+	raw() bson.Raw
+}
+
+type mongoCursor struct{ *mongo.Cursor }
+
+func (c mongoCursor) raw() bson.Raw { return c.Current }
+
+// read is what the cursor reader hands tail: a run of entries (copies,
+// in cursor order), or how the cursor ended: err when it failed, dead
+// when the server closed it.
+type read struct {
+	entries []bson.Raw
+	err     error
+	dead    bool
+}
+
+// maxReadBatch bounds the entries one read carries, so tail sees the
+// flush interval and the segment size between them.
+const maxReadBatch = 1000
+
+// readCursor reads cur until ctx ends or the cursor does, and sends what
+// it reads on out, in order; it closes out when it returns. It is the only
+// user of cur while it runs: a getMore that blocks (an awaitData wait, a
+// slow server) blocks it alone, and tail goes on sending what it already
+// received on time.
+func readCursor(ctx context.Context, cur cursor, out chan<- read) {
+	defer close(out)
+	put := func(r read) bool {
+		select {
+		case out <- r:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	for {
+		if cur.TryNext(ctx) {
+			// The rest of the batch the server sent is in memory:
+			// TryNext returns it without a round trip.
+			r := read{entries: []bson.Raw{bytes.Clone(cur.raw())}}
+			for len(r.entries) < maxReadBatch && cur.RemainingBatchLength() > 0 && cur.TryNext(ctx) {
+				r.entries = append(r.entries, bytes.Clone(cur.raw()))
+			}
+			if !put(r) {
+				return
+			}
+			continue
+		}
+		if err := cur.Err(); err != nil {
+			put(read{err: err})
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		if cur.ID() == 0 {
+			put(read{dead: true})
+			return
+		}
+	}
+}
+
+// restFunc reads the oplog from a boundary with a plain query: what tail
+// sends when archiving stops.
+type restFunc func(ctx context.Context, from Pos) (cursor, error)
+
 // tail reads from one cursor and returns the boundary it reached when
 // the cursor ends.
-func tail(ctx context.Context, c *Conn, oplog *mongo.Collection, start Pos, o ArchiveOptions, st *archState, send func(context.Context, Segment) error) (Pos, error) {
-	filter := bson.D{{Key: "ts", Value: bson.D{{Key: "$gte", Value: bson.Timestamp{T: start.T, I: start.I}}}}}
+//
+// With verify, the cursor opens at the last entry sent (the one just
+// before start) and must show it first, with the term st holds, or tail
+// returns errCheck before sending anything.
+func tail(ctx context.Context, c *Conn, oplog *mongo.Collection, start Pos, verify bool, o ArchiveOptions, st *archState, send func(context.Context, Segment) error) (Pos, error) {
+	from := start
+	if verify {
+		from = lastOf(start)
+	}
+	filter := bson.D{{Key: "ts", Value: bson.D{{Key: "$gte", Value: bson.Timestamp{T: from.T, I: from.I}}}}}
 	await := min(o.FlushInterval, time.Second)
 	cur, err := oplog.Find(ctx, filter, options.Find().SetCursorType(options.TailableAwait).SetMaxAwaitTime(await))
 	if err != nil {
 		return start, c.explain(fmt.Errorf("open a tailable cursor on the oplog: %w", err))
 	}
-	defer cur.Close(context.WithoutCancel(ctx))
+	rest := func(ctx context.Context, from Pos) (cursor, error) {
+		cur, err := oplog.Find(ctx, bson.D{{Key: "ts", Value: bson.D{{Key: "$gte", Value: bson.Timestamp{T: from.T, I: from.I}}}}},
+			options.Find().SetSort(bson.D{{Key: "$natural", Value: 1}}))
+		if err != nil {
+			return nil, c.explain(fmt.Errorf("read the oplog: %w", err))
+		}
+		return mongoCursor{cur}, nil
+	}
+	return tailCursor(ctx, mongoCursor{cur}, rest, c.explain, start, verify, o, st, send)
+}
+
+// dueTime is when a segment whose first entry arrived at arrived, and
+// was written at written (its wall time, by the server's clock), is sent:
+// when that entry is interval old by its own time, so an entry that
+// arrives late (after a slow read, or a reopened cursor's query, which
+// on FerretDB reads its whole oplog collection) goes out at once and not
+// one more interval later; yet not sooner than interval/10 after it arrived, so a server
+// clock behind this one cannot make every read a segment of its own, and
+// never later than interval after it arrived, so one ahead cannot hold
+// entries back.
+func dueTime(arrived, written time.Time, interval time.Duration) time.Time {
+	at := written.Add(interval)
+	if floor := arrived.Add(interval / 10); at.Before(floor) {
+		at = floor
+	}
+	if ceil := arrived.Add(interval); ceil.Before(at) {
+		at = ceil
+	}
+	return at
+}
+
+// tailCursor sends the entries of cur in segments: a reader goroutine
+// reads the cursor (readCursor) while this one cuts and sends segments, so
+// a segment goes out FlushInterval after its first entry arrived even when
+// the cursor's next read blocks for longer. It returns the boundary after
+// the last entry sent. Entries go out in the order the cursor gave them;
+// a segment ends one past its last entry, and the next starts there.
+func tailCursor(ctx context.Context, cur cursor, rest restFunc, explain func(error) error, start Pos, verify bool, o ArchiveOptions, st *archState, send func(context.Context, Segment) error) (Pos, error) {
+	rctx, cancel := context.WithCancel(ctx)
+	reads := make(chan read)
+	readerDone := make(chan struct{})
+	go func() {
+		defer close(readerDone)
+		readCursor(rctx, cur, reads)
+	}()
+	// stopReader ends the reader and waits for it: the cursor is then
+	// free to close, and no goroutine outlives tail.
+	stopped := false
+	stopReader := func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		for range reads {
+			// Entries the reader still held: not added; the plain query
+			// of the stop path, or the next cursor, reads them from start.
+		}
+		<-readerDone
+		cur.Close(context.WithoutCancel(ctx))
+	}
+	defer stopReader()
+
 	seg := Segment{Start: start, Epoch: st.epoch, Branch: st.branch}
 	var buf bytes.Buffer
-	var firstAt time.Time
+	var dueAt time.Time
 	flush := func() error {
 		if seg.Entries == 0 {
 			return nil
@@ -187,13 +349,13 @@ func tail(ctx context.Context, c *Conn, oplog *mongo.Collection, start Pos, o Ar
 		buf = bytes.Buffer{}
 		return nil
 	}
-	add := func() error {
+	add := func(raw bson.Raw) error {
 		var e struct {
 			TS   bson.Timestamp `bson:"ts"`
 			Wall time.Time      `bson:"wall"`
 			T    *int64         `bson:"t"`
 		}
-		if err := bson.Unmarshal(cur.Current, &e); err != nil {
+		if err := bson.Unmarshal(raw, &e); err != nil {
 			return fmt.Errorf("oplog entry: %w", err)
 		}
 		p := Pos{T: e.TS.T, I: e.TS.I}
@@ -209,42 +371,92 @@ func tail(ctx context.Context, c *Conn, oplog *mongo.Collection, start Pos, o Ar
 			at = time.Unix(int64(e.TS.T), 0)
 		}
 		if seg.Entries == 0 {
-			seg.FirstCommit, firstAt = at, time.Now()
+			seg.FirstCommit = at
+			dueAt = dueTime(time.Now(), at, o.FlushInterval)
 		}
 		seg.LastCommit = at
 		seg.End = p.Next()
 		seg.Entries++
-		buf.Write(cur.Current)
+		buf.Write(raw)
 		if buf.Len() >= o.MaxSegment {
 			return flush()
 		}
 		return nil
 	}
+	// check is verify's test of the cursor's first entry.
+	check := func(raw bson.Raw) error {
+		var e struct {
+			TS bson.Timestamp `bson:"ts"`
+			T  *int64         `bson:"t"`
+		}
+		if err := bson.Unmarshal(raw, &e); err != nil {
+			return fmt.Errorf("oplog entry: %w", err)
+		}
+		if (Pos{T: e.TS.T, I: e.TS.I}) != lastOf(start) || (st.hasTerm && e.T != nil && *e.T != st.term) {
+			return errCheck
+		}
+		return nil
+	}
+	// due flushes the segment when it is due (dueTime).
+	due := func() error {
+		if seg.Entries > 0 && !time.Now().Before(dueAt) {
+			return flush()
+		}
+		return nil
+	}
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
 	for {
-		if cur.TryNext(ctx) {
-			if err := add(); err != nil {
-				return start, err
+		// The timer runs only while entries wait to be sent (Go 1.23+
+		// timers: Reset leaves no stale tick in the channel).
+		var tick <-chan time.Time
+		if seg.Entries > 0 {
+			timer.Reset(max(time.Until(dueAt), 0))
+			tick = timer.C
+		} else {
+			timer.Stop()
+		}
+		select {
+		case r, ok := <-reads:
+			if !ok {
+				// The reader ends without saying how the cursor ended
+				// only when ctx ends.
+				return start, ctx.Err()
 			}
-			// Under a steady write load the cursor always has a next
-			// entry: the flush interval is checked here too, not only
-			// when the cursor waits.
-			if seg.Entries > 0 && time.Since(firstAt) >= o.FlushInterval {
-				if err := flush(); err != nil {
+			for _, raw := range r.entries {
+				if verify {
+					if err := check(raw); err != nil {
+						return start, err
+					}
+					verify = false
+				}
+				if err := add(raw); err != nil {
+					return start, err
+				}
+				// Under a steady write load the reader always has more:
+				// the interval is checked after every entry too.
+				if err := due(); err != nil {
 					return start, err
 				}
 			}
-			continue
-		}
-		if err := cur.Err(); err != nil {
-			if ctx.Err() != nil {
-				return start, ctx.Err()
+			switch {
+			case r.err != nil:
+				if ctx.Err() != nil {
+					return start, ctx.Err()
+				}
+				if err := flush(); err != nil {
+					return start, err
+				}
+				return start, explain(fmt.Errorf("tail the oplog: %w", r.err))
+			case r.dead && verify:
+				return start, errCheck // it showed nothing, not even the last entry sent
+			case r.dead:
+				return start, flush()
 			}
-			if ferr := flush(); ferr != nil {
-				return start, ferr
+		case <-tick:
+			if err := due(); err != nil {
+				return start, err
 			}
-			return start, c.explain(fmt.Errorf("tail the oplog: %w", err))
-		}
-		select {
 		case <-o.Stop:
 			// Send every entry written before the stop. A tailable cursor
 			// may show the newest entries only on a later batch, or die
@@ -252,40 +464,26 @@ func tail(ctx context.Context, c *Conn, oplog *mongo.Collection, start Pos, o Ar
 			if err := flush(); err != nil {
 				return start, err
 			}
-			rest, err := oplog.Find(ctx, bson.D{{Key: "ts", Value: bson.D{{Key: "$gte", Value: bson.Timestamp{T: start.T, I: start.I}}}}},
-				options.Find().SetSort(bson.D{{Key: "$natural", Value: 1}}))
+			stopReader()
+			rc, err := rest(ctx, start)
 			if err != nil {
-				return start, c.explain(fmt.Errorf("read the oplog: %w", err))
+				return start, err
 			}
-			cur.Close(ctx)
-			cur = rest
-			for cur.Next(ctx) {
-				if err := add(); err != nil {
+			defer rc.Close(context.WithoutCancel(ctx))
+			for rc.Next(ctx) {
+				if err := add(rc.raw()); err != nil {
 					return start, err
 				}
 			}
-			if err := cur.Err(); err != nil {
-				return start, c.explain(fmt.Errorf("read the oplog: %w", err))
+			if err := rc.Err(); err != nil {
+				return start, explain(fmt.Errorf("read the oplog: %w", err))
 			}
 			if err := flush(); err != nil {
 				return start, err
 			}
 			return start, errStopped
-		default:
-		}
-		if seg.Entries > 0 && time.Since(firstAt) >= o.FlushInterval {
-			if err := flush(); err != nil {
-				return start, err
-			}
-		}
-		if ctx.Err() != nil {
+		case <-ctx.Done():
 			return start, ctx.Err()
-		}
-		if cur.ID() == 0 {
-			if err := flush(); err != nil {
-				return start, err
-			}
-			return start, nil
 		}
 	}
 }
@@ -321,6 +519,10 @@ type Replayed struct {
 	Time     time.Time // wall time of the last entry applied
 	Entries  int
 	Segments int
+	// Pending is the number of transactions begun and not committed by
+	// the target (a prepared one not yet committed, a large one whose last
+	// entry is past it): none of their writes is applied.
+	Pending int
 }
 
 // Replay applies archived oplog from o.From up to the target.
@@ -410,5 +612,6 @@ func Replay(ctx context.Context, uri URI, o ReplayOptions, fetch ReplayFetch) (*
 		}
 		after = res.Pos
 	}
+	res.Pending = a.Pending()
 	return res, nil
 }

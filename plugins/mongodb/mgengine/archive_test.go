@@ -3,6 +3,7 @@ package mgengine_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"sync"
 	"testing"
@@ -379,5 +380,102 @@ func TestArchiveRollback(t *testing.T) {
 	if segs[0].Epoch != 2 || segs[0].Start != end || segs[0].Branch != shared.Next() {
 		t.Fatalf("resumed in epoch 2: epoch %d from %s, branch %s; want epoch 2 from %s, branch %s",
 			segs[0].Epoch, segs[0].Start.Text(), segs[0].Branch.Text(), end.Text(), shared.Next().Text())
+	}
+}
+
+// TestArchiveRollbackLive: a rollback while the archiver runs. Its
+// cursors die after each batch on FerretDB and are reopened at the last
+// entry sent; when that entry has left the oplog, the reopened cursor
+// does not show it first, and the archiver runs its rollback checks and
+// starts epoch 2 at the newest entry both histories hold, then archives
+// the new history's entries there.
+func TestArchiveRollbackLive(t *testing.T) {
+	ctx := context.Background()
+	srv := testbed.StartMongoDB(t)
+	if !srv.FerretDB {
+		testbed.Skip(t, "rolls the oplog back by deleting its newest entries, which only the FerretDB test bed allows")
+	}
+	cl := connect(t, srv.Base)
+	if err := cl.Database("local").CreateCollection(ctx, "oplog.rs", options.CreateCollection().SetCapped(true).SetSizeInBytes(1<<20)); err != nil {
+		t.Fatal(err)
+	}
+	m := cl.Database(srv.DBName).Collection("m")
+	insert := func(from, to int) {
+		for i := from; i <= to; i++ {
+			if _, err := m.InsertOne(ctx, bson.D{{Key: "_id", Value: i}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	insert(0, 0)
+	var mu sync.Mutex
+	var segs []mgengine.Segment
+	ids := func(epoch uint32) []int32 {
+		mu.Lock()
+		defer mu.Unlock()
+		var out []int32
+		for _, s := range segs {
+			if s.Epoch != epoch {
+				continue
+			}
+			mgengine.ReadDocs(bytes.NewReader(s.Data), func(d bson.Raw) error {
+				if d.Lookup("op").StringValue() == "i" && d.Lookup("ns").StringValue() == srv.DBName+".m" {
+					out = append(out, d.Lookup("o", "_id").Int32())
+				}
+				return nil
+			})
+		}
+		return out
+	}
+	wait := func(epoch uint32, n int) {
+		t.Helper()
+		for deadline := time.Now().Add(time.Minute); len(ids(epoch)) < n; time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("epoch %d: archived inserts %v, want %d", epoch, ids(epoch), n)
+			}
+		}
+	}
+	stop := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- mgengine.Archive(ctx, mgengine.URI(srv.Base), mgengine.ArchiveOptions{FlushInterval: 100 * time.Millisecond, Stop: stop},
+			func(_ context.Context, s mgengine.Segment) error {
+				mu.Lock()
+				defer mu.Unlock()
+				segs = append(segs, s)
+				return nil
+			})
+	}()
+	time.Sleep(500 * time.Millisecond)
+	insert(1, 3)
+	wait(1, 3)
+	// The rollback: the entries of inserts 2 and 3 leave the oplog; the
+	// new history writes 4 and 5.
+	oplog := cl.Database("local").Collection("oplog.rs")
+	var shared struct {
+		TS bson.Timestamp `bson:"ts"`
+	}
+	if err := oplog.FindOne(ctx, bson.D{{Key: "ns", Value: srv.DBName + ".m"}, {Key: "o._id", Value: 1}}).Decode(&shared); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := oplog.DeleteMany(ctx, bson.D{{Key: "ts", Value: bson.D{{Key: "$gt", Value: shared.TS}}}}); err != nil {
+		t.Fatal(err)
+	}
+	insert(4, 5)
+	wait(2, 2)
+	close(stop)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	branch := mgengine.Pos{T: shared.TS.T, I: shared.TS.I}.Next()
+	mu.Lock()
+	for _, s := range segs {
+		if s.Epoch == 2 && s.Branch != branch {
+			t.Errorf("an epoch 2 segment names branch %s, want %s", s.Branch.Text(), branch.Text())
+		}
+	}
+	mu.Unlock()
+	if got := fmt.Sprint(ids(1), ids(2)); got != "[1 2 3] [4 5]" {
+		t.Errorf("archived inserts by epoch: %s, want [1 2 3] [4 5]", got)
 	}
 }

@@ -157,6 +157,13 @@ func LogicalDump(ctx context.Context, uri URI, sink Sink, o DumpOptions) (*DumpR
 	// emulation reads the whole collection).
 	if info.Oplog {
 		res.Start = info.Last
+		// A transaction open then (a large one part-written, a prepared
+		// one not yet committed) may commit inside the window: the window
+		// opens before its first entry, so the restore applies it whole
+		// (txn.go), as mongodump does.
+		if first, ok := oldestOpenTxn(ctx, c, o.Logger); ok && first.Less(res.Start.Next()) {
+			res.Start = lastOf(first)
+		}
 	}
 	dbs := o.Databases
 	if len(dbs) == 0 && c.Database != "" {
@@ -429,6 +436,32 @@ func (d *dumper) read(ctx context.Context, coll Collection, w io.Writer) (docs, 
 	d.docs.Add(docs)
 	d.bytes.Add(size)
 	return docs, size, nil
+}
+
+// oldestOpenTxn returns the optime of the first oplog entry of the oldest
+// transaction in progress or prepared, from config.transactions
+// (startOpTime, MongoDB 4.2+); false when there is none, or it cannot be
+// read (FerretDB has no config.transactions; a user without read access
+// to it gets a warning).
+func oldestOpenTxn(ctx context.Context, c *Conn, log *slog.Logger) (Pos, bool) {
+	var doc struct {
+		StartOpTime *struct {
+			TS bson.Timestamp `bson:"ts"`
+		} `bson:"startOpTime"`
+	}
+	err := c.Client.Database("config").Collection("transactions").FindOne(ctx,
+		bson.D{{Key: "state", Value: bson.D{{Key: "$in", Value: bson.A{"prepared", "inProgress"}}}}},
+		options.FindOne().SetSort(bson.D{{Key: "startOpTime", Value: 1}})).Decode(&doc)
+	switch {
+	case errors.Is(err, mongo.ErrNoDocuments):
+		return Pos{}, false
+	case err != nil:
+		log.Warn("cannot read config.transactions: a transaction open when the dump began and committed during it would be refused at restore", "error", c.explain(err))
+		return Pos{}, false
+	case doc.StartOpTime == nil || doc.StartOpTime.TS.T == 0:
+		return Pos{}, false
+	}
+	return Pos{T: doc.StartOpTime.TS.T, I: doc.StartOpTime.TS.I}, true
 }
 
 // dumpOplog writes the oplog entries after start as oplog.bson, in the

@@ -224,3 +224,66 @@ func TestOplogWindow(t *testing.T) {
 		t.Errorf("the dump's data already held the late insert; the test proves nothing")
 	}
 }
+
+// TestOplogWindowOpenTransaction: a transaction in progress when the dump
+// begins (config.transactions, state inProgress, startOpTime: its first
+// oplog entry) opens the dump's oplog window at that entry, so a restore
+// holds the transaction whole if it commits inside the window; committed
+// ones do not move the window. (FerretDB keeps no config.transactions:
+// the test writes the documents MongoDB would.)
+func TestOplogWindowOpenTransaction(t *testing.T) {
+	ctx := context.Background()
+	srv := testbed.StartMongoDB(t)
+	cl := connect(t, srv.Base)
+	if srv.FerretDB {
+		if err := cl.Database("local").CreateCollection(ctx, "oplog.rs", options.CreateCollection().SetCapped(true).SetSizeInBytes(64<<20)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	src := cl.Database(srv.DBName)
+	for i := range 5 {
+		if _, err := src.Collection("a").InsertOne(ctx, bson.D{{Key: "_id", Value: i}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var e struct {
+		TS bson.Timestamp `bson:"ts"`
+	}
+	if err := cl.Database("local").Collection("oplog.rs").FindOne(ctx, bson.D{{Key: "ns", Value: srv.DBName + ".a"}, {Key: "o._id", Value: 1}}).Decode(&e); err != nil {
+		t.Fatal(err)
+	}
+	first := mgengine.Pos{T: e.TS.T, I: e.TS.I}
+	if srv.FerretDB {
+		txns := cl.Database("config").Collection("transactions")
+		lsid := func(b byte) bson.D {
+			return bson.D{{Key: "id", Value: bson.Binary{Subtype: 4, Data: bytes.Repeat([]byte{b}, 16)}}}
+		}
+		if _, err := txns.InsertMany(ctx, []any{
+			bson.D{{Key: "_id", Value: lsid(1)}, {Key: "txnNum", Value: int64(3)}, {Key: "state", Value: "committed"},
+				{Key: "startOpTime", Value: bson.D{{Key: "ts", Value: bson.Timestamp{T: 1, I: 1}}, {Key: "t", Value: int64(1)}}}},
+			bson.D{{Key: "_id", Value: lsid(2)}, {Key: "txnNum", Value: int64(1)}, {Key: "state", Value: "inProgress"},
+				{Key: "startOpTime", Value: bson.D{{Key: "ts", Value: e.TS}, {Key: "t", Value: int64(1)}}}},
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sink := &hookSink{}
+	res, err := mgengine.LogicalDump(ctx, mgengine.URI(srv.DSN()), sink, mgengine.DumpOptions{Workers: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// On a real server config.transactions is the server's own (no
+	// transaction open here): only the restore is checked.
+	if srv.FerretDB && res.Start.Next() != first {
+		t.Fatalf("oplog window opens after %s, want just before the open transaction's first entry %s", res.Start.Text(), first.Text())
+	}
+	if srv.FerretDB && res.OplogOps < 4 {
+		t.Errorf("the window holds %d entries, want at least the 4 inserts from the transaction's start", res.OplogOps)
+	}
+	want := checksums(t, src)
+	target := srv.Prefix + "copy"
+	if _, err := mgengine.LogicalRestore(ctx, mgengine.URI(srv.URIFor(target)), sink.source(), mgengine.RestoreOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	compare(t, want, checksums(t, cl.Database(target)))
+}

@@ -112,10 +112,11 @@ func TestArchiveFlushUnderLoad(t *testing.T) {
 	t.Logf("%d inserts in %v, %d segments sent meanwhile; longest time without a send %v (flush interval %v)", wrote.Load(), loadEnd.Sub(loadStart).Round(time.Millisecond), n, longest.Round(time.Millisecond), interval)
 	// Before the interval was checked on every entry, a cursor that always
 	// had a next entry held the whole load in one segment. On FerretDB a
-	// getMore of its oplog emulation reads the whole collection, and the
-	// archiver cannot send while one runs: the gap between sends is the
-	// interval plus that read, which a busy machine makes long, so the
-	// bound here is on the count of sends, not on the gap.
+	// tailable cursor is closed with its first batch, and each reopened
+	// cursor's query reads the whole oplog collection: no entry arrives
+	// while one runs, so the gap between sends is that read, which a busy
+	// machine makes long; the bound here is on the count of sends, not on
+	// the gap.
 	if n < 2 {
 		t.Fatalf("under load the archiver sent %d segment(s) in %v (flush interval %v): it holds entries while the cursor has more",
 			n, loadEnd.Sub(loadStart).Round(time.Millisecond), interval)

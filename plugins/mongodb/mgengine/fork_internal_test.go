@@ -115,6 +115,13 @@ func TestOplogCommand(t *testing.T) {
 		{"renameCollection over a collection (dropTarget: its UUID)",
 			bson.D{{Key: "renameCollection", Value: "d.a"}, {Key: "to", Value: "d.b"}, {Key: "stayTemp", Value: false}, {Key: "dropTarget", Value: uuid}},
 			`{"renameCollection":"d.a","to":"d.b","stayTemp":false,"dropTarget":true}`, false},
+		// collMod as MongoDB logs it: the command in o, the old values in
+		// o2 (collectionOptions_old, expireAfterSeconds_old), not read.
+		{"collMod: a validator", bson.D{{Key: "collMod", Value: "c"}, {Key: "validator", Value: bson.D{{Key: "a", Value: bson.D{{Key: "$type", Value: "int"}}}}},
+			{Key: "validationLevel", Value: "moderate"}, {Key: "validationAction", Value: "warn"}},
+			`{"collMod":"c","validator":{"a":{"$type":"int"}},"validationLevel":"moderate","validationAction":"warn"}`, false},
+		{"collMod: a TTL index's expireAfterSeconds", bson.D{{Key: "collMod", Value: "c"}, {Key: "index", Value: bson.D{{Key: "name", Value: "ts_1"}, {Key: "expireAfterSeconds", Value: int64(60)}}}},
+			`{"collMod":"c","index":{"name":"ts_1","expireAfterSeconds":60}}`, false},
 		{"an unknown command", bson.D{{Key: "emptycapped", Value: "c"}}, "", true},
 	} {
 		got, err := oplogCommand(c.o)

@@ -36,6 +36,44 @@ type Applier struct {
 	// of others are skipped. admin, local and config are always skipped.
 	Only    map[string]bool
 	Applied int
+	// SkipTimeSeries skips the entries of time-series collections (their
+	// system.buckets.<name> collections), counting them in
+	// TimeSeriesSkipped; without it such an entry is refused with
+	// ErrTimeSeries.
+	SkipTimeSeries    bool
+	TimeSeriesSkipped int
+	// PartialStart applies a transaction whose first entries precede the
+	// log at its commit, with the entries it has, counting it in
+	// PartialTxns; without it such a commit is refused with
+	// ErrTxnStartMissing.
+	PartialStart bool
+	PartialTxns  int
+	held         map[txnKey]*heldTxn // transactions waiting for their commit (txn.go)
+}
+
+// ErrTimeSeries is returned for an oplog entry that writes to a
+// time-series collection. MongoDB logs those writes as writes of bucket
+// documents to system.buckets.<name>, and a restored time-series
+// collection holds other buckets (the server made them from the restored
+// measurements): applied as they are, the source's buckets would add
+// their measurements a second time, and their updates would miss.
+var ErrTimeSeries = errors.New("replaying writes to time-series collections is not supported")
+
+// timeSeriesOf returns the time-series collection an entry writes to
+// (its buckets collection's name without the prefix), "" for others.
+func timeSeriesOf(e Entry) string {
+	const prefix = "system.buckets."
+	_, coll, _ := strings.Cut(e.NS, ".")
+	if e.Op == "c" {
+		coll = ""
+		if els, err := e.O.Elements(); err == nil && len(els) > 0 {
+			coll, _ = els[0].Value().StringValueOK()
+		}
+	}
+	if name, ok := strings.CutPrefix(coll, prefix); ok {
+		return name
+	}
+	return ""
 }
 
 // Apply applies one oplog entry.
@@ -43,6 +81,12 @@ func (a *Applier) Apply(ctx context.Context, raw bson.Raw) error {
 	var e Entry
 	if err := bson.Unmarshal(raw, &e); err != nil {
 		return fmt.Errorf("oplog entry: %w", err)
+	}
+	if ok, err := a.transaction(ctx, raw, e); ok || err != nil {
+		if err != nil {
+			return fmt.Errorf("apply oplog entry %s %s at %s: %w", e.Op, e.NS, Pos{T: e.TS.T, I: e.TS.I}.Text(), err)
+		}
+		return nil
 	}
 	if err := a.apply(ctx, e); err != nil {
 		return fmt.Errorf("apply oplog entry %s %s at %s: %w", e.Op, e.NS, Pos{T: e.TS.T, I: e.TS.I}.Text(), err)
@@ -68,6 +112,14 @@ func (a *Applier) apply(ctx context.Context, e Entry) error {
 	}
 	if !isApplyOps && (slices.Contains(systemDatabases, srcDB) || (len(a.Only) > 0 && !a.Only[srcDB])) {
 		return nil
+	}
+	if ts := timeSeriesOf(e); ts != "" {
+		if a.SkipTimeSeries {
+			a.TimeSeriesSkipped++
+			return nil
+		}
+		return fmt.Errorf("%w: the entry writes to time-series collection %s.%s (system.buckets.%s); restore to a target before %s (the backup holds the collection's measurements as dumped)",
+			ErrTimeSeries, srcDB, ts, ts, Pos{T: e.TS.T, I: e.TS.I}.Text())
 	}
 	db, coll := a.split(e.NS)
 	c := a.Client.Database(db).Collection(coll)

@@ -39,6 +39,7 @@ type RestoreResult struct {
 	Collections, Indexes int
 	Docs, Bytes          int64
 	OplogOps             int
+	TimeSeriesSkipped    int               // entries of the oplog window writing to time-series collections, not applied
 	Users, Roles         int               // users and roles merged into the server
 	AuthSkipped          string            // why the dump's users and roles were not loaded, when they were not
 	Renamed              map[string]string // source database -> target database, when they differ
@@ -268,13 +269,31 @@ func LogicalRestore(ctx context.Context, uri URI, src Source, o RestoreOptions) 
 		for _, d := range meta.Databases {
 			only[d] = true
 		}
-		a := &Applier{Client: c.Client, Rename: rename, Only: only}
+		// Time-series collections hold their measurements as the dump
+		// read them: their bucket writes in the window are skipped
+		// (ErrTimeSeries says why they cannot be applied).
+		// A transaction whose first entries precede the window (a dump
+		// that could not read config.transactions, or one by a plugin
+		// that did not open the window at the oldest open transaction)
+		// is applied with the entries the window has, and reported.
+		a := &Applier{Client: c.Client, Rename: rename, Only: only, SkipTimeSeries: true, PartialStart: true}
 		for _, e := range oplog {
 			if err := a.Apply(ctx, e); err != nil {
 				return nil, err
 			}
 		}
 		res.OplogOps = a.Applied
+		if a.PartialTxns > 0 {
+			o.Logger.Warn("the dump's oplog window holds the end of transactions whose first entries precede it: applied with the entries the window has, so the restored copy may hold part of them",
+				"transactions", a.PartialTxns)
+		}
+		if n := a.Pending(); n > 0 {
+			o.Logger.Info("transactions open at the end of the dump's oplog window are not applied: they commit after the backup's consistent point", "transactions", n)
+		}
+		if res.TimeSeriesSkipped = a.TimeSeriesSkipped; res.TimeSeriesSkipped > 0 {
+			o.Logger.Warn("the dump's oplog window holds writes to time-series collections: not applied; those collections hold their measurements as the dump read them, which may miss writes made while it ran",
+				"entries", a.TimeSeriesSkipped)
+		}
 	}
 	return res, nil
 }
