@@ -144,6 +144,10 @@ func TestKubernetesFileBackups(t *testing.T) {
 	read2, reused2 := backupFiles(t, metricsAddr)
 	t.Logf("Backup first: %d bytes read, %v files; Backup second: %d bytes read, %v files read, %v reused",
 		first.Status.Bytes, read1, second.Status.Bytes, read2, reused2)
+	if second.Status.FilesRead != int64(read2) || second.Status.FilesReused != int64(reused2) || second.Status.BytesReused == 0 {
+		t.Fatalf("Backup second's status: %d files read, %d reused (%d bytes); the sidecar's metrics say %v and %v",
+			second.Status.FilesRead, second.Status.FilesReused, second.Status.BytesReused, read2, reused2)
+	}
 	if reused2 < read1/2 || read2 >= read1/2 || second.Status.Bytes >= first.Status.Bytes {
 		t.Fatalf("second backup read %v files (%d bytes) and reused %v; want most of the first's %v files reused", read2,
 			second.Status.Bytes, reused2, read1)

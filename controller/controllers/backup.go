@@ -204,6 +204,7 @@ func (r *BackupReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	b.Status.FinishedAt = &finished
 	b.Status.BackupID = res.ID
 	b.Status.Bytes = res.Bytes
+	b.Status.FilesRead, b.Status.FilesReused, b.Status.BytesReused = res.FilesRead, res.FilesReused, res.BytesReused
 	done := fmt.Sprintf("backup %s stored from pod %s", res.ID, pick.Pod.Name)
 	if mode == amberv1.ModeSnapshot {
 		done = fmt.Sprintf("snapshot backup %s recorded from pod %s: VolumeSnapshots %s", res.ID, pick.Pod.Name, snapshotList(b.Status.Snapshots))
@@ -238,9 +239,13 @@ func (r *BackupReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	if mode == amberv1.ModeSnapshot {
 		r.Recorder.Eventf(&b, corev1.EventTypeNormal, "Succeeded", "snapshot backup %s of StatefulSet %s recorded from pod %s: VolumeSnapshots %s", res.ID, sts, pick.Pod.Name, snapshotList(b.Status.Snapshots))
 	} else {
-		r.Recorder.Eventf(&b, corev1.EventTypeNormal, "Succeeded", "backup %s of StatefulSet %s stored from pod %s (%d bytes)", res.ID, sts, pick.Pod.Name, res.Bytes)
+		files := ""
+		if res.FilesRead+res.FilesReused > 0 {
+			files = fmt.Sprintf("; %d files read, %d reused from the previous backup", res.FilesRead, res.FilesReused)
+		}
+		r.Recorder.Eventf(&b, corev1.EventTypeNormal, "Succeeded", "backup %s of StatefulSet %s stored from pod %s (%d bytes%s)", res.ID, sts, pick.Pod.Name, res.Bytes, files)
 	}
-	log.Info("backup succeeded", "pod", pick.Pod.Name, "id", res.ID, "bytes", res.Bytes)
+	log.Info("backup succeeded", "pod", pick.Pod.Name, "id", res.ID, "bytes", res.Bytes, "files_read", res.FilesRead, "files_reused", res.FilesReused)
 
 	porig := p.DeepCopy()
 	if p.Status.LastSuccessfulTime == nil || finished.After(p.Status.LastSuccessfulTime.Time) {

@@ -55,6 +55,9 @@ type BackupRequest struct {
 type BackupResult struct {
 	ID    string
 	Bytes int64
+	// File-level physical backups: files read, files reused unchanged
+	// from the previous backup, and the reused files' bytes.
+	FilesRead, FilesReused, BytesReused int64
 }
 
 // ArchiveRequest asks a sidecar to archive continuously.

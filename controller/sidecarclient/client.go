@@ -102,7 +102,8 @@ func (s *sidecar) Backup(ctx context.Context, req sidecarapi.BackupRequest) (sid
 	if err != nil {
 		return sidecarapi.BackupResult{}, err
 	}
-	return sidecarapi.BackupResult{ID: res.GetId(), Bytes: res.GetBytesIn()}, nil
+	return sidecarapi.BackupResult{ID: res.GetId(), Bytes: res.GetBytesIn(),
+		FilesRead: res.GetFilesRead(), FilesReused: res.GetFilesReused(), BytesReused: res.GetBytesReused()}, nil
 }
 
 func (s *sidecar) StartArchiving(ctx context.Context, req sidecarapi.ArchiveRequest) error {

@@ -51,6 +51,17 @@ type BackupStatus struct {
 	// Bytes stored by the backup.
 	// +optional
 	Bytes int64 `json:"bytes,omitempty"`
+	// FilesRead and FilesReused count the files of a file-level physical
+	// backup (the sidecar reads the data directory, annotation
+	// amber.dev/data-dir): read again, and reused unchanged from the
+	// previous backup without reading them; BytesReused is the size of the
+	// reused ones.
+	// +optional
+	FilesRead int64 `json:"filesRead,omitempty"`
+	// +optional
+	FilesReused int64 `json:"filesReused,omitempty"`
+	// +optional
+	BytesReused int64 `json:"bytesReused,omitempty"`
 	// Error says why the backup failed and what to do.
 	// +optional
 	Error string `json:"error,omitempty"`
