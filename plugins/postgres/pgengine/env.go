@@ -1,26 +1,50 @@
 package pgengine
 
 import (
+	"context"
 	"os"
+	"os/exec"
 	"strings"
+
+	"github.com/amber-backup/amber/plugins/internal/secretfile"
 )
 
-// toolEnv is the environment of a libpq tool (pg_dump, pg_restore) that the
-// plugin runs: the allowlisted part of the plugin's own environment, with
-// PGPASSWORD set to password when the DSN carried one.
+// toolEnv is the environment of a libpq tool (pg_dump, pg_restore, psql)
+// that the plugin runs: the allowlisted part of the plugin's own
+// environment; when the DSN carried a password, without PGPASSWORD and
+// PGPASSFILE, which toolCommand sets to a password file in memory.
 func toolEnv(password string) []string {
 	var env []string
 	for _, kv := range os.Environ() {
 		name, _, ok := strings.Cut(kv, "=")
-		if !ok || !toolEnvAllowed(name) || (password != "" && name == "PGPASSWORD") {
+		if !ok || !toolEnvAllowed(name) || (password != "" && (name == "PGPASSWORD" || name == "PGPASSFILE")) {
 			continue
 		}
 		env = append(env, kv)
 	}
-	if password != "" {
-		env = append(env, "PGPASSWORD="+password)
-	}
 	return env
+}
+
+// toolCommand prepares a libpq tool run with args. A password goes to it
+// as a libpq password file (one line, "*:*:*:*:password") in an anonymous
+// memory file, mode 0600, that the tool opens as secretfile.Path
+// (PGPASSFILE): not in its arguments or environment, where other
+// processes of the same user could read it, and not on disk. done closes
+// the parent's copy of the file; call it after the tool has ended.
+func toolCommand(ctx context.Context, bin string, args []string, password string) (cmd *exec.Cmd, done func(), err error) {
+	cmd = exec.CommandContext(ctx, bin, args...)
+	cmd.Env = toolEnv(password)
+	if password == "" {
+		return cmd, func() {}, nil
+	}
+	esc := strings.NewReplacer(`\`, `\\`, ":", `\:`).Replace(password)
+	f, err := secretfile.New("pgpass", []byte("*:*:*:*:"+esc+"\n"), -1, -1)
+	if err != nil {
+		return nil, nil, err
+	}
+	cmd.ExtraFiles = []*os.File{f}
+	cmd.Env = append(cmd.Env, "PGPASSFILE="+secretfile.Path)
+	return cmd, func() { f.Close() }, nil
 }
 
 // toolEnvAllowed says whether a variable of the plugin's environment may

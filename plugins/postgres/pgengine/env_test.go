@@ -14,7 +14,8 @@ import (
 // TestToolEnvironment runs LogicalDump with bin_dir pointing at a fake
 // pg_dump that records its environment and arguments, with credentials in
 // the plugin's environment: none of them may reach the tool, and the DSN's
-// password must travel in PGPASSWORD only.
+// password must travel in the password file PGPASSFILE names (a 0600 file
+// in memory), never in the environment or the arguments.
 func TestToolEnvironment(t *testing.T) {
 	ctx := testCtx(t, 2*time.Minute)
 	pg := testbed.StartPostgres(t, testbed.PostgresOptions{})
@@ -32,7 +33,9 @@ func TestToolEnvironment(t *testing.T) {
 
 	dir := t.TempDir()
 	out := filepath.Join(dir, "env.txt")
-	script := "#!/bin/sh\nenv > '" + out + "'\necho \"ARGS $*\" >> '" + out + "'\nprintf PGDMP\n"
+	t.Setenv("PGPASSWORD", "user-pw-8") // the DSN's own password replaces it
+	script := "#!/bin/sh\nenv > '" + out + "'\necho \"ARGS $*\" >> '" + out + "'\n" +
+		"echo \"PASSFILE $(stat -L -c %a \"$PGPASSFILE\") $(cat \"$PGPASSFILE\")\" >> '" + out + "'\nprintf PGDMP\n"
 	if err := os.WriteFile(filepath.Join(dir, "pg_dump"), []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -54,11 +57,15 @@ func TestToolEnvironment(t *testing.T) {
 	if password == "" {
 		t.Fatal("test DSN has no password")
 	}
-	if !strings.Contains(env, "\nPGPASSWORD="+password+"\n") && !strings.HasPrefix(env, "PGPASSWORD="+password+"\n") {
-		t.Errorf("pg_dump did not get the DSN's password in PGPASSWORD")
+	args, passfile, _ := strings.Cut(env[strings.Index(env, "ARGS "):], "\nPASSFILE ")
+	if strings.Contains(env[:strings.Index(env, "ARGS ")], password) || strings.Contains(env, "PGPASSWORD") {
+		t.Errorf("pg_dump's environment holds a password:\n%s", env)
 	}
-	if strings.Contains(env[strings.Index(env, "ARGS "):], password) {
+	if strings.Contains(args, password) {
 		t.Errorf("the password is on pg_dump's command line")
+	}
+	if want := "600 *:*:*:*:" + strings.NewReplacer(`\`, `\\`, ":", `\:`).Replace(password) + "\n"; passfile != want {
+		t.Errorf("pg_dump's password file (mode, content) = %q, want %q", passfile, want)
 	}
 	if !strings.Contains(env, "PATH=") {
 		t.Errorf("pg_dump got no PATH")

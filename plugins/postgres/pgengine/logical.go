@@ -97,13 +97,17 @@ func findTool(name, binDir string, major int) (string, error) {
 	return "", fmt.Errorf("%s for PostgreSQL %d not found in /usr/lib/postgresql/%d/bin or on PATH; install the PostgreSQL %d client", name, major, major, major)
 }
 
-// runPGTool runs a libpq tool against dsn; the password travels in
-// PGPASSWORD, never on the command line. The tool gets an allowlisted
-// environment (toolEnv), never the plugin's whole one.
+// runPGTool runs a libpq tool against dsn; the password travels in a
+// password file in memory (toolCommand), never on the command line or in
+// the environment. The tool gets an allowlisted environment (toolEnv),
+// never the plugin's whole one.
 func runPGTool(ctx context.Context, bin string, dsn DSN, args []string, stdin io.Reader, stdout io.Writer) error {
 	conn, password := splitPassword(string(dsn))
-	cmd := exec.CommandContext(ctx, bin, append(args, "--dbname="+conn)...)
-	cmd.Env = toolEnv(password)
+	cmd, done, err := toolCommand(ctx, bin, append(args, "--dbname="+conn), password)
+	if err != nil {
+		return err
+	}
+	defer done()
 	cmd.Stdin = stdin
 	cmd.Stdout = stdout
 	var stderr bytes.Buffer

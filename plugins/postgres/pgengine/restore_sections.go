@@ -309,8 +309,11 @@ func restoreGlobals(ctx context.Context, dsn DSN, info *Info, binDir string, r i
 	}
 	script := filterOwnRole(r, info.User)
 	conn, password := splitPassword(string(dsn))
-	cmd := exec.CommandContext(ctx, psql, "--no-psqlrc", "--quiet", "--no-password", "--set=ON_ERROR_STOP=0", "--file=-", "--dbname="+conn)
-	cmd.Env = toolEnv(password)
+	cmd, done, err := toolCommand(ctx, psql, []string{"--no-psqlrc", "--quiet", "--no-password", "--set=ON_ERROR_STOP=0", "--file=-", "--dbname=" + conn}, password)
+	if err != nil {
+		return err
+	}
+	defer done()
 	cmd.Stdin = script
 	cmd.Stdout = io.Discard
 	var stderr bytes.Buffer
