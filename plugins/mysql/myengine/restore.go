@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/amber-backup/amber/plugins/internal/spool"
 	"io"
 	"os"
 	"os/exec"
@@ -363,11 +364,11 @@ func LogicalRestore(ctx context.Context, d DSN, o RestoreOptions, next NextEntry
 	if err != nil {
 		return st, err
 	}
-	var pool *loadPool
+	var pool *spool.Pool
 	fail := func(err error) (RestoreStats, error) {
 		cancel()
 		if pool != nil {
-			if perr := pool.close(); perr != nil {
+			if perr := pool.Close(); perr != nil {
 				err = perr // the first failure; err followed from it
 			}
 		}
@@ -385,9 +386,15 @@ func LogicalRestore(ctx context.Context, d DSN, o RestoreOptions, next NextEntry
 		st.Entries++
 		if o.Threads > 1 && IsDataEntry(name, phase) {
 			if pool == nil {
-				pool = newLoadPool(ctx, cancel, d, o)
+				pool = spool.New(ctx, cancel, o.Threads, o.SpoolDir, "amber-mysql-load-", func(ctx context.Context) (spool.Worker, error) {
+					l, err := NewLoader(ctx, d, o)
+					if err != nil {
+						return nil, err
+					}
+					return loadSession{l}, nil
+				})
 			}
-			n, err := pool.submit(ctx, name, r)
+			n, err := pool.Submit(ctx, spool.Entry{Name: name}, r, false)
 			st.Bytes += n
 			st.DataEntries++
 			if err != nil {
@@ -396,7 +403,7 @@ func LogicalRestore(ctx context.Context, d DSN, o RestoreOptions, next NextEntry
 			continue
 		}
 		if pool != nil {
-			if err := pool.wait(); err != nil {
+			if err := pool.Wait(); err != nil {
 				return fail(err)
 			}
 		}
@@ -411,7 +418,7 @@ func LogicalRestore(ctx context.Context, d DSN, o RestoreOptions, next NextEntry
 		}
 	}
 	if pool != nil {
-		if err := pool.close(); err != nil {
+		if err := pool.Close(); err != nil {
 			return fail(err)
 		}
 	}
@@ -419,19 +426,6 @@ func LogicalRestore(ctx context.Context, d DSN, o RestoreOptions, next NextEntry
 		return st, fmt.Errorf("restore: %w", err)
 	}
 	return st, nil
-}
-
-// ctxReader fails once ctx is done.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }
 
 type countingReader struct {
@@ -445,131 +439,29 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// loadPool is the sessions that load data entries, each from its spool
-// file.
-type loadPool struct {
-	dir     string
-	jobs    chan spoolEntry
-	pending sync.WaitGroup // entries submitted and not yet loaded
-	done    sync.WaitGroup // the sessions
-	cancel  context.CancelFunc
-	closed  sync.Once
+// loadSession is one session of the pool that loads data entries
+// (spool.Worker).
+type loadSession struct{ l *Loader }
 
-	mu  sync.Mutex
-	err error // the first failure
-}
-
-type spoolEntry struct{ name, path string }
-
-func newLoadPool(ctx context.Context, cancel context.CancelFunc, d DSN, o RestoreOptions) *loadPool {
-	p := &loadPool{dir: o.SpoolDir, jobs: make(chan spoolEntry, o.Threads), cancel: cancel}
-	for range o.Threads {
-		p.done.Add(1)
-		go p.run(ctx, d, o)
-	}
-	return p
-}
-
-// fail records the first error and stops everything else.
-func (p *loadPool) fail(err error) {
-	p.mu.Lock()
-	if p.err == nil {
-		p.err = err
-	}
-	p.mu.Unlock()
-	p.cancel()
-}
-
-func (p *loadPool) failed() error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.err
-}
-
-// run is one session: it loads entries until the queue closes. After a
-// failure it only drops what it is given.
-func (p *loadPool) run(ctx context.Context, d DSN, o RestoreOptions) {
-	defer p.done.Done()
-	l, err := NewLoader(ctx, d, o)
-	if err != nil {
-		p.fail(err)
-	}
-	for j := range p.jobs {
-		if l != nil && p.failed() == nil && ctx.Err() == nil {
-			if err := loadFile(ctx, l, j); err != nil {
-				p.fail(err)
-			}
-		}
-		os.Remove(j.path)
-		p.pending.Done()
-	}
-	if l == nil {
-		return
-	}
-	if p.failed() != nil || ctx.Err() != nil {
-		l.Abort()
-		return
-	}
-	if err := l.Close(); err != nil {
-		p.fail(fmt.Errorf("restore: %w", err))
-	}
-}
-
-func loadFile(ctx context.Context, l *Loader, j spoolEntry) error {
-	f, err := os.Open(j.path)
+func (s loadSession) Load(ctx context.Context, e spool.Entry, f *spool.File) error {
+	r, err := f.Open()
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	if err := l.Load(j.name, f); err != nil {
+	defer r.Close()
+	if err := s.l.Load(e.Name, r); err != nil {
 		return err
 	}
-	return l.Sync(ctx)
+	return s.l.Sync(ctx)
 }
 
-// submit spools an entry and queues it; it waits while every session is
-// busy and the queue is full, which bounds the spooled entries to twice
-// the sessions.
-func (p *loadPool) submit(ctx context.Context, name string, r io.Reader) (int64, error) {
-	if err := p.failed(); err != nil {
-		return 0, err
+func (s loadSession) End(failed bool) error {
+	if failed {
+		s.l.Abort()
+		return nil
 	}
-	f, err := os.CreateTemp(p.dir, "amber-mysql-load-")
-	if err != nil {
-		return 0, fmt.Errorf("spool %s: %w", name, err)
+	if err := s.l.Close(); err != nil {
+		return fmt.Errorf("restore: %w", err)
 	}
-	// A failure elsewhere stops the copy at the next read.
-	n, err := io.Copy(f, ctxReader{ctx, r})
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(f.Name())
-		return n, fmt.Errorf("spool %s: %w", name, err)
-	}
-	p.pending.Add(1)
-	select {
-	case p.jobs <- spoolEntry{name: name, path: f.Name()}:
-		return n, nil
-	case <-ctx.Done():
-		p.pending.Done()
-		os.Remove(f.Name())
-		if err := p.failed(); err != nil {
-			return n, err
-		}
-		return n, ctx.Err()
-	}
-}
-
-// wait returns when every entry submitted is loaded, or the first failure.
-func (p *loadPool) wait() error {
-	p.pending.Wait()
-	return p.failed()
-}
-
-// close ends the sessions and returns the first failure.
-func (p *loadPool) close() error {
-	p.closed.Do(func() { close(p.jobs) })
-	p.done.Wait()
-	return p.failed()
+	return nil
 }

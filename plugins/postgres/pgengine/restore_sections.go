@@ -6,13 +6,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/amber-backup/amber/plugins/internal/spool"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 )
 
 // SectionedRestoreOptions tune RestoreSections.
@@ -73,11 +73,11 @@ func RestoreSections(ctx context.Context, dsn DSN, next NextDumpEntry, opts Sect
 		}
 		return dsn
 	}
-	var pool *restorePool
+	var pool *spool.Pool
 	fail := func(err error) (RestoreStats, error) {
 		cancel()
 		if pool != nil {
-			if perr := pool.close(); perr != nil && !errors.Is(perr, context.Canceled) {
+			if perr := pool.Close(); perr != nil && !errors.Is(perr, context.Canceled) {
 				err = perr
 			}
 		}
@@ -95,22 +95,12 @@ func RestoreSections(ctx context.Context, dsn DSN, next NextDumpEntry, opts Sect
 		cr := &countingReader{r: r}
 		if e.Section == SectionData && opts.Workers > 1 {
 			if pool == nil {
-				pool = newRestorePool(ctx, cancel, opts.Workers, opts.SpoolDir, func(ctx context.Context, j spooled) error {
-					if j.follow == nil {
-						return restoreData(ctx, pgRestore, j.dsn, j.path)
-					}
-					f, err := os.Open(j.path)
-					if err != nil {
-						return err
-					}
-					defer f.Close()
-					return runPGTool(ctx, pgRestore, j.dsn, []string{"--exit-on-error", "--no-password", "--data-only", "--single-transaction"},
-						&followReader{f: f, g: j.follow}, io.Discard)
-				})
+				pool = spool.New(ctx, cancel, opts.Workers, opts.SpoolDir, "amber-pgrestore-data-",
+					func(context.Context) (spool.Worker, error) { return dataSession{pgRestore}, nil })
 			}
 			// A table's entry is loaded as it is spooled; the entry of the
 			// rest (large objects to leave out) once it is whole.
-			err := pool.submit(ctx, e.Name, target(e), cr, e.Table != "")
+			_, err := pool.Submit(ctx, spool.Entry{Name: e.Name, Meta: target(e)}, cr, e.Table != "")
 			st.Bytes += cr.n
 			st.DataEntries++
 			if err != nil {
@@ -119,7 +109,7 @@ func RestoreSections(ctx context.Context, dsn DSN, next NextDumpEntry, opts Sect
 			continue
 		}
 		if pool != nil {
-			if err := pool.wait(); err != nil {
+			if err := pool.Wait(); err != nil {
 				return fail(err)
 			}
 		}
@@ -152,7 +142,7 @@ func RestoreSections(ctx context.Context, dsn DSN, next NextDumpEntry, opts Sect
 		}
 	}
 	if pool != nil {
-		if err := pool.close(); err != nil {
+		if err := pool.Close(); err != nil {
 			return fail(err)
 		}
 	}
@@ -248,7 +238,7 @@ func withSpool(ctx context.Context, dir string, r io.Reader, do func(path string
 		return fmt.Errorf("spool: %w", err)
 	}
 	defer os.Remove(f.Name())
-	_, err = io.Copy(f, ctxReader{ctx, r})
+	_, err = io.Copy(f, spool.WithContext(ctx, r))
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -287,7 +277,7 @@ func restorePostData(ctx context.Context, bin string, dsn DSN, r io.Reader, opts
 		return fmt.Errorf("spool: %w", err)
 	}
 	defer os.Remove(f.Name())
-	_, err = io.Copy(f, ctxReader{ctx, r})
+	_, err = io.Copy(f, spool.WithContext(ctx, r))
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -378,18 +368,29 @@ func filterOwnRole(r io.Reader, role string) io.Reader {
 	return pr
 }
 
-// ctxReader fails once ctx is done.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
+// dataSession loads data entries with pg_restore, one session each
+// (spool.Worker); an entry's Meta is the database it goes to.
+type dataSession struct{ pgRestore string }
+
+func (d dataSession) Load(ctx context.Context, e spool.Entry, f *spool.File) error {
+	dsn := e.Meta.(DSN)
+	var err error
+	if f.Whole() {
+		err = restoreData(ctx, d.pgRestore, dsn, f.Path)
+	} else {
+		var r io.ReadCloser
+		if r, err = f.Open(); err == nil {
+			err = runPGTool(ctx, d.pgRestore, dsn, []string{"--exit-on-error", "--no-password", "--data-only", "--single-transaction"}, r, io.Discard)
+			r.Close()
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("restore %s: %w", e.Name, err)
+	}
+	return nil
 }
 
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
-}
+func (dataSession) End(bool) error { return nil }
 
 type countingReader struct {
 	r io.Reader
@@ -400,200 +401,4 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n += int64(n)
 	return n, err
-}
-
-// restorePool is the sessions that load data entries, each from its spool
-// file.
-type restorePool struct {
-	dir     string
-	jobs    chan spooled
-	pending sync.WaitGroup // entries submitted and not yet loaded
-	done    sync.WaitGroup // the sessions
-	cancel  context.CancelFunc
-	closed  sync.Once
-
-	mu  sync.Mutex
-	err error // the first failure
-}
-
-type spooled struct {
-	name, path string
-	dsn        DSN
-	follow     *growing // set when the file is still being written
-}
-
-func newRestorePool(ctx context.Context, cancel context.CancelFunc, workers int, dir string, load func(ctx context.Context, j spooled) error) *restorePool {
-	p := &restorePool{dir: dir, jobs: make(chan spooled, workers), cancel: cancel}
-	for range workers {
-		p.done.Add(1)
-		go func() {
-			defer p.done.Done()
-			for j := range p.jobs {
-				if p.failed() == nil && ctx.Err() == nil {
-					if err := load(ctx, j); err != nil {
-						p.fail(fmt.Errorf("restore %s: %w", j.name, err))
-					}
-				}
-				os.Remove(j.path)
-				p.pending.Done()
-			}
-		}()
-	}
-	return p
-}
-
-func (p *restorePool) fail(err error) {
-	p.mu.Lock()
-	if p.err == nil {
-		p.err = err
-	}
-	p.mu.Unlock()
-	p.cancel()
-}
-
-func (p *restorePool) failed() error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.err
-}
-
-// submit spools an entry and queues it; it waits while every session is
-// busy and the queue is full, which bounds the spooled entries to twice
-// the sessions. With follow, the entry is queued first and a session
-// loads it while it is being written (followReader).
-func (p *restorePool) submit(ctx context.Context, name string, dsn DSN, r io.Reader, follow bool) error {
-	if err := p.failed(); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(p.dir, "amber-pgrestore-data-")
-	if err != nil {
-		return fmt.Errorf("spool %s: %w", name, err)
-	}
-	queue := func(g *growing) error {
-		p.pending.Add(1)
-		select {
-		case p.jobs <- spooled{name: name, path: f.Name(), dsn: dsn, follow: g}:
-			return nil
-		case <-ctx.Done():
-			p.pending.Done()
-			os.Remove(f.Name())
-			if err := p.failed(); err != nil {
-				return err
-			}
-			return ctx.Err()
-		}
-	}
-	var g *growing
-	var w io.Writer = f
-	if follow {
-		g = newGrowing()
-		if err := queue(g); err != nil {
-			f.Close()
-			return err
-		}
-		w = growingWriter{f, g}
-	}
-	_, err = io.Copy(w, ctxReader{ctx, r})
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		err = fmt.Errorf("spool %s: %w", name, err)
-		if perr := p.failed(); perr != nil {
-			err = perr
-		}
-	}
-	if follow {
-		g.finish(err) // the session removes the file
-		return err
-	}
-	if err != nil {
-		os.Remove(f.Name())
-		return err
-	}
-	return queue(nil)
-}
-
-// growing is the state of a spool file being written: how much is
-// written, and whether (and how) writing ended.
-type growing struct {
-	mu      sync.Mutex
-	cond    *sync.Cond
-	written int64
-	done    bool
-	err     error
-}
-
-func newGrowing() *growing {
-	g := &growing{}
-	g.cond = sync.NewCond(&g.mu)
-	return g
-}
-
-func (g *growing) add(n int) {
-	g.mu.Lock()
-	g.written += int64(n)
-	g.mu.Unlock()
-	g.cond.Broadcast()
-}
-
-func (g *growing) finish(err error) {
-	g.mu.Lock()
-	g.done, g.err = true, err
-	g.mu.Unlock()
-	g.cond.Broadcast()
-}
-
-// growingWriter writes to the spool file and tells its readers.
-type growingWriter struct {
-	f *os.File
-	g *growing
-}
-
-func (w growingWriter) Write(b []byte) (int, error) {
-	n, err := w.f.Write(b)
-	w.g.add(n)
-	return n, err
-}
-
-// followReader reads a spool file while it is written, up to what is
-// written, until writing ends (then io.EOF, or the writer's error).
-type followReader struct {
-	f   *os.File
-	g   *growing
-	off int64
-}
-
-func (r *followReader) Read(b []byte) (int, error) {
-	r.g.mu.Lock()
-	for r.off >= r.g.written && !r.g.done {
-		r.g.cond.Wait()
-	}
-	avail, done, werr := r.g.written-r.off, r.g.done, r.g.err
-	r.g.mu.Unlock()
-	if avail <= 0 {
-		if done && werr != nil {
-			return 0, werr
-		}
-		return 0, io.EOF
-	}
-	n, err := r.f.ReadAt(b[:min(int64(len(b)), avail)], r.off)
-	r.off += int64(n)
-	if err == io.EOF && n > 0 {
-		err = nil
-	}
-	return n, err
-}
-
-// wait returns when every entry submitted is loaded, or the first failure.
-func (p *restorePool) wait() error {
-	p.pending.Wait()
-	return p.failed()
-}
-
-// close ends the sessions and returns the first failure.
-func (p *restorePool) close() error {
-	p.closed.Do(func() { close(p.jobs) })
-	p.done.Wait()
-	return p.failed()
 }
