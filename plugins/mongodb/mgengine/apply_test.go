@@ -129,3 +129,49 @@ func TestApplyEntryShapes(t *testing.T) {
 	// (The other database's entry would have landed in db.c as _id 9,
 	// since Rename maps every database there: want leaves it out.)
 }
+
+// TestApplyDropDatabase: a dropDatabase entry of the restored database
+// drops the restored copy (renamed as the restore renames), what follows
+// it is applied to a fresh database, and a dropDatabase of a database the
+// restore does not take changes nothing; applying twice gives the same.
+func TestApplyDropDatabase(t *testing.T) {
+	ctx := context.Background()
+	srv := testbed.StartMongoDB(t)
+	cl := connect(t, srv.Base)
+	db := srv.Prefix + "dropdb"
+	ts := func(i uint32) bson.Timestamp { return bson.Timestamp{T: 1700000000, I: i} }
+	cmd := func(i uint32, dbName string, o bson.D) bson.D {
+		return bson.D{{Key: "op", Value: "c"}, {Key: "ns", Value: dbName + ".$cmd"}, {Key: "ts", Value: ts(i)}, {Key: "o", Value: o}}
+	}
+	insert := func(i uint32, ns string, id int) bson.D {
+		return bson.D{{Key: "op", Value: "i"}, {Key: "ns", Value: ns}, {Key: "ts", Value: ts(i)}, {Key: "o", Value: bson.D{{Key: "_id", Value: id}}}}
+	}
+	entries := []bson.D{
+		cmd(1, "src", bson.D{{Key: "create", Value: "old"}}),
+		insert(2, "src.old", 1),
+		cmd(3, "src", bson.D{{Key: "dropDatabase", Value: int32(1)}}),
+		cmd(4, "src", bson.D{{Key: "create", Value: "new"}}),
+		insert(5, "src.new", 2),
+		cmd(6, "other", bson.D{{Key: "dropDatabase", Value: int32(1)}}),
+	}
+	a := &mgengine.Applier{Client: cl, Rename: func(string) string { return db }, Only: map[string]bool{"src": true}}
+	for pass := range 2 {
+		for _, e := range entries {
+			b, err := bson.Marshal(e)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := a.Apply(ctx, b); err != nil {
+				t.Fatalf("pass %d: %v", pass+1, err)
+			}
+		}
+		names, err := cl.Database(db).ListCollectionNames(ctx, bson.D{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := cl.Database(db).Collection("new").CountDocuments(ctx, bson.D{{Key: "_id", Value: 2}})
+		if fmt.Sprint(names) != "[new]" || err != nil || n != 1 {
+			t.Errorf("pass %d: collections %v, new holds _id 2: %d (%v); want only new, with it", pass+1, names, n, err)
+		}
+	}
+}
