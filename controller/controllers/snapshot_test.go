@@ -228,14 +228,7 @@ func TestSnapshotBackup(t *testing.T) {
 
 	// The repository holds the record: the snapshots, the positions and
 	// the backup label, as `amber ls` reads it.
-	be, err := file.Open(bed.repoDir, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rp, err := repo.Open(context.Background(), be, []byte("pw"), repo.Options{CacheDir: "-"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	rp := bed.openRepo(t)
 	defer rp.Close()
 	all, err := rp.Backups(context.Background())
 	if err != nil {
@@ -282,7 +275,7 @@ func TestSnapshotBackupFailsAndThaws(t *testing.T) {
 	if left := bed.snapshots(t); len(left) != 0 {
 		t.Errorf("VolumeSnapshots left: %v", left)
 	}
-	assertNoBackups(t, bed.repoDir)
+	bed.assertNoBackups(t)
 }
 
 // Nothing cuts the snapshots: the timeout ends the wait, the database is
@@ -306,7 +299,7 @@ func TestSnapshotBackupTimeoutThaws(t *testing.T) {
 	if left := bed.snapshots(t); len(left) != 0 {
 		t.Errorf("VolumeSnapshots left: %v", left)
 	}
-	assertNoBackups(t, bed.repoDir)
+	bed.assertNoBackups(t)
 }
 
 // The lease ran out before the thaw: the snapshots are discarded.
@@ -329,7 +322,7 @@ func TestSnapshotBackupLeaseExpired(t *testing.T) {
 	if left := bed.snapshots(t); len(left) != 0 {
 		t.Errorf("VolumeSnapshots left: %v", left)
 	}
-	assertNoBackups(t, bed.repoDir)
+	bed.assertNoBackups(t)
 }
 
 // A controller that restarts finds its snapshot Backup Running: it deletes
@@ -363,16 +356,9 @@ func TestSnapshotBackupInterrupted(t *testing.T) {
 	}
 }
 
-func assertNoBackups(t *testing.T, dir string) {
+func (bed *snapshotBed) assertNoBackups(t *testing.T) {
 	t.Helper()
-	be, err := file.Open(dir, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rp, err := repo.Open(context.Background(), be, []byte("pw"), repo.Options{CacheDir: "-"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	rp := bed.openRepo(t)
 	defer rp.Close()
 	all, err := rp.Backups(context.Background())
 	if err != nil {
