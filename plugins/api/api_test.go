@@ -410,8 +410,17 @@ func TestArchiveAndReplay(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Metadata["segments"] != "3" || res.Reached.Compare(want) != 0 {
+	if res.Metadata["segments"] != "3" || res.Reached.Compare(want) != 0 || res.Metadata["log_start"] != "" {
 		t.Fatalf("replay latest = %+v", res)
+	}
+	// LogStart reaches the plugin.
+	logStart := api.Position{Epoch: 1, Offset: 7, Token: []byte{7}, Text: "seven"}
+	res, err = c.Replay(ctx, api.ReplayRequest{From: apitest.Pos(0), To: api.RecoveryTarget{Latest: true}, LogStart: logStart}, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Metadata["log_start"] != "seven" {
+		t.Fatalf("replay with a log start: the plugin got %q, want seven", res.Metadata["log_start"])
 	}
 }
 

@@ -322,11 +322,11 @@ func recoveryTargetFromPB(r *pb.RecoveryTarget) RecoveryTarget {
 }
 
 func replayReqToPB(r ReplayRequest) *pb.ReplayRequest {
-	return &pb.ReplayRequest{Target: targetToPB(r.Target), RecoveryTarget: recoveryTargetToPB(r.To), From: posToPB(r.From), Stream: r.Stream, Options: r.Options}
+	return &pb.ReplayRequest{Target: targetToPB(r.Target), RecoveryTarget: recoveryTargetToPB(r.To), From: posToPB(r.From), Stream: r.Stream, Options: r.Options, LogStart: posToPB(r.LogStart)}
 }
 
 func replayReqFromPB(r *pb.ReplayRequest) ReplayRequest {
-	return ReplayRequest{Target: targetFromPB(r.GetTarget()), To: recoveryTargetFromPB(r.GetRecoveryTarget()), From: posFromPB(r.GetFrom()), Stream: r.GetStream(), Options: r.GetOptions()}
+	return ReplayRequest{Target: targetFromPB(r.GetTarget()), To: recoveryTargetFromPB(r.GetRecoveryTarget()), From: posFromPB(r.GetFrom()), Stream: r.GetStream(), Options: r.GetOptions(), LogStart: posFromPB(r.GetLogStart())}
 }
 
 func replayResultToPB(r ReplayResult) *pb.ReplayResult {

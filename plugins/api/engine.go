@@ -533,6 +533,13 @@ type ReplayRequest struct {
 	From    Position // where the restored copy stands
 	Stream  string   // timeline to follow; empty: the one leading to the target
 	Options map[string]string
+	// LogStart, when set, is where the backup's own log begins
+	// (BackupResult.Start), before From. A plugin may fetch archived log
+	// from it to learn of work still open at From (MongoDB: transactions
+	// that began before From and commit after it); it applies nothing
+	// before From. The archive may not reach back that far: the host
+	// checks coverage from From only.
+	LogStart Position
 }
 
 // ReplayResult is where replay stopped.

@@ -451,6 +451,21 @@ func (e *Engine) Replay(ctx context.Context, req api.ReplayRequest, src api.Segm
 		return api.ReplayResult{}, errors.New("the backup has no oplog position (it was taken from a server without an oplog): it cannot be rolled forward")
 	}
 	o := mgengine.ReplayOptions{From: from, Inclusive: req.To.Inclusive}
+	// The backup's oplog window starts before its consistent point (at the
+	// first entry of the oldest transaction open when the dump began):
+	// reading archived log from there finds the first entries of the
+	// transactions still open at the consistent point.
+	epoch := max(req.From.Epoch, 1)
+	if !req.LogStart.IsZero() {
+		ls, err := mgengine.ParseToken(req.LogStart.Token)
+		if err != nil {
+			return api.ReplayResult{}, fmt.Errorf("replay log start %s: %w", req.LogStart, err)
+		}
+		if !ls.IsZero() && ls.Less(from) && req.LogStart.Epoch <= epoch {
+			o.LogStart = ls
+			epoch = max(req.LogStart.Epoch, 1)
+		}
+	}
 	if dbs := req.Options["backup.databases"]; dbs != "" {
 		o.Databases = strings.Split(dbs, ",")
 	}
@@ -478,7 +493,6 @@ func (e *Engine) Replay(ctx context.Context, req api.ReplayRequest, src api.Segm
 	// fetched: log of an epoch that a rollback ended is never asked for
 	// from a later one. An epoch's log is applied only up to where the
 	// next epoch took over (its branch), and replay goes on in that one.
-	epoch := max(req.From.Epoch, 1)
 	branches := map[uint32]mgengine.Pos{} // epoch e -> where epoch e+1 took over from it; zero: nowhere
 	// lookup finds where epoch e+1 took over from the current epoch e: a
 	// fetch of the first segment after epoch e, whose header names its
@@ -553,7 +567,14 @@ func (e *Engine) Replay(ctx context.Context, req api.ReplayRequest, src api.Segm
 	if err != nil {
 		return api.ReplayResult{}, err
 	}
-	return api.ReplayResult{Reached: Position(res.Pos), ReachedTime: res.Time,
-		Metadata: map[string]string{"segments": strconv.Itoa(res.Segments), "entries": strconv.Itoa(res.Entries),
-			"transactions_open": strconv.Itoa(res.Pending)}}, nil
+	meta := map[string]string{"segments": strconv.Itoa(res.Segments), "entries": strconv.Itoa(res.Entries),
+		"transactions_open": strconv.Itoa(res.Pending), "transactions_carried": strconv.Itoa(res.Carried)}
+	if !o.LogStart.IsZero() {
+		meta["log_read_from"] = res.ReadFrom.Text()
+		if o.LogStart.Less(res.ReadFrom) {
+			slog.Warn("archived oplog does not reach back to the start of the backup's oplog window: a transaction begun before it and committed after the backup's position cannot be applied",
+				"window_start", o.LogStart.Text(), "archive_from", res.ReadFrom.Text())
+		}
+	}
+	return api.ReplayResult{Reached: Position(res.Pos), ReachedTime: res.Time, Metadata: meta}, nil
 }

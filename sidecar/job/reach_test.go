@@ -76,3 +76,27 @@ func TestReachFromBackupStart(t *testing.T) {
 		})
 	}
 }
+
+// TestLogStart: Replay is given a backup's start as LogStart only when it
+// is before the backup's consistent point.
+func TestLogStart(t *testing.T) {
+	pos := func(epoch uint32, off uint64) api.Position {
+		return api.Position{Epoch: epoch, Offset: off, Token: []byte{byte(off)}}
+	}
+	for _, c := range []struct {
+		name              string
+		start, consistent api.Position
+		want              api.Position
+	}{
+		{"before, same epoch", pos(1, 10), pos(1, 20), pos(1, 10)},
+		{"before, an earlier epoch", pos(1, 30), pos(2, 20), pos(1, 30)},
+		{"at the consistent point", pos(1, 20), pos(1, 20), api.Position{}},
+		{"no start", api.Position{}, pos(1, 20), api.Position{}},
+		{"no consistent point", pos(1, 10), api.Position{}, api.Position{}},
+	} {
+		got := logStart(api.BackupResult{Start: c.start, Consistent: c.consistent})
+		if got.Compare(c.want) != 0 || got.IsZero() != c.want.IsZero() {
+			t.Errorf("%s: %v, want %v", c.name, got, c.want)
+		}
+	}
+}

@@ -377,7 +377,7 @@ func RestoreEngine(ctx context.Context, r *repo.Repository, eng api.Engine, o En
 		if err != nil {
 			return nil, err
 		}
-		req := api.ReplayRequest{Target: api.Target{DataDir: dataDir, Settings: o.Target.Settings}, To: to, From: res.Consistent, Options: backupOptions(res)}
+		req := api.ReplayRequest{Target: api.Target{DataDir: dataDir, Settings: o.Target.Settings}, To: to, From: res.Consistent, LogStart: logStart(res), Options: backupOptions(res)}
 		out, err := eng.Replay(ctx, req, segs)
 		if err != nil {
 			return nil, fmt.Errorf("restore %s: replay archived log to %s into %s: %w", m.ID.Short(), to, dataDir, err)
@@ -396,6 +396,15 @@ func backupOptions(res api.BackupResult) map[string]string {
 		opts["backup."+k] = v
 	}
 	return opts
+}
+
+// logStart is a backup's start when it is before its consistent point:
+// where its own log begins (ReplayRequest.LogStart); else zero.
+func logStart(res api.BackupResult) api.Position {
+	if res.Start.IsZero() || res.Consistent.IsZero() || res.Start.Compare(res.Consistent) >= 0 {
+		return api.Position{}
+	}
+	return res.Start
 }
 
 // restoreLogical loads a logical backup into the database at o.Target.
@@ -453,7 +462,7 @@ func restoreLogical(ctx context.Context, r *repo.Repository, eng api.Engine, o E
 		return nil, fmt.Errorf("restore %s into the database: %w", m.ID.Short(), err)
 	}
 	if replay {
-		if _, err := eng.Replay(ctx, api.ReplayRequest{Target: o.Target, To: to, From: res.Consistent, Options: backupOptions(res)}, segs); err != nil {
+		if _, err := eng.Replay(ctx, api.ReplayRequest{Target: o.Target, To: to, From: res.Consistent, LogStart: logStart(res), Options: backupOptions(res)}, segs); err != nil {
 			return nil, fmt.Errorf("restore %s: replay archived log to %s: %w", m.ID.Short(), to, err)
 		}
 	}

@@ -289,6 +289,9 @@ func (f *Fake) Archive(ctx context.Context, req api.ArchiveRequest, out api.Segm
 func (f *Fake) Replay(ctx context.Context, req api.ReplayRequest, src api.SegmentSource) (api.ReplayResult, error) {
 	at := req.From
 	meta := map[string]string{}
+	if !req.LogStart.IsZero() {
+		meta["log_start"] = req.LogStart.String() // as received, for the tests
+	}
 	n := 0
 	for req.To.Latest || at.Compare(req.To.Position) < 0 {
 		seg, r, err := src.Fetch(ctx, api.SegmentQuery{After: at, Stream: req.Stream})

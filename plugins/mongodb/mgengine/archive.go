@@ -28,6 +28,7 @@ type Segment struct {
 	Data                    []byte
 	Entries                 int
 	FirstCommit, LastCommit time.Time
+	Arrived                 time.Time // when its first entry reached the archiver
 }
 
 // ArchiveOptions tune Archive.
@@ -130,6 +131,7 @@ type archState struct {
 	branch  Pos
 	term    int64
 	hasTerm bool
+	sent    time.Time // when the last segment was sent
 }
 
 // resume returns where the next cursor starts after the archived end
@@ -197,8 +199,13 @@ func (c mongoCursor) raw() bson.Raw { return c.Current }
 // when the server closed it.
 type read struct {
 	entries []bson.Raw
-	err     error
-	dead    bool
+	// caughtUp: the entries end the batch the server sent; reading on
+	// takes a round trip (on MongoDB an awaitData getMore answers as soon
+	// as anything is written, so a batch used up means the reader has what
+	// was written when the server answered).
+	caughtUp bool
+	err      error
+	dead     bool
 }
 
 // maxReadBatch bounds the entries one read carries, so tail sees the
@@ -228,6 +235,7 @@ func readCursor(ctx context.Context, cur cursor, out chan<- read) {
 			for len(r.entries) < maxReadBatch && cur.RemainingBatchLength() > 0 && cur.TryNext(ctx) {
 				r.entries = append(r.entries, bytes.Clone(cur.raw()))
 			}
+			r.caughtUp = cur.RemainingBatchLength() == 0
 			if !put(r) {
 				return
 			}
@@ -299,6 +307,25 @@ func dueTime(arrived, written time.Time, interval time.Duration) time.Time {
 	return at
 }
 
+// catchUpSpacing is the least time between two segments sent because the
+// reader caught up (flushAt): at most four such segments a second with the
+// default interval.
+func catchUpSpacing(interval time.Duration) time.Duration { return interval / 4 }
+
+// flushAt is when a segment due at dueAt (dueTime) is sent: then, or,
+// when the reader has caught up with the oplog (nothing more was pending
+// when the server last answered), as soon as spacing has passed since the
+// previous segment was sent. Under a steady load the cursor keeps
+// answering with what was just written, so segments go out every spacing
+// rather than every interval; a reader that is behind (a backlog read in
+// full batches) waits for dueAt and sends fuller segments.
+func flushAt(dueAt, lastSent time.Time, caughtUp bool, spacing time.Duration) time.Time {
+	if at := lastSent.Add(spacing); caughtUp && at.Before(dueAt) {
+		return at
+	}
+	return dueAt
+}
+
 // tailCursor sends the entries of cur in segments: a reader goroutine
 // reads the cursor (readCursor) while this one cuts and sends segments, so
 // a segment goes out FlushInterval after its first entry arrived even when
@@ -334,12 +361,18 @@ func tailCursor(ctx context.Context, cur cursor, rest restFunc, explain func(err
 	seg := Segment{Start: start, Epoch: st.epoch, Branch: st.branch}
 	var buf bytes.Buffer
 	var dueAt time.Time
+	caughtUp := false
+	spacing := catchUpSpacing(o.FlushInterval)
+	if st.sent.IsZero() {
+		st.sent = time.Now()
+	}
 	flush := func() error {
 		if seg.Entries == 0 {
 			return nil
 		}
 		seg.Data = buf.Bytes()
 		seg.Name = fmt.Sprintf("oplog-%010d-%010d", seg.Start.T, seg.Start.I)
+		st.sent = time.Now()
 		if err := send(ctx, seg); err != nil {
 			return err
 		}
@@ -372,7 +405,8 @@ func tailCursor(ctx context.Context, cur cursor, rest restFunc, explain func(err
 		}
 		if seg.Entries == 0 {
 			seg.FirstCommit = at
-			dueAt = dueTime(time.Now(), at, o.FlushInterval)
+			seg.Arrived = time.Now()
+			dueAt = dueTime(seg.Arrived, at, o.FlushInterval)
 		}
 		seg.LastCommit = at
 		seg.End = p.Next()
@@ -397,9 +431,9 @@ func tailCursor(ctx context.Context, cur cursor, rest restFunc, explain func(err
 		}
 		return nil
 	}
-	// due flushes the segment when it is due (dueTime).
+	// due flushes the segment when it is due (flushAt).
 	due := func() error {
-		if seg.Entries > 0 && !time.Now().Before(dueAt) {
+		if seg.Entries > 0 && !time.Now().Before(flushAt(dueAt, st.sent, caughtUp, spacing)) {
 			return flush()
 		}
 		return nil
@@ -411,7 +445,7 @@ func tailCursor(ctx context.Context, cur cursor, rest restFunc, explain func(err
 		// timers: Reset leaves no stale tick in the channel).
 		var tick <-chan time.Time
 		if seg.Entries > 0 {
-			timer.Reset(max(time.Until(dueAt), 0))
+			timer.Reset(max(time.Until(flushAt(dueAt, st.sent, caughtUp, spacing)), 0))
 			tick = timer.C
 		} else {
 			timer.Stop()
@@ -423,6 +457,7 @@ func tailCursor(ctx context.Context, cur cursor, rest restFunc, explain func(err
 				// only when ctx ends.
 				return start, ctx.Err()
 			}
+			caughtUp = false // until the read's last entry is in
 			for _, raw := range r.entries {
 				if verify {
 					if err := check(raw); err != nil {
@@ -435,6 +470,12 @@ func tailCursor(ctx context.Context, cur cursor, rest restFunc, explain func(err
 				}
 				// Under a steady write load the reader always has more:
 				// the interval is checked after every entry too.
+				if err := due(); err != nil {
+					return start, err
+				}
+			}
+			if r.caughtUp {
+				caughtUp = true
 				if err := due(); err != nil {
 					return start, err
 				}
@@ -498,7 +539,14 @@ type ReplayFetch func(ctx context.Context, after Pos) (start, end Pos, r io.Read
 
 // ReplayOptions say what Replay applies.
 type ReplayOptions struct {
-	From      Pos       // boundary the restored copy stands at
+	From Pos // boundary the restored copy stands at
+	// LogStart, when before From, is where the backup's own log begins
+	// (its oplog window's first entry). Replay then reads archived oplog
+	// from there, applies nothing before From, and keeps of those entries
+	// the transactions still open at From (Applier.Collect), so that one
+	// that began before From and commits after it is applied whole at its
+	// commit. Zero: From.
+	LogStart  Pos
 	StopTime  time.Time // apply entries written before it (at it when Inclusive)
 	StopPos   Pos       // apply entries before this ts (and it when Inclusive)
 	Inclusive bool
@@ -523,6 +571,13 @@ type Replayed struct {
 	// the target (a prepared one not yet committed, a large one whose last
 	// entry is past it): none of their writes is applied.
 	Pending int
+	// Carried is the number of transactions open at From that the log
+	// read from LogStart held (applied at their commit, or pending).
+	Carried int
+	// ReadFrom is where the log read begins: LogStart, or a later point
+	// when the archive does not reach back that far (transactions that
+	// began before ReadFrom and commit after From are refused).
+	ReadFrom Pos
 }
 
 // Replay applies archived oplog from o.From up to the target.
@@ -537,8 +592,21 @@ func Replay(ctx context.Context, uri URI, o ReplayOptions, fetch ReplayFetch) (*
 		only[d] = true
 	}
 	a := &Applier{Client: c.Client, Rename: o.Rename, Only: only}
-	res := &Replayed{Pos: o.From}
-	after := o.From
+	// The log is read from LogStart (when before From); entries before
+	// From are only collected (transactions open at From).
+	scan := o.From
+	if !o.LogStart.IsZero() && o.LogStart.Less(o.From) {
+		scan = o.LogStart
+	}
+	res := &Replayed{Pos: o.From, ReadFrom: scan}
+	crossed := !scan.Less(o.From)
+	cross := func() {
+		if !crossed {
+			crossed = true
+			res.Carried = a.Pending()
+		}
+	}
+	after := scan
 	for {
 		start, end, r, err := fetch(ctx, after)
 		if errors.Is(err, ErrNoMoreLog) {
@@ -547,9 +615,14 @@ func Replay(ctx context.Context, uri URI, o ReplayOptions, fetch ReplayFetch) (*
 		if err != nil {
 			return nil, err
 		}
-		if o.From.Less(start) && res.Segments == 0 {
+		if (res.Segments == 0 || after.Less(o.From)) && o.From.Less(start) {
 			r.Close()
 			return nil, fmt.Errorf("archived oplog starts at %s, after the copy's position %s: log between them is missing", start.Text(), o.From.Text())
+		}
+		if after.Less(start) && after.Less(o.From) {
+			// The archive does not hold all of the log before From:
+			// transactions begun in the part it lacks cannot be completed.
+			res.ReadFrom = start
 		}
 		var until Pos
 		if o.Until != nil {
@@ -557,9 +630,9 @@ func Replay(ctx context.Context, uri URI, o ReplayOptions, fetch ReplayFetch) (*
 				r.Close()
 				return nil, err
 			}
-			if !until.IsZero() && until.Less(res.Pos) {
+			if !until.IsZero() && until.Less(after) {
 				r.Close()
-				return nil, fmt.Errorf("the copy stands at %s, past %s where a rollback replaced the archived history: it holds writes the rollback undid; restore from a backup taken after the rollback", res.Pos.Text(), until.Text())
+				return nil, fmt.Errorf("the copy stands at %s, past %s where a rollback replaced the archived history: it holds writes the rollback undid; restore from a backup taken after the rollback", after.Text(), until.Text())
 			}
 		}
 		res.Segments++
@@ -573,12 +646,16 @@ func Replay(ctx context.Context, uri URI, o ReplayOptions, fetch ReplayFetch) (*
 				return err
 			}
 			p := Pos{T: e.TS.T, I: e.TS.I}
-			if p.Less(res.Pos) {
-				return nil // already in the copy
+			if p.Less(after) {
+				return nil // read already
 			}
 			if !until.IsZero() && !p.Less(until) {
 				return io.EOF // a history a rollback replaced
 			}
+			if p.Less(o.From) {
+				return a.Collect(raw) // in the copy already
+			}
+			cross()
 			at := e.Wall
 			if at.IsZero() {
 				at = time.Unix(int64(e.TS.T), 0)
@@ -606,12 +683,16 @@ func Replay(ctx context.Context, uri URI, o ReplayOptions, fetch ReplayFetch) (*
 		if stop {
 			break
 		}
-		res.Pos = end
+		after = end
 		if !until.IsZero() && !end.Less(until) {
-			res.Pos = until // the next epoch's log starts here
+			after = until // the next epoch's log starts here
 		}
-		after = res.Pos
+		if !after.Less(o.From) {
+			cross()
+			res.Pos = after
+		}
 	}
+	cross()
 	res.Pending = a.Pending()
 	return res, nil
 }

@@ -109,7 +109,7 @@ func (t *txnEntry) isFirst() bool {
 var ErrTxnStartMissing = errors.New("a transaction began before the log replayed")
 
 func startMissing(commit Pos, k txnKey) error {
-	return fmt.Errorf("%w: its first oplog entries precede the backup's position, and it commits at %s (txnNumber %d); restore to a target before %s, or from a backup taken after it",
+	return fmt.Errorf("%w: its first oplog entries are not in the log read (they precede the backup's oplog window, or the archive's first segment), and it commits at %s (txnNumber %d); restore to a target before %s, or from a backup taken after it",
 		ErrTxnStartMissing, commit.Text(), k.num, commit.Text())
 }
 
@@ -174,3 +174,38 @@ func (a *Applier) transaction(ctx context.Context, raw bson.Raw, e Entry) (bool,
 // holds, not applied: they had not committed (or aborted) by the last
 // entry applied.
 func (a *Applier) Pending() int { return len(a.held) }
+
+// Collect reads an entry from before the copy's position (the log a
+// backup's copy already holds): it applies nothing, holds the parts of
+// transactions, and forgets those that commit or abort there (the copy
+// holds the committed ones). What is still held when the position is
+// reached are the transactions open at it, which Apply then applies
+// whole where they commit.
+func (a *Applier) Collect(raw bson.Raw) error {
+	var e Entry
+	if err := bson.Unmarshal(raw, &e); err != nil {
+		return fmt.Errorf("oplog entry: %w", err)
+	}
+	role, k, t, err := roleOf(raw, e)
+	if err != nil || role == txnNone {
+		return err
+	}
+	if a.held == nil {
+		a.held = map[txnKey]*heldTxn{}
+	}
+	switch role {
+	case txnPart:
+		h := a.held[k]
+		if h == nil {
+			h = &heldTxn{}
+			if t.isFirst() {
+				h.first = Pos{T: e.TS.T, I: e.TS.I}
+			}
+			a.held[k] = h
+		}
+		h.parts = append(h.parts, e)
+	default:
+		delete(a.held, k)
+	}
+	return nil
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"testing"
 	"time"
 
@@ -317,4 +318,152 @@ func TestReplayTransactionTargets(t *testing.T) {
 			}
 		})
 	}
+}
+
+// straddleLog is an oplog whose transactions straddle a backup's
+// position (straddleFrom, the boundary before entry 8): the backup's
+// window starts at entry 1, so its copy holds entries 1-7 applied, which
+// the test's empty target stands for (nothing before the position may be
+// applied to it). Segments: entries 1-5, 6-10, 11-12.
+func straddleLog(t *testing.T) [][]bson.Raw {
+	large, prepared, aborted, done := newTxn(1, 1), newTxn(2, 4), newTxn(3, 9), newTxn(4, 2)
+	es := marshalAll(t, []bson.D{
+		plain(1, 1),              // in the copy
+		large.partial(2, 10, 11), // large: begins before the position...
+		done.partial(3, 70),      // done: begins and commits before it (in the copy)
+		prepared.prepare(4, 20),  // prepared before the position...
+		aborted.prepare(5, 30),   // aborted after it
+		done.last(6, 2, 71),      //
+		large.partial(7, 12),     //
+		plain(8, 2),              // the position: the first entry replayed
+		large.last(9, 4, 13),     // ... commits after it: 10-13
+		aborted.abort(10),        // 30 never applied
+		prepared.commit(11, 4),   // ... commits after it: 20
+		plain(12, 3),             //
+	})
+	return [][]bson.Raw{es[:5], es[5:10], es[10:]}
+}
+
+var straddleFrom = mgengine.Pos{T: 1700000000, I: 8}
+
+// segmentFetch serves segs (consecutive runs of entries) as an archive
+// does: the first segment that ends after the position asked for.
+func segmentFetch(segs [][]bson.Raw) mgengine.ReplayFetch {
+	return func(_ context.Context, after mgengine.Pos) (mgengine.Pos, mgengine.Pos, io.ReadCloser, error) {
+		for _, s := range segs {
+			var e struct {
+				TS bson.Timestamp `bson:"ts"`
+			}
+			if err := bson.Unmarshal(s[0], &e); err != nil {
+				return mgengine.Pos{}, mgengine.Pos{}, nil, err
+			}
+			start := mgengine.Pos{T: e.TS.T, I: e.TS.I}
+			if err := bson.Unmarshal(s[len(s)-1], &e); err != nil {
+				return mgengine.Pos{}, mgengine.Pos{}, nil, err
+			}
+			end := mgengine.Pos{T: e.TS.T, I: e.TS.I}.Next()
+			if after.Less(end) {
+				var b bytes.Buffer
+				for _, raw := range s {
+					b.Write(raw)
+				}
+				return start, end, io.NopCloser(&b), nil
+			}
+		}
+		return mgengine.Pos{}, mgengine.Pos{}, nil, mgengine.ErrNoMoreLog
+	}
+}
+
+// TestReplayTransactionsStraddle: transactions open at the backup's
+// position, replayed with the log from its window's start (LogStart): one
+// that commits after the position is applied whole at its commit (large
+// and prepared), a target before its commit leaves it out, one aborted
+// after the position is dropped; nothing before the position is applied.
+// Without LogStart the first such commit is refused; with an archive that
+// does not reach back to the transaction's first entry, too.
+func TestReplayTransactionsStraddle(t *testing.T) {
+	ctx := context.Background()
+	srv := testbed.StartMongoDB(t)
+	cl := connect(t, srv.Base)
+	logStart := mgengine.Pos{T: 1700000000, I: 1}
+	n := 0
+	replay := func(o mgengine.ReplayOptions, segs [][]bson.Raw) (string, *mgengine.Replayed, error) {
+		t.Helper()
+		n++
+		db := fmt.Sprintf("%sstraddle%d", srv.Prefix, n)
+		o.From, o.Databases, o.Inclusive = straddleFrom, []string{"src"}, true
+		o.Rename = func(string) string { return db }
+		var res *mgengine.Replayed
+		var err error
+		for range 2 { // idempotent: twice gives the same
+			if res, err = mgengine.Replay(ctx, mgengine.URI(srv.URIFor(db)), o, segmentFetch(segs)); err != nil {
+				return "", nil, err
+			}
+		}
+		cur, err := cl.Database(db).Collection("t").Find(ctx, bson.D{}, options.Find().SetSort(bson.D{{Key: "_id", Value: 1}}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var docs []struct {
+			ID int32 `bson:"_id"`
+		}
+		if err := cur.All(ctx, &docs); err != nil {
+			t.Fatal(err)
+		}
+		var got []int32
+		for _, d := range docs {
+			got = append(got, d.ID)
+		}
+		return fmt.Sprint(got), res, nil
+	}
+	segs := straddleLog(t)
+	for _, c := range []struct {
+		name             string
+		stop             mgengine.Pos
+		time             time.Time
+		ids              string
+		carried, pending int
+	}{
+		{"to the end", mgengine.Pos{}, time.Time{}, "[2 3 10 11 12 13 20]", 3, 0},
+		{"to the position's first entry", mgengine.Pos{T: 1700000000, I: 8}, time.Time{}, "[2]", 3, 3},
+		{"to the large transaction's commit", mgengine.Pos{T: 1700000000, I: 9}, time.Time{}, "[2 10 11 12 13]", 3, 2},
+		{"to the abort, before the prepared commit", mgengine.Pos{T: 1700000000, I: 10}, time.Time{}, "[2 10 11 12 13]", 3, 1},
+		{"to the prepared commit, by time", mgengine.Pos{}, time.Unix(1700000000, 11*int64(time.Millisecond)), "[2 10 11 12 13 20]", 3, 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ids, res, err := replay(mgengine.ReplayOptions{LogStart: logStart, StopPos: c.stop, StopTime: c.time}, segs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ids != c.ids || res.Carried != c.carried || res.Pending != c.pending || res.ReadFrom != logStart {
+				t.Errorf("src.t %s, %d transactions carried, %d open, log read from %s; want %s, %d, %d, %s",
+					ids, res.Carried, res.Pending, res.ReadFrom.Text(), c.ids, c.carried, c.pending, logStart.Text())
+			}
+		})
+	}
+	t.Run("without the window's start", func(t *testing.T) {
+		_, _, err := replay(mgengine.ReplayOptions{}, segs)
+		if !errors.Is(err, mgengine.ErrTxnStartMissing) {
+			t.Fatalf("replay from the position alone: %v, want the commit refused", err)
+		}
+	})
+	t.Run("an archive that starts after the window's start", func(t *testing.T) {
+		// The archive starts at entry 6: the large transaction's first
+		// entry (2) is missing, and its commit is refused.
+		_, _, err := replay(mgengine.ReplayOptions{LogStart: logStart}, [][]bson.Raw{segs[1], segs[2]})
+		if !errors.Is(err, mgengine.ErrTxnStartMissing) {
+			t.Fatalf("%v, want the commit refused", err)
+		}
+		// To a target before that commit it works, reading from entry 6.
+		ids, res, err := replay(mgengine.ReplayOptions{LogStart: logStart, StopPos: mgengine.Pos{T: 1700000000, I: 8}}, [][]bson.Raw{segs[1], segs[2]})
+		if err != nil || ids != "[2]" || res.ReadFrom != (mgengine.Pos{T: 1700000000, I: 6}) {
+			t.Fatalf("%s, read from %v: %v; want [2] read from entry 6", ids, res, err)
+		}
+	})
+	t.Run("an archive that starts after the position", func(t *testing.T) {
+		_, _, err := replay(mgengine.ReplayOptions{LogStart: logStart}, [][]bson.Raw{segs[2]})
+		if err == nil || !strings.Contains(err.Error(), "log between them is missing") {
+			t.Fatalf("%v, want the missing log refused", err)
+		}
+	})
 }

@@ -2883,7 +2883,14 @@ type ReplayRequest struct {
 	// target.
 	Stream string `protobuf:"bytes,4,opt,name=stream,proto3" json:"stream,omitempty"`
 	// Optional. Engine-specific options.
-	Options       map[string]string `protobuf:"bytes,5,rep,name=options,proto3" json:"options,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Options map[string]string `protobuf:"bytes,5,rep,name=options,proto3" json:"options,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Optional. Where the backup's own log begins (BackupResult.start), when
+	// before from. A plugin may fetch archived log from here to learn of the
+	// work still open at from (MongoDB: transactions whose first entries
+	// precede it and that commit after it); it applies nothing before from.
+	// The archive may not reach back this far: the host checks coverage from
+	// from only.
+	LogStart      *Position `protobuf:"bytes,6,opt,name=log_start,json=logStart,proto3" json:"log_start,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2949,6 +2956,13 @@ func (x *ReplayRequest) GetStream() string {
 func (x *ReplayRequest) GetOptions() map[string]string {
 	if x != nil {
 		return x.Options
+	}
+	return nil
+}
+
+func (x *ReplayRequest) GetLogStart() *Position {
+	if x != nil {
+		return x.LogStart
 	}
 	return nil
 }
@@ -3684,13 +3698,14 @@ const file_amber_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x06latest\x18\x04 \x01(\bH\x00R\x06latest\x12\x12\n" +
 	"\x03txn\x18\x06 \x01(\tH\x00R\x03txn\x12\x1c\n" +
 	"\tinclusive\x18\x05 \x01(\bR\tinclusiveB\b\n" +
-	"\x06target\"\xd4\x02\n" +
+	"\x06target\"\x8c\x03\n" +
 	"\rReplayRequest\x12/\n" +
 	"\x06target\x18\x01 \x01(\v2\x17.amber.plugin.v1.TargetR\x06target\x12H\n" +
 	"\x0frecovery_target\x18\x02 \x01(\v2\x1f.amber.plugin.v1.RecoveryTargetR\x0erecoveryTarget\x12-\n" +
 	"\x04from\x18\x03 \x01(\v2\x19.amber.plugin.v1.PositionR\x04from\x12\x16\n" +
 	"\x06stream\x18\x04 \x01(\tR\x06stream\x12E\n" +
-	"\aoptions\x18\x05 \x03(\v2+.amber.plugin.v1.ReplayRequest.OptionsEntryR\aoptions\x1a:\n" +
+	"\aoptions\x18\x05 \x03(\v2+.amber.plugin.v1.ReplayRequest.OptionsEntryR\aoptions\x126\n" +
+	"\tlog_start\x18\x06 \x01(\v2\x19.amber.plugin.v1.PositionR\blogStart\x1a:\n" +
 	"\fOptionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"q\n" +
@@ -3907,49 +3922,50 @@ var file_amber_plugin_v1_plugin_proto_depIdxs = []int32{
 	35, // 66: amber.plugin.v1.ReplayRequest.recovery_target:type_name -> amber.plugin.v1.RecoveryTarget
 	2,  // 67: amber.plugin.v1.ReplayRequest.from:type_name -> amber.plugin.v1.Position
 	54, // 68: amber.plugin.v1.ReplayRequest.options:type_name -> amber.plugin.v1.ReplayRequest.OptionsEntry
-	2,  // 69: amber.plugin.v1.Fetch.after:type_name -> amber.plugin.v1.Position
-	32, // 70: amber.plugin.v1.SegmentInfo.header:type_name -> amber.plugin.v1.SegmentHeader
-	33, // 71: amber.plugin.v1.SegmentInfo.trailer:type_name -> amber.plugin.v1.SegmentTrailer
-	36, // 72: amber.plugin.v1.ReplayInput.request:type_name -> amber.plugin.v1.ReplayRequest
-	38, // 73: amber.plugin.v1.ReplayInput.segment:type_name -> amber.plugin.v1.SegmentInfo
-	39, // 74: amber.plugin.v1.ReplayInput.done:type_name -> amber.plugin.v1.SegmentDone
-	40, // 75: amber.plugin.v1.ReplayInput.miss:type_name -> amber.plugin.v1.FetchMiss
-	2,  // 76: amber.plugin.v1.ReplayResult.reached:type_name -> amber.plugin.v1.Position
-	57, // 77: amber.plugin.v1.ReplayResult.reached_time:type_name -> google.protobuf.Timestamp
-	55, // 78: amber.plugin.v1.ReplayResult.metadata:type_name -> amber.plugin.v1.ReplayResult.MetadataEntry
-	37, // 79: amber.plugin.v1.ReplayOutput.fetch:type_name -> amber.plugin.v1.Fetch
-	42, // 80: amber.plugin.v1.ReplayOutput.result:type_name -> amber.plugin.v1.ReplayResult
-	5,  // 81: amber.plugin.v1.IdentityService.Info:input_type -> amber.plugin.v1.InfoRequest
-	10, // 82: amber.plugin.v1.IdentityService.Probe:input_type -> amber.plugin.v1.ProbeRequest
-	6,  // 83: amber.plugin.v1.IdentityService.ParsePosition:input_type -> amber.plugin.v1.ParsePositionRequest
-	7,  // 84: amber.plugin.v1.LogFileService.DescribeLogFile:input_type -> amber.plugin.v1.DescribeLogFileRequest
-	12, // 85: amber.plugin.v1.LogicalService.LogicalDump:input_type -> amber.plugin.v1.BackupRequest
-	21, // 86: amber.plugin.v1.LogicalService.LogicalRestore:input_type -> amber.plugin.v1.RestoreInput
-	12, // 87: amber.plugin.v1.PhysicalService.PhysicalBackup:input_type -> amber.plugin.v1.BackupRequest
-	21, // 88: amber.plugin.v1.PhysicalService.PhysicalRestore:input_type -> amber.plugin.v1.RestoreInput
-	24, // 89: amber.plugin.v1.SnapshotService.Freeze:input_type -> amber.plugin.v1.FreezeRequest
-	26, // 90: amber.plugin.v1.SnapshotService.RenewLease:input_type -> amber.plugin.v1.RenewLeaseRequest
-	28, // 91: amber.plugin.v1.SnapshotService.Thaw:input_type -> amber.plugin.v1.ThawRequest
-	31, // 92: amber.plugin.v1.ArchiveService.Archive:input_type -> amber.plugin.v1.ArchiveInput
-	41, // 93: amber.plugin.v1.ReplayService.Replay:input_type -> amber.plugin.v1.ReplayInput
-	9,  // 94: amber.plugin.v1.IdentityService.Info:output_type -> amber.plugin.v1.InfoResponse
-	11, // 95: amber.plugin.v1.IdentityService.Probe:output_type -> amber.plugin.v1.ProbeResponse
-	2,  // 96: amber.plugin.v1.IdentityService.ParsePosition:output_type -> amber.plugin.v1.Position
-	8,  // 97: amber.plugin.v1.LogFileService.DescribeLogFile:output_type -> amber.plugin.v1.DescribeLogFileResponse
-	19, // 98: amber.plugin.v1.LogicalService.LogicalDump:output_type -> amber.plugin.v1.BackupOutput
-	22, // 99: amber.plugin.v1.LogicalService.LogicalRestore:output_type -> amber.plugin.v1.RestoreResult
-	19, // 100: amber.plugin.v1.PhysicalService.PhysicalBackup:output_type -> amber.plugin.v1.BackupOutput
-	22, // 101: amber.plugin.v1.PhysicalService.PhysicalRestore:output_type -> amber.plugin.v1.RestoreResult
-	25, // 102: amber.plugin.v1.SnapshotService.Freeze:output_type -> amber.plugin.v1.FreezeResponse
-	27, // 103: amber.plugin.v1.SnapshotService.RenewLease:output_type -> amber.plugin.v1.RenewLeaseResponse
-	29, // 104: amber.plugin.v1.SnapshotService.Thaw:output_type -> amber.plugin.v1.ThawResponse
-	34, // 105: amber.plugin.v1.ArchiveService.Archive:output_type -> amber.plugin.v1.ArchiveOutput
-	43, // 106: amber.plugin.v1.ReplayService.Replay:output_type -> amber.plugin.v1.ReplayOutput
-	94, // [94:107] is the sub-list for method output_type
-	81, // [81:94] is the sub-list for method input_type
-	81, // [81:81] is the sub-list for extension type_name
-	81, // [81:81] is the sub-list for extension extendee
-	0,  // [0:81] is the sub-list for field type_name
+	2,  // 69: amber.plugin.v1.ReplayRequest.log_start:type_name -> amber.plugin.v1.Position
+	2,  // 70: amber.plugin.v1.Fetch.after:type_name -> amber.plugin.v1.Position
+	32, // 71: amber.plugin.v1.SegmentInfo.header:type_name -> amber.plugin.v1.SegmentHeader
+	33, // 72: amber.plugin.v1.SegmentInfo.trailer:type_name -> amber.plugin.v1.SegmentTrailer
+	36, // 73: amber.plugin.v1.ReplayInput.request:type_name -> amber.plugin.v1.ReplayRequest
+	38, // 74: amber.plugin.v1.ReplayInput.segment:type_name -> amber.plugin.v1.SegmentInfo
+	39, // 75: amber.plugin.v1.ReplayInput.done:type_name -> amber.plugin.v1.SegmentDone
+	40, // 76: amber.plugin.v1.ReplayInput.miss:type_name -> amber.plugin.v1.FetchMiss
+	2,  // 77: amber.plugin.v1.ReplayResult.reached:type_name -> amber.plugin.v1.Position
+	57, // 78: amber.plugin.v1.ReplayResult.reached_time:type_name -> google.protobuf.Timestamp
+	55, // 79: amber.plugin.v1.ReplayResult.metadata:type_name -> amber.plugin.v1.ReplayResult.MetadataEntry
+	37, // 80: amber.plugin.v1.ReplayOutput.fetch:type_name -> amber.plugin.v1.Fetch
+	42, // 81: amber.plugin.v1.ReplayOutput.result:type_name -> amber.plugin.v1.ReplayResult
+	5,  // 82: amber.plugin.v1.IdentityService.Info:input_type -> amber.plugin.v1.InfoRequest
+	10, // 83: amber.plugin.v1.IdentityService.Probe:input_type -> amber.plugin.v1.ProbeRequest
+	6,  // 84: amber.plugin.v1.IdentityService.ParsePosition:input_type -> amber.plugin.v1.ParsePositionRequest
+	7,  // 85: amber.plugin.v1.LogFileService.DescribeLogFile:input_type -> amber.plugin.v1.DescribeLogFileRequest
+	12, // 86: amber.plugin.v1.LogicalService.LogicalDump:input_type -> amber.plugin.v1.BackupRequest
+	21, // 87: amber.plugin.v1.LogicalService.LogicalRestore:input_type -> amber.plugin.v1.RestoreInput
+	12, // 88: amber.plugin.v1.PhysicalService.PhysicalBackup:input_type -> amber.plugin.v1.BackupRequest
+	21, // 89: amber.plugin.v1.PhysicalService.PhysicalRestore:input_type -> amber.plugin.v1.RestoreInput
+	24, // 90: amber.plugin.v1.SnapshotService.Freeze:input_type -> amber.plugin.v1.FreezeRequest
+	26, // 91: amber.plugin.v1.SnapshotService.RenewLease:input_type -> amber.plugin.v1.RenewLeaseRequest
+	28, // 92: amber.plugin.v1.SnapshotService.Thaw:input_type -> amber.plugin.v1.ThawRequest
+	31, // 93: amber.plugin.v1.ArchiveService.Archive:input_type -> amber.plugin.v1.ArchiveInput
+	41, // 94: amber.plugin.v1.ReplayService.Replay:input_type -> amber.plugin.v1.ReplayInput
+	9,  // 95: amber.plugin.v1.IdentityService.Info:output_type -> amber.plugin.v1.InfoResponse
+	11, // 96: amber.plugin.v1.IdentityService.Probe:output_type -> amber.plugin.v1.ProbeResponse
+	2,  // 97: amber.plugin.v1.IdentityService.ParsePosition:output_type -> amber.plugin.v1.Position
+	8,  // 98: amber.plugin.v1.LogFileService.DescribeLogFile:output_type -> amber.plugin.v1.DescribeLogFileResponse
+	19, // 99: amber.plugin.v1.LogicalService.LogicalDump:output_type -> amber.plugin.v1.BackupOutput
+	22, // 100: amber.plugin.v1.LogicalService.LogicalRestore:output_type -> amber.plugin.v1.RestoreResult
+	19, // 101: amber.plugin.v1.PhysicalService.PhysicalBackup:output_type -> amber.plugin.v1.BackupOutput
+	22, // 102: amber.plugin.v1.PhysicalService.PhysicalRestore:output_type -> amber.plugin.v1.RestoreResult
+	25, // 103: amber.plugin.v1.SnapshotService.Freeze:output_type -> amber.plugin.v1.FreezeResponse
+	27, // 104: amber.plugin.v1.SnapshotService.RenewLease:output_type -> amber.plugin.v1.RenewLeaseResponse
+	29, // 105: amber.plugin.v1.SnapshotService.Thaw:output_type -> amber.plugin.v1.ThawResponse
+	34, // 106: amber.plugin.v1.ArchiveService.Archive:output_type -> amber.plugin.v1.ArchiveOutput
+	43, // 107: amber.plugin.v1.ReplayService.Replay:output_type -> amber.plugin.v1.ReplayOutput
+	95, // [95:108] is the sub-list for method output_type
+	82, // [82:95] is the sub-list for method input_type
+	82, // [82:82] is the sub-list for extension type_name
+	82, // [82:82] is the sub-list for extension extendee
+	0,  // [0:82] is the sub-list for field type_name
 }
 
 func init() { file_amber_plugin_v1_plugin_proto_init() }
