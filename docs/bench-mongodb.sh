@@ -92,7 +92,7 @@ stop_server() {
 # with its oplog emulation on, while two sessions insert documents one at a
 # time; a probe inserts a marker every 100 ms and reads the newest oplog
 # entry after each (mgbench lag).
-# measure_lag sets lag to "n p50 p90 p99 max missing writes/s".
+# measure_lag sets lag to "n p50 p90 p99 max missing writes/s objects/min".
 measure_lag() {
   d="$work/lag"
   start_server "$d"
@@ -110,7 +110,7 @@ measure_lag() {
   kill -TERM "$archpid"
   wait "$archpid" || die "amber archive exited with an error after SIGTERM: $(tail -5 "$work/archive.log")"
   stop_server "$srv_pid"
-  say "lag (n p50 p90 p99 max missing writes/s): $lag"
+  say "lag (n p50 p90 p99 max missing writes/s objects/min): $lag"
 }
 
 make_template() {
@@ -131,9 +131,9 @@ if [ "${BENCH_MONGO_LAG_ONLY:-0}" = 1 ]; then
   amber_ver=$(binary_commit "$amber")
   say "lag only: amber at $amber_ver, load average $(cut -d' ' -f1-3 /proc/loadavg)"
   measure_lag
-  read -r lag_n lag_p50 lag_p90 lag_p99 lag_max lag_miss lag_wps <<<"$lag"
-  printf 'archive lag under load (%s s, %s inserts/s): %s markers: p50 %s s, p90 %s s, p99 %s s, max %s s; %s never durable; amber at %s; load average at the end %s\n' \
-    "$lag_seconds" "$lag_wps" "$lag_n" "$lag_p50" "$lag_p90" "$lag_p99" "$lag_max" "$lag_miss" "$amber_ver" "$(cut -d' ' -f1-3 /proc/loadavg)"
+  read -r lag_n lag_p50 lag_p90 lag_p99 lag_max lag_miss lag_wps lag_objs <<<"$lag"
+  printf 'archive lag under load (%s s, %s inserts/s): %s markers: p50 %s s, p90 %s s, p99 %s s, max %s s; %s never durable; %s segment objects/min; amber at %s; load average at the end %s\n' \
+    "$lag_seconds" "$lag_wps" "$lag_n" "$lag_p50" "$lag_p90" "$lag_p99" "$lag_max" "$lag_miss" "$lag_objs" "$amber_ver" "$(cut -d' ' -f1-3 /proc/loadavg)"
   exit 0
 fi
 [ -d "$tpl" ] || make_template
@@ -267,7 +267,7 @@ row() { # label key
   printf '| %s | %s | %s | %s | %s | %s | %s | %s MiB |\n' "$1" "${best[$2]}" "${all[$2]}" "$(rate "${best[$2]}")" \
     "$(drate "${best[$2]}")" "${bestcpu[$2]}" "$st" "$(mib "${maxrss[$2]}")"
 }
-read -r lag_n lag_p50 lag_p90 lag_p99 lag_max lag_miss lag_wps <<<"$lag"
+read -r lag_n lag_p50 lag_p90 lag_p99 lag_max lag_miss lag_wps lag_objs <<<"$lag"
 peak=$(for k in amber_backup amber_restore; do echo "${maxrss[$k]}"; done | sort -n | tail -1)
 s_dump=$(ratio "${best[mongodump]}" "${best[amber_backup]}")
 s_rest=$(ratio "${best[mongorestore]}" "${best[amber_restore]}")

@@ -307,6 +307,10 @@ func dueTime(arrived, written time.Time, interval time.Duration) time.Time {
 	return at
 }
 
+// traceRead, set by a benchmark only, is told of every read the
+// archiver receives from its cursor reader, and when.
+var traceRead func(entries []bson.Raw, at time.Time)
+
 // catchUpSpacing is the least time between two segments sent because the
 // reader caught up (flushAt): at most four such segments a second with the
 // default interval.
@@ -458,6 +462,9 @@ func tailCursor(ctx context.Context, cur cursor, rest restFunc, explain func(err
 				return start, ctx.Err()
 			}
 			caughtUp = false // until the read's last entry is in
+			if traceRead != nil {
+				traceRead(r.entries, time.Now())
+			}
 			for _, raw := range r.entries {
 				if verify {
 					if err := check(raw); err != nil {

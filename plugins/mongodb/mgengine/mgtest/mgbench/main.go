@@ -164,6 +164,24 @@ type reach struct {
 // maxEnd is the largest end offset of the segments under a repository's
 // log/ directory (log/<stream>/<epoch>/<start>-<end>[.partial]): every
 // object there is durable once listed (written, synced, renamed).
+// objects counts the segment objects under a repository's log directory.
+func objects(dir string) int {
+	n := 0
+	streams, _ := os.ReadDir(dir)
+	for _, s := range streams {
+		epochs, _ := os.ReadDir(filepath.Join(dir, s.Name()))
+		for _, e := range epochs {
+			objs, _ := os.ReadDir(filepath.Join(dir, s.Name(), e.Name()))
+			for _, o := range objs {
+				if !strings.HasPrefix(o.Name(), ".") {
+					n++
+				}
+			}
+		}
+	}
+	return n
+}
+
 func maxEnd(dir string) uint64 {
 	var m uint64
 	streams, _ := os.ReadDir(dir)
@@ -221,6 +239,7 @@ func lag(ctx context.Context, cl *mongo.Client, db *mongo.Database, dir string, 
 	// one (a driver read deadline can fire just before the context's).
 	deadline := time.Now().Add(d)
 	running := func() bool { return time.Now().Before(deadline) }
+	objs0 := objects(dir)
 	var wg sync.WaitGroup
 	errs := make(chan error, 3)
 	for w := range 2 {
@@ -262,6 +281,7 @@ func lag(ctx context.Context, cl *mongo.Client, db *mongo.Database, dir string, 
 		}
 	}()
 	wg.Wait()
+	objs := objects(dir) - objs0
 	close(errs)
 	if err := <-errs; err != nil {
 		close(stop)
@@ -287,6 +307,7 @@ func lag(ctx context.Context, cl *mongo.Client, db *mongo.Database, dir string, 
 		}
 		return lags[min(len(lags)-1, int(p*float64(len(lags))))]
 	}
-	fmt.Printf("%d %.3f %.3f %.3f %.3f %d %d\n", len(lags), q(0.50), q(0.90), q(0.99), q(1), missing, writes.Load()/int64(d/time.Second))
+	fmt.Printf("%d %.3f %.3f %.3f %.3f %d %d %d\n", len(lags), q(0.50), q(0.90), q(0.99), q(1), missing, writes.Load()/int64(d/time.Second),
+		int64(objs)*int64(time.Minute)/int64(d))
 	return nil
 }
