@@ -77,27 +77,11 @@ func mongoDB(t testing.TB, uri string) *mongo.Database {
 // mongoServer is a test server with its default database.
 type mongoServer struct{ *testbed.MongoDB }
 
-// startMongo starts a server and, on a shared one, drops the test's
-// databases in cleanup.
+// startMongo starts a server (on a shared one, testbed drops the test's
+// databases in cleanup).
 func startMongo(t testing.TB) *mongoServer {
 	t.Helper()
-	m := testbed.StartMongoDB(t)
-	if !m.FerretDB {
-		t.Cleanup(func() {
-			c, err := mongo.Connect(options.Client().ApplyURI(m.Base))
-			if err != nil {
-				return
-			}
-			defer c.Disconnect(context.Background())
-			names, _ := c.ListDatabaseNames(context.Background(), bson.D{})
-			for _, n := range names {
-				if strings.HasPrefix(n, m.Prefix) {
-					c.Database(n).Drop(context.Background())
-				}
-			}
-		})
-	}
-	return &mongoServer{m}
+	return &mongoServer{testbed.StartMongoDB(t)}
 }
 
 // mongoRoundTripTypes: every BSON type the server takes, a 15 MB

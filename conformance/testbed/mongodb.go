@@ -2,6 +2,7 @@ package testbed
 
 import (
 	"bufio"
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -15,6 +16,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
 )
 
 // MongoDB test servers.
@@ -30,8 +35,8 @@ import (
 //
 // When AMBER_TEST_MONGODB_URI is set (mongodb://user:password@host:port/,
 // a server the tests may write to), tests use that server instead: each
-// test works in databases of its own, named with a random prefix, and
-// drops them in cleanup.
+// test works in databases of its own, named with a random prefix, which
+// StartMongoDB's cleanup drops.
 
 // MongoDBURIEnv names the variable that points tests at a real server.
 const MongoDBURIEnv = "AMBER_TEST_MONGODB_URI"
@@ -57,8 +62,8 @@ type MongoDB struct {
 
 // StartMongoDB starts a FerretDB server, or uses the server named by
 // AMBER_TEST_MONGODB_URI, and returns it with a fresh default database.
-// On a shared server, dropping the databases the test created (named
-// with Prefix) is the caller's. FerretDB's oplog emulation starts once the
+// On a shared server the databases the test created (named with Prefix)
+// are dropped in cleanup. FerretDB's oplog emulation starts once the
 // caller creates the capped collection local.oplog.rs.
 func StartMongoDB(t testing.TB) *MongoDB {
 	t.Helper()
@@ -66,7 +71,9 @@ func StartMongoDB(t testing.TB) *MongoDB {
 	_, _ = rand.Read(b[:])
 	prefix := "amber_" + hex.EncodeToString(b[:]) + "_"
 	if uri := os.Getenv(MongoDBURIEnv); uri != "" {
-		return &MongoDB{Base: uri, Prefix: prefix, DBName: prefix + "app"}
+		m := &MongoDB{Base: uri, Prefix: prefix, DBName: prefix + "app"}
+		t.Cleanup(func() { m.dropOwn(t) })
+		return m
 	}
 	bin := Tool(t, "ferretdb-testbed")
 	dir, err := os.MkdirTemp(os.TempDir(), "amber-mongo-")
@@ -114,6 +121,29 @@ func StartMongoDB(t testing.TB) *MongoDB {
 		t.Fatalf("ferretdb-testbed not listening after %v:\n%s", mongoReadyTimeout, b)
 	}
 	return m
+}
+
+// dropOwn drops the databases of a shared server whose names start with
+// the test's Prefix: every database the test made.
+func (m *MongoDB) dropOwn(t testing.TB) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c, err := mongo.Connect(options.Client().ApplyURI(m.Base))
+	if err != nil {
+		t.Logf("drop the test's databases on %s: %v", MongoDBURIEnv, err)
+		return
+	}
+	defer c.Disconnect(ctx)
+	names, err := c.ListDatabaseNames(ctx, bson.D{{Key: "name", Value: bson.D{{Key: "$regex", Value: "^" + m.Prefix}}}})
+	if err != nil {
+		t.Logf("list the test's databases on %s: %v", MongoDBURIEnv, err)
+		return
+	}
+	for _, n := range names {
+		if err := c.Database(n).Drop(ctx); err != nil {
+			t.Logf("drop database %s: %v", n, err)
+		}
+	}
 }
 
 // DSN connects to the test's default database.
