@@ -77,7 +77,7 @@ func (e *Engine) Info(context.Context) (api.Info, error) {
 		Capabilities: []api.Capability{api.LogicalDump, api.LogicalRestore, api.PhysicalBackup,
 			api.PhysicalRestore, api.Freeze, api.Archive, api.LogFiles, api.FileRecords},
 		// An incremental BASE_BACKUP uploads the previous backup's manifest.
-		PreviousEntries: []string{pgengine.ManifestEntry},
+		PreviousEntries:  []string{pgengine.ManifestEntry},
 		SupportedServers: "PostgreSQL 10 and newer (tested with 15)",
 	}, nil
 }
