@@ -99,30 +99,23 @@ func (s *recordSink) Entry(ctx context.Context, name string, r io.Reader) error 
 	return err
 }
 
-// countingWriter counts what goes through to w.
-type countingWriter struct {
-	w io.Writer
-	n int64
+// recordStamp is the stamp of a file record of a BASE_BACKUP archive:
+// "bb:<header length>:<file size>:<hash of the header>", the header as
+// amber writes it (its length and bytes are all a patch needs of it).
+func recordStamp(hdr []byte, size int64) string {
+	sum := sha256.Sum256(hdr)
+	return fmt.Sprintf("bb:%d:%d:%x", len(hdr), size, sum[:8])
 }
 
-func (c *countingWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += int64(n)
-	return n, err
-}
-
-// recordStamp is the stamp of a file record of a BASE_BACKUP archive: the
-// length of its tar header and of the file.
-func recordStamp(hdrLen, size int64) string { return fmt.Sprintf("bb:%d:%d", hdrLen, size) }
-
-func parseRecordStamp(s string) (hdrLen, size int64, ok bool) {
-	a, b, found := strings.Cut(strings.TrimPrefix(s, "bb:"), ":")
-	if !found || !strings.HasPrefix(s, "bb:") {
-		return 0, 0, false
+// parseRecordStamp reads a recordStamp.
+func parseRecordStamp(s string) (hdrLen, size int64, hdrHash string, ok bool) {
+	f := strings.Split(s, ":")
+	if len(f) != 4 || f[0] != "bb" {
+		return 0, 0, "", false
 	}
-	h, err1 := strconv.ParseInt(a, 10, 64)
-	n, err2 := strconv.ParseInt(b, 10, 64)
-	return h, n, err1 == nil && err2 == nil && h > 0 && n >= 0
+	h, err1 := strconv.ParseInt(f[1], 10, 64)
+	n, err2 := strconv.ParseInt(f[2], 10, 64)
+	return h, n, f[3], err1 == nil && err2 == nil && h > 0 && n >= 0
 }
 
 // plainHeader is the header amber writes for a member: the same for the
@@ -148,8 +141,7 @@ func (s *recordSink) tarEntry(name string, r io.Reader, w io.Writer) error {
 	if name != BaseTar {
 		prefix = "pg_tblspc/" + strings.TrimSuffix(name, ".tar") + "/"
 	}
-	cw := &countingWriter{w: w}
-	tw := tar.NewWriter(cw)
+	tw := tar.NewWriter(w)
 	tr := tar.NewReader(bufio.NewReaderSize(r, 1<<20))
 	inRecord := false
 	for {
@@ -189,11 +181,11 @@ func (s *recordSink) tarEntry(name string, r io.Reader, w io.Writer) error {
 				s.resize(h.Name, size)
 			}
 			nh := plainHeader(h, h.Name, size)
-			hl, err := headerLength(nh)
+			hdr, err := headerBytes(nh)
 			if err != nil {
 				return fmt.Errorf("archive %s: %s: %w", name, h.Name, err)
 			}
-			if err := fm.MarkFile(h.Name, recordStamp(hl, size), 0, false); err != nil {
+			if err := fm.MarkFile(h.Name, recordStamp(hdr, size), 0, false); err != nil {
 				return err
 			}
 			inRecord = true
@@ -238,13 +230,13 @@ func (s *recordSink) resize(manifestPath string, size int64) {
 	s.resized[manifestPath] = size
 }
 
-// headerLength is the number of bytes tar.Writer writes for h.
-func headerLength(h *tar.Header) (int64, error) {
-	var c countWriter
-	if err := tar.NewWriter(&c).WriteHeader(h); err != nil {
-		return 0, err
+// headerBytes is what tar.Writer writes for h.
+func headerBytes(h *tar.Header) ([]byte, error) {
+	var b bytes.Buffer
+	if err := tar.NewWriter(&b).WriteHeader(h); err != nil {
+		return nil, err
 	}
-	return int64(c), nil
+	return b.Bytes(), nil
 }
 
 // incrementalHeader is the head of an INCREMENTAL.<name> file.
@@ -300,7 +292,7 @@ func (s *recordSink) patch(entry, key string, h *tar.Header, r io.Reader, pm Pat
 	if !ok {
 		return 0, fmt.Errorf("the previous backup has no record of %s to apply the changed blocks to; take a full backup", key)
 	}
-	prevHdr, prevSize, ok := parseRecordStamp(prev.Stamp)
+	prevHdr, prevSize, prevHash, ok := parseRecordStamp(prev.Stamp)
 	if !ok {
 		return 0, fmt.Errorf("the previous backup's record of %s has stamp %q, not a BASE_BACKUP file's; take a full backup", key, prev.Stamp)
 	}
@@ -312,17 +304,23 @@ func (s *recordSink) patch(entry, key string, h *tar.Header, r io.Reader, pm Pat
 		blocks = max(blocks, int64(b)+1)
 	}
 	size := blocks * blockSize
-	nh := plainHeader(h, key, size)
-	var hdr bytes.Buffer
-	if err := tar.NewWriter(&hdr).WriteHeader(nh); err != nil {
+	hdr, err := headerBytes(plainHeader(h, key, size))
+	if err != nil {
 		return 0, err
 	}
-	hl := int64(hdr.Len())
+	hl := int64(len(hdr))
 	if hl != prevHdr {
 		return 0, fmt.Errorf("its tar header takes %d bytes, the previous backup's %d; take a full backup", hl, prevHdr)
 	}
-	// The header, then the changed blocks, adjacent ones in one range.
-	ranges := []Range{{0, hl}}
+	stamp := recordStamp(hdr, size)
+	// The header unless it is the same, then the changed blocks, adjacent
+	// ones in one range.
+	var ranges []Range
+	if _, _, hash, _ := parseRecordStamp(stamp); hash != prevHash {
+		ranges = append(ranges, Range{0, hl})
+	} else {
+		hdr = nil
+	}
 	for i := 0; i < len(ih.blocks); {
 		j := i + 1
 		for j < len(ih.blocks) && ih.blocks[j] == ih.blocks[j-1]+1 {
@@ -335,10 +333,10 @@ func (s *recordSink) patch(entry, key string, h *tar.Header, r io.Reader, pm Pat
 	// far as it reaches; past it, they are zeros unless sent (what
 	// pg_combinebackup does).
 	keep := hl + min(int64(ih.truncation)*blockSize, prevSize)
-	if err := pm.MarkPatch(key, recordStamp(hl, size), hl+size, key, keep, ranges); err != nil {
+	if err := pm.MarkPatch(key, stamp, hl+size, key, keep, ranges); err != nil {
 		return 0, err
 	}
-	if _, err := w.Write(hdr.Bytes()); err != nil {
+	if _, err := w.Write(hdr); err != nil {
 		return 0, err
 	}
 	if _, err := io.CopyN(w, r, int64(len(ih.blocks))*blockSize); err != nil {

@@ -182,7 +182,7 @@ func manifestOf(files map[string]int) []byte {
 	var b strings.Builder
 	b.WriteString("{ \"PostgreSQL-Backup-Manifest-Version\": 2,\n\"System-Identifier\": 1,\n\"Files\": [")
 	first := true
-	for _, name := range []string{"backup_label", "base/5/16384", "base/5/INCREMENTAL.16384", "base/5/INCREMENTAL.16390", "base/5/16390", "base/5/PG_VERSION"} {
+	for _, name := range []string{"backup_label", "base/5/16384", "base/5/INCREMENTAL.16384", "base/5/INCREMENTAL.16390", "base/5/16390", "base/5/INCREMENTAL.16400", "base/5/PG_VERSION"} {
 		size, ok := files[name]
 		if !ok {
 			continue
@@ -217,20 +217,20 @@ func blocksOf(seed uint64, n int) []byte {
 // lists the whole files with a valid checksum.
 func TestRecordSinkIncremental(t *testing.T) {
 	ctx := context.Background()
-	grow, shrink := blocksOf(1, 10), blocksOf(2, 20)
+	grow, shrink, same := blocksOf(1, 10), blocksOf(2, 20), blocksOf(8, 3)
 	labelFull := "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\nLABEL: amber\n"
 	full := tarOf(t, []member{{name: "base", data: nil}, {name: "base/5", data: nil}, {name: "base/5/PG_VERSION", data: []byte("17\n")},
-		{name: "base/5/16384", data: grow}, {name: "base/5/16390", data: shrink}, {name: "backup_label", data: []byte(labelFull)}})
+		{name: "base/5/16384", data: grow}, {name: "base/5/16390", data: shrink}, {name: "base/5/16400", data: same}, {name: "backup_label", data: []byte(labelFull)}})
 	s1 := &patchSink{}
 	rs := &recordSink{es: s1}
 	if err := rs.Entry(ctx, BaseTar, bytes.NewReader(full)); err != nil {
 		t.Fatal(err)
 	}
-	if got := untar(t, s1.entries[BaseTar]); !bytes.Equal(got["base/5/16384"], grow) || len(got) != 4 {
+	if got := untar(t, s1.entries[BaseTar]); !bytes.Equal(got["base/5/16384"], grow) || len(got) != 5 {
 		t.Fatalf("full archive rewritten wrong: %d files", len(got))
 	}
-	if len(s1.recs[BaseTar]) != 4 || rs.whole != 4 {
-		t.Fatalf("records %d, whole %d; want 4", len(s1.recs[BaseTar]), rs.whole)
+	if len(s1.recs[BaseTar]) != 5 || rs.whole != 5 {
+		t.Fatalf("records %d, whole %d; want 5", len(s1.recs[BaseTar]), rs.whole)
 	}
 
 	// 16384: block 3 changed, blocks 10 and 11 added, truncation length 10.
@@ -244,12 +244,13 @@ func TestRecordSinkIncremental(t *testing.T) {
 	copy(wantShrink, s0)
 	inc1 := incrementalFile(10, []uint32{3, 10, 11}, [][]byte{b3, b10, b11})
 	inc2 := incrementalFile(12, []uint32{0, 13}, [][]byte{s0, s13})
+	inc3 := incrementalFile(3, nil, nil) // unchanged: the same header too, so no byte is sent
 	labelInc := "START WAL LOCATION: 0/5000028 (file 000000010000000000000005)\nINCREMENTAL FROM LSN: 0/2000028\nINCREMENTAL FROM TLI: 1\nLABEL: amber\n"
 	incTar := tarOf(t, []member{{name: "base", data: nil}, {name: "base/5", data: nil}, {name: "base/5/PG_VERSION", data: []byte("17\n")},
 		{name: "base/5/INCREMENTAL.16384", data: inc1}, {name: "base/5/INCREMENTAL.16390", data: inc2},
-		{name: "backup_label", data: []byte(labelInc)}})
+		{name: "base/5/INCREMENTAL.16400", data: inc3}, {name: "backup_label", data: []byte(labelInc)}})
 	manifest := manifestOf(map[string]int{"backup_label": len(labelInc), "base/5/INCREMENTAL.16384": len(inc1),
-		"base/5/INCREMENTAL.16390": len(inc2), "base/5/PG_VERSION": 3})
+		"base/5/INCREMENTAL.16390": len(inc2), "base/5/INCREMENTAL.16400": len(inc3), "base/5/PG_VERSION": 3})
 
 	s2 := &patchSink{prev: s1.recs}
 	prev := map[string]map[string]PreviousRecord{BaseTar: {}}
@@ -270,14 +271,17 @@ func TestRecordSinkIncremental(t *testing.T) {
 	if !bytes.Equal(got["base/5/16390"], wantShrink) {
 		t.Errorf("16390 rebuilt with %d bytes, want %d (or different bytes)", len(got["base/5/16390"]), len(wantShrink))
 	}
-	if _, ok := got["base/5/INCREMENTAL.16384"]; ok || len(got) != 4 {
+	if !bytes.Equal(got["base/5/16400"], same) {
+		t.Errorf("16400 rebuilt with %d bytes, want %d (or different bytes)", len(got["base/5/16400"]), len(same))
+	}
+	if _, ok := got["base/5/INCREMENTAL.16384"]; ok || len(got) != 5 {
 		t.Errorf("incremental files stored: %d files", len(got))
 	}
 	wantLabel := "START WAL LOCATION: 0/5000028 (file 000000010000000000000005)\nLABEL: amber\n"
 	if string(got["backup_label"]) != wantLabel {
 		t.Errorf("backup_label %q", got["backup_label"])
 	}
-	if len(s2.patched) != 2 || rs2.patched != 2 || rs2.whole != 2 {
+	if len(s2.patched) != 3 || rs2.patched != 3 || rs2.whole != 2 {
 		t.Errorf("patched %v (%d), whole %d", s2.patched, rs2.patched, rs2.whole)
 	}
 
