@@ -149,9 +149,10 @@ func TestPostgresSummaryIncremental(t *testing.T) {
 }
 
 // TestPostgresSummaryFallback: an incremental backup falls back to a full
-// one, saying why, when the server cannot take it: PostgreSQL 15, and
-// WAL summaries that do not reach back to the previous backup (turned on
-// after it).
+// one, saying why, when the server cannot take it: PostgreSQL 15,
+// summarize_wal off, and WAL summaries that do not reach back to the
+// previous backup (turned on after it and a checkpoint); the full backup
+// taken instead restores.
 func TestPostgresSummaryFallback(t *testing.T) {
 	bin := bins(t)
 	t.Run("15", func(t *testing.T) {
@@ -173,13 +174,19 @@ func TestPostgresSummaryFallback(t *testing.T) {
 		if !strings.Contains(b.meta["incremental_fallback"], "summarize_wal is off") {
 			t.Fatalf("backup with summarize_wal off: %v", b.meta)
 		}
+		// Summaries start at the redo point of the last checkpoint when
+		// summarize_wal is turned on: after this one, past the start of
+		// the backup just taken.
+		pg.Psql(t, "postgres", "CREATE TABLE t AS SELECT generate_series(1, 1000) id")
+		pg.Psql(t, "postgres", "SELECT pg_switch_wal()")
+		pg.Psql(t, "postgres", "CHECKPOINT")
 		pg.Psql(t, "postgres", "ALTER SYSTEM SET summarize_wal = on")
 		pg.Psql(t, "postgres", "SELECT pg_reload_conf()")
-		pg.Psql(t, "postgres", "CREATE TABLE t AS SELECT generate_series(1, 1000) id")
 		b = summaryBackup(t, a, pg.DSN(), "--option", "incremental=summaries")
 		if b.meta["incremental"] != "" || !strings.Contains(b.meta["incremental_fallback"], "refused") {
 			t.Fatalf("backup with summaries from after the previous backup: %v", b.meta)
 		}
+		t.Logf("fell back: %s", b.meta["incremental_fallback"])
 		dir := filepath.Join(testbed.PostgresDir(t), "data")
 		a.run("restore", "--engine", "postgres", "--data-dir", dir, "--backup", b.ID)
 		srv := testbed.StartPostgresDataDir(t, dir, testbed.PostgresOptions{Major: "18"})
