@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # PostgreSQL incremental BASE_BACKUP from WAL summaries: a full backup of a
 # pgbench data set on PostgreSQL 17 or 18 (summarize_wal=on), pgbench
-# transactions, then `amber backup --option incremental=summaries`; prints
+# transactions (random rows: changes spread over the whole table), then
+# `amber backup --option incremental=summaries`, then an UPDATE of 20000
+# adjacent rows (changes in one place) and another incremental; prints
 # each backup's time, what the server sent (server_bytes) and what amber
 # stored (bytes_added), restores the incremental backup alone and checks
 # every pgbench table against the server. Run as root (servers run as the
@@ -9,7 +11,7 @@
 # Environment:
 #   BENCH_MAJOR      17 or 18 (default 17)
 #   BENCH_SCALE      pgbench scale (default 20: about 300 MB)
-#   BENCH_TX         pgbench transactions between the backups (default 20000)
+#   BENCH_TX         pgbench transactions between the first two backups (default 2000)
 #   AMBER_DEPS       the deps folder (default .deps)
 set -euo pipefail
 
@@ -18,7 +20,7 @@ cd "$root"
 deps=${AMBER_DEPS:-$root/.deps}
 major=${BENCH_MAJOR:-17}
 scale=${BENCH_SCALE:-20}
-tx=${BENCH_TX:-20000}
+tx=${BENCH_TX:-2000}
 pgbin=$deps/postgresql/$major/bin
 client=/usr/lib/postgresql/15/bin
 export PATH="$root/bin:$PATH"
@@ -67,6 +69,8 @@ echo "PostgreSQL $major, pgbench scale $scale ($size), $(nproc) cores"
 backup "full backup"
 as_pg "$client/pgbench" -h "$tmp" -p "$port" -U postgres -n -t "$tx" postgres >/dev/null 2>&1
 backup "incremental after $tx pgbench transactions"
+psql "$port" -c "UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid <= 20000"
+backup "incremental after an UPDATE of 20000 adjacent rows"
 sums() { psql "$1" -c "SELECT string_agg(t || ':' || n, ' ') FROM (SELECT 'a' t, count(*) || '/' || sum(abalance) n FROM pgbench_accounts
   UNION ALL SELECT 'b', count(*) || '/' || sum(bbalance) FROM pgbench_branches UNION ALL SELECT 't', count(*) || '/' || sum(tbalance) FROM pgbench_tellers
   UNION ALL SELECT 'h', count(*) || '/' || sum(delta) FROM pgbench_history) s"; }

@@ -41,8 +41,9 @@ func (w *Writer) writePatch(ctx context.Context, emit emitter, p *Patch, data io
 		if len(run) == 0 {
 			return nil
 		}
-		pr.segs, pr.buf = run, nil
+		pr.start(run)
 		m, c, err := emit.chunk(pr)
+		pr.stop()
 		if err == nil && pr.err != nil {
 			err = pr.err
 		}
@@ -116,9 +117,52 @@ type patchReader struct {
 	data   io.Reader
 	read   int64 // patch bytes consumed
 	segs   []patchSeg
+	blobs  []chan blobResult // per seg: its base chunk, loaded ahead
+	cancel context.CancelFunc
+	sem    chan struct{}
 	buf    []byte
 	err    error
 }
+
+type blobResult struct {
+	b   []byte
+	err error
+}
+
+// patchPrefetch is how many base chunks are loaded ahead of the chunker.
+const patchPrefetch = 4
+
+// start begins reading run, loading its base chunks ahead, a few at once.
+func (r *patchReader) start(run []patchSeg) {
+	ctx, cancel := context.WithCancel(r.ctx)
+	r.segs, r.buf, r.cancel = run, nil, cancel
+	r.blobs = make([]chan blobResult, len(run))
+	for i := range run {
+		r.blobs[i] = make(chan blobResult, 1)
+	}
+	sem := make(chan struct{}, patchPrefetch) // a token per chunk loading or loaded, not yet taken
+	r.sem = sem
+	blobs := r.blobs
+	go func() {
+		for i, seg := range run {
+			if !seg.base {
+				continue
+			}
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			go func(out chan<- blobResult, id ID) {
+				b, err := r.w.r.loadBlob(ctx, id)
+				out <- blobResult{b, err}
+			}(blobs[i], seg.id)
+		}
+	}()
+}
+
+// stop ends the loads still running.
+func (r *patchReader) stop() { r.cancel() }
 
 func (r *patchReader) Read(b []byte) (int, error) {
 	for len(r.buf) == 0 {
@@ -128,9 +172,9 @@ func (r *patchReader) Read(b []byte) (int, error) {
 		if len(r.segs) == 0 {
 			return 0, io.EOF
 		}
-		seg := r.segs[0]
-		r.segs = r.segs[1:]
-		if err := r.fill(seg); err != nil {
+		seg, blob := r.segs[0], r.blobs[0]
+		r.segs, r.blobs = r.segs[1:], r.blobs[1:]
+		if err := r.fill(seg, blob); err != nil {
 			r.err = err
 			return 0, err
 		}
@@ -140,11 +184,19 @@ func (r *patchReader) Read(b []byte) (int, error) {
 	return n, nil
 }
 
-// fill loads seg into buf and applies the ranges that overlap it.
-func (r *patchReader) fill(seg patchSeg) error {
+// fill takes seg's bytes into buf (its base chunk from blob) and applies
+// the ranges that overlap it.
+func (r *patchReader) fill(seg patchSeg, loaded chan blobResult) error {
 	var buf []byte
 	if seg.base {
-		blob, err := r.w.r.loadBlob(r.ctx, seg.id)
+		var res blobResult
+		select {
+		case res = <-loaded:
+			<-r.sem
+		case <-r.ctx.Done():
+			return r.ctx.Err()
+		}
+		blob, err := res.b, res.err
 		if err != nil {
 			return err
 		}
