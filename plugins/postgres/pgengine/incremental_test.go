@@ -313,3 +313,32 @@ func TestRecordSinkIncremental(t *testing.T) {
 		t.Errorf("patch without a base: %v", err)
 	}
 }
+
+// FuzzIncrementalHeader: any bytes the server sends as an incremental file
+// are refused or read as a header whose blocks fit the file's size.
+func FuzzIncrementalHeader(f *testing.F) {
+	f.Add(incrementalFile(10, []uint32{3, 10}, [][]byte{make([]byte, blockSize), make([]byte, blockSize)}), int64(3*blockSize))
+	f.Add(incrementalFile(3, nil, nil), int64(12))
+	f.Add([]byte{0x0d, 0x1f, 0xae, 0xd3, 0xff, 0xff, 0xff, 0xff}, int64(8))
+	f.Fuzz(func(t *testing.T, b []byte, size int64) {
+		h, err := readIncrementalHeader(bytes.NewReader(b), size)
+		if err != nil {
+			return
+		}
+		if len(h.blocks) > relSegBlocks || h.truncation > relSegBlocks || size < int64(len(h.blocks))*blockSize {
+			t.Fatalf("header %d blocks, truncation %d accepted for %d bytes", len(h.blocks), h.truncation, size)
+		}
+	})
+}
+
+// FuzzRecordStamp: a stamp read back from the repository parses or is
+// refused, never with a header length below one.
+func FuzzRecordStamp(f *testing.F) {
+	f.Add(recordStamp(make([]byte, 512), 8192))
+	f.Add("bb:0:1:x")
+	f.Fuzz(func(t *testing.T, s string) {
+		if h, n, _, ok := parseRecordStamp(s); ok && (h <= 0 || n < 0) {
+			t.Fatalf("%q parsed as header %d, size %d", s, h, n)
+		}
+	})
+}
