@@ -491,8 +491,11 @@ func (s *partSource) Next(ctx context.Context) (FileMark, io.Reader, error) {
 	case !s.started:
 		s.started = true
 	case s.next != nil:
-		mark = FileMark{Key: s.next.GetKey(), Stamp: s.next.GetStamp(), Length: s.next.GetLength(), Reuse: s.next.GetReuse()}
+		mark = fileMarkFromPB(s.next)
 		s.next = nil
+	}
+	if err := checkMark(mark); err != nil {
+		return FileMark{}, nil, fmt.Errorf("protocol error: %s: %w", s.what, err)
 	}
 	if mark.Reuse {
 		if mark.Key == "" || mark.Length <= 0 {

@@ -114,7 +114,8 @@ func filesFromPB(fs []*pb.File) []File {
 }
 
 func infoToPB(i Info) *pb.InfoResponse {
-	r := &pb.InfoResponse{Engine: i.Engine, PluginVersion: i.PluginVersion, SupportedServers: i.SupportedServers}
+	r := &pb.InfoResponse{Engine: i.Engine, PluginVersion: i.PluginVersion, SupportedServers: i.SupportedServers,
+		PreviousEntries: i.PreviousEntries}
 	for _, c := range i.Capabilities {
 		if v, ok := capToPB[c]; ok {
 			r.Capabilities = append(r.Capabilities, v)
@@ -124,7 +125,8 @@ func infoToPB(i Info) *pb.InfoResponse {
 }
 
 func infoFromPB(r *pb.InfoResponse) Info {
-	i := Info{Engine: r.GetEngine(), PluginVersion: r.GetPluginVersion(), SupportedServers: r.GetSupportedServers()}
+	i := Info{Engine: r.GetEngine(), PluginVersion: r.GetPluginVersion(), SupportedServers: r.GetSupportedServers(),
+		PreviousEntries: r.GetPreviousEntries()}
 	for _, c := range r.GetCapabilities() {
 		if v, ok := capFromPB(c); ok {
 			i.Capabilities = append(i.Capabilities, v)
@@ -163,7 +165,7 @@ func backupReqToPB(r BackupRequest) *pb.BackupRequest {
 	pr := &pb.BackupRequest{Target: targetToPB(r.Target), Databases: r.Databases, Label: r.Label, Options: r.Options,
 		Archived: posToPB(r.Archived), FileRecords: r.FileRecords}
 	if p := r.Previous; p != nil {
-		pp := &pb.PreviousFiles{Backup: p.Backup, Result: backupResultToPB(p.Result)}
+		pp := &pb.PreviousFiles{Backup: p.Backup, Result: backupResultToPB(p.Result), Entries: p.Entries}
 		pp.Files = make([]*pb.PreviousFile, len(p.Files))
 		for i, f := range p.Files {
 			pp.Files[i] = &pb.PreviousFile{Entry: f.Entry, Key: f.Key, Stamp: f.Stamp, Length: f.Length}
@@ -177,7 +179,7 @@ func backupReqFromPB(r *pb.BackupRequest) BackupRequest {
 	req := BackupRequest{Target: targetFromPB(r.GetTarget()), Databases: r.GetDatabases(), Label: r.GetLabel(), Options: r.GetOptions(),
 		Archived: posFromPB(r.GetArchived()), FileRecords: r.GetFileRecords()}
 	if p := r.GetPrevious(); p != nil && req.FileRecords {
-		prev := &PreviousFiles{Backup: p.GetBackup(), Result: backupResultFromPB(p.GetResult())}
+		prev := &PreviousFiles{Backup: p.GetBackup(), Result: backupResultFromPB(p.GetResult()), Entries: p.GetEntries()}
 		prev.Files = make([]PreviousFile, len(p.GetFiles()))
 		for i, f := range p.GetFiles() {
 			prev.Files[i] = PreviousFile{Entry: f.GetEntry(), Key: f.GetKey(), Stamp: f.GetStamp(), Length: f.GetLength()}
@@ -335,4 +337,20 @@ func replayResultToPB(r ReplayResult) *pb.ReplayResult {
 
 func replayResultFromPB(r *pb.ReplayResult) ReplayResult {
 	return ReplayResult{Reached: posFromPB(r.GetReached()), ReachedTime: tsFromPB(r.GetReachedTime()), Metadata: r.GetMetadata()}
+}
+
+func fileMarkToPB(m FileMark) *pb.FileMark {
+	pm := &pb.FileMark{Key: m.Key, Stamp: m.Stamp, Length: m.Length, Reuse: m.Reuse, Base: m.Base, BaseKeep: m.Keep}
+	for _, r := range m.Ranges {
+		pm.Ranges = append(pm.Ranges, &pb.ByteRange{Offset: r.Offset, Length: r.Length})
+	}
+	return pm
+}
+
+func fileMarkFromPB(m *pb.FileMark) FileMark {
+	fm := FileMark{Key: m.GetKey(), Stamp: m.GetStamp(), Length: m.GetLength(), Reuse: m.GetReuse(), Base: m.GetBase(), Keep: m.GetBaseKeep()}
+	for _, r := range m.GetRanges() {
+		fm.Ranges = append(fm.Ranges, ByteRange{Offset: r.GetOffset(), Length: r.GetLength()})
+	}
+	return fm
 }

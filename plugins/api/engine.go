@@ -157,6 +157,9 @@ type Info struct {
 	PluginVersion    string
 	Capabilities     []Capability
 	SupportedServers string // optional, e.g. "PostgreSQL 13-17"
+	// PreviousEntries (optional, with FileRecords) names the entries of a
+	// backup the plugin wants back whole in PreviousFiles.Entries.
+	PreviousEntries []string
 }
 
 // Has reports whether the plugin declared c.
@@ -225,6 +228,10 @@ type PreviousFiles struct {
 	Backup string       // the earlier backup's id, for logs
 	Result BackupResult // as its plugin returned it
 	Files  []PreviousFile
+	// Entries holds the earlier backup's entries named in
+	// Info.PreviousEntries, by name: those it has and that fit in the
+	// request.
+	Entries map[string][]byte
 }
 
 // PreviousFile is one file record of an earlier backup.
@@ -245,6 +252,34 @@ type FileMark struct {
 	// Reuse: the record's bytes are those of the record with the same
 	// entry and key in BackupRequest.Previous; write none for it.
 	Reuse bool
+	// Base (optional, not with Reuse) makes the record a patch of the
+	// record with key Base of the same entry in BackupRequest.Previous:
+	// its first Keep bytes (fewer if it is shorter), zeros up to Length,
+	// and each of Ranges replaced by the bytes written after the mark,
+	// which are the ranges' bytes in order and nothing else.
+	Base   string
+	Keep   int64
+	Ranges []ByteRange
+}
+
+// ByteRange is a run of bytes of a file record.
+type ByteRange struct {
+	Offset, Length int64
+}
+
+// PatchSize is the number of bytes a patch mark's ranges take, or -1 when
+// they are not in increasing order, overlap, are empty or do not lie
+// inside [0, length).
+func PatchSize(ranges []ByteRange, length int64) int64 {
+	var n, next int64
+	for _, r := range ranges {
+		if r.Length <= 0 || r.Offset < next || r.Offset > length-r.Length {
+			return -1
+		}
+		next = r.Offset + r.Length
+		n += r.Length
+	}
+	return n
 }
 
 // FileMarker is implemented by the entry writers an EntrySink's Create

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -42,6 +43,8 @@ func (m *markEngine) PhysicalBackup(ctx context.Context, req api.BackupRequest, 
 		func() error { return fm.MarkFile(api.FileMark{Key: "b", Stamp: "sb", Length: 77, Reuse: true}) },
 		func() error { return fm.MarkFile(api.FileMark{Key: "c", Stamp: "sc"}) },
 		func() error { _, err := w.Write([]byte("cc")); return err },
+		func() error { return fm.MarkFile(patchMark) },
+		func() error { _, err := w.Write([]byte("xyzPQ")); return err },
 		func() error { return fm.MarkFile(api.FileMark{}) },
 		func() error { _, err := w.Write([]byte("tail")); return err },
 		w.Close,
@@ -53,6 +56,9 @@ func (m *markEngine) PhysicalBackup(ctx context.Context, req api.BackupRequest, 
 	}
 	return api.BackupResult{SystemID: "1"}, nil
 }
+
+var patchMark = api.FileMark{Key: "d", Stamp: "sd", Length: 20, Base: "b", Keep: 10,
+	Ranges: []api.ByteRange{{Offset: 2, Length: 3}, {Offset: 10, Length: 2}}}
 
 type part struct {
 	mark api.FileMark
@@ -101,22 +107,23 @@ func TestBackupFileMarks(t *testing.T) {
 	ctx := context.Background()
 	var sink partSink
 	prev := &api.PreviousFiles{Backup: "b1", Result: api.BackupResult{SystemID: "1", Metadata: map[string]string{"k": "v"}},
-		Files: []api.PreviousFile{{Entry: "e", Key: "b", Stamp: "sb", Length: 77}}}
+		Files:   []api.PreviousFile{{Entry: "e", Key: "b", Stamp: "sb", Length: 77}},
+		Entries: map[string][]byte{"manifest": []byte("{}")}}
 	if _, err := c.PhysicalBackup(ctx, api.BackupRequest{FileRecords: true, Previous: prev}, &sink); err != nil {
 		t.Fatal(err)
 	}
 	if p := eng.got.Previous; !eng.got.FileRecords || p == nil || p.Backup != "b1" || p.Result.Metadata["k"] != "v" ||
-		len(p.Files) != 1 || p.Files[0] != prev.Files[0] {
+		len(p.Files) != 1 || p.Files[0] != prev.Files[0] || string(p.Entries["manifest"]) != "{}" {
 		t.Fatalf("the plugin got %+v", eng.got)
 	}
 	want := []part{{data: "head"}, {mark: api.FileMark{Key: "a", Stamp: "sa"}, data: string(bigPart)},
 		{mark: api.FileMark{Key: "b", Stamp: "sb", Length: 77, Reuse: true}}, {mark: api.FileMark{Key: "c", Stamp: "sc"}, data: "cc"},
-		{data: "tail"}}
+		{mark: patchMark, data: "xyzPQ"}, {data: "tail"}}
 	if len(sink.parts) != len(want) {
 		t.Fatalf("%d parts, want %d", len(sink.parts), len(want))
 	}
 	for i := range want {
-		if sink.parts[i].mark != want[i].mark || sink.parts[i].data != want[i].data {
+		if !reflect.DeepEqual(sink.parts[i].mark, want[i].mark) || sink.parts[i].data != want[i].data {
 			t.Fatalf("part %d: mark %+v with %d bytes, want %+v with %d", i, sink.parts[i].mark, len(sink.parts[i].data),
 				want[i].mark, len(want[i].data))
 		}
@@ -125,5 +132,28 @@ func TestBackupFileMarks(t *testing.T) {
 	// Without file records the plugin's writer refuses marks.
 	if _, err := c.PhysicalBackup(ctx, api.BackupRequest{}, &sink); err == nil || !strings.Contains(err.Error(), "did not ask for file records") {
 		t.Fatalf("marks without file records: %v", err)
+	}
+}
+
+// TestPatchMarkChecks: a patch mark whose ranges are out of order, overlap
+// or pass its length is refused by the plugin's writer.
+func TestPatchMarkChecks(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		ranges []api.ByteRange
+		length int64
+		want   int64
+	}{
+		{"ok", []api.ByteRange{{Offset: 0, Length: 2}, {Offset: 2, Length: 3}}, 5, 5},
+		{"none", nil, 0, 0},
+		{"overlap", []api.ByteRange{{Offset: 0, Length: 3}, {Offset: 2, Length: 1}}, 5, -1},
+		{"past the end", []api.ByteRange{{Offset: 4, Length: 2}}, 5, -1},
+		{"empty", []api.ByteRange{{Offset: 1, Length: 0}}, 5, -1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := api.PatchSize(tc.ranges, tc.length); got != tc.want {
+				t.Fatalf("PatchSize = %d, want %d", got, tc.want)
+			}
+		})
 	}
 }

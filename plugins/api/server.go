@@ -281,8 +281,7 @@ func backupSink(send func(*pb.BackupOutput) error) *frameSink {
 			return send(&pb.BackupOutput{Msg: &pb.BackupOutput_EntryEnd{EntryEnd: &pb.EntryEnd{Size: n}}})
 		},
 		mark: func(m FileMark) error {
-			return send(&pb.BackupOutput{Msg: &pb.BackupOutput_FileMark{FileMark: &pb.FileMark{
-				Key: m.Key, Stamp: m.Stamp, Length: m.Length, Reuse: m.Reuse}}})
+			return send(&pb.BackupOutput{Msg: &pb.BackupOutput_FileMark{FileMark: fileMarkToPB(m)}})
 		},
 	}
 }

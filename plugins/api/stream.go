@@ -192,6 +192,9 @@ func (w *entryWriter) MarkFile(m FileMark) error {
 	if m.Reuse && (m.Key == "" || m.Length <= 0) {
 		return fmt.Errorf("entry %s: a reused file record needs a key and a length", w.name)
 	}
+	if err := checkMark(m); err != nil {
+		return fmt.Errorf("entry %s: %w", w.name, err)
+	}
 	if err := w.flush(); err != nil {
 		return fmt.Errorf("entry %s: %w", w.name, err)
 	}
@@ -253,4 +256,23 @@ func (s *frameSource) Next(ctx context.Context) (Entry, io.Reader, error) {
 		return data, end, size, err
 	}}
 	return e, s.cur, nil
+}
+
+// checkMark checks what a file mark says of a patch.
+func checkMark(m FileMark) error {
+	if m.Base == "" {
+		if m.Keep != 0 || len(m.Ranges) > 0 {
+			return fmt.Errorf("file record %q has patch ranges but no base", m.Key)
+		}
+		return nil
+	}
+	switch {
+	case m.Reuse || m.Key == "":
+		return fmt.Errorf("patch of file record %q needs a key of its own and no reuse", m.Base)
+	case m.Length < 0 || m.Keep < 0:
+		return fmt.Errorf("patch record %q: negative length", m.Key)
+	case PatchSize(m.Ranges, m.Length) < 0:
+		return fmt.Errorf("patch record %q: ranges out of order, overlapping, empty or past its length %d", m.Key, m.Length)
+	}
+	return nil
 }

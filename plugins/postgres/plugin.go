@@ -76,6 +76,8 @@ func (e *Engine) Info(context.Context) (api.Info, error) {
 		PluginVersion: Version,
 		Capabilities: []api.Capability{api.LogicalDump, api.LogicalRestore, api.PhysicalBackup,
 			api.PhysicalRestore, api.Freeze, api.Archive, api.LogFiles, api.FileRecords},
+		// An incremental BASE_BACKUP uploads the previous backup's manifest.
+		PreviousEntries:  []string{pgengine.ManifestEntry},
 		SupportedServers: "PostgreSQL 10 and newer (tested with 15)",
 	}, nil
 }
@@ -401,6 +403,36 @@ func (w markWriter) MarkFile(key, stamp string, length int64, reuse bool) error 
 	return w.m.MarkFile(api.FileMark{Key: key, Stamp: stamp, Length: length, Reuse: reuse})
 }
 
+func (w markWriter) MarkPatch(key, stamp string, length int64, base string, keep int64, ranges []pgengine.Range) error {
+	m := api.FileMark{Key: key, Stamp: stamp, Length: length, Base: base, Keep: keep, Ranges: make([]api.ByteRange, len(ranges))}
+	for i, r := range ranges {
+		m.Ranges[i] = api.ByteRange{Offset: r.Off, Length: r.Len}
+	}
+	return w.m.MarkFile(m)
+}
+
+var _ pgengine.PatchMarker = markWriter{}
+
+// incrementalBase turns the host's record of an earlier backup into what an
+// incremental BASE_BACKUP needs: nil unless it was a BASE_BACKUP with file
+// records.
+func incrementalBase(p *api.PreviousFiles) *pgengine.IncrementalBase {
+	if p == nil || p.Result.Metadata["method"] != "" {
+		return nil
+	}
+	out := &pgengine.IncrementalBase{SystemID: p.Result.SystemID, Manifest: p.Entries[pgengine.ManifestEntry],
+		Records: map[string]map[string]pgengine.PreviousRecord{}}
+	for _, f := range p.Files {
+		m := out.Records[f.Entry]
+		if m == nil {
+			m = map[string]pgengine.PreviousRecord{}
+			out.Records[f.Entry] = m
+		}
+		m[f.Key] = pgengine.PreviousRecord{Stamp: f.Stamp, Length: f.Length}
+	}
+	return out
+}
+
 // metaFileRef is the BackupResult.Metadata key of a file-level backup's
 // FileRef (RFC 3339, nanoseconds).
 const metaFileRef = "file_ref"
@@ -432,10 +464,20 @@ func previousFiles(p *api.PreviousFiles) *pgengine.PreviousFiles {
 // directory itself, with several workers, and streams the same tars
 // (without a manifest).
 func (e *Engine) PhysicalBackup(ctx context.Context, req api.BackupRequest, sink api.EntrySink) (api.BackupResult, error) {
-	if err := api.CheckOptions("a physical backup", req.Options, "exclude_wal", "spread_checkpoint", "max_rate_kbps", "workers"); err != nil {
+	if err := api.CheckOptions("a physical backup", req.Options, "exclude_wal", "spread_checkpoint", "max_rate_kbps", "workers",
+		"incremental"); err != nil {
 		return api.BackupResult{}, err
 	}
+	incremental := req.Options["incremental"]
+	switch incremental {
+	case "", "off", "summaries":
+	default:
+		return api.BackupResult{}, fmt.Errorf("option incremental=%q: want summaries (PostgreSQL 17+ WAL summaries) or off", incremental)
+	}
 	if req.Target.DataDir != "" {
+		if incremental == "summaries" {
+			return api.BackupResult{}, errors.New("option incremental=summaries is for BASE_BACKUP: leave out the data directory; a backup that reads it reuses unchanged files by itself")
+		}
 		return e.fileBackup(ctx, req, sink)
 	}
 	if req.Options["workers"] != "" {
@@ -457,11 +499,34 @@ func (e *Engine) PhysicalBackup(ctx context.Context, req api.BackupRequest, sink
 	if info == nil {
 		return api.BackupResult{}, err
 	}
+	if req.FileRecords {
+		opts.Records = tarSink{sink}
+		if incremental == "summaries" {
+			if opts.Incremental = incrementalBase(req.Previous); opts.Incremental == nil {
+				slog.Warn("taking a full backup: there is no previous BASE_BACKUP with file records in the repository")
+			}
+		}
+	} else if incremental == "summaries" {
+		slog.Warn("taking a full backup: the host keeps no file records, so changed blocks cannot be applied")
+	}
 	res, err := pgengine.PhysicalBackup(ctx, dsn(req.Target), entrySink{sink}, opts)
 	if err != nil {
 		return api.BackupResult{}, err
 	}
-	return backupResult(info, res), nil
+	if res.IncrementalFallback != "" {
+		slog.Warn("taking a full backup instead of an incremental one", "reason", res.IncrementalFallback)
+	}
+	r := backupResult(info, res)
+	r.Metadata["server_bytes"] = strconv.FormatInt(res.ServerBytes, 10)
+	if res.Incremental {
+		r.Metadata["incremental"] = "summaries"
+		r.Metadata["files_sent"] = strconv.FormatInt(res.FilesRead, 10)
+		r.Metadata["files_patched"] = strconv.FormatInt(res.FilesPatched, 10)
+	}
+	if res.IncrementalFallback != "" {
+		r.Metadata["incremental_fallback"] = res.IncrementalFallback
+	}
+	return r, nil
 }
 
 // fileBackup reads req.Target.DataDir with pgengine.FileBackup.

@@ -187,6 +187,8 @@ func TestFileBackupOptions(t *testing.T) {
 		{"/nonexistent", map[string]string{"exclude_wal": "true"}, "option exclude_wal"},
 		{"/nonexistent", map[string]string{"max_rate_kbps": "100"}, "option max_rate_kbps"},
 		{"/nonexistent", map[string]string{"workers": "0"}, `workers "0"`},
+		{"", map[string]string{"incremental": "blocks"}, `incremental="blocks": want summaries`},
+		{"/nonexistent", map[string]string{"incremental": "summaries"}, "option incremental=summaries is for BASE_BACKUP"},
 	} {
 		req := api.BackupRequest{Target: api.Target{DSN: "host=/nonexistent", DataDir: c.dataDir}, Options: c.opts}
 		_, err := e.PhysicalBackup(context.Background(), req, nil)
@@ -201,7 +203,7 @@ func TestFileBackupOptions(t *testing.T) {
 func TestUnknownOptionsRefused(t *testing.T) {
 	e, ctx := postgres.New(), context.Background()
 	_, err := e.PhysicalBackup(ctx, api.BackupRequest{Options: map[string]string{"wokers": "2"}}, nil)
-	if err == nil || !strings.Contains(err.Error(), "unknown option wokers for a physical backup: it takes only exclude_wal, max_rate_kbps, spread_checkpoint, workers") {
+	if err == nil || !strings.Contains(err.Error(), "unknown option wokers for a physical backup: it takes only exclude_wal, incremental, max_rate_kbps, spread_checkpoint, workers") {
 		t.Errorf("PhysicalBackup: %v", err)
 	}
 	_, err = e.LogicalDump(ctx, api.BackupRequest{Options: map[string]string{"wokers": "2"}}, nil)

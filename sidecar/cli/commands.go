@@ -161,11 +161,13 @@ type backupResult struct {
 	DurationS  float64 `json:"duration_s"`
 	ChunksNew  int64   `json:"chunks_new"`
 	ChunksSeen int64   `json:"chunks_deduplicated"`
-	// File-level physical backups (--data-dir) only.
-	FilesRead   int64  `json:"files_read,omitempty"`
-	FilesReused int64  `json:"files_reused,omitempty"`
-	BytesReused int64  `json:"bytes_reused,omitempty"`
-	Previous    string `json:"previous,omitempty"`
+	// Physical backups with file records only (--data-dir, and
+	// PostgreSQL's BASE_BACKUP, whose incremental files are patched).
+	FilesRead    int64  `json:"files_read,omitempty"`
+	FilesReused  int64  `json:"files_reused,omitempty"`
+	FilesPatched int64  `json:"files_patched,omitempty"`
+	BytesReused  int64  `json:"bytes_reused,omitempty"`
+	Previous     string `json:"previous,omitempty"`
 }
 
 func (e *env) backupCommand() *cobra.Command {
@@ -335,7 +337,7 @@ func parseOptions(opts []string) (map[string]string, error) {
 func (e *env) reportBackup(rep *job.BackupReport) error {
 	res := backupResult{ID: rep.ID.String(), ShortID: rep.ID.Short(), Name: rep.Name, BytesIn: rep.BytesIn,
 		BytesAdded: rep.BytesAdded, DurationS: rep.Duration.Seconds(), ChunksNew: rep.ChunksNew, ChunksSeen: rep.ChunksSeen,
-		FilesRead: rep.FilesRead, FilesReused: rep.FilesReused, BytesReused: rep.BytesReused}
+		FilesRead: rep.FilesRead, FilesReused: rep.FilesReused, FilesPatched: rep.FilesPatched, BytesReused: rep.BytesReused}
 	if rep.Previous != (repo.ID{}) {
 		res.Previous = rep.Previous.String()
 	}
@@ -344,7 +346,11 @@ func (e *env) reportBackup(rep *job.BackupReport) error {
 	}
 	fmt.Fprintf(e.stdout, "backup %s saved: %s read, %s added in %.1fs\n", res.ShortID,
 		humanBytes(res.BytesIn), humanBytes(res.BytesAdded), res.DurationS)
-	if res.FilesRead > 0 || res.FilesReused > 0 {
+	switch {
+	case res.FilesPatched > 0:
+		fmt.Fprintf(e.stdout, "files: %d sent whole, %d changed blocks applied to backup %s's (%s of it kept without reading)\n",
+			res.FilesRead, res.FilesPatched, rep.Previous.Short(), humanBytes(res.BytesReused))
+	case res.FilesRead > 0 || res.FilesReused > 0:
 		fmt.Fprintf(e.stdout, "files: %d read, %d unchanged since backup %s (%s not read again)\n", res.FilesRead, res.FilesReused,
 			rep.Previous.Short(), humanBytes(res.BytesReused))
 	}

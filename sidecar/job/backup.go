@@ -1,6 +1,7 @@
 package job
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -50,8 +51,11 @@ type BackupReport struct {
 	// and files (with their bytes) reused from Previous without reading.
 	FilesRead   int64
 	FilesReused int64
-	BytesReused int64
-	Previous    repo.ID // the backup whose file records could be reused; zero: none
+	BytesReused int64 // of reused records and of a patched record's untouched chunks
+	// Records patched from the previous backup's (an incremental
+	// BASE_BACKUP's changed blocks applied to the earlier file).
+	FilesPatched int64
+	Previous     repo.ID // the backup whose file records could be reused; zero: none
 }
 
 // Progress, when set, is called once a backup or restore has started with a
@@ -61,7 +65,8 @@ type Progress func(done func() int64)
 func report(w *repo.Writer, name string, d time.Duration) *BackupReport {
 	return &BackupReport{ID: w.Committed(), Name: name, BytesIn: w.BytesIn.Load(), BytesAdded: w.BytesAdded.Load(),
 		Duration: d, ChunksNew: w.BlobsNew.Load(), ChunksSeen: w.BlobsDedup.Load(),
-		FilesRead: w.FilesWritten.Load(), FilesReused: w.FilesReused.Load(), BytesReused: w.BytesReused.Load()}
+		FilesRead: w.FilesWritten.Load(), FilesReused: w.FilesReused.Load(), BytesReused: w.BytesReused.Load(),
+		FilesPatched: w.FilesPatched.Load()}
 }
 
 // StreamBackup stores everything read from in as one backup named name.
@@ -99,8 +104,8 @@ type EngineBackup struct {
 	Tags    map[string]string
 	Target  api.Target
 	Options map[string]string
-	// Full reads every file of a file-level physical backup, reusing
-	// nothing of the previous backup.
+	// Full reads every file of a physical backup with file records,
+	// reusing or patching nothing of the previous backup.
 	Full bool
 }
 
@@ -126,7 +131,7 @@ func BackupEngine(ctx context.Context, r *repo.Repository, eng api.Engine, b Eng
 	}
 	req := api.BackupRequest{Target: b.Target, Label: "amber " + b.Name, Options: b.Options}
 	var prev *repo.Manifest
-	if b.Mode == ModePhysical && b.Target.DataDir != "" {
+	if b.Mode == ModePhysical {
 		info, err := eng.Info(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("%s backup: %w", b.Mode, err)
@@ -134,7 +139,7 @@ func BackupEngine(ctx context.Context, r *repo.Repository, eng api.Engine, b Eng
 		if info.Has(api.FileRecords) {
 			req.FileRecords = true
 			if !b.Full {
-				prev, req.Previous, sink.prev = previousFiles(ctx, r, b)
+				prev, req.Previous, sink.prev = previousFiles(ctx, r, b, info.PreviousEntries)
 			}
 		}
 	}
@@ -169,7 +174,7 @@ func BackupEngine(ctx context.Context, r *repo.Repository, eng api.Engine, b Eng
 	}
 	if req.FileRecords {
 		Logger(ctx).Info("backup committed", "backup", rep.ID.Short(), "bytes_in", rep.BytesIn, "files_read", rep.FilesRead,
-			"files_reused", rep.FilesReused, "bytes_reused", rep.BytesReused)
+			"files_reused", rep.FilesReused, "files_patched", rep.FilesPatched, "bytes_reused", rep.BytesReused)
 	} else {
 		Logger(ctx).Info("backup committed", "backup", rep.ID.Short(), "bytes_in", rep.BytesIn)
 	}
@@ -213,9 +218,10 @@ func engineResult(m *repo.Manifest) (api.BackupResult, error) {
 }
 
 // previousFiles finds the newest backup of b's name, engine and mode with
-// file records and loads them; nothing (a full read) when there is none
-// or it cannot be read, which is logged.
-func previousFiles(ctx context.Context, r *repo.Repository, b EngineBackup) (*repo.Manifest, *api.PreviousFiles, map[string]map[string]*repo.PrevFile) {
+// file records and loads them, with its entries named in entries (those
+// that fit in the request); nothing (a full read) when there is none or it
+// cannot be read, which is logged.
+func previousFiles(ctx context.Context, r *repo.Repository, b EngineBackup, entries []string) (*repo.Manifest, *api.PreviousFiles, map[string]map[string]*repo.PrevFile) {
 	log := Logger(ctx)
 	all, err := r.Backups(ctx)
 	if err != nil {
@@ -259,6 +265,27 @@ func previousFiles(ctx context.Context, r *repo.Repository, b EngineBackup) (*re
 		log.Warn("reading every file: the previous backup has too many file records to send", "previous", m.ID.Short(), "records", len(p.Files))
 		return nil, nil, nil
 	}
+	for _, name := range entries {
+		i := slices.IndexFunc(m.Entries, func(e repo.Entry) bool { return e.Name == name })
+		if i < 0 {
+			continue
+		}
+		e := m.Entries[i]
+		if e.Size > int64(api.MaxRequestSize-(1<<20)-size) {
+			log.Warn("the previous backup's entry is too large to send to the plugin", "previous", m.ID.Short(), "entry", name, "size", e.Size)
+			continue
+		}
+		var buf bytes.Buffer
+		if err := r.WriteEntry(ctx, e, &buf); err != nil {
+			log.Warn("cannot read the previous backup's entry for the plugin", "previous", m.ID.Short(), "entry", name, "error", err)
+			continue
+		}
+		if p.Entries == nil {
+			p.Entries = map[string][]byte{}
+		}
+		p.Entries[name] = buf.Bytes()
+		size += buf.Len()
+	}
 	return m, p, byEntry
 }
 
@@ -296,6 +323,16 @@ func (s *entrySink) FileEntry(ctx context.Context, e api.Entry, src api.PartSour
 				return repo.Part{}, fmt.Errorf("entry %s: the plugin reuses file record %q as %d bytes, the previous backup has %d", e.Name, m.Key, m.Length, f.Length)
 			}
 			p.Reuse, p.Reader = f, nil
+		}
+		if m.Base != "" {
+			f := prev[m.Base]
+			if f == nil {
+				return repo.Part{}, fmt.Errorf("entry %s: the plugin patches file record %q, which the previous backup lacks", e.Name, m.Base)
+			}
+			p.Patch = &repo.Patch{Base: f, Keep: m.Keep, Length: m.Length}
+			for _, r := range m.Ranges {
+				p.Patch.Ranges = append(p.Patch.Ranges, repo.Range{Off: r.Offset, Len: r.Length})
+			}
 		}
 		return p, nil
 	})

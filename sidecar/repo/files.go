@@ -147,14 +147,29 @@ func parseFileIndex(plain []byte, count int, items []listItem) ([]PrevFile, erro
 }
 
 // Part is one piece of an entry written with WriteParts: bytes to chunk
-// (Reader), or a file record of an earlier backup to reuse (Reuse). Key,
-// when set, makes the part a file record of the new entry.
+// (Reader), a file record of an earlier backup to reuse (Reuse), or one to
+// patch (Patch, with Reader yielding the patch's bytes). Key, when set,
+// makes the part a file record of the new entry.
 type Part struct {
 	Key    string
 	Stamp  string
 	Reader io.Reader
 	Reuse  *PrevFile
+	Patch  *Patch
 }
+
+// Patch describes a file record as a change of an earlier one: the first
+// Keep bytes of Base (fewer if it is shorter), zeros up to Length, and
+// each of Ranges replaced by the part's bytes, in order.
+type Patch struct {
+	Base   *PrevFile
+	Keep   int64
+	Length int64
+	Ranges []Range // increasing, not overlapping, inside [0, Length)
+}
+
+// Range is a run of bytes of a record.
+type Range struct{ Off, Len int64 }
 
 // WriteParts stores an entry made of parts, which next yields in order
 // (io.EOF after the last). Chunks are cut at every part's start, so a part
@@ -199,6 +214,13 @@ func (w *Writer) WriteParts(ctx context.Context, name string, next func() (Part,
 					idx++
 				}
 				w.FilesReused.Add(1)
+			case p.Patch != nil:
+				n, k, err := w.writePatch(ctx, emit, p.Patch, p.Reader)
+				if err != nil {
+					return fmt.Errorf("patch of file record %q: %w", p.Patch.Base.Key, err)
+				}
+				length, idx = n, idx+int64(k)
+				w.FilesPatched.Add(1)
 			case p.Reader != nil:
 				n, k, err := emit.chunk(p.Reader)
 				if err != nil {

@@ -55,6 +55,7 @@ type Writer struct {
 	BytesReused  atomic.Int64
 	FilesReused  atomic.Int64
 	FilesWritten atomic.Int64 // file records read
+	FilesPatched atomic.Int64 // file records patched (Part.Patch)
 }
 
 // uploaders is how many packs upload at once.

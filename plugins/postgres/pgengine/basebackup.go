@@ -44,6 +44,24 @@ type BackupOptions struct {
 	// then only restorable with a WAL archive covering StartLSN..StopLSN.
 	ExcludeWAL bool
 	NoManifest bool
+	// Records, when set, takes the entries instead of PhysicalBackup's
+	// sink, with every regular file of the archives marked as a file
+	// record (its writers must implement FileMarker) stamped with the
+	// lengths of its tar header and content, so a later backup can patch
+	// it.
+	Records EntrySink
+	// Incremental, with Records (whose writers must then implement
+	// PatchMarker), asks for an incremental BASE_BACKUP against this
+	// earlier backup taken with Records: PostgreSQL 17+ with
+	// summarize_wal=on sends only the blocks changed since, which are
+	// applied to the earlier backup's files as patches, so the backup
+	// stores, and restores as, whole files. When the server cannot (an
+	// older one, summarize_wal off, another system, WAL summaries that do
+	// not reach back to the earlier backup), a full backup is taken and
+	// BackupResult.IncrementalFallback says why.
+	Incremental *IncrementalBase
+
+	incremental bool // add INCREMENTAL to BASE_BACKUP
 }
 
 // Tablespace is a user tablespace of the backed-up cluster.
@@ -80,6 +98,16 @@ type BackupResult struct {
 	FilesRead   int64
 	FilesReused int64
 	BytesReused int64
+
+	// BASE_BACKUP only. ServerBytes is what the server sent of the
+	// archives and manifest. With Records: FilesRead counts the files the
+	// server sent whole, FilesPatched those it sent as changed blocks.
+	// Incremental is set when the backup was incremental; when it was
+	// asked for but a full one was taken, IncrementalFallback says why.
+	ServerBytes         int64
+	FilesPatched        int64
+	Incremental         bool
+	IncrementalFallback string
 }
 
 // PhysicalBackup takes a base backup with BASE_BACKUP over a walsender
@@ -108,11 +136,51 @@ func PhysicalBackup(ctx context.Context, dsn DSN, sink Sink, opts BackupOptions)
 
 	res := &BackupResult{ServerVersion: info.ServerVersion, Major: info.Major,
 		FromStandby: info.Standby, SystemID: info.SystemID, WALIncluded: !opts.ExcludeWAL}
+	var rs *recordSink
+	if opts.Records != nil {
+		rs = &recordSink{es: opts.Records}
+		sink = rs
+	}
+	if opts.Incremental != nil {
+		res.IncrementalFallback = incrementalRefused(ctx, sql, info, opts)
+		if res.IncrementalFallback == "" {
+			if err := uploadManifest(ctx, rc, opts.Incremental.Manifest); err != nil {
+				res.IncrementalFallback = "the server refused the previous backup's manifest: " + err.Error()
+			}
+		}
+	}
 	if err := sql.QueryRow(ctx, "SELECT clock_timestamp()").Scan(&res.StartTime); err != nil {
 		return nil, fmt.Errorf("base backup: read server clock: %w", err)
 	}
-	if err := runBaseBackup(ctx, rc, info.Major, sink, opts, res); err != nil {
-		return nil, fmt.Errorf("base backup from %s: %w", dsn, err)
+	if opts.Incremental != nil && res.IncrementalFallback == "" {
+		rs.inc = opts.Incremental
+		o := opts
+		o.incremental = true
+		err := runBaseBackup(ctx, rc, info.Major, sink, o, res)
+		if err == nil {
+			res.Incremental = true
+		} else if len(res.Entries) > 0 || ctx.Err() != nil {
+			return nil, fmt.Errorf("incremental base backup from %s: %w", dsn, err)
+		} else {
+			// Refused before sending anything (WAL summaries that do not
+			// reach back to the previous backup): take a full one on a
+			// new connection.
+			res.IncrementalFallback = "the server refused an incremental backup: " + err.Error()
+			rs.inc = nil
+			rc.Close(context.Background())
+			if rc, err = connectReplication(ctx, dsn); err != nil {
+				return nil, err
+			}
+			defer rc.Close(context.Background())
+		}
+	}
+	if !res.Incremental {
+		if err := runBaseBackup(ctx, rc, info.Major, sink, opts, res); err != nil {
+			return nil, fmt.Errorf("base backup from %s: %w", dsn, err)
+		}
+	}
+	if rs != nil {
+		res.FilesRead, res.FilesPatched = rs.whole, rs.patched
 	}
 	if err := sql.QueryRow(ctx, "SELECT clock_timestamp()").Scan(&res.ConsistentTime); err != nil {
 		return nil, fmt.Errorf("base backup: read server clock: %w", err)
@@ -141,6 +209,9 @@ func baseBackupCommand(major int, o BackupOptions) string {
 		}
 		if !o.NoManifest {
 			parts = append(parts, "MANIFEST 'yes'", "MANIFEST_CHECKSUMS 'CRC32C'")
+		}
+		if o.incremental {
+			parts = append(parts, "INCREMENTAL")
 		}
 		return "BASE_BACKUP (" + strings.Join(parts, ", ") + ")"
 	}
@@ -231,6 +302,7 @@ func runBaseBackup(ctx context.Context, conn *pgconn.PgConn, major int, sink Sin
 			}
 		case *pgproto3.CopyData:
 			if major < 15 {
+				res.ServerBytes += int64(len(m.Data))
 				if err := cur.write(m.Data); err != nil {
 					return err
 				}
@@ -253,6 +325,7 @@ func runBaseBackup(ctx context.Context, conn *pgconn.PgConn, major int, sink Sin
 				if cur == nil {
 					return errors.New("archive data before archive header")
 				}
+				res.ServerBytes += int64(len(m.Data) - 1)
 				if err := cur.write(m.Data[1:]); err != nil {
 					return err
 				}

@@ -622,8 +622,13 @@ type InfoResponse struct {
 	// Optional. Server versions the plugin supports, human readable
 	// ("PostgreSQL 13-17").
 	SupportedServers string `protobuf:"bytes,4,opt,name=supported_servers,json=supportedServers,proto3" json:"supported_servers,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Optional, with CAPABILITY_FILE_RECORDS. Names of entries of a backup
+	// that the plugin wants back whole, in PreviousFiles.entries, when the
+	// host passes that backup as the previous one (PostgreSQL:
+	// "backup_manifest", which an incremental BASE_BACKUP uploads).
+	PreviousEntries []string `protobuf:"bytes,5,rep,name=previous_entries,json=previousEntries,proto3" json:"previous_entries,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *InfoResponse) Reset() {
@@ -682,6 +687,13 @@ func (x *InfoResponse) GetSupportedServers() string {
 		return x.SupportedServers
 	}
 	return ""
+}
+
+func (x *InfoResponse) GetPreviousEntries() []string {
+	if x != nil {
+		return x.PreviousEntries
+	}
+	return nil
 }
 
 type ProbeRequest struct {
@@ -958,7 +970,12 @@ type PreviousFiles struct {
 	// (the plugin checks system_id and its own metadata before reusing).
 	Result *BackupResult `protobuf:"bytes,2,opt,name=result,proto3" json:"result,omitempty"`
 	// Required. Its file records, in the order they were marked.
-	Files         []*PreviousFile `protobuf:"bytes,3,rep,name=files,proto3" json:"files,omitempty"`
+	Files []*PreviousFile `protobuf:"bytes,3,rep,name=files,proto3" json:"files,omitempty"`
+	// Optional. The content of the earlier backup's entries named in
+	// InfoResponse.previous_entries, by name; an entry it lacks, or one
+	// too large to send (the host keeps the request under 64 MiB), is
+	// absent.
+	Entries       map[string][]byte `protobuf:"bytes,4,rep,name=entries,proto3" json:"entries,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1010,6 +1027,13 @@ func (x *PreviousFiles) GetResult() *BackupResult {
 func (x *PreviousFiles) GetFiles() []*PreviousFile {
 	if x != nil {
 		return x.Files
+	}
+	return nil
+}
+
+func (x *PreviousFiles) GetEntries() map[string][]byte {
+	if x != nil {
+		return x.Entries
 	}
 	return nil
 }
@@ -1106,7 +1130,21 @@ type FileMark struct {
 	// same entry and key in BackupRequest.previous, whose length must equal
 	// length; no data follows for it, and the next message is a FileMark
 	// or EntryEnd. The host fails the backup if it cannot reuse the record.
-	Reuse         bool `protobuf:"varint,4,opt,name=reuse,proto3" json:"reuse,omitempty"`
+	Reuse bool `protobuf:"varint,4,opt,name=reuse,proto3" json:"reuse,omitempty"`
+	// Optional, not with reuse. The key of a record of the same entry in
+	// BackupRequest.previous that this record patches: its bytes are the
+	// first base_keep bytes of that record (fewer if it is shorter), then
+	// zeros up to length, with each of ranges replaced by the data that
+	// follows the mark: the ranges' bytes in order, exactly their total
+	// length, no more. The host builds the record from the earlier record's
+	// chunks, reading from the repository only those a range overlaps or
+	// the length cuts. The host fails the backup if it cannot.
+	Base string `protobuf:"bytes,5,opt,name=base,proto3" json:"base,omitempty"`
+	// Optional, with base. How many bytes of the base record are kept.
+	BaseKeep int64 `protobuf:"varint,6,opt,name=base_keep,json=baseKeep,proto3" json:"base_keep,omitempty"`
+	// Optional, with base. In increasing order, not overlapping, inside
+	// [0, length).
+	Ranges        []*ByteRange `protobuf:"bytes,7,rep,name=ranges,proto3" json:"ranges,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1169,6 +1207,82 @@ func (x *FileMark) GetReuse() bool {
 	return false
 }
 
+func (x *FileMark) GetBase() string {
+	if x != nil {
+		return x.Base
+	}
+	return ""
+}
+
+func (x *FileMark) GetBaseKeep() int64 {
+	if x != nil {
+		return x.BaseKeep
+	}
+	return 0
+}
+
+func (x *FileMark) GetRanges() []*ByteRange {
+	if x != nil {
+		return x.Ranges
+	}
+	return nil
+}
+
+// ByteRange is a run of bytes of a file record.
+type ByteRange struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Required. Offset in the record.
+	Offset int64 `protobuf:"varint,1,opt,name=offset,proto3" json:"offset,omitempty"`
+	// Required. Number of bytes, at least 1.
+	Length        int64 `protobuf:"varint,2,opt,name=length,proto3" json:"length,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ByteRange) Reset() {
+	*x = ByteRange{}
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ByteRange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ByteRange) ProtoMessage() {}
+
+func (x *ByteRange) ProtoReflect() protoreflect.Message {
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ByteRange.ProtoReflect.Descriptor instead.
+func (*ByteRange) Descriptor() ([]byte, []int) {
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ByteRange) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *ByteRange) GetLength() int64 {
+	if x != nil {
+		return x.Length
+	}
+	return 0
+}
+
 // EntryHeader starts an entry; data messages follow, then EntryEnd.
 type EntryHeader struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1190,7 +1304,7 @@ type EntryHeader struct {
 
 func (x *EntryHeader) Reset() {
 	*x = EntryHeader{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[14]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1202,7 +1316,7 @@ func (x *EntryHeader) String() string {
 func (*EntryHeader) ProtoMessage() {}
 
 func (x *EntryHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[14]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1215,7 +1329,7 @@ func (x *EntryHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EntryHeader.ProtoReflect.Descriptor instead.
 func (*EntryHeader) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{14}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *EntryHeader) GetName() string {
@@ -1266,7 +1380,7 @@ type EntryEnd struct {
 
 func (x *EntryEnd) Reset() {
 	*x = EntryEnd{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[15]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1278,7 +1392,7 @@ func (x *EntryEnd) String() string {
 func (*EntryEnd) ProtoMessage() {}
 
 func (x *EntryEnd) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[15]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1291,7 +1405,7 @@ func (x *EntryEnd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EntryEnd.ProtoReflect.Descriptor instead.
 func (*EntryEnd) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{15}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *EntryEnd) GetSize() int64 {
@@ -1328,7 +1442,7 @@ type BackupResult struct {
 
 func (x *BackupResult) Reset() {
 	*x = BackupResult{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[16]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1340,7 +1454,7 @@ func (x *BackupResult) String() string {
 func (*BackupResult) ProtoMessage() {}
 
 func (x *BackupResult) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[16]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1353,7 +1467,7 @@ func (x *BackupResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupResult.ProtoReflect.Descriptor instead.
 func (*BackupResult) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{16}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *BackupResult) GetStart() *Position {
@@ -1431,7 +1545,7 @@ type BackupOutput struct {
 
 func (x *BackupOutput) Reset() {
 	*x = BackupOutput{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[17]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1443,7 +1557,7 @@ func (x *BackupOutput) String() string {
 func (*BackupOutput) ProtoMessage() {}
 
 func (x *BackupOutput) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[17]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1456,7 +1570,7 @@ func (x *BackupOutput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupOutput.ProtoReflect.Descriptor instead.
 func (*BackupOutput) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{17}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *BackupOutput) GetMsg() isBackupOutput_Msg {
@@ -1585,7 +1699,7 @@ type RestoreRequest struct {
 
 func (x *RestoreRequest) Reset() {
 	*x = RestoreRequest{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[18]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1597,7 +1711,7 @@ func (x *RestoreRequest) String() string {
 func (*RestoreRequest) ProtoMessage() {}
 
 func (x *RestoreRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[18]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1610,7 +1724,7 @@ func (x *RestoreRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreRequest.ProtoReflect.Descriptor instead.
 func (*RestoreRequest) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{18}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *RestoreRequest) GetTarget() *Target {
@@ -1686,7 +1800,7 @@ type RestoreInput struct {
 
 func (x *RestoreInput) Reset() {
 	*x = RestoreInput{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[19]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1698,7 +1812,7 @@ func (x *RestoreInput) String() string {
 func (*RestoreInput) ProtoMessage() {}
 
 func (x *RestoreInput) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[19]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1711,7 +1825,7 @@ func (x *RestoreInput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreInput.ProtoReflect.Descriptor instead.
 func (*RestoreInput) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{19}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RestoreInput) GetMsg() isRestoreInput_Msg {
@@ -1804,7 +1918,7 @@ type RestoreResult struct {
 
 func (x *RestoreResult) Reset() {
 	*x = RestoreResult{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[20]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1816,7 +1930,7 @@ func (x *RestoreResult) String() string {
 func (*RestoreResult) ProtoMessage() {}
 
 func (x *RestoreResult) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[20]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1829,7 +1943,7 @@ func (x *RestoreResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreResult.ProtoReflect.Descriptor instead.
 func (*RestoreResult) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{20}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RestoreResult) GetPosition() *Position {
@@ -1873,7 +1987,7 @@ type FileOwner struct {
 
 func (x *FileOwner) Reset() {
 	*x = FileOwner{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[21]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1885,7 +1999,7 @@ func (x *FileOwner) String() string {
 func (*FileOwner) ProtoMessage() {}
 
 func (x *FileOwner) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[21]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1898,7 +2012,7 @@ func (x *FileOwner) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileOwner.ProtoReflect.Descriptor instead.
 func (*FileOwner) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{21}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *FileOwner) GetUid() uint32 {
@@ -1933,7 +2047,7 @@ type FreezeRequest struct {
 
 func (x *FreezeRequest) Reset() {
 	*x = FreezeRequest{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[22]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1945,7 +2059,7 @@ func (x *FreezeRequest) String() string {
 func (*FreezeRequest) ProtoMessage() {}
 
 func (x *FreezeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[22]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1958,7 +2072,7 @@ func (x *FreezeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FreezeRequest.ProtoReflect.Descriptor instead.
 func (*FreezeRequest) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{22}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *FreezeRequest) GetTarget() *Target {
@@ -2005,7 +2119,7 @@ type FreezeResponse struct {
 
 func (x *FreezeResponse) Reset() {
 	*x = FreezeResponse{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[23]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2017,7 +2131,7 @@ func (x *FreezeResponse) String() string {
 func (*FreezeResponse) ProtoMessage() {}
 
 func (x *FreezeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[23]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2030,7 +2144,7 @@ func (x *FreezeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FreezeResponse.ProtoReflect.Descriptor instead.
 func (*FreezeResponse) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{23}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *FreezeResponse) GetLeaseId() string {
@@ -2073,7 +2187,7 @@ type RenewLeaseRequest struct {
 
 func (x *RenewLeaseRequest) Reset() {
 	*x = RenewLeaseRequest{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[24]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2085,7 +2199,7 @@ func (x *RenewLeaseRequest) String() string {
 func (*RenewLeaseRequest) ProtoMessage() {}
 
 func (x *RenewLeaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[24]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2098,7 +2212,7 @@ func (x *RenewLeaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewLeaseRequest.ProtoReflect.Descriptor instead.
 func (*RenewLeaseRequest) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{24}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RenewLeaseRequest) GetLeaseId() string {
@@ -2125,7 +2239,7 @@ type RenewLeaseResponse struct {
 
 func (x *RenewLeaseResponse) Reset() {
 	*x = RenewLeaseResponse{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[25]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2137,7 +2251,7 @@ func (x *RenewLeaseResponse) String() string {
 func (*RenewLeaseResponse) ProtoMessage() {}
 
 func (x *RenewLeaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[25]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2150,7 +2264,7 @@ func (x *RenewLeaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewLeaseResponse.ProtoReflect.Descriptor instead.
 func (*RenewLeaseResponse) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{25}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RenewLeaseResponse) GetExpiresAt() *timestamppb.Timestamp {
@@ -2170,7 +2284,7 @@ type ThawRequest struct {
 
 func (x *ThawRequest) Reset() {
 	*x = ThawRequest{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[26]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2182,7 +2296,7 @@ func (x *ThawRequest) String() string {
 func (*ThawRequest) ProtoMessage() {}
 
 func (x *ThawRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[26]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2195,7 +2309,7 @@ func (x *ThawRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ThawRequest.ProtoReflect.Descriptor instead.
 func (*ThawRequest) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{26}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ThawRequest) GetLeaseId() string {
@@ -2222,7 +2336,7 @@ type ThawResponse struct {
 
 func (x *ThawResponse) Reset() {
 	*x = ThawResponse{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[27]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2234,7 +2348,7 @@ func (x *ThawResponse) String() string {
 func (*ThawResponse) ProtoMessage() {}
 
 func (x *ThawResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[27]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2247,7 +2361,7 @@ func (x *ThawResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ThawResponse.ProtoReflect.Descriptor instead.
 func (*ThawResponse) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{27}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ThawResponse) GetConsistent() *Position {
@@ -2298,7 +2412,7 @@ type ArchiveRequest struct {
 
 func (x *ArchiveRequest) Reset() {
 	*x = ArchiveRequest{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[28]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2310,7 +2424,7 @@ func (x *ArchiveRequest) String() string {
 func (*ArchiveRequest) ProtoMessage() {}
 
 func (x *ArchiveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[28]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2323,7 +2437,7 @@ func (x *ArchiveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ArchiveRequest.ProtoReflect.Descriptor instead.
 func (*ArchiveRequest) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{28}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ArchiveRequest) GetTarget() *Target {
@@ -2368,7 +2482,7 @@ type ArchiveInput struct {
 
 func (x *ArchiveInput) Reset() {
 	*x = ArchiveInput{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[29]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2380,7 +2494,7 @@ func (x *ArchiveInput) String() string {
 func (*ArchiveInput) ProtoMessage() {}
 
 func (x *ArchiveInput) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[29]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2393,7 +2507,7 @@ func (x *ArchiveInput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ArchiveInput.ProtoReflect.Descriptor instead.
 func (*ArchiveInput) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{29}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ArchiveInput) GetMsg() isArchiveInput_Msg {
@@ -2463,7 +2577,7 @@ type SegmentHeader struct {
 
 func (x *SegmentHeader) Reset() {
 	*x = SegmentHeader{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[30]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2475,7 +2589,7 @@ func (x *SegmentHeader) String() string {
 func (*SegmentHeader) ProtoMessage() {}
 
 func (x *SegmentHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[30]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2488,7 +2602,7 @@ func (x *SegmentHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SegmentHeader.ProtoReflect.Descriptor instead.
 func (*SegmentHeader) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{30}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *SegmentHeader) GetName() string {
@@ -2536,7 +2650,7 @@ type SegmentTrailer struct {
 
 func (x *SegmentTrailer) Reset() {
 	*x = SegmentTrailer{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[31]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2548,7 +2662,7 @@ func (x *SegmentTrailer) String() string {
 func (*SegmentTrailer) ProtoMessage() {}
 
 func (x *SegmentTrailer) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[31]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2561,7 +2675,7 @@ func (x *SegmentTrailer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SegmentTrailer.ProtoReflect.Descriptor instead.
 func (*SegmentTrailer) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{31}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *SegmentTrailer) GetEnd() *Position {
@@ -2623,7 +2737,7 @@ type ArchiveOutput struct {
 
 func (x *ArchiveOutput) Reset() {
 	*x = ArchiveOutput{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[32]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2635,7 +2749,7 @@ func (x *ArchiveOutput) String() string {
 func (*ArchiveOutput) ProtoMessage() {}
 
 func (x *ArchiveOutput) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[32]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2648,7 +2762,7 @@ func (x *ArchiveOutput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ArchiveOutput.ProtoReflect.Descriptor instead.
 func (*ArchiveOutput) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{32}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ArchiveOutput) GetMsg() isArchiveOutput_Msg {
@@ -2745,7 +2859,7 @@ type RecoveryTarget struct {
 
 func (x *RecoveryTarget) Reset() {
 	*x = RecoveryTarget{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[33]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2757,7 +2871,7 @@ func (x *RecoveryTarget) String() string {
 func (*RecoveryTarget) ProtoMessage() {}
 
 func (x *RecoveryTarget) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[33]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2770,7 +2884,7 @@ func (x *RecoveryTarget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecoveryTarget.ProtoReflect.Descriptor instead.
 func (*RecoveryTarget) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{33}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *RecoveryTarget) GetTarget() isRecoveryTarget_Target {
@@ -2897,7 +3011,7 @@ type ReplayRequest struct {
 
 func (x *ReplayRequest) Reset() {
 	*x = ReplayRequest{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[34]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2909,7 +3023,7 @@ func (x *ReplayRequest) String() string {
 func (*ReplayRequest) ProtoMessage() {}
 
 func (x *ReplayRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[34]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2922,7 +3036,7 @@ func (x *ReplayRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplayRequest.ProtoReflect.Descriptor instead.
 func (*ReplayRequest) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{34}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ReplayRequest) GetTarget() *Target {
@@ -2983,7 +3097,7 @@ type Fetch struct {
 
 func (x *Fetch) Reset() {
 	*x = Fetch{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[35]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2995,7 +3109,7 @@ func (x *Fetch) String() string {
 func (*Fetch) ProtoMessage() {}
 
 func (x *Fetch) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[35]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3008,7 +3122,7 @@ func (x *Fetch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Fetch.ProtoReflect.Descriptor instead.
 func (*Fetch) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{35}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *Fetch) GetQuery() isFetch_Query {
@@ -3074,7 +3188,7 @@ type SegmentInfo struct {
 
 func (x *SegmentInfo) Reset() {
 	*x = SegmentInfo{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[36]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3086,7 +3200,7 @@ func (x *SegmentInfo) String() string {
 func (*SegmentInfo) ProtoMessage() {}
 
 func (x *SegmentInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[36]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3099,7 +3213,7 @@ func (x *SegmentInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SegmentInfo.ProtoReflect.Descriptor instead.
 func (*SegmentInfo) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{36}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *SegmentInfo) GetHeader() *SegmentHeader {
@@ -3128,7 +3242,7 @@ type SegmentDone struct {
 
 func (x *SegmentDone) Reset() {
 	*x = SegmentDone{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[37]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3140,7 +3254,7 @@ func (x *SegmentDone) String() string {
 func (*SegmentDone) ProtoMessage() {}
 
 func (x *SegmentDone) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[37]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3153,7 +3267,7 @@ func (x *SegmentDone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SegmentDone.ProtoReflect.Descriptor instead.
 func (*SegmentDone) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{37}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *SegmentDone) GetSize() int64 {
@@ -3174,7 +3288,7 @@ type FetchMiss struct {
 
 func (x *FetchMiss) Reset() {
 	*x = FetchMiss{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[38]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3186,7 +3300,7 @@ func (x *FetchMiss) String() string {
 func (*FetchMiss) ProtoMessage() {}
 
 func (x *FetchMiss) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[38]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3199,7 +3313,7 @@ func (x *FetchMiss) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchMiss.ProtoReflect.Descriptor instead.
 func (*FetchMiss) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{38}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *FetchMiss) GetReason() string {
@@ -3227,7 +3341,7 @@ type ReplayInput struct {
 
 func (x *ReplayInput) Reset() {
 	*x = ReplayInput{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[39]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3239,7 +3353,7 @@ func (x *ReplayInput) String() string {
 func (*ReplayInput) ProtoMessage() {}
 
 func (x *ReplayInput) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[39]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3252,7 +3366,7 @@ func (x *ReplayInput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplayInput.ProtoReflect.Descriptor instead.
 func (*ReplayInput) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{39}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ReplayInput) GetMsg() isReplayInput_Msg {
@@ -3356,7 +3470,7 @@ type ReplayResult struct {
 
 func (x *ReplayResult) Reset() {
 	*x = ReplayResult{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[40]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3368,7 +3482,7 @@ func (x *ReplayResult) String() string {
 func (*ReplayResult) ProtoMessage() {}
 
 func (x *ReplayResult) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[40]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3381,7 +3495,7 @@ func (x *ReplayResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplayResult.ProtoReflect.Descriptor instead.
 func (*ReplayResult) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{40}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ReplayResult) GetReached() *Position {
@@ -3419,7 +3533,7 @@ type ReplayOutput struct {
 
 func (x *ReplayOutput) Reset() {
 	*x = ReplayOutput{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[41]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3431,7 +3545,7 @@ func (x *ReplayOutput) String() string {
 func (*ReplayOutput) ProtoMessage() {}
 
 func (x *ReplayOutput) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[41]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3444,7 +3558,7 @@ func (x *ReplayOutput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplayOutput.ProtoReflect.Descriptor instead.
 func (*ReplayOutput) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{41}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ReplayOutput) GetMsg() isReplayOutput_Msg {
@@ -3523,12 +3637,13 @@ const file_amber_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x17DescribeLogFileResponse\x12\x16\n" +
 	"\x06ignore\x18\x01 \x01(\bR\x06ignore\x126\n" +
 	"\x06header\x18\x02 \x01(\v2\x1e.amber.plugin.v1.SegmentHeaderR\x06header\x129\n" +
-	"\atrailer\x18\x03 \x01(\v2\x1f.amber.plugin.v1.SegmentTrailerR\atrailer\"\xbb\x01\n" +
+	"\atrailer\x18\x03 \x01(\v2\x1f.amber.plugin.v1.SegmentTrailerR\atrailer\"\xe6\x01\n" +
 	"\fInfoResponse\x12\x16\n" +
 	"\x06engine\x18\x01 \x01(\tR\x06engine\x12%\n" +
 	"\x0eplugin_version\x18\x02 \x01(\tR\rpluginVersion\x12?\n" +
 	"\fcapabilities\x18\x03 \x03(\x0e2\x1b.amber.plugin.v1.CapabilityR\fcapabilities\x12+\n" +
-	"\x11supported_servers\x18\x04 \x01(\tR\x10supportedServers\"?\n" +
+	"\x11supported_servers\x18\x04 \x01(\tR\x10supportedServers\x12)\n" +
+	"\x10previous_entries\x18\x05 \x03(\tR\x0fpreviousEntries\"?\n" +
 	"\fProbeRequest\x12/\n" +
 	"\x06target\x18\x01 \x01(\v2\x17.amber.plugin.v1.TargetR\x06target\"\xa6\x03\n" +
 	"\rProbeResponse\x12%\n" +
@@ -3554,21 +3669,31 @@ const file_amber_plugin_v1_plugin_proto_rawDesc = "" +
 	"\bprevious\x18\a \x01(\v2\x1e.amber.plugin.v1.PreviousFilesR\bprevious\x1a:\n" +
 	"\fOptionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x93\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x96\x02\n" +
 	"\rPreviousFiles\x12\x16\n" +
 	"\x06backup\x18\x01 \x01(\tR\x06backup\x125\n" +
 	"\x06result\x18\x02 \x01(\v2\x1d.amber.plugin.v1.BackupResultR\x06result\x123\n" +
-	"\x05files\x18\x03 \x03(\v2\x1d.amber.plugin.v1.PreviousFileR\x05files\"d\n" +
+	"\x05files\x18\x03 \x03(\v2\x1d.amber.plugin.v1.PreviousFileR\x05files\x12E\n" +
+	"\aentries\x18\x04 \x03(\v2+.amber.plugin.v1.PreviousFiles.EntriesEntryR\aentries\x1a:\n" +
+	"\fEntriesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"d\n" +
 	"\fPreviousFile\x12\x14\n" +
 	"\x05entry\x18\x01 \x01(\tR\x05entry\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\tR\x03key\x12\x14\n" +
 	"\x05stamp\x18\x03 \x01(\tR\x05stamp\x12\x16\n" +
-	"\x06length\x18\x04 \x01(\x03R\x06length\"`\n" +
+	"\x06length\x18\x04 \x01(\x03R\x06length\"\xc5\x01\n" +
 	"\bFileMark\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05stamp\x18\x02 \x01(\tR\x05stamp\x12\x16\n" +
 	"\x06length\x18\x03 \x01(\x03R\x06length\x12\x14\n" +
-	"\x05reuse\x18\x04 \x01(\bR\x05reuse\"\xe2\x01\n" +
+	"\x05reuse\x18\x04 \x01(\bR\x05reuse\x12\x12\n" +
+	"\x04base\x18\x05 \x01(\tR\x04base\x12\x1b\n" +
+	"\tbase_keep\x18\x06 \x01(\x03R\bbaseKeep\x122\n" +
+	"\x06ranges\x18\a \x03(\v2\x1a.amber.plugin.v1.ByteRangeR\x06ranges\";\n" +
+	"\tByteRange\x12\x16\n" +
+	"\x06offset\x18\x01 \x01(\x03R\x06offset\x12\x16\n" +
+	"\x06length\x18\x02 \x01(\x03R\x06length\"\xe2\x01\n" +
 	"\vEntryHeader\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x12\n" +
@@ -3791,7 +3916,7 @@ func file_amber_plugin_v1_plugin_proto_rawDescGZIP() []byte {
 }
 
 var file_amber_plugin_v1_plugin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_amber_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 54)
+var file_amber_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 56)
 var file_amber_plugin_v1_plugin_proto_goTypes = []any{
 	(Capability)(0),                 // 0: amber.plugin.v1.Capability
 	(Role)(0),                       // 1: amber.plugin.v1.Role
@@ -3809,163 +3934,167 @@ var file_amber_plugin_v1_plugin_proto_goTypes = []any{
 	(*PreviousFiles)(nil),           // 13: amber.plugin.v1.PreviousFiles
 	(*PreviousFile)(nil),            // 14: amber.plugin.v1.PreviousFile
 	(*FileMark)(nil),                // 15: amber.plugin.v1.FileMark
-	(*EntryHeader)(nil),             // 16: amber.plugin.v1.EntryHeader
-	(*EntryEnd)(nil),                // 17: amber.plugin.v1.EntryEnd
-	(*BackupResult)(nil),            // 18: amber.plugin.v1.BackupResult
-	(*BackupOutput)(nil),            // 19: amber.plugin.v1.BackupOutput
-	(*RestoreRequest)(nil),          // 20: amber.plugin.v1.RestoreRequest
-	(*RestoreInput)(nil),            // 21: amber.plugin.v1.RestoreInput
-	(*RestoreResult)(nil),           // 22: amber.plugin.v1.RestoreResult
-	(*FileOwner)(nil),               // 23: amber.plugin.v1.FileOwner
-	(*FreezeRequest)(nil),           // 24: amber.plugin.v1.FreezeRequest
-	(*FreezeResponse)(nil),          // 25: amber.plugin.v1.FreezeResponse
-	(*RenewLeaseRequest)(nil),       // 26: amber.plugin.v1.RenewLeaseRequest
-	(*RenewLeaseResponse)(nil),      // 27: amber.plugin.v1.RenewLeaseResponse
-	(*ThawRequest)(nil),             // 28: amber.plugin.v1.ThawRequest
-	(*ThawResponse)(nil),            // 29: amber.plugin.v1.ThawResponse
-	(*ArchiveRequest)(nil),          // 30: amber.plugin.v1.ArchiveRequest
-	(*ArchiveInput)(nil),            // 31: amber.plugin.v1.ArchiveInput
-	(*SegmentHeader)(nil),           // 32: amber.plugin.v1.SegmentHeader
-	(*SegmentTrailer)(nil),          // 33: amber.plugin.v1.SegmentTrailer
-	(*ArchiveOutput)(nil),           // 34: amber.plugin.v1.ArchiveOutput
-	(*RecoveryTarget)(nil),          // 35: amber.plugin.v1.RecoveryTarget
-	(*ReplayRequest)(nil),           // 36: amber.plugin.v1.ReplayRequest
-	(*Fetch)(nil),                   // 37: amber.plugin.v1.Fetch
-	(*SegmentInfo)(nil),             // 38: amber.plugin.v1.SegmentInfo
-	(*SegmentDone)(nil),             // 39: amber.plugin.v1.SegmentDone
-	(*FetchMiss)(nil),               // 40: amber.plugin.v1.FetchMiss
-	(*ReplayInput)(nil),             // 41: amber.plugin.v1.ReplayInput
-	(*ReplayResult)(nil),            // 42: amber.plugin.v1.ReplayResult
-	(*ReplayOutput)(nil),            // 43: amber.plugin.v1.ReplayOutput
-	nil,                             // 44: amber.plugin.v1.Target.SettingsEntry
-	nil,                             // 45: amber.plugin.v1.DescribeLogFileRequest.SettingsEntry
-	nil,                             // 46: amber.plugin.v1.ProbeResponse.FactsEntry
-	nil,                             // 47: amber.plugin.v1.BackupRequest.OptionsEntry
-	nil,                             // 48: amber.plugin.v1.EntryHeader.MetadataEntry
-	nil,                             // 49: amber.plugin.v1.BackupResult.MetadataEntry
-	nil,                             // 50: amber.plugin.v1.RestoreRequest.OptionsEntry
-	nil,                             // 51: amber.plugin.v1.RestoreResult.MetadataEntry
-	nil,                             // 52: amber.plugin.v1.ThawResponse.MetadataEntry
-	nil,                             // 53: amber.plugin.v1.ArchiveRequest.OptionsEntry
-	nil,                             // 54: amber.plugin.v1.ReplayRequest.OptionsEntry
-	nil,                             // 55: amber.plugin.v1.ReplayResult.MetadataEntry
-	(*durationpb.Duration)(nil),     // 56: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),   // 57: google.protobuf.Timestamp
+	(*ByteRange)(nil),               // 16: amber.plugin.v1.ByteRange
+	(*EntryHeader)(nil),             // 17: amber.plugin.v1.EntryHeader
+	(*EntryEnd)(nil),                // 18: amber.plugin.v1.EntryEnd
+	(*BackupResult)(nil),            // 19: amber.plugin.v1.BackupResult
+	(*BackupOutput)(nil),            // 20: amber.plugin.v1.BackupOutput
+	(*RestoreRequest)(nil),          // 21: amber.plugin.v1.RestoreRequest
+	(*RestoreInput)(nil),            // 22: amber.plugin.v1.RestoreInput
+	(*RestoreResult)(nil),           // 23: amber.plugin.v1.RestoreResult
+	(*FileOwner)(nil),               // 24: amber.plugin.v1.FileOwner
+	(*FreezeRequest)(nil),           // 25: amber.plugin.v1.FreezeRequest
+	(*FreezeResponse)(nil),          // 26: amber.plugin.v1.FreezeResponse
+	(*RenewLeaseRequest)(nil),       // 27: amber.plugin.v1.RenewLeaseRequest
+	(*RenewLeaseResponse)(nil),      // 28: amber.plugin.v1.RenewLeaseResponse
+	(*ThawRequest)(nil),             // 29: amber.plugin.v1.ThawRequest
+	(*ThawResponse)(nil),            // 30: amber.plugin.v1.ThawResponse
+	(*ArchiveRequest)(nil),          // 31: amber.plugin.v1.ArchiveRequest
+	(*ArchiveInput)(nil),            // 32: amber.plugin.v1.ArchiveInput
+	(*SegmentHeader)(nil),           // 33: amber.plugin.v1.SegmentHeader
+	(*SegmentTrailer)(nil),          // 34: amber.plugin.v1.SegmentTrailer
+	(*ArchiveOutput)(nil),           // 35: amber.plugin.v1.ArchiveOutput
+	(*RecoveryTarget)(nil),          // 36: amber.plugin.v1.RecoveryTarget
+	(*ReplayRequest)(nil),           // 37: amber.plugin.v1.ReplayRequest
+	(*Fetch)(nil),                   // 38: amber.plugin.v1.Fetch
+	(*SegmentInfo)(nil),             // 39: amber.plugin.v1.SegmentInfo
+	(*SegmentDone)(nil),             // 40: amber.plugin.v1.SegmentDone
+	(*FetchMiss)(nil),               // 41: amber.plugin.v1.FetchMiss
+	(*ReplayInput)(nil),             // 42: amber.plugin.v1.ReplayInput
+	(*ReplayResult)(nil),            // 43: amber.plugin.v1.ReplayResult
+	(*ReplayOutput)(nil),            // 44: amber.plugin.v1.ReplayOutput
+	nil,                             // 45: amber.plugin.v1.Target.SettingsEntry
+	nil,                             // 46: amber.plugin.v1.DescribeLogFileRequest.SettingsEntry
+	nil,                             // 47: amber.plugin.v1.ProbeResponse.FactsEntry
+	nil,                             // 48: amber.plugin.v1.BackupRequest.OptionsEntry
+	nil,                             // 49: amber.plugin.v1.PreviousFiles.EntriesEntry
+	nil,                             // 50: amber.plugin.v1.EntryHeader.MetadataEntry
+	nil,                             // 51: amber.plugin.v1.BackupResult.MetadataEntry
+	nil,                             // 52: amber.plugin.v1.RestoreRequest.OptionsEntry
+	nil,                             // 53: amber.plugin.v1.RestoreResult.MetadataEntry
+	nil,                             // 54: amber.plugin.v1.ThawResponse.MetadataEntry
+	nil,                             // 55: amber.plugin.v1.ArchiveRequest.OptionsEntry
+	nil,                             // 56: amber.plugin.v1.ReplayRequest.OptionsEntry
+	nil,                             // 57: amber.plugin.v1.ReplayResult.MetadataEntry
+	(*durationpb.Duration)(nil),     // 58: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),   // 59: google.protobuf.Timestamp
 }
 var file_amber_plugin_v1_plugin_proto_depIdxs = []int32{
-	44, // 0: amber.plugin.v1.Target.settings:type_name -> amber.plugin.v1.Target.SettingsEntry
-	45, // 1: amber.plugin.v1.DescribeLogFileRequest.settings:type_name -> amber.plugin.v1.DescribeLogFileRequest.SettingsEntry
-	32, // 2: amber.plugin.v1.DescribeLogFileResponse.header:type_name -> amber.plugin.v1.SegmentHeader
-	33, // 3: amber.plugin.v1.DescribeLogFileResponse.trailer:type_name -> amber.plugin.v1.SegmentTrailer
+	45, // 0: amber.plugin.v1.Target.settings:type_name -> amber.plugin.v1.Target.SettingsEntry
+	46, // 1: amber.plugin.v1.DescribeLogFileRequest.settings:type_name -> amber.plugin.v1.DescribeLogFileRequest.SettingsEntry
+	33, // 2: amber.plugin.v1.DescribeLogFileResponse.header:type_name -> amber.plugin.v1.SegmentHeader
+	34, // 3: amber.plugin.v1.DescribeLogFileResponse.trailer:type_name -> amber.plugin.v1.SegmentTrailer
 	0,  // 4: amber.plugin.v1.InfoResponse.capabilities:type_name -> amber.plugin.v1.Capability
 	3,  // 5: amber.plugin.v1.ProbeRequest.target:type_name -> amber.plugin.v1.Target
 	1,  // 6: amber.plugin.v1.ProbeResponse.role:type_name -> amber.plugin.v1.Role
 	2,  // 7: amber.plugin.v1.ProbeResponse.position:type_name -> amber.plugin.v1.Position
-	56, // 8: amber.plugin.v1.ProbeResponse.replication_lag:type_name -> google.protobuf.Duration
-	46, // 9: amber.plugin.v1.ProbeResponse.facts:type_name -> amber.plugin.v1.ProbeResponse.FactsEntry
+	58, // 8: amber.plugin.v1.ProbeResponse.replication_lag:type_name -> google.protobuf.Duration
+	47, // 9: amber.plugin.v1.ProbeResponse.facts:type_name -> amber.plugin.v1.ProbeResponse.FactsEntry
 	3,  // 10: amber.plugin.v1.BackupRequest.target:type_name -> amber.plugin.v1.Target
-	47, // 11: amber.plugin.v1.BackupRequest.options:type_name -> amber.plugin.v1.BackupRequest.OptionsEntry
+	48, // 11: amber.plugin.v1.BackupRequest.options:type_name -> amber.plugin.v1.BackupRequest.OptionsEntry
 	2,  // 12: amber.plugin.v1.BackupRequest.archived:type_name -> amber.plugin.v1.Position
 	13, // 13: amber.plugin.v1.BackupRequest.previous:type_name -> amber.plugin.v1.PreviousFiles
-	18, // 14: amber.plugin.v1.PreviousFiles.result:type_name -> amber.plugin.v1.BackupResult
+	19, // 14: amber.plugin.v1.PreviousFiles.result:type_name -> amber.plugin.v1.BackupResult
 	14, // 15: amber.plugin.v1.PreviousFiles.files:type_name -> amber.plugin.v1.PreviousFile
-	48, // 16: amber.plugin.v1.EntryHeader.metadata:type_name -> amber.plugin.v1.EntryHeader.MetadataEntry
-	2,  // 17: amber.plugin.v1.BackupResult.start:type_name -> amber.plugin.v1.Position
-	2,  // 18: amber.plugin.v1.BackupResult.consistent:type_name -> amber.plugin.v1.Position
-	57, // 19: amber.plugin.v1.BackupResult.consistent_time:type_name -> google.protobuf.Timestamp
-	57, // 20: amber.plugin.v1.BackupResult.start_time:type_name -> google.protobuf.Timestamp
-	49, // 21: amber.plugin.v1.BackupResult.metadata:type_name -> amber.plugin.v1.BackupResult.MetadataEntry
-	4,  // 22: amber.plugin.v1.BackupResult.files:type_name -> amber.plugin.v1.File
-	16, // 23: amber.plugin.v1.BackupOutput.entry:type_name -> amber.plugin.v1.EntryHeader
-	17, // 24: amber.plugin.v1.BackupOutput.entry_end:type_name -> amber.plugin.v1.EntryEnd
-	18, // 25: amber.plugin.v1.BackupOutput.result:type_name -> amber.plugin.v1.BackupResult
-	15, // 26: amber.plugin.v1.BackupOutput.file_mark:type_name -> amber.plugin.v1.FileMark
-	3,  // 27: amber.plugin.v1.RestoreRequest.target:type_name -> amber.plugin.v1.Target
-	18, // 28: amber.plugin.v1.RestoreRequest.backup:type_name -> amber.plugin.v1.BackupResult
-	50, // 29: amber.plugin.v1.RestoreRequest.options:type_name -> amber.plugin.v1.RestoreRequest.OptionsEntry
-	35, // 30: amber.plugin.v1.RestoreRequest.recovery_target:type_name -> amber.plugin.v1.RecoveryTarget
-	20, // 31: amber.plugin.v1.RestoreInput.request:type_name -> amber.plugin.v1.RestoreRequest
-	16, // 32: amber.plugin.v1.RestoreInput.entry:type_name -> amber.plugin.v1.EntryHeader
-	17, // 33: amber.plugin.v1.RestoreInput.entry_end:type_name -> amber.plugin.v1.EntryEnd
-	2,  // 34: amber.plugin.v1.RestoreResult.position:type_name -> amber.plugin.v1.Position
-	57, // 35: amber.plugin.v1.RestoreResult.consistent_time:type_name -> google.protobuf.Timestamp
-	51, // 36: amber.plugin.v1.RestoreResult.metadata:type_name -> amber.plugin.v1.RestoreResult.MetadataEntry
-	23, // 37: amber.plugin.v1.RestoreResult.owner:type_name -> amber.plugin.v1.FileOwner
-	3,  // 38: amber.plugin.v1.FreezeRequest.target:type_name -> amber.plugin.v1.Target
-	56, // 39: amber.plugin.v1.FreezeRequest.lease:type_name -> google.protobuf.Duration
-	2,  // 40: amber.plugin.v1.FreezeRequest.archived:type_name -> amber.plugin.v1.Position
-	57, // 41: amber.plugin.v1.FreezeResponse.expires_at:type_name -> google.protobuf.Timestamp
-	2,  // 42: amber.plugin.v1.FreezeResponse.position:type_name -> amber.plugin.v1.Position
-	57, // 43: amber.plugin.v1.FreezeResponse.consistent_time:type_name -> google.protobuf.Timestamp
-	56, // 44: amber.plugin.v1.RenewLeaseRequest.lease:type_name -> google.protobuf.Duration
-	57, // 45: amber.plugin.v1.RenewLeaseResponse.expires_at:type_name -> google.protobuf.Timestamp
-	2,  // 46: amber.plugin.v1.ThawResponse.consistent:type_name -> amber.plugin.v1.Position
-	57, // 47: amber.plugin.v1.ThawResponse.consistent_time:type_name -> google.protobuf.Timestamp
-	4,  // 48: amber.plugin.v1.ThawResponse.files:type_name -> amber.plugin.v1.File
-	52, // 49: amber.plugin.v1.ThawResponse.metadata:type_name -> amber.plugin.v1.ThawResponse.MetadataEntry
-	3,  // 50: amber.plugin.v1.ArchiveRequest.target:type_name -> amber.plugin.v1.Target
-	2,  // 51: amber.plugin.v1.ArchiveRequest.start:type_name -> amber.plugin.v1.Position
-	56, // 52: amber.plugin.v1.ArchiveRequest.flush_interval:type_name -> google.protobuf.Duration
-	53, // 53: amber.plugin.v1.ArchiveRequest.options:type_name -> amber.plugin.v1.ArchiveRequest.OptionsEntry
-	30, // 54: amber.plugin.v1.ArchiveInput.request:type_name -> amber.plugin.v1.ArchiveRequest
-	2,  // 55: amber.plugin.v1.ArchiveInput.durable:type_name -> amber.plugin.v1.Position
-	2,  // 56: amber.plugin.v1.SegmentHeader.start:type_name -> amber.plugin.v1.Position
-	2,  // 57: amber.plugin.v1.SegmentHeader.branch:type_name -> amber.plugin.v1.Position
-	2,  // 58: amber.plugin.v1.SegmentTrailer.end:type_name -> amber.plugin.v1.Position
-	57, // 59: amber.plugin.v1.SegmentTrailer.first_commit:type_name -> google.protobuf.Timestamp
-	57, // 60: amber.plugin.v1.SegmentTrailer.last_commit:type_name -> google.protobuf.Timestamp
-	32, // 61: amber.plugin.v1.ArchiveOutput.begin:type_name -> amber.plugin.v1.SegmentHeader
-	33, // 62: amber.plugin.v1.ArchiveOutput.end:type_name -> amber.plugin.v1.SegmentTrailer
-	57, // 63: amber.plugin.v1.RecoveryTarget.time:type_name -> google.protobuf.Timestamp
-	2,  // 64: amber.plugin.v1.RecoveryTarget.position:type_name -> amber.plugin.v1.Position
-	3,  // 65: amber.plugin.v1.ReplayRequest.target:type_name -> amber.plugin.v1.Target
-	35, // 66: amber.plugin.v1.ReplayRequest.recovery_target:type_name -> amber.plugin.v1.RecoveryTarget
-	2,  // 67: amber.plugin.v1.ReplayRequest.from:type_name -> amber.plugin.v1.Position
-	54, // 68: amber.plugin.v1.ReplayRequest.options:type_name -> amber.plugin.v1.ReplayRequest.OptionsEntry
-	2,  // 69: amber.plugin.v1.ReplayRequest.log_start:type_name -> amber.plugin.v1.Position
-	2,  // 70: amber.plugin.v1.Fetch.after:type_name -> amber.plugin.v1.Position
-	32, // 71: amber.plugin.v1.SegmentInfo.header:type_name -> amber.plugin.v1.SegmentHeader
-	33, // 72: amber.plugin.v1.SegmentInfo.trailer:type_name -> amber.plugin.v1.SegmentTrailer
-	36, // 73: amber.plugin.v1.ReplayInput.request:type_name -> amber.plugin.v1.ReplayRequest
-	38, // 74: amber.plugin.v1.ReplayInput.segment:type_name -> amber.plugin.v1.SegmentInfo
-	39, // 75: amber.plugin.v1.ReplayInput.done:type_name -> amber.plugin.v1.SegmentDone
-	40, // 76: amber.plugin.v1.ReplayInput.miss:type_name -> amber.plugin.v1.FetchMiss
-	2,  // 77: amber.plugin.v1.ReplayResult.reached:type_name -> amber.plugin.v1.Position
-	57, // 78: amber.plugin.v1.ReplayResult.reached_time:type_name -> google.protobuf.Timestamp
-	55, // 79: amber.plugin.v1.ReplayResult.metadata:type_name -> amber.plugin.v1.ReplayResult.MetadataEntry
-	37, // 80: amber.plugin.v1.ReplayOutput.fetch:type_name -> amber.plugin.v1.Fetch
-	42, // 81: amber.plugin.v1.ReplayOutput.result:type_name -> amber.plugin.v1.ReplayResult
-	5,  // 82: amber.plugin.v1.IdentityService.Info:input_type -> amber.plugin.v1.InfoRequest
-	10, // 83: amber.plugin.v1.IdentityService.Probe:input_type -> amber.plugin.v1.ProbeRequest
-	6,  // 84: amber.plugin.v1.IdentityService.ParsePosition:input_type -> amber.plugin.v1.ParsePositionRequest
-	7,  // 85: amber.plugin.v1.LogFileService.DescribeLogFile:input_type -> amber.plugin.v1.DescribeLogFileRequest
-	12, // 86: amber.plugin.v1.LogicalService.LogicalDump:input_type -> amber.plugin.v1.BackupRequest
-	21, // 87: amber.plugin.v1.LogicalService.LogicalRestore:input_type -> amber.plugin.v1.RestoreInput
-	12, // 88: amber.plugin.v1.PhysicalService.PhysicalBackup:input_type -> amber.plugin.v1.BackupRequest
-	21, // 89: amber.plugin.v1.PhysicalService.PhysicalRestore:input_type -> amber.plugin.v1.RestoreInput
-	24, // 90: amber.plugin.v1.SnapshotService.Freeze:input_type -> amber.plugin.v1.FreezeRequest
-	26, // 91: amber.plugin.v1.SnapshotService.RenewLease:input_type -> amber.plugin.v1.RenewLeaseRequest
-	28, // 92: amber.plugin.v1.SnapshotService.Thaw:input_type -> amber.plugin.v1.ThawRequest
-	31, // 93: amber.plugin.v1.ArchiveService.Archive:input_type -> amber.plugin.v1.ArchiveInput
-	41, // 94: amber.plugin.v1.ReplayService.Replay:input_type -> amber.plugin.v1.ReplayInput
-	9,  // 95: amber.plugin.v1.IdentityService.Info:output_type -> amber.plugin.v1.InfoResponse
-	11, // 96: amber.plugin.v1.IdentityService.Probe:output_type -> amber.plugin.v1.ProbeResponse
-	2,  // 97: amber.plugin.v1.IdentityService.ParsePosition:output_type -> amber.plugin.v1.Position
-	8,  // 98: amber.plugin.v1.LogFileService.DescribeLogFile:output_type -> amber.plugin.v1.DescribeLogFileResponse
-	19, // 99: amber.plugin.v1.LogicalService.LogicalDump:output_type -> amber.plugin.v1.BackupOutput
-	22, // 100: amber.plugin.v1.LogicalService.LogicalRestore:output_type -> amber.plugin.v1.RestoreResult
-	19, // 101: amber.plugin.v1.PhysicalService.PhysicalBackup:output_type -> amber.plugin.v1.BackupOutput
-	22, // 102: amber.plugin.v1.PhysicalService.PhysicalRestore:output_type -> amber.plugin.v1.RestoreResult
-	25, // 103: amber.plugin.v1.SnapshotService.Freeze:output_type -> amber.plugin.v1.FreezeResponse
-	27, // 104: amber.plugin.v1.SnapshotService.RenewLease:output_type -> amber.plugin.v1.RenewLeaseResponse
-	29, // 105: amber.plugin.v1.SnapshotService.Thaw:output_type -> amber.plugin.v1.ThawResponse
-	34, // 106: amber.plugin.v1.ArchiveService.Archive:output_type -> amber.plugin.v1.ArchiveOutput
-	43, // 107: amber.plugin.v1.ReplayService.Replay:output_type -> amber.plugin.v1.ReplayOutput
-	95, // [95:108] is the sub-list for method output_type
-	82, // [82:95] is the sub-list for method input_type
-	82, // [82:82] is the sub-list for extension type_name
-	82, // [82:82] is the sub-list for extension extendee
-	0,  // [0:82] is the sub-list for field type_name
+	49, // 16: amber.plugin.v1.PreviousFiles.entries:type_name -> amber.plugin.v1.PreviousFiles.EntriesEntry
+	16, // 17: amber.plugin.v1.FileMark.ranges:type_name -> amber.plugin.v1.ByteRange
+	50, // 18: amber.plugin.v1.EntryHeader.metadata:type_name -> amber.plugin.v1.EntryHeader.MetadataEntry
+	2,  // 19: amber.plugin.v1.BackupResult.start:type_name -> amber.plugin.v1.Position
+	2,  // 20: amber.plugin.v1.BackupResult.consistent:type_name -> amber.plugin.v1.Position
+	59, // 21: amber.plugin.v1.BackupResult.consistent_time:type_name -> google.protobuf.Timestamp
+	59, // 22: amber.plugin.v1.BackupResult.start_time:type_name -> google.protobuf.Timestamp
+	51, // 23: amber.plugin.v1.BackupResult.metadata:type_name -> amber.plugin.v1.BackupResult.MetadataEntry
+	4,  // 24: amber.plugin.v1.BackupResult.files:type_name -> amber.plugin.v1.File
+	17, // 25: amber.plugin.v1.BackupOutput.entry:type_name -> amber.plugin.v1.EntryHeader
+	18, // 26: amber.plugin.v1.BackupOutput.entry_end:type_name -> amber.plugin.v1.EntryEnd
+	19, // 27: amber.plugin.v1.BackupOutput.result:type_name -> amber.plugin.v1.BackupResult
+	15, // 28: amber.plugin.v1.BackupOutput.file_mark:type_name -> amber.plugin.v1.FileMark
+	3,  // 29: amber.plugin.v1.RestoreRequest.target:type_name -> amber.plugin.v1.Target
+	19, // 30: amber.plugin.v1.RestoreRequest.backup:type_name -> amber.plugin.v1.BackupResult
+	52, // 31: amber.plugin.v1.RestoreRequest.options:type_name -> amber.plugin.v1.RestoreRequest.OptionsEntry
+	36, // 32: amber.plugin.v1.RestoreRequest.recovery_target:type_name -> amber.plugin.v1.RecoveryTarget
+	21, // 33: amber.plugin.v1.RestoreInput.request:type_name -> amber.plugin.v1.RestoreRequest
+	17, // 34: amber.plugin.v1.RestoreInput.entry:type_name -> amber.plugin.v1.EntryHeader
+	18, // 35: amber.plugin.v1.RestoreInput.entry_end:type_name -> amber.plugin.v1.EntryEnd
+	2,  // 36: amber.plugin.v1.RestoreResult.position:type_name -> amber.plugin.v1.Position
+	59, // 37: amber.plugin.v1.RestoreResult.consistent_time:type_name -> google.protobuf.Timestamp
+	53, // 38: amber.plugin.v1.RestoreResult.metadata:type_name -> amber.plugin.v1.RestoreResult.MetadataEntry
+	24, // 39: amber.plugin.v1.RestoreResult.owner:type_name -> amber.plugin.v1.FileOwner
+	3,  // 40: amber.plugin.v1.FreezeRequest.target:type_name -> amber.plugin.v1.Target
+	58, // 41: amber.plugin.v1.FreezeRequest.lease:type_name -> google.protobuf.Duration
+	2,  // 42: amber.plugin.v1.FreezeRequest.archived:type_name -> amber.plugin.v1.Position
+	59, // 43: amber.plugin.v1.FreezeResponse.expires_at:type_name -> google.protobuf.Timestamp
+	2,  // 44: amber.plugin.v1.FreezeResponse.position:type_name -> amber.plugin.v1.Position
+	59, // 45: amber.plugin.v1.FreezeResponse.consistent_time:type_name -> google.protobuf.Timestamp
+	58, // 46: amber.plugin.v1.RenewLeaseRequest.lease:type_name -> google.protobuf.Duration
+	59, // 47: amber.plugin.v1.RenewLeaseResponse.expires_at:type_name -> google.protobuf.Timestamp
+	2,  // 48: amber.plugin.v1.ThawResponse.consistent:type_name -> amber.plugin.v1.Position
+	59, // 49: amber.plugin.v1.ThawResponse.consistent_time:type_name -> google.protobuf.Timestamp
+	4,  // 50: amber.plugin.v1.ThawResponse.files:type_name -> amber.plugin.v1.File
+	54, // 51: amber.plugin.v1.ThawResponse.metadata:type_name -> amber.plugin.v1.ThawResponse.MetadataEntry
+	3,  // 52: amber.plugin.v1.ArchiveRequest.target:type_name -> amber.plugin.v1.Target
+	2,  // 53: amber.plugin.v1.ArchiveRequest.start:type_name -> amber.plugin.v1.Position
+	58, // 54: amber.plugin.v1.ArchiveRequest.flush_interval:type_name -> google.protobuf.Duration
+	55, // 55: amber.plugin.v1.ArchiveRequest.options:type_name -> amber.plugin.v1.ArchiveRequest.OptionsEntry
+	31, // 56: amber.plugin.v1.ArchiveInput.request:type_name -> amber.plugin.v1.ArchiveRequest
+	2,  // 57: amber.plugin.v1.ArchiveInput.durable:type_name -> amber.plugin.v1.Position
+	2,  // 58: amber.plugin.v1.SegmentHeader.start:type_name -> amber.plugin.v1.Position
+	2,  // 59: amber.plugin.v1.SegmentHeader.branch:type_name -> amber.plugin.v1.Position
+	2,  // 60: amber.plugin.v1.SegmentTrailer.end:type_name -> amber.plugin.v1.Position
+	59, // 61: amber.plugin.v1.SegmentTrailer.first_commit:type_name -> google.protobuf.Timestamp
+	59, // 62: amber.plugin.v1.SegmentTrailer.last_commit:type_name -> google.protobuf.Timestamp
+	33, // 63: amber.plugin.v1.ArchiveOutput.begin:type_name -> amber.plugin.v1.SegmentHeader
+	34, // 64: amber.plugin.v1.ArchiveOutput.end:type_name -> amber.plugin.v1.SegmentTrailer
+	59, // 65: amber.plugin.v1.RecoveryTarget.time:type_name -> google.protobuf.Timestamp
+	2,  // 66: amber.plugin.v1.RecoveryTarget.position:type_name -> amber.plugin.v1.Position
+	3,  // 67: amber.plugin.v1.ReplayRequest.target:type_name -> amber.plugin.v1.Target
+	36, // 68: amber.plugin.v1.ReplayRequest.recovery_target:type_name -> amber.plugin.v1.RecoveryTarget
+	2,  // 69: amber.plugin.v1.ReplayRequest.from:type_name -> amber.plugin.v1.Position
+	56, // 70: amber.plugin.v1.ReplayRequest.options:type_name -> amber.plugin.v1.ReplayRequest.OptionsEntry
+	2,  // 71: amber.plugin.v1.ReplayRequest.log_start:type_name -> amber.plugin.v1.Position
+	2,  // 72: amber.plugin.v1.Fetch.after:type_name -> amber.plugin.v1.Position
+	33, // 73: amber.plugin.v1.SegmentInfo.header:type_name -> amber.plugin.v1.SegmentHeader
+	34, // 74: amber.plugin.v1.SegmentInfo.trailer:type_name -> amber.plugin.v1.SegmentTrailer
+	37, // 75: amber.plugin.v1.ReplayInput.request:type_name -> amber.plugin.v1.ReplayRequest
+	39, // 76: amber.plugin.v1.ReplayInput.segment:type_name -> amber.plugin.v1.SegmentInfo
+	40, // 77: amber.plugin.v1.ReplayInput.done:type_name -> amber.plugin.v1.SegmentDone
+	41, // 78: amber.plugin.v1.ReplayInput.miss:type_name -> amber.plugin.v1.FetchMiss
+	2,  // 79: amber.plugin.v1.ReplayResult.reached:type_name -> amber.plugin.v1.Position
+	59, // 80: amber.plugin.v1.ReplayResult.reached_time:type_name -> google.protobuf.Timestamp
+	57, // 81: amber.plugin.v1.ReplayResult.metadata:type_name -> amber.plugin.v1.ReplayResult.MetadataEntry
+	38, // 82: amber.plugin.v1.ReplayOutput.fetch:type_name -> amber.plugin.v1.Fetch
+	43, // 83: amber.plugin.v1.ReplayOutput.result:type_name -> amber.plugin.v1.ReplayResult
+	5,  // 84: amber.plugin.v1.IdentityService.Info:input_type -> amber.plugin.v1.InfoRequest
+	10, // 85: amber.plugin.v1.IdentityService.Probe:input_type -> amber.plugin.v1.ProbeRequest
+	6,  // 86: amber.plugin.v1.IdentityService.ParsePosition:input_type -> amber.plugin.v1.ParsePositionRequest
+	7,  // 87: amber.plugin.v1.LogFileService.DescribeLogFile:input_type -> amber.plugin.v1.DescribeLogFileRequest
+	12, // 88: amber.plugin.v1.LogicalService.LogicalDump:input_type -> amber.plugin.v1.BackupRequest
+	22, // 89: amber.plugin.v1.LogicalService.LogicalRestore:input_type -> amber.plugin.v1.RestoreInput
+	12, // 90: amber.plugin.v1.PhysicalService.PhysicalBackup:input_type -> amber.plugin.v1.BackupRequest
+	22, // 91: amber.plugin.v1.PhysicalService.PhysicalRestore:input_type -> amber.plugin.v1.RestoreInput
+	25, // 92: amber.plugin.v1.SnapshotService.Freeze:input_type -> amber.plugin.v1.FreezeRequest
+	27, // 93: amber.plugin.v1.SnapshotService.RenewLease:input_type -> amber.plugin.v1.RenewLeaseRequest
+	29, // 94: amber.plugin.v1.SnapshotService.Thaw:input_type -> amber.plugin.v1.ThawRequest
+	32, // 95: amber.plugin.v1.ArchiveService.Archive:input_type -> amber.plugin.v1.ArchiveInput
+	42, // 96: amber.plugin.v1.ReplayService.Replay:input_type -> amber.plugin.v1.ReplayInput
+	9,  // 97: amber.plugin.v1.IdentityService.Info:output_type -> amber.plugin.v1.InfoResponse
+	11, // 98: amber.plugin.v1.IdentityService.Probe:output_type -> amber.plugin.v1.ProbeResponse
+	2,  // 99: amber.plugin.v1.IdentityService.ParsePosition:output_type -> amber.plugin.v1.Position
+	8,  // 100: amber.plugin.v1.LogFileService.DescribeLogFile:output_type -> amber.plugin.v1.DescribeLogFileResponse
+	20, // 101: amber.plugin.v1.LogicalService.LogicalDump:output_type -> amber.plugin.v1.BackupOutput
+	23, // 102: amber.plugin.v1.LogicalService.LogicalRestore:output_type -> amber.plugin.v1.RestoreResult
+	20, // 103: amber.plugin.v1.PhysicalService.PhysicalBackup:output_type -> amber.plugin.v1.BackupOutput
+	23, // 104: amber.plugin.v1.PhysicalService.PhysicalRestore:output_type -> amber.plugin.v1.RestoreResult
+	26, // 105: amber.plugin.v1.SnapshotService.Freeze:output_type -> amber.plugin.v1.FreezeResponse
+	28, // 106: amber.plugin.v1.SnapshotService.RenewLease:output_type -> amber.plugin.v1.RenewLeaseResponse
+	30, // 107: amber.plugin.v1.SnapshotService.Thaw:output_type -> amber.plugin.v1.ThawResponse
+	35, // 108: amber.plugin.v1.ArchiveService.Archive:output_type -> amber.plugin.v1.ArchiveOutput
+	44, // 109: amber.plugin.v1.ReplayService.Replay:output_type -> amber.plugin.v1.ReplayOutput
+	97, // [97:110] is the sub-list for method output_type
+	84, // [84:97] is the sub-list for method input_type
+	84, // [84:84] is the sub-list for extension type_name
+	84, // [84:84] is the sub-list for extension extendee
+	0,  // [0:84] is the sub-list for field type_name
 }
 
 func init() { file_amber_plugin_v1_plugin_proto_init() }
@@ -3973,48 +4102,48 @@ func file_amber_plugin_v1_plugin_proto_init() {
 	if File_amber_plugin_v1_plugin_proto != nil {
 		return
 	}
-	file_amber_plugin_v1_plugin_proto_msgTypes[17].OneofWrappers = []any{
+	file_amber_plugin_v1_plugin_proto_msgTypes[18].OneofWrappers = []any{
 		(*BackupOutput_Entry)(nil),
 		(*BackupOutput_Data)(nil),
 		(*BackupOutput_EntryEnd)(nil),
 		(*BackupOutput_Result)(nil),
 		(*BackupOutput_FileMark)(nil),
 	}
-	file_amber_plugin_v1_plugin_proto_msgTypes[19].OneofWrappers = []any{
+	file_amber_plugin_v1_plugin_proto_msgTypes[20].OneofWrappers = []any{
 		(*RestoreInput_Request)(nil),
 		(*RestoreInput_Entry)(nil),
 		(*RestoreInput_Data)(nil),
 		(*RestoreInput_EntryEnd)(nil),
 	}
-	file_amber_plugin_v1_plugin_proto_msgTypes[29].OneofWrappers = []any{
+	file_amber_plugin_v1_plugin_proto_msgTypes[30].OneofWrappers = []any{
 		(*ArchiveInput_Request)(nil),
 		(*ArchiveInput_Durable)(nil),
 	}
-	file_amber_plugin_v1_plugin_proto_msgTypes[32].OneofWrappers = []any{
+	file_amber_plugin_v1_plugin_proto_msgTypes[33].OneofWrappers = []any{
 		(*ArchiveOutput_Begin)(nil),
 		(*ArchiveOutput_Data)(nil),
 		(*ArchiveOutput_End)(nil),
 		(*ArchiveOutput_Abort)(nil),
 	}
-	file_amber_plugin_v1_plugin_proto_msgTypes[33].OneofWrappers = []any{
+	file_amber_plugin_v1_plugin_proto_msgTypes[34].OneofWrappers = []any{
 		(*RecoveryTarget_Time)(nil),
 		(*RecoveryTarget_Position)(nil),
 		(*RecoveryTarget_Name)(nil),
 		(*RecoveryTarget_Latest)(nil),
 		(*RecoveryTarget_Txn)(nil),
 	}
-	file_amber_plugin_v1_plugin_proto_msgTypes[35].OneofWrappers = []any{
+	file_amber_plugin_v1_plugin_proto_msgTypes[36].OneofWrappers = []any{
 		(*Fetch_Name)(nil),
 		(*Fetch_After)(nil),
 	}
-	file_amber_plugin_v1_plugin_proto_msgTypes[39].OneofWrappers = []any{
+	file_amber_plugin_v1_plugin_proto_msgTypes[40].OneofWrappers = []any{
 		(*ReplayInput_Request)(nil),
 		(*ReplayInput_Segment)(nil),
 		(*ReplayInput_Data)(nil),
 		(*ReplayInput_Done)(nil),
 		(*ReplayInput_Miss)(nil),
 	}
-	file_amber_plugin_v1_plugin_proto_msgTypes[41].OneofWrappers = []any{
+	file_amber_plugin_v1_plugin_proto_msgTypes[42].OneofWrappers = []any{
 		(*ReplayOutput_Fetch)(nil),
 		(*ReplayOutput_Result)(nil),
 	}
@@ -4024,7 +4153,7 @@ func file_amber_plugin_v1_plugin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_amber_plugin_v1_plugin_proto_rawDesc), len(file_amber_plugin_v1_plugin_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   54,
+			NumMessages:   56,
 			NumExtensions: 0,
 			NumServices:   7,
 		},
