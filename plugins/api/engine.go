@@ -320,6 +320,13 @@ const MetaLogFromStart = "log_from_start"
 // without support refuses the request.
 const OptionSnapshotData = "snapshot_data"
 
+// RestoringMark is the file the host may leave in an otherwise empty
+// Target.DataDir before a PhysicalRestore, to say that a restore into it
+// has begun (it removes the file once the restore is complete). A plugin
+// that wants an empty data directory treats one holding only this file as
+// empty, and leaves the file alone.
+const RestoringMark = ".amber-restoring"
+
 type BackupResult struct {
 	Start          Position  // log position at which the copy started
 	Consistent     Position  // log position at which the copy is consistent

@@ -17,6 +17,7 @@ import (
 	"github.com/amber-backup/amber/sidecar/repo"
 	"github.com/amber-backup/amber/sidecar/storage/location"
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 )
 
 // restoreFlags are the flags of `amber restore`.
@@ -167,6 +168,9 @@ func (e *env) runRestore(cmd *cobra.Command, f restoreFlags) error {
 			fmt.Fprintf(e.stderr, "%s was restored by an earlier run; nothing to do\n", f.dataDir)
 			return nil
 		}
+		if err := markRestoring(f.dataDir); err != nil {
+			return err
+		}
 	}
 	host, eng, err := e.openEngine(ctx, f.engine)
 	if err != nil {
@@ -214,6 +218,9 @@ func (e *env) runRestore(cmd *cobra.Command, f restoreFlags) error {
 		if err := os.WriteFile(filepath.Join(f.dataDir+".amber", restoredMark), nil, 0o600); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return err
 		}
+		if err := unmarkRestoring(f.dataDir); err != nil {
+			return err
+		}
 	}
 	if f.cloneMarker != "" {
 		if err := os.WriteFile(f.cloneMarker, restoreJSON(rep), 0o600); err != nil {
@@ -259,17 +266,25 @@ func (e *env) waitServer(ctx context.Context, eng api.Engine, target api.Target,
 const restoredMark = "restored"
 
 // prepareRestoreDir reports whether dataDir was restored completely by an
-// earlier run. When an earlier run stopped half-way, it removes what that
-// run left so the restore starts over.
+// earlier run. When an earlier run stopped half-way (its mark, see
+// markRestoring, is still there, or its log access directory lacks
+// restoredMark), it empties dataDir and removes the access directory so
+// the restore starts over.
 func prepareRestoreDir(dataDir string) (bool, error) {
 	access := dataDir + ".amber"
+	_, besideErr := os.Lstat(dataDir + api.RestoringMark)
+	_, insideErr := os.Lstat(filepath.Join(dataDir, api.RestoringMark))
 	_, accessErr := os.Lstat(access)
-	if accessErr == nil {
-		if _, err := os.Lstat(filepath.Join(access, restoredMark)); err == nil {
-			return true, nil // restored, recovery not finished yet
+	marked := besideErr == nil || insideErr == nil
+	if marked || accessErr == nil {
+		if !marked {
+			if _, err := os.Lstat(filepath.Join(access, restoredMark)); err == nil {
+				return true, nil // restored, recovery not finished yet
+			}
 		}
-		// Half-way: start over.
-		if err := os.RemoveAll(dataDir); err != nil {
+		// Half-way: start over, keeping the inside mark and dataDir itself
+		// (it may be the root of a volume).
+		if err := emptyDir(dataDir); err != nil {
 			return false, err
 		}
 		return false, os.RemoveAll(access)
@@ -285,6 +300,88 @@ func prepareRestoreDir(dataDir string) (bool, error) {
 	// ends), or a directory this restore must not touch: either way not
 	// ours to overwrite.
 	return len(entries) > 0, nil
+}
+
+// emptyDir removes everything in dir but api.RestoringMark.
+func emptyDir(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if e.Name() == api.RestoringMark {
+			continue
+		}
+		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// restoringMark is where markRestoring puts dataDir's mark: beside it, or
+// inside it when dataDir is the root of a volume (its parent is on another
+// file system), where a mark beside it would not outlive the container.
+func restoringMark(dataDir string) (string, error) {
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return "", err
+	}
+	var st, parent unix.Stat_t
+	if err := unix.Stat(dataDir, &st); err != nil {
+		return "", err
+	}
+	if err := unix.Stat(filepath.Dir(dataDir), &parent); err != nil {
+		return "", err
+	}
+	if st.Dev != parent.Dev {
+		return filepath.Join(dataDir, api.RestoringMark), nil
+	}
+	return dataDir + api.RestoringMark, nil
+}
+
+// markRestoring writes the mark that says a restore into dataDir has begun
+// and not finished, and syncs it, before the first byte of the data: a run
+// killed at any point, even with the machine, is then seen as half-way by
+// the next one. Engines take a data directory holding only the mark for
+// empty (api.RestoringMark).
+func markRestoring(dataDir string) error {
+	mark, err := restoringMark(dataDir)
+	if err != nil {
+		return fmt.Errorf("mark %s as being restored: %w", dataDir, err)
+	}
+	f, err := os.OpenFile(mark, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("mark %s as being restored: %w", dataDir, err)
+	}
+	if err := errors.Join(f.Sync(), f.Close()); err != nil {
+		return fmt.Errorf("mark %s as being restored: %w", dataDir, err)
+	}
+	return syncDir(filepath.Dir(mark))
+}
+
+// unmarkRestoring removes the mark once the restore is complete.
+func unmarkRestoring(dataDir string) error {
+	for _, mark := range []string{filepath.Join(dataDir, api.RestoringMark), dataDir + api.RestoringMark} {
+		if err := os.Remove(mark); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		if err := syncDir(filepath.Dir(mark)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
 
 // installSelf copies this binary and the engine's plugin into dir and

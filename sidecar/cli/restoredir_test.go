@@ -4,6 +4,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/amber-backup/amber/plugins/api"
 )
 
 // --skip-restored: a missing or empty directory is restored, a finished
@@ -26,10 +28,9 @@ func TestPrepareRestoreDir(t *testing.T) {
 	if done, err := prepareRestoreDir(dir); err != nil || done {
 		t.Fatalf("half-done: %v %v", done, err)
 	}
-	if _, err := os.Stat(dir); !os.IsNotExist(err) {
-		t.Fatalf("a half-done restore was not removed: %v", err)
+	if entries, err := os.ReadDir(dir); err != nil || len(entries) != 0 {
+		t.Fatalf("a half-done restore was not removed: %v %v", entries, err)
 	}
-	must(os.MkdirAll(dir, 0o700))
 	must(os.WriteFile(filepath.Join(dir, "PG_VERSION"), []byte("15"), 0o600))
 	must(os.MkdirAll(dir+".amber", 0o700))
 	must(os.WriteFile(filepath.Join(dir+".amber", restoredMark), nil, 0o600))
@@ -39,5 +40,64 @@ func TestPrepareRestoreDir(t *testing.T) {
 	must(os.RemoveAll(dir + ".amber"))
 	if done, err := prepareRestoreDir(dir); err != nil || !done {
 		t.Fatalf("recovered: %v %v", done, err)
+	}
+}
+
+// A run killed while it wrote the data directory, before the log access
+// directory existed (or after it finished but before it said so), leaves
+// the in-progress mark: the next run starts over instead of taking a
+// partial directory for a restored one. The mark is beside the data
+// directory (inside it only when that is the root of a volume, which a
+// test cannot mount).
+func TestPrepareRestoreDirInProgress(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data", "pgdata")
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(markRestoring(dir))
+	if _, err := os.Stat(dir + api.RestoringMark); err != nil {
+		t.Fatalf("no mark beside the data directory: %v", err)
+	}
+	must(os.WriteFile(filepath.Join(dir, "ibdata1"), []byte("partial"), 0o600))
+	if done, err := prepareRestoreDir(dir); err != nil || done {
+		t.Fatalf("killed while writing: %v %v", done, err)
+	}
+	if entries, err := os.ReadDir(dir); err != nil || len(entries) != 0 {
+		t.Fatalf("the partial data directory was not emptied: %v %v", entries, err)
+	}
+	must(os.MkdirAll(dir+".amber", 0o700))
+	must(os.WriteFile(filepath.Join(dir, "PG_VERSION"), []byte("15"), 0o600))
+	must(os.WriteFile(filepath.Join(dir+".amber", restoredMark), nil, 0o600))
+	if done, err := prepareRestoreDir(dir); err != nil || done {
+		t.Fatalf("killed before the mark was removed: %v %v", done, err)
+	}
+	if _, err := os.Stat(dir + ".amber"); !os.IsNotExist(err) {
+		t.Fatalf("the access directory was not removed: %v", err)
+	}
+	must(os.WriteFile(filepath.Join(dir, "PG_VERSION"), []byte("15"), 0o600))
+	must(unmarkRestoring(dir))
+	if done, err := prepareRestoreDir(dir); err != nil || !done {
+		t.Fatalf("complete: %v %v", done, err)
+	}
+
+	// The mark inside (a volume's root): emptied around it, and taken
+	// for an empty directory.
+	in := filepath.Join(t.TempDir(), "mysql")
+	must(os.MkdirAll(in, 0o700))
+	must(os.WriteFile(filepath.Join(in, api.RestoringMark), nil, 0o600))
+	must(os.MkdirAll(filepath.Join(in, "mysql"), 0o700))
+	if done, err := prepareRestoreDir(in); err != nil || done {
+		t.Fatalf("inside mark: %v %v", done, err)
+	}
+	entries, err := os.ReadDir(in)
+	if err != nil || len(entries) != 1 || entries[0].Name() != api.RestoringMark {
+		t.Fatalf("emptied around the inside mark: %v %v", entries, err)
+	}
+	must(unmarkRestoring(in))
+	if entries, _ := os.ReadDir(in); len(entries) != 0 {
+		t.Fatalf("the inside mark stayed: %v", entries)
 	}
 }

@@ -10,10 +10,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/amber-backup/amber/plugins/api"
 )
 
 // Physical backups run the server's own backup tool beside the server:
@@ -469,10 +472,11 @@ func checkEmptyDir(dir string) error {
 		return fmt.Errorf("restore: %w", err)
 	}
 	defer f.Close()
-	names, err := f.Readdirnames(1)
+	names, err := f.Readdirnames(2)
 	if err != nil && err != io.EOF {
 		return fmt.Errorf("restore: %s: %w", dir, err)
 	}
+	names = slices.DeleteFunc(names, func(n string) bool { return n == api.RestoringMark })
 	if len(names) > 0 {
 		return fmt.Errorf("restore: %s is not empty; a physical restore needs an empty or absent directory", dir)
 	}

@@ -9,12 +9,15 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/amber-backup/amber/plugins/api"
 )
 
 // Source gives back the entries a Sink received.
@@ -136,10 +139,11 @@ func checkEmptyDir(dir string) error {
 		return fmt.Errorf("restore: %w", err)
 	}
 	defer f.Close()
-	names, err := f.Readdirnames(1)
+	names, err := f.Readdirnames(2)
 	if err != nil && err != io.EOF {
 		return fmt.Errorf("restore: %s: %w", dir, err)
 	}
+	names = slices.DeleteFunc(names, func(n string) bool { return n == api.RestoringMark })
 	if len(names) > 0 {
 		return fmt.Errorf("restore: %s is not empty; restore needs an empty or absent directory", dir)
 	}
