@@ -55,6 +55,15 @@ ns=bench
 
 say() { printf 'bench-k8s-restore: %s %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { say "$*"; exit 1; }
+# wait_for SECONDS WHAT CMD...: runs CMD every second until it succeeds.
+wait_for() {
+  local deadline=$((SECONDS + $1)) what=$2
+  shift 2
+  until "$@"; do
+    [ "$SECONDS" -lt "$deadline" ] || die "$what: not done in time"
+    sleep 1
+  done
+}
 
 [ "$(id -u)" = 0 ] || die "needs root (the cluster's kubelet and containerd; the host's PostgreSQL runs as postgres)"
 for tool in amber amber-plugin-postgres go kubectl jq "$pgbin/psql" "$pgbin/pgbench" "$pgbin/pg_ctl" "$deps/bin/minio" "$deps/bin/kube-apiserver" "$deps/bin/kubelet"; do
@@ -161,6 +170,7 @@ kubectl -n "$ns" create secret generic pg-backup --from-file=password="$creds/pa
 sed -e "s|\${AMBER_REPOSITORY}|$repo_url|" -e 's|replicas: 3|replicas: 1|' \
   -e 's|schedule: "0 \*/6 \* \* \*".*|schedule: "@daily"\n  suspend: true|' \
   docs/examples/postgres-statefulset.yaml | k apply -f - >/dev/null
+wait_for 300 "pod pg-0 created" k get pod pg-0 -o name >/dev/null 2>&1
 k wait --for=condition=Ready pod/pg-0 --timeout=5m >/dev/null
 pgip=$(k get pod pg-0 -o jsonpath='{.status.podIP}')
 k patch configmap pg-topology --type merge -p "{\"data\":{\"primary_ip\":\"$pgip\"}}" >/dev/null
@@ -182,15 +192,6 @@ if [ -n "$cgmount" ] && [ -n "$slot" ] && [ -d "$slot_cg" ]; then
 fi
 say "$cgnote"
 
-# wait_for SECONDS WHAT CMD...: runs CMD every second until it succeeds.
-wait_for() {
-  local deadline=$((SECONDS + $1)) what=$2
-  shift 2
-  until "$@"; do
-    [ "$SECONDS" -lt "$deadline" ] || die "$what: not done in time"
-    sleep 1
-  done
-}
 archiving() { k get backuppolicy pg -o json | jq -e '.status.archivers // [] | any(.pod == "pg-0")' >/dev/null; }
 wait_for 180 "pg-0 archiving WAL" archiving
 
@@ -258,7 +259,9 @@ if [ "$pitr_seconds" -gt 0 ]; then
   sleep 1.1
   target=$(date -u +%Y-%m-%dT%H:%M:%SZ)
   psql_pg -c "SELECT pg_switch_wal()" postgres >/dev/null
-  reached() { amber ls --json | jq -e --arg t "$target" 'any(.windows[]?; .latest_time >= $t)' >/dev/null; }
+  epoch() { jq -n --arg t "$1" '$t | sub("\\.[0-9]+"; "") | sub("\\+00:00$"; "Z") | fromdateiso8601'; }
+  reached() { amber ls --json | jq -e --argjson t "$(epoch "$target")" \
+    'any(.windows[]?; .latest_time | sub("\\.[0-9]+"; "") | sub("\\+00:00$"; "Z") | fromdateiso8601 >= $t)' >/dev/null; }
   wait_for 300 "the archive reaching $target" reached
   wal_bytes=$(psql_pg -At -c "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '$backup_pos')::bigint" postgres || echo 0)
   say "target $target reached by the archive; $(awk -v b="$wal_bytes" 'BEGIN{printf "%.0f", b/1e6}') MB of WAL since the backup"
@@ -341,7 +344,9 @@ cli() {
   res[cli$kind,$run,xfer]=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}')
   res[cli$kind,$run,xfer_in]=$(jq -r '.duration_s' "$dir.report" | awk '{printf "%.1f", $1}')
   hostpg+=("$dir/data")
-  runuser -u postgres -- env AMBER_CREDENTIALS_DIR="$creds" AMBER_PASSWORD_FILE="$creds/password" AMBER_CACHE_DIR=- \
+  # The storage keys only, as the clone's database container gets them; its
+  # restore_command names its own key file (in data.amber, from the restore).
+  runuser -u postgres -- env -u AMBER_PASSWORD_FILE AMBER_CREDENTIALS_DIR="$creds" AMBER_CACHE_DIR=- \
     "$pgbin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -o "-p $port -k $dir -c listen_addresses=" start >/dev/null
   local deadline=$((SECONDS + 900))
   until "$pgbin/pg_isready" -q -h "$dir" -p "$port"; do
@@ -398,6 +403,8 @@ min_of() { # KEY FIELD: the smallest over the runs
   done
   echo "${best:--}"
 }
+# pairs KEY: each run's data transfer with amber restore's own duration in brackets.
+pairs() { local r s=""; for r in $(seq 1 "$runs"); do s="${s:+$s / }${res[$1,$r,xfer]:--} (${res[$1,$r,xfer_in]:--})"; done; echo "$s"; }
 all_of() { local r s=""; for r in $(seq 1 "$runs"); do s="${s:+$s / }${res[$1,$r,$2]:--}"; done; echo "$s"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b > 0) printf "%.2f", a/b; else print "-" }'; }
 mb() { awk -v b="$1" 'BEGIN{printf "%.0f", b/1e6}'; }
@@ -470,7 +477,7 @@ EOF
 | scheduling: Restore created → restoring container starts | ${res[$kind,$cb,sched]} s | $(all_of "$kind" sched) | — | — |
 | data transfer: the restoring container's run / \`amber restore\` | ${res[$kind,$cb,xfer]} s | $(all_of "$kind" xfer) | $(min_of "cli$kind" xfer) s | $(all_of "cli$kind" xfer) |
 | … of which \`amber restore\`'s own \`duration_s\` (its report) | ${res[$kind,$cb,xfer_in]:--} s | $(all_of "$kind" xfer_in) | $(min_of "cli$kind" xfer_in) s | $(all_of "cli$kind" xfer_in) |
-| data transfer, CLI without the metadata cache (\`AMBER_CACHE_DIR=-\`, as the pod) / its own \`duration_s\` | | | $(min_of "clinocache$kind" xfer) / $(min_of "clinocache$kind" xfer_in) s | $(all_of "clinocache$kind" xfer) / $(all_of "clinocache$kind" xfer_in) |
+| data transfer, CLI without the metadata cache (\`AMBER_CACHE_DIR=-\`, as the pod); its own \`duration_s\` in brackets | | | $(min_of "clinocache$kind" xfer) s ($(min_of "clinocache$kind" xfer_in) s) | $(pairs "clinocache$kind") |
 | recovery: restore done → ready (PostgreSQL starts, fetches and replays WAL) | ${res[$kind,$cb,recov]} s | $(all_of "$kind" recov) | $(min_of "cli$kind" recov) s | $(all_of "cli$kind" recov) |
 
 Scheduling by step (whole seconds; Restore → StatefulSet / → pod / → scheduled / → container started), per run:
