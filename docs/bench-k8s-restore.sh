@@ -263,7 +263,8 @@ if [ "$pitr_seconds" -gt 0 ]; then
   reached() { amber ls --json | jq -e --argjson t "$(epoch "$target")" \
     'any(.windows[]?; .latest_time | sub("\\.[0-9]+"; "") | sub("\\+00:00$"; "Z") | fromdateiso8601 >= $t)' >/dev/null; }
   wait_for 300 "the archive reaching $target" reached
-  wal_bytes=$(psql_pg -At -c "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '$backup_pos')::bigint" postgres || echo 0)
+  # amber's PostgreSQL positions carry the timeline: 1/0/3000100 is LSN 0/3000100.
+  wal_bytes=$(psql_pg -At -c "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '${backup_pos#*/}')::bigint" postgres || echo 0)
   say "target $target reached by the archive; $(awk -v b="$wal_bytes" 'BEGIN{printf "%.0f", b/1e6}') MB of WAL since the backup"
 fi
 
@@ -500,13 +501,13 @@ backup, best runs, within the kubelet's one-second resolution: $(min_of backup x
   workload in the repository and creating the clone), the StatefulSet controller creating the pod, the claim
   provisioned and bound (a directory here; a cloud disk takes longer) before the scheduler binds the pod, and the
   kubelet's pod sandbox and volume mounts: the steps above.
-- **Data transfer**: the init container runs \`amber restore\` with no CPU or memory limit
-  (\`resources: ${res[backup,1,resources]}\`), so Go uses every core (GOMAXPROCS = $(nproc)), and no metadata
-  cache (\`AMBER_CACHE_DIR=-\`); it reads the repository from MinIO over the pod network, decrypts, decompresses
-  and writes into the claim's directory. Its container time exceeds \`amber restore\`'s own duration by the
-  container's start and by copying amber and the plugin into the pod (\`--install-to\`). On the host the same
-  restore reads the same MinIO over loopback: the two differ by the pod network, the container start and the
-  one-second rounding of the container's times.
+- **Data transfer**: the init container runs \`amber restore\` $(case ${res[backup,1,resources]} in '{}' | null | '') echo "with no CPU or memory limit, so Go uses every core (GOMAXPROCS = $(nproc))," ;; *) echo "with \`resources: ${res[backup,1,resources]}\`" ;; esac)
+  and no metadata cache (\`AMBER_CACHE_DIR=-\`); it reads the repository from MinIO over the pod network, decrypts, decompresses
+  and writes into the claim's directory. Its container time exceeds \`amber restore\`'s own duration by what comes
+  before the restore proper: the container's start, opening the repository (key derivation) and copying amber
+  and the plugin into the pod (\`--install-to\`). On the host the same
+  restore reads the same MinIO over loopback: the two differ by the pod network, the container start, the cache,
+  and the one-second rounding of the container's times; their CPU weight is the same (see Commands).
 - **Recovery**: PostgreSQL starting on the restored directory, fetching WAL from the repository through
   \`restore_command\` (\`amber log-fetch\`, one process per segment) and replaying it up to the target, then the
   readiness probe (\`pg_isready\` every 2 s: up to 2 s of the clone's figure is the probe's period). To the
