@@ -348,7 +348,7 @@ cli() {
   # The storage keys only, as the clone's database container gets them; its
   # restore_command names its own key file (in data.amber, from the restore).
   runuser -u postgres -- env -u AMBER_PASSWORD_FILE AMBER_CREDENTIALS_DIR="$creds" AMBER_CACHE_DIR=- \
-    "$pgbin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -o "-p $port -k $dir -c listen_addresses=" start >/dev/null
+    "$pgbin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -o "-p $port -k $dir -c listen_addresses=" -W start >/dev/null
   local deadline=$((SECONDS + 900))
   until "$pgbin/pg_isready" -q -h "$dir" -p "$port"; do
     if grep -q 'PANIC\|database system is shut down' "$dir/server.log" 2>/dev/null || [ "$SECONDS" -ge "$deadline" ]; then
