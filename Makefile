@@ -58,6 +58,7 @@ demo: build ## back up and restore on a throwaway local repository, saying each 
 bench: build ## measure amber side by side with its peers; writes docs/benchmarks.md
 	@bash docs/bench.sh
 	@bash docs/bench-mongodb.sh # MongoDB section (on FerretDB), appended to docs/benchmarks.md
+	@bash docs/bench-k8s-restore.sh # clone restore of the standard data set on the real-kubelet test bed (RTO), appended to docs/benchmarks.md
 
 lint: ## vet and gofmt
 	$(GO) vet ./...
