@@ -305,6 +305,28 @@ func TestRestoreMySQLSnapshot(t *testing.T) {
 		!strings.Contains(args, "--backup "+id+" --to-time 2026-11-28T22:30:00Z") {
 		t.Fatalf("restore init container args: %s", args)
 	}
+
+	// amber-install fails (say, no room for the binaries): the Restore
+	// fails naming it, instead of waiting for amber-restore forever.
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: rs.Status.CloneName + "-0", Namespace: "shop"},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "postgres"}}, InitContainers: ics},
+		Status: corev1.PodStatus{Phase: corev1.PodPending, InitContainerStatuses: []corev1.ContainerStatus{
+			{Name: workload.InstallContainer, State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "CrashLoopBackOff"}},
+				LastTerminationState: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 1, Message: "no space left on device"}}},
+			{Name: workload.RestoreContainer, State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "PodInitializing"}}}}}}
+	if err := bed.c.Create(context.Background(), pod); err != nil {
+		t.Fatal(err)
+	}
+	rr := &controllers.RestoreReconciler{Client: bed.c, Reader: bed.c, Recorder: bed.rec, Workloads: &workload.Capturer{Client: bed.c}, Image: "amber"}
+	if _, err := rr.Reconcile(context.Background(), ctrl.Request{NamespacedName: client.ObjectKeyFromObject(rs)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := bed.c.Get(context.Background(), client.ObjectKeyFromObject(rs), rs); err != nil {
+		t.Fatal(err)
+	}
+	if rs.Status.Phase != amberv1.PhaseFailed || !strings.Contains(rs.Status.Error, "amber-install") || !strings.Contains(rs.Status.Error, "no space left") {
+		t.Fatalf("after amber-install failed: %+v", rs.Status)
+	}
 }
 
 // drain empties the recorder's events.
