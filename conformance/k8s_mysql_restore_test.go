@@ -97,7 +97,7 @@ spec:
     - metadata: {name: data}
       spec:
         accessModes: [ReadWriteOnce]
-        storageClassName: amber-local
+        storageClassName: ${CLASS}
         resources: {requests: {storage: 1Gi}}
 `
 
@@ -108,8 +108,13 @@ spec:
 // the backup into the clone's own server once it answers and replays the
 // archived binlog to the target. The clone holds exactly the markers
 // committed before the target, the original all of them.
-func restoreMariaDBClone(t *testing.T, bed *restoreBed) {
+//
+// The StatefulSet's claim is a CSI volume, so that the subtest
+// MariaDBDataDir (k8s_mysql_clone_test.go) can take a snapshot backup of
+// the same pod; it continues on the state returned.
+func restoreMariaDBClone(t *testing.T, bed *restoreBed) *mariaState {
 	t0 := time.Now()
+	bed.startSnapshots(t)
 	c, k, ctl, m := bed.c, bed.k, bed.ctl, bed.m
 	image, tarball := testbed.BuildMariaDBImage(t, bed.images)
 	c.LoadImage(t, tarball)
@@ -132,7 +137,7 @@ func restoreMariaDBClone(t *testing.T, bed *restoreBed) {
 	}}); err != nil {
 		t.Fatal(err)
 	}
-	manifests := strings.NewReplacer("${NS}", ns, "${REPO}", repoURL, "${IMAGE}", image).Replace(mariadbManifests)
+	manifests := strings.NewReplacer("${NS}", ns, "${REPO}", repoURL, "${IMAGE}", image, "${CLASS}", testbed.CSIStorageClass).Replace(mariadbManifests)
 	if err := c.Apply(ctx, []byte(manifests)); err != nil {
 		t.Fatalf("apply the MariaDB StatefulSet: %v\ncontroller log:\n%s", err, ctl.log())
 	}
@@ -209,6 +214,17 @@ func restoreMariaDBClone(t *testing.T, bed *restoreBed) {
 	}
 	waitArchiverOf(t, k, ctl, ns, "db", "db", "db-0")
 	t.Logf("MariaDB part: %s", time.Since(t0).Round(100*time.Millisecond))
+	return &mariaState{ns: ns, repoURL: repoURL, orig: orig, dsnOf: dsnOf, markers: 150, password: password}
+}
+
+// mariaState is the MariaDB StatefulSet db of namespace ns that
+// restoreMariaDBClone leaves running: its database (table markers holds
+// 1..markers), and its repository.
+type mariaState struct {
+	ns, repoURL, password string
+	orig                  *sql.DB
+	dsnOf                 func(ip string) string
+	markers               int
 }
 
 // quietSecond returns the start of a whole second in which nothing is

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -52,7 +53,14 @@ import (
 func TestKubernetesRestoreClone(t *testing.T) {
 	bed := startRestoreBed(t)
 	t.Run("PostgreSQL", func(t *testing.T) { restorePostgresClone(t, bed) })
-	t.Run("MariaDB", func(t *testing.T) { restoreMariaDBClone(t, bed) })
+	var maria *mariaState
+	t.Run("MariaDB", func(t *testing.T) { maria = restoreMariaDBClone(t, bed) })
+	t.Run("MariaDBDataDir", func(t *testing.T) {
+		if maria == nil {
+			t.Fatal("the MariaDB subtest left no database to continue on")
+		}
+		restoreMariaDBDataDir(t, bed, maria)
+	})
 	t.Run("MongoDB", func(t *testing.T) { restoreMongoClone(t, bed) })
 	t.Run("Snapshot", func(t *testing.T) { snapshotPostgres(t, bed) })
 }
@@ -62,6 +70,7 @@ func TestKubernetesRestoreClone(t *testing.T) {
 // address with the object store's keys in the environment.
 type restoreBed struct {
 	t0     time.Time
+	snaps  sync.Once
 	c      *testbed.Cluster
 	k      client.Client
 	ctl    *controller
@@ -86,6 +95,13 @@ func startRestoreBed(t *testing.T) *restoreBed {
 	}
 	b.ctl = startController(t, b.c)
 	return b
+}
+
+// startSnapshots gives the cluster volume snapshots (once: the MariaDB
+// and Snapshot subtests both need them).
+func (b *restoreBed) startSnapshots(t *testing.T) {
+	t.Helper()
+	b.snaps.Do(func() { testbed.StartClusterSnapshots(t, b.c) })
 }
 
 func restorePostgresClone(t *testing.T, bed *restoreBed) {

@@ -48,7 +48,7 @@ import (
 func snapshotPostgres(t *testing.T, bed *restoreBed) {
 	t0 := time.Now()
 	c, k, ctl, m := bed.c, bed.k, bed.ctl, bed.m
-	testbed.StartClusterSnapshots(t, c)
+	bed.startSnapshots(t)
 	_, pgImage := testbed.BuildPostgresImage(t, bed.images)
 	c.LoadImage(t, pgImage)
 	bucket := m.CreateBucket(t, "amber-snapshot")

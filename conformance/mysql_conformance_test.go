@@ -33,6 +33,7 @@ func TestMySQLConformance(t *testing.T) {
 	t.Run("PhysicalWithoutTool", func(t *testing.T) { mysqlPhysicalWithoutTool(t, amber) })
 	t.Run("PhysicalKilled", func(t *testing.T) { mysqlPhysicalKilled(t, amber) })
 	t.Run("Freeze", func(t *testing.T) { mysqlFreeze(t, bin) })
+	t.Run("SnapshotRestore", func(t *testing.T) { mysqlSnapshotRestore(t, amber) })
 	t.Run("PhysicalThroughput", func(t *testing.T) { mysqlPhysicalThroughput(t, amber) })
 	conformance.Run(t, &myDriver{}, amber)
 }

@@ -341,6 +341,10 @@ func mysqlFreeze(t *testing.T, bin string) {
 		if th.Consistent.Offset != fr.Position.Offset || th.Metadata["method"] != "BACKUP STAGE BLOCK_COMMIT" {
 			t.Errorf("thawed %+v, frozen at %s", th, fr.Position.Text)
 		}
+		// Where a restore finds the server's files in the snapshot.
+		if dd := strings.TrimSpace(src.SQL(t, "SELECT @@datadir")); th.Metadata["datadir"] != dd {
+			t.Errorf("thaw metadata datadir %q; the server's is %q", th.Metadata["datadir"], dd)
+		}
 	})
 	t.Run("lease expiry", func(t *testing.T) {
 		fr, err := p.Freeze(ctx, api.FreezeRequest{Target: target, Lease: 3 * time.Second})

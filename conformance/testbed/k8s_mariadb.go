@@ -19,7 +19,9 @@ const (
 
 // mariadbImagePrograms are the programs the MariaDB image holds: the
 // server, mariadb-install-db and what it runs, and the client programs a
-// logical restore and its binlog replay run (mariadb, mariadb-binlog).
+// logical restore and its binlog replay run (mariadb, mariadb-binlog), and
+// mariadb-backup, which a clone's physical restore runs to prepare the
+// copy.
 var mariadbImagePrograms = []string{
 	"/usr/sbin/mariadbd",
 	"/usr/bin/mariadb-install-db",
@@ -28,6 +30,7 @@ var mariadbImagePrograms = []string{
 	"/usr/bin/mariadb",
 	"/usr/bin/mariadb-admin",
 	"/usr/bin/mariadb-binlog",
+	"/usr/bin/mariadb-backup",
 }
 
 // BuildMariaDBImage writes an image tarball (docker-archive) of MariaDB into

@@ -143,9 +143,15 @@ func (r *RestoreReconciler) start(ctx context.Context, rs *amberv1.Restore) (ctr
 	if err != nil {
 		return ctrl.Result{}, r.fail(ctx, rs, "WorkloadNotFound", err.Error())
 	}
-	if m != nil && (rs.Spec.PointInTime != nil || rs.Spec.Position != "") && engine != amberv1.EnginePostgres {
+	// A MySQL/MariaDB physical or snapshot backup is restored into the
+	// clone's data directory before the server starts (mysqlclone.go).
+	dataDir := ""
+	if mysqlDataDirClone(engine, m) {
+		logical, dataDir = false, mysqlDataDir(m)
+	}
+	if m != nil && (rs.Spec.PointInTime != nil || rs.Spec.Position != "") && logical {
 		return ctrl.Result{}, r.fail(ctx, rs, "Invalid", fmt.Sprintf(
-			"backupID together with pointInTime or position is supported for PostgreSQL only; for %s give one of them", engine))
+			"backupID together with pointInTime or position is supported for PostgreSQL and for MySQL/MariaDB physical and snapshot backups only; for a logical %s backup give one of them", engine))
 	}
 	if m != nil && rs.Spec.PointInTime != nil && m.ConsistentTime.After(rs.Spec.PointInTime.Time) {
 		return ctrl.Result{}, r.fail(ctx, rs, "Invalid", fmt.Sprintf("backup %s is consistent only from %s, after pointInTime %s: give a later pointInTime or an earlier backup",
@@ -198,7 +204,7 @@ func (r *RestoreReconciler) start(ctx context.Context, rs *amberv1.Restore) (ctr
 	cl, err := workload.BuildClone(w, workload.CloneOptions{Name: name, Namespace: rs.Namespace, Restore: rs.Name, Image: image,
 		PullPolicy: r.PullPolicy, Engine: string(engine), RepoURL: spec.URL, CredentialsSecret: spec.CredentialsSecret.Name,
 		PasswordKey: spec.CredentialsSecret.PasswordKey, TargetArgs: args, Description: desc, Logical: logical,
-		InDatabaseImage: engine == amberv1.EngineMySQL, Snapshots: snaps})
+		InDatabaseImage: engine == amberv1.EngineMySQL, Snapshots: snaps, DataDir: dataDir})
 	if err != nil {
 		return ctrl.Result{}, r.fail(ctx, rs, "BadWorkload", err.Error())
 	}
@@ -281,8 +287,19 @@ func (r *RestoreReconciler) follow(ctx context.Context, rs *amberv1.Restore) (ct
 	}
 	var init *corev1.ContainerStatus
 	for i := range pod.Status.InitContainerStatuses {
-		if pod.Status.InitContainerStatuses[i].Name == workload.RestoreContainer {
-			init = &pod.Status.InitContainerStatuses[i]
+		st := &pod.Status.InitContainerStatuses[i]
+		switch st.Name {
+		case workload.RestoreContainer:
+			init = st
+		case workload.InstallContainer:
+			// MySQL's restore runs in the database's image, with amber
+			// copied in by this container first.
+			for _, s := range []corev1.ContainerState{st.State, st.LastTerminationState} {
+				if t := s.Terminated; t != nil && t.ExitCode != 0 {
+					return ctrl.Result{}, r.fail(ctx, rs, "RestoreFailed", fmt.Sprintf("the %s init container of pod %s failed (exit %d): %s",
+						workload.InstallContainer, pod.Name, t.ExitCode, lastLines(t.Message, 8)))
+				}
+			}
 		}
 	}
 	if init == nil {

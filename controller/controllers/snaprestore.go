@@ -19,7 +19,9 @@ import (
 
 // Reasons a Restore of a snapshot backup is refused with.
 const (
-	// ReasonSnapshotBackup: the snapshot backup is not of PostgreSQL.
+	// ReasonSnapshotBackup: the snapshot backup is of an engine whose
+	// snapshot backups a Restore does not restore (MongoDB), or not of
+	// the Restore's engine.
 	ReasonSnapshotBackup = "SnapshotBackup"
 	// ReasonSnapshotGone: a VolumeSnapshot the backup names no longer
 	// exists (or is in another namespace than the Restore).
@@ -34,9 +36,9 @@ const (
 // refusal comes back as a reason and a message naming the fix; err is
 // for API errors worth a retry.
 func (r *RestoreReconciler) snapshotSources(ctx context.Context, rs *amberv1.Restore, m *repo.Manifest, engine amberv1.Engine) (map[string]workload.SnapshotSource, string, string, error) {
-	if m.Engine != string(amberv1.EnginePostgres) || engine != amberv1.EnginePostgres {
-		return nil, ReasonSnapshotBackup, fmt.Sprintf("backup %s is a volume snapshot backup of %s: a Restore restores snapshot backups of PostgreSQL only; "+
-			"name a logical backup in spec.backupID, or give pointInTime or position without backupID", m.ID.Short(), m.Engine), nil
+	if m.Engine != string(engine) || !snapshotRestorable(engine) {
+		return nil, ReasonSnapshotBackup, fmt.Sprintf("backup %s is a volume snapshot backup of %s: a Restore of %s restores snapshot backups of PostgreSQL and MySQL/MariaDB only "+
+			"(MongoDB's are recorded but not restored yet); name a logical backup in spec.backupID, or give pointInTime or position without backupID", m.ID.Short(), m.Engine, engine), nil
 	}
 	if len(m.Snapshots) == 0 {
 		return nil, ReasonSnapshotGone, fmt.Sprintf("snapshot backup %s names no VolumeSnapshot; name another backup in spec.backupID", m.ID.Short()), nil
@@ -89,6 +91,13 @@ func (r *RestoreReconciler) snapshotSources(ctx context.Context, rs *amberv1.Res
 		out[vol] = src
 	}
 	return out, "", "", nil
+}
+
+// snapshotRestorable reports whether a Restore restores engine's snapshot
+// backups: PostgreSQL (backup_label, then WAL recovery) and MySQL/MariaDB
+// (InnoDB recovery, then binlog replay; mysqlclone.go).
+func snapshotRestorable(engine amberv1.Engine) bool {
+	return engine == amberv1.EnginePostgres || engine == amberv1.EngineMySQL
 }
 
 func snapshotSourceList(snaps map[string]workload.SnapshotSource) string {

@@ -225,37 +225,108 @@ func TestRestoreRefusesSnapshot(t *testing.T) {
 	sp.PointInTime = &early
 	check(bed.restore(t, "early", sp), "Invalid", "after pointInTime")
 
-	// A MySQL snapshot backup, recorded as the controller records one.
+	// A MongoDB snapshot backup, recorded as the controller records one,
+	// is refused; a MySQL one is restored (TestRestoreMySQLSnapshot).
+	sp = spec
+	sp.BackupID = bed.recordAs(t, b, amberv1.EngineMongoDB, "")
+	check(bed.restore(t, "mongodb", sp), controllers.ReasonSnapshotBackup, "MongoDB's are recorded but not restored yet")
+}
+
+// recordAs records a copy of snapshot backup b as one of engine (its
+// thaw's datadir set when not empty), with StatefulSet pg's workload, and
+// switches policy snap to engine; it returns the copy's id.
+func (bed *snapshotBed) recordAs(t *testing.T, b *amberv1.Backup, engine amberv1.Engine, datadir string) string {
+	t.Helper()
+	ctx := context.Background()
 	rp := bed.openRepo(t)
-	all, err := rp.Backups(ctx)
+	m, err := rp.FindBackup(ctx, b.Status.BackupID, "")
 	rp.Close()
-	if err != nil || len(all) != 1 {
-		t.Fatalf("backups: %v %d", err, len(all))
+	if err != nil {
+		t.Fatal(err)
 	}
-	m := *all[0]
-	m.Engine = string(amberv1.EngineMySQL)
+	c := *m
+	c.Engine = string(engine)
+	if datadir != "" {
+		rec := *m.Record
+		rec.Metadata = map[string]string{"datadir": datadir}
+		c.Record = &rec
+	}
 	var pol amberv1.BackupPolicy
 	if err := bed.c.Get(ctx, types.NamespacedName{Namespace: "shop", Name: "snap"}, &pol); err != nil {
 		t.Fatal(err)
 	}
-	pol.Spec.Engine = amberv1.EngineMySQL
+	pol.Spec.Engine = engine
 	if err := bed.c.Update(ctx, &pol); err != nil {
 		t.Fatal(err)
 	}
-	id, err := (&workload.Capturer{Client: bed.c}).RecordSnapshot(ctx, &pol, &m)
+	id, err := (&workload.Capturer{Client: bed.c}).RecordSnapshot(ctx, &pol, &c)
 	if err != nil {
 		t.Fatal(err)
 	}
 	rp = bed.openRepo(t)
+	defer rp.Close()
 	wid, _ := repo.ParseID(id)
 	if _, err := rp.SaveWorkload(ctx, &repo.Workload{Backup: wid, Kind: workload.KindKubernetes, Namespace: "shop", Name: "pg",
-		Engine: "mysql", Policy: "snap", Objects: []json.RawMessage{json.RawMessage(pgWorkload)}}); err != nil {
+		Engine: string(engine), Policy: "snap", Objects: []json.RawMessage{json.RawMessage(pgWorkload)}}); err != nil {
 		t.Fatal(err)
 	}
-	rp.Close()
-	sp = spec
-	sp.BackupID = id
-	check(bed.restore(t, "mysql", sp), controllers.ReasonSnapshotBackup, "PostgreSQL only")
+	return id
+}
+
+// TestRestoreMySQLSnapshot: a Restore naming a MySQL snapshot backup and a
+// time after it creates a clone whose claims come from the VolumeSnapshots
+// and whose restore init container runs in the database's image (amber
+// copied in by amber-install first) with --snapshot-data on the data
+// directory the thaw recorded, the backup and the target.
+func TestRestoreMySQLSnapshot(t *testing.T) {
+	bed := newSnapshotBed(t, time.Minute, 10*time.Second)
+	b := bed.snapshotBackup(t)
+	id := bed.recordAs(t, b, amberv1.EngineMySQL, "/data/mysql/")
+	target := metav1.NewTime(time.Date(2026, 11, 28, 22, 30, 0, 0, time.UTC))
+	rs := bed.restore(t, "my", amberv1.RestoreSpec{PolicyRef: &amberv1.LocalRef{Name: "snap"}, SourceStatefulSet: "pg", BackupID: id, PointInTime: &target})
+	if rs.Status.Phase != amberv1.PhaseRunning || rs.Status.BackupID != id {
+		t.Fatalf("Restore my: %+v", rs.Status)
+	}
+	var sts appsv1.StatefulSet
+	if err := bed.c.Get(context.Background(), types.NamespacedName{Namespace: "shop", Name: rs.Status.CloneName}, &sts); err != nil {
+		t.Fatal(err)
+	}
+	for _, tpl := range sts.Spec.VolumeClaimTemplates {
+		if ds := tpl.Spec.DataSource; ds == nil || ds.Kind != "VolumeSnapshot" || ds.Name != "b1-"+tpl.Name {
+			t.Errorf("claim template %s: dataSource %+v; want VolumeSnapshot b1-%s", tpl.Name, ds, tpl.Name)
+		}
+	}
+	ics := sts.Spec.Template.Spec.InitContainers
+	if len(ics) != 2 || ics[0].Name != workload.InstallContainer || ics[1].Name != workload.RestoreContainer || ics[1].Image != "postgres:15" {
+		t.Fatalf("init containers %+v; want amber-install, then amber-restore in the database's image", ics)
+	}
+	args := strings.Join(ics[1].Args, " ")
+	if !strings.Contains(args, "--engine mysql --data-dir /data/mysql ") || !slices.Contains(ics[1].Args, "--snapshot-data") ||
+		!strings.Contains(args, "--backup "+id+" --to-time 2026-11-28T22:30:00Z") {
+		t.Fatalf("restore init container args: %s", args)
+	}
+
+	// amber-install fails (say, no room for the binaries): the Restore
+	// fails naming it, instead of waiting for amber-restore forever.
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: rs.Status.CloneName + "-0", Namespace: "shop"},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "postgres"}}, InitContainers: ics},
+		Status: corev1.PodStatus{Phase: corev1.PodPending, InitContainerStatuses: []corev1.ContainerStatus{
+			{Name: workload.InstallContainer, State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "CrashLoopBackOff"}},
+				LastTerminationState: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 1, Message: "no space left on device"}}},
+			{Name: workload.RestoreContainer, State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "PodInitializing"}}}}}}
+	if err := bed.c.Create(context.Background(), pod); err != nil {
+		t.Fatal(err)
+	}
+	rr := &controllers.RestoreReconciler{Client: bed.c, Reader: bed.c, Recorder: bed.rec, Workloads: &workload.Capturer{Client: bed.c}, Image: "amber"}
+	if _, err := rr.Reconcile(context.Background(), ctrl.Request{NamespacedName: client.ObjectKeyFromObject(rs)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := bed.c.Get(context.Background(), client.ObjectKeyFromObject(rs), rs); err != nil {
+		t.Fatal(err)
+	}
+	if rs.Status.Phase != amberv1.PhaseFailed || !strings.Contains(rs.Status.Error, "amber-install") || !strings.Contains(rs.Status.Error, "no space left") {
+		t.Fatalf("after amber-install failed: %+v", rs.Status)
+	}
 }
 
 // drain empties the recorder's events.

@@ -71,11 +71,17 @@ type CloneOptions struct {
 	// answers (a container beside it), instead of restoring the data
 	// directory before it starts.
 	Logical bool
-	// InDatabaseImage: run that container in the database container's
-	// image, with amber and the plugin copied in by an init container,
-	// for a plugin that runs the engine's client programs (MySQL's
-	// mariadb and mariadb-binlog); otherwise in amber's image.
+	// InDatabaseImage: run that container (or, for a physical restore,
+	// the init container) in the database container's image, with amber
+	// and the plugin copied in by an init container, for a plugin that
+	// runs the engine's programs (MySQL's mariadb and mariadb-binlog;
+	// mariadb-backup and mariadbd for a physical restore); otherwise in
+	// amber's image.
 	InDatabaseImage bool
+	// DataDir, for a physical restore: the data directory to restore
+	// into, in the data volume (the source server's, recorded with the
+	// backup); default the volume's mount path (PostgreSQL: PGDATA).
+	DataDir string
 	// Snapshots, for a physical restore of a snapshot backup: each claim
 	// template's VolumeSnapshot (by the template's name, which is the
 	// pod's volume name). Every claim template gets its VolumeSnapshot as
@@ -237,6 +243,13 @@ func BuildClone(w *repo.Workload, o CloneOptions) (*Clone, error) {
 			out.DataDir = e.Value
 		}
 	}
+	if d := path.Clean(o.DataDir); o.DataDir != "" && !o.Logical {
+		if d != path.Clean(mountPath) && !strings.HasPrefix(d, path.Clean(mountPath)+"/") {
+			return nil, fmt.Errorf("the backup's data directory %s is not in the data volume %q, which container %s mounts at %s; "+
+				"name the volume that holds it in the annotation %s", d, dataVol, ps.Containers[db].Name, mountPath, inject.AnnotationDataVolume)
+		}
+		out.DataDir = d
+	}
 
 	pwKey := o.PasswordKey
 	if pwKey == "" {
@@ -288,8 +301,12 @@ func BuildClone(w *repo.Workload, o CloneOptions) (*Clone, error) {
 		corev1.VolumeMount{Name: volBin, MountPath: pathBin},
 		corev1.VolumeMount{Name: volTmp, MountPath: "/tmp"},
 		corev1.VolumeMount{Name: inject.VolumeRepository, MountPath: inject.PathRepository, ReadOnly: true})
-	args := []string{"restore", "--engine", o.Engine, "--data-dir", out.DataDir, "--name", w.Namespace + "/" + w.Name,
-		"--install-to", pathBin, "--report-file", "/dev/termination-log"}
+	args := []string{"restore", "--engine", o.Engine, "--data-dir", out.DataDir, "--name", w.Namespace + "/" + w.Name}
+	if !o.InDatabaseImage {
+		// The restored server's log fetch runs amber from there.
+		args = append(args, "--install-to", pathBin)
+	}
+	args = append(args, "--report-file", "/dev/termination-log")
 	// A restarted pod must not restore again over a server that has
 	// recovered and run since: --skip-restored makes a rerun do nothing
 	// (with --snapshot-data, when the data directory's marker names the
@@ -310,7 +327,24 @@ func BuildClone(w *repo.Workload, o CloneOptions) (*Clone, error) {
 		SecurityContext:          sc,
 		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 	}
-	ps.InitContainers = append([]corev1.Container{restore}, ps.InitContainers...)
+	first := []corev1.Container{restore}
+	if o.InDatabaseImage {
+		// The engine's own programs do the work (MySQL: mariadb-backup
+		// --prepare, and mariadbd with mariadb-binlog to replay), so the
+		// restore runs in the database's image, from the amber and plugin
+		// an init container of amber's image copies in.
+		install := installContainer(o, sc)
+		restore.Image, restore.ImagePullPolicy = dbc.Image, dbc.ImagePullPolicy
+		restore.Command = []string{pathBin + "/amber"}
+		restore.Env = append(restore.Env, corev1.EnvVar{Name: "HOME", Value: "/tmp"})
+		for i := range restore.VolumeMounts {
+			if restore.VolumeMounts[i].Name == volBin {
+				restore.VolumeMounts[i].ReadOnly = true
+			}
+		}
+		first = []corev1.Container{install, restore}
+	}
+	ps.InitContainers = append(first, ps.InitContainers...)
 	for i := range ps.Containers {
 		c := &ps.Containers[i]
 		c.Env = append(c.Env, corev1.EnvVar{Name: EnvCloneOf, Value: src.Name})
@@ -423,16 +457,7 @@ func logicalRestore(ps *corev1.PodSpec, dbc *corev1.Container, sc *corev1.Securi
 	image, pull, exe := o.Image, o.PullPolicy, "/usr/local/bin/amber"
 	var mounts []corev1.VolumeMount
 	if o.InDatabaseImage {
-		install := corev1.Container{
-			Name:                     InstallContainer,
-			Image:                    o.Image,
-			ImagePullPolicy:          o.PullPolicy,
-			Command:                  []string{"/usr/local/bin/amber"},
-			Args:                     []string{"restore", "--engine", o.Engine, "--install-to", pathBin},
-			VolumeMounts:             []corev1.VolumeMount{{Name: volBin, MountPath: pathBin}},
-			SecurityContext:          sc.DeepCopy(),
-			TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
-		}
+		install := installContainer(o, sc)
 		ps.InitContainers = append([]corev1.Container{install}, ps.InitContainers...)
 		ps.Volumes = append(ps.Volumes, corev1.Volume{Name: volBin, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}})
 		image, pull, exe = dbc.Image, dbc.ImagePullPolicy, pathBin+"/amber"
@@ -461,6 +486,22 @@ func logicalRestore(ps *corev1.PodSpec, dbc *corev1.Container, sc *corev1.Securi
 		if c.Name != RestoreContainer {
 			c.Env = append(c.Env, corev1.EnvVar{Name: EnvCloneOf, Value: w.Name})
 		}
+	}
+}
+
+// installContainer is the init container that copies amber and the
+// engine's plugin into the volume amber-bin, for a restore that runs them
+// in the database's image.
+func installContainer(o CloneOptions, sc *corev1.SecurityContext) corev1.Container {
+	return corev1.Container{
+		Name:                     InstallContainer,
+		Image:                    o.Image,
+		ImagePullPolicy:          o.PullPolicy,
+		Command:                  []string{"/usr/local/bin/amber"},
+		Args:                     []string{"restore", "--engine", o.Engine, "--install-to", pathBin},
+		VolumeMounts:             []corev1.VolumeMount{{Name: volBin, MountPath: pathBin}},
+		SecurityContext:          sc.DeepCopy(),
+		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 	}
 }
 

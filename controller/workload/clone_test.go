@@ -213,3 +213,58 @@ func TestBuildCloneFromSnapshots(t *testing.T) {
 		t.Fatalf("a template without a snapshot: %v", err)
 	}
 }
+
+// mariadbWorkload is a MariaDB StatefulSet as captured: its data
+// directory /data/mysql inside the data volume mounted at /data.
+const mariadbWorkload = `{"apiVersion":"apps/v1","kind":"StatefulSet","metadata":{"name":"db","namespace":"mshop"},
+ "spec":{"serviceName":"db","selector":{"matchLabels":{"app":"db"}},"template":{"metadata":{"labels":{"app":"db"},
+ "annotations":{"amber.dev/policy":"db"}},"spec":{"securityContext":{"runAsUser":999},"containers":[{"name":"mariadb","image":"mariadb:test",
+ "imagePullPolicy":"Never","volumeMounts":[{"name":"data","mountPath":"/data"}]}]}},
+ "volumeClaimTemplates":[{"metadata":{"name":"data"},"spec":{"accessModes":["ReadWriteOnce"],"resources":{"requests":{"storage":"1Gi"}}}}]}}`
+
+// TestBuildCloneMySQLDataDir: a clone of a MySQL physical (or snapshot)
+// backup restores into the source's data directory before the server
+// starts: an init container of amber's image copies amber in, and the
+// restore init container runs it in the database's image (where
+// mariadb-backup and mariadbd are), on the recorded data directory; a
+// data directory outside the data volume is refused, naming it.
+func TestBuildCloneMySQLDataDir(t *testing.T) {
+	w := &repo.Workload{Kind: KindKubernetes, Namespace: "mshop", Name: "db", Engine: "mysql", Objects: []json.RawMessage{json.RawMessage(mariadbWorkload)}}
+	o := CloneOptions{Name: "db-copy", Namespace: "mshop", Restore: "r1", Image: "amber:test", Engine: "mysql", RepoURL: "s3://b/db",
+		CredentialsSecret: "db-backup", TargetArgs: []string{"--backup", "abc", "--to-time", "2026-11-28T10:00:00Z"},
+		InDatabaseImage: true, DataDir: "/data/mysql/"}
+	for _, snap := range []bool{false, true} {
+		o.Snapshots = nil
+		if snap {
+			o.Snapshots = map[string]SnapshotSource{"data": {Name: "snap1-data"}}
+		}
+		c, err := BuildClone(w, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ps := c.StatefulSet.Spec.Template.Spec
+		if len(ps.InitContainers) != 2 || len(ps.Containers) != 1 {
+			t.Fatalf("snapshot %v: init containers %d, containers %d; want install and restore before the one database container", snap, len(ps.InitContainers), len(ps.Containers))
+		}
+		in, rc := ps.InitContainers[0], ps.InitContainers[1]
+		if in.Name != InstallContainer || in.Image != "amber:test" || !slices.Contains(in.Args, "--install-to") {
+			t.Fatalf("install container %+v", in)
+		}
+		args := strings.Join(rc.Args, " ")
+		if rc.Name != RestoreContainer || rc.Image != "mariadb:test" || rc.ImagePullPolicy != corev1.PullNever || rc.Command[0] != pathBin+"/amber" ||
+			!strings.Contains(args, "--data-dir /data/mysql ") || !strings.Contains(args, "--backup abc --to-time 2026-11-28T10:00:00Z") ||
+			!slices.Contains(rc.Args, "--skip-restored") || slices.Contains(rc.Args, "--install-to") || slices.Contains(rc.Args, "--snapshot-data") != snap {
+			t.Fatalf("snapshot %v: restore init container %s %s %v", snap, rc.Image, rc.Command, rc.Args)
+		}
+		if c.DataDir != "/data/mysql" {
+			t.Fatalf("data dir %q", c.DataDir)
+		}
+		if ds := c.StatefulSet.Spec.VolumeClaimTemplates[0].Spec.DataSource; (ds != nil) != snap {
+			t.Fatalf("snapshot %v: claim dataSource %+v", snap, ds)
+		}
+	}
+	o.DataDir = "/var/lib/mysql"
+	if _, err := BuildClone(w, o); err == nil || !strings.Contains(err.Error(), "/var/lib/mysql is not in the data volume") {
+		t.Fatalf("a data directory outside the volume: %v", err)
+	}
+}

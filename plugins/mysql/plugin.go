@@ -31,7 +31,10 @@
 //     mariadb-backup (xtrabackup) is, default PATH.
 //   - PhysicalRestore option "use_memory" (mariadb-backup --prepare
 //     --use-memory, e.g. "1G"); RestoreRequest.RunAs: the owner of the
-//     restored files (default "mysql" when running as root).
+//     restored files (default "mysql" when running as root); option
+//     api.OptionSnapshotData: the data directory already holds a snapshot
+//     backup's files (nothing is unpacked; Replay recovers it).
+//   - Thaw metadata "datadir": the server's @@datadir.
 //   - Freeze option: Target.Settings["lock_wait_seconds"] (default 60).
 //
 // Positions: epoch = fork counter (raised when archiving goes on on another
@@ -53,6 +56,7 @@ import (
 	"log/slog"
 	"os"
 	"os/user"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"time"
@@ -516,9 +520,6 @@ func (e *Engine) PhysicalRestore(ctx context.Context, req api.RestoreRequest, sr
 	if dataDir == "" {
 		return api.RestoreResult{}, errors.New("physical restore needs target.data_dir")
 	}
-	if req.Options[api.OptionSnapshotData] == "true" {
-		return api.RestoreResult{}, errors.New("restoring a volume snapshot backup (--snapshot-data) is not implemented for MySQL/MariaDB: start the server on the restored volume (InnoDB recovers it) and replay archived binlog from the recorded position")
-	}
 	// Refused here, before anything is written, rather than by the Replay
 	// that follows.
 	if err := checkTarget(req.To); err != nil {
@@ -527,6 +528,9 @@ func (e *Engine) PhysicalRestore(ctx context.Context, req api.RestoreRequest, sr
 	owner, err := runAs(req.RunAs)
 	if err != nil {
 		return api.RestoreResult{}, err
+	}
+	if req.Options[api.OptionSnapshotData] == "true" {
+		return snapshotRestore(req, owner)
 	}
 	extracted := false
 	for {
@@ -556,6 +560,31 @@ func (e *Engine) PhysicalRestore(ctx context.Context, req api.RestoreRequest, sr
 	if owner != nil {
 		if err := myengine.Chown(dataDir, *owner); err != nil {
 			return api.RestoreResult{}, fmt.Errorf("physical restore: %w", err)
+		}
+		res.Owner = &api.FileOwner{UID: uint32(owner.UID), GID: uint32(owner.GID)}
+	}
+	return res, nil
+}
+
+// snapshotRestore takes a data directory restored from a snapshot
+// backup's volume (its files as the server left them under the freeze)
+// as it is: a server started on it recovers InnoDB from its redo log to
+// the frozen position, from which Replay applies archived binlog. It
+// only checks that the directory is a server's and gives its files to
+// the user who will run the server.
+func snapshotRestore(req api.RestoreRequest, owner *myengine.Owner) (api.RestoreResult, error) {
+	dataDir := req.Target.DataDir
+	if _, err := os.Stat(filepath.Join(dataDir, "mysql")); err != nil {
+		where := "the volume restored from the snapshot"
+		if d := req.Backup.Metadata["datadir"]; d != "" {
+			where = "the server's data directory " + d + " in " + where
+		}
+		return api.RestoreResult{}, fmt.Errorf("%s holds no MySQL/MariaDB data directory (no mysql/ system schema): give --data-dir as %s", dataDir, where)
+	}
+	res := api.RestoreResult{Position: req.Backup.Consistent, ConsistentTime: req.Backup.ConsistentTime}
+	if owner != nil {
+		if err := myengine.Chown(dataDir, *owner); err != nil {
+			return api.RestoreResult{}, fmt.Errorf("snapshot restore: %w", err)
 		}
 		res.Owner = &api.FileOwner{UID: uint32(owner.UID), GID: uint32(owner.GID)}
 	}
@@ -637,5 +666,6 @@ func (e *Engine) Thaw(ctx context.Context, leaseID string) (api.Thawed, error) {
 	}
 	return api.Thawed{Consistent: Position(fr.Pos), ConsistentTime: fr.Time, Metadata: map[string]string{
 		"method": fr.Method, "binlog_file": fr.Pos.File, "binlog_pos": strconv.FormatUint(uint64(fr.Pos.Pos), 10), "gtid": fr.Pos.GTID,
+		"datadir": fr.DataDir,
 	}}, nil
 }

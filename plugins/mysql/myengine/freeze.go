@@ -49,6 +49,9 @@ type Frozen struct {
 	Time   time.Time // server time once frozen (UTC)
 	Method string    // FreezeBackupStage or FreezeReadLock
 	ConnID int64     // the server's id of the session holding the lock
+	// DataDir is the server's data directory (@@datadir), read before
+	// the lock: where a server started on the snapshot finds its files.
+	DataDir string
 
 	db      *sql.DB
 	conn    *sql.Conn
@@ -99,7 +102,7 @@ func Freeze(ctx context.Context, d DSN, o FreezeOptions) (*Frozen, error) {
 		f.Method = FreezeBackupStage
 		stmts = []string{"BACKUP STAGE START", "BACKUP STAGE FLUSH", "BACKUP STAGE BLOCK_DDL", "BACKUP STAGE BLOCK_COMMIT"}
 	}
-	if err := conn.QueryRowContext(ctx, "SELECT CONNECTION_ID()").Scan(&f.ConnID); err != nil {
+	if err := conn.QueryRowContext(ctx, "SELECT CONNECTION_ID(), @@datadir").Scan(&f.ConnID, &f.DataDir); err != nil {
 		return nil, err
 	}
 	if _, err := conn.ExecContext(ctx, fmt.Sprintf("SET SESSION lock_wait_timeout = %d", max(1, int(o.LockWait.Seconds())))); err != nil {

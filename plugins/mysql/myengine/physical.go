@@ -173,11 +173,14 @@ func PhysicalBackup(ctx context.Context, d DSN, open func() (io.WriteCloser, err
 	if err := db.QueryRowContext(ctx, "SELECT @@datadir").Scan(&res.DataDir); err != nil {
 		return nil, fmt.Errorf("read the server's data directory: %w", err)
 	}
+	// res.DataDir stays the server's (a restore lays the copy out
+	// there); local is where this machine reads it.
+	local := res.DataDir
 	if o.DataDir != "" {
-		res.DataDir = o.DataDir
+		local = o.DataDir
 	}
-	if st, err := os.Stat(res.DataDir); err != nil || !st.IsDir() {
-		return nil, fmt.Errorf("the server's data directory %s is not on this machine (or not readable here): a physical backup reads the server's files, so the plugin must run beside the server, as a user that can read them (give --data-dir where this machine mounts it, if elsewhere)", res.DataDir)
+	if st, err := os.Stat(local); err != nil || !st.IsDir() {
+		return nil, fmt.Errorf("the server's data directory %s is not on this machine (or not readable here): a physical backup reads the server's files, so the plugin must run beside the server, as a user that can read them (give --data-dir where this machine mounts it, if elsewhere)", local)
 	}
 	tool, err := BackupTool(o.BinDir, info.MariaDB)
 	if err != nil {
@@ -214,7 +217,7 @@ func PhysicalBackup(ctx context.Context, d DSN, open func() (io.WriteCloser, err
 	// in memory, replaces the machine's my.cnf, so nothing there redirects
 	// the backup.
 	args := []string{"--defaults-file=" + SecretFilePath, "--backup", "--stream=xbstream",
-		"--target-dir=" + filepath.Join(dir, "target"), "--datadir=" + res.DataDir, "--tmpdir=" + scratch}
+		"--target-dir=" + filepath.Join(dir, "target"), "--datadir=" + local, "--tmpdir=" + scratch}
 	if o.Parallel > 1 {
 		args = append(args, "--parallel="+strconv.Itoa(o.Parallel))
 	}

@@ -170,7 +170,8 @@ func TestPhysicalBackupArchiveReplay(t *testing.T) {
 		t.Fatal("no transfer committed during the backup; the test proves nothing")
 	}
 	if res.Tool != "mariadb-backup" && res.Tool != "mariabackup" || res.Consistent.Offset() < res.Start.Offset() ||
-		res.Consistent.GTID == "" || len(res.Meta[CheckpointsFile]) == 0 || res.ConsistentTime.Before(res.StartTime) || res.DataDir != mount {
+		res.Consistent.GTID == "" || len(res.Meta[CheckpointsFile]) == 0 || res.ConsistentTime.Before(res.StartTime) ||
+		filepath.Clean(res.DataDir) != filepath.Clean(srv.DataDir) { // the server's, where a restore lays the copy out; not the mount
 		t.Fatalf("result %+v", res)
 	}
 
