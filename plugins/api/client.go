@@ -136,7 +136,7 @@ func (c *Client) backup(ctx context.Context, req BackupRequest, sink EntrySink,
 	call func(context.Context, *pb.BackupRequest, ...grpc.CallOption) (grpc.ServerStreamingClient[pb.BackupOutput], error)) (BackupResult, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	st, err := call(ctx, backupReqToPB(req))
+	st, err := call(ctx, backupReqToPB(req), grpc.ForceCodecV2(newFrameCodec()))
 	if err != nil {
 		return BackupResult{}, remote(ctx, err)
 	}
