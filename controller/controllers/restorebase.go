@@ -60,14 +60,14 @@ func (r *RestoreReconciler) snapshotBase(ctx context.Context, rs *amberv1.Restor
 		if reason == "" {
 			return m, skipped, nil
 		}
-		skipped = append(skipped, what+": "+firstSentence(msg))
+		skipped = append(skipped, what+": "+withoutAdvice(msg))
 	}
 	return nil, skipped, nil
 }
 
-// firstSentence is msg up to its first colon: the problem without the
+// withoutAdvice is msg up to its first ": ", the problem without the
 // advice, which is for a Restore that names the backup.
-func firstSentence(msg string) string {
+func withoutAdvice(msg string) string {
 	if i := strings.Index(msg, ": "); i > 0 {
 		return msg[:i]
 	}
