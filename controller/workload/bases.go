@@ -134,7 +134,8 @@ func reachProblem(cov *archive.Coverage, m *repo.Manifest, at time.Time, to api.
 		}
 		return ""
 	}
-	if !atOrBefore(to, end) {
+	// A target without a timeline compares by offset alone.
+	if (to.Epoch == 0 && to.Offset > end.Offset) || (to.Epoch != 0 && to.Compare(end) > 0) {
 		return fmt.Sprintf("archived log from it ends at %s, before the target position", reach.EndText)
 	}
 	return ""
