@@ -23,12 +23,12 @@ type AmberController struct {
 	// Bin is the amber-controller binary; LogFile receives its output.
 	Bin, LogFile string
 	// WebhookPort is where the webhook listens on the node; Health is the
-	// host:port of /healthz and /readyz.
-	WebhookPort int
-	Health      string
-	args, env   []string
-	cmd         *exec.Cmd
-	exited      chan struct{}
+	// host:port of /healthz and /readyz, Metrics that of /metrics.
+	WebhookPort     int
+	Health, Metrics string
+	args, env       []string
+	cmd             *exec.Cmd
+	exited          chan struct{}
 }
 
 // BuildController builds amber-controller from this checkout into dir.
@@ -59,6 +59,10 @@ func (c *Cluster) InstallAmber(ctx context.Context, controllerBin, dir string) (
 	if err != nil {
 		return nil, err
 	}
+	metricsPort, err := freePortOn(net.IPv4(127, 0, 0, 1))
+	if err != nil {
+		return nil, err
+	}
 	svc := fmt.Sprintf(`apiVersion: v1
 kind: Namespace
 metadata: {name: amber}
@@ -86,12 +90,12 @@ subsets:
 		return nil, err
 	}
 	a := &AmberController{Bin: controllerBin, LogFile: filepath.Join(dir, "amber-controller.log"),
-		WebhookPort: webhookPort, Health: fmt.Sprintf("127.0.0.1:%d", healthPort)}
+		WebhookPort: webhookPort, Health: fmt.Sprintf("127.0.0.1:%d", healthPort), Metrics: fmt.Sprintf("127.0.0.1:%d", metricsPort)}
 	a.args = []string{
 		"--namespace", "amber",
 		"--sidecar-image", AmberImageRef, "--sidecar-pull-policy", "Never",
 		"--webhook-port", fmt.Sprint(webhookPort), "--cert-dir", filepath.Join(dir, "certs"),
-		"--metrics-addr", "0", "--health-addr", a.Health,
+		"--metrics-addr", a.Metrics, "--health-addr", a.Health,
 	}
 	a.env = append(os.Environ(), "KUBECONFIG="+c.Kubeconfig)
 	return a, nil

@@ -310,6 +310,8 @@ func TestCRDValidation(t *testing.T) {
 		{"drill with a bad target", policy(ns, "bad-drill", func(p *amberv1.BackupPolicy) {
 			p.Spec.Drills = &amberv1.DrillSpec{Schedule: "@daily", Target: "someday"}
 		}), "spec.drills.target"},
+		{"relative dataDir (apiserver)", policy(ns, "bad-datadir", func(p *amberv1.BackupPolicy) { p.Spec.DataDir = "pgdata" }), "spec.dataDir"},
+		{"dataDir not clean (apiserver)", policy(ns, "bad-datadir2", func(p *amberv1.BackupPolicy) { p.Spec.DataDir = "/var/lib/pg/../other" }), "clean absolute path"},
 		{"restore without a repository", &amberv1.Restore{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "norepo"},
 			Spec: amberv1.RestoreSpec{SourceStatefulSet: "db", BackupID: "x"}}, "exactly one of policyRef and repository"},
 	}
@@ -402,6 +404,35 @@ func TestWebhookInjects(t *testing.T) {
 			t.Fatal("annotations of an injected pod were rewritten")
 		}
 	})
+	// A policy's spec.dataDir is the data directory of its pods without
+	// the amber.dev/data-dir annotation; the annotation wins.
+	must(t, k8s.Create(ctx, policy(ns, "files", func(p *amberv1.BackupPolicy) { p.Spec.DataDir = "/var/lib/postgresql/data/pgdata" })))
+	for _, tt := range []struct{ pod, ann, want string }{
+		{"policy-datadir", "", "/var/lib/postgresql/data/pgdata"},
+		{"annotation-datadir", "/var/lib/postgresql/data/main", "/var/lib/postgresql/data/main"},
+	} {
+		t.Run(tt.pod, func(t *testing.T) {
+			ann := map[string]string{inject.AnnotationPolicy: "files"}
+			if tt.ann != "" {
+				ann[inject.AnnotationDataDir] = tt.ann
+			}
+			p := dbPod(ns, tt.pod, optIn, ann)
+			must(t, k8s.Create(ctx, p))
+			sc := sidecarIn(p)
+			if sc == nil {
+				t.Fatal("not injected")
+			}
+			got := ""
+			for _, e := range sc.Env {
+				if e.Name == "AMBER_DATA_DIR" {
+					got = e.Value
+				}
+			}
+			if got != tt.want {
+				t.Fatalf("AMBER_DATA_DIR = %q, want %q", got, tt.want)
+			}
+		})
+	}
 	t.Run("no annotation", func(t *testing.T) {
 		p := dbPod(ns, "plain", optIn, nil)
 		must(t, k8s.Create(ctx, p))

@@ -156,8 +156,7 @@ func (r *DrillReconciler) start(ctx context.Context, p, orig *amberv1.BackupPoli
 		if arch == nil || arch.RecoverableFrom == nil || arch.RecoverableTo == nil || !arch.RecoverableTo.After(arch.RecoverableFrom.Time) {
 			return ctrl.Result{}, r.finish(ctx, p, orig, false, "NoWindow", "a random-point drill needs a recoverable window; the archiver reports none yet", 0, 0)
 		}
-		span := arch.RecoverableTo.Sub(arch.RecoverableFrom.Time)
-		at := arch.RecoverableFrom.Add(time.Duration(rand.Int64N(int64(span))))
+		at := randomPoint(arch.RecoverableFrom.Time, arch.RecoverableTo.Time, rand.Int64N)
 		rs.Spec.PointInTime = &metav1.Time{Time: at}
 		ds.Target = at.UTC().Format(time.RFC3339Nano)
 	}
@@ -324,4 +323,16 @@ func truncName(s string, n int) string {
 		s = strings.TrimRight(s[:n], "-.")
 	}
 	return s
+}
+
+// randomPoint is a random instant of the window [from, to) in whole
+// seconds, as a Restore's pointInTime holds it (metav1.Time drops the
+// fraction): truncated, and moved up a second when that falls before
+// from, where no backup is consistent yet. n(k) returns a number in [0, k).
+func randomPoint(from, to time.Time, n func(int64) int64) time.Time {
+	at := from.Add(time.Duration(n(int64(to.Sub(from))))).Truncate(time.Second)
+	if at.Before(from) {
+		at = at.Add(time.Second)
+	}
+	return at
 }

@@ -143,6 +143,14 @@ func (r *RestoreReconciler) start(ctx context.Context, rs *amberv1.Restore) (ctr
 	if err != nil {
 		return ctrl.Result{}, r.fail(ctx, rs, "WorkloadNotFound", err.Error())
 	}
+	var skipped []string
+	if m == nil && engine == amberv1.EnginePostgres && (rs.Spec.PointInTime != nil || rs.Spec.Position != "") {
+		// A snapshot backup may be the best base; amber restore in the
+		// clone chooses among physical ones only.
+		if m, skipped, err = r.snapshotBase(ctx, rs, *spec, srcNS); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
 	// A MySQL/MariaDB physical or snapshot backup is restored into the
 	// clone's data directory before the server starts (mysqlclone.go).
 	dataDir := ""
@@ -196,6 +204,7 @@ func (r *RestoreReconciler) start(ctx context.Context, rs *amberv1.Restore) (ctr
 	if snaps != nil {
 		desc += " from VolumeSnapshots " + snapshotSourceList(snaps)
 	}
+	desc += skippedNote(skipped)
 	image := rs.Spec.Image
 	if image == "" {
 		image = r.Image

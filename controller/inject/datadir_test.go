@@ -3,6 +3,7 @@ package inject
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -169,6 +170,77 @@ func TestHandleDataDirUnknownUser(t *testing.T) {
 				}
 			default:
 				t.Fatal("no Warning Event")
+			}
+		})
+	}
+}
+
+// TestMutatePolicyDataDir: a policy's spec.dataDir is the data directory
+// of its pods without the amber.dev/data-dir annotation; the annotation
+// wins; a policy's directory on no volume leaves the pod uninjected with a
+// problem naming the policy and the annotation that overrides it.
+func TestMutatePolicyDataDir(t *testing.T) {
+	pol := testPolicy()
+	pol.Spec.DataDir = "/var/lib/postgresql/data/pgdata"
+	for _, tt := range []struct {
+		name, ann, policyDir, want string
+	}{
+		{"the policy's default", "", "/var/lib/postgresql/data/pgdata", "/var/lib/postgresql/data/pgdata"},
+		{"the annotation wins", "/var/lib/postgresql/data/other", "/var/lib/postgresql/data/pgdata", "/var/lib/postgresql/data/other"},
+		{"neither", "", "", ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ann := map[string]string{AnnotationPolicy: "nightly"}
+			if tt.ann != "" {
+				ann[AnnotationDataDir] = tt.ann
+			}
+			pol := testPolicy()
+			pol.Spec.DataDir = tt.policyDir
+			pod := dbPod(ann)
+			if p := Mutate(pod, "db", pol, "s", Config{Image: "amber:1", NativeSidecar: true}); p != nil {
+				t.Fatal(p)
+			}
+			c := sidecarOf(t, pod)
+			got, ok := envOf(c)["AMBER_DATA_DIR"]
+			if got != tt.want || ok != (tt.want != "") {
+				t.Fatalf("AMBER_DATA_DIR = %q (set %v), want %q", got, ok, tt.want)
+			}
+			if tt.want != "" && !slices.Contains(c.VolumeMounts, corev1.VolumeMount{Name: "data", MountPath: "/var/lib/postgresql/data", ReadOnly: true}) {
+				t.Fatalf("data volume not mounted read-only: %+v", c.VolumeMounts)
+			}
+		})
+	}
+	pol.Spec.DataDir = "/srv/pgdata"
+	pod := dbPod(map[string]string{AnnotationPolicy: "nightly"})
+	p := Mutate(pod, "db", pol, "s", Config{Image: "amber:1"})
+	if p == nil || p.Reason != "PolicyDataDir" || !strings.Contains(p.Message, "BackupPolicy nightly's spec.dataDir") ||
+		!strings.Contains(p.Message, "on none of the volumes") || !strings.Contains(p.Message, AnnotationDataDir) {
+		t.Fatalf("problem %+v; want PolicyDataDir naming the policy, the cause and the annotation", p)
+	}
+}
+
+// TestValidatePolicyDataDir: the policy webhook refuses a spec.dataDir
+// that is relative, not clean or holds control characters, saying what
+// to write.
+func TestValidatePolicyDataDir(t *testing.T) {
+	for _, tt := range []struct{ dir, want string }{
+		{"/var/lib/postgresql/data/pgdata", ""},
+		{"/", ""},
+		{"pgdata", "not an absolute path"},
+		{"/var/lib/postgresql/data/", "write /var/lib/postgresql/data"},
+		{"/var/lib//pg", "write /var/lib/pg"},
+		{"/var/lib/pg/../other", "write /var/lib/other"},
+		{"/var/lib/pg\n", "control characters"},
+	} {
+		t.Run(tt.dir, func(t *testing.T) {
+			pol := testPolicy()
+			pol.Spec.DataDir = tt.dir
+			_, err := validatePolicy(pol)
+			switch {
+			case tt.want == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), "spec.dataDir")):
+				t.Fatalf("error %v; want one naming spec.dataDir and saying %q", err, tt.want)
 			}
 		})
 	}

@@ -101,7 +101,7 @@ func Mutate(pod *corev1.Pod, namespace string, policy *amberv1.BackupPolicy, tls
 	if p != nil {
 		return p
 	}
-	dataMount, dataDir, p := dataDirMount(pod, db)
+	dataMount, dataDir, p := dataDirMount(pod, db, policy)
 	if p != nil {
 		return p
 	}
@@ -238,16 +238,23 @@ func dataVolume(pod *corev1.Pod, db *corev1.Container) (name, path string, p *Pr
 	return name, PathDataDefault, nil
 }
 
-// dataDirMount checks the amber.dev/data-dir annotation and returns the
-// sidecar's read-only copy of the database container's mount that holds
-// it (the deepest one), with the cleaned path; nil without the annotation.
-func dataDirMount(pod *corev1.Pod, db *corev1.Container) (*corev1.VolumeMount, string, *Problem) {
+// dataDirMount checks the data directory, from the amber.dev/data-dir
+// annotation or else the policy's spec.dataDir, and returns the sidecar's
+// read-only copy of the database container's mount that holds it (the
+// deepest one), with the cleaned path; nil with neither.
+func dataDirMount(pod *corev1.Pod, db *corev1.Container, policy *amberv1.BackupPolicy) (*corev1.VolumeMount, string, *Problem) {
 	dir, ok := pod.Annotations[AnnotationDataDir]
-	if !ok {
-		return nil, "", nil
-	}
 	bad := func(why string, args ...any) *Problem {
 		return problemf("MalformedAnnotation", "annotation %s=%q %s", AnnotationDataDir, dir, fmt.Sprintf(why, args...))
+	}
+	if !ok {
+		if dir = policy.Spec.DataDir; dir == "" {
+			return nil, "", nil
+		}
+		bad = func(why string, args ...any) *Problem {
+			return problemf("PolicyDataDir", "BackupPolicy %s's spec.dataDir %q %s; set annotation %s on the pod's template to override it",
+				policy.Name, dir, fmt.Sprintf(why, args...), AnnotationDataDir)
+		}
 	}
 	if !path.IsAbs(dir) || strings.ContainsAny(dir, "\x00\n") || slices.Contains(strings.Split(dir, "/"), "..") {
 		return nil, "", bad("is not an absolute path (without .. or control characters); give the database's data directory as the database container %s sees it, e.g. /var/lib/postgresql/data/pgdata", db.Name)
@@ -294,8 +301,8 @@ func Warnings(pod *corev1.Pod) []*Problem {
 	var out []*Problem
 	for _, e := range c.Env {
 		if e.Name == "AMBER_DATA_DIR" && (c.SecurityContext == nil || c.SecurityContext.RunAsUser == nil) {
-			out = append(out, problemf("DataDirUser", "annotation %s=%s asks for backups that read the data directory, but neither the database container nor the pod sets securityContext.runAsUser, so the sidecar runs as its image's user and cannot read a data directory private to the database's user; set runAsUser (and runAsGroup) to the database's user, or physical backups fail naming the directory",
-				AnnotationDataDir, e.Value))
+			out = append(out, problemf("DataDirUser", "the data directory %s (annotation %s, or the BackupPolicy's spec.dataDir) asks for backups that read it, but neither the database container nor the pod sets securityContext.runAsUser, so the sidecar runs as its image's user and cannot read a data directory private to the database's user; set runAsUser (and runAsGroup) to the database's user, or physical backups fail naming the directory",
+				e.Value, AnnotationDataDir))
 		}
 	}
 	return out

@@ -2,7 +2,10 @@ package inject
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"path"
+	"strings"
 
 	"github.com/robfig/cron/v3"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -51,7 +54,25 @@ func validatePolicy(obj runtime.Object) (admission.Warnings, error) {
 			return nil, err
 		}
 	}
+	if d := p.Spec.DataDir; d != "" {
+		if err := checkDataDir(d); err != nil {
+			return nil, fmt.Errorf("spec.dataDir %q %v", d, err)
+		}
+	}
 	return nil, nil
+}
+
+// checkDataDir says what is wrong with a data directory given by the
+// annotation or a policy: it must be absolute and clean, without control
+// characters.
+func checkDataDir(dir string) error {
+	if !path.IsAbs(dir) || strings.ContainsFunc(dir, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+		return errors.New("is not an absolute path (or holds control characters); give the database's data directory as the database container sees it, e.g. /var/lib/postgresql/data/pgdata")
+	}
+	if c := path.Clean(dir); c != dir {
+		return fmt.Errorf("is not a clean path; write %s", c)
+	}
+	return nil
 }
 
 // PolicyValidatorWebhook returns the validator as a webhook to register at

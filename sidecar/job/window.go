@@ -2,14 +2,17 @@ package job
 
 import (
 	"context"
+	"maps"
 	"time"
 
+	"github.com/amber-backup/amber/plugins/api"
 	"github.com/amber-backup/amber/sidecar/archive"
 	"github.com/amber-backup/amber/sidecar/repo"
 )
 
 // Window is the recoverable window of one database lineage: from its
-// earliest physical backup to the newest archived log reachable from it.
+// earliest base backup (physical, or a volume snapshot backup, restored
+// from its snapshots) to the newest archived log reachable from it.
 type Window struct {
 	Stream           string        `json:"stream"`
 	Engine           string        `json:"engine"`
@@ -27,7 +30,7 @@ func Windows(ctx context.Context, r *repo.Repository, all []*repo.Manifest) ([]W
 	earliest := map[string]*repo.Manifest{}
 	var order []string
 	for _, m := range all {
-		if m.Mode != ModePhysical || m.Record == nil || m.Record.SystemID == "" {
+		if !isBase(m) {
 			continue
 		}
 		s := StreamName(m.Engine, m.Record.SystemID)
@@ -53,7 +56,7 @@ func Windows(ctx context.Context, r *repo.Repository, all []*repo.Manifest) ([]W
 		default:
 			w.Gaps = cov.Gaps()
 			consistent := posFromRecord(m.Record.Consistent)
-			from, fromStart := logFrom(posFromRecord(m.Record.Start), consistent, m.Record.Metadata)
+			from, fromStart := logFrom(posFromRecord(m.Record.Start), consistent, baseMeta(m))
 			reach, ok := cov.ReachFrom(from)
 			if fromStart && (!ok || reachShort(reach, consistent) != "") {
 				w.Note = "archived log does not start at or before the earliest backup's start, and that backup holds no log of its own (it cannot be restored); later backups may be covered"
@@ -77,4 +80,27 @@ func Windows(ctx context.Context, r *repo.Repository, all []*repo.Manifest) ([]W
 		out = append(out, w)
 	}
 	return out, nil
+}
+
+// isBase reports whether m is a backup a physical restore starts from: a
+// physical backup, or a volume snapshot backup (its data in the volume
+// snapshots it names, the record in the repository), with its engine
+// record.
+func isBase(m *repo.Manifest) bool {
+	return (m.Mode == ModePhysical || m.Mode == repo.ModeSnapshot) && m.Record != nil && m.Record.SystemID != ""
+}
+
+// baseMeta is m's record metadata as a restore reads it: a volume
+// snapshot holds no log amber vouches for, so archived log must run from
+// the freeze on (api.MetaLogFromStart), as RestoreEngine has it.
+func baseMeta(m *repo.Manifest) map[string]string {
+	if m.Mode != repo.ModeSnapshot {
+		return m.Record.Metadata
+	}
+	meta := maps.Clone(m.Record.Metadata)
+	if meta == nil {
+		meta = map[string]string{}
+	}
+	meta[api.MetaLogFromStart] = "true"
+	return meta
 }

@@ -114,6 +114,17 @@ type BackupPolicySpec struct {
 	// Suspend stops scheduled backups (archiving goes on).
 	// +optional
 	Suspend bool `json:"suspend,omitempty"`
+	// DataDir is the database's data directory (PostgreSQL: PGDATA) as the
+	// database container sees it, for the pods of this policy that have no
+	// amber.dev/data-dir annotation (the annotation wins): the webhook
+	// mounts it into the sidecar, whose physical backups then read the
+	// files (file-level, incremental). An absolute, clean path. Reaches a
+	// pod when it is created.
+	// +kubebuilder:validation:MaxLength=4096
+	// +kubebuilder:validation:Pattern=`^/[^\x00-\x1f]*$`
+	// +kubebuilder:validation:XValidation:rule="self == '/' || !(self.endsWith('/') || self.contains('//') || self.contains('/./') || self.contains('/../') || self.endsWith('/.') || self.endsWith('/..'))",message="dataDir must be a clean absolute path: no trailing slash, no //, . or .. elements"
+	// +optional
+	DataDir string `json:"dataDir,omitempty"`
 	// Retention applied by a prune after each successful backup.
 	// +optional
 	Retention RetentionSpec `json:"retention,omitempty"`
