@@ -77,6 +77,51 @@ func TestReachFromBackupStart(t *testing.T) {
 	}
 }
 
+// TestReachPositionTarget: a position target past the end of the archived
+// log is refused before anything is written, with or without an epoch (a
+// bare LSN has epoch 0, which sorts before every epoch and once let any
+// such target through); one inside the window is accepted.
+func TestReachPositionTarget(t *testing.T) {
+	ctx := context.Background()
+	be, err := file.Open(t.TempDir(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := repo.Init(ctx, be, []byte("pw"), repo.Options{KDF: repo.KDFParams{Time: 1, Memory: 1024, Threads: 1}, CacheDir: "-"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := func(epoch uint32, off uint64) api.Position { return api.Position{Epoch: epoch, Offset: off, Token: []byte{1}} }
+	sink := archive.NewSink(r, "postgres-1", slog.New(slog.DiscardHandler), nil)
+	w, _ := sink.Begin(ctx, api.SegmentHeader{Name: "wal", Start: p(2, 0x2000000)})
+	w.Write(make([]byte, 16))
+	if err := w.Finish(api.SegmentTrailer{End: p(2, 0x3000000), LastCommit: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}); err != nil {
+		t.Fatal(err)
+	}
+	cov, err := archive.Cover(ctx, r, "postgres-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := api.BackupResult{Start: p(2, 0x2000000), Consistent: p(2, 0x2100000)}
+	for _, c := range []struct {
+		to   api.Position
+		past bool
+	}{
+		{api.Position{Offset: 0x2800000}, false},
+		{api.Position{Offset: 0x3000000}, false},
+		{api.Position{Offset: 0x3000001}, true},
+		{api.Position{Offset: 0x9000000}, true},
+		{p(2, 0x2800000), false},
+		{p(2, 0x3800000), true},
+		{p(3, 0x2100000), true},
+	} {
+		_, _, err := checkReach(cov, res, api.RecoveryTarget{Position: c.to})
+		if got := err != nil && strings.Contains(err.Error(), "after the recoverable window"); got != c.past || (err != nil && !got) {
+			t.Errorf("target %d/%x: error %v; want refused as past the window: %t", c.to.Epoch, c.to.Offset, err, c.past)
+		}
+	}
+}
+
 // TestLogStart: Replay is given a backup's start as LogStart only when it
 // is before the backup's consistent point.
 func TestLogStart(t *testing.T) {

@@ -510,8 +510,13 @@ func checkReach(cov *archive.Coverage, res api.BackupResult, to api.RecoveryTarg
 				to.Time.UTC().Format(time.RFC3339Nano), from, reach.LastTime.UTC().Format(time.RFC3339Nano), reach.EndText, gapNote())
 		}
 	case !to.Position.IsZero():
-		end := api.Position{Epoch: reach.Epoch, Offset: reach.End}
-		if !atOrBefore(to.Position, end) && !(to.Position.Epoch == 0 && to.Position.Offset <= reach.End) {
+		// A position without an epoch (a bare LSN) is compared by offset:
+		// epoch 0 would sort before every epoch of the log.
+		past := !atOrBefore(to.Position, api.Position{Epoch: reach.Epoch, Offset: reach.End})
+		if to.Position.Epoch == 0 {
+			past = to.Position.Offset > reach.End
+		}
+		if past {
 			return nil, "", fmt.Errorf("target position %s is after the recoverable window from the backup, which ends at %s%s; choose an earlier position",
 				to.Position, reach.EndText, gapNote())
 		}
