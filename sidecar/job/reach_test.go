@@ -91,7 +91,9 @@ func TestReachPositionTarget(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := func(epoch uint32, off uint64) api.Position { return api.Position{Epoch: epoch, Offset: off, Token: []byte{1}} }
+	p := func(epoch uint32, off uint64) api.Position {
+		return api.Position{Epoch: epoch, Offset: off, Token: []byte{1}}
+	}
 	sink := archive.NewSink(r, "postgres-1", slog.New(slog.DiscardHandler), nil)
 	w, _ := sink.Begin(ctx, api.SegmentHeader{Name: "wal", Start: p(2, 0x2000000)})
 	w.Write(make([]byte, 16))
