@@ -530,6 +530,21 @@ func drills(t *testing.T, c *testbed.Cluster, k client.Client, ctl *controller, 
 		return cond != nil && cond.Status == metav1.ConditionTrue
 	})
 
+	// Hold drills while the packs are damaged: one in flight could have
+	// read the packs before the damage and then fail otherwise (its
+	// recovery fetching WAL from damaged packs), which is not the failure
+	// this checks. The last drill, whatever its end, is not the one to
+	// wait for.
+	patchPolicyIn(t, k, ns, func(p *amberv1.BackupPolicy) { p.Spec.Drills.Schedule = "@every 24h" })
+	last := d.Restore
+	waitFor(t, 6*time.Minute, "no drill running", func() bool {
+		if err := k.Get(ctx, types.NamespacedName{Namespace: ns, Name: "pg"}, p); err != nil || p.Status.Drill == nil {
+			return false
+		}
+		last = p.Status.Drill.Restore
+		return p.Status.Drill.Phase != amberv1.PhaseRunning
+	})
+
 	// Damage every pack; the next drill must fail loudly.
 	mc := m.Client(t)
 	saved := map[string][]byte{}
@@ -556,7 +571,7 @@ func drills(t *testing.T, c *testbed.Cluster, k client.Client, ctl *controller, 
 		t.Fatal("no pack found under pg/data/ to damage")
 	}
 	t.Logf("damaged %d pack(s)", len(saved))
-	last := d.Restore
+	patchPolicyIn(t, k, ns, func(p *amberv1.BackupPolicy) { p.Spec.Drills.Schedule = "@every 1m" })
 	p = waitDrillAfter(t, k, ctl, ns, last, amberv1.PhaseFailed, 4*time.Minute)
 	t.Logf("drill %s against the damaged repository: %s: %s", p.Status.Drill.Restore, p.Status.Drill.Phase, p.Status.Drill.Message)
 	if !strings.Contains(p.Status.Drill.Message, "restore failed") {
