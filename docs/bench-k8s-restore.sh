@@ -185,7 +185,7 @@ if [ -n "$cgmount" ] && [ -n "$slot" ] && [ -d "$slot_cg" ]; then
   cluster_weight=$(cat "$(cg_weight_file "$slot_cg")")
   clicg=$cgmount/amber-bench-cli-$$
   if mkdir "$clicg" 2>/dev/null && echo "$cluster_weight" >"$(cg_weight_file "$clicg")"; then
-    cgnote="the CLI's restore and its server ran in a CPU cgroup of their own (\\`$(basename "$clicg")\\`) with the weight of the cluster's (\\`$(basename "$slot_cg")\\`: $(basename "$(cg_weight_file "$slot_cg")") ${cluster_weight}), beside it"
+    cgnote="the CLI's restore and its server ran in a CPU cgroup of their own (\`$(basename "$clicg")\`) with the weight of the cluster's (\`$(basename "$slot_cg")\`: $(basename "$(cg_weight_file "$slot_cg")") ${cluster_weight}), beside it"
   else
     clicg=""
   fi
