@@ -46,6 +46,12 @@ func restoreMariaDBDataDir(t *testing.T, bed *restoreBed, st *mariaState) {
 	c, k, ctl := bed.c, bed.k, bed.ctl
 	ctx := context.Background()
 	ns := st.ns
+	// The MariaDB subtest's connection was closed with it: a new one.
+	var pod0 corev1.Pod
+	if err := k.Get(ctx, types.NamespacedName{Namespace: ns, Name: "db-0"}, &pod0); err != nil {
+		t.Fatal(err)
+	}
+	st.orig = openMy(t, st.dsnOf(pod0.Status.PodIP))
 	mark := func(to int) {
 		for i := st.markers + 1; i <= to; i++ {
 			if _, err := st.orig.Exec(`INSERT INTO markers (id) VALUES (?)`, i); err != nil {
