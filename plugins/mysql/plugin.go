@@ -386,7 +386,7 @@ func (e *Engine) Replay(ctx context.Context, req api.ReplayRequest, src api.Segm
 	if err := api.CheckOptions("a replay", req.Options, api.BackupOptionPrefix); err != nil {
 		return api.ReplayResult{}, err
 	}
-	from, err := myengine.ParseToken(req.From.Epoch, req.From.Token)
+	from, err := replayFrom(req.From)
 	if err != nil {
 		return api.ReplayResult{}, fmt.Errorf("replay start %s: %w", req.From, err)
 	}
@@ -668,4 +668,22 @@ func (e *Engine) Thaw(ctx context.Context, leaseID string) (api.Thawed, error) {
 		"method": fr.Method, "binlog_file": fr.Pos.File, "binlog_pos": strconv.FormatUint(uint64(fr.Pos.Pos), 10), "gtid": fr.Pos.GTID,
 		"datadir": fr.DataDir,
 	}}, nil
+}
+
+// replayFrom reads the position a replay starts after: its token, or,
+// when it has none, its text. A snapshot backup's positions are recorded by
+// the controller from the sidecar's Thaw answer, which carries epoch,
+// offset and text but no token.
+func replayFrom(p api.Position) (myengine.Pos, error) {
+	if len(p.Token) > 0 || p.Text == "" {
+		return myengine.ParseToken(p.Epoch, p.Token)
+	}
+	pos, err := myengine.ParseText(p.Text)
+	if err != nil {
+		return myengine.Pos{}, err
+	}
+	if pos.Epoch == 0 {
+		pos.Epoch = p.Epoch
+	}
+	return pos, nil
 }

@@ -45,6 +45,32 @@ func TestParsePosition(t *testing.T) {
 	}
 }
 
+// TestReplayFrom: a replay starts after a position given by its token, or,
+// when it has none (a snapshot backup's position as the controller records
+// it from the sidecar's Thaw answer: epoch, offset, text), by its text;
+// both give the same position.
+func TestReplayFrom(t *testing.T) {
+	p, err := New().ParsePosition(context.Background(), "2@mysql-bin.000001:51443 (0-1-224)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	byToken, err := replayFrom(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byText, err := replayFrom(api.Position{Epoch: p.Epoch, Offset: p.Offset, Text: "mysql-bin.000001:51443 (0-1-224)"})
+	if err != nil {
+		t.Fatalf("a position without a token: %v", err)
+	}
+	if byText.File != "mysql-bin.000001" || byText.Pos != 51443 || byText.GTID != "0-1-224" || byText.Epoch != 2 ||
+		byText.File != byToken.File || byText.Pos != byToken.Pos || byText.GTID != byToken.GTID || byText.Epoch != byToken.Epoch {
+		t.Errorf("from the text %+v, from the token %+v; want mysql-bin.000001:51443 (0-1-224) in epoch 2 from both", byText, byToken)
+	}
+	if _, err := replayFrom(api.Position{Epoch: 1}); err == nil {
+		t.Error("a position with neither token nor text was accepted")
+	}
+}
+
 func TestLogicalRestoreOptions(t *testing.T) {
 	e := New()
 	for _, v := range []string{"0", "-1", "two"} {
