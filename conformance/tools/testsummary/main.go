@@ -1,7 +1,8 @@
 // Command testsummary reads the event stream of `go test -json` on stdin,
 // saves it to a file, prints a readable account as it goes (the output of
-// failed tests, one line per package, every skipped test) and ends with
-// exactly one line:
+// failed tests, one line per package, every skipped test), repeats each
+// failed test's last messages in a list near the end (where the tail of a
+// long output still shows why) and ends with exactly one line:
 //
 //	N passed, N failed, N skipped
 //
@@ -22,6 +23,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 )
@@ -88,7 +90,29 @@ type summary struct {
 	failedPkgs              []string
 	brokenPkgs              []string // failed with no failed test: build failure, exit, timeout
 	failedIn                map[string]int
+	// The last message lines (file.go:N: ...) of each failed test, in the
+	// order the tests failed: repeated at the end, where a reader of the
+	// tail of the output (a CI page) sees why, even after a test's long
+	// output.
+	headlines []failure
 }
+
+type failure struct {
+	key
+	lines []string
+}
+
+// headlinesPerTest is how many of a failed test's last messages the closing
+// list repeats; maxHeadline how much of each.
+const (
+	headlinesPerTest  = 4
+	maxHeadline       = 400
+	maxFailuresListed = 20
+)
+
+// messageLine matches the first line of a t.Log/t.Error/t.Fatal message as
+// go test prints it (indented, then file.go:line: ), and a panic's.
+var messageLine = regexp.MustCompile(`^(\s+[\w.-]+\.go:\d+: |panic: )`)
 
 // run reads the stream from in, copies it to raw and reports to out. It
 // returns the process exit code.
@@ -133,6 +157,7 @@ func run(in io.Reader, out io.Writer, raw io.Writer, requireAll bool) int {
 			s.skipped, strings.Join(s.skippedNames, ", "))
 		code = 1
 	}
+	s.listFailures()
 	fmt.Fprintf(s.out, "%d passed, %d failed, %d skipped\n", s.passed, s.failed, s.skipped)
 	return code
 }
@@ -172,6 +197,7 @@ func (s *summary) line(b []byte) {
 			for _, l := range lines {
 				fmt.Fprint(s.out, l)
 			}
+			s.noteFailure(k, lines)
 		case "skip":
 			s.skipped++
 			s.skippedNames = append(s.skippedNames, e.Package+"."+e.Test)
@@ -228,8 +254,46 @@ func (s *summary) unfinished(k key) {
 	for _, l := range s.output[k] {
 		fmt.Fprint(s.out, l)
 	}
+	s.noteFailure(k, s.output[k])
 	delete(s.output, k)
 	fmt.Fprintf(s.out, "--- FAIL: %s (did not finish: its test binary exited or timed out)\n", k.test)
+}
+
+// noteFailure keeps the last message lines of a failed test for listFailures.
+func (s *summary) noteFailure(k key, lines []string) {
+	var heads []string
+	for _, l := range lines {
+		if messageLine.MatchString(l) {
+			l = strings.TrimRight(strings.TrimSpace(l), "\n")
+			if len(l) > maxHeadline {
+				l = l[:maxHeadline] + " …"
+			}
+			heads = append(heads, l)
+		}
+	}
+	if len(heads) > headlinesPerTest {
+		heads = heads[len(heads)-headlinesPerTest:]
+	}
+	s.headlines = append(s.headlines, failure{k, heads})
+}
+
+// listFailures repeats, just before the count, each failed test's last
+// messages.
+func (s *summary) listFailures() {
+	if len(s.headlines) == 0 {
+		return
+	}
+	fmt.Fprintln(s.out, "failed tests and their last messages (their whole output is above):")
+	for i, f := range s.headlines {
+		if i == maxFailuresListed {
+			fmt.Fprintf(s.out, "  ... and %d more\n", len(s.headlines)-i)
+			break
+		}
+		fmt.Fprintf(s.out, "  %s %s\n", f.pkg, f.test)
+		for _, l := range f.lines {
+			fmt.Fprintf(s.out, "    %s\n", l)
+		}
+	}
 }
 
 // stillRunning lists the tests of pkg (of every package when pkg is empty)

@@ -39,6 +39,12 @@ func TestSummary(t *testing.T) {
 			// package lines
 			"ok   example.com/sample/good 0.062s\n",
 			"FAIL example.com/sample/crash 0.102s\n",
+			// repeated at the end, where the tail of a long output shows it
+			"failed tests and their last messages (their whole output is above):\n" +
+				"  example.com/sample/bad TestFails\n    bad_test.go:8: some context\n    bad_test.go:9: restored rows differ: got 3, want 4\n",
+			"  example.com/sample/bad TestSub/broken\n    bad_test.go:14: byte 7 differs\n",
+			"  example.com/sample/crash TestPanics\n    panic: assignment to entry in nil map",
+			"  example.com/s2/exit TestExits\n    exit_test.go:8: about to exit\n",
 		}},
 		{"pass-skip.json", false, "4 passed, 0 failed, 1 skipped", 0, []string{
 			"SKIP example.com/sample/good TestSkipped\n    good_test.go:13: server binary not found\n",
