@@ -439,6 +439,14 @@ func TestDatabasesRenderBackupPolicies(t *testing.T) {
 		sn.Lease == nil || sn.Lease.Duration.Seconds() != 30 || sn.Timeout == nil || sn.Timeout.Duration.Minutes() != 5 {
 		t.Errorf("snapshot policy spec %+v (snapshot %+v)", sp.Spec, sp.Spec.Snapshot)
 	}
+	// File-level physical backups: the data directory reaches the policy.
+	objs = render(t, "--set", "databases.pg.engine=postgres", "--set", "databases.pg.repository=file:///backups/pg",
+		"--set", "databases.pg.credentialsSecret=pg-backup", "--set", "databases.pg.dataDir=/var/lib/postgresql/data/pgdata")
+	var dp amberv1.BackupPolicy
+	typed(t, one(t, objs, "BackupPolicy"), &dp)
+	if dp.Spec.DataDir != "/var/lib/postgresql/data/pgdata" {
+		t.Errorf("policy dataDir %q, want /var/lib/postgresql/data/pgdata", dp.Spec.DataDir)
+	}
 }
 
 // TestNoJobsOrHooks: the chart runs nothing but the controller: no Job, no
@@ -613,6 +621,7 @@ func TestSchemaRefuses(t *testing.T) {
 		{"repository without a scheme", "databases.orders.repository=acme-backups/orders", `at '/databases/orders/repository': 'acme-backups/orders' does not match pattern '^(file|s3|b2)://`},
 		{"unknown repository scheme", "databases.orders.repository=gs://acme/orders", `at '/databases/orders/repository': 'gs://acme/orders' does not match pattern`},
 		{"unknown mode", "databases.orders.mode=incremental", `at '/databases/orders/mode': value must be one of 'physical', 'logical', 'snapshot'`},
+		{"relative data directory", "databases.orders.dataDir=pgdata", `at '/databases/orders/dataDir'`},
 		{"unknown replica preference", "databases.orders.replica.preference=leader", `at '/databases/orders/replica/preference': value must be one of 'standby', 'primary', 'any'`},
 		{"misspelt key", "databases.orders.schedul=@daily", `at '/databases/orders': additional properties 'schedul' not allowed`},
 		{"bad retention", "databases.orders.retention.keepWithin=7 days", `at '/databases/orders/retention/keepWithin'`},
