@@ -19,23 +19,11 @@ import (
 // point only. Restores and `amber ls`'s window say so.
 func TestReachFromBackupStart(t *testing.T) {
 	ctx := context.Background()
-	be, err := file.Open(t.TempDir(), false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := repo.Init(ctx, be, []byte("pw"), repo.Options{KDF: repo.KDFParams{Time: 1, Memory: 1024, Threads: 1}, CacheDir: "-"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r, sink := newLogRepo(t)
 	p := func(off uint64) api.Position { return api.Position{Epoch: 1, Offset: off, Token: []byte{1}} }
-	sink := archive.NewSink(r, "postgres-1", slog.New(slog.DiscardHandler), nil)
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	for i, start := range []uint64{0x2000000, 0x3000000} {
-		w, _ := sink.Begin(ctx, api.SegmentHeader{Name: "wal", Start: p(start)})
-		w.Write(make([]byte, 16))
-		if err := w.Finish(api.SegmentTrailer{End: p(start + 0x1000000), LastCommit: t0.Add(time.Duration(i) * time.Minute)}); err != nil {
-			t.Fatal(err)
-		}
+		archiveSegment(t, sink, p(start), p(start+0x1000000), t0.Add(time.Duration(i)*time.Minute))
 	}
 	cov, err := archive.Cover(ctx, r, "postgres-1")
 	if err != nil {
@@ -82,25 +70,12 @@ func TestReachFromBackupStart(t *testing.T) {
 // bare LSN has epoch 0, which sorts before every epoch and once let any
 // such target through); one inside the window is accepted.
 func TestReachPositionTarget(t *testing.T) {
-	ctx := context.Background()
-	be, err := file.Open(t.TempDir(), false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := repo.Init(ctx, be, []byte("pw"), repo.Options{KDF: repo.KDFParams{Time: 1, Memory: 1024, Threads: 1}, CacheDir: "-"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r, sink := newLogRepo(t)
 	p := func(epoch uint32, off uint64) api.Position {
 		return api.Position{Epoch: epoch, Offset: off, Token: []byte{1}}
 	}
-	sink := archive.NewSink(r, "postgres-1", slog.New(slog.DiscardHandler), nil)
-	w, _ := sink.Begin(ctx, api.SegmentHeader{Name: "wal", Start: p(2, 0x2000000)})
-	w.Write(make([]byte, 16))
-	if err := w.Finish(api.SegmentTrailer{End: p(2, 0x3000000), LastCommit: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}); err != nil {
-		t.Fatal(err)
-	}
-	cov, err := archive.Cover(ctx, r, "postgres-1")
+	archiveSegment(t, sink, p(2, 0x2000000), p(2, 0x3000000), time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	cov, err := archive.Cover(context.Background(), r, "postgres-1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,5 +120,35 @@ func TestLogStart(t *testing.T) {
 		if got.Compare(c.want) != 0 || got.IsZero() != c.want.IsZero() {
 			t.Errorf("%s: %v, want %v", c.name, got, c.want)
 		}
+	}
+}
+
+// newLogRepo opens a new repository in a temporary directory (a fast key
+// derivation) and a sink for archived log of stream postgres-1.
+func newLogRepo(t *testing.T) (*repo.Repository, *archive.Sink) {
+	t.Helper()
+	be, err := file.Open(t.TempDir(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := repo.Init(context.Background(), be, []byte("pw"), repo.Options{KDF: repo.KDFParams{Time: 1, Memory: 1024, Threads: 1}, CacheDir: "-"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r, archive.NewSink(r, "postgres-1", slog.New(slog.DiscardHandler), nil)
+}
+
+// archiveSegment stores one segment of log from start to end whose last
+// commit is at last.
+func archiveSegment(t *testing.T, sink *archive.Sink, start, end api.Position, last time.Time) {
+	t.Helper()
+	w, err := sink.Begin(context.Background(), api.SegmentHeader{Name: "wal", Start: start})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write(make([]byte, 16))
+	if err := w.Finish(api.SegmentTrailer{End: end, LastCommit: last}); err != nil {
+		t.Fatal(err)
 	}
 }

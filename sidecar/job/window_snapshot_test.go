@@ -2,15 +2,12 @@ package job
 
 import (
 	"context"
-	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/amber-backup/amber/plugins/api"
-	"github.com/amber-backup/amber/sidecar/archive"
 	"github.com/amber-backup/amber/sidecar/repo"
-	"github.com/amber-backup/amber/sidecar/storage/file"
 )
 
 // TestWindowCountsSnapshotBackups: a volume snapshot backup is a base of
@@ -20,24 +17,11 @@ import (
 // archive must hold log from its start (the freeze).
 func TestWindowCountsSnapshotBackups(t *testing.T) {
 	ctx := context.Background()
-	be, err := file.Open(t.TempDir(), false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := repo.Init(ctx, be, []byte("pw"), repo.Options{KDF: repo.KDFParams{Time: 1, Memory: 1024, Threads: 1}, CacheDir: "-"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	r, sink := newLogRepo(t)
 	p := func(off uint64) api.Position { return api.Position{Epoch: 1, Offset: off, Token: []byte{1}} }
-	sink := archive.NewSink(r, "postgres-1", slog.New(slog.DiscardHandler), nil)
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	for i, start := range []uint64{0x2000000, 0x3000000} {
-		w, _ := sink.Begin(ctx, api.SegmentHeader{Name: "wal", Start: p(start)})
-		w.Write(make([]byte, 16))
-		if err := w.Finish(api.SegmentTrailer{End: p(start + 0x1000000), LastCommit: t0.Add(time.Duration(i+1) * time.Minute)}); err != nil {
-			t.Fatal(err)
-		}
+		archiveSegment(t, sink, p(start), p(start+0x1000000), t0.Add(time.Duration(i+1)*time.Minute))
 	}
 	backup := func(mode string, at time.Duration, start, consistent uint64) *repo.Manifest {
 		return &repo.Manifest{Mode: mode, Engine: "postgres", ConsistentTime: t0.Add(at), Position: p(consistent).String(),
