@@ -53,7 +53,14 @@ import (
 func TestKubernetesRestoreClone(t *testing.T) {
 	bed := startRestoreBed(t)
 	t.Run("PostgreSQL", func(t *testing.T) { restorePostgresClone(t, bed) })
-	t.Run("MariaDB", func(t *testing.T) { restoreMariaDBClone(t, bed) })
+	var maria *mariaState
+	t.Run("MariaDB", func(t *testing.T) { maria = restoreMariaDBClone(t, bed) })
+	t.Run("MariaDBDataDir", func(t *testing.T) {
+		if maria == nil {
+			t.Fatal("the MariaDB subtest left no database to continue on")
+		}
+		restoreMariaDBDataDir(t, bed, maria)
+	})
 	t.Run("MongoDB", func(t *testing.T) { restoreMongoClone(t, bed) })
 	t.Run("Snapshot", func(t *testing.T) { snapshotPostgres(t, bed) })
 }
