@@ -3,9 +3,6 @@ package conformance_test
 import (
 	"context"
 	"encoding/json"
-	"fmt"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -26,12 +23,15 @@ import (
 // its claim a CSI volume), two Restores that build the clone's data
 // directory before its server starts:
 //
-//   - Physical: a physical backup taken with `amber backup --engine mysql
-//     --mode physical` (mariadb-backup reading the volume's files on the
-//     node); a Restore naming it and a point in time creates a clone whose
-//     init container, in the MariaDB image with amber copied in, unpacks
-//     and prepares it into the recorded data directory and replays archived
-//     binlog to the target through a private server before mariadbd starts.
+//   - Physical: the policy switched to mode: physical for one Backup, which
+//     the sidecar takes with mariadb-backup (its image is amber's with the
+//     tool added, testbed.AmberMariaDBImageRef) reading the server's
+//     @@datadir on the data volume, mounted read-only where the server
+//     mounts it; a Restore naming it and a point in time creates a clone
+//     whose init container, in the MariaDB image with amber copied in,
+//     unpacks and prepares it into the recorded data directory and replays
+//     archived binlog to the target through a private server before
+//     mariadbd starts.
 //   - Snapshot: the policy switched to mode: snapshot for one Backup
 //     (BACKUP STAGE BLOCK_COMMIT, a VolumeSnapshot of the claim, thaw); a
 //     Restore naming it and a point in time creates a clone whose claim is
@@ -52,6 +52,7 @@ func restoreMariaDBDataDir(t *testing.T, bed *restoreBed, st *mariaState) {
 		t.Fatal(err)
 	}
 	st.orig = openMy(t, st.dsnOf(pod0.Status.PodIP))
+	cli := &amberEnv{t: t, bin: bins(t), repo: st.repoURL}
 	mark := func(to int) {
 		for i := st.markers + 1; i <= to; i++ {
 			if _, err := st.orig.Exec(`INSERT INTO markers (id) VALUES (?)`, i); err != nil {
@@ -97,80 +98,59 @@ func restoreMariaDBDataDir(t *testing.T, bed *restoreBed, st *mariaState) {
 		t.Logf("Restore %s: the clone holds exactly markers 1..%d, the original 1..%d", name, want, st.markers)
 	}
 
+	// backup takes one Backup name with the policy switched to mode for it.
+	backup := func(name string, mode amberv1.Mode, snapshot *amberv1.SnapshotSpec) *amberv1.Backup {
+		t.Helper()
+		patchPolicyNamed(t, k, ns, "db", func(p *amberv1.BackupPolicy) { p.Spec.Mode, p.Spec.Snapshot = mode, snapshot })
+		if err := k.Create(ctx, &amberv1.Backup{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+			Spec: amberv1.BackupSpec{PolicyRef: amberv1.LocalRef{Name: "db"}}}); err != nil {
+			t.Fatal(err)
+		}
+		b := waitBackup(t, k, ctl, ns, func(b *amberv1.Backup) bool {
+			return b.Name == name && (b.Status.Phase == amberv1.PhaseSucceeded || b.Status.Phase == amberv1.PhaseFailed)
+		}, 3*time.Minute)
+		patchPolicyNamed(t, k, ns, "db", func(p *amberv1.BackupPolicy) { p.Spec.Mode, p.Spec.Snapshot = amberv1.ModeLogical, nil })
+		if b.Status.Phase != amberv1.PhaseSucceeded {
+			t.Fatalf("%s Backup %s: %s %q\ncontroller log:\n%s\n%s", mode, name, b.Status.Phase, b.Status.Error, ctl.log(), c.CSILogs())
+		}
+		// The repository says which mode it was taken in (a controller
+		// that read the policy before the switch would take another).
+		var ls struct {
+			Backups []struct{ ID, Mode, Position string }
+		}
+		out := cli.run("ls", "--json")
+		if err := json.Unmarshal([]byte(out), &ls); err != nil {
+			t.Fatalf("amber ls --json: %v\n%s", err, out)
+		}
+		i := slices.IndexFunc(ls.Backups, func(e struct{ ID, Mode, Position string }) bool { return e.ID == b.Status.BackupID })
+		if i < 0 || ls.Backups[i].Mode != string(mode) {
+			t.Fatalf("Backup %s: backup %s in the repository is not a %s backup: %s", name, shortID12(b.Status.BackupID), mode, out)
+		}
+		t.Logf("Backup %s: %s backup %s at %s", name, mode, shortID12(b.Status.BackupID), ls.Backups[i].Position)
+		return b
+	}
+
 	t.Run("Physical", func(t *testing.T) {
 		t1 := time.Now()
-		// mariadb-backup reads the server's files where the node keeps the
-		// volume, as a sidecar with the tool in its image would in the pod.
-		var pvc corev1.PersistentVolumeClaim
-		if err := k.Get(ctx, types.NamespacedName{Namespace: ns, Name: "data-db-0"}, &pvc); err != nil {
-			t.Fatal(err)
-		}
-		var pv corev1.PersistentVolume
-		if err := k.Get(ctx, types.NamespacedName{Name: pvc.Spec.VolumeName}, &pv); err != nil {
-			t.Fatal(err)
-		}
-		var volume string
-		switch {
-		case pv.Spec.CSI != nil:
-			volume = filepath.Join(c.Dir, "volumes", pv.Spec.CSI.VolumeHandle)
-		case pv.Spec.HostPath != nil:
-			volume = pv.Spec.HostPath.Path
-		default:
-			t.Fatalf("volume %s of claim data-db-0 is neither CSI nor hostPath", pv.Name)
-		}
-		bin := t.TempDir()
-		testbed.BuildAmber(t, bin, "mysql")
-		if _, err := exec.LookPath("mariadb-backup"); err != nil {
-			testbed.Skip(t, "mariadb-backup is not installed (Debian package mariadb-backup)")
-		}
-		var db0 corev1.Pod
-		if err := k.Get(ctx, types.NamespacedName{Namespace: ns, Name: "db-0"}, &db0); err != nil {
-			t.Fatal(err)
-		}
-		mark(200)
-		cmd := exec.Command(filepath.Join(bin, "amber"), "backup", "--engine", "mysql", "--mode", "physical", "--json",
-			"--dsn", fmt.Sprintf("mysql://amber:%s@%s:3306/app", st.password, db0.Status.PodIP),
-			"--data-dir", filepath.Join(volume, "mysql"), "--name", ns+"/db")
-		cmd.Env = append(cmd.Environ(), "AMBER_REPO="+st.repoURL, "AMBER_PASSWORD=conformance", "AMBER_CACHE_DIR=-")
-		out, err := cmd.Output()
-		if err != nil {
-			stderr := ""
-			if ee, ok := err.(*exec.ExitError); ok {
-				stderr = string(ee.Stderr)
-			}
-			t.Fatalf("amber backup --mode physical: %v\n%s%s", err, out, stderr)
-		}
-		var rep struct{ ID string }
-		if err := json.Unmarshal(out, &rep); err != nil || rep.ID == "" {
-			t.Fatalf("amber backup --json: %v: %s", err, out)
-		}
-		t.Logf("physical backup %s taken from the volume in %s", shortID12(rep.ID), time.Since(t1).Round(100*time.Millisecond))
-		mark(250)
+		mark(st.markers + 50)
+		// The sidecar runs mariadb-backup (its image is amber's with the
+		// tool added) on the data volume, which it mounts read-only where
+		// the server does: mariadb-backup reads the server's @@datadir.
+		b := backup("phys1", amberv1.ModePhysical, nil)
+		t.Logf("physical backup %s taken by the sidecar in %s (markers 1..%d before it)", shortID12(b.Status.BackupID), time.Since(t1).Round(100*time.Millisecond), st.markers)
+		base := st.markers
+		mark(base + 50)
 		target := quietSecond()
-		mark(300)
+		mark(base + 100)
 		waitArchived()
-		restore("phys", rep.ID, target, 250)
+		restore("phys", b.Status.BackupID, target, base+50)
 		t.Logf("physical clone part: %s", time.Since(t1).Round(100*time.Millisecond))
 	})
 
 	t.Run("Snapshot", func(t *testing.T) {
 		t1 := time.Now()
-		patchPolicyNamed(t, k, ns, "db", func(p *amberv1.BackupPolicy) {
-			p.Spec.Mode = amberv1.ModeSnapshot
-			p.Spec.Snapshot = &amberv1.SnapshotSpec{VolumeSnapshotClassName: testbed.CSISnapshotClass}
-		})
 		mark(st.markers + 20)
-		if err := k.Create(ctx, &amberv1.Backup{ObjectMeta: metav1.ObjectMeta{Name: "snap1", Namespace: ns},
-			Spec: amberv1.BackupSpec{PolicyRef: amberv1.LocalRef{Name: "db"}}}); err != nil {
-			t.Fatal(err)
-		}
-		b := waitBackup(t, k, ctl, ns, func(b *amberv1.Backup) bool {
-			return b.Name == "snap1" && (b.Status.Phase == amberv1.PhaseSucceeded || b.Status.Phase == amberv1.PhaseFailed)
-		}, 3*time.Minute)
-		patchPolicyNamed(t, k, ns, "db", func(p *amberv1.BackupPolicy) { p.Spec.Mode, p.Spec.Snapshot = amberv1.ModeLogical, nil })
-		if b.Status.Phase != amberv1.PhaseSucceeded {
-			t.Fatalf("snapshot Backup snap1: %s %q\n%s", b.Status.Phase, b.Status.Error, c.CSILogs())
-		}
+		b := backup("snap1", amberv1.ModeSnapshot, &amberv1.SnapshotSpec{VolumeSnapshotClassName: testbed.CSISnapshotClass})
 		t.Logf("snapshot backup %s: VolumeSnapshots %+v", shortID12(b.Status.BackupID), b.Status.Snapshots)
 		base := st.markers
 		mark(base + 30)
