@@ -53,7 +53,7 @@ func restoreMariaDBDataDir(t *testing.T, bed *restoreBed, st *mariaState) {
 	}
 	st.orig = openMy(t, st.dsnOf(pod0.Status.PodIP))
 	cli := &amberEnv{t: t, bin: bins(t), repo: st.repoURL}
-	mark := func(to int) {
+	mark := func(t *testing.T, to int) {
 		for i := st.markers + 1; i <= to; i++ {
 			if _, err := st.orig.Exec(`INSERT INTO markers (id) VALUES (?)`, i); err != nil {
 				t.Fatalf("marker %d: %v", i, err)
@@ -61,7 +61,7 @@ func restoreMariaDBDataDir(t *testing.T, bed *restoreBed, st *mariaState) {
 		}
 		st.markers = to
 	}
-	restore := func(name, backupID string, target time.Time, want int) {
+	restore := func(t *testing.T, name, backupID string, target time.Time, want int) {
 		t.Helper()
 		r := &amberv1.Restore{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}, Spec: amberv1.RestoreSpec{
 			PolicyRef: &amberv1.LocalRef{Name: "db"}, SourceStatefulSet: "db", BackupID: backupID, PointInTime: &metav1.Time{Time: target}}}
@@ -99,9 +99,9 @@ func restoreMariaDBDataDir(t *testing.T, bed *restoreBed, st *mariaState) {
 	}
 
 	// backup takes one Backup name with the policy switched to mode for it.
-	backup := func(name string, mode amberv1.Mode, snapshot *amberv1.SnapshotSpec) *amberv1.Backup {
+	backup := func(t *testing.T, name string, mode amberv1.Mode, snapshot *amberv1.SnapshotSpec) *amberv1.Backup {
 		t.Helper()
-		patchPolicyNamed(t, k, ns, "db", func(p *amberv1.BackupPolicy) { p.Spec.Mode, p.Spec.Snapshot = mode, snapshot })
+		setPolicyMode(t, k, ns, "db", mode, snapshot)
 		if err := k.Create(ctx, &amberv1.Backup{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
 			Spec: amberv1.BackupSpec{PolicyRef: amberv1.LocalRef{Name: "db"}}}); err != nil {
 			t.Fatal(err)
@@ -109,7 +109,7 @@ func restoreMariaDBDataDir(t *testing.T, bed *restoreBed, st *mariaState) {
 		b := waitBackup(t, k, ctl, ns, func(b *amberv1.Backup) bool {
 			return b.Name == name && (b.Status.Phase == amberv1.PhaseSucceeded || b.Status.Phase == amberv1.PhaseFailed)
 		}, 3*time.Minute)
-		patchPolicyNamed(t, k, ns, "db", func(p *amberv1.BackupPolicy) { p.Spec.Mode, p.Spec.Snapshot = amberv1.ModeLogical, nil })
+		setPolicyMode(t, k, ns, "db", amberv1.ModeLogical, nil)
 		if b.Status.Phase != amberv1.PhaseSucceeded {
 			t.Fatalf("%s Backup %s: %s %q\ncontroller log:\n%s\n%s", mode, name, b.Status.Phase, b.Status.Error, ctl.log(), c.CSILogs())
 		}
@@ -132,35 +132,58 @@ func restoreMariaDBDataDir(t *testing.T, bed *restoreBed, st *mariaState) {
 
 	t.Run("Physical", func(t *testing.T) {
 		t1 := time.Now()
-		mark(st.markers + 50)
+		mark(t, st.markers+50)
 		// The sidecar runs mariadb-backup (its image is amber's with the
 		// tool added) on the data volume, which it mounts read-only where
 		// the server does: mariadb-backup reads the server's @@datadir.
-		b := backup("phys1", amberv1.ModePhysical, nil)
+		b := backup(t, "phys1", amberv1.ModePhysical, nil)
 		t.Logf("physical backup %s taken by the sidecar in %s (markers 1..%d before it)", shortID12(b.Status.BackupID), time.Since(t1).Round(100*time.Millisecond), st.markers)
 		base := st.markers
-		mark(base + 50)
+		mark(t, base+50)
 		target := quietSecond()
-		mark(base + 100)
+		mark(t, base+100)
 		waitArchived()
-		restore("phys", b.Status.BackupID, target, base+50)
+		restore(t, "phys", b.Status.BackupID, target, base+50)
 		t.Logf("physical clone part: %s", time.Since(t1).Round(100*time.Millisecond))
 	})
 
 	t.Run("Snapshot", func(t *testing.T) {
 		t1 := time.Now()
-		mark(st.markers + 20)
-		b := backup("snap1", amberv1.ModeSnapshot, &amberv1.SnapshotSpec{VolumeSnapshotClassName: testbed.CSISnapshotClass})
+		mark(t, st.markers+20)
+		b := backup(t, "snap1", amberv1.ModeSnapshot, &amberv1.SnapshotSpec{VolumeSnapshotClassName: testbed.CSISnapshotClass})
 		t.Logf("snapshot backup %s: VolumeSnapshots %+v", shortID12(b.Status.BackupID), b.Status.Snapshots)
 		base := st.markers
-		mark(base + 30)
+		mark(t, base+30)
 		target := quietSecond()
-		mark(base + 60)
+		mark(t, base+60)
 		waitArchived()
-		restore("snap", b.Status.BackupID, target, base+30)
+		restore(t, "snap", b.Status.BackupID, target, base+30)
 		t.Logf("snapshot clone part: %s", time.Since(t1).Round(100*time.Millisecond))
 	})
 	t.Logf("MariaDB data directory clones: %s", time.Since(t0).Round(100*time.Millisecond))
+}
+
+// setPolicyMode switches BackupPolicy ns/name to mode (with snapshot, for
+// mode snapshot) and waits until the controller has seen the change (its
+// status.observedGeneration, written from the cache the Backup reconciler
+// reads too): a Backup created sooner may be taken in the old mode.
+func setPolicyMode(t *testing.T, k client.Client, ns, name string, mode amberv1.Mode, snapshot *amberv1.SnapshotSpec) {
+	t.Helper()
+	patchPolicyNamed(t, k, ns, name, func(p *amberv1.BackupPolicy) { p.Spec.Mode, p.Spec.Snapshot = mode, snapshot })
+	deadline := time.Now().Add(time.Minute)
+	for {
+		var p amberv1.BackupPolicy
+		if err := k.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: name}, &p); err != nil {
+			t.Fatal(err)
+		}
+		if p.Spec.Mode == mode && p.Status.ObservedGeneration >= p.Generation {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("BackupPolicy %s: the controller has not seen mode %s after a minute (generation %d, observed %d)", name, mode, p.Generation, p.Status.ObservedGeneration)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 // patchPolicyNamed applies f to BackupPolicy ns/name, retrying on conflicts.
