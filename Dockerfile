@@ -24,8 +24,9 @@
 # backups, WAL archiving, freeze/thaw and probes speak the server's
 # protocols from Go and need none; so do MySQL's logical dumps and binlog
 # archiving. Logical PostgreSQL dumps and restores run pg_dump/pg_restore,
-# and MySQL's logical restores and replay run the mariadb (or mysql) client
-# and mariadb-binlog: those exist in the database's own image, not here,
+# MySQL's logical restores and replay run the mariadb (or mysql) client
+# and mariadb-binlog, and MySQL's physical backups run mariadb-backup: those
+# exist in the database's own image, not here,
 # and the plugin runs in the sidecar's container. To use them, build an
 # image FROM this one with the client programs of the server's major
 # version added (found in the target's bin_dir setting,

@@ -298,6 +298,13 @@ type controller struct {
 // configurations and starts amber-controller.
 func startController(t *testing.T, c *testbed.Cluster) *controller {
 	t.Helper()
+	return startControllerWith(t, c, testbed.AmberImageRef)
+}
+
+// startControllerWith is startController injecting the sidecar image
+// sidecarImage (loaded, never pulled).
+func startControllerWith(t *testing.T, c *testbed.Cluster, sidecarImage string) *controller {
+	t.Helper()
 	dir := t.TempDir()
 	bin, err := testbed.BuildController(dir)
 	if err != nil {
@@ -307,6 +314,7 @@ func startController(t *testing.T, c *testbed.Cluster) *controller {
 	if err != nil {
 		t.Fatal(err)
 	}
+	a.SetSidecarImage(sidecarImage)
 	ctl := &controller{a}
 	ctl.start(t)
 	t.Cleanup(func() {

@@ -53,14 +53,25 @@ import (
 func TestKubernetesRestoreClone(t *testing.T) {
 	bed := startRestoreBed(t)
 	t.Run("PostgreSQL", func(t *testing.T) { restorePostgresClone(t, bed) })
-	t.Run("MariaDB", func(t *testing.T) { restoreMariaDBClone(t, bed) })
+	var maria *mariaState
+	t.Run("MariaDB", func(t *testing.T) { maria = restoreMariaDBClone(t, bed) })
+	t.Run("MariaDBDataDir", func(t *testing.T) {
+		if maria == nil {
+			t.Fatal("the MariaDB subtest left no database to continue on")
+		}
+		restoreMariaDBDataDir(t, bed, maria)
+	})
 	t.Run("MongoDB", func(t *testing.T) { restoreMongoClone(t, bed) })
 	t.Run("Snapshot", func(t *testing.T) { snapshotPostgres(t, bed) })
 }
 
 // restoreBed is what the clone-restore tests share: one cluster with the
-// amber image loaded, its controller, a client, and MinIO on the node's
-// address with the object store's keys in the environment.
+// sidecar image loaded, its controller, a client, and MinIO on the node's
+// address with the object store's keys in the environment. The sidecar
+// image is amber's with mariadb-backup added (testbed.AmberMariaDBImageRef),
+// as a user taking the sidecar's physical MySQL/MariaDB backups builds it
+// (docs/controller.md, "Images"): MariaDBDataDir/Physical needs it; the
+// other subtests use only what amber's own image holds.
 type restoreBed struct {
 	t0     time.Time
 	snaps  sync.Once
@@ -76,9 +87,9 @@ func startRestoreBed(t *testing.T) *restoreBed {
 	b := &restoreBed{t0: time.Now()}
 	b.c = testbed.StartCluster(t, testbed.ClusterOptions{})
 	b.images = t.TempDir()
-	_, amberImage := testbed.BuildAmberImage(t, b.images)
+	sidecarImage, amberImage := testbed.BuildAmberMariaDBImage(t, b.images)
 	b.c.LoadImage(t, amberImage)
-	t.Logf("cluster up, amber image loaded: %s", time.Since(b.t0).Round(100*time.Millisecond))
+	t.Logf("cluster up, sidecar image %s loaded: %s", sidecarImage, time.Since(b.t0).Round(100*time.Millisecond))
 	b.m = testbed.StartMinIOWith(t, testbed.MinIOOptions{Host: b.c.NodeIP.String()})
 	t.Setenv("AWS_ACCESS_KEY_ID", b.m.AccessKey)
 	t.Setenv("AWS_SECRET_ACCESS_KEY", b.m.SecretKey)
@@ -86,7 +97,7 @@ func startRestoreBed(t *testing.T) *restoreBed {
 	if b.k, err = client.New(b.c.Config, client.Options{Scheme: app.Scheme()}); err != nil {
 		t.Fatal(err)
 	}
-	b.ctl = startController(t, b.c)
+	b.ctl = startControllerWith(t, b.c, sidecarImage)
 	return b
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"github.com/amber-backup/amber/conformance/testbed"
 	"github.com/amber-backup/amber/plugins/mysql"
 	"github.com/amber-backup/amber/plugins/mysql/myengine"
+	"github.com/amber-backup/amber/sidecar/job"
 	"github.com/amber-backup/amber/sidecar/repo"
 	"github.com/amber-backup/amber/sidecar/storage/file"
 )
@@ -29,7 +31,8 @@ import (
 // recovers the copy) and replays archived binlog from the frozen position
 // to the target: the server started on it holds exactly the markers
 // committed before the target. A rerun is refused, or with
-// --skip-restored does nothing.
+// --skip-restored does nothing; a copy whose replay did not finish is
+// refused with --skip-restored too.
 func mysqlSnapshotRestore(t *testing.T, amber conformance.AmberRunner) {
 	src := testbed.StartMariaDB(t, testbed.MariaDBOptions{})
 	src.SQL(t, `CREATE TABLE app.m (id int PRIMARY KEY)`)
@@ -146,6 +149,15 @@ func mysqlSnapshotRestore(t *testing.T, amber conformance.AmberRunner) {
 	}
 	if out := run(t, append(restore, "--skip-restored")...); !strings.Contains(out, "nothing to do") {
 		t.Fatalf("--skip-restored over the recovered copy: %s", out)
+	}
+	// A run that stopped while applying the log leaves its mark saying so:
+	// a rerun refuses, with --skip-restored too.
+	markFile := filepath.Join(copyDir, job.SnapshotRestoredMark)
+	if err := os.WriteFile(markFile, []byte(id.String()+" replaying\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := amber(repoDir, append(restore, "--skip-restored")...).CombinedOutput(); err == nil || !strings.Contains(string(out), "stopped while applying archived log") {
+		t.Fatalf("--skip-restored over a copy whose replay did not finish: %v\n%s", err, out)
 	}
 	t.Logf("snapshot backup %s restored to %s: exactly markers 1..45", id.Short(), cut.Format(time.RFC3339))
 }

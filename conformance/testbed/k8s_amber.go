@@ -101,6 +101,17 @@ subsets:
 	return a, nil
 }
 
+// SetSidecarImage makes the controller inject ref (never pulled) instead
+// of AmberImageRef, as --sidecar-image names an image built FROM amber's;
+// it takes effect at the next Start.
+func (a *AmberController) SetSidecarImage(ref string) {
+	for i := range a.args {
+		if a.args[i] == "--sidecar-image" && i+1 < len(a.args) {
+			a.args[i+1] = ref
+		}
+	}
+}
+
 // Start starts the controller and returns once its webhook serves (its CA
 // is in the webhook configurations by then).
 func (a *AmberController) Start(ctx context.Context) error {

@@ -211,6 +211,18 @@ func BuildAmberImage(t testing.TB, dir string) (ref, tarballPath string) {
 // WriteAmberImage is BuildAmberImage without a test and without the cache:
 // binaries are built into workDir, the tarball written to out.
 func WriteAmberImage(workDir, out string) error {
+	return writeAmberImage(workDir, out, AmberImageRef, nil, nil)
+}
+
+// writeAmberImage writes the amber image tagged ref with the programs
+// extra (host paths, copied to the same paths, with the shared libraries
+// they need) added.
+func writeAmberImage(workDir, out, ref string, extra []string, missing func(p string) error) error {
+	for _, p := range extra {
+		if _, err := os.Stat(p); err != nil {
+			return missing(p)
+		}
+	}
 	root, err := Root()
 	if err != nil {
 		return err
@@ -243,6 +255,11 @@ func WriteAmberImage(workDir, out string) error {
 			dynamic = append(dynamic, filepath.Join(bin, e.Name()))
 		}
 	}
+	for _, p := range extra {
+		if isDynamicELF(p) {
+			dynamic = append(dynamic, p)
+		}
+	}
 	libs, err := lddLibraries(dynamic)
 	if err != nil {
 		return err
@@ -251,7 +268,7 @@ func WriteAmberImage(workDir, out string) error {
 		return &MissingError{Reason: "no CA certificates at " + AmberImageCABundle + " (Debian package ca-certificates)"}
 	}
 	cfg := v1.Config{Env: []string{"PATH=/usr/local/bin:/usr/bin:/bin"}, Entrypoint: []string{"/usr/local/bin/amber"}, User: AmberImageUser}
-	return writeImage(out, AmberImageRef, cfg, func(l *layerTar) error {
+	return writeImage(out, ref, cfg, func(l *layerTar) error {
 		if err := l.busyboxBase(); err != nil {
 			return err
 		}
@@ -263,6 +280,11 @@ func WriteAmberImage(workDir, out string) error {
 		}
 		for _, e := range ents {
 			if err := l.copyFile("/usr/local/bin/"+e.Name(), filepath.Join(bin, e.Name()), 0o755); err != nil {
+				return err
+			}
+		}
+		for _, p := range extra {
+			if err := l.copyFile(p, p, 0o755); err != nil {
 				return err
 			}
 		}

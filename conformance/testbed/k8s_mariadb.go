@@ -100,6 +100,26 @@ func WriteMariaDBImage(out string) error {
 	})
 }
 
+// AmberMariaDBImageRef is the amber image with mariadb-backup (this
+// machine's, the server's version) added in /usr/bin, with the shared
+// libraries it needs: what docs/controller.md ("Images") tells a user to
+// build FROM amber's image and give as --sidecar-image for the sidecar's
+// physical MySQL/MariaDB backups, which run mariadb-backup in the sidecar's
+// container (amber's own image holds no database programs).
+const AmberMariaDBImageRef = "localhost/amber/amber-mariadb:testbed"
+
+// BuildAmberMariaDBImage writes the image AmberMariaDBImageRef into dir.
+// Built once per process and dir.
+func BuildAmberMariaDBImage(t testing.TB, dir string) (ref, tarballPath string) {
+	t.Helper()
+	return AmberMariaDBImageRef, cachedImage(t, "amber-mariadb", dir, func(out string) error {
+		return writeAmberImage(filepath.Join(dir, "amber-bin"), out, AmberMariaDBImageRef, []string{"/usr/bin/mariadb-backup"},
+			func(p string) error {
+				return &MissingError{Reason: p + " not installed (Debian package mariadb-backup)"}
+			})
+	})
+}
+
 // FerretDBImageRef is ferretdb-testbed (FerretDB with its SQLite handler,
 // a MongoDB wire-protocol server, statically linked; built by `make deps`)
 // in /usr/local/bin on a busybox shell, run as FerretDBImageUID.

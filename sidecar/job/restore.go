@@ -234,6 +234,10 @@ type RestoreReport struct {
 // directory, naming the backup it restored (see EngineRestore.SkipRestored).
 const SnapshotRestoredMark = ".amber-snapshot-restored"
 
+// markReplaying follows the backup's id in SnapshotRestoredMark while
+// archived log is being applied to the directory.
+const markReplaying = " replaying"
+
 // RestoreEngine restores a backup through eng. A physical restore checks
 // first that archived log covers everything from the backup to the
 // target, and refuses, naming the gap, before it writes anything. The
@@ -292,6 +296,10 @@ func RestoreEngine(ctx context.Context, r *repo.Repository, eng api.Engine, o En
 	stream := StreamName(o.Engine, res.SystemID)
 	rep := &RestoreReport{Backup: m, Mode: c.Mode, To: to}
 	mark := filepath.Join(o.DataDir, SnapshotRestoredMark)
+	if b, err := os.ReadFile(mark); o.SnapshotData && err == nil && strings.TrimSpace(string(b)) == m.ID.String()+markReplaying {
+		return nil, fmt.Errorf("an earlier restore of backup %s into %s stopped while applying archived log to it: the directory is neither at the snapshot nor at the target; restore into a fresh volume made from the snapshot",
+			m.ID.Short(), o.DataDir)
+	}
 	if b, err := os.ReadFile(mark); o.SnapshotData && err == nil && strings.TrimSpace(string(b)) == m.ID.String() {
 		if !o.SkipRestored {
 			return nil, fmt.Errorf("%s was restored from backup %s by an earlier run, and its server may have run since: restoring it again would have the server replay old log over newer data; pass --skip-restored to leave it as it is, or restore into a fresh volume made from the snapshot",
@@ -365,14 +373,22 @@ func RestoreEngine(ctx context.Context, r *repo.Repository, eng api.Engine, o En
 			return nil, fmt.Errorf("restore %s: give the restored server access to archived log: %w", m.ID.Short(), err)
 		}
 	}
+	replay := hostReplay && rep.Reach != nil
 	if o.SnapshotData {
-		// Written last: a run killed before this line wrote only what a
-		// rerun writes again, into a directory no server has started on.
-		if err := writeOwnedLike(mark, dataDir, []byte(m.ID.String()+"\n")); err != nil {
+		// A run killed before this line wrote only what a rerun writes
+		// again, into a directory no server has started on. The replay
+		// that may follow starts one: until it has finished the mark
+		// says so, and a rerun refuses (a failed replay must not leave a
+		// directory that a rerun with --skip-restored passes as restored).
+		content := m.ID.String()
+		if replay {
+			content += markReplaying
+		}
+		if err := writeOwnedLike(mark, dataDir, []byte(content+"\n")); err != nil {
 			return nil, fmt.Errorf("restore %s: mark %s restored: %w", m.ID.Short(), dataDir, err)
 		}
 	}
-	if hostReplay && rep.Reach != nil {
+	if replay {
 		segs, err := newRepoSegments(ctx, r, stream)
 		if err != nil {
 			return nil, err
@@ -383,6 +399,11 @@ func RestoreEngine(ctx context.Context, r *repo.Repository, eng api.Engine, o En
 			return nil, fmt.Errorf("restore %s: replay archived log to %s into %s: %w", m.ID.Short(), to, dataDir, err)
 		}
 		rep.Replayed = &out
+		if o.SnapshotData {
+			if err := writeOwnedLike(mark, dataDir, []byte(m.ID.String()+"\n")); err != nil {
+				return nil, fmt.Errorf("restore %s: mark %s restored: %w", m.ID.Short(), dataDir, err)
+			}
+		}
 	}
 	rep.Duration = clk.Now().Sub(start)
 	return rep, nil

@@ -3,6 +3,7 @@ package myengine
 import (
 	"context"
 	"crypto/rand"
+	"database/sql"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -37,6 +39,11 @@ type LocalServerOptions struct {
 	BinDir string
 	// Ready bounds the wait for the server to accept connections; 0: 10 min.
 	Ready time.Duration
+	// LogBin, a binary log base name in the data directory (as the
+	// source's --log-bin gave it, e.g. mysql-bin), starts the server with
+	// that log instead of none: InnoDB's prepared transactions are then
+	// resolved from it at start (see RecoverFromBinlog).
+	LogBin string
 }
 
 // ServerBinary finds mariadbd (else mysqld).
@@ -89,7 +96,8 @@ func StartLocalServer(ctx context.Context, dataDir string, o LocalServerOptions)
 	var b [18]byte
 	rand.Read(b[:])
 	s.user, s.pw = "amber_replay_"+hex.EncodeToString(b[:4]), hex.EncodeToString(b[4:])
-	init := fmt.Sprintf("CREATE USER '%s'@'localhost' IDENTIFIED BY '%s';\nGRANT ALL PRIVILEGES ON *.* TO '%s'@'localhost' WITH GRANT OPTION;\n",
+	// Never in a binary log, when the server writes one.
+	init := fmt.Sprintf("SET SESSION sql_log_bin = 0;\nCREATE USER '%s'@'localhost' IDENTIFIED BY '%s';\nGRANT ALL PRIVILEGES ON *.* TO '%s'@'localhost' WITH GRANT OPTION;\n",
 		s.user, s.pw, s.user)
 	// The server runs as the data directory's owner: it must reach its
 	// socket, scratch space and init file (in memory, never on disk).
@@ -122,8 +130,13 @@ func StartLocalServer(ctx context.Context, dataDir string, o LocalServerOptions)
 	}
 	args = append(args, "--datadir="+dataDir, "--socket="+s.socket, "--skip-networking",
 		"--pid-file="+filepath.Join(dir, "mysqld.pid"), "--log-error="+s.logFile, "--tmpdir="+tmp,
-		"--init-file="+SecretFilePath, "--skip-log-bin", "--skip-slave-start", "--event-scheduler=OFF",
+		"--init-file="+SecretFilePath, "--skip-slave-start", "--event-scheduler=OFF",
 		"--max-allowed-packet=1G", "--default-time-zone=+00:00")
+	if o.LogBin != "" {
+		args = append(args, "--log-bin="+o.LogBin)
+	} else {
+		args = append(args, "--skip-log-bin")
+	}
 	if os.Geteuid() == 0 {
 		name := strconv.Itoa(uid)
 		if u, err := user.LookupId(name); err == nil {
@@ -189,7 +202,7 @@ func (s *LocalServer) Stop(ctx context.Context) error {
 	defer os.RemoveAll(s.dir)
 	var dropErr error
 	if db, _, err := Open(ctx, s.DSN()); err == nil {
-		_, dropErr = db.ExecContext(ctx, fmt.Sprintf("DROP USER '%s'@'localhost'", s.user))
+		dropErr = dropUnlogged(ctx, db, s.user)
 		db.Close()
 	} else {
 		dropErr = err
@@ -206,6 +219,93 @@ func (s *LocalServer) Stop(ctx context.Context) error {
 	}
 	if ws, ok := s.cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.ExitStatus() != 0 {
 		return fmt.Errorf("the server on the restored copy exited with status %d while shutting down:\n%s", ws.ExitStatus(), s.logTail())
+	}
+	return nil
+}
+
+// dropUnlogged drops user@localhost in a session that writes no binary log.
+func dropUnlogged(ctx context.Context, db *sql.DB, user string) error {
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, "SET SESSION sql_log_bin = 0"); err != nil {
+		return err
+	}
+	_, err = conn.ExecContext(ctx, fmt.Sprintf("DROP USER '%s'@'localhost'", user))
+	return err
+}
+
+// SourceBinlog returns the base name of the source server's binary log
+// when the data directory holds it: its index file and every binlog file
+// the index lists, by name, beside the data (a volume snapshot; a
+// mariadb-backup copy holds no binlog), given a binlog file name of the
+// source such as mysql-bin.000001.
+func SourceBinlog(dataDir, file string) (string, bool) {
+	i := strings.LastIndexByte(file, '.')
+	if i <= 0 || strings.ContainsRune(file, '/') {
+		return "", false
+	}
+	base := file[:i]
+	names, err := binlogIndex(dataDir, base)
+	if err != nil || len(names) == 0 {
+		return "", false
+	}
+	for _, n := range names {
+		if st, err := os.Stat(filepath.Join(dataDir, n)); err != nil || !st.Mode().IsRegular() {
+			return "", false
+		}
+	}
+	return base, true
+}
+
+// binlogIndex reads the binlog index base.index in dataDir and returns the
+// file names it lists (without their directories).
+func binlogIndex(dataDir, base string) ([]string, error) {
+	b, err := os.ReadFile(filepath.Join(dataDir, base+".index"))
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if line = strings.TrimSpace(line); line != "" {
+			names = append(names, filepath.Base(line))
+		}
+	}
+	return names, nil
+}
+
+// RecoverFromBinlog starts a server on dataDir with the source's binary
+// log base (SourceBinlog) and shuts it down cleanly once it accepts
+// connections. A volume snapshot can hold transactions InnoDB prepared but
+// has no commit record of: with the binlog on, the binlog is the commit's
+// record (InnoDB's own is not made durable at commit), and only a start
+// that reads it commits those it holds and rolls back the rest. A start
+// without it (the replay's) refuses to run: "Found 1 prepared
+// transactions! ... --tc-heuristic-recover". The index is first rewritten
+// to name the files in dataDir: a source started with an absolute
+// --log-bin names its own directory there, and the server must not reach
+// the source's files.
+func RecoverFromBinlog(ctx context.Context, dataDir, base, binDir string) error {
+	names, err := binlogIndex(dataDir, base)
+	if err != nil {
+		return err
+	}
+	var idx strings.Builder
+	for _, n := range names {
+		idx.WriteString("./" + n + "\n")
+	}
+	// WriteFile keeps the existing file's owner and mode.
+	if err := os.WriteFile(filepath.Join(dataDir, base+".index"), []byte(idx.String()), 0o640); err != nil {
+		return fmt.Errorf("rewrite the copy's binlog index: %w", err)
+	}
+	srv, err := StartLocalServer(ctx, dataDir, LocalServerOptions{BinDir: binDir, LogBin: base})
+	if err != nil {
+		return fmt.Errorf("recover the copy's transactions from its binary log %s: %w", base, err)
+	}
+	if err := srv.Stop(ctx); err != nil {
+		return fmt.Errorf("recover the copy's transactions from its binary log %s: %w", base, err)
 	}
 	return nil
 }

@@ -92,6 +92,13 @@ func ReplayDataDir(ctx context.Context, dataDir string, o ReplayOptions, fetch R
 	if len(sp.files) == 0 {
 		return sp.res, nil
 	}
+	// A volume snapshot's prepared transactions are resolved from its
+	// binlog first; the replay's server runs without one.
+	if base, ok := SourceBinlog(dataDir, o.From.File); ok {
+		if err := RecoverFromBinlog(ctx, dataDir, base, o.BinDir); err != nil {
+			return nil, err
+		}
+	}
 	srv, err := StartLocalServer(ctx, dataDir, LocalServerOptions{BinDir: o.BinDir})
 	if err != nil {
 		return nil, err

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -142,5 +143,37 @@ func parallelRestoreFailure(t *testing.T, srv *testbed.MariaDB) {
 	}
 	if left, _ := os.ReadDir(spool); len(left) != 0 {
 		t.Errorf("spool files left: %v", left)
+	}
+}
+
+// TestSourceBinlog: a copy holds the source's binlog when the index and
+// every file it lists (by name, whatever directory it gives) are beside
+// the data; a mariadb-backup copy (no index) or an index naming a missing
+// file does not.
+func TestSourceBinlog(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, ok := SourceBinlog(dir, "mysql-bin.000001"); ok {
+		t.Error("no index: the copy holds no binlog")
+	}
+	write("mysql-bin.000001", "binlog")
+	write("mysql-bin.000002", "binlog")
+	write("mysql-bin.index", "/var/lib/mysql/mysql-bin.000001\n./mysql-bin.000002\n")
+	if base, ok := SourceBinlog(dir, "mysql-bin.000002"); !ok || base != "mysql-bin" {
+		t.Errorf("SourceBinlog = %q, %v; want mysql-bin, true", base, ok)
+	}
+	for _, file := range []string{"", "mysql-bin", "../x/mysql-bin.000001", "other.000001"} {
+		if base, ok := SourceBinlog(dir, file); ok {
+			t.Errorf("SourceBinlog(%q) = %q, true; want false", file, base)
+		}
+	}
+	write("mysql-bin.index", "./mysql-bin.000001\n./mysql-bin.000002\n./mysql-bin.000003\n")
+	if _, ok := SourceBinlog(dir, "mysql-bin.000003"); ok {
+		t.Error("an index naming a file the copy lacks: the copy's binlog is incomplete")
 	}
 }
