@@ -9,6 +9,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -56,6 +57,12 @@ func dumpLike(seed uint64, n int) []byte {
 // and returns it with that directory.
 func benchRepo(b *testing.B) (*Repository, string) {
 	b.Helper()
+	return benchRepoWith(b, Compression(0))
+}
+
+// benchRepoWith is benchRepo whose writers store data compressed with c.
+func benchRepoWith(b *testing.B, c Compression) (*Repository, string) {
+	b.Helper()
 	dir, err := os.MkdirTemp(b.TempDir(), "repo")
 	if err != nil {
 		b.Fatal(err)
@@ -64,7 +71,7 @@ func benchRepo(b *testing.B) (*Repository, string) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	r, err := Init(context.Background(), be, []byte("secret"), Options{KDF: KDFParams{Time: 1, Memory: 1024, Threads: 1}, CacheDir: "-"})
+	r, err := Init(context.Background(), be, []byte("secret"), Options{KDF: KDFParams{Time: 1, Memory: 1024, Threads: 1}, CacheDir: "-", Compression: c})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -144,5 +151,61 @@ func BenchmarkRestore(b *testing.B) {
 		if err := r.WriteEntry(context.Background(), m.Entries[0], io.Discard); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// cpuTime is the CPU time (user and system) the process has used so far.
+func cpuTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkCompression backs up the dump-like stream into a new repository
+// and restores it, once per compression setting, and reports what a user
+// choosing between them weighs: MB (10^6 bytes) of input per CPU-second of
+// the whole process (wall time on shared cores says little), and stored
+// bytes per input byte.
+func BenchmarkCompression(b *testing.B) {
+	data := benchStream()
+	for _, c := range []struct {
+		name string
+		c    Compression
+	}{{"zstd-fastest", CompressFastest}, {"s2", CompressS2}} {
+		b.Run("backup/"+c.name, func(b *testing.B) {
+			b.SetBytes(int64(len(data)))
+			var added int64
+			var cpu time.Duration
+			for b.Loop() {
+				b.StopTimer()
+				r, dir := benchRepoWith(b, c.c)
+				began := cpuTime(b)
+				b.StartTimer()
+				m := benchBackup(b, r, data)
+				b.StopTimer()
+				cpu += cpuTime(b) - began
+				added = m.BytesAdded
+				r.Close()
+				os.RemoveAll(dir)
+				b.StartTimer()
+			}
+			b.ReportMetric(float64(len(data))*float64(b.N)/1e6/cpu.Seconds(), "MB/cpu-s")
+			b.ReportMetric(float64(added)/float64(len(data)), "stored/in")
+		})
+		b.Run("restore/"+c.name, func(b *testing.B) {
+			r, _ := benchRepoWith(b, c.c)
+			defer r.Close()
+			m := benchBackup(b, r, data)
+			b.SetBytes(int64(len(data)))
+			began := cpuTime(b)
+			for b.Loop() {
+				if err := r.WriteEntry(context.Background(), m.Entries[0], io.Discard); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(len(data))*float64(b.N)/1e6/(cpuTime(b)-began).Seconds(), "MB/cpu-s")
+		})
 	}
 }
