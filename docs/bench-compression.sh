@@ -6,7 +6,8 @@
 # run in turn, BENCH_RUNS rounds (default 3), so that load from elsewhere on
 # a shared machine falls on all of them alike. Prints one line per run and a
 # Markdown table of the medians; writes nothing under docs/.
-# Environment: BENCH_ROWS, BENCH_SCALE (default 6150000, 10), BENCH_RUNS.
+# Environment: BENCH_ROWS, BENCH_SCALE (default 6150000, 10), BENCH_RUNS,
+# BENCH_PERF=1 (profile one more amber backup of each setting with perf).
 # Needs: bin/amber and bin/amber-plugin-postgres (`make build`), pgbackrest,
 # PostgreSQL 15 under /usr/lib/postgresql/15/bin, /usr/bin/time; runs as root.
 set -euo pipefail
@@ -123,6 +124,22 @@ for i in $(seq 1 "$runs"); do
     say "round $i $key: wall $(awk '{print $NF}' <<<"${walls[$key]}") s, CPU $(awk '{print $NF}' <<<"${cpus[$key]}") s, stored $(awk '{print $NF}' <<<"${sizes[$key]}") bytes"
   done
 done
+
+# BENCH_PERF=1: one more backup of each amber setting under `perf record`
+# (not timed), and where its CPU went, by process and function, on stderr.
+if [ "${BENCH_PERF:-0}" = 1 ] && command -v perf >/dev/null; then
+  for k in fastest s2; do
+    r=$work/amber-perf-$k
+    as_pg env AMBER_REPO="$r" AMBER_CACHE_DIR=- "$amber" repo init --quiet >/dev/null
+    perf record -q -F 499 -o "$work/perf-$k.data" -- "${pg_cmd[@]}" AMBER_REPO="$r" AMBER_CACHE_DIR=- AMBER_COMPRESSION="$k" \
+      "$amber" backup --engine postgres --dsn "$dsn" --mode physical --json >/dev/null 2>&1
+    say "perf, amber --compression $k: CPU by process"
+    perf report -q -i "$work/perf-$k.data" --stdio --sort comm 2>/dev/null | head -8 >&2
+    say "perf, amber --compression $k: top functions"
+    perf report -q -i "$work/perf-$k.data" --stdio --sort comm,sym 2>/dev/null | head -25 >&2
+    rm -rf "$r"
+  done
+fi
 
 median() { tr ' ' '\n' | grep . | sort -g | awk '{a[NR]=$1} END{print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 echo "| backup | wall s (median of $runs; all) | CPU s (median) | MB per CPU-second | stored MB | stored / data dir |"
