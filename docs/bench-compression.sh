@@ -133,10 +133,12 @@ if [ "${BENCH_PERF:-0}" = 1 ] && command -v perf >/dev/null; then
     as_pg env AMBER_REPO="$r" AMBER_CACHE_DIR=- "$amber" repo init --quiet >/dev/null
     perf record -q -F 499 -o "$work/perf-$k.data" -- "${pg_cmd[@]}" AMBER_REPO="$r" AMBER_CACHE_DIR=- AMBER_COMPRESSION="$k" \
       "$amber" backup --engine postgres --dsn "$dsn" --mode physical --json >/dev/null 2>&1
+    perf report -q -i "$work/perf-$k.data" --stdio --sort comm >"$work/perf-comm.txt" 2>/dev/null
+    perf report -q -i "$work/perf-$k.data" --stdio --sort comm,sym >"$work/perf-sym.txt" 2>/dev/null
     say "perf, amber --compression $k: CPU by process"
-    perf report -q -i "$work/perf-$k.data" --stdio --sort comm 2>/dev/null | head -8 >&2
+    grep . "$work/perf-comm.txt" | sed -n 1,4p >&2
     say "perf, amber --compression $k: top functions"
-    perf report -q -i "$work/perf-$k.data" --stdio --sort comm,sym 2>/dev/null | head -25 >&2
+    grep . "$work/perf-sym.txt" | sed -n 1,25p >&2
     rm -rf "$r"
   done
 fi
