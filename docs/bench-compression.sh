@@ -154,4 +154,5 @@ for key in amber_fastest amber_s2 pgbr_lz4; do
     'BEGIN{printf "| %s | %.2f (%s) | %.2f | %.0f | %.0f | %.2f |\n", k, w, all, c, d/1e6/c, s/1e6, s/d}'
 done
 echo
-echo "data directory (without pg_wal): $(awk -v d="$db_size" 'BEGIN{printf "%.0f", d/1e6}') MB; $(pgbackrest version); amber $(git -C "$root" rev-parse --short HEAD)"
+. "$root/docs/bench-lib.sh"
+echo "data directory (without pg_wal): $(awk -v d="$db_size" 'BEGIN{printf "%.0f", d/1e6}') MB; $(pgbackrest version); amber at $(binary_commit "$amber")"

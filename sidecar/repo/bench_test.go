@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/amber-backup/amber/sidecar/storage/file"
+	"github.com/klauspost/compress/s2"
 )
 
 // benchStreamSize is the length of the stream every benchmark backs up.
@@ -206,6 +207,38 @@ func BenchmarkCompression(b *testing.B) {
 				}
 			}
 			b.ReportMetric(float64(len(data))*float64(b.N)/1e6/(cpuTime(b)-began).Seconds(), "MB/cpu-s")
+		})
+	}
+}
+
+// BenchmarkCodecs compresses the dump-like stream in 256 KiB pieces (the
+// average chunk) with each codec amber could use for data blobs, on one
+// core: the codec's cost alone, without chunking, hashing or encryption.
+// S2's better level is here to show why `s2` uses S2's default level.
+func BenchmarkCodecs(b *testing.B) {
+	data := benchStream()[:32<<20]
+	const piece = 256 << 10
+	zenc := CompressFastest.newEncoder()
+	defer zenc.close()
+	for _, c := range []struct {
+		name string
+		enc  func(dst, src []byte) []byte
+	}{
+		{"zstd-fastest", func(_, src []byte) []byte { return zenc.encode(src) }},
+		{"s2", s2.Encode},
+		{"s2-better", s2.EncodeBetter},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			dst := make([]byte, s2.MaxEncodedLen(piece))
+			b.SetBytes(int64(len(data)))
+			var out int
+			for b.Loop() {
+				out = 0
+				for i := 0; i < len(data); i += piece {
+					out += len(c.enc(dst, data[i:min(i+piece, len(data))]))
+				}
+			}
+			b.ReportMetric(float64(out)/float64(len(data)), "stored/in")
 		})
 	}
 }
