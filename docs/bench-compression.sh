@@ -7,7 +7,9 @@
 # a shared machine falls on all of them alike. Prints one line per run and a
 # Markdown table of the medians; writes nothing under docs/.
 # Environment: BENCH_ROWS, BENCH_SCALE (default 6150000, 10), BENCH_RUNS,
-# BENCH_PERF=1 (profile one more amber backup of each setting with perf).
+# BENCH_PERF=1 (profile one more amber backup of each setting with perf),
+# BENCH_DATA_DIR=N (amber reads the data directory itself, `--data-dir` with
+# N workers, as pgBackRest does, instead of BASE_BACKUP).
 # Needs: bin/amber and bin/amber-plugin-postgres (`make build`), pgbackrest,
 # PostgreSQL 15 under /usr/lib/postgresql/15/bin, /usr/bin/time; runs as root.
 set -euo pipefail
@@ -86,6 +88,8 @@ say "data directory without pg_wal: $db_size bytes"
 
 export AMBER_PASSWORD=bench-password
 dsn="host=$work port=$port user=postgres dbname=postgres"
+amber_args=()
+if [ -n "${BENCH_DATA_DIR:-}" ]; then amber_args=(--data-dir "$pgdata" --option "workers=$BENCH_DATA_DIR"); fi
 declare -A walls cpus sizes
 # measure KEY CMD...: wall and CPU (user + system of CMD and its children)
 # seconds of one run, appended to KEY's lists.
@@ -105,7 +109,7 @@ amber_run() { # fastest|s2
   rm -rf "$r"
   as_pg env AMBER_REPO="$r" AMBER_CACHE_DIR=- "$amber" repo init --quiet >/dev/null
   measure "amber_$1" "${pg_cmd[@]}" AMBER_REPO="$r" AMBER_CACHE_DIR=- AMBER_COMPRESSION="$1" \
-    "$amber" backup --engine postgres --dsn "$dsn" --mode physical --json
+    "$amber" backup --engine postgres --dsn "$dsn" --mode physical "${amber_args[@]}" --json
   sizes[amber_$1]+="$(du -sb "$r" | cut -f1) "
 }
 pgbr_run() {
@@ -132,7 +136,7 @@ if [ "${BENCH_PERF:-0}" = 1 ] && command -v perf >/dev/null; then
     r=$work/amber-perf-$k
     as_pg env AMBER_REPO="$r" AMBER_CACHE_DIR=- "$amber" repo init --quiet >/dev/null
     perf record -q -F 499 -o "$work/perf-$k.data" -- "${pg_cmd[@]}" AMBER_REPO="$r" AMBER_CACHE_DIR=- AMBER_COMPRESSION="$k" \
-      "$amber" backup --engine postgres --dsn "$dsn" --mode physical --json >/dev/null 2>&1
+      "$amber" backup --engine postgres --dsn "$dsn" --mode physical "${amber_args[@]}" --json >/dev/null 2>&1
     perf report -q -i "$work/perf-$k.data" --stdio --sort comm >"$work/perf-comm.txt" 2>/dev/null
     perf report -q -i "$work/perf-$k.data" --stdio --sort comm,sym >"$work/perf-sym.txt" 2>/dev/null
     say "perf, amber --compression $k: CPU by process"
