@@ -723,6 +723,37 @@ func TestE2EDedup(t *testing.T) {
 	c.mustRestore(third.ID, size, sum3)
 }
 
+// TestE2ECompressionS2: backups with --compression s2 (or AMBER_COMPRESSION)
+// and with the zstd default share a repository; a client with no setting
+// restores both byte for byte and verify --read-data finds nothing wrong.
+// S2 stores the same kind of text larger than zstd, but compressed.
+func TestE2ECompressionS2(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "repo")
+	c := newClient(t, dir)
+	c.init()
+	const size = 32 * MiB
+	zs := stream{seed: 31, size: size, text: true}
+	zdoc, zsum, _ := c.backup(zs, "zstd")
+	s2s := stream{seed: 32, size: size, text: true}
+	s2doc, s2sum, _ := newClient(t, dir, "AMBER_COMPRESSION=s2").backup(s2s, "s2")
+	t.Logf("%d MiB of text: bytes_added zstd fastest %d, s2 %d", size/MiB, zdoc.BytesAdded, s2doc.BytesAdded)
+	if s2doc.BytesAdded <= zdoc.BytesAdded || s2doc.BytesAdded >= size*7/8 {
+		t.Errorf("s2 added %d bytes against zstd's %d of %d: want more than zstd and well under the input", s2doc.BytesAdded, zdoc.BytesAdded, size)
+	}
+	flag := newClient(t, dir)
+	h := sha256.New()
+	res := flag.run(stream{seed: 33, size: MiB, text: true}.reader(h), nil, "backup", "--stdin", "--name", "flag", "--compression", "s2", "--json", "--quiet")
+	if res.code != 0 {
+		t.Fatalf("backup --compression s2: %s", res)
+	}
+	var fdoc backupDoc
+	decodeOne(t, res.stdout, &fdoc)
+	c.mustRestore(zdoc.ID, size, zsum)
+	c.mustRestore(s2doc.ID, size, s2sum)
+	c.mustRestore(fdoc.ID, MiB, hex.EncodeToString(h.Sum(nil)))
+	c.ok("verify", "--read-data")
+}
+
 // ---------------------------------------------------------------------------
 // 3. Damage.
 
@@ -854,7 +885,7 @@ func TestE2EErrors(t *testing.T) {
 		{name: "bad flag", repo: local, args: []string{"backup", "--stdin", "--name", "x", "--no-such-flag"},
 			code: 2, phrase: "unknown flag: --no-such-flag", snapshot: snapLocal},
 		{name: "unknown compression", repo: local, args: []string{"backup", "--stdin", "--name", "x", "--compression", "max"},
-			code: 2, phrase: `unknown compression "max": use fastest, default or better`, snapshot: snapLocal},
+			code: 2, phrase: `unknown compression "max": use fastest, default, better or s2`, snapshot: snapLocal},
 		{name: "missing local dir", repo: missingDir, args: []string{"backup", "--stdin", "--name", "x"},
 			code: 1, phrase: "does not exist", snapshot: func(t *testing.T) string { return listing(t, missingDir) }},
 		{name: "missing s3 bucket", repo: s3RepoURL(m.Endpoint, "amber-no-such-bucket", "r"), env: s3Env(m),

@@ -9,10 +9,12 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/amber-backup/amber/sidecar/storage/file"
+	"github.com/klauspost/compress/s2"
 )
 
 // benchStreamSize is the length of the stream every benchmark backs up.
@@ -56,6 +58,12 @@ func dumpLike(seed uint64, n int) []byte {
 // and returns it with that directory.
 func benchRepo(b *testing.B) (*Repository, string) {
 	b.Helper()
+	return benchRepoWith(b, Compression(0))
+}
+
+// benchRepoWith is benchRepo whose writers store data compressed with c.
+func benchRepoWith(b *testing.B, c Compression) (*Repository, string) {
+	b.Helper()
 	dir, err := os.MkdirTemp(b.TempDir(), "repo")
 	if err != nil {
 		b.Fatal(err)
@@ -64,7 +72,7 @@ func benchRepo(b *testing.B) (*Repository, string) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	r, err := Init(context.Background(), be, []byte("secret"), Options{KDF: KDFParams{Time: 1, Memory: 1024, Threads: 1}, CacheDir: "-"})
+	r, err := Init(context.Background(), be, []byte("secret"), Options{KDF: KDFParams{Time: 1, Memory: 1024, Threads: 1}, CacheDir: "-", Compression: c})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -144,5 +152,93 @@ func BenchmarkRestore(b *testing.B) {
 		if err := r.WriteEntry(context.Background(), m.Entries[0], io.Discard); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// cpuTime is the CPU time (user and system) the process has used so far.
+func cpuTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkCompression backs up the dump-like stream into a new repository
+// and restores it, once per compression setting, and reports what a user
+// choosing between them weighs: MB (10^6 bytes) of input per CPU-second of
+// the whole process (wall time on shared cores says little), and stored
+// bytes per input byte.
+func BenchmarkCompression(b *testing.B) {
+	data := benchStream()
+	for _, c := range []struct {
+		name string
+		c    Compression
+	}{{"zstd-fastest", CompressFastest}, {"s2", CompressS2}} {
+		b.Run("backup/"+c.name, func(b *testing.B) {
+			b.SetBytes(int64(len(data)))
+			var added int64
+			var cpu time.Duration
+			for b.Loop() {
+				b.StopTimer()
+				r, dir := benchRepoWith(b, c.c)
+				began := cpuTime(b)
+				b.StartTimer()
+				m := benchBackup(b, r, data)
+				b.StopTimer()
+				cpu += cpuTime(b) - began
+				added = m.BytesAdded
+				r.Close()
+				os.RemoveAll(dir)
+				b.StartTimer()
+			}
+			b.ReportMetric(float64(len(data))*float64(b.N)/1e6/cpu.Seconds(), "MB/cpu-s")
+			b.ReportMetric(float64(added)/float64(len(data)), "stored/in")
+		})
+		b.Run("restore/"+c.name, func(b *testing.B) {
+			r, _ := benchRepoWith(b, c.c)
+			defer r.Close()
+			m := benchBackup(b, r, data)
+			b.SetBytes(int64(len(data)))
+			began := cpuTime(b)
+			for b.Loop() {
+				if err := r.WriteEntry(context.Background(), m.Entries[0], io.Discard); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(len(data))*float64(b.N)/1e6/(cpuTime(b)-began).Seconds(), "MB/cpu-s")
+		})
+	}
+}
+
+// BenchmarkCodecs compresses the dump-like stream in 256 KiB pieces (the
+// average chunk) with each codec amber could use for data blobs, on one
+// core: the codec's cost alone, without chunking, hashing or encryption.
+// S2's better level is here to show why `s2` uses S2's default level.
+func BenchmarkCodecs(b *testing.B) {
+	data := benchStream()[:32<<20]
+	const piece = 256 << 10
+	zenc := CompressFastest.newEncoder()
+	defer zenc.close()
+	for _, c := range []struct {
+		name string
+		enc  func(dst, src []byte) []byte
+	}{
+		{"zstd-fastest", func(_, src []byte) []byte { return zenc.encode(src) }},
+		{"s2", s2.Encode},
+		{"s2-better", s2.EncodeBetter},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			dst := make([]byte, s2.MaxEncodedLen(piece))
+			b.SetBytes(int64(len(data)))
+			var out int
+			for b.Loop() {
+				out = 0
+				for i := 0; i < len(data); i += piece {
+					out += len(c.enc(dst, data[i:min(i+piece, len(data))]))
+				}
+			}
+			b.ReportMetric(float64(out)/float64(len(data)), "stored/in")
+		})
 	}
 }

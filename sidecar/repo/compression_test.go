@@ -50,7 +50,7 @@ func TestCompressionLevels(t *testing.T) {
 	if stored[CompressFastest] >= int64(data.Len())/2 {
 		t.Fatalf("fastest stored %d of %d bytes: not compressed", stored[CompressFastest], data.Len())
 	}
-	for _, s := range []string{"", "fastest", "default", "better"} {
+	for _, s := range []string{"", "fastest", "default", "better", "s2"} {
 		if _, err := ParseCompression(s); err != nil {
 			t.Fatal(err)
 		}

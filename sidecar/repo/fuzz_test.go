@@ -56,6 +56,9 @@ func FuzzPackHeaderEntries(f *testing.F) {
 	e = append(e, make([]byte, 32)...)
 	f.Add(e, int64(40))
 	f.Add(append(bytes.Clone(e), e...), int64(80))
+	s2e := bytes.Clone(e)
+	s2e[1] = flagS2
+	f.Add(s2e, int64(40))
 	f.Add([]byte{}, int64(0))
 	f.Fuzz(func(t *testing.T, hdr []byte, dataLen int64) {
 		blobs, err := parseHeaderEntries(hdr, dataLen)
@@ -74,6 +77,7 @@ func FuzzPackHeaderEntries(f *testing.F) {
 func FuzzIndexFile(f *testing.F) {
 	f.Add([]byte(`{"version":1,"packs":[{"id":"` + ID{1}.String() + `","size":100,"blobs":[{"id":"` + ID{2}.String() + `","type":0,"offset":0,"length":60,"raw_length":32,"compressed":false}]}]}`))
 	f.Add([]byte(`{"version":2}`))
+	f.Add([]byte(`{"version":2,"packs":[{"id":"` + ID{1}.String() + `","size":100,"blobs":[{"id":"` + ID{2}.String() + `","type":0,"offset":0,"length":60,"raw_length":100,"compressed":true,"codec":"s2"}]}]}`))
 	f.Add([]byte(`{"version":1,"packs":[{"size":-1}]}`))
 	f.Fuzz(func(t *testing.T, plain []byte) {
 		ix, err := parseIndexFile("index/x", plain)

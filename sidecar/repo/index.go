@@ -210,7 +210,7 @@ func (r *Repository) saveIndexFiles(ctx context.Context, idx *Index, packs []ind
 			blobs += len(packs[n].Blobs)
 			n++
 		}
-		plain, err := json.Marshal(indexFile{Version: Version, Packs: packs[:n]})
+		plain, err := json.Marshal(indexFile{Version: indexVersion(packs[:n]), Packs: packs[:n]})
 		if err != nil {
 			return total, files, err
 		}
@@ -229,6 +229,25 @@ func (r *Repository) saveIndexFiles(ctx context.Context, idx *Index, packs []ind
 		packs = packs[n:]
 	}
 	return total, files, nil
+}
+
+// IndexVersionS2 is the version of an index file that names an S2 blob.
+// It is written exactly for those files, as manifest version 2 is for
+// manifests with file indexes: an amber that knows only zstd then refuses
+// the repository, naming the file and asking for an upgrade, instead of
+// failing on each blob as corrupt or, in a prune, dropping what it cannot
+// read. Files of zstd blobs only stay version 1.
+const IndexVersionS2 = 2
+
+func indexVersion(packs []indexPack) int {
+	for _, p := range packs {
+		for _, b := range p.Blobs {
+			if b.Compressed && b.Codec == CodecS2 {
+				return IndexVersionS2
+			}
+		}
+	}
+	return Version
 }
 
 // indexFiles lists the index objects.

@@ -9,6 +9,7 @@ import (
 	"math"
 
 	"github.com/amber-backup/amber/sidecar/storage"
+	"github.com/klauspost/compress/s2"
 	"github.com/klauspost/compress/zstd"
 )
 
@@ -37,6 +38,23 @@ var (
 	zdecMeta, _ = zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(maxMetaPlain))
 	zdecSeg, _  = zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(maxSegment))
 )
+
+// decompressBlob decodes a compressed blob's payload. The output is bounded
+// by b.RawLength (itself at most maxBlobPlain): an S2 block whose length
+// header says otherwise is refused before anything is allocated for it.
+func decompressBlob(b BlobInfo, payload []byte) ([]byte, error) {
+	if b.Codec != CodecS2 {
+		return zdecBlob.DecodeAll(payload, make([]byte, 0, b.RawLength))
+	}
+	n, err := s2.DecodedLen(payload)
+	if err != nil {
+		return nil, err
+	}
+	if n != int(b.RawLength) {
+		return nil, fmt.Errorf("block decodes to %d bytes, but the index says %d", n, b.RawLength)
+	}
+	return s2.Decode(make([]byte, n), payload)
+}
 
 // maxPackObject is the largest pack a reader accepts: a writer closes a
 // pack once it reaches pack_size, so it overshoots by at most one blob and
@@ -94,13 +112,15 @@ func parseHeaderEntries(hdr []byte, dataLen int64) ([]BlobInfo, error) {
 	for i := 0; i < len(hdr); i += headerEntrySize {
 		e := hdr[i : i+headerEntrySize]
 		b := BlobInfo{
-			Type:       BlobType(e[0]),
-			Compressed: e[1]&flagCompressed != 0,
-			Offset:     uint32(off),
-			Length:     binary.LittleEndian.Uint32(e[2:]),
-			RawLength:  binary.LittleEndian.Uint32(e[6:]),
+			Type:      BlobType(e[0]),
+			Offset:    uint32(off),
+			Length:    binary.LittleEndian.Uint32(e[2:]),
+			RawLength: binary.LittleEndian.Uint32(e[6:]),
 		}
 		copy(b.ID[:], e[10:42])
+		if err := b.setHeaderFlags(e[1]); err != nil {
+			return nil, fmt.Errorf("header entry %d: %w", i/headerEntrySize, err)
+		}
 		if err := checkBlobInfo(b); err != nil {
 			return nil, fmt.Errorf("header entry %d: %w", i/headerEntrySize, err)
 		}
@@ -126,6 +146,10 @@ func checkBlobInfo(b BlobInfo) error {
 		return fmt.Errorf("blob %s claims %d bytes, more than the format allows", b.ID.Short(), b.RawLength)
 	case !b.Compressed && b.Length != b.RawLength+overhead:
 		return fmt.Errorf("blob %s: stored length %d does not fit plaintext length %d", b.ID.Short(), b.Length, b.RawLength)
+	case !b.Compressed && b.Codec != CodecZstd:
+		return fmt.Errorf("blob %s names codec %s but is not compressed", b.ID.Short(), b.Codec)
+	case b.Codec > CodecS2:
+		return fmt.Errorf("blob %s has unknown codec %d; upgrade amber", b.ID.Short(), b.Codec)
 	}
 	return nil
 }
@@ -136,8 +160,9 @@ func parseIndexFile(name string, plain []byte) (*indexFile, error) {
 	if err := json.Unmarshal(plain, &f); err != nil {
 		return nil, &CorruptError{Object: name, Err: err}
 	}
-	if f.Version != Version {
-		return nil, versionError("index file", name, f.Version)
+	if f.Version != Version && f.Version != IndexVersionS2 {
+		return nil, fmt.Errorf("index file %s has format version %d, but this amber reads versions %d and %d only; upgrade amber",
+			name, f.Version, Version, IndexVersionS2)
 	}
 	for _, p := range f.Packs {
 		if p.Size < 0 || p.Size > math.MaxUint32 {
@@ -146,6 +171,9 @@ func parseIndexFile(name string, plain []byte) (*indexFile, error) {
 		for _, b := range p.Blobs {
 			if err := checkBlobInfo(b); err != nil {
 				return nil, &CorruptError{Object: name, Err: fmt.Errorf("pack %s: %w", p.ID.Short(), err)}
+			}
+			if b.Codec != CodecZstd && f.Version < IndexVersionS2 {
+				return nil, &CorruptError{Object: name, Err: fmt.Errorf("pack %s: blob %s uses codec %s in a version %d index file", p.ID.Short(), b.ID.Short(), b.Codec, f.Version)}
 			}
 			if end := int64(b.Offset) + int64(b.Length); p.Size > 0 && end > p.Size {
 				return nil, &CorruptError{Object: name, Err: fmt.Errorf("pack %s: blob %s ends at %d, past the pack's %d bytes", p.ID.Short(), b.ID.Short(), end, p.Size)}

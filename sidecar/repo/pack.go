@@ -26,7 +26,48 @@ func (t BlobType) String() string {
 // type (1) | flags (1) | stored length (4) | raw length (4) | id (32).
 const headerEntrySize = 42
 
-const flagCompressed = 1
+// Flags of a header entry: at most one is set, and it names the codec of
+// the payload. An S2 blob gets a bit of its own (not bit 0 plus a codec
+// bit), so an amber that knows only zstd refuses its header (the stored
+// length does not fit an uncompressed blob) instead of misreading it.
+const (
+	flagCompressed = 1 << 0 // zstd frame
+	flagS2         = 1 << 1 // S2 block
+)
+
+// Codec says how a compressed blob's payload is encoded. The zero value is
+// zstd, the only codec before S2, so index files that do not name one read
+// as they always did.
+type Codec uint8
+
+const (
+	CodecZstd Codec = iota // a zstd frame (RFC 8878)
+	CodecS2                // an S2 block (github.com/klauspost/compress/s2)
+)
+
+func (c Codec) String() string {
+	if c == CodecS2 {
+		return "s2"
+	}
+	return "zstd"
+}
+
+// MarshalText writes the codec's name, as index files store it.
+func (c Codec) MarshalText() ([]byte, error) { return []byte(c.String()), nil }
+
+// UnmarshalText reads a codec name; an unknown one is an error, so a
+// reader never guesses how to decode a blob.
+func (c *Codec) UnmarshalText(b []byte) error {
+	switch string(b) {
+	case "zstd":
+		*c = CodecZstd
+	case "s2":
+		*c = CodecS2
+	default:
+		return fmt.Errorf("unknown codec %q; upgrade amber", b)
+	}
+	return nil
+}
 
 // BlobInfo locates one blob inside a pack.
 type BlobInfo struct {
@@ -36,6 +77,33 @@ type BlobInfo struct {
 	Length     uint32   `json:"length"`     // stored (sealed) length
 	RawLength  uint32   `json:"raw_length"` // plaintext length
 	Compressed bool     `json:"compressed"`
+	// Codec of a compressed blob; written only when not zstd.
+	Codec Codec `json:"codec,omitempty"`
+}
+
+// headerFlags encodes how b's payload is stored.
+func (b BlobInfo) headerFlags() byte {
+	switch {
+	case !b.Compressed:
+		return 0
+	case b.Codec == CodecS2:
+		return flagS2
+	}
+	return flagCompressed
+}
+
+// setHeaderFlags decodes a header entry's flags into b.
+func (b *BlobInfo) setHeaderFlags(f byte) error {
+	switch f {
+	case 0:
+	case flagCompressed:
+		b.Compressed = true
+	case flagS2:
+		b.Compressed, b.Codec = true, CodecS2
+	default:
+		return fmt.Errorf("blob %s has unknown flags %#x; upgrade amber", b.ID.Short(), f)
+	}
+	return nil
 }
 
 // blobAD binds a sealed blob to its id and type.
@@ -73,11 +141,7 @@ func (p *packBuilder) sealInto(s *sealer, b BlobInfo, plain []byte) {
 func (p *packBuilder) finish(s *sealer) ([]byte, ID, []BlobInfo) {
 	hdr := make([]byte, 0, len(p.blobs)*headerEntrySize)
 	for _, b := range p.blobs {
-		flags := byte(0)
-		if b.Compressed {
-			flags |= flagCompressed
-		}
-		hdr = append(hdr, byte(b.Type), flags)
+		hdr = append(hdr, byte(b.Type), b.headerFlags())
 		hdr = binary.LittleEndian.AppendUint32(hdr, b.Length)
 		hdr = binary.LittleEndian.AppendUint32(hdr, b.RawLength)
 		hdr = append(hdr, b.ID[:]...)

@@ -17,9 +17,9 @@ func (r *Repository) openBlob(l Location, sealed []byte, dst []byte) ([]byte, er
 		return nil, &CorruptError{Object: name, Err: fmt.Errorf("blob %s: %w", l.ID.Short(), err)}
 	}
 	if l.Compressed {
-		plain, err = zdecBlob.DecodeAll(plain, make([]byte, 0, l.RawLength))
+		plain, err = decompressBlob(l.BlobInfo, plain)
 		if err != nil {
-			return nil, &CorruptError{Object: name, Err: fmt.Errorf("blob %s: decompress: %w", l.ID.Short(), err)}
+			return nil, &CorruptError{Object: name, Err: fmt.Errorf("blob %s: decompress %s: %w", l.ID.Short(), l.Codec, err)}
 		}
 	}
 	if len(plain) != int(l.RawLength) || r.ids.id(plain) != l.ID {

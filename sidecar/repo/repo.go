@@ -18,6 +18,7 @@ import (
 
 	"github.com/amber-backup/amber/sidecar/repo/chunker"
 	"github.com/amber-backup/amber/sidecar/storage"
+	"github.com/klauspost/compress/s2"
 	"github.com/klauspost/compress/zstd"
 )
 
@@ -113,22 +114,26 @@ type Options struct {
 	// Refresh is how often writers and prune refresh their marker or lock
 	// (zero: DefaultRefresh).
 	Refresh time.Duration
-	// Compression is the zstd level of the data this repository's writers
-	// store (zero: CompressFastest). Readers need no setting: every blob
-	// decompresses the same way.
+	// Compression is the codec and level of the data this repository's
+	// writers store (zero: CompressFastest). Readers need no setting: each
+	// blob records its codec.
 	Compression Compression
 }
 
-// Compression is a zstd level for backup data.
+// Compression is how a writer compresses backup data: a zstd level, or S2.
 type Compression int
 
 const (
 	CompressFastest Compression = iota // zstd's fastest (about level 1): the default
 	CompressDefault                    // zstd's default level (3), as restic's "auto"
 	CompressBetter                     // zstd's "better" (about level 7)
+	// CompressS2 trades size for speed: S2 (a faster Snappy) at its default
+	// level, for users who would pick lz4. Its blobs make index files of
+	// version 2 (IndexVersionS2), which older ambers refuse.
+	CompressS2
 )
 
-// ParseCompression reads a level by name: fastest, default or better.
+// ParseCompression reads a setting by name: fastest, default, better or s2.
 func ParseCompression(s string) (Compression, error) {
 	switch s {
 	case "", "fastest":
@@ -137,8 +142,10 @@ func ParseCompression(s string) (Compression, error) {
 		return CompressDefault, nil
 	case "better":
 		return CompressBetter, nil
+	case "s2":
+		return CompressS2, nil
 	}
-	return 0, fmt.Errorf("unknown compression %q: use fastest, default or better", s)
+	return 0, fmt.Errorf("unknown compression %q: use fastest, default, better or s2", s)
 }
 
 func (c Compression) level() zstd.EncoderLevel {
@@ -149,6 +156,42 @@ func (c Compression) level() zstd.EncoderLevel {
 		return zstd.SpeedBetterCompression
 	}
 	return zstd.SpeedFastest
+}
+
+// blobEncoder compresses data blobs for one writer goroutine: each worker
+// has its own (a zstd encoder of concurrency 1, or S2's stateless block
+// encoder) and its own output buffer, so workers never wait on each other.
+type blobEncoder struct {
+	codec Codec
+	zstd  *zstd.Encoder // nil for S2
+	out   []byte
+}
+
+func (c Compression) newEncoder() *blobEncoder {
+	if c == CompressS2 {
+		return &blobEncoder{codec: CodecS2}
+	}
+	enc, _ := zstd.NewWriter(nil, zstd.WithEncoderLevel(c.level()), zstd.WithEncoderConcurrency(1), zstd.WithLowerEncoderMem(true))
+	return &blobEncoder{codec: CodecZstd, zstd: enc}
+}
+
+// encode compresses data into the encoder's buffer, valid until the next call.
+func (e *blobEncoder) encode(data []byte) []byte {
+	if e.zstd != nil {
+		e.out = e.zstd.EncodeAll(data, e.out[:0])
+		return e.out
+	}
+	if n := s2.MaxEncodedLen(len(data)); cap(e.out) < n {
+		e.out = make([]byte, n)
+	}
+	e.out = s2.Encode(e.out[:cap(e.out)], data)
+	return e.out
+}
+
+func (e *blobEncoder) close() {
+	if e.zstd != nil {
+		e.zstd.Close()
+	}
 }
 
 // Defaults for the Options that govern locks and writer markers.

@@ -426,14 +426,14 @@ func TestVersionFieldsChecked(t *testing.T) {
 	tr := newTestRepo(t, Options{})
 	ctx := context.Background()
 	t.Run("index", func(t *testing.T) {
-		plain, _ := json.Marshal(indexFile{Version: 2})
+		plain, _ := json.Marshal(indexFile{Version: 3})
 		id, _, err := tr.saveObject(ctx, indexDir, plain, adIndex)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer tr.be.Remove(ctx, indexDir+id.String())
-		if _, err := tr.loadIndexFile(ctx, indexDir+id.String()); err == nil || !strings.Contains(err.Error(), "version 2") {
-			t.Fatalf("index version 2: %v", err)
+		if _, err := tr.loadIndexFile(ctx, indexDir+id.String()); err == nil || !strings.Contains(err.Error(), "version 3") {
+			t.Fatalf("index version 3: %v", err)
 		}
 	})
 	t.Run("manifest", func(t *testing.T) {

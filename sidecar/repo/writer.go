@@ -14,7 +14,6 @@ import (
 
 	"github.com/amber-backup/amber/sidecar/repo/chunker"
 	"github.com/amber-backup/amber/sidecar/storage"
-	"github.com/klauspost/compress/zstd"
 )
 
 // listLen is how many (id, length) pairs one list blob holds at most.
@@ -111,9 +110,9 @@ func (w *Writer) Close() error {
 	return nil
 }
 
-// storeBlob seals plain (already compressed when compressed is true) and adds
-// it to the current pack, handing full packs to the uploaders.
-func (w *Writer) storeBlob(ctx context.Context, id ID, t BlobType, plain []byte, rawLen int, compressed bool) error {
+// storeBlob seals payload (b's plaintext, compressed as b says) and adds it
+// to the current pack, handing full packs to the uploaders.
+func (w *Writer) storeBlob(ctx context.Context, b BlobInfo, payload []byte) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.upErr != nil {
@@ -122,7 +121,7 @@ func (w *Writer) storeBlob(ctx context.Context, id ID, t BlobType, plain []byte,
 	if w.pack.buf == nil {
 		w.pack.buf = w.bufs.Get().([]byte)[:0]
 	}
-	w.pack.sealInto(w.r.seal, BlobInfo{ID: id, Type: t, RawLength: uint32(rawLen), Compressed: compressed}, plain)
+	w.pack.sealInto(w.r.seal, b, payload)
 	if len(w.pack.buf) >= w.r.cfg.PackSize {
 		return w.flushLocked(ctx)
 	}
@@ -290,19 +289,19 @@ func (w *Writer) writeChunks(ctx context.Context, name string, fill func(emitter
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			enc, _ := zstd.NewWriter(nil, zstd.WithEncoderLevel(w.r.opts.Compression.level()), zstd.WithEncoderConcurrency(1), zstd.WithLowerEncoderMem(true))
-			defer enc.Close()
-			var comp []byte
+			enc := w.r.opts.Compression.newEncoder()
+			defer enc.close()
 			for j := range jobs {
 				data := (*j.buf)[:j.n]
 				id := w.r.ids.id(data)
 				var err error
 				if w.claim(id) {
-					comp = enc.EncodeAll(data, comp[:0])
-					if len(comp) < len(data) {
-						err = w.storeBlob(ctx, id, DataBlob, comp, len(data), true)
+					b := BlobInfo{ID: id, Type: DataBlob, RawLength: uint32(len(data))}
+					if comp := enc.encode(data); len(comp) < len(data) {
+						b.Compressed, b.Codec = true, enc.codec
+						err = w.storeBlob(ctx, b, comp)
 					} else {
-						err = w.storeBlob(ctx, id, DataBlob, data, len(data), false)
+						err = w.storeBlob(ctx, b, data)
 					}
 					w.BlobsNew.Add(1)
 				} else {
@@ -388,8 +387,10 @@ func (w *Writer) storeList(ctx context.Context, list []byte) (ID, error) {
 	if !w.claim(id) {
 		return id, nil
 	}
+	// List blobs are always zstd: they are few and small, whatever the
+	// data's codec.
 	comp := zenc.EncodeAll(list, nil)
-	return id, w.storeBlob(ctx, id, ListBlob, comp, len(list), true)
+	return id, w.storeBlob(ctx, BlobInfo{ID: id, Type: ListBlob, RawLength: uint32(len(list)), Compressed: true}, comp)
 }
 
 // flushPacks uploads the open pack and waits for every upload.
