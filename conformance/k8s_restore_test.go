@@ -209,7 +209,7 @@ func restorePostgresClone(t *testing.T, bed *restoreBed) {
 	}
 	r1 = waitRestore(t, c, k, ctl, r1, 4*time.Minute)
 	logRestore(t, r1)
-	clone := cloneDSN(t, k, ns, r1.Status.CloneName+"-0", dsnOf)
+	clone := cloneDSN(t, c, k, ns, r1.Status.CloneName+"-0", dsnOf)
 	checkMarkers(t, pgd, clone, 100)
 	if n, max := pgd.Markers(t, orig); n != 150 || max != 150 {
 		t.Fatalf("the original holds %d markers (highest %d) after the restore; want 150", n, max)
@@ -273,7 +273,7 @@ func restorePostgresClone(t *testing.T, bed *restoreBed) {
 	}
 	r2 = waitRestore(t, c, k, ctl, r2, 4*time.Minute)
 	logRestore(t, r2)
-	checkMarkers(t, pgd, cloneDSN(t, k, dr, "pg-0", dsnOf), 155)
+	checkMarkers(t, pgd, cloneDSN(t, c, k, dr, "pg-0", dsnOf), 155)
 	var cm corev1.ConfigMap
 	if err := k.Get(ctx, types.NamespacedName{Namespace: dr, Name: "pg-topology"}, &cm); err != nil {
 		t.Errorf("the captured ConfigMap pg-topology was not recreated in %s: %v", dr, err)
@@ -332,20 +332,40 @@ func shortID12(id string) string {
 }
 
 // cloneDSN waits for the clone's database to leave recovery and returns
-// its connection string.
-func cloneDSN(t *testing.T, k client.Client, ns, pod string, dsnOf func(string) string) string {
+// its connection string. When it does not, the failure shows the pod and
+// the end of its server's log: what recovery was doing.
+func cloneDSN(t *testing.T, c *testbed.Cluster, k client.Client, ns, pod string, dsnOf func(string) string) string {
 	t.Helper()
+	ctx := context.Background()
 	var p corev1.Pod
-	if err := k.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: pod}, &p); err != nil {
+	if err := k.Get(ctx, types.NamespacedName{Namespace: ns, Name: pod}, &p); err != nil {
 		t.Fatal(err)
 	}
 	dsn := dsnOf(p.Status.PodIP)
 	pgd := &pgDriver{}
-	waitFor(t, 2*time.Minute, pod+" out of recovery", func() bool {
+	const timeout = 2 * time.Minute
+	deadline := time.Now().Add(timeout)
+	for {
 		var rec bool
-		return pgd.db(t, dsn).QueryRow(`SELECT pg_is_in_recovery()`).Scan(&rec) == nil && !rec
-	})
-	return dsn
+		err := pgd.db(t, dsn).QueryRowContext(ctx, `SELECT pg_is_in_recovery()`).Scan(&rec)
+		if err == nil && !rec {
+			return dsn
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not out of recovery after %s (in recovery %v, error %v)\n%s\nits postgres log:\n%s", pod, timeout, rec, err,
+				c.DescribePod(ctx, ns, pod), containerLog(ctx, c, ns, pod, "postgres", 80))
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// containerLog is the last lines of a container's log, or why not.
+func containerLog(ctx context.Context, c *testbed.Cluster, ns, pod, container string, lines int64) string {
+	b, err := c.Client.CoreV1().Pods(ns).GetLogs(pod, &corev1.PodLogOptions{Container: container, TailLines: &lines}).DoRaw(ctx)
+	if err != nil {
+		return fmt.Sprintf("log of %s/%s container %s: %v", ns, pod, container, err)
+	}
+	return string(b)
 }
 
 func checkMarkers(t *testing.T, d *pgDriver, dsn string, want int) {
@@ -526,17 +546,21 @@ func drills(t *testing.T, c *testbed.Cluster, k client.Client, ctl *controller, 
 	// Hold drills while the packs are damaged: one in flight could have
 	// read the packs before the damage and then fail otherwise (its
 	// recovery fetching WAL from damaged packs), which is not the failure
-	// this checks. The last drill, whatever its end, is not the one to
-	// wait for.
+	// this checks. The hold is in force once the drill controller has
+	// scheduled the next drill a day ahead with none running (it reads
+	// policies from its cache: before that it could still start one). The
+	// last drill, whatever its end, is not the one to wait for.
 	patchPolicyIn(t, k, ns, func(p *amberv1.BackupPolicy) { p.Spec.Drills.Schedule = "@every 24h" })
 	last := d.Restore
-	waitFor(t, 6*time.Minute, "no drill running", func() bool {
+	waitFor(t, 6*time.Minute, "no drill running and the next one a day ahead", func() bool {
 		if err := k.Get(ctx, types.NamespacedName{Namespace: ns, Name: "pg"}, p); err != nil || p.Status.Drill == nil {
 			return false
 		}
-		last = p.Status.Drill.Restore
-		return p.Status.Drill.Phase != amberv1.PhaseRunning
+		ds := p.Status.Drill
+		last = ds.Restore
+		return ds.Phase != amberv1.PhaseRunning && ds.NextScheduleTime != nil && time.Until(ds.NextScheduleTime.Time) > time.Hour
 	})
+	t.Logf("drills held after drill %s (%s); next at %s", last, p.Status.Drill.Phase, p.Status.Drill.NextScheduleTime)
 
 	// Damage every pack; the next drill must fail loudly.
 	mc := m.Client(t)

@@ -350,7 +350,7 @@ func snapshotPostgres(t *testing.T, bed *restoreBed) {
 		!rs.Status.PointReached.Time.Equal(&metav1.Time{Time: target}) {
 		t.Errorf("Restore %s: backup %s, point reached %+v; want backup %s at %s", rs.Name, rs.Status.BackupID, rs.Status.PointReached, b.Status.BackupID, target)
 	}
-	cdsn := cloneDSN(t, k, ns, rs.Status.CloneName+"-0", func(ip string) string {
+	cdsn := cloneDSN(t, c, k, ns, rs.Status.CloneName+"-0", func(ip string) string {
 		return fmt.Sprintf("postgres://postgres@%s:5432/postgres?sslmode=disable", ip)
 	})
 	if n, maxID := pgd.Markers(t, cdsn); n != 35 || maxID != 115 {
