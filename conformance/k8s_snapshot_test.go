@@ -360,6 +360,7 @@ func snapshotPostgres(t *testing.T, bed *restoreBed) {
 		t.Fatalf("the original holds %d markers (highest %d) after the restore; want 1..21 and 101..130", n, maxID)
 	}
 	checkClone(t, k, ns, rs.Status.CloneName, "pg")
+	t.Logf("the clone's server log, recovery:\n%s", recoveryLines(containerLog(ctx, c, ns, rs.Status.CloneName+"-0", "postgres", 200)))
 	t.Logf("Restore %s to %s (no backupID) chose snapshot backup %s over physical backup %s: clone %s holds exactly markers 1..20 and 101..115, claim %s from VolumeSnapshot %s",
 		rs.Name, target.Format(time.RFC3339Nano), shortID12(b.Status.BackupID), shortID12(file1.Status.BackupID), rs.Status.CloneName, claim.Name, vsName)
 
@@ -437,4 +438,20 @@ func snapshotRetention(t *testing.T, bed *restoreBed, ns string, snap1 *amberv1.
 	}
 	t.Logf("retention keepLast 1: deleted VolumeSnapshot %s, kept %s for Restore hold (annotated), kept %s of snap3 (%s)",
 		vsOf(snap2), vsOf(snap1), vsOf(snap3), time.Since(t0).Round(100*time.Millisecond))
+}
+
+// recoveryLines keeps the lines of a PostgreSQL log that say how recovery
+// went: where it started, the WAL it restored, where it stopped, the
+// promotion and the end.
+func recoveryLines(log string) string {
+	var out []string
+	for _, l := range strings.Split(log, "\n") {
+		for _, w := range []string{"recovery", "restored log file", "consistent", "timeline", "ready to accept", "FATAL", "PANIC", "could not"} {
+			if strings.Contains(l, w) {
+				out = append(out, l)
+				break
+			}
+		}
+	}
+	return strings.Join(out, "\n")
 }
