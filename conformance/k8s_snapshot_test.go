@@ -453,5 +453,8 @@ func recoveryLines(log string) string {
 			}
 		}
 	}
+	if len(out) == 0 {
+		return log // none of those: all of it
+	}
 	return strings.Join(out, "\n")
 }
