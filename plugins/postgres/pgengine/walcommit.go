@@ -18,8 +18,9 @@ import (
 // at a page boundary and skips whatever it cannot follow to the next page
 // header.
 type commitScan struct {
-	segSize int64
-	pos     LSN // the next byte to read
+	segSize  int64
+	pageSize uint64 // XLOG_BLCKSZ
+	pos      LSN    // the next byte to read
 
 	hdr    []byte // the page header being read
 	hdrLen int
@@ -35,10 +36,10 @@ type commitScan struct {
 }
 
 const (
-	walPageSize         = 8192
-	walShortHeader      = 24 // SizeOfXLogShortPHD, MAXALIGNed
-	walLongHeader       = 40 // SizeOfXLogLongPHD, MAXALIGNed
-	walRecordHeader     = 24 // SizeOfXLogRecord
+	walPageSize         = 8192 // XLOG_BLCKSZ by default; a segment's first page header says
+	walShortHeader      = 24   // SizeOfXLogShortPHD, MAXALIGNed
+	walLongHeader       = 40   // SizeOfXLogLongPHD, MAXALIGNed
+	walRecordHeader     = 24   // SizeOfXLogRecord
 	xlpFirstIsContrec   = 0x0001
 	rmXact              = 1
 	xactOpMask          = 0x70
@@ -54,7 +55,7 @@ var pgEpoch = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
 
 // reset starts following the WAL at start, a page boundary.
 func (c *commitScan) reset(segSize int64, start LSN) {
-	*c = commitScan{segSize: segSize, pos: start, hdr: c.hdr[:0], head: c.head[:0]}
+	*c = commitScan{segSize: segSize, pageSize: walPageSize, pos: start, hdr: c.hdr[:0], head: c.head[:0]}
 }
 
 // take returns the newest commit time completed since the last take
@@ -68,7 +69,7 @@ func (c *commitScan) take() time.Time {
 // feed reads the next bytes of the stream.
 func (c *commitScan) feed(data []byte) {
 	for len(data) > 0 {
-		if !c.inHdr && c.pos%walPageSize == 0 {
+		if !c.inHdr && uint64(c.pos)%c.pageSize == 0 {
 			c.inHdr, c.hdr, c.hdrLen = true, c.hdr[:0], walShortHeader
 			if c.segSize > 0 && int64(c.pos)%c.segSize == 0 {
 				c.hdrLen = walLongHeader
@@ -85,7 +86,7 @@ func (c *commitScan) feed(data []byte) {
 			}
 			continue
 		}
-		room := walPageSize - uint64(c.pos)%walPageSize
+		room := c.pageSize - uint64(c.pos)%c.pageSize
 		n := uint64(len(data))
 		n = min(n, room)
 		switch {
@@ -130,6 +131,11 @@ func (c *commitScan) pageHeader(page LSN) {
 	info := binary.LittleEndian.Uint16(c.hdr[2:])
 	addr := binary.LittleEndian.Uint64(c.hdr[8:])
 	rem := uint64(binary.LittleEndian.Uint32(c.hdr[16:]))
+	if addr == uint64(page) && len(c.hdr) == walLongHeader {
+		if bs := uint64(binary.LittleEndian.Uint32(c.hdr[28:])); bs >= 1024 && bs%1024 == 0 && page%LSN(bs) == 0 {
+			c.pageSize = bs // xlp_xlog_blcksz
+		}
+	}
 	c.hdr = c.hdr[:0]
 	if addr != uint64(page) { // not a WAL page (zeros past a switch)
 		c.synced, c.inRec, c.skip = false, false, 0
@@ -141,7 +147,7 @@ func (c *commitScan) pageHeader(page LSN) {
 	}
 	// (Re)synchronise: skip the record continued here, then records start.
 	c.inRec, c.skip, c.synced = false, 0, false
-	room := walPageSize - uint64(c.pos)%walPageSize
+	room := c.pageSize - uint64(c.pos)%c.pageSize
 	if !cont {
 		c.synced = true
 		return
