@@ -1,13 +1,17 @@
 package conformance_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -216,7 +220,7 @@ func restorePostgresClone(t *testing.T, bed *restoreBed) {
 	}
 	r1 = waitRestore(t, c, k, ctl, r1, 4*time.Minute)
 	logRestore(t, r1)
-	clone := cloneDSN(t, k, ns, r1.Status.CloneName+"-0", dsnOf)
+	clone := cloneDSN(t, c, k, ns, r1.Status.CloneName+"-0", dsnOf)
 	checkMarkers(t, pgd, clone, 100)
 	if n, max := pgd.Markers(t, orig); n != 150 || max != 150 {
 		t.Fatalf("the original holds %d markers (highest %d) after the restore; want 150", n, max)
@@ -280,7 +284,7 @@ func restorePostgresClone(t *testing.T, bed *restoreBed) {
 	}
 	r2 = waitRestore(t, c, k, ctl, r2, 4*time.Minute)
 	logRestore(t, r2)
-	checkMarkers(t, pgd, cloneDSN(t, k, dr, "pg-0", dsnOf), 155)
+	checkMarkers(t, pgd, cloneDSN(t, c, k, dr, "pg-0", dsnOf), 155)
 	var cm corev1.ConfigMap
 	if err := k.Get(ctx, types.NamespacedName{Namespace: dr, Name: "pg-topology"}, &cm); err != nil {
 		t.Errorf("the captured ConfigMap pg-topology was not recreated in %s: %v", dr, err)
@@ -339,20 +343,40 @@ func shortID12(id string) string {
 }
 
 // cloneDSN waits for the clone's database to leave recovery and returns
-// its connection string.
-func cloneDSN(t *testing.T, k client.Client, ns, pod string, dsnOf func(string) string) string {
+// its connection string. When it does not, the failure shows the pod and
+// the end of its server's log: what recovery was doing.
+func cloneDSN(t *testing.T, c *testbed.Cluster, k client.Client, ns, pod string, dsnOf func(string) string) string {
 	t.Helper()
+	ctx := context.Background()
 	var p corev1.Pod
-	if err := k.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: pod}, &p); err != nil {
+	if err := k.Get(ctx, types.NamespacedName{Namespace: ns, Name: pod}, &p); err != nil {
 		t.Fatal(err)
 	}
 	dsn := dsnOf(p.Status.PodIP)
 	pgd := &pgDriver{}
-	waitFor(t, 2*time.Minute, pod+" out of recovery", func() bool {
+	const timeout = 2 * time.Minute
+	deadline := time.Now().Add(timeout)
+	for {
 		var rec bool
-		return pgd.db(t, dsn).QueryRow(`SELECT pg_is_in_recovery()`).Scan(&rec) == nil && !rec
-	})
-	return dsn
+		err := pgd.db(t, dsn).QueryRowContext(ctx, `SELECT pg_is_in_recovery()`).Scan(&rec)
+		if err == nil && !rec {
+			return dsn
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not out of recovery after %s (in recovery %v, error %v)\n%s\nits postgres log:\n%s", pod, timeout, rec, err,
+				c.DescribePod(ctx, ns, pod), containerLog(ctx, c, ns, pod, "postgres", 80))
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// containerLog is the last lines of a container's log, or why not.
+func containerLog(ctx context.Context, c *testbed.Cluster, ns, pod, container string, lines int64) string {
+	b, err := c.Client.CoreV1().Pods(ns).GetLogs(pod, &corev1.PodLogOptions{Container: container, TailLines: &lines}).DoRaw(ctx)
+	if err != nil {
+		return fmt.Sprintf("log of %s/%s container %s: %v", ns, pod, container, err)
+	}
+	return string(b)
 }
 
 func checkMarkers(t *testing.T, d *pgDriver, dsn string, want int) {
@@ -470,22 +494,50 @@ func waitWindowAny(t *testing.T, cli *amberEnv, until time.Time, ctl *controller
 	}
 }
 
-// drills turns on the policy's restore drills: one runs on schedule,
-// probes its clone, reports RTO and RPO and deletes the clone; with the
-// repository's packs damaged the next one fails loudly. The packs are put
-// back and drills turned off at the end.
+// drills turns on the policy's restore drills, to a random point of the
+// recoverable window: one runs on schedule, restores to a whole second
+// inside the archiver's window, probes its clone (marker 50 is in every
+// point of the window: the first backup followed it), reports RTO and RPO,
+// which the controller's /metrics exports for the policy, and deletes the
+// clone; with the repository's packs damaged the next one fails loudly and
+// amber_drill_success drops to 0. The packs are put back and drills turned
+// off at the end.
 func drills(t *testing.T, c *testbed.Cluster, k client.Client, ctl *controller, m *testbed.MinIO, bucket, ns string) {
 	t.Helper()
 	ctx := context.Background()
 	patchPolicyIn(t, k, ns, func(p *amberv1.BackupPolicy) {
-		p.Spec.Drills = &amberv1.DrillSpec{Schedule: "@every 1m", Probe: "SELECT id FROM markers WHERE id = 100"}
+		p.Spec.Drills = &amberv1.DrillSpec{Schedule: "@every 1m", Target: amberv1.DrillRandom, Probe: "SELECT id FROM markers WHERE id = 50"}
 	})
 	p := waitDrill(t, k, ctl, ns, amberv1.PhaseSucceeded, 4*time.Minute)
 	d := p.Status.Drill
 	if d.RTO == nil || d.RTO.Duration <= 0 || d.RPO == nil || d.LastSuccessfulTime == nil {
 		t.Fatalf("drill status without RTO/RPO: %+v", d)
 	}
-	t.Logf("drill %s succeeded: RTO %s, RPO %s (%s)", d.Restore, d.RTO.Duration.Round(10*time.Millisecond), d.RPO.Duration.Round(10*time.Millisecond), d.Message)
+	t.Logf("drill %s succeeded: target %s, RTO %s, RPO %s (%s)", d.Restore, d.Target, d.RTO.Duration.Round(10*time.Millisecond), d.RPO.Duration.Round(10*time.Millisecond), d.Message)
+	at, err := time.Parse(time.RFC3339Nano, d.Target)
+	if err != nil || at.Nanosecond() != 0 {
+		t.Fatalf("random drill target %q is not a whole-second time (%v)", d.Target, err)
+	}
+	if len(p.Status.Archivers) == 0 || p.Status.Archivers[0].RecoverableFrom == nil || p.Status.Archivers[0].RecoverableTo == nil {
+		t.Fatalf("policy has no recoverable window: %+v", p.Status.Archivers)
+	}
+	// The window only grows (nothing is pruned here): the target lies
+	// between its start and its end now.
+	if w := p.Status.Archivers[0]; at.Before(w.RecoverableFrom.Time.Truncate(time.Second)) || at.After(w.RecoverableTo.Time) {
+		t.Errorf("random drill target %s outside the recoverable window %s .. %s", at, w.RecoverableFrom, w.RecoverableTo)
+	}
+	metric := func(name string) string { return fmt.Sprintf(`%s{namespace=%q,policy="pg"}`, name, ns) }
+	mv := controllerMetrics(t, ctl.Metrics)
+	if v, ok := mv[metric("amber_drill_success")]; !ok || v != 1 {
+		t.Errorf("controller /metrics: %s = %v (present %v); want 1", metric("amber_drill_success"), v, ok)
+	}
+	for name, want := range map[string]time.Duration{"amber_drill_rto_seconds": d.RTO.Duration, "amber_drill_rpo_seconds": d.RPO.Duration} {
+		// The status keeps whole milliseconds or less; the gauge the exact value.
+		if v, ok := mv[metric(name)]; !ok || math.Abs(v-want.Seconds()) > 0.01 {
+			t.Errorf("controller /metrics: %s = %v (present %v); want %.3f as in status.drill", metric(name), v, ok, want.Seconds())
+		}
+	}
+	t.Logf("controller /metrics: success %v, rto %.2f s, rpo %.2f s", mv[metric("amber_drill_success")], mv[metric("amber_drill_rto_seconds")], mv[metric("amber_drill_rpo_seconds")])
 	waitFor(t, 2*time.Minute, "the drill's clone deleted", func() bool {
 		var list appsv1.StatefulSetList
 		if err := k.List(ctx, &list, client.InNamespace(ns), client.MatchingLabels{workload.LabelRestore: d.Restore}); err != nil {
@@ -501,6 +553,25 @@ func drills(t *testing.T, c *testbed.Cluster, k client.Client, ctl *controller, 
 		cond := findCondition(p.Status.Conditions, controllers.CondDrill)
 		return cond != nil && cond.Status == metav1.ConditionTrue
 	})
+
+	// Hold drills while the packs are damaged: one in flight could have
+	// read the packs before the damage and then fail otherwise (its
+	// recovery fetching WAL from damaged packs), which is not the failure
+	// this checks. The hold is in force once the drill controller has
+	// scheduled the next drill a day ahead with none running (it reads
+	// policies from its cache: before that it could still start one). The
+	// last drill, whatever its end, is not the one to wait for.
+	patchPolicyIn(t, k, ns, func(p *amberv1.BackupPolicy) { p.Spec.Drills.Schedule = "@every 24h" })
+	last := d.Restore
+	waitFor(t, 6*time.Minute, "no drill running and the next one a day ahead", func() bool {
+		if err := k.Get(ctx, types.NamespacedName{Namespace: ns, Name: "pg"}, p); err != nil || p.Status.Drill == nil {
+			return false
+		}
+		ds := p.Status.Drill
+		last = ds.Restore
+		return ds.Phase != amberv1.PhaseRunning && ds.NextScheduleTime != nil && time.Until(ds.NextScheduleTime.Time) > time.Hour
+	})
+	t.Logf("drills held after drill %s (%s); next at %s", last, p.Status.Drill.Phase, p.Status.Drill.NextScheduleTime)
 
 	// Damage every pack; the next drill must fail loudly.
 	mc := m.Client(t)
@@ -528,7 +599,7 @@ func drills(t *testing.T, c *testbed.Cluster, k client.Client, ctl *controller, 
 		t.Fatal("no pack found under pg/data/ to damage")
 	}
 	t.Logf("damaged %d pack(s)", len(saved))
-	last := d.Restore
+	patchPolicyIn(t, k, ns, func(p *amberv1.BackupPolicy) { p.Spec.Drills.Schedule = "@every 1m" })
 	p = waitDrillAfter(t, k, ctl, ns, last, amberv1.PhaseFailed, 4*time.Minute)
 	t.Logf("drill %s against the damaged repository: %s: %s", p.Status.Drill.Restore, p.Status.Drill.Phase, p.Status.Drill.Message)
 	if !strings.Contains(p.Status.Drill.Message, "restore failed") {
@@ -551,6 +622,9 @@ func drills(t *testing.T, c *testbed.Cluster, k client.Client, ctl *controller, 
 		}
 		return cond != nil && cond.Status == metav1.ConditionFalse && warned
 	})
+	if v := controllerMetrics(t, ctl.Metrics)[fmt.Sprintf(`amber_drill_success{namespace=%q,policy="pg"}`, ns)]; v != 0 {
+		t.Errorf("controller /metrics: amber_drill_success = %v after the failed drill; want 0", v)
+	}
 	patchPolicyIn(t, k, ns, func(p *amberv1.BackupPolicy) { p.Spec.Drills = nil })
 	for key, b := range saved {
 		putObject(t, mc, bucket, key, b)
@@ -746,4 +820,37 @@ func secondBoundary() time.Time {
 	b := time.Now().Truncate(time.Second).Add(time.Second)
 	time.Sleep(time.Until(b) + 100*time.Millisecond)
 	return b
+}
+
+// controllerMetrics reads amber-controller's /metrics at addr over HTTP:
+// each sample line's name with labels, and its value.
+func controllerMetrics(t *testing.T, addr string) map[string]float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatalf("amber-controller's /metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("amber-controller's /metrics: %s", resp.Status)
+	}
+	out := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "#") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
+			continue
+		}
+		if v, err := strconv.ParseFloat(line[i+1:], 64); err == nil {
+			out[line[:i]] = v
+		}
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatalf("amber-controller's /metrics: %v", err)
+	}
+	return out
 }

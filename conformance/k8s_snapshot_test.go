@@ -109,20 +109,41 @@ func snapshotPostgres(t *testing.T, bed *restoreBed) {
 	for i := 1; i <= 20; i++ {
 		pgd.Mark(t, dsn, i)
 	}
+	// backup takes Backup name of policy pg and waits for it to succeed.
+	backup := func(name string) *amberv1.Backup {
+		t.Helper()
+		if err := k.Create(ctx, &amberv1.Backup{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+			Spec: amberv1.BackupSpec{PolicyRef: amberv1.LocalRef{Name: "pg"}}}); err != nil {
+			t.Fatal(err)
+		}
+		b := waitBackup(t, k, ctl, ns, func(b *amberv1.Backup) bool {
+			return b.Name == name && (b.Status.Phase == amberv1.PhaseSucceeded || b.Status.Phase == amberv1.PhaseFailed)
+		}, 3*time.Minute)
+		if b.Status.Phase != amberv1.PhaseSucceeded {
+			t.Fatalf("Backup %s: %s %q\n%s", name, b.Status.Phase, b.Status.Error, c.CSILogs())
+		}
+		return b
+	}
+	patchPolicy := func(patch string) {
+		t.Helper()
+		pol := &amberv1.BackupPolicy{ObjectMeta: metav1.ObjectMeta{Name: "pg", Namespace: ns}}
+		if err := k.Patch(ctx, pol, client.RawPatch(types.MergePatchType, []byte(patch))); err != nil {
+			t.Fatalf("patch BackupPolicy pg with %s: %v", patch, err)
+		}
+		// The controller reads policies from its cache: let the change
+		// reach it before the next Backup.
+		time.Sleep(2 * time.Second)
+	}
+	// A physical backup first, by the same policy switched to mode:
+	// physical for it: the snapshot backup after it is the newer base.
+	patchPolicy(`{"spec":{"mode":"physical"}}`)
+	file1 := backup("file1")
+	patchPolicy(`{"spec":{"mode":"snapshot"}}`)
 	lsnBefore := psqlValue(t, pgd, dsn, `SELECT pg_current_wal_lsn()::text`)
 
 	// Freeze, snapshot, thaw, record.
 	t1 := time.Now()
-	if err := k.Create(ctx, &amberv1.Backup{ObjectMeta: metav1.ObjectMeta{Name: "snap1", Namespace: ns},
-		Spec: amberv1.BackupSpec{PolicyRef: amberv1.LocalRef{Name: "pg"}}}); err != nil {
-		t.Fatal(err)
-	}
-	b := waitBackup(t, k, ctl, ns, func(b *amberv1.Backup) bool {
-		return b.Name == "snap1" && (b.Status.Phase == amberv1.PhaseSucceeded || b.Status.Phase == amberv1.PhaseFailed)
-	}, 3*time.Minute)
-	if b.Status.Phase != amberv1.PhaseSucceeded {
-		t.Fatalf("Backup snap1: %s %q\n%s", b.Status.Phase, b.Status.Error, c.CSILogs())
-	}
+	b := backup("snap1")
 	lsnAfter := psqlValue(t, pgd, dsn, `SELECT pg_current_wal_lsn()::text`)
 	t.Logf("snapshot Backup snap1 took %s: %s", time.Since(t1).Round(100*time.Millisecond), findCondition(b.Status.Conditions, controllers.CondComplete).Message)
 	if tc := findCondition(b.Status.Conditions, controllers.CondThawed); tc == nil || tc.Status != metav1.ConditionTrue {
@@ -155,10 +176,10 @@ func snapshotPostgres(t *testing.T, bed *restoreBed) {
 	if err := json.Unmarshal([]byte(out), &ls); err != nil {
 		t.Fatalf("amber ls --json: %v\n%s", err, out)
 	}
-	if len(ls.Backups) != 1 {
-		t.Fatalf("amber ls: %s", out)
+	if len(ls.Backups) != 2 || ls.Backups[0].ID != file1.Status.BackupID || ls.Backups[0].Mode != "physical" {
+		t.Fatalf("amber ls: %s; want physical backup %s and the snapshot backup", out, file1.Status.BackupID)
 	}
-	got := ls.Backups[0]
+	got := ls.Backups[1]
 	if got.ID != b.Status.BackupID || got.Mode != "snapshot" || got.ConsistentTime == nil || len(got.Snapshots) != 1 {
 		t.Fatalf("amber ls: %s", out)
 	}
@@ -305,14 +326,14 @@ func snapshotPostgres(t *testing.T, bed *restoreBed) {
 	}
 	t.Logf("snapshot %s plus archived WAL restored to %s: exactly markers 1..20 and 101..115", vsName, target.Format(time.RFC3339Nano))
 
-	// The same restore by the controller: a Restore naming the snapshot
-	// backup and the time makes a clone whose claim is provisioned from
-	// the VolumeSnapshot and whose init container runs amber restore
+	// The same restore by the controller: a Restore giving only the time
+	// starts from the newest backup before it, the snapshot backup (the
+	// physical one file1 is older): a clone whose claim is provisioned
+	// from the VolumeSnapshot and whose init container runs amber restore
 	// --snapshot-data; the clone recovers with the archived WAL to the
 	// target, and the original is untouched.
 	rs := &amberv1.Restore{ObjectMeta: metav1.ObjectMeta{Name: "from-snap1", Namespace: ns}, Spec: amberv1.RestoreSpec{
-		PolicyRef: &amberv1.LocalRef{Name: "pg"}, SourceStatefulSet: "pg", BackupID: b.Status.BackupID,
-		PointInTime: &metav1.Time{Time: target}}}
+		PolicyRef: &amberv1.LocalRef{Name: "pg"}, SourceStatefulSet: "pg", PointInTime: &metav1.Time{Time: target}}}
 	if err := k.Create(ctx, rs); err != nil {
 		t.Fatal(err)
 	}
@@ -329,7 +350,7 @@ func snapshotPostgres(t *testing.T, bed *restoreBed) {
 		!rs.Status.PointReached.Time.Equal(&metav1.Time{Time: target}) {
 		t.Errorf("Restore %s: backup %s, point reached %+v; want backup %s at %s", rs.Name, rs.Status.BackupID, rs.Status.PointReached, b.Status.BackupID, target)
 	}
-	cdsn := cloneDSN(t, k, ns, rs.Status.CloneName+"-0", func(ip string) string {
+	cdsn := cloneDSN(t, c, k, ns, rs.Status.CloneName+"-0", func(ip string) string {
 		return fmt.Sprintf("postgres://postgres@%s:5432/postgres?sslmode=disable", ip)
 	})
 	if n, maxID := pgd.Markers(t, cdsn); n != 35 || maxID != 115 {
@@ -339,8 +360,11 @@ func snapshotPostgres(t *testing.T, bed *restoreBed) {
 		t.Fatalf("the original holds %d markers (highest %d) after the restore; want 1..21 and 101..130", n, maxID)
 	}
 	checkClone(t, k, ns, rs.Status.CloneName, "pg")
-	t.Logf("Restore %s from snapshot backup %s to %s: clone %s holds exactly markers 1..20 and 101..115, claim %s from VolumeSnapshot %s",
-		rs.Name, shortID12(b.Status.BackupID), target.Format(time.RFC3339Nano), rs.Status.CloneName, claim.Name, vsName)
+	t.Logf("the clone's server log, recovery:\n%s", recoveryLines(containerLog(ctx, c, ns, rs.Status.CloneName+"-0", "postgres", 200)))
+	t.Logf("Restore %s to %s (no backupID) chose snapshot backup %s over physical backup %s: clone %s holds exactly markers 1..20 and 101..115, claim %s from VolumeSnapshot %s",
+		rs.Name, target.Format(time.RFC3339Nano), shortID12(b.Status.BackupID), shortID12(file1.Status.BackupID), rs.Status.CloneName, claim.Name, vsName)
+
+	snapshotRetention(t, bed, ns, b, backup, patchPolicy)
 	t.Logf("Snapshot part: %s", time.Since(t0).Round(100*time.Millisecond))
 }
 
@@ -359,3 +383,78 @@ func volumeSnapshot(t *testing.T, k client.Client, ns, name string) *unstructure
 // session it keeps until the thaw (or the lease) ends the backup and closes
 // it.
 const frozenSessions = `SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND query = 'SELECT clock_timestamp()' AND pid <> pg_backend_pid()`
+
+// snapshotRetention is the end of TestKubernetesRestoreClone/Snapshot:
+// keep-last retention on the snapshot policy. A Restore that cannot finish
+// (its init container's image does not exist) restores snapshot backup
+// snap1; then snap2, keepLast: 1, and snap3, whose prune forgets snap1 and
+// snap2: snap2's VolumeSnapshot is deleted, snap1's is kept for the Restore
+// and annotated amber.dev/forgotten-backup, snap3's stays.
+func snapshotRetention(t *testing.T, bed *restoreBed, ns string, snap1 *amberv1.Backup, backup func(string) *amberv1.Backup, patchPolicy func(string)) {
+	t0 := time.Now()
+	ctx := context.Background()
+	k := bed.k
+	hold := &amberv1.Restore{ObjectMeta: metav1.ObjectMeta{Name: "hold", Namespace: ns}, Spec: amberv1.RestoreSpec{
+		PolicyRef: &amberv1.LocalRef{Name: "pg"}, SourceStatefulSet: "pg", BackupID: snap1.Status.BackupID, Image: "amber.invalid/absent:0"}}
+	if err := k.Create(ctx, hold); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := k.Delete(ctx, hold); err != nil && !apierrors.IsNotFound(err) {
+			t.Errorf("delete Restore hold: %v", err)
+		}
+	}()
+	waitFor(t, time.Minute, "Restore hold running on snapshot backup "+shortID12(snap1.Status.BackupID), func() bool {
+		_ = k.Get(ctx, client.ObjectKeyFromObject(hold), hold)
+		return hold.Status.Phase == amberv1.PhaseRunning && hold.Status.BackupID == snap1.Status.BackupID || hold.Status.Phase == amberv1.PhaseFailed
+	})
+	if hold.Status.Phase != amberv1.PhaseRunning {
+		t.Fatalf("Restore hold: %s %q", hold.Status.Phase, hold.Status.Error)
+	}
+	snap2 := backup("snap2")
+	patchPolicy(`{"spec":{"retention":{"keepLast":1}}}`)
+	snap3 := backup("snap3")
+	pruned := findCondition(snap3.Status.Conditions, "Pruned")
+	if pruned == nil {
+		t.Fatalf("Backup snap3 has no Pruned condition: %+v", snap3.Status.Conditions)
+	}
+	t.Logf("Backup snap3 pruned: %s", pruned.Message)
+	vsOf := func(b *amberv1.Backup) string { return b.Status.Snapshots[0].VolumeSnapshot }
+	waitFor(t, time.Minute, "VolumeSnapshot "+vsOf(snap2)+" of forgotten backup snap2 deleted", func() bool {
+		u := &unstructured.Unstructured{}
+		u.SetGroupVersionKind(controllers.GVKVolumeSnapshot)
+		return apierrors.IsNotFound(k.Get(ctx, types.NamespacedName{Namespace: ns, Name: vsOf(snap2)}, u))
+	})
+	kept := volumeSnapshot(t, k, ns, vsOf(snap1))
+	if got := kept.GetAnnotations()[controllers.AnnotationForgotten]; got != snap1.Status.BackupID || kept.GetDeletionTimestamp() != nil {
+		t.Errorf("VolumeSnapshot %s used by Restore hold: annotation %s=%q, deleting %v; want kept and annotated with %s",
+			vsOf(snap1), controllers.AnnotationForgotten, got, kept.GetDeletionTimestamp() != nil, snap1.Status.BackupID)
+	}
+	if !strings.Contains(pruned.Message, "used by Restore hold") {
+		t.Errorf("Pruned condition does not say Restore hold keeps %s: %s", vsOf(snap1), pruned.Message)
+	}
+	if vs := volumeSnapshot(t, k, ns, vsOf(snap3)); vs.GetDeletionTimestamp() != nil || vs.GetAnnotations()[controllers.AnnotationForgotten] != "" {
+		t.Errorf("VolumeSnapshot %s of kept backup snap3 is being deleted or marked forgotten", vsOf(snap3))
+	}
+	t.Logf("retention keepLast 1: deleted VolumeSnapshot %s, kept %s for Restore hold (annotated), kept %s of snap3 (%s)",
+		vsOf(snap2), vsOf(snap1), vsOf(snap3), time.Since(t0).Round(100*time.Millisecond))
+}
+
+// recoveryLines keeps the lines of a PostgreSQL log that say how recovery
+// went: where it started, the WAL it restored, where it stopped, the
+// promotion and the end.
+func recoveryLines(log string) string {
+	var out []string
+	for _, l := range strings.Split(log, "\n") {
+		for _, w := range []string{"recovery", "restored log file", "consistent", "timeline", "ready to accept", "FATAL", "PANIC", "could not"} {
+			if strings.Contains(l, w) {
+				out = append(out, l)
+				break
+			}
+		}
+	}
+	if len(out) == 0 {
+		return log // none of those: all of it
+	}
+	return strings.Join(out, "\n")
+}

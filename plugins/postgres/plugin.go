@@ -863,7 +863,7 @@ func (e *Engine) Archive(ctx context.Context, req api.ArchiveRequest, out api.Se
 	branches := map[uint32]api.Position{}
 	opts.OnSegment = func(ctx context.Context, s pgengine.Segment) error {
 		h := api.SegmentHeader{Name: s.Name, Start: Position(s.Timeline, s.StartLSN)}
-		t := api.SegmentTrailer{End: Position(s.Timeline, s.EndLSN), Partial: s.Partial, LastCommit: s.ServerTime}
+		t := api.SegmentTrailer{End: Position(s.Timeline, s.EndLSN), Partial: s.Partial, LastCommit: s.LastCommit}
 		if s.History {
 			b, err := historyBranch(s.Data)
 			if err != nil {

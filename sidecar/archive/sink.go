@@ -122,7 +122,10 @@ type Sink struct {
 
 	mu       sync.Mutex
 	partials map[[3]uint64]repo.Segment // (epoch, start, end) -> partial object stored
-	Stats    Stats
+	// lastCommit is the newest commit time stored so far, carried onto
+	// segments that hold none: a window's end is its newest commit.
+	lastCommit time.Time
+	Stats      Stats
 }
 
 var _ api.SegmentSink = (*Sink)(nil)
@@ -133,6 +136,17 @@ var _ api.SegmentSink = (*Sink)(nil)
 func NewSink(r *repo.Repository, stream string, log *slog.Logger, clk clock.Clock) *Sink {
 	return &Sink{repo: r, stream: stream, durable: make(chan api.Position, 1), log: log, clock: clock.Or(clk),
 		partials: make(map[[3]uint64]repo.Segment)}
+}
+
+// CommittedUntil tells the sink the newest commit time the stream already
+// holds (the repository's newest segment's), which segments stored from
+// now on that hold no commit of their own carry.
+func (s *Sink) CommittedUntil(t time.Time) {
+	s.mu.Lock()
+	if t.After(s.lastCommit) {
+		s.lastCommit = t
+	}
+	s.mu.Unlock()
 }
 
 // Durable is the channel to hand to api.Engine.Archive.
@@ -203,6 +217,18 @@ func (w *segWriter) Finish(t api.SegmentTrailer) error {
 	seg, err := Describe(s.stream, w.h, t)
 	if err != nil {
 		return err
+	}
+	if seg.Start != seg.End {
+		// A segment records the newest commit up to its end, its own or
+		// an earlier one's: a plugin reports only those in the segment
+		// (PostgreSQL), and the window ends at the newest of all.
+		s.mu.Lock()
+		if seg.LastTime.Before(s.lastCommit) {
+			seg.LastTime = s.lastCommit
+		} else {
+			s.lastCommit = seg.LastTime
+		}
+		s.mu.Unlock()
 	}
 	if err := s.repo.PutSegment(w.ctx, seg, w.buf.Bytes()); err != nil {
 		return fmt.Errorf("archive %s: %w", w.h.Name, err)

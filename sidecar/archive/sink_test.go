@@ -107,3 +107,54 @@ func TestSinkPending(t *testing.T) {
 		t.Fatal("pending kept for a dead plugin's segment")
 	}
 }
+
+// TestSinkCarriesLastCommit: a segment without a commit of its own records
+// the newest commit before it (the one the repository held when archiving
+// started, or an earlier segment's), so Cover's window ends at the last
+// commit and never at zero; the archive lag follows only segments with
+// commits.
+func TestSinkCarriesLastCommit(t *testing.T) {
+	ctx := context.Background()
+	r := testRepo(t)
+	s := NewSink(r, "pg", slog.New(slog.DiscardHandler), nil)
+	held := time.Date(2026, 11, 29, 8, 0, 0, 0, time.UTC)
+	s.CommittedUntil(held)
+	send := func(start, end uint64, commit time.Time) {
+		t.Helper()
+		w, err := s.Begin(ctx, api.SegmentHeader{Name: "seg", Start: pos(1, start)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Write(make([]byte, end-start)); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Finish(api.SegmentTrailer{End: pos(1, end), Partial: true, LastCommit: commit}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	end := func() time.Time {
+		t.Helper()
+		c, err := Cover(ctx, r, "pg")
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, ok := c.End()
+		if !ok {
+			t.Fatal("no archived log")
+		}
+		return e.LastTime
+	}
+	send(0x1000, 0x1100, time.Time{})
+	if got := end(); !got.Equal(held) {
+		t.Fatalf("a first piece without commits: window ends at %s; want the repository's last commit %s", got, held)
+	}
+	if s.Stats.LastLag != 0 {
+		t.Errorf("lag %s from a piece without commits", s.Stats.LastLag)
+	}
+	commit := held.Add(time.Minute)
+	send(0x1100, 0x1200, commit)
+	send(0x1200, 0x1300, time.Time{}) // a checkpoint a minute later, say
+	if got := end(); !got.Equal(commit) {
+		t.Fatalf("after a commit and a piece without one: window ends at %s; want %s", got, commit)
+	}
+}

@@ -56,9 +56,11 @@ func Archive(ctx context.Context, r *repo.Repository, eng api.Engine, a ArchiveR
 	starts := 0 // plugin starts that failed in a row
 	for attempt := 0; ; attempt++ {
 		req := api.ArchiveRequest{Target: a.Target, FlushInterval: a.FlushInterval, Options: a.Options}
-		if req.Start, err = ArchivedEnd(ctx, r, stream); err != nil {
+		var newest time.Time
+		if req.Start, newest, err = archivedEnd(ctx, r, stream); err != nil {
 			return nil, err
 		}
+		sink.CommittedUntil(newest)
 		done := make(chan error, 1)
 		go func() { done <- eng.Archive(context.WithoutCancel(ctx), req, sink, sink.Durable()) }()
 		select {
@@ -127,9 +129,16 @@ func ArchivedEndOf(ctx context.Context, r *repo.Repository, eng api.Engine, engi
 // ArchivedEnd is where archiving resumes: the end of the newest segment of
 // the stream (zero when the stream is empty).
 func ArchivedEnd(ctx context.Context, r *repo.Repository, stream string) (api.Position, error) {
+	p, _, err := archivedEnd(ctx, r, stream)
+	return p, err
+}
+
+// archivedEnd is ArchivedEnd and the newest commit time the stream's
+// newest segment records.
+func archivedEnd(ctx context.Context, r *repo.Repository, stream string) (api.Position, time.Time, error) {
 	segs, err := r.Segments(ctx, stream)
 	if err != nil {
-		return api.Position{}, err
+		return api.Position{}, time.Time{}, err
 	}
 	var newest *repo.Segment
 	for i, s := range segs {
@@ -138,11 +147,12 @@ func ArchivedEnd(ctx context.Context, r *repo.Repository, stream string) (api.Po
 		}
 	}
 	if newest == nil {
-		return api.Position{}, nil
+		return api.Position{}, time.Time{}, nil
 	}
 	full, _, err := r.GetSegment(ctx, newest.ObjectName())
 	if err != nil {
-		return api.Position{}, err
+		return api.Position{}, time.Time{}, err
 	}
-	return archive.EndPosition(full)
+	p, err := archive.EndPosition(full)
+	return p, full.LastTime, err
 }

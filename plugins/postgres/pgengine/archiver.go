@@ -42,6 +42,10 @@ type Segment struct {
 	// ServerTime is the sending server's clock when it sent the last of
 	// these bytes: no transaction in Data committed after it. Zero for history.
 	ServerTime time.Time
+	// LastCommit is the end time of the newest transaction commit or
+	// abort whose record ends in Data (zero when none does): the latest
+	// instant a recovery_target_time can stop at with this WAL.
+	LastCommit time.Time
 }
 
 // ArchiverOptions configure an Archiver.
@@ -352,6 +356,7 @@ type stream struct {
 	lastEmit   time.Time
 	lastStatus time.Time
 	idle       bool // the last receive found nothing to read
+	scan       commitScan
 }
 
 // syncBatch bounds, in Synchronous mode, how long received WAL waits while
@@ -379,6 +384,7 @@ func (s *stream) run(ctx context.Context, tli uint32, start LSN) (uint32, LSN, e
 		s.buf = make([]byte, 0, s.segSize)
 	}
 	s.buf = s.buf[:0]
+	s.scan.reset(s.segSize, start)
 	clk := a.opts.Clock
 	s.lastEmit, s.lastStatus = clk.Now(), clk.Now()
 
@@ -473,6 +479,7 @@ func (s *stream) add(ctx context.Context, lsn LSN, data []byte, serverTime time.
 		room := int(s.segSize) - len(s.buf)
 		n := min(room, len(data))
 		s.buf = append(s.buf, data[:n]...)
+		s.scan.feed(data[:n])
 		data = data[n:]
 		s.pos += LSN(n)
 		s.a.mu.Lock()
@@ -480,7 +487,7 @@ func (s *stream) add(ctx context.Context, lsn LSN, data []byte, serverTime time.
 		s.a.mu.Unlock()
 		if len(s.buf) == int(s.segSize) {
 			seg := Segment{Name: WALFileName(s.tli, s.segStart, s.segSize), Timeline: s.tli, SegmentSize: s.segSize,
-				StartLSN: s.segStart, EndLSN: s.pos, Data: s.buf, ServerTime: serverTime}
+				StartLSN: s.segStart, EndLSN: s.pos, Data: s.buf, ServerTime: serverTime, LastCommit: s.scan.take()}
 			s.buf = make([]byte, 0, s.segSize)
 			s.segStart, s.emitted = s.pos, s.pos
 			s.lastEmit = s.a.opts.Clock.Now()
@@ -502,7 +509,7 @@ func (s *stream) emitPartial(ctx context.Context) error {
 	s.emitted = s.pos
 	s.lastEmit = s.a.opts.Clock.Now()
 	return s.a.emit(ctx, Segment{Name: WALFileName(s.tli, s.segStart, s.segSize), Timeline: s.tli, SegmentSize: s.segSize,
-		StartLSN: from, EndLSN: s.pos, Partial: true, Data: s.buf[from-s.segStart:], ServerTime: s.serverTime})
+		StartLSN: from, EndLSN: s.pos, Partial: true, Data: s.buf[from-s.segStart:], ServerTime: s.serverTime, LastCommit: s.scan.take()})
 }
 
 // tick emits a due partial segment and sends a due status update.
