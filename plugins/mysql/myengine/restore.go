@@ -132,25 +132,41 @@ type Loader struct {
 }
 
 // lockedBuffer is the client's stderr, written by exec's copier and read
-// while the client may still run.
+// while the client may still run. It keeps the first and the last
+// stderrKeep bytes: the client echoes a failed statement (up to a whole
+// multi-row INSERT) before its ERROR line, which must not be cut off.
 type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
+	mu         sync.Mutex
+	head, tail []byte
+	dropped    bool
 }
+
+const stderrKeep = 32 << 10
 
 func (b *lockedBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.b.Len() > 64<<10 {
-		return len(p), nil // enough to say what went wrong
+	n := len(p)
+	if room := stderrKeep - len(b.head); room > 0 {
+		k := min(room, len(p))
+		b.head = append(b.head, p[:k]...)
+		p = p[k:]
 	}
-	return b.b.Write(p)
+	b.tail = append(b.tail, p...)
+	if over := len(b.tail) - stderrKeep; over > 0 {
+		b.tail = append(b.tail[:0], b.tail[over:]...)
+		b.dropped = true
+	}
+	return n, nil
 }
 
 func (b *lockedBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.b.String()
+	if b.dropped {
+		return string(b.head) + "\n[...]\n" + string(b.tail)
+	}
+	return string(b.head) + string(b.tail)
 }
 
 // NewLoader starts the client against d's database.
@@ -351,8 +367,9 @@ func IsDataEntry(name, phase string) bool {
 // entries between them is spooled and loaded by o.Threads sessions at
 // once (the pieces of a split table too), and the next other entry waits
 // until all of them are in. Every entry sets its own session state
-// (dump.go's header: foreign and unique checks off). The first error of
-// any session stops the others and is the one returned.
+// (dump.go's header: foreign and unique checks off; the ranges of a split
+// table load with unique checks on, see withUniqueChecks). The first
+// error of any session stops the others and is the one returned.
 func LogicalRestore(ctx context.Context, d DSN, o RestoreOptions, next NextEntry) (RestoreStats, error) {
 	var st RestoreStats
 	if o.Threads <= 0 {
@@ -449,10 +466,44 @@ func (s loadSession) Load(ctx context.Context, e spool.Entry, f *spool.File) err
 		return err
 	}
 	defer r.Close()
-	if err := s.l.Load(e.Name, r); err != nil {
+	var in io.Reader = r
+	if isRangeEntry(e.Name) {
+		in = withUniqueChecks(r)
+	}
+	if err := s.l.Load(e.Name, in); err != nil {
 		return err
 	}
 	return s.l.Sync(ctx)
+}
+
+// rangeEntry matches the entry of one key range of a split table
+// (split.go): the sessions load a table's ranges at the same time.
+var rangeEntry = regexp.MustCompile(`^data/.+\.part-\d{5}\.sql$`)
+
+func isRangeEntry(name string) bool { return rangeEntry.MatchString(name) }
+
+// uniqueChecksOff is the line of the dump's header (dump.go) that
+// withUniqueChecks turns on again.
+const uniqueChecksOff = "SET @@session.unique_checks = 0;\n"
+
+// withUniqueChecks returns r with its header's unique_checks = 0 made
+// unique_checks = 1 (a line of the same length, so the client's line
+// numbers stay the entry's). With unique checks off, MariaDB (10.6 and
+// later) loads an INSERT into an empty InnoDB table in bulk under a table
+// lock: sessions loading ranges of one table at once then wait on each
+// other and can deadlock (ERROR 1213) instead of loading in parallel.
+// An entry without that line in its first KiB is passed on as it is.
+func withUniqueChecks(r io.Reader) io.Reader {
+	br := bufio.NewReaderSize(r, 1024)
+	head, _ := br.Peek(1024) // an error comes back from the reads below
+	i := bytes.Index(head, []byte(uniqueChecksOff))
+	if i < 0 {
+		return br
+	}
+	fixed := append([]byte(nil), head[:i+len(uniqueChecksOff)]...)
+	fixed[len(fixed)-len("0;\n")] = '1'
+	br.Discard(len(fixed))
+	return io.MultiReader(bytes.NewReader(fixed), br)
 }
 
 func (s loadSession) End(failed bool) error {

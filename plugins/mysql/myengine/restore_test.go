@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -175,5 +176,53 @@ func TestSourceBinlog(t *testing.T) {
 	write("mysql-bin.index", "./mysql-bin.000001\n./mysql-bin.000002\n./mysql-bin.000003\n")
 	if _, ok := SourceBinlog(dir, "mysql-bin.000003"); ok {
 		t.Error("an index naming a file the copy lacks: the copy's binlog is incomplete")
+	}
+}
+
+// TestLoaderDetailKeepsTheError: the client echoes a failed statement, up
+// to a whole multi-row INSERT of a megabyte, before its ERROR line; the
+// error a failed load reports names that line, not the statement.
+func TestLoaderDetailKeepsTheError(t *testing.T) {
+	l := &Loader{entry: "data/big.part-00002.sql"}
+	echo := "--------------\nINSERT INTO `big` VALUES\n" + strings.Repeat("(1,'XXXXXXXXXXXXXXXX',2),\n", 40000) + "--------------\n\n"
+	for chunk := range slices.Chunk([]byte(echo), 4096) {
+		l.stderr.Write(chunk)
+	}
+	l.stderr.Write([]byte("ERROR 1213 (40001) at line 7: Deadlock found when trying to get lock; try restarting transaction\n"))
+	d := l.detail()
+	if !strings.Contains(d, "ERROR 1213 (40001)") || strings.Contains(d, "XXXX") {
+		t.Fatalf("detail %.300q; want the ERROR line alone", d)
+	}
+	if got := l.stderr.String(); len(got) > 2*stderrKeep+16 {
+		t.Fatalf("kept %d bytes of stderr; want at most %d", len(got), 2*stderrKeep+16)
+	}
+}
+
+// TestRangeEntriesLoadWithUniqueChecks: the ranges of a split table, which
+// sessions load at once, load with unique checks on (MariaDB's bulk load
+// under a table lock is for one session); the header's line keeps its
+// length, the rest of the entry is unchanged, and other entries pass as
+// they are.
+func TestRangeEntriesLoadWithUniqueChecks(t *testing.T) {
+	body := "INSERT INTO `big` VALUES (1,'a',2);\n" + strings.Repeat("x", 5000) + "\n"
+	got, err := io.ReadAll(withUniqueChecks(strings.NewReader(header + body)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := strings.Replace(header, "unique_checks = 0;", "unique_checks = 1;", 1) + body
+	if string(got) != want || len(got) != len(header+body) {
+		t.Fatalf("entry after withUniqueChecks:\n%.400s\nwant:\n%.400s", got, want)
+	}
+	other := "SELECT 1;\n" + body
+	if got, _ := io.ReadAll(withUniqueChecks(strings.NewReader(other))); string(got) != other {
+		t.Fatalf("an entry without the header line changed: %.200q", got)
+	}
+	for name, want := range map[string]bool{
+		"data/big.part-00002.sql": true, "data/a.b.part-00000.sql": true,
+		"data/big.sql": false, "schema.sql": false, "data/big.part-2.sql": false,
+	} {
+		if isRangeEntry(name) != want {
+			t.Errorf("isRangeEntry(%q) = %t, want %t", name, !want, want)
+		}
 	}
 }
