@@ -310,6 +310,7 @@ func TestCRDValidation(t *testing.T) {
 		{"drill with a bad target", policy(ns, "bad-drill", func(p *amberv1.BackupPolicy) {
 			p.Spec.Drills = &amberv1.DrillSpec{Schedule: "@daily", Target: "someday"}
 		}), "spec.drills.target"},
+		{"unknown compression", policy(ns, "bad-compression", func(p *amberv1.BackupPolicy) { p.Spec.Compression = "lz4" }), "spec.compression"},
 		{"relative dataDir (apiserver)", policy(ns, "bad-datadir", func(p *amberv1.BackupPolicy) { p.Spec.DataDir = "pgdata" }), "spec.dataDir"},
 		{"dataDir not clean (apiserver)", policy(ns, "bad-datadir2", func(p *amberv1.BackupPolicy) { p.Spec.DataDir = "/var/lib/pg/../other" }), "clean absolute path"},
 		{"restore without a repository", &amberv1.Restore{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "norepo"},
@@ -433,6 +434,26 @@ func TestWebhookInjects(t *testing.T) {
 			}
 		})
 	}
+	// A policy's spec.compression reaches its sidecars as amber's
+	// AMBER_COMPRESSION, through the API server and the webhook.
+	must(t, k8s.Create(ctx, policy(ns, "fast", func(p *amberv1.BackupPolicy) { p.Spec.Compression = amberv1.CompressionS2 })))
+	t.Run("policy-compression", func(t *testing.T) {
+		p := dbPod(ns, "s2-0", optIn, map[string]string{inject.AnnotationPolicy: "fast"})
+		must(t, k8s.Create(ctx, p))
+		sc := sidecarIn(p)
+		if sc == nil {
+			t.Fatal("not injected")
+		}
+		var got []string
+		for _, e := range sc.Env {
+			if e.Name == "AMBER_COMPRESSION" {
+				got = append(got, e.Value)
+			}
+		}
+		if len(got) != 1 || got[0] != "s2" {
+			t.Fatalf("AMBER_COMPRESSION %v, want exactly s2", got)
+		}
+	})
 	t.Run("no annotation", func(t *testing.T) {
 		p := dbPod(ns, "plain", optIn, nil)
 		must(t, k8s.Create(ctx, p))

@@ -156,6 +156,11 @@ func Mutate(pod *corev1.Pod, namespace string, policy *amberv1.BackupPolicy, tls
 		},
 		SecurityContext: securityContext(pod, db),
 	}
+	if comp := policy.Spec.Compression; comp != "" {
+		// Unset leaves amber's own default, so a pod of a policy without
+		// the field runs exactly as the CLI does.
+		c.Env = append(c.Env, corev1.EnvVar{Name: "AMBER_COMPRESSION", Value: string(comp)})
+	}
 	switch {
 	case dataMount != nil:
 		c.Env = append(c.Env, corev1.EnvVar{Name: "AMBER_DATA_DIR", Value: dataDir})

@@ -216,3 +216,39 @@ func TestParseSchedule(t *testing.T) {
 		}
 	}
 }
+
+// TestMutateCompression: a policy's spec.compression reaches the sidecar as
+// AMBER_COMPRESSION (amber's --compression), and a policy without it leaves
+// the variable unset, so the sidecar keeps amber's own default.
+func TestMutateCompression(t *testing.T) {
+	for _, tt := range []struct {
+		comp   amberv1.Compression
+		want   string
+		wantOK bool
+	}{
+		{"", "", false},
+		{amberv1.CompressionS2, "s2", true},
+		{amberv1.CompressionBetter, "better", true},
+	} {
+		t.Run(string(tt.comp)+"_", func(t *testing.T) {
+			pol := testPolicy()
+			pol.Spec.Compression = tt.comp
+			pod := dbPod(map[string]string{AnnotationPolicy: "nightly"})
+			if p := Mutate(pod, "db", pol, "s", Config{Image: "amber:1", NativeSidecar: true}); p != nil {
+				t.Fatal(p)
+			}
+			var got []string
+			for _, e := range sidecarOf(t, pod).Env {
+				if e.Name == "AMBER_COMPRESSION" {
+					got = append(got, e.Value)
+				}
+			}
+			switch {
+			case !tt.wantOK && len(got) != 0:
+				t.Fatalf("AMBER_COMPRESSION=%v for a policy without spec.compression", got)
+			case tt.wantOK && (len(got) != 1 || got[0] != tt.want):
+				t.Fatalf("AMBER_COMPRESSION %v, want exactly %q", got, tt.want)
+			}
+		})
+	}
+}

@@ -447,6 +447,18 @@ func TestDatabasesRenderBackupPolicies(t *testing.T) {
 	if dp.Spec.DataDir != "/var/lib/postgresql/data/pgdata" {
 		t.Errorf("policy dataDir %q, want /var/lib/postgresql/data/pgdata", dp.Spec.DataDir)
 	}
+	// The compression reaches the policy; without it the policy has none
+	// (amber's own default).
+	if c := dp.Spec.Compression; c != "" {
+		t.Errorf("policy compression %q without one in the values", c)
+	}
+	objs = render(t, "--set", "databases.pg.engine=postgres", "--set", "databases.pg.repository=file:///backups/pg",
+		"--set", "databases.pg.credentialsSecret=pg-backup", "--set", "databases.pg.compression=s2")
+	var cp amberv1.BackupPolicy
+	typed(t, one(t, objs, "BackupPolicy"), &cp)
+	if cp.Spec.Compression != amberv1.CompressionS2 {
+		t.Errorf("policy compression %q, want s2", cp.Spec.Compression)
+	}
 }
 
 // TestNoJobsOrHooks: the chart runs nothing but the controller: no Job, no
@@ -621,6 +633,7 @@ func TestSchemaRefuses(t *testing.T) {
 		{"repository without a scheme", "databases.orders.repository=acme-backups/orders", `at '/databases/orders/repository': 'acme-backups/orders' does not match pattern '^(file|s3|b2)://`},
 		{"unknown repository scheme", "databases.orders.repository=gs://acme/orders", `at '/databases/orders/repository': 'gs://acme/orders' does not match pattern`},
 		{"unknown mode", "databases.orders.mode=incremental", `at '/databases/orders/mode': value must be one of 'physical', 'logical', 'snapshot'`},
+		{"unknown compression", "databases.orders.compression=lz4", `at '/databases/orders/compression': value must be one of 'fastest', 'default', 'better', 's2'`},
 		{"relative data directory", "databases.orders.dataDir=pgdata", `at '/databases/orders/dataDir'`},
 		{"unknown replica preference", "databases.orders.replica.preference=leader", `at '/databases/orders/replica/preference': value must be one of 'standby', 'primary', 'any'`},
 		{"misspelt key", "databases.orders.schedul=@daily", `at '/databases/orders': additional properties 'schedul' not allowed`},

@@ -42,6 +42,19 @@ const (
 	PreferAny ReplicaPreference = "any"
 )
 
+// Compression is how the sidecar compresses the backup data it stores:
+// zstd at its fastest level, its default level (3) or its "better" level,
+// or S2 (faster, larger). The values of amber's --compression.
+// +kubebuilder:validation:Enum=fastest;default;better;s2
+type Compression string
+
+const (
+	CompressionFastest Compression = "fastest"
+	CompressionDefault Compression = "default"
+	CompressionBetter  Compression = "better"
+	CompressionS2      Compression = "s2"
+)
+
 // SecretRef names a Secret in the policy's namespace.
 type SecretRef struct {
 	// Name of the Secret.
@@ -146,6 +159,14 @@ type BackupPolicySpec struct {
 	// Throttle bounds bandwidth.
 	// +optional
 	Throttle ThrottleSpec `json:"throttle,omitempty"`
+	// Compression of the data the sidecar stores, for backups and archived
+	// log: fastest, default or better (zstd levels) or s2 (less CPU, larger
+	// repository; needs an amber that reads S2 blobs). Empty: amber's
+	// default, fastest. Readers need no setting, so a change affects only
+	// new data. The webhook gives it to the sidecar (AMBER_COMPRESSION), so
+	// it reaches a pod when the pod is created.
+	// +optional
+	Compression Compression `json:"compression,omitempty"`
 	// Drills schedule restore drills: a restore into a throwaway clone,
 	// an optional probe, RTO and RPO recorded, the clone deleted.
 	// +optional
