@@ -451,11 +451,18 @@ func waitArchiver(t *testing.T, k client.Client, ctl *controller, ns, pod string
 	}
 }
 
+// patchPolicy applies f to the BackupPolicy ns/pg, retrying on conflicts.
 func patchPolicy(t *testing.T, k client.Client, ns string, f func(*amberv1.BackupPolicy)) {
+	t.Helper()
+	patchPolicyNamed(t, k, ns, "pg", f)
+}
+
+// patchPolicyNamed applies f to BackupPolicy ns/name, retrying on conflicts.
+func patchPolicyNamed(t *testing.T, k client.Client, ns, name string, f func(*amberv1.BackupPolicy)) {
 	t.Helper()
 	for {
 		var p amberv1.BackupPolicy
-		if err := k.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: "pg"}, &p); err != nil {
+		if err := k.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: name}, &p); err != nil {
 			t.Fatal(err)
 		}
 		f(&p)

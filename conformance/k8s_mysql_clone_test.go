@@ -8,7 +8,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -183,25 +182,5 @@ func setPolicyMode(t *testing.T, k client.Client, ns, name string, mode amberv1.
 			t.Fatalf("BackupPolicy %s: the controller has not seen mode %s after a minute (generation %d, observed %d)", name, mode, p.Generation, p.Status.ObservedGeneration)
 		}
 		time.Sleep(200 * time.Millisecond)
-	}
-}
-
-// patchPolicyNamed applies f to BackupPolicy ns/name, retrying on conflicts.
-func patchPolicyNamed(t *testing.T, k client.Client, ns, name string, f func(*amberv1.BackupPolicy)) {
-	t.Helper()
-	for {
-		var p amberv1.BackupPolicy
-		if err := k.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: name}, &p); err != nil {
-			t.Fatal(err)
-		}
-		f(&p)
-		err := k.Update(context.Background(), &p)
-		if apierrors.IsConflict(err) {
-			continue
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		return
 	}
 }

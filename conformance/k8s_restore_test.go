@@ -505,7 +505,7 @@ func waitWindowAny(t *testing.T, cli *amberEnv, until time.Time, ctl *controller
 func drills(t *testing.T, c *testbed.Cluster, k client.Client, ctl *controller, m *testbed.MinIO, bucket, ns string) {
 	t.Helper()
 	ctx := context.Background()
-	patchPolicyIn(t, k, ns, func(p *amberv1.BackupPolicy) {
+	patchPolicy(t, k, ns, func(p *amberv1.BackupPolicy) {
 		p.Spec.Drills = &amberv1.DrillSpec{Schedule: "@every 1m", Target: amberv1.DrillRandom, Probe: "SELECT id FROM markers WHERE id = 50"}
 	})
 	p := waitDrill(t, k, ctl, ns, amberv1.PhaseSucceeded, 4*time.Minute)
@@ -561,7 +561,7 @@ func drills(t *testing.T, c *testbed.Cluster, k client.Client, ctl *controller, 
 	// scheduled the next drill a day ahead with none running (it reads
 	// policies from its cache: before that it could still start one). The
 	// last drill, whatever its end, is not the one to wait for.
-	patchPolicyIn(t, k, ns, func(p *amberv1.BackupPolicy) { p.Spec.Drills.Schedule = "@every 24h" })
+	patchPolicy(t, k, ns, func(p *amberv1.BackupPolicy) { p.Spec.Drills.Schedule = "@every 24h" })
 	last := d.Restore
 	waitFor(t, 6*time.Minute, "no drill running and the next one a day ahead", func() bool {
 		if err := k.Get(ctx, types.NamespacedName{Namespace: ns, Name: "pg"}, p); err != nil || p.Status.Drill == nil {
@@ -599,7 +599,7 @@ func drills(t *testing.T, c *testbed.Cluster, k client.Client, ctl *controller, 
 		t.Fatal("no pack found under pg/data/ to damage")
 	}
 	t.Logf("damaged %d pack(s)", len(saved))
-	patchPolicyIn(t, k, ns, func(p *amberv1.BackupPolicy) { p.Spec.Drills.Schedule = "@every 1m" })
+	patchPolicy(t, k, ns, func(p *amberv1.BackupPolicy) { p.Spec.Drills.Schedule = "@every 1m" })
 	p = waitDrillAfter(t, k, ctl, ns, last, amberv1.PhaseFailed, 4*time.Minute)
 	t.Logf("drill %s against the damaged repository: %s: %s", p.Status.Drill.Restore, p.Status.Drill.Phase, p.Status.Drill.Message)
 	if !strings.Contains(p.Status.Drill.Message, "restore failed") {
@@ -625,30 +625,11 @@ func drills(t *testing.T, c *testbed.Cluster, k client.Client, ctl *controller, 
 	if v := controllerMetrics(t, ctl.Metrics)[fmt.Sprintf(`amber_drill_success{namespace=%q,policy="pg"}`, ns)]; v != 0 {
 		t.Errorf("controller /metrics: amber_drill_success = %v after the failed drill; want 0", v)
 	}
-	patchPolicyIn(t, k, ns, func(p *amberv1.BackupPolicy) { p.Spec.Drills = nil })
+	patchPolicy(t, k, ns, func(p *amberv1.BackupPolicy) { p.Spec.Drills = nil })
 	for key, b := range saved {
 		putObject(t, mc, bucket, key, b)
 	}
 	_ = c
-}
-
-func patchPolicyIn(t *testing.T, k client.Client, ns string, f func(*amberv1.BackupPolicy)) {
-	t.Helper()
-	for {
-		var p amberv1.BackupPolicy
-		if err := k.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: "pg"}, &p); err != nil {
-			t.Fatal(err)
-		}
-		f(&p)
-		err := k.Update(context.Background(), &p)
-		if apierrors.IsConflict(err) {
-			continue
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
 }
 
 func waitDrill(t *testing.T, k client.Client, ctl *controller, ns string, phase amberv1.Phase, timeout time.Duration) *amberv1.BackupPolicy {
