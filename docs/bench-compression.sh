@@ -42,25 +42,8 @@ cleanup() {
 trap cleanup EXIT
 
 pgbr_conf=$work/pgbackrest.conf
-cat >"$pgbr_conf" <<EOF
-[global]
-repo1-path=$work/pgbackrest-repo
-repo1-retention-full=99
-process-max=2
-start-fast=y
-log-path=$work/pgbackrest-log
-lock-path=$work/pgbackrest-lock
-spool-path=$work/pgbackrest-spool
-log-level-console=warn
-log-level-file=off
-
-[bench]
-pg1-path=$pgdata
-pg1-socket-path=$work
-pg1-port=$port
-pg1-user=postgres
-EOF
-chown postgres: "$pgbr_conf"
+. "$root/docs/bench-lib.sh"
+pgbackrest_conf "$pgbr_conf" "$work" "$pgdata" "$work" "$port"
 pgbr_cmd=("${pg_cmd[@]}" pgbackrest --config="$pgbr_conf" --stanza=bench)
 pgbr() { "${pgbr_cmd[@]}" "$@"; }
 
@@ -158,5 +141,4 @@ for key in amber_fastest amber_s2 pgbr_lz4; do
     'BEGIN{printf "| %s | %.2f (%s) | %.2f | %.0f | %.0f | %.2f |\n", k, w, all, c, d/1e6/c, s/1e6, s/d}'
 done
 echo
-. "$root/docs/bench-lib.sh"
 echo "data directory (without pg_wal): $(awk -v d="$db_size" 'BEGIN{printf "%.0f", d/1e6}') MB; $(pgbackrest version); amber at $(binary_commit "$amber")"

@@ -1,4 +1,4 @@
-# Shared by docs/bench.sh and docs/bench-postgres.sh (sourced, not run).
+# Shared by the docs/bench*.sh scripts (sourced, not run).
 # The caller defines say() and may set quiet_default (seconds, default 30).
 
 # binary_commit BIN: the commit BIN was built from, as `go build` stamped it
@@ -43,4 +43,30 @@ wait_quiet() {
       return 0
     fi
   done
+}
+
+# pgbackrest_conf FILE WORK PGDATA SOCKET_DIR PORT writes the pgBackRest
+# configuration the PostgreSQL benchmarks share: stanza bench for the server
+# at PGDATA (socket SOCKET_DIR, port PORT, user postgres), its repository,
+# log, lock and spool under WORK, process-max=2; owned by postgres.
+pgbackrest_conf() {
+  cat >"$1" <<CONF
+[global]
+repo1-path=$2/pgbackrest-repo
+repo1-retention-full=99
+process-max=2
+start-fast=y
+log-path=$2/pgbackrest-log
+lock-path=$2/pgbackrest-lock
+spool-path=$2/pgbackrest-spool
+log-level-console=warn
+log-level-file=off
+
+[bench]
+pg1-path=$3
+pg1-socket-path=$4
+pg1-port=$5
+pg1-user=postgres
+CONF
+  chown postgres: "$1"
 }

@@ -98,26 +98,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-pgbr_conf="$work/pgbackrest.conf"
-cat >"$pgbr_conf" <<EOF
-[global]
-repo1-path=$work/pgbackrest-repo
-repo1-retention-full=99
-process-max=2
-start-fast=y
-log-path=$work/pgbackrest-log
-lock-path=$work/pgbackrest-lock
-spool-path=$work/pgbackrest-spool
-log-level-console=warn
-log-level-file=off
-
-[bench]
-pg1-path=$pgdata
-pg1-socket-path=$sock
-pg1-port=$port
-pg1-user=postgres
-EOF
-chown postgres: "$pgbr_conf"
+pgbr_conf=$work/pgbackrest.conf
+# shellcheck source=docs/bench-lib.sh
+. "$root/docs/bench-lib.sh"
+pgbackrest_conf "$pgbr_conf" "$work" "$pgdata" "$sock" "$port"
 pgbr() { as_pg pgbackrest --config="$pgbr_conf" --stanza=bench "$@"; }
 export -f pgbr
 export pgbr_conf
@@ -138,8 +122,6 @@ psql_() { as_pg "$pgbin/psql" -h "$sock" -p "$port" -U postgres -X -q -At -v ON_
 export AMBER_PASSWORD=bench-password
 declare -A best bestcpu all stored report
 quiet_default=30
-# shellcheck source=docs/bench-lib.sh
-. "$root/docs/bench-lib.sh"
 # measure KEY CMD...: best wall time of the runs and that run's CPU seconds
 # (user + system of the command and its children; not the server's).
 measure() {

@@ -137,26 +137,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-pgbr_conf="$work/pgbackrest.conf"
-cat >"$pgbr_conf" <<EOF
-[global]
-repo1-path=$work/pgbackrest-repo
-repo1-retention-full=99
-process-max=2
-start-fast=y
-log-path=$work/pgbackrest-log
-lock-path=$work/pgbackrest-lock
-spool-path=$work/pgbackrest-spool
-log-level-console=warn
-log-level-file=off
-
-[bench]
-pg1-path=$pgdata
-pg1-socket-path=$sock
-pg1-port=$port
-pg1-user=postgres
-EOF
-chown postgres: "$pgbr_conf"
+pgbr_conf=$work/pgbackrest.conf
+. "$root/docs/bench-lib.sh"
+pgbackrest_conf "$pgbr_conf" "$work" "$pgdata" "$sock" "$port"
 pgbr() { as_pg pgbackrest --config="$pgbr_conf" --stanza=bench "$@"; }
 export -f pgbr free_port
 export pgbr_conf pgbin sock
@@ -183,7 +166,6 @@ export AMBER_PASSWORD=bench-password
 declare -A best bestcpu maxrss maxsum all
 
 quiet_default=60
-. "$root/docs/bench-lib.sh"
 # tree_rss PID: summed RSS (KiB) of the processes named amber* below PID
 # (other amber processes on a shared machine are not counted).
 tree_rss() {
