@@ -38,8 +38,7 @@ func TestMongoDBConformance(t *testing.T) {
 	if os.Getenv(testbed.MongoDBURIEnv) == "" {
 		// A rollback made by deleting oplog entries: FerretDB's emulation only.
 		t.Run("RollbackEpoch", func(t *testing.T) { mongoRollbackEpoch(t, amber) })
-		// TransactionAcrossBackup (mongodb_txn_test.go) is not run: see
-		// mongoTransactionAcrossBackup.
+		t.Run("TransactionAcrossBackup", func(t *testing.T) { mongoTransactionAcrossBackup(t, amber) })
 	}
 	conformance.Run(t, &mongoDriver{}, amber)
 }

@@ -399,10 +399,6 @@ func tailCursor(ctx context.Context, cur cursor, rest restFunc, explain func(err
 		if p.Less(seg.Start) {
 			return nil
 		}
-		seg.EndTerm, seg.EndHasTerm = 0, e.T != nil
-		if e.T != nil {
-			seg.EndTerm = *e.T
-		}
 		at := e.Wall
 		if at.IsZero() {
 			at = time.Unix(int64(e.TS.T), 0)
@@ -412,8 +408,21 @@ func tailCursor(ctx context.Context, cur cursor, rest restFunc, explain func(err
 			seg.Arrived = time.Now()
 			dueAt = dueTime(seg.Arrived, at, o.FlushInterval)
 		}
-		seg.LastCommit = at
-		seg.End = p.Next()
+		// A segment ends one past its greatest ts, which is its last
+		// entry's on mongod, whose oplog is in ts order. FerretDB's
+		// emulated oplog can hold an entry behind the one before it (one
+		// written into local.oplog.rs ahead of its clock is followed by the
+		// entry FerretDB logs for that write): ending at the last entry
+		// would let the next segment, which starts at the end, hold the
+		// greater entry again, and replay would apply it twice.
+		if seg.Entries == 0 || !p.Less(seg.End) {
+			seg.End = p.Next()
+			seg.LastCommit = at
+			seg.EndTerm, seg.EndHasTerm = 0, e.T != nil
+			if e.T != nil {
+				seg.EndTerm = *e.T
+			}
+		}
 		seg.Entries++
 		buf.Write(raw)
 		if buf.Len() >= o.MaxSegment {
@@ -679,7 +688,9 @@ func Replay(ctx context.Context, uri URI, o ReplayOptions, fetch ReplayFetch) (*
 			if err := a.Apply(ctx, raw); err != nil {
 				return err
 			}
-			res.Pos, res.Time = p.Next(), at
+			if !p.Less(res.Pos) {
+				res.Pos, res.Time = p.Next(), at
+			}
 			res.Entries++
 			return nil
 		})

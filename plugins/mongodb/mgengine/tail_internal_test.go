@@ -489,3 +489,37 @@ func TestTailVerify(t *testing.T) {
 		})
 	}
 }
+
+// TestTailEntryBehindTheOneBefore: an entry whose ts is behind the one
+// before it in the oplog's order (FerretDB's emulated oplog, after a write
+// into local.oplog.rs ahead of its clock) leaves its segment's end one
+// past the greatest ts sent, so the next segment, which starts there,
+// never holds that greater entry again (replay would apply it twice).
+func TestTailEntryBehindTheOneBefore(t *testing.T) {
+	start := Pos{T: 1700000000, I: 1}
+	all := entries(t, 1, 7)
+	// The oplog's order: 1 2 5 3, then 6 7; a segment is cut after 4 entries.
+	first := []bson.Raw{all[0], all[1], all[4], all[2]}
+	cur := newSlowCursor(10*time.Millisecond, []bson.Raw{all[5], all[6]})
+	cur.cur = first
+	cur.dieAfter = true
+	rec := &recorder{cur: cur}
+	size := 0
+	for _, raw := range first {
+		size += len(raw)
+	}
+	next, err := tailCursor(context.Background(), cur, noRest, identity, start, false, ArchiveOptions{FlushInterval: time.Hour, MaxSegment: size}, &archState{epoch: 1}, rec.send)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.contiguous(t, start, []uint32{1, 2, 5, 3, 6, 7})
+	if len(rec.segs) < 2 {
+		t.Fatalf("%d segments sent, want the first cut after 4 entries", len(rec.segs))
+	}
+	if end := rec.segs[0].End; end != (Pos{T: 1700000000, I: 6}) {
+		t.Errorf("the first segment (increments %v) ends at %s, want one past its greatest, increment 5", rec.segs[0].ts, end.Text())
+	}
+	if next != (Pos{T: 1700000000, I: 8}) {
+		t.Errorf("tail returned boundary %s, want one past the last entry", next.Text())
+	}
+}
