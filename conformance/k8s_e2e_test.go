@@ -335,6 +335,9 @@ func (ctl *controller) start(t *testing.T) {
 
 func (ctl *controller) log() string { return ctl.Log(30 << 10) }
 
+// logDiag is the controller's log under a heading, for a failure message.
+func (ctl *controller) logDiag() string { return "controller log:\n" + ctl.log() }
+
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
@@ -505,6 +508,27 @@ func waitBackup(t *testing.T, k client.Client, ctl *controller, ns string, match
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
+}
+
+// runBackup creates Backup name of policy in ns and waits up to 3 minutes
+// for it to finish; unless it succeeded, the test fails with its phase and
+// error, then diag's output if diag is not nil.
+func runBackup(t *testing.T, k client.Client, ctl *controller, ns, policy, name string, diag func() string) *amberv1.Backup {
+	t.Helper()
+	if err := k.Create(context.Background(), &amberv1.Backup{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec: amberv1.BackupSpec{PolicyRef: amberv1.LocalRef{Name: policy}}}); err != nil {
+		t.Fatal(err)
+	}
+	b := waitBackup(t, k, ctl, ns, func(b *amberv1.Backup) bool {
+		return b.Name == name && (b.Status.Phase == amberv1.PhaseSucceeded || b.Status.Phase == amberv1.PhaseFailed)
+	}, 3*time.Minute)
+	if b.Status.Phase != amberv1.PhaseSucceeded {
+		if diag == nil {
+			t.Fatalf("Backup %s: %s %q", name, b.Status.Phase, b.Status.Error)
+		}
+		t.Fatalf("Backup %s: %s %q\n%s", name, b.Status.Phase, b.Status.Error, diag())
+	}
+	return b
 }
 
 func psqlValue(t *testing.T, d *pgDriver, dsn, query string) string {

@@ -19,7 +19,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/amber-backup/amber/conformance/testbed"
-	amberv1 "github.com/amber-backup/amber/controller/api/v1alpha1"
 	"github.com/amber-backup/amber/controller/app"
 	"github.com/amber-backup/amber/controller/inject"
 )
@@ -117,22 +116,8 @@ func TestKubernetesFileBackups(t *testing.T) {
 	// next one.
 	time.Sleep(3 * time.Second)
 
-	backup := func(name string) *amberv1.Backup {
-		t.Helper()
-		if err := k.Create(ctx, &amberv1.Backup{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
-			Spec: amberv1.BackupSpec{PolicyRef: amberv1.LocalRef{Name: "pg"}}}); err != nil {
-			t.Fatal(err)
-		}
-		b := waitBackup(t, k, ctl, ns, func(b *amberv1.Backup) bool {
-			return b.Name == name && (b.Status.Phase == amberv1.PhaseSucceeded || b.Status.Phase == amberv1.PhaseFailed)
-		}, 3*time.Minute)
-		if b.Status.Phase != amberv1.PhaseSucceeded {
-			t.Fatalf("Backup %s: %s, %q\ncontroller log:\n%s", name, b.Status.Phase, b.Status.Error, ctl.log())
-		}
-		return b
-	}
 	metricsAddr := net.JoinHostPort(pod.Status.PodIP, "9090")
-	first := backup("first")
+	first := runBackup(t, k, ctl, ns, "pg", "first", ctl.logDiag)
 	read1, reused1 := backupFiles(t, metricsAddr)
 	if read1 < 100 || reused1 != 0 {
 		t.Fatalf("first backup: %v files read, %v reused; want a file-level backup reading every file", read1, reused1)
@@ -140,7 +125,7 @@ func TestKubernetesFileBackups(t *testing.T) {
 	if _, err := pgd.db(t, dsn).Exec(`UPDATE changed SET g = -g WHERE g <= 10`); err != nil {
 		t.Fatal(err)
 	}
-	second := backup("second")
+	second := runBackup(t, k, ctl, ns, "pg", "second", ctl.logDiag)
 	read2, reused2 := backupFiles(t, metricsAddr)
 	t.Logf("Backup first: %d bytes read, %v files; Backup second: %d bytes read, %v files read, %v reused",
 		first.Status.Bytes, read1, second.Status.Bytes, read2, reused2)

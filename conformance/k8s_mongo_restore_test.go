@@ -123,16 +123,7 @@ func restoreMongoClone(t *testing.T, bed *restoreBed) {
 		}
 	}
 	mark(1, 50)
-	if err := k.Create(ctx, &amberv1.Backup{ObjectMeta: metav1.ObjectMeta{Name: "first", Namespace: ns},
-		Spec: amberv1.BackupSpec{PolicyRef: amberv1.LocalRef{Name: "mg"}}}); err != nil {
-		t.Fatal(err)
-	}
-	b := waitBackup(t, k, ctl, ns, func(b *amberv1.Backup) bool {
-		return b.Name == "first" && (b.Status.Phase == amberv1.PhaseSucceeded || b.Status.Phase == amberv1.PhaseFailed)
-	}, 3*time.Minute)
-	if b.Status.Phase != amberv1.PhaseSucceeded {
-		t.Fatalf("Backup first: %s %q\ncontroller log:\n%s", b.Status.Phase, b.Status.Error, ctl.log())
-	}
+	runBackup(t, k, ctl, ns, "mg", "first", ctl.logDiag)
 	mark(51, 100)
 	target := quietSecond()
 	mark(101, 150)

@@ -162,16 +162,7 @@ func restoreMariaDBClone(t *testing.T, bed *restoreBed) *mariaState {
 		}
 	}
 	mark(1, 50)
-	if err := k.Create(ctx, &amberv1.Backup{ObjectMeta: metav1.ObjectMeta{Name: "first", Namespace: ns},
-		Spec: amberv1.BackupSpec{PolicyRef: amberv1.LocalRef{Name: "db"}}}); err != nil {
-		t.Fatal(err)
-	}
-	b := waitBackup(t, k, ctl, ns, func(b *amberv1.Backup) bool {
-		return b.Name == "first" && (b.Status.Phase == amberv1.PhaseSucceeded || b.Status.Phase == amberv1.PhaseFailed)
-	}, 3*time.Minute)
-	if b.Status.Phase != amberv1.PhaseSucceeded {
-		t.Fatalf("Backup first: %s %q\ncontroller log:\n%s", b.Status.Phase, b.Status.Error, ctl.log())
-	}
+	b := runBackup(t, k, ctl, ns, "db", "first", ctl.logDiag)
 	if wc := findCondition(b.Status.Conditions, controllers.CondWorkload); wc == nil || wc.Status != metav1.ConditionTrue {
 		t.Fatalf("Backup first: workload condition %+v", wc)
 	}

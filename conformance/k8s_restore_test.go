@@ -169,16 +169,7 @@ func restorePostgresClone(t *testing.T, bed *restoreBed) {
 	mark(1, 50)
 
 	// A Backup stores the data and, beside it, the workload.
-	if err := k.Create(ctx, &amberv1.Backup{ObjectMeta: metav1.ObjectMeta{Name: "first", Namespace: ns},
-		Spec: amberv1.BackupSpec{PolicyRef: amberv1.LocalRef{Name: "pg"}}}); err != nil {
-		t.Fatal(err)
-	}
-	b := waitBackup(t, k, ctl, ns, func(b *amberv1.Backup) bool {
-		return b.Name == "first" && (b.Status.Phase == amberv1.PhaseSucceeded || b.Status.Phase == amberv1.PhaseFailed)
-	}, 3*time.Minute)
-	if b.Status.Phase != amberv1.PhaseSucceeded {
-		t.Fatalf("Backup first: %s %q", b.Status.Phase, b.Status.Error)
-	}
+	b := runBackup(t, k, ctl, ns, "pg", "first", nil)
 	wc := findCondition(b.Status.Conditions, controllers.CondWorkload)
 	if wc == nil || wc.Status != metav1.ConditionTrue {
 		t.Fatalf("Backup first: workload condition %+v", wc)

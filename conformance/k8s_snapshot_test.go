@@ -109,21 +109,6 @@ func snapshotPostgres(t *testing.T, bed *restoreBed) {
 	for i := 1; i <= 20; i++ {
 		pgd.Mark(t, dsn, i)
 	}
-	// backup takes Backup name of policy pg and waits for it to succeed.
-	backup := func(name string) *amberv1.Backup {
-		t.Helper()
-		if err := k.Create(ctx, &amberv1.Backup{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
-			Spec: amberv1.BackupSpec{PolicyRef: amberv1.LocalRef{Name: "pg"}}}); err != nil {
-			t.Fatal(err)
-		}
-		b := waitBackup(t, k, ctl, ns, func(b *amberv1.Backup) bool {
-			return b.Name == name && (b.Status.Phase == amberv1.PhaseSucceeded || b.Status.Phase == amberv1.PhaseFailed)
-		}, 3*time.Minute)
-		if b.Status.Phase != amberv1.PhaseSucceeded {
-			t.Fatalf("Backup %s: %s %q\n%s", name, b.Status.Phase, b.Status.Error, c.CSILogs())
-		}
-		return b
-	}
 	patchPolicy := func(patch string) {
 		t.Helper()
 		pol := &amberv1.BackupPolicy{ObjectMeta: metav1.ObjectMeta{Name: "pg", Namespace: ns}}
@@ -137,13 +122,13 @@ func snapshotPostgres(t *testing.T, bed *restoreBed) {
 	// A physical backup first, by the same policy switched to mode:
 	// physical for it: the snapshot backup after it is the newer base.
 	patchPolicy(`{"spec":{"mode":"physical"}}`)
-	file1 := backup("file1")
+	file1 := runBackup(t, k, ctl, ns, "pg", "file1", c.CSILogs)
 	patchPolicy(`{"spec":{"mode":"snapshot"}}`)
 	lsnBefore := psqlValue(t, pgd, dsn, `SELECT pg_current_wal_lsn()::text`)
 
 	// Freeze, snapshot, thaw, record.
 	t1 := time.Now()
-	b := backup("snap1")
+	b := runBackup(t, k, ctl, ns, "pg", "snap1", c.CSILogs)
 	lsnAfter := psqlValue(t, pgd, dsn, `SELECT pg_current_wal_lsn()::text`)
 	t.Logf("snapshot Backup snap1 took %s: %s", time.Since(t1).Round(100*time.Millisecond), findCondition(b.Status.Conditions, controllers.CondComplete).Message)
 	if tc := findCondition(b.Status.Conditions, controllers.CondThawed); tc == nil || tc.Status != metav1.ConditionTrue {
@@ -364,7 +349,7 @@ func snapshotPostgres(t *testing.T, bed *restoreBed) {
 	t.Logf("Restore %s to %s (no backupID) chose snapshot backup %s over physical backup %s: clone %s holds exactly markers 1..20 and 101..115, claim %s from VolumeSnapshot %s",
 		rs.Name, target.Format(time.RFC3339Nano), shortID12(b.Status.BackupID), shortID12(file1.Status.BackupID), rs.Status.CloneName, claim.Name, vsName)
 
-	snapshotRetention(t, bed, ns, b, backup, patchPolicy)
+	snapshotRetention(t, bed, ns, b, patchPolicy)
 	t.Logf("Snapshot part: %s", time.Since(t0).Round(100*time.Millisecond))
 }
 
@@ -390,7 +375,7 @@ const frozenSessions = `SELECT count(*) FROM pg_stat_activity WHERE backend_type
 // snap1; then snap2, keepLast: 1, and snap3, whose prune forgets snap1 and
 // snap2: snap2's VolumeSnapshot is deleted, snap1's is kept for the Restore
 // and annotated amber.dev/forgotten-backup, snap3's stays.
-func snapshotRetention(t *testing.T, bed *restoreBed, ns string, snap1 *amberv1.Backup, backup func(string) *amberv1.Backup, patchPolicy func(string)) {
+func snapshotRetention(t *testing.T, bed *restoreBed, ns string, snap1 *amberv1.Backup, patchPolicy func(string)) {
 	t0 := time.Now()
 	ctx := context.Background()
 	k := bed.k
@@ -411,9 +396,9 @@ func snapshotRetention(t *testing.T, bed *restoreBed, ns string, snap1 *amberv1.
 	if hold.Status.Phase != amberv1.PhaseRunning {
 		t.Fatalf("Restore hold: %s %q", hold.Status.Phase, hold.Status.Error)
 	}
-	snap2 := backup("snap2")
+	snap2 := runBackup(t, k, bed.ctl, ns, "pg", "snap2", bed.c.CSILogs)
 	patchPolicy(`{"spec":{"retention":{"keepLast":1}}}`)
-	snap3 := backup("snap3")
+	snap3 := runBackup(t, k, bed.ctl, ns, "pg", "snap3", bed.c.CSILogs)
 	pruned := findCondition(snap3.Status.Conditions, "Pruned")
 	if pruned == nil {
 		t.Fatalf("Backup snap3 has no Pruned condition: %+v", snap3.Status.Conditions)

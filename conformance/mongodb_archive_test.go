@@ -49,16 +49,7 @@ func mongoRollbackEpoch(t *testing.T, amber conformance.AmberRunner) {
 		}
 	}
 	repo := filepath.Join(t.TempDir(), "repo")
-	run := func(args ...string) string {
-		t.Helper()
-		var out, errb bytes.Buffer
-		c := amber(repo, args...)
-		c.Stdout, c.Stderr = &out, &errb
-		if err := c.Run(); err != nil {
-			t.Fatalf("amber %s: %v\n%s%s", strings.Join(args, " "), err, out.String(), errb.String())
-		}
-		return out.String()
-	}
+	run := func(args ...string) string { t.Helper(); return amberRun(t, amber, repo, args...) }
 	// archive runs amber archive while fn writes, then stops it.
 	archive := func(fn func()) string {
 		t.Helper()
@@ -264,16 +255,7 @@ func mongoArchiveKill(t *testing.T, amber conformance.AmberRunner) {
 		}
 	}
 	repo := filepath.Join(t.TempDir(), "repo")
-	run := func(args ...string) string {
-		t.Helper()
-		var out, errb bytes.Buffer
-		c := amber(repo, args...)
-		c.Stdout, c.Stderr = &out, &errb
-		if err := c.Run(); err != nil {
-			t.Fatalf("amber %s: %v\n%s%s", strings.Join(args, " "), err, out.String(), errb.String())
-		}
-		return out.String()
-	}
+	run := func(args ...string) string { t.Helper(); return amberRun(t, amber, repo, args...) }
 	type archiver struct {
 		pid  int
 		log  *syncBuf

@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -29,7 +28,7 @@ import (
 // (testbed), or the server AMBER_TEST_MONGODB_URI names.
 func TestMongoDBConformance(t *testing.T) {
 	bin := mongoBins(t)
-	amber := func(repo string, args ...string) *exec.Cmd { return mysqlAmber(bin, repo, args...) }
+	amber := mysqlAmberRunner(bin)
 	t.Run("RoundTripTypes", func(t *testing.T) { mongoRoundTripTypes(t, amber) })
 	t.Run("LogicalPointInTime", func(t *testing.T) { mongoLogicalPointInTime(t, amber) })
 	t.Run("ExportArchive", func(t *testing.T) { mongoExportArchive(t, amber) })
@@ -108,16 +107,7 @@ func mongoRoundTripTypes(t *testing.T, amber conformance.AmberRunner) {
 		t.Fatal(err)
 	}
 	repo := filepath.Join(t.TempDir(), "repo")
-	run := func(args ...string) string {
-		t.Helper()
-		var out, errb bytes.Buffer
-		c := amber(repo, args...)
-		c.Stdout, c.Stderr = &out, &errb
-		if err := c.Run(); err != nil {
-			t.Fatalf("amber %s: %v\n%s%s", strings.Join(args, " "), err, out.String(), errb.String())
-		}
-		return out.String()
-	}
+	run := func(args ...string) string { t.Helper(); return amberRun(t, amber, repo, args...) }
 	run("repo", "init")
 	start = time.Now()
 	run("backup", "--engine", "mongodb", "--dsn", src.DSN(), "--mode", "logical")
@@ -162,16 +152,7 @@ func mongoLogicalPointInTime(t *testing.T, amber conformance.AmberRunner) {
 		}
 	}
 	repo := filepath.Join(t.TempDir(), "repo")
-	run := func(t *testing.T, args ...string) string {
-		t.Helper()
-		var out, errb bytes.Buffer
-		c := amber(repo, args...)
-		c.Stdout, c.Stderr = &out, &errb
-		if err := c.Run(); err != nil {
-			t.Fatalf("amber %s: %v\n%s%s", strings.Join(args, " "), err, out.String(), errb.String())
-		}
-		return out.String()
-	}
+	run := func(t *testing.T, args ...string) string { t.Helper(); return amberRun(t, amber, repo, args...) }
 	run(t, "repo", "init")
 	var archErr bytes.Buffer
 	arch := amber(repo, "archive", "--engine", "mongodb", "--dsn", src.Base, "--flush-interval", "200ms")

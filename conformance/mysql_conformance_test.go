@@ -25,7 +25,7 @@ import (
 // amber-plugin-mysql and real MariaDB servers.
 func TestMySQLConformance(t *testing.T) {
 	bin := mysqlBins(t)
-	amber := func(repo string, args ...string) *exec.Cmd { return mysqlAmber(bin, repo, args...) }
+	amber := mysqlAmberRunner(bin)
 	t.Run("RestoreStdout", func(t *testing.T) { mysqlRestoreStdout(t, amber) })
 	t.Run("LogicalPointInTime", func(t *testing.T) { mysqlLogicalPointInTime(t, amber) })
 	t.Run("UsersAndGrants", func(t *testing.T) { mysqlUsersAndGrants(t, amber) })
@@ -51,6 +51,11 @@ func mysqlAmber(bin, repo string, args ...string) *exec.Cmd {
 	c := exec.Command(filepath.Join(bin, "amber"), args...)
 	c.Env = append(os.Environ(), "AMBER_REPO="+repo, "AMBER_PASSWORD=conformance", "AMBER_CACHE_DIR=-")
 	return c
+}
+
+// mysqlAmberRunner is mysqlAmber as the suite's runner.
+func mysqlAmberRunner(bin string) func(repo string, args ...string) *exec.Cmd {
+	return func(repo string, args ...string) *exec.Cmd { return mysqlAmber(bin, repo, args...) }
 }
 
 // mysqlRestoreStdout: `amber restore --stdout` of a logical backup is one

@@ -3,7 +3,6 @@ package conformance_test
 import (
 	"bytes"
 	"encoding/json"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -81,9 +80,4 @@ func TestMySQLSettingsAndOptions(t *testing.T) {
 	if len(ls.Backups) != 1 || len(streams) != 1 || streams[0] != "mysql-orders" {
 		t.Fatalf("amber ls: %d backups, windows of streams %v; want one backup in the window of mysql-orders", len(ls.Backups), streams)
 	}
-}
-
-// mysqlAmberRunner is mysqlAmber as the suite's runner.
-func mysqlAmberRunner(bin string) func(repo string, args ...string) *exec.Cmd {
-	return func(repo string, args ...string) *exec.Cmd { return mysqlAmber(bin, repo, args...) }
 }

@@ -29,7 +29,7 @@ import (
 	"github.com/amber-backup/amber/controller/sidecarapi/sidecardouble"
 	"github.com/amber-backup/amber/controller/workload"
 	"github.com/amber-backup/amber/sidecar/repo"
-	"github.com/amber-backup/amber/sidecar/storage/file"
+	"github.com/amber-backup/amber/sidecar/repo/repotest"
 )
 
 // snapshotBed is a Backup of a snapshot-mode policy on a fake API server,
@@ -46,7 +46,6 @@ type snapshotBed struct {
 
 func newSnapshotBed(t *testing.T, lease, timeout time.Duration) *snapshotBed {
 	t.Helper()
-	ctx := context.Background()
 	scheme := runtime.NewScheme()
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
 		t.Fatal(err)
@@ -61,22 +60,14 @@ func newSnapshotBed(t *testing.T, lease, timeout time.Duration) *snapshotBed {
 	}
 
 	dir := t.TempDir()
-	be, err := file.Open(dir, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rp, err := repo.Init(ctx, be, []byte("pw"), repo.Options{CacheDir: "-", KDF: repo.KDFParams{Time: 1, Memory: 1024, Threads: 1}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rp.Close()
+	repotest.NewIn(t, dir).Close()
 
 	pol := &amberv1.BackupPolicy{ObjectMeta: metav1.ObjectMeta{Name: "snap", Namespace: "shop"},
 		Spec: amberv1.BackupPolicySpec{Engine: amberv1.EnginePostgres, Mode: amberv1.ModeSnapshot,
 			Repository: amberv1.RepositorySpec{URL: "file://" + dir, CredentialsSecret: amberv1.SecretRef{Name: "creds"}},
 			Snapshot: &amberv1.SnapshotSpec{VolumeSnapshotClassName: "hostpath", Lease: &metav1.Duration{Duration: lease},
 				Timeout: &metav1.Duration{Duration: timeout}}}}
-	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "creds", Namespace: "shop"}, Data: map[string][]byte{"password": []byte("pw")}}
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "creds", Namespace: "shop"}, Data: map[string][]byte{"password": []byte(repotest.Password)}}
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "pg-0", Namespace: "shop",
 		Annotations:     map[string]string{inject.AnnotationPolicy: "snap", inject.AnnotationInjected: "true"},
 		OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "StatefulSet", Name: "pg", UID: "u1", Controller: ptr.To(true)}}},

@@ -22,8 +22,7 @@ import (
 	"github.com/amber-backup/amber/sidecar/agent"
 	"github.com/amber-backup/amber/sidecar/agent/agentpb"
 	"github.com/amber-backup/amber/sidecar/pluginhost"
-	"github.com/amber-backup/amber/sidecar/repo"
-	"github.com/amber-backup/amber/sidecar/storage/file"
+	"github.com/amber-backup/amber/sidecar/repo/repotest"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -48,15 +47,7 @@ func TestControllerTalksToAgent(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	pg := testbed.StartPostgres(t, testbed.PostgresOptions{})
-	be, err := file.Open(filepath.Join(t.TempDir(), "repo"), true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := repo.Init(ctx, be, []byte("pw"), repo.Options{CacheDir: "-", KDF: repo.KDFParams{Time: 1, Memory: 1024, Threads: 1}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	r := repotest.New(t)
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	host := pluginhost.New(pluginhost.Options{Dirs: []string{pluginDir}, Logger: log})
 	defer host.Close()

@@ -24,6 +24,7 @@ import (
 	"github.com/amber-backup/amber/sidecar/job"
 	"github.com/amber-backup/amber/sidecar/pluginhost"
 	"github.com/amber-backup/amber/sidecar/repo"
+	"github.com/amber-backup/amber/sidecar/repo/repotest"
 	"github.com/amber-backup/amber/sidecar/storage/file"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -49,25 +50,21 @@ func buildPlugin(t *testing.T) string {
 
 const testPassword = "agent-test-password"
 
-// newRepo makes a file repository; kdf zero is the real key derivation.
-func newRepo(t *testing.T, ctx context.Context, dir string, kdf repo.KDFParams) *repo.Repository {
+// newRepo makes a file repository with the real key derivation (what a
+// real repository costs to open).
+func newRepo(t *testing.T, ctx context.Context, dir string) *repo.Repository {
 	t.Helper()
 	be, err := file.Open(dir, true)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := repo.Init(ctx, be, []byte(testPassword), repo.Options{CacheDir: "-", KDF: kdf})
+	r, err := repo.Init(ctx, be, []byte(testPassword), repo.Options{CacheDir: "-"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { r.Close() })
 	return r
 }
-
-var (
-	cheapKDF       = repo.KDFParams{Time: 1, Memory: 1024, Threads: 1}
-	repoKDFDefault = repo.KDFParams{} // what a real repository costs to open
-)
 
 // countingEngine is the real plugin, counting the calls that reach it; the
 // first physical backup waits for gate, so a test can call while it runs.
@@ -181,7 +178,7 @@ func TestAgentWithPostgres(t *testing.T) {
 	pg := testbed.StartPostgres(t, testbed.PostgresOptions{})
 	ctx, cancelAll := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancelAll()
-	r := newRepo(t, ctx, filepath.Join(t.TempDir(), "repo"), cheapKDF)
+	r := repotest.New(t)
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	host := pluginhost.New(pluginhost.Options{Dirs: []string{pluginDir}, Logger: log})
 	t.Cleanup(func() { host.Close() })

@@ -16,6 +16,7 @@ import (
 	"github.com/amber-backup/amber/sidecar/agent/agentpb"
 	"github.com/amber-backup/amber/sidecar/job"
 	"github.com/amber-backup/amber/sidecar/pluginhost"
+	"github.com/amber-backup/amber/sidecar/repo/repotest"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
 )
@@ -30,7 +31,7 @@ func TestAgentFileBackups(t *testing.T) {
 	pg := testbed.StartPostgres(t, testbed.PostgresOptions{})
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
-	r := newRepo(t, ctx, filepath.Join(t.TempDir(), "repo"), cheapKDF)
+	r := repotest.New(t)
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	host := pluginhost.New(pluginhost.Options{Dirs: []string{pluginDir}, Logger: log})
 	t.Cleanup(func() { host.Close() })

@@ -83,7 +83,7 @@ func TestSidecarProcess(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	repoDir := filepath.Join(t.TempDir(), "repo")
-	newRepo(t, ctx, repoDir, repoKDFDefault)
+	newRepo(t, ctx, repoDir)
 
 	pk := newPKI(t)
 	files := t.TempDir()

@@ -8,21 +8,8 @@ import (
 
 	"github.com/amber-backup/amber/plugins/api"
 	"github.com/amber-backup/amber/sidecar/repo"
-	"github.com/amber-backup/amber/sidecar/storage/file"
+	"github.com/amber-backup/amber/sidecar/repo/repotest"
 )
-
-func testRepo(t *testing.T) *repo.Repository {
-	t.Helper()
-	be, err := file.Open(t.TempDir(), false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := repo.Init(context.Background(), be, []byte("pw"), repo.Options{KDF: repo.KDFParams{Time: 1, Memory: 1024, Threads: 1}, CacheDir: "-"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return r
-}
 
 func pos(epoch uint32, off uint64) api.Position {
 	return api.Position{Epoch: epoch, Offset: off, Token: []byte{byte(epoch), byte(off >> 24)}, Text: api.Position{Epoch: epoch, Offset: off}.String()}
@@ -45,7 +32,7 @@ func put(t *testing.T, r *repo.Repository, epoch uint32, start, end uint64, part
 // reaches, one it does not, and an epoch that names no branch.
 func TestCoverFollowsBranches(t *testing.T) {
 	ctx := context.Background()
-	r := testRepo(t)
+	r := repotest.New(t)
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	none := api.Position{}
 	put(t, r, 1, 0x1000000, 0x2000000, false, t0, none)

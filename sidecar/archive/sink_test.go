@@ -9,6 +9,7 @@ import (
 
 	"github.com/amber-backup/amber/plugins/api"
 	"github.com/amber-backup/amber/plugins/api/clock"
+	"github.com/amber-backup/amber/sidecar/repo/repotest"
 )
 
 // TestSinkPieces: partial pieces (each the bytes since the previous flush)
@@ -17,7 +18,7 @@ import (
 // with the same start that reaches further replaces the shorter one.
 func TestSinkPieces(t *testing.T) {
 	ctx := context.Background()
-	r := testRepo(t)
+	r := repotest.New(t)
 	s := NewSink(r, "pg", slog.New(slog.DiscardHandler), nil)
 	send := func(start, end uint64, partial bool) {
 		t.Helper()
@@ -71,7 +72,7 @@ func TestSinkPieces(t *testing.T) {
 func TestSinkPending(t *testing.T) {
 	ctx := context.Background()
 	clk := clock.NewFake(time.Unix(1_700_000_000, 0))
-	s := NewSink(testRepo(t), "pg", slog.New(slog.DiscardHandler), clk)
+	s := NewSink(repotest.New(t), "pg", slog.New(slog.DiscardHandler), clk)
 	pending := func() time.Time {
 		s.Stats.Lock()
 		defer s.Stats.Unlock()
@@ -115,7 +116,7 @@ func TestSinkPending(t *testing.T) {
 // commits.
 func TestSinkCarriesLastCommit(t *testing.T) {
 	ctx := context.Background()
-	r := testRepo(t)
+	r := repotest.New(t)
 	s := NewSink(r, "pg", slog.New(slog.DiscardHandler), nil)
 	held := time.Date(2026, 11, 29, 8, 0, 0, 0, time.UTC)
 	s.CommittedUntil(held)

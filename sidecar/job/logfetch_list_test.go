@@ -13,6 +13,7 @@ import (
 	"github.com/amber-backup/amber/plugins/api"
 	"github.com/amber-backup/amber/sidecar/archive"
 	"github.com/amber-backup/amber/sidecar/repo"
+	"github.com/amber-backup/amber/sidecar/repo/repotest"
 	"github.com/amber-backup/amber/sidecar/storage"
 	"github.com/amber-backup/amber/sidecar/storage/file"
 )
@@ -62,10 +63,7 @@ func TestFetchLogFileListsItsNeighbourhood(t *testing.T) {
 		t.Fatal(err)
 	}
 	be := &countingBackend{Backend: fb}
-	r, err := repo.Init(ctx, be, []byte("pw"), repo.Options{KDF: repo.KDFParams{Time: 1, Memory: 1024, Threads: 1}, CacheDir: "-"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := repotest.NewOn(t, be)
 	const n = 600
 	content := func(i int) []byte { return bytes.Repeat([]byte{byte(i), byte(i >> 8)}, segSize/2) }
 	sink := archive.NewSink(r, "pg", slog.New(slog.DiscardHandler), nil)

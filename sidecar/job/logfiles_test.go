@@ -11,7 +11,7 @@ import (
 	"github.com/amber-backup/amber/plugins/api"
 	"github.com/amber-backup/amber/sidecar/archive"
 	"github.com/amber-backup/amber/sidecar/repo"
-	"github.com/amber-backup/amber/sidecar/storage/file"
+	"github.com/amber-backup/amber/sidecar/repo/repotest"
 )
 
 // pieceEngine describes every log file as the 4 KiB segment at 0x1000 of
@@ -35,14 +35,7 @@ func (pieceOpener) Engine(context.Context, string) (api.Engine, error)     { ret
 // file are left out.
 func TestFetchLogFilePieces(t *testing.T) {
 	ctx := context.Background()
-	be, err := file.Open(t.TempDir(), false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := repo.Init(ctx, be, []byte("pw"), repo.Options{KDF: repo.KDFParams{Time: 1, Memory: 1024, Threads: 1}, CacheDir: "-"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := repotest.New(t)
 	wal := make([]byte, 0x1000)
 	for i := range wal {
 		wal[i] = byte(i*7 + i>>8)

@@ -10,7 +10,7 @@ import (
 	"github.com/amber-backup/amber/plugins/api"
 	"github.com/amber-backup/amber/sidecar/archive"
 	"github.com/amber-backup/amber/sidecar/repo"
-	"github.com/amber-backup/amber/sidecar/storage/file"
+	"github.com/amber-backup/amber/sidecar/repo/repotest"
 )
 
 // TestReachFromBackupStart: a backup that holds no log of its own
@@ -127,15 +127,7 @@ func TestLogStart(t *testing.T) {
 // derivation) and a sink for archived log of stream postgres-1.
 func newLogRepo(t *testing.T) (*repo.Repository, *archive.Sink) {
 	t.Helper()
-	be, err := file.Open(t.TempDir(), false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := repo.Init(context.Background(), be, []byte("pw"), repo.Options{KDF: repo.KDFParams{Time: 1, Memory: 1024, Threads: 1}, CacheDir: "-"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { r.Close() })
+	r := repotest.New(t)
 	return r, archive.NewSink(r, "postgres-1", slog.New(slog.DiscardHandler), nil)
 }
 

@@ -8,22 +8,14 @@ import (
 	"time"
 
 	"github.com/amber-backup/amber/sidecar/repo"
-	"github.com/amber-backup/amber/sidecar/storage/file"
+	"github.com/amber-backup/amber/sidecar/repo/repotest"
 )
 
 // A snapshot backup's data is in volume snapshots: a restore never picks
 // it, and one naming it is refused with what to do instead.
 func TestPickBackupSkipsSnapshots(t *testing.T) {
 	ctx := context.Background()
-	be, err := file.Open(t.TempDir(), false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := repo.Init(ctx, be, []byte("pw"), repo.Options{KDF: repo.KDFParams{Time: 1, Memory: 1024, Threads: 1}, CacheDir: "-"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	r := repotest.New(t)
 	w, err := r.NewWriter(ctx)
 	if err != nil {
 		t.Fatal(err)
