@@ -50,6 +50,11 @@ type Chunker struct {
 	end     int // end of valid data in buf
 	eof     bool
 	readErr error
+
+	// Where Cut stopped scanning the chunk it could not yet cut: the next
+	// byte to hash (0: none scanned) and the hash so far.
+	scan   int
+	scanFP uint64
 }
 
 // New returns a chunker over rd.
@@ -65,6 +70,7 @@ func New(rd io.Reader, t *Table, p Params) (*Chunker, error) {
 // Reset starts cutting rd afresh, as New would, keeping the buffer.
 func (c *Chunker) Reset(rd io.Reader) {
 	c.rd, c.start, c.end, c.eof, c.readErr = rd, 0, 0, false, nil
+	c.scan, c.scanFP = 0, 0
 }
 
 // Next returns the next chunk, valid until the following call, or io.EOF
@@ -82,7 +88,7 @@ func (c *Chunker) Next() ([]byte, error) {
 		}
 		return nil, io.EOF
 	}
-	n := c.cut(data)
+	n, _ := c.Cut(data, c.eof) // final: data holds Max bytes or the rest of the stream
 	c.start += n
 	return data[:n:n], nil
 }
@@ -106,36 +112,55 @@ func (c *Chunker) fill() error {
 	return nil
 }
 
-// cut returns the length of the chunk at the start of data.
-func (c *Chunker) cut(data []byte) int {
-	n := len(data)
-	if n <= c.p.Min {
-		return n
-	}
+// Cut returns the length of the chunk that starts at data[0], as Next
+// would cut it, if data holds enough of the stream to tell: ok is false
+// when no boundary is in data, data is shorter than Max and end (data runs
+// to the end of the stream) is false. The caller then calls Cut again with
+// the same chunk's bytes and more after them (at least one more byte, or
+// end); Cut resumes where it stopped, so no byte is hashed twice. The
+// boundary depends only on the bytes up to it, so cutting a stream in any
+// pieces gives the chunks Next gives.
+func (c *Chunker) Cut(data []byte, end bool) (n int, ok bool) {
+	n = len(data)
 	if n > c.p.Max {
 		n = c.p.Max
+	}
+	if n <= c.p.Min {
+		if end || n == c.p.Max {
+			return n, true
+		}
+		return 0, false
 	}
 	normal := c.p.Avg
 	if n < normal {
 		normal = n
 	}
 	t := c.t
-	var fp uint64
-	i := c.p.Min - 64 // warm the hash over the 64 bytes it depends on
-	for ; i < c.p.Min; i++ {
-		fp = fp<<1 + t[data[i]]
+	i, fp := c.scan, c.scanFP
+	if i == 0 {
+		i = c.p.Min - 64 // warm the hash over the 64 bytes it depends on
+		for ; i < c.p.Min; i++ {
+			fp = fp<<1 + t[data[i]]
+		}
 	}
 	for ; i < normal; i++ {
 		fp = fp<<1 + t[data[i]]
 		if fp&c.maskS == 0 {
-			return i + 1
+			c.scan, c.scanFP = 0, 0
+			return i + 1, true
 		}
 	}
 	for ; i < n; i++ {
 		fp = fp<<1 + t[data[i]]
 		if fp&c.maskL == 0 {
-			return i + 1
+			c.scan, c.scanFP = 0, 0
+			return i + 1, true
 		}
 	}
-	return n
+	if n == c.p.Max || end {
+		c.scan, c.scanFP = 0, 0
+		return n, true
+	}
+	c.scan, c.scanFP = i, fp
+	return 0, false
 }
