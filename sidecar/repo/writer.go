@@ -332,9 +332,10 @@ func (w *Writer) writeChunks(ctx context.Context, name string, fill func(emitter
 			defer wg.Done()
 			enc := w.r.opts.Compression.newEncoder()
 			defer enc.close()
+			ids := w.r.ids.hasher()
 			for j := range jobs {
 				data := j.data
-				id := w.r.ids.id(data)
+				id := ids.id(data)
 				var err error
 				if w.claim(id) {
 					b := BlobInfo{ID: id, Type: DataBlob, RawLength: uint32(len(data))}
