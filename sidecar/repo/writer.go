@@ -387,7 +387,7 @@ func (w *Writer) writeChunks(ctx context.Context, name string, fill func(emitter
 	}()
 
 	entry := Entry{Name: name}
-	list := make([]byte, 0, listLen*36)
+	var list []byte // grows to listLen entries: most streams need far fewer
 	var firstErr error
 	for j := range order {
 		res := <-j.done

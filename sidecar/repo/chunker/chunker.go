@@ -45,9 +45,9 @@ type Chunker struct {
 	p       Params
 	maskS   uint64 // harder to match: used before Avg
 	maskL   uint64 // easier to match: used after Avg
-	buf     []byte
-	start   int // first unconsumed byte in buf
-	end     int // end of valid data in buf
+	buf     []byte // Next's buffer, allocated on its first call
+	start   int    // first unconsumed byte in buf
+	end     int    // end of valid data in buf
 	eof     bool
 	readErr error
 
@@ -64,7 +64,7 @@ func New(rd io.Reader, t *Table, p Params) (*Chunker, error) {
 	}
 	b := bits.TrailingZeros(uint(p.Avg))
 	high := func(n int) uint64 { return ^uint64(0) << (64 - n) }
-	return &Chunker{rd: rd, t: t, p: p, maskS: high(b + 2), maskL: high(b - 2), buf: make([]byte, 2*p.Max)}, nil
+	return &Chunker{rd: rd, t: t, p: p, maskS: high(b + 2), maskL: high(b - 2)}, nil
 }
 
 // Reset starts cutting rd afresh, as New would, keeping the buffer.
@@ -94,6 +94,9 @@ func (c *Chunker) Next() ([]byte, error) {
 }
 
 func (c *Chunker) fill() error {
+	if c.buf == nil {
+		c.buf = make([]byte, 2*c.p.Max)
+	}
 	n := copy(c.buf, c.buf[c.start:c.end])
 	c.start, c.end = 0, n
 	for c.end < len(c.buf) {
