@@ -36,12 +36,13 @@ type Writer struct {
 	reused    map[ID]bool // packs of blobs this writer deduplicated against
 	started   time.Time
 	committed ID
-	ctx       context.Context // uploads run under the writer's context, not a stream's
-	written   []indexPack     // packs uploaded, not yet in an index file
-	uploaded  []ID            // every pack this writer uploaded
-	sem       chan struct{}   // one token per pack being uploaded
-	bufs      sync.Pool       // pack buffers, reused once uploaded
-	slabs     *slabPool       // stream buffers chunks are cut from
+	ctx       context.Context   // uploads run under the writer's context, not a stream's
+	written   []indexPack       // packs uploaded, not yet in an index file
+	uploaded  []ID              // every pack this writer uploaded
+	sem       chan struct{}     // one token per pack being uploaded
+	bufs      sync.Pool         // pack buffers, reused once uploaded
+	slabs     *slabPool         // stream buffers chunks are cut from
+	encs      chan *blobEncoder // idle data encoders, reused across streams
 	upWG      sync.WaitGroup
 	upErr     error
 
@@ -60,6 +61,29 @@ type Writer struct {
 
 // uploaders is how many packs upload at once.
 const uploaders = 3
+
+// encodersKept is how many idle encoders a writer keeps for its next
+// streams: a zstd encoder's tables and history take a few MB to set up.
+const encodersKept = 8
+
+// encoder returns an idle data encoder or a new one.
+func (w *Writer) encoder() *blobEncoder {
+	select {
+	case e := <-w.encs:
+		return e
+	default:
+		return w.r.opts.Compression.newEncoder()
+	}
+}
+
+// putEncoder keeps e for another stream, or closes it.
+func (w *Writer) putEncoder(e *blobEncoder) {
+	select {
+	case w.encs <- e:
+	default:
+		e.close()
+	}
+}
 
 // NewWriter starts a writer: it writes its marker (writers/<random id>),
 // waits for a running prune to finish (at most Options.LockWait), then
@@ -80,7 +104,8 @@ func (r *Repository) NewWriter(ctx context.Context) (*Writer, error) {
 		return nil, err
 	}
 	w := &Writer{r: r, idx: idx, marker: marker, claimed: make(map[ID]bool), reused: make(map[ID]bool),
-		sem: make(chan struct{}, uploaders), started: r.now().UTC(), ctx: ctx, slabs: newSlabPool(r.cfg.Chunker.Max)}
+		sem: make(chan struct{}, uploaders), started: r.now().UTC(), ctx: ctx, slabs: newSlabPool(r.cfg.Chunker.Max),
+		encs: make(chan *blobEncoder, encodersKept)}
 	packCap := r.cfg.PackSize + r.cfg.PackSize/8
 	w.bufs.New = func() any { return make([]byte, 0, packCap) }
 	return w, nil
@@ -330,8 +355,8 @@ func (w *Writer) writeChunks(ctx context.Context, name string, fill func(emitter
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			enc := w.r.opts.Compression.newEncoder()
-			defer enc.close()
+			enc := w.encoder()
+			defer w.putEncoder(enc)
 			ids := w.r.ids.hasher()
 			for j := range jobs {
 				data := j.data
