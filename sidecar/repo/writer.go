@@ -42,7 +42,7 @@ type Writer struct {
 	sem       chan struct{}     // one token per pack being uploaded
 	bufs      sync.Pool         // pack buffers, reused once uploaded
 	slabs     *slabPool         // stream buffers chunks are cut from
-	encs      chan *blobEncoder // idle data encoders, reused across streams
+	idle      chan *chunkWorker // idle workers' state, reused across streams
 	upWG      sync.WaitGroup
 	upErr     error
 
@@ -62,26 +62,33 @@ type Writer struct {
 // uploaders is how many packs upload at once.
 const uploaders = 3
 
-// encodersKept is how many idle encoders a writer keeps for its next
-// streams: a zstd encoder's tables and history take a few MB to set up.
-const encodersKept = 8
+// chunkWorker is what a goroutine needs to store chunks: a zstd encoder's
+// tables and history take a few MB to set up, a keyed BLAKE3 state a few KiB.
+type chunkWorker struct {
+	enc *blobEncoder
+	ids *chunkHasher
+}
 
-// encoder returns an idle data encoder or a new one.
-func (w *Writer) encoder() *blobEncoder {
+// workersKept is how many idle workers' state a writer keeps for its next
+// streams.
+const workersKept = 8
+
+// worker returns an idle worker's state or a new one.
+func (w *Writer) worker() *chunkWorker {
 	select {
-	case e := <-w.encs:
-		return e
+	case cw := <-w.idle:
+		return cw
 	default:
-		return w.r.opts.Compression.newEncoder()
+		return &chunkWorker{enc: w.r.opts.Compression.newEncoder(), ids: w.r.ids.hasher()}
 	}
 }
 
-// putEncoder keeps e for another stream, or closes it.
-func (w *Writer) putEncoder(e *blobEncoder) {
+// putWorker keeps cw for another stream, or closes it.
+func (w *Writer) putWorker(cw *chunkWorker) {
 	select {
-	case w.encs <- e:
+	case w.idle <- cw:
 	default:
-		e.close()
+		cw.enc.close()
 	}
 }
 
@@ -105,7 +112,7 @@ func (r *Repository) NewWriter(ctx context.Context) (*Writer, error) {
 	}
 	w := &Writer{r: r, idx: idx, marker: marker, claimed: make(map[ID]bool), reused: make(map[ID]bool),
 		sem: make(chan struct{}, uploaders), started: r.now().UTC(), ctx: ctx, slabs: newSlabPool(r.cfg.Chunker.Max),
-		encs: make(chan *blobEncoder, encodersKept)}
+		idle: make(chan *chunkWorker, workersKept)}
 	packCap := r.cfg.PackSize + r.cfg.PackSize/8
 	w.bufs.New = func() any { return make([]byte, 0, packCap) }
 	return w, nil
@@ -355,9 +362,9 @@ func (w *Writer) writeChunks(ctx context.Context, name string, fill func(emitter
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			enc := w.encoder()
-			defer w.putEncoder(enc)
-			ids := w.r.ids.hasher()
+			cw := w.worker()
+			defer w.putWorker(cw)
+			enc, ids := cw.enc, cw.ids
 			for j := range jobs {
 				data := j.data
 				id := ids.id(data)
