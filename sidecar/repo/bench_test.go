@@ -242,3 +242,38 @@ func BenchmarkCodecs(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkBackupManyStreams backs up 32 MiB of the dump-like stream as
+// 512 streams of 64 KiB, as a logical backup stores many small tables:
+// what a stream costs beyond its bytes.
+func BenchmarkBackupManyStreams(b *testing.B) {
+	data := benchStream()[:32<<20]
+	const streams = 512
+	b.SetBytes(int64(len(data)))
+	for b.Loop() {
+		b.StopTimer()
+		r, dir := benchRepo(b)
+		b.StartTimer()
+		ctx := context.Background()
+		w, err := r.NewWriter(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		m := &Manifest{Name: "bench", Start: time.Now()}
+		size := len(data) / streams
+		for i := range streams {
+			e, err := w.WriteStream(ctx, "t"+strconv.Itoa(i), bytes.NewReader(data[i*size:(i+1)*size]))
+			if err != nil {
+				b.Fatal(err)
+			}
+			m.Entries = append(m.Entries, e)
+		}
+		if _, err := w.Commit(ctx, m); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		r.Close()
+		os.RemoveAll(dir)
+		b.StartTimer()
+	}
+}

@@ -120,11 +120,23 @@ func (s *sealer) open(dst, sealed, ad []byte) ([]byte, error) {
 // the key.
 type chunkIDer struct{ key [32]byte }
 
-func (c chunkIDer) id(data []byte) ID {
+func (c chunkIDer) id(data []byte) ID { return c.hasher().id(data) }
+
+// hasher returns a chunkHasher for one goroutine.
+func (c chunkIDer) hasher() *chunkHasher {
 	h, _ := blake3.NewKeyed(c.key[:])
-	h.Write(data)
+	return &chunkHasher{h: h}
+}
+
+// chunkHasher names chunks as chunkIDer does, reusing one keyed state
+// (a few KiB) instead of allocating it for every chunk.
+type chunkHasher struct{ h *blake3.Hasher }
+
+func (c *chunkHasher) id(data []byte) ID {
+	c.h.Reset()
+	c.h.Write(data)
 	var id ID
-	h.Sum(id[:0])
+	c.h.Sum(id[:0])
 	return id
 }
 

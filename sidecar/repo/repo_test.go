@@ -13,6 +13,7 @@ import (
 
 	"github.com/amber-backup/amber/sidecar/storage"
 	"github.com/amber-backup/amber/sidecar/storage/file"
+	"github.com/zeebo/blake3"
 )
 
 var testKDF = KDFParams{Time: 1, Memory: 1024, Threads: 1}
@@ -254,4 +255,26 @@ func TestPrune(t *testing.T) {
 	if got := restore(t, r, ms[2]); !bytes.Equal(got, pseudoRandom(12, 5<<20)) {
 		t.Fatal("kept backup differs after prune")
 	}
+}
+
+// A reused chunk hasher names chunks as a fresh one does.
+func TestChunkHasherReuse(t *testing.T) {
+	c := chunkIDer{key: [32]byte{7}}
+	h := c.hasher()
+	for _, n := range []int{0, 1, 1024, 1025, 300 << 10, 5} {
+		data := bytes.Repeat([]byte{byte(n)}, n)
+		if got, want := h.id(data), c.id(data); got != want {
+			t.Fatalf("%d bytes: reused hasher gives %s, fresh %s", n, got.Short(), want.Short())
+		}
+		if got, want := h.id(data), ID(blake3Keyed(c.key, data)); got != want {
+			t.Fatalf("%d bytes: %s, want %s", n, got.Short(), want.Short())
+		}
+	}
+}
+
+func blake3Keyed(key [32]byte, data []byte) (id [32]byte) {
+	h, _ := blake3.NewKeyed(key[:])
+	h.Write(data)
+	h.Sum(id[:0])
+	return id
 }

@@ -36,11 +36,13 @@ type Writer struct {
 	reused    map[ID]bool // packs of blobs this writer deduplicated against
 	started   time.Time
 	committed ID
-	ctx       context.Context // uploads run under the writer's context, not a stream's
-	written   []indexPack     // packs uploaded, not yet in an index file
-	uploaded  []ID            // every pack this writer uploaded
-	sem       chan struct{}   // one token per pack being uploaded
-	bufs      sync.Pool       // pack buffers, reused once uploaded
+	ctx       context.Context   // uploads run under the writer's context, not a stream's
+	written   []indexPack       // packs uploaded, not yet in an index file
+	uploaded  []ID              // every pack this writer uploaded
+	sem       chan struct{}     // one token per pack being uploaded
+	bufs      sync.Pool         // pack buffers, reused once uploaded
+	slabs     *slabPool         // stream buffers chunks are cut from
+	idle      chan *chunkWorker // idle workers' state, reused across streams
 	upWG      sync.WaitGroup
 	upErr     error
 
@@ -59,6 +61,36 @@ type Writer struct {
 
 // uploaders is how many packs upload at once.
 const uploaders = 3
+
+// chunkWorker is what a goroutine needs to store chunks: a zstd encoder's
+// tables and history take a few MB to set up, a keyed BLAKE3 state a few KiB.
+type chunkWorker struct {
+	enc *blobEncoder
+	ids *chunkHasher
+}
+
+// workersKept is how many idle workers' state a writer keeps for its next
+// streams.
+const workersKept = 8
+
+// worker returns an idle worker's state or a new one.
+func (w *Writer) worker() *chunkWorker {
+	select {
+	case cw := <-w.idle:
+		return cw
+	default:
+		return &chunkWorker{enc: w.r.opts.Compression.newEncoder(), ids: w.r.ids.hasher()}
+	}
+}
+
+// putWorker keeps cw for another stream, or closes it.
+func (w *Writer) putWorker(cw *chunkWorker) {
+	select {
+	case w.idle <- cw:
+	default:
+		cw.enc.close()
+	}
+}
 
 // NewWriter starts a writer: it writes its marker (writers/<random id>),
 // waits for a running prune to finish (at most Options.LockWait), then
@@ -79,7 +111,8 @@ func (r *Repository) NewWriter(ctx context.Context) (*Writer, error) {
 		return nil, err
 	}
 	w := &Writer{r: r, idx: idx, marker: marker, claimed: make(map[ID]bool), reused: make(map[ID]bool),
-		sem: make(chan struct{}, uploaders), started: r.now().UTC(), ctx: ctx}
+		sem: make(chan struct{}, uploaders), started: r.now().UTC(), ctx: ctx, slabs: newSlabPool(r.cfg.Chunker.Max),
+		idle: make(chan *chunkWorker, workersKept)}
 	packCap := r.cfg.PackSize + r.cfg.PackSize/8
 	w.bufs.New = func() any { return make([]byte, 0, packCap) }
 	return w, nil
@@ -204,7 +237,8 @@ type Entry struct {
 }
 
 type chunkJob struct {
-	buf  *[]byte
+	data []byte // the chunk, in slab (nil: already stored)
+	slab *slab
 	n    int
 	done chan chunkResult
 }
@@ -219,44 +253,83 @@ type chunkResult struct {
 // entry (named name) lists them in order. Memory stays bounded whatever
 // the stream's length.
 func (w *Writer) WriteStream(ctx context.Context, name string, rd io.Reader) (Entry, error) {
-	ra := newReadAhead(rd)
+	ra := newReadAhead(rd, w.slabs)
 	defer ra.Close()
 	return w.writeChunks(ctx, name, func(emit emitter) error {
-		_, _, err := emit.chunk(ra)
+		_, _, err := emit.cut(ra)
 		return err
 	})
 }
 
 // emitter feeds writeChunks's pipeline, in order.
 type emitter struct {
-	cdc  *chunker.Chunker
-	pool *sync.Pool
+	*cutter
 	send func(*chunkJob) error
 	w    *Writer
 	name string
 }
 
+// cutter cuts chunks out of the slabs a stream is read into.
+type cutter struct {
+	cdc    *chunker.Chunker
+	pool   *slabPool
+	cur    *slab // the slab holding the bytes not cut yet, with the cutter's hold
+	lo, hi int   // those bytes: cur.buf[lo:hi]
+}
+
+// done drops the cutter's hold on its slab.
+func (c *cutter) done() {
+	if c.cur != nil {
+		c.cur.release()
+		c.cur = nil
+	}
+}
+
 // chunk cuts rd to its end into chunks, the first starting at rd's first
 // byte; it returns the bytes and chunks it sent.
 func (e emitter) chunk(rd io.Reader) (int64, int, error) {
-	e.cdc.Reset(rd)
+	return e.cut(&directPieces{rd: rd, pool: e.pool})
+}
+
+// cut is chunk for a stream delivered in pieces.
+func (e emitter) cut(src pieces) (int64, int, error) {
+	e.cdc.Reset(nil)
 	var n int64
 	k := 0
+	eof := false
 	for {
-		ch, err := e.cdc.Next()
-		if errors.Is(err, io.EOF) {
+		var win []byte
+		if e.cur != nil {
+			win = e.cur.buf[e.lo:e.hi]
+		}
+		if len(win) == 0 && eof {
 			return n, k, nil
 		}
-		if err != nil {
-			return n, k, fmt.Errorf("read %s: %w", e.name, err)
+		size, ok := e.cdc.Cut(win, eof)
+		if !ok {
+			p, err := src.next(e.cur, e.hi)
+			if errors.Is(err, io.EOF) {
+				eof = true
+				continue
+			}
+			if err != nil {
+				return n, k, fmt.Errorf("read %s: %w", e.name, err)
+			}
+			if p.s != e.cur { // move the bytes not cut yet to the new slab's head
+				copy(p.s.buf[p.lo-len(win):p.lo], win)
+				e.done()
+				e.cur, e.lo = p.s, p.lo-len(win)
+			}
+			e.hi = p.hi
+			continue
 		}
-		buf := e.pool.Get().(*[]byte)
-		*buf = append((*buf)[:0], ch...)
-		if err := e.send(&chunkJob{buf: buf, n: len(ch), done: make(chan chunkResult, 1)}); err != nil {
+		e.lo += size
+		e.cur.hold()
+		if err := e.send(&chunkJob{data: win[:size:size], slab: e.cur, n: size, done: make(chan chunkResult, 1)}); err != nil {
 			return n, k, err
 		}
-		e.w.BytesIn.Add(int64(len(ch)))
-		n += int64(len(ch))
+		e.w.BytesIn.Add(int64(size))
+		n += int64(size)
 		k++
 	}
 }
@@ -282,18 +355,19 @@ func (w *Writer) writeChunks(ctx context.Context, name string, fill func(emitter
 	workers := max(runtime.GOMAXPROCS(0), 2)
 	jobs := make(chan *chunkJob, workers)
 	order := make(chan *chunkJob, 4*workers) // bounds chunks in flight
-	pool := sync.Pool{New: func() any { b := make([]byte, 0, c.Max); return &b }}
+	cut := &cutter{cdc: cdc, pool: w.slabs}
 
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			enc := w.r.opts.Compression.newEncoder()
-			defer enc.close()
+			cw := w.worker()
+			defer w.putWorker(cw)
+			enc, ids := cw.enc, cw.ids
 			for j := range jobs {
-				data := (*j.buf)[:j.n]
-				id := w.r.ids.id(data)
+				data := j.data
+				id := ids.id(data)
 				var err error
 				if w.claim(id) {
 					b := BlobInfo{ID: id, Type: DataBlob, RawLength: uint32(len(data))}
@@ -307,7 +381,7 @@ func (w *Writer) writeChunks(ctx context.Context, name string, fill func(emitter
 				} else {
 					w.BlobsDedup.Add(1)
 				}
-				pool.Put(j.buf)
+				j.slab.release()
 				j.done <- chunkResult{id: id, n: j.n, err: err}
 			}
 		}()
@@ -322,23 +396,30 @@ func (w *Writer) writeChunks(ctx context.Context, name string, fill func(emitter
 			select {
 			case order <- j:
 			case <-ctx.Done():
+				if j.slab != nil {
+					j.slab.release()
+				}
 				return ctx.Err()
 			}
-			if j.buf == nil { // already stored
+			if j.data == nil { // already stored
 				return nil
 			}
 			select {
 			case jobs <- j:
 			case <-ctx.Done():
+				j.slab.release()
+				j.done <- chunkResult{err: ctx.Err()} // it is in order: answer it
 				return ctx.Err()
 			}
 			return nil
 		}
-		readErr <- fill(emitter{cdc: cdc, pool: &pool, send: send, w: w, name: name})
+		err := fill(emitter{cutter: cut, send: send, w: w, name: name})
+		cut.done()
+		readErr <- err
 	}()
 
 	entry := Entry{Name: name}
-	list := make([]byte, 0, listLen*36)
+	var list []byte // grows to listLen entries: most streams need far fewer
 	var firstErr error
 	for j := range order {
 		res := <-j.done
