@@ -429,13 +429,15 @@ EOF
 if [ "${BENCH_ONLY:-}" = restic ] && [ -f "$out" ]; then
   # Only this section was measured: keep the other sections of the report
   # as their own runs wrote them (each names its date and commit).
-  { echo; sed -n '/^# PostgreSQL: amber against pgBackRest/,$p' "$out"; } >>"$out.tmp"
+  # From the PostgreSQL section's begin marker (or its heading, where an
+  # earlier run of this lost the marker) on.
+  { echo; awk '/^<!-- bench-postgres.sh: begin -->$/ || /^# PostgreSQL: amber against pgBackRest/{on=1} on' "$out"; } >>"$out.tmp"
 fi
 mv "$out.tmp" "$out"
 say "wrote ${out#"$root"/}"
 cat "$out"
 if [ "${BENCH_ONLY:-}" = restic ]; then exit 0; fi
-BENCH_OUT="$out" bash "$root/docs/bench-postgres.sh" # PostgreSQL section (issue #3 §6), appended to $out
+BENCH_OUT="$out" bash "$root/docs/bench-postgres.sh" # PostgreSQL section (issue 13), appended to $out
 BENCH_OUT="$out" bash "$root/docs/bench-pg-files.sh" # PostgreSQL backups that read the data directory, appended to $out
 BENCH_OUT="$out" bash "$root/docs/bench-mysql.sh" # MariaDB section (issue #9), appended to $out
 # amber-controller at scale (300 StatefulSets × 3 pods faked by kwok, in
