@@ -10,10 +10,12 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/amber-backup/amber/sidecar/storage"
 	"github.com/amber-backup/amber/sidecar/storage/file"
 	"github.com/klauspost/compress/s2"
 )
@@ -148,12 +150,27 @@ func BenchmarkRestore(b *testing.B) {
 	if want := sha256.Sum256(data); !bytes.Equal(h.Sum(nil), want[:]) {
 		b.Fatal("restored stream differs from the one backed up")
 	}
+	loads := &countLoads{Backend: r.be}
+	r.be = loads
 	b.SetBytes(int64(len(data)))
 	for b.Loop() {
 		if err := r.WriteEntry(context.Background(), m.Entries[0], io.Discard); err != nil {
 			b.Fatal(err)
 		}
 	}
+	b.ReportMetric(float64(loads.n.Load())/float64(b.N), "loads/op")
+}
+
+// countLoads counts the reads a restore makes: on object storage each is a
+// request, with its latency and its price.
+type countLoads struct {
+	storage.Backend
+	n atomic.Int64
+}
+
+func (c *countLoads) Load(ctx context.Context, name string, offset, length int64) (io.ReadCloser, error) {
+	c.n.Add(1)
+	return c.Backend.Load(ctx, name, offset, length)
 }
 
 // BenchmarkRestoreToFile restores a backed-up stream as a data-directory
