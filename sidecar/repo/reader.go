@@ -110,11 +110,13 @@ func parseList(id ID, b []byte) ([]listItem, error) {
 	return out, nil
 }
 
-// run is a stretch of blobs stored back to back in one pack, fetched with
-// one ranged read.
+// run is a stretch of an entry's blobs stored close together in one pack,
+// in any order (a writer's workers store neighbouring chunks as each
+// finishes), fetched with one ranged read of [lo, hi).
 type run struct {
-	locs []Location
-	out  chan runResult
+	locs   []Location // in the entry's order
+	lo, hi int64
+	out    chan runResult
 }
 
 // runResult is a run's blobs, opened and checked, in order. They lie in
@@ -165,12 +167,15 @@ func putBuf(b []byte) {
 	bufPools[c-minBufClass].Put(&b)
 }
 
-// A run holds at most maxRun stored bytes and, decoded, maxRunPlain bytes
-// (a single blob may exceed either), which bounds the memory of the runs in
-// flight however well the data compressed.
+// A run reads at most maxRun stored bytes and decodes to at most
+// maxRunPlain bytes (a single blob may exceed either), which bounds the
+// memory of the runs in flight however well the data compressed. Of what
+// it reads, at most maxRunGap bytes or a quarter of its blobs' (if more)
+// lie between them: others' blobs, or its own stored a little ahead.
 const (
 	maxRun      = 8 << 20
-	maxRunPlain = 16 << 20
+	maxRunPlain = 8 << 20
+	maxRunGap   = 1 << 20
 )
 
 // WriteEntry writes the entry's content to out in order. Every blob is
@@ -204,7 +209,7 @@ func (r *Repository) WriteEntry(ctx context.Context, e Entry, out io.Writer) err
 		go func() {
 			h := r.ids.hasher()
 			for rn := range jobs {
-				rn.out <- r.fetchRun(ctx, h, rn.locs)
+				rn.out <- r.fetchRun(ctx, h, rn)
 			}
 		}()
 	}
@@ -236,7 +241,8 @@ func (r *Repository) WriteEntry(ctx context.Context, e Entry, out io.Writer) err
 
 func (r *Repository) planRuns(ctx context.Context, e Entry, emit func(*run) bool) error {
 	var cur *run
-	var size, plain int64
+	var need, plain int64        // the run's blobs' stored and decoded bytes
+	offsets := map[uint32]bool{} // where the run's blobs lie, to read each once
 	flush := func() bool {
 		if cur == nil {
 			return true
@@ -258,22 +264,27 @@ func (r *Repository) planRuns(ctx context.Context, e Entry, emit func(*run) bool
 			if l.RawLength != it.n {
 				return fmt.Errorf("entry %s: chunk %s length %d, index says %d", e.Name, it.id.Short(), it.n, l.RawLength)
 			}
+			off, end := int64(l.Offset), int64(l.Offset)+int64(l.Length)
 			if cur != nil {
-				last := cur.locs[len(cur.locs)-1]
-				if last.Pack != l.Pack || int64(last.Offset)+int64(last.Length) != int64(l.Offset) ||
-					size+int64(l.Length) > maxRun || plain+int64(l.RawLength) > maxRunPlain {
+				lo, hi := min(cur.lo, off), max(cur.hi, end)
+				n := need + int64(l.Length)
+				if l.Pack != cur.locs[0].Pack || offsets[l.Offset] || hi-lo > maxRun ||
+					plain+int64(l.RawLength) > maxRunPlain || hi-lo-n > max(n/4, maxRunGap) {
 					if !flush() {
 						return ctx.Err()
 					}
 				}
 			}
 			if cur == nil {
-				cur = &run{out: make(chan runResult, 1)}
-				size, plain = 0, 0
+				cur = &run{lo: off, hi: end, out: make(chan runResult, 1)}
+				need, plain = 0, 0
+				clear(offsets)
 			}
 			cur.locs = append(cur.locs, l)
-			size += int64(l.Length)
+			cur.lo, cur.hi = min(cur.lo, off), max(cur.hi, end)
+			need += int64(l.Length)
 			plain += int64(l.RawLength)
+			offsets[l.Offset] = true
 		}
 	}
 	if !flush() {
@@ -285,10 +296,10 @@ func (r *Repository) planRuns(ctx context.Context, e Entry, emit func(*run) bool
 // fetchRun reads a run with one ranged read into a pooled buffer, opens
 // its blobs there in place and decodes the compressed ones into a second
 // pooled buffer, one after another, each checked against its id with h.
-func (r *Repository) fetchRun(ctx context.Context, h *chunkHasher, locs []Location) (res runResult) {
-	first, last := locs[0], locs[len(locs)-1]
-	length := int64(last.Offset) + int64(last.Length) - int64(first.Offset)
-	name := packName(first.Pack)
+func (r *Repository) fetchRun(ctx context.Context, h *chunkHasher, rn *run) (res runResult) {
+	locs := rn.locs
+	length := rn.hi - rn.lo
+	name := packName(locs[0].Pack)
 	var decoded int64 // what the compressed blobs decode to
 	for _, l := range locs {
 		if l.Compressed {
@@ -300,7 +311,7 @@ func (r *Repository) fetchRun(ctx context.Context, h *chunkHasher, locs []Locati
 			res.release()
 		}
 	}()
-	rd, err := r.be.Load(ctx, name, int64(first.Offset), length)
+	rd, err := r.be.Load(ctx, name, rn.lo, length)
 	if err != nil {
 		return runResult{err: fmt.Errorf("load %s: %w", name, err)}
 	}
@@ -320,7 +331,7 @@ func (r *Repository) fetchRun(ctx context.Context, h *chunkHasher, locs []Locati
 	res.parts = make([][]byte, len(locs))
 	at := 0 // where the next compressed blob decodes to in plain
 	for i, l := range locs {
-		off := int64(l.Offset) - int64(first.Offset)
+		off := int64(l.Offset) - rn.lo
 		end := off + int64(l.Length)
 		if off < 0 || end > int64(len(buf)) {
 			res.err = &CorruptError{Object: name, Err: fmt.Errorf("blob %s lies outside the range read", l.ID.Short())}

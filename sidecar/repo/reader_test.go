@@ -154,21 +154,23 @@ func TestConcurrentRestores(t *testing.T) {
 }
 
 // TestRunsBoundDecodedSize plans the runs of a stream that compresses well:
-// no run of more than one blob decodes to more than maxRunPlain, and the
-// stream still restores whole.
+// no run of more than one blob reads more than maxRun or decodes to more
+// than maxRunPlain, the bound is reached, and the stream restores whole.
 func TestRunsBoundDecodedSize(t *testing.T) {
 	r, _ := newRepo(t)
 	data := dumpLike(21, 48<<20)
 	m := backup(t, r, data)
-	var runs int
+	var runs, full int
 	err := r.planRuns(context.Background(), m.Entries[0], func(rn *run) bool {
-		var stored, plain int64
+		var plain int64
 		for _, l := range rn.locs {
-			stored += int64(l.Length)
 			plain += int64(l.RawLength)
 		}
-		if len(rn.locs) > 1 && (plain > maxRunPlain || stored > maxRun) {
-			t.Errorf("run of %d blobs: %d stored, %d decoded", len(rn.locs), stored, plain)
+		if len(rn.locs) > 1 && (plain > maxRunPlain || rn.hi-rn.lo > maxRun) {
+			t.Errorf("run of %d blobs: reads %d, decodes to %d", len(rn.locs), rn.hi-rn.lo, plain)
+		}
+		if plain > maxRunPlain-maxBlobPlain/4 {
+			full++
 		}
 		runs++
 		return true
@@ -176,10 +178,83 @@ func TestRunsBoundDecodedSize(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if runs == 0 {
-		t.Fatal("no runs planned")
+	if full == 0 {
+		t.Fatalf("none of %d runs came near the decoded bound", runs)
 	}
 	if got := restore(t, r, m); !bytes.Equal(got, data) {
 		t.Fatal("stream does not round-trip")
+	}
+}
+
+// TestRunsWithRepeatsAndGaps restores streams whose runs meet a blob twice
+// (a chunk repeated in the stream: the run is cut, as a blob opened in
+// place cannot be opened again) and skip others' blobs (two streams stored
+// at once, their chunks interleaved in the same packs).
+func TestRunsWithRepeatsAndGaps(t *testing.T) {
+	r, _ := newRepo(t)
+	ctx := context.Background()
+	part := dumpLike(31, 3<<20)
+	repeated := append(append(bytes.Clone(part), dumpLike(32, 1<<20)...), part...)
+	streams := [][]byte{repeated, dumpLike(33, 8<<20), pseudoRandom(34, 8<<20)}
+	entries := make([]Entry, len(streams))
+	w, err := r.NewWriter(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if entries[0], err = w.WriteStream(ctx, "repeated", bytes.NewReader(repeated)); err != nil {
+		t.Fatal(err)
+	}
+	errs := make([]error, len(streams))
+	var wg sync.WaitGroup
+	for i := 1; i < len(streams); i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			entries[i], errs[i] = w.WriteStream(ctx, fmt.Sprint("s", i), bytes.NewReader(streams[i]))
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := w.Commit(ctx, &Manifest{Name: "t", Entries: entries}); err != nil {
+		t.Fatal(err)
+	}
+	var repeatCuts, gaps int
+	for i, e := range entries {
+		var prev *run
+		err := r.planRuns(ctx, e, func(rn *run) bool {
+			var need int64
+			for _, l := range rn.locs {
+				need += int64(l.Length)
+			}
+			if rn.hi-rn.lo > need {
+				gaps++
+			}
+			if prev != nil && prev.locs[0].Pack == rn.locs[0].Pack {
+				for _, l := range prev.locs {
+					if l.Offset == rn.locs[0].Offset {
+						repeatCuts++
+					}
+				}
+			}
+			prev = rn
+			return true
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out bytes.Buffer
+		if err := r.WriteEntry(ctx, e, &out); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(out.Bytes(), streams[i]) {
+			t.Fatalf("stream %d does not round-trip", i)
+		}
+	}
+	if repeatCuts == 0 || gaps == 0 {
+		t.Fatalf("%d runs cut at a repeated blob, %d runs with gaps: the test does not cover them", repeatCuts, gaps)
 	}
 }
