@@ -174,7 +174,7 @@ func putBuf(b []byte) {
 // lie between them: others' blobs, or its own stored a little ahead.
 const (
 	maxRun      = 8 << 20
-	maxRunPlain = 8 << 20
+	maxRunPlain = 4 << 20
 	maxRunGap   = 1 << 20
 )
 
