@@ -21,22 +21,24 @@ func (r *Repository) openBlob(l Location, sealed []byte, dst []byte) ([]byte, er
 
 // openBlobWith is openBlob naming the content with h (nil: a new hasher).
 func (r *Repository) openBlobWith(h *chunkHasher, l Location, sealed []byte, dst []byte) ([]byte, error) {
-	name := packName(l.Pack)
+	corrupt := func(err error) error { // named only on failure: a pack name costs allocations
+		return &CorruptError{Object: packName(l.Pack), Err: err}
+	}
 	plain, err := r.seal.openInPlace(sealed, blobAD(l.ID, l.Type))
 	if err != nil {
-		return nil, &CorruptError{Object: name, Err: fmt.Errorf("blob %s: %w", l.ID.Short(), err)}
+		return nil, corrupt(fmt.Errorf("blob %s: %w", l.ID.Short(), err))
 	}
 	if l.Compressed {
 		plain, err = decompressBlobTo(l.BlobInfo, plain, dst)
 		if err != nil {
-			return nil, &CorruptError{Object: name, Err: fmt.Errorf("blob %s: decompress %s: %w", l.ID.Short(), l.Codec, err)}
+			return nil, corrupt(fmt.Errorf("blob %s: decompress %s: %w", l.ID.Short(), l.Codec, err))
 		}
 	}
 	if h == nil {
 		h = r.ids.hasher()
 	}
 	if len(plain) != int(l.RawLength) || h.id(plain) != l.ID {
-		return nil, &CorruptError{Object: name, Err: fmt.Errorf("blob %s: content does not match its id", l.ID.Short())}
+		return nil, corrupt(fmt.Errorf("blob %s: content does not match its id", l.ID.Short()))
 	}
 	return plain, nil
 }
