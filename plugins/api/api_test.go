@@ -23,7 +23,7 @@ import (
 
 // connect serves e in-process over gRPC, as a plugin would, and returns the
 // host's client.
-func connect(t *testing.T, e api.Engine) *api.Client {
+func connect(t testing.TB, e api.Engine) *api.Client {
 	t.Helper()
 	lis := bufconn.Listen(1 << 20)
 	s := api.NewGRPCServer(nil)

@@ -115,6 +115,19 @@ func (s *sealer) open(dst, sealed, ad []byte) ([]byte, error) {
 	return out, nil
 }
 
+// openInPlace is open writing the plaintext over sealed's ciphertext, and
+// returns it as a slice of sealed. sealed's bytes are lost either way.
+func (s *sealer) openInPlace(sealed, ad []byte) ([]byte, error) {
+	if len(sealed) < overhead {
+		return nil, fmt.Errorf("%w (too short: %d bytes)", ErrAuth, len(sealed))
+	}
+	out, err := s.aead.Open(sealed[nonceSize:nonceSize], sealed[:nonceSize], sealed[nonceSize:], ad)
+	if err != nil {
+		return nil, ErrAuth
+	}
+	return out, nil
+}
+
 // chunkIDer names chunks by keyed BLAKE3 of their plaintext: equal chunks get
 // equal names inside one repository, and names say nothing to anyone without
 // the key.

@@ -33,8 +33,12 @@ const (
 	maxSegmentRead = maxSegment + 16<<20
 )
 
+// zdecBlob skips the frames' xxhash64 checksums: a blob's payload is
+// authenticated (AES-GCM) before it is decoded and its content checked
+// against its keyed BLAKE3 id after, so the checksum adds only work.
 var (
-	zdecBlob, _ = zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(maxBlobPlain), zstd.WithDecoderMaxWindow(maxBlobPlain))
+	zdecBlob, _ = zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(maxBlobPlain), zstd.WithDecoderMaxWindow(maxBlobPlain),
+		zstd.IgnoreChecksum(true))
 	zdecMeta, _ = zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(maxMetaPlain))
 	zdecSeg, _  = zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(maxSegment))
 )
@@ -43,8 +47,24 @@ var (
 // by b.RawLength (itself at most maxBlobPlain): an S2 block whose length
 // header says otherwise is refused before anything is allocated for it.
 func decompressBlob(b BlobInfo, payload []byte) ([]byte, error) {
+	return decompressBlobTo(b, payload, nil)
+}
+
+// decodeSlack is the room a zstd frame's output needs past its end for the
+// decoder's fast copies, which write in 16-byte blocks; without it the
+// decoder takes its bounds-exact copies for the frame's last block.
+const decodeSlack = 16
+
+// decompressBlobTo is decompressBlob decoding into dst's spare capacity
+// when it holds b.RawLength (plus decodeSlack for zstd) bytes; nil dst
+// allocates. A frame that decodes to more than dst holds is decoded into
+// new memory and refused by the caller's length check.
+func decompressBlobTo(b BlobInfo, payload, dst []byte) ([]byte, error) {
 	if b.Codec != CodecS2 {
-		return zdecBlob.DecodeAll(payload, make([]byte, 0, b.RawLength))
+		if cap(dst) < int(b.RawLength)+decodeSlack {
+			dst = make([]byte, 0, int(b.RawLength)+decodeSlack)
+		}
+		return zdecBlob.DecodeAll(payload, dst[:0])
 	}
 	n, err := s2.DecodedLen(payload)
 	if err != nil {
@@ -53,7 +73,10 @@ func decompressBlob(b BlobInfo, payload []byte) ([]byte, error) {
 	if n != int(b.RawLength) {
 		return nil, fmt.Errorf("block decodes to %d bytes, but the index says %d", n, b.RawLength)
 	}
-	return s2.Decode(make([]byte, n), payload)
+	if cap(dst) < n {
+		dst = make([]byte, n)
+	}
+	return s2.Decode(dst[:n], payload)
 }
 
 // maxPackObject is the largest pack a reader accepts: a writer closes a

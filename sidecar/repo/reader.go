@@ -5,25 +5,40 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"math/bits"
 	"runtime"
+	"sync"
 )
 
 // openBlob authenticates, decompresses and checks one sealed blob. Nothing
-// reaches the caller unless it is exactly what was stored under id.
+// reaches the caller unless it is exactly what was stored under id. It
+// decrypts in place, so sealed's bytes are lost; a compressed blob is
+// decoded into dst's spare capacity when it is large enough (see
+// decompressBlobTo), an uncompressed one is returned as a slice of sealed.
 func (r *Repository) openBlob(l Location, sealed []byte, dst []byte) ([]byte, error) {
-	name := packName(l.Pack)
-	plain, err := r.seal.open(nil, sealed, blobAD(l.ID, l.Type))
+	return r.openBlobWith(nil, l, sealed, dst)
+}
+
+// openBlobWith is openBlob naming the content with h (nil: a new hasher).
+func (r *Repository) openBlobWith(h *chunkHasher, l Location, sealed []byte, dst []byte) ([]byte, error) {
+	corrupt := func(err error) error { // named only on failure: a pack name costs allocations
+		return &CorruptError{Object: packName(l.Pack), Err: err}
+	}
+	plain, err := r.seal.openInPlace(sealed, blobAD(l.ID, l.Type))
 	if err != nil {
-		return nil, &CorruptError{Object: name, Err: fmt.Errorf("blob %s: %w", l.ID.Short(), err)}
+		return nil, corrupt(fmt.Errorf("blob %s: %w", l.ID.Short(), err))
 	}
 	if l.Compressed {
-		plain, err = decompressBlob(l.BlobInfo, plain)
+		plain, err = decompressBlobTo(l.BlobInfo, plain, dst)
 		if err != nil {
-			return nil, &CorruptError{Object: name, Err: fmt.Errorf("blob %s: decompress %s: %w", l.ID.Short(), l.Codec, err)}
+			return nil, corrupt(fmt.Errorf("blob %s: decompress %s: %w", l.ID.Short(), l.Codec, err))
 		}
 	}
-	if len(plain) != int(l.RawLength) || r.ids.id(plain) != l.ID {
-		return nil, &CorruptError{Object: name, Err: fmt.Errorf("blob %s: content does not match its id", l.ID.Short())}
+	if h == nil {
+		h = r.ids.hasher()
+	}
+	if len(plain) != int(l.RawLength) || h.id(plain) != l.ID {
+		return nil, corrupt(fmt.Errorf("blob %s: content does not match its id", l.ID.Short()))
 	}
 	return plain, nil
 }
@@ -97,19 +112,73 @@ func parseList(id ID, b []byte) ([]listItem, error) {
 	return out, nil
 }
 
-// run is a stretch of blobs stored back to back in one pack, fetched with
-// one ranged read.
+// run is a stretch of an entry's blobs stored close together in one pack,
+// in any order (a writer's workers store neighbouring chunks as each
+// finishes), fetched with one ranged read of [lo, hi).
 type run struct {
-	locs []Location
-	out  chan runResult
+	locs   []Location // in the entry's order
+	lo, hi int64
+	out    chan runResult
 }
 
+// runResult is a run's blobs, opened and checked, in order. They lie in
+// bufs, pooled buffers given back once the parts are written.
 type runResult struct {
 	parts [][]byte
+	bufs  [2][]byte
 	err   error
 }
 
-const maxRun = 8 << 20
+func (res *runResult) release() {
+	for i, b := range res.bufs {
+		putBuf(b)
+		res.bufs[i] = nil
+	}
+	res.parts = nil
+}
+
+// Buffers of runs are pooled by size class (powers of two from 64 KiB to
+// 32 MiB), so a restore reuses the memory an earlier run faulted in instead
+// of allocating about two bytes per byte restored.
+const (
+	minBufClass = 16
+	maxBufClass = 25
+)
+
+var bufPools [maxBufClass - minBufClass + 1]sync.Pool
+
+// getBuf returns a buffer of length n, not zeroed.
+func getBuf(n int) []byte {
+	c := max(bits.Len(uint(max(n, 1)-1)), minBufClass)
+	if c > maxBufClass {
+		return make([]byte, n)
+	}
+	if b, ok := bufPools[c-minBufClass].Get().(*[]byte); ok {
+		return (*b)[:n]
+	}
+	return make([]byte, n, 1<<c)
+}
+
+// putBuf gives back a buffer from getBuf; nil and others are ignored.
+func putBuf(b []byte) {
+	c := bits.Len(uint(cap(b)) - 1)
+	if cap(b) == 0 || cap(b) != 1<<c || c < minBufClass || c > maxBufClass {
+		return
+	}
+	b = b[:0]
+	bufPools[c-minBufClass].Put(&b)
+}
+
+// A run reads at most maxRun stored bytes and decodes to at most
+// maxRunPlain bytes (a single blob may exceed either), which bounds the
+// memory of the runs in flight however well the data compressed. Of what
+// it reads, at most maxRunGap bytes or a quarter of its blobs' (if more)
+// lie between them: others' blobs, or its own stored a little ahead.
+const (
+	maxRun      = 8 << 20
+	maxRunPlain = 4 << 20
+	maxRunGap   = 1 << 20
+)
 
 // WriteEntry writes the entry's content to out in order. Every blob is
 // authenticated and checked against its id before a byte of it is written.
@@ -140,9 +209,9 @@ func (r *Repository) WriteEntry(ctx context.Context, e Entry, out io.Writer) err
 	}()
 	for range workers {
 		go func() {
+			h := r.ids.hasher()
 			for rn := range jobs {
-				parts, err := r.fetchRun(ctx, rn.locs)
-				rn.out <- runResult{parts: parts, err: err}
+				rn.out <- r.fetchRun(ctx, h, rn)
 			}
 		}()
 	}
@@ -161,6 +230,7 @@ func (r *Repository) WriteEntry(ctx context.Context, e Entry, out io.Writer) err
 				return err
 			}
 		}
+		res.release() // a Writer must not keep what it was given
 	}
 	if err := <-planErr; err != nil {
 		return err
@@ -173,7 +243,8 @@ func (r *Repository) WriteEntry(ctx context.Context, e Entry, out io.Writer) err
 
 func (r *Repository) planRuns(ctx context.Context, e Entry, emit func(*run) bool) error {
 	var cur *run
-	var size int64
+	var need, plain int64        // the run's blobs' stored and decoded bytes
+	offsets := map[uint32]bool{} // where the run's blobs lie, to read each once
 	flush := func() bool {
 		if cur == nil {
 			return true
@@ -195,20 +266,27 @@ func (r *Repository) planRuns(ctx context.Context, e Entry, emit func(*run) bool
 			if l.RawLength != it.n {
 				return fmt.Errorf("entry %s: chunk %s length %d, index says %d", e.Name, it.id.Short(), it.n, l.RawLength)
 			}
+			off, end := int64(l.Offset), int64(l.Offset)+int64(l.Length)
 			if cur != nil {
-				last := cur.locs[len(cur.locs)-1]
-				if last.Pack != l.Pack || int64(last.Offset)+int64(last.Length) != int64(l.Offset) || size+int64(l.Length) > maxRun {
+				lo, hi := min(cur.lo, off), max(cur.hi, end)
+				n := need + int64(l.Length)
+				if l.Pack != cur.locs[0].Pack || offsets[l.Offset] || hi-lo > maxRun ||
+					plain+int64(l.RawLength) > maxRunPlain || hi-lo-n > max(n/4, maxRunGap) {
 					if !flush() {
 						return ctx.Err()
 					}
 				}
 			}
 			if cur == nil {
-				cur = &run{out: make(chan runResult, 1)}
-				size = 0
+				cur = &run{lo: off, hi: end, out: make(chan runResult, 1)}
+				need, plain = 0, 0
+				clear(offsets)
 			}
 			cur.locs = append(cur.locs, l)
-			size += int64(l.Length)
+			cur.lo, cur.hi = min(cur.lo, off), max(cur.hi, end)
+			need += int64(l.Length)
+			plain += int64(l.RawLength)
+			offsets[l.Offset] = true
 		}
 	}
 	if !flush() {
@@ -217,32 +295,63 @@ func (r *Repository) planRuns(ctx context.Context, e Entry, emit func(*run) bool
 	return nil
 }
 
-func (r *Repository) fetchRun(ctx context.Context, locs []Location) ([][]byte, error) {
-	first, last := locs[0], locs[len(locs)-1]
-	length := int64(last.Offset) + int64(last.Length) - int64(first.Offset)
-	name := packName(first.Pack)
-	rd, err := r.be.Load(ctx, name, int64(first.Offset), length)
-	if err != nil {
-		return nil, fmt.Errorf("load %s: %w", name, err)
+// fetchRun reads a run with one ranged read into a pooled buffer, opens
+// its blobs there in place and decodes the compressed ones into a second
+// pooled buffer, one after another, each checked against its id with h.
+func (r *Repository) fetchRun(ctx context.Context, h *chunkHasher, rn *run) (res runResult) {
+	locs := rn.locs
+	length := rn.hi - rn.lo
+	name := packName(locs[0].Pack)
+	var decoded int64 // what the compressed blobs decode to
+	for _, l := range locs {
+		if l.Compressed {
+			decoded += int64(l.RawLength)
+		}
 	}
-	buf := make([]byte, length)
+	defer func() {
+		if res.err != nil {
+			res.release()
+		}
+	}()
+	rd, err := r.be.Load(ctx, name, rn.lo, length)
+	if err != nil {
+		return runResult{err: fmt.Errorf("load %s: %w", name, err)}
+	}
+	buf := getBuf(int(length))
+	res.bufs[0] = buf
 	_, err = io.ReadFull(rd, buf)
 	rd.Close()
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", name, err)
+		res.err = fmt.Errorf("read %s: %w", name, err)
+		return res
 	}
-	parts := make([][]byte, len(locs))
+	var plain []byte
+	if decoded > 0 {
+		plain = getBuf(int(decoded) + decodeSlack)
+		res.bufs[1] = plain
+	}
+	res.parts = make([][]byte, len(locs))
+	at := 0 // where the next compressed blob decodes to in plain
 	for i, l := range locs {
-		off := int64(l.Offset) - int64(first.Offset)
+		off := int64(l.Offset) - rn.lo
 		end := off + int64(l.Length)
 		if off < 0 || end > int64(len(buf)) {
-			return nil, &CorruptError{Object: name, Err: fmt.Errorf("blob %s lies outside the range read", l.ID.Short())}
+			res.err = &CorruptError{Object: name, Err: fmt.Errorf("blob %s lies outside the range read", l.ID.Short())}
+			return res
 		}
-		p, err := r.openBlob(l, buf[off:end], nil)
+		var dst []byte
+		if l.Compressed {
+			// Room for its bytes and the decoder's slack, which the
+			// next blob's bytes overwrite.
+			dst = plain[at:at:min(at+int(l.RawLength)+decodeSlack, len(plain))]
+			at += int(l.RawLength)
+		}
+		p, err := r.openBlobWith(h, l, buf[off:end], dst)
 		if err != nil {
-			return nil, err
+			res.err = err
+			return res
 		}
-		parts[i] = p
+		res.parts[i] = p
 	}
-	return parts, nil
+	return res
 }

@@ -238,5 +238,19 @@ func FuzzDecompressBlob(f *testing.F) {
 		if err == nil && useS2 && len(out) != int(rawLen) {
 			t.Fatalf("decoded %d bytes, the index said %d", len(out), rawLen)
 		}
+		// Decoded into its room in a run's buffer, as a restore does, it
+		// writes nothing outside that room and gives the same bytes.
+		const guard = 64
+		buf := bytes.Repeat([]byte{0xa5}, guard+int(rawLen)+decodeSlack+guard)
+		room := buf[guard : guard : guard+int(rawLen)+decodeSlack]
+		got, err2 := decompressBlobTo(b, payload, room)
+		for i, c := range buf {
+			if c != 0xa5 && (i < guard || i >= guard+int(rawLen)+decodeSlack) {
+				t.Fatalf("decoding wrote byte %d, outside its room [%d, %d)", i, guard, guard+int(rawLen)+decodeSlack)
+			}
+		}
+		if (err == nil) != (err2 == nil) || (err == nil && !bytes.Equal(got, out)) {
+			t.Fatalf("decoded into a run's buffer: %d bytes, %v; alone: %d bytes, %v", len(got), err2, len(out), err)
+		}
 	})
 }

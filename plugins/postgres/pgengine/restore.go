@@ -305,6 +305,9 @@ func extractTar(ctx context.Context, r io.Reader, name, dir string, tablespace b
 	}
 	defer t.Close()
 	tr := tar.NewReader(bufio.NewReaderSize(r, 1<<20))
+	// Files are written 1 MiB at a time: io.Copy into an *os.File would
+	// take os.File.ReadFrom, which writes 32 KiB at a time from a tar stream.
+	buf := make([]byte, 1<<20)
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -335,7 +338,7 @@ func extractTar(ctx context.Context, r io.Reader, name, dir string, tablespace b
 			if err != nil {
 				return fmt.Errorf("restore: %s: %w", name, err)
 			}
-			_, err = io.Copy(f, tr)
+			_, err = io.CopyBuffer(struct{ io.Writer }{f}, tr, buf)
 			if cerr := f.Close(); err == nil {
 				err = cerr
 			}
