@@ -111,6 +111,7 @@ if [ "${BENCH_PG_REPORT_ONLY:-0}" = 1 ]; then
     for k in "${!bestsum[@]}"; do maxsum[$k]=${bestsum[$k]}; done
   fi
   [ -n "${best[amber_files]:-}" ] || die "$state is from before amber --data-dir was measured: run without BENCH_PG_REPORT_ONLY"
+  [ -n "${best[amber_files_default]:-}" ] || die "$state is from before amber --compression default was measured: run without BENCH_PG_REPORT_ONLY"
   [ -n "${best[amber_lbk_s2]:-}" ] || die "$state is from before amber --compression s2 was measured: run without BENCH_PG_REPORT_ONLY"
   [ -n "${pgbr_wal[zst]:-}" ] || die "$state is from before the WAL of pgBackRest's backup window was measured: run without BENCH_PG_REPORT_ONLY"
 else
@@ -263,9 +264,9 @@ phys_amber() {
 }
 # amber reading the data directory itself, 2 workers (as pgBackRest's
 # process-max=2); a fresh repository, so every file is read (a full backup).
-phys_files() { # [s2]: the key amber_files or amber_files_s2, with --compression s2
+phys_files() { # [s2|default]: the key amber_files, or amber_files_<it> with --compression <it>
   local k=amber_files comp=()
-  if [ "${1:-}" = s2 ]; then k=amber_files_s2 comp=(--compression s2); fi
+  if [ -n "${1:-}" ]; then k=amber_files_$1 comp=(--compression "$1"); fi
   local r="$work/$k"
   rm -rf "$r" "$work/amber-cache-files"
   as_pg env AMBER_REPO="$r" AMBER_CACHE_DIR="$work/amber-cache-files" "$amber" repo init --json >/dev/null
@@ -352,11 +353,11 @@ load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 for i in $(seq 1 "$runs"); do
   say "run $i of $runs"
   if [ $((i % 2)) = 1 ]; then
-    phys_amber; phys_files; phys_files s2; phys_pgbr lz4; phys_pgbr zst; phys_pgbb lz4; phys_pgbb zstd
+    phys_amber; phys_files; phys_files s2; phys_files default; phys_pgbr lz4; phys_pgbr zst; phys_pgbb lz4; phys_pgbb zstd
     rest_amber; rest_pgbr lz4; rest_pgbr zst
     log_amber; log_amber s2; log_dump
   else
-    phys_pgbb zstd; phys_pgbb lz4; phys_pgbr zst; phys_pgbr lz4; phys_files s2; phys_files; phys_amber
+    phys_pgbb zstd; phys_pgbb lz4; phys_pgbr zst; phys_pgbr lz4; phys_files default; phys_files s2; phys_files; phys_amber
     rest_pgbr zst; rest_pgbr lz4; rest_amber
     log_dump; log_amber s2; log_amber
   fi
@@ -544,6 +545,7 @@ fi
 # The report: a PostgreSQL section of docs/bench.sh's report.
 
 mb() { awk -v b="$1" 'BEGIN{printf "%.0f", b/1e6}'; }
+mb2() { awk -v b="$1" 'BEGIN{printf "%.2f", b/1e6}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2f", a/b}'; }
 met() { awk -v a="$1" -v g="$2" -v d="$3" 'BEGIN{ if ((d=="ge" && a>=g) || (d=="le" && a<=g)) print "**met**"; else print "**not met**"}'; }
 rate() { awk -v b="$1" -v s="$2" 'BEGIN{printf "%.0f", b/1e6/s}'; }
@@ -568,6 +570,8 @@ r_files=$(ratio "${best[pgbr_lz4]}" "${best[amber_files]}")
 r_files_size=$(ratio "${stored[amber_files]}" "$pgbr_zst_whole")
 r_files_s2=$(ratio "${best[pgbr_lz4]}" "${best[amber_files_s2]}")
 r_files_s2_size=$(ratio "${stored[amber_files_s2]}" "$pgbr_zst_whole")
+r_files_def=$(ratio "${best[pgbr_lz4]}" "${best[amber_files_default]}")
+r_files_def_size=$(ratio "${stored[amber_files_default]}" "$pgbr_zst_whole")
 r_rest=$(ratio "${best[$pgbr_rest_best]}" "${best[amber_prest]}")
 r_log=$(ratio "${best[dump_zstd]}" "${best[amber_lbk]}")
 r_log_size=$(ratio "${stored[amber_lbk]}" "${stored[dump_zstd]}")
@@ -579,10 +583,10 @@ r_lrest_s2=$(ratio "${best[pgrestore_j2]}" "${best[amber_lrest_s2]}")
 # (/usr/bin/time), whichever is higher, over every amber operation and run,
 # the archiver under load included.
 declare -A what=([amber_phys]="the BASE_BACKUP backup" [amber_files]="the --data-dir backup"
-  [amber_files_s2]="the --data-dir backup with s2" [amber_prest]="the physical restore" [amber_lbk]="the logical backup"
+  [amber_files_s2]="the --data-dir backup with s2" [amber_files_default]="the --data-dir backup with zstd default" [amber_prest]="the physical restore" [amber_lbk]="the logical backup"
   [amber_lrest]="the logical restore" [amber_lbk_s2]="the logical backup with s2" [amber_lrest_s2]="the logical restore of it")
 peak_mem=0 peak_what=
-for k in amber_phys amber_files amber_files_s2 amber_prest amber_lbk amber_lrest amber_lbk_s2 amber_lrest_s2; do
+for k in amber_phys amber_files amber_files_s2 amber_files_default amber_prest amber_lbk amber_lrest amber_lbk_s2 amber_lrest_s2; do
   for v in "${maxsum[$k]:-0}" "${maxrss[$k]:-0}"; do
     if [ "$v" -gt "$peak_mem" ]; then peak_mem=$v peak_what=${what[$k]}; fi
   done
@@ -633,7 +637,7 @@ limits() {
   echo "  read $(mb $((bytes_in[amber_phys] - db_size))) MB more than the data directory without pg_wal (the server's backup_manifest"
   echo "  included), with \`--data-dir\` $(mb $((bytes_in[amber_files] - db_size))) MB more. pgBackRest keeps that WAL in its archive, outside"
   echo "  the backup's directory: its zst backup's directory is $(mb "${stored[pgbr_zst]}") MB, and the WAL of its window in the archive"
-  echo "  (the manifest's archive-start to archive-stop segments, compressed by archive-push with its default, gz) $(mb "${pgbr_wal[zst]}") MB"
+  echo "  (the manifest's archive-start to archive-stop segments, compressed by archive-push with its default, gz) $(mb2 "${pgbr_wal[zst]}") MB"
   echo "  more; the size goal compares amber's backup with the two together ($(mb "$pgbr_zst_whole") MB)."
   echo "  amber compresses at zstd's fastest level, pgBackRest zst at level 3."
   local ra rp
@@ -706,7 +710,7 @@ $(if [ "$standard" = 1 ]; then echo "- The standard \"mixed\" data set (\`pgbenc
 | key | command |
 |---|---|
 | amber physical, BASE_BACKUP | \`amber backup --engine postgres --dsn DSN --mode physical --json\` (fresh repository each run) |
-| amber physical, --data-dir | \`amber backup --engine postgres --dsn DSN --mode physical --data-dir PGDATA --option workers=2 --json\` (fresh repository each run, so every file is read); the s2 row adds \`--compression s2\` |
+| amber physical, --data-dir | \`amber backup --engine postgres --dsn DSN --mode physical --data-dir PGDATA --option workers=2 --json\` (fresh repository each run, so every file is read); the s2 and default rows add \`--compression s2\` or \`--compression default\` |
 | pgBackRest lz4 / zst | \`pgbackrest --stanza=bench --type=full --compress-type=lz4\|zst backup\` |
 | pg_basebackup lz4 / zstd | \`pg_basebackup -D DIR -Ft -Z lz4\|zstd -c fast\` (WAL streamed into the backup) |
 | amber restore | \`amber restore --engine postgres --data-dir DIR\` of the BASE_BACKUP backup, then \`pg_ctl start\` until \`pg_is_in_recovery()\` is false |
@@ -728,6 +732,7 @@ EOF
   row "amber physical backup, BASE_BACKUP" amber_phys "$db_size" "${stored[amber_phys]}"
   row "amber physical backup, --data-dir, workers=2" amber_files "$db_size" "${stored[amber_files]}"
   row "amber physical backup, --data-dir, workers=2, --compression s2" amber_files_s2 "$db_size" "${stored[amber_files_s2]}"
+  row "amber physical backup, --data-dir, workers=2, --compression default" amber_files_default "$db_size" "${stored[amber_files_default]}"
   row "pgBackRest full, lz4" pgbr_lz4 "$db_size" "${stored[pgbr_lz4]}"
   row "pgBackRest full, zst" pgbr_zst "$db_size" "${stored[pgbr_zst]}"
   row "pg_basebackup -Ft lz4" pgbb_lz4 "$db_size" "${stored[pgbb_lz4]}"
@@ -769,13 +774,16 @@ EOF
 
 ## Goals (issue 13), ratios from this run
 Standard data set; amber's repositories encrypted and compressed. The physical-backup goal is judged on each
-of amber's two ways of reading the server.
+of amber's two ways of reading the server, and on the \`--data-dir\` backup at two more compression settings: s2
+(the kind of codec pgBackRest lz4 uses, against whose speed the goal is set) and zstd's default level 3
+(pgBackRest zst's, against whose size it is set); amber's default is zstd's fastest level.
 
 | goal | measured | |
 |---|---|---|
-| physical full backup ≥ 1.5× pgBackRest lz4's speed (process-max=2) at ≤ pgBackRest zst's size (its backup and the WAL of its window): amber through BASE_BACKUP | ${r_phys}× the speed; ${r_phys_size}× the size ($(mb "${stored[amber_phys]}") vs $(mb "${stored[pgbr_zst]}") + $(mb "${pgbr_wal[zst]}") MB) | $(met_phys "$r_phys" "$r_phys_size") |
-| the same, amber \`--data-dir\` (workers=2) | ${r_files}× the speed; ${r_files_size}× the size ($(mb "${stored[amber_files]}") vs $(mb "${stored[pgbr_zst]}") + $(mb "${pgbr_wal[zst]}") MB) | $(met_phys "$r_files" "$r_files_size") |
-| the same, amber \`--data-dir\` (workers=2) with \`--compression s2\` (lz4's kind of codec, as pgBackRest lz4) | ${r_files_s2}× the speed; ${r_files_s2_size}× the size ($(mb "${stored[amber_files_s2]}") vs $(mb "${stored[pgbr_zst]}") + $(mb "${pgbr_wal[zst]}") MB) | $(met_phys "$r_files_s2" "$r_files_s2_size") |
+| physical full backup ≥ 1.5× pgBackRest lz4's speed (process-max=2) at ≤ pgBackRest zst's size (its backup and the WAL of its window): amber through BASE_BACKUP | ${r_phys}× the speed; ${r_phys_size}× the size ($(mb "${stored[amber_phys]}") vs $(mb "${stored[pgbr_zst]}") + $(mb2 "${pgbr_wal[zst]}") MB) | $(met_phys "$r_phys" "$r_phys_size") |
+| the same, amber \`--data-dir\` (workers=2) | ${r_files}× the speed; ${r_files_size}× the size ($(mb "${stored[amber_files]}") vs $(mb "${stored[pgbr_zst]}") + $(mb2 "${pgbr_wal[zst]}") MB) | $(met_phys "$r_files" "$r_files_size") |
+| the same, amber \`--data-dir\` (workers=2) with \`--compression s2\` (lz4's kind of codec, as pgBackRest lz4) | ${r_files_s2}× the speed; ${r_files_s2_size}× the size ($(mb "${stored[amber_files_s2]}") vs $(mb "${stored[pgbr_zst]}") + $(mb2 "${pgbr_wal[zst]}") MB) | $(met_phys "$r_files_s2" "$r_files_s2_size") |
+| the same, amber \`--data-dir\` (workers=2) with \`--compression default\` (zstd level 3, pgBackRest zst's level) | ${r_files_def}× the speed; ${r_files_def_size}× the size ($(mb "${stored[amber_files_default]}") vs $(mb "${stored[pgbr_zst]}") + $(mb2 "${pgbr_wal[zst]}") MB) | $(met_phys "$r_files_def" "$r_files_def_size") |
 | physical restore to a ready server ≥ 1.5× pgBackRest's (its faster set) | ${r_rest}× | $(met "$r_rest" 1.5 ge) |
 | logical backup at least as fast as pg_dump \| zstd -3 | ${r_log}× (stored ${r_log_size}× its size) | $(met "$r_log" 1 ge) |
 | the same, amber with \`--compression s2\` (zstd -3 against S2: not equal settings) | ${r_log_s2}× (stored ${r_log_s2_size}× its size) | $(met "$r_log_s2" 1 ge) |
