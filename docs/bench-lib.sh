@@ -70,3 +70,22 @@ pg1-user=postgres
 CONF
   chown postgres: "$1"
 }
+
+# write_section OUT MARK TITLE writes the section the caller's section()
+# prints into OUT: in place of an earlier one between
+# `<!-- MARK: begin -->` and `<!-- MARK: end -->`, else appended; then says
+# so, naming it TITLE.
+write_section() {
+  local out=$1 mark=$2 title=$3
+  touch "$out"
+  section >"$out.section"
+  if grep -q "^<!-- $mark: begin -->\$" "$out"; then
+    awk -v sec="$out.section" -v b="<!-- $mark: begin -->" -v e="<!-- $mark: end -->" \
+      '$0 == b {skip=1; while ((getline l < sec) > 0) print l} !skip{print} $0 == e {skip=0}' "$out" >"$out.new"
+  else
+    { printf '%s\n\n' "$(cat "$out")"; cat "$out.section"; } >"$out.new"
+  fi
+  rm -f "$out.section"
+  mv "$out.new" "$out"
+  say "wrote the $title section of ${out#"$root"/}"
+}

@@ -572,14 +572,4 @@ EOF
 
 # An earlier MariaDB section is replaced where it stands; else the section
 # is appended.
-touch "$out"
-section >"$out.section"
-if grep -q '^<!-- bench-mysql.sh: begin -->$' "$out"; then
-  awk -v sec="$out.section" '/^<!-- bench-mysql.sh: begin -->$/{skip=1; while ((getline l < sec) > 0) print l}
-    !skip{print} /^<!-- bench-mysql.sh: end -->$/{skip=0}' "$out" >"$out.new"
-else
-  { printf '%s\n\n' "$(cat "$out")"; cat "$out.section"; } >"$out.new"
-fi
-rm -f "$out.section"
-mv "$out.new" "$out"
-say "wrote the MariaDB section of ${out#"$root"/}"
+write_section "$out" bench-mysql.sh MariaDB

@@ -52,6 +52,7 @@ fi
 pgbin=/usr/lib/postgresql/15/bin
 
 say() { printf 'bench-postgres: %s\n' "$*" >&2; }
+. "$root/docs/bench-lib.sh"
 die() { say "$*"; exit 1; }
 
 for tool in amber amber-plugin-postgres pgbackrest zstd go "$pgbin/initdb" "$pgbin/pg_basebackup" /usr/bin/time; do
@@ -144,7 +145,6 @@ cleanup() {
 trap cleanup EXIT
 
 pgbr_conf=$work/pgbackrest.conf
-. "$root/docs/bench-lib.sh"
 pgbackrest_conf "$pgbr_conf" "$work" "$pgdata" "$sock" "$port"
 pgbr() { as_pg pgbackrest --config="$pgbr_conf" --stanza=bench "$@"; }
 export -f pgbr free_port
@@ -798,16 +798,6 @@ EOF
   echo "<!-- bench-postgres.sh: end -->"
 }
 
-# An earlier PostgreSQL section is replaced where it stands; else the
-# section is appended.
-touch "$out"
-section >"$out.section"
-if grep -q '^<!-- bench-postgres.sh: begin -->$' "$out"; then
-  awk -v sec="$out.section" '/^<!-- bench-postgres.sh: begin -->$/{skip=1; while ((getline l < sec) > 0) print l}
-    !skip{print} /^<!-- bench-postgres.sh: end -->$/{skip=0}' "$out" >"$out.new"
-else
-  { printf '%s\n\n' "$(cat "$out")"; cat "$out.section"; } >"$out.new"
-fi
-rm -f "$out.section"
-mv "$out.new" "$out"
-say "wrote the PostgreSQL section of ${out#"$root"/}"
+# An earlier PostgreSQL section is replaced where it stands; else the section
+# is appended.
+write_section "$out" bench-postgres.sh PostgreSQL
