@@ -21,13 +21,39 @@ import (
 	"google.golang.org/grpc/test/bufconn"
 )
 
-// connect serves e in-process over gRPC, as a plugin would, and returns the
-// host's client.
+// connect serves e in-process over gRPC, as a plugin would, with the pipe
+// socket a host gives its plugins (backup entries travel through pipes), and
+// returns the host's client.
 func connect(t testing.TB, e api.Engine) *api.Client {
+	t.Helper()
+	host, child, err := api.NewPipes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	plugin, err := api.PipesFromFile(child)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		host.Close()
+		plugin.Close()
+	})
+	c := serve(t, e, plugin)
+	c.UsePipes(host)
+	return c
+}
+
+// connectStream is connect without pipes: every entry on the gRPC stream.
+func connectStream(t testing.TB, e api.Engine) *api.Client {
+	t.Helper()
+	return serve(t, e, nil)
+}
+
+func serve(t testing.TB, e api.Engine, pipes *api.Pipes) *api.Client {
 	t.Helper()
 	lis := bufconn.Listen(1 << 20)
 	s := api.NewGRPCServer(nil)
-	if err := api.Register(s, e); err != nil {
+	if err := api.RegisterPipes(s, e, pipes); err != nil {
 		t.Fatal(err)
 	}
 	go func() { _ = s.Serve(lis) }()
@@ -127,7 +153,11 @@ func (s *hashSink) Create(context.Context, api.Entry) (io.WriteCloser, error) {
 }
 
 func TestBackupStreams(t *testing.T) {
-	c := connect(t, apitest.NewFake())
+	t.Run("pipes", func(t *testing.T) { testBackupStreams(t, connect(t, apitest.NewFake())) })
+	t.Run("stream", func(t *testing.T) { testBackupStreams(t, connectStream(t, apitest.NewFake())) })
+}
+
+func testBackupStreams(t *testing.T, c *api.Client) {
 	const size = 3<<20 + 12345
 	for name, call := range map[string]func(context.Context, api.BackupRequest, api.EntrySink) (api.BackupResult, error){
 		"logical":  c.LogicalDump,

@@ -26,6 +26,7 @@ type Client struct {
 	archive  pb.ArchiveServiceClient
 	replay   pb.ReplayServiceClient
 	logFiles pb.LogFileServiceClient
+	pipes    *Pipes // nil: the plugin sends every entry on the stream
 }
 
 var _ Engine = (*Client)(nil)
@@ -42,6 +43,11 @@ func NewClient(c grpc.ClientConnInterface) *Client {
 		logFiles: pb.NewLogFileServiceClient(c),
 	}
 }
+
+// UsePipes lets the plugin send backup entries through pipes passed over p,
+// the host's end of the socket pair whose other end the plugin process got
+// (NewPipes). The host reads those entries from the pipes itself.
+func (c *Client) UsePipes(p *Pipes) { c.pipes = p }
 
 // RemoteError is an error the plugin returned, with its gRPC code.
 type RemoteError struct {
@@ -184,6 +190,12 @@ func (c *Client) backup(ctx context.Context, req BackupRequest, sink EntrySink,
 				}
 				continue
 			}
+			if n := v.Entry.GetPipe(); n != 0 {
+				if err := c.pipeEntry(ctx, e, n, sink, st); err != nil {
+					return BackupResult{}, err
+				}
+				continue
+			}
 			var streamErr error
 			r := &chunkReader{what: "entry " + e.Name, next: func() ([]byte, bool, int64, error) {
 				m, err := st.Recv()
@@ -212,6 +224,42 @@ func (c *Client) backup(ctx context.Context, req BackupRequest, sink EntrySink,
 			return BackupResult{}, errors.New("protocol error: data outside an entry")
 		}
 	}
+}
+
+// pipeEntry receives an entry whose bytes come through the pipe passed under
+// number n, and its end from the stream.
+func (c *Client) pipeEntry(ctx context.Context, e Entry, n uint64, sink EntrySink, st grpc.ServerStreamingClient[pb.BackupOutput]) error {
+	if c.pipes == nil {
+		return fmt.Errorf("protocol error: entry %s sent through a pipe this host did not offer", e.Name)
+	}
+	f, err := c.pipes.take(ctx, n)
+	if err != nil {
+		return fmt.Errorf("entry %s: %w", e.Name, err)
+	}
+	// Closing the pipe ends a read blocked on it when the backup is
+	// cancelled, and gives a writer still writing an error (EPIPE).
+	defer f.Close()
+	stop := context.AfterFunc(ctx, func() { f.Close() })
+	defer stop()
+	var streamErr error
+	r := &pipeReader{f: f, what: "entry " + e.Name, ctx: ctx, end: func() (int64, error) {
+		m, err := st.Recv()
+		if err != nil {
+			streamErr = remote(ctx, err)
+			return 0, streamErr
+		}
+		if end, ok := m.GetMsg().(*pb.BackupOutput_EntryEnd); ok {
+			return end.EntryEnd.GetSize(), nil
+		}
+		return 0, fmt.Errorf("protocol error: entry %s not ended after its pipe", e.Name)
+	}}
+	if err := sink.Entry(ctx, e, r); err != nil {
+		if streamErr != nil {
+			return streamErr
+		}
+		return err
+	}
+	return r.drain()
 }
 
 func (c *Client) LogicalRestore(ctx context.Context, req RestoreRequest, src EntrySource) (RestoreResult, error) {
@@ -243,7 +291,7 @@ func (c *Client) restore(ctx context.Context, req RestoreRequest, src EntrySourc
 		return finish()
 	}
 	sink := &frameSink{
-		header: func(e Entry) error {
+		header: func(e Entry, _ uint64) error {
 			return st.Send(&pb.RestoreInput{Msg: &pb.RestoreInput_Entry{Entry: entryToPB(e)}})
 		},
 		data: func(b []byte) error {

@@ -132,16 +132,23 @@ type enginePlugin struct {
 }
 
 func (p *enginePlugin) GRPCServer(_ *plugin.GRPCBroker, s *grpc.Server) error {
-	return Register(s, p.engine)
+	return register(s, p.engine, pipesFromEnv())
 }
 
 // Register registers the services of e on s. Serve does this in a plugin;
 // tests and in-process hosts use it with NewGRPCServer and NewClient.
 func Register(s *grpc.Server, e Engine) error {
+	return register(s, e, nil)
+}
+
+// register registers e's services; with pipes, backup entries travel
+// through pipes to the host (pipes.go).
+func register(s *grpc.Server, e Engine, pipes *Pipes) error {
 	srv, err := newServer(e)
 	if err != nil {
 		return err
 	}
+	srv.pipes = pipes
 	pb.RegisterIdentityServiceServer(s, srv)
 	pb.RegisterLogicalServiceServer(s, srv)
 	pb.RegisterPhysicalServiceServer(s, srv)
@@ -169,6 +176,7 @@ type server struct {
 	engine Engine
 	info   Info
 	clock  clock.Clock
+	pipes  *Pipes // nil: entries travel on the gRPC stream
 
 	mu     sync.Mutex
 	leases map[string]*lease
@@ -271,8 +279,10 @@ func (s *server) DescribeLogFile(ctx context.Context, req *pb.DescribeLogFileReq
 // backupSink sends entries as BackupOutput frames.
 func backupSink(send func(*pb.BackupOutput) error) *frameSink {
 	return &frameSink{
-		header: func(e Entry) error {
-			return send(&pb.BackupOutput{Msg: &pb.BackupOutput_Entry{Entry: entryToPB(e)}})
+		header: func(e Entry, pipe uint64) error {
+			h := entryToPB(e)
+			h.Pipe = pipe
+			return send(&pb.BackupOutput{Msg: &pb.BackupOutput_Entry{Entry: h}})
 		},
 		data: func(b []byte) error {
 			return send(&pb.BackupOutput{Msg: &pb.BackupOutput_Data{Data: b}})
@@ -291,7 +301,11 @@ func (s *server) backup(ctx context.Context, req *pb.BackupRequest, send func(*p
 	sink := backupSink(send)
 	if !req.GetFileRecords() {
 		sink.mark = nil
+		sink.pipes = s.pipes
 	}
+	// An entry's pipe left open (an error, a panic) is closed, so the host
+	// reads its end and then this call's status.
+	defer sink.abort()
 	res, err := run(ctx, backupReqFromPB(req), sink)
 	if err != nil {
 		return s.status(err)

@@ -141,11 +141,15 @@ func (w *chunkWriter) readFrom(ctx context.Context, r io.Reader) error {
 
 // frameSink implements EntrySink over a function sending protocol frames.
 type frameSink struct {
-	header func(Entry) error
+	header func(e Entry, pipe uint64) error
 	data   func([]byte) error
 	end    func(size int64) error
 	mark   func(FileMark) error // nil: the host takes no file marks
-	open   bool
+	// pipes, when set, carries each entry's bytes through a pipe to the
+	// receiver instead of data frames (never together with mark).
+	pipes *Pipes
+	open  bool
+	pipe  *pipeWriter // the open entry's pipe
 }
 
 func (s *frameSink) Entry(ctx context.Context, e Entry, r io.Reader) error {
@@ -153,8 +157,13 @@ func (s *frameSink) Entry(ctx context.Context, e Entry, r io.Reader) error {
 	if err != nil {
 		return err
 	}
-	cw := w.(*entryWriter)
-	if err := cw.readFrom(ctx, r); err != nil {
+	switch w := w.(type) {
+	case *entryWriter:
+		err = w.readFrom(ctx, r)
+	case *pipeWriter:
+		err = w.readFrom(ctx, r)
+	}
+	if err != nil {
 		return fmt.Errorf("entry %s: %w", e.Name, err)
 	}
 	return w.Close()
@@ -167,11 +176,33 @@ func (s *frameSink) Create(ctx context.Context, e Entry) (io.WriteCloser, error)
 	if e.Name == "" {
 		return nil, errors.New("entry without a name")
 	}
-	if err := s.header(e); err != nil {
+	if s.pipes != nil && s.mark == nil {
+		f, n, err := s.pipes.pipe()
+		if err != nil {
+			return nil, fmt.Errorf("entry %s: %w", e.Name, err)
+		}
+		if err := s.header(e, n); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("entry %s: %w", e.Name, err)
+		}
+		s.open = true
+		s.pipe = &pipeWriter{f: f, sink: s, name: e.Name}
+		return s.pipe, nil
+	}
+	if err := s.header(e, 0); err != nil {
 		return nil, fmt.Errorf("entry %s: %w", e.Name, err)
 	}
 	s.open = true
 	return &entryWriter{chunkWriter: newChunkWriter(s.data), sink: s, name: e.Name}, nil
+}
+
+// abort closes an entry's pipe left open by an engine that returned: the
+// receiver reads the pipe's end, then the call's status.
+func (s *frameSink) abort() {
+	if s.pipe != nil {
+		s.pipe.abort()
+		s.pipe = nil
+	}
 }
 
 type entryWriter struct {

@@ -56,6 +56,13 @@ type instance struct {
 	client *plugin.Client
 	engine *api.Client
 	info   api.Info
+	pipes  *api.Pipes
+}
+
+// kill ends the plugin process and closes the host's end of its pipe socket.
+func (in *instance) kill() {
+	in.client.Kill()
+	in.pipes.Close()
 }
 
 // New returns a Host. No plugin is started until Engine is called.
@@ -159,7 +166,7 @@ func (h *Host) instance(ctx context.Context, engine string) (*instance, error) {
 			return in, nil
 		}
 		h.log.WarnContext(ctx, "plugin process died; restarting it", "plugin", filepath.Base(in.path), "engine", engine)
-		in.client.Kill()
+		in.kill()
 		delete(h.running, engine)
 	}
 	in, err := h.launch(ctx, engine)
@@ -188,6 +195,14 @@ func (h *Host) launch(ctx context.Context, engine string) (*instance, error) {
 	// credentials (see childEnvAllowed); SkipHostEnv stops go-plugin from
 	// appending the whole of os.Environ() again.
 	cmd.Env = pluginEnv(os.Environ(), "AMBER_PLUGIN_LOG_LEVEL="+level)
+	// The plugin's end of the socket backup entries' pipes are passed over
+	// (api.Pipes): the plugin's fd 3.
+	pipes, child, err := api.NewPipes()
+	if err != nil {
+		return nil, err
+	}
+	cmd.ExtraFiles = []*os.File{child}
+	cmd.Env = append(cmd.Env, api.EnvPipes+"=3")
 	client := plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  api.Handshake,
 		VersionedPlugins: api.VersionedPlugins(nil),
@@ -199,8 +214,13 @@ func (h *Host) launch(ctx context.Context, engine string) (*instance, error) {
 		Stderr:           io.Discard,
 	})
 	rpc, err := client.Client()
-	if err != nil {
+	child.Close() // the plugin has its own copy, or never started
+	kill := func() {
 		client.Kill()
+		pipes.Close()
+	}
+	if err != nil {
+		kill()
 		if strings.Contains(err.Error(), "incompatible API version") {
 			return nil, fmt.Errorf("plugin %s speaks no protocol version this amber knows (amber knows %d): %v; install the %s that comes with this amber",
 				path, api.ProtocolVersion, err, base)
@@ -209,26 +229,27 @@ func (h *Host) launch(ctx context.Context, engine string) (*instance, error) {
 	}
 	raw, err := rpc.Dispense(api.PluginName)
 	if err != nil {
-		client.Kill()
+		kill()
 		return nil, fmt.Errorf("plugin %s: %w", path, err)
 	}
 	c, ok := raw.(*api.Client)
 	if !ok {
-		client.Kill()
+		kill()
 		return nil, fmt.Errorf("plugin %s: unexpected client type %T", path, raw)
 	}
+	c.UsePipes(pipes)
 	info, err := c.Info(ctx)
 	if err != nil {
-		client.Kill()
+		kill()
 		return nil, fmt.Errorf("plugin %s: info: %w", path, err)
 	}
 	if info.Engine != engine {
-		client.Kill()
+		kill()
 		return nil, fmt.Errorf("plugin %s says it is engine %q, not %q; reinstall it", path, info.Engine, engine)
 	}
 	h.log.DebugContext(ctx, "plugin started", "plugin", base, "engine", engine, "version", info.PluginVersion,
 		"protocol", client.NegotiatedVersion(), "capabilities", fmt.Sprint(info.Capabilities))
-	return &instance{name: engine, path: path, client: client, engine: c, info: info}, nil
+	return &instance{name: engine, path: path, client: client, engine: c, info: info, pipes: pipes}, nil
 }
 
 // Close kills every plugin process. The Host cannot be used afterwards.
@@ -237,7 +258,7 @@ func (h *Host) Close() error {
 	defer h.mu.Unlock()
 	h.closed = true
 	for name, in := range h.running {
-		in.client.Kill()
+		in.kill()
 		delete(h.running, name)
 	}
 	return nil

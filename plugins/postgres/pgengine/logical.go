@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/amber-backup/amber/plugins/api"
 )
 
 // DumpOptions tune LogicalDump.
@@ -110,6 +112,10 @@ func runPGTool(ctx context.Context, bin string, dsn DSN, args []string, stdin io
 	defer done()
 	cmd.Stdin = stdin
 	cmd.Stdout = stdout
+	if p, ok := stdout.(api.PipeFile); ok {
+		// The entry's pipe to the host: the tool writes into it directly.
+		cmd.Stdout = p.PipeFile()
+	}
 	var stderr bytes.Buffer
 	cmd.Stderr = &limitedBuffer{buf: &stderr, max: 16 << 10}
 	if err := cmd.Run(); err != nil {

@@ -1297,7 +1297,14 @@ type EntryHeader struct {
 	// "pg_dump-custom", "sql", "bson").
 	Kind string `protobuf:"bytes,4,opt,name=kind,proto3" json:"kind,omitempty"`
 	// Optional. Engine metadata the restore of this entry needs.
-	Metadata      map[string]string `protobuf:"bytes,5,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Metadata map[string]string `protobuf:"bytes,5,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Optional. Nonzero: the entry's bytes do not come as data messages but
+	// through a pipe whose read end the sender passed, under this number, over
+	// the unix socket the host gave the plugin at start (fd 3, named by
+	// AMBER_PLUGIN_PIPES; docs/plugin-protocol.md, "Pipes"). The receiver
+	// reads the pipe to its end, then expects entry_end. Only between a host
+	// and a plugin that both set up that socket; never with file_mark.
+	Pipe          uint64 `protobuf:"varint,6,opt,name=pipe,proto3" json:"pipe,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1367,12 +1374,20 @@ func (x *EntryHeader) GetMetadata() map[string]string {
 	return nil
 }
 
+func (x *EntryHeader) GetPipe() uint64 {
+	if x != nil {
+		return x.Pipe
+	}
+	return 0
+}
+
 // EntryEnd closes the current entry.
 type EntryEnd struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Required. Number of data bytes sent for the entry (records reused with
 	// FileMark.reuse not counted); the receiver fails the entry if it
-	// counted a different number.
+	// counted a different number. -1 for an entry sent through a pipe that a
+	// tool wrote to directly, which the sender could not count.
 	Size          int64 `protobuf:"varint,1,opt,name=size,proto3" json:"size,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -3693,13 +3708,14 @@ const file_amber_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x06ranges\x18\a \x03(\v2\x1a.amber.plugin.v1.ByteRangeR\x06ranges\";\n" +
 	"\tByteRange\x12\x16\n" +
 	"\x06offset\x18\x01 \x01(\x03R\x06offset\x12\x16\n" +
-	"\x06length\x18\x02 \x01(\x03R\x06length\"\xe2\x01\n" +
+	"\x06length\x18\x02 \x01(\x03R\x06length\"\xf6\x01\n" +
 	"\vEntryHeader\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x12\n" +
 	"\x04mode\x18\x03 \x01(\rR\x04mode\x12\x12\n" +
 	"\x04kind\x18\x04 \x01(\tR\x04kind\x12F\n" +
-	"\bmetadata\x18\x05 \x03(\v2*.amber.plugin.v1.EntryHeader.MetadataEntryR\bmetadata\x1a;\n" +
+	"\bmetadata\x18\x05 \x03(\v2*.amber.plugin.v1.EntryHeader.MetadataEntryR\bmetadata\x12\x12\n" +
+	"\x04pipe\x18\x06 \x01(\x04R\x04pipe\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x1e\n" +
