@@ -39,7 +39,7 @@ func connect(t testing.TB, e api.Engine) *api.Client {
 		plugin.Close()
 	})
 	c := serve(t, e, plugin)
-	c.UsePipes(host)
+	c.UsePipes(host, true)
 	return c
 }
 
@@ -241,7 +241,11 @@ func (s *listSource) Next(context.Context) (api.Entry, io.Reader, error) {
 }
 
 func TestLogicalRestore(t *testing.T) {
-	c := connect(t, apitest.NewFake())
+	t.Run("pipes", func(t *testing.T) { testLogicalRestore(t, connect(t, apitest.NewFake())) })
+	t.Run("stream", func(t *testing.T) { testLogicalRestore(t, connectStream(t, apitest.NewFake())) })
+}
+
+func testLogicalRestore(t *testing.T, c *api.Client) {
 	sizes := []int64{0, 1, 5 << 20, 777}
 	res, err := c.LogicalRestore(context.Background(), api.RestoreRequest{Backup: api.BackupResult{Consistent: apitest.Pos(9)}}, &listSource{sizes: sizes})
 	if err != nil {

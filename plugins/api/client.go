@@ -27,6 +27,8 @@ type Client struct {
 	replay   pb.ReplayServiceClient
 	logFiles pb.LogFileServiceClient
 	pipes    *Pipes // nil: the plugin sends every entry on the stream
+	// restorePipes: the plugin reads restore entries from pipes too.
+	restorePipes bool
 }
 
 var _ Engine = (*Client)(nil)
@@ -46,8 +48,12 @@ func NewClient(c grpc.ClientConnInterface) *Client {
 
 // UsePipes lets the plugin send backup entries through pipes passed over p,
 // the host's end of the socket pair whose other end the plugin process got
-// (NewPipes). The host reads those entries from the pipes itself.
-func (c *Client) UsePipes(p *Pipes) { c.pipes = p }
+// (NewPipes); the host reads those entries from the pipes itself. With
+// restores (the plugin's Info.ReadsPipes) the host also sends restore
+// entries through pipes it passes to the plugin.
+func (c *Client) UsePipes(p *Pipes, restores bool) {
+	c.pipes, c.restorePipes = p, restores && p != nil
+}
 
 // RemoteError is an error the plugin returned, with its gRPC code.
 type RemoteError struct {
@@ -291,8 +297,10 @@ func (c *Client) restore(ctx context.Context, req RestoreRequest, src EntrySourc
 		return finish()
 	}
 	sink := &frameSink{
-		header: func(e Entry, _ uint64) error {
-			return st.Send(&pb.RestoreInput{Msg: &pb.RestoreInput_Entry{Entry: entryToPB(e)}})
+		header: func(e Entry, pipe uint64) error {
+			h := entryToPB(e)
+			h.Pipe = pipe
+			return st.Send(&pb.RestoreInput{Msg: &pb.RestoreInput_Entry{Entry: h}})
 		},
 		data: func(b []byte) error {
 			return st.Send(&pb.RestoreInput{Msg: &pb.RestoreInput_Data{Data: b}})
@@ -301,6 +309,11 @@ func (c *Client) restore(ctx context.Context, req RestoreRequest, src EntrySourc
 			return st.Send(&pb.RestoreInput{Msg: &pb.RestoreInput_EntryEnd{EntryEnd: &pb.EntryEnd{Size: n}}})
 		},
 	}
+	if c.restorePipes {
+		sink.pipes = c.pipes
+	}
+	// A pipe left open when the restore ends early is closed.
+	defer sink.abort()
 	for {
 		e, r, err := src.Next(ctx)
 		if errors.Is(err, io.EOF) {
@@ -316,9 +329,19 @@ func (c *Client) restore(ctx context.Context, req RestoreRequest, src EntrySourc
 		if err != nil {
 			return finish()
 		}
-		ew := w.(*entryWriter)
-		if err := ew.readFrom(ctx, r); err != nil {
-			if ew.err != nil {
+		// A failed write means the plugin ended the call: its status
+		// comes from finish. A failed read is the host's source.
+		var werr error
+		switch w := w.(type) {
+		case *entryWriter:
+			err = w.readFrom(ctx, r)
+			werr = w.err
+		case *pipeWriter:
+			err = w.readFrom(ctx, r)
+			werr = w.err
+		}
+		if err != nil {
+			if werr != nil {
 				return finish()
 			}
 			return RestoreResult{}, fmt.Errorf("restore entry %s: %w", e.Name, err)

@@ -126,7 +126,7 @@ func infoToPB(i Info) *pb.InfoResponse {
 
 func infoFromPB(r *pb.InfoResponse) Info {
 	i := Info{Engine: r.GetEngine(), PluginVersion: r.GetPluginVersion(), SupportedServers: r.GetSupportedServers(),
-		PreviousEntries: r.GetPreviousEntries()}
+		PreviousEntries: r.GetPreviousEntries(), ReadsPipes: r.GetReadsPipes()}
 	for _, c := range r.GetCapabilities() {
 		if v, ok := capFromPB(c); ok {
 			i.Capabilities = append(i.Capabilities, v)

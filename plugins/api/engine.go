@@ -160,6 +160,9 @@ type Info struct {
 	// PreviousEntries (optional, with FileRecords) names the entries of a
 	// backup the plugin wants back whole in PreviousFiles.Entries.
 	PreviousEntries []string
+	// ReadsPipes is set by the plugin's framework, not the engine: the
+	// plugin reads restore entries from pipes the host passes (Pipes).
+	ReadsPipes bool
 }
 
 // Has reports whether the plugin declared c.

@@ -268,7 +268,7 @@ type PipeFile interface {
 	PipeFile() *os.File
 }
 
-// pipeWriter is an entry's write end of a pipe to the host.
+// pipeWriter is an entry's write end of a pipe to the other side.
 type pipeWriter struct {
 	f         *os.File
 	sink      *frameSink
@@ -276,15 +276,20 @@ type pipeWriter struct {
 	n         int64
 	uncounted bool
 	closed    bool
+	err       error // the first failed write: the reader is gone
 }
 
 func (w *pipeWriter) Write(b []byte) (int, error) {
+	if w.err != nil {
+		return 0, w.err
+	}
 	n, err := w.f.Write(b)
 	w.n += int64(n)
 	if err != nil {
-		err = fmt.Errorf("entry %s: %w", w.name, err)
+		w.err = fmt.Errorf("entry %s: %w", w.name, err)
+		return n, w.err
 	}
-	return n, err
+	return n, nil
 }
 
 // MarkFile refuses: entries with file records never travel through pipes.
@@ -294,7 +299,17 @@ func (w *pipeWriter) MarkFile(m FileMark) error {
 
 func (w *pipeWriter) PipeFile() *os.File {
 	w.uncounted = true
-	return w.f
+	return blocking(w.f)
+}
+
+// blocking puts f in blocking mode, which a child process expects of its
+// standard input and output; f's own reads and writes still work (they
+// hold a thread while they wait).
+func blocking(f *os.File) *os.File {
+	if rc, err := f.SyscallConn(); err == nil {
+		rc.Control(func(fd uintptr) { unix.SetNonblock(int(fd), false) })
+	}
+	return f
 }
 
 // readFrom writes everything r yields into the pipe.
@@ -350,13 +365,21 @@ func (w *pipeWriter) abort() {
 
 // pipeReader reads an entry from a pipe, then its end from the stream.
 type pipeReader struct {
-	f    *os.File
-	what string
-	ctx  context.Context
-	end  func() (int64, error) // the entry's end: the size the sender counted
-	n    int64
-	done bool
-	err  error
+	f         *os.File
+	what      string
+	ctx       context.Context
+	end       func() (int64, error) // the entry's end: the size the sender counted
+	n         int64
+	uncounted bool // a child process read the pipe (PipeFile)
+	done      bool
+	err       error
+}
+
+// PipeFile gives the pipe to a child process as its standard input; what
+// the child leaves unread is drained before the next entry.
+func (r *pipeReader) PipeFile() *os.File {
+	r.uncounted = true
+	return blocking(r.f)
 }
 
 func (r *pipeReader) Read(p []byte) (int, error) {
@@ -376,7 +399,7 @@ func (r *pipeReader) Read(p []byte) (int, error) {
 		switch {
 		case err != nil:
 			r.err = err
-		case size != -1 && size != r.n:
+		case size != -1 && !r.uncounted && size != r.n:
 			r.err = fmt.Errorf("%s: sender counted %d bytes, received %d: %w", r.what, size, r.n, io.ErrUnexpectedEOF)
 		default:
 			r.done = true

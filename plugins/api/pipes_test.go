@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"os/exec"
 	"strings"
@@ -149,4 +150,87 @@ func TestPipeHostStopsReading(t *testing.T) {
 	if sink.read != 1<<20 {
 		t.Fatalf("the sink read %d bytes", sink.read)
 	}
+}
+
+// restoreEngine is a fake whose LogicalRestore runs restore on the source.
+type restoreEngine struct {
+	*apitest.Fake
+	restore func(ctx context.Context, src api.EntrySource) (map[string]string, error)
+}
+
+func (e restoreEngine) LogicalRestore(ctx context.Context, _ api.RestoreRequest, src api.EntrySource) (api.RestoreResult, error) {
+	meta, err := e.restore(ctx, src)
+	return api.RestoreResult{Metadata: meta}, err
+}
+
+// TestRestorePipeToATool: a child process given a restore entry's pipe as
+// its stdin reads what the host sends; what it leaves unread is drained
+// before the next entry, which arrives whole.
+func TestRestorePipeToATool(t *testing.T) {
+	sizes := []int64{3<<20 + 7, 1 << 20, 0}
+	c := connect(t, restoreEngine{Fake: apitest.NewFake(), restore: func(ctx context.Context, src api.EntrySource) (map[string]string, error) {
+		meta := map[string]string{}
+		for i := 0; ; i++ {
+			e, r, err := src.Next(ctx)
+			if errors.Is(err, io.EOF) {
+				return meta, nil
+			}
+			if err != nil {
+				return nil, err
+			}
+			p, ok := r.(api.PipeFile)
+			if !ok {
+				return nil, errors.New("the restore entry's reader offers no pipe")
+			}
+			// The first entry is read whole by sha256sum, the second
+			// only in part by head: the rest is drained.
+			cmd := exec.CommandContext(ctx, "sha256sum")
+			if i == 1 {
+				cmd = exec.CommandContext(ctx, "head", "-c", "1000")
+			}
+			cmd.Stdin = p.PipeFile()
+			out, err := cmd.Output()
+			if err != nil {
+				return nil, err
+			}
+			if i == 1 {
+				meta[e.Name] = fmt.Sprint(len(out))
+			} else {
+				meta[e.Name] = strings.Fields(string(out))[0]
+			}
+		}
+	}})
+	within(t, 30*time.Second, func() {
+		res, err := c.LogicalRestore(context.Background(), api.RestoreRequest{}, &listSource{sizes: sizes})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := res.Metadata["e0"], apitest.PatternSum(0, sizes[0]); got != want {
+			t.Errorf("e0: the tool read sum %s, want %s", got, want)
+		}
+		if n := res.Metadata["e1"]; n != "1000" {
+			t.Errorf("e1: head read %s bytes", n)
+		}
+		if got, want := res.Metadata["e2"], apitest.PatternSum(2, 0); got != want {
+			t.Errorf("e2: the tool read sum %s, want %s", got, want)
+		}
+	})
+}
+
+// TestRestoreEngineStopsReading: an engine that returns an error without
+// reading its entry's pipe fails the restore with that error; the host's
+// write into the pipe fails rather than blocks.
+func TestRestoreEngineStopsReading(t *testing.T) {
+	c := connect(t, restoreEngine{Fake: apitest.NewFake(), restore: func(ctx context.Context, src api.EntrySource) (map[string]string, error) {
+		if _, _, err := src.Next(ctx); err != nil {
+			return nil, err
+		}
+		return nil, errors.New("the database refused the schema")
+	}})
+	within(t, 30*time.Second, func() {
+		_, err := c.LogicalRestore(context.Background(), api.RestoreRequest{}, &listSource{sizes: []int64{256 << 20}})
+		if err == nil || !strings.Contains(err.Error(), "the database refused the schema") {
+			t.Errorf("err = %v", err)
+		}
+	})
 }

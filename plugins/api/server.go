@@ -240,7 +240,9 @@ func (s *server) Info(ctx context.Context, _ *pb.InfoRequest) (*pb.InfoResponse,
 	if err != nil {
 		return nil, s.status(err)
 	}
-	return infoToPB(info), nil
+	r := infoToPB(info)
+	r.ReadsPipes = s.pipes != nil
+	return r, nil
 }
 
 func (s *server) Probe(ctx context.Context, req *pb.ProbeRequest) (*pb.ProbeResponse, error) {
@@ -340,22 +342,25 @@ func (s *server) restore(st grpc.ClientStreamingServer[pb.RestoreInput, pb.Resto
 	if req == nil {
 		return status.Error(codes.InvalidArgument, "restore stream must start with a RestoreRequest")
 	}
-	src := &frameSource{recv: func() (*Entry, []byte, bool, int64, error) {
+	src := &frameSource{pipes: s.pipes, recv: func() (frame, error) {
 		m, err := st.Recv()
 		if err != nil {
-			return nil, nil, false, 0, err
+			return frame{}, err
 		}
 		switch v := m.GetMsg().(type) {
 		case *pb.RestoreInput_Entry:
 			e := entryFromPB(v.Entry)
-			return &e, nil, false, 0, nil
+			return frame{header: &e, pipe: v.Entry.GetPipe()}, nil
 		case *pb.RestoreInput_Data:
-			return nil, v.Data, false, 0, nil
+			return frame{data: v.Data}, nil
 		case *pb.RestoreInput_EntryEnd:
-			return nil, nil, true, v.EntryEnd.GetSize(), nil
+			return frame{end: true, size: v.EntryEnd.GetSize()}, nil
 		}
-		return nil, nil, false, 0, errors.New("protocol error: unexpected message in restore stream")
+		return frame{}, errors.New("protocol error: unexpected message in restore stream")
 	}}
+	// The last entry's pipe, or one an engine left unread, is closed, so a
+	// host still writing into it gets an error rather than blocking.
+	defer src.closePipe()
 	res, err := run(st.Context(), restoreReqFromPB(req), src)
 	if err != nil {
 		return s.status(err)

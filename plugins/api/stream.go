@@ -253,40 +253,84 @@ func (w *entryWriter) Close() error {
 
 var _ FileMarker = (*entryWriter)(nil)
 
+// frame is one message of an entry stream: a header (with the number of
+// the pipe carrying its bytes, if any), data, or an end with its size.
+type frame struct {
+	header *Entry
+	pipe   uint64
+	data   []byte
+	end    bool
+	size   int64
+}
+
 // frameSource implements EntrySource over a function receiving frames.
-// recv returns exactly one of: a header, data, an end (with size), or err
-// (io.EOF at the end of the stream).
+// recv returns one frame, or err (io.EOF at the end of the stream).
 type frameSource struct {
-	recv func() (h *Entry, data []byte, end bool, size int64, err error)
-	cur  *chunkReader
+	recv  func() (frame, error)
+	pipes *Pipes // receives the pipes headers name; nil: none offered
+	cur   interface{ drain() error }
+	pipe  *pipeReader // the current entry's pipe, closed when the next starts
 }
 
 func (s *frameSource) Next(ctx context.Context) (Entry, io.Reader, error) {
 	if s.cur != nil {
-		if err := s.cur.drain(); err != nil {
+		err := s.cur.drain()
+		s.cur = nil
+		s.closePipe()
+		if err != nil {
 			return Entry{}, nil, err
 		}
-		s.cur = nil
 	}
 	if err := ctx.Err(); err != nil {
 		return Entry{}, nil, err
 	}
-	h, _, _, _, err := s.recv()
+	f, err := s.recv()
 	if err != nil {
 		return Entry{}, nil, err
 	}
-	if h == nil {
+	if f.header == nil {
 		return Entry{}, nil, errors.New("protocol error: data outside an entry")
 	}
-	e := *h
-	s.cur = &chunkReader{what: "entry " + e.Name, next: func() ([]byte, bool, int64, error) {
-		h, data, end, size, err := s.recv()
-		if err == nil && h != nil {
-			err = fmt.Errorf("protocol error: entry %s started inside entry %s", h.Name, e.Name)
+	e := *f.header
+	if f.pipe != 0 {
+		if s.pipes == nil {
+			return Entry{}, nil, fmt.Errorf("protocol error: entry %s sent through a pipe this plugin did not offer to read", e.Name)
 		}
-		return data, end, size, err
+		file, err := s.pipes.take(ctx, f.pipe)
+		if err != nil {
+			return Entry{}, nil, fmt.Errorf("entry %s: %w", e.Name, err)
+		}
+		s.pipe = &pipeReader{f: file, what: "entry " + e.Name, ctx: ctx, end: func() (int64, error) {
+			f, err := s.recv()
+			switch {
+			case err != nil:
+				return 0, err
+			case !f.end:
+				return 0, fmt.Errorf("protocol error: entry %s not ended after its pipe", e.Name)
+			}
+			return f.size, nil
+		}}
+		s.cur = s.pipe
+		return e, s.pipe, nil
+	}
+	cr := &chunkReader{what: "entry " + e.Name, next: func() ([]byte, bool, int64, error) {
+		f, err := s.recv()
+		if err == nil && f.header != nil {
+			err = fmt.Errorf("protocol error: entry %s started inside entry %s", f.header.Name, e.Name)
+		}
+		return f.data, f.end, f.size, err
 	}}
-	return e, s.cur, nil
+	s.cur = cr
+	return e, cr, nil
+}
+
+// closePipe closes the current entry's pipe: a sender still writing gets
+// an error rather than blocking.
+func (s *frameSource) closePipe() {
+	if s.pipe != nil {
+		s.pipe.f.Close()
+		s.pipe = nil
+	}
 }
 
 // checkMark checks what a file mark says of a patch.

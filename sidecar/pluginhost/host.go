@@ -237,12 +237,12 @@ func (h *Host) launch(ctx context.Context, engine string) (*instance, error) {
 		kill()
 		return nil, fmt.Errorf("plugin %s: unexpected client type %T", path, raw)
 	}
-	c.UsePipes(pipes)
 	info, err := c.Info(ctx)
 	if err != nil {
 		kill()
 		return nil, fmt.Errorf("plugin %s: info: %w", path, err)
 	}
+	c.UsePipes(pipes, info.ReadsPipes)
 	if info.Engine != engine {
 		kill()
 		return nil, fmt.Errorf("plugin %s says it is engine %q, not %q; reinstall it", path, info.Engine, engine)

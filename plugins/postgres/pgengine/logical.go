@@ -112,8 +112,12 @@ func runPGTool(ctx context.Context, bin string, dsn DSN, args []string, stdin io
 	defer done()
 	cmd.Stdin = stdin
 	cmd.Stdout = stdout
+	// An entry's pipe from or to the host: the tool reads or writes it
+	// directly.
+	if p, ok := stdin.(api.PipeFile); ok {
+		cmd.Stdin = p.PipeFile()
+	}
 	if p, ok := stdout.(api.PipeFile); ok {
-		// The entry's pipe to the host: the tool writes into it directly.
 		cmd.Stdout = p.PipeFile()
 	}
 	var stderr bytes.Buffer

@@ -627,8 +627,13 @@ type InfoResponse struct {
 	// host passes that backup as the previous one (PostgreSQL:
 	// "backup_manifest", which an incremental BASE_BACKUP uploads).
 	PreviousEntries []string `protobuf:"bytes,5,rep,name=previous_entries,json=previousEntries,proto3" json:"previous_entries,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Optional. Set by the plugin's framework, not the engine: the plugin
+	// got the host's pipe socket and reads restore entries whose header
+	// names a pipe (EntryHeader.pipe). Unset: the host sends every restore
+	// entry as data messages.
+	ReadsPipes    bool `protobuf:"varint,6,opt,name=reads_pipes,json=readsPipes,proto3" json:"reads_pipes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *InfoResponse) Reset() {
@@ -694,6 +699,13 @@ func (x *InfoResponse) GetPreviousEntries() []string {
 		return x.PreviousEntries
 	}
 	return nil
+}
+
+func (x *InfoResponse) GetReadsPipes() bool {
+	if x != nil {
+		return x.ReadsPipes
+	}
+	return false
 }
 
 type ProbeRequest struct {
@@ -3652,13 +3664,15 @@ const file_amber_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x17DescribeLogFileResponse\x12\x16\n" +
 	"\x06ignore\x18\x01 \x01(\bR\x06ignore\x126\n" +
 	"\x06header\x18\x02 \x01(\v2\x1e.amber.plugin.v1.SegmentHeaderR\x06header\x129\n" +
-	"\atrailer\x18\x03 \x01(\v2\x1f.amber.plugin.v1.SegmentTrailerR\atrailer\"\xe6\x01\n" +
+	"\atrailer\x18\x03 \x01(\v2\x1f.amber.plugin.v1.SegmentTrailerR\atrailer\"\x87\x02\n" +
 	"\fInfoResponse\x12\x16\n" +
 	"\x06engine\x18\x01 \x01(\tR\x06engine\x12%\n" +
 	"\x0eplugin_version\x18\x02 \x01(\tR\rpluginVersion\x12?\n" +
 	"\fcapabilities\x18\x03 \x03(\x0e2\x1b.amber.plugin.v1.CapabilityR\fcapabilities\x12+\n" +
 	"\x11supported_servers\x18\x04 \x01(\tR\x10supportedServers\x12)\n" +
-	"\x10previous_entries\x18\x05 \x03(\tR\x0fpreviousEntries\"?\n" +
+	"\x10previous_entries\x18\x05 \x03(\tR\x0fpreviousEntries\x12\x1f\n" +
+	"\vreads_pipes\x18\x06 \x01(\bR\n" +
+	"readsPipes\"?\n" +
 	"\fProbeRequest\x12/\n" +
 	"\x06target\x18\x01 \x01(\v2\x17.amber.plugin.v1.TargetR\x06target\"\xa6\x03\n" +
 	"\rProbeResponse\x12%\n" +
