@@ -125,6 +125,11 @@ func TestInfoAndLogRelay(t *testing.T) {
 	if info.Engine != "fake" || !info.Has(api.Archive) {
 		t.Fatalf("info = %+v", info)
 	}
+	// The plugin process got the host's pipe socket: entries travel
+	// through pipes both ways (api.Pipes).
+	if !info.ReadsPipes {
+		t.Fatal("the plugin did not get the host's pipe socket")
+	}
 	if _, err := p.Probe(ctx, api.Target{DataDir: "/srv/fake"}); err != nil {
 		t.Fatal(err)
 	}

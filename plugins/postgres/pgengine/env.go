@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"syscall"
 
 	"github.com/amber-backup/amber/plugins/internal/secretfile"
 )
@@ -34,6 +35,9 @@ func toolEnv(password string) []string {
 func toolCommand(ctx context.Context, bin string, args []string, password string) (cmd *exec.Cmd, done func(), err error) {
 	cmd = exec.CommandContext(ctx, bin, args...)
 	cmd.Env = toolEnv(password)
+	// A tool never outlives the plugin: one writing into or reading from a
+	// pipe to the host would otherwise go on without it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if password == "" {
 		return cmd, func() {}, nil
 	}
