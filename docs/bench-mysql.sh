@@ -385,6 +385,14 @@ run_logical() {
   export AMBER_REPO="$r" AMBER_CACHE_DIR="$work/amber-cache"
   "$amber" repo init --json >/dev/null
   measure amber_logical "$amber" backup --engine mysql --dsn "$dsn" --mode logical --json >"$work/logical.json"
+  # The same with S2, lz4's kind of codec, into a repository of its own.
+  export AMBER_REPO="$work/amber-repo-s2"
+  rm -rf "$AMBER_REPO"
+  "$amber" repo init --json >/dev/null
+  measure amber_logical_s2 "$amber" backup --engine mysql --dsn "$dsn" --mode logical --compression s2 --json >/dev/null
+  stored[amber_logical_s2]=$(du -sb "$AMBER_REPO" | cut -f1)
+  rm -rf "$AMBER_REPO"
+  export AMBER_REPO="$r"
   measure mariadb_dump sh -c "mariadb-dump --no-defaults --socket='$src/sock' -uroot --single-transaction app | zstd -q -3 >'$work/dump.sql.zst'"
   measure mydumper mydumper --socket "$src/sock" -u root -t 2 -B app -o "$work/mydumper"
   stored[amber_logical]=$(du -sb "$r" | cut -f1)
@@ -468,8 +476,10 @@ row() { # label key
 }
 
 read -r lag_n lag_p50 lag_p90 lag_p99 lag_max lag_miss <<<"$lag"
-peak=$(for k in amber_logical amber_logical_restore amber_physical amber_physical_restore; do echo "${maxrss[$k]}"; done | sort -n | tail -1)
+peak=$(for k in amber_logical amber_logical_s2 amber_logical_restore amber_physical amber_physical_restore; do echo "${maxrss[$k]}"; done | sort -n | tail -1)
 s_dump=$(speed amber_logical mariadb_dump) s_myd=$(speed amber_logical mydumper)
+s2_dump=$(speed amber_logical_s2 mariadb_dump) s2_myd=$(speed amber_logical_s2 mydumper)
+z2_dump=$(ratio "${stored[amber_logical_s2]}" "${stored[mariadb_dump]}")
 s_rest=$(speed amber_logical_restore myloader) s_client=$(speed amber_logical_restore client_restore)
 s_phys=$(speed amber_physical mariadb_backup) s_prest=$(speed amber_physical_restore mariadb_backup_restore)
 z_phys=$(ratio "${stored[amber_physical]}" "${stored[mariadb_backup]}")
@@ -501,7 +511,8 @@ EOF
   size per wall second, for every tool alike.
 
 ## Commands
-- \`amber backup --engine mysql --mode logical\` (2 workers, one snapshot, tables above 64 MiB split into key ranges)
+- \`amber backup --engine mysql --mode logical\` (2 workers, one snapshot, tables above 64 MiB split into key ranges;
+  once more with \`--compression s2\` into a repository of its own, in the row that says so)
   and \`amber restore --engine mysql --dsn\` (schema through one \`mariadb\` client session, then the data entries
   through ${restore_threads} sessions at once, \`restore_threads\`, then views, routines and triggers);
 - \`mariadb-dump --single-transaction app | zstd -3\`, restored with \`zstd -dc | mariadb app\`;
@@ -516,6 +527,7 @@ EOF
 |---|---|---|---|---|---|---|
 EOF
   row "amber logical backup" amber_logical
+  row "amber logical backup, --compression s2" amber_logical_s2
   row "mariadb-dump \| zstd -3" mariadb_dump
   row "mydumper -t 2" mydumper
   row "amber logical restore" amber_logical_restore
@@ -543,6 +555,7 @@ ${lag_miss} never durable.
 |---|---|---|
 | logical backup ≥ 2× mariadb-dump \| zstd -3 | ${s_dump}× | $(met "$s_dump" 2 ge) |
 | logical backup ≥ mydumper -t 2 | ${s_myd}× | $(met "$s_myd" 1 ge) |
+| the same two, amber with \`--compression s2\` (S2 against zstd -3 and against no compression: not equal settings) | ${s2_dump}× mariadb-dump \| zstd -3 (stored ${z2_dump}× its size), ${s2_myd}× mydumper | $(met "$s2_dump" 2 ge), $(met "$s2_myd" 1 ge) |
 | logical restore ≥ myloader -t 2 | ${s_rest}× (${s_client}× the single mariadb client) | $(met "$s_rest" 1 ge) |
 | physical backup ≥ mariadb-backup \| zstd | ${s_phys}× | $(met "$s_phys" 1 ge) |
 | physical backup stored ≤ mariadb-backup \| zstd's size | ${z_phys}× | $(met "$z_phys" 1 le) |
