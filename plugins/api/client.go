@@ -284,14 +284,29 @@ func (c *Client) restore(ctx context.Context, req RestoreRequest, src EntrySourc
 	if err != nil {
 		return RestoreResult{}, remote(ctx, err)
 	}
-	// A failed Send means the plugin ended the call: its status comes
-	// from CloseAndRecv.
+	// The plugin's answer is awaited from the start: a plugin that ends
+	// the call early (it refused the request, or needed no more) must not
+	// leave the host writing into a pipe nobody will read, so its end
+	// closes the entry's pipe. A failed Send or write means the plugin
+	// ended the call: its status comes from finish.
+	var (
+		answer    pb.RestoreResult
+		answerErr error
+		answered  = make(chan struct{})
+		pipes     = &callPipe{}
+	)
+	go func() {
+		answerErr = st.RecvMsg(&answer)
+		close(answered)
+		pipes.end()
+	}()
 	finish := func() (RestoreResult, error) {
-		r, err := st.CloseAndRecv()
-		if err != nil {
-			return RestoreResult{}, remote(ctx, err)
+		_ = st.CloseSend()
+		<-answered
+		if answerErr != nil {
+			return RestoreResult{}, remote(ctx, answerErr)
 		}
-		return restoreResultFromPB(r), nil
+		return restoreResultFromPB(&answer), nil
 	}
 	if err := st.Send(&pb.RestoreInput{Msg: &pb.RestoreInput_Request{Request: restoreReqToPB(req)}}); err != nil {
 		return finish()
@@ -310,7 +325,7 @@ func (c *Client) restore(ctx context.Context, req RestoreRequest, src EntrySourc
 		},
 	}
 	if c.restorePipes {
-		sink.pipes = c.pipes
+		sink.pipes, sink.call = c.pipes, pipes
 	}
 	// A pipe left open when the restore ends early is closed.
 	defer sink.abort()

@@ -48,9 +48,15 @@ type Pipes struct {
 	next   uint64
 
 	mu      sync.Mutex
-	got     map[uint64]*os.File
+	got     map[uint64]received
 	arrived chan struct{} // closed (and replaced) when a file arrives or the socket ends
 	err     error         // why the socket ended
+}
+
+// received is a pipe end the other side passed, until it is taken.
+type received struct {
+	f  *os.File
+	at time.Time
 }
 
 // NewPipes creates the socket pair a host gives a plugin: the host's Pipes,
@@ -102,7 +108,7 @@ func pipesFromFile(f *os.File) (*Pipes, error) {
 		c.Close()
 		return nil, fmt.Errorf("pipe socket: a %T, not a unix socket", c)
 	}
-	p := &Pipes{conn: uc, got: map[uint64]*os.File{}, arrived: make(chan struct{})}
+	p := &Pipes{conn: uc, got: map[uint64]received{}, arrived: make(chan struct{})}
 	go p.receive()
 	return p, nil
 }
@@ -112,8 +118,8 @@ func (p *Pipes) Close() error {
 	err := p.conn.Close()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for n, f := range p.got {
-		f.Close()
+	for n, r := range p.got {
+		r.f.Close()
 		delete(p.got, n)
 	}
 	return err
@@ -207,8 +213,17 @@ func (p *Pipes) receiveLoop() error {
 			return err
 		}
 		f := os.NewFile(uintptr(fds[0]), "amber entry pipe")
+		now := time.Now()
 		p.mu.Lock()
-		p.got[binary.LittleEndian.Uint64(msg[:8])] = f
+		// A pipe never taken (its call ended before it read the header
+		// naming it) is closed once no receiver would wait for it.
+		for n, r := range p.got {
+			if now.Sub(r.at) > 2*pipeWait {
+				r.f.Close()
+				delete(p.got, n)
+			}
+		}
+		p.got[binary.LittleEndian.Uint64(msg[:8])] = received{f: f, at: now}
 		close(p.arrived)
 		p.arrived = make(chan struct{})
 		p.mu.Unlock()
@@ -237,10 +252,10 @@ func (p *Pipes) take(ctx context.Context, n uint64) (*os.File, error) {
 	defer timer.Stop()
 	for {
 		p.mu.Lock()
-		if f, ok := p.got[n]; ok {
+		if r, ok := p.got[n]; ok {
 			delete(p.got, n)
 			p.mu.Unlock()
-			return f, nil
+			return r.f, nil
 		}
 		if p.err != nil {
 			err := p.err
@@ -256,6 +271,32 @@ func (p *Pipes) take(ctx context.Context, n uint64) (*os.File, error) {
 		case <-timer.C:
 			return nil, fmt.Errorf("pipe %d was announced but not passed within %s", n, pipeWait)
 		}
+	}
+}
+
+// callPipe closes the pipe a call is writing into once the call has ended
+// on the other side, so a write the other side will never read fails
+// instead of blocking.
+type callPipe struct {
+	mu    sync.Mutex
+	f     *os.File
+	ended bool
+}
+
+// open records f as the call's current pipe; false when the call ended.
+func (c *callPipe) open(f *os.File) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.f = f
+	return !c.ended
+}
+
+func (c *callPipe) end() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.ended = true
+	if c.f != nil {
+		c.f.Close()
 	}
 }
 

@@ -234,3 +234,40 @@ func TestRestoreEngineStopsReading(t *testing.T) {
 		}
 	})
 }
+
+// TestRestoreEngineRefusesBeforeReading: an engine that refuses the
+// request before it takes its first entry (the pipe never leaves the
+// plugin's hands) fails the restore with its error; the host's write into
+// that pipe fails once the call has ended rather than block.
+func TestRestoreEngineRefusesBeforeReading(t *testing.T) {
+	c := connect(t, restoreEngine{Fake: apitest.NewFake(), restore: func(context.Context, api.EntrySource) (map[string]string, error) {
+		return nil, errors.New("a GTID target is not supported")
+	}})
+	within(t, 30*time.Second, func() {
+		_, err := c.LogicalRestore(context.Background(), api.RestoreRequest{}, &listSource{sizes: []int64{256 << 20}})
+		if err == nil || !strings.Contains(err.Error(), "a GTID target is not supported") {
+			t.Errorf("err = %v", err)
+		}
+	})
+}
+
+// TestRestoreEngineNeedsNoMore: an engine that returns success before
+// reading all it was sent ends the restore with its result.
+func TestRestoreEngineNeedsNoMore(t *testing.T) {
+	c := connect(t, restoreEngine{Fake: apitest.NewFake(), restore: func(ctx context.Context, src api.EntrySource) (map[string]string, error) {
+		_, r, err := src.Next(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := io.CopyN(io.Discard, r, 1000); err != nil {
+			return nil, err
+		}
+		return map[string]string{"read": "1000"}, nil
+	}})
+	within(t, 30*time.Second, func() {
+		res, err := c.LogicalRestore(context.Background(), api.RestoreRequest{}, &listSource{sizes: []int64{256 << 20, 5}})
+		if err != nil || res.Metadata["read"] != "1000" {
+			t.Errorf("result %+v, err %v", res, err)
+		}
+	})
+}

@@ -148,6 +148,7 @@ type frameSink struct {
 	// pipes, when set, carries each entry's bytes through a pipe to the
 	// receiver instead of data frames (never together with mark).
 	pipes *Pipes
+	call  *callPipe // with pipes: closes the open entry's pipe when the call ends
 	open  bool
 	pipe  *pipeWriter // the open entry's pipe
 }
@@ -180,6 +181,10 @@ func (s *frameSink) Create(ctx context.Context, e Entry) (io.WriteCloser, error)
 		f, n, err := s.pipes.pipe()
 		if err != nil {
 			return nil, fmt.Errorf("entry %s: %w", e.Name, err)
+		}
+		if s.call != nil && !s.call.open(f) {
+			f.Close()
+			return nil, fmt.Errorf("entry %s: the plugin ended the call", e.Name)
 		}
 		if err := s.header(e, n); err != nil {
 			f.Close()
