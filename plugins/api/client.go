@@ -340,23 +340,14 @@ func (c *Client) restore(ctx context.Context, req RestoreRequest, src EntrySourc
 		if e.Name == "" {
 			return RestoreResult{}, errors.New("restore source: entry without a name")
 		}
-		w, err := sink.Create(ctx, e)
+		w, err := sink.create(e)
 		if err != nil {
 			return finish()
 		}
 		// A failed write means the plugin ended the call: its status
 		// comes from finish. A failed read is the host's source.
-		var werr error
-		switch w := w.(type) {
-		case *entryWriter:
-			err = w.readFrom(ctx, r)
-			werr = w.err
-		case *pipeWriter:
-			err = w.readFrom(ctx, r)
-			werr = w.err
-		}
-		if err != nil {
-			if werr != nil {
+		if err := w.readFrom(ctx, r); err != nil {
+			if w.failed() != nil {
 				return finish()
 			}
 			return RestoreResult{}, fmt.Errorf("restore entry %s: %w", e.Name, err)

@@ -333,6 +333,8 @@ func (w *pipeWriter) Write(b []byte) (int, error) {
 	return n, nil
 }
 
+func (w *pipeWriter) failed() error { return w.err }
+
 // MarkFile refuses: entries with file records never travel through pipes.
 func (w *pipeWriter) MarkFile(m FileMark) error {
 	return fmt.Errorf("entry %s: file mark %q, but the host did not ask for file records", w.name, m.Key)

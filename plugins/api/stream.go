@@ -153,24 +153,33 @@ type frameSink struct {
 	pipe  *pipeWriter // the open entry's pipe
 }
 
+// entryFiller is an entry's writer, on the stream (entryWriter) or through
+// a pipe (pipeWriter).
+type entryFiller interface {
+	io.WriteCloser
+	// readFrom writes everything r yields into the entry.
+	readFrom(ctx context.Context, r io.Reader) error
+	// failed is the write error that ended the entry (the receiver is
+	// gone), or nil.
+	failed() error
+}
+
 func (s *frameSink) Entry(ctx context.Context, e Entry, r io.Reader) error {
-	w, err := s.Create(ctx, e)
+	w, err := s.create(e)
 	if err != nil {
 		return err
 	}
-	switch w := w.(type) {
-	case *entryWriter:
-		err = w.readFrom(ctx, r)
-	case *pipeWriter:
-		err = w.readFrom(ctx, r)
-	}
-	if err != nil {
+	if err := w.readFrom(ctx, r); err != nil {
 		return fmt.Errorf("entry %s: %w", e.Name, err)
 	}
 	return w.Close()
 }
 
-func (s *frameSink) Create(ctx context.Context, e Entry) (io.WriteCloser, error) {
+func (s *frameSink) Create(_ context.Context, e Entry) (io.WriteCloser, error) {
+	return s.create(e)
+}
+
+func (s *frameSink) create(e Entry) (entryFiller, error) {
 	if s.open {
 		return nil, fmt.Errorf("entry %s started before the previous entry was closed", e.Name)
 	}
@@ -240,6 +249,8 @@ func (w *entryWriter) MarkFile(m FileMark) error {
 	}
 	return nil
 }
+
+func (w *entryWriter) failed() error { return w.err }
 
 func (w *entryWriter) Close() error {
 	if w.closed {
