@@ -40,11 +40,16 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-# Static binaries (nothing in Amber uses cgo), without local paths; the
-# commit is not stamped (.git stays out of the build context).
-ENV CGO_ENABLED=0 GOFLAGS=-buildvcs=false
+# Static binaries without local paths; the commit is not stamped (.git
+# stays out of the build context). cgo links the zstd C library's encoder
+# into the repository writer (about 1.6x the Go encoder's bytes per CPU
+# second, docs/benchmarks.md); netgo and osusergo keep name resolution and
+# user lookup in Go, so nothing of libc's NSS is needed and the binaries
+# link statically. With CGO_ENABLED=0 they build too, with the Go encoder.
+ENV CGO_ENABLED=1 GOFLAGS=-buildvcs=false
 RUN mkdir -p /out && \
-    go build -trimpath -ldflags="-s -w" -o /out/ \
+    go build -trimpath -tags netgo,osusergo \
+      -ldflags="-s -w -linkmode external -extldflags -static" -o /out/ \
       ./sidecar/cmd/amber ./controller/cmd/amber-controller ./plugins/*/cmd/amber-plugin-*
 
 # distroless/static has CA certificates, /tmp, tzdata and the nonroot user

@@ -41,10 +41,11 @@ func TestCompressionLevels(t *testing.T) {
 		}
 	}
 	t.Logf("stored bytes for %d: fastest %d, default %d, better %d", data.Len(), stored[CompressFastest], stored[CompressDefault], stored[CompressBetter])
-	// Which of fastest and default is smaller depends on the data (Go
-	// zstd's default level loses on this one); that each level is applied
-	// does not.
-	if stored[CompressDefault] == stored[CompressFastest] || stored[CompressBetter] >= stored[CompressFastest] {
+	// Which level is smallest depends on the data (on this one, text with
+	// random hex digits, zstd's higher levels lose); that each level is
+	// applied does not.
+	if stored[CompressDefault] == stored[CompressFastest] || stored[CompressBetter] == stored[CompressFastest] ||
+		stored[CompressBetter] == stored[CompressDefault] {
 		t.Fatalf("the levels were not applied: %v", stored)
 	}
 	if stored[CompressFastest] >= int64(data.Len())/2 {

@@ -148,37 +148,51 @@ func ParseCompression(s string) (Compression, error) {
 	return 0, fmt.Errorf("unknown compression %q: use fastest, default, better or s2", s)
 }
 
-func (c Compression) level() zstd.EncoderLevel {
+// zstdLevel is the compression's zstd level as the zstd format numbers
+// them (the C library's and the zstd command's -1, -3, -7).
+func (c Compression) zstdLevel() int {
 	switch c {
 	case CompressDefault:
-		return zstd.SpeedDefault
+		return 3
 	case CompressBetter:
-		return zstd.SpeedBetterCompression
+		return 7
 	}
-	return zstd.SpeedFastest
+	return 1
 }
 
 // blobEncoder compresses data blobs for one writer goroutine: each worker
-// has its own (a zstd encoder of concurrency 1, or S2's stateless block
-// encoder) and its own output buffer, so workers never wait on each other.
+// has its own (a zstd encoder, or S2's stateless block encoder) and its own
+// output buffer, so workers never wait on each other.
 type blobEncoder struct {
 	codec Codec
-	zstd  *zstd.Encoder // nil for S2
+	zstd  zstdEncoder // nil for S2
 	out   []byte
+}
+
+// zstdEncoder compresses one blob at a time into one frame. Two exist:
+// the zstd C library's, where amber is built with cgo (about 1.6 times the
+// bytes per CPU-second of the Go encoder at the same level and size,
+// docs/benchmarks.md), and github.com/klauspost/compress's otherwise
+// (zstd_cgo.go, zstd_nocgo.go). Both write plain RFC 8878 frames that every
+// reader decodes; amber decodes with the Go decoder in both builds.
+type zstdEncoder interface {
+	// encode compresses src into one frame, in dst's storage where it
+	// has room (its length is ignored).
+	encode(dst, src []byte) []byte
+	close()
 }
 
 func (c Compression) newEncoder() *blobEncoder {
 	if c == CompressS2 {
 		return &blobEncoder{codec: CodecS2}
 	}
-	enc, _ := zstd.NewWriter(nil, zstd.WithEncoderLevel(c.level()), zstd.WithEncoderConcurrency(1), zstd.WithLowerEncoderMem(true))
-	return &blobEncoder{codec: CodecZstd, zstd: enc}
+	return &blobEncoder{codec: CodecZstd, zstd: newZstdEncoder(c.zstdLevel())}
 }
 
 // encode compresses data into the encoder's buffer, valid until the next call.
 func (e *blobEncoder) encode(data []byte) []byte {
 	if e.zstd != nil {
-		e.out = e.zstd.EncodeAll(data, e.out[:0])
+		e.out = e.zstd.encode(e.out[:0], data)
 		return e.out
 	}
 	if n := s2.MaxEncodedLen(len(data)); cap(e.out) < n {
@@ -190,7 +204,7 @@ func (e *blobEncoder) encode(data []byte) []byte {
 
 func (e *blobEncoder) close() {
 	if e.zstd != nil {
-		e.zstd.Close()
+		e.zstd.close()
 	}
 }
 

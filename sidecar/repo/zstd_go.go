@@ -1,0 +1,17 @@
+package repo
+
+import "github.com/klauspost/compress/zstd"
+
+// goZstd is github.com/klauspost/compress's encoder: the blob encoder of
+// builds without cgo (zstd_nocgo.go), and what zstd_cgo_test.go checks the
+// C library's against.
+type goZstd struct{ enc *zstd.Encoder }
+
+func newGoZstd(level int) goZstd {
+	enc, _ := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.EncoderLevelFromZstd(level)),
+		zstd.WithEncoderConcurrency(1), zstd.WithLowerEncoderMem(true))
+	return goZstd{enc}
+}
+
+func (z goZstd) encode(dst, src []byte) []byte { return z.enc.EncodeAll(src, dst[:0]) }
+func (z goZstd) close()                        { z.enc.Close() }
