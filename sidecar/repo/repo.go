@@ -182,6 +182,16 @@ type zstdEncoder interface {
 	close()
 }
 
+// zstdBound is the largest frame zstd makes of n bytes (the library's
+// ZSTD_COMPRESSBOUND): room enough for either encoder to write in place.
+func zstdBound(n int) int {
+	b := n + n>>8
+	if n < 128<<10 {
+		b += (128<<10 - n) >> 11
+	}
+	return b
+}
+
 func (c Compression) newEncoder() *blobEncoder {
 	if c == CompressS2 {
 		return &blobEncoder{codec: CodecS2}

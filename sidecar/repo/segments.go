@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/amber-backup/amber/sidecar/storage"
@@ -84,6 +85,11 @@ func parseSegmentName(name string) (Segment, bool) {
 	return s, true
 }
 
+// segEncoders compress log segments at zstd's level 3 with the build's
+// encoder (the C library's where there is cgo): an archiver stores up to a
+// 16 MiB segment at a time, and concurrent archivers each take their own.
+var segEncoders = sync.Pool{New: func() any { return newZstdEncoder(3) }}
+
 // PutSegment stores a segment whole: zstd, then sealed with the object
 // name as associated data, so a segment cannot be passed off as another.
 // It returns once the segment is durable.
@@ -96,9 +102,13 @@ func (r *Repository) PutSegment(ctx context.Context, s Segment, data []byte) err
 	}
 	s.Size = int64(len(data))
 	hdr, _ := json.Marshal(s)
-	plain := binary.LittleEndian.AppendUint32(make([]byte, 0, 4+len(hdr)), uint32(len(hdr)))
+	plain := binary.LittleEndian.AppendUint32(make([]byte, 0, 4+len(hdr)+zstdBound(len(data))), uint32(len(hdr)))
 	plain = append(plain, hdr...)
-	plain = zenc.EncodeAll(data, plain) // the header stays outside the zstd frame
+	enc := segEncoders.Get().(zstdEncoder)
+	// The frame is written into plain's spare room (the append then
+	// copies it onto itself): the header stays outside the zstd frame.
+	plain = append(plain, enc.encode(plain[len(plain):], data)...)
+	segEncoders.Put(enc)
 	name := s.ObjectName()
 	sealed := r.seal.seal(nil, plain, []byte(name))
 	// A complete segment is written once: if the name exists with other

@@ -6,6 +6,8 @@ import (
 	"bytes"
 	"os"
 	"testing"
+
+	"github.com/DataDog/zstd"
 )
 
 // TestZstdCEncoder: in a cgo build the writer compresses with the zstd C
@@ -45,5 +47,15 @@ func TestZstdCEncoder(t *testing.T) {
 		}
 		enc.close()
 		goEnc.close()
+	}
+}
+
+// TestZstdBound: zstdBound is the C library's bound, so a frame written
+// into that much room is never moved.
+func TestZstdBound(t *testing.T) {
+	for _, n := range []int{0, 1, 1000, 128<<10 - 1, 128 << 10, 16 << 20} {
+		if got, want := zstdBound(n), zstd.CompressBound(n); got != want {
+			t.Errorf("zstdBound(%d) = %d, the library says %d", n, got, want)
+		}
 	}
 }
