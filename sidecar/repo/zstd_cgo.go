@@ -13,7 +13,16 @@ type cZstd struct {
 	level int
 }
 
-func newZstdEncoder(level int) zstdEncoder { return &cZstd{ctx: zstd.NewCtx(), level: level} }
+// newZstdEncoder gives levels 1 to 3 (fastest, default) the C library's
+// encoder. Level 7 (better) keeps the Go encoder: its SpeedBetterCompression
+// made smaller frames than the C library's level 7 at about its speed on a
+// SQL dump and on PostgreSQL table files (docs/benchmarks.md).
+func newZstdEncoder(level int) zstdEncoder {
+	if level > 3 {
+		return newGoZstd(level)
+	}
+	return &cZstd{ctx: zstd.NewCtx(), level: level}
+}
 
 func (z *cZstd) encode(dst, src []byte) []byte {
 	out, err := z.ctx.CompressLevel(dst[:cap(dst)], src, z.level)
