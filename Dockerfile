@@ -43,9 +43,9 @@ COPY . .
 # Static binaries without local paths; the commit is not stamped (.git
 # stays out of the build context). cgo links the zstd C library's encoder
 # into the repository writer (about 1.6x the Go encoder's bytes per CPU
-# second at the fastest and default levels, docs/benchmarks.md); netgo and osusergo keep name resolution and
-# user lookup in Go, so nothing of libc's NSS is needed and the binaries
-# link statically. With CGO_ENABLED=0 they build too, with the Go encoder.
+# second at the fastest and default levels, docs/benchmarks.md); netgo and
+# osusergo keep name resolution and user lookup in Go, so nothing of libc's
+# NSS is needed and the binaries link statically. With CGO_ENABLED=0 they build too, with the Go encoder.
 ENV CGO_ENABLED=1 GOFLAGS=-buildvcs=false
 RUN mkdir -p /out && \
     go build -trimpath -tags netgo,osusergo \

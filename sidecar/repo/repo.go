@@ -171,10 +171,11 @@ type blobEncoder struct {
 
 // zstdEncoder compresses one blob at a time into one frame. Two exist:
 // the zstd C library's, for levels 1 and 3 where amber is built with cgo
-// (about 1.6 times the bytes per CPU-second of the Go encoder at the same
-// level, within about 1% of its size, docs/benchmarks.md), and
-// github.com/klauspost/compress's otherwise (zstd_cgo.go, zstd_nocgo.go). Both write plain RFC 8878 frames that every
-// reader decodes; amber decodes with the Go decoder in both builds.
+// (1.5 to 2.7 times the bytes per CPU-second of the Go encoder at the same
+// level, for about its size, docs/benchmarks.md), and
+// github.com/klauspost/compress's otherwise (zstd_cgo.go, zstd_nocgo.go).
+// Both write plain RFC 8878 frames that every reader decodes; amber
+// decodes with the Go decoder in both builds.
 type zstdEncoder interface {
 	// encode compresses src into one frame, in dst's storage where it
 	// has room (its length is ignored).

@@ -88,7 +88,7 @@ func parseSegmentName(name string) (Segment, bool) {
 // segEncoders compress log segments at zstd's level 3 with the build's
 // encoder (the C library's where there is cgo): an archiver stores up to a
 // 16 MiB segment at a time, and concurrent archivers each take their own.
-var segEncoders = sync.Pool{New: func() any { return newZstdEncoder(3) }}
+var segEncoders = sync.Pool{New: func() any { return newZstdEncoder(CompressDefault.zstdLevel()) }}
 
 // PutSegment stores a segment whole: zstd, then sealed with the object
 // name as associated data, so a segment cannot be passed off as another.

@@ -2,9 +2,9 @@ package repo
 
 import "github.com/klauspost/compress/zstd"
 
-// goZstd is github.com/klauspost/compress's encoder: the blob encoder of
-// builds without cgo (zstd_nocgo.go), and what zstd_cgo_test.go checks the
-// C library's against.
+// goZstd is github.com/klauspost/compress's encoder: every level's in
+// builds without cgo (zstd_nocgo.go), level 7's (better) in builds with it
+// (zstd_cgo.go), and what zstd_cgo_test.go checks the C library's against.
 type goZstd struct{ enc *zstd.Encoder }
 
 func newGoZstd(level int) goZstd {
