@@ -671,8 +671,9 @@ limits() {
     echo "- **Archive lag at --flush-interval ${f}**: p50 ${p50} s, p99 ${p99} s, so p99 is the interval plus"
     echo "  $(awk -v a="$p99" -v b="$secs" 'BEGIN{printf "%.2f", a-b}') s. WAL received that does not complete a segment is stored once the interval"
     echo "  has passed since the previous flush, as a piece holding only the bytes since that flush (compressed,"
-    echo "  encrypted and fsynced); a segment, once complete, is stored whole (16 MiB) and replaces its pieces."
-    echo "  So the interval is the main term and storing the rest."
+    echo "  encrypted and fsynced); a segment, once complete, is made durable the same way (its bytes since the last"
+    echo "  piece), then stored whole (16 MiB) in the background, where it replaces its pieces. So the interval is the"
+    echo "  main term, and the rest is storing a piece and getting a core on the shared machine."
   done
 }
 

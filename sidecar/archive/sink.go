@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"github.com/amber-backup/amber/plugins/api/clock"
 	"log/slog"
@@ -109,7 +110,10 @@ type Stats struct {
 	// durable). Unlike LastLag it grows while a store hangs, and it stays
 	// zero on an idle database.
 	PendingSince time.Time
-	open         int
+	// Compacted counts complete segments stored in the background over
+	// their pieces (Finish).
+	Compacted int64
+	open      int
 }
 
 // Sink implements api.SegmentSink over a repository stream.
@@ -122,6 +126,11 @@ type Sink struct {
 
 	mu       sync.Mutex
 	partials map[[3]uint64]repo.Segment // (epoch, start, end) -> partial object stored
+	conflict error                      // met by a background store (compact)
+	// compacting holds a token while a complete segment is stored in the
+	// background; wg waits for that store.
+	compacting chan struct{}
+	wg         sync.WaitGroup
 	// lastCommit is the newest commit time stored so far, carried onto
 	// segments that hold none: a window's end is its newest commit.
 	lastCommit time.Time
@@ -135,7 +144,7 @@ var _ api.SegmentSink = (*Sink)(nil)
 // undelivered ones are replaced). Lag is measured with clk (nil: clock.Real).
 func NewSink(r *repo.Repository, stream string, log *slog.Logger, clk clock.Clock) *Sink {
 	return &Sink{repo: r, stream: stream, durable: make(chan api.Position, 1), log: log, clock: clock.Or(clk),
-		partials: make(map[[3]uint64]repo.Segment)}
+		partials: make(map[[3]uint64]repo.Segment), compacting: make(chan struct{}, 1)}
 }
 
 // CommittedUntil tells the sink the newest commit time the stream already
@@ -212,8 +221,20 @@ func (w *segWriter) Abort(reason string) error {
 }
 
 // Finish stores the segment and, once it is durable, reports its end.
+//
+// A complete segment whose log up to some point is durable already, in
+// pieces this sink stored (each flush's new bytes), is made durable by
+// storing only the rest as one more piece; the segment is then stored whole
+// in the background, where it supersedes its pieces (Compacted). So the
+// whole segment's store (16 MiB for PostgreSQL's WAL) never delays the
+// report of the log at its end, nor the next flush. Killed before the whole
+// is stored, the pieces stay, and they cover the segment: log fetches put
+// them together.
 func (w *segWriter) Finish(t api.SegmentTrailer) error {
 	s := w.s
+	if err := s.compactErr(); err != nil {
+		return err
+	}
 	seg, err := Describe(s.stream, w.h, t)
 	if err != nil {
 		return err
@@ -230,37 +251,103 @@ func (w *segWriter) Finish(t api.SegmentTrailer) error {
 		}
 		s.mu.Unlock()
 	}
-	if err := s.repo.PutSegment(w.ctx, seg, w.buf.Bytes()); err != nil {
+	data := w.buf.Bytes()
+	tail, pieced := s.tail(seg, len(data))
+	store, stored := seg, data
+	if pieced {
+		store, stored = tail, data[tail.Start-seg.Start:]
+	}
+	if err := s.repo.PutSegment(w.ctx, store, stored); err != nil {
 		return fmt.Errorf("archive %s: %w", w.h.Name, err)
 	}
 	now := s.clock.Now()
 	w.settled()
 	s.Stats.Lock()
 	s.Stats.Segments++
-	s.Stats.Bytes += int64(w.buf.Len())
+	s.Stats.Bytes += int64(len(data))
 	s.Stats.LastEnd = t.End
 	if !t.LastCommit.IsZero() {
 		s.Stats.LastLag = now.Sub(t.LastCommit)
 	}
 	s.Stats.Unlock()
+	s.supersede(w.ctx, store)
+	if seg.Start != seg.End { // metadata such as a timeline history is not a log position
+		s.report(t.End)
+	}
+	if pieced {
+		s.compact(w.ctx, seg, data)
+	}
+	return nil
+}
 
-	// A partial object supersedes the one with the same start that it
-	// reaches past; a complete one supersedes every partial one inside its
-	// range: the pieces a plugin sent since the previous flush each (they
-	// start where the previous piece ended) included.
+// tail returns, for a complete segment of n bytes (one per position) whose
+// start this sink stored pieces from without a hole up to a point inside
+// it, the piece holding the rest: from where those pieces end (with the
+// plugin's own position there, from the last piece's record) to the
+// segment's end.
+func (s *Sink) tail(seg repo.Segment, n int) (repo.Segment, bool) {
+	if seg.Partial || uint64(n) != seg.End-seg.Start {
+		return repo.Segment{}, false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var last *repo.Segment
+	cur := seg.Start
+	for {
+		var best *repo.Segment
+		for k, p := range s.partials {
+			if k[0] == uint64(seg.Epoch) && p.Name == seg.Name && p.Start <= cur && p.End > cur && p.End < seg.End &&
+				(best == nil || p.End > best.End) {
+				best = &p
+			}
+		}
+		if best == nil {
+			break
+		}
+		last, cur = best, best.End
+	}
+	if last == nil {
+		return repo.Segment{}, false
+	}
+	at, err := EndPosition(*last)
+	if err != nil {
+		return repo.Segment{}, false
+	}
+	h := api.SegmentHeader{Name: seg.Name, Start: at}
+	if b, ok := Branch(seg); ok {
+		h.Branch = b
+	}
+	end, err := EndPosition(seg)
+	if err != nil {
+		return repo.Segment{}, false
+	}
+	t := api.SegmentTrailer{End: end, Partial: true, LastCommit: seg.LastTime, FileSize: FileSize(seg)}
+	piece, err := Describe(seg.Stream, h, t)
+	if err != nil {
+		return repo.Segment{}, false
+	}
+	return piece, true
+}
+
+// supersede records a stored segment and removes the partial objects it
+// supersedes: a partial object supersedes the one with the same start that
+// it reaches past; a complete one supersedes every partial one inside its
+// range: the pieces a plugin sent since the previous flush each (they start
+// where the previous piece ended) included.
+func (s *Sink) supersede(ctx context.Context, seg repo.Segment) {
 	var superseded []repo.Segment
 	s.mu.Lock()
 	for k, old := range s.partials {
 		if k[0] != uint64(seg.Epoch) {
 			continue
 		}
-		if t.Partial && k[1] == seg.Start && k[2] <= seg.End ||
-			!t.Partial && k[1] >= seg.Start && k[1] < max(seg.End, seg.Start+1) {
+		if seg.Partial && k[1] == seg.Start && k[2] <= seg.End ||
+			!seg.Partial && k[1] >= seg.Start && k[1] < max(seg.End, seg.Start+1) {
 			superseded = append(superseded, old)
 			delete(s.partials, k)
 		}
 	}
-	if t.Partial {
+	if seg.Partial {
 		s.partials[[3]uint64{uint64(seg.Epoch), seg.Start, seg.End}] = seg
 	}
 	s.mu.Unlock()
@@ -268,15 +355,73 @@ func (w *segWriter) Finish(t api.SegmentTrailer) error {
 		if old.ObjectName() == seg.ObjectName() {
 			continue
 		}
-		if err := s.repo.RemoveSegment(w.ctx, old); err != nil {
+		if err := s.repo.RemoveSegment(ctx, old); err != nil {
 			s.log.Warn("could not remove a superseded partial segment", "object", old.ObjectName(), "err", err)
 		}
 	}
-	if seg.Start == seg.End { // metadata such as a timeline history: not a log position
-		return nil
+}
+
+// compact stores a complete segment whose log is durable in pieces already,
+// in the background, and then removes the pieces. One segment at a time: a
+// second waits here until the first is stored, so at most one segment is
+// held beyond the one being received. A conflict (another server's log
+// under the segment's name) ends the archive at the next segment, as it
+// would have in the foreground; any other failure leaves the pieces, which
+// hold the same log.
+func (s *Sink) compact(ctx context.Context, seg repo.Segment, data []byte) {
+	ctx = context.WithoutCancel(ctx)
+	select {
+	case s.compacting <- struct{}{}:
+	default:
+		// The previous segment's store has not returned: the log after
+		// this one waits with the plugin meanwhile, pending as if its own
+		// store hung (PendingSince).
+		now := s.clock.Now()
+		st := &s.Stats
+		st.Lock()
+		if st.open == 0 {
+			st.PendingSince = now
+		}
+		st.open++
+		st.Unlock()
+		s.compacting <- struct{}{}
+		st.Lock()
+		if st.open--; st.open <= 0 {
+			st.open, st.PendingSince = 0, time.Time{}
+		}
+		st.Unlock()
 	}
-	s.report(t.End)
-	return nil
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer func() { <-s.compacting }()
+		if err := s.repo.PutSegment(ctx, seg, data); err != nil {
+			if errors.Is(err, repo.ErrSegmentConflict) {
+				s.mu.Lock()
+				s.conflict = fmt.Errorf("archive %s: %w", seg.Name, err)
+				s.mu.Unlock()
+			}
+			s.log.Warn("could not store a complete segment; its pieces stay", "segment", seg.Name, "err", err)
+			return
+		}
+		s.supersede(ctx, seg)
+		s.Stats.Lock()
+		s.Stats.Compacted++
+		s.Stats.Unlock()
+	}()
+}
+
+func (s *Sink) compactErr() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.conflict
+}
+
+// Wait returns once the complete segments stored in the background are
+// stored (or failed), with the conflict one of them met, if any.
+func (s *Sink) Wait() error {
+	s.wg.Wait()
+	return s.compactErr()
 }
 
 // report offers the newest durable position, replacing an undelivered one.

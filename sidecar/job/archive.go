@@ -88,6 +88,12 @@ func Archive(ctx context.Context, r *repo.Repository, eng api.Engine, a ArchiveR
 			break
 		}
 	}
+	// Complete segments still being stored in the background (their log is
+	// durable in pieces already) are waited for, so a stopped archiver
+	// leaves them whole.
+	if werr := sink.Wait(); werr != nil && (err == nil || errors.Is(err, context.Canceled)) {
+		err = werr
+	}
 	sink.Stats.Lock()
 	rep := &ArchiveReport{Stream: stream, Segments: sink.Stats.Segments, Bytes: sink.Stats.Bytes,
 		LastPosition: sink.Stats.LastEnd.String()}
