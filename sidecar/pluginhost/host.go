@@ -212,6 +212,7 @@ func (h *Host) launch(ctx context.Context, engine string) (*instance, error) {
 		StartTimeout:     h.timeout,
 		SkipHostEnv:      true,
 		Stderr:           io.Discard,
+		GRPCDialOptions:  api.DialOptions(),
 	})
 	rpc, err := client.Client()
 	child.Close() // the plugin has its own copy, or never started
