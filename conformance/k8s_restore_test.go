@@ -307,8 +307,9 @@ func waitRestore(t *testing.T, c *testbed.Cluster, k client.Client, ctl *control
 				c.DescribePod(context.Background(), rs.Namespace, rs.Status.CloneName+"-0"), ctl.log())
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("Restore %s not done after %s: %+v\n%s\ncontroller log:\n%s", rs.Name, timeout, rs.Status,
-				c.DescribePod(context.Background(), rs.Namespace, rs.Status.CloneName+"-0"), ctl.log())
+			t.Fatalf("Restore %s not done after %s: %+v\n%s\n%s%s\ncontroller log:\n%s", rs.Name, timeout, rs.Status,
+				c.DescribePod(context.Background(), rs.Namespace, rs.Status.CloneName+"-0"),
+				c.StorageReport(context.Background()), c.CSILogs(), ctl.log())
 		}
 		time.Sleep(500 * time.Millisecond)
 	}

@@ -2,6 +2,7 @@ package testbed
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -48,7 +49,15 @@ func (c *Cluster) startProvisioner(ctx context.Context) error {
 		defer close(c.provDone)
 		defer logFile.Close()
 		for {
-			c.provisionOnce(pctx, log)
+			// Each round has a deadline: a request that hangs (a stuck
+			// connection to the API server) must not stop provisioning
+			// for the rest of the test run.
+			rctx, rcancel := context.WithTimeout(pctx, 2*time.Minute)
+			c.provisionOnce(rctx, log)
+			if errors.Is(rctx.Err(), context.DeadlineExceeded) {
+				log.Warn("a provisioning round timed out; starting another")
+			}
+			rcancel()
 			select {
 			case <-pctx.Done():
 				return
