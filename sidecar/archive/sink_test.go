@@ -132,14 +132,7 @@ func TestSinkCarriesLastCommit(t *testing.T) {
 	s.CommittedUntil(held)
 	send := func(start, end uint64, commit time.Time) {
 		t.Helper()
-		w, err := s.Begin(ctx, api.SegmentHeader{Name: "seg", Start: pos(1, start)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := w.Write(make([]byte, end-start)); err != nil {
-			t.Fatal(err)
-		}
-		if err := w.Finish(api.SegmentTrailer{End: pos(1, end), Partial: true, LastCommit: commit}); err != nil {
+		if err := hand(ctx, s, "seg", start, make([]byte, end-start), api.SegmentTrailer{End: pos(1, end), Partial: true, LastCommit: commit}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -176,6 +169,31 @@ type gated struct {
 	open chan struct{}
 }
 
+// hand gives s one segment of epoch 1 as a plugin does: its header, its
+// bytes, then tr.
+func hand(ctx context.Context, s *Sink, name string, start uint64, data []byte, tr api.SegmentTrailer) error {
+	w, err := s.Begin(ctx, api.SegmentHeader{Name: name, Start: pos(1, start)})
+	if err != nil {
+		return err
+	}
+	if _, err := w.Write(data); err != nil {
+		return err
+	}
+	return w.Finish(tr)
+}
+
+// newGated makes a repository on a file backend whose complete log
+// segments wait for g.open.
+func newGated(t *testing.T) (gated, *repo.Repository) {
+	t.Helper()
+	be, err := file.Open(t.TempDir(), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := gated{Backend: be, open: make(chan struct{})}
+	return g, repotest.NewOn(t, g)
+}
+
 func (g gated) Create(ctx context.Context, name string, r io.ReaderAt, size int64) error {
 	if strings.HasPrefix(name, "log/") && !strings.HasSuffix(name, ".partial") {
 		<-g.open
@@ -191,12 +209,7 @@ func (g gated) Create(ctx context.Context, name string, r io.ReaderAt, size int6
 // remains. A complete segment without pieces is stored whole at once.
 func TestSinkTailPiece(t *testing.T) {
 	ctx := context.Background()
-	be, err := file.Open(t.TempDir(), true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := gated{Backend: be, open: make(chan struct{})}
-	r := repotest.NewOn(t, g)
+	g, r := newGated(t)
 	s := NewSink(r, "pg", slog.New(slog.DiscardHandler), nil)
 	whole := make([]byte, 0x1000)
 	for i := range whole {
@@ -204,14 +217,7 @@ func TestSinkTailPiece(t *testing.T) {
 	}
 	send := func(start, end uint64, partial bool) {
 		t.Helper()
-		w, err := s.Begin(ctx, api.SegmentHeader{Name: "seg", Start: pos(1, start)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := w.Write(whole[start-0x1000 : end-0x1000]); err != nil {
-			t.Fatal(err)
-		}
-		if err := w.Finish(api.SegmentTrailer{End: pos(1, end), Partial: partial, FileSize: 0x1000}); err != nil {
+		if err := hand(ctx, s, "seg", start, whole[start-0x1000:end-0x1000], api.SegmentTrailer{End: pos(1, end), Partial: partial, FileSize: 0x1000}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -300,15 +306,7 @@ func TestSinkTailPieceConflict(t *testing.T) {
 	}
 	s := NewSink(r, "pg", slog.New(slog.DiscardHandler), nil)
 	send := func(start, end uint64, partial bool) error {
-		t.Helper()
-		w, err := s.Begin(ctx, api.SegmentHeader{Name: "seg", Start: pos(1, start)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := w.Write(make([]byte, end-start)); err != nil {
-			t.Fatal(err)
-		}
-		return w.Finish(api.SegmentTrailer{End: pos(1, end), Partial: partial})
+		return hand(ctx, s, "seg", start, make([]byte, end-start), api.SegmentTrailer{End: pos(1, end), Partial: partial})
 	}
 	if err := send(0x1000, 0x1800, true); err != nil {
 		t.Fatal(err)
@@ -330,21 +328,10 @@ func TestSinkTailPieceConflict(t *testing.T) {
 // store returns.
 func TestSinkTailPieceWaits(t *testing.T) {
 	ctx := context.Background()
-	be, err := file.Open(t.TempDir(), true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := gated{Backend: be, open: make(chan struct{})}
-	s := NewSink(repotest.NewOn(t, g), "pg", slog.New(slog.DiscardHandler), nil)
+	g, r := newGated(t)
+	s := NewSink(r, "pg", slog.New(slog.DiscardHandler), nil)
 	send := func(start, end uint64, partial bool) error {
-		w, err := s.Begin(ctx, api.SegmentHeader{Name: fmt.Sprintf("seg%x", start&^0xfff), Start: pos(1, start)})
-		if err != nil {
-			return err
-		}
-		if _, err := w.Write(make([]byte, end-start)); err != nil {
-			return err
-		}
-		return w.Finish(api.SegmentTrailer{End: pos(1, end), Partial: partial})
+		return hand(ctx, s, fmt.Sprintf("seg%x", start&^0xfff), start, make([]byte, end-start), api.SegmentTrailer{End: pos(1, end), Partial: partial})
 	}
 	for _, st := range []uint64{0x1000, 0x2000} {
 		if err := send(st, st+0x800, true); err != nil {
