@@ -166,14 +166,31 @@ func (s *Sink) CloseDurable() { close(s.durable) }
 
 // Begin implements api.SegmentSink.
 func (s *Sink) Begin(ctx context.Context, h api.SegmentHeader) (api.SegmentWriter, error) {
-	now := s.clock.Now()
-	s.Stats.Lock()
-	if s.Stats.open == 0 {
-		s.Stats.PendingSince = now
-	}
-	s.Stats.open++
-	s.Stats.Unlock()
+	s.pend()
 	return &segWriter{s: s, ctx: ctx, h: h}, nil
+}
+
+// pend counts one more share of log handed over and not yet durable,
+// starting PendingSince if it is the only one.
+func (s *Sink) pend() {
+	now := s.clock.Now()
+	st := &s.Stats
+	st.Lock()
+	if st.open == 0 {
+		st.PendingSince = now
+	}
+	st.open++
+	st.Unlock()
+}
+
+// unpend ends one share counted by pend; PendingSince ends with the last.
+func (s *Sink) unpend() {
+	st := &s.Stats
+	st.Lock()
+	if st.open--; st.open <= 0 {
+		st.open, st.PendingSince = 0, time.Time{}
+	}
+	st.Unlock()
 }
 
 // ForgetOpen drops the segments a dead plugin had begun: its successor
@@ -191,12 +208,7 @@ func (w *segWriter) settled() {
 		return
 	}
 	w.done = true
-	st := &w.s.Stats
-	st.Lock()
-	if st.open--; st.open <= 0 {
-		st.open, st.PendingSince = 0, time.Time{}
-	}
-	st.Unlock()
+	w.s.unpend()
 }
 
 type segWriter struct {
@@ -252,7 +264,7 @@ func (w *segWriter) Finish(t api.SegmentTrailer) error {
 		s.mu.Unlock()
 	}
 	data := w.buf.Bytes()
-	tail, pieced := s.tail(seg, len(data))
+	tail, pieced := s.tail(seg, w.h, t, len(data))
 	store, stored := seg, data
 	if pieced {
 		store, stored = tail, data[tail.Start-seg.Start:]
@@ -280,12 +292,12 @@ func (w *segWriter) Finish(t api.SegmentTrailer) error {
 	return nil
 }
 
-// tail returns, for a complete segment of n bytes (one per position) whose
-// start this sink stored pieces from without a hole up to a point inside
-// it, the piece holding the rest: from where those pieces end (with the
-// plugin's own position there, from the last piece's record) to the
-// segment's end.
-func (s *Sink) tail(seg repo.Segment, n int) (repo.Segment, bool) {
+// tail returns, for a complete segment seg of n bytes (one per position),
+// described by h and t, whose start this sink stored pieces from without a
+// hole up to a point inside it, the piece holding the rest: from where
+// those pieces end (with the plugin's own position there, from the last
+// piece's record) to the segment's end.
+func (s *Sink) tail(seg repo.Segment, h api.SegmentHeader, t api.SegmentTrailer, n int) (repo.Segment, bool) {
 	if seg.Partial || uint64(n) != seg.End-seg.Start {
 		return repo.Segment{}, false
 	}
@@ -313,15 +325,8 @@ func (s *Sink) tail(seg repo.Segment, n int) (repo.Segment, bool) {
 	if err != nil {
 		return repo.Segment{}, false
 	}
-	h := api.SegmentHeader{Name: seg.Name, Start: at}
-	if b, ok := Branch(seg); ok {
-		h.Branch = b
-	}
-	end, err := EndPosition(seg)
-	if err != nil {
-		return repo.Segment{}, false
-	}
-	t := api.SegmentTrailer{End: end, Partial: true, LastCommit: seg.LastTime, FileSize: FileSize(seg)}
+	h.Start = at
+	t = api.SegmentTrailer{End: t.End, Partial: true, LastCommit: seg.LastTime, FileSize: t.FileSize}
 	piece, err := Describe(seg.Stream, h, t)
 	if err != nil {
 		return repo.Segment{}, false
@@ -376,20 +381,9 @@ func (s *Sink) compact(ctx context.Context, seg repo.Segment, data []byte) {
 		// The previous segment's store has not returned: the log after
 		// this one waits with the plugin meanwhile, pending as if its own
 		// store hung (PendingSince).
-		now := s.clock.Now()
-		st := &s.Stats
-		st.Lock()
-		if st.open == 0 {
-			st.PendingSince = now
-		}
-		st.open++
-		st.Unlock()
+		s.pend()
 		s.compacting <- struct{}{}
-		st.Lock()
-		if st.open--; st.open <= 0 {
-			st.open, st.PendingSince = 0, time.Time{}
-		}
-		st.Unlock()
+		s.unpend()
 	}
 	s.wg.Add(1)
 	go func() {
