@@ -551,7 +551,7 @@ func (c *Cluster) WaitPod(ctx context.Context, ns, name string, timeout time.Dur
 			return err
 		}
 		if !cond(p) {
-			return fmt.Errorf("pod %s/%s is %s", ns, name, p.Status.Phase)
+			return fmt.Errorf("pod %s/%s is %s%s", ns, name, p.Status.Phase, podWhy(p))
 		}
 		pod = p
 		return nil
@@ -560,6 +560,31 @@ func (c *Cluster) WaitPod(ctx context.Context, ns, name string, timeout time.Dur
 		return nil, fmt.Errorf("wait for pod %s/%s: %w", ns, name, err)
 	}
 	return pod, nil
+}
+
+// podWhy says in one line what a pod that is not Ready waits for: its
+// false conditions (scheduling: an unbound claim; containers not ready)
+// and its containers that are not running, so a timeout's first line,
+// the one a test summary repeats, names the cause.
+func podWhy(p *corev1.Pod) string {
+	var why []string
+	for _, c := range p.Status.Conditions {
+		if c.Status != corev1.ConditionTrue && (c.Reason != "" || c.Message != "") {
+			why = append(why, strings.TrimSpace(fmt.Sprintf("%s: %s %s", c.Type, c.Reason, c.Message)))
+		}
+	}
+	for _, cs := range append(append([]corev1.ContainerStatus{}, p.Status.InitContainerStatuses...), p.Status.ContainerStatuses...) {
+		switch {
+		case cs.State.Waiting != nil:
+			why = append(why, strings.TrimSpace(fmt.Sprintf("container %s waiting: %s %s", cs.Name, cs.State.Waiting.Reason, cs.State.Waiting.Message)))
+		case cs.State.Terminated != nil && cs.State.Terminated.ExitCode != 0:
+			why = append(why, fmt.Sprintf("container %s exited %d (%s)", cs.Name, cs.State.Terminated.ExitCode, cs.State.Terminated.Reason))
+		}
+	}
+	if len(why) == 0 {
+		return ""
+	}
+	return " (" + strings.Join(why, "; ") + ")"
 }
 
 // PodReady reports whether the pod's Ready condition is true.
