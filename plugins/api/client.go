@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"time"
 
 	pb "github.com/amber-backup/amber/plugins/api/amber/plugin/v1"
@@ -148,7 +149,9 @@ func (c *Client) backup(ctx context.Context, req BackupRequest, sink EntrySink,
 	call func(context.Context, *pb.BackupRequest, ...grpc.CallOption) (grpc.ServerStreamingClient[pb.BackupOutput], error)) (BackupResult, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	st, err := call(ctx, backupReqToPB(req), grpc.ForceCodecV2(newFrameCodec()))
+	pbReq := backupReqToPB(req)
+	pbReq.ReadsFiles = req.FileRecords && c.pipes != nil
+	st, err := call(ctx, pbReq, grpc.ForceCodecV2(newFrameCodec()))
 	if err != nil {
 		return BackupResult{}, remote(ctx, err)
 	}
@@ -178,7 +181,7 @@ func (c *Client) backup(ctx context.Context, req BackupRequest, sink EntrySink,
 				if !ok {
 					return BackupResult{}, errors.New("a backup with file records needs a FileSink")
 				}
-				src := &partSource{what: "entry " + e.Name, recv: func() (*pb.BackupOutput, error) {
+				src := &partSource{what: "entry " + e.Name, ctx: ctx, pipes: c.pipes, recv: func() (*pb.BackupOutput, error) {
 					m, err := st.Recv()
 					if err != nil {
 						return nil, remote(ctx, err)
@@ -191,7 +194,9 @@ func (c *Client) backup(ctx context.Context, req BackupRequest, sink EntrySink,
 					}
 					return BackupResult{}, err
 				}
-				if err := src.drain(ctx); err != nil {
+				err := src.drain(ctx)
+				src.close()
+				if err != nil {
 					return BackupResult{}, err
 				}
 				continue
@@ -542,8 +547,10 @@ func (c *Client) sendSegment(ctx context.Context, st grpc.BidiStreamingClient[pb
 // partSource reads an entry with file marks from a backup stream.
 type partSource struct {
 	what      string
+	ctx       context.Context
+	pipes     *Pipes // where the files FileData names arrive; nil: none offered
 	recv      func() (*pb.BackupOutput, error)
-	cur       *chunkReader
+	cur       *partReader
 	next      *pb.FileMark // the mark that ended the current part
 	n         int64        // data bytes received
 	started   bool
@@ -553,10 +560,12 @@ type partSource struct {
 
 func (s *partSource) Next(ctx context.Context) (FileMark, io.Reader, error) {
 	if s.cur != nil {
-		if err := s.cur.drain(); err != nil {
+		err := s.cur.drain()
+		s.cur.close()
+		s.cur = nil
+		if err != nil {
 			return FileMark{}, nil, err
 		}
-		s.cur = nil
 	}
 	if err := ctx.Err(); err != nil {
 		return FileMark{}, nil, err
@@ -597,32 +606,140 @@ func (s *partSource) Next(ctx context.Context) (FileMark, io.Reader, error) {
 		}
 		return mark, nil, nil
 	}
-	s.cur = &chunkReader{what: s.what, next: func() ([]byte, bool, int64, error) {
-		if s.done || s.next != nil {
-			return nil, true, 0, nil
-		}
-		m, err := s.recv()
-		if err != nil {
-			s.streamErr = err
-			return nil, false, 0, err
-		}
-		switch v := m.GetMsg().(type) {
-		case *pb.BackupOutput_Data:
-			s.n += int64(len(v.Data))
-			return v.Data, false, 0, nil
-		case *pb.BackupOutput_FileMark:
-			s.next = v.FileMark
-			return nil, true, 0, nil
-		case *pb.BackupOutput_EntryEnd:
-			if err := s.end(v.EntryEnd.GetSize()); err != nil {
-				return nil, false, 0, err
-			}
-			return nil, true, 0, nil
-		}
-		return nil, false, 0, fmt.Errorf("protocol error: %s not ended before the next message", s.what)
-	}}
-	s.cur.sizeless = true
+	s.cur = &partReader{s: s, key: mark.Key}
 	return mark, s.cur, nil
+}
+
+// close closes a file the current part was reading, if any.
+func (s *partSource) close() {
+	if s.cur != nil {
+		s.cur.close()
+	}
+}
+
+// partReader reads one part: data frames, and the files FileData names,
+// which it reads from the files themselves.
+type partReader struct {
+	s    *partSource
+	key  string // the part's file record, for errors
+	buf  []byte
+	file *os.File // the file being read, and what is left of its span
+	off  int64
+	left int64
+	past bool // the file ended before its span: the rest is zeros
+	done bool
+	err  error
+}
+
+func (r *partReader) Read(p []byte) (int, error) {
+	for len(r.buf) == 0 && r.left == 0 {
+		if r.done {
+			return 0, io.EOF
+		}
+		if r.err != nil {
+			return 0, r.err
+		}
+		r.err = r.receive()
+	}
+	if r.left > 0 {
+		return r.readFile(p)
+	}
+	n := copy(p, r.buf)
+	r.buf = r.buf[n:]
+	return n, nil
+}
+
+// receive takes the next message of the part: data, a file, or its end.
+func (r *partReader) receive() error {
+	s := r.s
+	if s.done || s.next != nil {
+		r.done = true
+		return nil
+	}
+	m, err := s.recv()
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			err = fmt.Errorf("%s: %w", s.what, io.ErrUnexpectedEOF)
+		}
+		s.streamErr = err
+		return err
+	}
+	switch v := m.GetMsg().(type) {
+	case *pb.BackupOutput_Data:
+		s.n += int64(len(v.Data))
+		r.buf = v.Data
+	case *pb.BackupOutput_FileData:
+		return r.open(v.FileData)
+	case *pb.BackupOutput_FileMark:
+		s.next = v.FileMark
+		r.done = true
+	case *pb.BackupOutput_EntryEnd:
+		if err := s.end(v.EntryEnd.GetSize()); err != nil {
+			return err
+		}
+		r.done = true
+	default:
+		return fmt.Errorf("protocol error: %s not ended before the next message", s.what)
+	}
+	return nil
+}
+
+// open takes the file a FileData message names.
+func (r *partReader) open(d *pb.FileData) error {
+	s := r.s
+	if s.pipes == nil {
+		return fmt.Errorf("protocol error: %s: a file passed to a host that did not offer to read files", s.what)
+	}
+	if d.GetOffset() < 0 || d.GetLength() <= 0 {
+		return fmt.Errorf("protocol error: %s: file data at offset %d, length %d", s.what, d.GetOffset(), d.GetLength())
+	}
+	f, err := s.pipes.take(s.ctx, d.GetFile())
+	if err != nil {
+		return fmt.Errorf("%s: %w", s.what, err)
+	}
+	r.close()
+	r.file, r.off, r.left, r.past = f, d.GetOffset(), d.GetLength(), false
+	s.n += d.GetLength()
+	return nil
+}
+
+// readFile reads the current file's span into p, zeros past its end.
+func (r *partReader) readFile(p []byte) (int, error) {
+	p = p[:min(int64(len(p)), r.left)]
+	k := 0
+	if !r.past {
+		var err error
+		k, err = r.file.ReadAt(p, r.off)
+		switch {
+		case errors.Is(err, io.EOF):
+			r.past = true
+		case err != nil:
+			r.err = fmt.Errorf("%s, file record %q: read the file the plugin passed: %w", r.s.what, r.key, err)
+			return 0, r.err
+		}
+	}
+	clear(p[k:])
+	r.off += int64(len(p))
+	r.left -= int64(len(p))
+	if r.left == 0 {
+		r.close()
+	}
+	return len(p), nil
+}
+
+func (r *partReader) close() {
+	if r.file != nil {
+		r.file.Close()
+		r.file = nil
+	}
+}
+
+// drain reads what is left of the part, so the stream is positioned after it.
+func (r *partReader) drain() error {
+	r.left = 0 // a file's unread bytes need not be read to be skipped
+	r.close()
+	_, err := io.Copy(io.Discard, r)
+	return err
 }
 
 // end checks the sender's count at the end of the entry.

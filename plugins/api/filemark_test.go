@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -157,3 +160,118 @@ func TestPatchMarkChecks(t *testing.T) {
 		})
 	}
 }
+
+// sendEngine writes an entry with file records whose files it passes to
+// the host (api.FileSender) rather than writing their bytes; sendable
+// reports whether its writer offered that.
+type sendEngine struct {
+	markEngine
+	files    [3]string // a large file, one shorter than sent, one longer
+	sendable bool
+}
+
+func (m *sendEngine) PhysicalBackup(ctx context.Context, req api.BackupRequest, sink api.EntrySink) (api.BackupResult, error) {
+	w, err := sink.Create(ctx, api.Entry{Name: "e", Kind: "tar"})
+	if err != nil {
+		return api.BackupResult{}, err
+	}
+	fm, _ := w.(api.FileMarker)
+	fs, ok := w.(api.FileSender)
+	m.sendable = ok
+	send := func(name string, off, n int64) error {
+		if !ok { // the bytes the host would read
+			_, err := w.Write(sendBytes(name, off, n))
+			return err
+		}
+		f, err := os.Open(name)
+		if err != nil {
+			return err
+		}
+		defer f.Close() // at once: the host holds its own descriptor
+		return fs.SendFile(f, off, n)
+	}
+	steps := []func() error{
+		func() error { _, err := w.Write([]byte("head")); return err },
+		func() error { return fm.MarkFile(api.FileMark{Key: "a", Stamp: "sa"}) },
+		func() error { return send(m.files[0], 0, int64(len(bigPart))) },
+		func() error { _, err := w.Write([]byte("pad")); return err },
+		func() error { return fm.MarkFile(api.FileMark{Key: "b", Stamp: "sb"}) },
+		func() error { return send(m.files[1], 5, 100) },
+		func() error { return send(m.files[0], 7, 3) },
+		func() error { return fm.MarkFile(api.FileMark{Key: "c", Stamp: "sc"}) },
+		func() error { return send(m.files[2], 0, 10) },
+		func() error { return fm.MarkFile(api.FileMark{}) },
+		func() error { _, err := w.Write([]byte("tail")); return err },
+		w.Close,
+	}
+	for _, s := range steps {
+		if err := s(); err != nil {
+			return api.BackupResult{}, err
+		}
+	}
+	return api.BackupResult{SystemID: "1"}, nil
+}
+
+// sendBytes is what the host reads for SendFile(name, off, n): the file's
+// bytes from off, zeros past its end, n in all.
+func sendBytes(name string, off, n int64) []byte {
+	b, err := os.ReadFile(name)
+	if err != nil {
+		panic(err)
+	}
+	out := make([]byte, n)
+	if off < int64(len(b)) {
+		copy(out, b[off:])
+	}
+	return out
+}
+
+// TestBackupSendFile: files a plugin passes with FileSender reach the
+// host's parts exactly where it sent them, between data frames and marks;
+// a span past a file's end reads as zeros, one shorter than the file stops
+// at its length; the plugin's descriptor may be closed at once. Without
+// the pipe socket, or without file records, the writer offers no
+// FileSender and the same backup goes as data.
+func TestBackupSendFile(t *testing.T) {
+	dir := t.TempDir()
+	eng := &sendEngine{}
+	for i, b := range [][]byte{bigPart, []byte(strings.Repeat("b", 50)), bytes.Repeat([]byte("c"), 1000)} {
+		eng.files[i] = filepath.Join(dir, fmt.Sprint(i))
+		if err := os.WriteFile(eng.files[i], b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := []part{{data: "head"}, {mark: api.FileMark{Key: "a", Stamp: "sa"}, data: string(bigPart) + "pad"},
+		{mark: api.FileMark{Key: "b", Stamp: "sb"}, data: strings.Repeat("b", 45) + strings.Repeat("\x00", 55) + "789"},
+		{mark: api.FileMark{Key: "c", Stamp: "sc"}, data: strings.Repeat("c", 10)}, {data: "tail"}}
+	for _, tc := range []struct {
+		name     string
+		connect  func(testing.TB, api.Engine) *api.Client
+		sendable bool
+	}{
+		{"pipes", connect, true},
+		{"stream", connectStream, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := tc.connect(t, eng)
+			var sink partSink
+			if _, err := c.PhysicalBackup(context.Background(), api.BackupRequest{FileRecords: true}, &sink); err != nil {
+				t.Fatal(err)
+			}
+			if eng.sendable != tc.sendable {
+				t.Fatalf("the entry's writer offers FileSender: %v, want %v", eng.sendable, tc.sendable)
+			}
+			if len(sink.parts) != len(want) {
+				t.Fatalf("%d parts, want %d", len(sink.parts), len(want))
+			}
+			for i := range want {
+				if !reflect.DeepEqual(sink.parts[i].mark, want[i].mark) || sink.parts[i].data != want[i].data {
+					t.Fatalf("part %d: mark %+v with %q…, want %+v with %q…", i, sink.parts[i].mark, head(sink.parts[i].data),
+						want[i].mark, head(want[i].data))
+				}
+			}
+		})
+	}
+}
+
+func head(s string) string { return s[:min(len(s), 64)] }

@@ -326,15 +326,21 @@ func backupSink(send func(*pb.BackupOutput) error) *frameSink {
 		mark: func(m FileMark) error {
 			return send(&pb.BackupOutput{Msg: &pb.BackupOutput_FileMark{FileMark: fileMarkToPB(m)}})
 		},
+		fileData: func(n uint64, off, length int64) error {
+			return send(&pb.BackupOutput{Msg: &pb.BackupOutput_FileData{FileData: &pb.FileData{File: n, Offset: off, Length: length}}})
+		},
 	}
 }
 
 func (s *server) backup(ctx context.Context, req *pb.BackupRequest, send func(*pb.BackupOutput) error,
 	run func(context.Context, BackupRequest, EntrySink) (BackupResult, error)) error {
 	sink := backupSink(send)
-	if !req.GetFileRecords() {
+	switch {
+	case !req.GetFileRecords():
 		sink.mark = nil
 		sink.pipes = s.pipes
+	case req.GetReadsFiles():
+		sink.files = s.pipes // nil without the socket: no FileSender
 	}
 	// An entry's pipe left open (an error, a panic) is closed, so the host
 	// reads its end and then this call's status.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 )
 
 // ChunkSize bounds the data carried by one protocol message. With gRPC's
@@ -145,6 +146,10 @@ type frameSink struct {
 	data   func([]byte) error
 	end    func(size int64) error
 	mark   func(FileMark) error // nil: the host takes no file marks
+	// files, with mark, carries files the host reads itself (FileSender):
+	// each is passed over it and named by fileData.
+	files    *Pipes
+	fileData func(n uint64, off, length int64) error
 	// pipes, when set, carries each entry's bytes through a pipe to the
 	// receiver instead of data frames (never together with mark).
 	pipes *Pipes
@@ -207,7 +212,11 @@ func (s *frameSink) create(e Entry) (entryFiller, error) {
 		return nil, fmt.Errorf("entry %s: %w", e.Name, err)
 	}
 	s.open = true
-	return &entryWriter{chunkWriter: newChunkWriter(s.data), sink: s, name: e.Name}, nil
+	w := &entryWriter{chunkWriter: newChunkWriter(s.data), sink: s, name: e.Name}
+	if s.mark != nil && s.files != nil {
+		return &fileEntryWriter{w}, nil
+	}
+	return w, nil
 }
 
 // abort closes an entry's pipe left open by an engine that returned: the
@@ -268,6 +277,44 @@ func (w *entryWriter) Close() error {
 }
 
 var _ FileMarker = (*entryWriter)(nil)
+
+// FileSender is implemented by the entry writers of a backup with file
+// records when the host reads files itself (both ends set up the pipe
+// socket, and the host said so in its request). SendFile writes length
+// bytes of f, from offset off, into the entry without reading them: f is
+// passed to the host, which reads them. Past f's end (it shrank) the host
+// reads zeros. The caller may close f once SendFile returns.
+type FileSender interface {
+	SendFile(f *os.File, off, length int64) error
+}
+
+// fileEntryWriter is an entryWriter that also passes files.
+type fileEntryWriter struct{ *entryWriter }
+
+func (w *fileEntryWriter) SendFile(f *os.File, off, length int64) error {
+	switch {
+	case w.closed:
+		return fmt.Errorf("entry %s: file sent after the entry was closed", w.name)
+	case off < 0 || length <= 0:
+		return fmt.Errorf("entry %s: file %s: offset %d, length %d", w.name, f.Name(), off, length)
+	}
+	if err := w.flush(); err != nil {
+		return fmt.Errorf("entry %s: %w", w.name, err)
+	}
+	n, err := w.sink.files.send(f)
+	if err != nil {
+		w.err = err
+		return fmt.Errorf("entry %s: %w", w.name, err)
+	}
+	if err := w.sink.fileData(n, off, length); err != nil {
+		w.err = err
+		return fmt.Errorf("entry %s: %w", w.name, err)
+	}
+	w.n += length
+	return nil
+}
+
+var _ FileSender = (*fileEntryWriter)(nil)
 
 // frame is one message of an entry stream: a header (with the number of
 // the pipe carrying its bytes, if any), data, or an end with its size.

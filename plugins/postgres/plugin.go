@@ -388,10 +388,27 @@ func (s tarSink) Create(ctx context.Context, name string) (io.WriteCloser, error
 		return nil, err
 	}
 	if m, ok := w.(api.FileMarker); ok {
-		return markWriter{WriteCloser: w, m: m}, nil
+		mw := markWriter{WriteCloser: w, m: m}
+		if fs, ok := w.(api.FileSender); ok {
+			return sendWriter{mw, fs}, nil
+		}
+		return mw, nil
 	}
 	return w, nil
 }
+
+// sendWriter is a markWriter whose host reads files itself
+// (pgengine.FileSender).
+type sendWriter struct {
+	markWriter
+	s api.FileSender
+}
+
+func (w sendWriter) SendFile(f *os.File, off, length int64) error {
+	return w.s.SendFile(f, off, length)
+}
+
+var _ pgengine.FileSender = sendWriter{}
 
 // markWriter adapts api.FileMarker to pgengine.FileMarker.
 type markWriter struct {

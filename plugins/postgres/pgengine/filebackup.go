@@ -2,6 +2,7 @@ package pgengine
 
 import (
 	"archive/tar"
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -64,6 +65,15 @@ const ClockMargin = 2 * time.Second
 // written for it.
 type FileMarker interface {
 	MarkFile(key, stamp string, length int64, reuse bool) error
+}
+
+// FileSender is implemented by the entry writers of a sink that reads
+// files itself: SendFile stands for length bytes of f from off (zeros past
+// its end), which the sink reads from f instead of having them written; f
+// may be closed once it returns.
+type FileSender interface {
+	io.Writer
+	SendFile(f *os.File, off, length int64) error
 }
 
 // EntrySink receives the entries of a file-level backup: Create starts one
@@ -222,7 +232,7 @@ func FileBackup(ctx context.Context, dsn DSN, dataDir string, sink EntrySink, op
 		if err != nil {
 			return err
 		}
-		return copyTree(ctx, tw, dataDir, plainCopy(wal), workers)
+		return copyTree(ctx, tw, dataDir, plainCopy(w, wal), workers)
 	})
 	if err != nil {
 		return nil, err
@@ -480,22 +490,28 @@ type recordPlan struct {
 }
 
 // copySet is what copyTree copies: items, and, with marker set, each
-// regular file marked as a file record, those with reuse set reused.
+// regular file marked as a file record, those with reuse set reused. With
+// sender set, the files' bytes are not read but passed to the sink.
 type copySet struct {
 	items  []item
+	sender FileSender
 	marker FileMarker
 	stamps []string // per item
 	reuse  []int64  // per item: the record's length when reused, else 0
 	res    *BackupResult
 }
 
-// plainCopy copies items without file records.
-func plainCopy(items []item) copySet { return copySet{items: items} }
+// plainCopy copies items, the entry's writer w, without file records.
+func plainCopy(w io.Writer, items []item) copySet {
+	t := copySet{items: items}
+	t.sender, _ = w.(FileSender)
+	return t
+}
 
 // plan stamps the files of one tar entry and picks those to reuse; w is
 // the entry's writer. A nil plan marks nothing.
 func (p *recordPlan) plan(entry string, w io.Writer, items []item) copySet {
-	t := copySet{items: items}
+	t := plainCopy(w, items)
 	if p == nil {
 		return t
 	}
@@ -583,8 +599,12 @@ type piece struct {
 	n     int64
 	buf   []byte
 	gone  bool // the file vanished before its first piece was read
-	err   error
-	done  chan struct{}
+	// pass: the whole file goes to the sink's FileSender; a worker only
+	// opens it, as file, which the writer passes and closes.
+	pass bool
+	file *os.File
+	err  error
+	done chan struct{}
 }
 
 // copyTree writes items (directories and files under root) into tw in
@@ -618,6 +638,19 @@ func copyTree(ctx context.Context, tw *tar.Writer, root string, t copySet, worke
 				}
 			}()
 			for p := range jobs {
+				if p.pass {
+					f, err := os.Open(filepath.Join(root, filepath.FromSlash(p.it.rel)))
+					switch {
+					case err == nil:
+						p.file = f
+					case errors.Is(err, fs.ErrNotExist):
+						p.gone = true
+					default:
+						p.err = fmt.Errorf("read %s: %w", p.it.rel, err)
+					}
+					close(p.done)
+					continue
+				}
 				if open != p.it {
 					if f != nil {
 						f.Close()
@@ -657,6 +690,21 @@ func copyTree(ctx context.Context, tw *tar.Writer, root string, t copySet, worke
 			size := int64(0)
 			if it.info.Mode().IsRegular() && (t.reuse == nil || t.reuse[i] == 0) {
 				size = it.info.Size()
+			}
+			if t.sender != nil && size > 0 {
+				p := &piece{it: it, i: i, first: true, pass: true, done: make(chan struct{})}
+				select {
+				case order <- p:
+				case <-ctx.Done():
+					return
+				}
+				select {
+				case jobs <- p:
+				case <-ctx.Done():
+					close(p.done)
+					return
+				}
+				continue
 			}
 			for off := int64(0); off == 0 || off < size; off += pieceSize {
 				p := &piece{it: it, i: i, first: off == 0, off: off, n: min(pieceSize, size-off), done: make(chan struct{})}
@@ -717,7 +765,16 @@ func copyTree(ctx context.Context, tw *tar.Writer, root string, t copySet, worke
 						return err
 					}
 				}
-				if !skip {
+				switch {
+				case skip:
+				case p.file != nil:
+					err := sendMember(tw, t.sender, header(p.it), p.file)
+					p.file.Close()
+					p.file = nil
+					if err != nil {
+						return err
+					}
+				default:
 					if err := tw.WriteHeader(header(p.it)); err != nil {
 						return err
 					}
@@ -746,8 +803,33 @@ func copyTree(ctx context.Context, tw *tar.Writer, root string, t copySet, worke
 	cancel()
 	for p := range order { // let the producer and workers finish
 		<-p.done
+		if p.file != nil {
+			p.file.Close()
+		}
 	}
 	wg.Wait()
+	return err
+}
+
+// sendMember writes the tar member of a regular file whose bytes the sink
+// reads itself: its header, the file passed to s, then the padding to the
+// next block. It bypasses tw, whose previous member it pads first; tw then
+// goes on with the next member.
+func sendMember(tw *tar.Writer, s FileSender, h *tar.Header, f *os.File) error {
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	var hdr bytes.Buffer
+	if err := tar.NewWriter(&hdr).WriteHeader(h); err != nil {
+		return err
+	}
+	if _, err := s.Write(hdr.Bytes()); err != nil {
+		return err
+	}
+	if err := s.SendFile(f, 0, h.Size); err != nil {
+		return err
+	}
+	_, err := s.Write(make([]byte, (512-h.Size%512)%512)) // tar blocks are 512 bytes
 	return err
 }
 

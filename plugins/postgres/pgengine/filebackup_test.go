@@ -1,7 +1,9 @@
 package pgengine
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -46,9 +48,11 @@ func TestFileBackupRestore(t *testing.T) {
 			}
 		}
 	}()
-	store := DirSink(t.TempDir())
+	// The sink reads the files itself, as amber's host does.
+	sending := &sendingSink{DirSink: DirSink(t.TempDir())}
+	store := sending.DirSink
 	time.Sleep(200 * time.Millisecond)
-	res, err := FileBackup(ctx, DSN(pg.DSN()), pg.DataDir, store, FileBackupOptions{Workers: 3})
+	res, err := FileBackup(ctx, DSN(pg.DSN()), pg.DataDir, sending, FileBackupOptions{Workers: 3})
 	stop.Store(true)
 	wg.Wait()
 	if err != nil {
@@ -57,6 +61,9 @@ func TestFileBackupRestore(t *testing.T) {
 	if res.StartLSN == 0 || res.StopLSN <= res.StartLSN || res.StartTimeline != 1 || !res.WALIncluded ||
 		len(res.Tablespaces) != 1 || res.Tablespaces[0].Location != tbsDir {
 		t.Fatalf("unexpected result %+v", res)
+	}
+	if sending.sent.Load() < 100 {
+		t.Fatalf("%d files passed to the sink; want every non-empty file", sending.sent.Load())
 	}
 	if _, err := FileBackup(ctx, DSN(pg.DSN()), t.TempDir(), store, FileBackupOptions{}); err == nil {
 		t.Fatal("a directory that is not the server's was backed up")
@@ -157,4 +164,36 @@ func TestFileBackupFromStandby(t *testing.T) {
 	if got := restored.Psql(t, "postgres", "SELECT count(*) FROM t"); got != "1000" {
 		t.Fatalf("restored rows %q", got)
 	}
+}
+
+// sendingSink is a DirSink whose entry writers take files by descriptor
+// (FileSender), as amber's host does: it reads them itself, zeros past a
+// file's end, so FileBackup's tar members go out as header, passed file,
+// padding.
+type sendingSink struct {
+	DirSink
+	sent atomic.Int64 // files passed
+}
+
+func (s *sendingSink) Create(ctx context.Context, name string) (io.WriteCloser, error) {
+	w, err := s.DirSink.Create(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	return &sendingWriter{WriteCloser: w, s: s}, nil
+}
+
+type sendingWriter struct {
+	io.WriteCloser
+	s *sendingSink
+}
+
+func (w *sendingWriter) SendFile(f *os.File, off, length int64) error {
+	w.s.sent.Add(1)
+	n, err := io.Copy(w, io.NewSectionReader(f, off, length))
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(make([]byte, length-n))
+	return err
 }

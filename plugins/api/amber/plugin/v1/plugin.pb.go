@@ -889,7 +889,12 @@ type BackupRequest struct {
 	// Optional, only with file_records. The file records of the previous
 	// backup of the same database, which the plugin may reuse instead of
 	// reading the files again. Absent: every file is read.
-	Previous      *PreviousFiles `protobuf:"bytes,7,opt,name=previous,proto3" json:"previous,omitempty"`
+	Previous *PreviousFiles `protobuf:"bytes,7,opt,name=previous,proto3" json:"previous,omitempty"`
+	// Optional, only with file_records. The host reads FileData messages:
+	// it gave the plugin the pipe socket (docs/plugin-protocol.md, "Pipes")
+	// and reads the files the plugin passes over it. False: the plugin sends
+	// every byte as data.
+	ReadsFiles    bool `protobuf:"varint,8,opt,name=reads_files,json=readsFiles,proto3" json:"reads_files,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -971,6 +976,13 @@ func (x *BackupRequest) GetPrevious() *PreviousFiles {
 		return x.Previous
 	}
 	return nil
+}
+
+func (x *BackupRequest) GetReadsFiles() bool {
+	if x != nil {
+		return x.ReadsFiles
+	}
+	return false
 }
 
 // PreviousFiles lists the file records of an earlier backup.
@@ -1240,6 +1252,78 @@ func (x *FileMark) GetRanges() []*ByteRange {
 	return nil
 }
 
+// FileData, inside an entry of a backup with file records (only when
+// BackupRequest.reads_files is set), stands for the next length bytes of
+// the entry: those of the open file the plugin passed under number file
+// over the pipe socket, from offset, which the host reads itself instead of
+// receiving them as data. Bytes past the file's end (it shrank since the
+// plugin measured it) are zeros; bytes past offset + length (it grew) are
+// not read. The host closes the file once it has read it; the plugin may
+// close its own descriptor as soon as it has passed it. The bytes count in
+// EntryEnd.size as data bytes do.
+type FileData struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Required. The number the file was passed under.
+	File uint64 `protobuf:"varint,1,opt,name=file,proto3" json:"file,omitempty"`
+	// Required. Where in the file the bytes start, at least 0.
+	Offset int64 `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
+	// Required. How many bytes, at least 1.
+	Length        int64 `protobuf:"varint,3,opt,name=length,proto3" json:"length,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileData) Reset() {
+	*x = FileData{}
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileData) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileData) ProtoMessage() {}
+
+func (x *FileData) ProtoReflect() protoreflect.Message {
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileData.ProtoReflect.Descriptor instead.
+func (*FileData) Descriptor() ([]byte, []int) {
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *FileData) GetFile() uint64 {
+	if x != nil {
+		return x.File
+	}
+	return 0
+}
+
+func (x *FileData) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *FileData) GetLength() int64 {
+	if x != nil {
+		return x.Length
+	}
+	return 0
+}
+
 // ByteRange is a run of bytes of a file record.
 type ByteRange struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1253,7 +1337,7 @@ type ByteRange struct {
 
 func (x *ByteRange) Reset() {
 	*x = ByteRange{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[14]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1265,7 +1349,7 @@ func (x *ByteRange) String() string {
 func (*ByteRange) ProtoMessage() {}
 
 func (x *ByteRange) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[14]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1278,7 +1362,7 @@ func (x *ByteRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ByteRange.ProtoReflect.Descriptor instead.
 func (*ByteRange) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{14}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ByteRange) GetOffset() int64 {
@@ -1323,7 +1407,7 @@ type EntryHeader struct {
 
 func (x *EntryHeader) Reset() {
 	*x = EntryHeader{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[15]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1335,7 +1419,7 @@ func (x *EntryHeader) String() string {
 func (*EntryHeader) ProtoMessage() {}
 
 func (x *EntryHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[15]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1348,7 +1432,7 @@ func (x *EntryHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EntryHeader.ProtoReflect.Descriptor instead.
 func (*EntryHeader) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{15}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *EntryHeader) GetName() string {
@@ -1407,7 +1491,7 @@ type EntryEnd struct {
 
 func (x *EntryEnd) Reset() {
 	*x = EntryEnd{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[16]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1419,7 +1503,7 @@ func (x *EntryEnd) String() string {
 func (*EntryEnd) ProtoMessage() {}
 
 func (x *EntryEnd) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[16]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1432,7 +1516,7 @@ func (x *EntryEnd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EntryEnd.ProtoReflect.Descriptor instead.
 func (*EntryEnd) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{16}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *EntryEnd) GetSize() int64 {
@@ -1469,7 +1553,7 @@ type BackupResult struct {
 
 func (x *BackupResult) Reset() {
 	*x = BackupResult{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[17]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1481,7 +1565,7 @@ func (x *BackupResult) String() string {
 func (*BackupResult) ProtoMessage() {}
 
 func (x *BackupResult) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[17]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1494,7 +1578,7 @@ func (x *BackupResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupResult.ProtoReflect.Descriptor instead.
 func (*BackupResult) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{17}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *BackupResult) GetStart() *Position {
@@ -1554,8 +1638,9 @@ func (x *BackupResult) GetFiles() []*File {
 }
 
 // BackupOutput is one message of a LogicalDump or PhysicalBackup stream:
-// (entry, (data | file_mark)*, entry_end)* then result. file_mark only
-// when BackupRequest.file_records is set.
+// (entry, (data | file_mark | file_data)*, entry_end)* then result.
+// file_mark only when BackupRequest.file_records is set, file_data only
+// when BackupRequest.reads_files is.
 type BackupOutput struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Msg:
@@ -1565,6 +1650,7 @@ type BackupOutput struct {
 	//	*BackupOutput_EntryEnd
 	//	*BackupOutput_Result
 	//	*BackupOutput_FileMark
+	//	*BackupOutput_FileData
 	Msg           isBackupOutput_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1572,7 +1658,7 @@ type BackupOutput struct {
 
 func (x *BackupOutput) Reset() {
 	*x = BackupOutput{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[18]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1584,7 +1670,7 @@ func (x *BackupOutput) String() string {
 func (*BackupOutput) ProtoMessage() {}
 
 func (x *BackupOutput) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[18]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1597,7 +1683,7 @@ func (x *BackupOutput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupOutput.ProtoReflect.Descriptor instead.
 func (*BackupOutput) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{18}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *BackupOutput) GetMsg() isBackupOutput_Msg {
@@ -1652,6 +1738,15 @@ func (x *BackupOutput) GetFileMark() *FileMark {
 	return nil
 }
 
+func (x *BackupOutput) GetFileData() *FileData {
+	if x != nil {
+		if x, ok := x.Msg.(*BackupOutput_FileData); ok {
+			return x.FileData
+		}
+	}
+	return nil
+}
+
 type isBackupOutput_Msg interface {
 	isBackupOutput_Msg()
 }
@@ -1677,6 +1772,10 @@ type BackupOutput_FileMark struct {
 	FileMark *FileMark `protobuf:"bytes,5,opt,name=file_mark,json=fileMark,proto3,oneof"`
 }
 
+type BackupOutput_FileData struct {
+	FileData *FileData `protobuf:"bytes,6,opt,name=file_data,json=fileData,proto3,oneof"`
+}
+
 func (*BackupOutput_Entry) isBackupOutput_Msg() {}
 
 func (*BackupOutput_Data) isBackupOutput_Msg() {}
@@ -1686,6 +1785,8 @@ func (*BackupOutput_EntryEnd) isBackupOutput_Msg() {}
 func (*BackupOutput_Result) isBackupOutput_Msg() {}
 
 func (*BackupOutput_FileMark) isBackupOutput_Msg() {}
+
+func (*BackupOutput_FileData) isBackupOutput_Msg() {}
 
 type RestoreRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1726,7 +1827,7 @@ type RestoreRequest struct {
 
 func (x *RestoreRequest) Reset() {
 	*x = RestoreRequest{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[19]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1738,7 +1839,7 @@ func (x *RestoreRequest) String() string {
 func (*RestoreRequest) ProtoMessage() {}
 
 func (x *RestoreRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[19]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1751,7 +1852,7 @@ func (x *RestoreRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreRequest.ProtoReflect.Descriptor instead.
 func (*RestoreRequest) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{19}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RestoreRequest) GetTarget() *Target {
@@ -1827,7 +1928,7 @@ type RestoreInput struct {
 
 func (x *RestoreInput) Reset() {
 	*x = RestoreInput{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[20]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1839,7 +1940,7 @@ func (x *RestoreInput) String() string {
 func (*RestoreInput) ProtoMessage() {}
 
 func (x *RestoreInput) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[20]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1852,7 +1953,7 @@ func (x *RestoreInput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreInput.ProtoReflect.Descriptor instead.
 func (*RestoreInput) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{20}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RestoreInput) GetMsg() isRestoreInput_Msg {
@@ -1945,7 +2046,7 @@ type RestoreResult struct {
 
 func (x *RestoreResult) Reset() {
 	*x = RestoreResult{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[21]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1957,7 +2058,7 @@ func (x *RestoreResult) String() string {
 func (*RestoreResult) ProtoMessage() {}
 
 func (x *RestoreResult) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[21]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1970,7 +2071,7 @@ func (x *RestoreResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreResult.ProtoReflect.Descriptor instead.
 func (*RestoreResult) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{21}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RestoreResult) GetPosition() *Position {
@@ -2014,7 +2115,7 @@ type FileOwner struct {
 
 func (x *FileOwner) Reset() {
 	*x = FileOwner{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[22]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2026,7 +2127,7 @@ func (x *FileOwner) String() string {
 func (*FileOwner) ProtoMessage() {}
 
 func (x *FileOwner) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[22]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2039,7 +2140,7 @@ func (x *FileOwner) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileOwner.ProtoReflect.Descriptor instead.
 func (*FileOwner) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{22}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *FileOwner) GetUid() uint32 {
@@ -2074,7 +2175,7 @@ type FreezeRequest struct {
 
 func (x *FreezeRequest) Reset() {
 	*x = FreezeRequest{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[23]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2086,7 +2187,7 @@ func (x *FreezeRequest) String() string {
 func (*FreezeRequest) ProtoMessage() {}
 
 func (x *FreezeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[23]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2099,7 +2200,7 @@ func (x *FreezeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FreezeRequest.ProtoReflect.Descriptor instead.
 func (*FreezeRequest) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{23}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *FreezeRequest) GetTarget() *Target {
@@ -2146,7 +2247,7 @@ type FreezeResponse struct {
 
 func (x *FreezeResponse) Reset() {
 	*x = FreezeResponse{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[24]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2158,7 +2259,7 @@ func (x *FreezeResponse) String() string {
 func (*FreezeResponse) ProtoMessage() {}
 
 func (x *FreezeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[24]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2171,7 +2272,7 @@ func (x *FreezeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FreezeResponse.ProtoReflect.Descriptor instead.
 func (*FreezeResponse) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{24}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *FreezeResponse) GetLeaseId() string {
@@ -2214,7 +2315,7 @@ type RenewLeaseRequest struct {
 
 func (x *RenewLeaseRequest) Reset() {
 	*x = RenewLeaseRequest{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[25]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2226,7 +2327,7 @@ func (x *RenewLeaseRequest) String() string {
 func (*RenewLeaseRequest) ProtoMessage() {}
 
 func (x *RenewLeaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[25]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2239,7 +2340,7 @@ func (x *RenewLeaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewLeaseRequest.ProtoReflect.Descriptor instead.
 func (*RenewLeaseRequest) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{25}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RenewLeaseRequest) GetLeaseId() string {
@@ -2266,7 +2367,7 @@ type RenewLeaseResponse struct {
 
 func (x *RenewLeaseResponse) Reset() {
 	*x = RenewLeaseResponse{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[26]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2278,7 +2379,7 @@ func (x *RenewLeaseResponse) String() string {
 func (*RenewLeaseResponse) ProtoMessage() {}
 
 func (x *RenewLeaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[26]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2291,7 +2392,7 @@ func (x *RenewLeaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewLeaseResponse.ProtoReflect.Descriptor instead.
 func (*RenewLeaseResponse) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{26}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *RenewLeaseResponse) GetExpiresAt() *timestamppb.Timestamp {
@@ -2311,7 +2412,7 @@ type ThawRequest struct {
 
 func (x *ThawRequest) Reset() {
 	*x = ThawRequest{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[27]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2323,7 +2424,7 @@ func (x *ThawRequest) String() string {
 func (*ThawRequest) ProtoMessage() {}
 
 func (x *ThawRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[27]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2336,7 +2437,7 @@ func (x *ThawRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ThawRequest.ProtoReflect.Descriptor instead.
 func (*ThawRequest) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{27}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ThawRequest) GetLeaseId() string {
@@ -2363,7 +2464,7 @@ type ThawResponse struct {
 
 func (x *ThawResponse) Reset() {
 	*x = ThawResponse{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[28]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2375,7 +2476,7 @@ func (x *ThawResponse) String() string {
 func (*ThawResponse) ProtoMessage() {}
 
 func (x *ThawResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[28]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2388,7 +2489,7 @@ func (x *ThawResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ThawResponse.ProtoReflect.Descriptor instead.
 func (*ThawResponse) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{28}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ThawResponse) GetConsistent() *Position {
@@ -2439,7 +2540,7 @@ type ArchiveRequest struct {
 
 func (x *ArchiveRequest) Reset() {
 	*x = ArchiveRequest{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[29]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2451,7 +2552,7 @@ func (x *ArchiveRequest) String() string {
 func (*ArchiveRequest) ProtoMessage() {}
 
 func (x *ArchiveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[29]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2464,7 +2565,7 @@ func (x *ArchiveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ArchiveRequest.ProtoReflect.Descriptor instead.
 func (*ArchiveRequest) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{29}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ArchiveRequest) GetTarget() *Target {
@@ -2509,7 +2610,7 @@ type ArchiveInput struct {
 
 func (x *ArchiveInput) Reset() {
 	*x = ArchiveInput{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[30]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2521,7 +2622,7 @@ func (x *ArchiveInput) String() string {
 func (*ArchiveInput) ProtoMessage() {}
 
 func (x *ArchiveInput) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[30]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2534,7 +2635,7 @@ func (x *ArchiveInput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ArchiveInput.ProtoReflect.Descriptor instead.
 func (*ArchiveInput) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{30}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ArchiveInput) GetMsg() isArchiveInput_Msg {
@@ -2604,7 +2705,7 @@ type SegmentHeader struct {
 
 func (x *SegmentHeader) Reset() {
 	*x = SegmentHeader{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[31]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2616,7 +2717,7 @@ func (x *SegmentHeader) String() string {
 func (*SegmentHeader) ProtoMessage() {}
 
 func (x *SegmentHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[31]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2629,7 +2730,7 @@ func (x *SegmentHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SegmentHeader.ProtoReflect.Descriptor instead.
 func (*SegmentHeader) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{31}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *SegmentHeader) GetName() string {
@@ -2677,7 +2778,7 @@ type SegmentTrailer struct {
 
 func (x *SegmentTrailer) Reset() {
 	*x = SegmentTrailer{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[32]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2689,7 +2790,7 @@ func (x *SegmentTrailer) String() string {
 func (*SegmentTrailer) ProtoMessage() {}
 
 func (x *SegmentTrailer) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[32]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2702,7 +2803,7 @@ func (x *SegmentTrailer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SegmentTrailer.ProtoReflect.Descriptor instead.
 func (*SegmentTrailer) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{32}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *SegmentTrailer) GetEnd() *Position {
@@ -2764,7 +2865,7 @@ type ArchiveOutput struct {
 
 func (x *ArchiveOutput) Reset() {
 	*x = ArchiveOutput{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[33]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2776,7 +2877,7 @@ func (x *ArchiveOutput) String() string {
 func (*ArchiveOutput) ProtoMessage() {}
 
 func (x *ArchiveOutput) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[33]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2789,7 +2890,7 @@ func (x *ArchiveOutput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ArchiveOutput.ProtoReflect.Descriptor instead.
 func (*ArchiveOutput) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{33}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ArchiveOutput) GetMsg() isArchiveOutput_Msg {
@@ -2886,7 +2987,7 @@ type RecoveryTarget struct {
 
 func (x *RecoveryTarget) Reset() {
 	*x = RecoveryTarget{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[34]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2898,7 +2999,7 @@ func (x *RecoveryTarget) String() string {
 func (*RecoveryTarget) ProtoMessage() {}
 
 func (x *RecoveryTarget) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[34]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2911,7 +3012,7 @@ func (x *RecoveryTarget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecoveryTarget.ProtoReflect.Descriptor instead.
 func (*RecoveryTarget) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{34}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *RecoveryTarget) GetTarget() isRecoveryTarget_Target {
@@ -3038,7 +3139,7 @@ type ReplayRequest struct {
 
 func (x *ReplayRequest) Reset() {
 	*x = ReplayRequest{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[35]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3050,7 +3151,7 @@ func (x *ReplayRequest) String() string {
 func (*ReplayRequest) ProtoMessage() {}
 
 func (x *ReplayRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[35]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3063,7 +3164,7 @@ func (x *ReplayRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplayRequest.ProtoReflect.Descriptor instead.
 func (*ReplayRequest) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{35}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ReplayRequest) GetTarget() *Target {
@@ -3124,7 +3225,7 @@ type Fetch struct {
 
 func (x *Fetch) Reset() {
 	*x = Fetch{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[36]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3136,7 +3237,7 @@ func (x *Fetch) String() string {
 func (*Fetch) ProtoMessage() {}
 
 func (x *Fetch) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[36]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3149,7 +3250,7 @@ func (x *Fetch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Fetch.ProtoReflect.Descriptor instead.
 func (*Fetch) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{36}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *Fetch) GetQuery() isFetch_Query {
@@ -3215,7 +3316,7 @@ type SegmentInfo struct {
 
 func (x *SegmentInfo) Reset() {
 	*x = SegmentInfo{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[37]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3227,7 +3328,7 @@ func (x *SegmentInfo) String() string {
 func (*SegmentInfo) ProtoMessage() {}
 
 func (x *SegmentInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[37]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3240,7 +3341,7 @@ func (x *SegmentInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SegmentInfo.ProtoReflect.Descriptor instead.
 func (*SegmentInfo) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{37}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *SegmentInfo) GetHeader() *SegmentHeader {
@@ -3269,7 +3370,7 @@ type SegmentDone struct {
 
 func (x *SegmentDone) Reset() {
 	*x = SegmentDone{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[38]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3281,7 +3382,7 @@ func (x *SegmentDone) String() string {
 func (*SegmentDone) ProtoMessage() {}
 
 func (x *SegmentDone) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[38]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3294,7 +3395,7 @@ func (x *SegmentDone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SegmentDone.ProtoReflect.Descriptor instead.
 func (*SegmentDone) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{38}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *SegmentDone) GetSize() int64 {
@@ -3315,7 +3416,7 @@ type FetchMiss struct {
 
 func (x *FetchMiss) Reset() {
 	*x = FetchMiss{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[39]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3327,7 +3428,7 @@ func (x *FetchMiss) String() string {
 func (*FetchMiss) ProtoMessage() {}
 
 func (x *FetchMiss) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[39]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3340,7 +3441,7 @@ func (x *FetchMiss) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchMiss.ProtoReflect.Descriptor instead.
 func (*FetchMiss) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{39}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *FetchMiss) GetReason() string {
@@ -3368,7 +3469,7 @@ type ReplayInput struct {
 
 func (x *ReplayInput) Reset() {
 	*x = ReplayInput{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[40]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3380,7 +3481,7 @@ func (x *ReplayInput) String() string {
 func (*ReplayInput) ProtoMessage() {}
 
 func (x *ReplayInput) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[40]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3393,7 +3494,7 @@ func (x *ReplayInput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplayInput.ProtoReflect.Descriptor instead.
 func (*ReplayInput) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{40}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ReplayInput) GetMsg() isReplayInput_Msg {
@@ -3497,7 +3598,7 @@ type ReplayResult struct {
 
 func (x *ReplayResult) Reset() {
 	*x = ReplayResult{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[41]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3509,7 +3610,7 @@ func (x *ReplayResult) String() string {
 func (*ReplayResult) ProtoMessage() {}
 
 func (x *ReplayResult) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[41]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3522,7 +3623,7 @@ func (x *ReplayResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplayResult.ProtoReflect.Descriptor instead.
 func (*ReplayResult) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{41}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ReplayResult) GetReached() *Position {
@@ -3560,7 +3661,7 @@ type ReplayOutput struct {
 
 func (x *ReplayOutput) Reset() {
 	*x = ReplayOutput{}
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[42]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3572,7 +3673,7 @@ func (x *ReplayOutput) String() string {
 func (*ReplayOutput) ProtoMessage() {}
 
 func (x *ReplayOutput) ProtoReflect() protoreflect.Message {
-	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[42]
+	mi := &file_amber_plugin_v1_plugin_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3585,7 +3686,7 @@ func (x *ReplayOutput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplayOutput.ProtoReflect.Descriptor instead.
 func (*ReplayOutput) Descriptor() ([]byte, []int) {
-	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{42}
+	return file_amber_plugin_v1_plugin_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ReplayOutput) GetMsg() isReplayOutput_Msg {
@@ -3687,7 +3788,7 @@ const file_amber_plugin_v1_plugin_proto_rawDesc = "" +
 	"\n" +
 	"FactsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8d\x03\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xae\x03\n" +
 	"\rBackupRequest\x12/\n" +
 	"\x06target\x18\x01 \x01(\v2\x17.amber.plugin.v1.TargetR\x06target\x12\x1c\n" +
 	"\tdatabases\x18\x02 \x03(\tR\tdatabases\x12\x14\n" +
@@ -3695,7 +3796,9 @@ const file_amber_plugin_v1_plugin_proto_rawDesc = "" +
 	"\aoptions\x18\x04 \x03(\v2+.amber.plugin.v1.BackupRequest.OptionsEntryR\aoptions\x125\n" +
 	"\barchived\x18\x05 \x01(\v2\x19.amber.plugin.v1.PositionR\barchived\x12!\n" +
 	"\ffile_records\x18\x06 \x01(\bR\vfileRecords\x12:\n" +
-	"\bprevious\x18\a \x01(\v2\x1e.amber.plugin.v1.PreviousFilesR\bprevious\x1a:\n" +
+	"\bprevious\x18\a \x01(\v2\x1e.amber.plugin.v1.PreviousFilesR\bprevious\x12\x1f\n" +
+	"\vreads_files\x18\b \x01(\bR\n" +
+	"readsFiles\x1a:\n" +
 	"\fOptionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x96\x02\n" +
@@ -3719,7 +3822,11 @@ const file_amber_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x05reuse\x18\x04 \x01(\bR\x05reuse\x12\x12\n" +
 	"\x04base\x18\x05 \x01(\tR\x04base\x12\x1b\n" +
 	"\tbase_keep\x18\x06 \x01(\x03R\bbaseKeep\x122\n" +
-	"\x06ranges\x18\a \x03(\v2\x1a.amber.plugin.v1.ByteRangeR\x06ranges\";\n" +
+	"\x06ranges\x18\a \x03(\v2\x1a.amber.plugin.v1.ByteRangeR\x06ranges\"N\n" +
+	"\bFileData\x12\x12\n" +
+	"\x04file\x18\x01 \x01(\x04R\x04file\x12\x16\n" +
+	"\x06offset\x18\x02 \x01(\x03R\x06offset\x12\x16\n" +
+	"\x06length\x18\x03 \x01(\x03R\x06length\";\n" +
 	"\tByteRange\x12\x16\n" +
 	"\x06offset\x18\x01 \x01(\x03R\x06offset\x12\x16\n" +
 	"\x06length\x18\x02 \x01(\x03R\x06length\"\xf6\x01\n" +
@@ -3749,13 +3856,14 @@ const file_amber_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x05files\x18\b \x03(\v2\x15.amber.plugin.v1.FileR\x05files\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8e\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc8\x02\n" +
 	"\fBackupOutput\x124\n" +
 	"\x05entry\x18\x01 \x01(\v2\x1c.amber.plugin.v1.EntryHeaderH\x00R\x05entry\x12\x14\n" +
 	"\x04data\x18\x02 \x01(\fH\x00R\x04data\x128\n" +
 	"\tentry_end\x18\x03 \x01(\v2\x19.amber.plugin.v1.EntryEndH\x00R\bentryEnd\x127\n" +
 	"\x06result\x18\x04 \x01(\v2\x1d.amber.plugin.v1.BackupResultH\x00R\x06result\x128\n" +
-	"\tfile_mark\x18\x05 \x01(\v2\x19.amber.plugin.v1.FileMarkH\x00R\bfileMarkB\x05\n" +
+	"\tfile_mark\x18\x05 \x01(\v2\x19.amber.plugin.v1.FileMarkH\x00R\bfileMark\x128\n" +
+	"\tfile_data\x18\x06 \x01(\v2\x19.amber.plugin.v1.FileDataH\x00R\bfileDataB\x05\n" +
 	"\x03msg\"\xcf\x03\n" +
 	"\x0eRestoreRequest\x12/\n" +
 	"\x06target\x18\x01 \x01(\v2\x17.amber.plugin.v1.TargetR\x06target\x125\n" +
@@ -3946,7 +4054,7 @@ func file_amber_plugin_v1_plugin_proto_rawDescGZIP() []byte {
 }
 
 var file_amber_plugin_v1_plugin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_amber_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 56)
+var file_amber_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 57)
 var file_amber_plugin_v1_plugin_proto_goTypes = []any{
 	(Capability)(0),                 // 0: amber.plugin.v1.Capability
 	(Role)(0),                       // 1: amber.plugin.v1.Role
@@ -3964,167 +4072,169 @@ var file_amber_plugin_v1_plugin_proto_goTypes = []any{
 	(*PreviousFiles)(nil),           // 13: amber.plugin.v1.PreviousFiles
 	(*PreviousFile)(nil),            // 14: amber.plugin.v1.PreviousFile
 	(*FileMark)(nil),                // 15: amber.plugin.v1.FileMark
-	(*ByteRange)(nil),               // 16: amber.plugin.v1.ByteRange
-	(*EntryHeader)(nil),             // 17: amber.plugin.v1.EntryHeader
-	(*EntryEnd)(nil),                // 18: amber.plugin.v1.EntryEnd
-	(*BackupResult)(nil),            // 19: amber.plugin.v1.BackupResult
-	(*BackupOutput)(nil),            // 20: amber.plugin.v1.BackupOutput
-	(*RestoreRequest)(nil),          // 21: amber.plugin.v1.RestoreRequest
-	(*RestoreInput)(nil),            // 22: amber.plugin.v1.RestoreInput
-	(*RestoreResult)(nil),           // 23: amber.plugin.v1.RestoreResult
-	(*FileOwner)(nil),               // 24: amber.plugin.v1.FileOwner
-	(*FreezeRequest)(nil),           // 25: amber.plugin.v1.FreezeRequest
-	(*FreezeResponse)(nil),          // 26: amber.plugin.v1.FreezeResponse
-	(*RenewLeaseRequest)(nil),       // 27: amber.plugin.v1.RenewLeaseRequest
-	(*RenewLeaseResponse)(nil),      // 28: amber.plugin.v1.RenewLeaseResponse
-	(*ThawRequest)(nil),             // 29: amber.plugin.v1.ThawRequest
-	(*ThawResponse)(nil),            // 30: amber.plugin.v1.ThawResponse
-	(*ArchiveRequest)(nil),          // 31: amber.plugin.v1.ArchiveRequest
-	(*ArchiveInput)(nil),            // 32: amber.plugin.v1.ArchiveInput
-	(*SegmentHeader)(nil),           // 33: amber.plugin.v1.SegmentHeader
-	(*SegmentTrailer)(nil),          // 34: amber.plugin.v1.SegmentTrailer
-	(*ArchiveOutput)(nil),           // 35: amber.plugin.v1.ArchiveOutput
-	(*RecoveryTarget)(nil),          // 36: amber.plugin.v1.RecoveryTarget
-	(*ReplayRequest)(nil),           // 37: amber.plugin.v1.ReplayRequest
-	(*Fetch)(nil),                   // 38: amber.plugin.v1.Fetch
-	(*SegmentInfo)(nil),             // 39: amber.plugin.v1.SegmentInfo
-	(*SegmentDone)(nil),             // 40: amber.plugin.v1.SegmentDone
-	(*FetchMiss)(nil),               // 41: amber.plugin.v1.FetchMiss
-	(*ReplayInput)(nil),             // 42: amber.plugin.v1.ReplayInput
-	(*ReplayResult)(nil),            // 43: amber.plugin.v1.ReplayResult
-	(*ReplayOutput)(nil),            // 44: amber.plugin.v1.ReplayOutput
-	nil,                             // 45: amber.plugin.v1.Target.SettingsEntry
-	nil,                             // 46: amber.plugin.v1.DescribeLogFileRequest.SettingsEntry
-	nil,                             // 47: amber.plugin.v1.ProbeResponse.FactsEntry
-	nil,                             // 48: amber.plugin.v1.BackupRequest.OptionsEntry
-	nil,                             // 49: amber.plugin.v1.PreviousFiles.EntriesEntry
-	nil,                             // 50: amber.plugin.v1.EntryHeader.MetadataEntry
-	nil,                             // 51: amber.plugin.v1.BackupResult.MetadataEntry
-	nil,                             // 52: amber.plugin.v1.RestoreRequest.OptionsEntry
-	nil,                             // 53: amber.plugin.v1.RestoreResult.MetadataEntry
-	nil,                             // 54: amber.plugin.v1.ThawResponse.MetadataEntry
-	nil,                             // 55: amber.plugin.v1.ArchiveRequest.OptionsEntry
-	nil,                             // 56: amber.plugin.v1.ReplayRequest.OptionsEntry
-	nil,                             // 57: amber.plugin.v1.ReplayResult.MetadataEntry
-	(*durationpb.Duration)(nil),     // 58: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),   // 59: google.protobuf.Timestamp
+	(*FileData)(nil),                // 16: amber.plugin.v1.FileData
+	(*ByteRange)(nil),               // 17: amber.plugin.v1.ByteRange
+	(*EntryHeader)(nil),             // 18: amber.plugin.v1.EntryHeader
+	(*EntryEnd)(nil),                // 19: amber.plugin.v1.EntryEnd
+	(*BackupResult)(nil),            // 20: amber.plugin.v1.BackupResult
+	(*BackupOutput)(nil),            // 21: amber.plugin.v1.BackupOutput
+	(*RestoreRequest)(nil),          // 22: amber.plugin.v1.RestoreRequest
+	(*RestoreInput)(nil),            // 23: amber.plugin.v1.RestoreInput
+	(*RestoreResult)(nil),           // 24: amber.plugin.v1.RestoreResult
+	(*FileOwner)(nil),               // 25: amber.plugin.v1.FileOwner
+	(*FreezeRequest)(nil),           // 26: amber.plugin.v1.FreezeRequest
+	(*FreezeResponse)(nil),          // 27: amber.plugin.v1.FreezeResponse
+	(*RenewLeaseRequest)(nil),       // 28: amber.plugin.v1.RenewLeaseRequest
+	(*RenewLeaseResponse)(nil),      // 29: amber.plugin.v1.RenewLeaseResponse
+	(*ThawRequest)(nil),             // 30: amber.plugin.v1.ThawRequest
+	(*ThawResponse)(nil),            // 31: amber.plugin.v1.ThawResponse
+	(*ArchiveRequest)(nil),          // 32: amber.plugin.v1.ArchiveRequest
+	(*ArchiveInput)(nil),            // 33: amber.plugin.v1.ArchiveInput
+	(*SegmentHeader)(nil),           // 34: amber.plugin.v1.SegmentHeader
+	(*SegmentTrailer)(nil),          // 35: amber.plugin.v1.SegmentTrailer
+	(*ArchiveOutput)(nil),           // 36: amber.plugin.v1.ArchiveOutput
+	(*RecoveryTarget)(nil),          // 37: amber.plugin.v1.RecoveryTarget
+	(*ReplayRequest)(nil),           // 38: amber.plugin.v1.ReplayRequest
+	(*Fetch)(nil),                   // 39: amber.plugin.v1.Fetch
+	(*SegmentInfo)(nil),             // 40: amber.plugin.v1.SegmentInfo
+	(*SegmentDone)(nil),             // 41: amber.plugin.v1.SegmentDone
+	(*FetchMiss)(nil),               // 42: amber.plugin.v1.FetchMiss
+	(*ReplayInput)(nil),             // 43: amber.plugin.v1.ReplayInput
+	(*ReplayResult)(nil),            // 44: amber.plugin.v1.ReplayResult
+	(*ReplayOutput)(nil),            // 45: amber.plugin.v1.ReplayOutput
+	nil,                             // 46: amber.plugin.v1.Target.SettingsEntry
+	nil,                             // 47: amber.plugin.v1.DescribeLogFileRequest.SettingsEntry
+	nil,                             // 48: amber.plugin.v1.ProbeResponse.FactsEntry
+	nil,                             // 49: amber.plugin.v1.BackupRequest.OptionsEntry
+	nil,                             // 50: amber.plugin.v1.PreviousFiles.EntriesEntry
+	nil,                             // 51: amber.plugin.v1.EntryHeader.MetadataEntry
+	nil,                             // 52: amber.plugin.v1.BackupResult.MetadataEntry
+	nil,                             // 53: amber.plugin.v1.RestoreRequest.OptionsEntry
+	nil,                             // 54: amber.plugin.v1.RestoreResult.MetadataEntry
+	nil,                             // 55: amber.plugin.v1.ThawResponse.MetadataEntry
+	nil,                             // 56: amber.plugin.v1.ArchiveRequest.OptionsEntry
+	nil,                             // 57: amber.plugin.v1.ReplayRequest.OptionsEntry
+	nil,                             // 58: amber.plugin.v1.ReplayResult.MetadataEntry
+	(*durationpb.Duration)(nil),     // 59: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),   // 60: google.protobuf.Timestamp
 }
 var file_amber_plugin_v1_plugin_proto_depIdxs = []int32{
-	45, // 0: amber.plugin.v1.Target.settings:type_name -> amber.plugin.v1.Target.SettingsEntry
-	46, // 1: amber.plugin.v1.DescribeLogFileRequest.settings:type_name -> amber.plugin.v1.DescribeLogFileRequest.SettingsEntry
-	33, // 2: amber.plugin.v1.DescribeLogFileResponse.header:type_name -> amber.plugin.v1.SegmentHeader
-	34, // 3: amber.plugin.v1.DescribeLogFileResponse.trailer:type_name -> amber.plugin.v1.SegmentTrailer
+	46, // 0: amber.plugin.v1.Target.settings:type_name -> amber.plugin.v1.Target.SettingsEntry
+	47, // 1: amber.plugin.v1.DescribeLogFileRequest.settings:type_name -> amber.plugin.v1.DescribeLogFileRequest.SettingsEntry
+	34, // 2: amber.plugin.v1.DescribeLogFileResponse.header:type_name -> amber.plugin.v1.SegmentHeader
+	35, // 3: amber.plugin.v1.DescribeLogFileResponse.trailer:type_name -> amber.plugin.v1.SegmentTrailer
 	0,  // 4: amber.plugin.v1.InfoResponse.capabilities:type_name -> amber.plugin.v1.Capability
 	3,  // 5: amber.plugin.v1.ProbeRequest.target:type_name -> amber.plugin.v1.Target
 	1,  // 6: amber.plugin.v1.ProbeResponse.role:type_name -> amber.plugin.v1.Role
 	2,  // 7: amber.plugin.v1.ProbeResponse.position:type_name -> amber.plugin.v1.Position
-	58, // 8: amber.plugin.v1.ProbeResponse.replication_lag:type_name -> google.protobuf.Duration
-	47, // 9: amber.plugin.v1.ProbeResponse.facts:type_name -> amber.plugin.v1.ProbeResponse.FactsEntry
+	59, // 8: amber.plugin.v1.ProbeResponse.replication_lag:type_name -> google.protobuf.Duration
+	48, // 9: amber.plugin.v1.ProbeResponse.facts:type_name -> amber.plugin.v1.ProbeResponse.FactsEntry
 	3,  // 10: amber.plugin.v1.BackupRequest.target:type_name -> amber.plugin.v1.Target
-	48, // 11: amber.plugin.v1.BackupRequest.options:type_name -> amber.plugin.v1.BackupRequest.OptionsEntry
+	49, // 11: amber.plugin.v1.BackupRequest.options:type_name -> amber.plugin.v1.BackupRequest.OptionsEntry
 	2,  // 12: amber.plugin.v1.BackupRequest.archived:type_name -> amber.plugin.v1.Position
 	13, // 13: amber.plugin.v1.BackupRequest.previous:type_name -> amber.plugin.v1.PreviousFiles
-	19, // 14: amber.plugin.v1.PreviousFiles.result:type_name -> amber.plugin.v1.BackupResult
+	20, // 14: amber.plugin.v1.PreviousFiles.result:type_name -> amber.plugin.v1.BackupResult
 	14, // 15: amber.plugin.v1.PreviousFiles.files:type_name -> amber.plugin.v1.PreviousFile
-	49, // 16: amber.plugin.v1.PreviousFiles.entries:type_name -> amber.plugin.v1.PreviousFiles.EntriesEntry
-	16, // 17: amber.plugin.v1.FileMark.ranges:type_name -> amber.plugin.v1.ByteRange
-	50, // 18: amber.plugin.v1.EntryHeader.metadata:type_name -> amber.plugin.v1.EntryHeader.MetadataEntry
+	50, // 16: amber.plugin.v1.PreviousFiles.entries:type_name -> amber.plugin.v1.PreviousFiles.EntriesEntry
+	17, // 17: amber.plugin.v1.FileMark.ranges:type_name -> amber.plugin.v1.ByteRange
+	51, // 18: amber.plugin.v1.EntryHeader.metadata:type_name -> amber.plugin.v1.EntryHeader.MetadataEntry
 	2,  // 19: amber.plugin.v1.BackupResult.start:type_name -> amber.plugin.v1.Position
 	2,  // 20: amber.plugin.v1.BackupResult.consistent:type_name -> amber.plugin.v1.Position
-	59, // 21: amber.plugin.v1.BackupResult.consistent_time:type_name -> google.protobuf.Timestamp
-	59, // 22: amber.plugin.v1.BackupResult.start_time:type_name -> google.protobuf.Timestamp
-	51, // 23: amber.plugin.v1.BackupResult.metadata:type_name -> amber.plugin.v1.BackupResult.MetadataEntry
+	60, // 21: amber.plugin.v1.BackupResult.consistent_time:type_name -> google.protobuf.Timestamp
+	60, // 22: amber.plugin.v1.BackupResult.start_time:type_name -> google.protobuf.Timestamp
+	52, // 23: amber.plugin.v1.BackupResult.metadata:type_name -> amber.plugin.v1.BackupResult.MetadataEntry
 	4,  // 24: amber.plugin.v1.BackupResult.files:type_name -> amber.plugin.v1.File
-	17, // 25: amber.plugin.v1.BackupOutput.entry:type_name -> amber.plugin.v1.EntryHeader
-	18, // 26: amber.plugin.v1.BackupOutput.entry_end:type_name -> amber.plugin.v1.EntryEnd
-	19, // 27: amber.plugin.v1.BackupOutput.result:type_name -> amber.plugin.v1.BackupResult
+	18, // 25: amber.plugin.v1.BackupOutput.entry:type_name -> amber.plugin.v1.EntryHeader
+	19, // 26: amber.plugin.v1.BackupOutput.entry_end:type_name -> amber.plugin.v1.EntryEnd
+	20, // 27: amber.plugin.v1.BackupOutput.result:type_name -> amber.plugin.v1.BackupResult
 	15, // 28: amber.plugin.v1.BackupOutput.file_mark:type_name -> amber.plugin.v1.FileMark
-	3,  // 29: amber.plugin.v1.RestoreRequest.target:type_name -> amber.plugin.v1.Target
-	19, // 30: amber.plugin.v1.RestoreRequest.backup:type_name -> amber.plugin.v1.BackupResult
-	52, // 31: amber.plugin.v1.RestoreRequest.options:type_name -> amber.plugin.v1.RestoreRequest.OptionsEntry
-	36, // 32: amber.plugin.v1.RestoreRequest.recovery_target:type_name -> amber.plugin.v1.RecoveryTarget
-	21, // 33: amber.plugin.v1.RestoreInput.request:type_name -> amber.plugin.v1.RestoreRequest
-	17, // 34: amber.plugin.v1.RestoreInput.entry:type_name -> amber.plugin.v1.EntryHeader
-	18, // 35: amber.plugin.v1.RestoreInput.entry_end:type_name -> amber.plugin.v1.EntryEnd
-	2,  // 36: amber.plugin.v1.RestoreResult.position:type_name -> amber.plugin.v1.Position
-	59, // 37: amber.plugin.v1.RestoreResult.consistent_time:type_name -> google.protobuf.Timestamp
-	53, // 38: amber.plugin.v1.RestoreResult.metadata:type_name -> amber.plugin.v1.RestoreResult.MetadataEntry
-	24, // 39: amber.plugin.v1.RestoreResult.owner:type_name -> amber.plugin.v1.FileOwner
-	3,  // 40: amber.plugin.v1.FreezeRequest.target:type_name -> amber.plugin.v1.Target
-	58, // 41: amber.plugin.v1.FreezeRequest.lease:type_name -> google.protobuf.Duration
-	2,  // 42: amber.plugin.v1.FreezeRequest.archived:type_name -> amber.plugin.v1.Position
-	59, // 43: amber.plugin.v1.FreezeResponse.expires_at:type_name -> google.protobuf.Timestamp
-	2,  // 44: amber.plugin.v1.FreezeResponse.position:type_name -> amber.plugin.v1.Position
-	59, // 45: amber.plugin.v1.FreezeResponse.consistent_time:type_name -> google.protobuf.Timestamp
-	58, // 46: amber.plugin.v1.RenewLeaseRequest.lease:type_name -> google.protobuf.Duration
-	59, // 47: amber.plugin.v1.RenewLeaseResponse.expires_at:type_name -> google.protobuf.Timestamp
-	2,  // 48: amber.plugin.v1.ThawResponse.consistent:type_name -> amber.plugin.v1.Position
-	59, // 49: amber.plugin.v1.ThawResponse.consistent_time:type_name -> google.protobuf.Timestamp
-	4,  // 50: amber.plugin.v1.ThawResponse.files:type_name -> amber.plugin.v1.File
-	54, // 51: amber.plugin.v1.ThawResponse.metadata:type_name -> amber.plugin.v1.ThawResponse.MetadataEntry
-	3,  // 52: amber.plugin.v1.ArchiveRequest.target:type_name -> amber.plugin.v1.Target
-	2,  // 53: amber.plugin.v1.ArchiveRequest.start:type_name -> amber.plugin.v1.Position
-	58, // 54: amber.plugin.v1.ArchiveRequest.flush_interval:type_name -> google.protobuf.Duration
-	55, // 55: amber.plugin.v1.ArchiveRequest.options:type_name -> amber.plugin.v1.ArchiveRequest.OptionsEntry
-	31, // 56: amber.plugin.v1.ArchiveInput.request:type_name -> amber.plugin.v1.ArchiveRequest
-	2,  // 57: amber.plugin.v1.ArchiveInput.durable:type_name -> amber.plugin.v1.Position
-	2,  // 58: amber.plugin.v1.SegmentHeader.start:type_name -> amber.plugin.v1.Position
-	2,  // 59: amber.plugin.v1.SegmentHeader.branch:type_name -> amber.plugin.v1.Position
-	2,  // 60: amber.plugin.v1.SegmentTrailer.end:type_name -> amber.plugin.v1.Position
-	59, // 61: amber.plugin.v1.SegmentTrailer.first_commit:type_name -> google.protobuf.Timestamp
-	59, // 62: amber.plugin.v1.SegmentTrailer.last_commit:type_name -> google.protobuf.Timestamp
-	33, // 63: amber.plugin.v1.ArchiveOutput.begin:type_name -> amber.plugin.v1.SegmentHeader
-	34, // 64: amber.plugin.v1.ArchiveOutput.end:type_name -> amber.plugin.v1.SegmentTrailer
-	59, // 65: amber.plugin.v1.RecoveryTarget.time:type_name -> google.protobuf.Timestamp
-	2,  // 66: amber.plugin.v1.RecoveryTarget.position:type_name -> amber.plugin.v1.Position
-	3,  // 67: amber.plugin.v1.ReplayRequest.target:type_name -> amber.plugin.v1.Target
-	36, // 68: amber.plugin.v1.ReplayRequest.recovery_target:type_name -> amber.plugin.v1.RecoveryTarget
-	2,  // 69: amber.plugin.v1.ReplayRequest.from:type_name -> amber.plugin.v1.Position
-	56, // 70: amber.plugin.v1.ReplayRequest.options:type_name -> amber.plugin.v1.ReplayRequest.OptionsEntry
-	2,  // 71: amber.plugin.v1.ReplayRequest.log_start:type_name -> amber.plugin.v1.Position
-	2,  // 72: amber.plugin.v1.Fetch.after:type_name -> amber.plugin.v1.Position
-	33, // 73: amber.plugin.v1.SegmentInfo.header:type_name -> amber.plugin.v1.SegmentHeader
-	34, // 74: amber.plugin.v1.SegmentInfo.trailer:type_name -> amber.plugin.v1.SegmentTrailer
-	37, // 75: amber.plugin.v1.ReplayInput.request:type_name -> amber.plugin.v1.ReplayRequest
-	39, // 76: amber.plugin.v1.ReplayInput.segment:type_name -> amber.plugin.v1.SegmentInfo
-	40, // 77: amber.plugin.v1.ReplayInput.done:type_name -> amber.plugin.v1.SegmentDone
-	41, // 78: amber.plugin.v1.ReplayInput.miss:type_name -> amber.plugin.v1.FetchMiss
-	2,  // 79: amber.plugin.v1.ReplayResult.reached:type_name -> amber.plugin.v1.Position
-	59, // 80: amber.plugin.v1.ReplayResult.reached_time:type_name -> google.protobuf.Timestamp
-	57, // 81: amber.plugin.v1.ReplayResult.metadata:type_name -> amber.plugin.v1.ReplayResult.MetadataEntry
-	38, // 82: amber.plugin.v1.ReplayOutput.fetch:type_name -> amber.plugin.v1.Fetch
-	43, // 83: amber.plugin.v1.ReplayOutput.result:type_name -> amber.plugin.v1.ReplayResult
-	5,  // 84: amber.plugin.v1.IdentityService.Info:input_type -> amber.plugin.v1.InfoRequest
-	10, // 85: amber.plugin.v1.IdentityService.Probe:input_type -> amber.plugin.v1.ProbeRequest
-	6,  // 86: amber.plugin.v1.IdentityService.ParsePosition:input_type -> amber.plugin.v1.ParsePositionRequest
-	7,  // 87: amber.plugin.v1.LogFileService.DescribeLogFile:input_type -> amber.plugin.v1.DescribeLogFileRequest
-	12, // 88: amber.plugin.v1.LogicalService.LogicalDump:input_type -> amber.plugin.v1.BackupRequest
-	22, // 89: amber.plugin.v1.LogicalService.LogicalRestore:input_type -> amber.plugin.v1.RestoreInput
-	12, // 90: amber.plugin.v1.PhysicalService.PhysicalBackup:input_type -> amber.plugin.v1.BackupRequest
-	22, // 91: amber.plugin.v1.PhysicalService.PhysicalRestore:input_type -> amber.plugin.v1.RestoreInput
-	25, // 92: amber.plugin.v1.SnapshotService.Freeze:input_type -> amber.plugin.v1.FreezeRequest
-	27, // 93: amber.plugin.v1.SnapshotService.RenewLease:input_type -> amber.plugin.v1.RenewLeaseRequest
-	29, // 94: amber.plugin.v1.SnapshotService.Thaw:input_type -> amber.plugin.v1.ThawRequest
-	32, // 95: amber.plugin.v1.ArchiveService.Archive:input_type -> amber.plugin.v1.ArchiveInput
-	42, // 96: amber.plugin.v1.ReplayService.Replay:input_type -> amber.plugin.v1.ReplayInput
-	9,  // 97: amber.plugin.v1.IdentityService.Info:output_type -> amber.plugin.v1.InfoResponse
-	11, // 98: amber.plugin.v1.IdentityService.Probe:output_type -> amber.plugin.v1.ProbeResponse
-	2,  // 99: amber.plugin.v1.IdentityService.ParsePosition:output_type -> amber.plugin.v1.Position
-	8,  // 100: amber.plugin.v1.LogFileService.DescribeLogFile:output_type -> amber.plugin.v1.DescribeLogFileResponse
-	20, // 101: amber.plugin.v1.LogicalService.LogicalDump:output_type -> amber.plugin.v1.BackupOutput
-	23, // 102: amber.plugin.v1.LogicalService.LogicalRestore:output_type -> amber.plugin.v1.RestoreResult
-	20, // 103: amber.plugin.v1.PhysicalService.PhysicalBackup:output_type -> amber.plugin.v1.BackupOutput
-	23, // 104: amber.plugin.v1.PhysicalService.PhysicalRestore:output_type -> amber.plugin.v1.RestoreResult
-	26, // 105: amber.plugin.v1.SnapshotService.Freeze:output_type -> amber.plugin.v1.FreezeResponse
-	28, // 106: amber.plugin.v1.SnapshotService.RenewLease:output_type -> amber.plugin.v1.RenewLeaseResponse
-	30, // 107: amber.plugin.v1.SnapshotService.Thaw:output_type -> amber.plugin.v1.ThawResponse
-	35, // 108: amber.plugin.v1.ArchiveService.Archive:output_type -> amber.plugin.v1.ArchiveOutput
-	44, // 109: amber.plugin.v1.ReplayService.Replay:output_type -> amber.plugin.v1.ReplayOutput
-	97, // [97:110] is the sub-list for method output_type
-	84, // [84:97] is the sub-list for method input_type
-	84, // [84:84] is the sub-list for extension type_name
-	84, // [84:84] is the sub-list for extension extendee
-	0,  // [0:84] is the sub-list for field type_name
+	16, // 29: amber.plugin.v1.BackupOutput.file_data:type_name -> amber.plugin.v1.FileData
+	3,  // 30: amber.plugin.v1.RestoreRequest.target:type_name -> amber.plugin.v1.Target
+	20, // 31: amber.plugin.v1.RestoreRequest.backup:type_name -> amber.plugin.v1.BackupResult
+	53, // 32: amber.plugin.v1.RestoreRequest.options:type_name -> amber.plugin.v1.RestoreRequest.OptionsEntry
+	37, // 33: amber.plugin.v1.RestoreRequest.recovery_target:type_name -> amber.plugin.v1.RecoveryTarget
+	22, // 34: amber.plugin.v1.RestoreInput.request:type_name -> amber.plugin.v1.RestoreRequest
+	18, // 35: amber.plugin.v1.RestoreInput.entry:type_name -> amber.plugin.v1.EntryHeader
+	19, // 36: amber.plugin.v1.RestoreInput.entry_end:type_name -> amber.plugin.v1.EntryEnd
+	2,  // 37: amber.plugin.v1.RestoreResult.position:type_name -> amber.plugin.v1.Position
+	60, // 38: amber.plugin.v1.RestoreResult.consistent_time:type_name -> google.protobuf.Timestamp
+	54, // 39: amber.plugin.v1.RestoreResult.metadata:type_name -> amber.plugin.v1.RestoreResult.MetadataEntry
+	25, // 40: amber.plugin.v1.RestoreResult.owner:type_name -> amber.plugin.v1.FileOwner
+	3,  // 41: amber.plugin.v1.FreezeRequest.target:type_name -> amber.plugin.v1.Target
+	59, // 42: amber.plugin.v1.FreezeRequest.lease:type_name -> google.protobuf.Duration
+	2,  // 43: amber.plugin.v1.FreezeRequest.archived:type_name -> amber.plugin.v1.Position
+	60, // 44: amber.plugin.v1.FreezeResponse.expires_at:type_name -> google.protobuf.Timestamp
+	2,  // 45: amber.plugin.v1.FreezeResponse.position:type_name -> amber.plugin.v1.Position
+	60, // 46: amber.plugin.v1.FreezeResponse.consistent_time:type_name -> google.protobuf.Timestamp
+	59, // 47: amber.plugin.v1.RenewLeaseRequest.lease:type_name -> google.protobuf.Duration
+	60, // 48: amber.plugin.v1.RenewLeaseResponse.expires_at:type_name -> google.protobuf.Timestamp
+	2,  // 49: amber.plugin.v1.ThawResponse.consistent:type_name -> amber.plugin.v1.Position
+	60, // 50: amber.plugin.v1.ThawResponse.consistent_time:type_name -> google.protobuf.Timestamp
+	4,  // 51: amber.plugin.v1.ThawResponse.files:type_name -> amber.plugin.v1.File
+	55, // 52: amber.plugin.v1.ThawResponse.metadata:type_name -> amber.plugin.v1.ThawResponse.MetadataEntry
+	3,  // 53: amber.plugin.v1.ArchiveRequest.target:type_name -> amber.plugin.v1.Target
+	2,  // 54: amber.plugin.v1.ArchiveRequest.start:type_name -> amber.plugin.v1.Position
+	59, // 55: amber.plugin.v1.ArchiveRequest.flush_interval:type_name -> google.protobuf.Duration
+	56, // 56: amber.plugin.v1.ArchiveRequest.options:type_name -> amber.plugin.v1.ArchiveRequest.OptionsEntry
+	32, // 57: amber.plugin.v1.ArchiveInput.request:type_name -> amber.plugin.v1.ArchiveRequest
+	2,  // 58: amber.plugin.v1.ArchiveInput.durable:type_name -> amber.plugin.v1.Position
+	2,  // 59: amber.plugin.v1.SegmentHeader.start:type_name -> amber.plugin.v1.Position
+	2,  // 60: amber.plugin.v1.SegmentHeader.branch:type_name -> amber.plugin.v1.Position
+	2,  // 61: amber.plugin.v1.SegmentTrailer.end:type_name -> amber.plugin.v1.Position
+	60, // 62: amber.plugin.v1.SegmentTrailer.first_commit:type_name -> google.protobuf.Timestamp
+	60, // 63: amber.plugin.v1.SegmentTrailer.last_commit:type_name -> google.protobuf.Timestamp
+	34, // 64: amber.plugin.v1.ArchiveOutput.begin:type_name -> amber.plugin.v1.SegmentHeader
+	35, // 65: amber.plugin.v1.ArchiveOutput.end:type_name -> amber.plugin.v1.SegmentTrailer
+	60, // 66: amber.plugin.v1.RecoveryTarget.time:type_name -> google.protobuf.Timestamp
+	2,  // 67: amber.plugin.v1.RecoveryTarget.position:type_name -> amber.plugin.v1.Position
+	3,  // 68: amber.plugin.v1.ReplayRequest.target:type_name -> amber.plugin.v1.Target
+	37, // 69: amber.plugin.v1.ReplayRequest.recovery_target:type_name -> amber.plugin.v1.RecoveryTarget
+	2,  // 70: amber.plugin.v1.ReplayRequest.from:type_name -> amber.plugin.v1.Position
+	57, // 71: amber.plugin.v1.ReplayRequest.options:type_name -> amber.plugin.v1.ReplayRequest.OptionsEntry
+	2,  // 72: amber.plugin.v1.ReplayRequest.log_start:type_name -> amber.plugin.v1.Position
+	2,  // 73: amber.plugin.v1.Fetch.after:type_name -> amber.plugin.v1.Position
+	34, // 74: amber.plugin.v1.SegmentInfo.header:type_name -> amber.plugin.v1.SegmentHeader
+	35, // 75: amber.plugin.v1.SegmentInfo.trailer:type_name -> amber.plugin.v1.SegmentTrailer
+	38, // 76: amber.plugin.v1.ReplayInput.request:type_name -> amber.plugin.v1.ReplayRequest
+	40, // 77: amber.plugin.v1.ReplayInput.segment:type_name -> amber.plugin.v1.SegmentInfo
+	41, // 78: amber.plugin.v1.ReplayInput.done:type_name -> amber.plugin.v1.SegmentDone
+	42, // 79: amber.plugin.v1.ReplayInput.miss:type_name -> amber.plugin.v1.FetchMiss
+	2,  // 80: amber.plugin.v1.ReplayResult.reached:type_name -> amber.plugin.v1.Position
+	60, // 81: amber.plugin.v1.ReplayResult.reached_time:type_name -> google.protobuf.Timestamp
+	58, // 82: amber.plugin.v1.ReplayResult.metadata:type_name -> amber.plugin.v1.ReplayResult.MetadataEntry
+	39, // 83: amber.plugin.v1.ReplayOutput.fetch:type_name -> amber.plugin.v1.Fetch
+	44, // 84: amber.plugin.v1.ReplayOutput.result:type_name -> amber.plugin.v1.ReplayResult
+	5,  // 85: amber.plugin.v1.IdentityService.Info:input_type -> amber.plugin.v1.InfoRequest
+	10, // 86: amber.plugin.v1.IdentityService.Probe:input_type -> amber.plugin.v1.ProbeRequest
+	6,  // 87: amber.plugin.v1.IdentityService.ParsePosition:input_type -> amber.plugin.v1.ParsePositionRequest
+	7,  // 88: amber.plugin.v1.LogFileService.DescribeLogFile:input_type -> amber.plugin.v1.DescribeLogFileRequest
+	12, // 89: amber.plugin.v1.LogicalService.LogicalDump:input_type -> amber.plugin.v1.BackupRequest
+	23, // 90: amber.plugin.v1.LogicalService.LogicalRestore:input_type -> amber.plugin.v1.RestoreInput
+	12, // 91: amber.plugin.v1.PhysicalService.PhysicalBackup:input_type -> amber.plugin.v1.BackupRequest
+	23, // 92: amber.plugin.v1.PhysicalService.PhysicalRestore:input_type -> amber.plugin.v1.RestoreInput
+	26, // 93: amber.plugin.v1.SnapshotService.Freeze:input_type -> amber.plugin.v1.FreezeRequest
+	28, // 94: amber.plugin.v1.SnapshotService.RenewLease:input_type -> amber.plugin.v1.RenewLeaseRequest
+	30, // 95: amber.plugin.v1.SnapshotService.Thaw:input_type -> amber.plugin.v1.ThawRequest
+	33, // 96: amber.plugin.v1.ArchiveService.Archive:input_type -> amber.plugin.v1.ArchiveInput
+	43, // 97: amber.plugin.v1.ReplayService.Replay:input_type -> amber.plugin.v1.ReplayInput
+	9,  // 98: amber.plugin.v1.IdentityService.Info:output_type -> amber.plugin.v1.InfoResponse
+	11, // 99: amber.plugin.v1.IdentityService.Probe:output_type -> amber.plugin.v1.ProbeResponse
+	2,  // 100: amber.plugin.v1.IdentityService.ParsePosition:output_type -> amber.plugin.v1.Position
+	8,  // 101: amber.plugin.v1.LogFileService.DescribeLogFile:output_type -> amber.plugin.v1.DescribeLogFileResponse
+	21, // 102: amber.plugin.v1.LogicalService.LogicalDump:output_type -> amber.plugin.v1.BackupOutput
+	24, // 103: amber.plugin.v1.LogicalService.LogicalRestore:output_type -> amber.plugin.v1.RestoreResult
+	21, // 104: amber.plugin.v1.PhysicalService.PhysicalBackup:output_type -> amber.plugin.v1.BackupOutput
+	24, // 105: amber.plugin.v1.PhysicalService.PhysicalRestore:output_type -> amber.plugin.v1.RestoreResult
+	27, // 106: amber.plugin.v1.SnapshotService.Freeze:output_type -> amber.plugin.v1.FreezeResponse
+	29, // 107: amber.plugin.v1.SnapshotService.RenewLease:output_type -> amber.plugin.v1.RenewLeaseResponse
+	31, // 108: amber.plugin.v1.SnapshotService.Thaw:output_type -> amber.plugin.v1.ThawResponse
+	36, // 109: amber.plugin.v1.ArchiveService.Archive:output_type -> amber.plugin.v1.ArchiveOutput
+	45, // 110: amber.plugin.v1.ReplayService.Replay:output_type -> amber.plugin.v1.ReplayOutput
+	98, // [98:111] is the sub-list for method output_type
+	85, // [85:98] is the sub-list for method input_type
+	85, // [85:85] is the sub-list for extension type_name
+	85, // [85:85] is the sub-list for extension extendee
+	0,  // [0:85] is the sub-list for field type_name
 }
 
 func init() { file_amber_plugin_v1_plugin_proto_init() }
@@ -4132,48 +4242,49 @@ func file_amber_plugin_v1_plugin_proto_init() {
 	if File_amber_plugin_v1_plugin_proto != nil {
 		return
 	}
-	file_amber_plugin_v1_plugin_proto_msgTypes[18].OneofWrappers = []any{
+	file_amber_plugin_v1_plugin_proto_msgTypes[19].OneofWrappers = []any{
 		(*BackupOutput_Entry)(nil),
 		(*BackupOutput_Data)(nil),
 		(*BackupOutput_EntryEnd)(nil),
 		(*BackupOutput_Result)(nil),
 		(*BackupOutput_FileMark)(nil),
+		(*BackupOutput_FileData)(nil),
 	}
-	file_amber_plugin_v1_plugin_proto_msgTypes[20].OneofWrappers = []any{
+	file_amber_plugin_v1_plugin_proto_msgTypes[21].OneofWrappers = []any{
 		(*RestoreInput_Request)(nil),
 		(*RestoreInput_Entry)(nil),
 		(*RestoreInput_Data)(nil),
 		(*RestoreInput_EntryEnd)(nil),
 	}
-	file_amber_plugin_v1_plugin_proto_msgTypes[30].OneofWrappers = []any{
+	file_amber_plugin_v1_plugin_proto_msgTypes[31].OneofWrappers = []any{
 		(*ArchiveInput_Request)(nil),
 		(*ArchiveInput_Durable)(nil),
 	}
-	file_amber_plugin_v1_plugin_proto_msgTypes[33].OneofWrappers = []any{
+	file_amber_plugin_v1_plugin_proto_msgTypes[34].OneofWrappers = []any{
 		(*ArchiveOutput_Begin)(nil),
 		(*ArchiveOutput_Data)(nil),
 		(*ArchiveOutput_End)(nil),
 		(*ArchiveOutput_Abort)(nil),
 	}
-	file_amber_plugin_v1_plugin_proto_msgTypes[34].OneofWrappers = []any{
+	file_amber_plugin_v1_plugin_proto_msgTypes[35].OneofWrappers = []any{
 		(*RecoveryTarget_Time)(nil),
 		(*RecoveryTarget_Position)(nil),
 		(*RecoveryTarget_Name)(nil),
 		(*RecoveryTarget_Latest)(nil),
 		(*RecoveryTarget_Txn)(nil),
 	}
-	file_amber_plugin_v1_plugin_proto_msgTypes[36].OneofWrappers = []any{
+	file_amber_plugin_v1_plugin_proto_msgTypes[37].OneofWrappers = []any{
 		(*Fetch_Name)(nil),
 		(*Fetch_After)(nil),
 	}
-	file_amber_plugin_v1_plugin_proto_msgTypes[40].OneofWrappers = []any{
+	file_amber_plugin_v1_plugin_proto_msgTypes[41].OneofWrappers = []any{
 		(*ReplayInput_Request)(nil),
 		(*ReplayInput_Segment)(nil),
 		(*ReplayInput_Data)(nil),
 		(*ReplayInput_Done)(nil),
 		(*ReplayInput_Miss)(nil),
 	}
-	file_amber_plugin_v1_plugin_proto_msgTypes[42].OneofWrappers = []any{
+	file_amber_plugin_v1_plugin_proto_msgTypes[43].OneofWrappers = []any{
 		(*ReplayOutput_Fetch)(nil),
 		(*ReplayOutput_Result)(nil),
 	}
@@ -4183,7 +4294,7 @@ func file_amber_plugin_v1_plugin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_amber_plugin_v1_plugin_proto_rawDesc), len(file_amber_plugin_v1_plugin_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   56,
+			NumMessages:   57,
 			NumExtensions: 0,
 			NumServices:   7,
 		},
