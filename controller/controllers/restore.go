@@ -358,19 +358,8 @@ func (r *RestoreReconciler) succeed(ctx context.Context, rs *amberv1.Restore, re
 	req := rs.CreationTimestamp.Time
 	rs.Status.RTO = &metav1.Duration{Duration: ready.Sub(req)}
 	if t != nil {
-		rs.Status.Timings = &amberv1.RestoreTimings{
-			Scheduling:   &metav1.Duration{Duration: nonNegative(t.StartedAt.Sub(req))},
-			DataTransfer: &metav1.Duration{Duration: nonNegative(t.FinishedAt.Sub(t.StartedAt.Time))},
-			Recovery:     &metav1.Duration{Duration: nonNegative(ready.Sub(t.FinishedAt.Time))},
-		}
-		var rep restoreReport
-		if t.Message != "" && json.Unmarshal([]byte(t.Message), &rep) == nil {
-			rs.Status.BackupID = rep.Backup
-			rs.Status.PointReached = pointReached(rs, &rep)
-			if !rep.LogReachesTime.IsZero() {
-				rs.Status.LogReachesTime = &metav1.Time{Time: rep.LogReachesTime}
-			}
-		}
+		loaded(rs, t)
+		rs.Status.Timings.Recovery = &metav1.Duration{Duration: nonNegative(ready.Sub(t.FinishedAt.Time))}
 	}
 	setCondition(r.Recorder, rs, &rs.Status.Conditions, metav1.Condition{Type: CondReady, Status: metav1.ConditionTrue, Reason: "Ready",
 		Message: fmt.Sprintf("StatefulSet %s's database is ready, %s after the request", rs.Status.CloneName, rs.Status.RTO.Duration.Round(100*time.Millisecond))}, r.Clock)
@@ -381,10 +370,43 @@ func (r *RestoreReconciler) succeed(ctx context.Context, rs *amberv1.Restore, re
 	return nil
 }
 
+// loaded records in rs what the restore container's end t says: when it
+// started and how long it ran (Timings), and its report (termination
+// message): the backup and the point reached.
+func loaded(rs *amberv1.Restore, t *corev1.ContainerStateTerminated) {
+	req := rs.CreationTimestamp.Time
+	rs.Status.Timings = &amberv1.RestoreTimings{
+		Scheduling:   &metav1.Duration{Duration: nonNegative(t.StartedAt.Sub(req))},
+		DataTransfer: &metav1.Duration{Duration: nonNegative(t.FinishedAt.Sub(t.StartedAt.Time))},
+	}
+	var rep restoreReport
+	if t.Message != "" && json.Unmarshal([]byte(t.Message), &rep) == nil {
+		rs.Status.BackupID = rep.Backup
+		rs.Status.PointReached = pointReached(rs, &rep)
+		if !rep.LogReachesTime.IsZero() {
+			rs.Status.LogReachesTime = &metav1.Time{Time: rep.LogReachesTime}
+		}
+	}
+}
+
+// recordedLoad is the restore container's end as loaded recorded it in
+// rs (without its message, already applied), or nil.
+func recordedLoad(rs *amberv1.Restore) *corev1.ContainerStateTerminated {
+	tm := rs.Status.Timings
+	if tm == nil || tm.Scheduling == nil || tm.DataTransfer == nil {
+		return nil
+	}
+	start := rs.CreationTimestamp.Add(tm.Scheduling.Duration)
+	return &corev1.ContainerStateTerminated{StartedAt: metav1.Time{Time: start}, FinishedAt: metav1.Time{Time: start.Add(tm.DataTransfer.Duration)}}
+}
+
 // followLogical watches a clone whose restore container loads a logical
 // backup into its running server: it is done when that container has
 // exited 0 (its termination message the report; the kubelet restarts it
-// and it only waits then) and the pod is Ready.
+// and it only waits then) and the pod is Ready. The end is recorded in the
+// Restore's status when first seen: the restarted container's last state,
+// which would say it, is kept by the kubelet only on a best-effort basis
+// and was seen empty on the test bed's real kubelet (kubernetes#101044).
 func (r *RestoreReconciler) followLogical(ctx context.Context, rs *amberv1.Restore, pod *corev1.Pod) (ctrl.Result, error) {
 	find := func(list []corev1.ContainerStatus, name string) *corev1.ContainerStatus {
 		for i := range list {
@@ -420,6 +442,17 @@ func (r *RestoreReconciler) followLogical(ctx context.Context, rs *amberv1.Resto
 				done = t
 			}
 		}
+	}
+	switch recorded := recordedLoad(rs); {
+	case done != nil && recorded == nil:
+		orig := rs.DeepCopy()
+		loaded(rs, done)
+		rs.Status.Progress = "data restored; waiting for the pod to be ready"
+		if err := r.Client.Status().Patch(ctx, rs, client.MergeFrom(orig)); err != nil {
+			return ctrl.Result{}, fmt.Errorf("update Restore status: %w", err)
+		}
+	case done == nil && recorded != nil:
+		done = recorded
 	}
 	if done == nil {
 		msg := "pod " + pod.Name + " is " + string(pod.Status.Phase) + ": waiting for it to start"
