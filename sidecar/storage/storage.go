@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"time"
 )
 
@@ -104,15 +105,16 @@ func Permanent(err error) error {
 }
 
 // IsPermanent reports whether retrying the operation that returned err is
-// pointless. Not-found and already-exists errors, context cancellation and
-// errors wrapped with Permanent are permanent; everything else (timeouts,
-// resets, 5xx, 429) is assumed transient.
+// pointless. Not-found and already-exists errors, a local file system's
+// permission errors (a repository directory another user owns), context
+// cancellation and errors wrapped with Permanent are permanent; everything
+// else (timeouts, resets, 5xx, 429) is assumed transient.
 func IsPermanent(err error) bool {
 	if err == nil {
 		return false
 	}
 	var p *permanent
-	return errors.As(err, &p) || errors.Is(err, ErrNotFound) || errors.Is(err, ErrExists) ||
+	return errors.As(err, &p) || errors.Is(err, ErrNotFound) || errors.Is(err, ErrExists) || errors.Is(err, fs.ErrPermission) ||
 		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 }
 
