@@ -637,7 +637,11 @@ func (n *clusterNode) leftovers() []string {
 			out = append(out, fmt.Sprintf("process %s (pid %d)", p.name, p.pid()))
 		}
 	}
-	if n.holderNS != "" {
+	// Only while the holder pins the namespace: once it is gone, the kernel
+	// may give the namespace's inode number to a new one (a container of
+	// another test's cluster was once reported here). stop reports what
+	// survived in it while it was still pinned.
+	if n.holderNS != "" && n.holder != nil && !n.holder.exited() {
 		for _, p := range listProcs() {
 			if p.mntNS == n.holderNS && !isZombie(p.pid) {
 				out = append(out, fmt.Sprintf("process %d in the node's namespace: %s", p.pid, p.cmdline))
