@@ -22,9 +22,6 @@ const MaxRequestSize = 64 << 20
 type chunkReader struct {
 	next func() (data []byte, end bool, size int64, err error)
 	what string // "entry base.tar", for errors
-	// sizeless: end carries no size to check (a part of an entry, counted
-	// by its source).
-	sizeless bool
 
 	buf  []byte
 	n    int64
@@ -49,7 +46,7 @@ func (r *chunkReader) Read(p []byte) (int, error) {
 			r.err = err
 			return 0, err
 		case end:
-			if !r.sizeless && size != r.n {
+			if size != r.n {
 				r.err = fmt.Errorf("%s: sender counted %d bytes, received %d: %w", r.what, size, r.n, io.ErrUnexpectedEOF)
 				return 0, r.err
 			}

@@ -682,6 +682,26 @@ func copyTree(ctx context.Context, tw *tar.Writer, root string, t copySet, worke
 		}()
 	}
 
+	// queue hands p to the writer, in order, and to a worker when it has
+	// work (bytes to read, or a file to open); false once cancelled.
+	queue := func(p *piece) bool {
+		select {
+		case order <- p:
+		case <-ctx.Done():
+			return false
+		}
+		if p.n == 0 && !p.pass {
+			close(p.done)
+			return true
+		}
+		select {
+		case jobs <- p:
+			return true
+		case <-ctx.Done():
+			close(p.done)
+			return false
+		}
+	}
 	go func() {
 		defer close(order)
 		defer close(jobs)
@@ -692,35 +712,13 @@ func copyTree(ctx context.Context, tw *tar.Writer, root string, t copySet, worke
 				size = it.info.Size()
 			}
 			if t.sender != nil && size > 0 {
-				p := &piece{it: it, i: i, first: true, pass: true, done: make(chan struct{})}
-				select {
-				case order <- p:
-				case <-ctx.Done():
-					return
-				}
-				select {
-				case jobs <- p:
-				case <-ctx.Done():
-					close(p.done)
+				if !queue(&piece{it: it, i: i, first: true, pass: true, done: make(chan struct{})}) {
 					return
 				}
 				continue
 			}
 			for off := int64(0); off == 0 || off < size; off += pieceSize {
-				p := &piece{it: it, i: i, first: off == 0, off: off, n: min(pieceSize, size-off), done: make(chan struct{})}
-				select {
-				case order <- p:
-				case <-ctx.Done():
-					return
-				}
-				if p.n == 0 {
-					close(p.done)
-					continue
-				}
-				select {
-				case jobs <- p:
-				case <-ctx.Done():
-					close(p.done)
+				if !queue(&piece{it: it, i: i, first: off == 0, off: off, n: min(pieceSize, size-off), done: make(chan struct{})}) {
 					return
 				}
 			}
