@@ -127,8 +127,12 @@ func TestKubernetesFileBackups(t *testing.T) {
 	}
 	second := runBackup(t, k, ctl, ns, "pg", "second", ctl.logDiag)
 	read2, reused2 := backupFiles(t, metricsAddr)
-	t.Logf("Backup first: %d bytes read, %v files; Backup second: %d bytes read, %v files read, %v reused",
-		first.Status.Bytes, read1, second.Status.Bytes, read2, reused2)
+	t.Logf("Backup first: %d bytes read, %d added, %v files; Backup second: %d bytes read, %d added, %v files read, %v reused",
+		first.Status.Bytes, first.Status.BytesAdded, read1, second.Status.Bytes, second.Status.BytesAdded, read2, reused2)
+	// New data, compressed: something was added, less than was read.
+	if first.Status.BytesAdded <= 0 || first.Status.BytesAdded >= first.Status.Bytes {
+		t.Fatalf("Backup first: %d bytes added to the repository for %d read; want fewer, and some", first.Status.BytesAdded, first.Status.Bytes)
+	}
 	if second.Status.FilesRead != int64(read2) || second.Status.FilesReused != int64(reused2) || second.Status.BytesReused == 0 {
 		t.Fatalf("Backup second's status: %d files read, %d reused (%d bytes); the sidecar's metrics say %v and %v",
 			second.Status.FilesRead, second.Status.FilesReused, second.Status.BytesReused, read2, reused2)

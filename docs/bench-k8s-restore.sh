@@ -242,7 +242,7 @@ wait_for 1200 "Backup base" backup_done
 [ "$(status backup base phase)" = Succeeded ] || die "Backup base failed: $(status backup base error)"
 backup_s=$(($(date +%s) - t0))
 backup_id=$(status backup base backupID)
-backup_bytes=$(status backup base bytes)
+backup_bytes=$(status backup base bytesAdded)
 ls_json=$(amber ls --json)
 backup_pos=$(jq -r --arg id "$backup_id" '.backups[] | select(.id == $id) | .position // empty' <<<"$ls_json")
 backup_in=$(jq -r --arg id "$backup_id" '.backups[] | select(.id == $id) | .bytes_in' <<<"$ls_json")

@@ -613,7 +613,7 @@ func statefulSet(t *testing.T, ns, name, policyName string, replicas int) []*cor
 }
 
 func probe(role sidecarapi.Role, lag time.Duration) sidecardouble.Pod {
-	return sidecardouble.Pod{Probe: sidecarapi.ProbeResult{Healthy: true, Role: role, Lag: lag}, BackupBytes: 4096}
+	return sidecardouble.Pod{Probe: sidecarapi.ProbeResult{Healthy: true, Role: role, Lag: lag}, BackupBytes: 4096, BackupBytesAdded: 1024}
 }
 
 func getBackup(t *testing.T, ns, name string) func() (bool, string) {
@@ -689,7 +689,7 @@ func TestScheduleAndReplicaChoice(t *testing.T) {
 	if b.Status.Phase != amberv1.PhaseSucceeded || b.Status.TargetPod != "pg-2" || b.Status.StatefulSet != "pg" {
 		t.Fatalf("backup %s on %q (%s), want Succeeded on pg-2", b.Status.Phase, b.Status.TargetPod, b.Status.Error)
 	}
-	if b.Status.BackupID == "" || b.Status.Bytes != 4096 || b.Status.StartedAt == nil || b.Status.FinishedAt == nil {
+	if b.Status.BackupID == "" || b.Status.Bytes != 4096 || b.Status.BytesAdded != 1024 || b.Status.StartedAt == nil || b.Status.FinishedAt == nil {
 		t.Fatalf("result not recorded: %+v", b.Status)
 	}
 	pruned := meta.FindStatusCondition(b.Status.Conditions, controllers.CondPruned)

@@ -203,7 +203,7 @@ func (r *BackupReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	b.Status.Phase = amberv1.PhaseSucceeded
 	b.Status.FinishedAt = &finished
 	b.Status.BackupID = res.ID
-	b.Status.Bytes = res.Bytes
+	b.Status.Bytes, b.Status.BytesAdded = res.Bytes, res.BytesAdded
 	b.Status.FilesRead, b.Status.FilesReused, b.Status.BytesReused = res.FilesRead, res.FilesReused, res.BytesReused
 	done := fmt.Sprintf("backup %s stored from pod %s", res.ID, pick.Pod.Name)
 	if mode == amberv1.ModeSnapshot {
@@ -243,9 +243,9 @@ func (r *BackupReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 		if res.FilesRead+res.FilesReused > 0 {
 			files = fmt.Sprintf("; %d files read, %d reused from the previous backup", res.FilesRead, res.FilesReused)
 		}
-		r.Recorder.Eventf(&b, corev1.EventTypeNormal, "Succeeded", "backup %s of StatefulSet %s stored from pod %s (%d bytes%s)", res.ID, sts, pick.Pod.Name, res.Bytes, files)
+		r.Recorder.Eventf(&b, corev1.EventTypeNormal, "Succeeded", "backup %s of StatefulSet %s stored from pod %s (%d bytes read, %d added to the repository%s)", res.ID, sts, pick.Pod.Name, res.Bytes, res.BytesAdded, files)
 	}
-	log.Info("backup succeeded", "pod", pick.Pod.Name, "id", res.ID, "bytes", res.Bytes, "files_read", res.FilesRead, "files_reused", res.FilesReused)
+	log.Info("backup succeeded", "pod", pick.Pod.Name, "id", res.ID, "bytes", res.Bytes, "bytes_added", res.BytesAdded, "files_read", res.FilesRead, "files_reused", res.FilesReused)
 
 	porig := p.DeepCopy()
 	if p.Status.LastSuccessfulTime == nil || finished.After(p.Status.LastSuccessfulTime.Time) {

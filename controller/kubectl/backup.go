@@ -256,8 +256,11 @@ func failure(b *amberv1.Backup) string {
 
 // outcome summarises a Backup that succeeded.
 func outcome(b *amberv1.Backup) string {
-	s := fmt.Sprintf("id %s, %s from pod %s of StatefulSet %s", orDash(b.Status.BackupID), humanBytes(b.Status.Bytes),
+	s := fmt.Sprintf("id %s, %s read from pod %s of StatefulSet %s", orDash(b.Status.BackupID), humanBytes(b.Status.Bytes),
 		orDash(b.Status.TargetPod), orDash(b.Status.StatefulSet))
+	if b.Status.BytesAdded > 0 {
+		s += fmt.Sprintf(", %s added to the repository", humanBytes(b.Status.BytesAdded))
+	}
 	if d, ok := duration(b, time.Time{}); ok {
 		s += " in " + d.String()
 	}

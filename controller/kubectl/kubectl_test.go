@@ -426,6 +426,7 @@ func TestBackupWait(t *testing.T) {
 		}
 		setStatus(t, b, func(s *amberv1.BackupStatus) {
 			s.Phase, s.FinishedAt, s.BackupID, s.Bytes = amberv1.PhaseSucceeded, mtime(started.Add(42*time.Second)), "0123456789abcdef0123", 3<<20
+			s.BytesAdded = 1 << 20
 		})
 		r := p.wait()
 		if r.code != 0 {
@@ -434,7 +435,7 @@ func TestBackupWait(t *testing.T) {
 		if strings.TrimSpace(r.stdout) != b.Name {
 			t.Errorf("stdout %q, want the Backup's name %q", r.stdout, b.Name)
 		}
-		want := fmt.Sprintf("backup %s succeeded: id 0123456789abcdef0123, 3.0 MiB from pod db-1 of StatefulSet db in 42s", b.Name)
+		want := fmt.Sprintf("backup %s succeeded: id 0123456789abcdef0123, 3.0 MiB read from pod db-1 of StatefulSet db, 1.0 MiB added to the repository in 42s", b.Name)
 		if !strings.Contains(r.stderr, want) {
 			t.Errorf("stderr lacks %q: %s", want, r)
 		}

@@ -53,8 +53,10 @@ type BackupRequest struct {
 
 // BackupResult is a finished backup.
 type BackupResult struct {
-	ID    string
-	Bytes int64
+	ID string
+	// Bytes read from the database, and bytes the backup added to the
+	// repository (after deduplication, compression and encryption).
+	Bytes, BytesAdded int64
 	// File-level physical backups: files read, files reused unchanged
 	// from the previous backup, and the reused files' bytes.
 	FilesRead, FilesReused, BytesReused int64

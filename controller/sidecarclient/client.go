@@ -102,7 +102,7 @@ func (s *sidecar) Backup(ctx context.Context, req sidecarapi.BackupRequest) (sid
 	if err != nil {
 		return sidecarapi.BackupResult{}, err
 	}
-	return sidecarapi.BackupResult{ID: res.GetId(), Bytes: res.GetBytesIn(),
+	return sidecarapi.BackupResult{ID: res.GetId(), Bytes: res.GetBytesIn(), BytesAdded: res.GetBytesAdded(),
 		FilesRead: res.GetFilesRead(), FilesReused: res.GetFilesReused(), BytesReused: res.GetBytesReused()}, nil
 }
 

@@ -48,9 +48,14 @@ type BackupStatus struct {
 	// BackupID is the backup's id in the repository.
 	// +optional
 	BackupID string `json:"backupID,omitempty"`
-	// Bytes stored by the backup.
+	// Bytes read from the database: the backup's size as the database
+	// holds it, before deduplication and compression.
 	// +optional
 	Bytes int64 `json:"bytes,omitempty"`
+	// BytesAdded is what the backup added to the repository: its new
+	// data after deduplication, compression and encryption.
+	// +optional
+	BytesAdded int64 `json:"bytesAdded,omitempty"`
 	// FilesRead and FilesReused count the files of a file-level physical
 	// backup (the sidecar reads the data directory, annotation
 	// amber.dev/data-dir): read again, and reused unchanged from the
@@ -99,6 +104,7 @@ type BackupSnapshot struct {
 // +kubebuilder:printcolumn:name="Pod",type=string,JSONPath=`.status.targetPod`
 // +kubebuilder:printcolumn:name="Backup ID",type=string,JSONPath=`.status.backupID`,priority=1
 // +kubebuilder:printcolumn:name="Bytes",type=integer,JSONPath=`.status.bytes`,priority=1
+// +kubebuilder:printcolumn:name="Added",type=integer,JSONPath=`.status.bytesAdded`,priority=1
 // +kubebuilder:printcolumn:name="Finished",type=date,JSONPath=`.status.finishedAt`
 type Backup struct {
 	metav1.TypeMeta   `json:",inline"`

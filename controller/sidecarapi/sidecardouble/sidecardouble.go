@@ -20,10 +20,12 @@ import (
 
 // Pod is the scripted state of one pod's sidecar.
 type Pod struct {
-	Probe       sidecarapi.ProbeResult
-	ProbeErr    error
-	BackupErr   error
-	BackupBytes int64
+	Probe     sidecarapi.ProbeResult
+	ProbeErr  error
+	BackupErr error
+	// BackupBytes and BackupBytesAdded are what a backup reports read
+	// and added to the repository.
+	BackupBytes, BackupBytesAdded int64
 	// Status is what Status returns (Archiving comes from Probe).
 	Status sidecarapi.Status
 	// FreezeErr and ThawErr fail Freeze and Thaw; Thawed is what a
@@ -135,7 +137,7 @@ func (s *sidecar) Backup(_ context.Context, req sidecarapi.BackupRequest) (sidec
 		return sidecarapi.BackupResult{}, p.BackupErr
 	}
 	s.d.seq++
-	return sidecarapi.BackupResult{ID: fmt.Sprintf("%s-backup-%d", s.pod, s.d.seq), Bytes: p.BackupBytes}, nil
+	return sidecarapi.BackupResult{ID: fmt.Sprintf("%s-backup-%d", s.pod, s.d.seq), Bytes: p.BackupBytes, BytesAdded: p.BackupBytesAdded}, nil
 }
 
 func (s *sidecar) StartArchiving(context.Context, sidecarapi.ArchiveRequest) error {
