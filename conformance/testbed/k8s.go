@@ -427,6 +427,13 @@ func (c *Cluster) startControllers(pki *clusterPKI) error {
 		"--bind-address=127.0.0.1", "--secure-port=0",
 		"--cert-dir="+filepath.Join(c.Dir, "scheduler", "certs"),
 		"--profiling=false",
+		// A pod tried while its new claim was not yet bound can miss the
+		// binding's event and wait in the unschedulable queue until this
+		// much time has passed (default 5m; kubernetes/kubernetes#125762):
+		// seen in CI as a StatefulSet pod Pending for minutes with
+		// "pod has unbound immediate PersistentVolumeClaims" while its
+		// claim was Bound.
+		"--pod-max-in-unschedulable-pods-duration=15s",
 	)
 	return err
 }
