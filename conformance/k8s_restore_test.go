@@ -223,7 +223,7 @@ func restorePostgresClone(t *testing.T, bed *restoreBed) {
 	tc := time.Now()
 	cli.run("restore", "--engine", "postgres", "--data-dir", cliDir, "--backup", r1.Status.BackupID,
 		"--to-time", target.UTC().Format(time.RFC3339Nano))
-	rep := &restoreBench{load0: loadAvg(), backupBytes: b.Status.BytesAdded, cli: time.Since(tc), r1: r1.DeepCopy()}
+	rep := &restoreBench{load0: loadAvg(), backupAdded: b.Status.BytesAdded, cli: time.Since(tc), r1: r1.DeepCopy()}
 	t.Logf("the same backup with amber restore on the host: %s (backup %d bytes read, %d stored)", rep.cli.Round(10*time.Millisecond), b.Status.Bytes, b.Status.BytesAdded)
 	waitArchiverIn(t, k, ctl, ns, "pg-0")
 	if r1.Status.PointReached == nil || r1.Status.PointReached.Time == nil || !r1.Status.PointReached.Time.Equal(&metav1.Time{Time: target}) {
@@ -685,7 +685,7 @@ func putObject(t *testing.T, mc *minio.Client, bucket, key string, b []byte) {
 // shows (AMBER_RESTORE_REPORT=docs/benchmarks.md; `make bench` sets it).
 type restoreBench struct {
 	load0       string
-	backupBytes int64
+	backupAdded int64 // the Backup's status.bytesAdded
 	cli         time.Duration
 	r1, r2      *amberv1.Restore
 }
@@ -726,7 +726,7 @@ func (rb *restoreBench) write(t *testing.T, out string) {
 	b.WriteString("## Set-up\n")
 	b.WriteString("- **A modest data set, not the standard one**: the example PostgreSQL 15 StatefulSet of docs/examples (one replica\n")
 	b.WriteString("  here) after `initdb`, with a table of 150 marker rows; ")
-	fmt.Fprintf(&b, "its physical backup stored %.1f MiB (`status.bytesAdded` of the Backup: bytes added to the\n", float64(rb.backupBytes)/(1<<20))
+	fmt.Fprintf(&b, "its physical backup stored %.1f MiB (`status.bytesAdded` of the Backup: bytes added to the\n", float64(rb.backupAdded)/(1<<20))
 	b.WriteString("  repository after deduplication and compression); WAL archived continuously by the sidecar. The standard data set of\n")
 	b.WriteString("  the sections above is not loaded into the cluster: the test bed's pods and the host share 2 cores with other work.\n")
 	b.WriteString("- One-node cluster (kube-apiserver, kube-controller-manager, kube-scheduler, a real kubelet with containerd) and MinIO\n")
