@@ -124,7 +124,7 @@ type Options struct {
 type Compression int
 
 const (
-	CompressFastest Compression = iota // zstd's fastest (about level 1): the default
+	CompressFastest Compression = iota // zstd's fastest (level 1, with a minimum match of 5 in cgo builds: zstd_cgo.go): the default
 	CompressDefault                    // zstd's default level (3), as restic's "auto"
 	CompressBetter                     // zstd's "better" (about level 7)
 	// CompressS2 trades size for speed: S2 (a faster Snappy) at its default

@@ -52,6 +52,28 @@ func TestZstdCEncoder(t *testing.T) {
 		enc.close()
 		goEnc.close()
 	}
+
+	// Level 1 has its own parameters (fastestParams): in 256 KiB chunks,
+	// amber's average, of a SQL dump and of a binary they make frames no
+	// larger than the library's plain level 1.
+	enc := CompressFastest.newEncoder()
+	defer enc.close()
+	for name, in := range map[string][]byte{"executable": exe, "dump": dumpLike(8, 3<<20)} {
+		var ours, plain int
+		for off := 0; off < len(in); off += 256 << 10 {
+			chunk := in[off:min(off+256<<10, len(in))]
+			ours += len(enc.encode(chunk))
+			frame, err := zstd.CompressLevel(nil, chunk, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			plain += len(frame)
+		}
+		t.Logf("%s: fastest %d bytes, the library's level 1 %d (%.3fx)", name, ours, plain, float64(ours)/float64(plain))
+		if ours > plain {
+			t.Errorf("%s: fastest made %d bytes, more than the library's level 1 (%d)", name, ours, plain)
+		}
+	}
 }
 
 // TestZstdBound: zstdBound is the C library's bound, so a frame written
