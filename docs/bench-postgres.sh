@@ -690,7 +690,7 @@ restore with the order reversed in alternate runs; the tables show the best run,
 
 ## Set-up
 - PostgreSQL ${pg_ver}; amber at ${amber_ver}; $(pgbackrest version); zstd $(zstd --version | grep -o 'v[0-9.]*' | head -1).
-- Compression levels: amber zstd at its default, \`--compression fastest\` (about level 1);
+- Compression levels: amber zstd at its default, \`--compression fastest\` (zstd level 1 with a minimum match of 5 bytes);
   pgBackRest its defaults, lz4 level 1 and zst level 3; pg_basebackup its defaults, lz4's fast level and zstd
   level 3; \`pg_dump | zstd -3\` level 3; \`pg_dump -Fc\` zlib at its default level (6).
 - $(nproc) cores, $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM, ext4; load average ${load_start} at the start, ${load_end} at the end.

@@ -165,7 +165,7 @@ the directory AMBER_CREDENTIALS_DIR (a mounted Kubernetes Secret).`,
 	pf.StringVar(&e.passwordFile, "password-file", os.Getenv("AMBER_PASSWORD_FILE"), "read the repository password from this file (env AMBER_PASSWORD_FILE; else AMBER_PASSWORD)")
 	pf.StringVar(&e.cacheDir, "cache-dir", os.Getenv("AMBER_CACHE_DIR"), "local metadata cache (default: the user cache dir; \"-\" disables it)")
 	pf.StringVar(&e.keySlot, "key-slot", "", "try only this key slot (a restore's log fetch uses its own)")
-	pf.StringVar(&e.compression, "compression", envOr("AMBER_COMPRESSION", "fastest"), "compression of the data this command stores: zstd at fastest (about level 1), default (level 3, as restic's auto) or better, or s2 (faster, larger, for those who would pick lz4; repositories with s2 data need an amber that reads them); reading needs no setting (env AMBER_COMPRESSION)")
+	pf.StringVar(&e.compression, "compression", envOr("AMBER_COMPRESSION", "fastest"), "compression of the data this command stores: zstd at fastest (level 1), default (level 3, as restic's auto) or better, or s2 (faster, larger, for those who would pick lz4; repositories with s2 data need an amber that reads them); reading needs no setting (env AMBER_COMPRESSION)")
 	pf.BoolVar(&e.jsonOut, "json", false, "print exactly one JSON document on stdout")
 	pf.BoolVarP(&e.quiet, "quiet", "q", false, "no progress output")
 
