@@ -4,6 +4,7 @@ go 1.26.8
 
 require (
 	github.com/Backblaze/blazer v0.7.2
+	github.com/DataDog/zstd v1.5.7
 	github.com/go-logr/logr v1.4.3
 	github.com/go-mysql-org/go-mysql v1.13.0
 	github.com/go-sql-driver/mysql v1.10.1
@@ -35,7 +36,6 @@ require (
 
 require (
 	filippo.io/edwards25519 v1.2.0 // indirect
-	github.com/DataDog/zstd v1.5.7 // indirect
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/davecgh/go-spew v1.1.1 // indirect
