@@ -20,6 +20,7 @@ import (
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/client-go/discovery"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -55,6 +56,7 @@ import (
 // +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;create
 // +kubebuilder:rbac:groups="",resources=persistentvolumeclaims,verbs=list;delete
 // +kubebuilder:rbac:groups="",resources=pods,verbs=delete
+// +kubebuilder:rbac:groups="",resources=pods/log,verbs=get
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;create;update
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
@@ -257,8 +259,12 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 		Prober: &workload.PostgresProber{Client: mgr.GetAPIReader()}, Metrics: drillMetrics(), Logger: logger}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up the drill controller: %w", err)
 	}
+	core, err := corev1client.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("core API client: %w", err)
+	}
 	if err := (&controllers.RestoreReconciler{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Recorder: recorder, Clock: clk, Workloads: workloads,
-		Image: o.Sidecar.Image, PullPolicy: o.Sidecar.ImagePullPolicy, Logger: logger}).SetupWithManager(mgr); err != nil {
+		Image: o.Sidecar.Image, PullPolicy: o.Sidecar.ImagePullPolicy, Logger: logger, Logs: containerLogs(core)}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up the Restore controller: %w", err)
 	}
 	if o.HealthAddr != "" {
@@ -289,4 +295,13 @@ var (
 func drillMetrics() *controllers.PromDrillMetrics {
 	drillMetricsOnce.Do(func() { drillMetricsVal = controllers.NewDrillMetrics(ctrlmetrics.Registry) })
 	return drillMetricsVal
+}
+
+// containerLogs reads the last 20 lines of a container's log: what the
+// Restore controller looks for a restarted restore container's report in.
+func containerLogs(core corev1client.CoreV1Interface) func(ctx context.Context, namespace, pod, container string) (string, error) {
+	return func(ctx context.Context, namespace, pod, container string) (string, error) {
+		b, err := core.Pods(namespace).GetLogs(pod, &corev1.PodLogOptions{Container: container, TailLines: ptr.To[int64](20)}).DoRaw(ctx)
+		return string(b), err
+	}
 }

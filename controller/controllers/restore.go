@@ -48,6 +48,11 @@ type RestoreReconciler struct {
 	Logger     *slog.Logger
 	// Poll is how often a running restore is looked at; default 2 s.
 	Poll time.Duration
+	// Logs returns the last lines of a container's log (nil: not read).
+	// A logical clone restore whose container restarted without the
+	// kubelet keeping its last state is recognised by the report the
+	// restarted container logs.
+	Logs func(ctx context.Context, namespace, pod, container string) (string, error)
 }
 
 func (r *RestoreReconciler) SetupWithManager(mgr ctrl.Manager) error {
@@ -443,7 +448,11 @@ func (r *RestoreReconciler) followLogical(ctx context.Context, rs *amberv1.Resto
 			}
 		}
 	}
-	switch recorded := recordedLoad(rs); {
+	recorded := recordedLoad(rs)
+	if done == nil && recorded == nil && st != nil && st.RestartCount > 0 && st.State.Running != nil && r.Logs != nil {
+		done = r.loggedLoad(ctx, pod, st)
+	}
+	switch {
 	case done != nil && recorded == nil:
 		orig := rs.DeepCopy()
 		loaded(rs, done)
@@ -478,6 +487,35 @@ func (r *RestoreReconciler) followLogical(ctx context.Context, rs *amberv1.Resto
 		ready = &metav1.Time{Time: done.FinishedAt.Time}
 	}
 	return ctrl.Result{}, r.succeed(ctx, rs, ready, done)
+}
+
+// loggedLoad is the end of a logical restore whose container exited 0 and
+// was restarted without the kubelet keeping its last state
+// (kubernetes#101044): the restarted container, finding the clone marker,
+// logs the report of the run that loaded the data. The earlier run ended
+// when this one started (the kubelet restarts a container that exited 0
+// at once) and began the report's duration before. nil if the log holds no
+// report (the earlier run failed and this one restores again).
+func (r *RestoreReconciler) loggedLoad(ctx context.Context, pod *corev1.Pod, st *corev1.ContainerStatus) *corev1.ContainerStateTerminated {
+	out, err := r.Logs(ctx, pod.Namespace, pod.Name, workload.RestoreContainer)
+	if err != nil {
+		r.log().Warn("read the restore container's log", "namespace", pod.Namespace, "pod", pod.Name, "error", err)
+		return nil
+	}
+	var report string
+	for line := range strings.Lines(out) {
+		if rest, ok := strings.CutPrefix(strings.TrimRight(line, "\r\n"), workload.CloneReportPrefix); ok {
+			report = rest
+		}
+	}
+	var rep restoreReport
+	if report == "" || json.Unmarshal([]byte(report), &rep) != nil {
+		return nil
+	}
+	end := st.State.Running.StartedAt.Time
+	start := end.Add(-time.Duration(rep.Duration * float64(time.Second)))
+	return &corev1.ContainerStateTerminated{ExitCode: 0, Message: report,
+		StartedAt: metav1.Time{Time: start}, FinishedAt: metav1.Time{Time: end}}
 }
 
 func pointReached(rs *amberv1.Restore, rep *restoreReport) *amberv1.RecoveryPoint {

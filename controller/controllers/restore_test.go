@@ -129,4 +129,44 @@ func TestFollowLogical(t *testing.T) {
 	if failed.Status.Phase != amberv1.PhaseFailed || !strings.Contains(failed.Status.Error, "archive's history") {
 		t.Fatalf("failed run: %+v", failed.Status)
 	}
+
+	// Restarted without its last state and never seen exited (the run was
+	// shorter than a poll): the restarted container's log holds the
+	// earlier run's report (it found the clone marker), which completes
+	// the restore; a log without it (the earlier run failed, this one
+	// restores again) leaves the restore running.
+	for _, tc := range []struct {
+		name, log string
+		want      amberv1.Phase
+	}{
+		{"report logged", "restored by an earlier run (/data/.amber-restored exists); nothing to do\n" +
+			workload.CloneReportPrefix + strings.Replace(report, "{", `{"duration_s":20,`, 1) + "\n", amberv1.PhaseSucceeded},
+		{"no report", "waiting for the database to answer: connection refused\n", amberv1.PhaseRunning},
+	} {
+		rs := newRestore()
+		pod := newPod(corev1.ContainerStatus{Name: workload.RestoreContainer, RestartCount: 1,
+			State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: at(31)}}}, true)
+		c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(rs, pod).WithStatusSubresource(&amberv1.Restore{}).Build()
+		var asked string
+		r := &RestoreReconciler{Client: c, Reader: c, Recorder: record.NewFakeRecorder(10),
+			Logs: func(_ context.Context, namespace, pod, container string) (string, error) {
+				asked = namespace + "/" + pod + "/" + container
+				return tc.log, nil
+			}}
+		if _, err := r.Reconcile(context.Background(), ctrl.Request{NamespacedName: client.ObjectKeyFromObject(rs)}); err != nil {
+			t.Fatal(err)
+		}
+		out := &amberv1.Restore{}
+		if err := c.Get(context.Background(), client.ObjectKeyFromObject(rs), out); err != nil {
+			t.Fatal(err)
+		}
+		s := out.Status
+		if asked != "shop/db-restore-r1-0/"+workload.RestoreContainer || s.Phase != tc.want {
+			t.Fatalf("%s: asked for the log of %q; status %+v", tc.name, asked, s)
+		}
+		if tc.want == amberv1.PhaseSucceeded && (s.BackupID != "abc123" || s.Timings == nil ||
+			s.Timings.Scheduling.Duration != 11*time.Second || s.Timings.DataTransfer.Duration != 20*time.Second || s.LogReachesTime == nil) {
+			t.Fatalf("%s: %+v (timings %+v)", tc.name, s, s.Timings)
+		}
+	}
 }

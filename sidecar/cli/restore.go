@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/amber-backup/amber/controller/workload"
 	"github.com/amber-backup/amber/plugins/api"
 	"github.com/amber-backup/amber/sidecar/job"
 	"github.com/amber-backup/amber/sidecar/pluginhost"
@@ -146,6 +148,7 @@ func (e *env) runRestore(cmd *cobra.Command, f restoreFlags) error {
 	if f.cloneMarker != "" {
 		if _, err := os.Lstat(f.cloneMarker); err == nil {
 			fmt.Fprintf(e.stderr, "restored by an earlier run (%s exists); nothing to do\n", f.cloneMarker)
+			repeatCloneReport(e.stderr, f.cloneMarker)
 			<-ctx.Done()
 			return nil
 		}
@@ -233,6 +236,19 @@ func (e *env) runRestore(cmd *cobra.Command, f restoreFlags) error {
 		}
 	}
 	return e.reportRestore(rep)
+}
+
+// repeatCloneReport logs the report a clone marker holds (the run that
+// loaded the data wrote it there and as its termination message) on one
+// line after workload.CloneReportPrefix, for a controller that missed that
+// run's termination message: the kubelet keeps a restarted container's
+// last state only on a best-effort basis (kubernetes#101044), and the
+// controller then reads this container's log. Nothing is logged for a
+// marker that does not hold one line of JSON.
+func repeatCloneReport(w io.Writer, marker string) {
+	if rep, err := os.ReadFile(marker); err == nil && json.Valid(rep) && !bytes.ContainsAny(rep, "\r\n") {
+		fmt.Fprintf(w, "%s%s\n", workload.CloneReportPrefix, rep)
+	}
 }
 
 // waitServer waits until the database target names answers eng's probe.

@@ -3,9 +3,14 @@ package cli
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
+	"github.com/amber-backup/amber/controller/workload"
 	"github.com/amber-backup/amber/plugins/api"
+	"github.com/amber-backup/amber/sidecar/job"
+	"github.com/amber-backup/amber/sidecar/repo"
 )
 
 // --skip-restored: a missing or empty directory is restored, a finished
@@ -99,5 +104,36 @@ func TestPrepareRestoreDirInProgress(t *testing.T) {
 	must(unmarkRestoring(in))
 	if entries, _ := os.ReadDir(in); len(entries) != 0 {
 		t.Fatalf("the inside mark stayed: %v", entries)
+	}
+}
+
+// A restarted logical clone restore logs the report its clone marker holds
+// on one line after workload.CloneReportPrefix (the controller reads it
+// when the kubelet kept no last state); a marker without one line of JSON
+// logs nothing.
+func TestRepeatCloneReport(t *testing.T) {
+	dir := t.TempDir()
+	marker := filepath.Join(dir, workload.CloneMarker)
+	rep := restoreJSON(&job.RestoreReport{Backup: &repo.Manifest{}, Mode: "logical", Duration: 3 * time.Second})
+	if err := os.WriteFile(marker, rep, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	repeatCloneReport(&b, marker)
+	if got, want := b.String(), workload.CloneReportPrefix+string(rep)+"\n"; got != want {
+		t.Fatalf("logged %q, want %q", got, want)
+	}
+	for _, bad := range []string{"", "not json", "{\"backup\":\n\"x\"}"} {
+		if err := os.WriteFile(marker, []byte(bad), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		b.Reset()
+		if repeatCloneReport(&b, marker); b.Len() != 0 {
+			t.Fatalf("marker %q: logged %q", bad, b.String())
+		}
+	}
+	b.Reset()
+	if repeatCloneReport(&b, filepath.Join(dir, "absent")); b.Len() != 0 {
+		t.Fatalf("no marker: logged %q", b.String())
 	}
 }
