@@ -17,6 +17,7 @@ import (
 
 	amberv1 "github.com/amber-backup/amber/controller/api/v1alpha1"
 	"github.com/amber-backup/amber/controller/workload"
+	"github.com/amber-backup/amber/sidecar/job"
 )
 
 // TestFollowLogical follows a logical clone restore through the states of
@@ -140,7 +141,7 @@ func TestFollowLogical(t *testing.T) {
 		want      amberv1.Phase
 	}{
 		{"report logged", "restored by an earlier run (/data/.amber-restored exists); nothing to do\n" +
-			workload.CloneReportPrefix + strings.Replace(report, "{", `{"duration_s":20,`, 1) + "\n", amberv1.PhaseSucceeded},
+			job.CloneReportPrefix + strings.Replace(report, "{", `{"duration_s":20,`, 1) + "\n", amberv1.PhaseSucceeded},
 		{"no report", "waiting for the database to answer: connection refused\n", amberv1.PhaseRunning},
 	} {
 		rs := newRestore()

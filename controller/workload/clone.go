@@ -37,11 +37,6 @@ const (
 	// writes when it is done (its report): a restarted container, or a
 	// new pod on the same volume, does not restore again.
 	CloneMarker = ".amber-restored"
-	// CloneReportPrefix starts the line a restarted restore container
-	// logs when it finds CloneMarker: the marker's content, the report of
-	// the run that loaded the data, for a controller that missed that
-	// run's termination message.
-	CloneReportPrefix = "amber-restore-report: "
 	// EnvCloneOf is set in the clone's containers to the source
 	// StatefulSet: a start script can tell it runs on restored data.
 	EnvCloneOf = "AMBER_CLONE_OF"

@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/amber-backup/amber/controller/workload"
 	"github.com/amber-backup/amber/plugins/api"
 	"github.com/amber-backup/amber/sidecar/job"
 	"github.com/amber-backup/amber/sidecar/pluginhost"
@@ -240,14 +239,14 @@ func (e *env) runRestore(cmd *cobra.Command, f restoreFlags) error {
 
 // repeatCloneReport logs the report a clone marker holds (the run that
 // loaded the data wrote it there and as its termination message) on one
-// line after workload.CloneReportPrefix, for a controller that missed that
+// line after job.CloneReportPrefix, for a controller that missed that
 // run's termination message: the kubelet keeps a restarted container's
 // last state only on a best-effort basis (kubernetes#101044), and the
 // controller then reads this container's log. Nothing is logged for a
 // marker that does not hold one line of JSON.
 func repeatCloneReport(w io.Writer, marker string) {
 	if rep, err := os.ReadFile(marker); err == nil && json.Valid(rep) && !bytes.ContainsAny(rep, "\r\n") {
-		fmt.Fprintf(w, "%s%s\n", workload.CloneReportPrefix, rep)
+		fmt.Fprintf(w, "%s%s\n", job.CloneReportPrefix, rep)
 	}
 }
 

@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/amber-backup/amber/controller/workload"
 	"github.com/amber-backup/amber/plugins/api"
 	"github.com/amber-backup/amber/sidecar/job"
 	"github.com/amber-backup/amber/sidecar/repo"
@@ -108,19 +107,19 @@ func TestPrepareRestoreDirInProgress(t *testing.T) {
 }
 
 // A restarted logical clone restore logs the report its clone marker holds
-// on one line after workload.CloneReportPrefix (the controller reads it
+// on one line after job.CloneReportPrefix (the controller reads it
 // when the kubelet kept no last state); a marker without one line of JSON
 // logs nothing.
 func TestRepeatCloneReport(t *testing.T) {
 	dir := t.TempDir()
-	marker := filepath.Join(dir, workload.CloneMarker)
+	marker := filepath.Join(dir, ".amber-restored")
 	rep := restoreJSON(&job.RestoreReport{Backup: &repo.Manifest{}, Mode: "logical", Duration: 3 * time.Second})
 	if err := os.WriteFile(marker, rep, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	var b strings.Builder
 	repeatCloneReport(&b, marker)
-	if got, want := b.String(), workload.CloneReportPrefix+string(rep)+"\n"; got != want {
+	if got, want := b.String(), job.CloneReportPrefix+string(rep)+"\n"; got != want {
 		t.Fatalf("logged %q, want %q", got, want)
 	}
 	for _, bad := range []string{"", "not json", "{\"backup\":\n\"x\"}"} {

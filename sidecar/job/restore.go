@@ -212,6 +212,12 @@ type EngineRestore struct {
 }
 
 // RestoreReport says what was restored and where it will stand.
+// CloneReportPrefix starts the line a restarted logical clone restore logs
+// when it finds its clone marker: the marker's content, the report of the
+// run that loaded the data, for a controller that missed that run's
+// termination message (the Restore controller reads the container's log).
+const CloneReportPrefix = "amber-restore-report: "
+
 type RestoreReport struct {
 	Backup   *repo.Manifest
 	Mode     string
