@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // Sections of a sectioned logical dump (ParallelDump), recorded with each
@@ -234,6 +236,17 @@ func ParallelDump(ctx context.Context, dsn DSN, database string, sink EntryCreat
 			exclude = append(exclude, "--exclude-table-data="+j.pattern)
 		}
 	}
+	// pg_dump --table dumps the table's owned sequences (serial, identity)
+	// with it; the rest's pg_dump must not dump them again: sequences are
+	// outside the snapshot, so two pg_dumps would read two values and the
+	// one a restore kept would depend on the order of the entries.
+	owned, err := ownedSequences(ctx, conn, lock)
+	if err != nil {
+		return nil, err
+	}
+	for _, seq := range owned {
+		exclude = append(exclude, "--exclude-table-data="+seq)
+	}
 	var sinkMu sync.Mutex
 	send := func(ctx context.Context, j dumpJob, fill func(io.Writer) error) error {
 		e := DumpEntry{Name: j.entry, Kind: "pg_dump-custom", Section: SectionData, Table: j.table}
@@ -375,6 +388,33 @@ func cmpInt64(a, b int64) int {
 		return 1
 	}
 	return 0
+}
+
+// ownedSequences lists, as pg_dump patterns, the sequences owned by the
+// tables (SQL names), through a serial column or an identity (pg_depend
+// deptype 'a' or 'i').
+func ownedSequences(ctx context.Context, conn *pgx.Conn, tables []string) ([]string, error) {
+	if len(tables) == 0 {
+		return nil, nil
+	}
+	rows, err := conn.Query(ctx, `SELECT n.nspname, s.relname FROM pg_depend d
+		JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
+		JOIN pg_namespace n ON n.oid = s.relnamespace
+		WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
+		AND d.deptype IN ('a', 'i') AND d.refobjid = ANY($1::regclass[])`, tables)
+	if err != nil {
+		return nil, fmt.Errorf("dump: list the owned sequences: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var schema, name string
+		if err := rows.Scan(&schema, &name); err != nil {
+			return nil, err
+		}
+		out = append(out, dumpPattern(schema, name))
+	}
+	return out, rows.Err()
 }
 
 // dumpPattern is a pg_dump --table pattern that matches exactly
