@@ -21,7 +21,6 @@ import (
 	amberv1 "github.com/amber-backup/amber/controller/api/v1alpha1"
 	"github.com/amber-backup/amber/controller/workload"
 	"github.com/amber-backup/amber/plugins/api/clock"
-	"github.com/amber-backup/amber/sidecar/job"
 	"github.com/amber-backup/amber/sidecar/repo"
 )
 
@@ -505,7 +504,7 @@ func (r *RestoreReconciler) loggedLoad(ctx context.Context, pod *corev1.Pod, st 
 	}
 	var report string
 	for line := range strings.Lines(out) {
-		if rest, ok := strings.CutPrefix(strings.TrimRight(line, "\r\n"), job.CloneReportPrefix); ok {
+		if rest, ok := strings.CutPrefix(strings.TrimRight(line, "\r\n"), workload.CloneReportPrefix); ok {
 			report = rest
 		}
 	}

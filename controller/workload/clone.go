@@ -37,6 +37,13 @@ const (
 	// writes when it is done (its report): a restarted container, or a
 	// new pod on the same volume, does not restore again.
 	CloneMarker = ".amber-restored"
+	// CloneReportPrefix starts the line a restarted restore container
+	// logs when it finds CloneMarker: the marker's content, the report of
+	// the run that loaded the data. The CLI writes it as
+	// job.CloneReportPrefix; the controller's tests build the log with
+	// that one, which keeps the two equal without the controller
+	// importing the sidecar's job package (and its plugin host).
+	CloneReportPrefix = "amber-restore-report: "
 	// EnvCloneOf is set in the clone's containers to the source
 	// StatefulSet: a start script can tell it runs on restored data.
 	EnvCloneOf = "AMBER_CLONE_OF"
