@@ -51,11 +51,12 @@ func TestFollowLogical(t *testing.T) {
 		}
 		return p
 	}
-	run := func(pod *corev1.Pod) *amberv1.Restore {
+	type logReader = func(ctx context.Context, namespace, pod, container string) (string, error)
+	runWithLogs := func(pod *corev1.Pod, logs logReader) *amberv1.Restore {
 		t.Helper()
 		rs := newRestore()
 		c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(rs, pod).WithStatusSubresource(&amberv1.Restore{}).Build()
-		r := &RestoreReconciler{Client: c, Reader: c, Recorder: record.NewFakeRecorder(10)}
+		r := &RestoreReconciler{Client: c, Reader: c, Recorder: record.NewFakeRecorder(10), Logs: logs}
 		if _, err := r.Reconcile(context.Background(), ctrl.Request{NamespacedName: client.ObjectKeyFromObject(rs)}); err != nil {
 			t.Fatal(err)
 		}
@@ -65,6 +66,7 @@ func TestFollowLogical(t *testing.T) {
 		}
 		return out
 	}
+	run := func(pod *corev1.Pod) *amberv1.Restore { t.Helper(); return runWithLogs(pod, nil) }
 
 	loading := run(newPod(corev1.ContainerStatus{Name: workload.RestoreContainer,
 		State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: at(4)}}}, true))
@@ -144,24 +146,13 @@ func TestFollowLogical(t *testing.T) {
 			job.CloneReportPrefix + strings.Replace(report, "{", `{"duration_s":20,`, 1) + "\n", amberv1.PhaseSucceeded},
 		{"no report", "waiting for the database to answer: connection refused\n", amberv1.PhaseRunning},
 	} {
-		rs := newRestore()
-		pod := newPod(corev1.ContainerStatus{Name: workload.RestoreContainer, RestartCount: 1,
-			State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: at(31)}}}, true)
-		c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(rs, pod).WithStatusSubresource(&amberv1.Restore{}).Build()
 		var asked string
-		r := &RestoreReconciler{Client: c, Reader: c, Recorder: record.NewFakeRecorder(10),
-			Logs: func(_ context.Context, namespace, pod, container string) (string, error) {
+		s := runWithLogs(newPod(corev1.ContainerStatus{Name: workload.RestoreContainer, RestartCount: 1,
+			State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: at(31)}}}, true),
+			func(_ context.Context, namespace, pod, container string) (string, error) {
 				asked = namespace + "/" + pod + "/" + container
 				return tc.log, nil
-			}}
-		if _, err := r.Reconcile(context.Background(), ctrl.Request{NamespacedName: client.ObjectKeyFromObject(rs)}); err != nil {
-			t.Fatal(err)
-		}
-		out := &amberv1.Restore{}
-		if err := c.Get(context.Background(), client.ObjectKeyFromObject(rs), out); err != nil {
-			t.Fatal(err)
-		}
-		s := out.Status
+			}).Status
 		if asked != "shop/db-restore-r1-0/"+workload.RestoreContainer || s.Phase != tc.want {
 			t.Fatalf("%s: asked for the log of %q; status %+v", tc.name, asked, s)
 		}
