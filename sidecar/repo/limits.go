@@ -33,9 +33,10 @@ const (
 	maxSegmentRead = maxSegment + 16<<20
 )
 
-// zdecBlob skips the frames' xxhash64 checksums: a blob's payload is
-// authenticated (AES-GCM) before it is decoded and its content checked
-// against its keyed BLAKE3 id after, so the checksum adds only work.
+// zdecBlob, the blob decoder of builds without cgo (zstd_nocgo.go), skips
+// the frames' xxhash64 checksums: a blob's payload is authenticated
+// (AES-GCM) before it is decoded and its content checked against its keyed
+// BLAKE3 id after, so the checksum adds only work.
 var (
 	zdecBlob, _ = zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(maxBlobPlain), zstd.WithDecoderMaxWindow(maxBlobPlain),
 		zstd.IgnoreChecksum(true))
@@ -57,14 +58,14 @@ const decodeSlack = 16
 
 // decompressBlobTo is decompressBlob decoding into dst's spare capacity
 // when it holds b.RawLength (plus decodeSlack for zstd) bytes; nil dst
-// allocates. A frame that decodes to more than dst holds is decoded into
-// new memory and refused by the caller's length check.
+// allocates. A frame that decodes to more than b.RawLength is refused
+// (by the decoder or by the caller's length check).
 func decompressBlobTo(b BlobInfo, payload, dst []byte) ([]byte, error) {
 	if b.Codec != CodecS2 {
 		if cap(dst) < int(b.RawLength)+decodeSlack {
 			dst = make([]byte, 0, int(b.RawLength)+decodeSlack)
 		}
-		return zdecBlob.DecodeAll(payload, dst[:0])
+		return decodeZstdBlob(payload, dst)
 	}
 	n, err := s2.DecodedLen(payload)
 	if err != nil {

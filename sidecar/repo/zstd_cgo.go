@@ -5,22 +5,29 @@ package repo
 /*
 #include <stddef.h>
 
-// zstd's advanced compression API (zstd.h, stable since v1.4.0), from the
-// copy of the C library that github.com/DataDog/zstd bundles and links;
-// that package wraps only the simple API, which cannot set parameters.
+// zstd's advanced compression API and its decompression context (zstd.h,
+// stable since v1.4.0), from the copy of the C library that
+// github.com/DataDog/zstd bundles and links; that package wraps only the
+// simple API, which cannot set parameters or reuse a context.
 typedef struct ZSTD_CCtx_s ZSTD_CCtx;
+typedef struct ZSTD_DCtx_s ZSTD_DCtx;
 ZSTD_CCtx* ZSTD_createCCtx(void);
 size_t ZSTD_freeCCtx(ZSTD_CCtx* cctx);
 size_t ZSTD_CCtx_setParameter(ZSTD_CCtx* cctx, int param, int value);
 size_t ZSTD_compress2(ZSTD_CCtx* cctx, void* dst, size_t dstCapacity, const void* src, size_t srcSize);
+ZSTD_DCtx* ZSTD_createDCtx(void);
+size_t ZSTD_freeDCtx(ZSTD_DCtx* dctx);
+size_t ZSTD_decompressDCtx(ZSTD_DCtx* dctx, void* dst, size_t dstCapacity, const void* src, size_t srcSize);
 unsigned ZSTD_isError(size_t code);
 const char* ZSTD_getErrorName(size_t code);
 */
 import "C"
 
 import (
+	"errors"
 	"runtime"
 	"strconv"
+	"sync"
 	"unsafe"
 
 	_ "github.com/DataDog/zstd" // the C library the declarations above link to
@@ -122,4 +129,45 @@ func (z *cZstd) close() {
 		C.ZSTD_freeCCtx(z.ctx)
 		z.ctx = nil
 	}
+}
+
+// cZstdDecoder is a decompression context of the zstd C library, kept in
+// zstdDecoders between blobs and freed by the garbage collector with its
+// holder.
+type cZstdDecoder struct{ ctx *C.ZSTD_DCtx }
+
+var zstdDecoders = sync.Pool{New: func() any {
+	ctx := C.ZSTD_createDCtx()
+	if ctx == nil {
+		panic("zstd: cannot allocate a decompression context: out of memory")
+	}
+	d := &cZstdDecoder{ctx: ctx}
+	runtime.AddCleanup(d, func(ctx *C.ZSTD_DCtx) { C.ZSTD_freeDCtx(ctx) }, ctx)
+	return d
+}}
+
+// decodeZstdBlob decodes a blob's zstd frames into dst's capacity, which
+// the caller sizes to the blob's length (and more): frames that decode to
+// more than that are refused, never grown into. The C library decodes the
+// frames of both encoders (they are plain RFC 8878) about 1.4 times as fast
+// as the Go decoder over a PostgreSQL table's chunks (docs/benchmarks.md).
+// It checks a frame's xxhash64 checksum when there is one (the Go
+// encoder's); the payload reaching here is already authenticated and its
+// output is checked against the blob's id after, so nothing relies on it.
+func decodeZstdBlob(payload, dst []byte) ([]byte, error) {
+	if cap(dst) == 0 {
+		dst = make([]byte, 0, 1) // the library needs an address even for nothing
+	}
+	dst = dst[:cap(dst)]
+	var src unsafe.Pointer
+	if len(payload) > 0 {
+		src = unsafe.Pointer(&payload[0])
+	}
+	d := zstdDecoders.Get().(*cZstdDecoder)
+	r := C.ZSTD_decompressDCtx(d.ctx, unsafe.Pointer(&dst[0]), C.size_t(len(dst)), src, C.size_t(len(payload)))
+	zstdDecoders.Put(d)
+	if C.ZSTD_isError(r) != 0 {
+		return nil, errors.New(C.GoString(C.ZSTD_getErrorName(r)))
+	}
+	return dst[:r], nil
 }
