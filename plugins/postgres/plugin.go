@@ -313,7 +313,7 @@ func (e *Engine) LogicalRestore(ctx context.Context, req api.RestoreRequest, src
 			return pgengine.DumpEntry{}, nil, err
 		}
 		return pgengine.DumpEntry{Name: ent.Name, Kind: ent.Kind, Section: ent.Metadata["section"],
-			Database: ent.Metadata["database"], Table: ent.Metadata["table"]}, r, nil
+			Database: ent.Metadata["database"], Table: ent.Metadata["table"], Size: ent.Size}, r, nil
 	}
 	res := api.RestoreResult{Position: req.Backup.Consistent, ConsistentTime: req.Backup.ConsistentTime}
 	if path := req.Options[api.ExportPathOption]; path != "" {

@@ -30,6 +30,7 @@ type DumpEntry struct {
 	Section  string
 	Database string
 	Table    string // data entries of one table: "schema.table" as quote_ident writes them
+	Size     int64  // a restored entry's size as the host stored it (-1: unknown)
 }
 
 // EntryCreator receives the entries of a dump, one at a time: Close ends

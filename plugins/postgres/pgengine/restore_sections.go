@@ -6,13 +6,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/amber-backup/amber/plugins/internal/spool"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/amber-backup/amber/plugins/api"
+	"github.com/amber-backup/amber/plugins/internal/spool"
 )
 
 // SectionedRestoreOptions tune RestoreSections.
@@ -93,6 +95,14 @@ func RestoreSections(ctx context.Context, dsn DSN, next NextDumpEntry, opts Sect
 		}
 		st.Entries++
 		cr := &countingReader{r: r}
+		// What a streamed pg_restore reads: the entry's pipe itself when
+		// it came through one, so its bytes go from the host to pg_restore
+		// without a copy through this process (and count as the size the
+		// host sent).
+		tool, n := io.Reader(cr), func() int64 { return cr.n }
+		if _, ok := r.(api.PipeFile); ok && e.Size >= 0 && (e.Section == "" || e.Section == SectionPreData) {
+			tool, n = r, func() int64 { return e.Size }
+		}
 		if e.Section == SectionData && opts.Workers > 1 {
 			if pool == nil {
 				pool = spool.New(ctx, cancel, opts.Workers, opts.SpoolDir, "amber-pgrestore-data-",
@@ -115,7 +125,7 @@ func RestoreSections(ctx context.Context, dsn DSN, next NextDumpEntry, opts Sect
 		}
 		switch e.Section {
 		case "":
-			err = LogicalRestore(ctx, dsn, cr, opts.LogicalRestoreOptions)
+			err = LogicalRestore(ctx, dsn, tool, opts.LogicalRestoreOptions)
 		case SectionGlobals:
 			if opts.SkipGlobals {
 				_, err = io.Copy(io.Discard, cr)
@@ -127,7 +137,7 @@ func RestoreSections(ctx context.Context, dsn DSN, next NextDumpEntry, opts Sect
 				err = errors.New("option clean is not supported for a backup of several entries (taken with workers); restore into an empty database")
 				break
 			}
-			err = restorePreData(ctx, pgRestore, dsn, e, cr, opts)
+			err = restorePreData(ctx, pgRestore, dsn, e, tool, opts)
 		case SectionData:
 			st.DataEntries++
 			err = withSpool(ctx, opts.SpoolDir, cr, func(path string) error { return restoreData(ctx, pgRestore, target(e), path) })
@@ -136,7 +146,7 @@ func RestoreSections(ctx context.Context, dsn DSN, next NextDumpEntry, opts Sect
 		default:
 			err = fmt.Errorf("unknown section %q", e.Section)
 		}
-		st.Bytes += cr.n
+		st.Bytes += n()
 		if err != nil {
 			return fail(fmt.Errorf("restore %s: %w", e.Name, err))
 		}
