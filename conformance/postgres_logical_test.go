@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -26,7 +27,8 @@ import (
 // transfer log in entries of their own by different pg_dump processes, yet
 // every restore of it is one consistent state: each account's balance is
 // its opening balance plus the transfers the restored log holds. It
-// restores with restore_workers=2, and `amber restore --stdout` prints one
+// restores with restore_workers=2 (and with each table's rows split between
+// two sessions), and `amber restore --stdout` prints one
 // SQL script that stock psql loads into an empty database, equal to the
 // restore. A workers=1 backup (one pg_dump entry, the layout of earlier
 // backups) still restores.
@@ -145,6 +147,18 @@ func TestPostgresLogicalParallel(t *testing.T) {
 	}
 	d := &pgDriver{}
 	want := d.Checksums(t, pg.DSNDB("restored"))
+
+	// Each table's entry loaded by two sessions at once (its rows split
+	// between two COPYs; the default does so from 64 MiB): the same state.
+	pg.Psql(t, "postgres", "CREATE DATABASE split")
+	a.run("restore", "--engine", "postgres", "--dsn", pg.DSNDB("split"), "--backup", "latest", "--option", "restore_split_bytes=1")
+	balanced(pg.DSNDB("split"))
+	if got := d.Checksums(t, pg.DSNDB("split")); !reflect.DeepEqual(got, want) {
+		t.Fatalf("restore with split loads: checksums %v, want %v", got, want)
+	}
+	if err := open(t, pg.DSNDB("split")).QueryRow(`SELECT last_value >= (SELECT max(id) FROM transfers) FROM transfers_id_seq`).Scan(&seqOK); err != nil || !seqOK {
+		t.Fatalf("split restore: transfers_id_seq is behind the restored rows (%v)", err)
+	}
 
 	// --stdout: one SQL script for psql.
 	var script bytes.Buffer

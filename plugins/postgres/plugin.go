@@ -304,7 +304,7 @@ func databaseName(d string) string {
 // dump as one SQL script that psql loads (pgengine.ExportSQL) instead.
 func (e *Engine) LogicalRestore(ctx context.Context, req api.RestoreRequest, src api.EntrySource) (api.RestoreResult, error) {
 	if err := api.CheckOptions("a logical restore", req.Options, api.ExportPathOption,
-		"no_owner", "no_privileges", "clean", "restore_workers", "spool_dir", "globals"); err != nil {
+		"no_owner", "no_privileges", "clean", "restore_workers", "restore_split_bytes", "spool_dir", "globals"); err != nil {
 		return api.RestoreResult{}, err
 	}
 	next := func(ctx context.Context) (pgengine.DumpEntry, io.Reader, error) {
@@ -347,6 +347,16 @@ func (e *Engine) LogicalRestore(ctx context.Context, req api.RestoreRequest, src
 			return api.RestoreResult{}, fmt.Errorf("option restore_workers=%q: want a number from 1 to 64", v)
 		}
 		opts.Workers = n
+	}
+	if v := req.Options["restore_split_bytes"]; v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			return api.RestoreResult{}, fmt.Errorf("option restore_split_bytes=%q: want a size in bytes (0: never split a table's load)", v)
+		}
+		opts.SplitBytes = n
+		if n == 0 {
+			opts.SplitBytes = -1
+		}
 	}
 	if v := req.Options["globals"]; v != "" {
 		b, err := strconv.ParseBool(v)

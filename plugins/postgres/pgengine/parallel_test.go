@@ -62,7 +62,9 @@ func (d *memDump) next() NextDumpEntry {
 			return DumpEntry{}, nil, io.EOF
 		}
 		i++
-		return d.entries[i-1], bytes.NewReader(d.bodies[i-1].Bytes()), nil
+		e := d.entries[i-1]
+		e.Size = int64(d.bodies[i-1].Len()) // as the host sends it
+		return e, bytes.NewReader(d.bodies[i-1].Bytes()), nil
 	}
 }
 
@@ -399,5 +401,104 @@ func TestRestorePipeToPgRestore(t *testing.T) {
 	if got, want := pg.Psql(t, "copy", "SELECT count(*), md5(string_agg(v, '' ORDER BY id)) FROM t"),
 		pg.Psql(t, "app", "SELECT count(*), md5(string_agg(v, '' ORDER BY id)) FROM t"); got != want {
 		t.Errorf("restored table %q, want %q", got, want)
+	}
+}
+
+// TestSplitLoad: a large table's data entry is loaded by several sessions
+// at once (splitLoad), and comes back exactly: values with newlines, tabs,
+// backslashes, a value that is `\.` alone, NULLs, bytea, emoji, a row
+// longer than a block, a generated column and the owned sequence's value.
+// The rows were committed by several transactions (distinct xmin), and by
+// one with splitting off. An entry cut short fails the restore.
+func TestSplitLoad(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t, 4*time.Minute)
+	pg := testbed.StartPostgres(t, testbed.PostgresOptions{})
+	for _, db := range []string{"app", "split", "whole", "cut"} {
+		pg.Psql(t, "postgres", "CREATE DATABASE "+db)
+	}
+	pg.Psql(t, "app", `CREATE TABLE t (id bigserial PRIMARY KEY, v text, b bytea, n numeric, g int GENERATED ALWAYS AS (length(v)) STORED);
+		INSERT INTO t (v, b, n) SELECT 'row ' || g || E'\n\ttab\\back' || repeat('x', g % 300), decode(md5(g::text), 'hex'), g / 7.0
+		FROM generate_series(1, 30000) g;
+		INSERT INTO t (v, b, n) VALUES (E'\\.', NULL, NULL), (E'a\n\\.\nb', '\x00', -1), (NULL, NULL, NULL), ('🐘 ünïcödé', '\xff', 0),
+			(repeat('long ', 600000), NULL, 1);
+		SELECT setval('t_id_seq', 99999);`)
+	const q = `SELECT count(*), md5(string_agg(id || ':' || coalesce(v, 'NULL') || coalesce(encode(b, 'hex'), 'NULL') || coalesce(n::text, 'NULL') || coalesce(g::text, 'NULL'), ';' ORDER BY id)),
+		(SELECT last_value FROM t_id_seq) FROM t`
+	want := pg.Psql(t, "app", q)
+
+	var d memDump
+	if _, err := ParallelDump(ctx, DSN(pg.DSNDB("app")), "app", &d, ParallelDumpOptions{Workers: 2, TableBytes: 64 << 10}); err != nil {
+		t.Fatal(err)
+	}
+	tables := 0
+	for _, e := range d.entries {
+		if e.Table != "" {
+			tables++
+		}
+	}
+	if tables != 1 {
+		t.Fatalf("%d entries of one table, want 1 (t)", tables)
+	}
+	for db, opts := range map[string]SectionedRestoreOptions{
+		"split": {Workers: 3, SplitBytes: 1},
+		"whole": {Workers: 3, SplitBytes: -1},
+	} {
+		if _, err := RestoreSections(ctx, DSN(pg.DSNDB(db)), d.next(), opts); err != nil {
+			t.Fatalf("%s: %v", db, err)
+		}
+		if got := pg.Psql(t, db, q); got != want {
+			t.Errorf("%s: restored %q, want %q", db, got, want)
+		}
+		txns := pg.Psql(t, db, "SELECT count(DISTINCT xmin::text) FROM t")
+		t.Logf("%s: rows committed by %s transactions", db, txns)
+		if split := txns != "1"; split != (db == "split") {
+			t.Errorf("%s: rows committed by %s transactions", db, txns)
+		}
+	}
+
+	cut := d
+	cut.bodies = append([]*bytes.Buffer(nil), d.bodies...)
+	for i, e := range cut.entries {
+		if e.Table != "" {
+			cut.bodies[i] = bytes.NewBuffer(d.bodies[i].Bytes()[:d.bodies[i].Len()/2])
+		}
+	}
+	if _, err := RestoreSections(ctx, DSN(pg.DSNDB("cut")), cut.next(), SectionedRestoreOptions{Workers: 2, SplitBytes: 1}); err == nil ||
+		!contains(err.Error(), "ends inside its COPY rows") || !contains(err.Error(), "pg_restore") {
+		t.Fatalf("a table's entry cut in half: %v, want the script's end inside the rows and pg_restore's reason", err)
+	} else {
+		t.Logf("cut entry: %v", err)
+	}
+	if got := pg.Psql(t, "cut", "SELECT count(*) FROM t"); got != "0" {
+		t.Errorf("the cut entry's restore committed %s rows", got)
+	}
+}
+
+// TestSplitLoadOtherShapes: a data script that does not start with
+// settings and a COPY is left to pg_restore (errNotSplit) before any
+// session connects. A script that prints its input stands in for
+// pg_restore --file=-.
+func TestSplitLoadOtherShapes(t *testing.T) {
+	ctx := testCtx(t, time.Minute)
+	fake := filepath.Join(t.TempDir(), "pg_restore")
+	if err := os.WriteFile(fake, []byte("#!/bin/sh\nexec cat\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, script := range []string{
+		"SET client_encoding = 'UTF8';\nSELECT pg_catalog.lo_create('16400');\nCOPY public.t (a) FROM stdin;\n1\n\\.\n",
+		"SET client_encoding = 'UTF8';\n",
+		"",
+	} {
+		err := splitLoad(ctx, fake, "/bin/false", DSN("postgres://nobody@127.0.0.1:1/none"), strings.NewReader(script), 2)
+		if !errors.Is(err, errNotSplit) {
+			t.Errorf("script %q: %v, want errNotSplit", script, err)
+		}
+	}
+	// The shape it knows goes on to connect its sessions (here: nowhere).
+	err := splitLoad(ctx, fake, "/bin/false", DSN("postgres://nobody@127.0.0.1:1/none"),
+		strings.NewReader("\\restrict abc\nSET client_encoding = 'UTF8';\nCOPY public.t (a) FROM stdin;\n1\n\\.\n"), 2)
+	if err == nil || errors.Is(err, errNotSplit) {
+		t.Errorf("a script of the known shape: %v, want a connection error", err)
 	}
 }

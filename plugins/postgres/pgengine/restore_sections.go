@@ -28,6 +28,10 @@ type SectionedRestoreOptions struct {
 	SpoolDir string
 	// SkipGlobals leaves out the globals entry.
 	SkipGlobals bool
+	// SplitBytes: a table's data entry of at least this many bytes is
+	// loaded by Workers sessions at once (splitLoad); 0 means
+	// DefaultSplitLoadBytes, a negative value never.
+	SplitBytes int64
 	// Databases: the dump holds several databases (ParallelDumpOptions.Create).
 	// Each entry goes to the database it names on the DSN's server; a
 	// database that does not exist is created by its pre-data entry
@@ -59,6 +63,9 @@ func RestoreSections(ctx context.Context, dsn DSN, next NextDumpEntry, opts Sect
 	if opts.Workers <= 0 {
 		opts.Workers = 2
 	}
+	if opts.SplitBytes == 0 {
+		opts.SplitBytes = DefaultSplitLoadBytes
+	}
 	info, err := Probe(ctx, dsn)
 	if info == nil {
 		return st, err
@@ -66,6 +73,12 @@ func RestoreSections(ctx context.Context, dsn DSN, next NextDumpEntry, opts Sect
 	pgRestore, err := findTool("pg_restore", opts.BinDir, info.Major)
 	if err != nil {
 		return st, err
+	}
+	psql := "" // for what follows a split table's rows (splitLoad)
+	if opts.Workers > 1 && opts.SplitBytes > 0 {
+		if psql, err = findTool("psql", opts.BinDir, info.Major); err != nil {
+			return st, err
+		}
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -106,11 +119,13 @@ func RestoreSections(ctx context.Context, dsn DSN, next NextDumpEntry, opts Sect
 		if e.Section == SectionData && opts.Workers > 1 {
 			if pool == nil {
 				pool = spool.New(ctx, cancel, opts.Workers, opts.SpoolDir, "amber-pgrestore-data-",
-					func(context.Context) (spool.Worker, error) { return dataSession{pgRestore}, nil })
+					func(context.Context) (spool.Worker, error) { return dataSession{pgRestore, psql, opts.Workers}, nil })
 			}
 			// A table's entry is loaded as it is spooled; the entry of the
 			// rest (large objects to leave out) once it is whole.
-			_, err := pool.Submit(ctx, spool.Entry{Name: e.Name, Meta: target(e)}, cr, e.Table != "")
+			// A large table's entry is loaded by several sessions at once.
+			split := e.Table != "" && opts.SplitBytes > 0 && e.Size >= opts.SplitBytes
+			_, err := pool.Submit(ctx, spool.Entry{Name: e.Name, Meta: dataTarget{target(e), split}}, cr, e.Table != "")
 			st.Bytes += cr.n
 			st.DataEntries++
 			if err != nil {
@@ -379,13 +394,37 @@ func filterOwnRole(r io.Reader, role string) io.Reader {
 }
 
 // dataSession loads data entries with pg_restore, one session each
-// (spool.Worker); an entry's Meta is the database it goes to.
-type dataSession struct{ pgRestore string }
+// (spool.Worker), or a large table's with several (splitLoad); an entry's
+// Meta is a dataTarget.
+type dataSession struct {
+	pgRestore, psql string
+	workers         int
+}
+
+// dataTarget is where a data entry goes, and whether it is loaded by
+// several sessions.
+type dataTarget struct {
+	dsn   DSN
+	split bool
+}
 
 func (d dataSession) Load(ctx context.Context, e spool.Entry, f *spool.File) error {
-	dsn := e.Meta.(DSN)
+	t := e.Meta.(dataTarget)
+	dsn := t.dsn
 	var err error
-	if f.Whole() {
+	if t.split {
+		var r io.ReadCloser
+		if r, err = f.Open(); err == nil {
+			err = splitLoad(ctx, d.pgRestore, d.psql, dsn, r, d.workers)
+			r.Close()
+		}
+		if errors.Is(err, errNotSplit) {
+			// Nothing was loaded: the entry goes through pg_restore.
+			t.split = false
+			e.Meta = t
+			return d.Load(ctx, e, f)
+		}
+	} else if f.Whole() {
 		err = restoreData(ctx, d.pgRestore, dsn, f.Path)
 	} else {
 		var r io.ReadCloser
