@@ -114,6 +114,7 @@ if [ "${BENCH_PG_REPORT_ONLY:-0}" = 1 ]; then
   [ -n "${best[amber_files]:-}" ] || die "$state is from before amber --data-dir was measured: run without BENCH_PG_REPORT_ONLY"
   [ -n "${best[amber_files_default]:-}" ] || die "$state is from before amber --compression default was measured: run without BENCH_PG_REPORT_ONLY"
   [ -n "${best[amber_lbk_s2]:-}" ] || die "$state is from before amber --compression s2 was measured: run without BENCH_PG_REPORT_ONLY"
+  [ -n "${best[amber_lbk_w2]:-}" ] || die "$state is from before amber's workers=2 logical backup was measured: run without BENCH_PG_REPORT_ONLY"
   [ -n "${pgbr_wal[zst]:-}" ] || die "$state is from before the WAL of pgBackRest's backup window was measured: run without BENCH_PG_REPORT_ONLY"
 else
 [ -f "$tpl/PG_VERSION" ] || make_template
@@ -320,9 +321,12 @@ rest_pgbr() { # lz4|zst
   note_ready "pgbr_prest_$1"
 }
 # --- logical backups and restores ---
-log_amber() { # [s2]: keys amber_lbk/amber_lrest or amber_lbk_s2/amber_lrest_s2, with --compression s2
+log_amber() { # [s2|w2]: keys amber_lbk/amber_lrest, or amber_lbk_<it>/amber_lrest_<it> with --compression s2 or --option workers=2
   local sfx= comp=()
-  if [ "${1:-}" = s2 ]; then sfx=_s2 comp=(--compression s2); fi
+  case "${1:-}" in
+    s2) sfx=_s2 comp=(--compression s2) ;;
+    w2) sfx=_w2 comp=(--option workers=2) ;;
+  esac
   local r="$work/amber-logical$sfx"
   rm -rf "$r" "$work/amber-cache"
   as_pg env AMBER_REPO="$r" AMBER_CACHE_DIR="$work/amber-cache" "$amber" repo init --json >/dev/null
@@ -355,11 +359,11 @@ for i in $(seq 1 "$runs"); do
   if [ $((i % 2)) = 1 ]; then
     phys_amber; phys_files; phys_files s2; phys_files default; phys_pgbr lz4; phys_pgbr zst; phys_pgbb lz4; phys_pgbb zstd
     rest_amber; rest_pgbr lz4; rest_pgbr zst
-    log_amber; log_amber s2; log_dump
+    log_amber; log_amber s2; log_amber w2; log_dump
   else
     phys_pgbb zstd; phys_pgbb lz4; phys_pgbr zst; phys_pgbr lz4; phys_files default; phys_files s2; phys_files; phys_amber
     rest_pgbr zst; rest_pgbr lz4; rest_amber
-    log_dump; log_amber s2; log_amber
+    log_dump; log_amber w2; log_amber s2; log_amber
   fi
 done
 
@@ -579,14 +583,18 @@ r_lrest=$(ratio "${best[pgrestore_j2]}" "${best[amber_lrest]}")
 r_log_s2=$(ratio "${best[dump_zstd]}" "${best[amber_lbk_s2]}")
 r_log_s2_size=$(ratio "${stored[amber_lbk_s2]}" "${stored[dump_zstd]}")
 r_lrest_s2=$(ratio "${best[pgrestore_j2]}" "${best[amber_lrest_s2]}")
+r_log_w2=$(ratio "${best[dump_zstd]}" "${best[amber_lbk_w2]}")
+r_log_w2_size=$(ratio "${stored[amber_lbk_w2]}" "${stored[dump_zstd]}")
+r_lrest_w2=$(ratio "${best[pgrestore_j2]}" "${best[amber_lrest_w2]}")
 # Peak memory: amber + plugin summed (sampled) or the largest process
 # (/usr/bin/time), whichever is higher, over every amber operation and run,
 # the archiver under load included.
 declare -A what=([amber_phys]="the BASE_BACKUP backup" [amber_files]="the --data-dir backup"
   [amber_files_s2]="the --data-dir backup with s2" [amber_files_default]="the --data-dir backup with zstd default" [amber_prest]="the physical restore" [amber_lbk]="the logical backup"
-  [amber_lrest]="the logical restore" [amber_lbk_s2]="the logical backup with s2" [amber_lrest_s2]="the logical restore of it")
+  [amber_lrest]="the logical restore" [amber_lbk_s2]="the logical backup with s2" [amber_lrest_s2]="the logical restore of it"
+  [amber_lbk_w2]="the logical backup with workers=2" [amber_lrest_w2]="the logical restore of it")
 peak_mem=0 peak_what=
-for k in amber_phys amber_files amber_files_s2 amber_files_default amber_prest amber_lbk amber_lrest amber_lbk_s2 amber_lrest_s2; do
+for k in amber_phys amber_files amber_files_s2 amber_files_default amber_prest amber_lbk amber_lrest amber_lbk_s2 amber_lrest_s2 amber_lbk_w2 amber_lrest_w2; do
   for v in "${maxsum[$k]:-0}" "${maxrss[$k]:-0}"; do
     if [ "$v" -gt "$peak_mem" ]; then peak_mem=$v peak_what=${what[$k]}; fi
   done
@@ -660,10 +668,12 @@ limits() {
   echo "  docs/plugin-protocol.md, \"Pipes\")."
   echo "- **Logical restore** of that single-entry backup feeds one stream to \`pg_restore --single-transaction\`"
   echo "  on stdin (a pipe amber writes into), which cannot run in parallel (pg_restore -j needs a seekable file): one server backend loads"
-  echo "  the rows and builds every index. A backup split with \`--option workers=N\` is restored by"
-  echo "  \`restore_workers\` (default 2) pg_restore sessions loading its data entries at once, then"
-  echo "  \`pg_restore --jobs\` building its indexes and constraints; it is not measured here (docs/engines/postgres.md,"
-  echo "  \"Speed\", found it slower than the single stream on a 2-core machine)."
+  echo "  the rows and builds every index. A backup split with \`--option workers=2\` (the w2 rows: every table of 1 MiB"
+  echo "  or more in an entry of its own) is restored by \`restore_workers\` (default 2) sessions loading its data"
+  echo "  entries at once, a table's entry of 64 MiB or more by all of them together (its COPY rows cut into blocks"
+  echo "  that each session loads through its own COPY), then \`pg_restore --jobs\` building the indexes and"
+  echo "  constraints: $(ratio "${best[amber_lrest]}" "${best[amber_lrest_w2]}")× the single stream's speed here. Its critical path is the largest table's"
+  echo "  load followed by its primary key's build, as pg_restore -j2's is (that loads the table in one session)."
   local p50 p99 f secs
   for f in $flushes; do
     read -r _ p50 _ p99 _ _ <<<"${lag[$f]}"
@@ -716,7 +726,7 @@ $(if [ "$standard" = 1 ]; then echo "- The standard \"mixed\" data set (\`pgbenc
 | pg_basebackup lz4 / zstd | \`pg_basebackup -D DIR -Ft -Z lz4\|zstd -c fast\` (WAL streamed into the backup) |
 | amber restore | \`amber restore --engine postgres --data-dir DIR\` of the BASE_BACKUP backup, then \`pg_ctl start\` until \`pg_is_in_recovery()\` is false |
 | pgBackRest restore | \`pgbackrest restore --set=LABEL --type=immediate --target-action=promote --pg1-path=DIR\`, then the same |
-| amber logical | \`amber backup --engine postgres --dsn DSN --mode logical --json\`; restore \`amber restore --engine postgres --dsn DSN/restored\`; the s2 rows add \`--compression s2\` to the backup (the restore needs no setting) |
+| amber logical | \`amber backup --engine postgres --dsn DSN --mode logical --json\`; restore \`amber restore --engine postgres --dsn DSN/restored\`; the s2 rows add \`--compression s2\` to the backup (the restore needs no setting), the w2 rows \`--option workers=2\` (restored with the default \`restore_workers\` 2) |
 | pg_dump \| zstd -3 | \`pg_dump -Fp \| zstd -q -3 > FILE\` |
 | pg_dump -Fc / pg_restore -j2 | \`pg_dump -Fc -f FILE\`; \`pg_restore -j 2 -d restored FILE\` into an empty database |
 
@@ -743,10 +753,12 @@ EOF
   row "pgBackRest restore (zst set), to a ready server" pgbr_prest_zst "$db_size"
   row "amber logical backup" amber_lbk "$dump_size" "${stored[amber_lbk]}"
   row "amber logical backup, --compression s2" amber_lbk_s2 "$dump_size" "${stored[amber_lbk_s2]}"
+  row "amber logical backup, workers=2 (w2)" amber_lbk_w2 "$dump_size" "${stored[amber_lbk_w2]}"
   row "pg_dump -Fp \| zstd -3" dump_zstd "$dump_size" "${stored[dump_zstd]}"
   row "pg_dump -Fc" dump_fc "$dump_size" "${stored[dump_fc]}"
   row "amber logical restore" amber_lrest "$dump_size"
   row "amber logical restore (of the s2 backup)" amber_lrest_s2 "$dump_size"
+  row "amber logical restore (of the w2 backup)" amber_lrest_w2 "$dump_size"
   row "pg_restore -j2 (from -Fc)" pgrestore_j2 "$dump_size"
   cat <<EOF
 
@@ -790,6 +802,7 @@ of amber's two ways of reading the server, and on the \`--data-dir\` backup at t
 | the same, amber with \`--compression s2\` (zstd -3 against S2: not equal settings) | ${r_log_s2}× (stored ${r_log_s2_size}× its size) | $(met "$r_log_s2" 1 ge) |
 | logical restore ≥ 1.25× pg_restore -j2 | ${r_lrest}× | $(met "$r_lrest" 1.25 ge) |
 | the same, from amber's \`--compression s2\` backup | ${r_lrest_s2}× | $(met "$r_lrest_s2" 1.25 ge) |
+| logical backup with \`--option workers=2\`, and its restore (the table's rows loaded by 2 sessions) | backup ${r_log_w2}× pg_dump \| zstd -3 (stored ${r_log_w2_size}× its size); restore ${r_lrest_w2}× pg_restore -j2 | $(met "$r_log_w2" 1 ge), $(met "$r_lrest_w2" 1.25 ge) |
 | archive lag p99 ≤ 1 s under \`pgbench -c 8\`, at the default --flush-interval ${first_fl} | ${lag_p99} s | $(met "$lag_p99" 1 le) |
 | peak RSS of amber + plugin ≤ 256 MiB (the higher of their sum and the largest process; every operation above, highest of all runs) | $(mib "$peak_mem") MiB (${peak_what}) | $(met "$(mib "$peak_mem")" 256 le) |
 

@@ -12,7 +12,9 @@
 //     waits).
 //   - LogicalRestore options "no_owner", "no_privileges", "clean" ("true";
 //     clean only for single-entry dumps), "restore_workers" (pg_restore
-//     sessions loading data at once, default 2), "spool_dir", "globals"
+//     sessions loading data at once, default 2), "restore_split_bytes" (a
+//     table's data entry this large or larger is loaded by all of those
+//     sessions at once; default 64 MiB, 0 never), "spool_dir", "globals"
 //     ("false": leave the backup's roles and tablespaces out), and the
 //     host's api.ExportPathOption (write one SQL script for psql).
 //   - PhysicalBackup options "exclude_wal", "spread_checkpoint" ("true"),
