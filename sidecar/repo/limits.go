@@ -33,13 +33,7 @@ const (
 	maxSegmentRead = maxSegment + 16<<20
 )
 
-// zdecBlob, the blob decoder of builds without cgo (zstd_nocgo.go), skips
-// the frames' xxhash64 checksums: a blob's payload is authenticated
-// (AES-GCM) before it is decoded and its content checked against its keyed
-// BLAKE3 id after, so the checksum adds only work.
 var (
-	zdecBlob, _ = zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(maxBlobPlain), zstd.WithDecoderMaxWindow(maxBlobPlain),
-		zstd.IgnoreChecksum(true))
 	zdecMeta, _ = zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(maxMetaPlain))
 	zdecSeg, _  = zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(maxSegment))
 )

@@ -149,7 +149,7 @@ var zstdDecoders = sync.Pool{New: func() any {
 // decodeZstdBlob decodes a blob's zstd frames into dst's capacity, which
 // the caller sizes to the blob's length (and more): frames that decode to
 // more than that are refused, never grown into. The C library decodes the
-// frames of both encoders (they are plain RFC 8878) about 1.4 times as fast
+// frames of both encoders (they are plain RFC 8878) about 1.3 times as fast
 // as the Go decoder over a PostgreSQL table's chunks (docs/benchmarks.md).
 // It checks a frame's xxhash64 checksum when there is one (the Go
 // encoder's); the payload reaching here is already authenticated and its

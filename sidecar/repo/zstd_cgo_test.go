@@ -155,12 +155,14 @@ func BenchmarkZstdDecode(b *testing.B) {
 	}
 	enc.close()
 	dst := make([]byte, 0, 256<<10+decodeSlack)
+	goDec := newGoBlobDecoder()
+	defer goDec.Close()
 	for _, dec := range []struct {
 		name string
 		fn   func(frame []byte) ([]byte, error)
 	}{
 		{"c", func(f []byte) ([]byte, error) { return decodeZstdBlob(f, dst) }},
-		{"go", func(f []byte) ([]byte, error) { return zdecBlob.DecodeAll(f, dst[:0]) }},
+		{"go", func(f []byte) ([]byte, error) { return goDec.DecodeAll(f, dst[:0]) }},
 	} {
 		b.Run(dec.name, func(b *testing.B) {
 			b.SetBytes(int64(len(frames)) << 18)
