@@ -108,14 +108,6 @@ func RestoreSections(ctx context.Context, dsn DSN, next NextDumpEntry, opts Sect
 		}
 		st.Entries++
 		cr := &countingReader{r: r}
-		// What a streamed pg_restore reads: the entry's pipe itself when
-		// it came through one, so its bytes go from the host to pg_restore
-		// without a copy through this process (and count as the size the
-		// host sent).
-		tool, n := io.Reader(cr), func() int64 { return cr.n }
-		if _, ok := r.(api.PipeFile); ok && e.Size >= 0 && (e.Section == "" || e.Section == SectionPreData) {
-			tool, n = r, func() int64 { return e.Size }
-		}
 		if e.Section == SectionData && opts.Workers > 1 {
 			if pool == nil {
 				pool = spool.New(ctx, cancel, opts.Workers, opts.SpoolDir, "amber-pgrestore-data-",
@@ -140,7 +132,7 @@ func RestoreSections(ctx context.Context, dsn DSN, next NextDumpEntry, opts Sect
 		}
 		switch e.Section {
 		case "":
-			err = LogicalRestore(ctx, dsn, tool, opts.LogicalRestoreOptions)
+			err = LogicalRestore(ctx, dsn, cr.streamed(e), opts.LogicalRestoreOptions)
 		case SectionGlobals:
 			if opts.SkipGlobals {
 				_, err = io.Copy(io.Discard, cr)
@@ -152,7 +144,7 @@ func RestoreSections(ctx context.Context, dsn DSN, next NextDumpEntry, opts Sect
 				err = errors.New("option clean is not supported for a backup of several entries (taken with workers); restore into an empty database")
 				break
 			}
-			err = restorePreData(ctx, pgRestore, dsn, e, tool, opts)
+			err = restorePreData(ctx, pgRestore, dsn, e, cr.streamed(e), opts)
 		case SectionData:
 			st.DataEntries++
 			err = withSpool(ctx, opts.SpoolDir, cr, func(path string) error { return restoreData(ctx, pgRestore, target(e), path) })
@@ -161,7 +153,7 @@ func RestoreSections(ctx context.Context, dsn DSN, next NextDumpEntry, opts Sect
 		default:
 			err = fmt.Errorf("unknown section %q", e.Section)
 		}
-		st.Bytes += n()
+		st.Bytes += cr.n
 		if err != nil {
 			return fail(fmt.Errorf("restore %s: %w", e.Name, err))
 		}
@@ -450,4 +442,16 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n += int64(n)
 	return n, err
+}
+
+// streamed is what a pg_restore reading entry e on its stdin is given: the
+// entry's pipe itself when it came through one (api.PipeFile), so its bytes
+// go from the host to pg_restore without a copy through this process, and
+// count as the size the host sent; else c.
+func (c *countingReader) streamed(e DumpEntry) io.Reader {
+	if _, ok := c.r.(api.PipeFile); ok && e.Size >= 0 {
+		c.n = e.Size
+		return c.r
+	}
+	return c
 }

@@ -36,8 +36,9 @@ var (
 	sessionSetting = regexp.MustCompile(`^(SET [a-z_]+ = [^;]*|SELECT pg_catalog\.set_config\('search_path', '', false\));\n$`)
 	copyFromStdin  = regexp.MustCompile(`^COPY [^\n]+ FROM stdin;\n$`)
 	// psql's \restrict and \unrestrict (pg_dump and pg_restore since
-	// 17.6, 16.10, 15.14, 14.19, 13.22) guard a script's own psql
-	// meta-commands; the script is not run by psql here.
+	// 17.6, 16.10, 15.14, 14.19, 13.22) keep psql from running
+	// meta-commands inside a script; what follows the rows runs through
+	// psql behind the script's own \restrict line.
 	restrictKey = regexp.MustCompile(`^\\(?:un)?restrict [A-Za-z0-9]+\n$`)
 )
 
@@ -87,8 +88,8 @@ func splitLoad(ctx context.Context, pgRestore, psql string, dsn DSN, archive io.
 	}()
 	br := bufio.NewReaderSize(out, splitBlock)
 
-	var settings []string
-	restrict := "" // the script's \restrict line, kept for psql below
+	var settings strings.Builder // the script's SET lines, for every session
+	restrict := ""               // the script's \restrict line, kept for psql below
 	copyStmt := ""
 	for copyStmt == "" {
 		line, err := br.ReadString('\n')
@@ -100,7 +101,7 @@ func splitLoad(ctx context.Context, pgRestore, psql string, dsn DSN, archive io.
 		case restrictKey.MatchString(line):
 			restrict = line
 		case sessionSetting.MatchString(line):
-			settings = append(settings, line)
+			settings.WriteString(line)
 		case copyFromStdin.MatchString(line):
 			copyStmt = strings.TrimSuffix(line, ";\n")
 		default:
@@ -112,7 +113,7 @@ func splitLoad(ctx context.Context, pgRestore, psql string, dsn DSN, archive io.
 	blocks := make(chan []byte, workers)
 	free := sync.Pool{New: func() any { return make([]byte, 0, splitBlock) }}
 	for range workers {
-		g.Go(func() error { return copySession(gctx, dsn, settings, copyStmt, blocks, &free) })
+		g.Go(func() error { return copySession(gctx, dsn, settings.String(), copyStmt, blocks, &free) })
 	}
 	trailer, err := cutRows(gctx, br, blocks, &free)
 	if err != nil && gctx.Err() == nil {
@@ -135,7 +136,7 @@ func splitLoad(ctx context.Context, pgRestore, psql string, dsn DSN, archive io.
 	// through psql with the script's settings and its \restrict guard, as
 	// psql would run the whole script. It is small; more than
 	// maxAfterRows is refused.
-	script := bytes.NewBufferString(restrict + strings.Join(settings, ""))
+	script := bytes.NewBufferString(restrict + settings.String())
 	statements := false
 	sc := bufio.NewReader(io.MultiReader(bytes.NewReader(trailer), br))
 	for {
@@ -217,14 +218,14 @@ func cutRows(ctx context.Context, br *bufio.Reader, blocks chan<- []byte, free *
 }
 
 // copySession loads the blocks it takes through one COPY ... FROM STDIN.
-func copySession(ctx context.Context, dsn DSN, settings []string, copyStmt string, blocks <-chan []byte, free *sync.Pool) error {
+func copySession(ctx context.Context, dsn DSN, settings, copyStmt string, blocks <-chan []byte, free *sync.Pool) error {
 	conn, err := connectSQL(ctx, dsn)
 	if err != nil {
 		return err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	if len(settings) > 0 {
-		if _, err := conn.PgConn().Exec(ctx, strings.Join(settings, "")).ReadAll(); err != nil {
+	if settings != "" {
+		if _, err := conn.PgConn().Exec(ctx, settings).ReadAll(); err != nil {
 			return fmt.Errorf("session settings: %w", err)
 		}
 	}
