@@ -69,6 +69,7 @@ func mysqlPhysicalPointInTime(t *testing.T, amber conformance.AmberRunner) {
 			dir := filepath.Join(myTempDir(t), "data")
 			out := run(t, append([]string{"restore", "--engine", "mysql", "--data-dir", dir}, c.args...)...)
 			t.Log(strings.TrimSpace(out))
+			testbed.AssertDurable(t, dir)
 			st, err := os.Stat(filepath.Join(dir, "app"))
 			if err != nil {
 				t.Fatal(err)

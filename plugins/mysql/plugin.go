@@ -62,6 +62,7 @@ import (
 	"time"
 
 	"github.com/amber-backup/amber/plugins/api"
+	"github.com/amber-backup/amber/plugins/internal/durable"
 	"github.com/amber-backup/amber/plugins/mysql/myengine"
 )
 
@@ -439,6 +440,13 @@ func (e *Engine) Replay(ctx context.Context, req api.ReplayRequest, src api.Segm
 	if err != nil {
 		return api.ReplayResult{}, err
 	}
+	if physical {
+		// The replay server's writes (tables, redo log, its buffer pool
+		// dump) are durable too before the restore is done.
+		if err := durable.Sync(req.Target.DataDir); err != nil {
+			return api.ReplayResult{}, fmt.Errorf("replay: %w", err)
+		}
+	}
 	return api.ReplayResult{Reached: Position(res.Pos), ReachedTime: res.Time,
 		Metadata: map[string]string{"segments": strconv.Itoa(res.Segments)}}, nil
 }
@@ -562,6 +570,10 @@ func (e *Engine) PhysicalRestore(ctx context.Context, req api.RestoreRequest, sr
 			return api.RestoreResult{}, fmt.Errorf("physical restore: %w", err)
 		}
 		res.Owner = &api.FileOwner{UID: uint32(owner.UID), GID: uint32(owner.GID)}
+	}
+	// Durable before the restore says it is done (package durable).
+	if err := durable.Sync(dataDir); err != nil {
+		return api.RestoreResult{}, fmt.Errorf("physical restore: %w", err)
 	}
 	return res, nil
 }

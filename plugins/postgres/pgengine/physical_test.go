@@ -56,6 +56,9 @@ func TestPhysicalBackupRestore(t *testing.T) {
 	if err := PhysicalRestore(ctx, dataDir, store, opts); err != nil {
 		t.Fatal(err)
 	}
+	// Every restored page is on disk once the restore returns.
+	testbed.AssertDurable(t, dataDir)
+	testbed.AssertDurable(t, newTbs)
 	if err := PhysicalRestore(ctx, dataDir, store, opts); err == nil || !contains(err.Error(), "not empty") {
 		t.Fatalf("restore into a non-empty dir: %v", err)
 	}

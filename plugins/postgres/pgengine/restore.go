@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/amber-backup/amber/plugins/api"
+	"github.com/amber-backup/amber/plugins/internal/durable"
 )
 
 // Source gives back the entries a Sink received.
@@ -116,15 +117,21 @@ func PhysicalRestore(ctx context.Context, dataDir string, src Source, opts Resto
 	if err := linkTablespaces(dataDir, tbs); err != nil {
 		return err
 	}
+	dirs := []string{dataDir}
+	for _, t := range tbs {
+		dirs = append(dirs, t.Location)
+	}
 	if opts.Owner != nil {
-		dirs := []string{dataDir}
-		for _, t := range tbs {
-			dirs = append(dirs, t.Location)
-		}
 		for _, d := range dirs {
 			if err := chownTree(d, *opts.Owner); err != nil {
 				return fmt.Errorf("restore: %w", err)
 			}
+		}
+	}
+	// Durable before the restore says it is done (package durable).
+	for _, d := range dirs {
+		if err := durable.Sync(d); err != nil {
+			return fmt.Errorf("restore: %w", err)
 		}
 	}
 	return nil
@@ -338,7 +345,9 @@ func extractTar(ctx context.Context, r io.Reader, name, dir string, tablespace b
 			if err != nil {
 				return fmt.Errorf("restore: %s: %w", name, err)
 			}
-			_, err = io.CopyBuffer(struct{ io.Writer }{f}, tr, buf)
+			w := durable.NewWriter(f)
+			_, err = io.CopyBuffer(w, tr, buf)
+			w.End()
 			if cerr := f.Close(); err == nil {
 				err = cerr
 			}
