@@ -68,12 +68,14 @@ func TestWriterAndSync(t *testing.T) {
 	viaWant := write("via-writer", true)
 
 	// The plain file's pages wait in the cache; the Writer's are on their
-	// way to disk (sync_file_range moves them from dirty to write-back).
-	if d, _ := pending(t, filepath.Join(dir, "plain")); d == 0 {
+	// way to disk (sync_file_range moves them from dirty to write-back; it
+	// may pass over a page the kernel is busy with, so not all of them).
+	plain, _ := pending(t, filepath.Join(dir, "plain"))
+	if plain == 0 {
 		t.Fatalf("the plain file has no dirty page: %s is not on a disk-backed file system", dir)
 	}
-	if d, _ := pending(t, filepath.Join(dir, "via-writer")); d != 0 {
-		t.Fatalf("%d pages written through the Writer are still dirty after End", d)
+	if d, _ := pending(t, filepath.Join(dir, "via-writer")); d > plain/2 {
+		t.Fatalf("%d pages written through the Writer are still dirty after End (the plain file: %d)", d, plain)
 	}
 
 	if err := Sync(dir); err != nil {
