@@ -10,8 +10,23 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// PageCache returns how many of path's pages are dirty and how many are
+// being written to disk, as the page cache says (cachestat(2), Linux 6.5).
+func PageCache(path string) (dirty, writeback uint64, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer f.Close()
+	var st unix.Cachestat_t
+	if err := unix.Cachestat(uint(f.Fd()), &unix.CachestatRange{}, &st, 0); err != nil {
+		return 0, 0, fmt.Errorf("cachestat %s: %w", path, err)
+	}
+	return st.Dirty, st.Writeback, nil
+}
+
 // AssertDurable fails the test if a page of a file beneath dir is dirty or
-// still being written, as the page cache says (cachestat(2), Linux 6.5).
+// still being written (PageCache).
 func AssertDurable(t *testing.T, dir string) {
 	t.Helper()
 	files := 0
@@ -19,17 +34,12 @@ func AssertDurable(t *testing.T, dir string) {
 		if err != nil || !d.Type().IsRegular() {
 			return err
 		}
-		f, err := os.Open(p)
+		dirty, wb, err := PageCache(p)
 		if err != nil {
 			return err
 		}
-		defer f.Close()
-		var st unix.Cachestat_t
-		if err := unix.Cachestat(uint(f.Fd()), &unix.CachestatRange{}, &st, 0); err != nil {
-			return fmt.Errorf("cachestat %s: %w", p, err)
-		}
-		if st.Dirty != 0 || st.Writeback != 0 {
-			return fmt.Errorf("%s: %d pages dirty, %d under write-back after the restore", p, st.Dirty, st.Writeback)
+		if dirty != 0 || wb != 0 {
+			return fmt.Errorf("%s: %d pages dirty, %d under write-back after the restore", p, dirty, wb)
 		}
 		files++
 		return nil

@@ -7,23 +7,18 @@ import (
 	"strings"
 	"testing"
 
-	"golang.org/x/sys/unix"
+	"github.com/amber-backup/amber/conformance/testbed"
 )
 
 // pending returns how many of path's pages are dirty and how many are
-// being written, as the kernel's page cache says (cachestat(2), Linux 6.5).
+// being written (testbed.PageCache).
 func pending(t *testing.T, path string) (dirty, writeback uint64) {
 	t.Helper()
-	f, err := os.Open(path)
+	dirty, writeback, err := testbed.PageCache(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	var st unix.Cachestat_t
-	if err := unix.Cachestat(uint(f.Fd()), &unix.CachestatRange{}, &st, 0); err != nil {
-		t.Fatalf("cachestat %s: %v", path, err)
-	}
-	return st.Dirty, st.Writeback
+	return dirty, writeback
 }
 
 // The test files live on a disk-backed file system (TMPDIR): on one that
