@@ -132,7 +132,7 @@ func RestoreSections(ctx context.Context, dsn DSN, next NextDumpEntry, opts Sect
 		}
 		switch e.Section {
 		case "":
-			err = LogicalRestore(ctx, dsn, cr.streamed(e), opts.LogicalRestoreOptions)
+			err = restoreSingle(ctx, pgRestore, dsn, e, cr, opts)
 		case SectionGlobals:
 			if opts.SkipGlobals {
 				_, err = io.Copy(io.Discard, cr)
@@ -164,6 +164,22 @@ func RestoreSections(ctx context.Context, dsn DSN, next NextDumpEntry, opts Sect
 		}
 	}
 	return st, nil
+}
+
+// restoreSingle restores a single-entry dump: in parallel as it streams
+// (streamRestore) when it is at least opts.SplitBytes large and nothing
+// asks for pg_restore's own way (workers 1, clean, extra arguments), else,
+// or when the archive is not one streamRestore reads, by one pg_restore
+// --single-transaction reading the stream.
+func restoreSingle(ctx context.Context, pgRestore string, dsn DSN, e DumpEntry, cr *countingReader, opts SectionedRestoreOptions) error {
+	if opts.Workers <= 1 || opts.SplitBytes <= 0 || e.Size < opts.SplitBytes || opts.Clean || len(opts.ExtraArgs) > 0 {
+		return LogicalRestore(ctx, dsn, cr.streamed(e), opts.LogicalRestoreOptions)
+	}
+	rest, err := streamRestore(ctx, pgRestore, dsn, cr, opts)
+	if rest != nil {
+		return LogicalRestore(ctx, dsn, rest, opts.LogicalRestoreOptions)
+	}
+	return err
 }
 
 // restorePreData restores a pre-data entry in one transaction, into the

@@ -1,0 +1,144 @@
+package pgengine
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/amber-backup/amber/conformance/testbed"
+)
+
+// singleDump is a single-entry dump as LogicalDump writes it, in memory.
+func singleDump(t *testing.T, pg *testbed.Postgres, db string, extra ...string) *memDump {
+	t.Helper()
+	var body bytes.Buffer
+	if err := LogicalDump(testCtx(t, time.Minute), DSN(pg.DSNDB(db)), &body, DumpOptions{ExtraArgs: extra}); err != nil {
+		t.Fatal(err)
+	}
+	return &memDump{entries: []DumpEntry{{Name: "dump"}}, bodies: []*bytes.Buffer{&body}}
+}
+
+// TestStreamRestore: a single-entry dump is restored in parallel as it
+// streams, exactly; an archive it does not read goes to pg_restore whole;
+// a stream cut inside the data leaves no row.
+func TestStreamRestore(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t, 4*time.Minute)
+	pg := testbed.StartPostgres(t, testbed.PostgresOptions{})
+	for _, db := range []string{"app", "par", "one", "cut", "gz", "lo", "lo_copy"} {
+		pg.Psql(t, "postgres", "CREATE DATABASE "+db)
+	}
+	pg.Psql(t, "postgres", "CREATE ROLE stream_reader NOLOGIN")
+	pg.Psql(t, "app", `CREATE TABLE t (id bigserial PRIMARY KEY, v text, b bytea, n numeric, g int GENERATED ALWAYS AS (length(v)) STORED);
+		INSERT INTO t (v, b, n) SELECT 'row ' || g || E'\n\ttab\\back' || repeat('x', g % 300), decode(md5(g::text), 'hex'), g / 7.0
+		FROM generate_series(1, 30000) g;
+		INSERT INTO t (v, b, n) VALUES (E'\\.', NULL, NULL), (E'a\n\\.\nb', '\x00', -1), (NULL, NULL, NULL), ('🐘 ünïcödé', '\xff', 0),
+			(repeat('long ', 600000), NULL, 1);
+		SELECT setval('t_id_seq', 99999);
+		CREATE SCHEMA "Odd ""Schema""";
+		CREATE TABLE "Odd ""Schema"""."big*.T" (id int PRIMARY KEY, item bigint REFERENCES t, b bytea);
+		INSERT INTO "Odd ""Schema"""."big*.T" SELECT g, g, decode(md5(g::text), 'hex') FROM generate_series(1, 20000) g;
+		CREATE TABLE empty (k text PRIMARY KEY);
+		CREATE INDEX ON t (n); CREATE VIEW wide AS SELECT id FROM t WHERE length(v) > 100;
+		CREATE SEQUENCE lone START 50; SELECT setval('lone', 777);
+		COMMENT ON TABLE t IS 'rows';
+		GRANT SELECT ON t TO stream_reader;`)
+	const q = `SELECT (SELECT count(*) || md5(string_agg(id || ':' || coalesce(v, 'NULL') || coalesce(encode(b, 'hex'), 'NULL') || coalesce(n::text, 'NULL') || coalesce(g::text, 'NULL'), ';' ORDER BY id)) FROM t),
+		(SELECT count(*) || md5(string_agg(id || ':' || item || encode(b, 'hex'), ';' ORDER BY id)) FROM "Odd ""Schema"""."big*.T"),
+		(SELECT count(*) FROM empty), (SELECT count(*) FROM wide),
+		(SELECT last_value FROM t_id_seq), (SELECT last_value FROM lone),
+		(SELECT count(*) FROM pg_constraint WHERE contype IN ('f', 'p')),
+		(SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace s ON s.oid = c.relnamespace WHERE s.nspname NOT LIKE 'pg_%' AND i.indisvalid),
+		obj_description('t'::regclass), has_table_privilege('stream_reader', 't', 'SELECT')`
+	want := pg.Psql(t, "app", q)
+	d := singleDump(t, pg, "app")
+	spool := t.TempDir()
+	txns := func(db string) string { return pg.Psql(t, db, "SELECT count(DISTINCT xmin::text) FROM t") }
+
+	// In parallel: t's rows (about 8 MB) come in by several sessions, each
+	// in its own transaction.
+	st, err := RestoreSections(ctx, DSN(pg.DSNDB("par")), d.next(), SectionedRestoreOptions{Workers: 3, SplitBytes: 1, SpoolDir: spool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := pg.Psql(t, "par", q); got != want {
+		t.Fatalf("restored %q, want %q", got, want)
+	}
+	if n := txns("par"); n == "1" {
+		t.Fatalf("t's rows were committed by one transaction: not loaded by several sessions")
+	}
+	if st.Bytes != int64(d.bodies[0].Len()) {
+		t.Fatalf("restore read %d bytes of %d", st.Bytes, d.bodies[0].Len())
+	}
+	// A dump below SplitBytes (or with workers 1) goes to one pg_restore,
+	// in one transaction.
+	if _, err := RestoreSections(ctx, DSN(pg.DSNDB("one")), d.next(), SectionedRestoreOptions{Workers: 3, SpoolDir: spool}); err != nil {
+		t.Fatal(err)
+	}
+	if got := pg.Psql(t, "one", q); got != want || txns("one") != "1" {
+		t.Fatalf("one pg_restore: %q in %s transactions, want %q in 1", got, txns("one"), want)
+	}
+
+	// A stream cut inside the data fails the restore and leaves no row.
+	cut := &memDump{entries: d.entries, bodies: []*bytes.Buffer{bytes.NewBuffer(d.bodies[0].Bytes()[:d.bodies[0].Len()*9/10])}}
+	if _, err := RestoreSections(ctx, DSN(pg.DSNDB("cut")), cut.next(), SectionedRestoreOptions{Workers: 2, SplitBytes: 1, SpoolDir: spool}); err == nil ||
+		!errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("a stream cut short: %v, want an unexpected end", err)
+	} else {
+		t.Logf("cut stream: %v", err)
+	}
+	if got := pg.Psql(t, "cut", `SELECT (SELECT count(*) FROM t) + (SELECT count(*) FROM "Odd ""Schema"""."big*.T")`); got != "0" {
+		t.Fatalf("%s rows left by a failed restore, want 0", got)
+	}
+
+	// Archives it does not read go to pg_restore whole: compressed data,
+	// and large objects.
+	gz := singleDump(t, pg, "app", "--compress=6")
+	if _, err := RestoreSections(ctx, DSN(pg.DSNDB("gz")), gz.next(), SectionedRestoreOptions{Workers: 2, SplitBytes: 1, SpoolDir: spool}); err != nil {
+		t.Fatal(err)
+	}
+	if got := pg.Psql(t, "gz", q); got != want || txns("gz") != "1" {
+		t.Fatalf("compressed dump: %q in %s transactions, want %q in 1", got, txns("gz"), want)
+	}
+	pg.Psql(t, "lo", `CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 1000); SELECT lo_from_bytea(0, 'large object bytes')`)
+	lo := singleDump(t, pg, "lo")
+	if _, err := RestoreSections(ctx, DSN(pg.DSNDB("lo_copy")), lo.next(), SectionedRestoreOptions{Workers: 2, SplitBytes: 1, SpoolDir: spool}); err != nil {
+		t.Fatal(err)
+	}
+	if got := pg.Psql(t, "lo_copy", "SELECT (SELECT count(*) FROM t), (SELECT string_agg(convert_from(lo_get(oid), 'UTF8'), ',') FROM pg_largeobject_metadata)"); got != "1000|large object bytes" {
+		t.Fatalf("dump with a large object restored %q", got)
+	}
+	if left, _ := os.ReadDir(spool); len(left) != 0 {
+		t.Fatalf("spool files left: %v", left)
+	}
+}
+
+// TestReadArchiveHead: what is not an uncompressed custom-format archive is
+// refused as such with the bytes read so far, which lead the stream again.
+func TestReadArchiveHead(t *testing.T) {
+	for name, in := range map[string]string{
+		"text dump":  "--\n-- PostgreSQL database dump\n--\n",
+		"tar":        strings.Repeat("\x00", 1024),
+		"version 99": "PGDMP\x01\x63\x00\x04\x08\x01",
+		"directory":  "PGDMP\x01\x0e\x00\x04\x08\x03",
+	} {
+		br := bufio.NewReader(strings.NewReader(in))
+		_, raw, err := readArchiveHead(br, 1<<20)
+		if !errors.Is(err, errArchiveShape) {
+			t.Errorf("%s: %v, want errArchiveShape", name, err)
+			continue
+		}
+		whole, _ := io.ReadAll(io.MultiReader(bytes.NewReader(raw), br))
+		if string(whole) != in {
+			t.Errorf("%s: the stream again is %q, want %q", name, whole, in)
+		}
+	}
+	if _, _, err := readArchiveHead(bufio.NewReader(strings.NewReader("PGDMP\x01\x0e")), 1<<20); err == nil || errors.Is(err, errArchiveShape) {
+		t.Errorf("a head cut short: %v, want a read error", err)
+	}
+}
