@@ -31,7 +31,8 @@ import (
 // two sessions), and `amber restore --stdout` prints one
 // SQL script that stock psql loads into an empty database, equal to the
 // restore. A workers=1 backup (one pg_dump entry, the layout of earlier
-// backups) still restores.
+// backups) still restores, through one pg_restore and loaded by two
+// sessions as it streams alike.
 func TestPostgresLogicalParallel(t *testing.T) {
 	bin := bins(t)
 	a := &amberEnv{t: t, bin: bin, repo: filepath.Join(testbed.PostgresDir(t), "repo")}
@@ -201,6 +202,12 @@ func TestPostgresLogicalParallel(t *testing.T) {
 	a.run("restore", "--engine", "postgres", "--dsn", pg.DSNDB("single"), "--backup", "latest")
 	balanced(pg.DSNDB("single"))
 	sameSums(t, d.Checksums(t, pg.DSNDB("app")), d.Checksums(t, pg.DSNDB("single")))
+	// The same single-entry backup loaded by two sessions as it streams (the
+	// default from 64 MiB): the same database.
+	pg.Psql(t, "postgres", "CREATE DATABASE singlesplit")
+	a.run("restore", "--engine", "postgres", "--dsn", pg.DSNDB("singlesplit"), "--backup", "latest", "--option", "restore_split_bytes=1")
+	balanced(pg.DSNDB("singlesplit"))
+	sameSums(t, d.Checksums(t, pg.DSNDB("single")), d.Checksums(t, pg.DSNDB("singlesplit")))
 }
 
 // pgTransfer moves amount between two accounts and logs it, in one

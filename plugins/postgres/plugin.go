@@ -300,9 +300,11 @@ func databaseName(d string) string {
 }
 
 // LogicalRestore loads the entries into the target's database
-// (pgengine.RestoreSections): a single-entry dump through one pg_restore,
-// a sectioned one with "restore_workers" pg_restore sessions (default 2)
-// loading data entries at once. With api.ExportPathOption it writes the
+// (pgengine.RestoreSections): a single-entry dump of 64 MiB or more
+// ("restore_split_bytes") with "restore_workers" sessions (default 2)
+// loading its rows as it streams, a smaller one through one pg_restore, a
+// sectioned one with "restore_workers" pg_restore sessions loading data
+// entries at once. With api.ExportPathOption it writes the
 // dump as one SQL script that psql loads (pgengine.ExportSQL) instead.
 func (e *Engine) LogicalRestore(ctx context.Context, req api.RestoreRequest, src api.EntrySource) (api.RestoreResult, error) {
 	if err := api.CheckOptions("a logical restore", req.Options, api.ExportPathOption,

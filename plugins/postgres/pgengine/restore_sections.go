@@ -45,7 +45,10 @@ type NextDumpEntry func(ctx context.Context) (DumpEntry, io.Reader, error)
 // RestoreStats counts what a restore loaded.
 type RestoreStats struct {
 	Entries, DataEntries int
-	Bytes                int64
+	// Streamed counts the single-entry dumps loaded in parallel as they
+	// streamed (streamRestore) rather than by one pg_restore.
+	Streamed int
+	Bytes    int64
 }
 
 // RestoreSections loads a dump's entries into the DSN's database. An entry
@@ -132,7 +135,10 @@ func RestoreSections(ctx context.Context, dsn DSN, next NextDumpEntry, opts Sect
 		}
 		switch e.Section {
 		case "":
-			err = restoreSingle(ctx, pgRestore, dsn, e, cr, opts)
+			var streamed bool
+			if streamed, err = restoreSingle(ctx, pgRestore, dsn, e, cr, opts); streamed {
+				st.Streamed++
+			}
 		case SectionGlobals:
 			if opts.SkipGlobals {
 				_, err = io.Copy(io.Discard, cr)
@@ -171,15 +177,15 @@ func RestoreSections(ctx context.Context, dsn DSN, next NextDumpEntry, opts Sect
 // asks for pg_restore's own way (workers 1, clean, extra arguments), else,
 // or when the archive is not one streamRestore reads, by one pg_restore
 // --single-transaction reading the stream.
-func restoreSingle(ctx context.Context, pgRestore string, dsn DSN, e DumpEntry, cr *countingReader, opts SectionedRestoreOptions) error {
+func restoreSingle(ctx context.Context, pgRestore string, dsn DSN, e DumpEntry, cr *countingReader, opts SectionedRestoreOptions) (streamed bool, err error) {
 	if opts.Workers <= 1 || opts.SplitBytes <= 0 || e.Size < opts.SplitBytes || opts.Clean || len(opts.ExtraArgs) > 0 {
-		return LogicalRestore(ctx, dsn, cr.streamed(e), opts.LogicalRestoreOptions)
+		return false, LogicalRestore(ctx, dsn, cr.streamed(e), opts.LogicalRestoreOptions)
 	}
 	rest, err := streamRestore(ctx, pgRestore, dsn, cr, opts)
 	if rest != nil {
-		return LogicalRestore(ctx, dsn, rest, opts.LogicalRestoreOptions)
+		return false, LogicalRestore(ctx, dsn, rest, opts.LogicalRestoreOptions)
 	}
-	return err
+	return true, err
 }
 
 // restorePreData restores a pre-data entry in one transaction, into the

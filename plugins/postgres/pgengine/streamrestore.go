@@ -93,8 +93,14 @@ func streamRestore(ctx context.Context, pgRestore string, dsn DSN, r io.Reader, 
 	if err := runPGTool(ctx, pgRestore, dsn, append(args, "--section=pre-data", "--single-transaction", toc), nil, io.Discard); err != nil {
 		return nil, fmt.Errorf("pre-data: %w", err)
 	}
+	// From here on a failure leaves the schema in the database.
+	defer func() {
+		if err != nil {
+			err = fmt.Errorf("%w (the database now holds the backup's schema, and its rows if the failure came after them: drop and create the database before restoring again; --option restore_workers=1 restores in one transaction instead)", err)
+		}
+	}()
 	a := &archiveReader{br: br, intSize: head.intSize}
-	if err := loadTableData(ctx, dsn, settings.String(), a, tables, opts.Workers); err != nil {
+	if err = loadTableData(ctx, dsn, settings.String(), a, tables, opts.Workers); err != nil {
 		return nil, err
 	}
 	if len(dataDefs) > 0 {
@@ -102,16 +108,16 @@ func streamRestore(ctx context.Context, pgRestore string, dsn DSN, r io.Reader, 
 		for _, id := range dataDefs {
 			fmt.Fprintf(&list, "%d;\n", id)
 		}
-		path, err := writeSpool(opts.SpoolDir, "amber-pgrestore-list-", []byte(list.String()))
-		if err != nil {
-			return nil, err
+		path, werr := writeSpool(opts.SpoolDir, "amber-pgrestore-list-", []byte(list.String()))
+		if werr != nil {
+			return nil, werr
 		}
 		defer os.Remove(path)
-		if err := runPGTool(ctx, pgRestore, dsn, append(args, "--section=data", "--use-list="+path, "--single-transaction", toc), nil, io.Discard); err != nil {
+		if err = runPGTool(ctx, pgRestore, dsn, append(args, "--section=data", "--use-list="+path, "--single-transaction", toc), nil, io.Discard); err != nil {
 			return nil, fmt.Errorf("sequence values: %w", err)
 		}
 	}
-	if err := runPGTool(ctx, pgRestore, dsn, append(args, "--section=post-data", "--jobs="+strconv.Itoa(opts.Workers), toc), nil, io.Discard); err != nil {
+	if err = runPGTool(ctx, pgRestore, dsn, append(args, "--section=post-data", "--jobs="+strconv.Itoa(opts.Workers), toc), nil, io.Discard); err != nil {
 		return nil, fmt.Errorf("post-data: %w", err)
 	}
 	return nil, nil
@@ -155,21 +161,30 @@ func loadTableData(ctx context.Context, dsn DSN, settings string, a *archiveRead
 			}
 		}
 	}()
-	g, gctx := errgroup.WithContext(ctx)
-	blocks := make(chan rowsBlock, workers)
-	free := &sync.Pool{New: func() any { return make([]byte, 0, splitBlock) }}
+	// Every session is connected, set up and inside its transaction before
+	// the first block is cut.
+	var open errgroup.Group
 	for i := range sessions {
-		g.Go(func() error {
-			conn, err := connectSQL(gctx, dsn)
+		open.Go(func() error {
+			conn, err := connectSQL(ctx, dsn)
 			if err != nil {
 				return err
 			}
 			sessions[i] = &rowsSession{conn: conn}
-			if _, err := conn.PgConn().Exec(gctx, settings+"BEGIN;").ReadAll(); err != nil {
+			if _, err := conn.PgConn().Exec(ctx, settings+"BEGIN;").ReadAll(); err != nil {
 				return fmt.Errorf("session settings: %w", err)
 			}
-			return sessions[i].load(gctx, blocks, free)
+			return nil
 		})
+	}
+	if err := open.Wait(); err != nil {
+		return err
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	blocks := make(chan rowsBlock, workers)
+	free := &sync.Pool{New: func() any { return make([]byte, 0, splitBlock) }}
+	for _, s := range sessions {
+		g.Go(func() error { return s.load(gctx, blocks, free) })
 	}
 	err := cutTableData(gctx, a, tables, blocks, free)
 	if err != nil {

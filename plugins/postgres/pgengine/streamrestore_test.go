@@ -72,13 +72,13 @@ func TestStreamRestore(t *testing.T) {
 	if n := txns("par"); n == "1" {
 		t.Fatalf("t's rows were committed by one transaction: not loaded by several sessions")
 	}
-	if st.Bytes != int64(d.bodies[0].Len()) {
-		t.Fatalf("restore read %d bytes of %d", st.Bytes, d.bodies[0].Len())
+	if st.Streamed != 1 || st.Bytes != int64(d.bodies[0].Len()) {
+		t.Fatalf("restore streamed %d entries and read %d bytes of %d, want 1 and all", st.Streamed, st.Bytes, d.bodies[0].Len())
 	}
 	// A dump below SplitBytes (or with workers 1) goes to one pg_restore,
 	// in one transaction.
-	if _, err := RestoreSections(ctx, DSN(pg.DSNDB("one")), d.next(), SectionedRestoreOptions{Workers: 3, SpoolDir: spool}); err != nil {
-		t.Fatal(err)
+	if st, err := RestoreSections(ctx, DSN(pg.DSNDB("one")), d.next(), SectionedRestoreOptions{Workers: 3, SpoolDir: spool}); err != nil || st.Streamed != 0 {
+		t.Fatalf("restore of a dump under 64 MiB: %v, %d streamed", err, st.Streamed)
 	}
 	if got := pg.Psql(t, "one", q); got != want || txns("one") != "1" {
 		t.Fatalf("one pg_restore: %q in %s transactions, want %q in 1", got, txns("one"), want)
@@ -87,8 +87,8 @@ func TestStreamRestore(t *testing.T) {
 	// A stream cut inside the data fails the restore and leaves no row.
 	cut := &memDump{entries: d.entries, bodies: []*bytes.Buffer{bytes.NewBuffer(d.bodies[0].Bytes()[:d.bodies[0].Len()*9/10])}}
 	if _, err := RestoreSections(ctx, DSN(pg.DSNDB("cut")), cut.next(), SectionedRestoreOptions{Workers: 2, SplitBytes: 1, SpoolDir: spool}); err == nil ||
-		!errors.Is(err, io.ErrUnexpectedEOF) {
-		t.Fatalf("a stream cut short: %v, want an unexpected end", err)
+		!errors.Is(err, io.ErrUnexpectedEOF) || !contains(err.Error(), "drop and create the database") {
+		t.Fatalf("a stream cut short: %v, want an unexpected end and what to do", err)
 	} else {
 		t.Logf("cut stream: %v", err)
 	}
@@ -99,16 +99,16 @@ func TestStreamRestore(t *testing.T) {
 	// Archives it does not read go to pg_restore whole: compressed data,
 	// and large objects.
 	gz := singleDump(t, pg, "app", "--compress=6")
-	if _, err := RestoreSections(ctx, DSN(pg.DSNDB("gz")), gz.next(), SectionedRestoreOptions{Workers: 2, SplitBytes: 1, SpoolDir: spool}); err != nil {
-		t.Fatal(err)
+	if st, err := RestoreSections(ctx, DSN(pg.DSNDB("gz")), gz.next(), SectionedRestoreOptions{Workers: 2, SplitBytes: 1, SpoolDir: spool}); err != nil || st.Streamed != 0 {
+		t.Fatalf("compressed dump: %v, %d streamed", err, st.Streamed)
 	}
 	if got := pg.Psql(t, "gz", q); got != want || txns("gz") != "1" {
 		t.Fatalf("compressed dump: %q in %s transactions, want %q in 1", got, txns("gz"), want)
 	}
 	pg.Psql(t, "lo", `CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 1000); SELECT lo_from_bytea(0, 'large object bytes')`)
 	lo := singleDump(t, pg, "lo")
-	if _, err := RestoreSections(ctx, DSN(pg.DSNDB("lo_copy")), lo.next(), SectionedRestoreOptions{Workers: 2, SplitBytes: 1, SpoolDir: spool}); err != nil {
-		t.Fatal(err)
+	if st, err := RestoreSections(ctx, DSN(pg.DSNDB("lo_copy")), lo.next(), SectionedRestoreOptions{Workers: 2, SplitBytes: 1, SpoolDir: spool}); err != nil || st.Streamed != 0 {
+		t.Fatalf("dump with a large object: %v, %d streamed", err, st.Streamed)
 	}
 	if got := pg.Psql(t, "lo_copy", "SELECT (SELECT count(*) FROM t), (SELECT string_agg(convert_from(lo_get(oid), 'UTF8'), ',') FROM pg_largeobject_metadata)"); got != "1000|large object bytes" {
 		t.Fatalf("dump with a large object restored %q", got)
