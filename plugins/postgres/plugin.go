@@ -11,10 +11,11 @@
 //     name) and "spool_dir" (where a table read while another is sent
 //     waits).
 //   - LogicalRestore options "no_owner", "no_privileges", "clean" ("true";
-//     clean only for single-entry dumps), "restore_workers" (pg_restore
-//     sessions loading data at once, default 2), "restore_split_bytes" (a
-//     table's data entry this large or larger is loaded by all of those
-//     sessions at once; default 64 MiB, 0 never), "spool_dir", "globals"
+//     clean only for single-entry dumps), "restore_workers" (sessions
+//     loading data at once, default 2), "restore_split_bytes" (a table's
+//     data entry, or a single-entry dump, this large or larger is loaded
+//     by all of those sessions at once; default 64 MiB, 0 never),
+//     "spool_dir", "globals"
 //     ("false": leave the backup's roles and tablespaces out), and the
 //     host's api.ExportPathOption (write one SQL script for psql).
 //   - PhysicalBackup options "exclude_wal", "spread_checkpoint" ("true"),
@@ -355,7 +356,7 @@ func (e *Engine) LogicalRestore(ctx context.Context, req api.RestoreRequest, src
 	if v := req.Options["restore_split_bytes"]; v != "" {
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil || n < 0 {
-			return api.RestoreResult{}, fmt.Errorf("option restore_split_bytes=%q: want a size in bytes (0: never split a table's load)", v)
+			return api.RestoreResult{}, fmt.Errorf("option restore_split_bytes=%q: want a size in bytes (0: never split a table's load, nor load a single-entry dump with several sessions)", v)
 		}
 		opts.SplitBytes = n
 		if n == 0 {
