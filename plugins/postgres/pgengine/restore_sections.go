@@ -181,7 +181,7 @@ func restoreSingle(ctx context.Context, pgRestore string, dsn DSN, e DumpEntry, 
 	if opts.Workers <= 1 || opts.SplitBytes <= 0 || e.Size < opts.SplitBytes || opts.Clean || len(opts.ExtraArgs) > 0 {
 		return false, LogicalRestore(ctx, dsn, cr.streamed(e), opts.LogicalRestoreOptions)
 	}
-	rest, err := streamRestore(ctx, pgRestore, dsn, cr, opts)
+	rest, err := streamRestore(ctx, pgRestore, dsn, cr, e.Size, opts)
 	if rest != nil {
 		return false, LogicalRestore(ctx, dsn, rest, opts.LogicalRestoreOptions)
 	}

@@ -40,7 +40,7 @@ const maxArchiveHead = 64 << 20
 // An archive this does not read (another version, compressed data, large
 // objects, a TOC over maxArchiveHead) is returned as rest, whole, before
 // anything is loaded: the caller gives it to pg_restore instead.
-func streamRestore(ctx context.Context, pgRestore string, dsn DSN, r io.Reader, opts SectionedRestoreOptions) (rest io.Reader, err error) {
+func streamRestore(ctx context.Context, pgRestore string, dsn DSN, r *countingReader, size int64, opts SectionedRestoreOptions) (rest io.Reader, err error) {
 	br := bufio.NewReaderSize(r, 1<<20)
 	head, raw, err := readArchiveHead(br, maxArchiveHead)
 	if errors.Is(err, errArchiveShape) {
@@ -100,7 +100,15 @@ func streamRestore(ctx context.Context, pgRestore string, dsn DSN, r io.Reader, 
 		}
 	}()
 	a := &archiveReader{br: br, intSize: head.intSize}
-	if err = loadTableData(ctx, dsn, settings.String(), a, tables, opts.Workers); err != nil {
+	// The rows are committed only once the whole entry has come: a stream
+	// that ends early, even between two tables' data, loads nothing.
+	whole := func() error {
+		if r.n != size {
+			return fmt.Errorf("the dump ended after %d of its %d bytes: %w", r.n, size, io.ErrUnexpectedEOF)
+		}
+		return nil
+	}
+	if err = loadTableData(ctx, dsn, settings.String(), a, tables, opts.Workers, whole); err != nil {
 		return nil, err
 	}
 	if len(dataDefs) > 0 {
@@ -149,8 +157,9 @@ type rowsBlock struct {
 // loadTableData reads the archive's data blocks (each the COPY rows of a
 // table listed in tables, in chunks) and has workers sessions load them,
 // in blocks of about splitBlock bytes of whole rows, each session in one
-// transaction committed once every block is loaded.
-func loadTableData(ctx context.Context, dsn DSN, settings string, a *archiveReader, tables map[int]string, workers int) error {
+// transaction committed once every block is loaded and whole says the
+// stream was complete.
+func loadTableData(ctx context.Context, dsn DSN, settings string, a *archiveReader, tables map[int]string, workers int, whole func() error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	sessions := make([]*rowsSession, workers)
@@ -187,6 +196,9 @@ func loadTableData(ctx context.Context, dsn DSN, settings string, a *archiveRead
 		g.Go(func() error { return s.load(gctx, blocks, free) })
 	}
 	err := cutTableData(gctx, a, tables, blocks, free)
+	if err == nil {
+		err = whole()
+	}
 	if err != nil {
 		cancel() // no session commits
 	}
@@ -211,6 +223,7 @@ func loadTableData(ctx context.Context, dsn DSN, settings string, a *archiveRead
 // rows to the sessions in blocks of whole rows (a row of COPY's text format
 // is one line: newlines in values are escaped).
 func cutTableData(ctx context.Context, a *archiveReader, tables map[int]string, blocks chan<- rowsBlock, free *sync.Pool) error {
+	seen := make(map[int]bool, len(tables))
 	send := func(stmt string, rows []byte) error {
 		select {
 		case blocks <- rowsBlock{stmt, rows}:
@@ -222,15 +235,23 @@ func cutTableData(ctx context.Context, a *archiveReader, tables map[int]string, 
 	for {
 		typ, id, err := readBlockHeader(a)
 		if err == io.EOF {
+			// pg_dump writes the data of every entry that has some, as
+			// pg_restore expects.
+			for id, stmt := range tables {
+				if !seen[id] {
+					return fmt.Errorf("the dump ends before the data of %s: %w", stmt, io.ErrUnexpectedEOF)
+				}
+			}
 			return nil
 		}
 		if err != nil {
 			return fmt.Errorf("read the dump's data: %w", err)
 		}
 		stmt, ok := tables[id]
-		if typ != blockData || !ok {
-			return fmt.Errorf("the dump holds a data block (type %d) of entry %d, which its table of contents does not list as table data", typ, id)
+		if typ != blockData || !ok || seen[id] {
+			return fmt.Errorf("the dump holds a data block (type %d) of entry %d, which its table of contents does not list as table data, or lists once", typ, id)
 		}
+		seen[id] = true
 		blk := free.Get().([]byte)[:0]
 		for {
 			n, err := a.int()

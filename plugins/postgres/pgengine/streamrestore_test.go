@@ -3,6 +3,7 @@ package pgengine
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"os"
@@ -96,6 +97,30 @@ func TestStreamRestore(t *testing.T) {
 		t.Fatalf("%s rows left by a failed restore, want 0", got)
 	}
 
+	// Cut where a table's data block starts, the stream ends cleanly between
+	// two tables' data: still refused, and still no row.
+	body := d.bodies[0].Bytes()
+	at := lastBlockAt(t, body)
+	short := func(context.Context) (DumpEntry, io.Reader, error) { return DumpEntry{}, nil, io.EOF }
+	first := true
+	between := func(ctx context.Context) (DumpEntry, io.Reader, error) {
+		if !first {
+			return short(ctx)
+		}
+		first = false
+		return DumpEntry{Name: "dump", Size: int64(len(body))}, bytes.NewReader(body[:at]), nil
+	}
+	pg.Psql(t, "postgres", "CREATE DATABASE between")
+	if _, err := RestoreSections(ctx, DSN(pg.DSNDB("between")), between, SectionedRestoreOptions{Workers: 2, SplitBytes: 1, SpoolDir: spool}); err == nil ||
+		!errors.Is(err, io.ErrUnexpectedEOF) || !contains(err.Error(), "ends before the data of") {
+		t.Fatalf("a stream cut between two tables' data: %v, want the missing table named", err)
+	} else {
+		t.Logf("stream cut between tables: %v", err)
+	}
+	if got := pg.Psql(t, "between", `SELECT (SELECT count(*) FROM t) + (SELECT count(*) FROM "Odd ""Schema"""."big*.T")`); got != "0" {
+		t.Fatalf("%s rows left by a failed restore, want 0", got)
+	}
+
 	// Archives it does not read go to pg_restore whole: compressed data,
 	// and large objects.
 	gz := singleDump(t, pg, "app", "--compress=6")
@@ -116,6 +141,45 @@ func TestStreamRestore(t *testing.T) {
 	if left, _ := os.ReadDir(spool); len(left) != 0 {
 		t.Fatalf("spool files left: %v", left)
 	}
+}
+
+// lastBlockAt returns the offset in an archive of its last data block.
+func lastBlockAt(t *testing.T, body []byte) int {
+	t.Helper()
+	br := bufio.NewReader(bytes.NewReader(body))
+	head, raw, err := readArchiveHead(br, 1<<26)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &archiveReader{br: br, intSize: head.intSize}
+	off, last, intLen := len(raw), -1, 1+head.intSize
+	for {
+		if _, _, err := readBlockHeader(a); err == io.EOF {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		last = off
+		off += 1 + intLen
+		for {
+			n, err := a.int()
+			if err != nil {
+				t.Fatal(err)
+			}
+			off += intLen
+			if n == 0 {
+				break
+			}
+			if _, err := a.full(n); err != nil {
+				t.Fatal(err)
+			}
+			off += n
+		}
+	}
+	if last < 0 || off != len(body) {
+		t.Fatalf("blocks end at %d of %d bytes, last at %d", off, len(body), last)
+	}
+	return last
 }
 
 // TestReadArchiveHead: what is not an uncompressed custom-format archive is
