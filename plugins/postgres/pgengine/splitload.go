@@ -110,12 +110,12 @@ func splitLoad(ctx context.Context, pgRestore, psql string, dsn DSN, archive io.
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
-	blocks := make(chan []byte, workers)
+	blocks := make(chan rowsBlock, workers)
 	free := sync.Pool{New: func() any { return make([]byte, 0, splitBlock) }}
 	for range workers {
-		g.Go(func() error { return copySession(gctx, dsn, settings.String(), copyStmt, blocks, &free) })
+		g.Go(func() error { return copySession(gctx, dsn, settings.String(), blocks, &free) })
 	}
-	trailer, err := cutRows(gctx, br, blocks, &free)
+	trailer, err := cutRows(gctx, br, copyStmt, blocks, &free)
 	if err != nil && gctx.Err() == nil {
 		// The script failed (not a session): the sessions' COPYs are
 		// cancelled rather than commit the rows they have.
@@ -167,7 +167,7 @@ func splitLoad(ctx context.Context, pgRestore, psql string, dsn DSN, archive io.
 // cutRows reads COPY rows from br up to the end-of-data line (`\.`) and
 // hands them to the sessions in blocks of whole rows. It returns what it
 // read past that line. A row longer than a block grows the block.
-func cutRows(ctx context.Context, br *bufio.Reader, blocks chan<- []byte, free *sync.Pool) ([]byte, error) {
+func cutRows(ctx context.Context, br *bufio.Reader, copyStmt string, blocks chan<- rowsBlock, free *sync.Pool) ([]byte, error) {
 	var carry []byte
 	for {
 		var blk []byte
@@ -206,7 +206,7 @@ func cutRows(ctx context.Context, br *bufio.Reader, blocks chan<- []byte, free *
 		}
 		if len(rows) > 0 {
 			select {
-			case blocks <- rows:
+			case blocks <- rowsBlock{copyStmt, rows}:
 			case <-ctx.Done():
 				return nil, ctx.Err()
 			}
@@ -217,8 +217,9 @@ func cutRows(ctx context.Context, br *bufio.Reader, blocks chan<- []byte, free *
 	}
 }
 
-// copySession loads the blocks it takes through one COPY ... FROM STDIN.
-func copySession(ctx context.Context, dsn DSN, settings, copyStmt string, blocks <-chan []byte, free *sync.Pool) error {
+// copySession loads the blocks it takes through one COPY ... FROM STDIN
+// (rowsSession), committed when the blocks end.
+func copySession(ctx context.Context, dsn DSN, settings string, blocks <-chan rowsBlock, free *sync.Pool) error {
 	conn, err := connectSQL(ctx, dsn)
 	if err != nil {
 		return err
@@ -229,23 +230,5 @@ func copySession(ctx context.Context, dsn DSN, settings, copyStmt string, blocks
 			return fmt.Errorf("session settings: %w", err)
 		}
 	}
-	pr, pw := io.Pipe()
-	done := make(chan error, 1)
-	go func() {
-		_, err := conn.PgConn().CopyFrom(ctx, pr, copyStmt)
-		pr.CloseWithError(err) // a failed COPY stops the writes below
-		done <- err
-	}()
-	for blk := range blocks {
-		_, werr := pw.Write(blk)
-		free.Put(blk[:0])
-		if werr != nil {
-			break // the COPY failed: its error ends the group, which stops the cutter
-		}
-	}
-	pw.Close()
-	if err := <-done; err != nil {
-		return fmt.Errorf("%s: %w", copyStmt, err)
-	}
-	return nil
+	return (&rowsSession{conn: conn}).load(ctx, blocks, free)
 }
