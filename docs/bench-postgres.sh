@@ -337,6 +337,15 @@ log_amber() { # [s2|w2]: keys amber_lbk/amber_lrest, or amber_lbk_<it>/amber_lre
   measure "amber_lrest$sfx" as_pg env AMBER_REPO="$r" AMBER_CACHE_DIR="$work/amber-cache" \
     "$amber" restore --engine postgres --dsn "host=$sock port=$port user=postgres dbname=restored" >/dev/null
   [ "$(psql_ -c 'SELECT count(*) FROM bench_mixed' restored)" = "$rows" ] || die "amber's logical restore lacks rows"
+  if [ -z "$sfx" ]; then
+    # The same backup through one pg_restore --single-transaction on the
+    # stream (restore_workers=1): what the default did before it was loaded
+    # in parallel as it streams.
+    psql_ -c 'DROP DATABASE restored' -c 'CREATE DATABASE restored' postgres
+    measure amber_lrest_one as_pg env AMBER_REPO="$r" AMBER_CACHE_DIR="$work/amber-cache" \
+      "$amber" restore --engine postgres --dsn "host=$sock port=$port user=postgres dbname=restored" --option restore_workers=1 >/dev/null
+    [ "$(psql_ -c 'SELECT count(*) FROM bench_mixed' restored)" = "$rows" ] || die "amber's logical restore (restore_workers=1) lacks rows"
+  fi
   psql_ -c 'DROP DATABASE restored' postgres
   rm -rf "$r"
 }
@@ -592,9 +601,10 @@ r_lrest_w2=$(ratio "${best[pgrestore_j2]}" "${best[amber_lrest_w2]}")
 declare -A what=([amber_phys]="the BASE_BACKUP backup" [amber_files]="the --data-dir backup"
   [amber_files_s2]="the --data-dir backup with s2" [amber_files_default]="the --data-dir backup with zstd default" [amber_prest]="the physical restore" [amber_lbk]="the logical backup"
   [amber_lrest]="the logical restore" [amber_lbk_s2]="the logical backup with s2" [amber_lrest_s2]="the logical restore of it"
-  [amber_lbk_w2]="the logical backup with workers=2" [amber_lrest_w2]="the logical restore of it")
+  [amber_lbk_w2]="the logical backup with workers=2" [amber_lrest_w2]="the logical restore of it"
+  [amber_lrest_one]="the logical restore with restore_workers=1")
 peak_mem=0 peak_what=
-for k in amber_phys amber_files amber_files_s2 amber_files_default amber_prest amber_lbk amber_lrest amber_lbk_s2 amber_lrest_s2 amber_lbk_w2 amber_lrest_w2; do
+for k in amber_phys amber_files amber_files_s2 amber_files_default amber_prest amber_lbk amber_lrest amber_lrest_one amber_lbk_s2 amber_lrest_s2 amber_lbk_w2 amber_lrest_w2; do
   for v in "${maxsum[$k]:-0}" "${maxrss[$k]:-0}"; do
     if [ "$v" -gt "$peak_mem" ]; then peak_mem=$v peak_what=${what[$k]}; fi
   done
@@ -666,14 +676,17 @@ limits() {
   echo "  CPU-second (pg_dump, plugin and amber together) against $(percpu "$dump_size" dump_zstd) for pg_dump | zstd -3: amber"
   echo "  chunks, hashes and encrypts as well as compresses (the dump's bytes no longer pass through the plugin:"
   echo "  docs/plugin-protocol.md, \"Pipes\")."
-  echo "- **Logical restore** of that single-entry backup feeds one stream to \`pg_restore --single-transaction\`"
-  echo "  on stdin (a pipe amber writes into), which cannot run in parallel (pg_restore -j needs a seekable file): one server backend loads"
-  echo "  the rows and builds every index. A backup split with \`--option workers=2\` (the w2 rows: every table of 1 MiB"
-  echo "  or more in an entry of its own) is restored by \`restore_workers\` (default 2) sessions loading its data"
-  echo "  entries at once, a table's entry of 64 MiB or more by all of them together (its COPY rows cut into blocks"
-  echo "  that each session loads through its own COPY), then \`pg_restore --jobs\` building the indexes and"
-  echo "  constraints: $(ratio "${best[amber_lrest]}" "${best[amber_lrest_w2]}")× the single stream's speed here. Its critical path is the largest table's"
-  echo "  load followed by its primary key's build, as pg_restore -j2's is (that loads the table in one session)."
+  echo "- **Logical restore** of that single-entry backup (64 MiB or more: \`restore_split_bytes\`) is read by the plugin"
+  echo "  as it streams: pre-data from the archive's table of contents (kept in a file), then every table's COPY rows"
+  echo "  cut into blocks that \`restore_workers\` (default 2) sessions load through their own COPY, the largest table by"
+  echo "  both at once, each session in one transaction committed at the end, then \`pg_restore --jobs\` building the"
+  echo "  indexes and constraints: $(ratio "${best[amber_lrest_one]}" "${best[amber_lrest]}")× the speed of the same backup through one \`pg_restore"
+  echo "  --single-transaction\` on the stream (\`--option restore_workers=1\`, the row that says so; pg_restore -j needs a"
+  echo "  seekable file). A backup split with \`--option workers=2\` (the w2 rows: every table of 1 MiB or more in an"
+  echo "  entry of its own) is restored entry by entry the same way: $(ratio "${best[amber_lrest]}" "${best[amber_lrest_w2]}")× the single entry's speed here."
+  echo "  The critical path of each is the largest table's load followed by its primary key's build, as pg_restore"
+  echo "  -j2's is (that loads the table in one session); on 2 cores two sessions loading one table share them with"
+  echo "  amber, its plugin and the server's other work."
   local p50 p99 f secs
   for f in $flushes; do
     read -r _ p50 _ p99 _ _ <<<"${lag[$f]}"
@@ -726,7 +739,7 @@ $(if [ "$standard" = 1 ]; then echo "- The standard \"mixed\" data set (\`pgbenc
 | pg_basebackup lz4 / zstd | \`pg_basebackup -D DIR -Ft -Z lz4\|zstd -c fast\` (WAL streamed into the backup) |
 | amber restore | \`amber restore --engine postgres --data-dir DIR\` of the BASE_BACKUP backup, then \`pg_ctl start\` until \`pg_is_in_recovery()\` is false |
 | pgBackRest restore | \`pgbackrest restore --set=LABEL --type=immediate --target-action=promote --pg1-path=DIR\`, then the same |
-| amber logical | \`amber backup --engine postgres --dsn DSN --mode logical --json\`; restore \`amber restore --engine postgres --dsn DSN/restored\`; the s2 rows add \`--compression s2\` to the backup (the restore needs no setting), the w2 rows \`--option workers=2\` (restored with the default \`restore_workers\` 2) |
+| amber logical | \`amber backup --engine postgres --dsn DSN --mode logical --json\`; restore \`amber restore --engine postgres --dsn DSN/restored\`; the s2 rows add \`--compression s2\` to the backup (the restore needs no setting), the w2 rows \`--option workers=2\` (restored with the default \`restore_workers\` 2); the restore_workers=1 row restores the default backup with \`--option restore_workers=1\` (one \`pg_restore --single-transaction\` on the stream) |
 | pg_dump \| zstd -3 | \`pg_dump -Fp \| zstd -q -3 > FILE\` |
 | pg_dump -Fc / pg_restore -j2 | \`pg_dump -Fc -f FILE\`; \`pg_restore -j 2 -d restored FILE\` into an empty database |
 
@@ -757,6 +770,7 @@ EOF
   row "pg_dump -Fp \| zstd -3" dump_zstd "$dump_size" "${stored[dump_zstd]}"
   row "pg_dump -Fc" dump_fc "$dump_size" "${stored[dump_fc]}"
   row "amber logical restore" amber_lrest "$dump_size"
+  row "amber logical restore, restore_workers=1 (one pg_restore)" amber_lrest_one "$dump_size"
   row "amber logical restore (of the s2 backup)" amber_lrest_s2 "$dump_size"
   row "amber logical restore (of the w2 backup)" amber_lrest_w2 "$dump_size"
   row "pg_restore -j2 (from -Fc)" pgrestore_j2 "$dump_size"
