@@ -80,15 +80,17 @@ func (a *archiveReader) full(n int) ([]byte, error) {
 }
 
 func (a *archiveReader) byte() (int, error) {
-	b, err := a.full(1)
+	b, err := a.peek(1)
 	if err != nil {
 		return 0, err
 	}
 	return int(b[0]), nil
 }
 
+// int reads an integer. It reads from the buffer in place: the data blocks
+// hold one per COPY row.
 func (a *archiveReader) int() (int, error) {
-	b, err := a.full(1 + a.intSize)
+	b, err := a.peek(1 + a.intSize)
 	if err != nil {
 		return 0, err
 	}
@@ -100,6 +102,27 @@ func (a *archiveReader) int() (int, error) {
 		v = -v
 	}
 	return v, nil
+}
+
+// peek returns the next n bytes (n at most the buffer's size) and moves
+// past them; the slice is valid until the next read. io.EOF when none is
+// left, io.ErrUnexpectedEOF when some but fewer.
+func (a *archiveReader) peek(n int) ([]byte, error) {
+	b, err := a.br.Peek(n)
+	if len(b) < n {
+		if len(b) > 0 && err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+	if a.rec != nil {
+		if a.rec.Len()+n > a.max {
+			return nil, fmt.Errorf("%w: a header or TOC larger than %d bytes", errArchiveShape, a.max)
+		}
+		a.rec.Write(b)
+	}
+	a.br.Discard(n)
+	return b, nil
 }
 
 // str reads a string; ok is false for a null one.
