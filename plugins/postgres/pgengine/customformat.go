@@ -65,9 +65,17 @@ type archiveReader struct {
 	max     int // the most bytes rec may hold
 }
 
-func (a *archiveReader) full(n int) ([]byte, error) {
+// room refuses to read n bytes more into rec than it may hold.
+func (a *archiveReader) room(n int) error {
 	if n < 0 || (a.rec != nil && a.rec.Len()+n > a.max) {
-		return nil, fmt.Errorf("%w: a header or TOC larger than %d bytes", errArchiveShape, a.max)
+		return fmt.Errorf("%w: a header or TOC larger than %d bytes", errArchiveShape, a.max)
+	}
+	return nil
+}
+
+func (a *archiveReader) full(n int) ([]byte, error) {
+	if err := a.room(n); err != nil {
+		return nil, err
 	}
 	b := make([]byte, n)
 	if _, err := io.ReadFull(a.br, b); err != nil {
@@ -115,10 +123,10 @@ func (a *archiveReader) peek(n int) ([]byte, error) {
 		}
 		return nil, err
 	}
+	if err := a.room(n); err != nil {
+		return nil, err
+	}
 	if a.rec != nil {
-		if a.rec.Len()+n > a.max {
-			return nil, fmt.Errorf("%w: a header or TOC larger than %d bytes", errArchiveShape, a.max)
-		}
 		a.rec.Write(b)
 	}
 	a.br.Discard(n)

@@ -255,19 +255,7 @@ func withoutBlobDefs(ctx context.Context, bin, path string) (string, error) {
 	if !dropped {
 		return "", nil
 	}
-	f, err := os.CreateTemp(filepath.Dir(path), "amber-pgrestore-list-")
-	if err != nil {
-		return "", err
-	}
-	_, err = f.Write(kept.Bytes())
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(f.Name())
-		return "", err
-	}
-	return f.Name(), nil
+	return writeSpool(filepath.Dir(path), "amber-pgrestore-list-", kept.Bytes())
 }
 
 // withSpool copies r into a 0600 file in dir, runs do on it and removes it.

@@ -220,15 +220,10 @@ func cutRows(ctx context.Context, br *bufio.Reader, copyStmt string, blocks chan
 // copySession loads the blocks it takes through one COPY ... FROM STDIN
 // (rowsSession), committed when the blocks end.
 func copySession(ctx context.Context, dsn DSN, settings string, blocks <-chan rowsBlock, free *sync.Pool) error {
-	conn, err := connectSQL(ctx, dsn)
+	s, err := openRowsSession(ctx, dsn, settings)
 	if err != nil {
 		return err
 	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	if settings != "" {
-		if _, err := conn.PgConn().Exec(ctx, settings).ReadAll(); err != nil {
-			return fmt.Errorf("session settings: %w", err)
-		}
-	}
-	return (&rowsSession{conn: conn}).load(ctx, blocks, free)
+	defer s.conn.Close(context.WithoutCancel(ctx))
+	return s.load(ctx, blocks, free)
 }

@@ -174,16 +174,9 @@ func loadTableData(ctx context.Context, dsn DSN, settings string, a *archiveRead
 	// the first block is cut.
 	var open errgroup.Group
 	for i := range sessions {
-		open.Go(func() error {
-			conn, err := connectSQL(ctx, dsn)
-			if err != nil {
-				return err
-			}
-			sessions[i] = &rowsSession{conn: conn}
-			if _, err := conn.PgConn().Exec(ctx, settings+"BEGIN;").ReadAll(); err != nil {
-				return fmt.Errorf("session settings: %w", err)
-			}
-			return nil
+		open.Go(func() (err error) {
+			sessions[i], err = openRowsSession(ctx, dsn, settings+"BEGIN;")
+			return err
 		})
 	}
 	if err := open.Wait(); err != nil {
@@ -307,6 +300,23 @@ func growTo(b []byte, n int) []byte {
 // one when a block of another table comes.
 type rowsSession struct {
 	conn *pgx.Conn
+}
+
+// openRowsSession connects and runs setup (the session's settings, and a
+// BEGIN where its rows commit together). On an error the connection is
+// closed and the session nil.
+func openRowsSession(ctx context.Context, dsn DSN, setup string) (*rowsSession, error) {
+	conn, err := connectSQL(ctx, dsn)
+	if err != nil {
+		return nil, err
+	}
+	if setup != "" {
+		if _, err := conn.PgConn().Exec(ctx, setup).ReadAll(); err != nil {
+			conn.Close(context.WithoutCancel(ctx))
+			return nil, fmt.Errorf("session settings: %w", err)
+		}
+	}
+	return &rowsSession{conn: conn}, nil
 }
 
 func (s *rowsSession) load(ctx context.Context, blocks <-chan rowsBlock, free *sync.Pool) error {

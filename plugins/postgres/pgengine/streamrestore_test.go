@@ -60,6 +60,9 @@ func TestStreamRestore(t *testing.T) {
 	d := singleDump(t, pg, "app")
 	spool := t.TempDir()
 	txns := func(db string) string { return pg.Psql(t, db, "SELECT count(DISTINCT xmin::text) FROM t") }
+	rows := func(db string) string {
+		return pg.Psql(t, db, `SELECT (SELECT count(*) FROM t) + (SELECT count(*) FROM "Odd ""Schema"""."big*.T")`)
+	}
 
 	// In parallel: t's rows (about 8 MB) come in by several sessions, each
 	// in its own transaction.
@@ -93,7 +96,7 @@ func TestStreamRestore(t *testing.T) {
 	} else {
 		t.Logf("cut stream: %v", err)
 	}
-	if got := pg.Psql(t, "cut", `SELECT (SELECT count(*) FROM t) + (SELECT count(*) FROM "Odd ""Schema"""."big*.T")`); got != "0" {
+	if got := rows("cut"); got != "0" {
 		t.Fatalf("%s rows left by a failed restore, want 0", got)
 	}
 
@@ -117,7 +120,7 @@ func TestStreamRestore(t *testing.T) {
 	} else {
 		t.Logf("stream cut between tables: %v", err)
 	}
-	if got := pg.Psql(t, "between", `SELECT (SELECT count(*) FROM t) + (SELECT count(*) FROM "Odd ""Schema"""."big*.T")`); got != "0" {
+	if got := rows("between"); got != "0" {
 		t.Fatalf("%s rows left by a failed restore, want 0", got)
 	}
 
