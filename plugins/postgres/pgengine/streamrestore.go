@@ -9,8 +9,8 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strconv"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 
