@@ -379,10 +379,6 @@ func (e *Engine) LogicalRestore(ctx context.Context, req api.RestoreRequest, src
 		"data_entries":    strconv.Itoa(st.DataEntries),
 		"bytes":           strconv.FormatInt(st.Bytes, 10),
 		"restore_workers": strconv.Itoa(opts.Workers),
-		// single-entry dumps loaded as they streamed, and the indexes
-		// and keys built while later tables loaded
-		"streamed":        strconv.Itoa(st.Streamed),
-		"early_post_data": strconv.Itoa(st.EarlyPostData),
 	}
 	return res, nil
 }
