@@ -9,8 +9,8 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"slices"
 	"strconv"
+	"slices"
 	"strings"
 	"sync"
 
