@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strconv"
 )
 
 // What streamRestore reads of pg_dump's custom format (-Fc): the header,
@@ -48,7 +47,6 @@ type tocEntry struct {
 	section   int
 	desc, tag string
 	copyStmt  string // "COPY ... FROM stdin;\n" of a TABLE DATA entry
-	deps      []int  // the dump IDs of the entries it depends on
 }
 
 // archiveHead is an archive's header and TOC.
@@ -255,18 +253,13 @@ func readArchiveHead(br *bufio.Reader, max int) (head *archiveHead, raw []byte, 
 			return nil, nil, bad("a table WITH OIDS")
 		}
 		for { // dependencies, ended by a null string
-			d, ok, err := a.str()
+			_, ok, err := a.str()
 			if err != nil {
 				return nil, nil, err
 			}
 			if !ok {
 				break
 			}
-			id, err := strconv.Atoi(d)
-			if err != nil {
-				return nil, nil, bad("entry %d depends on %q", e.dumpID, d)
-			}
-			e.deps = append(e.deps, id)
 		}
 		if _, err := a.full(1 + offSize); err != nil { // data offset: flag, offset
 			return nil, nil, err

@@ -37,9 +37,6 @@ type SectionedRestoreOptions struct {
 	// database that does not exist is created by its pre-data entry
 	// (pg_restore --create), one that exists is restored into.
 	Databases bool
-
-	// earlyBytes overrides earlyPostDataBytes (tests).
-	earlyBytes int64
 }
 
 // NextDumpEntry returns the next entry of a dump and its bytes, or io.EOF.
@@ -51,10 +48,7 @@ type RestoreStats struct {
 	// Streamed counts the single-entry dumps loaded in parallel as they
 	// streamed (streamRestore) rather than by one pg_restore.
 	Streamed int
-	// EarlyPostData counts the indexes and keys of those that were built
-	// while later tables loaded.
-	EarlyPostData int
-	Bytes         int64
+	Bytes    int64
 }
 
 // RestoreSections loads a dump's entries into the DSN's database. An entry
@@ -142,11 +136,9 @@ func RestoreSections(ctx context.Context, dsn DSN, next NextDumpEntry, opts Sect
 		switch e.Section {
 		case "":
 			var streamed bool
-			var early int
-			if streamed, early, err = restoreSingle(ctx, pgRestore, dsn, e, cr, opts); streamed {
+			if streamed, err = restoreSingle(ctx, pgRestore, dsn, e, cr, opts); streamed {
 				st.Streamed++
 			}
-			st.EarlyPostData += early
 		case SectionGlobals:
 			if opts.SkipGlobals {
 				_, err = io.Copy(io.Discard, cr)
@@ -185,15 +177,15 @@ func RestoreSections(ctx context.Context, dsn DSN, next NextDumpEntry, opts Sect
 // asks for pg_restore's own way (workers 1, clean, extra arguments), else,
 // or when the archive is not one streamRestore reads, by one pg_restore
 // --single-transaction reading the stream.
-func restoreSingle(ctx context.Context, pgRestore string, dsn DSN, e DumpEntry, cr *countingReader, opts SectionedRestoreOptions) (streamed bool, early int, err error) {
+func restoreSingle(ctx context.Context, pgRestore string, dsn DSN, e DumpEntry, cr *countingReader, opts SectionedRestoreOptions) (streamed bool, err error) {
 	if opts.Workers <= 1 || opts.SplitBytes <= 0 || e.Size < opts.SplitBytes || opts.Clean || len(opts.ExtraArgs) > 0 {
-		return false, 0, LogicalRestore(ctx, dsn, cr.streamed(e), opts.LogicalRestoreOptions)
+		return false, LogicalRestore(ctx, dsn, cr.streamed(e), opts.LogicalRestoreOptions)
 	}
-	rest, early, err := streamRestore(ctx, pgRestore, dsn, cr, e.Size, opts)
+	rest, err := streamRestore(ctx, pgRestore, dsn, cr, e.Size, opts)
 	if rest != nil {
-		return false, 0, LogicalRestore(ctx, dsn, rest, opts.LogicalRestoreOptions)
+		return false, LogicalRestore(ctx, dsn, rest, opts.LogicalRestoreOptions)
 	}
-	return true, early, err
+	return true, err
 }
 
 // restorePreData restores a pre-data entry in one transaction, into the

@@ -206,7 +206,7 @@ func cutRows(ctx context.Context, br *bufio.Reader, copyStmt string, blocks chan
 		}
 		if len(rows) > 0 {
 			select {
-			case blocks <- rowsBlock{copyStmt: copyStmt, rows: rows}:
+			case blocks <- rowsBlock{copyStmt, rows}:
 			case <-ctx.Done():
 				return nil, ctx.Err()
 			}

@@ -3,14 +3,12 @@ package pgengine
 import (
 	"bufio"
 	"bytes"
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"strconv"
-	"slices"
 	"strings"
 	"sync"
 
@@ -42,38 +40,35 @@ const maxArchiveHead = 64 << 20
 // An archive this does not read (another version, compressed data, large
 // objects, a TOC over maxArchiveHead) is returned as rest, whole, before
 // anything is loaded: the caller gives it to pg_restore instead.
-func streamRestore(ctx context.Context, pgRestore string, dsn DSN, r *countingReader, size int64, opts SectionedRestoreOptions) (rest io.Reader, nBuilt int, err error) {
+func streamRestore(ctx context.Context, pgRestore string, dsn DSN, r *countingReader, size int64, opts SectionedRestoreOptions) (rest io.Reader, err error) {
 	br := bufio.NewReaderSize(r, 1<<20)
 	head, raw, err := readArchiveHead(br, maxArchiveHead)
 	if errors.Is(err, errArchiveShape) {
-		return io.MultiReader(bytes.NewReader(raw), br), 0, nil
+		return io.MultiReader(bytes.NewReader(raw), br), nil
 	}
 	if err != nil {
-		return nil, 0, fmt.Errorf("read the dump's table of contents: %w", unexpectedEOF(err))
+		return nil, fmt.Errorf("read the dump's table of contents: %w", unexpectedEOF(err))
 	}
 	tables := map[int]string{} // dump ID of a TABLE DATA entry: its COPY statement
 	var dataDefs []int         // data-section entries without a block (sequence values)
-	sections := make(map[int]int, len(head.entries))
 	section := sectionPreData
 	for _, e := range head.entries {
 		if e.section != sectionNone {
 			section = e.section // pg_restore files an entry of no section under the one before
 		}
-		sections[e.dumpID] = section
 		switch {
 		case e.hadDumper && e.desc == "TABLE DATA" && copyFromStdin.MatchString(e.copyStmt):
 			tables[e.dumpID] = strings.TrimSuffix(e.copyStmt, ";\n")
 		case e.hadDumper: // large objects, INSERT-style data
-			return io.MultiReader(bytes.NewReader(raw), br), 0, nil
+			return io.MultiReader(bytes.NewReader(raw), br), nil
 		case section == sectionData:
 			dataDefs = append(dataDefs, e.dumpID)
 		}
 	}
-	early := earlyPostData(head.entries, sections, tables)
 
 	toc, err := writeSpool(opts.SpoolDir, "amber-pgrestore-toc-", raw)
 	if err != nil {
-		return nil, 0, err
+		return nil, err
 	}
 	defer os.Remove(toc)
 	// The session settings pg_restore starts every session with
@@ -81,7 +76,7 @@ func streamRestore(ctx context.Context, pgRestore string, dsn DSN, r *countingRe
 	// script of an empty selection of the archive.
 	var preamble bytes.Buffer
 	if err := runTool(ctx, pgRestore, []string{"--file=-", "--use-list=" + os.DevNull, toc}, nil, &preamble); err != nil {
-		return nil, 0, err
+		return nil, err
 	}
 	var settings strings.Builder
 	for _, line := range strings.SplitAfter(preamble.String(), "\n") {
@@ -90,168 +85,50 @@ func streamRestore(ctx context.Context, pgRestore string, dsn DSN, r *countingRe
 		case sessionSetting.MatchString(line):
 			settings.WriteString(line)
 		default:
-			return io.MultiReader(bytes.NewReader(raw), br), 0, nil
+			return io.MultiReader(bytes.NewReader(raw), br), nil
 		}
 	}
 
-	args := slices.Clip(restoreArgs(opts.LogicalRestoreOptions)) // appended to by goroutines
+	args := restoreArgs(opts.LogicalRestoreOptions)
 	if err := runPGTool(ctx, pgRestore, dsn, append(args, "--section=pre-data", "--single-transaction", toc), nil, io.Discard); err != nil {
-		return nil, 0, fmt.Errorf("pre-data: %w", err)
+		return nil, fmt.Errorf("pre-data: %w", err)
 	}
 	// From here on a failure leaves the schema in the database.
 	defer func() {
 		if err != nil {
-			err = fmt.Errorf("%w (the database now holds the backup's schema, and the rows of the tables loaded before the failure: drop and create the database before restoring again; --option restore_workers=1 restores in one transaction instead)", err)
+			err = fmt.Errorf("%w (the database now holds the backup's schema, and its rows if the failure came after them: drop and create the database before restoring again; --option restore_workers=1 restores in one transaction instead)", err)
 		}
 	}()
 	a := &archiveReader{br: br, intSize: head.intSize}
-	// The last rows are committed only once the whole entry has come: a
-	// stream that ends early, even between two tables' data, loads nothing
-	// after the last table whose indexes were built early.
+	// The rows are committed only once the whole entry has come: a stream
+	// that ends early, even between two tables' data, loads nothing.
 	whole := func() error {
 		if r.n != size {
 			return fmt.Errorf("the dump ended after %d of its %d bytes: %w", r.n, size, io.ErrUnexpectedEOF)
 		}
 		return nil
 	}
-	// writeList writes a --use-list file of the entries ids.
-	writeList := func(ids []int) (string, error) {
-		var list strings.Builder
-		for _, id := range ids {
-			fmt.Fprintf(&list, "%d;\n", id)
-		}
-		return writeSpool(opts.SpoolDir, "amber-pgrestore-list-", []byte(list.String()))
-	}
-	// runList restores the post-data entries ids from the TOC file.
-	runList := func(ctx context.Context, ids []int, more ...string) error {
-		path, err := writeList(ids)
-		if err != nil {
-			return err
-		}
-		defer os.Remove(path)
-		a := append(args, "--section=post-data", "--use-list="+path)
-		return runPGTool(ctx, pgRestore, dsn, append(append(a, more...), toc), nil, io.Discard)
-	}
-	// The indexes and keys of a large table are built as soon as its rows
-	// are committed, while later tables load, as pg_restore -j does from a
-	// file: one build at a time while rows load (the sessions loading them
-	// take the cores), up to opts.Workers once they are loaded.
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	g, gctx := errgroup.WithContext(ctx)
-	ready := make(chan int, len(early)) // TABLE DATA dump IDs whose rows are committed
-	loaded := make(chan struct{})
-	var (
-		mu    sync.Mutex
-		built = map[int]bool{}
-	)
-	for i := range opts.Workers {
-		g.Go(func() error {
-			if i > 0 {
-				select {
-				case <-loaded:
-				case <-gctx.Done():
-					return gctx.Err()
-				}
-			}
-			for id := range ready {
-				if err := runList(gctx, early[id], "--single-transaction"); err != nil {
-					return fmt.Errorf("indexes and keys of %s: %w", tables[id], err)
-				}
-				mu.Lock()
-				for _, e := range early[id] {
-					built[e] = true
-				}
-				mu.Unlock()
-			}
-			return nil
-		})
-	}
-	least := cmp.Or(opts.earlyBytes, earlyPostDataBytes)
-	load := tableLoad{
-		tables: tables,
-		commitAfter: func(id int, n int64) bool {
-			return n >= least && len(early[id]) > 0
-		},
-		committed: func(id int) { ready <- id },
-	}
-	err = loadTableData(gctx, dsn, settings.String(), a, load, opts.Workers, whole)
-	if err != nil {
-		cancel() // no more builds
-	}
-	close(loaded)
-	close(ready)
-	// A build's failure stops the load with context.Canceled: report the
-	// build's error then, else the load's.
-	if gerr := g.Wait(); err == nil || gerr != nil && errors.Is(err, context.Canceled) && !errors.Is(gerr, context.Canceled) {
-		err = gerr
-	}
-	if err != nil {
-		return nil, 0, err
+	if err = loadTableData(ctx, dsn, settings.String(), a, tables, opts.Workers, whole); err != nil {
+		return nil, err
 	}
 	if len(dataDefs) > 0 {
-		path, werr := writeList(dataDefs)
+		var list strings.Builder
+		for _, id := range dataDefs {
+			fmt.Fprintf(&list, "%d;\n", id)
+		}
+		path, werr := writeSpool(opts.SpoolDir, "amber-pgrestore-list-", []byte(list.String()))
 		if werr != nil {
-			return nil, 0, werr
+			return nil, werr
 		}
 		defer os.Remove(path)
 		if err = runPGTool(ctx, pgRestore, dsn, append(args, "--section=data", "--use-list="+path, "--single-transaction", toc), nil, io.Discard); err != nil {
-			return nil, 0, fmt.Errorf("sequence values: %w", err)
+			return nil, fmt.Errorf("sequence values: %w", err)
 		}
 	}
-	jobs := "--jobs=" + strconv.Itoa(opts.Workers)
-	if len(built) == 0 {
-		err = runPGTool(ctx, pgRestore, dsn, append(args, "--section=post-data", jobs, toc), nil, io.Discard)
-	} else {
-		var rest []int
-		for _, e := range head.entries {
-			if !built[e.dumpID] {
-				rest = append(rest, e.dumpID)
-			}
-		}
-		err = runList(ctx, rest, jobs)
+	if err = runPGTool(ctx, pgRestore, dsn, append(args, "--section=post-data", "--jobs="+strconv.Itoa(opts.Workers), toc), nil, io.Discard); err != nil {
+		return nil, fmt.Errorf("post-data: %w", err)
 	}
-	if err != nil {
-		return nil, 0, fmt.Errorf("post-data: %w", err)
-	}
-	return nil, len(built), nil
-}
-
-// earlyPostDataBytes is the least a table's rows take in the dump for its
-// indexes and keys to be built while later tables load (it costs a commit
-// of every session and a pg_restore run).
-const earlyPostDataBytes = 32 << 20
-
-// earlyPostData finds the post-data entries that can be restored as soon as
-// one table's rows are committed: indexes and constraints other than
-// foreign keys that depend on that table and on pre-data entries only. It
-// maps the TABLE DATA dump ID of the table to them, in TOC order.
-func earlyPostData(entries []tocEntry, sections map[int]int, tables map[int]string) map[int][]int {
-	dataOf := map[int]int{} // a table's dump ID: its TABLE DATA entry's
-	for _, e := range entries {
-		if _, ok := tables[e.dumpID]; ok && len(e.deps) == 1 {
-			dataOf[e.deps[0]] = e.dumpID
-		}
-	}
-	early := map[int][]int{}
-next:
-	for _, e := range entries {
-		if sections[e.dumpID] != sectionPostData || e.desc != "INDEX" && e.desc != "CONSTRAINT" {
-			continue
-		}
-		data := 0
-		for _, d := range e.deps {
-			if id, ok := dataOf[d]; ok && (data == 0 || data == id) {
-				data = id
-			} else if ok || sections[d] != sectionPreData {
-				continue next
-			}
-		}
-		if data != 0 {
-			early[data] = append(early[data], e.dumpID)
-		}
-	}
-	return early
+	return nil, nil
 }
 
 // writeSpool writes b to a new 0600 file in dir and returns its path.
@@ -271,59 +148,18 @@ func writeSpool(dir, prefix string, b []byte) (string, error) {
 	return f.Name(), nil
 }
 
-// rowsBlock is a block of whole COPY rows of one table, or a gate every
-// session passes after committing what it loaded.
+// rowsBlock is a block of whole COPY rows of one table.
 type rowsBlock struct {
 	copyStmt string
 	rows     []byte
-	gate     *commitGate
-}
-
-// commitGate holds each session that reaches it, once it has committed,
-// until every session has: each takes one of the gate's blocks. The last
-// to arrive calls then before it opens the gate.
-type commitGate struct {
-	mu   sync.Mutex
-	left int
-	open chan struct{}
-	then func()
-}
-
-func (g *commitGate) pass(ctx context.Context) error {
-	g.mu.Lock()
-	g.left--
-	last := g.left == 0
-	g.mu.Unlock()
-	if last {
-		g.then()
-		close(g.open)
-		return nil
-	}
-	select {
-	case <-g.open:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-// tableLoad is what loadTableData loads and when it commits.
-type tableLoad struct {
-	tables map[int]string // dump ID of a TABLE DATA entry: its COPY statement
-	// commitAfter says whether the rows loaded so far are committed once
-	// the table id's are (n bytes), before a block of the next; committed
-	// is called with id once they are. The rows of the last table commit
-	// at the end.
-	commitAfter func(id int, n int64) bool
-	committed   func(id int)
 }
 
 // loadTableData reads the archive's data blocks (each the COPY rows of a
-// table in load.tables, in chunks) and has workers sessions load them, in
-// blocks of about splitBlock bytes of whole rows, each session in one
-// transaction committed where load.commitAfter says and at the end, once
-// every block is loaded and whole says the stream was complete.
-func loadTableData(ctx context.Context, dsn DSN, settings string, a *archiveReader, load tableLoad, workers int, whole func() error) error {
+// table listed in tables, in chunks) and has workers sessions load them,
+// in blocks of about splitBlock bytes of whole rows, each session in one
+// transaction committed once every block is loaded and whole says the
+// stream was complete.
+func loadTableData(ctx context.Context, dsn DSN, settings string, a *archiveReader, tables map[int]string, workers int, whole func() error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	sessions := make([]*rowsSession, workers)
@@ -352,7 +188,7 @@ func loadTableData(ctx context.Context, dsn DSN, settings string, a *archiveRead
 	for _, s := range sessions {
 		g.Go(func() error { return s.load(gctx, blocks, free) })
 	}
-	err := cutTableData(gctx, a, load, workers, blocks, free)
+	err := cutTableData(gctx, a, tables, blocks, free)
 	if err == nil {
 		err = whole()
 	}
@@ -378,14 +214,12 @@ func loadTableData(ctx context.Context, dsn DSN, settings string, a *archiveRead
 
 // cutTableData reads the data blocks up to the archive's end and hands their
 // rows to the sessions in blocks of whole rows (a row of COPY's text format
-// is one line: newlines in values are escaped), and a commit gate to each
-// of the workers sessions after a table load.commitAfter names.
-func cutTableData(ctx context.Context, a *archiveReader, load tableLoad, workers int, blocks chan<- rowsBlock, free *sync.Pool) error {
-	tables := load.tables
+// is one line: newlines in values are escaped).
+func cutTableData(ctx context.Context, a *archiveReader, tables map[int]string, blocks chan<- rowsBlock, free *sync.Pool) error {
 	seen := make(map[int]bool, len(tables))
-	send := func(b rowsBlock) error {
+	send := func(stmt string, rows []byte) error {
 		select {
-		case blocks <- b:
+		case blocks <- rowsBlock{stmt, rows}:
 			return nil
 		case <-ctx.Done():
 			return ctx.Err()
@@ -411,7 +245,6 @@ func cutTableData(ctx context.Context, a *archiveReader, load tableLoad, workers
 			return fmt.Errorf("the dump holds a data block (type %d) of entry %d, which its table of contents does not list as table data, or lists once", typ, id)
 		}
 		seen[id] = true
-		var size int64
 		blk := free.Get().([]byte)[:0]
 		for {
 			n, err := a.int()
@@ -424,14 +257,13 @@ func cutTableData(ctx context.Context, a *archiveReader, load tableLoad, workers
 			if n < 0 {
 				return fmt.Errorf("the data of %s holds a chunk of %d bytes", stmt, n)
 			}
-			size += int64(n)
 			if len(blk)+n > cap(blk) && len(blk) > 0 {
 				// Send the whole rows so far; a row cut by the block's
 				// end starts the next one.
 				cut := bytes.LastIndexByte(blk, '\n') + 1
 				if cut > 0 {
 					next := append(free.Get().([]byte)[:0], blk[cut:]...)
-					if err := send(rowsBlock{copyStmt: stmt, rows: blk[:cut]}); err != nil {
+					if err := send(stmt, blk[:cut]); err != nil {
 						return err
 					}
 					blk = next
@@ -446,16 +278,8 @@ func cutTableData(ctx context.Context, a *archiveReader, load tableLoad, workers
 			return fmt.Errorf("the data of %s ends inside a row", stmt)
 		}
 		if len(blk) > 0 {
-			if err := send(rowsBlock{copyStmt: stmt, rows: blk}); err != nil {
+			if err := send(stmt, blk); err != nil {
 				return err
-			}
-		}
-		if len(seen) < len(tables) && load.commitAfter != nil && load.commitAfter(id, size) {
-			gate := &commitGate{left: workers, open: make(chan struct{}), then: func() { load.committed(id) }}
-			for range workers {
-				if err := send(rowsBlock{gate: gate}); err != nil {
-					return err
-				}
 			}
 		}
 	}
@@ -513,18 +337,6 @@ func (s *rowsSession) load(ctx context.Context, blocks <-chan rowsBlock, free *s
 		return nil
 	}
 	for b := range blocks {
-		if b.gate != nil {
-			if err := end(); err != nil {
-				return err
-			}
-			if _, err := s.conn.PgConn().Exec(ctx, "COMMIT; BEGIN").ReadAll(); err != nil {
-				return fmt.Errorf("commit the loaded rows: %w", err)
-			}
-			if err := b.gate.pass(ctx); err != nil {
-				return err
-			}
-			continue
-		}
 		if pw == nil || b.copyStmt != stmt {
 			if err := end(); err != nil {
 				return err

@@ -25,14 +25,13 @@ func singleDump(t *testing.T, pg *testbed.Postgres, db string, extra ...string) 
 }
 
 // TestStreamRestore: a single-entry dump is restored in parallel as it
-// streams, exactly, a large table's key built while later tables load; an
-// archive it does not read goes to pg_restore whole; a stream cut inside
-// the data leaves no row of the tables not committed early.
+// streams, exactly; an archive it does not read goes to pg_restore whole;
+// a stream cut inside the data leaves no row.
 func TestStreamRestore(t *testing.T) {
 	t.Parallel()
 	ctx := testCtx(t, 4*time.Minute)
 	pg := testbed.StartPostgres(t, testbed.PostgresOptions{})
-	for _, db := range []string{"app", "par", "early", "one", "cut", "cut_early", "gz", "lo", "lo_copy"} {
+	for _, db := range []string{"app", "par", "one", "cut", "gz", "lo", "lo_copy"} {
 		pg.Psql(t, "postgres", "CREATE DATABASE "+db)
 	}
 	pg.Psql(t, "postgres", "CREATE ROLE stream_reader NOLOGIN")
@@ -80,20 +79,6 @@ func TestStreamRestore(t *testing.T) {
 	if st.Streamed != 1 || st.Bytes != int64(d.bodies[0].Len()) {
 		t.Fatalf("restore streamed %d entries and read %d bytes of %d, want 1 and all", st.Streamed, st.Bytes, d.bodies[0].Len())
 	}
-	if st.EarlyPostData != 0 {
-		t.Fatalf("%d indexes and keys built early from tables under 32 MiB", st.EarlyPostData)
-	}
-	// Past earlyBytes, a table's key is built as soon as its rows are
-	// committed, while the next tables load: "big*.T"'s (about 1 MB), not
-	// empty's (under 1000 bytes) nor t's (the last table), nor the foreign
-	// key.
-	st, err = RestoreSections(ctx, DSN(pg.DSNDB("early")), d.next(), SectionedRestoreOptions{Workers: 2, SplitBytes: 1, SpoolDir: spool, earlyBytes: 1000})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := pg.Psql(t, "early", q); got != want || st.Streamed != 1 || st.EarlyPostData != 1 {
-		t.Fatalf("restored %q with %d indexes and keys built early, want %q and 1", got, st.EarlyPostData, want)
-	}
 	// A dump below SplitBytes (or with workers 1) goes to one pg_restore,
 	// in one transaction.
 	if st, err := RestoreSections(ctx, DSN(pg.DSNDB("one")), d.next(), SectionedRestoreOptions{Workers: 3, SpoolDir: spool}); err != nil || st.Streamed != 0 {
@@ -113,15 +98,6 @@ func TestStreamRestore(t *testing.T) {
 	}
 	if got := rows("cut"); got != "0" {
 		t.Fatalf("%s rows left by a failed restore, want 0", got)
-	}
-	// With "big*.T"'s key built early, its rows were committed before the
-	// stream was cut: they stay, t's do not, as the error says.
-	if _, err := RestoreSections(ctx, DSN(pg.DSNDB("cut_early")), cut.next(), SectionedRestoreOptions{Workers: 2, SplitBytes: 1, SpoolDir: spool, earlyBytes: 1000}); err == nil ||
-		!errors.Is(err, io.ErrUnexpectedEOF) || !contains(err.Error(), "rows of the tables loaded before the failure") {
-		t.Fatalf("a stream cut short after an early key: %v, want an unexpected end and what to do", err)
-	}
-	if got := pg.Psql(t, "cut_early", `SELECT (SELECT count(*) FROM t), (SELECT count(*) FROM "Odd ""Schema"""."big*.T")`); got != "0|20000" {
-		t.Fatalf("rows left by a restore cut inside t, after \"big*.T\"'s key: %s, want 0|20000", got)
 	}
 
 	// Cut where a table's data block starts, the stream ends cleanly between
