@@ -164,6 +164,20 @@ psql_() { PGOPTIONS='-c client_min_messages=warning' as_pg "$pgbin/psql" -h "$so
 pgbr stanza-create >/dev/null
 pgbr check >/dev/null
 
+# The logical restores load into a cluster of their own, made as the template
+# was and started with the same settings, that does not archive: in the
+# cluster under test, pgBackRest's archive-push compresses the ~1 GB of WAL
+# each restore writes, during the restore and the measurements after it, for
+# amber and pg_restore alike.
+tdata="$work/target"
+tport=$(free_port)
+until [ "$tport" != "$port" ]; do tport=$(free_port); done
+as_pg "$pgbin/initdb" -D "$tdata" -U postgres --auth=trust -E UTF8 --locale=C >/dev/null
+servers+=("$tdata")
+as_pg "$pgbin/pg_ctl" -D "$tdata" -l "$work/target.log" -w -t 300 start -o "-p $tport $common_opts" >/dev/null
+tdsn="host=$sock port=$tport user=postgres dbname=restored"
+psqlt_() { PGOPTIONS='-c client_min_messages=warning' as_pg "$pgbin/psql" -h "$sock" -p "$tport" -U postgres -X -q -At -v ON_ERROR_STOP=1 "$@"; }
+
 # ---------------------------------------------------------------------------
 # Measuring: wall time from date, CPU time (user + system, the command and
 # its children) and peak RSS of its largest process from /usr/bin/time. For
@@ -333,20 +347,20 @@ log_amber() { # [s2|w2]: keys amber_lbk/amber_lrest, or amber_lbk_<it>/amber_lre
   measure "amber_lbk$sfx" as_pg env AMBER_REPO="$r" AMBER_CACHE_DIR="$work/amber-cache" \
     "$amber" backup --engine postgres --dsn "$dsn" --mode logical "${comp[@]}" --json >/dev/null
   stored[amber_lbk$sfx]=$(du -sb "$r" | cut -f1)
-  psql_ -c 'DROP DATABASE IF EXISTS restored' -c 'CREATE DATABASE restored' postgres
+  psqlt_ -c 'DROP DATABASE IF EXISTS restored' -c 'CREATE DATABASE restored' postgres
   measure "amber_lrest$sfx" as_pg env AMBER_REPO="$r" AMBER_CACHE_DIR="$work/amber-cache" \
-    "$amber" restore --engine postgres --dsn "host=$sock port=$port user=postgres dbname=restored" >/dev/null
-  [ "$(psql_ -c 'SELECT count(*) FROM bench_mixed' restored)" = "$rows" ] || die "amber's logical restore lacks rows"
+    "$amber" restore --engine postgres --dsn "$tdsn" >/dev/null
+  [ "$(psqlt_ -c 'SELECT count(*) FROM bench_mixed' restored)" = "$rows" ] || die "amber's logical restore lacks rows"
   if [ -z "$sfx" ]; then
     # The same backup through one pg_restore --single-transaction on the
     # stream (restore_workers=1): what the default did before it was loaded
     # in parallel as it streams.
-    psql_ -c 'DROP DATABASE restored' -c 'CREATE DATABASE restored' postgres
+    psqlt_ -c 'DROP DATABASE restored' -c 'CREATE DATABASE restored' postgres
     measure amber_lrest_one as_pg env AMBER_REPO="$r" AMBER_CACHE_DIR="$work/amber-cache" \
-      "$amber" restore --engine postgres --dsn "host=$sock port=$port user=postgres dbname=restored" --option restore_workers=1 >/dev/null
-    [ "$(psql_ -c 'SELECT count(*) FROM bench_mixed' restored)" = "$rows" ] || die "amber's logical restore (restore_workers=1) lacks rows"
+      "$amber" restore --engine postgres --dsn "$tdsn" --option restore_workers=1 >/dev/null
+    [ "$(psqlt_ -c 'SELECT count(*) FROM bench_mixed' restored)" = "$rows" ] || die "amber's logical restore (restore_workers=1) lacks rows"
   fi
-  psql_ -c 'DROP DATABASE restored' postgres
+  psqlt_ -c 'DROP DATABASE restored' postgres
   rm -rf "$r"
 }
 log_dump() {
@@ -355,10 +369,10 @@ log_dump() {
   rm -f "$work/dump.sql.zst"
   measure dump_fc as_pg "$pgbin/pg_dump" -h "$sock" -p "$port" -U postgres -Fc -f "$work/dump.fc" postgres
   stored[dump_fc]=$(stat -c %s "$work/dump.fc")
-  psql_ -c 'DROP DATABASE IF EXISTS restored' -c 'CREATE DATABASE restored' postgres
-  measure pgrestore_j2 as_pg "$pgbin/pg_restore" -h "$sock" -p "$port" -U postgres -j 2 -d restored "$work/dump.fc"
-  [ "$(psql_ -c 'SELECT count(*) FROM bench_mixed' restored)" = "$rows" ] || die "pg_restore lacks rows"
-  psql_ -c 'DROP DATABASE restored' postgres
+  psqlt_ -c 'DROP DATABASE IF EXISTS restored' -c 'CREATE DATABASE restored' postgres
+  measure pgrestore_j2 as_pg "$pgbin/pg_restore" -h "$sock" -p "$tport" -U postgres -j 2 -d restored "$work/dump.fc"
+  [ "$(psqlt_ -c 'SELECT count(*) FROM bench_mixed' restored)" = "$rows" ] || die "pg_restore lacks rows"
+  psqlt_ -c 'DROP DATABASE restored' postgres
   rm -f "$work/dump.fc"
 }
 
@@ -729,6 +743,9 @@ $(if [ "$standard" = 1 ]; then echo "- The standard \"mixed\" data set (\`pgbenc
   left at its default, y): the normal pgBackRest set-up. \`--no-archive-check\` would make the backup
   unrestorable without WAL from elsewhere. amber and pg_basebackup take the WAL of the backup window inside
   the backup; they ran with the same archive_command active (it archives one or two segments per backup).
+  The logical restores (amber's and pg_restore's) load into a second cluster, made and started like the first
+  but not archiving: there archive-push would compress the ~1 GB of WAL each restore writes, during it and the
+  measurements after it.
 
 ## Commands
 | key | command |
