@@ -21,7 +21,6 @@
 #   BENCH_PG_LAG_SECONDS     length of the pgbench load for the lag test (default 60)
 #   BENCH_PG_FLUSH           amber archive --flush-interval values to test (default "500ms 250ms";
 #                            the first is amber's default and the one the goal is judged on)
-#   BENCH_PG_SETTLE          seconds each physical restore waits after a sync (default 65; see settle)
 #   BENCH_PG_REPORT_ONLY=1   measure nothing: rewrite the section from the figures of the
 #                            last run (kept in .deps/bench/pg-results-*.sh)
 set -euo pipefail
@@ -320,14 +319,25 @@ phys_pgbb() { # lz4|zstd
   rm -rf "$d"
 }
 # --- physical restores (to a server that is ready and out of recovery) ---
-# settle: ext4 without a journal (this machine's root file system) skips, when
-# it allocates an inode, every inode of the group freed in the last 60 s (and
-# 5 minutes more while its inode table block is dirty). A restore right after
-# the run before had deleted its files took ~1 s longer (2.51 s against 1.70 s
-# after a sync and 64 s, 1.46 s after 6 minutes: amber's restore of this data
-# set, by hand), for amber and pgBackRest alike: every physical restore starts
-# 65 s after a sync instead, as into a volume that did not just lose files.
-settle() { sync; sleep "${BENCH_PG_SETTLE:-65}"; }
+# settle: every physical restore starts with the page cache dropped, after a
+# sync: the repository is read from disk, as a restore reads from a bucket,
+# and nothing of the runs before is cached for one tool and not the other.
+# Two things made that necessary, both measured here by hand (amber's restore
+# of this data set). ext4 without a journal (this machine's root file system)
+# skips, when it allocates an inode, every inode of the group freed in the
+# last 60 s whose inode table block is still cached: a restore right after
+# the run before had deleted its files took 2.51 s against 1.70 s after a
+# sync and 64 s. And this machine's DAMON pages out what was not touched for
+# 60 s (/sys/kernel/mm/damon/admin: paddr, pageout, min_age 12 x 5 s), so
+# waiting instead would leave each repository cached or not by chance.
+settle() {
+  sync
+  if [ -w /proc/sys/vm/drop_caches ]; then
+    echo 3 >/proc/sys/vm/drop_caches
+  else
+    sleep 65
+  fi
+}
 restore_fs=$(findmnt -n -o FSTYPE --target "$work")
 if [ "$(cat "/sys/fs/ext4/$(basename "$(findmnt -n -o SOURCE --target "$work")")/journal_task" 2>/dev/null)" = "<none>" ]; then
   restore_fs+=" without a journal"
@@ -761,9 +771,11 @@ $(if [ "$standard" = 1 ]; then echo "- The standard \"mixed\" data set (\`pgbenc
   The logical restores (amber's and pg_restore's) load into a second cluster, made and started like the first
   but not archiving: there archive-push would compress the ~1 GB of WAL each restore writes, during it and the
   measurements after it.
-- Every physical restore starts ${BENCH_PG_SETTLE:-65} s after a \`sync\` (the restores' file system here: ${restore_fs:-not recorded}). ext4 without a
-  journal skips the inodes freed in the last 60 s when it allocates one; the run's own deletions (the restore
-  before, fresh repositories) made a restore right after them ~1 s slower, for amber and pgBackRest alike.
+- Every physical restore starts with the page cache dropped after a \`sync\` (\`echo 3 > /proc/sys/vm/drop_caches\`):
+  each tool reads its repository from disk, as a restore reads from a bucket. On this machine (the restores' file
+  system: ${restore_fs:-not recorded}) a restore right after the run's own deletions was ~1 s slower otherwise (ext4
+  without a journal skips recently freed inodes whose table block is cached), and waiting that out instead left each
+  repository cached or not by chance (the kernel pages out what was not touched for 60 s).
 
 ## Commands
 | key | command |
