@@ -76,6 +76,9 @@ free_port() {
   done
 }
 
+# init_cluster DIR: a new cluster as every one here is made.
+init_cluster() { as_pg "$pgbin/initdb" -D "$1" -U postgres --auth=trust -E UTF8 --locale=C >/dev/null; }
+
 make_template() {
   [ -s "$dump" ] || BENCH_DATA_ONLY=1 BENCH_ROWS="$rows" BENCH_SCALE="$scale" bash "$root/docs/bench.sh"
   [ -s "$dump" ] || die "no dump at $dump"
@@ -86,7 +89,7 @@ make_template() {
   port=$(free_port)
   trap "as_pg $pgbin/pg_ctl -D '$tmp/data' -m immediate stop >/dev/null 2>&1 || true; rm -rf '$tmp'" EXIT
   say "loading $dump into a new cluster (cached afterwards in ${tpl#"$root"/})"
-  as_pg "$pgbin/initdb" -D "$tmp/data" -U postgres --auth=trust -E UTF8 --locale=C >/dev/null
+  init_cluster "$tmp/data"
   as_pg "$pgbin/pg_ctl" -D "$tmp/data" -l "$tmp/server.log" -w start -o \
     "-p $port -k $tmp -c listen_addresses= -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
      -c wal_level=minimal -c max_wal_senders=0 -c max_wal_size=8GB -c shared_buffers=512MB \
@@ -160,7 +163,12 @@ stop_primary() { as_pg "$pgbin/pg_ctl" -D "$pgdata" -m fast -w -t 300 stop >/dev
 servers+=("$pgdata")
 start_primary "-c archive_mode=on -c archive_command='pgbackrest --config=$pgbr_conf --stanza=bench archive-push %p'"
 dsn="host=$sock port=$port user=postgres dbname=postgres"
-psql_() { PGOPTIONS='-c client_min_messages=warning' as_pg "$pgbin/psql" -h "$sock" -p "$port" -U postgres -X -q -At -v ON_ERROR_STOP=1 "$@"; }
+psql_on() { # PORT psql-arguments...
+  local p=$1
+  shift
+  PGOPTIONS='-c client_min_messages=warning' as_pg "$pgbin/psql" -h "$sock" -p "$p" -U postgres -X -q -At -v ON_ERROR_STOP=1 "$@"
+}
+psql_() { psql_on "$port" "$@"; }
 pgbr stanza-create >/dev/null
 pgbr check >/dev/null
 
@@ -172,11 +180,11 @@ pgbr check >/dev/null
 tdata="$work/target"
 tport=$(free_port)
 until [ "$tport" != "$port" ]; do tport=$(free_port); done
-as_pg "$pgbin/initdb" -D "$tdata" -U postgres --auth=trust -E UTF8 --locale=C >/dev/null
+init_cluster "$tdata"
 servers+=("$tdata")
 as_pg "$pgbin/pg_ctl" -D "$tdata" -l "$work/target.log" -w -t 300 start -o "-p $tport $common_opts" >/dev/null
 tdsn="host=$sock port=$tport user=postgres dbname=restored"
-psqlt_() { PGOPTIONS='-c client_min_messages=warning' as_pg "$pgbin/psql" -h "$sock" -p "$tport" -U postgres -X -q -At -v ON_ERROR_STOP=1 "$@"; }
+psqlt_() { psql_on "$tport" "$@"; }
 
 # ---------------------------------------------------------------------------
 # Measuring: wall time from date, CPU time (user + system, the command and
@@ -329,14 +337,11 @@ phys_pgbb() { # lz4|zstd
 # the run before had deleted its files took 2.51 s against 1.70 s after a
 # sync and 64 s. And this machine's DAMON pages out what was not touched for
 # 60 s (/sys/kernel/mm/damon/admin: paddr, pageout, min_age 12 x 5 s), so
-# waiting instead would leave each repository cached or not by chance.
+# waiting instead would leave each repository cached or not by chance. (The
+# script runs as root: as_pg is runuser.)
 settle() {
   sync
-  if [ -w /proc/sys/vm/drop_caches ]; then
-    echo 3 >/proc/sys/vm/drop_caches
-  else
-    sleep 65
-  fi
+  echo 3 >/proc/sys/vm/drop_caches
 }
 restore_fs=$(findmnt -n -o FSTYPE --target "$work")
 if [ "$(cat "/sys/fs/ext4/$(basename "$(findmnt -n -o SOURCE --target "$work")")/journal_task" 2>/dev/null)" = "<none>" ]; then
