@@ -735,6 +735,75 @@ func TestScheduleAndReplicaChoice(t *testing.T) {
 	eventually(t, "a Warning on the failed Backup", warningEvent(t, ns, "failing", "BackupFailed"))
 }
 
+// TestBackupWaitsForReplica: a Backup created while no replica qualifies
+// (here the only sidecar reports unhealthy, as while its database starts)
+// stays Pending with Scheduled=False saying why, runs once one does, and
+// fails only when none has for two minutes of the controller's clock.
+func TestBackupWaitsForReplica(t *testing.T) {
+	needEnv(t)
+	ns := namespace(t)
+	ctx := context.Background()
+	url := initRepo(t, ns)
+	must(t, k8s.Create(ctx, policy(ns, "p", func(p *amberv1.BackupPolicy) { p.Spec.Repository.URL = url })))
+	statefulSet(t, ns, "pg", "p", 1)
+	sidecars.Set(ns+"/pg-0", sidecardouble.Pod{Probe: sidecarapi.ProbeResult{Healthy: false, Role: sidecarapi.RolePrimary}})
+
+	waiting := func(name string) func() (bool, string) {
+		return func() (bool, string) {
+			var b amberv1.Backup
+			must(t, k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, &b))
+			c := meta.FindStatusCondition(b.Status.Conditions, controllers.CondScheduled)
+			if c == nil || c.Status != metav1.ConditionFalse || c.Reason != "WaitingForReplica" || !strings.Contains(c.Message, "pg-0: unhealthy") {
+				return false, fmt.Sprintf("phase %q conditions %+v", b.Status.Phase, b.Status.Conditions)
+			}
+			if b.Status.Phase != "" && b.Status.Phase != amberv1.PhasePending {
+				t.Fatalf("Backup %s is %s while it waits: %s", name, b.Status.Phase, b.Status.Error)
+			}
+			return true, ""
+		}
+	}
+	early := &amberv1.Backup{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "early"}, Spec: amberv1.BackupSpec{PolicyRef: amberv1.LocalRef{Name: "p"}}}
+	must(t, k8s.Create(ctx, early))
+	eventually(t, "Backup early to wait for a replica", waiting("early"))
+	eventually(t, "a Warning on the waiting Backup", warningEvent(t, ns, "early", "WaitingForReplica"))
+	time.Sleep(3 * time.Second) // a requeue or more, still waiting
+	eventually(t, "Backup early still waiting", waiting("early"))
+
+	sidecars.Set(ns+"/pg-0", probe(sidecarapi.RolePrimary, 0))
+	eventually(t, "Backup early to finish", getBackup(t, ns, "early"))
+	must(t, k8s.Get(ctx, client.ObjectKeyFromObject(early), early))
+	if early.Status.Phase != amberv1.PhaseSucceeded || early.Status.TargetPod != "pg-0" {
+		t.Fatalf("Backup early %s on %q: %s", early.Status.Phase, early.Status.TargetPod, early.Status.Error)
+	}
+	if c := meta.FindStatusCondition(early.Status.Conditions, controllers.CondScheduled); c == nil || c.Status != metav1.ConditionTrue || !strings.Contains(c.Message, "pg-0") {
+		t.Fatalf("Scheduled condition after the backup ran: %+v", c)
+	}
+
+	// No replica for two minutes: the Backup fails saying why and how long it waited.
+	sidecars.Set(ns+"/pg-0", sidecardouble.Pod{Probe: sidecarapi.ProbeResult{Healthy: false, Role: sidecarapi.RolePrimary}})
+	late := &amberv1.Backup{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "late"}, Spec: amberv1.BackupSpec{PolicyRef: amberv1.LocalRef{Name: "p"}}}
+	must(t, k8s.Create(ctx, late))
+	eventually(t, "Backup late to wait for a replica", waiting("late"))
+	fake.Advance(2*time.Minute + time.Second)
+	eventually(t, "Backup late to fail", getBackup(t, ns, "late"))
+	must(t, k8s.Get(ctx, client.ObjectKeyFromObject(late), late))
+	if late.Status.Phase != amberv1.PhaseFailed || !strings.Contains(late.Status.Error, "pg-0: unhealthy") || !strings.Contains(late.Status.Error, "waited 2m0s") {
+		t.Fatalf("Backup late %s: %q", late.Status.Phase, late.Status.Error)
+	}
+	if c := meta.FindStatusCondition(late.Status.Conditions, controllers.CondComplete); c == nil || c.Reason != "NoEligibleReplica" {
+		t.Fatalf("Complete condition %+v", c)
+	}
+	n := 0
+	for _, c := range sidecars.Calls("Backup") {
+		if c.Pod == ns+"/pg-0" {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Fatalf("%d backups ran on pg-0, want 1 (early's)", n)
+	}
+}
+
 // TestArchiverFollowsPrimary: with archive on, the primary's sidecar
 // archives; after a failover the new primary starts and the old one stops.
 func TestArchiverFollowsPrimary(t *testing.T) {

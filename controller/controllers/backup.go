@@ -10,6 +10,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/record"
@@ -53,6 +54,9 @@ type BackupReconciler struct {
 	Logger       *slog.Logger
 	// MaxConcurrent backups at once (each holds a worker while it runs).
 	MaxConcurrent int
+	// ReplicaWait is how long a Backup stays Pending while no replica
+	// qualifies before it fails; 0: two minutes, negative: fail at once.
+	ReplicaWait time.Duration
 
 	// mine holds the UIDs of the Backups this process has run, with when
 	// it finished them: for a while after that the cache may still show
@@ -141,13 +145,15 @@ func (r *BackupReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	}
 	pick, why := PickBackupTarget(probeAll(ctx, r.Dialer, pods, false), p.Spec.Replica.Preference, maxLag)
 	if pick == nil {
-		return ctrl.Result{}, r.fail(ctx, &b, "NoEligibleReplica", "StatefulSet "+sts+": "+why)
+		return r.waitForReplica(ctx, &b, "StatefulSet "+sts+": "+why)
 	}
 
 	orig := b.DeepCopy()
 	b.Status.Phase = amberv1.PhaseRunning
 	b.Status.StatefulSet = sts
 	b.Status.TargetPod = pick.Pod.Name
+	setCondition(nil, &b, &b.Status.Conditions, metav1.Condition{Type: CondScheduled, Status: metav1.ConditionTrue,
+		Reason: "ReplicaChosen", Message: fmt.Sprintf("pod %s (%s)", pick.Pod.Name, pick.Probe.Role)}, r.Clock)
 	started := r.now()
 	b.Status.StartedAt = &started
 	if err := r.Client.Status().Patch(ctx, &b, client.MergeFrom(orig)); err != nil {
@@ -259,6 +265,36 @@ func (r *BackupReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 }
 
 // fail marks b Failed with reason and message, and records a Warning.
+// waitForReplica keeps a Backup Pending while no replica qualifies, for
+// up to ReplicaWait from the first time none did: a pod that is starting
+// (no IP yet, its sidecar not listening, its role not known), a
+// failover, or a standby catching up is usually over within it. The
+// condition Scheduled=False says why meanwhile; after the wait the Backup
+// fails with that reason. The wait is timed from the condition's
+// LastTransitionTime, written by this controller's clock, so a skew
+// between the controller and the API server does not shorten it.
+func (r *BackupReconciler) waitForReplica(ctx context.Context, b *amberv1.Backup, why string) (ctrl.Result, error) {
+	wait := r.ReplicaWait
+	if wait == 0 {
+		wait = 2 * time.Minute
+	}
+	now := clock.Or(r.Clock).Now()
+	c := meta.FindStatusCondition(b.Status.Conditions, CondScheduled)
+	if c != nil && c.Status == metav1.ConditionFalse && now.Sub(c.LastTransitionTime.Time) >= wait {
+		return ctrl.Result{}, r.fail(ctx, b, "NoEligibleReplica", fmt.Sprintf("%s (waited %s)", why, wait.Round(time.Second)))
+	}
+	if wait < 0 {
+		return ctrl.Result{}, r.fail(ctx, b, "NoEligibleReplica", why)
+	}
+	orig := b.DeepCopy()
+	setCondition(r.Recorder, b, &b.Status.Conditions, metav1.Condition{Type: CondScheduled, Status: metav1.ConditionFalse,
+		Reason: "WaitingForReplica", Message: why}, r.Clock)
+	if err := r.Client.Status().Patch(ctx, b, client.MergeFrom(orig)); err != nil {
+		return ctrl.Result{}, fmt.Errorf("mark Backup waiting: %w", err)
+	}
+	return ctrl.Result{RequeueAfter: 2 * time.Second}, nil
+}
+
 func (r *BackupReconciler) fail(ctx context.Context, b *amberv1.Backup, reason, msg string) error {
 	return r.failFrom(ctx, b, b.DeepCopy(), reason, msg)
 }

@@ -42,6 +42,9 @@ const (
 	CondArchiving = "Archiving"
 	CondComplete  = "Complete"
 	CondPruned    = "Pruned"
+	// CondScheduled: a replica was chosen for the Backup (False with
+	// WaitingForReplica while none qualifies).
+	CondScheduled = "Scheduled"
 	// CondWorkload: the StatefulSet and its objects were stored with the backup.
 	CondWorkload = "WorkloadCaptured"
 )

@@ -110,7 +110,7 @@ func PickBackupTarget(cands []Candidate, pref amberv1.ReplicaPreference, maxLag 
 		return pick, ""
 	}
 	if len(cands) == 0 {
-		return nil, "no pod of the StatefulSet runs an amber sidecar"
+		return nil, "no pod of the StatefulSet runs with an amber sidecar yet (a pod counts once it was injected and has an IP)"
 	}
 	return nil, "no replica qualifies: " + strings.Join(why, "; ")
 }
