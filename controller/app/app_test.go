@@ -756,8 +756,8 @@ func TestBackupWaitsForReplica(t *testing.T) {
 			if c == nil || c.Status != metav1.ConditionFalse || c.Reason != "WaitingForReplica" || !strings.Contains(c.Message, "pg-0: unhealthy") {
 				return false, fmt.Sprintf("phase %q conditions %+v", b.Status.Phase, b.Status.Conditions)
 			}
-			if b.Status.Phase != "" && b.Status.Phase != amberv1.PhasePending {
-				t.Fatalf("Backup %s is %s while it waits: %s", name, b.Status.Phase, b.Status.Error)
+			if b.Status.Phase != amberv1.PhasePending {
+				t.Fatalf("Backup %s is %q while it waits: %s", name, b.Status.Phase, b.Status.Error)
 			}
 			return true, ""
 		}

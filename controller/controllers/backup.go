@@ -287,6 +287,7 @@ func (r *BackupReconciler) waitForReplica(ctx context.Context, b *amberv1.Backup
 		return ctrl.Result{}, r.fail(ctx, b, "NoEligibleReplica", why)
 	}
 	orig := b.DeepCopy()
+	b.Status.Phase = amberv1.PhasePending
 	setCondition(r.Recorder, b, &b.Status.Conditions, metav1.Condition{Type: CondScheduled, Status: metav1.ConditionFalse,
 		Reason: "WaitingForReplica", Message: why}, r.Clock)
 	if err := r.Client.Status().Patch(ctx, b, client.MergeFrom(orig)); err != nil {
