@@ -345,6 +345,11 @@ func (w *pipeWriter) PipeFile() *os.File {
 	return blocking(w.f)
 }
 
+func isFile(r io.Reader) bool {
+	_, ok := r.(*os.File)
+	return ok
+}
+
 // blocking puts f in blocking mode, which a child process expects of its
 // standard input and output; f's own reads and writes still work (they
 // hold a thread while they wait).
@@ -357,6 +362,17 @@ func blocking(f *os.File) *os.File {
 
 // readFrom writes everything r yields into the pipe.
 func (w *pipeWriter) readFrom(ctx context.Context, r io.Reader) error {
+	if wt, ok := r.(io.WriterTo); ok && !isFile(r) {
+		// A source that holds its bytes in buffers already (a restore
+		// decoding the repository) writes them to the pipe itself,
+		// saving a copy through buf. (An *os.File's WriteTo would copy
+		// through 32 KiB.)
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		_, err := wt.WriteTo(w)
+		return err
+	}
 	buf := make([]byte, 256<<10)
 	for {
 		if err := ctx.Err(); err != nil {

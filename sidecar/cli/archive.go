@@ -55,15 +55,11 @@ amber exits 0.`,
 				return usagef("archive needs --engine and a connection string (--dsn-file, --dsn or AMBER_DSN)")
 			}
 			ctx := cmd.Context()
-			host, eng, err := e.openEngine(ctx, engine)
+			host, eng, r, err := e.openEngineAndRepo(ctx, engine)
 			if err != nil {
 				return err
 			}
 			defer host.Close()
-			r, err := e.openRepo(ctx)
-			if err != nil {
-				return err
-			}
 			defer r.Close()
 			// Engine options: a plugin refuses one it does not take
 			// (--slot and --synchronous are PostgreSQL's).

@@ -255,15 +255,11 @@ printed or logged.`,
 				if d == "" {
 					return usagef("--engine needs the database's connection string: --dsn-file, --dsn or AMBER_DSN")
 				}
-				host, eng, err := e.openEngine(ctx, engine)
+				host, eng, r, err := e.openEngineAndRepo(ctx, engine)
 				if err != nil {
 					return err
 				}
 				defer host.Close()
-				r, err := e.openRepo(ctx)
-				if err != nil {
-					return err
-				}
 				defer r.Close()
 				progress, stop := e.track("backup", 0)
 				rep, err := job.BackupEngine(ctx, r, eng, job.EngineBackup{Engine: engine, Mode: mode, Name: name, Tags: tagMap,

@@ -147,6 +147,40 @@ func (e *env) openEngine(ctx context.Context, engine string) (*pluginhost.Host, 
 	return host, p, nil
 }
 
+// openEngineAndRepo launches the plugin for engine while the repository
+// opens, for a command that needs both at once: the password's key
+// derivation (Argon2id, about 0.2 s of two cores) and the repository's
+// first reads then overlap with starting the plugin process. An engine
+// error is reported before a repository error, as if they ran in turn.
+func (e *env) openEngineAndRepo(ctx context.Context, engine string) (*pluginhost.Host, *pluginhost.Plugin, *repo.Repository, error) {
+	if engine == "" {
+		_, _, err := e.openEngine(ctx, engine) // the usage error, before any work
+		return nil, nil, nil, err
+	}
+	type opened struct {
+		r   *repo.Repository
+		err error
+	}
+	ch := make(chan opened, 1)
+	go func() {
+		r, err := e.openRepo(ctx)
+		ch <- opened{r, err}
+	}()
+	host, eng, err := e.openEngine(ctx, engine)
+	o := <-ch
+	if err != nil {
+		if o.r != nil {
+			o.r.Close()
+		}
+		return nil, nil, nil, err
+	}
+	if o.err != nil {
+		host.Close()
+		return nil, nil, nil, o.err
+	}
+	return host, eng, o.r, nil
+}
+
 // opener opens the repository and the plugin only when a job asks, and
 // closes what it opened.
 type opener struct {

@@ -174,15 +174,11 @@ func (e *env) runRestore(cmd *cobra.Command, f restoreFlags) error {
 			return err
 		}
 	}
-	host, eng, err := e.openEngine(ctx, f.engine)
+	host, eng, r, err := e.openEngineAndRepo(ctx, f.engine)
 	if err != nil {
 		return err
 	}
 	defer host.Close()
-	r, err := e.openRepo(ctx)
-	if err != nil {
-		return err
-	}
 	defer r.Close()
 	set, err := parseSettings(f.settings)
 	if err != nil {

@@ -108,15 +108,11 @@ protocol.`,
 				return err
 			}
 			ctx := cmd.Context()
-			host, eng, err := e.openEngine(ctx, engine)
+			host, eng, r, err := e.openEngineAndRepo(ctx, engine)
 			if err != nil {
 				return err
 			}
 			defer host.Close()
-			r, err := e.openRepo(ctx)
-			if err != nil {
-				return err
-			}
 			defer r.Close()
 			a, err := agent.New(agent.Config{EngineName: engine, Engine: eng, Repo: r, Target: api.Target{DSN: d, Settings: set}, DataDir: dataDir, Tags: tags,
 				TLS: tlsCfg, Listen: listen, MetricsListen: metricsListen, Slot: slot, FlushInterval: flush,

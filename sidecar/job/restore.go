@@ -571,7 +571,7 @@ type entrySource struct {
 	r       *repo.Repository
 	m       *repo.Manifest
 	next    int
-	cur     *io.PipeReader
+	cur     *entryReader
 	stopCur context.CancelFunc
 }
 
@@ -582,10 +582,8 @@ func (s *entrySource) Next(ctx context.Context) (api.Entry, io.Reader, error) {
 	}
 	ent := s.m.Entries[s.next]
 	s.next++
-	pr, pw := io.Pipe()
 	cctx, cancel := context.WithCancel(ctx)
-	go func() { pw.CloseWithError(s.r.WriteEntry(cctx, ent, pw)) }()
-	s.cur, s.stopCur = pr, cancel
+	s.cur, s.stopCur = &entryReader{ctx: cctx, r: s.r, ent: ent}, cancel
 	ae := api.Entry{Name: ent.Name, Size: ent.Size, Kind: ent.Meta["kind"], Metadata: ent.Meta}
 	if m := ent.Meta["mode"]; m != "" {
 		mode, err := strconv.ParseUint(m, 8, 32)
@@ -594,15 +592,56 @@ func (s *entrySource) Next(ctx context.Context) (api.Entry, io.Reader, error) {
 		}
 		ae.Mode = uint32(mode)
 	}
-	return ae, pr, nil
+	return ae, s.cur, nil
 }
 
 // close stops streaming the current entry, if any.
 func (s *entrySource) close() {
 	if s.cur != nil {
 		s.stopCur()
-		s.cur.Close()
+		s.cur.close()
 		s.cur = nil
+	}
+}
+
+// entryReader is one entry's content. WriteTo writes it straight to a
+// writer (the pipe to the plugin) from the buffers the repository decoded
+// it into; Read, for a consumer that reads, has WriteEntry feed an
+// io.Pipe, which costs a copy and a hand-off between goroutines per read.
+// Only one of the two may be used.
+type entryReader struct {
+	ctx  context.Context
+	r    *repo.Repository
+	ent  repo.Entry
+	pr   *io.PipeReader // once Read started the pipe
+	done bool           // WriteTo ran
+}
+
+func (e *entryReader) Read(p []byte) (int, error) {
+	if e.pr == nil {
+		if e.done {
+			return 0, io.EOF
+		}
+		pr, pw := io.Pipe()
+		go func() { pw.CloseWithError(e.r.WriteEntry(e.ctx, e.ent, pw)) }()
+		e.pr = pr
+	}
+	return e.pr.Read(p)
+}
+
+func (e *entryReader) WriteTo(w io.Writer) (int64, error) {
+	if e.pr != nil || e.done {
+		return io.Copy(w, struct{ io.Reader }{e})
+	}
+	e.done = true
+	cw := &countWriter{w: w}
+	err := e.r.WriteEntry(e.ctx, e.ent, cw)
+	return cw.n.Load(), err
+}
+
+func (e *entryReader) close() {
+	if e.pr != nil {
+		e.pr.Close()
 	}
 }
 
