@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 
@@ -22,6 +23,9 @@ const (
 	labelPolicy      = "amber.dev/policy"
 	labelStatefulSet = "amber.dev/statefulset"
 	labelScheduled   = "amber.dev/scheduled"
+	// condScheduled is controllers.CondScheduled: False while the Backup
+	// waits for a replica to qualify, saying why.
+	condScheduled = "Scheduled"
 )
 
 // backupDoc is a Backup as --json prints it: its name, spec and status as
@@ -225,6 +229,9 @@ func describe(b *amberv1.Backup, elapsed time.Duration) string {
 		return fmt.Sprintf("%s: Running on pod %s of StatefulSet %s  %s", b.Name, orDash(b.Status.TargetPod), orDash(b.Status.StatefulSet), el)
 	case "", amberv1.PhasePending:
 		s := fmt.Sprintf("%s: Pending  %s", b.Name, el)
+		if c := meta.FindStatusCondition(b.Status.Conditions, condScheduled); c != nil && c.Status == metav1.ConditionFalse {
+			return s + "  (waiting for a replica: " + c.Message + ")"
+		}
 		if elapsed > 30*time.Second {
 			s += "  (not picked up yet: is amber-controller running?)"
 		}
