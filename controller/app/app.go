@@ -109,6 +109,9 @@ type Options struct {
 	Clock           clock.Clock
 	ArchiveInterval time.Duration
 	Logger          *slog.Logger
+	// ReplicaWait is how long a Backup waits, Pending, for a replica to
+	// qualify before it fails: 0 two minutes, negative not at all.
+	ReplicaWait time.Duration
 	// Restartable lets Run be called again in one process (tests): it
 	// skips controller-runtime's check that controller names are unique
 	// process-wide.
@@ -252,7 +255,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 		snapshots = o.Snapshots
 	}
 	if err := (&controllers.BackupReconciler{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Recorder: recorder, Clock: clk, Dialer: dialer,
-		Pruner: pruner, Workloads: workloads, Snapshots: snapshots, Logger: logger}).SetupWithManager(mgr); err != nil {
+		Pruner: pruner, Workloads: workloads, Snapshots: snapshots, Logger: logger, ReplicaWait: o.ReplicaWait}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up the Backup controller: %w", err)
 	}
 	if err := (&controllers.DrillReconciler{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Recorder: recorder, Clock: clk,

@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -52,8 +53,17 @@ func run() error {
 	fs.StringVar(&o.LeaderElectionID, "leader-election-id", "amber-controller.amber.dev", "name of the leader election Lease")
 	fs.StringVar(&o.MetricsAddr, "metrics-addr", ":8080", "address of the metrics endpoint (0: off)")
 	fs.StringVar(&o.HealthAddr, "health-addr", ":8081", "address of /healthz and /readyz (empty: off)")
+	replicaWait := fs.Duration("backup-replica-wait", 2*time.Minute, "how long a Backup waits, Pending, for a replica of its StatefulSet to qualify (a pod starting, a failover) before it fails; 0: fail at once")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return err
+	}
+	switch {
+	case *replicaWait < 0:
+		return fmt.Errorf("--backup-replica-wait=%s: must not be negative", *replicaWait)
+	case *replicaWait == 0:
+		o.ReplicaWait = -1 // the reconciler's "not at all"
+	default:
+		o.ReplicaWait = *replicaWait
 	}
 	o.Sidecar.ImagePullPolicy = corev1.PullPolicy(pullPolicy)
 	o.Sidecar.APIPort = int32(*apiPort)
