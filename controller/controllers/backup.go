@@ -264,7 +264,6 @@ func (r *BackupReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	return ctrl.Result{}, nil
 }
 
-// fail marks b Failed with reason and message, and records a Warning.
 // waitForReplica keeps a Backup Pending while no replica qualifies, for
 // up to ReplicaWait from the first time none did: a pod that is starting
 // (no IP yet, its sidecar not listening, its role not known), a
@@ -296,6 +295,7 @@ func (r *BackupReconciler) waitForReplica(ctx context.Context, b *amberv1.Backup
 	return ctrl.Result{RequeueAfter: 2 * time.Second}, nil
 }
 
+// fail marks b Failed with reason and message, and records a Warning.
 func (r *BackupReconciler) fail(ctx context.Context, b *amberv1.Backup, reason, msg string) error {
 	return r.failFrom(ctx, b, b.DeepCopy(), reason, msg)
 }

@@ -201,6 +201,5 @@ func prefault(n int) {
 		b[i] = 1
 	}
 	runtime.KeepAlive(b)
-	b = nil
 	runtime.GC()
 }
