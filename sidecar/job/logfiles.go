@@ -23,7 +23,8 @@ import (
 )
 
 // Opener opens what a job needs, when it needs it: the log-file commands
-// serve many calls from their spool without opening either.
+// serve many calls from their spool without opening either. Repository and
+// Engine may run at the same time, one call of each.
 type Opener interface {
 	Repository(ctx context.Context) (*repo.Repository, error)
 	Engine(ctx context.Context, name string) (api.Engine, error)
@@ -146,7 +147,20 @@ func FetchLogFile(ctx context.Context, o Opener, f LogFileFetch) error {
 			return nil
 		}
 	}
+	// The repository opens while the plugin starts: the server waits on
+	// every call that misses the spool (a probe for a history file that
+	// does not exist among them), and the two take about as long.
+	type opened struct {
+		r   *repo.Repository
+		err error
+	}
+	repoCh := make(chan opened, 1)
+	go func() {
+		r, err := o.Repository(ctx)
+		repoCh <- opened{r, err}
+	}()
 	eng, err := o.Engine(ctx, f.Engine)
+	ro := <-repoCh // before any return: the opener is not used concurrently after this
 	if err != nil {
 		return err
 	}
@@ -159,7 +173,7 @@ func FetchLogFile(ctx context.Context, o Opener, f LogFileFetch) error {
 	}
 	want := lf.Segment
 	meta := want.Start.Offset == want.End.Offset
-	r, err := o.Repository(ctx)
+	r, err := ro.r, ro.err
 	if err != nil {
 		return err
 	}
