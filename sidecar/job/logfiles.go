@@ -155,11 +155,16 @@ func FetchLogFile(ctx context.Context, o Opener, f LogFileFetch) error {
 		err error
 	}
 	repoCh := make(chan opened, 1)
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	go func() {
-		r, err := o.Repository(ctx)
+		r, err := o.Repository(rctx)
 		repoCh <- opened{r, err}
 	}()
 	eng, err := o.Engine(ctx, f.Engine)
+	if err != nil {
+		cancel() // a storage that does not answer must not hold up the plugin's error
+	}
 	ro := <-repoCh // before any return: the opener is not used concurrently after this
 	if err != nil {
 		return err

@@ -3,10 +3,13 @@ package job
 import (
 	"bytes"
 	"context"
+	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/amber-backup/amber/plugins/api"
 	"github.com/amber-backup/amber/sidecar/archive"
@@ -83,5 +86,34 @@ func TestFetchLogFilePieces(t *testing.T) {
 	send("other", 0x1400, 0x1450) // another file's name: left out
 	if got := fetch(); !bytes.Equal(got, want(0x1400)) {
 		t.Fatal("a piece of another file was served")
+	}
+}
+
+// stuckOpener's plugin is missing and its storage never answers.
+type stuckOpener struct{ started chan struct{} }
+
+func (o stuckOpener) Repository(ctx context.Context) (*repo.Repository, error) {
+	close(o.started)
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+func (o stuckOpener) Engine(context.Context, string) (api.Engine, error) {
+	<-o.started // the repository is opening: the two overlap
+	return nil, errors.New(`unknown engine "postgres"`)
+}
+
+// TestFetchLogFileEngineErrorFirst: the repository opens while the plugin
+// starts, and a plugin that fails is reported at once, even when the
+// storage hangs.
+func TestFetchLogFileEngineErrorFirst(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := FetchLogFile(ctx, stuckOpener{started: make(chan struct{})}, LogFileFetch{Engine: "postgres", Stream: "pg", Name: "seg", Dest: filepath.Join(t.TempDir(), "seg")})
+	if err == nil || !strings.Contains(err.Error(), "unknown engine") {
+		t.Fatalf("err = %v, want the plugin's error", err)
+	}
+	if ctx.Err() != nil {
+		t.Fatal("FetchLogFile waited for the storage's timeout")
 	}
 }
