@@ -55,10 +55,11 @@ var (
 // speed the server parses and inserts its rows on one core; two load it
 // about 1.4 times as fast (docs/benchmarks.md).
 //
-// Each session commits its own rows once all are sent; a failure of the
-// script or of any session cancels every session's COPY. A script that
-// does not start with settings and a COPY is left to pg_restore
-// (errNotSplit) before anything is loaded.
+// Each session loads in its own transaction; they commit once every row
+// is sent and every session has loaded its rows. A failure of the script
+// or of any session aborts every session's COPY and commits nothing. A
+// script that does not start with settings and a COPY is left to
+// pg_restore (errNotSplit) before anything is loaded.
 func splitLoad(ctx context.Context, pgRestore, psql string, dsn DSN, archive io.Reader, workers int) (err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -109,16 +110,37 @@ func splitLoad(ctx context.Context, pgRestore, psql string, dsn DSN, archive io.
 		}
 	}
 
+	// Every session loads inside its own transaction, and none commits
+	// before all have loaded their rows: a session whose COPY fails late
+	// must not leave the others' rows behind.
+	sessions := make([]*rowsSession, workers)
+	defer func() {
+		for _, s := range sessions {
+			if s != nil {
+				s.conn.Close(context.WithoutCancel(ctx)) // rolls back what was not committed
+			}
+		}
+	}()
+	var open errgroup.Group
+	for i := range sessions {
+		open.Go(func() (err error) {
+			sessions[i], err = openRowsSession(ctx, dsn, settings.String()+"BEGIN;")
+			return err
+		})
+	}
+	if err := open.Wait(); err != nil {
+		return err
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	blocks := make(chan rowsBlock, workers)
 	free := sync.Pool{New: func() any { return make([]byte, 0, splitBlock) }}
-	for range workers {
-		g.Go(func() error { return copySession(gctx, dsn, settings.String(), blocks, &free) })
+	for _, s := range sessions {
+		g.Go(func() error { return s.load(gctx, blocks, &free) })
 	}
 	trailer, err := cutRows(gctx, br, copyStmt, blocks, &free)
 	if err != nil && gctx.Err() == nil {
 		// The script failed (not a session): the sessions' COPYs are
-		// cancelled rather than commit the rows they have.
+		// aborted rather than ended.
 		cancel()
 		close(blocks)
 		g.Wait()
@@ -130,6 +152,11 @@ func splitLoad(ctx context.Context, pgRestore, psql string, dsn DSN, archive io.
 	}
 	if err != nil {
 		return err
+	}
+	for _, s := range sessions {
+		if _, err := s.conn.PgConn().Exec(ctx, "COMMIT").ReadAll(); err != nil {
+			return fmt.Errorf("commit the loaded rows: %w", err)
+		}
 	}
 
 	// What follows the rows (the owned sequences' values, say) runs
@@ -215,15 +242,4 @@ func cutRows(ctx context.Context, br *bufio.Reader, copyStmt string, blocks chan
 			return carry, nil
 		}
 	}
-}
-
-// copySession loads the blocks it takes through one COPY ... FROM STDIN
-// (rowsSession), committed when the blocks end.
-func copySession(ctx context.Context, dsn DSN, settings string, blocks <-chan rowsBlock, free *sync.Pool) error {
-	s, err := openRowsSession(ctx, dsn, settings)
-	if err != nil {
-		return err
-	}
-	defer s.conn.Close(context.WithoutCancel(ctx))
-	return s.load(ctx, blocks, free)
 }

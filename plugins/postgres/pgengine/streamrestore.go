@@ -329,7 +329,13 @@ func (s *rowsSession) load(ctx context.Context, blocks <-chan rowsBlock, free *s
 		if pw == nil {
 			return nil
 		}
-		pw.Close()
+		if err := ctx.Err(); err != nil {
+			// The load failed elsewhere (the stream, another session):
+			// the COPY is aborted, never ended, so it cannot commit.
+			pw.CloseWithError(err)
+		} else {
+			pw.Close()
+		}
 		pw = nil
 		if err := <-done; err != nil {
 			return fmt.Errorf("%s: %w", stmt, err)

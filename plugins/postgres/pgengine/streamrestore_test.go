@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -207,5 +208,40 @@ func TestReadArchiveHead(t *testing.T) {
 	}
 	if _, _, err := readArchiveHead(bufio.NewReader(strings.NewReader("PGDMP\x01\x0e")), 1<<20); err == nil || errors.Is(err, errArchiveShape) {
 		t.Errorf("a head cut short: %v, want a read error", err)
+	}
+}
+
+// cancelledUnseen is a context already cancelled whose Done channel has
+// not fired yet: the moment after a failure elsewhere cancelled the load
+// and before the driver acted on it.
+type cancelledUnseen struct{ context.Context }
+
+func (cancelledUnseen) Err() error { return context.Canceled }
+
+// TestRowsSessionAbortsWhenCancelled: a session whose blocks end after the
+// load was cancelled aborts its COPY instead of ending it, so even in
+// autocommit not a row of it is committed. (CI once saw a cut table's
+// restore commit the rows of one session this way.)
+func TestRowsSessionAbortsWhenCancelled(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t, time.Minute)
+	pg := testbed.StartPostgres(t, testbed.PostgresOptions{})
+	pg.Psql(t, "postgres", "CREATE TABLE t (id int, v text)")
+	s, err := openRowsSession(ctx, DSN(pg.DSNDB("postgres")), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.conn.Close(context.WithoutCancel(ctx))
+	const stmt = "COPY public.t (id, v) FROM stdin"
+	blocks := make(chan rowsBlock, 2)
+	blocks <- rowsBlock{stmt, []byte("1\tone\n2\ttwo\n")}
+	blocks <- rowsBlock{stmt, []byte("3\tthree\n")}
+	close(blocks)
+	free := &sync.Pool{New: func() any { return []byte(nil) }}
+	if err := s.load(cancelledUnseen{ctx}, blocks, free); err == nil {
+		t.Fatal("load of a cancelled restore succeeded")
+	}
+	if got := pg.Psql(t, "postgres", "SELECT count(*) FROM t"); got != "0" {
+		t.Fatalf("a cancelled load committed %s rows", got)
 	}
 }
