@@ -113,22 +113,9 @@ func splitLoad(ctx context.Context, pgRestore, psql string, dsn DSN, archive io.
 	// Every session loads inside its own transaction, and none commits
 	// before all have loaded their rows: a session whose COPY fails late
 	// must not leave the others' rows behind.
-	sessions := make([]*rowsSession, workers)
-	defer func() {
-		for _, s := range sessions {
-			if s != nil {
-				s.conn.Close(context.WithoutCancel(ctx)) // rolls back what was not committed
-			}
-		}
-	}()
-	var open errgroup.Group
-	for i := range sessions {
-		open.Go(func() (err error) {
-			sessions[i], err = openRowsSession(ctx, dsn, settings.String()+"BEGIN;")
-			return err
-		})
-	}
-	if err := open.Wait(); err != nil {
+	sessions, err := openTxSessions(ctx, dsn, settings.String(), workers)
+	defer closeSessions(ctx, sessions)
+	if err != nil {
 		return err
 	}
 	g, gctx := errgroup.WithContext(ctx)
@@ -153,10 +140,8 @@ func splitLoad(ctx context.Context, pgRestore, psql string, dsn DSN, archive io.
 	if err != nil {
 		return err
 	}
-	for _, s := range sessions {
-		if _, err := s.conn.PgConn().Exec(ctx, "COMMIT").ReadAll(); err != nil {
-			return fmt.Errorf("commit the loaded rows: %w", err)
-		}
+	if err := commitSessions(ctx, sessions); err != nil {
+		return err
 	}
 
 	// What follows the rows (the owned sequences' values, say) runs

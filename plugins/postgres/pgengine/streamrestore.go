@@ -162,24 +162,11 @@ type rowsBlock struct {
 func loadTableData(ctx context.Context, dsn DSN, settings string, a *archiveReader, tables map[int]string, workers int, whole func() error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	sessions := make([]*rowsSession, workers)
-	defer func() {
-		for _, s := range sessions {
-			if s != nil {
-				s.conn.Close(context.WithoutCancel(ctx)) // rolls back what was not committed
-			}
-		}
-	}()
 	// Every session is connected, set up and inside its transaction before
 	// the first block is cut.
-	var open errgroup.Group
-	for i := range sessions {
-		open.Go(func() (err error) {
-			sessions[i], err = openRowsSession(ctx, dsn, settings+"BEGIN;")
-			return err
-		})
-	}
-	if err := open.Wait(); err != nil {
+	sessions, err := openTxSessions(ctx, dsn, settings, workers)
+	defer closeSessions(ctx, sessions)
+	if err != nil {
 		return err
 	}
 	g, gctx := errgroup.WithContext(ctx)
@@ -188,7 +175,7 @@ func loadTableData(ctx context.Context, dsn DSN, settings string, a *archiveRead
 	for _, s := range sessions {
 		g.Go(func() error { return s.load(gctx, blocks, free) })
 	}
-	err := cutTableData(gctx, a, tables, blocks, free)
+	err = cutTableData(gctx, a, tables, blocks, free)
 	if err == nil {
 		err = whole()
 	}
@@ -204,12 +191,7 @@ func loadTableData(ctx context.Context, dsn DSN, settings string, a *archiveRead
 	if err != nil {
 		return err
 	}
-	for _, s := range sessions {
-		if _, err := s.conn.PgConn().Exec(ctx, "COMMIT").ReadAll(); err != nil {
-			return fmt.Errorf("commit the loaded rows: %w", err)
-		}
-	}
-	return nil
+	return commitSessions(ctx, sessions)
 }
 
 // cutTableData reads the data blocks up to the archive's end and hands their
@@ -317,6 +299,42 @@ func openRowsSession(ctx context.Context, dsn DSN, setup string) (*rowsSession, 
 		}
 	}
 	return &rowsSession{conn: conn}, nil
+}
+
+// openTxSessions opens workers rowsSessions at once, each with settings
+// and inside a transaction, whose rows commit together (commitSessions).
+// The sessions it returns, even with an error, are closed by
+// closeSessions, which rolls back what was not committed.
+func openTxSessions(ctx context.Context, dsn DSN, settings string, workers int) ([]*rowsSession, error) {
+	sessions := make([]*rowsSession, workers)
+	var open errgroup.Group
+	for i := range sessions {
+		open.Go(func() (err error) {
+			sessions[i], err = openRowsSession(ctx, dsn, settings+"BEGIN;")
+			return err
+		})
+	}
+	return sessions, open.Wait()
+}
+
+// closeSessions closes the sessions opened; a transaction not committed
+// is rolled back.
+func closeSessions(ctx context.Context, sessions []*rowsSession) {
+	for _, s := range sessions {
+		if s != nil {
+			s.conn.Close(context.WithoutCancel(ctx))
+		}
+	}
+}
+
+// commitSessions commits every session's transaction, in turn.
+func commitSessions(ctx context.Context, sessions []*rowsSession) error {
+	for _, s := range sessions {
+		if _, err := s.conn.PgConn().Exec(ctx, "COMMIT").ReadAll(); err != nil {
+			return fmt.Errorf("commit the loaded rows: %w", err)
+		}
+	}
+	return nil
 }
 
 func (s *rowsSession) load(ctx context.Context, blocks <-chan rowsBlock, free *sync.Pool) error {
