@@ -81,7 +81,7 @@ func (e *Engine) Info(context.Context) (api.Info, error) {
 			api.PhysicalRestore, api.Freeze, api.Archive, api.LogFiles, api.FileRecords},
 		// An incremental BASE_BACKUP uploads the previous backup's manifest.
 		PreviousEntries:  []string{pgengine.ManifestEntry},
-		SupportedServers: "PostgreSQL 10 and newer (tested with 15)",
+		SupportedServers: "PostgreSQL 10 and newer (tested with 13 to 18; logical mode with 15)",
 	}, nil
 }
 

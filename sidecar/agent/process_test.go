@@ -103,7 +103,7 @@ func TestSidecarProcess(t *testing.T) {
 		"AMBER_ENGINE=postgres", "AMBER_DSN_FILE=" + write("dsn", dsn+"\n"),
 		"AMBER_REPO=" + repoDir, "AMBER_PASSWORD_FILE=" + write("password", testPassword+"\n"), "AMBER_CACHE_DIR=" + t.TempDir(),
 		"AMBER_TLS_CERT=" + pk.files.Cert, "AMBER_TLS_KEY=" + pk.files.Key, "AMBER_TLS_CA=" + pk.files.CA,
-		"AMBER_LISTEN=" + api, "AMBER_METRICS_LISTEN=" + metrics, "POD_NAME=db-0", "POD_NAMESPACE=shop"}
+		"AMBER_LISTEN=" + api, "AMBER_METRICS_LISTEN=" + metrics, "AMBER_POD_NAME=db-0", "AMBER_POD_NAMESPACE=shop"}
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
@@ -169,7 +169,7 @@ func TestSidecarProcess(t *testing.T) {
 		t.Fatalf("amber sidecar did not exit within 30 s of SIGTERM\n%s", stderr.String())
 	}
 	logs := stderr.String()
-	if !strings.Contains(logs, `"msg":"agent stopped"`) || !strings.Contains(logs, `"pod":"db-0"`) {
+	if !strings.Contains(logs, `"msg":"agent stopped"`) || !strings.Contains(logs, `"pod":"db-0"`) || !strings.Contains(logs, `"namespace":"shop"`) {
 		t.Fatalf("logs lack the shutdown or the pod:\n%s", logs)
 	}
 	if strings.Contains(logs, dbPassword) || strings.Contains(logs, testPassword) {

@@ -67,10 +67,19 @@ protocol.`,
 			}
 			log := slog.New(slog.NewJSONHandler(e.stderr, &slog.HandlerOptions{Level: level}))
 			tags := map[string]string{}
-			for k, env := range map[string]string{"pod": "POD_NAME", "namespace": "POD_NAMESPACE"} {
-				if v := os.Getenv(env); v != "" {
-					tags[k] = v
-					log = log.With(k, v)
+			// The injected sidecar gets AMBER_POD_NAME and
+			// AMBER_POD_NAMESPACE from the webhook; a sidecar written by
+			// hand may use the downward API's usual POD_NAME and
+			// POD_NAMESPACE.
+			for _, t := range []struct{ tag, env, alt string }{{"pod", "AMBER_POD_NAME", "POD_NAME"},
+				{"namespace", "AMBER_POD_NAMESPACE", "POD_NAMESPACE"}} {
+				v := os.Getenv(t.env)
+				if v == "" {
+					v = os.Getenv(t.alt)
+				}
+				if v != "" {
+					tags[t.tag] = v
+					log = log.With(t.tag, v)
 				}
 			}
 			e.log = log
