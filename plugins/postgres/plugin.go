@@ -108,6 +108,11 @@ func (e *Engine) Probe(ctx context.Context, t api.Target) (api.Probe, error) {
 	}
 	if info.Standby {
 		p.Role = api.RoleReplica
+		p.ReplicationLag = info.Lag
+		p.Facts["wal_receiver"] = info.WALReceiver
+		if info.LagUnknown != "" {
+			p.Facts["lag_unknown"] = info.LagUnknown
+		}
 	}
 	if err != nil {
 		p.Detail = err.Error()

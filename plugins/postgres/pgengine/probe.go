@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
 )
 
 // Info describes a server as Probe found it.
@@ -23,6 +25,14 @@ type Info struct {
 	Replication      bool // the role has REPLICATION (or is superuser)
 	ReplicationConns bool // a walsender connection was accepted
 	SystemID         string
+	// Standbys only (standbyLag): Lag is how far the standby trails, as
+	// time; LagUnknown says why it could not be told (Lag is then 0);
+	// WALReceiver is the WAL receiver's status ("streaming", ...),
+	// "running" when the role may not see it (it lacks pg_read_all_stats),
+	// or "none" when the standby runs none.
+	Lag         time.Duration
+	LagUnknown  string
+	WALReceiver string
 }
 
 // Probe connects to the server, reports what it is, and checks what the
@@ -52,6 +62,11 @@ func Probe(ctx context.Context, dsn DSN) (*Info, error) {
 	info.Major = info.VersionNum / 10000
 	if info.Major < 10 {
 		return info, fmt.Errorf("PostgreSQL %s is not supported; use 10 or newer", info.ServerVersion)
+	}
+	if info.Standby {
+		if err := standbyLag(ctx, conn, info); err != nil {
+			info.LagUnknown = "cannot read it: " + err.Error()
+		}
 	}
 	info.WALSegmentSize, err = parseSize(segSize)
 	if err != nil {
@@ -85,6 +100,40 @@ func Probe(ctx context.Context, dsn DSN) (*Info, error) {
 		}
 	}
 	return info, errors.Join(problems...)
+}
+
+// standbyLag sets info's Lag, LagUnknown and WALReceiver for a standby.
+// While its WAL receiver streams and it has replayed all the WAL it
+// received, the lag is 0. Otherwise it is the age of the last transaction
+// it replayed (pg_last_xact_replay_timestamp), as monitoring tools count
+// it: a standby that replays behind what it received, or that receives
+// nothing (its primary gone, or fed only by restore_command), is reported
+// as stale as its newest replayed commit, never less. A standby that has
+// replayed no commit since it started, and is not caught up, has an
+// unknown lag.
+func standbyLag(ctx context.Context, conn *pgx.Conn, info *Info) error {
+	var (
+		receiver string
+		caughtUp bool
+		age      *float64
+	)
+	// pg_stat_wal_receiver shows a role without pg_read_all_stats the
+	// receiver's pid only.
+	err := conn.QueryRow(ctx, `SELECT COALESCE((SELECT COALESCE(status, 'running') FROM pg_stat_wal_receiver WHERE pid IS NOT NULL), 'none'),
+		COALESCE(pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn(), false),
+		GREATEST(0, EXTRACT(EPOCH FROM clock_timestamp() - pg_last_xact_replay_timestamp()))::float8`).Scan(&receiver, &caughtUp, &age)
+	if err != nil {
+		return err
+	}
+	info.WALReceiver = receiver
+	switch {
+	case (receiver == "streaming" || receiver == "running") && caughtUp:
+	case age != nil:
+		info.Lag = time.Duration(*age * float64(time.Second))
+	default:
+		info.LagUnknown = "no transaction replayed since the standby started, and it has not replayed all it received (WAL receiver: " + receiver + ")"
+	}
+	return nil
 }
 
 // parseSize parses a PostgreSQL size setting as SHOW/current_setting prints it.

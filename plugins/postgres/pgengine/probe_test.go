@@ -104,3 +104,64 @@ func wantErr(t *testing.T, err, sentinel error, parts ...string) {
 		}
 	}
 }
+
+// TestProbeStandbyLag: a streaming standby that has replayed all it
+// received reports no lag; with its replay paused behind a commit it
+// received, the lag is the age of the last commit it replayed, and grows;
+// resumed, it is 0 again. The primary reports none.
+func TestProbeStandbyLag(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t, 3*time.Minute)
+	pg := testbed.StartPostgres(t, testbed.PostgresOptions{})
+	sb := testbed.StartStandby(t, pg)
+	pg.Psql(t, "postgres", "CREATE TABLE lag_probe (n int)")
+	probe := func() *Info {
+		t.Helper()
+		info, err := Probe(ctx, DSN(sb.ReplicationDSN()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !info.Standby {
+			t.Fatalf("standby probe %+v", info)
+		}
+		return info
+	}
+	caughtUp := func() {
+		t.Helper()
+		waitFor(t, time.Minute, "the standby to stream and replay all it received", func() bool {
+			info := probe()
+			return (info.WALReceiver == "streaming" || info.WALReceiver == "running") && info.Lag == 0 && info.LagUnknown == "" &&
+				sb.Psql(t, "postgres", "SELECT to_regclass('lag_probe') IS NOT NULL") == "t"
+		})
+	}
+	caughtUp()
+
+	sb.Psql(t, "postgres", "SELECT pg_wal_replay_pause()")
+	pg.Psql(t, "postgres", "INSERT INTO lag_probe VALUES (1)")
+	lsn := pg.Psql(t, "postgres", "SELECT pg_current_wal_flush_lsn()")
+	waitFor(t, time.Minute, "the standby to receive the commit", func() bool {
+		return sb.Psql(t, "postgres", "SELECT pg_last_wal_receive_lsn() >= '"+lsn+"'::pg_lsn") == "t"
+	})
+	time.Sleep(2 * time.Second)
+	first := probe()
+	if first.WALReceiver == "none" || first.LagUnknown != "" || first.Lag < 1500*time.Millisecond || first.Lag > time.Minute {
+		t.Fatalf("probe with replay paused behind a received commit: %+v, want a lag of the last replayed commit's age (2 s or more)", first)
+	}
+	time.Sleep(time.Second)
+	if second := probe(); second.Lag < first.Lag+500*time.Millisecond {
+		t.Fatalf("lag did not grow while replay stayed paused: %v then %v", first.Lag, second.Lag)
+	}
+	if got := sb.Psql(t, "postgres", "SELECT count(*) FROM lag_probe"); got != "0" {
+		t.Fatalf("the paused standby replayed the insert (%s rows)", got)
+	}
+
+	sb.Psql(t, "postgres", "SELECT pg_wal_replay_resume()")
+	caughtUp()
+	if got := sb.Psql(t, "postgres", "SELECT count(*) FROM lag_probe"); got != "1" {
+		t.Fatalf("the resumed standby has %s rows, want 1", got)
+	}
+	info, err := Probe(ctx, DSN(pg.ReplicationDSN()))
+	if err != nil || info.Standby || info.Lag != 0 || info.WALReceiver != "" {
+		t.Fatalf("primary probe %+v, %v", info, err)
+	}
+}
