@@ -148,16 +148,18 @@ func mysqlUsersAndGrants(t *testing.T, amber conformance.AmberRunner) {
 }
 
 // mysqlLogicalPointInTime: `amber archive` streams the binlog while rows
-// commit; a logical restore into an empty server with --to-position or
-// --to-time holds exactly the rows committed up to the target, and a
-// target past the archive is refused before anything is written.
+// commit; a logical restore into an empty server with --to-position,
+// --to-txn (a GTID position, inclusive or --exclusive) or --to-time holds
+// exactly the rows committed up to the target, and a target past the
+// archive, or a GTID the backup already holds or the archive does not
+// reach, is refused before anything is written.
 func mysqlLogicalPointInTime(t *testing.T, amber conformance.AmberRunner) {
 	src := testbed.StartMariaDB(t, testbed.MariaDBOptions{})
 	src.SQL(t, "CREATE TABLE app.m (id int PRIMARY KEY, at timestamp(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6))")
 	repo := filepath.Join(t.TempDir(), "repo")
 	run := func(t *testing.T, args ...string) string { t.Helper(); return amberRun(t, amber, repo, args...) }
 	run(t, "repo", "init")
-	pos, cut := mysqlArchiveMarkers(t, amber, repo, src, "logical", func(i int) string {
+	pos, gtid, cut := mysqlArchiveMarkers(t, amber, repo, src, "logical", func(i int) string {
 		return fmt.Sprintf("INSERT INTO app.m (id) VALUES (%d)", i)
 	})
 	for _, c := range []struct {
@@ -166,6 +168,8 @@ func mysqlLogicalPointInTime(t *testing.T, amber conformance.AmberRunner) {
 		want string
 	}{
 		{"position", []string{"--to-position", pos}, "60"},
+		{"GTID", []string{"--to-txn", gtid}, "60"},
+		{"GTID exclusive", []string{"--to-txn", gtid, "--exclusive"}, "59"},
 		{"time", []string{"--to-time", cut.Format(time.RFC3339)}, "80"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -176,17 +180,28 @@ func mysqlLogicalPointInTime(t *testing.T, amber conformance.AmberRunner) {
 			}
 		})
 	}
-	t.Run("past the window", func(t *testing.T) {
-		dst := testbed.StartMariaDB(t, testbed.MariaDBOptions{})
-		c := amber(repo, "restore", "--engine", "mysql", "--dsn", dst.DSN(), "--to-time", time.Now().Add(time.Hour).UTC().Format(time.RFC3339))
-		out, err := c.CombinedOutput()
-		if err == nil || !strings.Contains(string(out), "recoverable window") {
-			t.Fatalf("a restore past the archive: %v\n%s", err, out)
-		}
-		if got := dst.SQL(t, "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'app'"); got != "0" {
-			t.Errorf("a refused restore created %s tables", got)
-		}
-	})
+	for _, c := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"past the window", []string{"--to-time", time.Now().Add(time.Hour).UTC().Format(time.RFC3339)}, "recoverable window"},
+		{"GTID before the backup", []string{"--to-txn", "0-1-1"}, "restore an older backup"},
+		{"GTID past the archive", []string{"--to-txn", "0-1-999999"}, "before the target GTID position 0-1-999999"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dst := testbed.StartMariaDB(t, testbed.MariaDBOptions{})
+			cmd := amber(repo, append([]string{"restore", "--engine", "mysql", "--dsn", dst.DSN()}, c.args...)...)
+			out, err := cmd.CombinedOutput()
+			if err == nil || !strings.Contains(string(out), c.want) {
+				t.Fatalf("amber restore %s: %v\n%s", strings.Join(c.args, " "), err, out)
+			}
+			if got := dst.SQL(t, "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'app'"); got != "0" {
+				t.Errorf("a refused restore created %s tables", got)
+			}
+			t.Log(lastLine(string(out)))
+		})
+	}
 }
 
 // myDriver is the MariaDB driver of the conformance suite.

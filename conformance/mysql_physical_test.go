@@ -38,9 +38,11 @@ func amberRun(t testing.TB, amber conformance.AmberRunner, repo string, args ...
 
 // mysqlPhysicalPointInTime: `amber archive` streams the binlog while
 // markers commit in two databases; a physical backup taken in the middle,
-// restored with --data-dir and --to-position, --to-time or no target (the
-// latest), gives a server holding exactly the markers committed up to the
-// target; a target past the archive is refused before anything is written.
+// restored with --data-dir and --to-position, --to-txn (a GTID position),
+// --to-time or no target (the latest), gives a server holding exactly the
+// markers committed up to the target; a target past the archive, a GTID the
+// backup already holds and one the archive does not reach are refused
+// before anything is written.
 func mysqlPhysicalPointInTime(t *testing.T, amber conformance.AmberRunner) {
 	src := testbed.StartMariaDB(t, testbed.MariaDBOptions{})
 	src.SQL(t, `CREATE TABLE app.m (id int PRIMARY KEY, at timestamp(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6));
@@ -49,7 +51,7 @@ func mysqlPhysicalPointInTime(t *testing.T, amber conformance.AmberRunner) {
 	repo := filepath.Join(myTempDir(t), "repo")
 	run := func(t *testing.T, args ...string) string { t.Helper(); return amberRun(t, amber, repo, args...) }
 	run(t, "repo", "init")
-	pos, cut := mysqlArchiveMarkers(t, amber, repo, src, "physical", func(i int) string {
+	pos, gtid, cut := mysqlArchiveMarkers(t, amber, repo, src, "physical", func(i int) string {
 		return fmt.Sprintf("INSERT INTO app.m (id) VALUES (%d); INSERT INTO app.aria VALUES (%d); INSERT INTO second.s VALUES (%d)", i, i, i)
 	})
 	mysqlUser, err := user.Lookup("mysql")
@@ -62,6 +64,7 @@ func mysqlPhysicalPointInTime(t *testing.T, amber conformance.AmberRunner) {
 		want string
 	}{
 		{"position", []string{"--to-position", pos}, "60"},
+		{"GTID", []string{"--to-txn", gtid}, "60"},
 		{"time", []string{"--to-time", cut.Format(time.RFC3339)}, "80"},
 		{"latest", nil, "100"},
 	} {
@@ -95,7 +98,9 @@ func mysqlPhysicalPointInTime(t *testing.T, amber conformance.AmberRunner) {
 		want string
 	}{
 		{"past the window", []string{"--to-time", time.Now().Add(time.Hour).UTC().Format(time.RFC3339)}, "recoverable window"},
-		{"GTID target", []string{"--to-txn", "0-1-40"}, "not supported"},
+		{"GTID before the backup", []string{"--to-txn", "0-1-1"}, "restore an older backup"},
+		{"GTID past the archive", []string{"--to-txn", "0-1-999999"}, "before the target GTID position 0-1-999999"},
+		{"MySQL GTID set", []string{"--to-txn", "3e11fa47-71ca-11e1-9e33-c80aa9429562:23"}, "MySQL GTID sets are not supported"},
 		{"named target", []string{"--to-name", "before-upgrade"}, "no named restore points"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -119,7 +124,7 @@ func mysqlPhysicalPointInTime(t *testing.T, amber conformance.AmberRunner) {
 // second on each side of cut, and stops the archiver once it has sent
 // everything. It returns the binlog position after marker 60 and cut, a
 // whole second after marker 80 and before marker 81.
-func mysqlArchiveMarkers(t *testing.T, amber conformance.AmberRunner, repo string, src *testbed.MariaDB, mode string, insert func(i int) string) (pos string, cut time.Time) {
+func mysqlArchiveMarkers(t *testing.T, amber conformance.AmberRunner, repo string, src *testbed.MariaDB, mode string, insert func(i int) string) (pos, gtid string, cut time.Time) {
 	t.Helper()
 	var archErr bytes.Buffer
 	arch := amber(repo, "archive", "--engine", "mysql", "--dsn", src.DSN(), "--flush-interval", "200ms")
@@ -143,6 +148,7 @@ func mysqlArchiveMarkers(t *testing.T, amber conformance.AmberRunner, repo strin
 	markers(31, 60)
 	f := strings.Fields(src.SQL(t, "SHOW MASTER STATUS"))
 	pos = f[0] + ":" + f[1]
+	gtid = src.SQL(t, "SELECT @@gtid_binlog_pos")
 	markers(61, 80)
 	time.Sleep(1100 * time.Millisecond) // binlog times have whole seconds
 	cut = time.Now().UTC().Truncate(time.Second)
@@ -159,7 +165,7 @@ func mysqlArchiveMarkers(t *testing.T, amber conformance.AmberRunner, repo strin
 	case <-time.After(60 * time.Second):
 		t.Fatalf("amber archive did not stop within 60 s of SIGTERM:\n%s", archErr.String())
 	}
-	return pos, cut
+	return pos, gtid, cut
 }
 
 // repoListing names every file of a repository with its size.

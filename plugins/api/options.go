@@ -12,6 +12,14 @@ import (
 // them through when it is among the known names.
 const BackupOptionPrefix = "backup."
 
+// OptionReplayCheck, set to "true" by the host on a ReplayRequest, asks
+// Replay to walk the archived log from From to To and report where it
+// would stop, applying nothing and touching no target: it fails when the
+// target cannot be reached from From. The host asks it before a restore
+// writes anything, for targets it cannot check itself (a transaction). An
+// engine that takes it must never apply log when it is set.
+const OptionReplayCheck = "replay.check"
+
 // CheckOptions refuses an option the engine does not read for this call
 // (a misspelt --option would otherwise be ignored without a word), naming
 // the options it takes. known lists the option names; a name ending in "."
@@ -32,7 +40,7 @@ func CheckOptions(call string, opts map[string]string, known ...string) error {
 	takes := "no options"
 	var names []string
 	for _, n := range known {
-		if n != ExportPathOption && n != BackupOptionPrefix && n != OptionSnapshotData { // the host's own
+		if n != ExportPathOption && n != BackupOptionPrefix && n != OptionSnapshotData && n != OptionReplayCheck { // the host's own
 			names = append(names, n)
 		}
 	}

@@ -440,7 +440,7 @@ func (e *Engine) Archive(ctx context.Context, req api.ArchiveRequest, out api.Se
 // its restore was (option "backup.databases"). Time targets compare with
 // the entries' wall time (milliseconds); position targets with ts.
 func (e *Engine) Replay(ctx context.Context, req api.ReplayRequest, src api.SegmentSource) (api.ReplayResult, error) {
-	if err := api.CheckOptions("a replay", req.Options, api.BackupOptionPrefix); err != nil {
+	if err := api.CheckOptions("a replay", req.Options, api.BackupOptionPrefix, api.OptionReplayCheck); err != nil {
 		return api.ReplayResult{}, err
 	}
 	from, err := mgengine.ParseToken(req.From.Token)
@@ -488,6 +488,11 @@ func (e *Engine) Replay(ctx context.Context, req api.ReplayRequest, src api.Segm
 		return api.ReplayResult{}, fmt.Errorf("recovery to a transaction (%s) is not supported; give --to-time or --to-position", to.Txn)
 	default:
 		return api.ReplayResult{}, fmt.Errorf("MongoDB has no named restore points (%q); give --to-time or --to-position", to.Name)
+	}
+	if req.Options[api.OptionReplayCheck] == "true" {
+		// The host asks only for targets it cannot check itself, which
+		// are refused above; the others it checked.
+		return api.ReplayResult{Reached: req.From}, nil
 	}
 	// Fetch in the backup's epoch, then in the epoch of each segment
 	// fetched: log of an epoch that a rollback ended is never asked for

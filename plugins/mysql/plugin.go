@@ -381,17 +381,20 @@ func (e *Engine) Archive(ctx context.Context, req api.ArchiveRequest, out api.Se
 // target's database with mariadb-binlog (mysqlbinlog) and the client; or,
 // when the target is a data directory (a physical restore), into every
 // database of the copy there, through a private server started on it.
-// Time targets resolve to whole seconds (binlog timestamps); GTID and
-// named targets are not supported yet.
+// Time targets resolve to whole seconds (binlog timestamps); a
+// transaction target is a MariaDB GTID position (myengine.ParseGTIDTarget);
+// there are no named targets. With api.OptionReplayCheck it only walks the
+// log to the target.
 func (e *Engine) Replay(ctx context.Context, req api.ReplayRequest, src api.SegmentSource) (api.ReplayResult, error) {
-	if err := api.CheckOptions("a replay", req.Options, api.BackupOptionPrefix); err != nil {
+	if err := api.CheckOptions("a replay", req.Options, api.BackupOptionPrefix, api.OptionReplayCheck); err != nil {
 		return api.ReplayResult{}, err
 	}
 	from, err := replayFrom(req.From)
 	if err != nil {
 		return api.ReplayResult{}, fmt.Errorf("replay start %s: %w", req.From, err)
 	}
-	o := myengine.ReplayOptions{From: from, Inclusive: req.To.Inclusive, Database: req.Options["backup.database"], BinDir: req.Target.Settings["bin_dir"]}
+	o := myengine.ReplayOptions{From: from, Inclusive: req.To.Inclusive, Database: req.Options["backup.database"], BinDir: req.Target.Settings["bin_dir"],
+		CheckOnly: req.Options[api.OptionReplayCheck] == "true"}
 	physical := req.Target.DSN == "" && req.Target.DataDir != ""
 	if !physical && o.Database == "" {
 		cfg, err := dsn(req.Target).Config()
@@ -412,6 +415,11 @@ func (e *Engine) Replay(ctx context.Context, req api.ReplayRequest, src api.Segm
 			}
 		}
 		o.StopPos = p
+	case to.Txn != "":
+		if _, err := myengine.ParseGTIDTarget(to.Txn); err != nil {
+			return api.ReplayResult{}, err
+		}
+		o.StopGTID = to.Txn
 	default:
 		return api.ReplayResult{}, checkTarget(to)
 	}
@@ -440,7 +448,7 @@ func (e *Engine) Replay(ctx context.Context, req api.ReplayRequest, src api.Segm
 	if err != nil {
 		return api.ReplayResult{}, err
 	}
-	if physical {
+	if physical && !o.CheckOnly {
 		// The replay server's writes (tables, redo log, its buffer pool
 		// dump) are durable too before the restore is done.
 		if err := durable.Sync(req.Target.DataDir); err != nil {
@@ -454,8 +462,6 @@ func (e *Engine) Replay(ctx context.Context, req api.ReplayRequest, src api.Segm
 // checkTarget refuses the recovery targets Replay cannot reach.
 func checkTarget(to api.RecoveryTarget) error {
 	switch {
-	case to.Txn != "":
-		return fmt.Errorf("recovery to GTID %s is not supported yet; give --to-time or --to-position", to.Txn)
 	case to.Name != "":
 		return fmt.Errorf("MySQL has no named restore points (%q); give --to-time or --to-position", to.Name)
 	}

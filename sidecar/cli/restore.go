@@ -56,7 +56,7 @@ directory DIR and configure recovery: the database server started on DIR
 fetches the archived log it needs from the repository ('amber log-fetch', run
 by the server) and stops at the target, then opens. Targets: --to-time,
 --to-position (the engine's own notation: a PostgreSQL LSN), --to-txn (a
-transaction id), --to-name (a named restore point), or none for the latest
+transaction: a PostgreSQL transaction id, a MariaDB GTID position), --to-name (a named restore point), or none for the latest
 archived log; --exclusive stops just before the target. Without --backup the
 newest backup consistent before the target is chosen. Before anything is
 written, amber checks that archived log runs from the backup to the target
@@ -94,7 +94,7 @@ naming the damaged object.`,
 	fl.StringVar(&f.toTime, "to-time", "", "recover up to this time (RFC 3339)")
 	fl.StringVar(&f.toPosition, "to-position", "", "recover up to this log position, in the engine's notation (PostgreSQL: an LSN such as 0/3000060)")
 	fl.StringVar(&f.toPosition, "to-lsn", "", "alias of --to-position for PostgreSQL")
-	fl.StringVar(&f.toTxn, "to-txn", "", "recover up to this transaction (PostgreSQL: a transaction id)")
+	fl.StringVar(&f.toTxn, "to-txn", "", "recover up to this transaction (PostgreSQL: a transaction id; MariaDB: a GTID position such as 0-1-42)")
 	fl.StringVar(&f.toTxn, "to-xid", "", "alias of --to-txn for PostgreSQL")
 	fl.StringVar(&f.toName, "to-name", "", "recover up to this named restore point")
 	fl.BoolVar(&f.exclusive, "exclusive", false, "stop just before the target instead of just after it")

@@ -356,6 +356,15 @@ func RestoreEngine(ctx context.Context, r *repo.Repository, eng api.Engine, o En
 		}
 		req.Options[api.OptionSnapshotData] = "true"
 	}
+	if hostReplay && rep.Reach != nil {
+		segs, err := newRepoSegments(ctx, r, stream)
+		if err != nil {
+			return nil, err
+		}
+		if err := checkReplayTarget(ctx, eng, req.Target, to, res, segs); err != nil {
+			return nil, fmt.Errorf("restore %s: %w", m.ID.Short(), err)
+		}
+	}
 	var access *logAccess
 	if o.Fetch != nil && !hostReplay {
 		access, err = o.Fetch.prepare(ctx, r, o.Engine, stream, dataDir, m, clk.Now())
@@ -482,6 +491,9 @@ func restoreLogical(ctx context.Context, r *repo.Repository, eng api.Engine, o E
 		if segs, err = newRepoSegments(ctx, r, stream); err != nil {
 			return nil, err
 		}
+		if err := checkReplayTarget(ctx, eng, o.Target, to, res, segs); err != nil {
+			return nil, fmt.Errorf("restore %s: %w", m.ID.Short(), err)
+		}
 	}
 	src := &entrySource{r: r, m: m}
 	defer src.close()
@@ -495,6 +507,24 @@ func restoreLogical(ctx context.Context, r *repo.Repository, eng api.Engine, o E
 	}
 	rep.Duration = clk.Now().Sub(start)
 	return rep, nil
+}
+
+// checkReplayTarget has the engine walk archived log from the backup to a
+// transaction target (api.OptionReplayCheck), which the host cannot place
+// in the log itself, before anything is written: a target the log does
+// not reach, one the backup is already past, or one the engine cannot
+// recover to is refused here rather than after the load. Other targets
+// checkReach has checked.
+func checkReplayTarget(ctx context.Context, eng api.Engine, t api.Target, to api.RecoveryTarget, res api.BackupResult, segs api.SegmentSource) error {
+	if to.Txn == "" {
+		return nil
+	}
+	opts := backupOptions(res)
+	opts[api.OptionReplayCheck] = "true"
+	if _, err := eng.Replay(ctx, api.ReplayRequest{Target: t, To: to, From: res.Consistent, LogStart: logStart(res), Options: opts}, segs); err != nil {
+		return fmt.Errorf("recovery to transaction %s: %w", to.Txn, err)
+	}
+	return nil
 }
 
 // checkReach refuses a target that archived log cannot reach from the

@@ -27,15 +27,25 @@ type ReplayFetch func(ctx context.Context, after Pos) (start, end Pos, data io.R
 // ReplayOptions configure Replay.
 type ReplayOptions struct {
 	From Pos // where the restored copy stands (the dump's consistent position)
-	// At most one of StopTime and StopPos; neither: all archived log.
-	StopTime  time.Time
-	StopPos   Pos
-	Inclusive bool   // apply the transaction at StopTime
+	// At most one of StopTime, StopPos and StopGTID; none: all archived
+	// log.
+	StopTime time.Time
+	StopPos  Pos
+	// StopGTID is a MariaDB GTID position ("0-1-42", one per domain,
+	// comma-separated): replay ends with the transaction that brings the
+	// copy's GTID position there in every domain it names (ParseGTIDTarget).
+	StopGTID  string
+	Inclusive bool   // apply the transaction at StopTime or StopGTID
 	Database  string // the database the dump was taken of; the target must have the same name
 	// AllDatabases applies the binlog of every database (a physical
 	// copy holds them all); Database is then ignored.
 	AllDatabases bool
 	BinDir       string // mariadb-binlog/mysqlbinlog and the client; empty: PATH
+	// CheckOnly walks the archived log to the stop point and reports it,
+	// applying nothing: Replay and ReplayDataDir then touch no server and
+	// no directory. It fails as a replay would (a target the log does not
+	// reach, or one the start already passed).
+	CheckOnly bool
 }
 
 // Replayed is where replay stopped.
@@ -66,7 +76,7 @@ func Replay(ctx context.Context, d DSN, o ReplayOptions, fetch ReplayFetch) (*Re
 		return nil, err
 	}
 	defer os.RemoveAll(sp.dir)
-	if len(sp.files) == 0 {
+	if len(sp.files) == 0 || o.CheckOnly {
 		return sp.res, nil
 	}
 	if err := sp.apply(ctx, d, o); err != nil {
@@ -89,7 +99,7 @@ func ReplayDataDir(ctx context.Context, dataDir string, o ReplayOptions, fetch R
 		return nil, err
 	}
 	defer os.RemoveAll(sp.dir)
-	if len(sp.files) == 0 {
+	if len(sp.files) == 0 || o.CheckOnly {
 		return sp.res, nil
 	}
 	// A volume snapshot's prepared transactions are resolved from its
@@ -149,9 +159,15 @@ func spoolLog(ctx context.Context, o ReplayOptions, fetch ReplayFetch) (sp *spoo
 			res.Pos.GTID = formatMariaDBGTIDs(gtids)
 		}
 	}()
+	var target *gtidTarget
+	if o.StopGTID != "" {
+		if target, err = newGTIDTarget(o.StopGTID, o.Inclusive, o.From.GTID); err != nil {
+			return nil, err
+		}
+	}
 	var files []string
 	cur := o.From
-	for {
+	for !target.done() {
 		start, end, r, err := fetch(ctx, cur)
 		if errors.Is(err, ErrNoMoreLog) {
 			break
@@ -168,7 +184,7 @@ func spoolLog(ctx context.Context, o ReplayOptions, fetch ReplayFetch) (sp *spoo
 		if !o.StopTime.IsZero() {
 			stopAt = stopSecond(o)
 		}
-		kept, last, lastTime, stop, err := filterEvents(data, start, o.From, o.StopPos, stopAt, gtids)
+		kept, last, lastTime, stop, err := filterEvents(data, start, o.From, o.StopPos, stopAt, gtids, target)
 		if err != nil {
 			return nil, fmt.Errorf("archived binlog %s: %w", start.Text(), err)
 		}
@@ -193,6 +209,12 @@ func spoolLog(ctx context.Context, o ReplayOptions, fetch ReplayFetch) (sp *spoo
 		}
 		cur = end
 		res.Pos = end
+	}
+	if target != nil && !target.done() {
+		reached := res.Pos
+		reached.GTID = formatMariaDBGTIDs(gtids)
+		return nil, fmt.Errorf("the archived binlog ends at %s before the target GTID position %s: the target is past the recoverable window (see `amber ls`), or it names a transaction the archive does not hold",
+			reached.Text(), o.StopGTID)
 	}
 	return &spooled{dir: dir, files: files, res: res}, nil
 }
@@ -294,11 +316,12 @@ const (
 // filterEvents keeps a segment's Format_description event and the events
 // that end after from and, when stopAt is set, at or before it; when
 // stopTime is set, it stops at the first transaction (MariaDB GTID event)
-// whose time is not before it, as mariadb-binlog --stop-datetime does. It
+// whose time is not before it, as mariadb-binlog --stop-datetime does;
+// when target is set, at the transaction it says (gtidTarget.next). It
 // returns the kept bytes (a binlog file), the position after the last kept
 // commit and its time, and whether the stop was passed; gtids (domain ->
 // "domain-server-seq") is updated with every kept MariaDB GTID event.
-func filterEvents(data []byte, seg, from, stopAt Pos, stopTime time.Time, gtids map[uint32]string) (kept []byte, last Pos, lastTime time.Time, stop bool, err error) {
+func filterEvents(data []byte, seg, from, stopAt Pos, stopTime time.Time, gtids map[uint32]string, target *gtidTarget) (kept []byte, last Pos, lastTime time.Time, stop bool, err error) {
 	if len(data) < 4 || string(data[:4]) != string(binlogMagic) {
 		return nil, Pos{}, time.Time{}, false, errors.New("not a binlog file (no magic)")
 	}
@@ -348,11 +371,22 @@ func filterEvents(data []byte, seg, from, stopAt Pos, stopTime time.Time, gtids 
 				stop = true
 				break
 			}
+			body := ev[evHeader:]
+			seq := binary.LittleEndian.Uint64(body[0:8])
+			domain := binary.LittleEndian.Uint32(body[8:12])
+			gtid := fmt.Sprintf("%d-%d-%d", domain, binary.LittleEndian.Uint32(ev[5:9]), seq)
+			if target != nil {
+				keep, err := target.next(domain, seq, gtid)
+				if err != nil {
+					return nil, Pos{}, time.Time{}, false, err
+				}
+				if !keep {
+					stop = true
+					break
+				}
+			}
 			if gtids != nil {
-				body := ev[evHeader:]
-				seq := binary.LittleEndian.Uint64(body[0:8])
-				domain := binary.LittleEndian.Uint32(body[8:12])
-				gtids[domain] = fmt.Sprintf("%d-%d-%d", domain, binary.LittleEndian.Uint32(ev[5:9]), seq)
+				gtids[domain] = gtid
 			}
 		}
 		kept = append(kept, ev...)
@@ -409,4 +443,102 @@ func setSlavePos(ctx context.Context, d DSN, gtid string) error {
 		return fmt.Errorf("set the copy's gtid_slave_pos to %s: %w", gtid, err)
 	}
 	return nil
+}
+
+// gtidTarget is a recovery target given as a MariaDB GTID position: one
+// GTID per replication domain. Walking the binlog from the backup's GTID
+// position, replay reaches it with the transaction that brings every
+// domain it names to (or past) its sequence number: with Inclusive that
+// transaction is applied, else replay stops just before it. The target
+// must be a point of the binlog: a transaction that passes a named
+// domain's sequence number before the others are reached is an error, as
+// is a start that already passed one.
+type gtidTarget struct {
+	text      string
+	want      map[uint32]uint64 // domain -> sequence number
+	reached   map[uint32]bool
+	inclusive bool
+	final     bool // the target is reached: replay ends before the next transaction
+}
+
+// ParseGTIDTarget parses a MariaDB GTID position as a recovery target
+// ("0-1-42", or "0-1-42,1-2-7" with one GTID per domain).
+func ParseGTIDTarget(s string) (map[uint32]uint64, error) {
+	want := map[uint32]uint64{}
+	for _, g := range strings.Split(s, ",") {
+		parts := strings.Split(strings.TrimSpace(g), "-")
+		if len(parts) != 3 {
+			return nil, fmt.Errorf("GTID target %q: give a MariaDB GTID position, domain-server-sequence (such as 0-1-42; one per domain, comma-separated); MySQL GTID sets are not supported as targets: give --to-time or --to-position", s)
+		}
+		d, err1 := strconv.ParseUint(parts[0], 10, 32)
+		_, err2 := strconv.ParseUint(parts[1], 10, 32)
+		n, err3 := strconv.ParseUint(parts[2], 10, 64)
+		if err := errors.Join(err1, err2, err3); err != nil {
+			return nil, fmt.Errorf("GTID target %q: %q is not domain-server-sequence", s, g)
+		}
+		if _, dup := want[uint32(d)]; dup {
+			return nil, fmt.Errorf("GTID target %q names domain %d twice", s, d)
+		}
+		want[uint32(d)] = n
+	}
+	return want, nil
+}
+
+// newGTIDTarget starts walking toward target s from the GTID position
+// from (the backup's).
+func newGTIDTarget(s string, inclusive bool, from string) (*gtidTarget, error) {
+	want, err := ParseGTIDTarget(s)
+	if err != nil {
+		return nil, err
+	}
+	t := &gtidTarget{text: s, want: want, reached: map[uint32]bool{}, inclusive: inclusive}
+	start := parseMariaDBGTIDs(from)
+	for d, n := range want {
+		g, ok := start[d]
+		if !ok {
+			continue
+		}
+		at, err := strconv.ParseUint(g[strings.LastIndexByte(g, '-')+1:], 10, 64)
+		if err != nil {
+			continue
+		}
+		if at > n || at == n && !inclusive {
+			return nil, fmt.Errorf("%w: the backup's GTID position %s already holds the target %s's transaction in domain %d: restore an older backup (--backup; `amber ls` lists them)",
+				ErrTargetBeforeStart, from, s, d)
+		}
+		if at == n {
+			t.reached[d] = true
+		}
+	}
+	t.final = len(t.reached) == len(t.want)
+	return t, nil
+}
+
+// ErrTargetBeforeStart is wrapped by the error for a recovery target that
+// the restored backup is already past.
+var ErrTargetBeforeStart = errors.New("the recovery target is before the backup")
+
+// done reports whether the target is reached; nil is a walk without one.
+func (t *gtidTarget) done() bool { return t != nil && t.final }
+
+// next is told the GTID (domain, sequence number) of the next transaction
+// of the binlog and says whether it is applied.
+func (t *gtidTarget) next(domain uint32, seq uint64, gtid string) (bool, error) {
+	if t.final {
+		return false, nil
+	}
+	n, named := t.want[domain]
+	if !named || seq < n || t.reached[domain] && seq <= n {
+		return true, nil
+	}
+	if t.reached[domain] || seq > n && len(t.reached) < len(t.want)-1 {
+		return false, fmt.Errorf("GTID target %s is not a point of the archived binlog: transaction %s passes it in domain %d before the other domains it names are reached; give a GTID position the server went through (its gtid_binlog_pos at some moment), --to-time or --to-position", t.text, gtid, domain)
+	}
+	// seq == n, or seq > n (the domain skipped n): domain is reached here.
+	t.reached[domain] = true
+	if len(t.reached) < len(t.want) {
+		return true, nil
+	}
+	t.final = true
+	return t.inclusive && seq == n, nil
 }
