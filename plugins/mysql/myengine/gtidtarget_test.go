@@ -33,6 +33,9 @@ func TestGTIDTarget(t *testing.T) {
 		{"not a point", "0-1-5,1-2-3", true, "0-1-1,1-2-1", []txn{{0, 5}, {0, 6}, {1, 3}}, 1, "not a point of the archived binlog"},
 		{"passed before the others", "0-1-5,1-2-3", true, "0-1-1,1-2-1", []txn{{0, 7}}, 0, "not a point of the archived binlog"},
 		{"start at the target", "0-1-5", true, "0-1-5", []txn{{0, 6}}, 0, ""},
+		{"a domain new since the start", "0-1-5,1-2-3", true, "0-1-1", []txn{{1, 1}, {0, 5}, {1, 3}, {1, 4}}, 3, ""},
+		{"no start position, first transaction past", "0-1-5", true, "", []txn{{0, 9}}, 0, "records no GTID position in domain 0"},
+		{"no start position, then past", "0-1-5", true, "", []txn{{0, 4}, {0, 9}}, 1, ""},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			g, err := newGTIDTarget(c.target, c.inclusive, c.from)

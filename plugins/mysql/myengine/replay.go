@@ -454,9 +454,14 @@ func setSlavePos(ctx context.Context, d DSN, gtid string) error {
 // domain's sequence number before the others are reached is an error, as
 // is a start that already passed one.
 type gtidTarget struct {
-	text      string
-	want      map[uint32]uint64 // domain -> sequence number
-	reached   map[uint32]bool
+	text    string
+	want    map[uint32]uint64 // domain -> sequence number
+	reached map[uint32]bool
+	// known: the domain's position before the target is known (the
+	// start names it, or a transaction of it before the target was
+	// seen), so a first transaction past the target reaches it rather
+	// than hiding a start already past it.
+	known     map[uint32]bool
 	inclusive bool
 	final     bool // the target is reached: replay ends before the next transaction
 }
@@ -491,7 +496,7 @@ func newGTIDTarget(s string, inclusive bool, from string) (*gtidTarget, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &gtidTarget{text: s, want: want, reached: map[uint32]bool{}, inclusive: inclusive}
+	t := &gtidTarget{text: s, want: want, reached: map[uint32]bool{}, known: map[uint32]bool{}, inclusive: inclusive}
 	start := parseMariaDBGTIDs(from)
 	for d, n := range want {
 		g, ok := start[d]
@@ -502,6 +507,7 @@ func newGTIDTarget(s string, inclusive bool, from string) (*gtidTarget, error) {
 		if err != nil {
 			continue
 		}
+		t.known[d] = true
 		if at > n || at == n && !inclusive {
 			return nil, fmt.Errorf("%w: the backup's GTID position %s already holds the target %s's transaction in domain %d: restore an older backup (--backup; `amber ls` lists them)",
 				ErrTargetBeforeStart, from, s, d)
@@ -529,7 +535,13 @@ func (t *gtidTarget) next(domain uint32, seq uint64, gtid string) (bool, error) 
 	}
 	n, named := t.want[domain]
 	if !named || seq < n || t.reached[domain] && seq <= n {
+		if named {
+			t.known[domain] = true
+		}
 		return true, nil
+	}
+	if seq > n && !t.known[domain] {
+		return false, fmt.Errorf("GTID target %s: the backup records no GTID position in domain %d and the first archived transaction of that domain, %s, is already past the target, so whether the backup holds the target's transaction cannot be told; give --to-time or --to-position", t.text, domain, gtid)
 	}
 	if t.reached[domain] || seq > n && len(t.reached) < len(t.want)-1 {
 		return false, fmt.Errorf("GTID target %s is not a point of the archived binlog: transaction %s passes it in domain %d before the other domains it names are reached; give a GTID position the server went through (its gtid_binlog_pos at some moment), --to-time or --to-position", t.text, gtid, domain)
