@@ -180,15 +180,7 @@ func mysqlLogicalPointInTime(t *testing.T, amber conformance.AmberRunner) {
 			}
 		})
 	}
-	for _, c := range []struct {
-		name string
-		args []string
-		want string
-	}{
-		{"past the window", []string{"--to-time", time.Now().Add(time.Hour).UTC().Format(time.RFC3339)}, "recoverable window"},
-		{"GTID before the backup", []string{"--to-txn", "0-1-1"}, "restore an older backup"},
-		{"GTID past the archive", []string{"--to-txn", "0-1-999999"}, "before the target GTID position 0-1-999999"},
-	} {
+	for _, c := range mysqlRefusedTargets() {
 		t.Run(c.name, func(t *testing.T) {
 			dst := testbed.StartMariaDB(t, testbed.MariaDBOptions{})
 			cmd := amber(repo, append([]string{"restore", "--engine", "mysql", "--dsn", dst.DSN()}, c.args...)...)

@@ -92,17 +92,9 @@ func mysqlPhysicalPointInTime(t *testing.T, amber conformance.AmberRunner) {
 			}
 		})
 	}
-	for _, c := range []struct {
-		name string
-		args []string
-		want string
-	}{
-		{"past the window", []string{"--to-time", time.Now().Add(time.Hour).UTC().Format(time.RFC3339)}, "recoverable window"},
-		{"GTID before the backup", []string{"--to-txn", "0-1-1"}, "restore an older backup"},
-		{"GTID past the archive", []string{"--to-txn", "0-1-999999"}, "before the target GTID position 0-1-999999"},
-		{"MySQL GTID set", []string{"--to-txn", "3e11fa47-71ca-11e1-9e33-c80aa9429562:23"}, "MySQL GTID sets are not supported"},
-		{"named target", []string{"--to-name", "before-upgrade"}, "no named restore points"},
-	} {
+	for _, c := range append(mysqlRefusedTargets(),
+		mysqlRefused{"MySQL GTID set", []string{"--to-txn", "3e11fa47-71ca-11e1-9e33-c80aa9429562:23"}, "MySQL GTID sets are not supported"},
+		mysqlRefused{"named target", []string{"--to-name", "before-upgrade"}, "no named restore points"}) {
 		t.Run(c.name, func(t *testing.T) {
 			dir := filepath.Join(myTempDir(t), "data")
 			cmd := amber(repo, append([]string{"restore", "--engine", "mysql", "--data-dir", dir}, c.args...)...)
@@ -115,6 +107,25 @@ func mysqlPhysicalPointInTime(t *testing.T, amber conformance.AmberRunner) {
 			}
 			t.Log(lastLine(string(out)))
 		})
+	}
+}
+
+// mysqlRefused is a recovery target a restore refuses before it writes
+// anything, and what its error says.
+type mysqlRefused struct {
+	name string
+	args []string
+	want string
+}
+
+// mysqlRefusedTargets are the targets every point-in-time restore of the
+// archive mysqlArchiveMarkers leaves refuses: a time past the archive, a
+// GTID the backup already holds, a GTID past the archive.
+func mysqlRefusedTargets() []mysqlRefused {
+	return []mysqlRefused{
+		{"past the window", []string{"--to-time", time.Now().Add(time.Hour).UTC().Format(time.RFC3339)}, "recoverable window"},
+		{"GTID before the backup", []string{"--to-txn", "0-1-1"}, "restore an older backup"},
+		{"GTID past the archive", []string{"--to-txn", "0-1-999999"}, "before the target GTID position 0-1-999999"},
 	}
 }
 

@@ -382,7 +382,7 @@ func (e *Engine) Archive(ctx context.Context, req api.ArchiveRequest, out api.Se
 // when the target is a data directory (a physical restore), into every
 // database of the copy there, through a private server started on it.
 // Time targets resolve to whole seconds (binlog timestamps); a
-// transaction target is a MariaDB GTID position (myengine.ParseGTIDTarget);
+// transaction target is a MariaDB GTID position (myengine.ReplayOptions.StopGTID);
 // there are no named targets. With api.OptionReplayCheck it only walks the
 // log to the target.
 func (e *Engine) Replay(ctx context.Context, req api.ReplayRequest, src api.SegmentSource) (api.ReplayResult, error) {
@@ -416,10 +416,7 @@ func (e *Engine) Replay(ctx context.Context, req api.ReplayRequest, src api.Segm
 		}
 		o.StopPos = p
 	case to.Txn != "":
-		if _, err := myengine.ParseGTIDTarget(to.Txn); err != nil {
-			return api.ReplayResult{}, err
-		}
-		o.StopGTID = to.Txn
+		o.StopGTID = to.Txn // a MariaDB GTID position, parsed before any log is read
 	default:
 		return api.ReplayResult{}, checkTarget(to)
 	}

@@ -356,7 +356,7 @@ func RestoreEngine(ctx context.Context, r *repo.Repository, eng api.Engine, o En
 		}
 		req.Options[api.OptionSnapshotData] = "true"
 	}
-	if hostReplay && rep.Reach != nil {
+	if hostReplay && rep.Reach != nil && to.Txn != "" { // the only targets checkReplayTarget walks: list no segments for the others
 		segs, err := newRepoSegments(ctx, r, stream)
 		if err != nil {
 			return nil, err

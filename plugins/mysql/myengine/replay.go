@@ -33,7 +33,7 @@ type ReplayOptions struct {
 	StopPos  Pos
 	// StopGTID is a MariaDB GTID position ("0-1-42", one per domain,
 	// comma-separated): replay ends with the transaction that brings the
-	// copy's GTID position there in every domain it names (ParseGTIDTarget).
+	// copy's GTID position there in every domain it names (gtidTarget).
 	StopGTID  string
 	Inclusive bool   // apply the transaction at StopTime or StopGTID
 	Database  string // the database the dump was taken of; the target must have the same name
@@ -374,9 +374,9 @@ func filterEvents(data []byte, seg, from, stopAt Pos, stopTime time.Time, gtids 
 			body := ev[evHeader:]
 			seq := binary.LittleEndian.Uint64(body[0:8])
 			domain := binary.LittleEndian.Uint32(body[8:12])
-			gtid := fmt.Sprintf("%d-%d-%d", domain, binary.LittleEndian.Uint32(ev[5:9]), seq)
+			server := binary.LittleEndian.Uint32(ev[5:9])
 			if target != nil {
-				keep, err := target.next(domain, seq, gtid)
+				keep, err := target.next(domain, server, seq)
 				if err != nil {
 					return nil, Pos{}, time.Time{}, false, err
 				}
@@ -386,7 +386,7 @@ func filterEvents(data []byte, seg, from, stopAt Pos, stopTime time.Time, gtids 
 				}
 			}
 			if gtids != nil {
-				gtids[domain] = gtid
+				gtids[domain] = fmt.Sprintf("%d-%d-%d", domain, server, seq)
 			}
 		}
 		kept = append(kept, ev...)
@@ -466,45 +466,42 @@ type gtidTarget struct {
 	final     bool // the target is reached: replay ends before the next transaction
 }
 
-// ParseGTIDTarget parses a MariaDB GTID position as a recovery target
-// ("0-1-42", or "0-1-42,1-2-7" with one GTID per domain).
-func ParseGTIDTarget(s string) (map[uint32]uint64, error) {
-	want := map[uint32]uint64{}
+// parseGTIDSeqs reads a MariaDB GTID position ("0-1-42", or "0-1-42,1-2-7"
+// with one GTID per domain) as domain -> sequence number.
+func parseGTIDSeqs(s string) (map[uint32]uint64, error) {
+	seqs := map[uint32]uint64{}
 	for _, g := range strings.Split(s, ",") {
 		parts := strings.Split(strings.TrimSpace(g), "-")
 		if len(parts) != 3 {
-			return nil, fmt.Errorf("GTID target %q: give a MariaDB GTID position, domain-server-sequence (such as 0-1-42; one per domain, comma-separated); MySQL GTID sets are not supported as targets: give --to-time or --to-position", s)
+			return nil, errors.New("give a MariaDB GTID position, domain-server-sequence (such as 0-1-42; one per domain, comma-separated); MySQL GTID sets are not supported as targets: give --to-time or --to-position")
 		}
 		d, err1 := strconv.ParseUint(parts[0], 10, 32)
 		_, err2 := strconv.ParseUint(parts[1], 10, 32)
 		n, err3 := strconv.ParseUint(parts[2], 10, 64)
 		if err := errors.Join(err1, err2, err3); err != nil {
-			return nil, fmt.Errorf("GTID target %q: %q is not domain-server-sequence", s, g)
+			return nil, fmt.Errorf("%q is not domain-server-sequence", g)
 		}
-		if _, dup := want[uint32(d)]; dup {
-			return nil, fmt.Errorf("GTID target %q names domain %d twice", s, d)
+		if _, dup := seqs[uint32(d)]; dup {
+			return nil, fmt.Errorf("names domain %d twice", d)
 		}
-		want[uint32(d)] = n
+		seqs[uint32(d)] = n
 	}
-	return want, nil
+	return seqs, nil
 }
 
 // newGTIDTarget starts walking toward target s from the GTID position
-// from (the backup's).
+// from (the backup's; domains it does not name, or all when it is not a
+// MariaDB GTID position, start unknown).
 func newGTIDTarget(s string, inclusive bool, from string) (*gtidTarget, error) {
-	want, err := ParseGTIDTarget(s)
+	want, err := parseGTIDSeqs(s)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("GTID target %q: %w", s, err)
 	}
 	t := &gtidTarget{text: s, want: want, reached: map[uint32]bool{}, known: map[uint32]bool{}, inclusive: inclusive}
-	start := parseMariaDBGTIDs(from)
+	start, _ := parseGTIDSeqs(from)
 	for d, n := range want {
-		g, ok := start[d]
+		at, ok := start[d]
 		if !ok {
-			continue
-		}
-		at, err := strconv.ParseUint(g[strings.LastIndexByte(g, '-')+1:], 10, 64)
-		if err != nil {
 			continue
 		}
 		t.known[d] = true
@@ -527,9 +524,9 @@ var ErrTargetBeforeStart = errors.New("the recovery target is before the backup"
 // done reports whether the target is reached; nil is a walk without one.
 func (t *gtidTarget) done() bool { return t != nil && t.final }
 
-// next is told the GTID (domain, sequence number) of the next transaction
-// of the binlog and says whether it is applied.
-func (t *gtidTarget) next(domain uint32, seq uint64, gtid string) (bool, error) {
+// next is told the GTID (domain, server id, sequence number) of the next
+// transaction of the binlog and says whether it is applied.
+func (t *gtidTarget) next(domain, server uint32, seq uint64) (bool, error) {
 	if t.final {
 		return false, nil
 	}
@@ -541,10 +538,10 @@ func (t *gtidTarget) next(domain uint32, seq uint64, gtid string) (bool, error) 
 		return true, nil
 	}
 	if seq > n && !t.known[domain] {
-		return false, fmt.Errorf("GTID target %s: the backup records no GTID position in domain %d and the first archived transaction of that domain, %s, is already past the target, so whether the backup holds the target's transaction cannot be told; give --to-time or --to-position", t.text, domain, gtid)
+		return false, fmt.Errorf("GTID target %s: the backup records no GTID position in domain %d and the first archived transaction of that domain, %s, is already past the target, so whether the backup holds the target's transaction cannot be told; give --to-time or --to-position", t.text, domain, fmt.Sprintf("%d-%d-%d", domain, server, seq))
 	}
 	if t.reached[domain] || seq > n && len(t.reached) < len(t.want)-1 {
-		return false, fmt.Errorf("GTID target %s is not a point of the archived binlog: transaction %s passes it in domain %d before the other domains it names are reached; give a GTID position the server went through (its gtid_binlog_pos at some moment), --to-time or --to-position", t.text, gtid, domain)
+		return false, fmt.Errorf("GTID target %s is not a point of the archived binlog: transaction %s passes it in domain %d before the other domains it names are reached; give a GTID position the server went through (its gtid_binlog_pos at some moment), --to-time or --to-position", t.text, fmt.Sprintf("%d-%d-%d", domain, server, seq), domain)
 	}
 	// seq == n, or seq > n (the domain skipped n): domain is reached here.
 	t.reached[domain] = true
