@@ -108,9 +108,10 @@ func Probe(ctx context.Context, dsn DSN) (*Info, error) {
 // it replayed (pg_last_xact_replay_timestamp), as monitoring tools count
 // it: a standby that replays behind what it received, or that receives
 // nothing (its primary gone, or fed only by restore_command), is reported
-// as stale as its newest replayed commit, never less. A standby that has
-// replayed no commit since it started, and is not caught up, has an
-// unknown lag.
+// as stale as its newest replayed commit, never less (with the two
+// servers' clocks in sync: the age is the standby's clock against the
+// primary's commit times). A standby that has replayed no commit since it
+// started, and is not caught up, has an unknown lag.
 func standbyLag(ctx context.Context, conn *pgx.Conn, info *Info) error {
 	var (
 		receiver string
